@@ -1,0 +1,471 @@
+package transport
+
+import (
+	"context"
+	"fmt"
+	"math/bits"
+	"runtime"
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+// Policy says what a producer does when an inbox is full.
+type Policy uint32
+
+const (
+	// DropOldest: the producer evicts the oldest message, releases it, and pushes. Counted as
+	// dropped, reason "oldest". The default: real-time data wants the newest value.
+	DropOldest Policy = iota
+	// DropNewest: the push fails with ErrFull; counted as dropped, reason "newest".
+	DropNewest
+	// Block: the producer waits for room until its context is done or the inbox's block
+	// limit passes, then fails with ErrTimeout; counted as dropped, reason "timeout".
+	Block
+)
+
+func (p Policy) String() string {
+	switch p {
+	case DropOldest:
+		return "drop-oldest"
+	case DropNewest:
+		return "drop-newest"
+	case Block:
+		return "block"
+	}
+	return fmt.Sprintf("Policy(%d)", uint32(p))
+}
+
+// Inbox states (low byte of inboxHeader.state; a 14-bit generation is above it).
+const (
+	inboxFree    = 0
+	inboxOpening = 1
+	inboxOpen    = 2
+	inboxClosing = 3
+	inboxGenMask = 1<<14 - 1
+)
+
+// A ring cell is one 64-bit word holding either a handle or a marker:
+//
+//	bit 63 = 0: a handle; bit 62 is the lap parity of its position ((pos / capacity) & 1)
+//	bit 63 = 1, bit 62 = 0: empty, ready for position pos (bits 0-47) of generation gen (48-61)
+//	bit 63 = 1, bit 62 = 1: reserved
+//
+// Producers fill a cell with one compare-and-swap from "empty for position t" to the handle,
+// then advance the tail; the consumer takes with one compare-and-swap from the handle to
+// "empty for position h+capacity", then advances the head. The cell is the commit point, and
+// any process that finds the tail or head lagging behind a committed cell advances it, so a
+// process killed between the two steps never stalls the others. The generation in the empty
+// marker makes a producer that still holds a closed (and perhaps reused) inbox fail instead of
+// delivering into a stranger's ring; positions keep counting across reuses for the same reason.
+const (
+	markBit   = 1 << 63
+	parityBit = 1 << 62
+	posMask   = 1<<48 - 1
+)
+
+// InboxID names an inbox across processes: table index and generation.
+type InboxID uint32
+
+// Index returns the inbox's table index.
+func (id InboxID) Index() int { return int(id & 0xffff) }
+
+func makeInboxID(idx, gen uint32) InboxID { return InboxID(gen&inboxGenMask<<16 | idx&0xffff) }
+
+// inboxView is this process's fixed view of one inbox-table entry.
+type inboxView struct {
+	r     *Region
+	index uint32
+	hdr   *inboxHeader
+	cells unsafe.Pointer
+}
+
+// Inbox is a checked handle on an open inbox ring: a small value, cheap to copy and to keep
+// per destination. Push may be called from any process and goroutine; Pop and Wait are for the
+// inbox's consumer (its owner), though concurrent calls are safe.
+type Inbox struct {
+	v      *inboxView
+	gen    uint64
+	mask   uint64
+	cap    uint64
+	shift  uint
+	policy Policy
+	block  time.Duration
+}
+
+func (in *Inbox) cell(pos uint64) *atomic.Uint64 {
+	return (*atomic.Uint64)(unsafe.Add(in.v.cells, (pos&in.mask)*8))
+}
+
+func (in *Inbox) empty(pos uint64) uint64 { return markBit | in.gen<<48 | pos&posMask }
+func (in *Inbox) parity(pos uint64) uint64 {
+	return (pos >> in.shift & 1) << 62
+}
+
+// InboxConfig says how a new inbox behaves.
+type InboxConfig struct {
+	// Capacity is a power of two no larger than the region's InboxCapacity; 0 means the
+	// region's InboxCapacity.
+	Capacity int
+	// Policy is what producers do when the inbox is full.
+	Policy Policy
+	// BlockLimit bounds a producer's wait under Block (0: only the producer's context bounds it).
+	BlockLimit time.Duration
+	// Pattern is recorded for tools (up to 32 bytes).
+	Pattern string
+}
+
+// OpenInbox claims a free inbox for p. It fails with ErrTableFull when none is free.
+func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
+	r := p.r
+	capacity := uint64(c.Capacity)
+	if capacity == 0 {
+		capacity = uint64(r.cfg.InboxCapacity)
+	}
+	if capacity < 2 || capacity > uint64(r.cfg.InboxCapacity) || bits.OnesCount64(capacity) != 1 {
+		return Inbox{}, fmt.Errorf("offq: inbox capacity %d: want a power of two from 2 to %d", c.Capacity, r.cfg.InboxCapacity)
+	}
+	if c.Policy > Block {
+		return Inbox{}, fmt.Errorf("offq: inbox policy %v: unknown", c.Policy)
+	}
+	for i := range r.inboxes {
+		v := &r.inboxes[i]
+		st := v.hdr.state.Load()
+		if st&0xff != inboxFree {
+			continue
+		}
+		gen := (st>>8 + 1) & inboxGenMask
+		if !v.hdr.state.CompareAndSwap(st, gen<<8|inboxOpening) {
+			continue
+		}
+		h := v.hdr
+		h.capacity = uint32(capacity)
+		h.policy = uint32(c.Policy)
+		h.owner = p.owner
+		h.topic = 0
+		h.blockNanos = int64(c.BlockLimit)
+		h.pattern = [32]byte{}
+		copy(h.pattern[:], c.Pattern)
+		h.sleepers.Store(0)
+		h.spaceWaiters.Store(0)
+		h.dropOldest.Store(0)
+		h.dropNewest.Store(0)
+		h.dropTimeout.Store(0)
+		h.corrupt.Store(0)
+		in := v.inbox(gen, uint32(capacity), c.Policy, c.BlockLimit)
+		// Positions continue from where the previous user of this entry stopped, so that no
+		// position is ever reused for another generation.
+		t := h.tail.Load()
+		for pos := t; pos < t+capacity; pos++ {
+			in.cell(pos).Store(in.empty(pos))
+		}
+		h.head.Store(t)
+		h.base = t
+		h.state.Store(gen<<8 | inboxOpen)
+		return in, nil
+	}
+	return Inbox{}, fmt.Errorf("offq: open inbox in %q: %w: all %d inboxes in use", r.name, ErrTableFull, len(r.inboxes))
+}
+
+func (v *inboxView) inbox(gen uint64, capacity uint32, policy Policy, block time.Duration) Inbox {
+	return Inbox{v: v, gen: gen, mask: uint64(capacity) - 1, cap: uint64(capacity),
+		shift: uint(bits.TrailingZeros32(capacity)), policy: policy, block: block}
+}
+
+// Inbox returns a handle on the open inbox id, checking that the entry is open with the same
+// generation and that its recorded capacity and policy are valid. It allocates nothing.
+func (r *Region) Inbox(id InboxID) (Inbox, error) {
+	idx := uint32(id) & 0xffff
+	if idx >= uint32(len(r.inboxes)) {
+		return Inbox{}, fmt.Errorf("%w: inbox index %d out of range", ErrCorrupt, idx)
+	}
+	v := &r.inboxes[idx]
+	st := v.hdr.state.Load()
+	gen := uint64(id >> 16)
+	if st&0xff != inboxOpen || st>>8&inboxGenMask != gen {
+		return Inbox{}, ErrClosed
+	}
+	c := v.hdr.capacity
+	if c < 2 || c > r.cfg.InboxCapacity || c&(c-1) != 0 || v.hdr.policy > uint32(Block) {
+		v.hdr.corrupt.Add(1)
+		return Inbox{}, fmt.Errorf("%w: inbox %d: capacity %d, policy %d", ErrCorrupt, idx, c, v.hdr.policy)
+	}
+	return v.inbox(gen, c, Policy(v.hdr.policy), time.Duration(max(v.hdr.blockNanos, 0))), nil
+}
+
+// ID returns the inbox's cross-process name.
+func (in *Inbox) ID() InboxID { return makeInboxID(in.v.index, uint32(in.gen)) }
+
+// Capacity returns the ring's capacity.
+func (in *Inbox) Capacity() int { return int(in.cap) }
+
+// Policy returns the inbox's overflow policy.
+func (in *Inbox) Policy() Policy { return in.policy }
+
+// Len returns the number of messages waiting (a snapshot).
+func (in *Inbox) Len() int {
+	t, h := in.v.hdr.tail.Load(), in.v.hdr.head.Load()
+	if t <= h {
+		return 0
+	}
+	return int(min(t-h, in.cap))
+}
+
+// Push appends h to the inbox. On a full inbox the policy decides: DropOldest evicts (and
+// releases) the oldest message and pushes; DropNewest fails with ErrFull; Block waits for
+// room until ctx is done or the inbox's block limit passes, then fails with ErrTimeout. Every
+// drop is counted in the inbox. Push wakes a sleeping consumer, and makes no system call when
+// none sleeps. It allocates nothing.
+//
+// The caller's reference to h passes to the inbox when Push returns nil; on an error it stays
+// with the caller.
+func (in *Inbox) Push(ctx context.Context, h Handle) error {
+	if h == 0 || uint64(h)&^handleMask != 0 {
+		return errHandleBits
+	}
+	hd := in.v.hdr
+	var deadline time.Time
+	for {
+		t := hd.tail.Load()
+		c := in.cell(t)
+		v := c.Load()
+		if v == in.empty(t) {
+			if !c.CompareAndSwap(v, uint64(h)|in.parity(t)) {
+				continue
+			}
+			hd.tail.CompareAndSwap(t, t+1)
+			if hd.sleepers.Load() != 0 {
+				hd.wake.Add(1)
+				futexWakeAll(&hd.wake)
+			}
+			return nil
+		}
+		switch {
+		case v&markBit == 0: // a handle
+			if v&parityBit == in.parity(t) {
+				hd.tail.CompareAndSwap(t, t+1) // filled for t by a producer that has not advanced the tail
+				continue
+			}
+			// The handle of position t-capacity is still there: full.
+			if err := in.full(ctx, &deadline); err != nil {
+				return err
+			}
+		case v&parityBit != 0: // reserved marker: treat as a cell being worked on
+			runtime.Gosched()
+		case (v>>48)&inboxGenMask != in.gen:
+			if hd.tail.Load() == t {
+				return ErrClosed
+			}
+		case v&posMask == (t+in.cap)&posMask:
+			hd.tail.CompareAndSwap(t, t+1) // filled and already taken; tail lags
+		default:
+			if hd.tail.Load() == t {
+				// A marker that cannot be at this position: scribbled. The consumer repairs
+				// it when it reaches it; this message is not delivered.
+				hd.corrupt.Add(1)
+				return errCellCorrupt
+			}
+		}
+	}
+}
+
+var errCellCorrupt = fmt.Errorf("%w: inbox cell holds an impossible value", ErrCorrupt)
+
+// full applies the overflow policy. A nil return means: try again.
+func (in *Inbox) full(ctx context.Context, deadline *time.Time) error {
+	hd := in.v.hdr
+	switch in.policy {
+	case DropNewest:
+		hd.dropNewest.Add(1)
+		return ErrFull
+	case Block:
+		if deadline.IsZero() {
+			*deadline = time.Now().Add(in.block)
+			if in.block == 0 {
+				*deadline = time.Unix(1<<40, 0)
+			}
+			if d, ok := ctx.Deadline(); ok && d.Before(*deadline) {
+				*deadline = d
+			}
+		}
+		if err := in.waitSpace(ctx, *deadline); err != nil {
+			hd.dropTimeout.Add(1)
+			return err
+		}
+		return nil
+	default: // DropOldest
+		h, ok, err := in.take()
+		if err != nil {
+			return err
+		}
+		if ok {
+			hd.dropOldest.Add(1)
+			in.v.r.releaseDropped(h)
+		}
+		return nil
+	}
+}
+
+// releaseDropped releases a handle taken out of a ring by someone other than a consumer; a
+// handle that does not decode is counted, not dereferenced.
+func (r *Region) releaseDropped(h Handle) {
+	if err := r.Release(h); err != nil {
+		r.hdr.corrupt.Add(1)
+	}
+}
+
+// TryPop takes the oldest message without waiting. ok is false when the inbox is empty. The
+// caller receives the inbox's reference to the handle and must Release it. The handle is
+// untrusted: check it with Region.Buffer before use.
+func (in *Inbox) TryPop() (h Handle, ok bool, err error) { return in.take() }
+
+// take claims the oldest handle; used by the consumer and by evicting producers.
+func (in *Inbox) take() (Handle, bool, error) {
+	hd := in.v.hdr
+	for {
+		h0 := hd.head.Load()
+		c := in.cell(h0)
+		v := c.Load()
+		if hd.head.Load() != h0 {
+			continue
+		}
+		if v&markBit == 0 {
+			if v&parityBit != in.parity(h0) {
+				// The handle of position h0+capacity: h0 was taken and the head lags.
+				hd.head.CompareAndSwap(h0, h0+1)
+				continue
+			}
+			if !c.CompareAndSwap(v, in.empty(h0+in.cap)) {
+				continue
+			}
+			hd.head.CompareAndSwap(h0, h0+1)
+			if hd.spaceWaiters.Load() != 0 {
+				hd.space.Add(1)
+				futexWakeAll(&hd.space)
+			}
+			return Handle(v &^ parityBit), true, nil
+		}
+		switch {
+		case v == in.empty(h0):
+			return 0, false, nil
+		case v == in.empty(h0+in.cap):
+			hd.head.CompareAndSwap(h0, h0+1)
+			continue
+		case v&parityBit != 0:
+			runtime.Gosched()
+			continue
+		case (v>>48)&inboxGenMask != in.gen:
+			return 0, false, ErrClosed
+		}
+		// An impossible value: drop it, count it, and move on. If the ring is otherwise
+		// empty the cell becomes empty for h0; if not, the message at h0 was destroyed.
+		hd.corrupt.Add(1)
+		in.v.r.hdr.corrupt.Add(1)
+		if hd.tail.Load() == h0 {
+			c.CompareAndSwap(v, in.empty(h0))
+		} else if c.CompareAndSwap(v, in.empty(h0+in.cap)) {
+			hd.head.CompareAndSwap(h0, h0+1)
+		}
+	}
+}
+
+// ready reports whether a message is waiting, without taking it.
+func (in *Inbox) ready() bool {
+	h0 := in.v.hdr.head.Load()
+	return in.cell(h0).Load() != in.empty(h0)
+}
+
+// Close closes an inbox owned by p: producers that still hold it get ErrClosed from then on,
+// and every message left in it is released. Close is idempotent for a given Inbox value.
+func (in *Inbox) Close() error {
+	hd := in.v.hdr
+	st := hd.state.Load()
+	if st != in.gen<<8|inboxOpen || !hd.state.CompareAndSwap(st, in.gen<<8|inboxClosing) {
+		return nil
+	}
+	in.drainClosed()
+	// Wake anyone still waiting on the words, then free the entry (the generation stays).
+	hd.wake.Add(1)
+	futexWakeAll(&hd.wake)
+	hd.space.Add(1)
+	futexWakeAll(&hd.space)
+	hd.state.Store(in.gen<<8 | inboxFree)
+	return nil
+}
+
+// drainClosed turns every cell into an empty marker of the next generation, which no producer
+// of this generation will fill, releasing the handles it finds; afterwards the ring is inert.
+func (in *Inbox) drainClosed() {
+	hd := in.v.hdr
+	next := (in.gen + 1) & inboxGenMask
+	poison := func(pos uint64) uint64 { return markBit | next<<48 | pos&posMask }
+	for i := uint64(0); i < in.cap; i++ {
+		c := (*atomic.Uint64)(unsafe.Add(in.v.cells, i*8))
+		for {
+			v := c.Load()
+			if v&markBit != 0 && v&parityBit == 0 && (v>>48)&inboxGenMask == next {
+				break
+			}
+			if !c.CompareAndSwap(v, poison(i)) {
+				continue
+			}
+			if v&markBit == 0 {
+				in.v.r.releaseDropped(Handle(v &^ parityBit))
+			}
+			break
+		}
+	}
+	// Move the tail past everything that was ever filled, and the head to it.
+	t := max(hd.tail.Load(), hd.head.Load()) + in.cap
+	hd.tail.Store(t)
+	hd.head.Store(t)
+}
+
+// InboxStats is a snapshot of one inbox's counters.
+type InboxStats struct {
+	ID          InboxID
+	Owner       int // participant index
+	Pattern     string
+	Policy      Policy
+	Capacity    int
+	Depth       int
+	Pushed      uint64 // messages accepted (tail position since the ring was opened)
+	Popped      uint64 // messages taken by the consumer
+	DropOldest  uint64
+	DropNewest  uint64
+	DropTimeout uint64
+	Corrupt     uint64
+	Sleeping    bool // a consumer is asleep on the wake word
+}
+
+// InboxStats returns the counters of every open inbox. It reads shared memory only.
+func (r *Region) InboxStats() []InboxStats {
+	var out []InboxStats
+	for i := range r.inboxes {
+		h := r.inboxes[i].hdr
+		st := h.state.Load()
+		if st&0xff != inboxOpen {
+			continue
+		}
+		t, hd := h.tail.Load(), h.head.Load()
+		depth := uint64(0)
+		if t > hd {
+			depth = min(t-hd, uint64(h.capacity))
+		}
+		n := 0
+		for n < len(h.pattern) && h.pattern[n] != 0 {
+			n++
+		}
+		pushed := t - min(h.base, t)
+		taken := hd - min(h.base, hd)
+		s := InboxStats{
+			Pushed: pushed, Popped: taken - min(taken, h.dropOldest.Load()+h.corrupt.Load()),
+			ID: makeInboxID(uint32(i), uint32(st>>8)), Owner: int(h.owner) - 1,
+			Pattern: string(h.pattern[:n]), Policy: Policy(h.policy), Capacity: int(h.capacity),
+			Depth: int(depth), DropOldest: h.dropOldest.Load(), DropNewest: h.dropNewest.Load(),
+			DropTimeout: h.dropTimeout.Load(), Corrupt: h.corrupt.Load(), Sleeping: h.sleepers.Load() != 0,
+		}
+		out = append(out, s)
+	}
+	return out
+}
