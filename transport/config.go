@@ -2,7 +2,6 @@ package transport
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"math/bits"
 	"os"
@@ -23,6 +22,7 @@ const (
 	MaxTopics        = 1 << 16
 	MaxParticipants  = 1 << 12
 	MaxHistoryDepth  = 1 << 10
+	MaxHeld          = 1 << 16
 	MaxRegionSize    = 1 << 39 // 512 GiB
 	slotAlign        = 64
 )
@@ -99,11 +99,14 @@ type Config struct {
 	Participants uint32 `toml:"participants" json:"participants"`
 	// HistoryDepth is the largest number of past messages a topic may keep for late joiners.
 	HistoryDepth uint32 `toml:"history_depth" json:"history_depth"`
+	// Held is how many received messages one participant may hold unreleased at once; each
+	// is recorded in the participant's held list so that it can be reclaimed if it dies.
+	Held uint32 `toml:"held" json:"held"`
 }
 
 // DefaultConfig returns the configuration used when none is given: about 8 MiB of buffers in
-// four classes (256 B, 4 KiB, 64 KiB, 1 MiB), 64 inboxes of up to 1024 messages, 256 topics and
-// 64 participants.
+// four classes (256 B, 4 KiB, 64 KiB, 1 MiB), 64 inboxes of up to 1024 messages, 256 topics,
+// 64 participants each holding up to 1024 received messages, and histories of up to 16.
 func DefaultConfig() Config {
 	return Config{
 		Classes: []Class{
@@ -117,6 +120,7 @@ func DefaultConfig() Config {
 		Topics:        256,
 		Participants:  64,
 		HistoryDepth:  16,
+		Held:          1024,
 	}
 }
 
@@ -149,6 +153,8 @@ func (c Config) Validate() error {
 		return bad("participants %d; want 1 to %d", c.Participants, MaxParticipants)
 	case c.HistoryDepth > MaxHistoryDepth:
 		return bad("history_depth %d; want 0 to %d", c.HistoryDepth, MaxHistoryDepth)
+	case c.Held == 0 || c.Held > MaxHeld:
+		return bad("held %d; want 1 to %d", c.Held, MaxHeld)
 	}
 	if sz := computeLayout(c).total; sz > MaxRegionSize {
 		return bad("region would be %d bytes; the limit is %d", sz, uint64(MaxRegionSize))
@@ -178,6 +184,7 @@ func (c Config) diff(d Config) string {
 		{"topics", c.Topics, d.Topics},
 		{"participants", c.Participants, d.Participants},
 		{"history_depth", c.HistoryDepth, d.HistoryDepth},
+		{"held", c.Held, d.Held},
 	} {
 		if f.a != f.b {
 			return fmt.Sprintf("%s is %d, not %d", f.name, f.b, f.a)
@@ -224,6 +231,7 @@ func ParseConfig(data []byte) (Config, error) {
 		{"topics", &c.Topics, file.Topics},
 		{"participants", &c.Participants, file.Participants},
 		{"history_depth", &c.HistoryDepth, file.HistoryDepth},
+		{"held", &c.Held, file.Held},
 	} {
 		if md.IsDefined(f.key) {
 			*f.dst = f.src
@@ -247,5 +255,3 @@ func LoadConfig(path string) (Config, error) {
 	}
 	return c, nil
 }
-
-var errNoConfig = errors.New("no configuration")

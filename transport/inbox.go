@@ -111,7 +111,7 @@ type InboxConfig struct {
 	Policy Policy
 	// BlockLimit bounds a producer's wait under Block (0: only the producer's context bounds it).
 	BlockLimit time.Duration
-	// Pattern is recorded for tools (up to 32 bytes).
+	// Pattern is the subscription pattern publishers match topics against (up to 128 bytes).
 	Pattern string
 }
 
@@ -124,6 +124,9 @@ func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
 	}
 	if capacity < 2 || capacity > uint64(r.cfg.InboxCapacity) || bits.OnesCount64(capacity) != 1 {
 		return Inbox{}, fmt.Errorf("offq: inbox capacity %d: want a power of two from 2 to %d", c.Capacity, r.cfg.InboxCapacity)
+	}
+	if len(c.Pattern) > patternSize {
+		return Inbox{}, fmt.Errorf("offq: inbox pattern of %d bytes: the limit is %d", len(c.Pattern), patternSize)
 	}
 	if c.Policy > Block {
 		return Inbox{}, fmt.Errorf("offq: inbox policy %v: unknown", c.Policy)
@@ -144,8 +147,10 @@ func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
 		h.owner = p.owner
 		h.topic = 0
 		h.blockNanos = int64(c.BlockLimit)
-		h.pattern = [32]byte{}
-		copy(h.pattern[:], c.Pattern)
+		pat := r.pattern(uint32(i))
+		*pat = [patternSize]byte{}
+		copy(pat[:], c.Pattern)
+		h.patternLen = uint32(len(c.Pattern))
 		h.sleepers.Store(0)
 		h.spaceWaiters.Store(0)
 		h.dropOldest.Store(0)
@@ -162,6 +167,7 @@ func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
 		h.head.Store(t)
 		h.base = t
 		h.state.Store(gen<<8 | inboxOpen)
+		r.hdr.subGen.Add(1)
 		return in, nil
 	}
 	return Inbox{}, fmt.Errorf("offq: open inbox in %q: %w: all %d inboxes in use", r.name, ErrTableFull, len(r.inboxes))
@@ -390,6 +396,7 @@ func (in *Inbox) Close() error {
 	hd.space.Add(1)
 	futexWakeAll(&hd.space)
 	hd.state.Store(in.gen<<8 | inboxFree)
+	in.v.r.hdr.subGen.Add(1)
 	return nil
 }
 
@@ -452,20 +459,50 @@ func (r *Region) InboxStats() []InboxStats {
 		if t > hd {
 			depth = min(t-hd, uint64(h.capacity))
 		}
-		n := 0
-		for n < len(h.pattern) && h.pattern[n] != 0 {
-			n++
-		}
 		pushed := t - min(h.base, t)
 		taken := hd - min(h.base, hd)
 		s := InboxStats{
 			Pushed: pushed, Popped: taken - min(taken, h.dropOldest.Load()+h.corrupt.Load()),
 			ID: makeInboxID(uint32(i), uint32(st>>8)), Owner: int(h.owner) - 1,
-			Pattern: string(h.pattern[:n]), Policy: Policy(h.policy), Capacity: int(h.capacity),
+			Pattern: r.patternString(uint32(i)), Policy: Policy(h.policy), Capacity: int(h.capacity),
 			Depth: int(depth), DropOldest: h.dropOldest.Load(), DropNewest: h.dropNewest.Load(),
 			DropTimeout: h.dropTimeout.Load(), Corrupt: h.corrupt.Load(), Sleeping: h.sleepers.Load() != 0,
 		}
 		out = append(out, s)
 	}
 	return out
+}
+
+func (r *Region) pattern(i uint32) *[patternSize]byte {
+	return (*[patternSize]byte)(r.at(r.lay.sec.patterns.off + uint64(i)*patternSize))
+}
+
+func (r *Region) patternString(i uint32) string {
+	n := min(int(r.inboxes[i].hdr.patternLen), patternSize)
+	return string(r.pattern(i)[:n])
+}
+
+// SubscriptionGen returns the region's subscription generation, which every OpenInbox and
+// Inbox.Close bumps after the change is visible. A publisher that caches the inboxes matching
+// its topic rebuilds the cache when the generation moves: one shared, rarely written word read
+// per publish.
+func (r *Region) SubscriptionGen() uint64 { return r.hdr.subGen.Load() }
+
+// Subscription is an open inbox and the pattern it subscribes to.
+type Subscription struct {
+	ID      InboxID
+	Pattern string
+}
+
+// Subscriptions appends every open inbox and its pattern to dst and returns it. A pattern
+// that a faulty process made too long is cut to the room it has.
+func (r *Region) Subscriptions(dst []Subscription) []Subscription {
+	for i := range r.inboxes {
+		st := r.inboxes[i].hdr.state.Load()
+		if st&0xff != inboxOpen {
+			continue
+		}
+		dst = append(dst, Subscription{ID: makeInboxID(uint32(i), uint32(st>>8)), Pattern: r.patternString(uint32(i))})
+	}
+	return dst
 }

@@ -16,8 +16,10 @@ import (
 //	section        size                                   holds
 //	header         1024                                   identity, config, section table, region counters
 //	participants   Participants x 128                     one slot per attached participant
+//	held           Participants x Held x 8                each participant's held list: handles taken, not released
 //	topics         Topics x (256 + 8 x HistoryDepth)      topic table (reserved for the topic layer)
 //	inboxes        Inboxes x 384                          ring headers: config, tail, head, wake words, counters
+//	patterns       Inboxes x 128                          each inbox's subscription pattern, NUL-padded
 //	cells          Inboxes x InboxCapacity x 8            ring cells, one 64-bit word each
 //	pool[i]        192 + Count x (64 + Size)              pool counters, then slots: 64-byte header + payload
 //
@@ -53,9 +55,10 @@ const (
 //	40   8     creation time, Unix nanoseconds
 //	48   4     creator's pid (informational only)
 //	64   96    config block (diskConfig)
-//	160  192   section table (sections)
+//	160  224   section table (sections)
 //	512  8     reclaims: participants reclaimed after dying
 //	520  8     corrupt: bad words found in the region and dropped
+//	528  8     subscriptions generation: bumped on every subscribe and unsubscribe
 type header struct {
 	magic      uint64
 	version    uint32
@@ -69,10 +72,11 @@ type header struct {
 	_          [12]byte
 	cfg        diskConfig
 	sec        sections
-	_          [160]byte
+	_          [128]byte
 	reclaims   atomic.Uint64
 	corrupt    atomic.Uint64
-	_          [496]byte
+	subGen     atomic.Uint64
+	_          [488]byte
 }
 
 // diskConfig is Config as stored at header offset 64.
@@ -84,6 +88,7 @@ type header struct {
 //	12   4     topics
 //	16   4     participants
 //	20   4     history depth
+//	24   4     held: entries in each participant's held list
 //	32   64    classes: 8 x {size uint32, count uint32}
 type diskConfig struct {
 	numClasses   uint32
@@ -92,7 +97,8 @@ type diskConfig struct {
 	topics       uint32
 	participants uint32
 	historyDepth uint32
-	_            [8]byte
+	held         uint32
+	_            uint32
 	classes      [MaxClasses]diskClass
 }
 
@@ -104,8 +110,10 @@ type section struct{ off, size uint64 }
 // sections is the section table at header offset 160.
 type sections struct {
 	participants section
+	held         section
 	topics       section
 	inboxes      section
+	patterns     section
 	cells        section
 	pools        [MaxClasses]section
 }
@@ -127,6 +135,9 @@ type participantSlot struct {
 	_        [72]byte
 }
 
+// patternSize is the room for one inbox's subscription pattern.
+const patternSize = 128
+
 // topicEntrySize is the fixed part of a topic entry; its history ring follows it.
 const topicEntrySize = 256
 
@@ -139,7 +150,7 @@ const topicEntrySize = 256
 //	12   4     overflow policy
 //	16   4     owner participant index + 1
 //	20   4     topic index + 1 (0: none; for the topic layer)
-//	24   32    pattern, NUL-padded (for tools; the topic layer keeps the authoritative copy)
+//	24   4     pattern length (the pattern is in the patterns section)
 //	56   8     longest a producer blocks on a full inbox (Block policy), nanoseconds; 0: no limit
 //	64   8     tail: next position to fill (written by producers)
 //	128  8     head: next position to take (written by the consumer and by evicting producers)
@@ -158,7 +169,8 @@ type inboxHeader struct {
 	policy       uint32
 	owner        uint32
 	topic        uint32
-	pattern      [32]byte
+	patternLen   uint32
+	_            [28]byte
 	blockNanos   int64
 	tail         atomic.Uint64
 	_            [56]byte
@@ -246,8 +258,10 @@ func computeLayout(c Config) layout {
 		off += s.size
 	}
 	place(&l.sec.participants, uint64(c.Participants)*uint64(participantSlotSize))
+	place(&l.sec.held, uint64(c.Participants)*uint64(c.Held)*8)
 	place(&l.sec.topics, uint64(c.Topics)*(topicEntrySize+8*uint64(c.HistoryDepth)))
 	place(&l.sec.inboxes, uint64(c.Inboxes)*uint64(inboxHeaderSize))
+	place(&l.sec.patterns, uint64(c.Inboxes)*patternSize)
 	place(&l.sec.cells, uint64(c.Inboxes)*uint64(c.InboxCapacity)*8)
 	for i, cl := range c.Classes {
 		if i >= MaxClasses {
@@ -267,6 +281,7 @@ func (h *header) setConfig(c Config) {
 		topics:       c.Topics,
 		participants: c.Participants,
 		historyDepth: c.HistoryDepth,
+		held:         c.Held,
 	}
 	for i, cl := range c.Classes {
 		h.cfg.classes[i] = diskClass{size: uint32(cl.Size), count: cl.Count}
@@ -283,6 +298,7 @@ func (d *diskConfig) config() Config {
 		Topics:        d.topics,
 		Participants:  d.participants,
 		HistoryDepth:  d.historyDepth,
+		Held:          d.held,
 	}
 	for i := range c.Classes {
 		c.Classes[i] = Class{Size: Size(d.classes[i].size), Count: d.classes[i].count}

@@ -26,6 +26,7 @@ type Participant struct {
 	slot  *participantSlot
 	lockf *os.File // a description of its own, so its lock is not shared with the region's fd
 	lkoff int64
+	held  *heldList
 	gone  atomic.Bool
 }
 
@@ -68,7 +69,7 @@ func (r *Region) Attach(name string) (*Participant, error) {
 		s.name = [32]byte{}
 		copy(s.name[:], name)
 		r.attached++
-		return &Participant{r: r, idx: i, owner: i + 1, slot: s, lockf: lf, lkoff: off}, nil
+		return &Participant{r: r, idx: i, owner: i + 1, slot: s, lockf: lf, lkoff: off, held: r.newHeldList(i)}, nil
 	}
 	lf.Close()
 	return nil, fmt.Errorf("offq: attach to %q: %w: all %d participant slots in use", r.name, ErrTableFull, r.cfg.Participants)
@@ -80,13 +81,14 @@ func (p *Participant) Index() int { return int(p.idx) }
 // Region returns the region p is attached to.
 func (p *Participant) Region() *Region { return p.r }
 
-// Detach frees the participant's slot and drops its lock. Loans and inboxes must have been
-// given back first; those that were not stay allocated until a reaper reclaims them. Detach
-// is idempotent.
+// Detach releases every message p still holds, frees the participant's slot and drops its
+// lock. Loans and inboxes must have been given back first; those that were not stay
+// allocated until a reaper reclaims them. Detach is idempotent.
 func (p *Participant) Detach() error {
 	if p.gone.Swap(true) {
 		return nil
 	}
+	p.releaseAllHeld()
 	v := p.slot.state.Load()
 	p.slot.state.Store(v &^ 0xff)
 	err := p.lockf.Close() // drops the lock
