@@ -36,20 +36,33 @@ func (l *heldList) word(i uint32) *atomic.Uint64 {
 // messages: the consumer is not releasing what it receives.
 var ErrHeldFull = fmt.Errorf("offq: too many messages held unreleased")
 
-// Hold records h, to which the caller holds a reference taken from an inbox, in p's held list
-// and returns the entry's index for Unhold. It allocates nothing.
-func (p *Participant) Hold(h Handle) (int, error) {
+// Reserve takes an empty entry of p's held list, so that a consumer knows it has room before it
+// takes a message out of an inbox. Fill the entry with Hold or give it back with Unreserve.
+// It fails with ErrHeldFull when p already holds Config.Held messages. It allocates nothing.
+func (p *Participant) Reserve() (int, error) {
 	l := p.held
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if len(l.free) == 0 {
-		l.mu.Unlock()
 		return -1, ErrHeldFull
 	}
 	i := l.free[len(l.free)-1]
 	l.free = l.free[:len(l.free)-1]
-	l.mu.Unlock()
-	l.word(i).Store(uint64(h))
 	return int(i), nil
+}
+
+// Unreserve gives back an entry taken by Reserve and not filled.
+func (p *Participant) Unreserve(i int) {
+	l := p.held
+	l.mu.Lock()
+	l.free = append(l.free, uint32(i))
+	l.mu.Unlock()
+}
+
+// Hold records h, to which the caller holds a reference taken from an inbox, in the reserved
+// entry i of p's held list.
+func (p *Participant) Hold(i int, h Handle) {
+	p.held.word(uint32(i)).Store(uint64(h))
 }
 
 // Unhold releases the held message in entry i, which must hold h: the entry is cleared and
