@@ -506,3 +506,20 @@ func (r *Region) Subscriptions(dst []Subscription) []Subscription {
 	}
 	return dst
 }
+
+// WaitEmpty returns when the inbox holds no message (its consumer has taken everything), ctx
+// is done, or the inbox is closed. It polls: it is for draining, not the data path.
+func (in *Inbox) WaitEmpty(ctx context.Context) error {
+	for pause := 20 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
+		if in.Len() == 0 || in.v.hdr.state.Load() != in.gen<<8|inboxOpen {
+			return nil
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

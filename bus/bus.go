@@ -1,0 +1,190 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/offq/offq/topics"
+	"github.com/offq/offq/transport"
+)
+
+// Bus is one process's attachment to a named bus: a shared-memory region that every process
+// using the bus maps. Open it once per process and share it; a Bus is safe for concurrent use
+// by multiple goroutines.
+type Bus struct {
+	name string
+	r    *transport.Region
+	p    *transport.Participant
+	log  *zap.Logger
+
+	mu     sync.Mutex
+	topics map[string]transport.Topic
+	subs   map[*Subscription]struct{}
+	pubs   map[*Publisher]struct{}
+	names  []atomic.Pointer[string] // topic index -> name, filled on first use
+
+	// inflight counts Send and Receive calls under way, so that Close does not unmap the region
+	// under them.
+	inflight atomic.Int64
+	closed   atomic.Bool
+}
+
+func (b *Bus) enter() bool {
+	b.inflight.Add(1)
+	if b.closed.Load() {
+		b.inflight.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (b *Bus) exit() { b.inflight.Add(-1) }
+
+// Open attaches to the bus called name, creating its region if it does not exist ("detect,
+// else create and configure, then attach"). The region is a file in /dev/shm unless WithDir
+// says otherwise. Open fails with an error wrapping ErrIncompatibleConfig if the region exists
+// with a configuration other than the one given by WithConfig, and ErrCorrupt if the file is
+// not a valid region.
+func Open(name string, opts ...Option) (*Bus, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		if err := opt.apply(&o); err != nil {
+			return nil, fmt.Errorf("bus: open %q: %w", name, err)
+		}
+	}
+	if err := o.validate(); err != nil {
+		return nil, fmt.Errorf("bus: open %q: %w", name, err)
+	}
+	r, created, err := transport.OpenOrCreate(name, transport.Options{
+		Dir: o.dir, Mode: o.mode, Config: o.config, AllowForeignOwner: o.allowForeign, ReadyTimeout: o.readyTimeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: open %q: %w", name, err)
+	}
+	p, err := r.Attach(o.name)
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("bus: open %q: %w", name, err)
+	}
+	b := &Bus{
+		name:   name,
+		r:      r,
+		p:      p,
+		log:    o.logger.With(zap.String("bus", name), zap.Int("participant", p.Index())),
+		topics: make(map[string]transport.Topic),
+		subs:   make(map[*Subscription]struct{}),
+		pubs:   make(map[*Publisher]struct{}),
+		names:  make([]atomic.Pointer[string], r.Config().Topics),
+	}
+	b.log.Debug("attached", zap.String("path", r.Path()), zap.Bool("created", created))
+	return b, nil
+}
+
+// Name returns the bus's name.
+func (b *Bus) Name() string { return b.name }
+
+// Region returns the bus's shared-memory region, for tools and metrics.
+func (b *Bus) Region() *transport.Region { return b.r }
+
+// Close unsubscribes every subscription of this Bus (releasing the messages queued for them),
+// releases every message still held, closes every publisher and detaches from the bus. Byte
+// slices obtained from messages are invalid afterwards. Close is idempotent.
+func (b *Bus) Close() error {
+	if b.closed.Swap(true) {
+		return nil
+	}
+	b.mu.Lock()
+	subs := make([]*Subscription, 0, len(b.subs))
+	for s := range b.subs {
+		subs = append(subs, s)
+	}
+	for p := range b.pubs {
+		p.closed.Store(true)
+	}
+	b.mu.Unlock()
+	for _, s := range subs {
+		s.Close()
+	}
+	for _, s := range subs {
+		s.wait()
+	}
+	// Closing the inboxes woke every Receive; a Send finishes its fan-out.
+	for pause := time.Microsecond; b.inflight.Load() > 0; pause = min(2*pause, time.Millisecond) {
+		time.Sleep(pause)
+	}
+	held := b.p.Held()
+	err := b.p.Detach()
+	if held > 0 {
+		// Messages the application still holds were released by Detach, but their byte
+		// slices may still be in use: keep the mapping (it goes with the process) rather
+		// than turn a late read into a crash.
+		b.log.Warn("closed with messages still held; keeping the region mapped", zap.Int("held", held))
+	} else {
+		err = errors.Join(err, b.r.Close())
+	}
+	b.log.Debug("closed")
+	return err
+}
+
+// Drain stops every subscription of this Bus from taking new messages once it has delivered
+// what is queued (callbacks run for each), waits for that or for ctx, then closes the Bus.
+func (b *Bus) Drain(ctx context.Context) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	b.mu.Lock()
+	subs := make([]*Subscription, 0, len(b.subs))
+	for s := range b.subs {
+		subs = append(subs, s)
+	}
+	b.mu.Unlock()
+	var errs []error
+	for _, s := range subs {
+		if err := s.Drain(ctx); err != nil && !errors.Is(err, ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, b.Close())
+	return errors.Join(errs...)
+}
+
+// topic returns the topic table entry for name, creating it (with history k) on first use.
+func (b *Bus) topic(name string, history int) (transport.Topic, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if t, ok := b.topics[name]; ok {
+		return t, nil
+	}
+	if err := topics.ValidateName(name); err != nil {
+		return transport.Topic{}, err
+	}
+	t, err := b.p.LookupTopic(name, true, history)
+	if err != nil {
+		return transport.Topic{}, err
+	}
+	b.topics[name] = t
+	return t, nil
+}
+
+// topicName returns the name of topic index i, reading the table the first time.
+func (b *Bus) topicName(i uint32) string {
+	if int(i) >= len(b.names) {
+		return ""
+	}
+	if p := b.names[i].Load(); p != nil {
+		return *p
+	}
+	t, err := b.r.Topic(int(i))
+	if err != nil {
+		return ""
+	}
+	n := t.Name()
+	b.names[i].Store(&n)
+	return n
+}

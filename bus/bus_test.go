@@ -1,0 +1,190 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/offq/offq/transport"
+)
+
+func openTest(t *testing.T, dir string, opts ...Option) *Bus {
+	t.Helper()
+	b, err := Open("test", append([]Option{WithDir(dir)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func inUse(b *Bus) int {
+	n := 0
+	for _, c := range b.Region().CountAllocated() {
+		n += c
+	}
+	return n
+}
+
+func TestPublishSubscribeWildcard(t *testing.T) {
+	dir := t.TempDir()
+	b := openTest(t, dir)
+	ctx := ctxT(t)
+	exact, err := b.Subscribe("sensors.temp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	star, err := b.Subscribe("sensors.*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tail, err := b.Subscribe(">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := b.Subscribe("actuators.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := b.Publisher("sensors.temp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if err := pub.Publish(ctx, fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range []*Subscription{exact, star, tail} {
+		for i := range 10 {
+			m, err := s.Receive(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := string(m.Data()), fmt.Sprintf("m%d", i); got != want || m.Topic() != "sensors.temp" || m.Seq() != uint64(i+1) {
+				t.Fatalf("%s: got %q on %q seq %d, want %q seq %d", s.Pattern(), got, m.Topic(), m.Seq(), want, i+1)
+			}
+			if err := m.Release(); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Release(); !errors.Is(err, ErrReleased) {
+				t.Fatalf("second release: %v", err)
+			}
+		}
+	}
+	if other.Len() != 0 {
+		t.Fatalf("non-matching subscription got %d messages", other.Len())
+	}
+	if n := inUse(b); n != 0 {
+		t.Fatalf("%d buffers in use after every release", n)
+	}
+}
+
+func TestHistoryLateJoiner(t *testing.T) {
+	dir := t.TempDir()
+	b := openTest(t, dir)
+	ctx := ctxT(t)
+	pub, err := b.Publisher("state.x", WithHistory(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		pub.Publish(ctx, fmt.Appendf(nil, "v%d", i))
+	}
+	s, err := b.Subscribe("state.*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub.Publish(ctx, []byte("v5"))
+	var got []string
+	for range 4 {
+		m, err := s.Receive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(m.Data()))
+		m.Release()
+	}
+	if fmt.Sprint(got) != "[v2 v3 v4 v5]" {
+		t.Fatalf("late joiner got %v", got)
+	}
+	if s.Len() != 0 {
+		t.Fatalf("%d extra messages queued", s.Len())
+	}
+}
+
+func TestSlowSubscriberDropOldest(t *testing.T) {
+	dir := t.TempDir()
+	b := openTest(t, dir)
+	ctx := ctxT(t)
+	s, _ := b.Subscribe("x", WithQueueDepth(4))
+	pub, _ := b.Publisher("x")
+	for i := range 100 {
+		if err := pub.Publish(ctx, fmt.Appendf(nil, "%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := b.Region().InboxStats()
+	if len(st) != 1 || st[0].DropOldest != 96 || st[0].Depth != 4 {
+		t.Fatalf("stats %+v", st)
+	}
+	for i := 96; i < 100; i++ {
+		m, _ := s.Receive(ctx)
+		if string(m.Data()) != fmt.Sprint(i) {
+			t.Fatalf("got %q want %d", m.Data(), i)
+		}
+		m.Release()
+	}
+	if n := inUse(b); n != 0 {
+		t.Fatalf("%d buffers in use", n)
+	}
+}
+
+func TestHandleAndClose(t *testing.T) {
+	dir := t.TempDir()
+	b, err := Open("h", WithDir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	if _, err := b.Handle("a.>", func(m Message) { got <- string(m.Data()) }); err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := b.Publisher("a.b.c")
+	pub.Publish(context.Background(), []byte("hi"))
+	select {
+	case s := <-got:
+		if s != "hi" {
+			t.Fatal(s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler not called")
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(context.Background(), []byte("x")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("publish after close: %v", err)
+	}
+	r, err := transport.Open("h", transport.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, n := range r.CountAllocated() {
+		if n != 0 {
+			t.Fatalf("buffers left allocated after Close: %v", r.CountAllocated())
+		}
+	}
+	if len(r.InboxStats()) != 0 || len(r.Participants()) != 0 {
+		t.Fatalf("inboxes %v participants %v after Close", r.InboxStats(), r.Participants())
+	}
+}

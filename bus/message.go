@@ -1,0 +1,58 @@
+package bus
+
+import (
+	"time"
+
+	"github.com/offq/offq/transport"
+)
+
+// Message is a received message: a small value naming a buffer in shared memory. Its Data
+// aliases that buffer and is valid until Release (or, in Messages and Handle, until the loop
+// body or handler returns); after that another process may reuse the buffer at any moment,
+// so copy what you keep (Clone). A Message is safe to read from several goroutines; Release
+// it once.
+type Message struct {
+	s   *Subscription
+	h   transport.Handle
+	idx int32
+	buf transport.Buffer
+}
+
+// Data returns the payload, in shared memory, read-only by convention: other subscribers read
+// the same bytes.
+func (m Message) Data() []byte {
+	if m.s == nil {
+		return nil
+	}
+	return m.buf.Data()
+}
+
+// Topic returns the topic the message was published on.
+func (m Message) Topic() string {
+	if m.s == nil {
+		return ""
+	}
+	return m.s.b.topicName(m.buf.Meta().Topic)
+}
+
+// Seq returns the message's sequence number on its topic (1, 2, ... across all publishers).
+func (m Message) Seq() uint64 { return m.buf.Meta().Seq }
+
+// Time returns when the message was sent.
+func (m Message) Time() time.Time { return time.Unix(0, m.buf.Meta().Stamp) }
+
+// Clone returns a copy of the payload in the process's own memory.
+func (m Message) Clone() []byte { return append([]byte(nil), m.Data()...) }
+
+// Release gives the message back. When every subscriber has released it (and the topic's
+// history no longer keeps it), the buffer returns to its pool. Release of a message already
+// released returns ErrReleased and changes nothing.
+func (m Message) Release() error {
+	if m.s == nil {
+		return ErrReleased
+	}
+	if err := m.s.b.p.Unhold(int(m.idx), m.h); err != nil {
+		return ErrReleased
+	}
+	return nil
+}

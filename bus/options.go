@@ -1,0 +1,220 @@
+package bus
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/offq/offq/transport"
+)
+
+// Option configures Open.
+type Option interface{ apply(*options) error }
+
+type optionFunc func(*options) error
+
+func (f optionFunc) apply(o *options) error { return f(o) }
+
+type options struct {
+	dir          string
+	mode         os.FileMode
+	config       transport.Config
+	configFile   string
+	logger       *zap.Logger
+	name         string
+	allowForeign bool
+	readyTimeout time.Duration
+}
+
+func defaultOptions() options {
+	return options{dir: transport.DefaultDir, mode: 0o600, logger: zap.NewNop(), name: os.Args[0]}
+}
+
+func (o *options) validate() error {
+	if o.config.Classes != nil && o.configFile != "" {
+		return fmt.Errorf("%w: WithConfig and WithConfigFile both given", ErrInvalidOption)
+	}
+	if o.configFile != "" {
+		c, err := transport.LoadConfig(o.configFile)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidOption, err)
+		}
+		o.config = c
+	}
+	if o.config.Classes != nil {
+		if err := o.config.Validate(); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidOption, err)
+		}
+	}
+	if o.mode&^0o777 != 0 || o.mode&0o600 != 0o600 {
+		return fmt.Errorf("%w: mode %#o: the owner needs read and write (0600, 0660, ...)", ErrInvalidOption, o.mode)
+	}
+	return nil
+}
+
+// WithDir puts the bus's region in dir instead of /dev/shm.
+func WithDir(dir string) Option {
+	return optionFunc(func(o *options) error {
+		if dir == "" {
+			return fmt.Errorf("%w: empty directory", ErrInvalidOption)
+		}
+		o.dir = dir
+		return nil
+	})
+}
+
+// WithMode sets the permission of a region this process creates (default 0600; 0660 shares
+// the bus with the file's group).
+func WithMode(mode os.FileMode) Option {
+	return optionFunc(func(o *options) error { o.mode = mode; return nil })
+}
+
+// WithConfig sizes the region if this process creates it, and requires an existing region to
+// have exactly this configuration.
+func WithConfig(c transport.Config) Option {
+	return optionFunc(func(o *options) error { o.config = c; return nil })
+}
+
+// WithConfigFile reads the configuration from a TOML file (see transport.ParseConfig).
+func WithConfigFile(path string) Option {
+	return optionFunc(func(o *options) error { o.configFile = path; return nil })
+}
+
+// WithLogger sets the logger (default: no logging).
+func WithLogger(l *zap.Logger) Option {
+	return optionFunc(func(o *options) error {
+		if l == nil {
+			return fmt.Errorf("%w: nil logger", ErrInvalidOption)
+		}
+		o.logger = l
+		return nil
+	})
+}
+
+// WithName names this participant for tools (default: the program's name).
+func WithName(name string) Option {
+	return optionFunc(func(o *options) error { o.name = name; return nil })
+}
+
+// WithForeignOwner allows attaching to a region file owned by another user.
+func WithForeignOwner() Option {
+	return optionFunc(func(o *options) error { o.allowForeign = true; return nil })
+}
+
+// Overflow is what a publisher does when a subscriber's queue is full.
+type Overflow = transport.Policy
+
+const (
+	// DropOldest evicts the oldest queued message (the default).
+	DropOldest = transport.DropOldest
+	// DropNewest drops the message being published, for this subscriber only.
+	DropNewest = transport.DropNewest
+	// Block makes the publisher wait for room, up to WithBlockLimit and its context.
+	Block = transport.Block
+)
+
+// WaitStrategy is how a subscriber waits for messages.
+type WaitStrategy = transport.WaitStrategy
+
+const (
+	// SpinThenSleep spins briefly, then sleeps on a futex (the default).
+	SpinThenSleep = transport.SpinThenSleep
+	// BusySpin never sleeps: lowest latency, one core per waiting subscriber.
+	BusySpin = transport.BusySpin
+	// Sleep sleeps at once: least CPU.
+	Sleep = transport.Sleep
+)
+
+// SubscribeOption configures Subscribe and Handle.
+type SubscribeOption interface{ applySub(*subOptions) error }
+
+type subOptionFunc func(*subOptions) error
+
+func (f subOptionFunc) applySub(o *subOptions) error { return f(o) }
+
+type subOptions struct {
+	depth      int
+	overflow   Overflow
+	wait       WaitStrategy
+	spin       time.Duration
+	blockLimit time.Duration
+	history    bool
+}
+
+func (o *subOptions) validate(maxDepth int) error {
+	if o.depth != 0 && (o.depth < 2 || o.depth > maxDepth || o.depth&(o.depth-1) != 0) {
+		return fmt.Errorf("%w: queue depth %d: want a power of two from 2 to %d (the region's inbox_capacity)", ErrInvalidOption, o.depth, maxDepth)
+	}
+	if o.overflow > Block {
+		return fmt.Errorf("%w: overflow policy %d", ErrInvalidOption, o.overflow)
+	}
+	if o.wait > Sleep {
+		return fmt.Errorf("%w: wait strategy %d", ErrInvalidOption, o.wait)
+	}
+	if o.blockLimit != 0 && o.overflow != Block {
+		return fmt.Errorf("%w: WithBlockLimit needs WithOverflow(Block)", ErrInvalidOption)
+	}
+	if o.spin < 0 || o.blockLimit < 0 {
+		return fmt.Errorf("%w: negative duration", ErrInvalidOption)
+	}
+	return nil
+}
+
+// WithQueueDepth sets the subscription's queue capacity: a power of two up to the region's
+// inbox_capacity (default: inbox_capacity).
+func WithQueueDepth(n int) SubscribeOption {
+	return subOptionFunc(func(o *subOptions) error { o.depth = n; return nil })
+}
+
+// WithOverflow sets what publishers do when the queue is full (default DropOldest).
+func WithOverflow(p Overflow) SubscribeOption {
+	return subOptionFunc(func(o *subOptions) error { o.overflow = p; return nil })
+}
+
+// WithBlockLimit bounds how long a publisher waits for room under Block (default: only the
+// publisher's context bounds it).
+func WithBlockLimit(d time.Duration) SubscribeOption {
+	return subOptionFunc(func(o *subOptions) error { o.blockLimit = d; return nil })
+}
+
+// WithWait sets how Receive waits (default SpinThenSleep).
+func WithWait(w WaitStrategy) SubscribeOption {
+	return subOptionFunc(func(o *subOptions) error { o.wait = w; return nil })
+}
+
+// WithSpin sets how long SpinThenSleep spins before sleeping (default 50µs).
+func WithSpin(d time.Duration) SubscribeOption {
+	return subOptionFunc(func(o *subOptions) error { o.spin = d; return nil })
+}
+
+// WithoutHistory skips the matching topics' history: the subscription sees only messages
+// published after Subscribe returns.
+func WithoutHistory() SubscribeOption {
+	return subOptionFunc(func(o *subOptions) error { o.history = false; return nil })
+}
+
+// PublisherOption configures Publisher.
+type PublisherOption interface{ applyPub(*pubOptions) error }
+
+type pubOptionFunc func(*pubOptions) error
+
+func (f pubOptionFunc) applyPub(o *pubOptions) error { return f(o) }
+
+type pubOptions struct {
+	history int
+}
+
+// WithHistory makes the topic keep its last k messages for subscribers that join later
+// (default 0). It takes effect when the topic is first used on the bus; k may not exceed the
+// region's history_depth.
+func WithHistory(k int) PublisherOption {
+	return pubOptionFunc(func(o *pubOptions) error {
+		if k < 0 {
+			return fmt.Errorf("%w: history %d", ErrInvalidOption, k)
+		}
+		o.history = k
+		return nil
+	})
+}
