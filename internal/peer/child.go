@@ -1,0 +1,99 @@
+package peer
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+)
+
+// Dispatch runs the role named by EnvRole and exits with its status, if EnvRole is set;
+// otherwise it returns at once. Call it first thing in TestMain.
+func Dispatch(roles map[string]Role) {
+	name, ok := os.LookupEnv(EnvRole)
+	if !ok {
+		return
+	}
+	os.Exit(run(name, roles))
+}
+
+func run(name string, roles map[string]Role) int {
+	fn := roles[name]
+	if fn == nil {
+		fmt.Fprintf(os.Stderr, "peer: unknown role %q\n", name)
+		return 2
+	}
+	ns, err := strconv.ParseInt(os.Getenv(EnvDeadline), 10, 64)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "peer %s: bad %s: %v\n", name, EnvDeadline, err)
+		return 2
+	}
+	deadline := time.Unix(0, ns)
+	time.AfterFunc(time.Until(deadline)+grace, func() {
+		fmt.Fprintf(os.Stderr, "peer %s: deadline %s passed; exiting\n", name, deadline.Format(time.RFC3339Nano))
+		os.Exit(3)
+	})
+	c := newChild(deadline)
+	if err := fn(c); err != nil {
+		fmt.Fprintf(os.Stderr, "peer %s: %v\n", name, err)
+		return 1
+	}
+	return 0
+}
+
+// Child is a role's side of the conversation with the parent. It is safe for concurrent use.
+type Child struct {
+	ctx      context.Context
+	deadline time.Time
+	lines    chan string // from stdin; closed at end of file
+	expire   context.CancelFunc
+}
+
+func newChild(deadline time.Time) *Child {
+	// Both contexts live as long as the process; the second is cancelled at end of stdin.
+	ctx, expire := context.WithDeadline(context.Background(), deadline)
+	ctx, stop := context.WithCancel(ctx)
+	c := &Child{ctx: ctx, deadline: deadline, lines: make(chan string, 1024), expire: expire}
+	go func() {
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			c.lines <- sc.Text()
+		}
+		close(c.lines)
+		stop()
+	}()
+	return c
+}
+
+// Context is done at the child's deadline (context.DeadlineExceeded) or when the parent
+// closes the child's stdin (context.Canceled).
+func (c *Child) Context() context.Context { return c.ctx }
+
+// Deadline returns when the child must be gone.
+func (c *Child) Deadline() time.Time { return c.deadline }
+
+// Stopped reports whether the parent has asked the child to finish by closing its stdin.
+func (c *Child) Stopped() bool { return c.ctx.Err() == context.Canceled }
+
+// Send writes one line to the parent (fmt.Sprintf(format, args...) and a newline).
+func (c *Child) Send(format string, args ...any) {
+	fmt.Fprintf(os.Stdout, format+"\n", args...)
+}
+
+// Recv returns the next line the parent sent. It returns io.EOF once the parent has closed
+// the child's stdin and every line sent before has been read, and the context's error at the
+// deadline.
+func (c *Child) Recv() (string, error) {
+	select {
+	case l, ok := <-c.lines:
+		if !ok {
+			return "", io.EOF
+		}
+		return l, nil
+	case <-time.After(time.Until(c.deadline)):
+		return "", context.DeadlineExceeded
+	}
+}
