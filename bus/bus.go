@@ -29,22 +29,34 @@ type Bus struct {
 	pubs   map[*Publisher]struct{}
 	names  []atomic.Pointer[string] // topic index -> name, filled on first use
 
-	// inflight counts Send and Receive calls under way, so that Close does not unmap the region
-	// under them.
-	inflight atomic.Int64
-	closed   atomic.Bool
+	closed atomic.Bool
 }
 
-func (b *Bus) enter() bool {
-	b.inflight.Add(1)
-	if b.closed.Load() {
-		b.inflight.Add(-1)
+// gate counts the calls under way on one Publisher or Subscription, so that Bus.Close does not
+// unmap the region under them. Each Publisher and Subscription has its own, so a publishing
+// goroutine and a receiving one never write the same cache line for it.
+type gate struct {
+	inflight atomic.Int64
+	closed   *atomic.Bool
+}
+
+func (g *gate) enter() bool {
+	g.inflight.Add(1)
+	if g.closed.Load() {
+		g.inflight.Add(-1)
 		return false
 	}
 	return true
 }
 
-func (b *Bus) exit() { b.inflight.Add(-1) }
+func (g *gate) exit() { g.inflight.Add(-1) }
+
+// waitIdle waits until no call is under way; closed is already set, so none can start.
+func (g *gate) waitIdle() {
+	for pause := time.Microsecond; g.inflight.Load() > 0; pause = min(2*pause, time.Millisecond) {
+		time.Sleep(pause)
+	}
+}
 
 // Open attaches to the bus called name, creating its region if it does not exist ("detect,
 // else create and configure, then attach"). The region is a file in /dev/shm unless WithDir
@@ -104,8 +116,9 @@ func (b *Bus) Close() error {
 	for s := range b.subs {
 		subs = append(subs, s)
 	}
+	pubs := make([]*Publisher, 0, len(b.pubs))
 	for p := range b.pubs {
-		p.closed.Store(true)
+		pubs = append(pubs, p)
 	}
 	b.mu.Unlock()
 	for _, s := range subs {
@@ -115,8 +128,11 @@ func (b *Bus) Close() error {
 		s.wait()
 	}
 	// Closing the inboxes woke every Receive; a Send finishes its fan-out.
-	for pause := time.Microsecond; b.inflight.Load() > 0; pause = min(2*pause, time.Millisecond) {
-		time.Sleep(pause)
+	for _, s := range subs {
+		s.gate.waitIdle()
+	}
+	for _, p := range pubs {
+		p.gate.waitIdle()
 	}
 	held := b.p.Held()
 	err := b.p.Detach()

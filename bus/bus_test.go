@@ -188,3 +188,39 @@ func TestHandleAndClose(t *testing.T) {
 		t.Fatalf("inboxes %v participants %v after Close", r.InboxStats(), r.Participants())
 	}
 }
+
+func TestCloseEndsLoansAndHeldMessages(t *testing.T) {
+	dir := t.TempDir()
+	b, err := Open("loans", WithDir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	sub, _ := b.Subscribe("l")
+	pub, _ := b.Publisher("l")
+	if _, err := pub.Loan(100); err != nil { // never sent
+		t.Fatal(err)
+	}
+	pub.Publish(ctx, []byte("kept"))
+	pub.Publish(ctx, []byte("queued"))
+	m, err := sub.Receive(ctx) // held, never released
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Release(); !errors.Is(err, ErrReleased) {
+		t.Fatalf("release after Close: %v", err)
+	}
+	r, err := transport.Open("loans", transport.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, n := range r.CountAllocated() {
+		if n != 0 {
+			t.Fatalf("allocated after Close: %v", r.CountAllocated())
+		}
+	}
+}

@@ -39,7 +39,11 @@ func (m Message) Topic() string {
 func (m Message) Seq() uint64 { return m.buf.Meta().Seq }
 
 // Time returns when the message was sent.
-func (m Message) Time() time.Time { return time.Unix(0, m.buf.Meta().Stamp) }
+func (m Message) Time() time.Time { return transport.Time(m.buf.Meta().Stamp) }
+
+// Age returns how long ago the message was sent, from the monotonic clock the sender stamped
+// it with: exact across processes on one host, unaffected by changes to the wall clock.
+func (m Message) Age() time.Duration { return time.Duration(transport.Now() - m.buf.Meta().Stamp) }
 
 // Clone returns a copy of the payload in the process's own memory.
 func (m Message) Clone() []byte { return append([]byte(nil), m.Data()...) }

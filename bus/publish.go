@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/offq/offq/topics"
 	"github.com/offq/offq/transport"
@@ -24,6 +23,7 @@ type Publisher struct {
 	targets []transport.Inbox
 	scratch []transport.Subscription
 	closed  atomic.Bool
+	gate    gate
 	sent    atomic.Uint64
 	misses  atomic.Uint64 // deliveries not made: subscriber full under DropNewest/Block, or gone
 }
@@ -47,6 +47,7 @@ func (b *Bus) Publisher(topic string, opts ...PublisherOption) (*Publisher, erro
 		return nil, fmt.Errorf("bus: publisher %q: %w", topic, err)
 	}
 	p := &Publisher{b: b, name: topic, topic: t, gen: ^uint64(0)}
+	p.gate.closed = &b.closed
 	b.mu.Lock()
 	b.pubs[p] = struct{}{}
 	b.mu.Unlock()
@@ -68,6 +69,10 @@ type Loan struct {
 // It never blocks and allocates nothing. It fails with an error wrapping ErrTooLarge or
 // ErrPoolExhausted (a *transport.PoolError naming the size and classes).
 func (p *Publisher) Loan(n int) (Loan, error) {
+	if !p.gate.enter() {
+		return Loan{}, ErrClosed
+	}
+	defer p.gate.exit()
 	if p.closed.Load() {
 		return Loan{}, ErrClosed
 	}
@@ -92,7 +97,16 @@ func (l Loan) WithLen(n int) Loan {
 }
 
 // Discard gives back a loan that will not be sent.
-func (l Loan) Discard() error { return l.p.b.p.Unloan(l.buf.Handle()) }
+func (l Loan) Discard() error {
+	if l.p == nil {
+		return nil
+	}
+	if !l.p.gate.enter() {
+		return ErrClosed // Bus.Close ended every loan of the process
+	}
+	defer l.p.gate.exit()
+	return l.p.b.p.Unloan(l.buf.Handle())
+}
 
 // Send publishes the loaned message to every subscription whose pattern matches the topic,
 // without copying it: each subscriber's queue receives the buffer's handle and a reference.
@@ -107,12 +121,12 @@ func (p *Publisher) Send(ctx context.Context, l Loan) error {
 		return fmt.Errorf("bus: send on %q: loan belongs to another publisher", p.name)
 	}
 	h := l.buf.Handle()
-	if !p.b.enter() {
+	if !p.gate.enter() {
 		return ErrClosed
 	}
-	defer p.b.exit()
+	defer p.gate.exit()
 	if p.closed.Load() {
-		l.Discard()
+		p.b.p.Unloan(h)
 		return ErrClosed
 	}
 	p.mu.Lock()
@@ -124,7 +138,7 @@ func (p *Publisher) Send(ctx context.Context, l Loan) error {
 		Len:   uint32(l.n),
 		Topic: uint32(p.topic.Index()),
 		Seq:   p.topic.NextSeq(l.n),
-		Stamp: time.Now().UnixNano(),
+		Stamp: transport.Now(),
 	})
 	extra := len(p.targets)
 	hist := p.topic.HistoryDepth() > 0

@@ -25,6 +25,7 @@ type Subscription struct {
 	w       transport.Waiter
 
 	closed   atomic.Bool
+	gate     gate
 	draining atomic.Bool
 	cancel   context.CancelFunc // handler goroutine, if any
 	done     chan struct{}      // closed when the handler goroutine has returned
@@ -76,6 +77,7 @@ func (b *Bus) Subscribe(pattern string, opts ...SubscribeOption) (*Subscription,
 		return nil, fmt.Errorf("bus: subscribe %q: %w", pattern, err)
 	}
 	s := &Subscription{b: b, pattern: pattern, in: in, w: transport.Waiter{Strategy: o.wait, Spin: o.spin}}
+	s.gate.closed = &b.closed
 	if o.history {
 		s.takeHistory()
 	}
@@ -124,10 +126,10 @@ func (s *Subscription) Pattern() string { return s.pattern }
 // the buffer is not reused until every subscriber has. While messages are queued, Receive
 // makes no system call and allocates nothing.
 func (s *Subscription) Receive(ctx context.Context) (Message, error) {
-	if !s.b.enter() {
+	if !s.gate.enter() {
 		return Message{}, ErrClosed
 	}
-	defer s.b.exit()
+	defer s.gate.exit()
 	if s.closed.Load() {
 		return Message{}, ErrClosed
 	}

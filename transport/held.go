@@ -2,27 +2,30 @@ package transport
 
 import (
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"unsafe"
 )
 
-// heldList is this process's index of a participant's held list, a section of Held 64-bit
-// words in the region: each non-zero word is a handle the participant took out of an inbox and
-// has not released yet. The words are what a reaper reads when the participant dies; the free
-// stack is only this process's way of finding an empty word without scanning.
+// heldList is this process's view of a participant's held list: Held 64-bit words in the
+// region, each zero (free), heldReserved (taken by Reserve, not yet filled) or a handle the
+// participant took out of an inbox and has not released. The words are what a reaper reads
+// when the participant dies. Entries are found without a lock: a compare-and-swap on the word
+// claims it, starting from a per-process hint where the last free entry was seen.
 type heldList struct {
-	mu    sync.Mutex
 	words unsafe.Pointer
-	free  []uint32
 	n     uint32
+	hint  atomic.Uint32
+	count atomic.Int64
 }
+
+// heldReserved marks an entry taken by Reserve. It has the top bit set, so it is never a
+// valid handle.
+const heldReserved = 1 << 63
 
 func (r *Region) newHeldList(idx uint32) *heldList {
 	n := r.cfg.Held
-	l := &heldList{words: r.at(r.lay.sec.held.off + uint64(idx)*uint64(n)*8), n: n, free: make([]uint32, n)}
+	l := &heldList{words: r.at(r.lay.sec.held.off + uint64(idx)*uint64(n)*8), n: n}
 	for i := range n {
-		l.free[i] = n - 1 - i
 		l.word(i).Store(0)
 	}
 	return l
@@ -32,8 +35,8 @@ func (l *heldList) word(i uint32) *atomic.Uint64 {
 	return (*atomic.Uint64)(unsafe.Add(l.words, uint64(i)*8))
 }
 
-// ErrHeldFull is returned by Participant.Hold when the participant already holds Config.Held
-// messages: the consumer is not releasing what it receives.
+// ErrHeldFull is returned by Participant.Reserve when the participant already holds
+// Config.Held messages: the consumer is not releasing what it receives.
 var ErrHeldFull = fmt.Errorf("offq: too many messages held unreleased")
 
 // Reserve takes an empty entry of p's held list, so that a consumer knows it has room before it
@@ -41,22 +44,29 @@ var ErrHeldFull = fmt.Errorf("offq: too many messages held unreleased")
 // It fails with ErrHeldFull when p already holds Config.Held messages. It allocates nothing.
 func (p *Participant) Reserve() (int, error) {
 	l := p.held
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.free) == 0 {
-		return -1, ErrHeldFull
+	i := l.hint.Load()
+	for range l.n {
+		if i >= l.n {
+			i = 0
+		}
+		w := l.word(i)
+		if w.Load() == 0 && w.CompareAndSwap(0, heldReserved) {
+			l.hint.Store(i + 1)
+			l.count.Add(1)
+			return int(i), nil
+		}
+		i++
 	}
-	i := l.free[len(l.free)-1]
-	l.free = l.free[:len(l.free)-1]
-	return int(i), nil
+	return -1, ErrHeldFull
 }
 
 // Unreserve gives back an entry taken by Reserve and not filled.
 func (p *Participant) Unreserve(i int) {
 	l := p.held
-	l.mu.Lock()
-	l.free = append(l.free, uint32(i))
-	l.mu.Unlock()
+	if i >= 0 && uint32(i) < l.n && l.word(uint32(i)).CompareAndSwap(heldReserved, 0) {
+		l.count.Add(-1)
+		l.hint.Store(uint32(i))
+	}
 }
 
 // Hold records h, to which the caller holds a reference taken from an inbox, in the reserved
@@ -72,32 +82,21 @@ func (p *Participant) Unhold(i int, h Handle) error {
 	if i < 0 || uint32(i) >= l.n || !l.word(uint32(i)).CompareAndSwap(uint64(h), 0) {
 		return fmt.Errorf("%w: not held in entry %d (released twice?)", ErrBadHandle, i)
 	}
-	l.mu.Lock()
-	l.free = append(l.free, uint32(i))
-	l.mu.Unlock()
+	l.count.Add(-1)
+	l.hint.Store(uint32(i))
 	return p.r.Release(h)
 }
 
-// Held returns how many messages p holds.
-func (p *Participant) Held() int {
-	l := p.held
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return int(l.n) - len(l.free)
-}
+// Held returns how many messages p holds (or has reserved room for).
+func (p *Participant) Held() int { return int(p.held.count.Load()) }
 
 // releaseAllHeld releases every message p still holds (on Detach).
 func (p *Participant) releaseAllHeld() {
 	l := p.held
 	for i := range l.n {
-		if h := Handle(l.word(i).Swap(0)); h != 0 {
-			p.r.releaseDropped(h)
+		if h := l.word(i).Swap(0); h != 0 && h != heldReserved {
+			p.r.releaseDropped(Handle(h))
 		}
 	}
-	l.mu.Lock()
-	l.free = l.free[:0]
-	for i := range l.n {
-		l.free = append(l.free, l.n-1-i)
-	}
-	l.mu.Unlock()
+	l.count.Store(0)
 }

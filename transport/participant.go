@@ -81,14 +81,15 @@ func (p *Participant) Index() int { return int(p.idx) }
 // Region returns the region p is attached to.
 func (p *Participant) Region() *Region { return p.r }
 
-// Detach releases every message p still holds, frees the participant's slot and drops its
-// lock. Loans and inboxes must have been given back first; those that were not stay
-// allocated until a reaper reclaims them. Detach is idempotent.
+// Detach releases every message p still holds and ends every loan it still has, frees the
+// participant's slot and drops its lock. Inboxes must have been closed first; those that were
+// not stay open until a reaper reclaims them. Detach is idempotent.
 func (p *Participant) Detach() error {
 	if p.gone.Swap(true) {
 		return nil
 	}
 	p.releaseAllHeld()
+	p.r.endLoans(p.owner)
 	v := p.slot.state.Load()
 	p.slot.state.Store(v &^ 0xff)
 	err := p.lockf.Close() // drops the lock

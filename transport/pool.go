@@ -232,3 +232,23 @@ func (r *Region) CountAllocated() []int {
 	}
 	return out
 }
+
+// endLoans ends every loan recorded for owner, by scanning the slots' state words: the owner
+// field is the record, so nothing escapes, whether the loan was abandoned by a live process or
+// left by a dead one.
+func (r *Region) endLoans(owner uint32) int {
+	n := 0
+	for i := range r.pools {
+		p := &r.pools[i]
+		for j := range p.count {
+			s := p.slot(j)
+			v := s.state.Load()
+			if stateRefs(v) != 0 && stateOwner(v) == owner {
+				if r.unloan(owner, makeHandle(p.slots+uint64(j)*uint64(p.stride), stateGen(v))) == nil {
+					n++
+				}
+			}
+		}
+	}
+	return n
+}

@@ -1,0 +1,74 @@
+// Package bus is offq's public API: publish/subscribe between processes on one host through
+// shared memory, with no copy and no system call on the data path.
+//
+// Every process that opens the same bus name (in the same directory, /dev/shm by default)
+// maps the same region. A Publisher sends to a topic; every Subscription whose pattern matches
+// the topic receives the message in place, in the publisher's buffer:
+//
+//	b, err := bus.Open("plant")
+//	...
+//	defer b.Close()
+//	pub, err := b.Publisher("sensors.line1.temp")
+//	l, err := pub.Loan(64)          // a buffer in shared memory
+//	n := encode(l.Bytes())          // write the message in place
+//	err = pub.Send(ctx, l.WithLen(n))
+//
+//	sub, err := b.Subscribe("sensors.*.temp")
+//	m, err := sub.Receive(ctx)
+//	use(m.Data())                   // the publisher's bytes, not a copy
+//	m.Release()
+//
+// Topics are NATS-style names ("a.b.c"); patterns may use '*' for one token and '>' for the
+// remaining tokens (package topics).
+//
+// # Message lifetime
+//
+// Loan lends the publisher a buffer from the smallest size class that fits; Send hands it to
+// every matching subscription with a reference each, and the publisher's loan ends. A
+// received Message aliases that buffer. Its Data is valid until Release: after that the
+// buffer may be reused by another process at any moment, like a bbolt byte slice after its
+// transaction. Copy what you keep with Clone. In the Messages iterator and in Handle callbacks
+// the message is released for you when the loop body or callback returns. The buffer returns
+// to its pool when the last subscriber releases it and the topic's history (WithHistory) no
+// longer keeps it. Every received message is recorded in the process's held list in shared
+// memory, which is what lets the bus give it back if the process dies; a process may hold at
+// most Config.Held messages at once (ErrHeldFull).
+//
+// Bus.Close releases everything the process holds and removes its subscriptions. If messages
+// were still held it keeps the region mapped, so a late read sees stale bytes instead of
+// faulting.
+//
+// # Concurrency
+//
+// Bus, Publisher and Subscription are safe for concurrent use by multiple goroutines. A
+// Publisher serialises its sends; messages from one publisher reach each subscription in the
+// order they were sent, and messages from different publishers interleave. In memory-model
+// terms: the publisher's writes to a loaned buffer happen before Send's atomic store of the
+// buffer's handle into a subscriber's queue, which happens before the Receive that loads it;
+// so a receiver sees every byte the publisher wrote.
+//
+// # Backpressure
+//
+// Each subscription has a queue of its own in shared memory (WithQueueDepth, a power of two
+// up to the region's inbox_capacity). When it is full, the subscription's overflow policy
+// decides, per subscriber: DropOldest (default: the publisher evicts the oldest queued
+// message; a slow subscriber never slows the publisher), DropNewest (the new message skips
+// this subscriber), or Block (the publisher waits for room, bounded by its context and
+// WithBlockLimit). Every drop is counted in shared memory (transport.InboxStats, and the
+// metrics exporter). Buffers are the other limit: Loan and Publish fail fast with
+// ErrPoolExhausted when no buffer of a fitting size class is free; size the pools (Config)
+// for the messages in flight, queued and held.
+//
+// Receive waits as WithWait says: SpinThenSleep (default: spin ~50µs, then sleep on a futex),
+// BusySpin (lowest latency, a core per waiting subscriber) or Sleep. Publishers make a
+// FUTEX_WAKE system call only for a subscriber that is asleep.
+//
+// # Crash safety
+//
+// Every reference to a buffer is recorded in shared memory with its owner: a loan in the
+// buffer's own state word, a queued message in a subscriber's queue, a received message in
+// the holder's held list, a retained one in the topic's history. Each participant holds a
+// kernel lock for its life, so its death is visible to the others however it dies. Reclaiming
+// a dead participant's references is the reaper's job (see the crash-safety issue); until it
+// runs, a dead process's buffers stay allocated but never block or corrupt the others.
+package bus

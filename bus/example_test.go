@@ -1,0 +1,107 @@
+package bus_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/offq/offq/bus"
+)
+
+func Example() {
+	dir, _ := os.MkdirTemp("", "offq-example")
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+
+	b, err := bus.Open("example", bus.WithDir(dir))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer b.Close()
+
+	sub, _ := b.Subscribe("sensors.*.temp")
+	pub, _ := b.Publisher("sensors.line1.temp")
+
+	// Zero copy: write the message straight into shared memory.
+	l, _ := pub.Loan(5)
+	copy(l.Bytes(), "21.5C")
+	pub.Send(ctx, l)
+
+	m, _ := sub.Receive(ctx)
+	fmt.Printf("%s on %s (seq %d)\n", m.Data(), m.Topic(), m.Seq())
+	m.Release()
+	// Output: 21.5C on sensors.line1.temp (seq 1)
+}
+
+func ExamplePublisher_Publish() {
+	dir, _ := os.MkdirTemp("", "offq-example")
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	b, _ := bus.Open("example", bus.WithDir(dir))
+	defer b.Close()
+
+	sub, _ := b.Subscribe("orders.>", bus.WithQueueDepth(16))
+	pub, _ := b.Publisher("orders.eu.new")
+	for _, s := range []string{"a", "b", "c"} {
+		pub.Publish(ctx, []byte(s)) // copies the bytes into a loaned buffer
+	}
+	for range 3 {
+		m, _ := sub.Receive(ctx)
+		fmt.Print(string(m.Data()), " ")
+		m.Release()
+	}
+	fmt.Println()
+	// Output: a b c
+}
+
+func ExampleSubscription_Messages() {
+	dir, _ := os.MkdirTemp("", "offq-example")
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	b, _ := bus.Open("example", bus.WithDir(dir))
+	defer b.Close()
+
+	sub, _ := b.Subscribe("ticks")
+	pub, _ := b.Publisher("ticks")
+	for i := range 3 {
+		pub.Publish(ctx, []byte{byte('0' + i)})
+	}
+	n := 0
+	for m, err := range sub.Messages(ctx) {
+		if err != nil {
+			break
+		}
+		fmt.Println(string(m.Data())) // released when the loop body returns
+		if n++; n == 3 {
+			break
+		}
+	}
+	// Output:
+	// 0
+	// 1
+	// 2
+}
+
+func ExampleWithHistory() {
+	dir, _ := os.MkdirTemp("", "offq-example")
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	b, _ := bus.Open("example", bus.WithDir(dir))
+	defer b.Close()
+
+	// The topic keeps its last two messages for subscribers that join later.
+	pub, _ := b.Publisher("config.limits", bus.WithHistory(2))
+	for _, v := range []string{"v1", "v2", "v3"} {
+		pub.Publish(ctx, []byte(v))
+	}
+	late, _ := b.Subscribe("config.>")
+	for range 2 {
+		m, _ := late.Receive(ctx)
+		fmt.Println(string(m.Data()))
+		m.Release()
+	}
+	// Output:
+	// v2
+	// v3
+}
