@@ -21,7 +21,7 @@ import (
 //	inboxes        Inboxes x 384                          ring headers: config, tail, head, wake words, counters
 //	patterns       Inboxes x 128                          each inbox's subscription pattern, NUL-padded
 //	cells          Inboxes x InboxCapacity x 8            ring cells, one 64-bit word each
-//	pool[i]        192 + Count x (64 + Size)              pool counters, then slots: 64-byte header + payload
+//	pool[i]        4224 + Count x (64 + Size)             pool counters, then slots: 64-byte header + payload
 //
 // Every number the layout depends on is in the header's config block, and every section offset
 // is recomputed from it and compared on attach, so a process never trusts an offset it did not
@@ -190,8 +190,9 @@ type inboxHeader struct {
 	_            [24]byte
 }
 
-// poolHeader starts each pool section (192 bytes, three cache lines). Its descriptive fields are
-// for tools only; processes use the values derived from the validated config.
+// poolHeader starts each pool section (128 bytes, then poolShards shard lines). Its
+// descriptive fields are for tools only; processes use the values derived from the validated
+// config.
 //
 //	off  size  field
 //	0    4     payload size of a slot
@@ -199,9 +200,14 @@ type inboxHeader struct {
 //	8    4     stride: 64 + size
 //	12   4     class index
 //	16   8     region offset of slot 0
-//	64   8     in use: buffers allocated and not yet returned
-//	128  8     high water: the most buffers ever in use at once
-//	136  8     allocation failures
+//	64   8     high water: the most buffers seen in use at once (sampled; exact at exhaustion)
+//	72   8     allocation failures
+//	128  64x64 shards: {allocations, frees} per shard, one cache line each
+//
+// Buffers in use = the sum over shards of allocations - frees. Each process counts in the shard
+// of its pid modulo poolShards, so a publisher in one process and a subscriber in another never
+// write the same counter line: a single shared in-use word would bounce between their cores
+// twice per message.
 type poolHeader struct {
 	size       uint32
 	count      uint32
@@ -209,11 +215,20 @@ type poolHeader struct {
 	class      uint32
 	slots      uint64
 	_          [40]byte
-	inUse      atomic.Int64
-	_          [56]byte
 	highWater  atomic.Int64
 	allocFails atomic.Uint64
 	_          [48]byte
+	shards     [poolShards]poolShard
+}
+
+// poolShards is the number of counter shards per pool.
+const poolShards = 64
+
+// poolShard is one process's (or a few processes') counters of a pool, on a line of its own.
+type poolShard struct {
+	allocs atomic.Uint64
+	frees  atomic.Uint64
+	_      [48]byte
 }
 
 // slotHeader precedes each buffer's payload (64 bytes; the payload is 64-byte aligned).

@@ -17,6 +17,7 @@ type pool struct {
 	slots  uint64 // region offset of slot 0
 	end    uint64 // region offset just past the last slot
 	next   atomic.Uint32
+	sample atomic.Uint32 // allocations by this process, for sampling the high-water mark
 }
 
 func (p *pool) slot(i uint32) *slotHeader {
@@ -56,7 +57,19 @@ func (p *pool) alloc(owner uint32) (Handle, bool) {
 }
 
 func (p *pool) noteAlloc() {
-	n := p.hdr.inUse.Add(1)
+	p.hdr.shards[p.r.shard].allocs.Add(1)
+	if p.sample.Add(1)&(highWaterEvery-1) == 0 {
+		p.sampleHighWater()
+	}
+}
+
+// highWaterEvery is how many allocations of a process pass between two samples of the pool's
+// occupancy for its high-water mark; a sample reads every shard, which is too much for each
+// allocation.
+const highWaterEvery = 256
+
+func (p *pool) sampleHighWater() {
+	n := p.inUse()
 	for {
 		hw := p.hdr.highWater.Load()
 		if n <= hw || p.hdr.highWater.CompareAndSwap(hw, n) {
@@ -65,8 +78,19 @@ func (p *pool) noteAlloc() {
 	}
 }
 
+// inUse sums the shards: allocations minus frees. It may be off by the operations under way
+// while it reads; it is exact when the pool is quiet.
+func (p *pool) inUse() int64 {
+	var a, f uint64
+	for i := range p.hdr.shards {
+		f += p.hdr.shards[i].frees.Load()
+		a += p.hdr.shards[i].allocs.Load()
+	}
+	return int64(a - f)
+}
+
 func (p *pool) noteFree(idx uint32) {
-	p.hdr.inUse.Add(-1)
+	p.hdr.shards[p.r.shard].frees.Add(1)
 	p.next.Store(idx)
 }
 
@@ -89,6 +113,7 @@ func (r *Region) alloc(owner uint32, n int) (Buffer, error) {
 	for i := range r.pools {
 		if n <= int(r.pools[i].size) {
 			r.pools[i].hdr.allocFails.Add(1)
+			r.pools[i].sampleHighWater()
 			break
 		}
 	}
@@ -192,7 +217,7 @@ type PoolStats struct {
 	Size       int   // payload bytes per buffer
 	Capacity   int   // buffers in the pool
 	InUse      int64 // buffers allocated now
-	HighWater  int64 // most buffers ever in use at once
+	HighWater  int64 // most buffers seen in use at once: sampled every 256 allocations of a process, by every PoolStats call, and at exhaustion
 	LowWater   int64 // fewest buffers ever free at once: Capacity - HighWater
 	AllocFails uint64
 }
@@ -203,12 +228,13 @@ func (r *Region) PoolStats() []PoolStats {
 	out := make([]PoolStats, len(r.pools))
 	for i := range r.pools {
 		p := &r.pools[i]
+		p.sampleHighWater()
 		hw := p.hdr.highWater.Load()
 		out[i] = PoolStats{
 			Class:      i,
 			Size:       int(p.size),
 			Capacity:   int(p.count),
-			InUse:      p.hdr.inUse.Load(),
+			InUse:      p.inUse(),
 			HighWater:  hw,
 			LowWater:   int64(p.count) - hw,
 			AllocFails: p.hdr.allocFails.Load(),

@@ -102,6 +102,7 @@ type Region struct {
 	pools   []pool
 	inboxes []inboxView
 	maxSize uint32
+	shard   uint32 // this process's counter shard in each pool
 
 	mu       sync.Mutex
 	attached int // participants of this process still attached
@@ -388,6 +389,7 @@ func newRegion(name, path string, f *os.File, mem []byte, cfg Config, lay layout
 		lay:  lay,
 	}
 	r.hdr = (*header)(r.base)
+	r.shard = uint32(os.Getpid()) % poolShards
 	r.pools = make([]pool, len(cfg.Classes))
 	for i, cl := range cfg.Classes {
 		s := lay.sec.pools[i]
