@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/bits"
-	"runtime"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -49,7 +48,7 @@ const (
 //
 //	bit 63 = 0: a handle; bit 62 is the lap parity of its position ((pos / capacity) & 1)
 //	bit 63 = 1, bit 62 = 0: empty, ready for position pos (bits 0-47) of generation gen (48-61)
-//	bit 63 = 1, bit 62 = 1: reserved
+//	bit 63 = 1, bit 62 = 1: never written; found in a cell, it is corruption
 //
 // Producers fill a cell with one compare-and-swap from "empty for position t" to the handle,
 // then advance the tail; the consumer takes with one compare-and-swap from the handle to
@@ -256,13 +255,11 @@ func (in *Inbox) Push(ctx context.Context, h Handle) error {
 			if err := in.full(ctx, &deadline); err != nil {
 				return err
 			}
-		case v&parityBit != 0: // reserved marker: treat as a cell being worked on
-			runtime.Gosched()
-		case (v>>48)&inboxGenMask != in.gen:
+		case v&parityBit == 0 && (v>>48)&inboxGenMask != in.gen:
 			if hd.tail.Load() == t {
 				return ErrClosed
 			}
-		case v&posMask == (t+in.cap)&posMask:
+		case v&parityBit == 0 && v&posMask == (t+in.cap)&posMask:
 			hd.tail.CompareAndSwap(t, t+1) // filled and already taken; tail lags
 		default:
 			if hd.tail.Load() == t {
@@ -357,10 +354,7 @@ func (in *Inbox) take() (Handle, bool, error) {
 		case v == in.empty(h0+in.cap):
 			hd.head.CompareAndSwap(h0, h0+1)
 			continue
-		case v&parityBit != 0:
-			runtime.Gosched()
-			continue
-		case (v>>48)&inboxGenMask != in.gen:
+		case v&parityBit == 0 && (v>>48)&inboxGenMask != in.gen:
 			return 0, false, ErrClosed
 		}
 		// An impossible value: drop it, count it, and move on. If the ring is otherwise
