@@ -101,6 +101,9 @@ func Open(name string, opts ...Option) (*Bus, error) {
 // Name returns the bus's name.
 func (b *Bus) Name() string { return b.name }
 
+// Participant returns this process's participant index (as in transport.InboxStats.Owner).
+func (b *Bus) Participant() int { return b.p.Index() }
+
 // Region returns the bus's shared-memory region, for tools and metrics.
 func (b *Bus) Region() *transport.Region { return b.r }
 

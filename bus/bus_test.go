@@ -224,3 +224,13 @@ func TestCloseEndsLoansAndHeldMessages(t *testing.T) {
 		}
 	}
 }
+
+func TestZeroMessage(t *testing.T) {
+	var m Message
+	if m.Data() != nil || m.Topic() != "" || m.Seq() != 0 || !m.Time().IsZero() || m.Age() != 0 {
+		t.Fatal("zero Message not empty")
+	}
+	if err := m.Release(); !errors.Is(err, ErrReleased) {
+		t.Fatalf("Release of zero Message: %v", err)
+	}
+}

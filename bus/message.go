@@ -27,7 +27,7 @@ func (m Message) Data() []byte {
 	return m.buf.Data()
 }
 
-// Topic returns the topic the message was published on.
+// Topic returns the topic the message was published on. Call it before Release.
 func (m Message) Topic() string {
 	if m.s == nil {
 		return ""
@@ -36,14 +36,31 @@ func (m Message) Topic() string {
 }
 
 // Seq returns the message's sequence number on its topic (1, 2, ... across all publishers).
-func (m Message) Seq() uint64 { return m.buf.Meta().Seq }
+// Like Data, it reads the buffer: call it before Release.
+func (m Message) Seq() uint64 {
+	if m.s == nil {
+		return 0
+	}
+	return m.buf.Meta().Seq
+}
 
-// Time returns when the message was sent.
-func (m Message) Time() time.Time { return transport.Time(m.buf.Meta().Stamp) }
+// Time returns when the message was sent. Call it before Release.
+func (m Message) Time() time.Time {
+	if m.s == nil {
+		return time.Time{}
+	}
+	return transport.Time(m.buf.Meta().Stamp)
+}
 
 // Age returns how long ago the message was sent, from the monotonic clock the sender stamped
-// it with: exact across processes on one host, unaffected by changes to the wall clock.
-func (m Message) Age() time.Duration { return time.Duration(transport.Now() - m.buf.Meta().Stamp) }
+// it with: exact across processes on one host, unaffected by changes to the wall clock. Call
+// it before Release.
+func (m Message) Age() time.Duration {
+	if m.s == nil {
+		return 0
+	}
+	return time.Duration(transport.Now() - m.buf.Meta().Stamp)
+}
 
 // Clone returns a copy of the payload in the process's own memory.
 func (m Message) Clone() []byte { return append([]byte(nil), m.Data()...) }

@@ -117,6 +117,9 @@ func (s *Subscription) takeHistory() {
 	s.dedupOn.Store(len(s.dedup) > 0)
 }
 
+// InboxID returns the subscription's inbox in the region (as in transport.InboxStats).
+func (s *Subscription) InboxID() transport.InboxID { return s.in.ID() }
+
 // Pattern returns the subscription's pattern.
 func (s *Subscription) Pattern() string { return s.pattern }
 

@@ -1,0 +1,195 @@
+// Command offq is the command-line tool of the offq shared-memory bus.
+//
+// Usage:
+//
+//	offq [--dir DIR] [--bus NAME] [--log-level LEVEL] <command> [flags]
+//
+// Commands:
+//
+//	demo    run a publisher and several subscribers as separate processes on a fresh bus,
+//	        verify every message, and report rates, drops and latencies
+//
+// Exit status: 0 on success, 1 on a runtime error (or a failed verification), 2 on a usage
+// error. Each subcommand lives in a file of its own.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/offq/offq/transport"
+)
+
+// Exit statuses.
+const (
+	exitOK      = 0
+	exitRuntime = 1
+	exitUsage   = 2
+)
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes the offq command line args, writing to stdout and stderr, and returns the
+// process's exit status. SIGINT and SIGTERM cancel the context the commands run under.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	stderr = &lockedWriter{w: stderr}
+	a := &app{stderr: stderr}
+	root := newRootCmd(a)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if a.log != nil {
+		a.log.Sync()
+	}
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintf(stderr, "offq: %v\n", ee.err)
+		}
+		if ee.code == exitUsage {
+			fmt.Fprintln(stderr, "Run 'offq --help' for usage.")
+		}
+		return ee.code
+	}
+	// Errors cobra returns itself (unknown command, bad arguments) are usage errors.
+	fmt.Fprintf(stderr, "offq: %v\nRun 'offq --help' for usage.\n", err)
+	return exitUsage
+}
+
+// app holds what the root command's persistent flags configure, for every subcommand.
+type app struct {
+	dir      string
+	busName  string
+	logLevel string
+
+	stderr io.Writer
+	log    *zap.Logger
+}
+
+func newRootCmd(a *app) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "offq",
+		Short: "offq: a shared-memory publish/subscribe bus",
+		Long: `offq is a shared-memory publish/subscribe bus for processes on one host.
+
+Start with the demo, which runs a publisher and several subscribers as separate processes,
+verifies every message and reports rates, drops and latencies:
+
+  offq demo`,
+		SilenceErrors:     true,
+		SilenceUsage:      true,
+		PersistentPreRunE: a.setup,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
+	root.CompletionOptions.DisableDefaultCmd = true
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.dir, "dir", transport.DefaultDir, "directory holding bus regions")
+	pf.StringVar(&a.busName, "bus", "default", "bus name")
+	pf.StringVar(&a.logLevel, "log-level", "warn", "log level: debug, info, warn or error (logs go to stderr)")
+	root.AddCommand(newDemoCmd(a), newDemoPeerCmd(a))
+	return root
+}
+
+// setup validates the persistent flags and builds the logger.
+func (a *app) setup(cmd *cobra.Command, _ []string) error {
+	lvl, err := parseLevel(a.logLevel)
+	if err != nil {
+		return usageError(err)
+	}
+	if a.dir == "" {
+		return usageError(errors.New("--dir: empty directory"))
+	}
+	if err := transport.ValidateName(a.busName); err != nil {
+		return usageError(fmt.Errorf("--bus: %w", err))
+	}
+	enc := zap.NewDevelopmentEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	a.log = zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(a.stderr), lvl)).
+		With(zap.Int("pid", os.Getpid()))
+	return nil
+}
+
+func parseLevel(s string) (zapcore.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return zapcore.DebugLevel, nil
+	case "info":
+		return zapcore.InfoLevel, nil
+	case "warn":
+		return zapcore.WarnLevel, nil
+	case "error":
+		return zapcore.ErrorLevel, nil
+	}
+	return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+}
+
+// exitError carries the exit status an error should end the process with.
+type exitError struct {
+	code int
+	err  error // nil: the command already said everything
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
+
+func usageError(err error) error { return &exitError{code: exitUsage, err: err} }
+
+// runtimeErrors wraps a RunE so that the errors it returns end the process with status 1, unless
+// they already carry a status.
+func runtimeErrors(fn func(*cobra.Command, []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		err := fn(cmd, args)
+		var ee *exitError
+		if err == nil || errors.As(err, &ee) {
+			return err
+		}
+		return &exitError{code: exitRuntime, err: err}
+	}
+}
+
+// usageArgs makes a cobra argument validator's errors usage errors.
+func usageArgs(v cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := v(cmd, args); err != nil {
+			return usageError(err)
+		}
+		return nil
+	}
+}
+
+// lockedWriter serialises writes from several goroutines (the logger, children's stderr).
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
