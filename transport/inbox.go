@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/bits"
+	"runtime"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -230,6 +231,7 @@ func (in *Inbox) Push(ctx context.Context, h Handle) error {
 	}
 	hd := in.v.hdr
 	var deadline time.Time
+	foreign := 0
 	for {
 		t := hd.tail.Load()
 		c := in.cell(t)
@@ -245,30 +247,64 @@ func (in *Inbox) Push(ctx context.Context, h Handle) error {
 			}
 			return nil
 		}
+		if hd.tail.Load() != t {
+			continue // t is stale; what we read may belong to a later position
+		}
 		switch {
 		case v&markBit == 0: // a handle
 			if v&parityBit == in.parity(t) {
-				hd.tail.CompareAndSwap(t, t+1) // filled for t by a producer that has not advanced the tail
+				// Filled for t by a producer that has not advanced the tail yet: help it, if
+				// the word is a handle at all (a scribbled one is repaired below).
+				if _, _, _, err := in.v.r.decode(Handle(v &^ parityBit)); err == nil {
+					hd.tail.CompareAndSwap(t, t+1)
+					continue
+				}
+			} else if t-hd.head.Load() >= in.cap {
+				// The handle of position t-capacity is still there: full.
+				if err := in.full(ctx, &deadline); err != nil {
+					return err
+				}
 				continue
 			}
-			// The handle of position t-capacity is still there: full.
+		case v&parityBit == 0 && (v>>48)&inboxGenMask != in.gen:
+			if !in.isOpen() {
+				return ErrClosed
+			}
+			// Our generation is open, yet the cell has another's marker: a stale producer is
+			// about to put back a handle it took by mistake (see take). Wait for it, briefly.
+			if foreign++; foreign < foreignSpins {
+				runtime.Gosched()
+				continue
+			}
+		case v&parityBit == 0 && v&posMask == (t+in.cap)&posMask && hd.head.Load() > t:
+			hd.tail.CompareAndSwap(t, t+1) // filled and already taken; the tail lags
+			continue
+		}
+		// A value that cannot be at this position: scribbled. If no message of the previous
+		// lap belongs in this cell, make it empty for t and go on; otherwise the consumer, or
+		// an evicting producer, repairs it when it gets there.
+		if t-hd.head.Load() < in.cap {
+			in.repair(c, v, t)
+			continue
+		}
+		if in.policy == DropOldest {
 			if err := in.full(ctx, &deadline); err != nil {
 				return err
 			}
-		case v&parityBit == 0 && (v>>48)&inboxGenMask != in.gen:
-			if hd.tail.Load() == t {
-				return ErrClosed
-			}
-		case v&parityBit == 0 && v&posMask == (t+in.cap)&posMask:
-			hd.tail.CompareAndSwap(t, t+1) // filled and already taken; tail lags
-		default:
-			if hd.tail.Load() == t {
-				// A marker that cannot be at this position: scribbled. The consumer repairs
-				// it when it reaches it; this message is not delivered.
-				hd.corrupt.Add(1)
-				return errCellCorrupt
-			}
+			continue
 		}
+		hd.corrupt.Add(1)
+		in.v.r.hdr.corrupt.Add(1)
+		return errCellCorrupt
+	}
+}
+
+// repair replaces a scribbled value v in cell c, which must be empty for position pos, and
+// counts it. The compare-and-swap makes it a no-op if the cell changed since v was read.
+func (in *Inbox) repair(c *atomic.Uint64, v, pos uint64) {
+	if c.CompareAndSwap(v, in.empty(pos)) {
+		in.v.hdr.corrupt.Add(1)
+		in.v.r.hdr.corrupt.Add(1)
 	}
 }
 
@@ -293,7 +329,10 @@ func (in *Inbox) full(ctx context.Context, deadline *time.Time) error {
 		}
 		if err := in.waitSpace(ctx, *deadline); err != nil {
 			hd.dropTimeout.Add(1)
-			return err
+			if err == ErrTimeout || err == ErrClosed {
+				return err
+			}
+			return fmt.Errorf("%w: %w", ErrTimeout, err) // the context's error, as a timeout
 		}
 		return nil
 	default: // DropOldest
@@ -325,6 +364,7 @@ func (in *Inbox) TryPop() (h Handle, ok bool, err error) { return in.take() }
 // take claims the oldest handle; used by the consumer and by evicting producers.
 func (in *Inbox) take() (Handle, bool, error) {
 	hd := in.v.hdr
+	foreign := 0
 	for {
 		h0 := hd.head.Load()
 		c := in.cell(h0)
@@ -334,12 +374,32 @@ func (in *Inbox) take() (Handle, bool, error) {
 		}
 		if v&markBit == 0 {
 			if v&parityBit != in.parity(h0) {
-				// The handle of position h0+capacity: h0 was taken and the head lags.
-				hd.head.CompareAndSwap(h0, h0+1)
+				// The handle of position h0+capacity: h0 was taken and the head lags. Then
+				// the tail has reached h0+capacity; if it has not, the handle is scribbled.
+				if hd.tail.Load() >= h0+in.cap {
+					hd.head.CompareAndSwap(h0, h0+1)
+					continue
+				}
+				in.skip(c, v, h0)
 				continue
+			}
+			// Handles carry no generation, so check that the ring is still the one this
+			// Inbox names before and after claiming one: a producer holding a closed inbox
+			// must not evict from the ring of the next subscriber to open that entry.
+			if !in.isOpen() {
+				return 0, false, ErrClosed
 			}
 			if !c.CompareAndSwap(v, in.empty(h0+in.cap)) {
 				continue
+			}
+			if !in.isOpen() {
+				// Closed (and perhaps reopened) between the check and the claim. Put the
+				// handle back; if the closer has already drained the cell, the handle is
+				// ours to release.
+				if !c.CompareAndSwap(in.empty(h0+in.cap), v) {
+					in.v.r.releaseDropped(Handle(v &^ parityBit))
+				}
+				return 0, false, ErrClosed
 			}
 			hd.head.CompareAndSwap(h0, h0+1)
 			if hd.spaceWaiters.Load() != 0 {
@@ -350,30 +410,67 @@ func (in *Inbox) take() (Handle, bool, error) {
 		}
 		switch {
 		case v == in.empty(h0):
-			return 0, false, nil
+			if hd.tail.Load() <= h0 {
+				return 0, false, nil
+			}
+			// The tail moves past h0 only after h0 is filled, so the cell should not read
+			// empty-for-h0 any more: re-read it, and if it still does, the message there was
+			// overwritten. Skip it.
+			if c.Load() != v {
+				continue
+			}
+			in.skip(c, v, h0)
+			continue
 		case v == in.empty(h0+in.cap):
 			hd.head.CompareAndSwap(h0, h0+1)
 			continue
 		case v&parityBit == 0 && (v>>48)&inboxGenMask != in.gen:
-			return 0, false, ErrClosed
+			if !in.isOpen() {
+				return 0, false, ErrClosed
+			}
+			// A stale producer's marker, about to be put back (see above): wait briefly.
+			if foreign++; foreign < foreignSpins {
+				runtime.Gosched()
+				continue
+			}
 		}
-		// An impossible value: drop it, count it, and move on. If the ring is otherwise
-		// empty the cell becomes empty for h0; if not, the message at h0 was destroyed.
-		hd.corrupt.Add(1)
-		in.v.r.hdr.corrupt.Add(1)
-		if hd.tail.Load() == h0 {
-			c.CompareAndSwap(v, in.empty(h0))
-		} else if c.CompareAndSwap(v, in.empty(h0+in.cap)) {
-			hd.head.CompareAndSwap(h0, h0+1)
-		}
+		in.skip(c, v, h0)
 	}
 }
 
-// ready reports whether a message is waiting, without taking it.
+// skip deals with a scribbled value v in the head's cell c: it is dropped and counted. If the
+// ring is otherwise empty the cell becomes empty for h0; if not, the message at h0 was
+// destroyed and the head moves past it.
+func (in *Inbox) skip(c *atomic.Uint64, v, h0 uint64) {
+	hd := in.v.hdr
+	if hd.tail.Load() <= h0 {
+		in.repair(c, v, h0)
+		return
+	}
+	if c.CompareAndSwap(v, in.empty(h0+in.cap)) {
+		hd.corrupt.Add(1)
+		in.v.r.hdr.corrupt.Add(1)
+		hd.head.CompareAndSwap(h0, h0+1)
+	}
+}
+
+// foreignSpins bounds the wait for a stale producer to put back a handle it claimed by mistake;
+// a foreign marker that stays longer is corruption.
+const foreignSpins = 1 << 10
+
+// isOpen reports whether the inbox entry is still open with this Inbox's generation.
+func (in *Inbox) isOpen() bool { return in.v.hdr.state.Load() == in.gen<<8|inboxOpen }
+
+// ready reports whether a message is waiting, without taking it. It reads only the head and
+// the head's cell, which is what a spinning consumer should touch.
 func (in *Inbox) ready() bool {
 	h0 := in.v.hdr.head.Load()
 	return in.cell(h0).Load() != in.empty(h0)
 }
+
+// pending reports whether a message is waiting, or the tail says one should be (a scribbled
+// cell at the head can hide it from ready; take repairs it).
+func (in *Inbox) pending() bool { return in.ready() || in.v.hdr.tail.Load() > in.v.hdr.head.Load() }
 
 // Close closes an inbox owned by p: producers that still hold it get ErrClosed from then on,
 // and every message left in it is released. Close is idempotent for a given Inbox value.

@@ -126,11 +126,25 @@ func Create(name string, opts Options) (*Region, error) {
 	}
 	dir := opts.dir()
 	removeStaleInits(dir, name)
+	for range 8 {
+		r, err := create(name, dir, cfg, opts.mode())
+		if err != errTempVanished {
+			return r, err
+		}
+		// A concurrent Create's cleanup took our temporary file for a dead creator's in the
+		// instant between its creation and its lock: start again.
+	}
+	return nil, fmt.Errorf("offq: create %q: temporary file keeps vanishing", name)
+}
 
+// errTempVanished reports that a concurrent cleaner removed the temporary file.
+var errTempVanished = errors.New("temporary file vanished")
+
+func create(name, dir string, cfg Config, mode os.FileMode) (*Region, error) {
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	tmp := filepath.Join(dir, "."+name+".init-"+hex.EncodeToString(rnd[:]))
-	f, err := openFile(tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, opts.mode())
+	f, err := openFile(tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, mode)
 	if err != nil {
 		return nil, fmt.Errorf("offq: create %q: %w", name, err)
 	}
@@ -141,11 +155,19 @@ func Create(name string, opts Options) (*Region, error) {
 			f.Close()
 		}
 	}()
-	// Byte 0 locked = "being initialised by a live process"; see removeStaleInits.
-	if _, err := ofdLock(f, 0); err != nil {
+	// Byte 0 locked = "being initialised by a live process"; see removeStaleInits. Until the
+	// lock is taken the file looks stale, and a concurrent Create may remove it: then the lock
+	// fails (the cleaner holds it) or the link below finds no file, and we start again.
+	got, err := ofdLock(f, 0)
+	if err != nil {
 		return nil, fmt.Errorf("offq: create %q: %w", name, err)
 	}
-	if err := fchmod(f, opts.mode()); err != nil {
+	if !got {
+		ok = true // not ours to remove
+		f.Close()
+		return nil, errTempVanished
+	}
+	if err := fchmod(f, mode); err != nil {
 		return nil, fmt.Errorf("offq: create %q: %w", name, err)
 	}
 	lay := computeLayout(cfg)
@@ -163,8 +185,11 @@ func Create(name string, opts Options) (*Region, error) {
 
 	if err := linkNoReplace(tmp, r.path); err != nil {
 		unmap(mem)
-		if errors.Is(err, fs.ErrExist) || errors.Is(err, unix.EEXIST) {
+		switch {
+		case errors.Is(err, fs.ErrExist):
 			return nil, fmt.Errorf("offq: create %q: %w", name, ErrExists)
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, errTempVanished
 		}
 		return nil, fmt.Errorf("offq: create %q: %w", name, err)
 	}

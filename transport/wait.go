@@ -65,7 +65,7 @@ func (in *Inbox) Pop(ctx context.Context, w Waiter) (Handle, error) {
 func (in *Inbox) Wait(ctx context.Context, w Waiter) error { return in.wait(ctx, w) }
 
 func (in *Inbox) wait(ctx context.Context, w Waiter) error {
-	if in.ready() {
+	if in.pending() {
 		return nil
 	}
 	hd := in.v.hdr
@@ -80,6 +80,9 @@ func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 				return nil
 			}
 			if i&255 == 0 {
+				if in.pending() {
+					return nil
+				}
 				if err := ctx.Err(); err != nil {
 					return err
 				}
@@ -87,7 +90,12 @@ func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 					return ErrClosed
 				}
 				if w.Strategy == BusySpin {
-					runtime.Gosched()
+					// Yield now and then only: on a goroutine locked to its thread a
+					// Gosched costs two thread wake-ups, and asynchronous preemption lets
+					// other goroutines run anyway.
+					if i&(1<<16-1) == 0 {
+						runtime.Gosched()
+					}
 					continue
 				}
 				now := time.Now()
@@ -100,7 +108,7 @@ func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 		}
 	}
 	return sleepOn(ctx, &hd.wake, &hd.sleepers, time.Time{}, func() bool {
-		return in.ready() || hd.state.Load() != in.gen<<8|inboxOpen
+		return in.pending() || hd.state.Load() != in.gen<<8|inboxOpen
 	})
 }
 
