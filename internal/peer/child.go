@@ -36,6 +36,13 @@ func run(name string, roles map[string]Role) int {
 		fmt.Fprintf(os.Stderr, "peer %s: deadline %s passed; exiting\n", name, deadline.Format(time.RFC3339Nano))
 		os.Exit(3)
 	})
+	if fd, err := strconv.Atoi(os.Getenv(EnvLifeline)); err == nil {
+		go func() {
+			io.Copy(io.Discard, os.NewFile(uintptr(fd), "lifeline"))
+			fmt.Fprintf(os.Stderr, "peer %s: parent gone; exiting\n", name)
+			os.Exit(4)
+		}()
+	}
 	c := newChild(deadline)
 	if err := fn(c); err != nil {
 		fmt.Fprintf(os.Stderr, "peer %s: %v\n", name, err)
@@ -48,8 +55,8 @@ func run(name string, roles map[string]Role) int {
 type Child struct {
 	ctx      context.Context
 	deadline time.Time
-	lines    chan string // from stdin; closed at end of file
-	expire   context.CancelFunc
+	lines    chan string        // from stdin; closed at end of file
+	expire   context.CancelFunc // never called: the deadline lasts as long as the process
 }
 
 func newChild(deadline time.Time) *Child {

@@ -25,15 +25,18 @@
 //
 // Every child is bounded in time. Start passes a deadline (Lifetime from now, or the test's
 // own deadline if sooner); the child's Context is done at the deadline, and a child still
-// running shortly after it exits with status 3 whatever it is doing. The child is also
-// killed by the kernel if the thread that started it dies, and with SIGKILL when the test
-// that started it ends. Closing the child's stdin (Proc.CloseStdin, or the parent dying)
-// cancels the child's Context: it is how a parent tells a looping child to finish.
+// running shortly after it exits with status 3 whatever it is doing. A child is killed with
+// SIGKILL when the test that started it ends, and exits by itself (status 4) when the parent
+// process is gone, however it ended: it holds the read end of a pipe, the lifeline, whose
+// write end only the parent has. (The kernel's parent-death signal is no use here: it follows
+// the thread that forked, and Go ends threads, such as locked ones, while the process lives.)
+// Closing the child's stdin (Proc.CloseStdin) cancels the child's Context: it is how a parent
+// tells a looping child to finish.
 //
 // # Exit status
 //
 // 0: the role returned nil. 1: it returned an error (printed on stderr). 2: unknown role or
-// bad environment. 3: the deadline passed.
+// bad environment. 3: the deadline passed. 4: the parent is gone.
 package peer
 
 import "time"
@@ -42,6 +45,7 @@ import "time"
 const (
 	EnvRole     = "OFFQ_PEER_ROLE"     // the role to run
 	EnvDeadline = "OFFQ_PEER_DEADLINE" // when the child must be gone, Unix nanoseconds
+	EnvLifeline = "OFFQ_PEER_LIFELINE" // descriptor of the lifeline pipe's read end
 )
 
 // Lifetime is the longest a child may live.

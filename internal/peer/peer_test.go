@@ -119,3 +119,14 @@ func TestKilledAtCleanup(t *testing.T) {
 		t.Fatal("child still running after its test ended")
 	}
 }
+
+func TestParentGone(t *testing.T) {
+	p := Start(t, "hang")
+	if _, err := p.Expect("hanging", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p.life.Close() // as if this process had died
+	if err := p.Wait(10 * time.Second); err == nil || !strings.Contains(err.Error(), "exit status 4") {
+		t.Fatalf("Wait: %v, want exit status 4", err)
+	}
+}

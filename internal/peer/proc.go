@@ -17,10 +17,10 @@ import (
 // Proc is a running child, seen from the test that started it. Its methods are safe for
 // concurrent use.
 type Proc struct {
-	tb   testing.TB
 	role string
 	cmd  *exec.Cmd
 	in   io.WriteCloser
+	life *os.File // write end of the lifeline
 
 	mu     sync.Mutex
 	lines  []string      // stdout lines not read yet
@@ -41,7 +41,7 @@ func Start(tb testing.TB, role string, env ...string) *Proc {
 			deadline = td
 		}
 	}
-	p := &Proc{tb: tb, role: role, notify: make(chan struct{}, 1), done: make(chan struct{})}
+	p := &Proc{role: role, notify: make(chan struct{}, 1), done: make(chan struct{})}
 	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
 	cmd.Env = append(os.Environ(), EnvRole+"="+role, EnvDeadline+"="+strconv.FormatInt(deadline.UnixNano(), 10))
 	// A race-enabled child would sleep a second at exit waiting for late reports; it still
@@ -50,7 +50,14 @@ func Start(tb testing.TB, role string, env ...string) *Proc {
 		cmd.Env = append(cmd.Env, "GORACE="+strings.TrimSpace(gorace+" atexit_sleep_ms=0"))
 	}
 	cmd.Env = append(cmd.Env, env...)
-	cmd.SysProcAttr = sysProcAttr()
+	// The lifeline: the child holds the read end and exits when it reads end of file, which
+	// happens when this process is gone however it ends (a kill -9 runs no cleanups).
+	lifeR, lifeW, err := os.Pipe()
+	if err != nil {
+		tb.Fatalf("peer %s: %v", role, err)
+	}
+	cmd.ExtraFiles = []*os.File{lifeR}
+	cmd.Env = append(cmd.Env, EnvLifeline+"=3")
 	_, bench := tb.(*testing.B)
 	stdout := &lineWriter{emit: func(l string) {
 		if !bench {
@@ -70,10 +77,13 @@ func Start(tb testing.TB, role string, env ...string) *Proc {
 	if err != nil {
 		tb.Fatalf("peer %s: %v", role, err)
 	}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	lifeR.Close()
+	if err != nil {
+		lifeW.Close()
 		tb.Fatalf("peer %s: start: %v", role, err)
 	}
-	p.cmd, p.in = cmd, in
+	p.cmd, p.in, p.life = cmd, in, lifeW
 	go func() {
 		err := cmd.Wait() // also waits until stdout and stderr are copied
 		stdout.flush()
@@ -84,6 +94,7 @@ func Start(tb testing.TB, role string, env ...string) *Proc {
 	tb.Cleanup(func() {
 		p.Kill()
 		<-p.done // no output may reach tb after the test ends
+		p.life.Close()
 	})
 	return p
 }
