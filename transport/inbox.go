@@ -522,7 +522,8 @@ func (in *Inbox) drainClosed() {
 // InboxStats is a snapshot of one inbox's counters.
 type InboxStats struct {
 	ID          InboxID
-	Owner       int // participant index
+	Owner       int    // participant index
+	OwnerName   string // participant name (filled in by Region.Stats)
 	Pattern     string
 	Policy      Policy
 	Capacity    int

@@ -42,6 +42,9 @@ func (r *Region) Attach(name string) (*Participant, error) {
 	if r.closed.Load() {
 		return nil, fmt.Errorf("offq: attach to %q: %w", r.name, ErrClosed)
 	}
+	if r.readOnly {
+		return nil, fmt.Errorf("offq: attach to %q: %w: region opened read-only", r.name, ErrPermission)
+	}
 	lf, err := reopen(r.f)
 	if err != nil {
 		return nil, fmt.Errorf("offq: attach to %q: %w", r.name, err)

@@ -228,8 +228,10 @@ func (r *Region) PoolStats() []PoolStats {
 	out := make([]PoolStats, len(r.pools))
 	for i := range r.pools {
 		p := &r.pools[i]
-		p.sampleHighWater()
-		hw := p.hdr.highWater.Load()
+		if !r.readOnly {
+			p.sampleHighWater()
+		}
+		hw := max(p.hdr.highWater.Load(), p.inUse())
 		out[i] = PoolStats{
 			Class:      i,
 			Size:       int(p.size),

@@ -35,6 +35,9 @@ type Options struct {
 	// ReadyTimeout bounds how long Open waits for a region that is still being initialised.
 	// Default 2s.
 	ReadyTimeout time.Duration
+	// ReadOnly maps an existing region read-only, for tools and exporters that only read its
+	// counters: Attach fails, and nothing the process does can change the region.
+	ReadOnly bool
 	// AllowForeignOwner lets Open attach to a region file owned by another user. By default
 	// such a file is refused with ErrPermission: in a world-writable directory another user
 	// could have planted it.
@@ -99,10 +102,11 @@ type Region struct {
 	cfg  Config
 	lay  layout
 
-	pools   []pool
-	inboxes []inboxView
-	maxSize uint32
-	shard   uint32 // this process's counter shard in each pool
+	pools    []pool
+	inboxes  []inboxView
+	maxSize  uint32
+	shard    uint32 // this process's counter shard in each pool
+	readOnly bool
 
 	mu       sync.Mutex
 	attached int // participants of this process still attached
@@ -174,7 +178,7 @@ func create(name, dir string, cfg Config, mode os.FileMode) (*Region, error) {
 	if err := reserve(f, int64(lay.total)); err != nil {
 		return nil, fmt.Errorf("offq: create %q: %w", name, err)
 	}
-	mem, err := mapFile(f, int(lay.total))
+	mem, err := mapFile(f, int(lay.total), false)
 	if err != nil {
 		return nil, fmt.Errorf("offq: create %q: %w", name, err)
 	}
@@ -239,7 +243,11 @@ func Open(name string, opts Options) (*Region, error) {
 
 func open(name string, opts Options) (*Region, error) {
 	path := Path(opts.dir(), name)
-	f, err := openFile(path, unix.O_RDWR, 0)
+	flag := unix.O_RDWR
+	if opts.ReadOnly {
+		flag = unix.O_RDONLY
+	}
+	f, err := openFile(path, flag, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, ErrNotFound
@@ -268,7 +276,7 @@ func attach(name, path string, f *os.File, opts Options) (*Region, error) {
 	if size < headerSize {
 		return nil, corruptf("file is %d bytes, smaller than a header", size)
 	}
-	mem, err := mapFile(f, int(size))
+	mem, err := mapFile(f, int(size), opts.ReadOnly)
 	if err != nil {
 		return nil, err
 	}
@@ -283,7 +291,9 @@ func attach(name, path string, f *os.File, opts Options) (*Region, error) {
 			return nil, fmt.Errorf("%w: region has %s", ErrIncompatibleConfig, d)
 		}
 	}
-	return newRegion(name, path, f, mem, cfg, lay), nil
+	r := newRegion(name, path, f, mem, cfg, lay)
+	r.readOnly = opts.ReadOnly
+	return r, nil
 }
 
 // validateHeader checks a mapped region and returns its configuration and layout. It reads

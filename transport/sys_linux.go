@@ -39,8 +39,12 @@ func reserve(f *os.File, size int64) error {
 	return nil
 }
 
-func mapFile(f *os.File, size int) ([]byte, error) {
-	b, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+func mapFile(f *os.File, size int, readOnly bool) ([]byte, error) {
+	prot := unix.PROT_READ | unix.PROT_WRITE
+	if readOnly {
+		prot = unix.PROT_READ
+	}
+	b, err := unix.Mmap(int(f.Fd()), 0, size, prot, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("mmap %s: %w", f.Name(), err)
 	}
