@@ -64,10 +64,10 @@ var (
 
 // PoolError reports an allocation that no size class could satisfy.
 type PoolError struct {
-	Size    int    // bytes asked for
-	Largest uint32 // largest class size in the region
-	Classes []uint32
-	Err     error // ErrPoolExhausted or ErrTooLarge
+	Size    int      // bytes asked for
+	Largest uint32   // largest class size in the region
+	Classes []uint32 // the classes large enough, ascending; shared, do not modify
+	Err     error    // ErrPoolExhausted or ErrTooLarge
 }
 
 func (e *PoolError) Error() string {

@@ -16,9 +16,12 @@ import (
 // bump between the re-check and the sleep makes the sleep return at once.
 func sleepOn(ctx context.Context, word, waiters *atomic.Uint32, deadline time.Time, cond func() bool) error {
 	var stop func() bool
+	var woke chan struct{}
 	defer func() {
-		if stop != nil {
-			stop()
+		// If the wake-up callback has started, wait for it: it writes the word, and the
+		// caller may unmap the region as soon as this returns.
+		if stop != nil && !stop() {
+			<-woke
 		}
 	}()
 	for {
@@ -42,7 +45,9 @@ func sleepOn(ctx context.Context, word, waiters *atomic.Uint32, deadline time.Ti
 			d = min(d, longSleep)
 		}
 		if stop == nil && ctx.Done() != nil {
+			woke = make(chan struct{})
 			stop = context.AfterFunc(ctx, func() {
+				defer close(woke)
 				word.Add(1)
 				futexWakeAll(word)
 			})

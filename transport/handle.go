@@ -78,7 +78,7 @@ type Meta struct {
 	Len   uint32 // payload length in bytes
 	Topic uint32 // topic index
 	Seq   uint64 // sequence number within the topic
-	Stamp int64  // publish time, Unix nanoseconds
+	Stamp int64  // publish time from Now: CLOCK_MONOTONIC nanoseconds (Time converts it)
 }
 
 // decode checks h against the region's pools and returns its pool, slot header and index. It

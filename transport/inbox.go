@@ -157,6 +157,7 @@ func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
 		h.dropNewest.Store(0)
 		h.dropTimeout.Store(0)
 		h.corrupt.Store(0)
+		h.skipped.Store(0)
 		in := v.inbox(gen, uint32(capacity), c.Policy, c.BlockLimit)
 		// Positions continue from where the previous user of this entry stopped, so that no
 		// position is ever reused for another generation.
@@ -449,6 +450,7 @@ func (in *Inbox) skip(c *atomic.Uint64, v, h0 uint64) {
 	}
 	if c.CompareAndSwap(v, in.empty(h0+in.cap)) {
 		hd.corrupt.Add(1)
+		hd.skipped.Add(1)
 		in.v.r.hdr.corrupt.Add(1)
 		hd.head.CompareAndSwap(h0, h0+1)
 	}
@@ -554,7 +556,7 @@ func (r *Region) InboxStats() []InboxStats {
 		pushed := t - min(h.base, t)
 		taken := hd - min(h.base, hd)
 		s := InboxStats{
-			Pushed: pushed, Popped: taken - min(taken, h.dropOldest.Load()+h.corrupt.Load()),
+			Pushed: pushed, Popped: taken - min(taken, h.dropOldest.Load()+h.skipped.Load()),
 			ID: makeInboxID(uint32(i), uint32(st>>8)), Owner: int(h.owner) - 1,
 			Pattern: r.patternString(uint32(i)), Policy: Policy(h.policy), Capacity: int(h.capacity),
 			Depth: int(depth), DropOldest: h.dropOldest.Load(), DropNewest: h.dropNewest.Load(),

@@ -163,6 +163,7 @@ const topicEntrySize = 256
 //	336  8     dropped, block deadline passed (Block)
 //	344  8     corrupt cells dropped
 //	352  8     base: the ring's first position in this generation (pushed = tail - base)
+//	360  8     skipped: positions the consumer skipped because a scribble destroyed their message
 type inboxHeader struct {
 	state        atomic.Uint64
 	capacity     uint32
@@ -187,7 +188,8 @@ type inboxHeader struct {
 	dropTimeout  atomic.Uint64
 	corrupt      atomic.Uint64
 	base         uint64
-	_            [24]byte
+	skipped      atomic.Uint64
+	_            [16]byte
 }
 
 // poolHeader starts each pool section (128 bytes, then poolShards shard lines). Its
@@ -238,7 +240,7 @@ type poolShard struct {
 //	8    4     payload length
 //	12   4     topic index
 //	16   8     sequence number
-//	24   8     publish time, Unix nanoseconds
+//	24   8     publish time: CLOCK_MONOTONIC nanoseconds (see Now)
 type slotHeader struct {
 	state  atomic.Uint64
 	length uint32

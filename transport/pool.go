@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"fmt"
 	"sync/atomic"
 )
 
@@ -97,7 +98,10 @@ func (p *pool) noteFree(idx uint32) {
 // Alloc is the low-level allocation used by Participant.Alloc: the smallest class that fits n
 // bytes and has a free buffer, else the next larger one.
 func (r *Region) alloc(owner uint32, n int) (Buffer, error) {
-	if n < 0 || n > int(r.maxSize) {
+	if n < 0 {
+		return Buffer{}, fmt.Errorf("offq: alloc of %d bytes", n)
+	}
+	if n > int(r.maxSize) {
 		return Buffer{}, r.poolError(n, ErrTooLarge)
 	}
 	for i := range r.pools {
@@ -120,11 +124,14 @@ func (r *Region) alloc(owner uint32, n int) (Buffer, error) {
 	return Buffer{}, r.poolError(n, ErrPoolExhausted)
 }
 
+// poolError builds the error for a failed allocation: one allocation, the error itself (the
+// class list is shared, so a publisher under backpressure does not pay for it each time).
 func (r *Region) poolError(n int, err error) error {
 	e := &PoolError{Size: n, Largest: r.maxSize, Err: err}
 	for i := range r.pools {
 		if n <= int(r.pools[i].size) {
-			e.Classes = append(e.Classes, r.pools[i].size)
+			e.Classes = r.classSizes[i:]
+			break
 		}
 	}
 	return e

@@ -102,11 +102,13 @@ type Region struct {
 	cfg  Config
 	lay  layout
 
-	pools    []pool
-	inboxes  []inboxView
-	maxSize  uint32
-	shard    uint32 // this process's counter shard in each pool
-	readOnly bool
+	pools   []pool
+	inboxes []inboxView
+	maxSize uint32
+	shard   uint32 // this process's counter shard in each pool
+	// classSizes is the size of each class, ascending; PoolErrors share it (read-only).
+	classSizes []uint32
+	readOnly   bool
 
 	mu       sync.Mutex
 	attached int // participants of this process still attached
@@ -249,8 +251,11 @@ func open(name string, opts Options) (*Region, error) {
 	}
 	f, err := openFile(path, flag, 0)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
 			return nil, ErrNotFound
+		case errors.Is(err, unix.EISDIR):
+			return nil, fmt.Errorf("%w: %s is a directory", ErrPermission, path)
 		}
 		return nil, err
 	}
@@ -439,6 +444,7 @@ func newRegion(name, path string, f *os.File, mem []byte, cfg Config, lay layout
 		}
 		r.pools[i].end = r.pools[i].slots + uint64(cl.Count)*uint64(r.pools[i].stride)
 		r.maxSize = uint32(cl.Size)
+		r.classSizes = append(r.classSizes, uint32(cl.Size))
 	}
 	r.inboxes = make([]inboxView, cfg.Inboxes)
 	for i := range r.inboxes {
