@@ -146,7 +146,8 @@ func (s *Subscription) Receive(ctx context.Context) (Message, error) {
 		return Message{}, fmt.Errorf("bus: receive on %q: %w", s.pattern, err)
 	}
 	for {
-		h, err := s.in.Pop(ctx, s.w)
+		// The reference moves from the queue into the held entry in one crash-safe step.
+		h, err := s.in.PopInto(ctx, s.w, s.b.p, idx)
 		if err != nil {
 			s.b.p.Unreserve(idx)
 			if errors.Is(err, transport.ErrClosed) {
@@ -157,15 +158,18 @@ func (s *Subscription) Receive(ctx context.Context) (Message, error) {
 		buf, err := s.b.r.Buffer(h)
 		if err != nil {
 			// A handle that does not name a live buffer: written by a faulty process.
+			s.b.p.Forget(idx)
 			s.bad.Add(1)
 			s.b.log.Warn("dropped bad handle", zap.String("pattern", s.pattern), zap.Error(err))
 			continue
 		}
 		if s.dedupOn.Load() && s.duplicate(buf.Meta()) {
-			s.b.r.Release(h)
+			s.b.p.Unhold(idx, h)
+			if idx, err = s.b.p.Reserve(); err != nil {
+				return Message{}, fmt.Errorf("bus: receive on %q: %w", s.pattern, err)
+			}
 			continue
 		}
-		s.b.p.Hold(idx, h)
 		s.received.Add(1)
 		return Message{s: s, h: h, idx: int32(idx), buf: buf}, nil
 	}

@@ -18,9 +18,19 @@ type heldList struct {
 	count atomic.Int64
 }
 
-// heldReserved marks an entry taken by Reserve. It has the top bit set, so it is never a
-// valid handle.
-const heldReserved = 1 << 63
+// Held words: 0 free; heldReserved taken by Reserve; heldPending|h a take of h in progress
+// (see Inbox.take); h (bits 62 and 63 clear) a held message.
+const (
+	heldReserved = 1 << 63
+	heldPending  = 1 << 62
+)
+
+func (p *Participant) heldWord(i int) (*atomic.Uint64, error) {
+	if i < 0 || uint32(i) >= p.held.n {
+		return nil, fmt.Errorf("offq: held entry %d out of range", i)
+	}
+	return p.held.word(uint32(i)), nil
+}
 
 func (r *Region) newHeldList(idx uint32) *heldList {
 	n := r.cfg.Held
@@ -70,9 +80,19 @@ func (p *Participant) Unreserve(i int) {
 }
 
 // Hold records h, to which the caller holds a reference taken from an inbox, in the reserved
-// entry i of p's held list.
+// entry i of p's held list. (Inbox.PopInto and TryPopInto take and record in one step, with no
+// instant at which a crash would lose the reference; Hold is for references obtained
+// otherwise, such as a topic's history.)
 func (p *Participant) Hold(i int, h Handle) {
 	p.held.word(uint32(i)).Store(uint64(h))
+}
+
+// Forget turns entry i back into a reserved entry without releasing what it held: for a
+// handle that turned out not to name a live buffer (so there is nothing to release).
+func (p *Participant) Forget(i int) {
+	if w, err := p.heldWord(i); err == nil {
+		w.Store(heldReserved)
+	}
 }
 
 // Unhold releases the held message in entry i, which must hold h: the entry is cleared and
@@ -94,7 +114,7 @@ func (p *Participant) Held() int { return int(p.held.count.Load()) }
 func (p *Participant) releaseAllHeld() {
 	l := p.held
 	for i := range l.n {
-		if h := l.word(i).Swap(0); h != 0 && h != heldReserved {
+		if h := l.word(i).Swap(0); h != 0 && h&(heldReserved|heldPending) == 0 {
 			p.r.releaseDropped(Handle(h))
 		}
 	}

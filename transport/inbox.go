@@ -45,11 +45,23 @@ const (
 	inboxGenMask = 1<<14 - 1
 )
 
+// inboxWord builds an inbox state word: status (bits 0-7), generation (8-21) and the owning
+// participant + 1 (32-47). The owner is in the state word, not only in a field beside it, so
+// that an inbox claimed by a process that then died is attributed to that process by the
+// same compare-and-swap that claimed it.
+func inboxWord(status, gen uint64, owner uint32) uint64 {
+	return uint64(owner)<<32 | (gen&inboxGenMask)<<8 | status
+}
+
+func wordStatus(st uint64) uint64 { return st & 0xff }
+func wordGen(st uint64) uint64    { return st >> 8 & inboxGenMask }
+func wordOwner(st uint64) uint32  { return uint32(st>>32) & 0xffff }
+
 // A ring cell is one 64-bit word holding either a handle or a marker:
 //
 //	bit 63 = 0: a handle; bit 62 is the lap parity of its position ((pos / capacity) & 1)
 //	bit 63 = 1, bit 62 = 0: empty, ready for position pos (bits 0-47) of generation gen (48-61)
-//	bit 63 = 1, bit 62 = 1: never written; found in a cell, it is corruption
+//	bit 63 = 1, bit 62 = 1: claimed by the consumer into held entry (bits 0-47) (see take)
 //
 // Producers fill a cell with one compare-and-swap from "empty for position t" to the handle,
 // then advance the tail; the consumer takes with one compare-and-swap from the handle to
@@ -134,11 +146,11 @@ func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
 	for i := range r.inboxes {
 		v := &r.inboxes[i]
 		st := v.hdr.state.Load()
-		if st&0xff != inboxFree {
+		if wordStatus(st) != inboxFree {
 			continue
 		}
-		gen := (st>>8 + 1) & inboxGenMask
-		if !v.hdr.state.CompareAndSwap(st, gen<<8|inboxOpening) {
+		gen := (wordGen(st) + 1) & inboxGenMask
+		if !v.hdr.state.CompareAndSwap(st, inboxWord(inboxOpening, gen, p.owner)) {
 			continue
 		}
 		h := v.hdr
@@ -167,7 +179,7 @@ func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
 		}
 		h.head.Store(t)
 		h.base = t
-		h.state.Store(gen<<8 | inboxOpen)
+		h.state.Store(inboxWord(inboxOpen, gen, p.owner))
 		r.hdr.subGen.Add(1)
 		return in, nil
 	}
@@ -189,7 +201,7 @@ func (r *Region) Inbox(id InboxID) (Inbox, error) {
 	v := &r.inboxes[idx]
 	st := v.hdr.state.Load()
 	gen := uint64(id >> 16)
-	if st&0xff != inboxOpen || st>>8&inboxGenMask != gen {
+	if wordStatus(st) != inboxOpen || wordGen(st) != gen {
 		return Inbox{}, ErrClosed
 	}
 	c := v.hdr.capacity
@@ -280,6 +292,18 @@ func (in *Inbox) Push(ctx context.Context, h Handle) error {
 		case v&parityBit == 0 && v&posMask == (t+in.cap)&posMask && hd.head.Load() > t:
 			hd.tail.CompareAndSwap(t, t+1) // filled and already taken; the tail lags
 			continue
+		case v&parityBit != 0 && (v>>48)&inboxGenMask == in.gen && t-hd.head.Load() >= in.cap:
+			// The consumer is taking the message of position t-capacity: the ring is full
+			// for a moment more. Wait for it briefly, then apply the policy.
+			if foreign++; foreign < foreignSpins {
+				runtime.Gosched()
+				continue
+			}
+			if err := in.full(ctx, &deadline); err != nil {
+				return err
+			}
+			foreign = 0
+			continue
 		}
 		// A value that cannot be at this position: scribbled. If no message of the previous
 		// lap belongs in this cell, make it empty for t and go on; otherwise the consumer, or
@@ -337,8 +361,11 @@ func (in *Inbox) full(ctx context.Context, deadline *time.Time) error {
 		}
 		return nil
 	default: // DropOldest
-		h, ok, err := in.take()
+		h, ok, err := in.take(nil, 0)
 		if err != nil {
+			if err == errClaimed {
+				hd.dropNewest.Add(1)
+			}
 			return err
 		}
 		if ok {
@@ -359,11 +386,32 @@ func (r *Region) releaseDropped(h Handle) {
 
 // TryPop takes the oldest message without waiting. ok is false when the inbox is empty. The
 // caller receives the inbox's reference to the handle and must Release it. The handle is
-// untrusted: check it with Region.Buffer before use.
-func (in *Inbox) TryPop() (h Handle, ok bool, err error) { return in.take() }
+// untrusted: check it with Region.Buffer before use. A consumer that must survive its own
+// crash without leaking uses TryPopInto.
+func (in *Inbox) TryPop() (h Handle, ok bool, err error) { return in.take(nil, 0) }
+
+// TryPopInto is TryPop for a consumer that records what it takes: the message's reference
+// moves from the inbox to entry idx of p's held list (taken with Participant.Reserve) in a way
+// a reaper can follow at every instruction, so neither a crash nor a race loses or doubles it.
+// Release it with Participant.Unhold. On ok == false or an error the entry stays reserved.
+func (in *Inbox) TryPopInto(p *Participant, idx int) (h Handle, ok bool, err error) {
+	w, err := p.heldWord(idx)
+	if err != nil {
+		return 0, false, err
+	}
+	return in.take(w, uint64(idx))
+}
 
 // take claims the oldest handle; used by the consumer and by evicting producers.
-func (in *Inbox) take() (Handle, bool, error) {
+//
+// A consumer that passes its held entry w (index idx) takes in four steps, each a single
+// atomic store or compare-and-swap: the entry becomes "pending h"; the cell becomes "claimed
+// into entry idx"; the entry becomes h; the cell becomes empty for the next lap. Whatever step
+// a crash interrupts, a reaper finds the reference in exactly one place: a pending entry whose
+// cell still holds h belongs to the cell; a claimed cell belongs to the entry it names; a
+// pending entry whose cell is neither was evicted by a producer, which released it. Evicting
+// producers (w == nil) claim straight to empty.
+func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 	hd := in.v.hdr
 	foreign := 0
 	for {
@@ -390,24 +438,38 @@ func (in *Inbox) take() (Handle, bool, error) {
 			if !in.isOpen() {
 				return 0, false, ErrClosed
 			}
-			if !c.CompareAndSwap(v, in.empty(h0+in.cap)) {
-				continue
-			}
-			if !in.isOpen() {
-				// Closed (and perhaps reopened) between the check and the claim. Put the
-				// handle back; if the closer has already drained the cell, the handle is
-				// ours to release.
-				if !c.CompareAndSwap(in.empty(h0+in.cap), v) {
-					in.v.r.releaseDropped(Handle(v &^ parityBit))
+			h := Handle(v &^ parityBit)
+			if w != nil {
+				w.Store(heldPending | uint64(h))
+				if !c.CompareAndSwap(v, in.claimed(idx)) {
+					w.Store(heldReserved)
+					continue
 				}
-				return 0, false, ErrClosed
+				w.Store(uint64(h))
+				if !c.CompareAndSwap(in.claimed(idx), in.empty(h0+in.cap)) {
+					// Close drained the ring meanwhile; the message is ours all the same.
+					return h, true, nil
+				}
+			} else {
+				if !c.CompareAndSwap(v, in.empty(h0+in.cap)) {
+					continue
+				}
+				if !in.isOpen() {
+					// Closed (and perhaps reopened) between the check and the claim. Put
+					// the handle back; if the closer has already drained the cell, the
+					// handle is ours to release.
+					if !c.CompareAndSwap(in.empty(h0+in.cap), v) {
+						in.v.r.releaseDropped(h)
+					}
+					return 0, false, ErrClosed
+				}
 			}
 			hd.head.CompareAndSwap(h0, h0+1)
 			if hd.spaceWaiters.Load() != 0 {
 				hd.space.Add(1)
 				futexWakeAll(&hd.space)
 			}
-			return Handle(v &^ parityBit), true, nil
+			return h, true, nil
 		}
 		switch {
 		case v == in.empty(h0):
@@ -434,10 +496,30 @@ func (in *Inbox) take() (Handle, bool, error) {
 				runtime.Gosched()
 				continue
 			}
+		case v&parityBit != 0 && (v>>48)&inboxGenMask == in.gen:
+			// Another consumer goroutine is taking this message: wait for it. If it stays
+			// claimed and the owner's process died mid-take, only the reaper can finish the
+			// take. If the owner lives, the marker is a scribble (or a take so slow that
+			// its goroutine will find the head moved on, which it tolerates): skip it.
+			if foreign++; foreign < foreignSpins {
+				runtime.Gosched()
+				continue
+			}
+			if owner := wordOwner(hd.state.Load()); owner != 0 {
+				if alive, err := in.v.r.Alive(int(owner) - 1); err == nil && !alive {
+					return 0, false, errClaimed
+				}
+			}
 		}
 		in.skip(c, v, h0)
 	}
 }
+
+// errClaimed: the head cell stays claimed by a consumer that does not finish (dead).
+var errClaimed = fmt.Errorf("%w: the oldest message is being taken by a consumer that does not finish", ErrFull)
+
+// claimed is the marker of a cell whose handle a consumer is moving into held entry idx.
+func (in *Inbox) claimed(idx uint64) uint64 { return markBit | parityBit | in.gen<<48 | idx&posMask }
 
 // skip deals with a scribbled value v in the head's cell c: it is dropped and counted. If the
 // ring is otherwise empty the cell becomes empty for h0; if not, the message at h0 was
@@ -461,7 +543,10 @@ func (in *Inbox) skip(c *atomic.Uint64, v, h0 uint64) {
 const foreignSpins = 1 << 10
 
 // isOpen reports whether the inbox entry is still open with this Inbox's generation.
-func (in *Inbox) isOpen() bool { return in.v.hdr.state.Load() == in.gen<<8|inboxOpen }
+func (in *Inbox) isOpen() bool {
+	st := in.v.hdr.state.Load()
+	return wordStatus(st) == inboxOpen && wordGen(st) == in.gen
+}
 
 // ready reports whether a message is waiting, without taking it. It reads only the head and
 // the head's cell, which is what a spinning consumer should touch.
@@ -479,7 +564,7 @@ func (in *Inbox) pending() bool { return in.ready() || in.v.hdr.tail.Load() > in
 func (in *Inbox) Close() error {
 	hd := in.v.hdr
 	st := hd.state.Load()
-	if st != in.gen<<8|inboxOpen || !hd.state.CompareAndSwap(st, in.gen<<8|inboxClosing) {
+	if wordStatus(st) != inboxOpen || wordGen(st) != in.gen || !hd.state.CompareAndSwap(st, inboxWord(inboxClosing, in.gen, wordOwner(st))) {
 		return nil
 	}
 	in.drainClosed()
@@ -488,7 +573,7 @@ func (in *Inbox) Close() error {
 	futexWakeAll(&hd.wake)
 	hd.space.Add(1)
 	futexWakeAll(&hd.space)
-	hd.state.Store(in.gen<<8 | inboxFree)
+	hd.state.Store(inboxWord(inboxFree, in.gen, 0))
 	in.v.r.hdr.subGen.Add(1)
 	return nil
 }
@@ -545,7 +630,7 @@ func (r *Region) InboxStats() []InboxStats {
 	for i := range r.inboxes {
 		h := r.inboxes[i].hdr
 		st := h.state.Load()
-		if st&0xff != inboxOpen {
+		if wordStatus(st) != inboxOpen {
 			continue
 		}
 		t, hd := h.tail.Load(), h.head.Load()
@@ -557,7 +642,7 @@ func (r *Region) InboxStats() []InboxStats {
 		taken := hd - min(h.base, hd)
 		s := InboxStats{
 			Pushed: pushed, Popped: taken - min(taken, h.dropOldest.Load()+h.skipped.Load()),
-			ID: makeInboxID(uint32(i), uint32(st>>8)), Owner: int(h.owner) - 1,
+			ID: makeInboxID(uint32(i), uint32(wordGen(st))), Owner: int(wordOwner(st)) - 1,
 			Pattern: r.patternString(uint32(i)), Policy: Policy(h.policy), Capacity: int(h.capacity),
 			Depth: int(depth), DropOldest: h.dropOldest.Load(), DropNewest: h.dropNewest.Load(),
 			DropTimeout: h.dropTimeout.Load(), Corrupt: h.corrupt.Load(), Sleeping: h.sleepers.Load() != 0,
@@ -593,10 +678,10 @@ type Subscription struct {
 func (r *Region) Subscriptions(dst []Subscription) []Subscription {
 	for i := range r.inboxes {
 		st := r.inboxes[i].hdr.state.Load()
-		if st&0xff != inboxOpen {
+		if wordStatus(st) != inboxOpen {
 			continue
 		}
-		dst = append(dst, Subscription{ID: makeInboxID(uint32(i), uint32(st>>8)), Pattern: r.patternString(uint32(i))})
+		dst = append(dst, Subscription{ID: makeInboxID(uint32(i), uint32(wordGen(st))), Pattern: r.patternString(uint32(i))})
 	}
 	return dst
 }
@@ -605,7 +690,7 @@ func (r *Region) Subscriptions(dst []Subscription) []Subscription {
 // is done, or the inbox is closed. It polls: it is for draining, not the data path.
 func (in *Inbox) WaitEmpty(ctx context.Context) error {
 	for pause := 20 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
-		if in.Len() == 0 || in.v.hdr.state.Load() != in.gen<<8|inboxOpen {
+		if in.Len() == 0 || !in.isOpen() {
 			return nil
 		}
 		t := time.NewTimer(pause)

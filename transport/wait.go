@@ -50,7 +50,25 @@ const longSleep = time.Second
 // registers a wake-up with context.AfterFunc, which allocates.
 func (in *Inbox) Pop(ctx context.Context, w Waiter) (Handle, error) {
 	for {
-		h, ok, err := in.take()
+		h, ok, err := in.take(nil, 0)
+		if ok || err != nil {
+			return h, err
+		}
+		if err := in.wait(ctx, w); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// PopInto is Pop for a consumer that records what it takes in entry idx of p's held list
+// (see TryPopInto). The entry stays reserved if PopInto fails.
+func (in *Inbox) PopInto(ctx context.Context, w Waiter, p *Participant, idx int) (Handle, error) {
+	hw, err := p.heldWord(idx)
+	if err != nil {
+		return 0, err
+	}
+	for {
+		h, ok, err := in.take(hw, uint64(idx))
 		if ok || err != nil {
 			return h, err
 		}
@@ -86,7 +104,7 @@ func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
-				if hd.state.Load() != in.gen<<8|inboxOpen {
+				if !in.isOpen() {
 					return ErrClosed
 				}
 				if w.Strategy == BusySpin {
@@ -108,7 +126,7 @@ func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 		}
 	}
 	return sleepOn(ctx, &hd.wake, &hd.sleepers, time.Time{}, func() bool {
-		return in.pending() || hd.state.Load() != in.gen<<8|inboxOpen
+		return in.pending() || !in.isOpen()
 	})
 }
 
@@ -117,7 +135,7 @@ func (in *Inbox) waitSpace(ctx context.Context, deadline time.Time) error {
 	hd := in.v.hdr
 	notFull := func() bool {
 		t, h := hd.tail.Load(), hd.head.Load()
-		return t < h+in.cap || hd.state.Load() != in.gen<<8|inboxOpen
+		return t < h+in.cap || !in.isOpen()
 	}
 	// A brief spin first: the consumer is usually just behind.
 	for range 64 {
