@@ -580,7 +580,11 @@ func (in *Inbox) Close() error {
 
 // drainClosed turns every cell into an empty marker of the next generation, which no producer
 // of this generation will fill, releasing the handles it finds; afterwards the ring is inert.
-func (in *Inbox) drainClosed() {
+func (in *Inbox) drainClosed() { in.drainCount() }
+
+// drainCount is drainClosed, reporting how many handles it released.
+func (in *Inbox) drainCount() int {
+	n := 0
 	hd := in.v.hdr
 	next := (in.gen + 1) & inboxGenMask
 	poison := func(pos uint64) uint64 { return markBit | next<<48 | pos&posMask }
@@ -596,6 +600,7 @@ func (in *Inbox) drainClosed() {
 			}
 			if v&markBit == 0 {
 				in.v.r.releaseDropped(Handle(v &^ parityBit))
+				n++
 			}
 			break
 		}
@@ -604,6 +609,7 @@ func (in *Inbox) drainClosed() {
 	t := max(hd.tail.Load(), hd.head.Load()) + in.cap
 	hd.tail.Store(t)
 	hd.head.Store(t)
+	return n
 }
 
 // InboxStats is a snapshot of one inbox's counters.

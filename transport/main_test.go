@@ -25,4 +25,7 @@ var peerRoles = map[string]peer.Role{
 	"bench-raw-spin":  roleRawSpin,
 	"bench-raw-futex": roleRawFutex,
 	"bench-uds":       roleUDS,
+	// reap_test.go
+	"reap-victim": roleReapVictim,
+	"reaper":      roleReaper,
 }

@@ -60,8 +60,11 @@ func (r *Region) Attach(name string) (*Participant, error) {
 			continue // a live participant holds it
 		}
 		// The lock is ours, so no live process can be using this slot. If the slot says
-		// attached, its holder died and the slot awaits reaping: leave it.
+		// attached, its holder died: reclaim what it left, then take the slot.
 		s := (*participantSlot)(r.at(uint64(off)))
+		if s.state.Load()&0xff == partAttached {
+			r.reapSlot(i)
+		}
 		v := s.state.Load()
 		if v&0xff != partFree || !s.state.CompareAndSwap(v, (v>>8+1)<<8|partAttached) {
 			ofdUnlock(lf, off)

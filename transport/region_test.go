@@ -870,9 +870,10 @@ func TestAttachDetach(t *testing.T) {
 	}
 }
 
-// TestAttachSkipsDeadSlot: a slot marked attached whose lock nobody holds belongs to a
-// process that died; it awaits reaping, so Attach must not hand it out.
-func TestAttachSkipsDeadSlot(t *testing.T) {
+// TestAttachReapsDeadSlot: a slot marked attached whose lock nobody holds belongs to a process
+// that died. Attach, holding the slot's lock, reclaims what the dead participant left and
+// takes the slot; the reclaim is counted.
+func TestAttachReapsDeadSlot(t *testing.T) {
 	cfg := unitConfig()
 	cfg.Participants = 2
 	r := newUnitRegion(t, cfg)
@@ -882,10 +883,17 @@ func TestAttachSkipsDeadSlot(t *testing.T) {
 		t.Fatalf("Participants() = %+v, want slot 0 listed as dead", infos)
 	}
 	p := attachUnit(t, r, "p")
-	if p.Index() != 1 {
-		t.Fatalf("Attach took slot %d, want 1", p.Index())
+	if p.Index() != 0 {
+		t.Fatalf("Attach took slot %d, want the dead participant's slot 0", p.Index())
 	}
-	if _, err := r.Attach("q"); !errors.Is(err, ErrTableFull) {
+	if got := r.hdr.reclaims.Load(); got != 1 {
+		t.Fatalf("reclaims %d, want 1", got)
+	}
+	q := attachUnit(t, r, "q")
+	if q.Index() != 1 {
+		t.Fatalf("second Attach took slot %d, want 1", q.Index())
+	}
+	if _, err := r.Attach("x"); !errors.Is(err, ErrTableFull) {
 		t.Fatalf("Attach: %v, want ErrTableFull", err)
 	}
 }

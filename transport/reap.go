@@ -1,0 +1,169 @@
+package transport
+
+import (
+	"fmt"
+	"os"
+	"sync/atomic"
+	"unsafe"
+)
+
+// ReapReport says what Reap reclaimed.
+type ReapReport struct {
+	Participants int // dead participants whose slots were freed
+	Inboxes      int // their inboxes, closed and drained
+	Queued       int // messages released from those inboxes
+	Held         int // messages they had received and not released
+	Loans        int // buffers they had on loan (allocated, not yet sent)
+	Topics       int // topic entries they had half-created
+}
+
+func (a *ReapReport) add(b ReapReport) {
+	a.Participants += b.Participants
+	a.Inboxes += b.Inboxes
+	a.Queued += b.Queued
+	a.Held += b.Held
+	a.Loans += b.Loans
+	a.Topics += b.Topics
+}
+
+// Reap reclaims everything held by participants whose processes have died: their inboxes are
+// closed and drained, the messages they held and the buffers they had on loan are released,
+// topic entries they left half-created are freed, and their slots are freed for reuse.
+// Afterwards the pools hold exactly what live participants (and topic histories) hold.
+//
+// Death is read from the kernel: a participant holds a lock on its slot for as long as its
+// process lives. Reap takes that lock itself before touching a slot, so a slot is reaped
+// exactly once however many processes reap at the same time, and never while its owner lives.
+// Reap is safe to call at any time from any process attached to the region, or from a tool
+// that opened it (not read-only). It counts each reclaimed participant in the region's header.
+func (r *Region) Reap() (ReapReport, error) {
+	var rep ReapReport
+	if r.readOnly {
+		return rep, fmt.Errorf("offq: reap %q: %w: region opened read-only", r.name, ErrPermission)
+	}
+	if r.closed.Load() {
+		return rep, fmt.Errorf("offq: reap %q: %w", r.name, ErrClosed)
+	}
+	var lf *os.File
+	defer func() {
+		if lf != nil {
+			lf.Close()
+		}
+	}()
+	for i := range r.cfg.Participants {
+		s := (*participantSlot)(r.at(r.participantOffset(i)))
+		if s.state.Load()&0xff != partAttached {
+			continue
+		}
+		if alive, err := r.Alive(int(i)); err != nil || alive {
+			continue
+		}
+		if lf == nil {
+			var err error
+			if lf, err = reopen(r.f); err != nil {
+				return rep, fmt.Errorf("offq: reap %q: %w", r.name, err)
+			}
+		}
+		off := int64(r.participantOffset(i))
+		got, err := ofdLock(lf, off)
+		if err != nil {
+			return rep, fmt.Errorf("offq: reap %q: %w", r.name, err)
+		}
+		if !got {
+			continue // another reaper, or a new participant attaching
+		}
+		if s.state.Load()&0xff == partAttached {
+			rep.add(r.reapSlot(i))
+		}
+		ofdUnlock(lf, off)
+	}
+	return rep, nil
+}
+
+// reapSlot reclaims dead participant i. The caller holds the slot's lock and has seen the
+// slot attached, so its owner is dead and nobody else is reaping it.
+func (r *Region) reapSlot(i uint32) ReapReport {
+	rep := ReapReport{Participants: 1}
+	owner := i + 1
+	held := r.heldWords(i)
+
+	// 1. Its inboxes. A take it left half done is finished first (the claimed cell names the
+	// held entry the message went to), then the ring is closed and drained.
+	for j := range r.inboxes {
+		v := &r.inboxes[j]
+		st := v.hdr.state.Load()
+		if wordOwner(st) != owner || wordStatus(st) == inboxFree {
+			continue
+		}
+		gen := wordGen(st)
+		if !v.hdr.state.CompareAndSwap(st, inboxWord(inboxClosing, gen, owner)) {
+			continue
+		}
+		c := v.hdr.capacity
+		if c < 2 || c > r.cfg.InboxCapacity || c&(c-1) != 0 {
+			c = r.cfg.InboxCapacity // scribbled or never written: drain the whole ring
+			v.hdr.corrupt.Add(1)
+		}
+		in := v.inbox(gen, c, DropOldest, 0)
+		h0 := v.hdr.head.Load()
+		if cv := in.cell(h0).Load(); cv&(markBit|parityBit) == markBit|parityBit && (cv>>48)&inboxGenMask == gen {
+			if idx := cv & posMask; idx < uint64(r.cfg.Held) {
+				w := held[idx]
+				if hv := w.Load(); hv&heldPending != 0 && hv&heldReserved == 0 {
+					w.Store(hv &^ heldPending) // the take had happened: the entry owns it
+				}
+				in.cell(h0).CompareAndSwap(cv, in.empty(h0+in.cap))
+				v.hdr.head.CompareAndSwap(h0, h0+1)
+			}
+		}
+		rep.Queued += in.drainCount()
+		v.hdr.wake.Add(1)
+		futexWakeAll(&v.hdr.wake)
+		v.hdr.space.Add(1)
+		futexWakeAll(&v.hdr.space)
+		v.hdr.state.Store(inboxWord(inboxFree, gen, 0))
+		r.hdr.subGen.Add(1)
+		rep.Inboxes++
+	}
+
+	// 2. Its held list. A pending entry whose take did not happen belongs to the cell it was
+	// taking from (drained above) or to the producer that evicted it: nothing to release.
+	for _, w := range held {
+		hv := w.Swap(0)
+		if hv != 0 && hv&(heldReserved|heldPending) == 0 {
+			r.releaseDropped(Handle(hv))
+			rep.Held++
+		}
+	}
+
+	// 3. Its loans: the owner field of each buffer's state word is the record.
+	rep.Loans = r.endLoans(owner)
+
+	// 4. Topic entries it claimed and never finished.
+	for t := range r.cfg.Topics {
+		e, _ := r.topicEntry(t)
+		if st := e.state.Load(); st&0xff == topicClaiming && uint32(st>>16) == owner {
+			if e.state.CompareAndSwap(st, topicFree) {
+				rep.Topics++
+			}
+		}
+	}
+
+	// 5. The slot itself.
+	s := (*participantSlot)(r.at(r.participantOffset(i)))
+	s.state.Store(s.state.Load() &^ 0xff)
+	r.hdr.reclaims.Add(1)
+	return rep
+}
+
+// heldWords returns participant i's held list, read from the region (not this process's
+// index of it, which only its owner has).
+func (r *Region) heldWords(i uint32) []*atomic.Uint64 {
+	n := r.cfg.Held
+	base := r.lay.sec.held.off + uint64(i)*uint64(n)*8
+	out := make([]*atomic.Uint64, n)
+	for k := range n {
+		out[k] = (*atomic.Uint64)(unsafe.Pointer(uintptr(r.at(base)) + uintptr(k)*8))
+	}
+	return out
+}
