@@ -291,4 +291,3 @@ func TestReapEvictedWhilePending(t *testing.T) {
 		t.Fatalf("%d buffers allocated after reaping", n)
 	}
 }
-
