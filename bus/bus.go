@@ -29,6 +29,10 @@ type Bus struct {
 	pubs   map[*Publisher]struct{}
 	names  []atomic.Pointer[string] // topic index -> name, filled on first use
 
+	lastReap  atomic.Int64  // Now() of the last reap on pool exhaustion
+	stopReap  chan struct{} // closed by Close; the reaper goroutine then returns
+	reaperRun sync.WaitGroup
+
 	closed atomic.Bool
 }
 
@@ -95,7 +99,52 @@ func Open(name string, opts ...Option) (*Bus, error) {
 		names:  make([]atomic.Pointer[string], r.Config().Topics),
 	}
 	b.log.Debug("attached", zap.String("path", r.Path()), zap.Bool("created", created))
+	b.reap("open")
+	if o.reapEvery > 0 {
+		b.stopReap = make(chan struct{})
+		b.reaperRun.Add(1)
+		go b.reapLoop(o.reapEvery)
+	}
 	return b, nil
+}
+
+// reap reclaims what dead participants left, and logs it.
+func (b *Bus) reap(why string) {
+	rep, err := b.r.Reap()
+	if err != nil {
+		b.log.Warn("reap failed", zap.String("trigger", why), zap.Error(err))
+		return
+	}
+	if rep.Participants > 0 {
+		b.log.Info("reclaimed dead participants", zap.String("trigger", why),
+			zap.Int("participants", rep.Participants), zap.Int("inboxes", rep.Inboxes),
+			zap.Int("queued", rep.Queued), zap.Int("held", rep.Held), zap.Int("loans", rep.Loans))
+	}
+}
+
+func (b *Bus) reapLoop(every time.Duration) {
+	defer b.reaperRun.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stopReap:
+			return
+		case <-t.C:
+			b.reap("timer")
+		}
+	}
+}
+
+// reapOnExhaustion reaps when a loan found the pools exhausted (a dead process may be holding
+// buffers), at most once per 10ms. It reports whether it reaped.
+func (b *Bus) reapOnExhaustion() bool {
+	now, last := transport.Now(), b.lastReap.Load()
+	if now-last < int64(10*time.Millisecond) || !b.lastReap.CompareAndSwap(last, now) {
+		return false
+	}
+	b.reap("pool exhausted")
+	return true
 }
 
 // Name returns the bus's name.
@@ -113,6 +162,10 @@ func (b *Bus) Region() *transport.Region { return b.r }
 func (b *Bus) Close() error {
 	if b.closed.Swap(true) {
 		return nil
+	}
+	if b.stopReap != nil {
+		close(b.stopReap)
+		b.reaperRun.Wait()
 	}
 	b.mu.Lock()
 	subs := make([]*Subscription, 0, len(b.subs))

@@ -26,10 +26,11 @@ type options struct {
 	name         string
 	allowForeign bool
 	readyTimeout time.Duration
+	reapEvery    time.Duration
 }
 
 func defaultOptions() options {
-	return options{dir: transport.DefaultDir, mode: 0o600, logger: zap.NewNop(), name: os.Args[0]}
+	return options{dir: transport.DefaultDir, mode: 0o600, logger: zap.NewNop(), name: os.Args[0], reapEvery: time.Second}
 }
 
 func (o *options) validate() error {
@@ -96,6 +97,19 @@ func WithLogger(l *zap.Logger) Option {
 // WithName names this participant for tools (default: the program's name).
 func WithName(name string) Option {
 	return optionFunc(func(o *options) error { o.name = name; return nil })
+}
+
+// WithReapInterval sets how often a background goroutine looks for participants whose
+// processes died and reclaims what they held (default 1s; 0 turns it off). The bus also reaps
+// when it opens and when a loan finds the pools exhausted.
+func WithReapInterval(d time.Duration) Option {
+	return optionFunc(func(o *options) error {
+		if d < 0 {
+			return fmt.Errorf("%w: negative reap interval", ErrInvalidOption)
+		}
+		o.reapEvery = d
+		return nil
+	})
 }
 
 // WithForeignOwner allows attaching to a region file owned by another user.

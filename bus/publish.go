@@ -78,7 +78,12 @@ func (p *Publisher) Loan(n int) (Loan, error) {
 	}
 	buf, err := p.b.p.Alloc(n)
 	if err != nil {
-		return Loan{}, err
+		if !errors.Is(err, transport.ErrPoolExhausted) || !p.b.reapOnExhaustion() {
+			return Loan{}, err
+		}
+		if buf, err = p.b.p.Alloc(n); err != nil {
+			return Loan{}, err
+		}
 	}
 	return Loan{p: p, buf: buf, n: n}, nil
 }
