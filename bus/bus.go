@@ -83,6 +83,9 @@ func Open(name string, opts ...Option) (*Bus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bus: open %q: %w", name, err)
 	}
+	// Reap before attaching: if nobody is attached, the reap is also an audit that repairs
+	// whatever a crash left behind (see transport.Region.Reap).
+	rep, reapErr := r.Reap()
 	p, err := r.Attach(o.name)
 	if err != nil {
 		r.Close()
@@ -99,7 +102,7 @@ func Open(name string, opts ...Option) (*Bus, error) {
 		names:  make([]atomic.Pointer[string], r.Config().Topics),
 	}
 	b.log.Debug("attached", zap.String("path", r.Path()), zap.Bool("created", created))
-	b.reap("open")
+	b.logReap("open", rep, reapErr)
 	if o.reapEvery > 0 {
 		b.stopReap = make(chan struct{})
 		b.reaperRun.Add(1)
@@ -111,14 +114,19 @@ func Open(name string, opts ...Option) (*Bus, error) {
 // reap reclaims what dead participants left, and logs it.
 func (b *Bus) reap(why string) {
 	rep, err := b.r.Reap()
+	b.logReap(why, rep, err)
+}
+
+func (b *Bus) logReap(why string, rep transport.ReapReport, err error) {
 	if err != nil {
 		b.log.Warn("reap failed", zap.String("trigger", why), zap.Error(err))
 		return
 	}
-	if rep.Participants > 0 {
-		b.log.Info("reclaimed dead participants", zap.String("trigger", why),
+	if rep.Participants > 0 || rep.Repaired > 0 {
+		b.log.Info("reclaimed what dead participants left", zap.String("trigger", why),
 			zap.Int("participants", rep.Participants), zap.Int("inboxes", rep.Inboxes),
-			zap.Int("queued", rep.Queued), zap.Int("held", rep.Held), zap.Int("loans", rep.Loans))
+			zap.Int("queued", rep.Queued), zap.Int("held", rep.Held), zap.Int("loans", rep.Loans),
+			zap.Bool("audited", rep.Audited), zap.Int("repaired", rep.Repaired))
 	}
 }
 

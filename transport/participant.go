@@ -49,6 +49,24 @@ func (r *Region) Attach(name string) (*Participant, error) {
 	if err != nil {
 		return nil, fmt.Errorf("offq: attach to %q: %w", r.name, err)
 	}
+	// Every participant holds a shared lock on the presence byte for its life; an audit
+	// (see Reap) holds it exclusively for the few milliseconds it runs, only when nobody is
+	// attached. Wait that out.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		got, err := ofdLockShared(lf, presenceByte)
+		if err != nil {
+			lf.Close()
+			return nil, fmt.Errorf("offq: attach to %q: %w", r.name, err)
+		}
+		if got {
+			break
+		}
+		if time.Now().After(deadline) {
+			lf.Close()
+			return nil, fmt.Errorf("offq: attach to %q: %w: an audit of the region did not finish", r.name, ErrNotReady)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
 	for i := range r.cfg.Participants {
 		off := int64(r.participantOffset(i))
 		got, err := ofdLock(lf, off)

@@ -2,8 +2,8 @@ package transport
 
 import (
 	"fmt"
-	"os"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -15,7 +15,16 @@ type ReapReport struct {
 	Held         int // messages they had received and not released
 	Loans        int // buffers they had on loan (allocated, not yet sent)
 	Topics       int // topic entries they had half-created
+	// Audited is set when nobody was attached, so Reap could also audit the region: every
+	// buffer's reference count was recomputed from the references that exist (topic
+	// histories), which repairs any reference a crash at an unlucky instruction left behind.
+	Audited bool
+	Repaired int // buffers whose reference count or owner the audit corrected
 }
+
+// presenceByte is the byte of the region file on which every participant holds a shared lock,
+// and an audit an exclusive one.
+const presenceByte = 1
 
 func (a *ReapReport) add(b ReapReport) {
 	a.Participants += b.Participants
@@ -24,6 +33,8 @@ func (a *ReapReport) add(b ReapReport) {
 	a.Held += b.Held
 	a.Loans += b.Loans
 	a.Topics += b.Topics
+	a.Audited = a.Audited || b.Audited
+	a.Repaired += b.Repaired
 }
 
 // Reap reclaims everything held by participants whose processes have died: their inboxes are
@@ -44,12 +55,26 @@ func (r *Region) Reap() (ReapReport, error) {
 	if r.closed.Load() {
 		return rep, fmt.Errorf("offq: reap %q: %w", r.name, ErrClosed)
 	}
-	var lf *os.File
-	defer func() {
-		if lf != nil {
-			lf.Close()
+	lf, err := reopen(r.f)
+	if err != nil {
+		return rep, fmt.Errorf("offq: reap %q: %w", r.name, err)
+	}
+	defer lf.Close() // drops every lock taken through it
+	// A reaper is present like a participant (shared presence lock), so that an audit, which
+	// needs the region to itself, never runs beside it.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		got, err := ofdLockShared(lf, presenceByte)
+		if err != nil {
+			return rep, fmt.Errorf("offq: reap %q: %w", r.name, err)
 		}
-	}()
+		if got {
+			break
+		}
+		if time.Now().After(deadline) {
+			return rep, fmt.Errorf("offq: reap %q: %w: an audit of the region did not finish", r.name, ErrNotReady)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
 	for i := range r.cfg.Participants {
 		s := (*participantSlot)(r.at(r.participantOffset(i)))
 		if s.state.Load()&0xff != partAttached {
@@ -57,12 +82,6 @@ func (r *Region) Reap() (ReapReport, error) {
 		}
 		if alive, err := r.Alive(int(i)); err != nil || alive {
 			continue
-		}
-		if lf == nil {
-			var err error
-			if lf, err = reopen(r.f); err != nil {
-				return rep, fmt.Errorf("offq: reap %q: %w", r.name, err)
-			}
 		}
 		off := int64(r.participantOffset(i))
 		got, err := ofdLock(lf, off)
@@ -77,7 +96,87 @@ func (r *Region) Reap() (ReapReport, error) {
 		}
 		ofdUnlock(lf, off)
 	}
+	// If nobody else is present (no participant, no other reaper), the shared lock converts
+	// to an exclusive one, and nothing can move while we hold it: audit.
+	if got, err := ofdLock(lf, presenceByte); err == nil && got {
+		rep.add(r.audit())
+	}
 	return rep, nil
+}
+
+// audit recomputes what every table should hold when no participant is alive: the caller holds
+// the presence byte exclusively, so no process is attached and none can attach. Any inbox still
+// open is closed and drained, every participant slot and half-made topic entry is freed, every
+// buffer's reference count is set to the number of topic-history cells that name it, and the
+// pools' counters are set to what the slots say.
+func (r *Region) audit() ReapReport {
+	rep := ReapReport{Audited: true}
+	for i := range r.cfg.Participants {
+		s := (*participantSlot)(r.at(r.participantOffset(i)))
+		if s.state.Load()&0xff != partFree {
+			rep.add(r.reapSlot(i))
+		}
+	}
+	for j := range r.inboxes {
+		v := &r.inboxes[j]
+		st := v.hdr.state.Load()
+		if wordStatus(st) == inboxFree {
+			continue
+		}
+		c := v.hdr.capacity
+		if c < 2 || c > r.cfg.InboxCapacity || c&(c-1) != 0 {
+			c = r.cfg.InboxCapacity
+		}
+		in := v.inbox(wordGen(st), c, DropOldest, 0)
+		rep.Queued += in.drainCount()
+		v.hdr.state.Store(inboxWord(inboxFree, wordGen(st), 0))
+		rep.Inboxes++
+	}
+	hist := make(map[Handle]int)
+	for t := range r.cfg.Topics {
+		e, cells := r.topicEntry(t)
+		switch e.state.Load() & 0xff {
+		case topicReady:
+			for k := range min(uint64(e.histDepth), uint64(r.cfg.HistoryDepth)) {
+				h := Handle((*atomic.Uint64)(unsafe.Add(cells, k*8)).Load())
+				if h == 0 {
+					continue
+				}
+				if _, _, _, err := r.decode(h); err != nil {
+					(*atomic.Uint64)(unsafe.Add(cells, k*8)).Store(0)
+					r.hdr.corrupt.Add(1)
+					continue
+				}
+				hist[h]++
+			}
+		case topicFree:
+		default:
+			e.state.Store(topicFree)
+			rep.Topics++
+		}
+	}
+	for i := range r.pools {
+		p := &r.pools[i]
+		allocated := uint64(0)
+		for j := range p.count {
+			s := p.slot(j)
+			v := s.state.Load()
+			want := uint64(hist[makeHandle(p.slots+uint64(j)*uint64(p.stride), stateGen(v))])
+			if v&(refsMask|ownerMask) != want {
+				s.state.Store(uint64(stateGen(v))<<genShift | want)
+				rep.Repaired++
+			}
+			if want != 0 {
+				allocated++
+			}
+		}
+		for k := range p.hdr.shards {
+			p.hdr.shards[k].allocs.Store(0)
+			p.hdr.shards[k].frees.Store(0)
+		}
+		p.hdr.shards[r.shard].allocs.Store(allocated)
+	}
+	return rep
 }
 
 // reapSlot reclaims dead participant i. The caller holds the slot's lock and has seen the

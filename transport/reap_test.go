@@ -291,3 +291,71 @@ func TestReapEvictedWhilePending(t *testing.T) {
 		t.Fatalf("%d buffers allocated after reaping", n)
 	}
 }
+
+// TestReapAuditRepairsLeaks: a publisher dies in the middle of a fan-out, after counting the
+// references for three subscribers and delivering to one. Reaping it while others live leaves
+// the two references it never delivered; once nobody is attached, Reap audits the region and
+// the buffer is free again, while a topic's retained history is kept.
+func TestReapAuditRepairsLeaks(t *testing.T) {
+	r := newUnitRegion(t, reapConfig())
+	sub, _ := r.Attach("sub")
+	in, _ := sub.OpenInbox(InboxConfig{Capacity: 4})
+	pub, _ := r.Attach("pub")
+	tp, err := pub.LookupTopic("kept", true, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // two stay in the history
+		b, _ := pub.Alloc(8)
+		r.AddRefs(b.Handle(), 1)
+		tp.Remember(b.Handle())
+		pub.Unloan(b.Handle())
+	}
+	b, _ := pub.Alloc(8)
+	h := b.Handle()
+	if err := r.AddRefs(h, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Push(context.Background(), h); err != nil {
+		t.Fatal(err)
+	}
+	die(pub)
+	rep, err := r.Reap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Participants != 1 || rep.Loans != 1 || rep.Audited {
+		t.Fatalf("reap while the subscriber lives: %+v", rep)
+	}
+	if err := in.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sub.Detach()
+	if n := allocated(r); n != 3 {
+		t.Fatalf("%d buffers allocated, want the 2 in history and the leaked one", n)
+	}
+	rep, err = r.Reap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Audited || rep.Repaired != 1 {
+		t.Fatalf("reap with nobody attached: %+v, want an audit repairing 1 buffer", rep)
+	}
+	if n := allocated(r); n != 2 {
+		t.Fatalf("%d buffers allocated after the audit, want the 2 in history", n)
+	}
+	if ps := r.PoolStats(); ps[0].InUse != 2 {
+		t.Fatalf("in-use counter %d after the audit, want 2", ps[0].InUse)
+	}
+	seen := 0
+	tp.History(func(h Handle) { seen++; r.Release(h) })
+	if seen != 2 {
+		t.Fatalf("history holds %d messages after the audit, want 2", seen)
+	}
+	// An audit cannot start while anyone is attached, and an attach waits out an audit.
+	p := attachUnit(t, r, "late")
+	if rep, _ := r.Reap(); rep.Audited {
+		t.Fatal("audited with a participant attached")
+	}
+	_ = p
+}

@@ -56,8 +56,13 @@ func unmap(b []byte) error { return unix.Munmap(b) }
 // ofdLock takes an open-file-description lock on the byte [off, off+1) of f without waiting.
 // It reports false if another open file description holds a conflicting lock. The kernel drops
 // the lock when the description is closed, however the process ends.
-func ofdLock(f *os.File, off int64) (bool, error) {
-	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: off, Len: 1}
+func ofdLock(f *os.File, off int64) (bool, error) { return ofdLockType(f, off, unix.F_WRLCK) }
+
+// ofdLockShared takes a shared (read) lock, which conflicts only with exclusive ones.
+func ofdLockShared(f *os.File, off int64) (bool, error) { return ofdLockType(f, off, unix.F_RDLCK) }
+
+func ofdLockType(f *os.File, off int64, typ int16) (bool, error) {
+	lk := unix.Flock_t{Type: typ, Whence: 0, Start: off, Len: 1}
 	err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
 	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
 		return false, nil

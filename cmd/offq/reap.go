@@ -41,8 +41,11 @@ command is for buses nobody is attached to, and for operators who want to see it
 			if asJSON {
 				return json.NewEncoder(out).Encode(map[string]int{
 					"participants": rep.Participants, "inboxes": rep.Inboxes, "queued": rep.Queued,
-					"held": rep.Held, "loans": rep.Loans, "topics": rep.Topics,
+					"held": rep.Held, "loans": rep.Loans, "topics": rep.Topics, "repaired": rep.Repaired,
 				})
+			}
+			if rep.Audited {
+				fmt.Fprintf(out, "%s: nobody attached: audited every buffer, %d repaired\n", a.busName, rep.Repaired)
 			}
 			if rep.Participants == 0 {
 				fmt.Fprintf(out, "%s: no dead participants\n", a.busName)
