@@ -18,7 +18,7 @@ type ReapReport struct {
 	// Audited is set when nobody was attached, so Reap could also audit the region: every
 	// buffer's reference count was recomputed from the references that exist (topic
 	// histories), which repairs any reference a crash at an unlucky instruction left behind.
-	Audited bool
+	Audited  bool
 	Repaired int // buffers whose reference count or owner the audit corrected
 }
 
