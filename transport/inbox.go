@@ -245,7 +245,10 @@ func (in *Inbox) Push(ctx context.Context, h Handle) error {
 	hd := in.v.hdr
 	var deadline time.Time
 	foreign := 0
-	for {
+	for tries := in.maxTries(); ; tries-- {
+		if tries == 0 {
+			return in.wrecked()
+		}
 		t := hd.tail.Load()
 		c := in.cell(t)
 		v := c.Load()
@@ -272,11 +275,17 @@ func (in *Inbox) Push(ctx context.Context, h Handle) error {
 					hd.tail.CompareAndSwap(t, t+1)
 					continue
 				}
-			} else if t-hd.head.Load() >= in.cap {
-				// The handle of position t-capacity is still there: full.
+			} else if d := t - hd.head.Load(); d >= in.cap {
+				// The handle of position t-capacity is still there: full. (The head and
+				// tail are never more than a capacity and a few lagging steps apart; if
+				// they are, they were scribbled.)
+				if d > 2*in.cap+1024 {
+					return in.wrecked()
+				}
 				if err := in.full(ctx, &deadline); err != nil {
 					return err
 				}
+				tries = in.maxTries() // an eviction or a wait for room is progress
 				continue
 			}
 		case v&parityBit == 0 && (v>>48)&inboxGenMask != in.gen:
@@ -303,6 +312,7 @@ func (in *Inbox) Push(ctx context.Context, h Handle) error {
 				return err
 			}
 			foreign = 0
+			tries = in.maxTries()
 			continue
 		}
 		// A value that cannot be at this position: scribbled. If no message of the previous
@@ -414,7 +424,10 @@ func (in *Inbox) TryPopInto(p *Participant, idx int) (h Handle, ok bool, err err
 func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 	hd := in.v.hdr
 	foreign := 0
-	for {
+	for tries := in.maxTries(); ; tries-- {
+		if tries == 0 {
+			return 0, false, in.wrecked()
+		}
 		h0 := hd.head.Load()
 		c := in.cell(h0)
 		v := c.Load()
@@ -537,6 +550,21 @@ func (in *Inbox) skip(c *atomic.Uint64, v, h0 uint64) {
 		hd.head.CompareAndSwap(h0, h0+1)
 	}
 }
+
+// maxTries bounds the turns of Push's and take's loops. Each turn that does not return is a
+// lost compare-and-swap (someone else made progress), a lagging head or tail moved on, a
+// repair, an eviction, or a brief wait for a marker: a working ring needs a handful. Head and
+// tail positions scribbled far apart could otherwise keep a loop going for 2^64 turns.
+func (in *Inbox) maxTries() int { return 4*int(in.cap) + 2*foreignSpins + 1024 }
+
+// wrecked counts and reports a ring whose positions or cells are too damaged to use.
+func (in *Inbox) wrecked() error {
+	in.v.hdr.corrupt.Add(1)
+	in.v.r.hdr.corrupt.Add(1)
+	return errRingWrecked
+}
+
+var errRingWrecked = fmt.Errorf("%w: inbox positions or cells damaged beyond repair", ErrCorrupt)
 
 // foreignSpins bounds the wait for a stale producer to put back a handle it claimed by mistake;
 // a foreign marker that stays longer is corruption.
