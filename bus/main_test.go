@@ -10,8 +10,13 @@ import (
 
 func TestMain(m *testing.M) {
 	peer.Dispatch(map[string]peer.Role{
-		"publisher":  rolePublisher,
-		"subscriber": roleSubscriber,
+		"publisher":        rolePublisher,
+		"subscriber":       roleSubscriber,
+		"typed-publisher":  roleTypedPublisher,
+		"typed-subscriber": roleTypedSubscriber,
+		"crash-sub":        roleCrashSubscriber,
+		"chaos-pub":        roleChaosPub,
+		"chaos-sub":        roleChaosSub,
 	})
 	goleak.VerifyTestMain(m)
 }

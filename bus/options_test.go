@@ -189,7 +189,7 @@ func TestConcurrentPublishersAndReceivers(t *testing.T) {
 			defer rwg.Done()
 			for {
 				mu.Lock()
-				if len(seen) == pubs*each {
+				if len(seen) == pubs*each || ctx.Err() != nil {
 					mu.Unlock()
 					return
 				}

@@ -106,6 +106,10 @@ verifies every message and reports rates, drops and latencies:
 	pf.StringVar(&a.busName, "bus", "default", "bus name")
 	pf.StringVar(&a.logLevel, "log-level", "warn", "log level: debug, info, warn or error (logs go to stderr)")
 	root.AddCommand(newDemoCmd(a), newDemoPeerCmd(a))
+	root.AddCommand(newCreateCmd(a), newInfoCmd(a), newRmCmd(a), newLsCmd(a), newPubCmd(a), newSubCmd(a))
+	root.AddCommand(newBenchCmd(a), newBenchPeerCmd(a))
+	root.AddCommand(newExporterCmd(a), newStatCmd(a), newTopCmd(a))
+	root.AddCommand(newReapCmd(a))
 	return root
 }
 

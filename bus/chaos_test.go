@@ -1,0 +1,231 @@
+package bus
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"hash/crc32"
+	"math/rand/v2"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/offq/offq/internal/peer"
+)
+
+var chaosDuration = flag.Duration("offq.chaos", 6*time.Second, "how long TestChaos kills and restarts processes")
+
+// Chaos payload: instance (8) | sequence (8) | CRC32 of both (4), then filler to 64 bytes.
+func chaosPayload(b []byte, inst, seq uint64) {
+	binary.LittleEndian.PutUint64(b[0:], inst)
+	binary.LittleEndian.PutUint64(b[8:], seq)
+	binary.LittleEndian.PutUint32(b[16:], crc32.ChecksumIEEE(b[:16]))
+}
+
+// roleChaosPub publishes on OFFQ_TOPIC as fast as a few thousand a second until stdin closes.
+// Each process start is a new instance with its own sequence.
+func roleChaosPub(c *peer.Child) error {
+	b, err := Open("chaos", WithDir(os.Getenv("OFFQ_DIR")), WithName("chaos-pub"), WithReapInterval(20*time.Millisecond))
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	pub, err := b.Publisher(os.Getenv("OFFQ_TOPIC"))
+	if err != nil {
+		return err
+	}
+	inst := rand.Uint64()
+	c.Send("ready")
+	for seq := uint64(1); c.Context().Err() == nil; seq++ {
+		l, err := pub.Loan(64)
+		if err != nil {
+			if errors.Is(err, ErrPoolExhausted) {
+				seq--
+				time.Sleep(time.Millisecond) // back off while a dead process's buffers are reclaimed
+				continue
+			}
+			return err
+		}
+		chaosPayload(l.Bytes(), inst, seq)
+		if err := pub.Send(c.Context(), l); err != nil {
+			return err
+		}
+		if seq%64 == 0 {
+			time.Sleep(200 * time.Microsecond) // pace: the machine has two cores for everyone
+		}
+	}
+	return nil
+}
+
+type chaosReport struct {
+	Received  int    `json:"received"`
+	Instances int    `json:"instances"`
+	Missing   uint64 `json:"missing"` // gaps inside each publisher instance's sequence
+	Dropped   uint64 `json:"dropped"` // what the subscriber's inbox counted as dropped
+	Corrupt   int    `json:"corrupt"`
+	Disorder  int    `json:"disorder"`
+}
+
+// roleChaosSub receives on OFFQ_PATTERN until stdin closes, then drains and reports.
+func roleChaosSub(c *peer.Child) error {
+	b, err := Open("chaos", WithDir(os.Getenv("OFFQ_DIR")), WithName("chaos-sub"), WithReapInterval(20*time.Millisecond))
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	s, err := b.Subscribe(os.Getenv("OFFQ_PATTERN"), WithQueueDepth(256), WithoutHistory())
+	if err != nil {
+		return err
+	}
+	c.Send("ready")
+	var rep chaosReport
+	last := map[uint64]uint64{}
+	handle := func(m Message) {
+		d := m.Data()
+		if len(d) < 20 || crc32.ChecksumIEEE(d[:16]) != binary.LittleEndian.Uint32(d[16:]) {
+			rep.Corrupt++
+			return
+		}
+		inst, seq := binary.LittleEndian.Uint64(d[0:]), binary.LittleEndian.Uint64(d[8:])
+		prev, seen := last[inst]
+		switch {
+		case !seen:
+			rep.Instances++
+		case seq <= prev:
+			rep.Disorder++
+			return
+		default:
+			rep.Missing += seq - prev - 1
+		}
+		last[inst] = seq
+		rep.Received++
+	}
+	for {
+		m, err := s.Receive(c.Context())
+		if err != nil {
+			break
+		}
+		handle(m)
+		m.Release()
+	}
+	// Stopped: take what is still queued, then read the inbox's drop counters.
+	for s.Len() > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		m, err := s.Receive(ctx)
+		cancel()
+		if err != nil {
+			break
+		}
+		handle(m)
+		m.Release()
+	}
+	for _, st := range b.Region().InboxStats() {
+		if st.ID == s.InboxID() {
+			rep.Dropped = st.DropOldest + st.DropNewest + st.DropTimeout
+		}
+	}
+	j, _ := json.Marshal(rep)
+	c.Send("report %s", j)
+	return nil
+}
+
+// TestChaos runs publishers and subscribers on several topics as separate processes, kills
+// random ones with SIGKILL at random moments and starts them again, for -offq.chaos (6s by
+// default). Every subscriber that is still running at the end must have received, from every
+// publisher instance, an intact sequence in order whose gaps are all messages its own inbox
+// counted as dropped; nobody may stall; and once every process has closed, the pools must be
+// empty.
+func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	dir := t.TempDir()
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d, duration %v", seed, *chaosDuration)
+	rng := rand.New(rand.NewPCG(seed, seed>>1))
+	type member struct {
+		role string
+		env  []string
+		proc *peer.Proc
+	}
+	members := []*member{
+		{role: "chaos-pub", env: []string{"OFFQ_TOPIC=chaos.a"}},
+		{role: "chaos-pub", env: []string{"OFFQ_TOPIC=chaos.b"}},
+		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=chaos.a"}},
+		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=chaos.*"}},
+		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=>"}},
+	}
+	start := func(m *member) {
+		m.proc = peer.Start(t, m.role, append([]string{"OFFQ_DIR=" + dir}, m.env...)...)
+		if _, err := m.proc.Expect("ready", time.Minute); err != nil {
+			t.Fatalf("%s: %v", m.role, err)
+		}
+	}
+	for _, m := range members {
+		start(m)
+	}
+	kills := 0
+	end := time.Now().Add(*chaosDuration)
+	for time.Now().Before(end) {
+		<-time.After(time.Duration(50+rng.IntN(250)) * time.Millisecond) // the load pattern, not synchronisation
+		m := members[rng.IntN(len(members))]
+		m.proc.Kill()
+		m.proc.Wait(time.Minute)
+		kills++
+		start(m)
+	}
+	// Stop everyone: publishers first, then subscribers, which drain and report.
+	for _, m := range members {
+		if m.role == "chaos-pub" {
+			m.proc.CloseStdin()
+			if err := m.proc.Wait(time.Minute); err != nil {
+				t.Errorf("publisher: %v", err)
+			}
+		}
+	}
+	received := 0
+	for _, m := range members {
+		if m.role != "chaos-sub" {
+			continue
+		}
+		m.proc.CloseStdin()
+		line, err := m.proc.Expect("report ", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep chaosReport
+		json.Unmarshal([]byte(line), &rep)
+		// Every gap in a sequence is a drop the inbox counted. (Drops can exceed the gaps: a
+		// message dropped before the first one received from an instance, or after the last
+		// one of an instance that was killed, leaves no gap.)
+		if rep.Corrupt != 0 || rep.Disorder != 0 || rep.Missing > rep.Dropped {
+			t.Errorf("subscriber %v: %+v: want no corrupt or reordered messages, and no more gaps than the inbox counted drops", m.env, rep)
+		}
+		received += rep.Received
+		if err := m.proc.Wait(time.Minute); err != nil {
+			t.Error(err)
+		}
+	}
+	// Everyone has closed: the next open audits the region, and nothing may be left.
+	b, err := Open("chaos", WithDir(dir), WithReapInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	st := b.Region().Stats()
+	allocated := inUse(b)
+	fmt.Fprintf(os.Stderr, "chaos: %d kills, %d reclaimed participants, %d messages received by the last subscribers, %d buffers left\n",
+		kills, st.Reclaims, received, allocated)
+	if received == 0 {
+		t.Fatal("no traffic reached the subscribers")
+	}
+	if allocated != 0 {
+		t.Fatalf("%d buffers allocated after every process closed", allocated)
+	}
+	if kills > 0 && st.Reclaims == 0 {
+		t.Fatalf("%d kills but no reclaim counted", kills)
+	}
+}

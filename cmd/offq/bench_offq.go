@@ -1,0 +1,273 @@
+package main
+
+// offq's own measurements: ping-pong, stream and fan-out through the bus API, each on a
+// region of its own sized for the case.
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"syscall"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/offq/offq/bus"
+	"github.com/offq/offq/transport"
+)
+
+// Topics of the bench's regions.
+const (
+	topicPing   = "bench.ping"
+	topicPong   = "bench.pong"
+	topicStream = "bench.stream"
+)
+
+// Phases of a stream, in each message's header after its sequence number.
+const (
+	phaseWarm    = 0
+	phaseMeasure = 1
+	phaseEnd     = 2
+)
+
+func waitOf(mode string) bus.WaitStrategy {
+	switch mode {
+	case modeSpin:
+		return bus.BusySpin
+	case modeBlock:
+		return bus.Sleep
+	}
+	return bus.SpinThenSleep
+}
+
+// streamDepth is the subscription queue of a stream or fan-out of size-byte messages: 4096,
+// or as many as fit in budget bytes of buffers (at least 16), a power of two. A deep queue
+// lets a publisher run ahead of subscribers that share a core.
+func streamDepth(size int, budget int64) int {
+	d := 4096
+	for d > 16 && int64(d)*int64(roundUp64(size)) > budget {
+		d /= 2
+	}
+	return d
+}
+
+// bufferBudget is how many bytes of buffers one region of the bench may take: a quarter of
+// the free space in dir (a container's /dev/shm may be as small as 64 MiB), between 8 and
+// 128 MiB.
+func bufferBudget(dir string) int64 {
+	const lo, hi = 8 << 20, 128 << 20
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return lo
+	}
+	return min(hi, max(lo, int64(st.Bavail)*st.Bsize/4))
+}
+
+func roundUp64(n int) int { return (n + 63) &^ 63 }
+
+func (bn *bencher) openBenchBus(name string, cfg transport.Config) (*bus.Bus, error) {
+	return bus.Open(name, bus.WithDir(bn.tmp), bus.WithConfig(cfg), bus.WithLogger(bn.a.log), bus.WithName("offq bench"))
+}
+
+func (bn *bencher) offqPingPong(ctx context.Context, c benchCase) (res benchResult, err error) {
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	name := "pingpong-" + strconv.Itoa(bn.seq)
+	cfg := transport.Config{
+		Classes: []transport.Class{{Size: transport.Size(roundUp64(c.Size)), Count: 16}},
+		Inboxes: 4, InboxCapacity: 4, Topics: 4, Participants: 4, Held: 4,
+	}
+	b, err := bn.openBenchBus(name, cfg)
+	if err != nil {
+		return res, err
+	}
+	defer transport.Unlink(bn.tmp, name)
+	defer b.Close()
+	sub, err := b.Subscribe(topicPong, bus.WithWait(waitOf(c.Mode)), bus.WithoutHistory())
+	if err != nil {
+		return res, err
+	}
+	pub, err := b.Publisher(topicPing)
+	if err != nil {
+		return res, err
+	}
+	p, err := bn.start("echo", fail, nil, "--role", "offq-echo", "--bus", name, "--mode", c.Mode, "--size", strconv.Itoa(c.Size))
+	if err != nil {
+		return res, err
+	}
+	defer p.stop()
+	if _, err := p.expect(ctx, benchReady); err != nil {
+		return res, err
+	}
+	h := newHist()
+	var seq uint64
+	err = bn.timeRounds(ctx, h, func() error {
+		seq++
+		l, err := pub.Loan(c.Size)
+		if err != nil {
+			return err
+		}
+		binary.LittleEndian.PutUint64(l.Bytes(), seq)
+		if err := pub.Send(ctx, l); err != nil {
+			return err
+		}
+		m, err := sub.Receive(ctx)
+		if err != nil {
+			return err
+		}
+		got := binary.LittleEndian.Uint64(m.Data())
+		m.Release()
+		if got != seq {
+			return fmt.Errorf("round trip %d came back as %d", seq, got)
+		}
+		return nil
+	})
+	if err != nil {
+		return res, caseError(ctx, err)
+	}
+	if err := p.stop(); err != nil {
+		return res, err
+	}
+	return pingResult(c, h), nil
+}
+
+// caseError prefers the reason the case was cancelled (a child died, the time ran out) to
+// the error it caused.
+func caseError(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
+}
+
+// timeRounds runs round on this process's pinned thread: a warm-up of at least 100 rounds
+// and the --warmup time, then as many rounds as fit in --duration (at least minMeasured), each
+// timed into h.
+func (bn *bencher) timeRounds(ctx context.Context, h *hdrhistogram.Histogram, round func() error) error {
+	return onCPU(bn.cpus[0], func() error {
+		warmEnd := transport.Now() + bn.o.warmup.Nanoseconds()
+		for n := 0; n < 100 || transport.Now() < warmEnd; n++ {
+			if err := round(); err != nil {
+				return fmt.Errorf("warm-up: %w", err)
+			}
+		}
+		end := transport.Now() + bn.o.duration.Nanoseconds()
+		for {
+			t0 := transport.Now()
+			if t0 >= end && h.TotalCount() >= minMeasured {
+				return nil
+			}
+			if err := round(); err != nil {
+				return err
+			}
+			record(h, transport.Now()-t0)
+		}
+	})
+}
+
+// offqStream measures a stream (c.Subs == 1) or a fan-out: this process publishes for the
+// warm-up and the duration, then an end marker; each child counts what it received in the
+// measured phase.
+func (bn *bencher) offqStream(ctx context.Context, c benchCase) (res benchResult, err error) {
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	name := "stream-" + strconv.Itoa(bn.seq)
+	depth := streamDepth(c.Size, bufferBudget(bn.tmp))
+	cfg := transport.Config{
+		Classes: []transport.Class{{Size: transport.Size(roundUp64(c.Size)), Count: uint32(depth + c.Subs + 16)}},
+		Inboxes: uint32(c.Subs + 1), InboxCapacity: uint32(depth), Topics: 4, Participants: uint32(c.Subs + 2), Held: 4,
+	}
+	b, err := bn.openBenchBus(name, cfg)
+	if err != nil {
+		return res, err
+	}
+	defer transport.Unlink(bn.tmp, name)
+	defer b.Close()
+	pub, err := b.Publisher(topicStream)
+	if err != nil {
+		return res, err
+	}
+	var procs []*benchProc
+	defer func() { stopAll(procs) }()
+	for i := range c.Subs {
+		p, err := bn.start(fmt.Sprintf("sub-%d", i+1), fail, nil, "--role", "offq-sub", "--bus", name, "--mode", c.Mode,
+			"--depth", strconv.Itoa(depth))
+		if err != nil {
+			return res, err
+		}
+		procs = append(procs, p)
+	}
+	for _, p := range procs {
+		if _, err := p.expect(ctx, benchReady); err != nil {
+			return res, err
+		}
+	}
+	var stalls uint64
+	send := func(seq, phase uint64) error {
+		for {
+			l, err := pub.Loan(c.Size)
+			if errors.Is(err, bus.ErrPoolExhausted) {
+				// Every buffer is queued or held: wait for a subscriber to release one.
+				if stalls++; stalls%1024 == 0 && ctx.Err() != nil {
+					return ctx.Err()
+				}
+				runtime.Gosched()
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			b := l.Bytes()
+			binary.LittleEndian.PutUint64(b[0:], seq)
+			binary.LittleEndian.PutUint64(b[8:], phase)
+			return pub.Send(ctx, l)
+		}
+	}
+	err = onCPU(bn.cpus[0], func() error { return bn.publish(send) })
+	if err != nil {
+		return res, caseError(ctx, err)
+	}
+	if got := pub.Subscribers(); got != c.Subs {
+		return res, fmt.Errorf("publisher delivered to %d subscribers, want %d", got, c.Subs)
+	}
+	return bn.collect(ctx, c, procs)
+}
+
+// collect gathers the children's counts, stops them and computes the rate: every delivery in
+// the measured phase, over the time from the first of them to the last end marker (the stamps
+// come from one system-wide monotonic clock). Stopping a child twice is harmless, so the
+// caller's deferred stop may follow.
+func (bn *bencher) collect(ctx context.Context, c benchCase, procs []*benchProc) (benchResult, error) {
+	var count, dropped, disorder uint64
+	var first, end int64
+	for _, p := range procs {
+		l, err := p.expect(ctx, benchCounts)
+		if err != nil {
+			return benchResult{}, err
+		}
+		if l.Count == 0 {
+			return benchResult{}, fmt.Errorf("%s received nothing in the measured phase", p.name)
+		}
+		count += l.Count
+		dropped += l.Dropped
+		disorder += l.Disorder
+		if first == 0 || l.First < first {
+			first = l.First
+		}
+		end = max(end, l.End)
+	}
+	if err := stopAll(procs); err != nil {
+		return benchResult{}, err
+	}
+	res := resultOf(c)
+	res.MsgsPerSec = float64(count) / (float64(end-first) / 1e9)
+	res.Samples = int64(count)
+	res.Dropped = dropped
+	if disorder > 0 {
+		// Not a transport's cost but a broken one: report no figure.
+		return res, fmt.Errorf("%d messages arrived out of order (%d dropped)", disorder, dropped)
+	}
+	return res, nil
+}

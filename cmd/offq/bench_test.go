@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBenchQuickJSON runs offq bench --quick --json as a user would (its children re-execute
+// this test binary) and checks the contract: every system at 64 B ping-pong, figures where
+// each pattern has them, ratios on the baselines, nothing dropped, nothing left behind.
+func TestBenchQuickJSON(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs for about a minute with -race")
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	start := time.Now()
+	code, out, stderr := runOffq(t, ctx, "--dir", dir, "bench", "--quick", "--json")
+	t.Logf("offq bench --quick --json: %v, status %d, stderr:\n%s", time.Since(start).Round(time.Second), code, stderr)
+	if code != exitOK {
+		t.Fatalf("stdout:\n%s", out)
+	}
+	var rep struct {
+		Machine map[string]any   `json:"machine"`
+		Results []map[string]any `json:"results"`
+	}
+	dec := json.NewDecoder(strings.NewReader(out))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rep); err != nil {
+		t.Fatalf("output is not the JSON contract: %v\n%s", err, out)
+	}
+	for _, k := range []string{"cpus", "cpu_model", "kernel", "go", "gomaxprocs", "pinned", "load_start", "load_end", "date", "command"} {
+		if _, ok := rep.Machine[k]; !ok {
+			t.Errorf("machine lacks %q: %v", k, rep.Machine)
+		}
+	}
+	systems := map[string]bool{}
+	patterns := map[string]bool{}
+	for _, r := range rep.Results {
+		sys, _ := r["system"].(string)
+		pat, _ := r["pattern"].(string)
+		mode, _ := r["mode"].(string)
+		size, _ := r["size"].(float64)
+		subs, _ := r["subscribers"].(float64)
+		patterns[pat] = true
+		if e, ok := r["error"]; ok {
+			t.Errorf("%v: failed: %v", r, e)
+			continue
+		}
+		if !slices.Contains(allSystems, sys) || !slices.Contains([]string{modeSpin, modeSleep, modeBlock}, mode) || size < minBenchSize || subs < 1 {
+			t.Errorf("bad row %v", r)
+		}
+		switch pat {
+		case patPingPong:
+			rtt, _ := r["rtt_ns"].(map[string]any)
+			p50, _ := rtt["p50"].(float64)
+			p99, _ := rtt["p99"].(float64)
+			p999, _ := rtt["p999"].(float64)
+			mx, _ := rtt["max"].(float64)
+			if !(p50 > 0 && p50 <= p99 && p99 <= p999 && p999 <= mx) || r["msgs_per_sec"] != nil {
+				t.Errorf("ping-pong row without ordered percentiles: %v", r)
+			}
+			if size == 64 {
+				systems[sys] = true
+			}
+		case patStream, patFanout:
+			if v, _ := r["msgs_per_sec"].(float64); v <= 0 || r["rtt_ns"] != nil {
+				t.Errorf("%s row without a rate: %v", pat, r)
+			}
+			if d, _ := r["dropped"].(float64); d != 0 {
+				t.Errorf("%v: %v messages dropped (offq subscribes with Block; sockets and pipes lose nothing)", r, d)
+			}
+		default:
+			t.Errorf("unknown pattern in %v", r)
+		}
+		if _, ok := r["offq_speedup"]; ok == (sys == sysOffq) {
+			t.Errorf("offq_speedup belongs on baseline rows only: %v", r)
+		}
+	}
+	for _, s := range allSystems {
+		if !systems[s] {
+			t.Errorf("no 64 B ping-pong of %s", s)
+		}
+	}
+	for _, p := range allPatterns {
+		if !patterns[p] {
+			t.Errorf("no %s rows", p)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("left in %s: %v", dir, ents)
+	}
+}
+
+// TestBenchMarkdown: a small run prints the machine, the command and a table with ratios.
+func TestBenchMarkdown(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	code, out, stderr := runOffq(t, ctx, "--dir", dir, "bench", "--systems", "offq,pipe", "--patterns", "pingpong,fanout",
+		"--sizes", "64", "--fanout", "2", "--warmup", "0s", "--duration", "30ms", "--progress", "--no-pin")
+	if code != exitOK {
+		t.Fatalf("status %d\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^## offq bench$`),
+		regexp.MustCompile(`(?m)^- machine: \d+ × .*GOMAXPROCS \d+`),
+		regexp.MustCompile(`(?m)^- not pinned$`),
+		regexp.MustCompile("(?m)^- command: `offq bench --dir \\S+ --duration 30ms --fanout 2 --no-pin --patterns pingpong,fanout --progress --sizes 64 --systems offq,pipe --warmup 0s`, 20"),
+		regexp.MustCompile(`(?m)^\| \*\*offq\*\* \| spin \| 64B \| \d+ \| \d+ \| \d+ \| \d+ \| \d+ \|  \|$`),
+		regexp.MustCompile(`(?m)^\| \*\*offq\*\* \| sleep \| 64B \| \d+ \|`),
+		regexp.MustCompile(`(?m)^\| pipe \| block \| 64B \| \d+ \| .* \| spin [0-9.]+×, sleep [0-9.]+×, block [0-9.]+× \|$`),
+		regexp.MustCompile(`(?m)^\| \*\*offq\*\* \| sleep \| 64B \| 2 \| [0-9.]+[kM]? \| [0-9.]+[kM]? \| \d+ \|  \|$`),
+	} {
+		if !want.MatchString(out) {
+			t.Errorf("output does not match %s", want)
+		}
+	}
+	if strings.Contains(out, "uds") || strings.Contains(out, "Stream") {
+		t.Errorf("measured what was not asked for:\n%s", out)
+	}
+	for _, want := range []string{"offq bench: 5 measurements", " 1/5 ", "offq pingpong 64B spin", "offq bench: done in"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("progress lacks %q:\n%s", want, stderr)
+		}
+	}
+	if t.Failed() {
+		t.Logf("stdout:\n%s", out)
+	}
+}
+
+func TestBenchFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"bench", "--help"}, exitOK, ""},
+		{[]string{"bench", "--sizes", "8"}, exitUsage, `--sizes: "8"`},
+		{[]string{"bench", "--sizes", "64,huge"}, exitUsage, `"huge"`},
+		{[]string{"bench", "--sizes", ","}, exitUsage, "no sizes"},
+		{[]string{"bench", "--fanout", "0"}, exitUsage, `--fanout: "0"`},
+		{[]string{"bench", "--systems", "zmq"}, exitUsage, `--systems: "zmq": want some of offq, shm-raw, futex-raw, uds, pipe`},
+		{[]string{"bench", "--systems", "nats"}, exitUsage, "NATS bridge"},
+		{[]string{"bench", "--patterns", "rpc"}, exitUsage, `--patterns: "rpc"`},
+		{[]string{"bench", "--duration", "1ms"}, exitUsage, "--duration 1ms"},
+		{[]string{"bench", "--warmup", "-1s"}, exitUsage, "--warmup"},
+		{[]string{"bench", "--systems", "shm-raw", "--patterns", "stream"}, exitUsage, "nothing to measure"},
+		{[]string{"bench", "x"}, exitUsage, "unknown command"},
+		{[]string{"bench-peer", "--role", "x"}, exitUsage, `--role "x"`},
+	} {
+		code, _, stderr := runOffq(t, context.Background(), append([]string{"--dir", t.TempDir()}, tc.args...)...)
+		if code != tc.code || !strings.Contains(stderr, tc.want) {
+			t.Errorf("offq %s: status %d, stderr %q; want status %d and %q", strings.Join(tc.args, " "), code, stderr, tc.code, tc.want)
+		}
+	}
+}
+
+// TestBenchPlan: baselines run right after the offq case they are compared with; the floors
+// only at the smallest size.
+func TestBenchPlan(t *testing.T) {
+	o := benchOptions{sizes: []int{64, 4096}, fanout: []int{1, 8}, systems: allSystems, patterns: allPatterns}
+	var got []string
+	for _, c := range o.plan() {
+		got = append(got, c.String())
+	}
+	want := []string{
+		"shm-raw pingpong 64B spin", "offq pingpong 64B spin", "offq pingpong 64B sleep", "futex-raw pingpong 64B block",
+		"offq pingpong 64B block", "uds pingpong 64B block", "pipe pingpong 64B block",
+		"offq pingpong 4KiB spin", "offq pingpong 4KiB sleep", "uds pingpong 4KiB block", "pipe pingpong 4KiB block",
+		"offq stream 64B spin", "offq stream 64B sleep", "uds stream 64B block", "pipe stream 64B block",
+		"offq stream 4KiB spin", "offq stream 4KiB sleep", "uds stream 4KiB block", "pipe stream 4KiB block",
+		"offq fanout 64B sleep 1→1", "uds fanout 64B block 1→1", "offq fanout 64B sleep 1→8", "uds fanout 64B block 1→8",
+		"offq fanout 4KiB sleep 1→1", "uds fanout 4KiB block 1→1", "offq fanout 4KiB sleep 1→8", "uds fanout 4KiB block 1→8",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("plan:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestStreamDepth(t *testing.T) {
+	for _, tc := range []struct {
+		size   int
+		budget int64
+		want   int
+	}{
+		{64, 128 << 20, 4096},
+		{4096, 128 << 20, 4096},
+		{64 << 10, 128 << 20, 2048},
+		{1 << 20, 128 << 20, 128},
+		{1 << 20, 8 << 20, 16},
+		{100, 8 << 20, 4096},
+	} {
+		if got := streamDepth(tc.size, tc.budget); got != tc.want {
+			t.Errorf("streamDepth(%d, %d) = %d, want %d", tc.size, tc.budget, got, tc.want)
+		}
+	}
+	if b := bufferBudget(t.TempDir()); b < 8<<20 || b > 128<<20 {
+		t.Errorf("bufferBudget = %d", b)
+	}
+}
+
+// TestBenchCompare: each baseline's speed-up is against offq at the same pattern, size and
+// subscriber count, in each mode offq ran in.
+func TestBenchCompare(t *testing.T) {
+	rep := benchReport{Results: []benchResult{
+		{System: sysOffq, Mode: modeSpin, Pattern: patPingPong, Size: 64, Subscribers: 1, RTT: &benchRTT{P50: 200}},
+		{System: sysOffq, Mode: modeSleep, Pattern: patPingPong, Size: 64, Subscribers: 1, RTT: &benchRTT{P50: 400}},
+		{System: sysShm, Mode: modeSpin, Pattern: patPingPong, Size: 64, Subscribers: 1, RTT: &benchRTT{P50: 100}},
+		{System: sysUDS, Mode: modeBlock, Pattern: patPingPong, Size: 4096, Subscribers: 1, RTT: &benchRTT{P50: 100}},
+		{System: sysOffq, Mode: modeSleep, Pattern: patFanout, Size: 64, Subscribers: 4, MsgsPerSec: 4e6},
+		{System: sysOffq, Mode: modeSleep, Pattern: patFanout, Size: 64, Subscribers: 1, MsgsPerSec: 1e6},
+		{System: sysUDS, Mode: modeBlock, Pattern: patFanout, Size: 64, Subscribers: 4, MsgsPerSec: 5e5},
+		{System: sysPipe, Mode: modeBlock, Pattern: patStream, Size: 64, Subscribers: 1, Error: "broken"},
+	}}
+	rep.compare()
+	r := rep.Results
+	if r[0].OffqSpeedup != nil || r[2].OffqSpeedup[modeSpin] != 0.5 || r[2].OffqSpeedup[modeSleep] != 0.25 || len(r[2].OffqSpeedup) != 2 {
+		t.Errorf("ping-pong: %v %v", r[0].OffqSpeedup, r[2].OffqSpeedup)
+	}
+	if r[3].OffqSpeedup != nil {
+		t.Errorf("no offq at 4 KiB, yet %v", r[3].OffqSpeedup)
+	}
+	if r[6].OffqSpeedup[modeSleep] != 8 || len(r[6].OffqSpeedup) != 1 {
+		t.Errorf("fan-out: %v", r[6].OffqSpeedup)
+	}
+	if r[7].OffqSpeedup != nil {
+		t.Errorf("failed row: %v", r[7].OffqSpeedup)
+	}
+}

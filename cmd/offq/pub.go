@@ -1,0 +1,381 @@
+package main
+
+// offq pub: publish messages on a topic from a flag, a file, standard input, or generated
+// payloads of a given size.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/offq/offq/bus"
+	"github.com/offq/offq/codec"
+	"github.com/offq/offq/topics"
+)
+
+type pubOptions struct {
+	data     string
+	file     string
+	size     int
+	count    int
+	rate     float64
+	json     bool
+	history  int
+	waitSubs int
+	timeout  time.Duration
+	quiet    bool
+	attach   attachFlags
+}
+
+func newPubCmd(a *app) *cobra.Command {
+	var o pubOptions
+	cmd := &cobra.Command{
+		Use:   "pub TOPIC",
+		Short: "publish messages on a topic from a flag, a file or standard input",
+		Long: `pub publishes on TOPIC (a name like sensors.line1.temp, no wildcards) of the bus --bus.
+The messages come from one of:
+
+  --data TEXT    TEXT, --count times (default once)
+  --size N       generated payloads of N bytes ("message 1 ...", padded), --count times
+  --file PATH    each line of PATH, without its newline (--count: at most that many)
+  (none)         each line of standard input, until end of input or interrupt
+
+--json reads each message as JSON and publishes it encoded as MessagePack (for subscribers that
+decode msgpack, and for offq sub --json). --rate paces the messages (per second; default as fast
+as the subscribers' queues allow). Subscribers receive only what is published after they
+subscribe, unless the topic keeps a history (--history, when the topic is first used).
+--wait-subs makes pub wait until that many subscriptions match TOPIC before publishing.
+
+The bus must exist (offq create) unless --create is given. pub prints a summary on stderr
+(not with --quiet). Exit status 0 when everything was published (or on interrupt), 1 on an
+error (a missing bus, no subscribers within --timeout, a message larger than the largest
+buffer), 2 for a bad flag.`,
+		Example: `  offq pub sensors.temp --data 21.5
+  offq pub sensors.temp --size 256 --count 100000 --rate 10000
+  offq pub sensors.temp --json --data '{"celsius": 21.5, "ok": true}'
+  tail -f events.log | offq pub logs.app
+  offq pub jobs.new --file jobs.txt --wait-subs 1`,
+		Args: usageArgs(cobra.ExactArgs(1)),
+		RunE: runtimeErrors(func(cmd *cobra.Command, args []string) error {
+			if err := o.validate(cmd); err != nil {
+				return usageError(err)
+			}
+			if err := topics.ValidateName(args[0]); err != nil {
+				return usageError(err)
+			}
+			return a.runPub(cmd, args[0], o)
+		}),
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.data, "data", "d", "", "message payload")
+	f.StringVarP(&o.file, "file", "f", "", `publish each line of this file ("-": standard input)`)
+	f.IntVar(&o.size, "size", 0, "publish generated payloads of this many bytes")
+	f.IntVarP(&o.count, "count", "n", 0, "messages to publish (default: 1 with --data or --size; every line otherwise)")
+	f.Float64Var(&o.rate, "rate", 0, "messages per second (0: as fast as possible)")
+	f.BoolVar(&o.json, "json", false, "read each message as JSON and publish it encoded as MessagePack")
+	f.IntVar(&o.history, "history", 0, "keep the topic's last N messages for late subscribers (set when the topic is first used)")
+	f.IntVar(&o.waitSubs, "wait-subs", 0, "wait until N subscriptions match TOPIC before publishing")
+	f.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for --wait-subs, or for a free buffer when the pool is exhausted")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "print no summary")
+	o.attach.register(f)
+	return cmd
+}
+
+func (o *pubOptions) validate(cmd *cobra.Command) error {
+	changed := cmd.Flags().Changed
+	sources := 0
+	for _, n := range []string{"data", "file", "size"} {
+		if changed(n) {
+			sources++
+		}
+	}
+	switch {
+	case sources > 1:
+		return errors.New("--data, --file and --size are alternatives: give one")
+	case changed("size") && (o.size < 1 || o.size > 1<<30):
+		return fmt.Errorf("--size %d: want 1 byte to 1 GiB", o.size)
+	case changed("size") && o.json:
+		return errors.New("--size generates payloads that are not JSON; drop --json")
+	case o.count < 0:
+		return fmt.Errorf("--count %d: want 0 or more", o.count)
+	case o.rate < 0 || o.rate > 1e9:
+		return fmt.Errorf("--rate %g: want 0 (no limit) to 1e9 messages a second", o.rate)
+	case o.history < 0:
+		return fmt.Errorf("--history %d: want 0 or more", o.history)
+	case o.waitSubs < 0:
+		return fmt.Errorf("--wait-subs %d: want 0 or more", o.waitSubs)
+	case o.timeout <= 0:
+		return fmt.Errorf("--timeout %v: want more than 0", o.timeout)
+	}
+	if (changed("data") || changed("size")) && o.count == 0 {
+		o.count = 1
+	}
+	return nil
+}
+
+func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error) {
+	ctx := cmd.Context()
+	b, err := a.openBus(&o.attach, "offq pub")
+	if err != nil {
+		return fmt.Errorf("pub: %w", err)
+	}
+	defer func() { err = errors.Join(err, b.Close()) }()
+	var popts []bus.PublisherOption
+	if o.history > 0 {
+		popts = append(popts, bus.WithHistory(o.history))
+	}
+	p, err := b.Publisher(topic, popts...)
+	if err != nil {
+		return fmt.Errorf("pub: %w", err)
+	}
+	if o.waitSubs > 0 {
+		if err := waitSubscribers(ctx, b, topic, o.waitSubs, o.timeout); err != nil {
+			return fmt.Errorf("pub: %w", err)
+		}
+	}
+	cls := b.Region().Config().Classes
+	largest := int(cls[len(cls)-1].Size)
+
+	next, closeSrc, err := pubSource(cmd, o, largest)
+	if err != nil {
+		return fmt.Errorf("pub: %w", err)
+	}
+	defer closeSrc()
+	var enc *jsonToMsgpack
+	if o.json {
+		enc = &jsonToMsgpack{limit: largest}
+	}
+	var sent, bytesSent int
+	start := time.Now()
+	for o.count == 0 || sent < o.count {
+		msg, err := next(ctx, sent)
+		if errors.Is(err, io.EOF) || ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("pub: %w", err)
+		}
+		if enc != nil {
+			if msg, err = enc.encode(msg); err != nil {
+				return fmt.Errorf("pub: message %d: %w", sent+1, err)
+			}
+		}
+		if o.rate > 0 {
+			if d := time.Until(start.Add(time.Duration(float64(sent) / o.rate * float64(time.Second)))); d > 0 && sleepCtx(ctx, d) != nil {
+				break
+			}
+		}
+		if err := publishRetry(ctx, p, msg, o.timeout); err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			return fmt.Errorf("pub: message %d: %w", sent+1, err)
+		}
+		sent++
+		bytesSent += len(msg)
+	}
+	if !o.quiet {
+		subs := p.Subscribers()
+		fmt.Fprintf(a.stderr, "offq pub: published %d message%s (%s) on %s to %d subscriber%s\n",
+			sent, plural(sent), bytesHuman(int64(bytesSent)), topic, subs, plural(subs))
+	}
+	return nil
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// pubSource returns the function that yields message i, and what to close at the end.
+func pubSource(cmd *cobra.Command, o pubOptions, largest int) (next func(ctx context.Context, i int) ([]byte, error), closeSrc func(), err error) {
+	switch {
+	case cmd.Flags().Changed("data"):
+		msg := []byte(o.data)
+		return func(context.Context, int) ([]byte, error) { return msg, nil }, func() {}, nil
+	case cmd.Flags().Changed("size"):
+		buf := make([]byte, o.size)
+		return func(_ context.Context, i int) ([]byte, error) { return generated(buf, i+1), nil }, func() {}, nil
+	}
+	var r io.Reader = cmd.InOrStdin()
+	var f *os.File
+	if o.file != "" && o.file != "-" {
+		if f, err = os.Open(o.file); err != nil {
+			return nil, nil, err
+		}
+		r = f
+	}
+	// Lines are read on a goroutine of their own, so that an interrupt ends pub while it
+	// waits for input. It ends at the end of the input, or when pub is done with it; one
+	// blocked reading standard input ends with the process.
+	type line struct {
+		b   []byte
+		err error
+	}
+	lines, done := make(chan line, 64), make(chan struct{})
+	closeSrc = func() {
+		close(done)
+		if f != nil {
+			f.Close()
+		}
+	}
+	go func() {
+		defer close(lines)
+		send := func(l line) bool {
+			select {
+			case lines <- l:
+				return true
+			case <-done:
+				return false
+			}
+		}
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64<<10), largest+1)
+		for sc.Scan() {
+			if !send(line{b: bytes.Clone(sc.Bytes())}) {
+				return
+			}
+		}
+		err := sc.Err()
+		if errors.Is(err, bufio.ErrTooLong) {
+			err = fmt.Errorf("a line is longer than the largest buffer (%d bytes)", largest)
+		}
+		if err == nil {
+			err = io.EOF
+		}
+		send(line{err: err})
+	}()
+	return func(ctx context.Context, _ int) ([]byte, error) {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				return nil, io.EOF
+			}
+			return l.b, l.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}, closeSrc, nil
+}
+
+// generated fills buf with "message N " repeated and returns it.
+func generated(buf []byte, n int) []byte {
+	text := "message " + strconv.Itoa(n) + " "
+	for i := 0; i < len(buf); i += copy(buf[i:], text) {
+	}
+	return buf
+}
+
+// publishRetry publishes msg, waiting while the pool is exhausted (every buffer is queued for
+// some subscriber) for at most timeout.
+func publishRetry(ctx context.Context, p *bus.Publisher, msg []byte, timeout time.Duration) error {
+	var deadline time.Time
+	for pause := 50 * time.Microsecond; ; pause = min(2*pause, 10*time.Millisecond) {
+		err := p.Publish(ctx, msg)
+		if !errors.Is(err, bus.ErrPoolExhausted) {
+			return err
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(timeout)
+		} else if time.Now().After(deadline) {
+			return fmt.Errorf("%w for %v: subscribers hold every buffer", err, timeout)
+		}
+		if err := sleepCtx(ctx, pause); err != nil {
+			return err
+		}
+	}
+}
+
+// waitSubscribers waits until n subscriptions on b match topic.
+func waitSubscribers(ctx context.Context, b *bus.Bus, topic string, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for pause := 100 * time.Microsecond; ; pause = min(2*pause, 20*time.Millisecond) {
+		got := 0
+		for _, s := range b.Region().Subscriptions(nil) {
+			if topics.ValidatePattern(s.Pattern) == nil && topics.Match(s.Pattern, topic) {
+				got++
+			}
+		}
+		if got >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d subscribers to %s after %v (--wait-subs)", got, n, topic, timeout)
+		}
+		if err := sleepCtx(ctx, pause); err != nil {
+			return err
+		}
+	}
+}
+
+// jsonToMsgpack turns JSON text into MessagePack with package codec.
+type jsonToMsgpack struct {
+	limit int // largest message
+	buf   []byte
+	mp    codec.Msgpack[any]
+}
+
+func (j *jsonToMsgpack) encode(text []byte) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(text))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("--json: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, errors.New("--json: more than one JSON value in a message")
+	}
+	v = jsonNumbers(v)
+	if len(j.buf) == 0 {
+		j.buf = make([]byte, min(4096, j.limit))
+	}
+	for {
+		n, err := j.mp.Encode(j.buf, &v)
+		if err == nil {
+			return j.buf[:n], nil
+		}
+		if !errors.Is(err, codec.ErrShortBuffer) {
+			return nil, err
+		}
+		if len(j.buf) >= j.limit {
+			return nil, fmt.Errorf("encoded message larger than the largest buffer (%d bytes)", j.limit)
+		}
+		j.buf = make([]byte, min(2*len(j.buf), j.limit))
+	}
+}
+
+// jsonNumbers replaces the json.Numbers in v by int64 where they are integers that fit, and
+// float64 otherwise, so that msgpack carries them as numbers.
+func jsonNumbers(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return i
+		}
+		if u, err := strconv.ParseUint(x.String(), 10, 64); err == nil {
+			return u
+		}
+		f, _ := x.Float64()
+		return f
+	case map[string]any:
+		for k, e := range x {
+			x[k] = jsonNumbers(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = jsonNumbers(e)
+		}
+	}
+	return v
+}

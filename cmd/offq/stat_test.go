@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/offq/offq/bus"
+	"github.com/offq/offq/transport"
+)
+
+// statBusFixture opens bus name in dir, owned by a participant called "tester", and leaves it
+// in a known state until the test ends:
+//
+//	topic a.b: 6 messages of 10 bytes published
+//	inbox 0, a.>, depth 4, drop oldest: 6 delivered, 2 evicted, 2 received, 2 queued
+//	pool 256B x 8: the 2 queued buffers in use
+func statBusFixture(t *testing.T, dir, name string) *bus.Bus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cfg := transport.Config{
+		Classes: []transport.Class{{Size: 256, Count: 8}},
+		Inboxes: 4, InboxCapacity: 8, Topics: 4, Participants: 4, Held: 8,
+	}
+	b, err := bus.Open(name, bus.WithDir(dir), bus.WithConfig(cfg), bus.WithName("tester"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	s, err := b.Subscribe("a.>", bus.WithQueueDepth(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.Publisher("a.b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 6 {
+		if err := p.Publish(ctx, make([]byte, 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		m, err := s.Receive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Release()
+	}
+	return b
+}
+
+func TestStatJSON(t *testing.T) {
+	dir := t.TempDir()
+	statBusFixture(t, dir, "one")
+	code, out, stderr := runOffq(t, context.Background(), "stat", "--dir", dir, "--json")
+	if code != exitOK {
+		t.Fatalf("status %d: %s", code, stderr)
+	}
+	var rep statReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if len(rep.Buses) != 1 {
+		t.Fatalf("%d buses: %s", len(rep.Buses), out)
+	}
+	b := rep.Buses[0]
+	if b.Name != "one" || len(b.Participants) != 1 || !b.Participants[0].Alive || b.Participants[0].Name != "tester" {
+		t.Errorf("bus: %+v", b)
+	}
+	if len(b.Topics) != 1 || b.Topics[0] != (statTopic{Name: "a.b", Published: 6, Bytes: 60, Subscribers: 1}) {
+		t.Errorf("topics: %+v", b.Topics)
+	}
+	wantIn := statInbox{Inbox: 0, Subscriber: "tester", Pattern: "a.>", Policy: "drop-oldest", Depth: 2, Capacity: 4,
+		Delivered: 6, Received: 2, Dropped: statDrops{Oldest: 2}}
+	if len(b.Inboxes) != 1 || b.Inboxes[0] != wantIn {
+		t.Errorf("inboxes: %+v, want %+v", b.Inboxes, wantIn)
+	}
+	if len(b.Pools) != 1 || b.Pools[0].Size != 256 || b.Pools[0].Buffers != 8 || b.Pools[0].InUse != 2 || b.Pools[0].AllocFailures != 0 {
+		t.Errorf("pools: %+v", b.Pools)
+	}
+	for _, key := range []string{`"in_use"`, `"delivered"`, `"oldest"`, `"size_bytes"`} {
+		if !strings.Contains(out, key) {
+			t.Errorf("JSON lacks %s", key)
+		}
+	}
+}
+
+func TestStatTable(t *testing.T) {
+	dir := t.TempDir()
+	statBusFixture(t, dir, "one")
+	statBusFixture(t, dir, "two")
+	code, out, stderr := runOffq(t, context.Background(), "stat", "--dir", dir, "--bus", "two")
+	if code != exitOK {
+		t.Fatalf("status %d: %s", code, stderr)
+	}
+	for _, want := range []string{
+		"bus two ", "participants 1 alive, 0 dead", "tester[",
+		"TOPIC  PUBLISHED  BYTES  SUBSCRIBERS",
+		"a.b    6          60     1",
+		"INBOX  SUBSCRIBER  PATTERN  POLICY       DEPTH  CAPACITY  DELIVERED  RECEIVED  DROPPED  OLDEST  NEWEST  TIMEOUT  CORRUPT",
+		"0      tester      a.>      drop-oldest  2      4         6          2         2        2       0       0        0",
+		"POOL  SIZE  BUFFERS  IN USE  LOW WATER  ALLOC FAILURES",
+		"0     256B  8        2",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "bus one") {
+		t.Errorf("--bus two shows bus one:\n%s", out)
+	}
+	code, out, _ = runOffq(t, context.Background(), "stat", "--dir", dir)
+	if code != exitOK || !strings.Contains(out, "bus one ") || !strings.Contains(out, "bus two ") {
+		t.Errorf("every bus: status %d\n%s", code, out)
+	}
+}
+
+func TestStatErrors(t *testing.T) {
+	dir := t.TempDir()
+	code, out, _ := runOffq(t, context.Background(), "stat", "--dir", dir)
+	if code != exitOK || !strings.Contains(out, "no buses in "+dir) {
+		t.Errorf("empty directory: status %d, %q", code, out)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"stat", "--dir", dir, "--bus", "nosuch"}, exitRuntime, `stat: no bus "nosuch" in ` + dir},
+		{[]string{"stat", "--dir", dir + "/missing"}, exitRuntime, "stat: "},
+		{[]string{"stat", "extra"}, exitUsage, "unknown command"},
+		{[]string{"top", "--interval", "1ms"}, exitUsage, "--interval 1ms"},
+		{[]string{"top", "--iterations", "-1"}, exitUsage, "--iterations -1"},
+	} {
+		code, _, stderr := runOffq(t, context.Background(), tc.args...)
+		if code != tc.code || !strings.Contains(stderr, tc.want) {
+			t.Errorf("offq %s: status %d, stderr %q; want status %d and %q", strings.Join(tc.args, " "), code, stderr, tc.code, tc.want)
+		}
+	}
+}
+
+// TestStatSafe: names from shared memory cannot smuggle escape sequences or tabs to a terminal.
+func TestStatSafe(t *testing.T) {
+	if got := statSafe("a\x1b[2J\tb\xffc.é"); got != "a?[2J?b?c.é" {
+		t.Errorf("statSafe = %q", got)
+	}
+}

@@ -1,0 +1,277 @@
+package main
+
+// offq sub: print the messages published on the topics a pattern matches.
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+
+	"github.com/offq/offq/bus"
+	"github.com/offq/offq/codec"
+	"github.com/offq/offq/topics"
+)
+
+type subOptions struct {
+	count      int
+	timeout    time.Duration
+	raw        bool
+	json       bool
+	queueDepth int
+	overflow   string
+	wait       string
+	noHistory  bool
+	quiet      bool
+	attach     attachFlags
+}
+
+var (
+	overflowNames = map[string]bus.Overflow{"drop-oldest": bus.DropOldest, "drop-newest": bus.DropNewest, "block": bus.Block}
+	waitNames     = map[string]bus.WaitStrategy{"spin-then-sleep": bus.SpinThenSleep, "spin": bus.BusySpin, "sleep": bus.Sleep}
+)
+
+func newSubCmd(a *app) *cobra.Command {
+	var o subOptions
+	cmd := &cobra.Command{
+		Use:   "sub PATTERN",
+		Short: "print the messages published on the topics a pattern matches",
+		Long: `sub subscribes to PATTERN on the bus --bus and prints each message it receives, until
+interrupted (SIGINT or SIGTERM: it detaches cleanly and exits with status 0), until --count
+messages, or until --timeout. PATTERN is a topic name, or a pattern where '*' matches one token
+and '>' the remaining tokens: sensors.*.temp, sensors.>.
+
+Output, one line per message:
+
+  (default)     TOPIC #SEQ: PAYLOAD   the payload as text if it is printable UTF-8,
+                                      otherwise hex (the first 64 bytes) and its size
+  --raw         the payload's bytes as they are, then a newline
+  --json        {"topic":..., "seq":..., "time":..., "data":...}: the payload decoded from
+                MessagePack into JSON ("error" and the payload in base64 if it is not msgpack)
+  --json --raw  the decoded JSON alone
+
+The subscription sees messages published after it starts, and first the history of topics
+that keep one (unless --no-history). It says on stderr when it is subscribed (not with --quiet).
+The bus must exist (offq create) unless --create is given. Exit status 0 on interrupt or after
+--count messages, 1 on an error or when --timeout passes before --count messages arrived, 2 for
+a bad flag.`,
+		Example: `  offq sub 'sensors.>'
+  offq sub sensors.temp --count 10 --raw
+  offq sub 'jobs.*' --json --queue-depth 64 --overflow block
+  offq sub logs.app --timeout 30s > app.log`,
+		Args: usageArgs(cobra.ExactArgs(1)),
+		RunE: runtimeErrors(func(cmd *cobra.Command, args []string) error {
+			if err := topics.ValidatePattern(args[0]); err != nil {
+				return usageError(err)
+			}
+			opts, err := o.subscribeOptions()
+			if err != nil {
+				return usageError(err)
+			}
+			return a.runSub(cmd, args[0], o, opts)
+		}),
+	}
+	f := cmd.Flags()
+	f.IntVarP(&o.count, "count", "n", 0, "exit after this many messages (0: no limit)")
+	f.DurationVar(&o.timeout, "timeout", 0, "exit after this long (0: no limit); with --count, an error if fewer arrived")
+	f.BoolVar(&o.raw, "raw", false, "print payloads only, as they are, each followed by a newline")
+	f.BoolVar(&o.json, "json", false, "decode payloads from MessagePack and print them as JSON")
+	f.IntVar(&o.queueDepth, "queue-depth", 0, "the subscription's queue, a power of two (default: the bus's inbox capacity)")
+	f.StringVar(&o.overflow, "overflow", "drop-oldest", "when the queue is full: drop-oldest, drop-newest or block (the publisher waits)")
+	f.StringVar(&o.wait, "wait", "spin-then-sleep", "how to wait for messages: spin-then-sleep, spin (a core while waiting) or sleep")
+	f.BoolVar(&o.noHistory, "no-history", false, "skip the messages topics keep for late subscribers")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing on stderr but errors")
+	o.attach.register(f)
+	return cmd
+}
+
+func (o *subOptions) subscribeOptions() ([]bus.SubscribeOption, error) {
+	if o.count < 0 {
+		return nil, fmt.Errorf("--count %d: want 0 or more", o.count)
+	}
+	if o.timeout < 0 {
+		return nil, fmt.Errorf("--timeout %v: want 0 or more", o.timeout)
+	}
+	pol, ok := overflowNames[o.overflow]
+	if !ok {
+		return nil, fmt.Errorf("--overflow %q: want drop-oldest, drop-newest or block", o.overflow)
+	}
+	w, ok := waitNames[o.wait]
+	if !ok {
+		return nil, fmt.Errorf("--wait %q: want spin-then-sleep, spin or sleep", o.wait)
+	}
+	opts := []bus.SubscribeOption{bus.WithOverflow(pol), bus.WithWait(w)}
+	if o.queueDepth != 0 {
+		opts = append(opts, bus.WithQueueDepth(o.queueDepth))
+	}
+	if o.noHistory {
+		opts = append(opts, bus.WithoutHistory())
+	}
+	return opts, nil
+}
+
+func (a *app) runSub(cmd *cobra.Command, pattern string, o subOptions, opts []bus.SubscribeOption) (err error) {
+	// A reader that goes away (offq sub | head) makes writes fail with EPIPE instead of
+	// killing the process with SIGPIPE, so that it detaches from the bus on the way out.
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	defer signal.Stop(pipe)
+
+	b, err := a.openBus(&o.attach, "offq sub")
+	if err != nil {
+		return fmt.Errorf("sub: %w", err)
+	}
+	defer func() { err = errors.Join(err, b.Close()) }()
+	s, err := b.Subscribe(pattern, opts...)
+	if err != nil {
+		return fmt.Errorf("sub: %w", err)
+	}
+	if !o.quiet {
+		fmt.Fprintf(a.stderr, "offq sub: subscribed to %s on bus %s\n", pattern, a.busName)
+	}
+	ctx := cmd.Context()
+	if o.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+	}
+	out := bufio.NewWriterSize(cmd.OutOrStdout(), 64<<10)
+	pr := &printer{w: out, errw: a.stderr, raw: o.raw, json: o.json}
+	n := 0
+	for o.count == 0 || n < o.count {
+		m, err := s.Receive(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				return fmt.Errorf("sub: %w", err)
+			}
+			break
+		}
+		perr := pr.print(m)
+		m.Release()
+		n++
+		if perr == nil && (s.Len() == 0 || out.Buffered() > 32<<10) {
+			perr = out.Flush()
+		}
+		if perr != nil {
+			return fmt.Errorf("sub: write: %w", perr)
+		}
+	}
+	if err := out.Flush(); err != nil {
+		return fmt.Errorf("sub: write: %w", err)
+	}
+	if !o.quiet {
+		fmt.Fprintf(a.stderr, "offq sub: received %d message%s\n", n, plural(n))
+	}
+	if o.count > 0 && n < o.count && cmd.Context().Err() == nil {
+		return fmt.Errorf("sub: %d of %d messages within --timeout %v", n, o.count, o.timeout)
+	}
+	return nil
+}
+
+// printer writes messages in the format the flags chose.
+type printer struct {
+	w    io.Writer
+	errw io.Writer // where --json --raw reports a payload that is not msgpack
+	raw  bool
+	json bool
+	line []byte
+}
+
+func (p *printer) print(m bus.Message) error {
+	data := m.Data()
+	switch {
+	case p.json:
+		return p.printJSON(m, data)
+	case p.raw:
+		p.line = append(append(p.line[:0], data...), '\n')
+	default:
+		p.line = fmt.Appendf(p.line[:0], "%s #%d: ", m.Topic(), m.Seq())
+		p.line = appendPayload(p.line, data)
+		p.line = append(p.line, '\n')
+	}
+	_, err := p.w.Write(p.line)
+	return err
+}
+
+// subJSON is one line of sub --json.
+type subJSON struct {
+	Topic string          `json:"topic"`
+	Seq   uint64          `json:"seq"`
+	Time  time.Time       `json:"time"`
+	Data  json.RawMessage `json:"data,omitempty"`
+	Error string          `json:"error,omitempty"`
+	Bytes string          `json:"bytes,omitempty"` // the payload in base64, when it is not msgpack
+}
+
+func (p *printer) printJSON(m bus.Message, data []byte) error {
+	buf := &sliceBuffer{b: p.line[:0]}
+	derr := codec.MsgpackToJSON(buf, data)
+	if p.raw {
+		if derr != nil {
+			fmt.Fprintf(p.errw, "offq sub: %s #%d: not MessagePack (%d B): %v\n", m.Topic(), m.Seq(), len(data), derr)
+			return nil
+		}
+		p.line = append(buf.b, '\n')
+		_, err := p.w.Write(p.line)
+		return err
+	}
+	line := subJSON{Topic: m.Topic(), Seq: m.Seq(), Time: m.Time().UTC()}
+	if derr != nil {
+		line.Error, line.Bytes = derr.Error(), base64.StdEncoding.EncodeToString(data)
+	} else {
+		line.Data = json.RawMessage(buf.b)
+	}
+	b, err := json.Marshal(line)
+	if err != nil {
+		return err
+	}
+	p.line = append(b, '\n')
+	_, err = p.w.Write(p.line)
+	return err
+}
+
+// sliceBuffer is an io.Writer appending to a slice it owns.
+type sliceBuffer struct{ b []byte }
+
+func (s *sliceBuffer) Write(p []byte) (int, error) {
+	s.b = append(s.b, p...)
+	return len(p), nil
+}
+
+// appendPayload appends data as text if it is printable UTF-8, otherwise as hex.
+func appendPayload(dst, data []byte) []byte {
+	if printable(data) {
+		return append(dst, data...)
+	}
+	const show = 64
+	dst = append(dst, "0x"...)
+	dst = hex.AppendEncode(dst, data[:min(len(data), show)])
+	if len(data) > show {
+		dst = append(dst, "..."...)
+	}
+	return fmt.Appendf(dst, " (%d B)", len(data))
+}
+
+func printable(b []byte) bool {
+	if !utf8.Valid(b) {
+		return false
+	}
+	for _, r := range string(b) {
+		if !unicode.IsPrint(r) && r != '\t' {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/offq/offq/transport"
+)
+
+func TestTopIterations(t *testing.T) {
+	dir := t.TempDir()
+	statBusFixture(t, dir, "one")
+	code, out, stderr := runOffq(t, context.Background(), "top", "--dir", dir, "--iterations", "2", "--interval", "10ms")
+	if code != exitOK {
+		t.Fatalf("status %d: %s", code, stderr)
+	}
+	frames := strings.Split(out, topClear)
+	if len(frames) != 3 || frames[0] != "" {
+		t.Fatalf("%d screens, want 2:\n%q", len(frames)-1, out)
+	}
+	for i, f := range frames[1:] {
+		for _, want := range []string{"offq top  " + dir, "bus one ", "MSGS/S", "IN/S", "OUT/S", "DROPS/S", "POOL"} {
+			if !strings.Contains(f, want) {
+				t.Errorf("screen %d lacks %q:\n%s", i+1, want, f)
+			}
+		}
+	}
+	// The first screen has no rates yet; the second has them (nothing moved: 0).
+	if row := topRow(frames[1], "a.b "); !strings.HasSuffix(row, " - -") {
+		t.Errorf("first screen's topic row %q, want rates -", row)
+	}
+	if row := topRow(frames[2], "a.b "); !strings.HasSuffix(row, " 0 0") {
+		t.Errorf("second screen's topic row %q, want rates 0", row)
+	}
+}
+
+// topRow returns the line of screen that starts with prefix, its columns separated by one space.
+func topRow(screen, prefix string) string {
+	for _, l := range strings.Split(screen, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return strings.Join(strings.Fields(l), " ")
+		}
+	}
+	return ""
+}
+
+// TestTopInterrupted: top runs until its context is cancelled (SIGINT in offq), then exits 0.
+func TestTopInterrupted(t *testing.T) {
+	dir := t.TempDir()
+	statBusFixture(t, dir, "one")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan int, 1)
+	go func() {
+		var stderr strings.Builder
+		done <- run(ctx, []string{"top", "--dir", dir, "--interval", "10ms"}, pw, &stderr)
+		pw.Close()
+	}()
+	sc := bufio.NewScanner(pr)
+	screens := 0
+	for screens < 3 && sc.Scan() {
+		if strings.Contains(sc.Text(), "offq top") {
+			screens++
+		}
+	}
+	cancel()
+	go io.Copy(io.Discard, pr)
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Fatalf("status %d after interrupt", code)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("top did not stop when interrupted")
+	}
+	if screens != 3 {
+		t.Fatalf("saw %d screens", screens)
+	}
+}
+
+func TestTopRates(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	created := time.Unix(1, 0)
+	in := func(id transport.InboxID, delivered, received, oldest uint64) statInbox {
+		return statInbox{id: id, Inbox: id.Index(), Delivered: delivered, Received: received, Dropped: statDrops{Oldest: oldest}}
+	}
+	prev := &statReport{Time: t0, Buses: []statBus{
+		{Name: "b", Created: created,
+			Topics:  []statTopic{{Name: "t", Published: 100, Bytes: 1000}},
+			Inboxes: []statInbox{in(1, 100, 50, 10), in(2, 500, 500, 0)}},
+		{Name: "recreated", Created: created, Topics: []statTopic{{Name: "t", Published: 100}}},
+	}}
+	cur := &statReport{Time: t0.Add(2 * time.Second), Buses: []statBus{
+		{Name: "b", Created: created,
+			Topics:  []statTopic{{Name: "t", Published: 300, Bytes: 5000}, {Name: "new", Published: 7}},
+			Inboxes: []statInbox{in(1, 200, 150, 30), in(2|1<<16, 4, 4, 0)}}, // slot 2 reopened: another generation
+		{Name: "recreated", Created: created.Add(time.Second), Topics: []statTopic{{Name: "t", Published: 10}}},
+	}}
+	r := statRatesBetween(prev, cur)
+	check := func(what string, m map[string]float64, key string, want float64, ok bool) {
+		t.Helper()
+		got, has := m[key]
+		if has != ok || got != want {
+			t.Errorf("%s %q: %v %v, want %v %v", what, key, got, has, want, ok)
+		}
+	}
+	check("msgs/s", r.topicMsgs, statTopicKey("b", "t"), 100, true)
+	check("bytes/s", r.topicBytes, statTopicKey("b", "t"), 2000, true)
+	check("msgs/s of a new topic", r.topicMsgs, statTopicKey("b", "new"), 0, false)
+	check("msgs/s of a re-created bus", r.topicMsgs, statTopicKey("recreated", "t"), 0, false)
+	check("in/s", r.inboxIn, statInboxKey("b", cur.Buses[0].Inboxes[0]), 50, true)
+	check("out/s", r.inboxOut, statInboxKey("b", cur.Buses[0].Inboxes[0]), 50, true)
+	check("drops/s", r.inboxDrp, statInboxKey("b", cur.Buses[0].Inboxes[0]), 10, true)
+	check("in/s of a reopened slot", r.inboxIn, statInboxKey("b", cur.Buses[0].Inboxes[1]), 0, false)
+}

@@ -1,0 +1,242 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/offq/offq/bus"
+	"github.com/offq/offq/transport"
+)
+
+// goldenConfig is small enough that the golden scenario exhausts the pool.
+func goldenConfig() transport.Config {
+	return transport.Config{
+		Classes: []transport.Class{{Size: 256, Count: 8}},
+		Inboxes: 4, InboxCapacity: 8, Topics: 4, Participants: 4, HistoryDepth: 0, Held: 16,
+	}
+}
+
+// populate opens bus "golden" in dir and drives it into the state testdata/golden.prom
+// describes; the bus stays open until the test ends.
+//
+//	inbox 0  a.>  depth 4, drop oldest   a.b x6: delivered 6, 2 evicted; 2 received -> depth 2
+//	inbox 1  a.b  depth 2, drop newest   a.b x6: delivered 2, 4 refused             -> depth 2
+//	inbox 2  c.*  depth 2, block 1ms     c.x x3: delivered 2, 1 timed out          -> depth 2
+//
+// Another participant then exhausts the pool of 8 with two loans and a third that fails (1
+// allocation failure; the high-water mark is sampled at exhaustion: 8, so the low-water mark
+// is 0), and detaches, which ends its loans: 6 buffers stay in use, the ones queued.
+func populate(t testing.TB, dir string) *bus.Bus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b, err := bus.Open("golden", bus.WithDir(dir), bus.WithConfig(goldenConfig()), bus.WithName("tester"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	s1, err := b.Subscribe("a.>", bus.WithQueueDepth(4))
+	must(err)
+	_, err = b.Subscribe("a.b", bus.WithQueueDepth(2), bus.WithOverflow(bus.DropNewest))
+	must(err)
+	_, err = b.Subscribe("c.*", bus.WithQueueDepth(2), bus.WithOverflow(bus.Block), bus.WithBlockLimit(time.Millisecond))
+	must(err)
+	ab, err := b.Publisher("a.b")
+	must(err)
+	cx, err := b.Publisher("c.x")
+	must(err)
+	for range 6 {
+		must(ab.Publish(ctx, make([]byte, 10)))
+	}
+	for range 2 {
+		m, err := s1.Receive(ctx)
+		must(err)
+		must(m.Release())
+	}
+	for range 3 {
+		must(cx.Publish(ctx, make([]byte, 100)))
+	}
+	// Exhaust the pool through transport: bus's Loan retries once after reaping when the pool
+	// is exhausted, which would count a second failure.
+	r, err := transport.Open("golden", transport.Options{Dir: dir})
+	must(err)
+	defer r.Close()
+	p, err := r.Attach("exhauster")
+	must(err)
+	for range 2 {
+		_, err := p.Alloc(1)
+		must(err)
+	}
+	if _, err := p.Alloc(1); !errors.Is(err, transport.ErrPoolExhausted) {
+		t.Fatalf("third loan from a full pool: %v", err)
+	}
+	must(p.Detach()) // ends its two loans
+	return b
+}
+
+// regionMetricNames lists the metrics the golden file pins: all of a region's except its size
+// and creation time, which are checked apart.
+func regionMetricNames() []string {
+	var out []string
+	for _, m := range regionMetrics {
+		if m != mRegionSize && m != mRegionCreated {
+			out = append(out, m.name)
+		}
+	}
+	return out
+}
+
+func golden(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "golden.prom"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func openReadOnly(t *testing.T, dir, name string) *transport.Region {
+	t.Helper()
+	r, err := transport.Open(name, transport.Options{Dir: dir, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// TestCollectorGolden checks the three ways of collecting one bus against the same text: a
+// region opened read-only, the bus's own region, and a collector over the directory.
+func TestCollectorGolden(t *testing.T) {
+	dir := t.TempDir()
+	b := populate(t, dir)
+	want := golden(t)
+
+	dc := NewCollector(Options{Dir: dir})
+	defer dc.Close()
+	for name, c := range map[string]*Collector{
+		"read-only region": NewRegionCollector(openReadOnly(t, dir, "golden")),
+		"bus region":       NewRegionCollector(b.Region()),
+		"directory":        dc,
+	} {
+		if err := testutil.CollectAndCompare(c, strings.NewReader(want), regionMetricNames()...); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+
+	// The directory collector also says how many regions it exported and failed to open.
+	os.WriteFile(filepath.Join(dir, "not-a-region"), []byte("hello"), 0o600)
+	if err := testutil.CollectAndCompare(dc, strings.NewReader(`
+# HELP offq_collector_open_failures_total Times the collector found a region it could not open (not a valid region, another user's, unreadable).
+# TYPE offq_collector_open_failures_total counter
+offq_collector_open_failures_total 0
+# HELP offq_collector_regions Regions the collector exported at this scrape.
+# TYPE offq_collector_regions gauge
+offq_collector_regions 1
+`), "offq_collector_regions", "offq_collector_open_failures_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestCollectorRegionSizeAndCreated(t *testing.T) {
+	dir := t.TempDir()
+	b := populate(t, dir)
+	c := NewRegionCollector(b.Region())
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	s := b.Region().Stats()
+	got := gatherValues(t, reg)
+	if v := got[`offq_region_size_bytes{bus="golden"}`]; v != float64(s.Size) || v == 0 {
+		t.Errorf("offq_region_size_bytes %v, region is %d bytes", v, s.Size)
+	}
+	created := got[`offq_region_created_timestamp_seconds{bus="golden"}`]
+	if d := time.Since(time.Unix(0, int64(created*1e9))); d < 0 || d > time.Minute {
+		t.Errorf("offq_region_created_timestamp_seconds %v is %v ago", created, d)
+	}
+}
+
+// TestCollectorLint runs promlint (the checks promtool check metrics makes) on a populated
+// region's metrics.
+func TestCollectorLint(t *testing.T) {
+	dir := t.TempDir()
+	populate(t, dir)
+	c := NewCollector(Options{Dir: dir})
+	defer c.Close()
+	problems, err := testutil.CollectAndLint(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+}
+
+// TestLabelValuesFromHostileRegion: names read from shared memory that are not valid UTF-8
+// (a participant name cut at 32 bytes inside a character) still make a valid scrape.
+func TestLabelValuesFromHostileRegion(t *testing.T) {
+	dir := t.TempDir()
+	name := strings.Repeat("x", 31) + "é" // the 'é' is cut after its first byte
+	b, err := bus.Open("utf8", bus.WithDir(dir), bus.WithConfig(goldenConfig()), bus.WithName(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := b.Subscribe("a"); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(NewRegionCollector(b.Region()))
+	got := gatherValues(t, reg)
+	want := `offq_inbox_depth{bus="utf8",inbox="0",pattern="a",subscriber="` + strings.Repeat("x", 31) + "\uFFFD" + `"}`
+	if _, ok := got[want]; !ok {
+		t.Errorf("no %s in %v", want, got)
+	}
+}
+
+// TestTopicSubscribers counts the open subscriptions whose pattern matches each topic.
+func TestTopicSubscribers(t *testing.T) {
+	s := &transport.Stats{
+		Topics: []transport.TopicStats{{Name: "a.b"}, {Name: "a.b.c"}, {Name: "x"}},
+		Inboxes: []transport.InboxStats{
+			{Pattern: "a.>"}, {Pattern: "a.>"}, {Pattern: "a.*"}, {Pattern: "a.b.c"}, {Pattern: ">"}, {Pattern: "bad..pattern"},
+		},
+	}
+	got := topicSubscribers(s)
+	if want := []int{4, 4, 1}; len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+		t.Errorf("topicSubscribers = %v, want %v", got, want)
+	}
+}
+
+// TestCollectorDuplicateTopic: a damaged table with two entries of one name does not break
+// the scrape (a registry refuses two series with the same labels).
+func TestCollectorDuplicateTopic(t *testing.T) {
+	s := transport.Stats{Name: "dup", Topics: []transport.TopicStats{{Name: "a", Published: 1}, {Name: "a", Published: 2}}}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(&Collector{src: fixedSource{s}})
+	got := gatherValues(t, reg)
+	if v := got[`offq_topic_messages_published_total{bus="dup",topic="a"}`]; v != 1 {
+		t.Errorf("published %v, want the first entry's 1", v)
+	}
+}
+
+type fixedSource struct{ s transport.Stats }
+
+func (f fixedSource) snapshots() ([]transport.Stats, []prometheus.Metric) {
+	return []transport.Stats{f.s}, nil
+}
+func (fixedSource) describesCollector() bool { return false }
+func (fixedSource) close() error             { return nil }

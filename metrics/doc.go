@@ -1,0 +1,63 @@
+// Package metrics exports the counters of offq buses to Prometheus.
+//
+// Every bus keeps its counters in its shared-memory region (package transport, Region.Stats):
+// per pool, per topic, per inbox, per region. A Collector reads them, without joining the
+// bus, and turns one snapshot per region and scrape into metrics labelled with the bus's
+// name, so one process can export every bus of a host. This package is the only one in offq
+// that imports the Prometheus client; bus and transport know nothing of it.
+//
+// # Using it
+//
+// In a service that uses a bus and a Prometheus registry, Register adds a Collector over that
+// bus:
+//
+//	c, err := metrics.Register(prometheus.DefaultRegisterer, b)
+//	...
+//	defer c.Close()
+//
+// In a service without a registry, serve Handler (the same as offq exporter serves):
+//
+//	http.Handle("/metrics", metrics.Handler(metrics.NewCollector(metrics.Options{Dir: dir}), nil))
+//
+// For every bus of a host, run offq exporter, which serves Handler over NewCollector for a
+// directory. NewRegionCollector exports one region the caller has opened itself, for
+// instance read-only.
+//
+// # Metrics
+//
+// Names and labels follow the Prometheus conventions: base units, _total for counters,
+// one label per dimension. docs/metrics.md describes each metric with an alerting suggestion.
+//
+//	offq_region_size_bytes, offq_region_created_timestamp_seconds     {bus}
+//	offq_reclaims_total, offq_region_corrupt_words_total              {bus}
+//	offq_participants                                                 {bus, state="alive|dead"}
+//	offq_table_slots, offq_table_slots_used                           {bus, table="participants|inboxes|topics"}
+//	offq_pool_buffers, offq_pool_buffers_in_use,
+//	offq_pool_low_water_buffers, offq_pool_alloc_failures_total       {bus, class}
+//	offq_topic_messages_published_total,
+//	offq_topic_bytes_published_total, offq_topic_subscribers          {bus, topic}
+//	offq_inbox_depth, offq_inbox_capacity,
+//	offq_inbox_delivered_total, offq_inbox_received_total             {bus, inbox, pattern, subscriber}
+//	offq_messages_dropped_total                                       {bus, inbox, pattern, subscriber, reason="oldest|newest|timeout|corrupt"}
+//	offq_collector_regions, offq_collector_open_failures_total        (NewCollector only)
+//
+// class is the payload size of a pool's buffers ("256B", "4KiB"); inbox is the inbox's slot
+// index, which keeps two subscriptions with the same pattern and participant name apart;
+// subscriber is the name the participant attached with (bus.WithName).
+//
+// # Cardinality
+//
+// Every series comes from a fixed-size table of the region, so the number of series per bus
+// is bounded by its configuration: 4 per size class (at most 8 classes), 3 per topic (at most
+// Config.Topics; topics are never removed), 8 per open inbox (at most Config.Inboxes), and 12
+// for the region. With the default configuration that is at most 12 + 16 + 768 + 512 series.
+// Inbox slots are reused: a new subscription in a slot brings new pattern and subscriber
+// values, and the old series end.
+//
+// # Consistency
+//
+// Counters are read one at a time while the bus runs, so within one scrape they may disagree
+// by the operations under way (a message counted as published but not yet delivered). Inbox
+// counters start at zero when the subscription opens, and a re-created bus restarts every
+// counter: both look like counter resets to Prometheus, which rate() handles.
+package metrics

@@ -1,0 +1,114 @@
+package metrics
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metric describes one metric the collector serves. The table below is the single list of
+// them: Describe sends it, Collect uses it, and the tests check the documentation and the
+// Grafana dashboard against it.
+type metric struct {
+	name   string
+	help   string
+	typ    prometheus.ValueType
+	labels []string
+	desc   *prometheus.Desc
+}
+
+func newMetric(name string, typ prometheus.ValueType, help string, labels ...string) *metric {
+	return &metric{name: name, help: help, typ: typ, labels: labels,
+		desc: prometheus.NewDesc(name, help, labels, nil)}
+}
+
+const (
+	gauge   = prometheus.GaugeValue
+	counter = prometheus.CounterValue
+)
+
+// Region metrics: labels bus.
+var (
+	mRegionSize = newMetric("offq_region_size_bytes", gauge,
+		"Size of the bus's shared-memory region.", "bus")
+	mRegionCreated = newMetric("offq_region_created_timestamp_seconds", gauge,
+		"When the bus's region was created, in seconds since the Unix epoch; a change means the bus was re-created and its counters restarted.", "bus")
+	mReclaims = newMetric("offq_reclaims_total", counter,
+		"Participants whose process died and whose buffers, inboxes and slot were reclaimed.", "bus")
+	mCorrupt = newMetric("offq_region_corrupt_words_total", counter,
+		"Words found corrupt in the region (bad handles, cells, lengths) and dropped instead of used.", "bus")
+	mParticipants = newMetric("offq_participants", gauge,
+		"Attached participants (processes), by state: alive, or dead and awaiting reclaim.", "bus", "state")
+	mSlots = newMetric("offq_table_slots", gauge,
+		"Size of each of the region's fixed tables (participants, inboxes, topics).", "bus", "table")
+	mSlotsUsed = newMetric("offq_table_slots_used", gauge,
+		"Slots in use in each of the region's fixed tables (participants, inboxes, topics); when it reaches offq_table_slots, attaching, subscribing or creating a topic fails.", "bus", "table")
+)
+
+// Pool metrics: labels bus, class (the payload size of the class's buffers, "256B", "4KiB").
+var (
+	mPoolBuffers = newMetric("offq_pool_buffers", gauge,
+		"Buffers in the size class's pool.", "bus", "class")
+	mPoolInUse = newMetric("offq_pool_buffers_in_use", gauge,
+		"Buffers of the size class allocated now (loaned, queued, held or kept in a history).", "bus", "class")
+	mPoolLowWater = newMetric("offq_pool_low_water_buffers", gauge,
+		"Fewest free buffers the size class was seen to have since the region was created; sampled (every 256 allocations of a process, at exhaustion, and when a process attached to the bus reads its stats), so a short peak may be missed.", "bus", "class")
+	mPoolAllocFails = newMetric("offq_pool_alloc_failures_total", counter,
+		"Allocations that failed because every buffer of the size class (the smallest that fits) and of every larger class was in use.", "bus", "class")
+)
+
+// Topic metrics: labels bus, topic.
+var (
+	mTopicPublished = newMetric("offq_topic_messages_published_total", counter,
+		"Messages published on the topic.", "bus", "topic")
+	mTopicBytes = newMetric("offq_topic_bytes_published_total", counter,
+		"Payload bytes published on the topic.", "bus", "topic")
+	mTopicSubscribers = newMetric("offq_topic_subscribers", gauge,
+		"Open subscriptions whose pattern matches the topic.", "bus", "topic")
+)
+
+// Inbox metrics: labels bus, inbox (slot index), pattern, subscriber (participant name).
+var (
+	mInboxDepth = newMetric("offq_inbox_depth", gauge,
+		"Messages queued in the subscription's inbox, not yet taken by the subscriber.", "bus", "inbox", "pattern", "subscriber")
+	mInboxCapacity = newMetric("offq_inbox_capacity", gauge,
+		"Messages the subscription's inbox can hold.", "bus", "inbox", "pattern", "subscriber")
+	mInboxDelivered = newMetric("offq_inbox_delivered_total", counter,
+		"Messages placed in the subscription's inbox since it was opened (including those later dropped as oldest).", "bus", "inbox", "pattern", "subscriber")
+	mInboxReceived = newMetric("offq_inbox_received_total", counter,
+		"Messages the subscriber took from its inbox since it was opened.", "bus", "inbox", "pattern", "subscriber")
+	mDropped = newMetric("offq_messages_dropped_total", counter,
+		"Messages lost by the subscription, by reason: oldest (evicted from a full drop-oldest inbox), newest (refused by a full drop-newest inbox), timeout (a blocking publisher gave up), corrupt (a bad cell was skipped).",
+		"bus", "inbox", "pattern", "subscriber", "reason")
+)
+
+// Collector metrics (NewCollector only): no labels.
+var (
+	mCollectorRegions = newMetric("offq_collector_regions", gauge,
+		"Regions the collector exported at this scrape.")
+	mCollectorOpenFails = newMetric("offq_collector_open_failures_total", counter,
+		"Times the collector found a region it could not open (not a valid region, another user's, unreadable).")
+)
+
+// regionMetrics are the metrics of one region; collectorMetrics those about the collector.
+var (
+	regionMetrics = []*metric{
+		mRegionSize, mRegionCreated, mReclaims, mCorrupt, mParticipants, mSlots, mSlotsUsed,
+		mPoolBuffers, mPoolInUse, mPoolLowWater, mPoolAllocFails,
+		mTopicPublished, mTopicBytes, mTopicSubscribers,
+		mInboxDepth, mInboxCapacity, mInboxDelivered, mInboxReceived, mDropped,
+	}
+	collectorMetrics = []*metric{mCollectorRegions, mCollectorOpenFails}
+)
+
+// Label values of offq_messages_dropped_total's reason, offq_participants's state and
+// offq_table_slots's table.
+const (
+	reasonOldest  = "oldest"
+	reasonNewest  = "newest"
+	reasonTimeout = "timeout"
+	reasonCorrupt = "corrupt"
+
+	stateAlive = "alive"
+	stateDead  = "dead"
+
+	tableParticipants = "participants"
+	tableInboxes      = "inboxes"
+	tableTopics       = "topics"
+)
