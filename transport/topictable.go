@@ -185,25 +185,48 @@ func (t Topic) HistoryDepth() int { return int(t.depth) }
 
 // Fingerprint returns the type fingerprint and codec recorded on the topic (0 and "" if none).
 func (t Topic) Fingerprint() (uint64, string) {
+	fp := t.settledFingerprint()
+	if fp == fpClaiming {
+		return 0, ""
+	}
 	n := 0
 	for n < len(t.e.codec) && t.e.codec[n] != 0 {
 		n++
 	}
-	return t.e.fingerprint.Load(), string(t.e.codec[:n])
+	return fp, string(t.e.codec[:n])
 }
 
+// fpClaiming is the fingerprint word while the first claimer writes the codec name beside it.
+const fpClaiming = 1
+
 // SetFingerprint records fp and codec on the topic if none is recorded, and reports whether
-// the topic's fingerprint is now fp.
+// the topic's fingerprint is now fp. The first claimer wins; the codec name is written before
+// the fingerprint is published, so a reader never sees one without the other.
 func (t Topic) SetFingerprint(fp uint64, codec string) bool {
 	if fp == 0 {
-		return true
+		return true // untyped: records and checks nothing
 	}
-	if t.e.fingerprint.CompareAndSwap(0, fp) {
+	if fp == fpClaiming {
+		fp = 3 // reserved value; a hash lands on it with probability 2^-64
+	}
+	if t.e.fingerprint.CompareAndSwap(0, fpClaiming) {
 		t.e.codec = [16]byte{}
 		copy(t.e.codec[:], codec)
+		t.e.fingerprint.Store(fp)
 		return true
 	}
-	return t.e.fingerprint.Load() == fp
+	return t.settledFingerprint() == fp
+}
+
+// settledFingerprint waits (briefly: a few stores) for a claim in progress to finish.
+func (t Topic) settledFingerprint() uint64 {
+	for range 1 << 16 {
+		if v := t.e.fingerprint.Load(); v != fpClaiming {
+			return v
+		}
+		runtime.Gosched()
+	}
+	return t.e.fingerprint.Load()
 }
 
 func (t Topic) histCell(pos uint64) *atomic.Uint64 {
