@@ -21,6 +21,24 @@
 // Topics are NATS-style names ("a.b.c"); patterns may use '*' for one token and '>' for the
 // remaining tokens (package topics).
 //
+// # Typed messages
+//
+// NewPublisher and Subscribe (the functions, not the methods) carry Go values through a codec
+// from package codec: Raw (bytes), Msgpack (encoded straight into the loaned buffer, decoded in
+// place) or Struct (a pointer-free struct used in place: the publisher fills the *T returned
+// by TypedPublisher.Loan, subscribers read a *T view of the same memory; nothing is encoded).
+// The first typed publisher or subscription of a topic records the codec and a fingerprint of
+// the type in the bus; a different type on that topic, in any process, gets ErrTypeMismatch.
+//
+//	pub, err := bus.NewPublisher(b, "sensors.line1", codec.NewStruct[Reading]())
+//	l, err := pub.Loan()
+//	l.Value().Temp = 21.5
+//	err = pub.Send(ctx, l)
+//
+//	sub, err := bus.Subscribe(b, "sensors.*", codec.NewStruct[Reading]())
+//	m, err := sub.Receive(ctx)
+//	r, err := m.View() // *Reading in shared memory, valid until m.Release()
+//
 // # Message lifetime
 //
 // Loan lends the publisher a buffer from the smallest size class that fits; Send hands it to
