@@ -36,7 +36,7 @@ type configFlags struct {
 func (c *configFlags) register(f *pflag.FlagSet) {
 	d := transport.DefaultConfig()
 	c.fs = f
-	f.StringVar(&c.file, "config", "", "TOML configuration file (keys as in transport.ParseConfig); the flags below override it")
+	f.StringVar(&c.file, "config", "", "TOML configuration file (keys as in transport.ParseConfig); the other configuration flags override it")
 	f.StringVar(&c.classes, "classes", "", `buffer size classes as SIZE:COUNT,... (default "`+formatClasses(d.Classes, ",")+`")`)
 	f.Uint32Var(&c.inboxes, "inboxes", d.Inboxes, "inboxes (one per subscription)")
 	f.Uint32Var(&c.inboxCapacity, "inbox-capacity", d.InboxCapacity, "largest queue of a subscription, a power of two")

@@ -6,8 +6,19 @@
 //
 // Commands:
 //
-//	demo    run a publisher and several subscribers as separate processes on a fresh bus,
-//	        verify every message, and report rates, drops and latencies
+//	demo      run a publisher and several subscribers as separate processes on a fresh bus,
+//	          verify every message, and report rates, drops and latencies
+//	create    create a bus from flags or a TOML file
+//	info      describe a bus: size, configuration, participants, tables in use
+//	ls        list the buses in a directory, with live and dead participants
+//	rm        remove a bus nobody is attached to
+//	pub       publish from flags, stdin lines or a file
+//	sub       print the messages published to a pattern
+//	stat      print a bus's counters (topics, inboxes, pools)
+//	top       the same, refreshed live, with rates
+//	exporter  serve Prometheus metrics for the buses in a directory
+//	reap      reclaim what crashed processes left
+//	bench     measure offq beside raw shared memory, futex, Unix sockets and pipes
 //
 // Exit status: 0 on success, 1 on a runtime error (or a failed verification), 2 on a usage
 // error. Each subcommand lives in a file of its own.
