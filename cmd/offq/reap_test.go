@@ -1,0 +1,44 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestReap: a subscriber process is killed with SIGKILL; offq reap reclaims it (once), and ls
+// shows the bus clean again.
+func TestReap(t *testing.T) {
+	dir := t.TempDir()
+	createBus(t, dir, "crash")
+	sub := startOffq(t, "--dir", dir, "--bus", "crash", "sub", "x", "--queue-depth", "16")
+	sub.waitStderr("subscribed", 30*time.Second)
+	sub.cmd.Process.Kill()
+	sub.wait(30 * time.Second)
+	// (No other offq command in between: every bus participant reaps when it opens the bus.)
+	code, out, stderr := runOffq(t, context.Background(), "--dir", dir, "--bus", "crash", "reap", "--json")
+	if code != exitOK {
+		t.Fatalf("reap: %d %s", code, stderr)
+	}
+	var rep map[string]int
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("reap --json: %q: %v", out, err)
+	}
+	if rep["participants"] != 1 || rep["inboxes"] != 1 {
+		t.Fatalf("reap reclaimed %v, want the subscriber and its inbox", rep)
+	}
+	code, out, _ = runOffq(t, context.Background(), "--dir", dir, "--bus", "crash", "reap")
+	if code != exitOK || !strings.Contains(out, "no dead participants") {
+		t.Fatalf("second reap: %d %q", code, out)
+	}
+	code, out, _ = runOffq(t, context.Background(), "--dir", dir, "ls")
+	if code != exitOK || !regexp.MustCompile(`(?m)^crash .* 0 +0 +ok$`).MatchString(out) {
+		t.Errorf("ls after reap: %d\n%s", code, out)
+	}
+	if code, _, _ := runOffq(t, context.Background(), "--dir", dir, "--bus", "missing", "reap"); code != exitRuntime {
+		t.Errorf("reap of a missing bus: status %d, want %d", code, exitRuntime)
+	}
+}
