@@ -140,6 +140,7 @@ func (b *Bus) reapLoop(every time.Duration) {
 			return
 		case <-t.C:
 			b.reap("timer")
+			b.r.PoolStats() // samples the pools' high-water (low-water) marks
 		}
 	}
 }

@@ -185,11 +185,12 @@ func TestCollectorLint(t *testing.T) {
 	}
 }
 
-// TestLabelValuesFromHostileRegion: names read from shared memory that are not valid UTF-8
-// (a participant name cut at 32 bytes inside a character) still make a valid scrape.
-func TestLabelValuesFromHostileRegion(t *testing.T) {
+// TestLabelValuesFromLongNames: a participant name longer than the 32 bytes the region keeps
+// is cut at a character boundary, and makes a valid scrape. (Names that a hostile process
+// writes as invalid UTF-8 are repaired by label; see TestLabelRepairsInvalidUTF8.)
+func TestLabelValuesFromLongNames(t *testing.T) {
 	dir := t.TempDir()
-	name := strings.Repeat("x", 31) + "é" // the 'é' is cut after its first byte
+	name := strings.Repeat("x", 31) + "é" // the 'é' does not fit: cut before it
 	b, err := bus.Open("utf8", bus.WithDir(dir), bus.WithConfig(goldenConfig()), bus.WithName(name))
 	if err != nil {
 		t.Fatal(err)
@@ -201,7 +202,7 @@ func TestLabelValuesFromHostileRegion(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(NewRegionCollector(b.Region()))
 	got := gatherValues(t, reg)
-	want := `offq_inbox_depth{bus="utf8",inbox="0",pattern="a",subscriber="` + strings.Repeat("x", 31) + "\uFFFD" + `"}`
+	want := `offq_inbox_depth{bus="utf8",inbox="0",pattern="a",subscriber="` + strings.Repeat("x", 31) + `"}`
 	if _, ok := got[want]; !ok {
 		t.Errorf("no %s in %v", want, got)
 	}
@@ -240,3 +241,14 @@ func (f fixedSource) snapshots() ([]transport.Stats, []prometheus.Metric) {
 }
 func (fixedSource) describesCollector() bool { return false }
 func (fixedSource) close() error             { return nil }
+
+// TestLabelRepairsInvalidUTF8: bytes a hostile process wrote into a name are not valid UTF-8;
+// the label value replaces them rather than breaking the scrape.
+func TestLabelRepairsInvalidUTF8(t *testing.T) {
+	if got := label("ab\xc3"); got != "ab\uFFFD" {
+		t.Fatalf("label(%q) = %q", "ab\xc3", got)
+	}
+	if got := label("ok é"); got != "ok é" {
+		t.Fatalf("label changed a valid string: %q", got)
+	}
+}

@@ -660,6 +660,10 @@ type InboxStats struct {
 
 // InboxStats returns the counters of every open inbox. It reads shared memory only.
 func (r *Region) InboxStats() []InboxStats {
+	if !r.enterRead() {
+		return nil
+	}
+	defer r.exitRead()
 	var out []InboxStats
 	for i := range r.inboxes {
 		h := r.inboxes[i].hdr

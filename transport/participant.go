@@ -5,6 +5,7 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // Participant slot states (low byte of participantSlot.state; the generation is above it).
@@ -91,7 +92,7 @@ func (r *Region) Attach(name string) (*Participant, error) {
 		s.pid = uint32(os.Getpid())
 		s.attached = time.Now().UnixNano()
 		s.name = [32]byte{}
-		copy(s.name[:], name)
+		copy(s.name[:], truncateUTF8(name, len(s.name)))
 		r.attached++
 		return &Participant{r: r, idx: i, owner: i + 1, slot: s, lockf: lf, lkoff: off, held: r.newHeldList(i)}, nil
 	}
@@ -156,6 +157,10 @@ type ParticipantInfo struct {
 
 // Participants lists the slots that are attached, live or dead.
 func (r *Region) Participants() []ParticipantInfo {
+	if !r.enterRead() {
+		return nil
+	}
+	defer r.exitRead()
 	var out []ParticipantInfo
 	for i := range r.cfg.Participants {
 		s := (*participantSlot)(r.at(r.participantOffset(i)))
@@ -171,4 +176,15 @@ func (r *Region) Participants() []ParticipantInfo {
 			Attached: time.Unix(0, s.attached), Alive: alive})
 	}
 	return out
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a UTF-8 sequence.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

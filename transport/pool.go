@@ -232,6 +232,10 @@ type PoolStats struct {
 // PoolStats returns a snapshot of every pool's counters. It reads shared memory only; a
 // process that has not attached as a participant may call it.
 func (r *Region) PoolStats() []PoolStats {
+	if !r.enterRead() {
+		return nil
+	}
+	defer r.exitRead()
 	out := make([]PoolStats, len(r.pools))
 	for i := range r.pools {
 		p := &r.pools[i]

@@ -113,7 +113,21 @@ type Region struct {
 	mu       sync.Mutex
 	attached int // participants of this process still attached
 	closed   atomic.Bool
+	readers  atomic.Int64 // Stats-family calls under way; Close waits for them
 }
+
+// enterRead admits a call that reads the mapping without a participant (the Stats family);
+// it reports false once Close has begun. Close waits for admitted calls to leave.
+func (r *Region) enterRead() bool {
+	r.readers.Add(1)
+	if r.closed.Load() {
+		r.readers.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (r *Region) exitRead() { r.readers.Add(-1) }
 
 // Create makes a new region. It fails with ErrExists if one of that name exists.
 //
@@ -490,6 +504,9 @@ func (r *Region) Close() error {
 		return fmt.Errorf("offq: close %q: %d participants still attached", r.name, r.attached)
 	}
 	r.closed.Store(true)
+	for r.readers.Load() > 0 {
+		time.Sleep(10 * time.Microsecond) // a stats read takes microseconds
+	}
 	err := unmap(r.mem)
 	if cerr := r.f.Close(); err == nil {
 		err = cerr

@@ -21,6 +21,10 @@ type TopicStats struct {
 
 // TopicStats returns every topic in the table. It reads shared memory only.
 func (r *Region) TopicStats() []TopicStats {
+	if !r.enterRead() {
+		return nil
+	}
+	defer r.exitRead()
 	var out []TopicStats
 	for i := range int(r.cfg.Topics) {
 		t, err := r.Topic(i)
@@ -53,8 +57,14 @@ type Stats struct {
 }
 
 // Stats returns a snapshot of the region's counters. It needs no participant, and works on a
-// region opened with Options.ReadOnly.
+// region opened with Options.ReadOnly. After Close it returns only the name and path. Like
+// every Stats-family method (PoolStats, InboxStats, TopicStats, Participants), it is safe to
+// call concurrently with Close.
 func (r *Region) Stats() Stats {
+	if !r.enterRead() {
+		return Stats{Name: r.name, Path: r.path}
+	}
+	defer r.exitRead()
 	s := Stats{
 		Name: r.name, Path: r.path, Size: len(r.mem), Created: time.Unix(0, r.hdr.created),
 		Config: r.Config(), Reclaims: r.hdr.reclaims.Load(), Corrupt: r.hdr.corrupt.Load(),
