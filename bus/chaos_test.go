@@ -111,8 +111,12 @@ func roleChaosSub(c *peer.Child) error {
 		handle(m)
 		m.Release()
 	}
-	// Stopped: take what is still queued, then read the inbox's drop counters.
-	for s.Len() > 0 {
+	// Stopped: take what is still queued (bounded: a scribbled ring may claim more than it
+	// holds), then read the inbox's drop counters.
+	for range 1024 {
+		if s.Len() == 0 {
+			break
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		m, err := s.Receive(ctx)
 		cancel()
