@@ -84,9 +84,13 @@
 // # Crash safety
 //
 // Every reference to a buffer is recorded in shared memory with its owner: a loan in the
-// buffer's own state word, a queued message in a subscriber's queue, a received message in
-// the holder's held list, a retained one in the topic's history. Each participant holds a
-// kernel lock for its life, so its death is visible to the others however it dies. Reclaiming
-// a dead participant's references is the reaper's job (see the crash-safety issue); until it
-// runs, a dead process's buffers stay allocated but never block or corrupt the others.
+// buffer's own state word, a queued message in a subscriber's queue, a received message in the
+// holder's held list, a retained one in the topic's history. Each participant holds a kernel
+// lock for its life, so its death is visible to the others however it dies. A Bus reclaims
+// what dead participants left when it opens, every second (WithReapInterval) and when the pools
+// run out; `offq reap` does it from a shell. A dead process never blocks the others: a full
+// queue of a dead subscriber drops its oldest messages like any other (or fails a Block
+// publisher at its deadline) until it is reclaimed. When the bus opens with nobody attached,
+// the reap is also an audit that repairs every reference count; see docs/operations.md for the
+// two windows of a few instructions in which a crash leaks a buffer until then.
 package bus

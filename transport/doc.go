@@ -53,6 +53,18 @@
 // calls FUTEX_WAKE only when a sleeper has announced itself, so a busy stream makes no system
 // call. Announce, re-check, then sleep: no wake-up is lost (see sleepOn).
 //
+// # Crash safety
+//
+// Every reference to a buffer is recorded in exactly one place that names its owner: a loan
+// in the buffer's own state word, a queued message in an inbox cell, a received message in its
+// holder's held list (TryPopInto and PopInto move it there in steps a reaper can follow at any
+// instruction), a retained one in a topic's history. Region.Reap finds participants whose
+// kernel lock is gone and reclaims their inboxes, held messages, loans and half-made topic
+// entries, each exactly once however many processes reap at once. When nobody is attached, Reap
+// also audits the region: with every other process locked out it recomputes each buffer's
+// reference count from the references that exist, repairing whatever a crash at an unlucky
+// instruction left behind. Attach reclaims a dead participant's slot before reusing it.
+//
 // # Concurrency
 //
 // Region, Participant and the Inbox methods Push, TryPop, Pop and Wait are safe for
