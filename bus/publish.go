@@ -24,8 +24,6 @@ type Publisher struct {
 	scratch []transport.Subscription
 	closed  atomic.Bool
 	gate    gate
-	sent    atomic.Uint64
-	misses  atomic.Uint64 // deliveries not made: subscriber full under DropNewest/Block, or gone
 }
 
 // Publisher returns a publisher for topic, a concrete topic name (no wildcards).
@@ -159,7 +157,6 @@ func (p *Publisher) Send(ctx context.Context, l Loan) error {
 	stale := false
 	for i := range p.targets {
 		if err := p.targets[i].Push(ctx, h); err != nil {
-			p.misses.Add(1)
 			p.b.r.Release(h) // give back this target's reference
 			if errors.Is(err, transport.ErrClosed) {
 				stale = true
@@ -169,7 +166,6 @@ func (p *Publisher) Send(ctx context.Context, l Loan) error {
 	if hist {
 		p.topic.Remember(h)
 	}
-	p.sent.Add(1)
 	if stale {
 		p.gen = ^uint64(0)
 	}

@@ -32,12 +32,10 @@ type Subscription struct {
 
 	// History handed over at Subscribe, served before the queue, and the (topic, seq) pairs it
 	// holds, so that a message both remembered and delivered live is received once.
-	mu       sync.Mutex
-	pending  []pending
-	dedup    map[topicSeq]struct{}
-	dedupOn  atomic.Bool
-	received atomic.Uint64
-	bad      atomic.Uint64
+	mu      sync.Mutex
+	pending []pending
+	dedup   map[topicSeq]struct{}
+	dedupOn atomic.Bool
 }
 
 type pending struct {
@@ -159,7 +157,6 @@ func (s *Subscription) Receive(ctx context.Context) (Message, error) {
 		if err != nil {
 			// A handle that does not name a live buffer: written by a faulty process.
 			s.b.p.Forget(idx)
-			s.bad.Add(1)
 			s.b.log.Warn("dropped bad handle", zap.String("pattern", s.pattern), zap.Error(err))
 			continue
 		}
@@ -170,7 +167,6 @@ func (s *Subscription) Receive(ctx context.Context) (Message, error) {
 			}
 			continue
 		}
-		s.received.Add(1)
 		return Message{s: s, h: h, idx: int32(idx), buf: buf}, nil
 	}
 }
@@ -188,7 +184,6 @@ func (s *Subscription) nextPending() (Message, bool) {
 		s.b.p.Unreserve(p.idx)
 		return Message{}, false
 	}
-	s.received.Add(1)
 	return Message{s: s, h: p.h, idx: int32(p.idx), buf: buf}, true
 }
 
