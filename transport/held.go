@@ -14,8 +14,7 @@ import (
 type heldList struct {
 	words unsafe.Pointer
 	n     uint32
-	hint  atomic.Uint32
-	count atomic.Int64
+	hint  atomic.Uint32 // where to start looking for a free entry
 }
 
 // Held words: 0 free; heldReserved taken by Reserve; heldPending|h a take of h in progress
@@ -61,8 +60,8 @@ func (p *Participant) Reserve() (int, error) {
 		}
 		w := l.word(i)
 		if w.Load() == 0 && w.CompareAndSwap(0, heldReserved) {
-			l.hint.Store(i + 1)
-			l.count.Add(1)
+			// The hint stays: a consumer that releases each message before taking the next
+			// finds the same entry free again, and no shared word is written for the hint.
 			return int(i), nil
 		}
 		i++
@@ -74,8 +73,7 @@ func (p *Participant) Reserve() (int, error) {
 func (p *Participant) Unreserve(i int) {
 	l := p.held
 	if i >= 0 && uint32(i) < l.n && l.word(uint32(i)).CompareAndSwap(heldReserved, 0) {
-		l.count.Add(-1)
-		l.hint.Store(uint32(i))
+		l.setHint(uint32(i))
 	}
 }
 
@@ -102,13 +100,28 @@ func (p *Participant) Unhold(i int, h Handle) error {
 	if i < 0 || uint32(i) >= l.n || !l.word(uint32(i)).CompareAndSwap(uint64(h), 0) {
 		return fmt.Errorf("%w: not held in entry %d (released twice?)", ErrBadHandle, i)
 	}
-	l.count.Add(-1)
-	l.hint.Store(uint32(i))
+	l.setHint(uint32(i))
 	return p.r.Release(h)
 }
 
-// Held returns how many messages p holds (or has reserved room for).
-func (p *Participant) Held() int { return int(p.held.count.Load()) }
+// setHint points the next Reserve at a freed entry, writing the hint only if it changes.
+func (l *heldList) setHint(i uint32) {
+	if l.hint.Load() != i {
+		l.hint.Store(i)
+	}
+}
+
+// Held returns how many messages p holds (or has reserved room for). It reads the whole held
+// list: it is for Close and tools, not the data path.
+func (p *Participant) Held() int {
+	n := 0
+	for i := range p.held.n {
+		if p.held.word(i).Load() != 0 {
+			n++
+		}
+	}
+	return n
+}
 
 // releaseAllHeld releases every message p still holds (on Detach).
 func (p *Participant) releaseAllHeld() {
@@ -118,5 +131,4 @@ func (p *Participant) releaseAllHeld() {
 			p.r.releaseDropped(Handle(h))
 		}
 	}
-	l.count.Store(0)
 }
