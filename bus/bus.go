@@ -113,7 +113,10 @@ func Open(name string, opts ...Option) (*Bus, error) {
 
 // reap reclaims what dead participants left, and logs it.
 func (b *Bus) reap(why string) {
-	rep, err := b.r.Reap()
+	var err error
+	defer unguard(guard(), &err)
+	var rep transport.ReapReport
+	rep, err = b.r.Reap()
 	b.logReap(why, rep, err)
 }
 
@@ -168,10 +171,11 @@ func (b *Bus) Region() *transport.Region { return b.r }
 // Close unsubscribes every subscription of this Bus (releasing the messages queued for them),
 // releases every message still held, closes every publisher and detaches from the bus. Byte
 // slices obtained from messages are invalid afterwards. Close is idempotent.
-func (b *Bus) Close() error {
+func (b *Bus) Close() (err error) {
 	if b.closed.Swap(true) {
 		return nil
 	}
+	defer unguard(guard(), &err)
 	if b.stopReap != nil {
 		close(b.stopReap)
 		b.reaperRun.Wait()
@@ -200,7 +204,7 @@ func (b *Bus) Close() error {
 		p.gate.waitIdle()
 	}
 	held := b.p.Held()
-	err := b.p.Detach()
+	err = b.p.Detach()
 	if held > 0 {
 		// Messages the application still holds were released by Detach, but their byte
 		// slices may still be in use: keep the mapping (it goes with the process) rather

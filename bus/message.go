@@ -68,7 +68,8 @@ func (m Message) Clone() []byte { return append([]byte(nil), m.Data()...) }
 // Release gives the message back. When every subscriber has released it (and the topic's
 // history no longer keeps it), the buffer returns to its pool. Release of a message already
 // released returns ErrReleased and changes nothing.
-func (m Message) Release() error {
+func (m Message) Release() (err error) {
+	defer unguard(guard(), &err)
 	if m.s == nil {
 		return ErrReleased
 	}

@@ -66,7 +66,8 @@ type Loan struct {
 // Loan lends a buffer for a message of n bytes from the smallest size class that has one free.
 // It never blocks and allocates nothing. It fails with an error wrapping ErrTooLarge or
 // ErrPoolExhausted (a *transport.PoolError naming the size and classes).
-func (p *Publisher) Loan(n int) (Loan, error) {
+func (p *Publisher) Loan(n int) (_ Loan, err error) {
+	defer unguard(guard(), &err)
 	if !p.gate.enter() {
 		return Loan{}, ErrClosed
 	}
@@ -119,7 +120,8 @@ func (l Loan) Discard() error {
 // allocates nothing.
 //
 // The writes to the loan's bytes happen before every subscriber's Receive of the message.
-func (p *Publisher) Send(ctx context.Context, l Loan) error {
+func (p *Publisher) Send(ctx context.Context, l Loan) (err error) {
+	defer unguard(guard(), &err)
 	if l.p != p {
 		return fmt.Errorf("bus: send on %q: loan belongs to another publisher", p.name)
 	}

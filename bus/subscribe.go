@@ -126,7 +126,8 @@ func (s *Subscription) Pattern() string { return s.pattern }
 // message's bytes stay valid, in shared memory, until Release; Release it promptly, because
 // the buffer is not reused until every subscriber has. While messages are queued, Receive
 // makes no system call and allocates nothing.
-func (s *Subscription) Receive(ctx context.Context) (Message, error) {
+func (s *Subscription) Receive(ctx context.Context) (_ Message, err error) {
+	defer unguard(guard(), &err)
 	if !s.gate.enter() {
 		return Message{}, ErrClosed
 	}
@@ -270,22 +271,24 @@ func (s *Subscription) Len() int { return s.in.Len() }
 // Close unsubscribes: publishers stop delivering to the subscription, and messages still
 // queued are released. Messages already received stay valid until released. Close is
 // idempotent.
-func (s *Subscription) Close() error {
+func (s *Subscription) Close() (err error) {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	defer unguard(guard(), &err)
 	if s.cancel != nil {
 		s.cancel()
 	}
 	s.mu.Lock()
-	for _, p := range s.pending {
-		s.b.p.Unhold(p.idx, p.h)
-	}
+	pend := s.pending
 	s.pending = nil
 	s.dedup = nil
 	s.dedupOn.Store(false)
 	s.mu.Unlock()
-	err := s.in.Close()
+	for _, p := range pend {
+		s.b.p.Unhold(p.idx, p.h)
+	}
+	err = s.in.Close()
 	s.b.mu.Lock()
 	delete(s.b.subs, s)
 	s.b.mu.Unlock()

@@ -1,0 +1,46 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+
+	"github.com/offq/offq/transport"
+)
+
+// TestTruncatedRegion: another process truncates the region's file under a running bus.
+// Publishing and receiving then fail with ErrCorrupt instead of killing the process with
+// SIGBUS.
+func TestTruncatedRegion(t *testing.T) {
+	dir := t.TempDir()
+	b, err := Open("trunc", WithDir(dir), WithReapInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	sub, _ := b.Subscribe("t")
+	pub, _ := b.Publisher("t")
+	if err := pub.Publish(ctx, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sub.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(transport.Path(dir, "trunc"), 1024); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Release(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Release after truncation: %v, want ErrCorrupt", err)
+	}
+	if err := pub.Publish(ctx, []byte("after")); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Publish after truncation: %v, want ErrCorrupt", err)
+	}
+	if _, err := sub.Receive(ctx); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Receive after truncation: %v, want ErrCorrupt", err)
+	}
+	if err := b.Close(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Close after truncation: %v, want ErrCorrupt", err)
+	}
+}
