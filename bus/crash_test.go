@@ -79,3 +79,88 @@ func TestKilledSubscriberIsReclaimed(t *testing.T) {
 		}
 	}
 }
+
+// roleFanOutVictim publishes one message on crash.fan and stops in the middle of the fan-out,
+// after delivering to the first subscription, saying "mid"; it is killed there.
+func roleFanOutVictim(c *peer.Child) error {
+	b, err := Open("crash", WithDir(os.Getenv("OFFQ_DIR")), WithName("victim"), WithReapInterval(0))
+	if err != nil {
+		return err
+	}
+	pub, err := b.Publisher("crash.fan")
+	if err != nil {
+		return err
+	}
+	testHookFanOut = func(i int) {
+		if i == 1 {
+			c.Send("mid")
+			<-c.Context().Done() // killed before this
+		}
+	}
+	return pub.Publish(c.Context(), []byte("half-sent"))
+}
+
+// TestPublisherKilledMidFanOut: a publisher is killed after delivering a message to one of three
+// subscriptions. The subscriber that got it reads it intact; the others are not blocked; the
+// loan is reclaimed at once; and the references counted for the two undelivered subscriptions
+// are repaired by the audit when the bus next opens with nobody attached.
+func TestPublisherKilledMidFanOut(t *testing.T) {
+	dir := t.TempDir()
+	b, err := Open("crash", WithDir(dir), WithReapInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var subs []*Subscription
+	for range 3 {
+		s, err := b.Subscribe("crash.fan")
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, s)
+	}
+	victim := peer.Start(t, "fanout-victim", "OFFQ_DIR="+dir)
+	if _, err := victim.Expect("mid", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	victim.Kill()
+	victim.Wait(time.Minute)
+
+	m, err := subs[0].Receive(ctx)
+	if err != nil || string(m.Data()) != "half-sent" {
+		t.Fatalf("first subscriber: %q %v", m.Data(), err)
+	}
+	m.Release()
+	if subs[1].Len() != 0 || subs[2].Len() != 0 {
+		t.Fatal("undelivered subscriptions have messages")
+	}
+	rep, err := b.Region().Reap()
+	if err != nil || rep.Participants != 1 || rep.Loans != 1 {
+		t.Fatalf("reap: %+v %v, want the victim and its loan", rep, err)
+	}
+	// The others keep working.
+	pub, _ := b.Publisher("crash.fan")
+	if err := pub.Publish(ctx, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range subs {
+		m, err := s.Receive(ctx)
+		if err != nil || string(m.Data()) != "after" {
+			t.Fatalf("after the kill: %q %v", m.Data(), err)
+		}
+		m.Release()
+	}
+	if n := inUse(b); n != 1 {
+		t.Fatalf("%d buffers in use, want the one whose two undelivered references leaked", n)
+	}
+	b.Close()
+	b2, err := Open("crash", WithDir(dir), WithReapInterval(0)) // nobody attached: audit
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	if n := inUse(b2); n != 0 {
+		t.Fatalf("%d buffers in use after the audit", n)
+	}
+}

@@ -17,6 +17,7 @@ func TestMain(m *testing.M) {
 		"crash-sub":        roleCrashSubscriber,
 		"chaos-pub":        roleChaosPub,
 		"chaos-sub":        roleChaosSub,
+		"fanout-victim":    roleFanOutVictim,
 	})
 	goleak.VerifyTestMain(m)
 }

@@ -158,6 +158,9 @@ func (p *Publisher) Send(ctx context.Context, l Loan) (err error) {
 	}
 	stale := false
 	for i := range p.targets {
+		if testHookFanOut != nil {
+			testHookFanOut(i)
+		}
 		if err := p.targets[i].Push(ctx, h); err != nil {
 			p.b.r.Release(h) // give back this target's reference
 			if errors.Is(err, transport.ErrClosed) {
@@ -173,6 +176,10 @@ func (p *Publisher) Send(ctx context.Context, l Loan) (err error) {
 	}
 	return p.b.p.Unloan(h)
 }
+
+// testHookFanOut, if set, runs before each push of a fan-out: a test stops a publisher there
+// to kill it in the middle of a fan-out.
+var testHookFanOut func(target int)
 
 // Publish copies data into a loaned buffer and sends it: the convenience form of Loan and
 // Send, for data that already exists in the process's memory.
