@@ -28,4 +28,5 @@ var peerRoles = map[string]peer.Role{
 	// reap_test.go
 	"reap-victim": roleReapVictim,
 	"reaper":      roleReaper,
+	"creator-mid": roleCreatorMid,
 }

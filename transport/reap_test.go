@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -358,4 +359,39 @@ func TestReapAuditRepairsLeaks(t *testing.T) {
 		t.Fatal("audited with a participant attached")
 	}
 	_ = p
+}
+
+// roleCreatorMid creates OFFQ_DIR/mid and stops half-way through initialising it, saying "mid".
+func roleCreatorMid(c *peer.Child) error {
+	testHookInit = func(string) {
+		c.Send("mid")
+		<-c.Context().Done() // killed before this
+	}
+	_, err := Create("mid", Options{Dir: os.Getenv("OFFQ_DIR"), Config: reapConfig()})
+	return err
+}
+
+// TestCreatorKilledMidInitialisation: a process creating a region is killed with SIGKILL half
+// way through. Nobody can open the half-written region; the next OpenOrCreate creates a good one
+// and removes what the dead creator left.
+func TestCreatorKilledMidInitialisation(t *testing.T) {
+	dir := t.TempDir()
+	creator := peer.Start(t, "creator-mid", "OFFQ_DIR="+dir)
+	if _, err := creator.Expect("mid", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	creator.Kill()
+	creator.Wait(time.Minute)
+	if _, err := Open("mid", Options{Dir: dir}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Open of a region whose creator died: %v, want ErrNotFound", err)
+	}
+	r, created, err := OpenOrCreate("mid", Options{Dir: dir, Config: reapConfig()})
+	if err != nil || !created {
+		t.Fatalf("OpenOrCreate after the creator died: created=%v %v", created, err)
+	}
+	defer r.Close()
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 || ents[0].Name() != "mid" {
+		t.Fatalf("directory holds %v, want only the new region", ents)
+	}
 }
