@@ -2,7 +2,6 @@ package transport
 
 import (
 	"fmt"
-	"runtime"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -236,10 +235,8 @@ func (r *Region) reapSlot(i uint32) ReapReport {
 		}
 	}
 
-	// 3. Its loans: the owner field of each buffer's state word is the record. A loan may have
-	// died in the middle of a fan-out, with references counted for subscribers it never
-	// reached, so each one's count is recomputed from the references that exist.
-	rep.Loans = r.endDeadLoans(owner)
+	// 3. Its loans: the owner field of each buffer's state word is the record.
+	rep.Loans = r.endLoans(owner)
 
 	// 4. Topic entries it claimed and never finished.
 	for t := range r.cfg.Topics {
@@ -268,162 +265,4 @@ func (r *Region) heldWords(i uint32) []*atomic.Uint64 {
 		out[k] = (*atomic.Uint64)(unsafe.Pointer(uintptr(r.at(base)) + uintptr(k)*8))
 	}
 	return out
-}
-
-// lockIdx marks a ring cell locked by a reaper recounting a buffer: a claimed marker naming no
-// held entry. Consumers and producers wait for it like for a take in progress.
-const lockIdx = posMask
-
-// endDeadLoans ends every loan of dead participant owner, recounting each buffer's references.
-func (r *Region) endDeadLoans(owner uint32) int {
-	n := 0
-	for i := range r.pools {
-		p := &r.pools[i]
-		for j := range p.count {
-			v := p.slot(j).state.Load()
-			if stateRefs(v) != 0 && stateOwner(v) == owner {
-				r.recount(p, j, owner)
-				n++
-			}
-		}
-	}
-	return n
-}
-
-// recount ends dead participant owner's loan of slot j of p and sets the buffer's reference
-// count to the number of references that exist: in ring cells, in held lists (including takes
-// in progress) and in topic histories. A publisher killed in the middle of a fan-out counted
-// references for subscribers it never reached; this is where they are given back.
-//
-// References move while we count: a consumer takes a handle from a cell into its held list,
-// and releases it. So first every cell holding the handle is locked (a claimed marker no take
-// can complete); then the held lists are counted, and the count is committed with a
-// compare-and-swap on the buffer's state word that fails, and is redone, if anyone released a
-// reference meanwhile; then the cells are unlocked.
-func (r *Region) recount(p *pool, j uint32, owner uint32) {
-	s := p.slot(j)
-	type locked struct {
-		c    *atomic.Uint64
-		v    uint64
-		mark uint64
-	}
-	var cells []locked
-	v0 := s.state.Load()
-	gen := stateGen(v0)
-	h := makeHandle(p.slots+uint64(j)*uint64(p.stride), gen)
-
-	// 1. Lock every cell that holds h, in every open ring.
-	for k := range r.inboxes {
-		iv := &r.inboxes[k]
-		st := iv.hdr.state.Load()
-		if wordStatus(st) == inboxFree {
-			continue
-		}
-		for c := range uint64(r.cfg.InboxCapacity) {
-			cell := (*atomic.Uint64)(unsafe.Add(iv.cells, c*8))
-			v := cell.Load()
-			if v&markBit != 0 || Handle(v&^parityBit) != h {
-				continue
-			}
-			mark := markBit | parityBit | wordGen(st)<<48 | lockIdx
-			if cell.CompareAndSwap(v, mark) {
-				cells = append(cells, locked{cell, v, mark})
-			}
-		}
-	}
-
-	// 2. Count and commit, until no release slips in between.
-	for attempt := 0; ; attempt++ {
-		v := s.state.Load()
-		if stateGen(v) != gen || stateOwner(v) != owner || stateRefs(v) == 0 {
-			break // already ended (a racing reaper cannot exist: we hold owner's slot lock)
-		}
-		n, settled := r.countHeld(h)
-		if !settled && attempt < 1<<12 {
-			runtime.Gosched() // a take of h is between its steps: let it finish
-			continue
-		}
-		n += len(cells) + r.countHistory(h)
-		nv := uint64(gen) << genShift
-		if n > maxRefs {
-			n = maxRefs
-		}
-		nv |= uint64(n)
-		if s.state.CompareAndSwap(v, nv) {
-			if n == 0 {
-				p.noteFree(j)
-			}
-			break
-		}
-	}
-
-	// 3. Unlock. A cell someone skipped meanwhile (a consumer that waited too long for the
-	// lock) lost its handle; the reference it carried is released here.
-	for _, l := range cells {
-		if !l.c.CompareAndSwap(l.mark, l.v) {
-			r.releaseDropped(h)
-		}
-	}
-}
-
-// countHeld counts h in every participant's held list: entries holding it, and takes of it in
-// progress that have claimed their cell. settled is false while a take of h is between its
-// first two steps (pending, cell not yet claimed), when the count could go either way.
-func (r *Region) countHeld(h Handle) (n int, settled bool) {
-	settled = true
-	for i := range r.cfg.Participants {
-		for k, w := range r.heldWords(i) {
-			hv := w.Load()
-			switch {
-			case hv == uint64(h):
-				n++
-			case hv == heldPending|uint64(h):
-				// A take of h in progress. If its consumer lives, it will finish in a moment
-				// (claim and confirm, or fail on our lock): wait for it. If it died, it stays
-				// as it is: the reference is the entry's if the take claimed its cell.
-				if alive, _ := r.Alive(int(i)); alive {
-					settled = false
-				} else if r.claimedBy(i, uint64(k)) {
-					n++
-				}
-			}
-		}
-	}
-	return n, settled
-}
-
-// claimedBy reports whether a cell of one of participant i's inboxes is claimed into its held
-// entry k.
-func (r *Region) claimedBy(i uint32, k uint64) bool {
-	for j := range r.inboxes {
-		v := &r.inboxes[j]
-		st := v.hdr.state.Load()
-		if wordOwner(st) != i+1 || wordStatus(st) == inboxFree {
-			continue
-		}
-		want := markBit | parityBit | wordGen(st)<<48 | k
-		for c := range uint64(r.cfg.InboxCapacity) {
-			if (*atomic.Uint64)(unsafe.Add(v.cells, c*8)).Load() == want {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// countHistory counts h in every topic's history.
-func (r *Region) countHistory(h Handle) int {
-	n := 0
-	for t := range r.cfg.Topics {
-		e, cells := r.topicEntry(t)
-		if e.state.Load()&0xff != topicReady {
-			continue
-		}
-		for k := range min(uint64(e.histDepth), uint64(r.cfg.HistoryDepth)) {
-			if Handle((*atomic.Uint64)(unsafe.Add(cells, k*8)).Load()) == h {
-				n++
-			}
-		}
-	}
-	return n
 }
