@@ -245,8 +245,9 @@ func (in *Inbox) Push(ctx context.Context, h Handle) error {
 	hd := in.v.hdr
 	var deadline time.Time
 	foreign := 0
-	for tries := in.maxTries(); ; tries-- {
-		if tries == 0 {
+	repairs := 0
+	for turns := 0; ; turns++ {
+		if turns > maxTurns {
 			return in.wrecked()
 		}
 		t := hd.tail.Load()
@@ -275,7 +276,9 @@ func (in *Inbox) Push(ctx context.Context, h Handle) error {
 					hd.tail.CompareAndSwap(t, t+1)
 					continue
 				}
-			} else if d := t - hd.head.Load(); d >= in.cap {
+			} else if h := hd.head.Load(); h > t {
+				continue // our tail and cell are stale
+			} else if d := t - h; d >= in.cap {
 				// The handle of position t-capacity is still there: full. (The head and
 				// tail are never more than a capacity and a few lagging steps apart; if
 				// they are, they were scribbled.)
@@ -285,7 +288,6 @@ func (in *Inbox) Push(ctx context.Context, h Handle) error {
 				if err := in.full(ctx, &deadline); err != nil {
 					return err
 				}
-				tries = in.maxTries() // an eviction or a wait for room is progress
 				continue
 			}
 		case v&parityBit == 0 && (v>>48)&inboxGenMask != in.gen:
@@ -298,10 +300,22 @@ func (in *Inbox) Push(ctx context.Context, h Handle) error {
 				runtime.Gosched()
 				continue
 			}
-		case v&parityBit == 0 && v&posMask == (t+in.cap)&posMask && hd.head.Load() > t:
-			hd.tail.CompareAndSwap(t, t+1) // filled and already taken; the tail lags
+		case v&parityBit == 0 && v&posMask == (t+in.cap)&posMask && hd.head.Load() >= t:
+			// Position t was filled and already taken (a take of t writes this marker, and
+			// happens only once the head has reached t); the tail lags.
+			hd.tail.CompareAndSwap(t, t+1)
 			continue
-		case v&parityBit != 0 && (v>>48)&inboxGenMask == in.gen && t-hd.head.Load() >= in.cap:
+		case v&parityBit != 0 && (v>>48)&inboxGenMask == in.gen:
+			h := hd.head.Load()
+			if h >= t {
+				// A consumer is taking (or took) the message of position t itself: t was
+				// filled and the tail lags.
+				hd.tail.CompareAndSwap(t, t+1)
+				continue
+			}
+			if t-h < in.cap {
+				continue // a take of t-capacity finished after we read the cell: re-read
+			}
 			// The consumer is taking the message of position t-capacity: the ring is full
 			// for a moment more. Wait for it briefly, then apply the policy.
 			if foreign++; foreign < foreignSpins {
@@ -312,14 +326,17 @@ func (in *Inbox) Push(ctx context.Context, h Handle) error {
 				return err
 			}
 			foreign = 0
-			tries = in.maxTries()
 			continue
 		}
 		// A value that cannot be at this position: scribbled. If no message of the previous
 		// lap belongs in this cell, make it empty for t and go on; otherwise the consumer, or
 		// an evicting producer, repairs it when it gets there.
 		if t-hd.head.Load() < in.cap {
-			in.repair(c, v, t)
+			if in.repair(c, v, t) {
+				if repairs++; repairs > in.maxRepairs() {
+					return in.wrecked()
+				}
+			}
 			continue
 		}
 		if in.policy == DropOldest {
@@ -336,11 +353,13 @@ func (in *Inbox) Push(ctx context.Context, h Handle) error {
 
 // repair replaces a scribbled value v in cell c, which must be empty for position pos, and
 // counts it. The compare-and-swap makes it a no-op if the cell changed since v was read.
-func (in *Inbox) repair(c *atomic.Uint64, v, pos uint64) {
+func (in *Inbox) repair(c *atomic.Uint64, v, pos uint64) bool {
 	if c.CompareAndSwap(v, in.empty(pos)) {
 		in.v.hdr.corrupt.Add(1)
 		in.v.r.hdr.corrupt.Add(1)
+		return true
 	}
+	return false
 }
 
 var errCellCorrupt = fmt.Errorf("%w: inbox cell holds an impossible value", ErrCorrupt)
@@ -424,8 +443,9 @@ func (in *Inbox) TryPopInto(p *Participant, idx int) (h Handle, ok bool, err err
 func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 	hd := in.v.hdr
 	foreign := 0
-	for tries := in.maxTries(); ; tries-- {
-		if tries == 0 {
+	repairs := 0
+	for turns := 0; ; turns++ {
+		if repairs > in.maxRepairs() || turns > maxTurns {
 			return 0, false, in.wrecked()
 		}
 		h0 := hd.head.Load()
@@ -442,6 +462,7 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 					hd.head.CompareAndSwap(h0, h0+1)
 					continue
 				}
+				repairs++
 				in.skip(c, v, h0)
 				continue
 			}
@@ -495,6 +516,7 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 			if c.Load() != v {
 				continue
 			}
+			repairs++
 			in.skip(c, v, h0)
 			continue
 		case v == in.empty(h0+in.cap):
@@ -524,6 +546,7 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 				}
 			}
 		}
+		repairs++
 		in.skip(c, v, h0)
 	}
 }
@@ -551,11 +574,16 @@ func (in *Inbox) skip(c *atomic.Uint64, v, h0 uint64) {
 	}
 }
 
-// maxTries bounds the turns of Push's and take's loops. Each turn that does not return is a
-// lost compare-and-swap (someone else made progress), a lagging head or tail moved on, a
-// repair, an eviction, or a brief wait for a marker: a working ring needs a handful. Head and
-// tail positions scribbled far apart could otherwise keep a loop going for 2^64 turns.
-func (in *Inbox) maxTries() int { return 4*int(in.cap) + 2*foreignSpins + 1024 }
+// maxTurns bounds the turns of one Push or take, whatever they are: far more than any
+// contention needs (each lost turn is someone else's progress), and few enough that a loop over
+// values scribbled into a consistent-looking but impossible state ends within milliseconds.
+const maxTurns = 1 << 20
+
+// maxRepairs bounds how many scribbled cells one Push or take repairs or skips before it
+// gives up on the ring. Every other turn of their loops follows someone else's progress (a lost
+// compare-and-swap, a head or tail moved on); repairs are the turns that could go on for 2^64
+// positions if the head and tail were scribbled far apart.
+func (in *Inbox) maxRepairs() int { return 2*int(in.cap) + 64 }
 
 // wrecked counts and reports a ring whose positions or cells are too damaged to use.
 func (in *Inbox) wrecked() error {
