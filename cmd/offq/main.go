@@ -19,6 +19,7 @@
 //	exporter  serve Prometheus metrics for the buses in a directory
 //	reap      reclaim what crashed processes left
 //	bench     measure offq beside raw shared memory, futex, Unix sockets and pipes
+//	bridge    carry topics to and from NATS, for other hosts
 //
 // Exit status: 0 on success, 1 on a runtime error (or a failed verification), 2 on a usage
 // error. Each subcommand lives in a file of its own.
@@ -121,6 +122,7 @@ verifies every message and reports rates, drops and latencies:
 	root.AddCommand(newBenchCmd(a), newBenchPeerCmd(a))
 	root.AddCommand(newExporterCmd(a), newStatCmd(a), newTopCmd(a))
 	root.AddCommand(newReapCmd(a))
+	root.AddCommand(newBridgeCmd(a))
 	return root
 }
 

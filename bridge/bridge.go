@@ -1,0 +1,399 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+	"go.uber.org/zap"
+
+	"github.com/offq/offq/bus"
+	"github.com/offq/offq/topics"
+	"github.com/offq/offq/transport"
+)
+
+// Header names of the NATS messages a Bridge exports.
+const (
+	HeaderCodec       = "Offq-Codec"
+	HeaderFingerprint = "Offq-Fingerprint"
+	HeaderOrigin      = "Offq-Origin"
+	HeaderSeq         = "Offq-Seq"
+)
+
+// Bridge forwards messages between a local bus and NATS (see the package documentation). It
+// is safe for concurrent use by multiple goroutines.
+type Bridge struct {
+	b   *bus.Bus
+	nc  *nats.Conn
+	id  string
+	log *zap.Logger
+	o   options
+
+	ctx     context.Context
+	cancel  context.CancelFunc
+	run     sync.WaitGroup
+	exports []*bus.Subscription
+	imports []*nats.Subscription
+
+	// mu serialises imports, and guards the table of recent imports the exporters consult:
+	// an import holds it from before its local publish until it is recorded, so an exporter
+	// that receives the imported message finds it recorded.
+	mu     sync.Mutex
+	closed bool
+	pubs   map[string]importTopic
+	recent map[topicSeq]uint64 // -> payload hash
+	ring   []topicSeq
+	next   int
+
+	tmu    sync.Mutex
+	tcache map[string]transport.Topic // exported topics, for their fingerprints
+
+	forwarded, imported, dropped, mismatched, looped atomic.Uint64
+	reconnects, disconnects                          atomic.Uint64
+	queueDrops                                       atomic.Uint64 // of closed export queues
+	closeOnce                                        sync.Once
+}
+
+type importTopic struct {
+	p *bus.Publisher
+	t transport.Topic
+}
+
+type topicSeq struct {
+	topic string
+	seq   uint64
+}
+
+// Stats is a snapshot of a Bridge's counters.
+type Stats struct {
+	Forwarded   uint64 // local messages published to NATS
+	Imported    uint64 // NATS messages published on the local bus
+	Dropped     uint64 // messages lost: local queue overflow, NATS refusal, slow consumer, local refusal
+	Mismatched  uint64 // imported messages refused because their type differs from the local topic's
+	Looped      uint64 // messages not forwarded because this bridge imported them (or sent them)
+	Reconnects  uint64 // NATS reconnections
+	Disconnects uint64 // NATS disconnections
+	Connected   bool   // whether the NATS connection is up now
+}
+
+// New connects to the NATS server(s) at url (a comma-separated list, as nats.Connect takes)
+// and starts bridging b as the options say. The caller keeps ownership of b and must Close
+// the Bridge before closing b.
+func New(b *bus.Bus, url string, opts ...Option) (*Bridge, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		if err := opt.apply(&o); err != nil {
+			return nil, fmt.Errorf("bridge: %w", err)
+		}
+	}
+	if err := o.validate(); err != nil {
+		return nil, fmt.Errorf("bridge: %w", err)
+	}
+	if o.id == "" {
+		o.id = nuid.Next()
+	}
+	br := &Bridge{
+		b: b, id: o.id, o: o, log: o.logger.With(zap.String("bridge", o.id)),
+		pubs: make(map[string]importTopic), recent: make(map[topicSeq]uint64),
+		ring: make([]topicSeq, o.recent), tcache: make(map[string]transport.Topic),
+	}
+	br.ctx, br.cancel = context.WithCancel(context.Background())
+	nopts := []nats.Option{
+		nats.Name("offq-bridge " + o.id),
+		nats.MaxReconnects(-1),
+		nats.NoEcho(),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			br.disconnects.Add(1)
+			br.log.Warn("nats disconnected", zap.Error(err))
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			br.reconnects.Add(1)
+			br.log.Info("nats reconnected", zap.String("url", nc.ConnectedUrlRedacted()))
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
+			br.log.Warn("nats error", zap.Error(err))
+		}),
+	}
+	nc, err := nats.Connect(url, append(nopts, o.nats...)...)
+	if err != nil {
+		br.cancel()
+		return nil, fmt.Errorf("bridge: connect %q: %w", url, err)
+	}
+	br.nc = nc
+	for _, p := range o.imports {
+		s, err := nc.Subscribe(p, br.importMsg)
+		if err != nil {
+			br.Close()
+			return nil, fmt.Errorf("bridge: import %q: %w", p, err)
+		}
+		br.imports = append(br.imports, s)
+	}
+	// The import subscriptions must reach the server before anything is exported, or a
+	// message published now by a peer could be missed; Flush is the round trip that says so.
+	if len(br.imports) > 0 {
+		if err := nc.Flush(); err != nil {
+			br.log.Warn("nats flush", zap.Error(err))
+		}
+	}
+	sopts := []bus.SubscribeOption{bus.WithOverflow(bus.DropOldest), bus.WithoutHistory()}
+	if o.queueDepth > 0 {
+		sopts = append(sopts, bus.WithQueueDepth(o.queueDepth))
+	}
+	for _, p := range o.exports {
+		s, err := b.Subscribe(p, sopts...)
+		if err != nil {
+			br.Close()
+			return nil, fmt.Errorf("bridge: export %q: %w", p, err)
+		}
+		br.exports = append(br.exports, s)
+		br.run.Add(1)
+		go br.export(s)
+	}
+	br.log.Info("bridging", zap.Strings("export", o.exports), zap.Strings("import", o.imports),
+		zap.String("nats", nc.ConnectedUrlRedacted()))
+	return br, nil
+}
+
+// ID returns the bridge's instance id, as carried in the Offq-Origin header.
+func (br *Bridge) ID() string { return br.id }
+
+// Conn returns the bridge's NATS connection.
+func (br *Bridge) Conn() *nats.Conn { return br.nc }
+
+// Stats returns a snapshot of the bridge's counters.
+func (br *Bridge) Stats() Stats {
+	st := Stats{
+		Forwarded: br.forwarded.Load(), Imported: br.imported.Load(),
+		Dropped:    br.dropped.Load() + br.queueDrops.Load() + br.exportQueueDrops(),
+		Mismatched: br.mismatched.Load(), Looped: br.looped.Load(),
+		Reconnects: br.reconnects.Load(), Disconnects: br.disconnects.Load(),
+		Connected: br.nc != nil && br.nc.IsConnected(),
+	}
+	for _, s := range br.imports {
+		if n, err := s.Dropped(); err == nil && n > 0 {
+			st.Dropped += uint64(n)
+		}
+	}
+	return st
+}
+
+// exportQueueDrops reads the drop counters of the export subscriptions' queues.
+func (br *Bridge) exportQueueDrops() uint64 {
+	if len(br.exports) == 0 {
+		return 0
+	}
+	ids := make(map[transport.InboxID]bool, len(br.exports))
+	for _, s := range br.exports {
+		ids[s.InboxID()] = true
+	}
+	var n uint64
+	for _, st := range br.b.Region().InboxStats() {
+		if ids[st.ID] {
+			n += st.DropOldest + st.DropNewest + st.DropTimeout
+		}
+	}
+	return n
+}
+
+// Close stops the bridge: it stops exporting, flushes what was handed to NATS, unsubscribes
+// and closes the NATS connection. It does not close the bus. Close is idempotent.
+func (br *Bridge) Close() error {
+	br.closeOnce.Do(func() {
+		br.queueDrops.Store(br.exportQueueDrops())
+		br.cancel()
+		for _, s := range br.exports {
+			s.Close()
+		}
+		br.run.Wait()
+		if br.nc != nil {
+			for _, s := range br.imports {
+				s.Unsubscribe()
+			}
+			if br.nc.IsConnected() {
+				br.nc.FlushTimeout(br.o.timeout)
+			}
+		}
+		br.mu.Lock()
+		br.closed = true
+		for _, it := range br.pubs {
+			it.p.Close()
+		}
+		br.mu.Unlock()
+		if br.nc != nil {
+			br.nc.Close()
+		}
+	})
+	return nil
+}
+
+// export forwards the messages of one local subscription to NATS.
+func (br *Bridge) export(s *bus.Subscription) {
+	defer br.run.Done()
+	for m, err := range s.Messages(br.ctx) {
+		if err != nil {
+			return
+		}
+		topic, seq, data := m.Topic(), m.Seq(), m.Data()
+		if br.wasImported(topic, seq, data) {
+			br.looped.Add(1)
+			continue
+		}
+		msg := &nats.Msg{Subject: topic, Data: m.Clone(), Header: make(nats.Header, 4)}
+		msg.Header.Set(HeaderOrigin, br.id)
+		msg.Header.Set(HeaderSeq, strconv.FormatUint(seq, 10))
+		if fp, c := br.fingerprint(topic); fp != 0 {
+			msg.Header.Set(HeaderCodec, c)
+			msg.Header.Set(HeaderFingerprint, fmt.Sprintf("%016x", fp))
+		}
+		if err := br.nc.PublishMsg(msg); err != nil {
+			br.dropped.Add(1)
+			br.log.Debug("not forwarded", zap.String("topic", topic), zap.Error(err))
+			continue
+		}
+		br.forwarded.Add(1)
+	}
+}
+
+// fingerprint returns the type fingerprint and codec recorded on the local topic name.
+func (br *Bridge) fingerprint(name string) (uint64, string) {
+	br.tmu.Lock()
+	t, ok := br.tcache[name]
+	if !ok {
+		if t, ok = findTopic(br.b.Region(), name); ok {
+			br.tcache[name] = t
+		}
+	}
+	br.tmu.Unlock()
+	if !ok {
+		return 0, ""
+	}
+	return t.Fingerprint()
+}
+
+func findTopic(r *transport.Region, name string) (transport.Topic, bool) {
+	for i := range int(r.Config().Topics) {
+		if t, err := r.Topic(i); err == nil && t.Name() == name {
+			return t, true
+		}
+	}
+	return transport.Topic{}, false
+}
+
+func payloadHash(p []byte) uint64 {
+	h := fnv.New64a()
+	h.Write(p)
+	return h.Sum64()
+}
+
+// wasImported reports whether the local message (topic, seq) with payload p was published by
+// this bridge's importer, and forgets it if so.
+func (br *Bridge) wasImported(topic string, seq uint64, p []byte) bool {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if len(br.recent) == 0 {
+		return false
+	}
+	k := topicSeq{topic, seq}
+	h, ok := br.recent[k]
+	if !ok || h != payloadHash(p) {
+		return false
+	}
+	delete(br.recent, k)
+	return true
+}
+
+// remember records an imported message; the oldest record goes when the table is full. Called
+// with mu held.
+func (br *Bridge) remember(k topicSeq, h uint64) {
+	if old := br.ring[br.next]; old.topic != "" {
+		delete(br.recent, old)
+	}
+	br.ring[br.next] = k
+	br.next = (br.next + 1) % len(br.ring)
+	br.recent[k] = h
+}
+
+// importMsg publishes one NATS message on the local bus.
+func (br *Bridge) importMsg(m *nats.Msg) {
+	if m.Header.Get(HeaderOrigin) == br.id {
+		br.looped.Add(1)
+		return
+	}
+	if err := topics.ValidateName(m.Subject); err != nil {
+		br.dropped.Add(1)
+		return
+	}
+	var fp uint64
+	codecName := m.Header.Get(HeaderCodec)
+	if s := m.Header.Get(HeaderFingerprint); s != "" {
+		v, err := strconv.ParseUint(s, 16, 64)
+		if err != nil || v == 0 || codecName == "" || len(codecName) > 16 {
+			br.mismatched.Add(1)
+			br.log.Warn("bad type header", zap.String("topic", m.Subject), zap.String("fingerprint", s), zap.String("codec", codecName))
+			return
+		}
+		fp = v
+	}
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if br.closed {
+		return
+	}
+	it, err := br.importTopic(m.Subject)
+	if err != nil {
+		br.dropped.Add(1)
+		br.log.Warn("import", zap.String("topic", m.Subject), zap.Error(err))
+		return
+	}
+	if fp != 0 && !it.t.SetFingerprint(fp, codecName) {
+		have, haveCodec := it.t.Fingerprint()
+		br.mismatched.Add(1)
+		br.log.Warn("type mismatch", zap.String("topic", m.Subject), zap.String("codec", codecName),
+			zap.String("fingerprint", fmt.Sprintf("%016x", fp)), zap.String("local codec", haveCodec),
+			zap.String("local fingerprint", fmt.Sprintf("%016x", have)))
+		return
+	}
+	ctx, cancel := context.WithTimeout(br.ctx, br.o.timeout)
+	before := it.t.Published()
+	err = it.p.Publish(ctx, m.Data)
+	after := it.t.Published()
+	cancel()
+	if err != nil {
+		br.dropped.Add(1)
+		br.log.Debug("not imported", zap.String("topic", m.Subject), zap.Error(err))
+		return
+	}
+	br.imported.Add(1)
+	// The message took one sequence number in (before, after]; other local publishers may have
+	// taken the rest. Each candidate is recorded with the payload's hash, so the exporter skips
+	// only a message with these bytes (and if a local publisher sent the same bytes at the same
+	// moment, skipping either one forwards the same thing).
+	h := payloadHash(m.Data)
+	for s := before + 1; s <= after && s-before <= 64; s++ {
+		br.remember(topicSeq{m.Subject, s}, h)
+	}
+}
+
+// importTopic returns the local publisher for topic, creating it. Called with mu held.
+func (br *Bridge) importTopic(topic string) (importTopic, error) {
+	if it, ok := br.pubs[topic]; ok {
+		return it, nil
+	}
+	p, err := br.b.Publisher(topic)
+	if err != nil {
+		return importTopic{}, err
+	}
+	t, ok := findTopic(br.b.Region(), topic)
+	if !ok {
+		p.Close()
+		return importTopic{}, fmt.Errorf("bridge: topic %q not in the topic table", topic)
+	}
+	it := importTopic{p: p, t: t}
+	br.pubs[topic] = it
+	return it, nil
+}

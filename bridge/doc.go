@@ -1,0 +1,42 @@
+// Package bridge connects a local offq bus to NATS, so that topics travel between hosts.
+//
+// A Bridge exports the local topics that match its export patterns to NATS subjects of the
+// same names (NATS subject syntax is offq topic syntax), and imports the NATS subjects that
+// match its import patterns into the local bus. See docs/distributed.md for deployment.
+//
+// # Wire format
+//
+// The payload travels unchanged as the NATS message's data. Headers carry what the local
+// topic table knows about it:
+//
+//	Offq-Codec        the codec name recorded on the topic (absent for untyped topics)
+//	Offq-Fingerprint  the type fingerprint, 16 lower-case hex digits (absent likewise)
+//	Offq-Origin       the exporting bridge's instance id
+//	Offq-Seq          the message's sequence number on its topic on the origin bus
+//
+// The importer records codec and fingerprint on the local topic the way typed publishers do
+// (first claim wins); a message whose type differs from the one the local topic carries is
+// refused and counted in Stats.Mismatched.
+//
+// # Delivery
+//
+// At most once. A message is lost, and counted in Stats.Dropped, when the bridge's local queue
+// overflows (it is DropOldest, so a slow NATS never blocks local publishers), when nats.go
+// refuses a publish (reconnect buffer full, connection closed), when the import subscription
+// is a slow consumer, or when the local bus refuses it (pool exhausted). Messages written to
+// a NATS server that dies before routing them are lost without a count: core NATS gives the
+// sender no acknowledgement. Messages from one local publisher reach each remote subscriber
+// in the order they were sent, as long as none is lost in between.
+//
+// # Loop prevention
+//
+// A message imported from NATS is never exported back. The importer publishes it locally and
+// records its (topic, sequence number, payload hash) in a bounded table under a lock held
+// across the publish; the exporter, which receives every local message on its patterns,
+// skips a message found in that table. On the NATS side the bridge connects with NoEcho and
+// also ignores messages whose Offq-Origin is its own id.
+//
+// # Concurrency
+//
+// A Bridge runs goroutines of its own; its methods are safe for concurrent use.
+package bridge
