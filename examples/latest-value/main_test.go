@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -11,19 +9,8 @@ import (
 	"github.com/offq/offq/examples/internal/launch"
 )
 
-func TestMain(m *testing.M) {
-	if launch.Role() != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		err := child(ctx)
-		cancel()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+// TestMain plays a child's role when the example re-executes the test binary.
+func TestMain(m *testing.M) { launch.Main(m, child) }
 
 func TestLatestValue(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,19 +10,7 @@ import (
 )
 
 // TestMain plays a child's role when the example re-executes the test binary.
-func TestMain(m *testing.M) {
-	if launch.Role() != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		err := child(ctx)
-		cancel()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { launch.Main(m, child) }
 
 func TestSensors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Environment variables a child is started with.
@@ -147,4 +148,20 @@ func (p prefixWriter) Write(b []byte) (int, error) {
 		}
 	}
 	return len(b), nil
+}
+
+// Main runs child, bounded by a minute, and exits, if this process is a child (Role is set);
+// otherwise it runs the tests. An example's TestMain is launch.Main(m, child).
+func Main(m interface{ Run() int }, child func(context.Context) error) {
+	if Role() != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err := child(ctx)
+		cancel()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
 }
