@@ -30,7 +30,7 @@ type benchPeerOptions struct {
 	path  string
 }
 
-var benchRoles = []string{"offq-echo", "offq-sub", "raw-echo", "uds-echo", "uds-sub", "pipe-echo", "pipe-sub"}
+var benchRoles = []string{"offq-echo", "offq-sub", "raw-echo", "uds-echo", "uds-sub", "pipe-echo", "pipe-sub", "nats-echo"}
 
 func newBenchPeerCmd(a *app) *cobra.Command {
 	var o benchPeerOptions
@@ -81,6 +81,8 @@ func (a *app) runBenchPeer(ctx context.Context, stdin io.Reader, stdout io.Write
 		err = a.benchOffqPeer(ctx, o, out)
 	case "raw-echo":
 		err = benchRawEcho(ctx, o, ready)
+	case "nats-echo":
+		err = benchNATSEcho(ctx, o, ready)
 	default:
 		err = benchSocketPeer(ctx, o, out)
 	}

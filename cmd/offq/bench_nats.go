@@ -1,0 +1,88 @@
+package main
+
+// NATS, the engine offq's bridge carries topics over between hosts: a request/reply round trip
+// through an embedded nats-server on loopback, with the echo in a child process. It is what a
+// message costs once it leaves the host's shared memory.
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+const natsBenchSubject = "offq.bench.ping"
+
+func (bn *bencher) natsPingPong(ctx context.Context, c benchCase) (res benchResult, err error) {
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, MaxPayload: maxBenchSize + 1024, MaxPending: 2 * maxBenchSize})
+	if err != nil {
+		return res, fmt.Errorf("nats server: %w", err)
+	}
+	go srv.Start()
+	defer srv.Shutdown()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		return res, fmt.Errorf("nats server did not start")
+	}
+	p, err := bn.start("echo", fail, nil, "--role", "nats-echo", "--path", srv.ClientURL(), "--size", fmt.Sprint(c.Size))
+	if err != nil {
+		return res, err
+	}
+	defer p.stop()
+	if _, err := p.expect(ctx, benchReady); err != nil {
+		return res, err
+	}
+	nc, err := nats.Connect(srv.ClientURL(), nats.NoReconnect())
+	if err != nil {
+		return res, err
+	}
+	defer nc.Close()
+	out := make([]byte, c.Size)
+	var seq uint64
+	h := newHist()
+	err = bn.timeRounds(ctx, h, func() error {
+		seq++
+		binary.LittleEndian.PutUint64(out, seq)
+		msg, err := nc.RequestWithContext(ctx, natsBenchSubject, out)
+		if err != nil {
+			return err
+		}
+		if got := binary.LittleEndian.Uint64(msg.Data); got != seq {
+			return fmt.Errorf("round trip %d came back as %d", seq, got)
+		}
+		return nil
+	})
+	if err != nil {
+		return res, caseError(ctx, err)
+	}
+	if err := p.stop(); err != nil {
+		return res, err
+	}
+	return pingResult(c, h), nil
+}
+
+// benchNATSEcho answers every request on the bench subject with its own payload.
+func benchNATSEcho(ctx context.Context, o benchPeerOptions, ready func() error) error {
+	nc, err := nats.Connect(o.path, nats.NoReconnect())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	sub, err := nc.Subscribe(natsBenchSubject, func(m *nats.Msg) { m.Respond(m.Data) })
+	if err != nil {
+		return err
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		return err
+	}
+	if err := ready(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return nil
+}
