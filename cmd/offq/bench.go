@@ -31,6 +31,7 @@ const (
 	sysUDS   = "uds"
 	sysPipe  = "pipe"
 	sysNATS  = "nats"
+	sysBrdg  = "bridge"
 
 	modeSpin  = "spin"  // waits without entering the kernel
 	modeSleep = "sleep" // spins briefly, then sleeps in the kernel (offq's default)
@@ -42,7 +43,7 @@ const (
 )
 
 var (
-	allSystems  = []string{sysOffq, sysShm, sysFutex, sysUDS, sysPipe, sysNATS}
+	allSystems  = []string{sysOffq, sysShm, sysFutex, sysUDS, sysPipe, sysNATS, sysBrdg}
 	allPatterns = []string{patPingPong, patStream, patFanout}
 )
 
@@ -279,6 +280,7 @@ func (o benchOptions) plan() []benchCase {
 				add(sysUDS, modeBlock, pat, size, 1)
 				add(sysPipe, modeBlock, pat, size, 1)
 				add(sysNATS, modeBlock, pat, size, 1)
+				add(sysBrdg, modeSleep, pat, size, 1)
 			case patStream:
 				add(sysOffq, modeSpin, pat, size, 1)
 				add(sysOffq, modeSleep, pat, size, 1)
@@ -428,6 +430,8 @@ func (bn *bencher) run(ctx context.Context, c benchCase) (benchResult, error) {
 		return bn.rawPingPong(ctx, c)
 	case c.System == sysNATS:
 		return bn.natsPingPong(ctx, c)
+	case c.System == sysBrdg:
+		return bn.bridgePingPong(ctx, c)
 	case c.Pattern == patPingPong:
 		return bn.socketPingPong(ctx, c)
 	}

@@ -16,18 +16,28 @@ import (
 
 const natsBenchSubject = "offq.bench.ping"
 
+// startNATS runs an embedded nats-server on a free loopback port.
+func startNATS() (*server.Server, error) {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, MaxPayload: maxBenchSize + 1024, MaxPending: 2 * maxBenchSize})
+	if err != nil {
+		return nil, fmt.Errorf("nats server: %w", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("nats server did not start")
+	}
+	return srv, nil
+}
+
 func (bn *bencher) natsPingPong(ctx context.Context, c benchCase) (res benchResult, err error) {
 	ctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, MaxPayload: maxBenchSize + 1024, MaxPending: 2 * maxBenchSize})
+	srv, err := startNATS()
 	if err != nil {
-		return res, fmt.Errorf("nats server: %w", err)
+		return res, err
 	}
-	go srv.Start()
 	defer srv.Shutdown()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		return res, fmt.Errorf("nats server did not start")
-	}
 	p, err := bn.start("echo", fail, nil, "--role", "nats-echo", "--path", srv.ClientURL(), "--size", fmt.Sprint(c.Size))
 	if err != nil {
 		return res, err

@@ -147,7 +147,7 @@ func TestBenchFlags(t *testing.T) {
 		{[]string{"bench", "--sizes", "64,huge"}, exitUsage, `"huge"`},
 		{[]string{"bench", "--sizes", ","}, exitUsage, "no sizes"},
 		{[]string{"bench", "--fanout", "0"}, exitUsage, `--fanout: "0"`},
-		{[]string{"bench", "--systems", "zmq"}, exitUsage, `--systems: "zmq": want some of offq, shm-raw, futex-raw, uds, pipe, nats`},
+		{[]string{"bench", "--systems", "zmq"}, exitUsage, `--systems: "zmq": want some of offq, shm-raw, futex-raw, uds, pipe, nats, bridge`},
 		{[]string{"bench", "--patterns", "rpc"}, exitUsage, `--patterns: "rpc"`},
 		{[]string{"bench", "--duration", "1ms"}, exitUsage, "--duration 1ms"},
 		{[]string{"bench", "--warmup", "-1s"}, exitUsage, "--warmup"},
@@ -172,8 +172,8 @@ func TestBenchPlan(t *testing.T) {
 	}
 	want := []string{
 		"shm-raw pingpong 64B spin", "offq pingpong 64B spin", "offq pingpong 64B sleep", "futex-raw pingpong 64B block",
-		"offq pingpong 64B block", "uds pingpong 64B block", "pipe pingpong 64B block", "nats pingpong 64B block",
-		"offq pingpong 4KiB spin", "offq pingpong 4KiB sleep", "uds pingpong 4KiB block", "pipe pingpong 4KiB block", "nats pingpong 4KiB block",
+		"offq pingpong 64B block", "uds pingpong 64B block", "pipe pingpong 64B block", "nats pingpong 64B block", "bridge pingpong 64B sleep",
+		"offq pingpong 4KiB spin", "offq pingpong 4KiB sleep", "uds pingpong 4KiB block", "pipe pingpong 4KiB block", "nats pingpong 4KiB block", "bridge pingpong 4KiB sleep",
 		"offq stream 64B spin", "offq stream 64B sleep", "uds stream 64B block", "pipe stream 64B block",
 		"offq stream 4KiB spin", "offq stream 4KiB sleep", "uds stream 4KiB block", "pipe stream 4KiB block",
 		"offq fanout 64B sleep 1→1", "uds fanout 64B block 1→1", "offq fanout 64B sleep 1→8", "uds fanout 64B block 1→8",
