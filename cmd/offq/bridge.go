@@ -5,12 +5,18 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/offq/offq/bridge"
+	"github.com/offq/offq/bus"
+	"github.com/offq/offq/metrics"
 	"github.com/offq/offq/topics"
 )
 
@@ -25,6 +31,7 @@ type bridgeOptions struct {
 	id         string
 	queueDepth int
 	every      time.Duration
+	listen     string
 	attach     attachFlags
 }
 
@@ -68,6 +75,7 @@ every --stats-interval (0: never) and at exit, and runs until interrupted (SIGIN
 	f.StringVar(&o.id, "id", "", "bridge instance id carried in the Offq-Origin header (default: random)")
 	f.IntVar(&o.queueDepth, "queue-depth", 0, "queue depth of the local export subscriptions (default: the bus's inbox capacity)")
 	f.DurationVar(&o.every, "stats-interval", 0, "print the counters this often (0: only at exit)")
+	f.StringVar(&o.listen, "listen", "", "serve Prometheus metrics (the bridge's and its bus's) at http://`ADDR`/metrics")
 	o.attach.register(f)
 	return cmd
 }
@@ -128,6 +136,14 @@ func (a *app) runBridge(cmd *cobra.Command, o *bridgeOptions, nopts []nats.Optio
 	}()
 	fmt.Fprintf(a.stderr, "offq bridge: bridging bus %s and %s as %s (export %q, import %q)\n",
 		a.busName, br.Conn().ConnectedUrlRedacted(), br.ID(), o.exports, o.imports)
+	if o.listen != "" {
+		stop, addr, err := serveBridgeMetrics(o.listen, b, br, a)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		fmt.Fprintf(a.stderr, "offq bridge: metrics at http://%s/metrics\n", addr)
+	}
 	var tick <-chan time.Time
 	if o.every > 0 {
 		t := time.NewTicker(o.every)
@@ -147,4 +163,28 @@ func (a *app) runBridge(cmd *cobra.Command, o *bridgeOptions, nopts []nats.Optio
 func printBridgeStats(a *app, s bridge.Stats) {
 	fmt.Fprintf(a.stderr, "offq bridge: forwarded %d, imported %d, dropped %d, mismatched %d, looped %d, reconnects %d, connected %t\n",
 		s.Forwarded, s.Imported, s.Dropped, s.Mismatched, s.Looped, s.Reconnects, s.Connected)
+}
+
+// serveBridgeMetrics serves, at addr, the bridge's counters beside its bus's metrics: one scrape
+// target per bridge process, with the same names offq exporter uses for the bus.
+func serveBridgeMetrics(addr string, b *bus.Bus, br *bridge.Bridge, a *app) (stop func(), bound string, err error) {
+	reg := prometheus.NewRegistry()
+	c, err := metrics.Register(reg, b)
+	if err != nil {
+		return nil, "", err
+	}
+	reg.MustRegister(metrics.NewBridgeCollector(br))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		c.Close()
+		return nil, "", fmt.Errorf("bridge: --listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return func() {
+		srv.Close()
+		c.Close()
+	}, ln.Addr().String(), nil
 }

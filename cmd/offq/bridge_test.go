@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -51,7 +53,7 @@ func TestBridgeProcesses(t *testing.T) {
 	createBus(t, dirA, "a")
 	createBus(t, dirB, "b")
 
-	brA := startOffq(t, "--dir", dirA, "--bus", "a", "bridge", "--nats-url", url, "--export", "greet.>", "--id", "host-a")
+	brA := startOffq(t, "--dir", dirA, "--bus", "a", "bridge", "--nats-url", url, "--export", "greet.>", "--id", "host-a", "--listen", "127.0.0.1:0")
 	brB := startOffq(t, "--dir", dirB, "--bus", "b", "bridge", "--nats-url", url, "--import", "greet.>", "--id", "host-b")
 	brA.waitStderr("bridging", 10*time.Second)
 	brB.waitStderr("bridging", 10*time.Second)
@@ -65,6 +67,27 @@ func TestBridgeProcesses(t *testing.T) {
 	code, out, stderr := sub.wait(20 * time.Second)
 	if code != exitOK || out != "greet.world #1: one\ngreet.world #2: two\ngreet.world #3: three\n" {
 		t.Fatalf("sub: status %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	// Bridge A serves its counters beside its bus's metrics.
+	brA.waitStderr("metrics at http://", 10*time.Second)
+	brA.mu.Lock()
+	var metricsURL string
+	for _, l := range brA.stderr {
+		if i := strings.Index(l, "http://"); i >= 0 && strings.Contains(l, "metrics at") {
+			metricsURL = strings.TrimSpace(l[i:])
+		}
+	}
+	brA.mu.Unlock()
+	resp, err := http.Get(metricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`offq_bridge_forwarded_total{bridge="host-a"} 3`, `offq_bridge_connected{bridge="host-a"} 1`, `offq_pool_buffers{bus="a"`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("bridge metrics lack %q:\n%s", want, body)
+		}
 	}
 	for _, p := range []*offqProc{brA, brB} {
 		p.cmd.Process.Signal(syscall.SIGINT)
