@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
@@ -154,9 +155,35 @@ func New(b *bus.Bus, url string, opts ...Option) (*Bridge, error) {
 		br.run.Add(1)
 		go br.export(s)
 	}
+	br.publishStats()
+	br.run.Add(1)
+	go br.mirrorStats()
 	br.log.Info("bridging", zap.Strings("export", o.exports), zap.Strings("import", o.imports),
 		zap.String("nats", nc.ConnectedUrlRedacted()))
 	return br, nil
+}
+
+// statsEvery is how often the bridge copies its counters into its participant slot, where
+// offq exporter and offq stat read them.
+const statsEvery = 500 * time.Millisecond
+
+func (br *Bridge) mirrorStats() {
+	defer br.run.Done()
+	t := time.NewTicker(statsEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-br.ctx.Done():
+			return
+		case <-t.C:
+			br.publishStats()
+		}
+	}
+}
+
+func (br *Bridge) publishStats() {
+	s := br.Stats()
+	br.b.SetBridgeStats(transport.BridgeStats{Forwarded: s.Forwarded, Imported: s.Imported, Dropped: s.Dropped, Reconnects: s.Reconnects})
 }
 
 // ID returns the bridge's instance id, as carried in the Offq-Origin header.
@@ -227,6 +254,7 @@ func (br *Bridge) Close() error {
 		if br.nc != nil {
 			br.nc.Close()
 		}
+		br.publishStats() // the final counts stay in the slot until the bus closes
 	})
 	return nil
 }

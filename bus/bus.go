@@ -165,6 +165,15 @@ func (b *Bus) Name() string { return b.name }
 // Participant returns this process's participant index (as in transport.InboxStats.Owner).
 func (b *Bus) Participant() int { return b.p.Index() }
 
+// SetBridgeStats records a NATS bridge's counters in this process's participant slot, where
+// offq exporter and offq stat read them. Package bridge calls it; applications do not need to.
+func (b *Bus) SetBridgeStats(s transport.BridgeStats) {
+	if b.closed.Load() {
+		return // the bridge must be closed before its bus; this is only a safety net
+	}
+	b.p.SetBridgeStats(s)
+}
+
 // Region returns the bus's shared-memory region, for tools and metrics.
 func (b *Bus) Region() *transport.Region { return b.r }
 

@@ -92,6 +92,15 @@ func emit(ch chan<- prometheus.Metric, s *transport.Stats) {
 			alive++
 		}
 	}
+	for _, p := range s.Participants {
+		if br := p.Bridge; br != nil {
+			l := []string{bus, label(p.Name), strconv.Itoa(p.Index)}
+			send(mBridgeForwarded, float64(br.Forwarded), l...)
+			send(mBridgeImported, float64(br.Imported), l...)
+			send(mBridgeDropped, float64(br.Dropped), l...)
+			send(mBridgeReconnects, float64(br.Reconnects), l...)
+		}
+	}
 	send(mParticipants, float64(alive), bus, stateAlive)
 	send(mParticipants, float64(len(s.Participants)-alive), bus, stateDead)
 	for _, t := range []struct {

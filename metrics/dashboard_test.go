@@ -3,6 +3,7 @@ package metrics
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/offq/offq/transport"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -27,7 +28,8 @@ var (
 func served(t *testing.T) (names, labels map[string]bool) {
 	t.Helper()
 	dir := t.TempDir()
-	populate(t, dir)
+	b := populate(t, dir)
+	b.SetBridgeStats(transport.BridgeStats{Forwarded: 3, Imported: 2, Dropped: 1}) // as a NATS bridge would
 	c := NewCollector(Options{Dir: dir})
 	defer c.Close()
 	srv := httptest.NewServer(Handler(c, nil))

@@ -63,6 +63,20 @@ var (
 		"Open subscriptions whose pattern matches the topic.", "bus", "topic")
 )
 
+// Bridge metrics: labels bus, bridge (the bridge participant's name), participant (its slot
+// index). A NATS bridge keeps them in its participant slot (refreshed twice a second), so they
+// are served for every bridge attached to a bus, by whoever reads the region.
+var (
+	mBridgeForwarded = newMetric("offq_bridge_forwarded_total", counter,
+		"Local messages the NATS bridge published to NATS.", "bus", "bridge", "participant")
+	mBridgeImported = newMetric("offq_bridge_imported_total", counter,
+		"NATS messages the bridge published on the local bus.", "bus", "bridge", "participant")
+	mBridgeDropped = newMetric("offq_bridge_dropped_total", counter,
+		"Messages the bridge lost and counted: local queue overflow, NATS refusal or slow consumer, local refusal.", "bus", "bridge", "participant")
+	mBridgeReconnects = newMetric("offq_bridge_reconnects_total", counter,
+		"Times the bridge reconnected to NATS.", "bus", "bridge", "participant")
+)
+
 // Inbox metrics: labels bus, inbox (slot index), pattern, subscriber (participant name).
 var (
 	mInboxDepth = newMetric("offq_inbox_depth", gauge,
@@ -93,6 +107,7 @@ var (
 		mPoolBuffers, mPoolInUse, mPoolLowWater, mPoolAllocFails,
 		mTopicPublished, mTopicBytes, mTopicSubscribers,
 		mInboxDepth, mInboxCapacity, mInboxDelivered, mInboxReceived, mDropped,
+		mBridgeForwarded, mBridgeImported, mBridgeDropped, mBridgeReconnects,
 	}
 	collectorMetrics = []*metric{mCollectorRegions, mCollectorOpenFails}
 )

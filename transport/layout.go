@@ -126,13 +126,18 @@ type sections struct {
 //	8    4     pid (informational: pids are reused and differ across namespaces)
 //	16   8     attach time, Unix nanoseconds
 //	24   32    name, NUL-padded
+//	56   4     role: 0 plain, 1 NATS bridge (its counters below are kept up to date)
+//	64   32    bridge counters: forwarded, imported, dropped, reconnects
 type participantSlot struct {
 	state    atomic.Uint64
 	pid      uint32
 	_        uint32
 	attached int64
 	name     [32]byte
-	_        [72]byte
+	role     atomic.Uint32
+	_        uint32
+	bridge   [4]atomic.Uint64
+	_        [32]byte
 }
 
 // patternSize is the room for one inbox's subscription pattern.

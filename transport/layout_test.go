@@ -119,6 +119,8 @@ func TestLayoutParticipantSlot(t *testing.T) {
 		layoutField("pid", unsafe.Offsetof(p.pid), unsafe.Sizeof(p.pid), 8, 4),
 		layoutField("attached", unsafe.Offsetof(p.attached), unsafe.Sizeof(p.attached), 16, 8),
 		layoutField("name", unsafe.Offsetof(p.name), unsafe.Sizeof(p.name), 24, 32),
+		layoutField("role", unsafe.Offsetof(p.role), unsafe.Sizeof(p.role), 56, 4),
+		layoutField("bridge", unsafe.Offsetof(p.bridge), unsafe.Sizeof(p.bridge), 64, 32),
 	})
 	if participantSlotSize != 128 {
 		t.Errorf("participantSlotSize = %d", participantSlotSize)

