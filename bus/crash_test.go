@@ -80,36 +80,42 @@ func TestKilledSubscriberIsReclaimed(t *testing.T) {
 	}
 }
 
-// roleFanOutVictim publishes one message on crash.fan and stops in the middle of the fan-out,
-// after delivering to the first subscription, saying "mid"; it is killed there.
+// roleFanOutVictim publishes one message on OFFQ_TOPIC and says "mid" just before the push
+// to the second subscription. With OFFQ_MID=stop it stops there to be killed; otherwise it goes
+// on into that push (which blocks on a full queue) and is killed while it waits.
 func roleFanOutVictim(c *peer.Child) error {
 	b, err := Open("crash", WithDir(os.Getenv("OFFQ_DIR")), WithName("victim"), WithReapInterval(0))
 	if err != nil {
 		return err
 	}
-	pub, err := b.Publisher("crash.fan")
+	pub, err := b.Publisher(os.Getenv("OFFQ_TOPIC"))
 	if err != nil {
 		return err
 	}
+	stop := os.Getenv("OFFQ_MID") == "stop"
 	testHookFanOut = func(i int) {
 		if i == 1 {
 			c.Send("mid")
-			<-c.Context().Done() // killed before this
+			if stop {
+				<-c.Context().Done() // killed before this
+			}
 		}
 	}
 	return pub.Publish(c.Context(), []byte("half-sent"))
 }
 
-// TestPublisherKilledMidFanOut: a publisher is killed after delivering a message to one of three
-// subscriptions. The subscriber that got it reads it intact; the others are not blocked; the
-// loan is reclaimed at once; and the references counted for the two undelivered subscriptions
-// are repaired by the audit when the bus next opens with nobody attached.
+// TestPublisherKilledMidFanOut: a publisher is killed after delivering a message to the first
+// of three subscriptions, while every process but it stays attached. The reaper ends its loan,
+// and that is all there is to reclaim: the subscriptions it had not reached hold no reference
+// and none was counted for them, so the pools come back to exactly what the live subscribers
+// hold, with no audit. The subscriber that got the message reads it intact after the reap.
 func TestPublisherKilledMidFanOut(t *testing.T) {
 	dir := t.TempDir()
 	b, err := Open("crash", WithDir(dir), WithReapInterval(0))
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer b.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var subs []*Subscription
@@ -120,13 +126,20 @@ func TestPublisherKilledMidFanOut(t *testing.T) {
 		}
 		subs = append(subs, s)
 	}
-	victim := peer.Start(t, "fanout-victim", "OFFQ_DIR="+dir)
+	victim := peer.Start(t, "fanout-victim", "OFFQ_DIR="+dir, "OFFQ_TOPIC=crash.fan", "OFFQ_MID=stop")
 	if _, err := victim.Expect("mid", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	victim.Kill()
 	victim.Wait(time.Minute)
 
+	rep, err := b.Region().Reap()
+	if err != nil || rep.Participants != 1 || rep.Loans != 1 || rep.Audited {
+		t.Fatalf("reap: %+v %v, want the victim and its loan, no audit", rep, err)
+	}
+	if n := inUse(b); n != 1 {
+		t.Fatalf("%d buffers in use after the reap, want the one queued for the first subscriber", n)
+	}
 	m, err := subs[0].Receive(ctx)
 	if err != nil || string(m.Data()) != "half-sent" {
 		t.Fatalf("first subscriber: %q %v", m.Data(), err)
@@ -135,9 +148,8 @@ func TestPublisherKilledMidFanOut(t *testing.T) {
 	if subs[1].Len() != 0 || subs[2].Len() != 0 {
 		t.Fatal("undelivered subscriptions have messages")
 	}
-	rep, err := b.Region().Reap()
-	if err != nil || rep.Participants != 1 || rep.Loans != 1 {
-		t.Fatalf("reap: %+v %v, want the victim and its loan", rep, err)
+	if n := inUse(b); n != 0 {
+		t.Fatalf("%d buffers in use once the delivered message is released, want 0", n)
 	}
 	// The others keep working.
 	pub, _ := b.Publisher("crash.fan")
@@ -151,16 +163,83 @@ func TestPublisherKilledMidFanOut(t *testing.T) {
 		}
 		m.Release()
 	}
-	if n := inUse(b); n != 1 {
-		t.Fatalf("%d buffers in use, want the one whose two undelivered references leaked", n)
+	if n := inUse(b); n != 0 {
+		t.Fatalf("%d buffers in use at the end", n)
 	}
-	b.Close()
-	b2, err := Open("crash", WithDir(dir), WithReapInterval(0)) // nobody attached: audit
+}
+
+// TestPublisherKilledWhileBlocked: a publisher delivers to a first subscription, then waits for
+// room in a second one (block policy, full) and is killed while it waits. The reaper ends its
+// loan; the blocked subscription never held a reference to the message, the first one reads
+// it, and the pools come back to exactly what the live subscribers hold.
+func TestPublisherKilledWhileBlocked(t *testing.T) {
+	dir := t.TempDir()
+	b, err := Open("crash", WithDir(dir), WithReapInterval(0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b2.Close()
-	if n := inUse(b2); n != 0 {
-		t.Fatalf("%d buffers in use after the audit", n)
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	first, err := b.Subscribe("crash.block")
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := b.Subscribe("crash.block", WithQueueDepth(2), WithOverflow(Block))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := b.Publisher("crash.block")
+	for range 2 {
+		if err := pub.Publish(ctx, []byte("fill")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	victim := peer.Start(t, "fanout-victim", "OFFQ_DIR="+dir, "OFFQ_TOPIC=crash.block")
+	if _, err := victim.Expect("mid", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	blocked := func() int {
+		for _, s := range b.Region().InboxStats() {
+			if s.ID == full.InboxID() {
+				return s.Blocked
+			}
+		}
+		return 0
+	}
+	for blocked() == 0 { // polling the victim's announcement that it sleeps, bounded by ctx
+		if ctx.Err() != nil {
+			t.Fatal("the victim never blocked on the full subscription")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	victim.Kill()
+	victim.Wait(time.Minute)
+	rep, err := b.Region().Reap()
+	if err != nil || rep.Participants != 1 || rep.Loans != 1 || rep.Audited {
+		t.Fatalf("reap: %+v %v, want the victim and its loan, no audit", rep, err)
+	}
+	if n := inUse(b); n != 3 {
+		t.Fatalf("%d buffers in use after the reap, want 3 (two fills, one half-sent)", n)
+	}
+	for i, want := range []string{"fill", "fill", "half-sent"} {
+		m, err := first.Receive(ctx)
+		if err != nil || string(m.Data()) != want {
+			t.Fatalf("first subscriber, message %d: %q %v, want %q", i, m.Data(), err, want)
+		}
+		m.Release()
+	}
+	for range 2 {
+		m, err := full.Receive(ctx)
+		if err != nil || string(m.Data()) != "fill" {
+			t.Fatalf("blocked subscriber: %q %v", m.Data(), err)
+		}
+		m.Release()
+	}
+	if full.Len() != 0 {
+		t.Fatal("the blocked subscription has a message the victim never delivered")
+	}
+	if n := inUse(b); n != 0 {
+		t.Fatalf("%d buffers in use at the end, want 0", n)
 	}
 }

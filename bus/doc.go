@@ -91,6 +91,8 @@
 // run out; `offq reap` does it from a shell. A dead process never blocks the others: a full
 // queue of a dead subscriber drops its oldest messages like any other (or fails a Block
 // publisher at its deadline) until it is reclaimed. When the bus opens with nobody attached,
-// the reap is also an audit that repairs every reference count; see docs/operations.md for the
-// two windows of a few instructions in which a crash leaks a buffer until then.
+// the reap is also an audit that repairs every reference count. A publisher killed half-way
+// through a fan-out leaves only its loan (each subscriber's reference is added as its queue
+// takes the message); see docs/operations.md for the windows of a few instructions in which a
+// kill leaks one buffer until the next audit.
 package bus

@@ -145,30 +145,27 @@ func (p *Publisher) Send(ctx context.Context, l Loan) (err error) {
 		Seq:   p.topic.NextSeq(l.n),
 		Stamp: transport.Now(),
 	})
-	extra := len(p.targets)
-	hist := p.topic.HistoryDepth() > 0
-	if hist {
-		extra++
-	}
-	if extra > 0 {
-		if err := p.b.r.AddRefs(h, extra); err != nil {
-			p.b.p.Unloan(h)
-			return fmt.Errorf("bus: send on %q: %w", p.name, err)
-		}
-	}
+	// Each subscriber's reference is added by Deliver right before its queue's cell commits,
+	// not all at once beforehand: a publisher killed half-way through (or blocked on a full
+	// queue) holds no reference for a subscriber it has not reached, so a reaper has only the
+	// loan to end and nothing leaks.
 	stale := false
 	for i := range p.targets {
 		if testHookFanOut != nil {
 			testHookFanOut(i)
 		}
-		if err := p.targets[i].Push(ctx, h); err != nil {
-			p.b.r.Release(h) // give back this target's reference
+		if err := p.targets[i].Deliver(ctx, h); err != nil {
+			if errors.Is(err, transport.ErrBadHandle) {
+				// Our own buffer's state word is not what we allocated: scribbled.
+				p.b.p.Unloan(h)
+				return fmt.Errorf("bus: send on %q: %w", p.name, err)
+			}
 			if errors.Is(err, transport.ErrClosed) {
 				stale = true
 			}
 		}
 	}
-	if hist {
+	if p.topic.HistoryDepth() > 0 && p.b.r.AddRefs(h, 1) == nil {
 		p.topic.Remember(h)
 	}
 	if stale {

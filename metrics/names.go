@@ -83,6 +83,8 @@ var (
 		"Messages queued in the subscription's inbox, not yet taken by the subscriber.", "bus", "inbox", "pattern", "subscriber")
 	mInboxCapacity = newMetric("offq_inbox_capacity", gauge,
 		"Messages the subscription's inbox can hold.", "bus", "inbox", "pattern", "subscriber")
+	mInboxBlocked = newMetric("offq_inbox_blocked_publishers", gauge,
+		"Publishers waiting for room in the subscription's full inbox (block overflow policy only).", "bus", "inbox", "pattern", "subscriber")
 	mInboxDelivered = newMetric("offq_inbox_delivered_total", counter,
 		"Messages placed in the subscription's inbox since it was opened (including those later dropped as oldest).", "bus", "inbox", "pattern", "subscriber")
 	mInboxReceived = newMetric("offq_inbox_received_total", counter,
@@ -106,7 +108,7 @@ var (
 		mRegionSize, mRegionCreated, mReclaims, mCorrupt, mParticipants, mSlots, mSlotsUsed,
 		mPoolBuffers, mPoolInUse, mPoolLowWater, mPoolAllocFails,
 		mTopicPublished, mTopicBytes, mTopicSubscribers,
-		mInboxDepth, mInboxCapacity, mInboxDelivered, mInboxReceived, mDropped,
+		mInboxDepth, mInboxCapacity, mInboxBlocked, mInboxDelivered, mInboxReceived, mDropped,
 		mBridgeForwarded, mBridgeImported, mBridgeDropped, mBridgeReconnects,
 	}
 	collectorMetrics = []*metric{mCollectorRegions, mCollectorOpenFails}

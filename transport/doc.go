@@ -27,9 +27,10 @@
 // process dies, however it dies. Participant.Alloc loans a buffer: a single compare-and-swap
 // on the buffer's state word both claims it and records the participant as its owner, so no
 // buffer is ever taken without an owner a reaper can find. A buffer carries a reference count
-// and a generation; its Handle packs its offset and generation. AddRefs adds one reference per
-// inbox a handle is pushed to, Release drops one, Unloan ends the loan, and the last
-// reference returns the buffer to its pool.
+// and a generation; its Handle packs its offset and generation. Inbox.Deliver pushes a handle with
+// a reference of the inbox's own, added just before the ring commits it (Push instead takes
+// over a reference the caller added with AddRefs); Release drops one, Unloan ends the loan, and
+// the last reference returns the buffer to its pool.
 //
 // Handles read from shared memory are untrusted: Region.Buffer, Release and AddRefs check a
 // handle's offset against the pools' bounds and slot alignment and its generation against the

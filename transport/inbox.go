@@ -242,6 +242,49 @@ func (in *Inbox) Push(ctx context.Context, h Handle) error {
 	if h == 0 || uint64(h)&^handleMask != 0 {
 		return errHandleBits
 	}
+	return in.push(ctx, h, nil)
+}
+
+// Deliver appends h to the inbox like Push, but with a reference of the inbox's own: it adds
+// one to h's reference count immediately before the compare-and-swap that commits h to its
+// cell (and gives it back if that fails), so the reference exists only while the message is
+// in the ring or about to be. The caller keeps its own reference whatever happens, and must
+// hold one for the call (a loan, typically). A publisher fanning out with Deliver holds no
+// reference for a subscriber it has not reached yet: killed half-way, it leaves nothing for
+// anyone but its loan, which a reaper ends. Only a kill between the two atomic operations of
+// one delivery (a few instructions) leaves one reference unowned, until the next audit.
+// It allocates nothing.
+func (in *Inbox) Deliver(ctx context.Context, h Handle) error {
+	_, s, _, err := in.v.r.decode(h)
+	if err != nil {
+		return err
+	}
+	return in.push(ctx, h, s)
+}
+
+// addRef adds the reference Deliver commits with h: h's generation must still be the slot's
+// and the slot allocated (the caller holds a reference, so it is unless the word was
+// scribbled).
+func (s *slotHeader) addRef(h Handle) error {
+	for {
+		v := s.state.Load()
+		switch {
+		case stateGen(v) != h.gen():
+			return errHandleStale
+		case stateRefs(v) == 0:
+			return errHandleFree
+		case stateRefs(v) >= maxRefs:
+			return errHandleRefs
+		}
+		if s.state.CompareAndSwap(v, v+1) {
+			return nil
+		}
+	}
+}
+
+// push is Push and Deliver: with ref set, a reference is added to ref's state word right
+// before each attempt to commit h, and dropped again if the attempt fails.
+func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 	hd := in.v.hdr
 	var deadline time.Time
 	foreign := 0
@@ -254,7 +297,15 @@ func (in *Inbox) Push(ctx context.Context, h Handle) error {
 		c := in.cell(t)
 		v := c.Load()
 		if v == in.empty(t) {
+			if ref != nil {
+				if err := ref.addRef(h); err != nil {
+					return err
+				}
+			}
 			if !c.CompareAndSwap(v, uint64(h)|in.parity(t)) {
+				if ref != nil {
+					in.v.r.releaseDropped(h) // the caller's reference keeps the buffer
+				}
 				continue
 			}
 			hd.tail.CompareAndSwap(t, t+1)
@@ -684,6 +735,7 @@ type InboxStats struct {
 	DropTimeout uint64
 	Corrupt     uint64
 	Sleeping    bool // a consumer is asleep on the wake word
+	Blocked     int  // producers asleep waiting for room (Block policy): publishers this subscriber holds back
 }
 
 // InboxStats returns the counters of every open inbox. It reads shared memory only.
@@ -712,6 +764,7 @@ func (r *Region) InboxStats() []InboxStats {
 			Pattern: r.patternString(uint32(i)), Policy: Policy(h.policy), Capacity: int(h.capacity),
 			Depth: int(depth), DropOldest: h.dropOldest.Load(), DropNewest: h.dropNewest.Load(),
 			DropTimeout: h.dropTimeout.Load(), Corrupt: h.corrupt.Load(), Sleeping: h.sleepers.Load() != 0,
+			Blocked: int(h.spaceWaiters.Load()),
 		}
 		out = append(out, s)
 	}

@@ -23,7 +23,9 @@ func inboxConfig() Config {
 
 // send loans a buffer, records seq and topic in it, pushes one reference to in and ends the
 // loan: the publisher's side of a delivery. On a failed push the reference is given back, so
-// the buffer is free again unless the push succeeded.
+// the buffer is free again unless the push succeeded. Odd sequence numbers go through Push
+// (with a reference added beforehand), even ones through Deliver (which adds it itself), so
+// that every test built on send exercises both.
 func send(ctx context.Context, r *Region, p *Participant, in *Inbox, topic uint32, seq uint64) (Handle, error) {
 	b, err := p.Alloc(8)
 	if err != nil {
@@ -31,13 +33,17 @@ func send(ctx context.Context, r *Region, p *Participant, in *Inbox, topic uint3
 	}
 	h := b.Handle()
 	b.SetMeta(Meta{Len: 8, Topic: topic, Seq: seq})
-	if err := r.AddRefs(h, 1); err != nil {
-		return h, err
-	}
-	perr := in.Push(ctx, h)
-	if perr != nil {
-		if err := r.Release(h); err != nil {
+	var perr error
+	if seq%2 == 0 {
+		perr = in.Deliver(ctx, h)
+	} else {
+		if err := r.AddRefs(h, 1); err != nil {
 			return h, err
+		}
+		if perr = in.Push(ctx, h); perr != nil {
+			if err := r.Release(h); err != nil {
+				return h, err
+			}
 		}
 	}
 	if err := p.Unloan(h); err != nil {
@@ -833,5 +839,121 @@ func TestInboxGarbageHandle(t *testing.T) {
 		if err := in.Push(bg, h); !errors.Is(err, ErrBadHandle) {
 			t.Errorf("Push(%#x): %v, want ErrBadHandle", uint64(h), err)
 		}
+	}
+}
+
+// TestDeliverReferences: Deliver adds the inbox's reference only when the message is in the
+// ring. A delivery that fails (full, closed) or is still waiting for room under Block leaves
+// the count at the caller's own reference, so a publisher killed there leaves nothing behind
+// but its loan.
+func TestDeliverReferences(t *testing.T) {
+	r := newUnitRegion(t, inboxConfig())
+	p := attachUnit(t, r, "p")
+	refs := func(h Handle) int {
+		t.Helper()
+		b, err := r.Buffer(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.Refs()
+	}
+	loan := func() Handle {
+		t.Helper()
+		b, err := p.Alloc(8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.Handle()
+	}
+
+	newest, err := p.OpenInbox(InboxConfig{Capacity: 2, Policy: DropNewest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := loan()
+	for i := range 2 {
+		if err := newest.Deliver(context.Background(), h); err != nil {
+			t.Fatal(err)
+		}
+		if n := refs(h); n != 2+i {
+			t.Fatalf("after %d deliveries: %d references, want %d", i+1, n, 2+i)
+		}
+	}
+	if err := newest.Deliver(context.Background(), h); !errors.Is(err, ErrFull) {
+		t.Fatalf("deliver into a full DropNewest inbox: %v, want ErrFull", err)
+	}
+	if n := refs(h); n != 3 {
+		t.Fatalf("after a failed delivery: %d references, want 3", n)
+	}
+
+	// Waiting for room under Block: no reference is taken until there is room.
+	block, err := p.OpenInbox(InboxConfig{Capacity: 2, Policy: Block})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := loan()
+	for range 2 {
+		if err := block.Deliver(context.Background(), g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- block.Deliver(ctx, g) }()
+	for s, _ := statsOf(r, block.ID()); s.Blocked == 0; s, _ = statsOf(r, block.ID()) {
+		if ctx.Err() != nil {
+			t.Fatal("the producer never waited for room")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	if n := refs(g); n != 3 {
+		t.Fatalf("while a delivery waits for room: %d references, want 3 (loan + two queued)", n)
+	}
+	got, ok, err := block.TryPop()
+	if err != nil || !ok || got != g {
+		t.Fatalf("pop: %v %v %v", got, ok, err)
+	}
+	if err := r.Release(got); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the waiting delivery: %v", err)
+	}
+	if n := refs(g); n != 3 {
+		t.Fatalf("after the waiting delivery: %d references, want 3", n)
+	}
+
+	// A closed inbox: ErrClosed, nothing added.
+	stale, err := r.Inbox(newest.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := newest.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := refs(h); n != 1 {
+		t.Fatalf("after closing the inbox: %d references, want the loan's", n)
+	}
+	if err := stale.Deliver(context.Background(), h); !errors.Is(err, ErrClosed) {
+		t.Fatalf("deliver into a closed inbox: %v, want ErrClosed", err)
+	}
+	if n := refs(h); n != 1 {
+		t.Fatalf("after delivering into a closed inbox: %d references, want 1", n)
+	}
+	// A handle that names no buffer.
+	if err := block.Deliver(context.Background(), h+1); !errors.Is(err, ErrBadHandle) {
+		t.Fatalf("deliver a misaligned handle: %v, want ErrBadHandle", err)
+	}
+	for _, x := range []Handle{h, g} {
+		if err := p.Unloan(x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := block.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := allocated(r); n != 0 {
+		t.Fatalf("%d buffers allocated at the end", n)
 	}
 }
