@@ -30,6 +30,7 @@ type Bus struct {
 	names  []atomic.Pointer[string] // topic index -> name, filled on first use
 
 	lastReap  atomic.Int64  // Now() of the last reap on pool exhaustion
+	corrupt   uint64        // the region's corrupt-word count the reaper last logged (its goroutine only)
 	stopReap  chan struct{} // closed by Close; the reaper goroutine then returns
 	reaperRun sync.WaitGroup
 
@@ -101,6 +102,7 @@ func Open(name string, opts ...Option) (*Bus, error) {
 		pubs:   make(map[*Publisher]struct{}),
 		names:  make([]atomic.Pointer[string], r.Config().Topics),
 	}
+	b.corrupt = r.Corrupt() // damage found before we came was logged by whoever was running then
 	b.log.Debug("attached", zap.String("path", r.Path()), zap.Bool("created", created))
 	b.logReap("open", rep, reapErr)
 	if o.reapEvery > 0 {
@@ -125,11 +127,11 @@ func (b *Bus) logReap(why string, rep transport.ReapReport, err error) {
 		b.log.Warn("reap failed", zap.String("trigger", why), zap.Error(err))
 		return
 	}
-	if rep.Participants > 0 || rep.Repaired > 0 {
+	if rep.Participants > 0 || rep.Repaired > 0 || rep.Swept > 0 {
 		b.log.Info("reclaimed what dead participants left", zap.String("trigger", why),
 			zap.Int("participants", rep.Participants), zap.Int("inboxes", rep.Inboxes),
 			zap.Int("queued", rep.Queued), zap.Int("held", rep.Held), zap.Int("loans", rep.Loans),
-			zap.Bool("audited", rep.Audited), zap.Int("repaired", rep.Repaired))
+			zap.Bool("audited", rep.Audited), zap.Int("repaired", rep.Repaired), zap.Int("swept", rep.Swept))
 	}
 }
 
@@ -142,10 +144,37 @@ func (b *Bus) reapLoop(every time.Duration) {
 		case <-b.stopReap:
 			return
 		case <-t.C:
-			b.reap("timer")
-			b.r.PoolStats() // samples the pools' high-water (low-water) marks
+			b.tick()
 		}
 	}
+}
+
+// tick is the reaper goroutine's periodic work: reap, sample the pools' high-water marks and
+// log new damage, under the fault guard (a truncated region file faults here as anywhere).
+func (b *Bus) tick() {
+	b.reap("timer")
+	if err := b.sample(); err != nil {
+		b.log.Warn("reading the region failed", zap.Error(err))
+	}
+}
+
+func (b *Bus) sample() (err error) {
+	defer unguard(guard(), &err)
+	b.r.PoolStats() // samples the pools' high-water (low-water) marks
+	b.logCorrupt()
+	return nil
+}
+
+// logCorrupt logs, from the reaper's goroutine, any damage found in the region since it last
+// looked: bad words that some process (any process) dropped or repaired. Corruption is never
+// silent, yet a storm of it costs one log line per reap interval.
+func (b *Bus) logCorrupt() {
+	n := b.r.Corrupt()
+	if n > b.corrupt {
+		b.log.Warn("bad data found in the region and dropped (a faulty process writes into it, or the file was modified)",
+			zap.Uint64("new", n-b.corrupt), zap.Uint64("total", n))
+	}
+	b.corrupt = n
 }
 
 // reapOnExhaustion reaps when a loan found the pools exhausted (a dead process may be holding

@@ -33,7 +33,11 @@ func roleChaosPub(c *peer.Child) error {
 		return err
 	}
 	defer b.Close()
-	pub, err := b.Publisher(os.Getenv("OFFQ_TOPIC"))
+	var opts []PublisherOption
+	if os.Getenv("OFFQ_HISTORY") != "" {
+		opts = append(opts, WithHistory(1)) // one retained message, under kills too
+	}
+	pub, err := b.Publisher(os.Getenv("OFFQ_TOPIC"), opts...)
 	if err != nil {
 		return err
 	}
@@ -140,8 +144,11 @@ func roleChaosSub(c *peer.Child) error {
 // random ones with SIGKILL at random moments and starts them again, for -offq.chaos (6s by
 // default). Every subscriber that is still running at the end must have received, from every
 // publisher instance, an intact sequence in order whose gaps are all messages its own inbox
-// counted as dropped; nobody may stall; and once every process has closed, the pools must be
-// empty.
+// counted as dropped; nobody may stall. An observer stays attached throughout, so reaping can
+// never audit: once the others have closed, reaping (with its sweep for references lost by a
+// kill in the middle of a move) must leave the pools holding exactly what is still held: one
+// message retained by chaos.b's history. The audit that follows, when the observer too has
+// closed, must leave the same single buffer.
 func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
@@ -157,11 +164,18 @@ func TestChaos(t *testing.T) {
 	}
 	members := []*member{
 		{role: "chaos-pub", env: []string{"OFFQ_TOPIC=chaos.a"}},
-		{role: "chaos-pub", env: []string{"OFFQ_TOPIC=chaos.b"}},
+		{role: "chaos-pub", env: []string{"OFFQ_TOPIC=chaos.b", "OFFQ_HISTORY=1"}},
 		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=chaos.a"}},
 		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=chaos.*"}},
 		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=>"}},
 	}
+	// The observer stays attached throughout, so no reap while the test runs can audit: what
+	// the pools hold at the end, once it has reaped, is what reaping alone left.
+	obs, err := Open("chaos", WithDir(dir), WithName("observer"), WithReapInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obs.Close()
 	start := func(m *member) {
 		m.proc = peer.Start(t, m.role, append([]string{"OFFQ_DIR=" + dir}, m.env...)...)
 		if _, err := m.proc.Expect("ready", time.Minute); err != nil {
@@ -213,21 +227,40 @@ func TestChaos(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	// Everyone has closed: the next open audits the region, and nothing may be left.
+	// Everyone but the observer has closed. Reaping (which cannot audit: the observer is
+	// attached) must leave the pools holding exactly what is still held: chaos.b's one retained
+	// message. The second reap's sweep frees any buffer the first saw held by nobody (a
+	// reference lost by a kill between the two atomic operations of one move).
+	var swept int
+	for range 2 {
+		rep, err := obs.Region().Reap()
+		if err != nil {
+			t.Fatal(err)
+		}
+		swept += rep.Swept
+	}
+	st := obs.Region().Stats()
+	live := inUse(obs)
+	obs.Close()
+	// Now nobody is attached: the next open audits the region, and nothing but the retained
+	// message may be left.
 	b, err := Open("chaos", WithDir(dir), WithReapInterval(0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	st := b.Region().Stats()
 	allocated := inUse(b)
-	fmt.Fprintf(os.Stderr, "chaos: %d kills, %d reclaimed participants, %d messages received by the last subscribers, %d buffers left\n",
-		kills, st.Reclaims, received, allocated)
+	fmt.Fprintf(os.Stderr, "chaos: %d kills, %d reclaimed participants, %d messages received by the last subscribers, "+
+		"%d buffers swept in all (%d by the observer's final reaps), %d buffers in use after reaping with the observer attached (want 1, the retained message), %d after the audit (want 1)\n",
+		kills, st.Reclaims, received, st.Swept, swept, live, allocated)
 	if received == 0 {
 		t.Fatal("no traffic reached the subscribers")
 	}
-	if allocated != 0 {
-		t.Fatalf("%d buffers allocated after every process closed", allocated)
+	if live != 1 {
+		t.Errorf("%d buffers in use after reaping, want 1 (chaos.b's retained message)", live)
+	}
+	if allocated != 1 {
+		t.Fatalf("%d buffers allocated after every process closed, want 1 (the retained message)", allocated)
 	}
 	if kills > 0 && st.Reclaims == 0 {
 		t.Fatalf("%d kills but no reclaim counted", kills)

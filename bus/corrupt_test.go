@@ -10,6 +10,8 @@ import (
 
 	"github.com/offq/offq/internal/peer"
 	"github.com/offq/offq/transport"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // TestCorruptionWhileRunning: while a publisher and two subscriber processes run, this process
@@ -21,7 +23,8 @@ func TestCorruptionWhileRunning(t *testing.T) {
 		t.Skip("short")
 	}
 	dir := t.TempDir()
-	b, err := Open("chaos", WithDir(dir), WithReapInterval(0))
+	core, logs := observer.New(zap.WarnLevel)
+	b, err := Open("chaos", WithDir(dir), WithReapInterval(0), WithLogger(zap.New(core)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,5 +88,14 @@ func TestCorruptionWhileRunning(t *testing.T) {
 	fmt.Fprintf(os.Stderr, "corruption: %d scribbles of 8 bytes; %d corrupt words counted by the region\n", scribbles, st.Corrupt)
 	if st.Corrupt == 0 {
 		t.Fatalf("%d scribbles and not one bad word counted", scribbles)
+	}
+	// The damage is logged by the next round of the bus's background reaper (run here by hand).
+	b.tick()
+	found := logs.FilterMessageSnippet("bad data found in the region").All()
+	if len(found) != 1 {
+		t.Fatalf("want one warning of the bad data, got %v", logs.All())
+	}
+	if total, _ := found[0].ContextMap()["total"].(uint64); total < st.Corrupt {
+		t.Fatalf("the warning reports %d bad words, the region counted %d", total, st.Corrupt)
 	}
 }

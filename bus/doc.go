@@ -93,6 +93,8 @@
 // publisher at its deadline) until it is reclaimed. When the bus opens with nobody attached,
 // the reap is also an audit that repairs every reference count. A publisher killed half-way
 // through a fan-out leaves only its loan (each subscriber's reference is added as its queue
-// takes the message); see docs/operations.md for the windows of a few instructions in which a
-// kill leaks one buffer until the next audit.
+// takes the message). A kill in the few instructions between the two atomic operations of
+// moving one reference leaves a reference nobody holds; each reap ends with a sweep that frees
+// such buffers (see docs/operations.md), so the pools come back to exactly what live processes
+// hold without anyone having to leave.
 package bus

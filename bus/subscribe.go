@@ -96,14 +96,12 @@ func (s *Subscription) takeHistory() {
 		if err != nil || t.HistoryDepth() == 0 || !topics.Match(s.pattern, t.Name()) {
 			continue
 		}
-		t.History(func(h transport.Handle) {
+		t.HoldHistory(s.b.p, func(idx int, h transport.Handle) {
 			buf, err := r.Buffer(h)
-			idx, rerr := s.b.p.Reserve()
-			if err != nil || rerr != nil {
-				r.Release(h)
+			if err != nil {
+				s.b.p.Unhold(idx, h)
 				return
 			}
-			s.b.p.Hold(idx, h)
 			s.pending = append(s.pending, pending{idx: idx, h: h})
 			if s.dedup == nil {
 				s.dedup = make(map[topicSeq]struct{})
@@ -182,6 +180,8 @@ func (s *Subscription) nextPending() (Message, bool) {
 	s.pending = s.pending[1:]
 	buf, err := s.b.r.Buffer(p.h)
 	if err != nil {
+		// Not a live buffer any more (the region was scribbled): nothing to release.
+		s.b.p.Forget(p.idx)
 		s.b.p.Unreserve(p.idx)
 		return Message{}, false
 	}

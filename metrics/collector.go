@@ -85,6 +85,7 @@ func emit(ch chan<- prometheus.Metric, s *transport.Stats) {
 	send(mRegionSize, float64(s.Size), bus)
 	send(mRegionCreated, float64(s.Created.UnixNano())/1e9, bus)
 	send(mReclaims, float64(s.Reclaims), bus)
+	send(mSwept, float64(s.Swept), bus)
 	send(mCorrupt, float64(s.Corrupt), bus)
 	alive := 0
 	for _, p := range s.Participants {

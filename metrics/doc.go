@@ -29,7 +29,8 @@
 // one label per dimension. docs/metrics.md describes each metric with an alerting suggestion.
 //
 //	offq_region_size_bytes, offq_region_created_timestamp_seconds     {bus}
-//	offq_reclaims_total, offq_region_corrupt_words_total              {bus}
+//	offq_reclaims_total, offq_buffers_swept_total,
+//	offq_region_corrupt_words_total                                   {bus}
 //	offq_participants                                                 {bus, state="alive|dead"}
 //	offq_table_slots, offq_table_slots_used                           {bus, table="participants|inboxes|topics"}
 //	offq_pool_buffers, offq_pool_buffers_in_use,

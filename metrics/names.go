@@ -31,6 +31,8 @@ var (
 		"When the bus's region was created, in seconds since the Unix epoch; a change means the bus was re-created and its counters restarted.", "bus")
 	mReclaims = newMetric("offq_reclaims_total", counter,
 		"Participants whose process died and whose buffers, inboxes and slot were reclaimed.", "bus")
+	mSwept = newMetric("offq_buffers_swept_total", counter,
+		"Buffers found allocated with a reference nobody held (left by a process killed in the middle of moving it) and freed by a reaper's sweep.", "bus")
 	mCorrupt = newMetric("offq_region_corrupt_words_total", counter,
 		"Words found corrupt in the region (bad handles, cells, lengths) and dropped instead of used.", "bus")
 	mParticipants = newMetric("offq_participants", gauge,
@@ -105,7 +107,7 @@ var (
 // regionMetrics are the metrics of one region; collectorMetrics those about the collector.
 var (
 	regionMetrics = []*metric{
-		mRegionSize, mRegionCreated, mReclaims, mCorrupt, mParticipants, mSlots, mSlotsUsed,
+		mRegionSize, mRegionCreated, mReclaims, mSwept, mCorrupt, mParticipants, mSlots, mSlotsUsed,
 		mPoolBuffers, mPoolInUse, mPoolLowWater, mPoolAllocFails,
 		mTopicPublished, mTopicBytes, mTopicSubscribers,
 		mInboxDepth, mInboxCapacity, mInboxBlocked, mInboxDelivered, mInboxReceived, mDropped,

@@ -61,10 +61,12 @@
 // holder's held list (TryPopInto and PopInto move it there in steps a reaper can follow at any
 // instruction), a retained one in a topic's history. Region.Reap finds participants whose
 // kernel lock is gone and reclaims their inboxes, held messages, loans and half-made topic
-// entries, each exactly once however many processes reap at once. When nobody is attached, Reap
-// also audits the region: with every other process locked out it recomputes each buffer's
-// reference count from the references that exist, repairing whatever a crash at an unlucky
-// instruction left behind. Attach reclaims a dead participant's slot before reusing it.
+// entries, each exactly once however many processes reap at once. A kill between the two atomic
+// operations of moving one reference (a count and a record) leaves a reference nobody holds;
+// Reap ends with a sweep that frees buffers whose one reference no record names (safe while
+// others run: see Reap). When nobody is attached, Reap audits the region instead: with every
+// other process locked out it recomputes each buffer's reference count from the references
+// that exist. Attach reclaims a dead participant's slot before reusing it.
 //
 // # Concurrency
 //

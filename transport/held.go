@@ -101,7 +101,15 @@ func (p *Participant) Unhold(i int, h Handle) error {
 		return fmt.Errorf("%w: not held in entry %d (released twice?)", ErrBadHandle, i)
 	}
 	l.setHint(uint32(i))
-	return p.r.Release(h)
+	if err := p.r.Release(h); err != errHandleFree && err != errHandleStale {
+		return err
+	}
+	if testHookReleaseSwept != nil {
+		testHookReleaseSwept()
+	}
+	// Already free: between clearing the entry and releasing, the reference was in no record
+	// and the orphan sweep freed the buffer for us (see Region.Reap). It was ours; it is gone.
+	return nil
 }
 
 // setHint points the next Reserve at a freed entry, writing the hint only if it changes.

@@ -457,18 +457,43 @@ func (in *Inbox) full(ctx context.Context, deadline *time.Time) error {
 }
 
 // releaseDropped releases a handle taken out of a ring by someone other than a consumer; a
-// handle that does not decode is counted, not dereferenced.
+// handle that does not decode is counted, not dereferenced. A buffer found already free (or
+// freed and reused) is not counted: the orphan sweep may have freed it while our reference was
+// on its way to this release (see Region.Reap).
 func (r *Region) releaseDropped(h Handle) {
-	if err := r.Release(h); err != nil {
+	switch err := r.Release(h); err {
+	case nil:
+	case errHandleFree, errHandleStale:
+		if testHookReleaseSwept != nil {
+			testHookReleaseSwept()
+		}
+	default:
 		r.hdr.corrupt.Add(1)
 	}
 }
 
+// testHookReleaseSwept, if set, runs when a release finds its buffer already freed by a sweep
+// (or freed twice by a faulty process): tests count the sweeps that raced a release.
+var testHookReleaseSwept func()
+
 // TryPop takes the oldest message without waiting. ok is false when the inbox is empty. The
 // caller receives the inbox's reference to the handle and must Release it. The handle is
 // untrusted: check it with Region.Buffer before use. A consumer that must survive its own
-// crash without leaking uses TryPopInto.
-func (in *Inbox) TryPop() (h Handle, ok bool, err error) { return in.take(nil, 0) }
+// crash without leaking uses TryPopInto. The reference TryPop hands out is recorded nowhere
+// in the region, so the first TryPop or Pop in a region turns off its orphan sweep (see
+// Region.Reap) until the next audit.
+func (in *Inbox) TryPop() (h Handle, ok bool, err error) {
+	in.v.r.noteUnrecorded()
+	return in.take(nil, 0)
+}
+
+// noteUnrecorded marks the region as having consumers that hold references nobody can see
+// (TryPop, Pop): the orphan sweep, which frees buffers no record names, must then stay off.
+func (r *Region) noteUnrecorded() {
+	if r.hdr.unrecorded.Load() == 0 { // written once, not on every call
+		r.hdr.unrecorded.Store(1)
+	}
+}
 
 // TryPopInto is TryPop for a consumer that records what it takes: the message's reference
 // moves from the inbox to entry idx of p's held list (taken with Participant.Reserve) in a way

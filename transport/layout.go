@@ -59,6 +59,9 @@ const (
 //	512  8     reclaims: participants reclaimed after dying
 //	520  8     corrupt: bad words found in the region and dropped
 //	528  8     subscriptions generation: bumped on every subscribe and unsubscribe
+//	536  8     unrecorded: non-zero once a process took a message without recording it
+//	           (Inbox.TryPop or Pop), which turns the orphan sweep off until the next audit
+//	544  8     swept: buffers the orphan sweep found held by nobody and freed
 type header struct {
 	magic      uint64
 	version    uint32
@@ -76,7 +79,9 @@ type header struct {
 	reclaims   atomic.Uint64
 	corrupt    atomic.Uint64
 	subGen     atomic.Uint64
-	_          [488]byte
+	unrecorded atomic.Uint64
+	swept      atomic.Uint64
+	_          [472]byte
 }
 
 // diskConfig is Config as stored at header offset 64.

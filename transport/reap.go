@@ -20,6 +20,9 @@ type ReapReport struct {
 	// histories), which repairs any reference a crash at an unlucky instruction left behind.
 	Audited  bool
 	Repaired int // buffers whose reference count or owner the audit corrected
+	// Swept counts buffers the orphan sweep freed: allocated, not on loan, with one reference
+	// that no ring cell, held entry or history cell names (see Reap).
+	Swept int
 }
 
 // presenceByte is the byte of the region file on which every participant holds a shared lock,
@@ -35,6 +38,7 @@ func (a *ReapReport) add(b ReapReport) {
 	a.Topics += b.Topics
 	a.Audited = a.Audited || b.Audited
 	a.Repaired += b.Repaired
+	a.Swept += b.Swept
 }
 
 // Reap reclaims everything held by participants whose processes have died: their inboxes are
@@ -47,6 +51,18 @@ func (a *ReapReport) add(b ReapReport) {
 // exactly once however many processes reap at the same time, and never while its owner lives.
 // Reap is safe to call at any time from any process attached to the region, or from a tool
 // that opened it (not read-only). It counts each reclaimed participant in the region's header.
+//
+// Reap also sweeps for orphans. A reference count is a number, not a record, so moving a
+// reference between a count and the place that names it takes two atomic operations, and a
+// process killed between them (a few instructions: see docs/architecture.md) leaves a
+// reference that nobody holds. The sweep frees a buffer whose count is one, that is not on
+// loan, and that no ring cell, held entry or history cell names, when this process's previous
+// sweep saw it the same way (same state word). That is safe while others run because every
+// process that will read a buffer records its reference first (a loan, a held entry, a
+// pending held entry for a take or a history join); the only references in no record are
+// those about to be released, and a release that finds its buffer already freed is a no-op.
+// A region in which a process used Inbox.TryPop or Pop, whose references are in no record,
+// is not swept until its next audit.
 func (r *Region) Reap() (ReapReport, error) {
 	var rep ReapReport
 	if r.readOnly {
@@ -100,17 +116,111 @@ func (r *Region) Reap() (ReapReport, error) {
 	// to an exclusive one, and nothing can move while we hold it: audit.
 	if got, err := ofdLock(lf, presenceByte); err == nil && got {
 		rep.add(r.audit())
+		return rep, nil
 	}
+	rep.Swept = r.sweep()
 	return rep, nil
+}
+
+// testHookSweepCellsRead, if set, runs in a sweep between reading the ring cells and reading
+// the held lists: a test moves a reference from one to the other there.
+var testHookSweepCellsRead func()
+
+// sweep frees orphaned buffers (see Reap) and returns how many. The order of its reads is
+// what makes it safe while others run:
+//
+//  1. It reads every slot's state word first. A candidate has one reference and no owner,
+//     and had the same state word at this process's previous sweep.
+//  2. It then reads every place a reference can be recorded, in the order references move
+//     between them: history cells (a late joiner's reference moves from there to a held entry),
+//     ring cells (a take moves a reference from a cell to a held entry), held entries. A
+//     reference that moves while the sweep reads is therefore seen at least once; seeing one
+//     twice only spares a buffer. A candidate named anywhere is spared.
+//  3. It frees a remaining candidate with a compare-and-swap from the state word read in
+//     step 1, so a buffer whose count, owner or generation changed since is left alone. New
+//     references to a candidate cannot appear unseen: one not on loan gains references only
+//     from a history join, which changes its count.
+func (r *Region) sweep() int {
+	r.sweepMu.Lock()
+	defer r.sweepMu.Unlock()
+	if r.hdr.unrecorded.Load() != 0 {
+		r.sweepPrev = nil
+		return 0
+	}
+	prev := r.sweepPrev
+	next := make(map[uint64]uint64, len(prev))
+	stale := make(map[uint64]uint64)
+	for i := range r.pools {
+		p := &r.pools[i]
+		for j := range p.count {
+			v := p.slot(j).state.Load()
+			if stateRefs(v) != 1 || stateOwner(v) != 0 {
+				continue
+			}
+			off := p.slots + uint64(j)*uint64(p.stride)
+			next[off] = v
+			if pv, ok := prev[off]; ok && pv == v {
+				stale[off] = v
+			}
+		}
+	}
+	r.sweepPrev = next
+	if len(stale) == 0 {
+		return 0
+	}
+	seen := func(w uint64) {
+		h := Handle(w & handleMask)
+		if v, ok := stale[h.offset()]; ok && h.gen() == stateGen(v) {
+			delete(stale, h.offset())
+		}
+	}
+	words := func(off, n uint64) {
+		for k := range n {
+			seen((*atomic.Uint64)(r.at(off + k*8)).Load())
+		}
+	}
+	for t := range r.cfg.Topics {
+		_, cells := r.topicEntry(t)
+		for k := range uint64(r.cfg.HistoryDepth) {
+			seen((*atomic.Uint64)(unsafe.Add(cells, k*8)).Load())
+		}
+	}
+	cells := r.lay.sec.cells
+	for k := range cells.size / 8 {
+		if w := (*atomic.Uint64)(r.at(cells.off + k*8)).Load(); w&markBit == 0 {
+			seen(w) // a handle (markers name no buffer; a claimed cell's entry is read below)
+		}
+	}
+	if testHookSweepCellsRead != nil {
+		testHookSweepCellsRead()
+	}
+	held := r.lay.sec.held
+	words(held.off, held.size/8)
+	n := 0
+	for off, v := range stale {
+		p, s, idx, err := r.decode(makeHandle(off, stateGen(v)))
+		if err != nil {
+			continue
+		}
+		if s.state.CompareAndSwap(v, v-1) {
+			p.noteFree(idx)
+			r.hdr.swept.Add(1)
+			delete(r.sweepPrev, off)
+			n++
+		}
+	}
+	return n
 }
 
 // audit recomputes what every table should hold when no participant is alive: the caller holds
 // the presence byte exclusively, so no process is attached and none can attach. Any inbox still
 // open is closed and drained, every participant slot and half-made topic entry is freed, every
 // buffer's reference count is set to the number of topic-history cells that name it, and the
-// pools' counters are set to what the slots say.
+// pools' counters are set to what the slots say. Whoever took messages without recording them
+// is gone, so the orphan sweep is turned back on.
 func (r *Region) audit() ReapReport {
 	rep := ReapReport{Audited: true}
+	r.hdr.unrecorded.Store(0)
 	for i := range r.cfg.Participants {
 		s := (*participantSlot)(r.at(r.participantOffset(i)))
 		if s.state.Load()&0xff != partFree {

@@ -348,13 +348,13 @@ func TestReapAuditRepairsLeaks(t *testing.T) {
 	if ps := r.PoolStats(); ps[0].InUse != 2 {
 		t.Fatalf("in-use counter %d after the audit, want 2", ps[0].InUse)
 	}
+	// An audit cannot start while anyone is attached, and an attach waits out an audit.
+	p := attachUnit(t, r, "late")
 	seen := 0
-	tp.History(func(h Handle) { seen++; r.Release(h) })
+	tp.HoldHistory(p, func(idx int, h Handle) { seen++; p.Unhold(idx, h) })
 	if seen != 2 {
 		t.Fatalf("history holds %d messages after the audit, want 2", seen)
 	}
-	// An audit cannot start while anyone is attached, and an attach waits out an audit.
-	p := attachUnit(t, r, "late")
 	if rep, _ := r.Reap(); rep.Audited {
 		t.Fatal("audited with a participant attached")
 	}

@@ -110,6 +110,11 @@ type Region struct {
 	classSizes []uint32
 	readOnly   bool
 
+	// sweepMu serialises this process's orphan sweeps; sweepPrev holds the candidates its
+	// last sweep saw (slot offset to state word), which the next one confirms.
+	sweepMu   sync.Mutex
+	sweepPrev map[uint64]uint64
+
 	mu       sync.Mutex
 	attached int // participants of this process still attached
 	closed   atomic.Bool

@@ -43,17 +43,32 @@ func (r *Region) TopicStats() []TopicStats {
 // Stats is a snapshot of everything a region counts, for metrics and tools. Counters are read
 // one at a time while the region is live, so they may disagree by the operations under way.
 type Stats struct {
-	Name         string
-	Path         string
-	Size         int
-	Created      time.Time
-	Config       Config
-	Reclaims     uint64 // participants reclaimed after dying
-	Corrupt      uint64 // bad words found in the region and dropped
+	Name     string
+	Path     string
+	Size     int
+	Created  time.Time
+	Config   Config
+	Reclaims uint64 // participants reclaimed after dying
+	Corrupt  uint64 // bad words found in the region and dropped
+	Swept    uint64 // orphaned buffers (held by nobody after a kill) freed by reapers' sweeps
+	// SweepOff is set when a process took messages without recording them (Inbox.TryPop or
+	// Pop): reapers do not sweep for orphaned buffers until the next audit.
+	SweepOff     bool
 	Participants []ParticipantInfo
 	Pools        []PoolStats
 	Inboxes      []InboxStats // with OwnerName filled in
 	Topics       []TopicStats
+}
+
+// Corrupt returns how many bad words (impossible ring cells, bad handles, scribbled counters)
+// processes have found in the region and dropped or repaired since it was created: the total
+// in Stats, read alone (one load) for a caller that polls it. Zero after Close.
+func (r *Region) Corrupt() uint64 {
+	if !r.enterRead() {
+		return 0
+	}
+	defer r.exitRead()
+	return r.hdr.corrupt.Load()
 }
 
 // Stats returns a snapshot of the region's counters. It needs no participant, and works on a
@@ -68,6 +83,7 @@ func (r *Region) Stats() Stats {
 	s := Stats{
 		Name: r.name, Path: r.path, Size: len(r.mem), Created: time.Unix(0, r.hdr.created),
 		Config: r.Config(), Reclaims: r.hdr.reclaims.Load(), Corrupt: r.hdr.corrupt.Load(),
+		Swept: r.hdr.swept.Load(), SweepOff: r.hdr.unrecorded.Load() != 0,
 		Participants: r.Participants(), Pools: r.PoolStats(), Inboxes: r.InboxStats(), Topics: r.TopicStats(),
 	}
 	names := make(map[int]string, len(s.Participants))

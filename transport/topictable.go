@@ -246,22 +246,37 @@ func (t Topic) Remember(h Handle) {
 	}
 }
 
-// History calls fn with each handle in the topic's history, oldest first, after taking a
-// reference to it for the caller (fn must release it or hand it on). Handles that were
-// released while being read are skipped.
-func (t Topic) History(fn func(Handle)) {
+// HoldHistory takes a reference to each message in the topic's history, oldest first, for
+// participant p, and calls fn with the held entry that records it (release it with
+// p.Unhold(idx, h)). The entry is reserved and marked before the reference is taken, so there
+// is no instant at which p holds a reference that no record names (see Region.Reap). Handles
+// released while being read are skipped. It stops with ErrHeldFull when p's held list is full.
+func (t Topic) HoldHistory(p *Participant, fn func(idx int, h Handle)) error {
 	if t.depth == 0 {
-		return
+		return nil
 	}
 	end := t.e.histPos.Load()
 	start := end - min(end, t.depth)
 	for pos := start; pos < end; pos++ {
 		h := Handle(t.histCell(pos).Load())
-		if h == 0 || t.r.AddRefs(h, 1) != nil {
+		if h == 0 || uint64(h)&^handleMask != 0 {
 			continue
 		}
-		fn(h)
+		idx, err := p.Reserve()
+		if err != nil {
+			return err
+		}
+		w := p.held.word(uint32(idx))
+		w.Store(heldPending | uint64(h))
+		if t.r.AddRefs(h, 1) != nil {
+			w.Store(heldReserved)
+			p.Unreserve(idx)
+			continue
+		}
+		w.Store(uint64(h))
+		fn(idx, h)
 	}
+	return nil
 }
 
 // ClearHistory releases every history entry (used when the last participant leaves a region

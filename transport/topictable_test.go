@@ -102,14 +102,22 @@ func TestTopicHistoryKeepsNewestAndReleases(t *testing.T) {
 		t.Fatalf("%d buffers held, want the 3 in history", n)
 	}
 	var seqs []uint64
-	tp.History(func(h Handle) {
+	err = tp.HoldHistory(p, func(idx int, h Handle) {
 		b, err := r.Buffer(h)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if w, _ := p.heldWord(idx); Handle(w.Load()) != h {
+			t.Fatalf("held entry %d holds %#x, want %v", idx, w.Load(), h)
+		}
 		seqs = append(seqs, b.Meta().Seq)
-		r.Release(h)
+		if err := p.Unhold(idx, h); err != nil {
+			t.Fatal(err)
+		}
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if fmt.Sprint(seqs) != "[2 3 4]" {
 		t.Fatalf("history %v, want [2 3 4]", seqs)
 	}

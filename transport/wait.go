@@ -49,6 +49,7 @@ const longSleep = time.Second
 // makes no system call and allocates nothing; when it must sleep and ctx can be cancelled, it
 // registers a wake-up with context.AfterFunc, which allocates.
 func (in *Inbox) Pop(ctx context.Context, w Waiter) (Handle, error) {
+	in.v.r.noteUnrecorded()
 	for {
 		h, ok, err := in.take(nil, 0)
 		if ok || err != nil {
