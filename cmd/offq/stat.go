@@ -75,6 +75,8 @@ type statBus struct {
 	Created      time.Time         `json:"created"`
 	Reclaims     uint64            `json:"reclaims"`
 	CorruptWords uint64            `json:"corrupt_words"`
+	Swept        uint64            `json:"swept"`     // orphaned buffers freed by reapers' sweeps
+	SweepOff     bool              `json:"sweep_off"` // a process took messages unrecorded: no sweeping until an audit
 	Participants []statParticipant `json:"participants"`
 	Topics       []statTopic       `json:"topics"`
 	Inboxes      []statInbox       `json:"inboxes"`
@@ -164,7 +166,7 @@ func (a *app) readStats(cmd *cobra.Command, what string) (*statReport, error) {
 
 func newStatBus(s transport.Stats) statBus {
 	b := statBus{Name: s.Name, Path: s.Path, SizeBytes: s.Size, Created: s.Created, Reclaims: s.Reclaims,
-		CorruptWords: s.Corrupt, Participants: []statParticipant{}, Topics: []statTopic{}, Inboxes: []statInbox{}, Pools: []statPool{}}
+		CorruptWords: s.Corrupt, Swept: s.Swept, SweepOff: s.SweepOff, Participants: []statParticipant{}, Topics: []statTopic{}, Inboxes: []statInbox{}, Pools: []statPool{}}
 	for _, p := range s.Participants {
 		b.Participants = append(b.Participants, statParticipant{Index: p.Index, Name: p.Name, PID: p.PID, Attached: p.Attached, Alive: p.Alive})
 	}
@@ -280,7 +282,11 @@ func (b *statBus) print(w io.Writer, r *statRates) {
 		}
 	}
 	fmt.Fprintf(w, "bus %s  %s  %s  created %s\n", b.Name, statSafe(b.Path), statBytes(float64(b.SizeBytes)), b.Created.Format(time.RFC3339))
-	fmt.Fprintf(w, "participants %d alive, %d dead   reclaims %d   corrupt words %d\n", alive, len(b.Participants)-alive, b.Reclaims, b.CorruptWords)
+	sweep := fmt.Sprintf("swept %d", b.Swept)
+	if b.SweepOff {
+		sweep += " (sweep off: unrecorded takes)"
+	}
+	fmt.Fprintf(w, "participants %d alive, %d dead   reclaims %d   %s   corrupt words %d\n", alive, len(b.Participants)-alive, b.Reclaims, sweep, b.CorruptWords)
 	if len(b.Participants) > 0 {
 		var ps []string
 		for _, p := range b.Participants {
