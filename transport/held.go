@@ -18,7 +18,8 @@ type heldList struct {
 }
 
 // Held words: 0 free; heldReserved taken by Reserve; heldPending|h a take of h in progress
-// (see Inbox.take); h (bits 62 and 63 clear) a held message.
+// (see Inbox.take) or a history reference about to be taken (Topic.HoldHistory); h (bits 62
+// and 63 clear) a held message.
 const (
 	heldReserved = 1 << 63
 	heldPending  = 1 << 62
@@ -77,10 +78,12 @@ func (p *Participant) Unreserve(i int) {
 	}
 }
 
-// Hold records h, to which the caller holds a reference taken from an inbox, in the reserved
-// entry i of p's held list. (Inbox.PopInto and TryPopInto take and record in one step, with no
-// instant at which a crash would lose the reference; Hold is for references obtained
-// otherwise, such as a topic's history.)
+// Hold records h, to which the caller holds a reference, in the reserved entry i of p's held
+// list. (Inbox.PopInto, TryPopInto and Topic.HoldHistory take and record in steps with no
+// instant at which the reference is in no record; Hold is for references obtained otherwise.)
+// A reference that no record names may be freed by a reaper's sweep (see Region.Reap), so
+// take the reference while another record of it still stands, for example AddRefs while
+// holding it in another entry, then Hold, then release the other.
 func (p *Participant) Hold(i int, h Handle) {
 	p.held.word(uint32(i)).Store(uint64(h))
 }

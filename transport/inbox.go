@@ -252,8 +252,8 @@ func (in *Inbox) Push(ctx context.Context, h Handle) error {
 // hold one for the call (a loan, typically). A publisher fanning out with Deliver holds no
 // reference for a subscriber it has not reached yet: killed half-way, it leaves nothing for
 // anyone but its loan, which a reaper ends. Only a kill between the two atomic operations of
-// one delivery (a few instructions) leaves one reference unowned, until the next audit.
-// It allocates nothing.
+// one delivery (a few instructions) leaves one reference unowned, for a reaper's sweep to
+// free (see Region.Reap). It allocates nothing.
 func (in *Inbox) Deliver(ctx context.Context, h Handle) error {
 	_, s, _, err := in.v.r.decode(h)
 	if err != nil {
