@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/offq/offq/transport"
 )
 
 // TestReap: a subscriber process is killed with SIGKILL; offq reap reclaims it (once), and ls
@@ -40,5 +42,56 @@ func TestReap(t *testing.T) {
 	}
 	if code, _, _ := runOffq(t, context.Background(), "--dir", dir, "--bus", "missing", "reap"); code != exitRuntime {
 		t.Errorf("reap of a missing bus: status %d, want %d", code, exitRuntime)
+	}
+}
+
+// TestReapSweeps: while a process is attached (so no audit), a buffer holds a reference that
+// nobody records, as a process killed between the two steps of moving one would leave. offq
+// reap sweeps it, and leaves the buffer a live participant holds alone.
+func TestReapSweeps(t *testing.T) {
+	dir := t.TempDir()
+	createBus(t, dir, "leaky")
+	r, err := transport.Open("leaky", transport.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p, err := r.Attach("holder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Detach()
+	var orphan transport.Handle
+	for i := range 2 {
+		b, err := p.Alloc(8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 { // the orphan: a reference added and never recorded
+			orphan = b.Handle()
+			if err := r.AddRefs(orphan, 1); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Unloan(orphan); err != nil {
+				t.Fatal(err)
+			}
+		} // the other stays on loan to the live participant
+	}
+	code, out, stderr := runOffq(t, context.Background(), "--dir", dir, "--bus", "leaky", "reap", "--json", "--settle", "1ms")
+	if code != exitOK {
+		t.Fatalf("reap: %d %s", code, stderr)
+	}
+	var rep map[string]int
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("reap --json: %q: %v", out, err)
+	}
+	if rep["swept"] != 1 || rep["participants"] != 0 {
+		t.Fatalf("reap: %v, want the orphan swept and nobody reclaimed", rep)
+	}
+	if _, err := r.Buffer(orphan); err == nil {
+		t.Fatal("the orphan is still allocated")
+	}
+	if n := r.CountAllocated(); n[0] != 1 {
+		t.Fatalf("allocated per class %v, want the loan alone", n)
 	}
 }
