@@ -262,26 +262,6 @@ func (in *Inbox) Deliver(ctx context.Context, h Handle) error {
 	return in.push(ctx, h, s)
 }
 
-// addRef adds the reference Deliver commits with h: h's generation must still be the slot's
-// and the slot allocated (the caller holds a reference, so it is unless the word was
-// scribbled).
-func (s *slotHeader) addRef(h Handle) error {
-	for {
-		v := s.state.Load()
-		switch {
-		case stateGen(v) != h.gen():
-			return errHandleStale
-		case stateRefs(v) == 0:
-			return errHandleFree
-		case stateRefs(v) >= maxRefs:
-			return errHandleRefs
-		}
-		if s.state.CompareAndSwap(v, v+1) {
-			return nil
-		}
-	}
-}
-
 // push is Push and Deliver: with ref set, a reference is added to ref's state word right
 // before each attempt to commit h, and dropped again if the attempt fails.
 func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
@@ -298,7 +278,7 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 		v := c.Load()
 		if v == in.empty(t) {
 			if ref != nil {
-				if err := ref.addRef(h); err != nil {
+				if err := ref.addRefs(h, 1); err != nil {
 					return err
 				}
 			}

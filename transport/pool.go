@@ -145,6 +145,12 @@ func (r *Region) AddRefs(h Handle, n int) error {
 	if err != nil {
 		return err
 	}
+	return s.addRefs(h, n)
+}
+
+// addRefs adds n references to the slot, whose generation must still be h's and which must be
+// allocated (the caller holds a reference, so it is unless the word was scribbled).
+func (s *slotHeader) addRefs(h Handle, n int) error {
 	for {
 		v := s.state.Load()
 		switch {

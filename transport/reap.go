@@ -29,7 +29,8 @@ type ReapReport struct {
 // and an audit an exclusive one.
 const presenceByte = 1
 
-func (a *ReapReport) add(b ReapReport) {
+// Add adds b's counts to a (for a caller that reaps more than once).
+func (a *ReapReport) Add(b ReapReport) {
 	a.Participants += b.Participants
 	a.Inboxes += b.Inboxes
 	a.Queued += b.Queued
@@ -108,14 +109,14 @@ func (r *Region) Reap() (ReapReport, error) {
 			continue // another reaper, or a new participant attaching
 		}
 		if s.state.Load()&0xff == partAttached {
-			rep.add(r.reapSlot(i))
+			rep.Add(r.reapSlot(i))
 		}
 		ofdUnlock(lf, off)
 	}
 	// If nobody else is present (no participant, no other reaper), the shared lock converts
 	// to an exclusive one, and nothing can move while we hold it: audit.
 	if got, err := ofdLock(lf, presenceByte); err == nil && got {
-		rep.add(r.audit())
+		rep.Add(r.audit())
 		return rep, nil
 	}
 	rep.Swept = r.sweep()
@@ -224,7 +225,7 @@ func (r *Region) audit() ReapReport {
 	for i := range r.cfg.Participants {
 		s := (*participantSlot)(r.at(r.participantOffset(i)))
 		if s.state.Load()&0xff != partFree {
-			rep.add(r.reapSlot(i))
+			rep.Add(r.reapSlot(i))
 		}
 	}
 	for j := range r.inboxes {

@@ -23,7 +23,7 @@ func reapTwice(t *testing.T, r *Region) ReapReport {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rep.add(x)
+		rep.Add(x)
 	}
 	return rep
 }

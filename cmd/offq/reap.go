@@ -50,7 +50,7 @@ command is for buses nobody is attached to, and for operators who want to see it
 				if err != nil {
 					return err
 				}
-				rep = addReports(rep, again)
+				rep.Add(again)
 			}
 			a.log.Info("reaped", zap.String("bus", a.busName), zap.Int("participants", rep.Participants))
 			out := cmd.OutOrStdout()
@@ -79,18 +79,4 @@ command is for buses nobody is attached to, and for operators who want to see it
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	cmd.Flags().DurationVar(&settle, "settle", 100*time.Millisecond, "time between the two sweeps for orphaned buffers (0: one pass, no sweep)")
 	return cmd
-}
-
-// addReports sums two reaps' reports.
-func addReports(a, b transport.ReapReport) transport.ReapReport {
-	a.Participants += b.Participants
-	a.Inboxes += b.Inboxes
-	a.Queued += b.Queued
-	a.Held += b.Held
-	a.Loans += b.Loans
-	a.Topics += b.Topics
-	a.Audited = a.Audited || b.Audited
-	a.Repaired += b.Repaired
-	a.Swept += b.Swept
-	return a
 }
