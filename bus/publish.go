@@ -154,7 +154,7 @@ func (p *Publisher) Send(ctx context.Context, l Loan) (err error) {
 		if testHookFanOut != nil {
 			testHookFanOut(i)
 		}
-		if err := p.targets[i].Deliver(ctx, h); err != nil {
+		if err := p.targets[i].DeliverBuffer(ctx, l.buf); err != nil {
 			if errors.Is(err, transport.ErrBadHandle) {
 				// Our own buffer's state word is not what we allocated: scribbled.
 				p.b.p.Unloan(h)

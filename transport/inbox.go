@@ -262,6 +262,15 @@ func (in *Inbox) Deliver(ctx context.Context, h Handle) error {
 	return in.push(ctx, h, s)
 }
 
+// DeliverBuffer is Deliver for a caller that has b's Buffer (a publisher, from its loan): it
+// skips decoding the handle again for each inbox of a fan-out.
+func (in *Inbox) DeliverBuffer(ctx context.Context, b Buffer) error {
+	if b.s == nil {
+		return errHandleZero
+	}
+	return in.push(ctx, b.h, b.s)
+}
+
 // push is Push and Deliver: with ref set, a reference is added to ref's state word right
 // before each attempt to commit h, and dropped again if the attempt fails.
 func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {

@@ -893,7 +893,11 @@ func TestDeliverReferences(t *testing.T) {
 	}
 	g := loan()
 	for range 2 {
-		if err := block.Deliver(context.Background(), g); err != nil {
+		b, err := r.Buffer(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := block.DeliverBuffer(context.Background(), b); err != nil {
 			t.Fatal(err)
 		}
 	}
