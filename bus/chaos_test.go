@@ -16,7 +16,7 @@ import (
 	"github.com/offq/offq/internal/peer"
 )
 
-var chaosDuration = flag.Duration("offq.chaos", 6*time.Second, "how long TestChaos kills and restarts processes")
+var chaosDuration = flag.Duration("offq.chaos", 20*time.Second, "how long TestChaos kills and restarts processes")
 
 // Chaos payload: instance (8) | sequence (8) | CRC32 of both (4), then filler to 64 bytes.
 func chaosPayload(b []byte, inst, seq uint64) {
@@ -141,7 +141,7 @@ func roleChaosSub(c *peer.Child) error {
 }
 
 // TestChaos runs publishers and subscribers on several topics as separate processes, kills
-// random ones with SIGKILL at random moments and starts them again, for -offq.chaos (6s by
+// random ones with SIGKILL at random moments and starts them again, for -offq.chaos (20s by
 // default). Every subscriber that is still running at the end must have received, from every
 // publisher instance, an intact sequence in order whose gaps are all messages its own inbox
 // counted as dropped; nobody may stall. An observer stays attached throughout, so reaping can
