@@ -186,10 +186,15 @@ func (r *Region) sweep() int {
 			seen((*atomic.Uint64)(unsafe.Add(cells, k*8)).Load())
 		}
 	}
-	cells := r.lay.sec.cells
-	for k := range cells.size / 8 {
-		if w := (*atomic.Uint64)(r.at(cells.off + k*8)).Load(); w&markBit == 0 {
-			seen(w) // a handle (markers name no buffer; a claimed cell's entry is read below)
+	for j := range r.inboxes {
+		v := &r.inboxes[j]
+		if wordStatus(v.hdr.state.Load()) == inboxFree {
+			continue // drained when it was freed: nobody takes from it
+		}
+		for k := range uint64(r.cfg.InboxCapacity) { // its whole share, whatever its capacity
+			if w := (*atomic.Uint64)(unsafe.Add(v.cells, k*8)).Load(); w&markBit == 0 {
+				seen(w) // a handle (markers name no buffer; a claimed cell's entry is read below)
+			}
 		}
 	}
 	if testHookSweepCellsRead != nil {
