@@ -26,6 +26,8 @@ func chaosPayload(b []byte, inst, seq uint64) {
 }
 
 // roleChaosPub publishes on OFFQ_TOPIC as fast as a few thousand a second until stdin closes.
+// With OFFQ_SCRIBBLED set (the corruption test), a send that fails because its region was
+// scribbled on (an error wrapping ErrCorrupt) is not fatal.
 // Each process start is a new instance with its own sequence.
 func roleChaosPub(c *peer.Child) error {
 	b, err := Open("chaos", WithDir(os.Getenv("OFFQ_DIR")), WithName("chaos-pub"), WithReapInterval(20*time.Millisecond))
@@ -42,6 +44,7 @@ func roleChaosPub(c *peer.Child) error {
 		return err
 	}
 	inst := rand.Uint64()
+	tolerate := os.Getenv("OFFQ_SCRIBBLED") != ""
 	c.Send("ready")
 	for seq := uint64(1); c.Context().Err() == nil; seq++ {
 		l, err := pub.Loan(64)
@@ -51,10 +54,17 @@ func roleChaosPub(c *peer.Child) error {
 				time.Sleep(time.Millisecond) // back off while a dead process's buffers are reclaimed
 				continue
 			}
+			if errors.Is(err, ErrCorrupt) && tolerate {
+				seq--
+				continue
+			}
 			return err
 		}
 		chaosPayload(l.Bytes(), inst, seq)
 		if err := pub.Send(c.Context(), l); err != nil {
+			if errors.Is(err, ErrCorrupt) && tolerate {
+				continue // the corruption test scribbled on our buffer: reported, not fatal
+			}
 			return err
 		}
 		if seq%64 == 0 {

@@ -32,7 +32,7 @@ func TestCorruptionWhileRunning(t *testing.T) {
 	procs := []*peer.Proc{
 		peer.Start(t, "chaos-sub", "OFFQ_DIR="+dir, "OFFQ_PATTERN=chaos.>"),
 		peer.Start(t, "chaos-sub", "OFFQ_DIR="+dir, "OFFQ_PATTERN=chaos.a"),
-		peer.Start(t, "chaos-pub", "OFFQ_DIR="+dir, "OFFQ_TOPIC=chaos.a"),
+		peer.Start(t, "chaos-pub", "OFFQ_DIR="+dir, "OFFQ_TOPIC=chaos.a", "OFFQ_SCRIBBLED=1"),
 	}
 	for _, p := range procs {
 		if _, err := p.Expect("ready", time.Minute); err != nil {

@@ -117,7 +117,8 @@ func (l Loan) Discard() error {
 // The loan is consumed. A subscriber whose queue is full is handled by its overflow policy:
 // DropOldest evicts its oldest message, DropNewest skips it, Block waits for room while ctx
 // allows. Those drops are counted on the subscriber's side and do not make Send fail. Send
-// allocates nothing.
+// fails with an error wrapping ErrCorrupt if it finds its own buffer's header scribbled on by
+// another process. Send allocates nothing.
 //
 // The writes to the loan's bytes happen before every subscriber's Receive of the message.
 func (p *Publisher) Send(ctx context.Context, l Loan) (err error) {
@@ -158,7 +159,7 @@ func (p *Publisher) Send(ctx context.Context, l Loan) (err error) {
 			if errors.Is(err, transport.ErrBadHandle) {
 				// Our own buffer's state word is not what we allocated: scribbled.
 				p.b.p.Unloan(h)
-				return fmt.Errorf("bus: send on %q: %w", p.name, err)
+				return fmt.Errorf("bus: send on %q: %w: %w", p.name, ErrCorrupt, err)
 			}
 			if errors.Is(err, transport.ErrClosed) {
 				stale = true
@@ -171,7 +172,11 @@ func (p *Publisher) Send(ctx context.Context, l Loan) (err error) {
 	if stale {
 		p.gen = ^uint64(0)
 	}
-	return p.b.p.Unloan(h)
+	if err := p.b.p.Unloan(h); err != nil {
+		// The loan was ours until now: its state word was scribbled.
+		return fmt.Errorf("bus: send on %q: %w: %w", p.name, ErrCorrupt, err)
+	}
+	return nil
 }
 
 // testHookFanOut, if set, runs before each push of a fan-out: a test stops a publisher there
