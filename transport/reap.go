@@ -171,6 +171,9 @@ func (r *Region) sweep() int {
 	}
 	seen := func(w uint64) {
 		h := Handle(w & handleMask)
+		if h == 0 {
+			return // most words: free entries, empty history
+		}
 		if v, ok := stale[h.offset()]; ok && h.gen() == stateGen(v) {
 			delete(stale, h.offset())
 		}
