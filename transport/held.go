@@ -100,10 +100,12 @@ func (p *Participant) Forget(i int) {
 // the reference released.
 func (p *Participant) Unhold(i int, h Handle) error {
 	l := p.held
+	step()
 	if i < 0 || uint32(i) >= l.n || !l.word(uint32(i)).CompareAndSwap(uint64(h), 0) {
 		return fmt.Errorf("%w: not held in entry %d (released twice?)", ErrBadHandle, i)
 	}
 	l.setHint(uint32(i))
+	step()
 	if err := p.r.Release(h); err != errHandleFree && err != errHandleStale {
 		return err
 	}

@@ -145,6 +145,7 @@ func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
 	}
 	for i := range r.inboxes {
 		v := &r.inboxes[i]
+		step()
 		st := v.hdr.state.Load()
 		if wordStatus(st) != inboxFree {
 			continue
@@ -173,12 +174,16 @@ func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
 		in := v.inbox(gen, uint32(capacity), c.Policy, c.BlockLimit)
 		// Positions continue from where the previous user of this entry stopped, so that no
 		// position is ever reused for another generation.
+		step()
 		t := h.tail.Load()
 		for pos := t; pos < t+capacity; pos++ {
+			step()
 			in.cell(pos).Store(in.empty(pos))
 		}
+		step()
 		h.head.Store(t)
 		h.base = t
+		step()
 		h.state.Store(inboxWord(inboxOpen, gen, p.owner))
 		r.hdr.subGen.Add(1)
 		return in, nil
@@ -282,21 +287,27 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 		if turns > maxTurns {
 			return in.wrecked()
 		}
+		step()
 		t := hd.tail.Load()
 		c := in.cell(t)
+		step()
 		v := c.Load()
 		if v == in.empty(t) {
 			if ref != nil {
+				step()
 				if err := ref.addRefs(h, 1); err != nil {
 					return err
 				}
 			}
+			step()
 			if !c.CompareAndSwap(v, uint64(h)|in.parity(t)) {
 				if ref != nil {
+					step()
 					in.v.r.releaseDropped(h) // the caller's reference keeps the buffer
 				}
 				continue
 			}
+			step()
 			hd.tail.CompareAndSwap(t, t+1)
 			if hd.sleepers.Load() != 0 {
 				hd.wake.Add(1)
@@ -304,9 +315,11 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 			}
 			return nil
 		}
+		step()
 		if hd.tail.Load() != t {
 			continue // t is stale; what we read may belong to a later position
 		}
+		step()
 		switch {
 		case v&markBit == 0: // a handle
 			if v&parityBit == in.parity(t) {
@@ -343,13 +356,16 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 		case v&parityBit == 0 && v&posMask == (t+in.cap)&posMask && hd.head.Load() >= t:
 			// Position t was filled and already taken (a take of t writes this marker, and
 			// happens only once the head has reached t); the tail lags.
+			step()
 			hd.tail.CompareAndSwap(t, t+1)
 			continue
 		case v&parityBit != 0 && (v>>48)&inboxGenMask == in.gen:
+			step()
 			h := hd.head.Load()
 			if h >= t {
 				// A consumer is taking (or took) the message of position t itself: t was
 				// filled and the tail lags.
+				step()
 				hd.tail.CompareAndSwap(t, t+1)
 				continue
 			}
@@ -371,6 +387,7 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 		// A value that cannot be at this position: scribbled. If no message of the previous
 		// lap belongs in this cell, make it empty for t and go on; otherwise the consumer, or
 		// an evicting producer, repairs it when it gets there.
+		step()
 		if t-hd.head.Load() < in.cap {
 			if in.repair(c, v, t) {
 				if repairs++; repairs > in.maxRepairs() {
@@ -394,6 +411,7 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 // repair replaces a scribbled value v in cell c, which must be empty for position pos, and
 // counts it. The compare-and-swap makes it a no-op if the cell changed since v was read.
 func (in *Inbox) repair(c *atomic.Uint64, v, pos uint64) bool {
+	step()
 	if c.CompareAndSwap(v, in.empty(pos)) {
 		in.v.hdr.corrupt.Add(1)
 		in.v.r.hdr.corrupt.Add(1)
@@ -439,6 +457,7 @@ func (in *Inbox) full(ctx context.Context, deadline *time.Time) error {
 		}
 		if ok {
 			hd.dropOldest.Add(1)
+			step()
 			in.v.r.releaseDropped(h)
 		}
 		return nil
@@ -513,9 +532,12 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 		if repairs > in.maxRepairs() || turns > maxTurns {
 			return 0, false, in.wrecked()
 		}
+		step()
 		h0 := hd.head.Load()
 		c := in.cell(h0)
+		step()
 		v := c.Load()
+		step()
 		if hd.head.Load() != h0 {
 			continue
 		}
@@ -523,7 +545,9 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 			if v&parityBit != in.parity(h0) {
 				// The handle of position h0+capacity: h0 was taken and the head lags. Then
 				// the tail has reached h0+capacity; if it has not, the handle is scribbled.
+				step()
 				if hd.tail.Load() >= h0+in.cap {
+					step()
 					hd.head.CompareAndSwap(h0, h0+1)
 					continue
 				}
@@ -534,35 +558,46 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 			// Handles carry no generation, so check that the ring is still the one this
 			// Inbox names before and after claiming one: a producer holding a closed inbox
 			// must not evict from the ring of the next subscriber to open that entry.
+			step()
 			if !in.isOpen() {
 				return 0, false, ErrClosed
 			}
 			h := Handle(v &^ parityBit)
 			if w != nil {
+				step()
 				w.Store(heldPending | uint64(h))
+				step()
 				if !c.CompareAndSwap(v, in.claimed(idx)) {
+					step()
 					w.Store(heldReserved)
 					continue
 				}
+				step()
 				w.Store(uint64(h))
+				step()
 				if !c.CompareAndSwap(in.claimed(idx), in.empty(h0+in.cap)) {
 					// Close drained the ring meanwhile; the message is ours all the same.
 					return h, true, nil
 				}
 			} else {
+				step()
 				if !c.CompareAndSwap(v, in.empty(h0+in.cap)) {
 					continue
 				}
+				step()
 				if !in.isOpen() {
 					// Closed (and perhaps reopened) between the check and the claim. Put
 					// the handle back; if the closer has already drained the cell, the
 					// handle is ours to release.
+					step()
 					if !c.CompareAndSwap(in.empty(h0+in.cap), v) {
+						step()
 						in.v.r.releaseDropped(h)
 					}
 					return 0, false, ErrClosed
 				}
 			}
+			step()
 			hd.head.CompareAndSwap(h0, h0+1)
 			if hd.spaceWaiters.Load() != 0 {
 				hd.space.Add(1)
@@ -570,6 +605,7 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 			}
 			return h, true, nil
 		}
+		step()
 		switch {
 		case v == in.empty(h0):
 			if hd.tail.Load() <= h0 {
@@ -578,6 +614,7 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 			// The tail moves past h0 only after h0 is filled, so the cell should not read
 			// empty-for-h0 any more: re-read it, and if it still does, the message there was
 			// overwritten. Skip it.
+			step()
 			if c.Load() != v {
 				continue
 			}
@@ -605,6 +642,7 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 				runtime.Gosched()
 				continue
 			}
+			step()
 			if owner := wordOwner(hd.state.Load()); owner != 0 {
 				if alive, err := in.v.r.Alive(int(owner) - 1); err == nil && !alive {
 					return 0, false, errClaimed
@@ -627,14 +665,17 @@ func (in *Inbox) claimed(idx uint64) uint64 { return markBit | parityBit | in.ge
 // destroyed and the head moves past it.
 func (in *Inbox) skip(c *atomic.Uint64, v, h0 uint64) {
 	hd := in.v.hdr
+	step()
 	if hd.tail.Load() <= h0 {
 		in.repair(c, v, h0)
 		return
 	}
+	step()
 	if c.CompareAndSwap(v, in.empty(h0+in.cap)) {
 		hd.corrupt.Add(1)
 		hd.skipped.Add(1)
 		in.v.r.hdr.corrupt.Add(1)
+		step()
 		hd.head.CompareAndSwap(h0, h0+1)
 	}
 }
@@ -684,6 +725,7 @@ func (in *Inbox) pending() bool { return in.ready() || in.v.hdr.tail.Load() > in
 // and every message left in it is released. Close is idempotent for a given Inbox value.
 func (in *Inbox) Close() error {
 	hd := in.v.hdr
+	step()
 	st := hd.state.Load()
 	if wordStatus(st) != inboxOpen || wordGen(st) != in.gen || !hd.state.CompareAndSwap(st, inboxWord(inboxClosing, in.gen, wordOwner(st))) {
 		return nil
@@ -694,6 +736,7 @@ func (in *Inbox) Close() error {
 	futexWakeAll(&hd.wake)
 	hd.space.Add(1)
 	futexWakeAll(&hd.space)
+	step()
 	hd.state.Store(inboxWord(inboxFree, in.gen, 0))
 	in.v.r.hdr.subGen.Add(1)
 	return nil
@@ -712,14 +755,17 @@ func (in *Inbox) drainCount() int {
 	for i := uint64(0); i < in.cap; i++ {
 		c := (*atomic.Uint64)(unsafe.Add(in.v.cells, i*8))
 		for {
+			step()
 			v := c.Load()
 			if v&markBit != 0 && v&parityBit == 0 && (v>>48)&inboxGenMask == next {
 				break
 			}
+			step()
 			if !c.CompareAndSwap(v, poison(i)) {
 				continue
 			}
 			if v&markBit == 0 {
+				step()
 				in.v.r.releaseDropped(Handle(v &^ parityBit))
 				n++
 			}
@@ -727,8 +773,11 @@ func (in *Inbox) drainCount() int {
 		}
 	}
 	// Move the tail past everything that was ever filled, and the head to it.
+	step()
 	t := max(hd.tail.Load(), hd.head.Load()) + in.cap
+	step()
 	hd.tail.Store(t)
+	step()
 	hd.head.Store(t)
 	return n
 }
