@@ -308,7 +308,24 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 				continue
 			}
 			step()
-			hd.tail.CompareAndSwap(t, t+1)
+			if !hd.tail.CompareAndSwap(t, t+1) {
+				// Someone moved the tail on: a producer that saw our handle (helping), or,
+				// if the head is past t, a scribble had made a finished position look
+				// empty, and our message is behind the head, where nobody would take it.
+				step()
+				if hd.head.Load() > t {
+					step()
+					if c.CompareAndSwap(uint64(h)|in.parity(t), in.empty(t+in.cap)) {
+						if ref != nil {
+							step()
+							in.v.r.releaseDropped(h)
+						}
+						hd.corrupt.Add(1)
+						in.v.r.hdr.corrupt.Add(1)
+						continue // taken back: push again
+					}
+				}
+			}
 			if hd.sleepers.Load() != 0 {
 				hd.wake.Add(1)
 				futexWakeAll(&hd.wake)
@@ -319,6 +336,21 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 		if hd.tail.Load() != t {
 			continue // t is stale; what we read may belong to a later position
 		}
+		// The cell is not empty for t. What it may hold depends on the head: a head past t
+		// proves position t is done (the tail lags); a head past t-capacity proves the message
+		// of the previous lap is gone. The head is read after the cell, so it may be newer than
+		// what the cell shows; where a conclusion needs the head as it was before the cell was
+		// read, the cell is read again and must not have changed.
+		step()
+		hn := hd.head.Load()
+		if hn > t {
+			// The consumer has gone past t, so t was filled (and taken): the tail lags. Help
+			// it, whatever the cell holds.
+			step()
+			hd.tail.CompareAndSwap(t, t+1)
+			continue
+		}
+		prevGone := t-hn < in.cap // by now; not necessarily when the cell was read
 		step()
 		switch {
 		case v&markBit == 0: // a handle
@@ -326,23 +358,22 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 				// Filled for t by a producer that has not advanced the tail yet: help it, if
 				// the word is a handle at all (a scribbled one is repaired below).
 				if _, _, _, err := in.v.r.decode(Handle(v &^ parityBit)); err == nil {
+					step()
 					hd.tail.CompareAndSwap(t, t+1)
 					continue
 				}
-			} else if h := hd.head.Load(); h > t {
-				continue // our tail and cell are stale
-			} else if d := t - h; d >= in.cap {
-				// The handle of position t-capacity is still there: full. (The head and
-				// tail are never more than a capacity and a few lagging steps apart; if
-				// they are, they were scribbled.)
-				if d > 2*in.cap+1024 {
-					return in.wrecked()
+			} else if !prevGone {
+				// The message of position t-capacity (the head had not passed it when the
+				// cell was read, since it has not now): the ring is full.
+				if t-hn > 2*in.cap+1024 {
+					return in.wrecked() // head and tail scribbled too far apart
 				}
 				if err := in.full(ctx, &deadline); err != nil {
 					return err
 				}
 				continue
 			}
+			// Otherwise it was taken since the read, or no handle can be here (below).
 		case v&parityBit == 0 && (v>>48)&inboxGenMask != in.gen:
 			if !in.isOpen() {
 				return ErrClosed
@@ -353,27 +384,29 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 				runtime.Gosched()
 				continue
 			}
-		case v&parityBit == 0 && v&posMask == (t+in.cap)&posMask && hd.head.Load() >= t:
+		case v&parityBit == 0 && v&posMask == (t+in.cap)&posMask && hn >= t:
 			// Position t was filled and already taken (a take of t writes this marker, and
-			// happens only once the head has reached t); the tail lags.
+			// happens only once the head has reached t); the tail lags. With the head short
+			// of t, the marker is scribbled (below).
 			step()
 			hd.tail.CompareAndSwap(t, t+1)
 			continue
 		case v&parityBit != 0 && (v>>48)&inboxGenMask == in.gen:
-			step()
-			h := hd.head.Load()
-			if h >= t {
-				// A consumer is taking (or took) the message of position t itself: t was
-				// filled and the tail lags.
+			// Claimed by a consumer: the take of t-capacity (the ring is full) or of t (t was
+			// filled; the tail lags).
+			if prevGone {
+				// A claim is made at the head. If the cell still shows it now that the head
+				// is past t-capacity, it is the take of t.
 				step()
-				hd.tail.CompareAndSwap(t, t+1)
+				if c.Load() == v {
+					step()
+					hd.tail.CompareAndSwap(t, t+1)
+				}
 				continue
 			}
-			if t-h < in.cap {
-				continue // a take of t-capacity finished after we read the cell: re-read
-			}
-			// The consumer is taking the message of position t-capacity: the ring is full
-			// for a moment more. Wait for it briefly, then apply the policy.
+			// The head had not passed t-capacity when the cell was read: the consumer is
+			// taking the message of t-capacity, and the ring is full for a moment more. Wait
+			// for it briefly, then apply the policy.
 			if foreign++; foreign < foreignSpins {
 				runtime.Gosched()
 				continue
@@ -384,11 +417,19 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 			foreign = 0
 			continue
 		}
-		// A value that cannot be at this position: scribbled. If no message of the previous
-		// lap belongs in this cell, make it empty for t and go on; otherwise the consumer, or
-		// an evicting producer, repairs it when it gets there.
+		// A value that cannot be at this position: scribbled (if the cell still holds it).
+		// If no message of the previous lap belongs in this cell, make it empty for t and go
+		// on; otherwise the consumer, or an evicting producer, deals with it when it gets
+		// there. In a ring being closed, an evicting producer may have put back a handle
+		// behind the head (see take): the closer drains and releases it, so leave it.
 		step()
-		if t-hd.head.Load() < in.cap {
+		if c.Load() != v {
+			continue
+		}
+		if !in.isOpen() {
+			return ErrClosed
+		}
+		if prevGone { // the head was past t-capacity before the cell was read again
 			if in.repair(c, v, t) {
 				if repairs++; repairs > in.maxRepairs() {
 					return in.wrecked()
@@ -396,7 +437,7 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 			}
 			continue
 		}
-		if in.policy == DropOldest {
+		if in.policy != DropNewest {
 			if err := in.full(ctx, &deadline); err != nil {
 				return err
 			}
@@ -425,6 +466,9 @@ var errCellCorrupt = fmt.Errorf("%w: inbox cell holds an impossible value", ErrC
 // full applies the overflow policy. A nil return means: try again.
 func (in *Inbox) full(ctx context.Context, deadline *time.Time) error {
 	hd := in.v.hdr
+	if !in.isOpen() {
+		return ErrClosed // a ring being closed looks full for a moment: not a drop
+	}
 	switch in.policy {
 	case DropNewest:
 		hd.dropNewest.Add(1)
@@ -545,11 +589,20 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 			if v&parityBit != in.parity(h0) {
 				// The handle of position h0+capacity: h0 was taken and the head lags. Then
 				// the tail has reached h0+capacity; if it has not, the handle is scribbled.
+				// The cell must still hold it after the tail is read: a scribble repaired
+				// and filled for h0 meanwhile (which moves the tail too) is a message to take.
 				step()
 				if hd.tail.Load() >= h0+in.cap {
 					step()
+					if c.Load() != v {
+						continue
+					}
+					step()
 					hd.head.CompareAndSwap(h0, h0+1)
 					continue
+				}
+				if !in.isOpen() {
+					return 0, false, ErrClosed // the closer drains what is there
 				}
 				repairs++
 				in.skip(c, v, h0)
@@ -618,6 +671,9 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 			if c.Load() != v {
 				continue
 			}
+			if !in.isOpen() {
+				return 0, false, ErrClosed
+			}
 			repairs++
 			in.skip(c, v, h0)
 			continue
@@ -634,28 +690,55 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 				continue
 			}
 		case v&parityBit != 0 && (v>>48)&inboxGenMask == in.gen:
-			// Another consumer goroutine is taking this message: wait for it. If it stays
-			// claimed and the owner's process died mid-take, only the reaper can finish the
-			// take. If the owner lives, the marker is a scribble (or a take so slow that
-			// its goroutine will find the head moved on, which it tolerates): skip it.
+			// Claimed: the consumer (another goroutine of it, if we are the consumer) is
+			// taking this message, if the held entry the marker names says so; if not, the
+			// marker is scribbled (skipped below).
+			if !in.takeInProgress(v) {
+				break
+			}
 			if foreign++; foreign < foreignSpins {
 				runtime.Gosched()
 				continue
 			}
-			step()
-			if owner := wordOwner(hd.state.Load()); owner != 0 {
-				if alive, err := in.v.r.Alive(int(owner) - 1); err == nil && !alive {
-					return 0, false, errClaimed
-				}
+			if w == nil {
+				// An evicting producer does not wait on: the consumer is slow (descheduled
+				// mid-take) or dead (then only the reaper finishes the take). The new
+				// message is dropped instead.
+				return 0, false, errClaimed
 			}
+			// Another goroutine of our own process claimed it long ago, or the marker is a
+			// scribble naming an entry that holds a message: skip it (the other goroutine,
+			// if any, still gets its message; see the claim above).
+		}
+		// In a ring being closed, an evicting producer may have put back a handle behind the
+		// head (see the claim above): leave the cell to the closer, which drains it.
+		if !in.isOpen() {
+			return 0, false, ErrClosed
 		}
 		repairs++
 		in.skip(c, v, h0)
 	}
 }
 
-// errClaimed: the head cell stays claimed by a consumer that does not finish (dead).
+// errClaimed: the head cell stays claimed by a consumer that does not finish its take (slow
+// or dead), so a drop-oldest producer cannot evict it.
 var errClaimed = fmt.Errorf("%w: the oldest message is being taken by a consumer that does not finish", ErrFull)
+
+// takeInProgress reports whether a claimed marker v in one of this ring's cells belongs to a
+// take in progress: the held entry it names, in the inbox owner's held list, holds (or is
+// about to hold) a handle. Anything else is a scribble.
+func (in *Inbox) takeInProgress(v uint64) bool {
+	step()
+	owner := wordOwner(in.v.hdr.state.Load())
+	idx := v & posMask
+	r := in.v.r
+	if owner == 0 || owner > r.cfg.Participants || idx >= uint64(r.cfg.Held) {
+		return false
+	}
+	step()
+	hv := (*atomic.Uint64)(r.at(r.lay.sec.held.off + (uint64(owner-1)*uint64(r.cfg.Held)+idx)*8)).Load()
+	return hv&heldReserved == 0 && hv&handleMask != 0
+}
 
 // claimed is the marker of a cell whose handle a consumer is moving into held entry idx.
 func (in *Inbox) claimed(idx uint64) uint64 { return markBit | parityBit | in.gen<<48 | idx&posMask }
