@@ -61,7 +61,8 @@ func wordOwner(st uint64) uint32  { return uint32(st>>32) & 0xffff }
 //
 //	bit 63 = 0: a handle; bit 62 is the lap parity of its position ((pos / capacity) & 1)
 //	bit 63 = 1, bit 62 = 0: empty, ready for position pos (bits 0-47) of generation gen (48-61)
-//	bit 63 = 1, bit 62 = 1: claimed by the consumer into held entry (bits 0-47) (see take)
+//	bit 63 = 1, bit 62 = 1: claimed by the consumer into held entry (bits 0-15) for position
+//	(its low 32 bits in bits 16-47) of generation gen (48-61) (see take)
 //
 // Producers fill a cell with one compare-and-swap from "empty for position t" to the handle,
 // then advance the tail; the consumer takes with one compare-and-swap from the handle to
@@ -620,15 +621,28 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 				step()
 				w.Store(heldPending | uint64(h))
 				step()
-				if !c.CompareAndSwap(v, in.claimed(idx)) {
+				if !c.CompareAndSwap(v, in.claimed(idx, h0)) {
 					step()
 					w.Store(heldReserved)
 					continue
 				}
+				// The same handle can be in this cell again two laps later (a buffer pushed
+				// twice): if the head moved since it was checked, the claim is of a later
+				// position. Put it back.
+				step()
+				if hd.head.Load() != h0 {
+					step()
+					if c.CompareAndSwap(in.claimed(idx, h0), v) {
+						step()
+						w.Store(heldReserved)
+						continue
+					}
+					// Close drained the cell meanwhile: the message is ours (below).
+				}
 				step()
 				w.Store(uint64(h))
 				step()
-				if !c.CompareAndSwap(in.claimed(idx), in.empty(h0+in.cap)) {
+				if !c.CompareAndSwap(in.claimed(idx, h0), in.empty(h0+in.cap)) {
 					// Close drained the ring meanwhile; the message is ours all the same.
 					return h, true, nil
 				}
@@ -730,7 +744,7 @@ var errClaimed = fmt.Errorf("%w: the oldest message is being taken by a consumer
 func (in *Inbox) takeInProgress(v uint64) bool {
 	step()
 	owner := wordOwner(in.v.hdr.state.Load())
-	idx := v & posMask
+	idx := v & claimedIdxMask
 	r := in.v.r
 	if owner == 0 || owner > r.cfg.Participants || idx >= uint64(r.cfg.Held) {
 		return false
@@ -741,7 +755,17 @@ func (in *Inbox) takeInProgress(v uint64) bool {
 }
 
 // claimed is the marker of a cell whose handle a consumer is moving into held entry idx.
-func (in *Inbox) claimed(idx uint64) uint64 { return markBit | parityBit | in.gen<<48 | idx&posMask }
+// claimed is the marker of a take of position pos into held entry idx. The position (its low
+// 32 bits) makes markers of different takes into the same entry differ, so that a process that
+// read a claim long ago cannot mistake a later one for it.
+func (in *Inbox) claimed(idx, pos uint64) uint64 {
+	return markBit | parityBit | in.gen<<48 | (pos&claimedPosMask)<<16 | idx&claimedIdxMask
+}
+
+const (
+	claimedIdxMask = 1<<16 - 1 // Config.Held is at most 1<<16
+	claimedPosMask = 1<<32 - 1
+)
 
 // skip deals with a scribbled value v in the head's cell c: it is dropped and counted. If the
 // ring is otherwise empty the cell becomes empty for h0; if not, the message at h0 was

@@ -922,7 +922,7 @@ func (r *ilRun) scribbler(a *ilActor) {
 	case ilOtherGen:
 		v = markBit | ((in.gen+1+uint64(a.rng.IntN(3)))&inboxGenMask)<<48 | pos&posMask
 	case ilClaimed:
-		v = in.claimed(uint64(a.rng.IntN(4)))
+		v = in.claimed(uint64(a.rng.IntN(4)), uint64(a.rng.IntN(4)))
 	case ilClaimedOther:
 		v = markBit | parityBit | ((in.gen+1)&inboxGenMask)<<48 | uint64(a.rng.IntN(4))
 	case ilRandom:
@@ -1036,7 +1036,7 @@ func ilCell(in *Inbox, v uint64) string {
 	case v&parityBit == 0:
 		return fmt.Sprintf("E(%d%s)", v&posMask, g)
 	default:
-		return fmt.Sprintf("C(%d%s)", v&posMask, g)
+		return fmt.Sprintf("C(%d@%d%s)", v&claimedIdxMask, (v>>16)&claimedPosMask, g)
 	}
 }
 

@@ -324,8 +324,9 @@ func (r *Region) reapSlot(i uint32) ReapReport {
 		}
 		in := v.inbox(gen, c, DropOldest, 0)
 		h0 := v.hdr.head.Load()
-		if cv := in.cell(h0).Load(); cv&(markBit|parityBit) == markBit|parityBit && (cv>>48)&inboxGenMask == gen {
-			if idx := cv & posMask; idx < uint64(r.cfg.Held) {
+		if cv := in.cell(h0).Load(); cv&(markBit|parityBit) == markBit|parityBit && (cv>>48)&inboxGenMask == gen &&
+			(cv>>16)&claimedPosMask == h0&claimedPosMask {
+			if idx := cv & claimedIdxMask; idx < uint64(r.cfg.Held) {
 				w := held[idx]
 				if hv := w.Load(); hv&heldPending != 0 && hv&heldReserved == 0 {
 					w.Store(hv &^ heldPending) // the take had happened: the entry owns it

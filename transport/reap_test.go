@@ -247,7 +247,7 @@ func TestReapMidTake(t *testing.T) {
 				w.Store(heldPending | uint64(h))
 			}
 			if step >= 2 {
-				c.Store(in.claimed(uint64(idx)))
+				c.Store(in.claimed(uint64(idx), h0))
 			}
 			if step >= 3 {
 				w.Store(uint64(h))
