@@ -50,8 +50,8 @@ func (l *heldList) word(i uint32) *atomic.Uint64 {
 var ErrHeldFull = fmt.Errorf("offq: too many messages held unreleased")
 
 // Reserve takes an empty entry of p's held list, so that a consumer knows it has room before it
-// takes a message out of an inbox. Fill the entry with Hold or give it back with Unreserve.
-// It fails with ErrHeldFull when p already holds Config.Held messages. It allocates nothing.
+// takes a message out of an inbox. Fill the entry with Inbox.PopInto or TryPopInto, or give it
+// back with Unreserve. It fails with ErrHeldFull when p already holds Config.Held messages. It allocates nothing.
 func (p *Participant) Reserve() (int, error) {
 	l := p.held
 	i := l.hint.Load()
@@ -76,16 +76,6 @@ func (p *Participant) Unreserve(i int) {
 	if i >= 0 && uint32(i) < l.n && l.word(uint32(i)).CompareAndSwap(heldReserved, 0) {
 		l.setHint(uint32(i))
 	}
-}
-
-// Hold records h, to which the caller holds a reference, in the reserved entry i of p's held
-// list. (Inbox.PopInto, TryPopInto and Topic.HoldHistory take and record in steps with no
-// instant at which the reference is in no record; Hold is for references obtained otherwise.)
-// A reference that no record names may be freed by a reaper's sweep (see Region.Reap), so
-// take the reference while another record of it still stands, for example AddRefs while
-// holding it in another entry, then Hold, then release the other.
-func (p *Participant) Hold(i int, h Handle) {
-	p.held.word(uint32(i)).Store(uint64(h))
 }
 
 // Forget turns entry i back into a reserved entry without releasing what it held: for a

@@ -178,11 +178,6 @@ func (r *Region) sweep() int {
 			delete(stale, h.offset())
 		}
 	}
-	words := func(off, n uint64) {
-		for k := range n {
-			seen((*atomic.Uint64)(r.at(off + k*8)).Load())
-		}
-	}
 	for t := range r.cfg.Topics {
 		_, cells := r.topicEntry(t)
 		for k := range uint64(r.cfg.HistoryDepth) {
@@ -204,7 +199,9 @@ func (r *Region) sweep() int {
 		testHookSweepCellsRead()
 	}
 	held := r.lay.sec.held
-	words(held.off, held.size/8)
+	for k := range held.size / 8 {
+		seen((*atomic.Uint64)(r.at(held.off + k*8)).Load())
+	}
 	n := 0
 	for off, v := range stale {
 		p, s, idx, err := r.decode(makeHandle(off, stateGen(v)))
