@@ -96,7 +96,7 @@ func (s *Subscription) takeHistory() {
 		if err != nil || t.HistoryDepth() == 0 || !topics.Match(s.pattern, t.Name()) {
 			continue
 		}
-		t.HoldHistory(s.b.p, func(idx int, h transport.Handle) {
+		err = t.HoldHistory(s.b.p, func(idx int, h transport.Handle) {
 			buf, err := r.Buffer(h)
 			if err != nil {
 				s.b.p.Unhold(idx, h)
@@ -109,6 +109,10 @@ func (s *Subscription) takeHistory() {
 			m := buf.Meta()
 			s.dedup[topicSeq{m.Topic, m.Seq}] = struct{}{}
 		})
+		if err != nil { // the process holds Config.Held messages already: no room for history
+			s.b.log.Warn("subscribed without part of the history", zap.String("pattern", s.pattern),
+				zap.String("topic", t.Name()), zap.Error(err))
+		}
 	}
 	s.dedupOn.Store(len(s.dedup) > 0)
 }
