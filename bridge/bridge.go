@@ -14,8 +14,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/offq/offq/bus"
+	"github.com/offq/offq/internal/shm"
 	"github.com/offq/offq/topics"
-	"github.com/offq/offq/transport"
 )
 
 // Header names of the NATS messages a Bridge exports.
@@ -52,7 +52,7 @@ type Bridge struct {
 	next   int
 
 	tmu    sync.Mutex
-	tcache map[string]transport.Topic // exported topics, for their fingerprints
+	tcache map[string]shm.Topic // exported topics, for their fingerprints
 
 	forwarded, imported, dropped, mismatched, looped atomic.Uint64
 	reconnects, disconnects                          atomic.Uint64
@@ -62,7 +62,7 @@ type Bridge struct {
 
 type importTopic struct {
 	p *bus.Publisher
-	t transport.Topic
+	t shm.Topic
 }
 
 type topicSeq struct {
@@ -101,7 +101,7 @@ func New(b *bus.Bus, url string, opts ...Option) (*Bridge, error) {
 	br := &Bridge{
 		b: b, id: o.id, o: o, log: o.logger.With(zap.String("bridge", o.id)),
 		pubs: make(map[string]importTopic), recent: make(map[topicSeq]uint64),
-		ring: make([]topicSeq, o.recent), tcache: make(map[string]transport.Topic),
+		ring: make([]topicSeq, o.recent), tcache: make(map[string]shm.Topic),
 	}
 	br.ctx, br.cancel = context.WithCancel(context.Background())
 	nopts := []nats.Option{
@@ -183,7 +183,7 @@ func (br *Bridge) mirrorStats() {
 
 func (br *Bridge) publishStats() {
 	s := br.Stats()
-	br.b.SetBridgeStats(transport.BridgeStats{Forwarded: s.Forwarded, Imported: s.Imported, Dropped: s.Dropped, Reconnects: s.Reconnects})
+	br.b.SetBridgeStats(shm.BridgeStats{Forwarded: s.Forwarded, Imported: s.Imported, Dropped: s.Dropped, Reconnects: s.Reconnects})
 }
 
 // ID returns the bridge's instance id, as carried in the Offq-Origin header.
@@ -214,7 +214,7 @@ func (br *Bridge) exportQueueDrops() uint64 {
 	if len(br.exports) == 0 {
 		return 0
 	}
-	ids := make(map[transport.InboxID]bool, len(br.exports))
+	ids := make(map[shm.InboxID]bool, len(br.exports))
 	for _, s := range br.exports {
 		ids[s.InboxID()] = true
 	}
@@ -303,13 +303,13 @@ func (br *Bridge) fingerprint(name string) (uint64, string) {
 	return t.Fingerprint()
 }
 
-func findTopic(r *transport.Region, name string) (transport.Topic, bool) {
+func findTopic(r *shm.Region, name string) (shm.Topic, bool) {
 	for i := range int(r.Config().Topics) {
 		if t, err := r.Topic(i); err == nil && t.Name() == name {
 			return t, true
 		}
 	}
-	return transport.Topic{}, false
+	return shm.Topic{}, false
 }
 
 func payloadHash(p []byte) uint64 {

@@ -10,8 +10,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/offq/offq/internal/shm"
 	"github.com/offq/offq/topics"
-	"github.com/offq/offq/transport"
 )
 
 // Bus is one process's attachment to a named bus: a shared-memory region that every process
@@ -19,12 +19,12 @@ import (
 // by multiple goroutines.
 type Bus struct {
 	name string
-	r    *transport.Region
-	p    *transport.Participant
+	r    *shm.Region
+	p    *shm.Participant
 	log  *zap.Logger
 
 	mu     sync.Mutex
-	topics map[string]transport.Topic
+	topics map[string]shm.Topic
 	subs   map[*Subscription]struct{}
 	pubs   map[*Publisher]struct{}
 	names  []atomic.Pointer[string] // topic index -> name, filled on first use
@@ -78,14 +78,14 @@ func Open(name string, opts ...Option) (*Bus, error) {
 	if err := o.validate(); err != nil {
 		return nil, fmt.Errorf("bus: open %q: %w", name, err)
 	}
-	r, created, err := transport.OpenOrCreate(name, transport.Options{
+	r, created, err := shm.OpenOrCreate(name, shm.Options{
 		Dir: o.dir, Mode: o.mode, Config: o.config, AllowForeignOwner: o.allowForeign, ReadyTimeout: o.readyTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bus: open %q: %w", name, err)
 	}
 	// Reap before attaching: if nobody is attached, the reap is also an audit that repairs
-	// whatever a crash left behind (see transport.Region.Reap).
+	// whatever a crash left behind (see shm.Region.Reap).
 	rep, reapErr := r.Reap()
 	p, err := r.Attach(o.name)
 	if err != nil {
@@ -97,7 +97,7 @@ func Open(name string, opts ...Option) (*Bus, error) {
 		r:      r,
 		p:      p,
 		log:    o.logger.With(zap.String("bus", name), zap.Int("participant", p.Index())),
-		topics: make(map[string]transport.Topic),
+		topics: make(map[string]shm.Topic),
 		subs:   make(map[*Subscription]struct{}),
 		pubs:   make(map[*Publisher]struct{}),
 		names:  make([]atomic.Pointer[string], r.Config().Topics),
@@ -117,12 +117,12 @@ func Open(name string, opts ...Option) (*Bus, error) {
 func (b *Bus) reap(why string) {
 	var err error
 	defer unguard(guard(), &err)
-	var rep transport.ReapReport
+	var rep shm.ReapReport
 	rep, err = b.r.Reap()
 	b.logReap(why, rep, err)
 }
 
-func (b *Bus) logReap(why string, rep transport.ReapReport, err error) {
+func (b *Bus) logReap(why string, rep shm.ReapReport, err error) {
 	if err != nil {
 		b.log.Warn("reap failed", zap.String("trigger", why), zap.Error(err))
 		return
@@ -180,7 +180,7 @@ func (b *Bus) logCorrupt() {
 // reapOnExhaustion reaps when a loan found the pools exhausted (a dead process may be holding
 // buffers), at most once per 10ms. It reports whether it reaped.
 func (b *Bus) reapOnExhaustion() bool {
-	now, last := transport.Now(), b.lastReap.Load()
+	now, last := shm.Now(), b.lastReap.Load()
 	if now-last < int64(10*time.Millisecond) || !b.lastReap.CompareAndSwap(last, now) {
 		return false
 	}
@@ -191,12 +191,12 @@ func (b *Bus) reapOnExhaustion() bool {
 // Name returns the bus's name.
 func (b *Bus) Name() string { return b.name }
 
-// Participant returns this process's participant index (as in transport.InboxStats.Owner).
+// Participant returns this process's participant index (as in shm.InboxStats.Owner).
 func (b *Bus) Participant() int { return b.p.Index() }
 
 // SetBridgeStats records a NATS bridge's counters in this process's participant slot, where
 // offq exporter and offq stat read them. Package bridge calls it; applications do not need to.
-func (b *Bus) SetBridgeStats(s transport.BridgeStats) {
+func (b *Bus) SetBridgeStats(s shm.BridgeStats) {
 	if b.closed.Load() {
 		return // the bridge must be closed before its bus; this is only a safety net
 	}
@@ -204,7 +204,7 @@ func (b *Bus) SetBridgeStats(s transport.BridgeStats) {
 }
 
 // Region returns the bus's shared-memory region, for tools and metrics.
-func (b *Bus) Region() *transport.Region { return b.r }
+func (b *Bus) Region() *shm.Region { return b.r }
 
 // Close unsubscribes every subscription of this Bus (releasing the messages queued for them),
 // releases every message still held, closes every publisher and detaches from the bus. Byte
@@ -278,18 +278,18 @@ func (b *Bus) Drain(ctx context.Context) error {
 }
 
 // topic returns the topic table entry for name, creating it (with history k) on first use.
-func (b *Bus) topic(name string, history int) (transport.Topic, error) {
+func (b *Bus) topic(name string, history int) (shm.Topic, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if t, ok := b.topics[name]; ok {
 		return t, nil
 	}
 	if err := topics.ValidateName(name); err != nil {
-		return transport.Topic{}, err
+		return shm.Topic{}, err
 	}
 	t, err := b.p.LookupTopic(name, true, history)
 	if err != nil {
-		return transport.Topic{}, err
+		return shm.Topic{}, err
 	}
 	b.topics[name] = t
 	return t, nil

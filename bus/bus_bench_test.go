@@ -7,13 +7,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 // benchConfig has room for 1 MiB messages in flight on every subscription.
-func benchConfig() transport.Config {
-	c := transport.DefaultConfig()
-	c.Classes = []transport.Class{{Size: 256, Count: 4096}, {Size: 4 << 10, Count: 1024}, {Size: 1 << 20, Count: 64}}
+func benchConfig() shm.Config {
+	c := shm.DefaultConfig()
+	c.Classes = []shm.Class{{Size: 256, Count: 4096}, {Size: 4 << 10, Count: 1024}, {Size: 1 << 20, Count: 64}}
 	c.InboxCapacity = 1024
 	return c
 }
@@ -23,7 +23,7 @@ func benchConfig() transport.Config {
 // makes it independent of the payload size.
 func BenchmarkPublishReceive(b *testing.B) {
 	for _, size := range []int{64, 4 << 10, 1 << 20} {
-		b.Run(fmt.Sprintf("size=%s", transport.Size(size)), func(b *testing.B) {
+		b.Run(fmt.Sprintf("size=%s", shm.Size(size)), func(b *testing.B) {
 			bs, err := Open("bench", WithDir(b.TempDir()), WithConfig(benchConfig()))
 			if err != nil {
 				b.Fatal(err)
@@ -59,7 +59,7 @@ func BenchmarkPublishReceive(b *testing.B) {
 // BenchmarkPublishCopy is Publish (copying the payload into the loaned buffer) and Receive.
 func BenchmarkPublishCopy(b *testing.B) {
 	for _, size := range []int{64, 4 << 10, 1 << 20} {
-		b.Run(fmt.Sprintf("size=%s", transport.Size(size)), func(b *testing.B) {
+		b.Run(fmt.Sprintf("size=%s", shm.Size(size)), func(b *testing.B) {
 			bs, err := Open("bench", WithDir(b.TempDir()), WithConfig(benchConfig()))
 			if err != nil {
 				b.Fatal(err)

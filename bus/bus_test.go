@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 func openTest(t *testing.T, dir string, opts ...Option) *Bus {
@@ -174,7 +174,7 @@ func TestHandleAndClose(t *testing.T) {
 	if err := pub.Publish(context.Background(), []byte("x")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("publish after close: %v", err)
 	}
-	r, err := transport.Open("h", transport.Options{Dir: dir})
+	r, err := shm.Open("h", shm.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +213,7 @@ func TestCloseEndsLoansAndHeldMessages(t *testing.T) {
 	if err := m.Release(); !errors.Is(err, ErrReleased) {
 		t.Fatalf("release after Close: %v", err)
 	}
-	r, err := transport.Open("loans", transport.Options{Dir: dir})
+	r, err := shm.Open("loans", shm.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/offq/offq/internal/peer"
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -39,7 +39,7 @@ func TestCorruptionWhileRunning(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f, err := os.OpenFile(transport.Path(dir, "chaos"), os.O_WRONLY, 0)
+	f, err := os.OpenFile(shm.Path(dir, "chaos"), os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

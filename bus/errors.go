@@ -3,7 +3,7 @@ package bus
 import (
 	"errors"
 
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 var (
@@ -22,14 +22,14 @@ var (
 // errors.Is works with either name.
 var (
 	// ErrPoolExhausted: no buffer of a large enough size class is free. The error is a
-	// *transport.PoolError naming the size and the classes tried.
-	ErrPoolExhausted = transport.ErrPoolExhausted
+	// *shm.PoolError naming the size and the classes tried.
+	ErrPoolExhausted = shm.ErrPoolExhausted
 	// ErrTooLarge: the message is larger than the region's largest size class.
-	ErrTooLarge = transport.ErrTooLarge
+	ErrTooLarge = shm.ErrTooLarge
 	// ErrCorrupt: the region is not a valid offq region.
-	ErrCorrupt = transport.ErrCorrupt
+	ErrCorrupt = shm.ErrCorrupt
 	// ErrIncompatibleConfig: the region exists with another configuration.
-	ErrIncompatibleConfig = transport.ErrIncompatibleConfig
+	ErrIncompatibleConfig = shm.ErrIncompatibleConfig
 	// ErrHeldFull: the process holds Config.Held messages it has not released.
-	ErrHeldFull = transport.ErrHeldFull
+	ErrHeldFull = shm.ErrHeldFull
 )

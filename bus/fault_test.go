@@ -6,7 +6,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 // TestTruncatedRegion: another process truncates the region's file under a running bus.
@@ -28,7 +28,7 @@ func TestTruncatedRegion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(transport.Path(dir, "trunc"), 1024); err != nil {
+	if err := os.Truncate(shm.Path(dir, "trunc"), 1024); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Release(); !errors.Is(err, ErrCorrupt) {

@@ -3,7 +3,7 @@ package bus
 import (
 	"time"
 
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 // Message is a received message: a small value naming a buffer in shared memory. Its Data
@@ -13,9 +13,9 @@ import (
 // it once.
 type Message struct {
 	s   *Subscription
-	h   transport.Handle
+	h   shm.Handle
 	idx int32
-	buf transport.Buffer
+	buf shm.Buffer
 }
 
 // Data returns the payload, in shared memory, read-only by convention: other subscribers read
@@ -49,7 +49,7 @@ func (m Message) Time() time.Time {
 	if m.s == nil {
 		return time.Time{}
 	}
-	return transport.Time(m.buf.Meta().Stamp)
+	return shm.Time(m.buf.Meta().Stamp)
 }
 
 // Age returns how long ago the message was sent, from the monotonic clock the sender stamped
@@ -59,7 +59,7 @@ func (m Message) Age() time.Duration {
 	if m.s == nil {
 		return 0
 	}
-	return time.Duration(transport.Now() - m.buf.Meta().Stamp)
+	return time.Duration(shm.Now() - m.buf.Meta().Stamp)
 }
 
 // Clone returns a copy of the payload in the process's own memory.

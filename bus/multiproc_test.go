@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/offq/offq/internal/peer"
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 // Test payload: publisher id (4) | sequence (8) | fill length (4) | fill | CRC32 of all before.
@@ -165,7 +165,7 @@ func readResult(t *testing.T, p *peer.Proc) subResult {
 // in use and no participant or inbox is left.
 func assertClean(t *testing.T, dir string) {
 	t.Helper()
-	r, err := transport.Open("mp", transport.Options{Dir: dir})
+	r, err := shm.Open("mp", shm.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 // Option configures Open.
@@ -20,7 +20,7 @@ func (f optionFunc) apply(o *options) error { return f(o) }
 type options struct {
 	dir          string
 	mode         os.FileMode
-	config       transport.Config
+	config       shm.Config
 	configFile   string
 	logger       *zap.Logger
 	name         string
@@ -30,7 +30,7 @@ type options struct {
 }
 
 func defaultOptions() options {
-	return options{dir: transport.DefaultDir, mode: 0o600, logger: zap.NewNop(), name: os.Args[0], reapEvery: time.Second}
+	return options{dir: shm.DefaultDir, mode: 0o600, logger: zap.NewNop(), name: os.Args[0], reapEvery: time.Second}
 }
 
 func (o *options) validate() error {
@@ -38,7 +38,7 @@ func (o *options) validate() error {
 		return fmt.Errorf("%w: WithConfig and WithConfigFile both given", ErrInvalidOption)
 	}
 	if o.configFile != "" {
-		c, err := transport.LoadConfig(o.configFile)
+		c, err := shm.LoadConfig(o.configFile)
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalidOption, err)
 		}
@@ -74,11 +74,11 @@ func WithMode(mode os.FileMode) Option {
 
 // WithConfig sizes the region if this process creates it, and requires an existing region to
 // have exactly this configuration.
-func WithConfig(c transport.Config) Option {
+func WithConfig(c shm.Config) Option {
 	return optionFunc(func(o *options) error { o.config = c; return nil })
 }
 
-// WithConfigFile reads the configuration from a TOML file (see transport.ParseConfig).
+// WithConfigFile reads the configuration from a TOML file (see shm.ParseConfig).
 func WithConfigFile(path string) Option {
 	return optionFunc(func(o *options) error { o.configFile = path; return nil })
 }
@@ -118,27 +118,27 @@ func WithForeignOwner() Option {
 }
 
 // Overflow is what a publisher does when a subscriber's queue is full.
-type Overflow = transport.Policy
+type Overflow = shm.Policy
 
 const (
 	// DropOldest evicts the oldest queued message (the default).
-	DropOldest = transport.DropOldest
+	DropOldest = shm.DropOldest
 	// DropNewest drops the message being published, for this subscriber only.
-	DropNewest = transport.DropNewest
+	DropNewest = shm.DropNewest
 	// Block makes the publisher wait for room, up to WithBlockLimit and its context.
-	Block = transport.Block
+	Block = shm.Block
 )
 
 // WaitStrategy is how a subscriber waits for messages.
-type WaitStrategy = transport.WaitStrategy
+type WaitStrategy = shm.WaitStrategy
 
 const (
 	// SpinThenSleep spins briefly, then sleeps on a futex (the default).
-	SpinThenSleep = transport.SpinThenSleep
+	SpinThenSleep = shm.SpinThenSleep
 	// BusySpin never sleeps: lowest latency, one core per waiting subscriber.
-	BusySpin = transport.BusySpin
+	BusySpin = shm.BusySpin
 	// Sleep sleeps at once: least CPU.
-	Sleep = transport.Sleep
+	Sleep = shm.Sleep
 )
 
 // SubscribeOption configures Subscribe and Handle.

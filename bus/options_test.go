@@ -11,13 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/offq/offq/internal/shm"
 	"github.com/offq/offq/topics"
-	"github.com/offq/offq/transport"
 )
 
 func TestOpenOptionErrors(t *testing.T) {
 	dir := t.TempDir()
-	bad := transport.DefaultConfig()
+	bad := shm.DefaultConfig()
 	bad.InboxCapacity = 1000
 	cfgFile := filepath.Join(dir, "c.toml")
 	os.WriteFile(cfgFile, []byte("inboxes = 8\n"), 0o600)
@@ -30,7 +30,7 @@ func TestOpenOptionErrors(t *testing.T) {
 		{"nil logger", []Option{WithDir(dir), WithLogger(nil)}, "nil logger"},
 		{"bad mode", []Option{WithDir(dir), WithMode(0o400)}, "mode"},
 		{"bad config", []Option{WithDir(dir), WithConfig(bad)}, "inbox_capacity 1000"},
-		{"config twice", []Option{WithDir(dir), WithConfig(transport.DefaultConfig()), WithConfigFile(cfgFile)}, "both given"},
+		{"config twice", []Option{WithDir(dir), WithConfig(shm.DefaultConfig()), WithConfigFile(cfgFile)}, "both given"},
 		{"missing file", []Option{WithDir(dir), WithConfigFile(filepath.Join(dir, "nope.toml"))}, "nope.toml"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -53,7 +53,7 @@ func TestOpenOptionErrors(t *testing.T) {
 	if got := b.Region().Config().Inboxes; got != 8 {
 		t.Fatalf("inboxes %d, want 8 from the file", got)
 	}
-	if _, err := Open("fromfile", WithDir(dir), WithConfig(transport.DefaultConfig())); !errors.Is(err, ErrIncompatibleConfig) {
+	if _, err := Open("fromfile", WithDir(dir), WithConfig(shm.DefaultConfig())); !errors.Is(err, ErrIncompatibleConfig) {
 		t.Fatalf("incompatible config: %v", err)
 	}
 }
@@ -84,8 +84,8 @@ func TestSubscribeAndPublisherErrors(t *testing.T) {
 }
 
 func TestOversizeAndExhaustedPool(t *testing.T) {
-	cfg := transport.DefaultConfig()
-	cfg.Classes = []transport.Class{{Size: 256, Count: 2}, {Size: 1024, Count: 1}}
+	cfg := shm.DefaultConfig()
+	cfg.Classes = []shm.Class{{Size: 256, Count: 2}, {Size: 1024, Count: 1}}
 	b := openTest(t, t.TempDir(), WithConfig(cfg))
 	ctx := ctxT(t)
 	pub, _ := b.Publisher("big")
@@ -101,7 +101,7 @@ func TestOversizeAndExhaustedPool(t *testing.T) {
 		loans = append(loans, l)
 	}
 	_, err := pub.Loan(100)
-	var pe *transport.PoolError
+	var pe *shm.PoolError
 	if !errors.Is(err, ErrPoolExhausted) || !errors.As(err, &pe) || pe.Size != 100 {
 		t.Fatalf("exhausted: %v", err)
 	}

@@ -7,8 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/offq/offq/internal/shm"
 	"github.com/offq/offq/topics"
-	"github.com/offq/offq/transport"
 )
 
 // Publisher publishes to one topic. It is safe for concurrent use by multiple goroutines;
@@ -16,12 +16,12 @@ import (
 type Publisher struct {
 	b     *Bus
 	name  string
-	topic transport.Topic
+	topic shm.Topic
 
 	mu      sync.Mutex
 	gen     uint64
-	targets []transport.Inbox
-	scratch []transport.Subscription
+	targets []shm.Inbox
+	scratch []shm.Subscription
 	closed  atomic.Bool
 	gate    gate
 }
@@ -59,13 +59,13 @@ func (p *Publisher) Topic() string { return p.name }
 // Send it. A Loan that is not sent must be given back with Discard.
 type Loan struct {
 	p   *Publisher
-	buf transport.Buffer
+	buf shm.Buffer
 	n   int
 }
 
 // Loan lends a buffer for a message of n bytes from the smallest size class that has one free.
 // It never blocks and allocates nothing. It fails with an error wrapping ErrTooLarge or
-// ErrPoolExhausted (a *transport.PoolError naming the size and classes).
+// ErrPoolExhausted (a *shm.PoolError naming the size and classes).
 func (p *Publisher) Loan(n int) (_ Loan, err error) {
 	defer unguard(guard(), &err)
 	if !p.gate.enter() {
@@ -77,7 +77,7 @@ func (p *Publisher) Loan(n int) (_ Loan, err error) {
 	}
 	buf, err := p.b.p.Alloc(n)
 	if err != nil {
-		if !errors.Is(err, transport.ErrPoolExhausted) || !p.b.reapOnExhaustion() {
+		if !errors.Is(err, shm.ErrPoolExhausted) || !p.b.reapOnExhaustion() {
 			return Loan{}, err
 		}
 		if buf, err = p.b.p.Alloc(n); err != nil {
@@ -140,11 +140,11 @@ func (p *Publisher) Send(ctx context.Context, l Loan) (err error) {
 	if g := p.b.r.SubscriptionGen(); g != p.gen {
 		p.refresh(g)
 	}
-	l.buf.SetMeta(transport.Meta{
+	l.buf.SetMeta(shm.Meta{
 		Len:   uint32(l.n),
 		Topic: uint32(p.topic.Index()),
 		Seq:   p.topic.NextSeq(l.n),
-		Stamp: transport.Now(),
+		Stamp: shm.Now(),
 	})
 	// Each subscriber's reference is added by Deliver right before its queue's cell commits,
 	// not all at once beforehand: a publisher killed half-way through (or blocked on a full
@@ -156,12 +156,12 @@ func (p *Publisher) Send(ctx context.Context, l Loan) (err error) {
 			testHookFanOut(i)
 		}
 		if err := p.targets[i].DeliverBuffer(ctx, l.buf); err != nil {
-			if errors.Is(err, transport.ErrBadHandle) {
+			if errors.Is(err, shm.ErrBadHandle) {
 				// Our own buffer's state word is not what we allocated: scribbled.
 				p.b.p.Unloan(h)
 				return fmt.Errorf("bus: send on %q: %w: %w", p.name, ErrCorrupt, err)
 			}
-			if errors.Is(err, transport.ErrClosed) {
+			if errors.Is(err, shm.ErrClosed) {
 				stale = true
 			}
 		}

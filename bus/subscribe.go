@@ -10,8 +10,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/offq/offq/internal/shm"
 	"github.com/offq/offq/topics"
-	"github.com/offq/offq/transport"
 )
 
 // Subscription receives the messages published to every topic its pattern matches, in a
@@ -21,8 +21,8 @@ import (
 type Subscription struct {
 	b       *Bus
 	pattern string
-	in      transport.Inbox
-	w       transport.Waiter
+	in      shm.Inbox
+	w       shm.Waiter
 
 	closed   atomic.Bool
 	gate     gate
@@ -40,7 +40,7 @@ type Subscription struct {
 
 type pending struct {
 	idx int
-	h   transport.Handle
+	h   shm.Handle
 }
 
 type topicSeq struct {
@@ -68,13 +68,13 @@ func (b *Bus) Subscribe(pattern string, opts ...SubscribeOption) (*Subscription,
 	if err := o.validate(int(b.r.Config().InboxCapacity)); err != nil {
 		return nil, fmt.Errorf("bus: subscribe %q: %w", pattern, err)
 	}
-	in, err := b.p.OpenInbox(transport.InboxConfig{
+	in, err := b.p.OpenInbox(shm.InboxConfig{
 		Capacity: o.depth, Policy: o.overflow, BlockLimit: o.blockLimit, Pattern: pattern,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bus: subscribe %q: %w", pattern, err)
 	}
-	s := &Subscription{b: b, pattern: pattern, in: in, w: transport.Waiter{Strategy: o.wait, Spin: o.spin}}
+	s := &Subscription{b: b, pattern: pattern, in: in, w: shm.Waiter{Strategy: o.wait, Spin: o.spin}}
 	s.gate.closed = &b.closed
 	if o.history {
 		s.takeHistory()
@@ -96,7 +96,7 @@ func (s *Subscription) takeHistory() {
 		if err != nil || t.HistoryDepth() == 0 || !topics.Match(s.pattern, t.Name()) {
 			continue
 		}
-		err = t.HoldHistory(s.b.p, func(idx int, h transport.Handle) {
+		err = t.HoldHistory(s.b.p, func(idx int, h shm.Handle) {
 			buf, err := r.Buffer(h)
 			if err != nil {
 				s.b.p.Unhold(idx, h)
@@ -117,8 +117,8 @@ func (s *Subscription) takeHistory() {
 	s.dedupOn.Store(len(s.dedup) > 0)
 }
 
-// InboxID returns the subscription's inbox in the region (as in transport.InboxStats).
-func (s *Subscription) InboxID() transport.InboxID { return s.in.ID() }
+// InboxID returns the subscription's inbox in the region (as in shm.InboxStats).
+func (s *Subscription) InboxID() shm.InboxID { return s.in.ID() }
 
 // Pattern returns the subscription's pattern.
 func (s *Subscription) Pattern() string { return s.pattern }
@@ -151,7 +151,7 @@ func (s *Subscription) Receive(ctx context.Context) (_ Message, err error) {
 		h, err := s.in.PopInto(ctx, s.w, s.b.p, idx)
 		if err != nil {
 			s.b.p.Unreserve(idx)
-			if errors.Is(err, transport.ErrClosed) {
+			if errors.Is(err, shm.ErrClosed) {
 				return Message{}, ErrClosed
 			}
 			return Message{}, err
@@ -194,7 +194,7 @@ func (s *Subscription) nextPending() (Message, bool) {
 
 // duplicate reports whether m was already handed over as history. A live message of a topic
 // newer than all its history ends the check for that topic.
-func (s *Subscription) duplicate(m transport.Meta) bool {
+func (s *Subscription) duplicate(m shm.Meta) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := topicSeq{m.Topic, m.Seq}

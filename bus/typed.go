@@ -9,8 +9,8 @@ import (
 	"sync/atomic"
 
 	"github.com/offq/offq/codec"
+	"github.com/offq/offq/internal/shm"
 	"github.com/offq/offq/topics"
-	"github.com/offq/offq/transport"
 )
 
 // ErrTypeMismatch is wrapped by the error of NewPublisher, Subscribe and
@@ -60,7 +60,7 @@ func NewPublisher[T any](b *Bus, topic string, c codec.Codec[T], opts ...Publish
 		if tp.size > tp.largest {
 			p.Close()
 			return nil, fmt.Errorf("bus: publisher %q: %w: %s is %d bytes, the largest size class %s",
-				topic, ErrTooLarge, reflect.TypeFor[T](), tp.size, transport.Size(tp.largest))
+				topic, ErrTooLarge, reflect.TypeFor[T](), tp.size, shm.Size(tp.largest))
 		}
 	}
 	return tp, nil
@@ -87,7 +87,7 @@ func largestClass(b *Bus) int {
 
 // claimTopic records fp and codec on t if nothing is recorded yet, and fails with
 // ErrTypeMismatch if something else is.
-func claimTopic(t transport.Topic, fp uint64, codecName string, typ reflect.Type) error {
+func claimTopic(t shm.Topic, fp uint64, codecName string, typ reflect.Type) error {
 	if t.SetFingerprint(fp, codecName) {
 		return nil
 	}
@@ -151,7 +151,7 @@ func (p *TypedPublisher[T]) Publish(ctx context.Context, v *T) error {
 
 func (p *TypedPublisher[T]) tooLarge() error {
 	return fmt.Errorf("bus: publish on %q: the %s encoding of a %s does not fit the largest size class, %s: %w",
-		p.p.name, p.c.Name(), reflect.TypeFor[T](), transport.Size(p.largest), ErrTooLarge)
+		p.p.name, p.c.Name(), reflect.TypeFor[T](), shm.Size(p.largest), ErrTooLarge)
 }
 
 // TypedLoan is a T in a buffer in shared memory, lent to a publisher by TypedPublisher.Loan:
@@ -269,7 +269,7 @@ func (s *TypedSubscription[T]) Pattern() string { return s.s.Pattern() }
 func (s *TypedSubscription[T]) Len() int { return s.s.Len() }
 
 // InboxID returns the subscription's inbox in the region.
-func (s *TypedSubscription[T]) InboxID() transport.InboxID { return s.s.InboxID() }
+func (s *TypedSubscription[T]) InboxID() shm.InboxID { return s.s.InboxID() }
 
 // Close unsubscribes (see Subscription.Close). Close is idempotent.
 func (s *TypedSubscription[T]) Close() error { return s.s.Close() }

@@ -12,13 +12,13 @@ import (
 
 	"github.com/offq/offq/codec"
 	"github.com/offq/offq/internal/peer"
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 // typedConfig has room for msgpack events of up to 70 KiB in flight on two subscribers.
-func typedConfig() transport.Config {
-	c := transport.DefaultConfig()
-	c.Classes = []transport.Class{{Size: 256, Count: 512}, {Size: 4 << 10, Count: 256}, {Size: 64 << 10, Count: 16}, {Size: 1 << 20, Count: 16}}
+func typedConfig() shm.Config {
+	c := shm.DefaultConfig()
+	c.Classes = []shm.Class{{Size: 256, Count: 512}, {Size: 4 << 10, Count: 256}, {Size: 64 << 10, Count: 16}, {Size: 1 << 20, Count: 16}}
 	return c
 }
 

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/offq/offq/codec"
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 // reading is pointer-free: the Struct codec carries it in place.
@@ -253,8 +253,8 @@ func TestTypedMsgpackRoundTripAndRegrowth(t *testing.T) {
 }
 
 func TestTypedMsgpackTooLarge(t *testing.T) {
-	cfg := transport.DefaultConfig()
-	cfg.Classes = []transport.Class{{Size: 256, Count: 8}, {Size: 4 << 10, Count: 8}}
+	cfg := shm.DefaultConfig()
+	cfg.Classes = []shm.Class{{Size: 256, Count: 8}, {Size: 4 << 10, Count: 8}}
 	b := openTest(t, t.TempDir(), WithConfig(cfg))
 	ctx := ctxT(t)
 	pub, err := NewPublisher(b, "big", codec.NewMsgpack[event]())

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"reflect"
 
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 // Struct is the zero-copy codec for pointer-free fixed-size types: a struct, array or number
@@ -83,7 +83,7 @@ func (s *Struct[T]) Encode(dst []byte, v *T) (int, error) {
 	if len(dst) < s.size {
 		return 0, ErrShortBuffer
 	}
-	p, err := transport.View[T](dst)
+	p, err := shm.View[T](dst)
 	if err != nil {
 		return 0, fmt.Errorf("codec: struct: %w", err)
 	}
@@ -107,7 +107,7 @@ func (s *Struct[T]) View(b []byte) (*T, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	p, err := transport.View[T](b)
+	p, err := shm.View[T](b)
 	if err != nil {
 		return nil, fmt.Errorf("codec: struct: %w: %w", ErrMalformed, err)
 	}

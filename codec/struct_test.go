@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 type vec3 struct{ X, Y, Z float32 }
@@ -169,7 +169,7 @@ func TestStructInPlace(t *testing.T) {
 	if _, err := s.Encode(dst[:size-1], &src); err != ErrShortBuffer {
 		t.Fatalf("Encode into a short buffer: %v", err)
 	}
-	if _, err := s.View(buf[:size-1]); !errors.Is(err, ErrMalformed) || !errors.Is(err, transport.ErrBadView) {
+	if _, err := s.View(buf[:size-1]); !errors.Is(err, ErrMalformed) || !errors.Is(err, shm.ErrBadView) {
 		t.Fatalf("View of a short buffer: %v", err)
 	}
 	if err := s.Decode(buf[1:], &got); !errors.Is(err, ErrMalformed) {

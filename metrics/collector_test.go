@@ -13,13 +13,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/offq/offq/bus"
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 // goldenConfig is small enough that the golden scenario exhausts the pool.
-func goldenConfig() transport.Config {
-	return transport.Config{
-		Classes: []transport.Class{{Size: 256, Count: 8}},
+func goldenConfig() shm.Config {
+	return shm.Config{
+		Classes: []shm.Class{{Size: 256, Count: 8}},
 		Inboxes: 4, InboxCapacity: 8, Topics: 4, Participants: 4, HistoryDepth: 0, Held: 16,
 	}
 }
@@ -72,7 +72,7 @@ func populate(t testing.TB, dir string) *bus.Bus {
 	}
 	// Exhaust the pool through transport: bus's Loan retries once after reaping when the pool
 	// is exhausted, which would count a second failure.
-	r, err := transport.Open("golden", transport.Options{Dir: dir})
+	r, err := shm.Open("golden", shm.Options{Dir: dir})
 	must(err)
 	defer r.Close()
 	p, err := r.Attach("exhauster")
@@ -81,7 +81,7 @@ func populate(t testing.TB, dir string) *bus.Bus {
 		_, err := p.Alloc(1)
 		must(err)
 	}
-	if _, err := p.Alloc(1); !errors.Is(err, transport.ErrPoolExhausted) {
+	if _, err := p.Alloc(1); !errors.Is(err, shm.ErrPoolExhausted) {
 		t.Fatalf("third loan from a full pool: %v", err)
 	}
 	must(p.Detach()) // ends its two loans
@@ -109,9 +109,9 @@ func golden(t *testing.T) string {
 	return string(b)
 }
 
-func openReadOnly(t *testing.T, dir, name string) *transport.Region {
+func openReadOnly(t *testing.T, dir, name string) *shm.Region {
 	t.Helper()
-	r, err := transport.Open(name, transport.Options{Dir: dir, ReadOnly: true})
+	r, err := shm.Open(name, shm.Options{Dir: dir, ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,9 +210,9 @@ func TestLabelValuesFromLongNames(t *testing.T) {
 
 // TestTopicSubscribers counts the open subscriptions whose pattern matches each topic.
 func TestTopicSubscribers(t *testing.T) {
-	s := &transport.Stats{
-		Topics: []transport.TopicStats{{Name: "a.b"}, {Name: "a.b.c"}, {Name: "x"}},
-		Inboxes: []transport.InboxStats{
+	s := &shm.Stats{
+		Topics: []shm.TopicStats{{Name: "a.b"}, {Name: "a.b.c"}, {Name: "x"}},
+		Inboxes: []shm.InboxStats{
 			{Pattern: "a.>"}, {Pattern: "a.>"}, {Pattern: "a.*"}, {Pattern: "a.b.c"}, {Pattern: ">"}, {Pattern: "bad..pattern"},
 		},
 	}
@@ -225,7 +225,7 @@ func TestTopicSubscribers(t *testing.T) {
 // TestCollectorDuplicateTopic: a damaged table with two entries of one name does not break
 // the scrape (a registry refuses two series with the same labels).
 func TestCollectorDuplicateTopic(t *testing.T) {
-	s := transport.Stats{Name: "dup", Topics: []transport.TopicStats{{Name: "a", Published: 1}, {Name: "a", Published: 2}}}
+	s := shm.Stats{Name: "dup", Topics: []shm.TopicStats{{Name: "a", Published: 1}, {Name: "a", Published: 2}}}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(&Collector{src: fixedSource{s}})
 	got := gatherValues(t, reg)
@@ -234,10 +234,10 @@ func TestCollectorDuplicateTopic(t *testing.T) {
 	}
 }
 
-type fixedSource struct{ s transport.Stats }
+type fixedSource struct{ s shm.Stats }
 
-func (f fixedSource) snapshots() ([]transport.Stats, []prometheus.Metric) {
-	return []transport.Stats{f.s}, nil
+func (f fixedSource) snapshots() ([]shm.Stats, []prometheus.Metric) {
+	return []shm.Stats{f.s}, nil
 }
 func (fixedSource) describesCollector() bool { return false }
 func (fixedSource) close() error             { return nil }

@@ -10,17 +10,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 // Options configure NewCollector.
 type Options struct {
-	// Dir is the directory holding the regions. Default transport.DefaultDir.
+	// Dir is the directory holding the regions. Default shm.DefaultDir.
 	Dir string
 	// Bus names the one bus to export. Empty: every region in Dir.
 	Bus string
 	// AllowForeignOwner exports regions owned by other users too (see
-	// transport.Options.AllowForeignOwner). They are mapped read-only, so nothing the
+	// shm.Options.AllowForeignOwner). They are mapped read-only, so nothing the
 	// collector does can change them; the risk is only in trusting their numbers.
 	AllowForeignOwner bool
 	// Logger receives a warning when a region cannot be opened (once per region and error).
@@ -38,7 +38,7 @@ type Options struct {
 // offq_collector_open_failures_total.
 func NewCollector(opts Options) *Collector {
 	if opts.Dir == "" {
-		opts.Dir = transport.DefaultDir
+		opts.Dir = shm.DefaultDir
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
@@ -60,7 +60,7 @@ type dirSource struct {
 
 // openRegion is a region the collector has mapped, and the file it mapped.
 type openRegion struct {
-	r  *transport.Region
+	r  *shm.Region
 	fi os.FileInfo
 }
 
@@ -69,10 +69,10 @@ const openTimeout = 100 * time.Millisecond
 
 func (d *dirSource) describesCollector() bool { return true }
 
-func (d *dirSource) snapshots() ([]transport.Stats, []prometheus.Metric) {
+func (d *dirSource) snapshots() ([]shm.Stats, []prometheus.Metric) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var out []transport.Stats
+	var out []shm.Stats
 	if !d.closed {
 		names := d.names()
 		present := make(map[string]bool, len(names))
@@ -103,12 +103,12 @@ func (d *dirSource) snapshots() ([]transport.Stats, []prometheus.Metric) {
 // names lists the regions to export now.
 func (d *dirSource) names() []string {
 	if d.opts.Bus != "" {
-		if _, err := os.Stat(transport.Path(d.opts.Dir, d.opts.Bus)); err != nil {
+		if _, err := os.Stat(shm.Path(d.opts.Dir, d.opts.Bus)); err != nil {
 			return nil
 		}
 		return []string{d.opts.Bus}
 	}
-	names, err := transport.List(d.opts.Dir)
+	names, err := shm.List(d.opts.Dir)
 	if err != nil {
 		d.warn("", err)
 		return nil
@@ -120,7 +120,7 @@ func (d *dirSource) names() []string {
 // region returns the mapping of region name, opening it if it is new or its file changed,
 // or nil if it cannot be opened now.
 func (d *dirSource) region(name string) *openRegion {
-	path := transport.Path(d.opts.Dir, name)
+	path := shm.Path(d.opts.Dir, name)
 	fi, err := os.Stat(path)
 	if err != nil {
 		if o := d.open[name]; o != nil {
@@ -134,10 +134,10 @@ func (d *dirSource) region(name string) *openRegion {
 		}
 		d.drop(name, o) // removed and re-created: a new bus under the old name
 	}
-	r, err := transport.Open(name, transport.Options{Dir: d.opts.Dir, ReadOnly: true,
+	r, err := shm.Open(name, shm.Options{Dir: d.opts.Dir, ReadOnly: true,
 		AllowForeignOwner: d.opts.AllowForeignOwner, ReadyTimeout: openTimeout})
 	if err != nil {
-		if errors.Is(err, transport.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, shm.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
 			return nil // removed since it was listed
 		}
 		d.openFails++

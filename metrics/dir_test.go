@@ -10,12 +10,12 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
-func smallConfig() transport.Config {
-	return transport.Config{
-		Classes: []transport.Class{{Size: 64, Count: 4}},
+func smallConfig() shm.Config {
+	return shm.Config{
+		Classes: []shm.Class{{Size: 64, Count: 4}},
 		Inboxes: 2, InboxCapacity: 2, Topics: 2, Participants: 2, Held: 4,
 	}
 }
@@ -23,7 +23,7 @@ func smallConfig() transport.Config {
 // createRegion creates region name in dir and publishes n messages on topic "t" through it.
 func createRegion(t *testing.T, dir, name string, n int) {
 	t.Helper()
-	r, err := transport.Create(name, transport.Options{Dir: dir, Config: smallConfig()})
+	r, err := shm.Create(name, shm.Options{Dir: dir, Config: smallConfig()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestDirectoryFollowsRegions(t *testing.T) {
 		t.Fatalf("two regions: %v", s)
 	}
 
-	if err := transport.Unlink(dir, "one"); err != nil {
+	if err := shm.Unlink(dir, "one"); err != nil {
 		t.Fatal(err)
 	}
 	s = gatherValues(t, reg)
@@ -84,7 +84,7 @@ func TestDirectoryFollowsRegions(t *testing.T) {
 	}
 
 	// Re-created: a new file under the old name, which the collector must map anew.
-	if err := transport.Unlink(dir, "two"); err != nil {
+	if err := shm.Unlink(dir, "two"); err != nil {
 		t.Fatal(err)
 	}
 	createRegion(t, dir, "two", 5)

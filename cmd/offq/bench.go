@@ -19,7 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 // Systems, modes and patterns, as they appear in the output (a stable contract: scripts
@@ -164,9 +164,9 @@ func (o *benchOptions) parse(cmd *cobra.Command, sizes, fanout, systems, pattern
 	if changed("sizes") {
 		o.sizes = nil
 		for _, s := range splitList(sizes) {
-			n, err := transport.ParseSize(s)
+			n, err := shm.ParseSize(s)
 			if err != nil || n < minBenchSize || n > maxBenchSize {
-				return fmt.Errorf("--sizes: %q: want sizes from %d B to %s", s, minBenchSize, transport.Size(maxBenchSize))
+				return fmt.Errorf("--sizes: %q: want sizes from %d B to %s", s, minBenchSize, shm.Size(maxBenchSize))
 			}
 			o.sizes = append(o.sizes, int(n))
 		}
@@ -245,7 +245,7 @@ type benchCase struct {
 }
 
 func (c benchCase) String() string {
-	s := fmt.Sprintf("%s %s %s %s", c.System, c.Pattern, transport.Size(c.Size), c.Mode)
+	s := fmt.Sprintf("%s %s %s %s", c.System, c.Pattern, shm.Size(c.Size), c.Mode)
 	if c.Pattern == patFanout {
 		s += fmt.Sprintf(" 1→%d", c.Subs)
 	}
@@ -316,7 +316,7 @@ func (a *app) runBench(cmd *cobra.Command, o benchOptions) error {
 	defer os.RemoveAll(tmp)
 	bn := &bencher{a: a, o: o, exe: exe, tmp: tmp, cpus: [2]int{-1, -1}}
 	if !o.noPin {
-		if cpus, err := transport.CPUs(); err == nil && len(cpus) >= 2 {
+		if cpus, err := shm.CPUs(); err == nil && len(cpus) >= 2 {
 			bn.cpus = [2]int{cpus[0], cpus[1]}
 		}
 	}
@@ -443,7 +443,7 @@ func (bn *bencher) run(ctx context.Context, c benchCase) (benchResult, error) {
 func onCPU(cpu int, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
-		if err := transport.PinThread(cpu); err != nil {
+		if err := shm.PinThread(cpu); err != nil {
 			errc <- err
 			return
 		}

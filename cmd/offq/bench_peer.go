@@ -18,7 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/offq/offq/bus"
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 type benchPeerOptions struct {
@@ -161,11 +161,11 @@ func (a *app) benchOffqPeer(ctx context.Context, o benchPeerOptions, out *lineWr
 }
 
 func benchRawEcho(ctx context.Context, o benchPeerOptions, ready func() error) error {
-	w := transport.RawSpin
-	if o.mode == transport.RawFutex.String() {
-		w = transport.RawFutex
+	w := shm.RawSpin
+	if o.mode == shm.RawFutex.String() {
+		w = shm.RawFutex
 	}
-	pp, err := transport.OpenRawPingPong(o.path, w)
+	pp, err := shm.OpenRawPingPong(o.path, w)
 	if err != nil {
 		return err
 	}
@@ -259,11 +259,11 @@ func (c *streamCounter) add(seq, phase uint64) bool {
 	switch phase {
 	case phaseMeasure:
 		if c.count == 0 {
-			c.first = transport.Now()
+			c.first = shm.Now()
 		}
 		c.count++
 	case phaseEnd:
-		c.end = transport.Now()
+		c.end = shm.Now()
 		return true
 	}
 	return false

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 // TestRegionLifecycle drives create, info, ls and rm as a user would.
@@ -37,13 +37,13 @@ func TestRegionLifecycle(t *testing.T) {
 	if fi.Mode().Perm() != 0o660 {
 		t.Errorf("mode %v, want 0660", fi.Mode().Perm())
 	}
-	r, err := transport.Open("plant", transport.Options{Dir: dir, ReadOnly: true})
+	r, err := shm.Open("plant", shm.Options{Dir: dir, ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := r.Config()
 	r.Close()
-	if len(cfg.Classes) != 2 || cfg.Classes[1] != (transport.Class{Size: 64 << 10, Count: 4}) || cfg.InboxCapacity != 128 || cfg.Topics != transport.DefaultConfig().Topics {
+	if len(cfg.Classes) != 2 || cfg.Classes[1] != (shm.Class{Size: 64 << 10, Count: 4}) || cfg.InboxCapacity != 128 || cfg.Topics != shm.DefaultConfig().Topics {
 		t.Errorf("config %+v", cfg)
 	}
 
@@ -128,7 +128,7 @@ func TestRegionLifecycle(t *testing.T) {
 // TestRmRefusesLiveBus: a bus a live process is attached to is removed only with --force.
 func TestRmRefusesLiveBus(t *testing.T) {
 	dir := t.TempDir()
-	r, err := transport.Create("busy", transport.Options{Dir: dir})
+	r, err := shm.Create("busy", shm.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

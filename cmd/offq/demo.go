@@ -23,7 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/offq/offq/bus"
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 // envDemoPeer is set in the environment of the demo's children. The offq program does not
@@ -108,11 +108,11 @@ Exit status 1 if the verification fails.`,
 // demoConfig sizes the demo's region: one size class for the payload, enough buffers to
 // fill a fast subscriber's queue (within 64 MiB), queues deep enough to ride out a
 // subscriber being descheduled for tens of milliseconds.
-func demoConfig(o demoOptions) transport.Config {
+func demoConfig(o demoOptions) shm.Config {
 	slot := (o.size + 63) &^ 63
 	count := min(fastDepth+2048, max(64, (64<<20)/slot))
-	return transport.Config{
-		Classes:       []transport.Class{{Size: transport.Size(slot), Count: uint32(count)}},
+	return shm.Config{
+		Classes:       []shm.Class{{Size: shm.Size(slot), Count: uint32(count)}},
 		Inboxes:       uint32(o.subscribers + 2),
 		InboxCapacity: fastDepth,
 		Topics:        8,
@@ -208,16 +208,16 @@ func (a *app) runDemo(cmd *cobra.Command, o demoOptions) (err error) {
 	// Create the region ourselves, so that an existing bus of that name is an error rather
 	// than something to attach to (and remove afterwards).
 	cfg := demoConfig(o)
-	r, err := transport.Create(d.name, transport.Options{Dir: d.dir, Config: cfg})
+	r, err := shm.Create(d.name, shm.Options{Dir: d.dir, Config: cfg})
 	if err != nil {
 		return fmt.Errorf("demo: create bus: %w", err)
 	}
 	size := r.Size()
 	r.Close()
-	path := transport.Path(d.dir, d.name)
+	path := shm.Path(d.dir, d.name)
 	failed := false
 	defer func() {
-		if uerr := transport.Unlink(d.dir, d.name); uerr != nil {
+		if uerr := shm.Unlink(d.dir, d.name); uerr != nil {
 			err = errors.Join(err, fmt.Errorf("demo: remove bus: %w", uerr))
 			return
 		}
@@ -310,7 +310,7 @@ func (d *demo) run(ctx context.Context) (*verdict, error) {
 	}
 
 	// The subscribers are still subscribed: read their inboxes' counters now.
-	v := &verdict{final: d.pub.done.Final, pub: d.pub.done, inbox: make(map[*child]*transport.InboxStats)}
+	v := &verdict{final: d.pub.done.Final, pub: d.pub.done, inbox: make(map[*child]*shm.InboxStats)}
 	r := d.b.Region()
 	owner := make(map[int]*child) // participant index -> child
 	for _, p := range r.Participants() {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 // TestDemo runs offq demo as a user would, its children re-executing this test binary (see
@@ -61,7 +61,7 @@ func TestDemoInterrupted(t *testing.T) {
 		// Interrupt once the publisher has published for a while: wait for the region,
 		// then for messages in its inboxes.
 		for ctx.Err() == nil {
-			if r, err := transport.Open("interrupted", transport.Options{Dir: dir}); err == nil {
+			if r, err := shm.Open("interrupted", shm.Options{Dir: dir}); err == nil {
 				published := func() uint64 {
 					var n uint64
 					for _, st := range r.InboxStats() {
@@ -99,7 +99,7 @@ func TestDemoInterrupted(t *testing.T) {
 // TestDemoBusExists: the demo refuses a bus that exists, and leaves it alone.
 func TestDemoBusExists(t *testing.T) {
 	dir := t.TempDir()
-	r, err := transport.Create("taken", transport.Options{Dir: dir})
+	r, err := shm.Create("taken", shm.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 func newInfoCmd(a *app) *cobra.Command {
@@ -53,10 +53,10 @@ valid region.`,
 
 // openReadOnly maps region name read-only, for tools that only look. Mapping another user's
 // region read-only is harmless, so unlike attaching it is allowed.
-func (a *app) openReadOnly(name string) (*transport.Region, error) {
-	r, err := transport.Open(name, transport.Options{Dir: a.dir, ReadOnly: true, AllowForeignOwner: true,
+func (a *app) openReadOnly(name string) (*shm.Region, error) {
+	r, err := shm.Open(name, shm.Options{Dir: a.dir, ReadOnly: true, AllowForeignOwner: true,
 		ReadyTimeout: 200 * time.Millisecond})
-	if errors.Is(err, transport.ErrNotFound) {
+	if errors.Is(err, shm.ErrNotFound) {
 		return nil, &notFoundError{name: name, dir: a.dir}
 	}
 	return r, err
@@ -67,8 +67,8 @@ type notFoundError struct{ name, dir string }
 
 func (e *notFoundError) Error() string { return fmt.Sprintf("bus %q not found in %s", e.name, e.dir) }
 
-// Unwrap returns transport.ErrNotFound.
-func (e *notFoundError) Unwrap() error { return transport.ErrNotFound }
+// Unwrap returns shm.ErrNotFound.
+func (e *notFoundError) Unwrap() error { return shm.ErrNotFound }
 
 // busInfo is what info prints; its JSON form is part of the command's interface.
 type busInfo struct {
@@ -76,7 +76,7 @@ type busInfo struct {
 	Path          string            `json:"path"`
 	Size          int               `json:"size"`
 	Created       time.Time         `json:"created"`
-	Config        transport.Config  `json:"config"`
+	Config        shm.Config        `json:"config"`
 	Live          int               `json:"live"`
 	Dead          int               `json:"dead"` // attached slots whose process is gone: awaiting reaping
 	Participants  []participantInfo `json:"participants"`
@@ -99,7 +99,7 @@ type poolInfo struct {
 	InUse    int64 `json:"in_use"`
 }
 
-func describe(r *transport.Region) busInfo {
+func describe(r *shm.Region) busInfo {
 	st := r.Stats()
 	inf := busInfo{Name: st.Name, Path: st.Path, Size: st.Size, Created: st.Created, Config: st.Config,
 		Participants: []participantInfo{}, Subscriptions: len(st.Inboxes), Topics: len(st.Topics)}
@@ -131,7 +131,7 @@ func (inf busInfo) print(out io.Writer) {
 	fmt.Fprintf(tw, "topics\t%d of %d in use\n", inf.Topics, c.Topics)
 	var pools []string
 	for _, p := range inf.Pools {
-		pools = append(pools, fmt.Sprintf("%s %d/%d", transport.Size(p.Size), p.InUse, p.Capacity))
+		pools = append(pools, fmt.Sprintf("%s %d/%d", shm.Size(p.Size), p.InUse, p.Capacity))
 	}
 	fmt.Fprintf(tw, "buffers in use\t%s\n", strings.Join(pools, ", "))
 	tw.Flush()

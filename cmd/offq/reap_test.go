@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/offq/offq/transport"
+	"github.com/offq/offq/internal/shm"
 )
 
 // TestReap: a subscriber process is killed with SIGKILL; offq reap reclaims it (once), and ls
@@ -51,7 +51,7 @@ func TestReap(t *testing.T) {
 func TestReapSweeps(t *testing.T) {
 	dir := t.TempDir()
 	createBus(t, dir, "leaky")
-	r, err := transport.Open("leaky", transport.Options{Dir: dir})
+	r, err := shm.Open("leaky", shm.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestReapSweeps(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Detach()
-	var orphan transport.Handle
+	var orphan shm.Handle
 	for i := range 2 {
 		b, err := p.Alloc(8)
 		if err != nil {

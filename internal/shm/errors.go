@@ -1,0 +1,86 @@
+package shm
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Callers test for them with errors.Is; the errors returned by this package wrap
+// them with the name of the region and what was being done.
+var (
+	// ErrCorrupt marks a region whose bytes are not a valid offq region: a foreign file, a
+	// truncated file, a header or table that fails validation, or a handle or cell that does not
+	// decode. It never means the caller did something wrong.
+	ErrCorrupt = errors.New("offq: region corrupt")
+
+	// ErrVersion is returned when a region was written by an incompatible layout version.
+	ErrVersion = errors.New("offq: unsupported layout version")
+
+	// ErrIncompatibleConfig is returned by Open when the region exists with a configuration other
+	// than the one the caller asked for.
+	ErrIncompatibleConfig = errors.New("offq: incompatible configuration")
+
+	// ErrNotReady is returned when a region did not become ready within the attach timeout.
+	ErrNotReady = errors.New("offq: region not ready")
+
+	// ErrExists is returned by Create when a region of that name already exists.
+	ErrExists = errors.New("offq: region exists")
+
+	// ErrNotFound is returned by Open when no region of that name exists.
+	ErrNotFound = errors.New("offq: region not found")
+
+	// ErrPermission is returned when a region file is a symbolic link, not a regular file, or
+	// owned by another user (unless allowed by Options.AllowForeignOwner).
+	ErrPermission = errors.New("offq: permission denied")
+
+	// ErrInvalidConfig is returned for a configuration that cannot describe a region.
+	ErrInvalidConfig = errors.New("offq: invalid configuration")
+
+	// ErrPoolExhausted is returned when no buffer of a large enough size class is free.
+	// The returned error is a *PoolError naming the size asked for and the classes tried.
+	ErrPoolExhausted = errors.New("offq: pool exhausted")
+
+	// ErrTooLarge is returned when a message is larger than the largest size class.
+	ErrTooLarge = errors.New("offq: message larger than the largest size class")
+
+	// ErrBadHandle is returned for a handle that does not name a live buffer: out of bounds,
+	// misaligned, of a stale generation, or already released.
+	ErrBadHandle = errors.New("offq: bad handle")
+
+	// ErrFull is returned by Push on an inbox whose policy is DropNewest when it is full; the
+	// message was not delivered to that inbox and the drop was counted.
+	ErrFull = errors.New("offq: inbox full")
+
+	// ErrTimeout is returned when a blocking push or a wait reached its deadline.
+	ErrTimeout = errors.New("offq: timeout")
+
+	// ErrClosed is returned when using a closed region, participant or inbox, or an inbox that
+	// was closed and reused by another subscriber.
+	ErrClosed = errors.New("offq: closed")
+
+	// ErrTableFull is returned when the participant or inbox table has no free slot.
+	ErrTableFull = errors.New("offq: table full")
+)
+
+// PoolError reports an allocation that no size class could satisfy.
+type PoolError struct {
+	Size    int      // bytes asked for
+	Largest uint32   // largest class size in the region
+	Classes []uint32 // the classes large enough, ascending; shared, do not modify
+	Err     error    // ErrPoolExhausted or ErrTooLarge
+}
+
+func (e *PoolError) Error() string {
+	if e.Err == ErrTooLarge {
+		return fmt.Sprintf("offq: %d-byte message exceeds the largest size class (%d bytes)", e.Size, e.Largest)
+	}
+	return fmt.Sprintf("offq: pool exhausted: no free buffer for %d bytes in classes %v", e.Size, e.Classes)
+}
+
+// Unwrap returns ErrPoolExhausted or ErrTooLarge.
+func (e *PoolError) Unwrap() error { return e.Err }
+
+// corruptf returns an error wrapping ErrCorrupt.
+func corruptf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, args...))
+}

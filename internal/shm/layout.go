@@ -1,0 +1,347 @@
+package shm
+
+import (
+	"encoding/binary"
+	"hash/fnv"
+	"sync/atomic"
+	"unsafe"
+)
+
+// The region's byte map. docs/layout.md repeats it and layout_test.go pins every offset below
+// against unsafe.Offsetof and unsafe.Sizeof, so the three cannot drift apart.
+//
+// A region is one file, mapped MAP_SHARED by every participant. Every section starts on a
+// 64-byte boundary; every offset is from the start of the file.
+//
+//	section        size                                   holds
+//	header         1024                                   identity, config, section table, region counters
+//	participants   Participants x 128                     one slot per attached participant
+//	held           Participants x Held x 8                each participant's held list: handles taken, not released
+//	topics         Topics x (256 + 8 x HistoryDepth)      topic table (reserved for the topic layer)
+//	inboxes        Inboxes x 384                          ring headers: config, tail, head, wake words, counters
+//	patterns       Inboxes x 128                          each inbox's subscription pattern, NUL-padded
+//	cells          Inboxes x InboxCapacity x 8            ring cells, one 64-bit word each
+//	pool[i]        4224 + Count x (64 + Size)             pool counters, then slots: 64-byte header + payload
+//
+// Every number the layout depends on is in the header's config block, and every section offset
+// is recomputed from it and compared on attach, so a process never trusts an offset it did not
+// derive itself.
+
+const (
+	magic         = 0x31474552_5146464f // "OFFQREG1" little-endian
+	layoutVersion = 1
+	byteOrderMark = 0x0a0b0c0d
+	headerSize    = 1024
+	checksumFrom  = 64  // checksum covers [checksumFrom, checksumTo)
+	checksumTo    = 512 // bytes past checksumTo are live counters
+)
+
+// Region states, in header.state.
+const (
+	stateInit  = 0
+	stateReady = 1
+)
+
+// header is the first 1024 bytes of a region.
+//
+//	off  size  field
+//	0    8     magic "OFFQREG1"
+//	8    4     layout version
+//	12   4     byte-order mark 0x0a0b0c0d
+//	16   4     state: 0 initialising, 1 ready (stored last, with a release store)
+//	20   4     header size (1024)
+//	24   8     total size of the region in bytes
+//	32   8     FNV-1a 64 of bytes [64, 512): the config block and section table
+//	40   8     creation time, Unix nanoseconds
+//	48   4     creator's pid (informational only)
+//	64   96    config block (diskConfig)
+//	160  224   section table (sections)
+//	512  8     reclaims: participants reclaimed after dying
+//	520  8     corrupt: bad words found in the region and dropped
+//	528  8     subscriptions generation: bumped on every subscribe and unsubscribe
+//	536  8     unrecorded: non-zero once a process took a message without recording it
+//	           (Inbox.TryPop or Pop), which turns the orphan sweep off until the next audit
+//	544  8     swept: buffers the orphan sweep found held by nobody and freed
+type header struct {
+	magic      uint64
+	version    uint32
+	byteOrder  uint32
+	state      atomic.Uint32
+	headerSize uint32
+	totalSize  uint64
+	checksum   uint64
+	created    int64
+	creatorPID uint32
+	_          [12]byte
+	cfg        diskConfig
+	sec        sections
+	_          [128]byte
+	reclaims   atomic.Uint64
+	corrupt    atomic.Uint64
+	subGen     atomic.Uint64
+	unrecorded atomic.Uint64
+	swept      atomic.Uint64
+	_          [472]byte
+}
+
+// diskConfig is Config as stored at header offset 64.
+//
+//	off  size  field
+//	0    4     number of size classes
+//	4    4     inboxes
+//	8    4     inbox capacity
+//	12   4     topics
+//	16   4     participants
+//	20   4     history depth
+//	24   4     held: entries in each participant's held list
+//	32   64    classes: 8 x {size uint32, count uint32}
+type diskConfig struct {
+	numClasses   uint32
+	inboxes      uint32
+	inboxCap     uint32
+	topics       uint32
+	participants uint32
+	historyDepth uint32
+	held         uint32
+	_            uint32
+	classes      [MaxClasses]diskClass
+}
+
+type diskClass struct{ size, count uint32 }
+
+// section is one entry of the section table: offset and size in bytes.
+type section struct{ off, size uint64 }
+
+// sections is the section table at header offset 160.
+type sections struct {
+	participants section
+	held         section
+	topics       section
+	inboxes      section
+	patterns     section
+	cells        section
+	pools        [MaxClasses]section
+}
+
+// participantSlot is one entry of the participants table (128 bytes). The participant holds an
+// open-file-description lock on the slot's first byte for as long as it is attached.
+//
+//	off  size  field
+//	0    8     state: 0 free, else generation<<8 | 1 (attached)
+//	8    4     pid (informational: pids are reused and differ across namespaces)
+//	16   8     attach time, Unix nanoseconds
+//	24   32    name, NUL-padded
+//	56   4     role: 0 plain, 1 NATS bridge (its counters below are kept up to date)
+//	64   32    bridge counters: forwarded, imported, dropped, reconnects
+type participantSlot struct {
+	state    atomic.Uint64
+	pid      uint32
+	_        uint32
+	attached int64
+	name     [32]byte
+	role     atomic.Uint32
+	_        uint32
+	bridge   [4]atomic.Uint64
+	_        [32]byte
+}
+
+// patternSize is the room for one inbox's subscription pattern.
+const patternSize = 128
+
+// topicEntrySize is the fixed part of a topic entry; its history ring follows it.
+const topicEntrySize = 256
+
+// inboxHeader is one entry of the inbox table (384 bytes, six cache lines, so that producers,
+// the consumer and sleepers never write the same line on the fast path).
+//
+//	off  size  field
+//	0    8     state: 0 free, else generation<<8 | 1 (open)
+//	8    4     capacity (power of two, <= InboxCapacity)
+//	12   4     overflow policy
+//	16   4     owner participant index + 1
+//	20   4     topic index + 1 (0: none; for the topic layer)
+//	24   4     pattern length (the pattern is in the patterns section)
+//	56   8     longest a producer blocks on a full inbox (Block policy), nanoseconds; 0: no limit
+//	64   8     tail: next position to fill (written by producers)
+//	128  8     head: next position to take (written by the consumer and by evicting producers)
+//	192  4     wake: futex word bumped by producers when a consumer sleeps
+//	196  4     sleepers: consumers announced asleep on wake
+//	256  4     space: futex word bumped by the consumer when a producer waits for room
+//	260  4     spaceWaiters: producers announced asleep on space
+//	320  8     dropped, oldest evicted by producers (DropOldest)
+//	328  8     dropped, newest refused (DropNewest)
+//	336  8     dropped, block deadline passed (Block)
+//	344  8     corrupt cells dropped
+//	352  8     base: the ring's first position in this generation (pushed = tail - base)
+//	360  8     skipped: positions the consumer skipped because a scribble destroyed their message
+type inboxHeader struct {
+	state        atomic.Uint64
+	capacity     uint32
+	policy       uint32
+	owner        uint32
+	topic        uint32
+	patternLen   uint32
+	_            [28]byte
+	blockNanos   int64
+	tail         atomic.Uint64
+	_            [56]byte
+	head         atomic.Uint64
+	_            [56]byte
+	wake         atomic.Uint32
+	sleepers     atomic.Uint32
+	_            [56]byte
+	space        atomic.Uint32
+	spaceWaiters atomic.Uint32
+	_            [56]byte
+	dropOldest   atomic.Uint64
+	dropNewest   atomic.Uint64
+	dropTimeout  atomic.Uint64
+	corrupt      atomic.Uint64
+	base         uint64
+	skipped      atomic.Uint64
+	_            [16]byte
+}
+
+// poolHeader starts each pool section (128 bytes, then poolShards shard lines). Its
+// descriptive fields are for tools only; processes use the values derived from the validated
+// config.
+//
+//	off  size  field
+//	0    4     payload size of a slot
+//	4    4     slot count
+//	8    4     stride: 64 + size
+//	12   4     class index
+//	16   8     region offset of slot 0
+//	64   8     high water: the most buffers seen in use at once (sampled; exact at exhaustion)
+//	72   8     allocation failures
+//	128  64x64 shards: {allocations, frees} per shard, one cache line each
+//
+// Buffers in use = the sum over shards of allocations - frees. Each process counts in the shard
+// of its pid modulo poolShards, so a publisher in one process and a subscriber in another never
+// write the same counter line: a single shared in-use word would bounce between their cores
+// twice per message.
+type poolHeader struct {
+	size       uint32
+	count      uint32
+	stride     uint32
+	class      uint32
+	slots      uint64
+	_          [40]byte
+	highWater  atomic.Int64
+	allocFails atomic.Uint64
+	_          [48]byte
+	shards     [poolShards]poolShard
+}
+
+// poolShards is the number of counter shards per pool.
+const poolShards = 64
+
+// poolShard is one process's (or a few processes') counters of a pool, on a line of its own.
+type poolShard struct {
+	allocs atomic.Uint64
+	frees  atomic.Uint64
+	_      [48]byte
+}
+
+// slotHeader precedes each buffer's payload (64 bytes; the payload is 64-byte aligned).
+//
+//	off  size  field
+//	0    8     state: refs (bits 0-15) | owner participant+1 (16-31) | generation (32-53)
+//	8    4     payload length
+//	12   4     topic index
+//	16   8     sequence number
+//	24   8     publish time: CLOCK_MONOTONIC nanoseconds (see Now)
+type slotHeader struct {
+	state  atomic.Uint64
+	length uint32
+	topic  uint32
+	seq    uint64
+	stamp  int64
+	_      [32]byte
+}
+
+const (
+	participantSlotSize = int(unsafe.Sizeof(participantSlot{}))
+	inboxHeaderSize     = int(unsafe.Sizeof(inboxHeader{}))
+	poolHeaderSize      = int(unsafe.Sizeof(poolHeader{}))
+	slotHeaderSize      = int(unsafe.Sizeof(slotHeader{}))
+)
+
+// layout is the section table computed from a Config.
+type layout struct {
+	sec   sections
+	total uint64
+}
+
+func align64(n uint64) uint64 { return (n + 63) &^ 63 }
+
+// computeLayout derives every section's offset and size from c. It is the only place that
+// decides where things are; Create writes its result and Open compares against it.
+func computeLayout(c Config) layout {
+	var l layout
+	off := uint64(headerSize)
+	place := func(s *section, size uint64) {
+		s.off, s.size = off, align64(size)
+		off += s.size
+	}
+	place(&l.sec.participants, uint64(c.Participants)*uint64(participantSlotSize))
+	place(&l.sec.held, uint64(c.Participants)*uint64(c.Held)*8)
+	place(&l.sec.topics, uint64(c.Topics)*(topicEntrySize+8*uint64(c.HistoryDepth)))
+	place(&l.sec.inboxes, uint64(c.Inboxes)*uint64(inboxHeaderSize))
+	place(&l.sec.patterns, uint64(c.Inboxes)*patternSize)
+	place(&l.sec.cells, uint64(c.Inboxes)*uint64(c.InboxCapacity)*8)
+	for i, cl := range c.Classes {
+		if i >= MaxClasses {
+			break
+		}
+		place(&l.sec.pools[i], uint64(poolHeaderSize)+uint64(cl.Count)*(uint64(slotHeaderSize)+uint64(cl.Size)))
+	}
+	l.total = off
+	return l
+}
+
+func (h *header) setConfig(c Config) {
+	h.cfg = diskConfig{
+		numClasses:   uint32(len(c.Classes)),
+		inboxes:      c.Inboxes,
+		inboxCap:     c.InboxCapacity,
+		topics:       c.Topics,
+		participants: c.Participants,
+		historyDepth: c.HistoryDepth,
+		held:         c.Held,
+	}
+	for i, cl := range c.Classes {
+		h.cfg.classes[i] = diskClass{size: uint32(cl.Size), count: cl.Count}
+	}
+}
+
+// config decodes the config block. The result is untrusted until validated.
+func (d *diskConfig) config() Config {
+	n := min(d.numClasses, MaxClasses)
+	c := Config{
+		Classes:       make([]Class, n),
+		Inboxes:       d.inboxes,
+		InboxCapacity: d.inboxCap,
+		Topics:        d.topics,
+		Participants:  d.participants,
+		HistoryDepth:  d.historyDepth,
+		Held:          d.held,
+	}
+	for i := range c.Classes {
+		c.Classes[i] = Class{Size: Size(d.classes[i].size), Count: d.classes[i].count}
+	}
+	if d.numClasses > MaxClasses || d.numClasses == 0 {
+		c.Classes = nil // fails Validate
+	}
+	return c
+}
+
+// headerChecksum is FNV-1a 64 over the config block and section table.
+func headerChecksum(b []byte) uint64 {
+	h := fnv.New64a()
+	h.Write(b[checksumFrom:checksumTo])
+	var le [8]byte
+	binary.LittleEndian.PutUint64(le[:], layoutVersion)
+	h.Write(le[:])
+	return h.Sum64()
+}

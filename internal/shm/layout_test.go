@@ -1,0 +1,455 @@
+package shm
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"os"
+	"testing"
+	"unsafe"
+)
+
+// layoutRow is one row of a layout struct's offset table: the offset and size the comment (and
+// docs/layout.md) give, against what the compiler laid out.
+type layoutRow struct {
+	name              string
+	off, size         uintptr
+	wantOff, wantSize uintptr
+}
+
+func layoutField(name string, off, size, wantOff, wantSize uintptr) layoutRow {
+	return layoutRow{name: name, off: off, size: size, wantOff: wantOff, wantSize: wantSize}
+}
+
+func checkLayoutRows(t *testing.T, typ string, size, wantSize uintptr, fields []layoutRow) {
+	t.Helper()
+	if size != wantSize {
+		t.Errorf("unsafe.Sizeof(%s{}) = %d, layout.go and docs/layout.md say %d", typ, size, wantSize)
+	}
+	for _, fl := range fields {
+		if fl.off != fl.wantOff {
+			t.Errorf("%s.%s at offset %d, documented at %d", typ, fl.name, fl.off, fl.wantOff)
+		}
+		if fl.size != fl.wantSize {
+			t.Errorf("%s.%s is %d bytes, documented as %d", typ, fl.name, fl.size, fl.wantSize)
+		}
+		if fl.off%8 != 0 && fl.size == 8 {
+			t.Errorf("%s.%s: 8-byte field at offset %d is not 8-byte aligned", typ, fl.name, fl.off)
+		}
+	}
+}
+
+// TestLayoutHeader pins the offset table in header's comment.
+func TestLayoutHeader(t *testing.T) {
+	var h header
+	checkLayoutRows(t, "header", unsafe.Sizeof(h), headerSize, []layoutRow{
+		layoutField("magic", unsafe.Offsetof(h.magic), unsafe.Sizeof(h.magic), 0, 8),
+		layoutField("version", unsafe.Offsetof(h.version), unsafe.Sizeof(h.version), 8, 4),
+		layoutField("byteOrder", unsafe.Offsetof(h.byteOrder), unsafe.Sizeof(h.byteOrder), 12, 4),
+		layoutField("state", unsafe.Offsetof(h.state), unsafe.Sizeof(h.state), 16, 4),
+		layoutField("headerSize", unsafe.Offsetof(h.headerSize), unsafe.Sizeof(h.headerSize), 20, 4),
+		layoutField("totalSize", unsafe.Offsetof(h.totalSize), unsafe.Sizeof(h.totalSize), 24, 8),
+		layoutField("checksum", unsafe.Offsetof(h.checksum), unsafe.Sizeof(h.checksum), 32, 8),
+		layoutField("created", unsafe.Offsetof(h.created), unsafe.Sizeof(h.created), 40, 8),
+		layoutField("creatorPID", unsafe.Offsetof(h.creatorPID), unsafe.Sizeof(h.creatorPID), 48, 4),
+		layoutField("cfg", unsafe.Offsetof(h.cfg), unsafe.Sizeof(h.cfg), 64, 96),
+		layoutField("sec", unsafe.Offsetof(h.sec), unsafe.Sizeof(h.sec), 160, 224),
+		layoutField("reclaims", unsafe.Offsetof(h.reclaims), unsafe.Sizeof(h.reclaims), 512, 8),
+		layoutField("corrupt", unsafe.Offsetof(h.corrupt), unsafe.Sizeof(h.corrupt), 520, 8),
+		layoutField("subGen", unsafe.Offsetof(h.subGen), unsafe.Sizeof(h.subGen), 528, 8),
+	})
+	// The checksum covers exactly the config block and the section table (and the padding
+	// after it); the live counters start where it ends.
+	if checksumFrom != unsafe.Offsetof(h.cfg) {
+		t.Errorf("checksumFrom = %d, config block at %d", checksumFrom, unsafe.Offsetof(h.cfg))
+	}
+	if end := unsafe.Offsetof(h.sec) + unsafe.Sizeof(h.sec); checksumTo < end {
+		t.Errorf("checksumTo = %d, section table ends at %d", checksumTo, end)
+	}
+	if checksumTo != unsafe.Offsetof(h.reclaims) {
+		t.Errorf("checksumTo = %d, counters start at %d", checksumTo, unsafe.Offsetof(h.reclaims))
+	}
+	var le [8]byte
+	binary.LittleEndian.PutUint64(le[:], magic)
+	if string(le[:]) != "OFFQREG1" {
+		t.Errorf("magic is %q in memory, documented as \"OFFQREG1\"", le[:])
+	}
+}
+
+func TestLayoutDiskConfig(t *testing.T) {
+	var d diskConfig
+	checkLayoutRows(t, "diskConfig", unsafe.Sizeof(d), 96, []layoutRow{
+		layoutField("numClasses", unsafe.Offsetof(d.numClasses), unsafe.Sizeof(d.numClasses), 0, 4),
+		layoutField("inboxes", unsafe.Offsetof(d.inboxes), unsafe.Sizeof(d.inboxes), 4, 4),
+		layoutField("inboxCap", unsafe.Offsetof(d.inboxCap), unsafe.Sizeof(d.inboxCap), 8, 4),
+		layoutField("topics", unsafe.Offsetof(d.topics), unsafe.Sizeof(d.topics), 12, 4),
+		layoutField("participants", unsafe.Offsetof(d.participants), unsafe.Sizeof(d.participants), 16, 4),
+		layoutField("historyDepth", unsafe.Offsetof(d.historyDepth), unsafe.Sizeof(d.historyDepth), 20, 4),
+		layoutField("held", unsafe.Offsetof(d.held), unsafe.Sizeof(d.held), 24, 4),
+		layoutField("classes", unsafe.Offsetof(d.classes), unsafe.Sizeof(d.classes), 32, 64),
+	})
+	var c diskClass
+	checkLayoutRows(t, "diskClass", unsafe.Sizeof(c), 8, []layoutRow{
+		layoutField("size", unsafe.Offsetof(c.size), unsafe.Sizeof(c.size), 0, 4),
+		layoutField("count", unsafe.Offsetof(c.count), unsafe.Sizeof(c.count), 4, 4),
+	})
+}
+
+func TestLayoutSectionTable(t *testing.T) {
+	var s sections
+	checkLayoutRows(t, "sections", unsafe.Sizeof(s), 224, []layoutRow{
+		layoutField("participants", unsafe.Offsetof(s.participants), unsafe.Sizeof(s.participants), 0, 16),
+		layoutField("held", unsafe.Offsetof(s.held), unsafe.Sizeof(s.held), 16, 16),
+		layoutField("topics", unsafe.Offsetof(s.topics), unsafe.Sizeof(s.topics), 32, 16),
+		layoutField("inboxes", unsafe.Offsetof(s.inboxes), unsafe.Sizeof(s.inboxes), 48, 16),
+		layoutField("patterns", unsafe.Offsetof(s.patterns), unsafe.Sizeof(s.patterns), 64, 16),
+		layoutField("cells", unsafe.Offsetof(s.cells), unsafe.Sizeof(s.cells), 80, 16),
+		layoutField("pools", unsafe.Offsetof(s.pools), unsafe.Sizeof(s.pools), 96, 128),
+	})
+	var e section
+	checkLayoutRows(t, "section", unsafe.Sizeof(e), 16, []layoutRow{
+		layoutField("off", unsafe.Offsetof(e.off), unsafe.Sizeof(e.off), 0, 8),
+		layoutField("size", unsafe.Offsetof(e.size), unsafe.Sizeof(e.size), 8, 8),
+	})
+}
+
+func TestLayoutParticipantSlot(t *testing.T) {
+	var p participantSlot
+	checkLayoutRows(t, "participantSlot", unsafe.Sizeof(p), 128, []layoutRow{
+		layoutField("state", unsafe.Offsetof(p.state), unsafe.Sizeof(p.state), 0, 8),
+		layoutField("pid", unsafe.Offsetof(p.pid), unsafe.Sizeof(p.pid), 8, 4),
+		layoutField("attached", unsafe.Offsetof(p.attached), unsafe.Sizeof(p.attached), 16, 8),
+		layoutField("name", unsafe.Offsetof(p.name), unsafe.Sizeof(p.name), 24, 32),
+		layoutField("role", unsafe.Offsetof(p.role), unsafe.Sizeof(p.role), 56, 4),
+		layoutField("bridge", unsafe.Offsetof(p.bridge), unsafe.Sizeof(p.bridge), 64, 32),
+	})
+	if participantSlotSize != 128 {
+		t.Errorf("participantSlotSize = %d", participantSlotSize)
+	}
+}
+
+func TestLayoutInboxHeader(t *testing.T) {
+	var h inboxHeader
+	checkLayoutRows(t, "inboxHeader", unsafe.Sizeof(h), 384, []layoutRow{
+		layoutField("state", unsafe.Offsetof(h.state), unsafe.Sizeof(h.state), 0, 8),
+		layoutField("capacity", unsafe.Offsetof(h.capacity), unsafe.Sizeof(h.capacity), 8, 4),
+		layoutField("policy", unsafe.Offsetof(h.policy), unsafe.Sizeof(h.policy), 12, 4),
+		layoutField("owner", unsafe.Offsetof(h.owner), unsafe.Sizeof(h.owner), 16, 4),
+		layoutField("topic", unsafe.Offsetof(h.topic), unsafe.Sizeof(h.topic), 20, 4),
+		layoutField("patternLen", unsafe.Offsetof(h.patternLen), unsafe.Sizeof(h.patternLen), 24, 4),
+		layoutField("blockNanos", unsafe.Offsetof(h.blockNanos), unsafe.Sizeof(h.blockNanos), 56, 8),
+		layoutField("tail", unsafe.Offsetof(h.tail), unsafe.Sizeof(h.tail), 64, 8),
+		layoutField("head", unsafe.Offsetof(h.head), unsafe.Sizeof(h.head), 128, 8),
+		layoutField("wake", unsafe.Offsetof(h.wake), unsafe.Sizeof(h.wake), 192, 4),
+		layoutField("sleepers", unsafe.Offsetof(h.sleepers), unsafe.Sizeof(h.sleepers), 196, 4),
+		layoutField("space", unsafe.Offsetof(h.space), unsafe.Sizeof(h.space), 256, 4),
+		layoutField("spaceWaiters", unsafe.Offsetof(h.spaceWaiters), unsafe.Sizeof(h.spaceWaiters), 260, 4),
+		layoutField("dropOldest", unsafe.Offsetof(h.dropOldest), unsafe.Sizeof(h.dropOldest), 320, 8),
+		layoutField("dropNewest", unsafe.Offsetof(h.dropNewest), unsafe.Sizeof(h.dropNewest), 328, 8),
+		layoutField("dropTimeout", unsafe.Offsetof(h.dropTimeout), unsafe.Sizeof(h.dropTimeout), 336, 8),
+		layoutField("corrupt", unsafe.Offsetof(h.corrupt), unsafe.Sizeof(h.corrupt), 344, 8),
+		layoutField("base", unsafe.Offsetof(h.base), unsafe.Sizeof(h.base), 352, 8),
+		layoutField("skipped", unsafe.Offsetof(h.skipped), unsafe.Sizeof(h.skipped), 360, 8),
+	})
+	// Producers (tail), the consumer (head), sleepers (wake) and blocked producers (space)
+	// each write their own cache line.
+	lines := map[uintptr]string{}
+	for name, off := range map[string]uintptr{
+		"state": unsafe.Offsetof(h.state), "tail": unsafe.Offsetof(h.tail), "head": unsafe.Offsetof(h.head),
+		"wake": unsafe.Offsetof(h.wake), "space": unsafe.Offsetof(h.space), "dropOldest": unsafe.Offsetof(h.dropOldest),
+	} {
+		if other, ok := lines[off/64]; ok {
+			t.Errorf("inboxHeader.%s shares cache line %d with %s", name, off/64, other)
+		}
+		lines[off/64] = name
+	}
+	if inboxHeaderSize != 384 || patternSize != 128 {
+		t.Errorf("inboxHeaderSize = %d, patternSize = %d", inboxHeaderSize, patternSize)
+	}
+}
+
+func TestLayoutPoolHeader(t *testing.T) {
+	var p poolHeader
+	checkLayoutRows(t, "poolHeader", unsafe.Sizeof(p), 128+64*64, []layoutRow{
+		layoutField("size", unsafe.Offsetof(p.size), unsafe.Sizeof(p.size), 0, 4),
+		layoutField("count", unsafe.Offsetof(p.count), unsafe.Sizeof(p.count), 4, 4),
+		layoutField("stride", unsafe.Offsetof(p.stride), unsafe.Sizeof(p.stride), 8, 4),
+		layoutField("class", unsafe.Offsetof(p.class), unsafe.Sizeof(p.class), 12, 4),
+		layoutField("slots", unsafe.Offsetof(p.slots), unsafe.Sizeof(p.slots), 16, 8),
+		layoutField("highWater", unsafe.Offsetof(p.highWater), unsafe.Sizeof(p.highWater), 64, 8),
+		layoutField("allocFails", unsafe.Offsetof(p.allocFails), unsafe.Sizeof(p.allocFails), 72, 8),
+		layoutField("shards", unsafe.Offsetof(p.shards), unsafe.Sizeof(p.shards), 128, 64*64),
+	})
+	var s poolShard
+	checkLayoutRows(t, "poolShard", unsafe.Sizeof(s), 64, []layoutRow{
+		layoutField("allocs", unsafe.Offsetof(s.allocs), unsafe.Sizeof(s.allocs), 0, 8),
+		layoutField("frees", unsafe.Offsetof(s.frees), unsafe.Sizeof(s.frees), 8, 8),
+	})
+	if poolHeaderSize != 4224 || poolShards != 64 {
+		t.Errorf("poolHeaderSize = %d, poolShards = %d", poolHeaderSize, poolShards)
+	}
+}
+
+func TestLayoutSlotHeader(t *testing.T) {
+	var s slotHeader
+	checkLayoutRows(t, "slotHeader", unsafe.Sizeof(s), 64, []layoutRow{
+		layoutField("state", unsafe.Offsetof(s.state), unsafe.Sizeof(s.state), 0, 8),
+		layoutField("length", unsafe.Offsetof(s.length), unsafe.Sizeof(s.length), 8, 4),
+		layoutField("topic", unsafe.Offsetof(s.topic), unsafe.Sizeof(s.topic), 12, 4),
+		layoutField("seq", unsafe.Offsetof(s.seq), unsafe.Sizeof(s.seq), 16, 8),
+		layoutField("stamp", unsafe.Offsetof(s.stamp), unsafe.Sizeof(s.stamp), 24, 8),
+	})
+	if slotHeaderSize != 64 {
+		t.Errorf("slotHeaderSize = %d", slotHeaderSize)
+	}
+}
+
+func TestLayoutTopicEntry(t *testing.T) {
+	var e topicEntry
+	checkLayoutRows(t, "topicEntry", unsafe.Sizeof(e), topicEntrySize, []layoutRow{
+		layoutField("state", unsafe.Offsetof(e.state), unsafe.Sizeof(e.state), 0, 8),
+		layoutField("hash", unsafe.Offsetof(e.hash), unsafe.Sizeof(e.hash), 8, 8),
+		layoutField("nameLen", unsafe.Offsetof(e.nameLen), unsafe.Sizeof(e.nameLen), 16, 4),
+		layoutField("histDepth", unsafe.Offsetof(e.histDepth), unsafe.Sizeof(e.histDepth), 20, 4),
+		layoutField("fingerprint", unsafe.Offsetof(e.fingerprint), unsafe.Sizeof(e.fingerprint), 24, 8),
+		layoutField("codec", unsafe.Offsetof(e.codec), unsafe.Sizeof(e.codec), 32, 16),
+		layoutField("name", unsafe.Offsetof(e.name), unsafe.Sizeof(e.name), 64, 128),
+		layoutField("seq", unsafe.Offsetof(e.seq), unsafe.Sizeof(e.seq), 192, 8),
+		layoutField("bytes", unsafe.Offsetof(e.bytes), unsafe.Sizeof(e.bytes), 200, 8),
+		layoutField("histPos", unsafe.Offsetof(e.histPos), unsafe.Sizeof(e.histPos), 208, 8),
+	})
+}
+
+// TestLayoutWordEncodings pins the bit layouts of the handle, the slot state word, the ring
+// cell and the inbox and participant state words that docs/layout.md describes.
+func TestLayoutWordEncodings(t *testing.T) {
+	// Handle: offset in bits 0-39, generation in 40-61, bits 62 and 63 zero.
+	h := makeHandle(0x12_3456_7890, 0x2a_bcde)
+	if uint64(h) != 0x2a_bcde<<40|0x12_3456_7890 || h.offset() != 0x12_3456_7890 || h.gen() != 0x2a_bcde {
+		t.Errorf("makeHandle: %#x (offset %#x gen %#x)", uint64(h), h.offset(), h.gen())
+	}
+	if h := makeHandle(1<<40|5, 1<<22|3); h.offset() != 5 || h.gen() != 3 || uint64(h)>>62 != 0 {
+		t.Errorf("makeHandle does not mask its fields: %#x", uint64(h))
+	}
+	if handleMask != 1<<62-1 || handleOffBits != 40 || genBits != 22 {
+		t.Errorf("handle constants: mask %#x, offset bits %d, gen bits %d", uint64(handleMask), handleOffBits, genBits)
+	}
+	// Offsets of up to MaxRegionSize fit the handle's offset layoutRow.
+	if MaxRegionSize > 1<<handleOffBits {
+		t.Errorf("MaxRegionSize %d does not fit a %d-bit offset", uint64(MaxRegionSize), handleOffBits)
+	}
+
+	// Slot state: refs in bits 0-15, owner in 16-31, generation in 32-53.
+	v := uint64(0x2a_bcde)<<32 | uint64(0x1234)<<16 | 0x0007
+	if stateRefs(v) != 7 || stateOwner(v) != 0x1234 || stateGen(v) != 0x2a_bcde {
+		t.Errorf("slot state %#x: refs %d owner %#x gen %#x", v, stateRefs(v), stateOwner(v), stateGen(v))
+	}
+	if refsMask != 0xffff || ownerShift != 16 || genShift != 32 || uint64(ownerMask) != 0xffff0000 {
+		t.Error("slot state constants changed")
+	}
+
+	// Ring cell: bit 63 marker, bit 62 lap parity (handle) or reserved (marker),
+	// marker generation in bits 48-61, position in bits 0-47.
+	in := Inbox{gen: 0x1abc, cap: 8, mask: 7, shift: 3}
+	if got := in.empty(0x1234_5678_9abc); got != 1<<63|0x1abc<<48|0x1234_5678_9abc {
+		t.Errorf("empty marker %#x", got)
+	}
+	if in.empty(1<<48|9) != in.empty(9) {
+		t.Error("empty marker does not keep only 48 bits of position")
+	}
+	if in.parity(7) != 0 || in.parity(8) != 1<<62 || in.parity(16) != 0 || in.parity(31) != 1<<62 {
+		t.Error("lap parity is not bit 62 = (pos / capacity) & 1")
+	}
+	if markBit != 1<<63 || parityBit != 1<<62 || posMask != 1<<48-1 || inboxGenMask != 1<<14-1 {
+		t.Error("cell constants changed")
+	}
+
+	// Inbox and participant states: generation << 8 | state.
+	if inboxFree != 0 || inboxOpening != 1 || inboxOpen != 2 || inboxClosing != 3 || partFree != 0 || partAttached != 1 {
+		t.Error("state values changed")
+	}
+	if id := makeInboxID(5, 0x1abc); id.Index() != 5 || uint32(id)>>16 != 0x1abc {
+		t.Errorf("InboxID %#x", uint32(id))
+	}
+	if DropOldest != 0 || DropNewest != 1 || Block != 2 {
+		t.Error("policy values stored in inbox headers changed")
+	}
+	if stateInit != 0 || stateReady != 1 || topicFree != 0 || topicClaiming != 1 || topicReady != 2 {
+		t.Error("region or topic state values changed")
+	}
+	// A held-list word is 0, a handle, or the reserved mark, which no handle can equal.
+	if heldReserved != 1<<63 || heldReserved&handleMask != 0 {
+		t.Errorf("heldReserved = %#x", uint64(heldReserved))
+	}
+}
+
+// layoutConfigs returns the default configuration, the smallest one, and random valid ones.
+func layoutConfigs(seed uint64, n int) []Config {
+	cfgs := []Config{DefaultConfig(), {
+		Classes: []Class{{Size: 64, Count: 1}}, Inboxes: 1, InboxCapacity: 2,
+		Topics: 1, Participants: 1, HistoryDepth: 0, Held: 1,
+	}}
+	rng := rand.New(rand.NewPCG(seed, 1))
+	for range n {
+		c := Config{
+			Inboxes:       1 + rng.Uint32N(100),
+			InboxCapacity: 2 << rng.IntN(12),
+			Topics:        1 + rng.Uint32N(300),
+			Participants:  1 + rng.Uint32N(70),
+			HistoryDepth:  rng.Uint32N(20),
+			Held:          1 + rng.Uint32N(300),
+		}
+		size := Size(0)
+		for range 1 + rng.IntN(MaxClasses) {
+			size += Size(64 * (1 + rng.IntN(100)))
+			c.Classes = append(c.Classes, Class{Size: size, Count: 1 + rng.Uint32N(50)})
+		}
+		cfgs = append(cfgs, c)
+	}
+	return cfgs
+}
+
+// TestLayoutSections checks that computeLayout places every section on a 64-byte boundary,
+// in the documented order, without gaps or overlaps, each large enough for its contents.
+func TestLayoutSections(t *testing.T) {
+	const seed = 20261125
+	for ci, c := range layoutConfigs(seed, 200) {
+		if err := c.Validate(); err != nil {
+			t.Fatalf("config %d (seed %d) invalid: %v", ci, seed, err)
+		}
+		l := computeLayout(c)
+		type want struct {
+			name string
+			s    section
+			need uint64
+		}
+		secs := []want{
+			{"participants", l.sec.participants, uint64(c.Participants) * 128},
+			{"held", l.sec.held, uint64(c.Participants) * uint64(c.Held) * 8},
+			{"topics", l.sec.topics, uint64(c.Topics) * (256 + 8*uint64(c.HistoryDepth))},
+			{"inboxes", l.sec.inboxes, uint64(c.Inboxes) * 384},
+			{"patterns", l.sec.patterns, uint64(c.Inboxes) * 128},
+			{"cells", l.sec.cells, uint64(c.Inboxes) * uint64(c.InboxCapacity) * 8},
+		}
+		for i, cl := range c.Classes {
+			secs = append(secs, want{"pool", l.sec.pools[i], 4224 + uint64(cl.Count)*(64+uint64(cl.Size))})
+		}
+		end := uint64(headerSize)
+		for _, s := range secs {
+			switch {
+			case s.s.off%64 != 0 || s.s.size%64 != 0:
+				t.Fatalf("config %d: section %s at %d size %d is not 64-byte aligned", ci, s.name, s.s.off, s.s.size)
+			case s.s.off != end:
+				t.Fatalf("config %d: section %s at %d, previous section ends at %d", ci, s.name, s.s.off, end)
+			case s.s.size < s.need || s.s.size >= s.need+64:
+				t.Fatalf("config %d: section %s is %d bytes for %d bytes of contents", ci, s.name, s.s.size, s.need)
+			}
+			end = s.s.off + s.s.size
+		}
+		for i := len(c.Classes); i < MaxClasses; i++ {
+			if l.sec.pools[i] != (section{}) {
+				t.Fatalf("config %d: unused pool section %d is %+v", ci, i, l.sec.pools[i])
+			}
+		}
+		if l.total != end {
+			t.Fatalf("config %d: total %d, sections end at %d", ci, l.total, end)
+		}
+	}
+}
+
+// TestLayoutRealRegion checks the byte map against the file a real Create writes, and that
+// every payload is 64-byte aligned in the mapping.
+func TestLayoutRealRegion(t *testing.T) {
+	cfg := Config{
+		Classes:       []Class{{Size: 64, Count: 3}, {Size: 192, Count: 2}, {Size: 4096, Count: 3}},
+		Inboxes:       3,
+		InboxCapacity: 4,
+		Topics:        2,
+		Participants:  3,
+		HistoryDepth:  1,
+		Held:          5,
+	}
+	dir := t.TempDir()
+	r, err := Create("layout", Options{Dir: dir, Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err := os.ReadFile(r.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	le := binary.LittleEndian
+	lay := computeLayout(cfg)
+	for _, c := range []struct {
+		name      string
+		got, want uint64
+	}{
+		{"magic", le.Uint64(b[0:]), magic},
+		{"version", uint64(le.Uint32(b[8:])), layoutVersion},
+		{"byte order", uint64(le.Uint32(b[12:])), 0x0a0b0c0d},
+		{"state", uint64(le.Uint32(b[16:])), stateReady},
+		{"header size", uint64(le.Uint32(b[20:])), 1024},
+		{"total size", le.Uint64(b[24:]), uint64(len(b))},
+		{"checksum", le.Uint64(b[32:]), headerChecksum(b)},
+		{"creator pid", uint64(le.Uint32(b[48:])), uint64(os.Getpid())},
+		{"classes", uint64(le.Uint32(b[64:])), 3},
+		{"inboxes", uint64(le.Uint32(b[68:])), 3},
+		{"inbox capacity", uint64(le.Uint32(b[72:])), 4},
+		{"topics", uint64(le.Uint32(b[76:])), 2},
+		{"participants", uint64(le.Uint32(b[80:])), 3},
+		{"history depth", uint64(le.Uint32(b[84:])), 1},
+		{"held", uint64(le.Uint32(b[88:])), 5},
+		{"class 1 size", uint64(le.Uint32(b[96+8:])), 192},
+		{"class 1 count", uint64(le.Uint32(b[96+12:])), 2},
+		{"participants offset", le.Uint64(b[160:]), lay.sec.participants.off},
+		{"held offset", le.Uint64(b[176:]), lay.sec.held.off},
+		{"topics offset", le.Uint64(b[192:]), lay.sec.topics.off},
+		{"inboxes offset", le.Uint64(b[208:]), lay.sec.inboxes.off},
+		{"patterns offset", le.Uint64(b[224:]), lay.sec.patterns.off},
+		{"cells offset", le.Uint64(b[240:]), lay.sec.cells.off},
+		{"cells size", le.Uint64(b[248:]), lay.sec.cells.size},
+		{"pool 2 offset", le.Uint64(b[256+32:]), lay.sec.pools[2].off},
+		{"pool 2 size", le.Uint64(b[256+40:]), lay.sec.pools[2].size},
+		{"pool 3 offset", le.Uint64(b[256+48:]), 0},
+		{"pool 1 header: size", uint64(le.Uint32(b[lay.sec.pools[1].off:])), 192},
+		{"pool 1 header: count", uint64(le.Uint32(b[lay.sec.pools[1].off+4:])), 2},
+		{"pool 1 header: stride", uint64(le.Uint32(b[lay.sec.pools[1].off+8:])), 64 + 192},
+		{"pool 1 header: class", uint64(le.Uint32(b[lay.sec.pools[1].off+12:])), 1},
+		{"pool 1 header: slot 0", le.Uint64(b[lay.sec.pools[1].off+16:]), lay.sec.pools[1].off + 4224},
+	} {
+		if c.got != c.want {
+			t.Errorf("file bytes: %s = %d (%#x), want %d (%#x)", c.name, c.got, c.got, c.want, c.want)
+		}
+	}
+
+	p, err := r.Attach("layout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Detach()
+	var held []Handle
+	for _, n := range []int{1, 64, 65, 100, 192, 193, 4096} {
+		buf, err := p.Alloc(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, buf.Handle())
+		off := buf.Handle().offset()
+		data := uintptr(unsafe.Pointer(unsafe.SliceData(buf.Bytes())))
+		if off%64 != 0 || (data-uintptr(r.base))%64 != 0 || data%64 != 0 {
+			t.Errorf("Alloc(%d): slot header at %#x, payload at %#x: not 64-byte aligned", n, off, data-uintptr(r.base))
+		}
+		if data-uintptr(r.base) != uintptr(off)+64 {
+			t.Errorf("Alloc(%d): payload %#x does not follow its 64-byte slot header at %#x", n, data-uintptr(r.base), off)
+		}
+		ps := lay.sec.pools[buf.Class()]
+		if off < ps.off+4224 || off+64+uint64(buf.Cap()) > ps.off+ps.size {
+			t.Errorf("Alloc(%d): slot %#x+%d outside pool section %+v", n, off, 64+buf.Cap(), ps)
+		}
+	}
+	for _, h := range held {
+		if err := p.Unloan(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

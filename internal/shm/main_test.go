@@ -1,0 +1,32 @@
+package shm
+
+import (
+	"os"
+	"testing"
+
+	"github.com/offq/offq/internal/peer"
+)
+
+// TestMain lets the test binary play the roles of other processes: a child started with
+// peer.Start runs its role and exits here instead of running the tests.
+func TestMain(m *testing.M) {
+	peer.Dispatch(peerRoles)
+	os.Exit(m.Run())
+}
+
+// peerRoles are the parts a child process of this package's tests can play.
+var peerRoles = map[string]peer.Role{
+	// multiproc_test.go
+	"open-or-create": roleOpenOrCreate,
+	"producer":       roleProducer,
+	"sleep-pong":     roleSleepPong,
+	// pingpong_bench_test.go and baseline_test.go
+	"bench-echo":      roleBenchEcho,
+	"bench-raw-spin":  roleRawSpin,
+	"bench-raw-futex": roleRawFutex,
+	"bench-uds":       roleUDS,
+	// reap_test.go
+	"reap-victim": roleReapVictim,
+	"reaper":      roleReaper,
+	"creator-mid": roleCreatorMid,
+}

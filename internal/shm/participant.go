@@ -1,0 +1,215 @@
+package shm
+
+import (
+	"fmt"
+	"os"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+)
+
+// Participant slot states (low byte of participantSlot.state; the generation is above it).
+const (
+	partFree     = 0
+	partAttached = 1
+)
+
+// Participant is one attachment of a process to a region: it owns loans and inboxes, and
+// holds a kernel lock on its slot of the participant table for as long as it lives. When the
+// process dies, however it dies, the kernel drops the lock, which is how others learn that
+// the participant is gone: there are no heartbeats and no pids involved.
+//
+// A Participant is safe for concurrent use by multiple goroutines.
+type Participant struct {
+	r     *Region
+	idx   uint32
+	owner uint32 // idx + 1, as recorded in slot and inbox owner fields
+	slot  *participantSlot
+	lockf *os.File // a description of its own, so its lock is not shared with the region's fd
+	lkoff int64
+	held  *heldList
+	gone  atomic.Bool
+}
+
+func (r *Region) participantOffset(i uint32) uint64 {
+	return r.lay.sec.participants.off + uint64(i)*uint64(participantSlotSize)
+}
+
+// Attach joins the region as a new participant named name (truncated to 32 bytes; for tools).
+// It fails with ErrTableFull when every slot is held by a live participant or awaits reaping.
+func (r *Region) Attach(name string) (*Participant, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed.Load() {
+		return nil, fmt.Errorf("offq: attach to %q: %w", r.name, ErrClosed)
+	}
+	if r.readOnly {
+		return nil, fmt.Errorf("offq: attach to %q: %w: region opened read-only", r.name, ErrPermission)
+	}
+	lf, err := reopen(r.f)
+	if err != nil {
+		return nil, fmt.Errorf("offq: attach to %q: %w", r.name, err)
+	}
+	// Every participant holds a shared lock on the presence byte for its life; an audit
+	// (see Reap) holds it exclusively for the few milliseconds it runs, only when nobody is
+	// attached. Wait that out.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		got, err := ofdLockShared(lf, presenceByte)
+		if err != nil {
+			lf.Close()
+			return nil, fmt.Errorf("offq: attach to %q: %w", r.name, err)
+		}
+		if got {
+			break
+		}
+		if time.Now().After(deadline) {
+			lf.Close()
+			return nil, fmt.Errorf("offq: attach to %q: %w: an audit of the region did not finish", r.name, ErrNotReady)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	for i := range r.cfg.Participants {
+		off := int64(r.participantOffset(i))
+		got, err := ofdLock(lf, off)
+		if err != nil {
+			lf.Close()
+			return nil, fmt.Errorf("offq: attach to %q: %w", r.name, err)
+		}
+		if !got {
+			continue // a live participant holds it
+		}
+		// The lock is ours, so no live process can be using this slot. If the slot says
+		// attached, its holder died: reclaim what it left, then take the slot.
+		s := (*participantSlot)(r.at(uint64(off)))
+		if s.state.Load()&0xff == partAttached {
+			r.reapSlot(i)
+		}
+		v := s.state.Load()
+		if v&0xff != partFree || !s.state.CompareAndSwap(v, (v>>8+1)<<8|partAttached) {
+			ofdUnlock(lf, off)
+			continue
+		}
+		s.role.Store(0)
+		for k := range s.bridge {
+			s.bridge[k].Store(0)
+		}
+		s.pid = uint32(os.Getpid())
+		s.attached = time.Now().UnixNano()
+		s.name = [32]byte{}
+		copy(s.name[:], truncateUTF8(name, len(s.name)))
+		r.attached++
+		return &Participant{r: r, idx: i, owner: i + 1, slot: s, lockf: lf, lkoff: off, held: r.newHeldList(i)}, nil
+	}
+	lf.Close()
+	return nil, fmt.Errorf("offq: attach to %q: %w: all %d participant slots in use", r.name, ErrTableFull, r.cfg.Participants)
+}
+
+// Index returns the participant's slot index.
+func (p *Participant) Index() int { return int(p.idx) }
+
+// Region returns the region p is attached to.
+func (p *Participant) Region() *Region { return p.r }
+
+// Detach releases every message p still holds and ends every loan it still has, frees the
+// participant's slot and drops its lock. Inboxes must have been closed first; those that were
+// not stay open until a reaper reclaims them. Detach is idempotent.
+func (p *Participant) Detach() error {
+	if p.gone.Swap(true) {
+		return nil
+	}
+	p.releaseAllHeld()
+	p.r.endLoans(p.owner)
+	v := p.slot.state.Load()
+	p.slot.state.Store(v &^ 0xff)
+	err := p.lockf.Close() // drops the lock
+	p.r.mu.Lock()
+	p.r.attached--
+	p.r.mu.Unlock()
+	return err
+}
+
+// Alloc loans a buffer of at least n bytes from the smallest size class that has one free.
+// The buffer carries one reference, the loan, recorded in the buffer's own state word as
+// belonging to p; it ends with Unloan (after pushing the handle, or to abandon the buffer).
+// Alloc never blocks and allocates no memory; it fails with a *PoolError wrapping
+// ErrPoolExhausted or ErrTooLarge.
+func (p *Participant) Alloc(n int) (Buffer, error) {
+	return p.r.alloc(p.owner, n)
+}
+
+// Unloan ends p's loan of the buffer h: the loan's reference is dropped, and if no inbox took
+// a reference the buffer returns to its pool.
+func (p *Participant) Unloan(h Handle) error { return p.r.unloan(p.owner, h) }
+
+// Alive reports whether participant slot i is held by a live process. It reads the kernel's
+// lock table, not shared memory, and may be called without attaching.
+func (r *Region) Alive(i int) (bool, error) {
+	if i < 0 || i >= int(r.cfg.Participants) {
+		return false, fmt.Errorf("offq: participant %d out of range", i)
+	}
+	return ofdLocked(r.f, int64(r.participantOffset(uint32(i))))
+}
+
+// ParticipantInfo describes one slot of the participant table.
+type ParticipantInfo struct {
+	Index    int
+	Name     string
+	PID      int
+	Attached time.Time
+	Alive    bool         // the slot's lock is held: its process is running
+	Bridge   *BridgeStats // set when the participant is a NATS bridge
+}
+
+// BridgeStats are the counters a NATS bridge keeps in its participant slot, so that any
+// process reading the region (offq exporter, offq stat) sees them.
+type BridgeStats struct {
+	Forwarded, Imported, Dropped, Reconnects uint64
+}
+
+// SetBridgeStats marks p as a NATS bridge and records its counters in its slot.
+func (p *Participant) SetBridgeStats(s BridgeStats) {
+	p.slot.bridge[0].Store(s.Forwarded)
+	p.slot.bridge[1].Store(s.Imported)
+	p.slot.bridge[2].Store(s.Dropped)
+	p.slot.bridge[3].Store(s.Reconnects)
+	p.slot.role.Store(1)
+}
+
+// Participants lists the slots that are attached, live or dead.
+func (r *Region) Participants() []ParticipantInfo {
+	if !r.enterRead() {
+		return nil
+	}
+	defer r.exitRead()
+	var out []ParticipantInfo
+	for i := range r.cfg.Participants {
+		s := (*participantSlot)(r.at(r.participantOffset(i)))
+		if s.state.Load()&0xff != partAttached {
+			continue
+		}
+		alive, _ := r.Alive(int(i))
+		n := 0
+		for n < len(s.name) && s.name[n] != 0 {
+			n++
+		}
+		info := ParticipantInfo{Index: int(i), Name: string(s.name[:n]), PID: int(s.pid),
+			Attached: time.Unix(0, s.attached), Alive: alive}
+		if s.role.Load() == 1 {
+			info.Bridge = &BridgeStats{Forwarded: s.bridge[0].Load(), Imported: s.bridge[1].Load(),
+				Dropped: s.bridge[2].Load(), Reconnects: s.bridge[3].Load()}
+		}
+		out = append(out, info)
+	}
+	return out
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a UTF-8 sequence.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}

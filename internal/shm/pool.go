@@ -1,0 +1,299 @@
+package shm
+
+import (
+	"fmt"
+	"sync/atomic"
+)
+
+// pool is one process's view of a size class. Its state is all in shared memory except next,
+// a per-process allocation cursor: it lets consecutive allocations and a free followed by an
+// allocation land on the same (cache-hot) slot without any shared word being written for it.
+type pool struct {
+	r      *Region
+	class  int
+	hdr    *poolHeader
+	size   uint32 // payload bytes per slot
+	count  uint32
+	stride uint32 // bytes from one slot header to the next
+	slots  uint64 // region offset of slot 0
+	end    uint64 // region offset just past the last slot
+	next   atomic.Uint32
+	sample atomic.Uint32 // allocations by this process, for sampling the high-water mark
+}
+
+func (p *pool) slot(i uint32) *slotHeader {
+	return (*slotHeader)(p.r.at(p.slots + uint64(i)*uint64(p.stride)))
+}
+
+// alloc claims a free slot for owner (a participant index + 1) with one reference, the
+// owner's. The claim is a single compare-and-swap on the slot's state word, which also
+// records the owner: there is no moment at which the slot is taken but ownerless, so a crash
+// at any instruction leaves it either free or findable by a reaper.
+func (p *pool) alloc(owner uint32) (Handle, bool) {
+	start := p.next.Load()
+	if start >= p.count {
+		start = 0
+	}
+	i := start
+	for range p.count {
+		s := p.slot(i)
+		v := s.state.Load()
+		if v&(refsMask|ownerMask) == 0 {
+			gen := (stateGen(v) + 1) & genMask
+			if s.state.CompareAndSwap(v, uint64(gen)<<genShift|uint64(owner)<<ownerShift|1) {
+				if n := i + 1; n < p.count {
+					p.next.Store(n)
+				} else {
+					p.next.Store(0)
+				}
+				p.noteAlloc()
+				return makeHandle(p.slots+uint64(i)*uint64(p.stride), gen), true
+			}
+		}
+		if i++; i == p.count {
+			i = 0
+		}
+	}
+	return 0, false
+}
+
+func (p *pool) noteAlloc() {
+	p.hdr.shards[p.r.shard].allocs.Add(1)
+	if p.sample.Add(1)&(highWaterEvery-1) == 0 {
+		p.sampleHighWater()
+	}
+}
+
+// highWaterEvery is how many allocations of a process pass between two samples of the pool's
+// occupancy for its high-water mark; a sample reads every shard, which is too much for each
+// allocation.
+const highWaterEvery = 256
+
+func (p *pool) sampleHighWater() {
+	n := p.inUse()
+	for {
+		hw := p.hdr.highWater.Load()
+		if n <= hw || p.hdr.highWater.CompareAndSwap(hw, n) {
+			return
+		}
+	}
+}
+
+// inUse sums the shards: allocations minus frees. It may be off by the operations under way
+// while it reads; it is exact when the pool is quiet.
+func (p *pool) inUse() int64 {
+	var a, f uint64
+	for i := range p.hdr.shards {
+		f += p.hdr.shards[i].frees.Load()
+		a += p.hdr.shards[i].allocs.Load()
+	}
+	return int64(a - f)
+}
+
+func (p *pool) noteFree(idx uint32) {
+	p.hdr.shards[p.r.shard].frees.Add(1)
+	p.next.Store(idx)
+}
+
+// Alloc is the low-level allocation used by Participant.Alloc: the smallest class that fits n
+// bytes and has a free buffer, else the next larger one.
+func (r *Region) alloc(owner uint32, n int) (Buffer, error) {
+	if n < 0 {
+		return Buffer{}, fmt.Errorf("offq: alloc of %d bytes", n)
+	}
+	if n > int(r.maxSize) {
+		return Buffer{}, r.poolError(n, ErrTooLarge)
+	}
+	for i := range r.pools {
+		p := &r.pools[i]
+		if n > int(p.size) {
+			continue
+		}
+		if h, ok := p.alloc(owner); ok {
+			s := (*slotHeader)(r.at(h.offset()))
+			return Buffer{h: h, s: s, p: p, data: r.at(h.offset() + uint64(slotHeaderSize))}, nil
+		}
+	}
+	for i := range r.pools {
+		if n <= int(r.pools[i].size) {
+			r.pools[i].hdr.allocFails.Add(1)
+			r.pools[i].sampleHighWater()
+			break
+		}
+	}
+	return Buffer{}, r.poolError(n, ErrPoolExhausted)
+}
+
+// poolError builds the error for a failed allocation: one allocation, the error itself (the
+// class list is shared, so a publisher under backpressure does not pay for it each time).
+func (r *Region) poolError(n int, err error) error {
+	e := &PoolError{Size: n, Largest: r.maxSize, Err: err}
+	for i := range r.pools {
+		if n <= int(r.pools[i].size) {
+			e.Classes = r.classSizes[i:]
+			break
+		}
+	}
+	return e
+}
+
+// AddRefs adds n references to the buffer h names, which the caller must hold a reference to
+// (so its generation cannot change underneath). A publisher fanning out to n inboxes adds n
+// at once, then gives back one for each push that fails.
+func (r *Region) AddRefs(h Handle, n int) error {
+	_, s, _, err := r.decode(h)
+	if err != nil {
+		return err
+	}
+	return s.addRefs(h, n)
+}
+
+// addRefs adds n references to the slot, whose generation must still be h's and which must be
+// allocated (the caller holds a reference, so it is unless the word was scribbled).
+func (s *slotHeader) addRefs(h Handle, n int) error {
+	for {
+		v := s.state.Load()
+		switch {
+		case stateGen(v) != h.gen():
+			return errHandleStale
+		case stateRefs(v) == 0:
+			return errHandleFree
+		case int(stateRefs(v))+n > maxRefs || n < 0:
+			return errHandleRefs
+		}
+		if s.state.CompareAndSwap(v, v+uint64(n)) {
+			return nil
+		}
+	}
+}
+
+// Release drops one reference to the buffer h names; the last release returns the buffer to
+// its pool. It fails with ErrBadHandle, changing nothing, for a handle that does not decode, a
+// stale generation, a buffer that is already free, or a buffer whose only reference is its
+// loan (the loan's holder ends that with Participant.Unloan). Safe for concurrent use from
+// any process.
+func (r *Region) Release(h Handle) error {
+	p, s, idx, err := r.decode(h)
+	if err != nil {
+		return err
+	}
+	for {
+		v := s.state.Load()
+		refs := stateRefs(v)
+		switch {
+		case stateGen(v) != h.gen():
+			return errHandleStale
+		case refs == 0:
+			return errHandleFree
+		case refs == 1 && stateOwner(v) != 0:
+			return errHandleOwner
+		}
+		if s.state.CompareAndSwap(v, v-1) {
+			if refs == 1 {
+				p.noteFree(idx)
+			}
+			return nil
+		}
+	}
+}
+
+// unloan drops the loan reference held by owner: clears the owner and drops one reference in
+// one compare-and-swap, so it happens exactly once even if a reaper races the owner.
+func (r *Region) unloan(owner uint32, h Handle) error {
+	p, s, idx, err := r.decode(h)
+	if err != nil {
+		return err
+	}
+	for {
+		v := s.state.Load()
+		switch {
+		case stateGen(v) != h.gen():
+			return errHandleStale
+		case stateRefs(v) == 0:
+			return errHandleFree
+		case stateOwner(v) != owner:
+			return errHandleOwner
+		}
+		nv := v&^ownerMask - 1
+		if s.state.CompareAndSwap(v, nv) {
+			if stateRefs(nv) == 0 {
+				p.noteFree(idx)
+			}
+			return nil
+		}
+	}
+}
+
+// PoolStats is a snapshot of one pool's counters.
+type PoolStats struct {
+	Class      int
+	Size       int   // payload bytes per buffer
+	Capacity   int   // buffers in the pool
+	InUse      int64 // buffers allocated now
+	HighWater  int64 // most buffers seen in use at once: sampled every 256 allocations of a process, by every PoolStats call, and at exhaustion
+	LowWater   int64 // fewest buffers ever free at once: Capacity - HighWater
+	AllocFails uint64
+}
+
+// PoolStats returns a snapshot of every pool's counters. It reads shared memory only; a
+// process that has not attached as a participant may call it.
+func (r *Region) PoolStats() []PoolStats {
+	if !r.enterRead() {
+		return nil
+	}
+	defer r.exitRead()
+	out := make([]PoolStats, len(r.pools))
+	for i := range r.pools {
+		p := &r.pools[i]
+		if !r.readOnly {
+			p.sampleHighWater()
+		}
+		hw := max(p.hdr.highWater.Load(), p.inUse())
+		out[i] = PoolStats{
+			Class:      i,
+			Size:       int(p.size),
+			Capacity:   int(p.count),
+			InUse:      p.inUse(),
+			HighWater:  hw,
+			LowWater:   int64(p.count) - hw,
+			AllocFails: p.hdr.allocFails.Load(),
+		}
+	}
+	return out
+}
+
+// CountAllocated walks every slot and counts those with references, per class. Unlike
+// PoolStats it reads the slots themselves, so it is exact even if a counter was damaged; it
+// is for tests and audits, not the data path.
+func (r *Region) CountAllocated() []int {
+	out := make([]int, len(r.pools))
+	for i := range r.pools {
+		p := &r.pools[i]
+		for j := range p.count {
+			if stateRefs(p.slot(j).state.Load()) != 0 {
+				out[i]++
+			}
+		}
+	}
+	return out
+}
+
+// endLoans ends every loan recorded for owner, by scanning the slots' state words: the owner
+// field is the record, so nothing escapes, whether the loan was abandoned by a live process or
+// left by a dead one.
+func (r *Region) endLoans(owner uint32) int {
+	n := 0
+	for i := range r.pools {
+		p := &r.pools[i]
+		for j := range p.count {
+			s := p.slot(j)
+			v := s.state.Load()
+			if stateRefs(v) != 0 && stateOwner(v) == owner {
+				if r.unloan(owner, makeHandle(p.slots+uint64(j)*uint64(p.stride), stateGen(v))) == nil {
+					n++
+				}
+			}
+		}
+	}
+	return n
+}

@@ -1,0 +1,601 @@
+package shm
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var modelSeed = flag.Uint64("offq.seed", 0, "seed for the transport model tests (0: a fixed set plus one from the clock)")
+
+// modelSeeds returns the seeds a model test runs with: the -offq.seed flag if given, else a
+// few fixed ones and one from the clock (printed on failure).
+func modelSeeds() []uint64 {
+	if *modelSeed != 0 {
+		return []uint64{*modelSeed}
+	}
+	return []uint64{1, 2, 3, 20261125, uint64(time.Now().UnixNano())}
+}
+
+// poolConfig has three small classes so that the model test fills them often.
+func poolConfig() Config {
+	c := unitConfig()
+	c.Classes = []Class{{Size: 64, Count: 4}, {Size: 256, Count: 4}, {Size: 1024, Count: 2}}
+	return c
+}
+
+// modelBuf is the model of one allocated buffer.
+type modelBuf struct {
+	h      Handle
+	class  int
+	refs   int
+	loaner *Participant // nil once the loan ended
+	fill   byte
+}
+
+// fillBuffer writes a pattern over the whole payload, so that overlapping slots show.
+func fillBuffer(b Buffer, v byte) {
+	bs := b.Bytes()
+	for i := range bs {
+		bs[i] = v
+	}
+}
+
+func checkFill(b Buffer, v byte) error {
+	for i, c := range b.Bytes() {
+		if c != v {
+			return fmt.Errorf("payload byte %d of %v is %#x, want %#x", i, b.Handle(), c, v)
+		}
+	}
+	return nil
+}
+
+func TestPoolModel(t *testing.T) {
+	for _, seed := range modelSeeds() {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { poolModel(t, seed, 3000) })
+	}
+}
+
+func poolModel(t *testing.T, seed uint64, steps int) {
+	cfg := poolConfig()
+	r := newUnitRegion(t, cfg)
+	ps := []*Participant{attachUnit(t, r, "a"), attachUnit(t, r, "b")}
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+
+	live := map[Handle]*modelBuf{}
+	var order []Handle // live handles, for picking at random
+	var dead []Handle  // handles released and never valid again
+	inUse := make([]int, len(cfg.Classes))
+	fails := make([]uint64, len(cfg.Classes))
+	high := make([]int64, len(cfg.Classes))
+	step := 0
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Fatalf("seed %d step %d: %s (rerun with -offq.seed=%d)", seed, step, fmt.Sprintf(format, args...), seed)
+	}
+	drop := func(h Handle) {
+		m := live[h]
+		delete(live, h)
+		for i, x := range order {
+			if x == h {
+				order = append(order[:i], order[i+1:]...)
+				break
+			}
+		}
+		inUse[m.class]--
+		dead = append(dead, h)
+	}
+	pick := func() *modelBuf {
+		if len(order) == 0 {
+			return nil
+		}
+		return live[order[rng.IntN(len(order))]]
+	}
+	badHandle := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, ErrBadHandle) {
+			fail("%s: %v, want ErrBadHandle", what, err)
+		}
+	}
+
+	for step = 0; step < steps; step++ {
+		switch op := rng.IntN(100); {
+		case op < 35: // Alloc
+			n := rng.IntN(1100)
+			if rng.IntN(20) == 0 {
+				n = 1025 + rng.IntN(5000)
+			}
+			p := ps[rng.IntN(len(ps))]
+			b, err := p.Alloc(n)
+			want, first := -1, -1
+			for c, cl := range cfg.Classes {
+				if n <= int(cl.Size) {
+					if first < 0 {
+						first = c
+					}
+					if want < 0 && inUse[c] < int(cl.Count) {
+						want = c
+					}
+				}
+			}
+			var pe *PoolError
+			switch {
+			case first < 0:
+				if !errors.Is(err, ErrTooLarge) || !errors.As(err, &pe) || pe.Size != n || pe.Largest != 1024 {
+					fail("Alloc(%d): %v, want ErrTooLarge", n, err)
+				}
+			case want < 0:
+				if !errors.Is(err, ErrPoolExhausted) || !errors.As(err, &pe) || pe.Size != n {
+					fail("Alloc(%d) with classes %v in use: %v, want ErrPoolExhausted", n, inUse, err)
+				}
+				fails[first]++
+			case err != nil:
+				fail("Alloc(%d) with classes %v in use: %v", n, inUse, err)
+			default:
+				if b.Class() != want || b.Cap() != int(cfg.Classes[want].Size) || b.Refs() != 1 {
+					fail("Alloc(%d) gave class %d cap %d refs %d, want class %d", n, b.Class(), b.Cap(), b.Refs(), want)
+				}
+				if _, dup := live[b.Handle()]; dup {
+					fail("Alloc(%d) returned live handle %v", n, b.Handle())
+				}
+				m := &modelBuf{h: b.Handle(), class: want, refs: 1, loaner: p, fill: byte(rng.Uint32())}
+				fillBuffer(b, m.fill)
+				live[m.h] = m
+				order = append(order, m.h)
+				inUse[want]++
+				high[want] = max(high[want], int64(inUse[want]))
+			}
+		case op < 50: // AddRefs
+			m := pick()
+			if m == nil {
+				continue
+			}
+			k := 1 + rng.IntN(3)
+			if err := r.AddRefs(m.h, k); err != nil {
+				fail("AddRefs(%v, %d): %v", m.h, k, err)
+			}
+			m.refs += k
+		case op < 70: // Release
+			m := pick()
+			if m == nil {
+				continue
+			}
+			err := r.Release(m.h)
+			if m.refs == 1 && m.loaner != nil {
+				badHandle("Release of a buffer held only by its loan", err)
+				continue
+			}
+			if err != nil {
+				fail("Release(%v) refs %d: %v", m.h, m.refs, err)
+			}
+			if m.refs--; m.refs == 0 {
+				drop(m.h)
+			}
+		case op < 82: // Unloan
+			m := pick()
+			if m == nil {
+				continue
+			}
+			p := ps[rng.IntN(len(ps))]
+			err := p.Unloan(m.h)
+			if m.loaner != p {
+				badHandle("Unloan by a participant without the loan", err)
+				continue
+			}
+			if err != nil {
+				fail("Unloan(%v): %v", m.h, err)
+			}
+			m.loaner = nil
+			if m.refs--; m.refs == 0 {
+				drop(m.h)
+			}
+		case op < 92: // Buffer of a live handle: the payload is intact
+			m := pick()
+			if m == nil {
+				continue
+			}
+			b, err := r.Buffer(m.h)
+			if err != nil {
+				fail("Buffer(%v): %v", m.h, err)
+			}
+			if b.Refs() != m.refs || b.Class() != m.class {
+				fail("Buffer(%v): refs %d class %d, model %d %d", m.h, b.Refs(), b.Class(), m.refs, m.class)
+			}
+			if err := checkFill(b, m.fill); err != nil {
+				fail("%v", err)
+			}
+		default: // every operation on a released handle fails and changes nothing
+			if len(dead) == 0 {
+				continue
+			}
+			h := dead[rng.IntN(len(dead))]
+			_, err := r.Buffer(h)
+			badHandle("Buffer of a released handle", err)
+			badHandle("Release of a released handle", r.Release(h))
+			badHandle("AddRefs of a released handle", r.AddRefs(h, 1))
+			badHandle("Unloan of a released handle", ps[0].Unloan(h))
+			badHandle("Unloan of a released handle", ps[1].Unloan(h))
+		}
+
+		counted := r.CountAllocated()
+		stats := r.PoolStats()
+		for c := range cfg.Classes {
+			s := stats[c]
+			if counted[c] != inUse[c] || s.InUse != int64(inUse[c]) {
+				fail("class %d: CountAllocated %d, PoolStats.InUse %d, model %d", c, counted[c], s.InUse, inUse[c])
+			}
+			if s.AllocFails != fails[c] {
+				fail("class %d: AllocFails %d, model %d", c, s.AllocFails, fails[c])
+			}
+			if s.HighWater != high[c] || s.LowWater != int64(cfg.Classes[c].Count)-high[c] {
+				fail("class %d: HighWater %d LowWater %d, model high water %d", c, s.HighWater, s.LowWater, high[c])
+			}
+			if s.Class != c || s.Size != int(cfg.Classes[c].Size) || s.Capacity != int(cfg.Classes[c].Count) {
+				fail("class %d: stats %+v", c, s)
+			}
+		}
+	}
+
+	// Give everything back: the pools end empty.
+	for _, h := range append([]Handle(nil), order...) {
+		m := live[h]
+		for ; m.refs > 1; m.refs-- {
+			if err := r.Release(h); err != nil {
+				fail("final Release(%v): %v", h, err)
+			}
+		}
+		if m.loaner != nil {
+			if err := m.loaner.Unloan(h); err != nil {
+				fail("final Unloan(%v): %v", h, err)
+			}
+		} else if err := r.Release(h); err != nil {
+			fail("final Release(%v): %v", h, err)
+		}
+	}
+	for c, n := range r.CountAllocated() {
+		if n != 0 || r.PoolStats()[c].InUse != 0 {
+			fail("class %d: %d buffers allocated at the end", c, n)
+		}
+	}
+}
+
+func TestPoolClassFallbackAndExhaustion(t *testing.T) {
+	cfg := poolConfig()
+	r := newUnitRegion(t, cfg)
+	p := attachUnit(t, r, "p")
+	var hs []Handle
+	alloc := func(n, wantClass int) {
+		t.Helper()
+		b, err := p.Alloc(n)
+		if err != nil {
+			t.Fatalf("Alloc(%d): %v", n, err)
+		}
+		if b.Class() != wantClass {
+			t.Fatalf("Alloc(%d) took class %d, want %d", n, b.Class(), wantClass)
+		}
+		hs = append(hs, b.Handle())
+	}
+	for range 4 {
+		alloc(0, 0) // a zero-byte message takes the smallest class
+	}
+	alloc(10, 1) // smallest class full: the next one
+	alloc(64, 1)
+	alloc(256, 1)
+	alloc(65, 1)
+	alloc(1, 2) // two classes full
+	alloc(1024, 2)
+
+	_, err := p.Alloc(10)
+	var pe *PoolError
+	if !errors.Is(err, ErrPoolExhausted) || !errors.As(err, &pe) {
+		t.Fatalf("Alloc with every class full: %v, want a *PoolError wrapping ErrPoolExhausted", err)
+	}
+	if pe.Size != 10 || pe.Largest != 1024 || fmt.Sprint(pe.Classes) != "[64 256 1024]" || pe.Unwrap() != ErrPoolExhausted {
+		t.Fatalf("PoolError %+v", pe)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "10 bytes") || !strings.Contains(msg, "[64 256 1024]") || !strings.HasPrefix(msg, "offq: pool exhausted") {
+		t.Fatalf("message %q does not name the size and the classes tried", msg)
+	}
+	_, err = p.Alloc(300)
+	if !errors.As(err, &pe) || fmt.Sprint(pe.Classes) != "[1024]" {
+		t.Fatalf("Alloc(300): %v, classes tried %v", err, pe.Classes)
+	}
+	// A failure is counted on the smallest class the message fits.
+	stats := r.PoolStats()
+	if stats[0].AllocFails != 1 || stats[1].AllocFails != 0 || stats[2].AllocFails != 1 {
+		t.Fatalf("AllocFails %d %d %d, want 1 0 1", stats[0].AllocFails, stats[1].AllocFails, stats[2].AllocFails)
+	}
+	for c, s := range stats {
+		if s.InUse != int64(cfg.Classes[c].Count) || s.HighWater != s.InUse || s.LowWater != 0 {
+			t.Fatalf("class %d stats %+v", c, s)
+		}
+	}
+
+	_, err = p.Alloc(1025)
+	if !errors.Is(err, ErrTooLarge) || errors.Is(err, ErrPoolExhausted) || !errors.As(err, &pe) || pe.Size != 1025 || pe.Largest != 1024 {
+		t.Fatalf("Alloc(1025): %v, want ErrTooLarge", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "1025") || !strings.Contains(msg, "1024") {
+		t.Fatalf("message %q does not name the size and the largest class", msg)
+	}
+	if _, err := p.Alloc(-1); err == nil {
+		t.Fatal("Alloc(-1) succeeded")
+	}
+	if r.PoolStats()[2].AllocFails != 1 {
+		t.Fatal("a too-large message was counted as an allocation failure")
+	}
+
+	// Freeing one buffer of the smallest class makes it the first choice again.
+	if err := p.Unloan(hs[2]); err != nil {
+		t.Fatal(err)
+	}
+	alloc(1, 0)
+	hs[2] = hs[len(hs)-1]
+	hs = hs[:len(hs)-1]
+	for _, h := range hs {
+		if err := p.Unloan(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for c, s := range r.PoolStats() {
+		if s.InUse != 0 || s.HighWater != int64(cfg.Classes[c].Count) {
+			t.Fatalf("class %d after freeing everything: %+v", c, s)
+		}
+	}
+}
+
+func TestPoolBadHandles(t *testing.T) {
+	cfg := poolConfig()
+	r := newUnitRegion(t, cfg)
+	p := attachUnit(t, r, "p")
+	q := attachUnit(t, r, "q")
+	b, err := p.Alloc(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := b.Handle()
+	pl := &r.pools[b.Class()]
+	slot0 := pl.slots
+	last := pl.slots + uint64(pl.count-1)*uint64(pl.stride)
+	gen := h.gen()
+
+	// Release of a buffer whose only reference is the loan: refused, nothing changes.
+	if err := r.Release(h); !errors.Is(err, ErrBadHandle) || b.Refs() != 1 {
+		t.Fatalf("Release of a loan-only buffer: %v (refs %d)", err, b.Refs())
+	}
+	if err := q.Unloan(h); !errors.Is(err, ErrBadHandle) || b.Refs() != 1 {
+		t.Fatalf("Unloan by another participant: %v (refs %d)", err, b.Refs())
+	}
+	if err := r.AddRefs(h, -1); !errors.Is(err, ErrBadHandle) {
+		t.Fatalf("AddRefs(-1): %v", err)
+	}
+	if err := r.AddRefs(h, maxRefs); !errors.Is(err, ErrBadHandle) || b.Refs() != 1 {
+		t.Fatalf("AddRefs overflowing the count: %v (refs %d)", err, b.Refs())
+	}
+	if err := r.AddRefs(h, maxRefs-1); err != nil || b.Refs() != maxRefs {
+		t.Fatalf("AddRefs to the limit: %v (refs %d)", err, b.Refs())
+	}
+	if err := r.AddRefs(h, 1); !errors.Is(err, ErrBadHandle) {
+		t.Fatalf("AddRefs past the limit: %v", err)
+	}
+	for range maxRefs - 1 {
+		if err := r.Release(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	for _, tc := range []struct {
+		name string
+		h    Handle
+	}{
+		{"zero", 0},
+		{"bit 63", h | 1<<63},
+		{"bit 62", h | 1<<62},
+		{"all ones", ^Handle(0)},
+		{"offset in the header", makeHandle(64, gen)},
+		{"offset 0 with a generation", makeHandle(0, gen)},
+		{"offset in the pool header", makeHandle(r.lay.sec.pools[b.Class()].off, gen)},
+		{"offset before the first slot", makeHandle(slot0-64, gen)},
+		{"misaligned by 8", makeHandle(h.offset()+8, gen)},
+		{"misaligned by 64 (the payload)", makeHandle(h.offset()+64, gen)},
+		{"misaligned by 1", makeHandle(h.offset()+1, gen)},
+		{"just past the last slot", makeHandle(pl.end, gen)},
+		{"end of the region", makeHandle(uint64(r.Size()), gen)},
+		{"far beyond the region", makeHandle(1<<39, gen)},
+		{"largest offset", makeHandle(handleOffMask, gen)},
+		{"stale generation", makeHandle(h.offset(), gen+1)},
+		{"older generation", makeHandle(h.offset(), gen-1)},
+		{"free slot", makeHandle(last, gen)},
+	} {
+		before := r.CountAllocated()
+		if _, err := r.Buffer(tc.h); !errors.Is(err, ErrBadHandle) {
+			t.Errorf("%s (%v): Buffer = %v", tc.name, tc.h, err)
+		}
+		if err := r.Release(tc.h); !errors.Is(err, ErrBadHandle) {
+			t.Errorf("%s (%v): Release = %v", tc.name, tc.h, err)
+		}
+		if err := r.AddRefs(tc.h, 1); !errors.Is(err, ErrBadHandle) {
+			t.Errorf("%s (%v): AddRefs = %v", tc.name, tc.h, err)
+		}
+		if err := p.Unloan(tc.h); !errors.Is(err, ErrBadHandle) {
+			t.Errorf("%s (%v): Unloan = %v", tc.name, tc.h, err)
+		}
+		if fmt.Sprint(before) != fmt.Sprint(r.CountAllocated()) || b.Refs() != 1 {
+			t.Errorf("%s: a rejected handle changed the pools: %v -> %v", tc.name, before, r.CountAllocated())
+		}
+	}
+	// decode does bounds and alignment only; the first and last slots are in bounds.
+	for _, off := range []uint64{slot0, last} {
+		if _, _, _, err := r.decode(makeHandle(off, 1)); err != nil {
+			t.Errorf("decode(%#x): %v", off, err)
+		}
+	}
+	if err := p.Unloan(h); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPoolDoubleReleaseAndStaleHandle(t *testing.T) {
+	r := newUnitRegion(t, poolConfig())
+	p := attachUnit(t, r, "p")
+	b, err := p.Alloc(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := b.Handle()
+	if err := r.AddRefs(old, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Unloan(old); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Unloan(old); !errors.Is(err, ErrBadHandle) {
+		t.Fatalf("second Unloan: %v", err)
+	}
+	if err := r.Release(old); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Release(old); !errors.Is(err, ErrBadHandle) || !strings.Contains(err.Error(), "released twice") {
+		t.Fatalf("double Release: %v", err)
+	}
+	// The slot is reused (a freed slot is this process's next choice) under a new generation.
+	b2, err := p.Alloc(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b2.Handle().offset() != old.offset() || b2.Handle() == old {
+		t.Fatalf("reuse: old %v, new %v", old, b2.Handle())
+	}
+	for name, err := range map[string]error{
+		"Release": r.Release(old), "AddRefs": r.AddRefs(old, 1), "Unloan": p.Unloan(old),
+	} {
+		if !errors.Is(err, ErrBadHandle) || !strings.Contains(err.Error(), "stale") {
+			t.Errorf("%s of the stale handle: %v", name, err)
+		}
+	}
+	if _, err := r.Buffer(old); !errors.Is(err, ErrBadHandle) {
+		t.Errorf("Buffer of the stale handle: %v", err)
+	}
+	if b2.Refs() != 1 {
+		t.Fatalf("the stale handle changed the new buffer: refs %d", b2.Refs())
+	}
+	if err := p.Unloan(b2.Handle()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBufferMetaAndClamp(t *testing.T) {
+	r := newUnitRegion(t, poolConfig())
+	p := attachUnit(t, r, "p")
+	b, err := p.Alloc(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Unloan(b.Handle())
+	b.SetMeta(Meta{Len: 10, Topic: 3, Seq: 99, Stamp: 12345})
+	if m := b.Meta(); m != (Meta{Len: 10, Topic: 3, Seq: 99, Stamp: 12345}) || b.Len() != 10 || len(b.Data()) != 10 {
+		t.Fatalf("Meta %+v Len %d", m, b.Len())
+	}
+	b.SetMeta(Meta{Len: 1 << 20})
+	if b.Len() != 64 || b.Meta().Len != 64 {
+		t.Fatalf("SetMeta did not clamp: %d", b.Len())
+	}
+	// A length scribbled by another process is clamped on read.
+	b.s.length = 1 << 30
+	if b.Len() != 64 || len(b.Data()) != 64 || b.Meta().Len != 64 {
+		t.Fatalf("a scribbled length is not clamped: %d", b.Len())
+	}
+	if s := b.Handle().String(); !strings.Contains(s, "@") {
+		t.Fatalf("Handle.String() = %q", s)
+	}
+}
+
+// TestPoolConcurrent allocates and releases from several goroutines, handing buffers between
+// them, and checks that every buffer comes back.
+func TestPoolConcurrent(t *testing.T) {
+	cfg := poolConfig()
+	cfg.Classes = []Class{{Size: 64, Count: 16}, {Size: 256, Count: 16}, {Size: 1024, Count: 8}}
+	r := newUnitRegion(t, cfg)
+	ps := []*Participant{attachUnit(t, r, "a"), attachUnit(t, r, "b"), attachUnit(t, r, "c")}
+	const workers, iters = 6, 3000
+	handoff := make(chan Handle, 64)
+	var wg sync.WaitGroup
+	var received sync.WaitGroup
+	received.Add(1)
+	go func() { // the receiver releases what it is handed, after checking the payload
+		defer received.Done()
+		for h := range handoff {
+			b, err := r.Buffer(h)
+			if err != nil {
+				t.Errorf("handed-over buffer: %v", err)
+				continue
+			}
+			if err := checkFill(b, byte(h)); err != nil {
+				t.Error(err)
+			}
+			if err := r.Release(h); err != nil {
+				t.Errorf("Release of a handed-over buffer: %v", err)
+			}
+		}
+	}()
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := ps[w%len(ps)]
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for range iters {
+				b, err := p.Alloc(rng.IntN(1025))
+				if errors.Is(err, ErrPoolExhausted) {
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				h := b.Handle()
+				fillBuffer(b, byte(h))
+				switch rng.IntN(3) {
+				case 0: // abandon the loan
+				case 1: // two extra references, released here
+					if err := r.AddRefs(h, 2); err != nil {
+						t.Error(err)
+						return
+					}
+					for range 2 {
+						if err := r.Release(h); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				case 2: // hand one reference to the receiver
+					if err := r.AddRefs(h, 1); err != nil {
+						t.Error(err)
+						return
+					}
+					handoff <- h
+				}
+				if err := checkFill(b, byte(h)); err != nil { // the loan still holds it
+					t.Error(err)
+				}
+				if err := p.Unloan(h); err != nil {
+					t.Errorf("Unloan: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(handoff)
+	received.Wait()
+	for c, n := range r.CountAllocated() {
+		if s := r.PoolStats()[c]; n != 0 || s.InUse != 0 {
+			t.Errorf("class %d: %d buffers allocated, InUse %d after every goroutine gave back", c, n, s.InUse)
+		}
+	}
+}

@@ -1,0 +1,385 @@
+package shm
+
+import (
+	"fmt"
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+// ReapReport says what Reap reclaimed.
+type ReapReport struct {
+	Participants int // dead participants whose slots were freed
+	Inboxes      int // their inboxes, closed and drained
+	Queued       int // messages released from those inboxes
+	Held         int // messages they had received and not released
+	Loans        int // buffers they had on loan (allocated, not yet sent)
+	Topics       int // topic entries they had half-created
+	// Audited is set when nobody was attached, so Reap could also audit the region: every
+	// buffer's reference count was recomputed from the references that exist (topic
+	// histories), which repairs any reference a crash at an unlucky instruction left behind.
+	Audited  bool
+	Repaired int // buffers whose reference count or owner the audit corrected
+	// Swept counts buffers the orphan sweep freed: allocated, not on loan, with one reference
+	// that no ring cell, held entry or history cell names (see Reap).
+	Swept int
+}
+
+// presenceByte is the byte of the region file on which every participant holds a shared lock,
+// and an audit an exclusive one.
+const presenceByte = 1
+
+// Add adds b's counts to a (for a caller that reaps more than once).
+func (a *ReapReport) Add(b ReapReport) {
+	a.Participants += b.Participants
+	a.Inboxes += b.Inboxes
+	a.Queued += b.Queued
+	a.Held += b.Held
+	a.Loans += b.Loans
+	a.Topics += b.Topics
+	a.Audited = a.Audited || b.Audited
+	a.Repaired += b.Repaired
+	a.Swept += b.Swept
+}
+
+// Reap reclaims everything held by participants whose processes have died: their inboxes are
+// closed and drained, the messages they held and the buffers they had on loan are released,
+// topic entries they left half-created are freed, and their slots are freed for reuse.
+// Afterwards the pools hold exactly what live participants (and topic histories) hold.
+//
+// Death is read from the kernel: a participant holds a lock on its slot for as long as its
+// process lives. Reap takes that lock itself before touching a slot, so a slot is reaped
+// exactly once however many processes reap at the same time, and never while its owner lives.
+// Reap is safe to call at any time from any process attached to the region, or from a tool
+// that opened it (not read-only). It counts each reclaimed participant in the region's header.
+//
+// Reap also sweeps for orphans. A reference count is a number, not a record, so moving a
+// reference between a count and the place that names it takes two atomic operations, and a
+// process killed between them (a few instructions: see docs/architecture.md) leaves a
+// reference that nobody holds. The sweep frees a buffer whose count is one, that is not on
+// loan, and that no ring cell, held entry or history cell names, when this process's previous
+// sweep saw it the same way (same state word). That is safe while others run because every
+// process that will read a buffer records its reference first (a loan, a held entry, a
+// pending held entry for a take or a history join); the only references in no record are
+// those about to be released, and a release that finds its buffer already freed is a no-op.
+// A region in which a process used Inbox.TryPop or Pop, whose references are in no record,
+// is not swept until its next audit.
+func (r *Region) Reap() (ReapReport, error) {
+	var rep ReapReport
+	if r.readOnly {
+		return rep, fmt.Errorf("offq: reap %q: %w: region opened read-only", r.name, ErrPermission)
+	}
+	if r.closed.Load() {
+		return rep, fmt.Errorf("offq: reap %q: %w", r.name, ErrClosed)
+	}
+	lf, err := reopen(r.f)
+	if err != nil {
+		return rep, fmt.Errorf("offq: reap %q: %w", r.name, err)
+	}
+	defer lf.Close() // drops every lock taken through it
+	// A reaper is present like a participant (shared presence lock), so that an audit, which
+	// needs the region to itself, never runs beside it.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		got, err := ofdLockShared(lf, presenceByte)
+		if err != nil {
+			return rep, fmt.Errorf("offq: reap %q: %w", r.name, err)
+		}
+		if got {
+			break
+		}
+		if time.Now().After(deadline) {
+			return rep, fmt.Errorf("offq: reap %q: %w: an audit of the region did not finish", r.name, ErrNotReady)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	for i := range r.cfg.Participants {
+		s := (*participantSlot)(r.at(r.participantOffset(i)))
+		if s.state.Load()&0xff != partAttached {
+			continue
+		}
+		if alive, err := r.Alive(int(i)); err != nil || alive {
+			continue
+		}
+		off := int64(r.participantOffset(i))
+		got, err := ofdLock(lf, off)
+		if err != nil {
+			return rep, fmt.Errorf("offq: reap %q: %w", r.name, err)
+		}
+		if !got {
+			continue // another reaper, or a new participant attaching
+		}
+		if s.state.Load()&0xff == partAttached {
+			rep.Add(r.reapSlot(i))
+		}
+		ofdUnlock(lf, off)
+	}
+	// If nobody else is present (no participant, no other reaper), the shared lock converts
+	// to an exclusive one, and nothing can move while we hold it: audit.
+	if got, err := ofdLock(lf, presenceByte); err == nil && got {
+		rep.Add(r.audit())
+		return rep, nil
+	}
+	rep.Swept = r.sweep()
+	return rep, nil
+}
+
+// testHookSweepCellsRead, if set, runs in a sweep between reading the ring cells and reading
+// the held lists: a test moves a reference from one to the other there.
+var testHookSweepCellsRead func()
+
+// sweep frees orphaned buffers (see Reap) and returns how many. The order of its reads is
+// what makes it safe while others run:
+//
+//  1. It reads every slot's state word first. A candidate has one reference and no owner,
+//     and had the same state word at this process's previous sweep.
+//  2. It then reads every place a reference can be recorded, in the order references move
+//     between them: history cells (a late joiner's reference moves from there to a held entry),
+//     ring cells (a take moves a reference from a cell to a held entry), held entries. A
+//     reference that moves while the sweep reads is therefore seen at least once; seeing one
+//     twice only spares a buffer. A candidate named anywhere is spared.
+//  3. It frees a remaining candidate with a compare-and-swap from the state word read in
+//     step 1, so a buffer whose count, owner or generation changed since is left alone. New
+//     references to a candidate cannot appear unseen: one not on loan gains references only
+//     from a history join, which changes its count.
+func (r *Region) sweep() int {
+	r.sweepMu.Lock()
+	defer r.sweepMu.Unlock()
+	if r.hdr.unrecorded.Load() != 0 {
+		r.sweepPrev = nil
+		return 0
+	}
+	prev := r.sweepPrev
+	next := make(map[uint64]uint64, len(prev))
+	stale := make(map[uint64]uint64)
+	for i := range r.pools {
+		p := &r.pools[i]
+		for j := range p.count {
+			v := p.slot(j).state.Load()
+			if stateRefs(v) != 1 || stateOwner(v) != 0 {
+				continue
+			}
+			off := p.slots + uint64(j)*uint64(p.stride)
+			next[off] = v
+			if pv, ok := prev[off]; ok && pv == v {
+				stale[off] = v
+			}
+		}
+	}
+	r.sweepPrev = next
+	if len(stale) == 0 {
+		return 0
+	}
+	seen := func(w uint64) {
+		h := Handle(w & handleMask)
+		if h == 0 {
+			return // most words: free entries, empty history
+		}
+		if v, ok := stale[h.offset()]; ok && h.gen() == stateGen(v) {
+			delete(stale, h.offset())
+		}
+	}
+	for t := range r.cfg.Topics {
+		_, cells := r.topicEntry(t)
+		for k := range uint64(r.cfg.HistoryDepth) {
+			seen((*atomic.Uint64)(unsafe.Add(cells, k*8)).Load())
+		}
+	}
+	for j := range r.inboxes {
+		v := &r.inboxes[j]
+		if wordStatus(v.hdr.state.Load()) == inboxFree {
+			continue // drained when it was freed: nobody takes from it
+		}
+		for k := range uint64(r.cfg.InboxCapacity) { // its whole share, whatever its capacity
+			if w := (*atomic.Uint64)(unsafe.Add(v.cells, k*8)).Load(); w&markBit == 0 {
+				seen(w) // a handle (markers name no buffer; a claimed cell's entry is read below)
+			}
+		}
+	}
+	if testHookSweepCellsRead != nil {
+		testHookSweepCellsRead()
+	}
+	held := r.lay.sec.held
+	for k := range held.size / 8 {
+		seen((*atomic.Uint64)(r.at(held.off + k*8)).Load())
+	}
+	n := 0
+	for off, v := range stale {
+		p, s, idx, err := r.decode(makeHandle(off, stateGen(v)))
+		if err != nil {
+			continue
+		}
+		if s.state.CompareAndSwap(v, v-1) {
+			p.noteFree(idx)
+			r.hdr.swept.Add(1)
+			delete(r.sweepPrev, off)
+			n++
+		}
+	}
+	return n
+}
+
+// audit recomputes what every table should hold when no participant is alive: the caller holds
+// the presence byte exclusively, so no process is attached and none can attach. Any inbox still
+// open is closed and drained, every participant slot and half-made topic entry is freed, every
+// buffer's reference count is set to the number of topic-history cells that name it, and the
+// pools' counters are set to what the slots say. Whoever took messages without recording them
+// is gone, so the orphan sweep is turned back on.
+func (r *Region) audit() ReapReport {
+	rep := ReapReport{Audited: true}
+	r.hdr.unrecorded.Store(0)
+	for i := range r.cfg.Participants {
+		s := (*participantSlot)(r.at(r.participantOffset(i)))
+		if s.state.Load()&0xff != partFree {
+			rep.Add(r.reapSlot(i))
+		}
+	}
+	for j := range r.inboxes {
+		v := &r.inboxes[j]
+		st := v.hdr.state.Load()
+		if wordStatus(st) == inboxFree {
+			continue
+		}
+		c := v.hdr.capacity
+		if c < 2 || c > r.cfg.InboxCapacity || c&(c-1) != 0 {
+			c = r.cfg.InboxCapacity
+		}
+		in := v.inbox(wordGen(st), c, DropOldest, 0)
+		rep.Queued += in.drainCount()
+		v.hdr.state.Store(inboxWord(inboxFree, wordGen(st), 0))
+		rep.Inboxes++
+	}
+	hist := make(map[Handle]int)
+	for t := range r.cfg.Topics {
+		e, cells := r.topicEntry(t)
+		switch e.state.Load() & 0xff {
+		case topicReady:
+			for k := range min(uint64(e.histDepth), uint64(r.cfg.HistoryDepth)) {
+				h := Handle((*atomic.Uint64)(unsafe.Add(cells, k*8)).Load())
+				if h == 0 {
+					continue
+				}
+				if _, _, _, err := r.decode(h); err != nil {
+					(*atomic.Uint64)(unsafe.Add(cells, k*8)).Store(0)
+					r.hdr.corrupt.Add(1)
+					continue
+				}
+				hist[h]++
+			}
+		case topicFree:
+		default:
+			e.state.Store(topicFree)
+			rep.Topics++
+		}
+	}
+	for i := range r.pools {
+		p := &r.pools[i]
+		allocated := uint64(0)
+		for j := range p.count {
+			s := p.slot(j)
+			v := s.state.Load()
+			want := uint64(hist[makeHandle(p.slots+uint64(j)*uint64(p.stride), stateGen(v))])
+			if v&(refsMask|ownerMask) != want {
+				s.state.Store(uint64(stateGen(v))<<genShift | want)
+				rep.Repaired++
+			}
+			if want != 0 {
+				allocated++
+			}
+		}
+		for k := range p.hdr.shards {
+			p.hdr.shards[k].allocs.Store(0)
+			p.hdr.shards[k].frees.Store(0)
+		}
+		p.hdr.shards[r.shard].allocs.Store(allocated)
+	}
+	return rep
+}
+
+// reapSlot reclaims dead participant i. The caller holds the slot's lock and has seen the
+// slot attached, so its owner is dead and nobody else is reaping it.
+func (r *Region) reapSlot(i uint32) ReapReport {
+	rep := ReapReport{Participants: 1}
+	owner := i + 1
+	held := r.heldWords(i)
+
+	// 1. Its inboxes. A take it left half done is finished first (the claimed cell names the
+	// held entry the message went to), then the ring is closed and drained.
+	for j := range r.inboxes {
+		v := &r.inboxes[j]
+		st := v.hdr.state.Load()
+		if wordOwner(st) != owner || wordStatus(st) == inboxFree {
+			continue
+		}
+		gen := wordGen(st)
+		if !v.hdr.state.CompareAndSwap(st, inboxWord(inboxClosing, gen, owner)) {
+			continue
+		}
+		c := v.hdr.capacity
+		if c < 2 || c > r.cfg.InboxCapacity || c&(c-1) != 0 {
+			c = r.cfg.InboxCapacity // scribbled or never written: drain the whole ring
+			v.hdr.corrupt.Add(1)
+		}
+		in := v.inbox(gen, c, DropOldest, 0)
+		h0 := v.hdr.head.Load()
+		if cv := in.cell(h0).Load(); cv&(markBit|parityBit) == markBit|parityBit && (cv>>48)&inboxGenMask == gen &&
+			(cv>>16)&claimedPosMask == h0&claimedPosMask {
+			if idx := cv & claimedIdxMask; idx < uint64(r.cfg.Held) {
+				w := held[idx]
+				if hv := w.Load(); hv&heldPending != 0 && hv&heldReserved == 0 {
+					w.Store(hv &^ heldPending) // the take had happened: the entry owns it
+				}
+				in.cell(h0).CompareAndSwap(cv, in.empty(h0+in.cap))
+				v.hdr.head.CompareAndSwap(h0, h0+1)
+			}
+		}
+		rep.Queued += in.drainCount()
+		v.hdr.wake.Add(1)
+		futexWakeAll(&v.hdr.wake)
+		v.hdr.space.Add(1)
+		futexWakeAll(&v.hdr.space)
+		v.hdr.state.Store(inboxWord(inboxFree, gen, 0))
+		r.hdr.subGen.Add(1)
+		rep.Inboxes++
+	}
+
+	// 2. Its held list. A pending entry whose take did not happen belongs to the cell it was
+	// taking from (drained above) or to the producer that evicted it: nothing to release.
+	for _, w := range held {
+		hv := w.Swap(0)
+		if hv != 0 && hv&(heldReserved|heldPending) == 0 {
+			r.releaseDropped(Handle(hv))
+			rep.Held++
+		}
+	}
+
+	// 3. Its loans: the owner field of each buffer's state word is the record.
+	rep.Loans = r.endLoans(owner)
+
+	// 4. Topic entries it claimed and never finished.
+	for t := range r.cfg.Topics {
+		e, _ := r.topicEntry(t)
+		if st := e.state.Load(); st&0xff == topicClaiming && uint32(st>>16) == owner {
+			if e.state.CompareAndSwap(st, topicFree) {
+				rep.Topics++
+			}
+		}
+	}
+
+	// 5. The slot itself.
+	s := (*participantSlot)(r.at(r.participantOffset(i)))
+	s.state.Store(s.state.Load() &^ 0xff)
+	r.hdr.reclaims.Add(1)
+	return rep
+}
+
+// heldWords returns participant i's held list, read from the region (not this process's
+// index of it, which only its owner has).
+func (r *Region) heldWords(i uint32) []*atomic.Uint64 {
+	n := r.cfg.Held
+	base := r.lay.sec.held.off + uint64(i)*uint64(n)*8
+	out := make([]*atomic.Uint64, n)
+	for k := range n {
+		out[k] = (*atomic.Uint64)(unsafe.Pointer(uintptr(r.at(base)) + uintptr(k)*8))
+	}
+	return out
+}

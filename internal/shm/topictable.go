@@ -1,0 +1,290 @@
+package shm
+
+import (
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+// topicEntry is the fixed part of one topic-table entry (256 bytes); the topic's history ring
+// of HistoryDepth cells follows it.
+//
+//	off  size  field
+//	0    8     state: 0 free, else claimer participant+1 <<16 | 1 (claiming) or 2 (ready)
+//	8    8     FNV-1a 64 of the name
+//	16   4     name length
+//	20   4     history depth of this topic (<= HistoryDepth)
+//	24   8     type fingerprint (0: none recorded yet)
+//	32   16    codec name, NUL-padded
+//	64   128   name
+//	192  8     next sequence number (publishers take one each)
+//	200  8     bytes published
+//	208  8     history position (cells written so far)
+type topicEntry struct {
+	state       atomic.Uint64
+	hash        uint64
+	nameLen     uint32
+	histDepth   uint32
+	fingerprint atomic.Uint64
+	codec       [16]byte
+	_           [16]byte
+	name        [128]byte
+	seq         atomic.Uint64
+	bytes       atomic.Uint64
+	histPos     atomic.Uint64
+	_           [40]byte
+}
+
+const (
+	topicFree     = 0
+	topicClaiming = 1
+	topicReady    = 2
+	maxTopicName  = 128
+)
+
+// Topic is a checked handle on a topic-table entry.
+type Topic struct {
+	r     *Region
+	index uint32
+	e     *topicEntry
+	hist  unsafe.Pointer
+	depth uint64
+}
+
+func (r *Region) topicEntry(i uint32) (*topicEntry, unsafe.Pointer) {
+	stride := uint64(topicEntrySize) + 8*uint64(r.cfg.HistoryDepth)
+	off := r.lay.sec.topics.off + uint64(i)*stride
+	return (*topicEntry)(r.at(off)), r.at(off + topicEntrySize)
+}
+
+// topicHash is FNV-1a 64, inline so that it allocates nothing.
+func topicHash(name string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(name); i++ {
+		h ^= uint64(name[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+// LookupTopic finds the topic called name, or creates it with the given history depth when
+// create is true. The name must already be valid (package topics checks it); it is at most 128
+// bytes. The table is open-addressed by the name's hash; entries are never removed, so a topic
+// keeps its index for the region's life. It fails with ErrTableFull when the table is full and
+// ErrNotFound when create is false and the topic does not exist. Lookups of an existing
+// topic allocate nothing except the first time a name is seen by the caller's cache (bus
+// keeps one).
+func (p *Participant) LookupTopic(name string, create bool, history int) (Topic, error) {
+	r := p.r
+	if len(name) == 0 || len(name) > maxTopicName {
+		return Topic{}, fmt.Errorf("offq: topic name of %d bytes: want 1 to %d", len(name), maxTopicName)
+	}
+	if history < 0 || history > int(r.cfg.HistoryDepth) {
+		return Topic{}, fmt.Errorf("offq: topic %q: history %d: the region allows 0 to %d", name, history, r.cfg.HistoryDepth)
+	}
+	hash := topicHash(name)
+	n := r.cfg.Topics
+	start := uint32(hash % uint64(n))
+	for k := range n {
+		i := start + k
+		if i >= n {
+			i -= n
+		}
+		e, hist := r.topicEntry(i)
+		for {
+			st := e.state.Load()
+			switch st & 0xff {
+			case topicFree:
+				if !create {
+					return Topic{}, fmt.Errorf("offq: topic %q: %w", name, ErrNotFound)
+				}
+				if !e.state.CompareAndSwap(st, uint64(p.owner)<<16|topicClaiming) {
+					continue
+				}
+				e.hash = hash
+				e.nameLen = uint32(len(name))
+				e.name = [128]byte{}
+				copy(e.name[:], name)
+				e.histDepth = uint32(history)
+				e.state.Store(uint64(p.owner)<<16 | topicReady)
+				return Topic{r: r, index: i, e: e, hist: hist, depth: uint64(history)}, nil
+			case topicClaiming:
+				// Another participant is writing this entry; it takes a few stores. If it
+				// stays claiming, its claimer died mid-way (reaping frees it).
+				if err := waitTopicClaim(r, e, st); err != nil {
+					return Topic{}, fmt.Errorf("offq: topic %q: %w", name, err)
+				}
+				continue
+			case topicReady:
+				if e.hash == hash && int(e.nameLen) == len(name) && string(e.name[:len(name)]) == name {
+					d := uint64(e.histDepth)
+					if d > uint64(r.cfg.HistoryDepth) {
+						r.hdr.corrupt.Add(1)
+						d = 0
+					}
+					return Topic{r: r, index: i, e: e, hist: hist, depth: d}, nil
+				}
+			default:
+				r.hdr.corrupt.Add(1) // scribbled state: skip the entry
+			}
+			break
+		}
+	}
+	return Topic{}, fmt.Errorf("offq: topic %q: %w: all %d topics in use", name, ErrTableFull, n)
+}
+
+func waitTopicClaim(r *Region, e *topicEntry, st uint64) error {
+	deadline := time.Now().Add(time.Second)
+	for e.state.Load() == st {
+		if time.Now().After(deadline) {
+			owner := int(st>>16) - 1
+			if alive, _ := r.Alive(owner); !alive {
+				// The claimer died between claiming and publishing the entry: free it.
+				e.state.CompareAndSwap(st, topicFree)
+				return nil
+			}
+			return fmt.Errorf("%w: topic entry held by participant %d for over a second", ErrNotReady, owner)
+		}
+		runtime.Gosched()
+	}
+	return nil
+}
+
+// Topic returns the topic at table index i, if it is ready.
+func (r *Region) Topic(i int) (Topic, error) {
+	if i < 0 || i >= int(r.cfg.Topics) {
+		return Topic{}, fmt.Errorf("%w: topic index %d out of range", ErrCorrupt, i)
+	}
+	e, hist := r.topicEntry(uint32(i))
+	if e.state.Load()&0xff != topicReady {
+		return Topic{}, ErrNotFound
+	}
+	return Topic{r: r, index: uint32(i), e: e, hist: hist, depth: min(uint64(e.histDepth), uint64(r.cfg.HistoryDepth))}, nil
+}
+
+// Index returns the topic's table index.
+func (t Topic) Index() int { return int(t.index) }
+
+// Name returns the topic's name (allocates).
+func (t Topic) Name() string { return string(t.e.name[:min(t.e.nameLen, maxTopicName)]) }
+
+// NextSeq takes the topic's next sequence number (starting at 1) and adds n bytes to its
+// published-bytes counter.
+func (t Topic) NextSeq(n int) uint64 {
+	t.e.bytes.Add(uint64(n))
+	return t.e.seq.Add(1)
+}
+
+// Published returns how many sequence numbers were taken: messages published on the topic.
+func (t Topic) Published() uint64 { return t.e.seq.Load() }
+
+// HistoryDepth returns how many past messages the topic keeps.
+func (t Topic) HistoryDepth() int { return int(t.depth) }
+
+// Fingerprint returns the type fingerprint and codec recorded on the topic (0 and "" if none).
+func (t Topic) Fingerprint() (uint64, string) {
+	fp := t.settledFingerprint()
+	if fp == fpClaiming {
+		return 0, ""
+	}
+	n := 0
+	for n < len(t.e.codec) && t.e.codec[n] != 0 {
+		n++
+	}
+	return fp, string(t.e.codec[:n])
+}
+
+// fpClaiming is the fingerprint word while the first claimer writes the codec name beside it.
+const fpClaiming = 1
+
+// SetFingerprint records fp and codec on the topic if none is recorded, and reports whether
+// the topic's fingerprint is now fp. The first claimer wins; the codec name is written before
+// the fingerprint is published, so a reader never sees one without the other.
+func (t Topic) SetFingerprint(fp uint64, codec string) bool {
+	if fp == 0 {
+		return true // untyped: records and checks nothing
+	}
+	if fp == fpClaiming {
+		fp = 3 // reserved value; a hash lands on it with probability 2^-64
+	}
+	if t.e.fingerprint.CompareAndSwap(0, fpClaiming) {
+		t.e.codec = [16]byte{}
+		copy(t.e.codec[:], codec)
+		t.e.fingerprint.Store(fp)
+		return true
+	}
+	return t.settledFingerprint() == fp
+}
+
+// settledFingerprint waits (briefly: a few stores) for a claim in progress to finish.
+func (t Topic) settledFingerprint() uint64 {
+	for range 1 << 16 {
+		if v := t.e.fingerprint.Load(); v != fpClaiming {
+			return v
+		}
+		runtime.Gosched()
+	}
+	return t.e.fingerprint.Load()
+}
+
+func (t Topic) histCell(pos uint64) *atomic.Uint64 {
+	return (*atomic.Uint64)(unsafe.Add(t.hist, (pos%t.depth)*8))
+}
+
+// Remember stores h, to which the caller gives one reference, as the topic's newest history
+// entry, releasing the entry it displaces. A topic without history releases h at once.
+func (t Topic) Remember(h Handle) {
+	if t.depth == 0 {
+		t.r.releaseDropped(h)
+		return
+	}
+	pos := t.e.histPos.Add(1) - 1
+	if old := Handle(t.histCell(pos).Swap(uint64(h))); old != 0 {
+		t.r.releaseDropped(old)
+	}
+}
+
+// HoldHistory takes a reference to each message in the topic's history, oldest first, for
+// participant p, and calls fn with the held entry that records it (release it with
+// p.Unhold(idx, h)). The entry is reserved and marked before the reference is taken, so there
+// is no instant at which p holds a reference that no record names (see Region.Reap). Handles
+// released while being read are skipped. It stops with ErrHeldFull when p's held list is full.
+func (t Topic) HoldHistory(p *Participant, fn func(idx int, h Handle)) error {
+	if t.depth == 0 {
+		return nil
+	}
+	end := t.e.histPos.Load()
+	start := end - min(end, t.depth)
+	for pos := start; pos < end; pos++ {
+		h := Handle(t.histCell(pos).Load())
+		if h == 0 || uint64(h)&^handleMask != 0 {
+			continue
+		}
+		idx, err := p.Reserve()
+		if err != nil {
+			return err
+		}
+		w := p.held.word(uint32(idx))
+		w.Store(heldPending | uint64(h))
+		if t.r.AddRefs(h, 1) != nil {
+			w.Store(heldReserved)
+			p.Unreserve(idx)
+			continue
+		}
+		w.Store(uint64(h))
+		fn(idx, h)
+	}
+	return nil
+}
+
+// ClearHistory releases every history entry (used when the last participant leaves a region
+// it is about to remove, and by tests).
+func (t Topic) ClearHistory() {
+	for i := range t.depth {
+		if old := Handle(t.histCell(i).Swap(0)); old != 0 {
+			t.r.releaseDropped(old)
+		}
+	}
+}

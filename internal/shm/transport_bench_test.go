@@ -1,0 +1,144 @@
+package shm
+
+import (
+	"context"
+	"testing"
+)
+
+// benchConfig has one class per benchmarked size, so each size takes its own class.
+func benchConfig() Config {
+	c := unitConfig()
+	c.Classes = []Class{{Size: 64, Count: 64}, {Size: 4 << 10, Count: 64}, {Size: 1 << 20, Count: 4}}
+	c.InboxCapacity = 1024
+	return c
+}
+
+// BenchmarkAllocFree: loan a buffer and end the loan, the cost a publisher pays per message
+// on top of the ring. The payload is not touched: zero copy means the size does not matter.
+func BenchmarkAllocFree(b *testing.B) {
+	for _, size := range []Size{64, 4 << 10, 1 << 20} {
+		b.Run(size.String(), func(b *testing.B) {
+			r := newUnitRegion(b, benchConfig())
+			p := attachUnit(b, r, "bench")
+			b.ReportAllocs()
+			for b.Loop() {
+				buf, err := p.Alloc(int(size))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := p.Unloan(buf.Handle()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkPublishRelease: the whole life of a 64-byte message in one goroutine: Alloc,
+// AddRefs, Push, Unloan, TryPop, Buffer, Release.
+func BenchmarkPublishRelease(b *testing.B) {
+	r := newUnitRegion(b, benchConfig())
+	p := attachUnit(b, r, "bench")
+	in, err := p.OpenInbox(InboxConfig{Capacity: 64})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer in.Close()
+	bg := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		buf, err := p.Alloc(64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		h := buf.Handle()
+		buf.SetMeta(Meta{Len: 64})
+		r.AddRefs(h, 1)
+		if err := in.Push(bg, h); err != nil {
+			b.Fatal(err)
+		}
+		p.Unloan(h)
+		got, ok, err := in.TryPop()
+		if !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+		if _, err := r.Buffer(got); err != nil {
+			b.Fatal(err)
+		}
+		r.Release(got)
+	}
+}
+
+// BenchmarkPushPop: one Push and one TryPop of a handle in one goroutine: the ring alone.
+func BenchmarkPushPop(b *testing.B) {
+	r := newUnitRegion(b, benchConfig())
+	p := attachUnit(b, r, "bench")
+	in, err := p.OpenInbox(InboxConfig{Capacity: 1024})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer in.Close()
+	buf, err := p.Alloc(64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Unloan(buf.Handle())
+	h := buf.Handle() // the ring does not look at references: push the same handle over and over
+	bg := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := in.Push(bg, h); err != nil {
+			b.Fatal(err)
+		}
+		if _, ok, err := in.TryPop(); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+	}
+}
+
+// BenchmarkPushPopParallel: a producer goroutine pushes b.N handles into a Block inbox, a
+// consumer goroutine pops them: throughput of the ring between two cores, for each way the
+// consumer can wait.
+func BenchmarkPushPopParallel(b *testing.B) {
+	for _, w := range []Waiter{{Strategy: BusySpin}, {Strategy: SpinThenSleep}, {Strategy: Sleep}} {
+		b.Run(w.Strategy.String(), func(b *testing.B) {
+			r := newUnitRegion(b, benchConfig())
+			p := attachUnit(b, r, "bench")
+			in, err := p.OpenInbox(InboxConfig{Capacity: 1024, Policy: Block})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer in.Close()
+			out, _ := r.Inbox(in.ID())
+			buf, err := p.Alloc(64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Unloan(buf.Handle())
+			h := buf.Handle()
+			bg := context.Background()
+			n := b.N
+			done := make(chan error, 1)
+			b.ReportAllocs()
+			b.ResetTimer()
+			go func() {
+				for range n {
+					if err := out.Push(bg, h); err != nil {
+						done <- err
+						return
+					}
+				}
+				done <- nil
+			}()
+			for range n {
+				if _, err := in.Pop(bg, w); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+		})
+	}
+}

@@ -1,0 +1,149 @@
+package shm
+
+import (
+	"context"
+	"runtime"
+	"time"
+)
+
+// WaitStrategy says how a consumer waits for a message (and a Block producer for room).
+type WaitStrategy uint8
+
+const (
+	// SpinThenSleep spins for a short while (Spin, about 50µs by default), then sleeps on the
+	// inbox's futex word. The default: low latency while traffic flows, no CPU while idle.
+	SpinThenSleep WaitStrategy = iota
+	// BusySpin never sleeps: the lowest latency, one core per waiting consumer.
+	BusySpin
+	// Sleep sleeps on the futex at once: the least CPU, a wake-up system call per message.
+	Sleep
+)
+
+func (w WaitStrategy) String() string {
+	switch w {
+	case SpinThenSleep:
+		return "spin-then-sleep"
+	case BusySpin:
+		return "busy-spin"
+	case Sleep:
+		return "sleep"
+	}
+	return "WaitStrategy(?)"
+}
+
+// DefaultSpin is how long SpinThenSleep spins before sleeping. A futex wake-up costs about
+// 15µs on a virtual machine; spinning several times that keeps a flowing stream awake.
+const DefaultSpin = 50 * time.Microsecond
+
+// Waiter configures waiting on an inbox.
+type Waiter struct {
+	Strategy WaitStrategy
+	Spin     time.Duration // for SpinThenSleep; 0 means DefaultSpin
+}
+
+// longSleep bounds one futex wait, so a deadline far away is still re-checked now and then.
+const longSleep = time.Second
+
+// Pop takes the oldest message, waiting as w says until one arrives or ctx is done (then it
+// returns ctx.Err()). See TryPop for what the caller receives. While messages are waiting Pop
+// makes no system call and allocates nothing; when it must sleep and ctx can be cancelled, it
+// registers a wake-up with context.AfterFunc, which allocates.
+func (in *Inbox) Pop(ctx context.Context, w Waiter) (Handle, error) {
+	in.v.r.noteUnrecorded()
+	for {
+		h, ok, err := in.take(nil, 0)
+		if ok || err != nil {
+			return h, err
+		}
+		if err := in.wait(ctx, w); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// PopInto is Pop for a consumer that records what it takes in entry idx of p's held list
+// (see TryPopInto). The entry stays reserved if PopInto fails.
+func (in *Inbox) PopInto(ctx context.Context, w Waiter, p *Participant, idx int) (Handle, error) {
+	hw, err := p.heldWord(idx)
+	if err != nil {
+		return 0, err
+	}
+	for {
+		h, ok, err := in.take(hw, uint64(idx))
+		if ok || err != nil {
+			return h, err
+		}
+		if err := in.wait(ctx, w); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// Wait returns when a message is waiting (without taking it), the inbox is closed, or ctx
+// is done.
+func (in *Inbox) Wait(ctx context.Context, w Waiter) error { return in.wait(ctx, w) }
+
+func (in *Inbox) wait(ctx context.Context, w Waiter) error {
+	if in.pending() {
+		return nil
+	}
+	hd := in.v.hdr
+	if w.Strategy != Sleep {
+		spin := w.Spin
+		if spin <= 0 {
+			spin = DefaultSpin
+		}
+		var until time.Time
+		for i := 1; ; i++ {
+			if in.ready() {
+				return nil
+			}
+			if i&255 == 0 {
+				if in.pending() {
+					return nil
+				}
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				if !in.isOpen() {
+					return ErrClosed
+				}
+				if w.Strategy == BusySpin {
+					// Yield now and then only: on a goroutine locked to its thread a
+					// Gosched costs two thread wake-ups, and asynchronous preemption lets
+					// other goroutines run anyway.
+					if i&(1<<16-1) == 0 {
+						runtime.Gosched()
+					}
+					continue
+				}
+				now := time.Now()
+				if until.IsZero() {
+					until = now.Add(spin)
+				} else if now.After(until) {
+					break
+				}
+			}
+		}
+	}
+	return sleepOn(ctx, &hd.wake, &hd.sleepers, time.Time{}, func() bool {
+		return in.pending() || !in.isOpen()
+	})
+}
+
+// waitSpace sleeps until the inbox is not full, ctx is done or deadline passes.
+func (in *Inbox) waitSpace(ctx context.Context, deadline time.Time) error {
+	hd := in.v.hdr
+	notFull := func() bool {
+		t, h := hd.tail.Load(), hd.head.Load()
+		return t < h+in.cap || !in.isOpen()
+	}
+	// A brief spin first: the consumer is usually just behind.
+	for range 64 {
+		if notFull() {
+			return nil
+		}
+		runtime.Gosched()
+	}
+	return sleepOn(ctx, &hd.space, &hd.spaceWaiters, deadline, notFull)
+}
