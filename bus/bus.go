@@ -115,10 +115,7 @@ func Open(name string, opts ...Option) (*Bus, error) {
 
 // reap reclaims what dead participants left, and logs it.
 func (b *Bus) reap(why string) {
-	var err error
-	defer unguard(guard(), &err)
-	var rep shm.ReapReport
-	rep, err = b.r.Reap()
+	rep, err := b.r.Reap()
 	b.logReap(why, rep, err)
 }
 
@@ -158,8 +155,7 @@ func (b *Bus) tick() {
 	}
 }
 
-func (b *Bus) sample() (err error) {
-	defer unguard(guard(), &err)
+func (b *Bus) sample() error {
 	b.r.PoolStats() // samples the pools' high-water (low-water) marks
 	b.logCorrupt()
 	return nil
@@ -213,7 +209,6 @@ func (b *Bus) Close() (err error) {
 	if b.closed.Swap(true) {
 		return nil
 	}
-	defer unguard(guard(), &err)
 	if b.stopReap != nil {
 		close(b.stopReap)
 		b.reaperRun.Wait()

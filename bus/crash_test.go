@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"github.com/offq/offq/internal/shm"
 	"os"
 	"testing"
 	"time"
@@ -93,14 +94,14 @@ func roleFanOutVictim(c *peer.Child) error {
 		return err
 	}
 	stop := os.Getenv("OFFQ_MID") == "stop"
-	testHookFanOut = func(i int) {
+	shm.SetTestHookFanOut(func(i int) {
 		if i == 1 {
 			c.Send("mid")
 			if stop {
 				<-c.Context().Done() // killed before this
 			}
 		}
-	}
+	})
 	return pub.Publish(c.Context(), []byte("half-sent"))
 }
 

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"errors"
+	"strconv"
 
 	"github.com/offq/offq/internal/shm"
 )
@@ -13,23 +14,51 @@ var (
 	// ErrInvalidOption is wrapped by errors from Open, Subscribe and Publisher when an option's
 	// value is out of range or options contradict each other.
 	ErrInvalidOption = errors.New("bus: invalid option")
-
-	// ErrReleased is returned by Message.Release when the message was already released.
-	ErrReleased = errors.New("bus: message already released")
 )
 
-// Errors from the transport that callers of bus test for; they are the same values, so
-// errors.Is works with either name.
+// Errors from the shared-memory layer that callers of bus test for; bus returns them wrapped
+// in an *Error, so test with errors.Is.
 var (
+	// ErrReleased is returned by Message.Release when the message was already released.
+	ErrReleased = shm.ErrReleased
+	// ErrLoanEnded is returned by Send and Discard of a loan that was already sent or
+	// discarded: a bug in the caller, never a sign of a corrupt region.
+	ErrLoanEnded = shm.ErrLoanEnded
 	// ErrPoolExhausted: no buffer of a large enough size class is free. The error is a
-	// *shm.PoolError naming the size and the classes tried.
+	// *PoolError naming the size and the classes tried.
 	ErrPoolExhausted = shm.ErrPoolExhausted
 	// ErrTooLarge: the message is larger than the region's largest size class.
 	ErrTooLarge = shm.ErrTooLarge
-	// ErrCorrupt: the region is not a valid offq region.
+	// ErrCorrupt: the region is not a valid offq region, or another process wrote where it
+	// should not (a scribbled header, a truncated file).
 	ErrCorrupt = shm.ErrCorrupt
 	// ErrIncompatibleConfig: the region exists with another configuration.
 	ErrIncompatibleConfig = shm.ErrIncompatibleConfig
 	// ErrHeldFull: the process holds Config.Held messages it has not released.
 	ErrHeldFull = shm.ErrHeldFull
 )
+
+// PoolError reports a loan that no size class could satisfy: the size asked for and the
+// classes tried. It unwraps to ErrPoolExhausted or ErrTooLarge.
+type PoolError = shm.PoolError
+
+// Error is the error of a bus operation: what was done (Op: "open", "publisher", "send",
+// "receive", ...) on what (Name: the bus, topic or pattern), and why (Err). Like *net.OpError,
+// it is added once, at this layer; the shared-memory layer's own operation prefix is not
+// repeated.
+type Error struct {
+	Op   string
+	Name string
+	Err  error
+}
+
+func (e *Error) Error() string {
+	s := "bus: " + e.Op
+	if e.Name != "" {
+		s += " " + strconv.Quote(e.Name)
+	}
+	return s + ": " + shm.Cause(e.Err).Error()
+}
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }

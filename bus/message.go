@@ -12,10 +12,8 @@ import (
 // so copy what you keep (Clone). A Message is safe to read from several goroutines; Release
 // it once.
 type Message struct {
-	s   *Subscription
-	h   shm.Handle
-	idx int32
-	buf shm.Buffer
+	s *Subscription
+	h shm.Held
 }
 
 // Data returns the payload, in shared memory, read-only by convention: other subscribers read
@@ -24,7 +22,7 @@ func (m Message) Data() []byte {
 	if m.s == nil {
 		return nil
 	}
-	return m.buf.Data()
+	return m.h.Data()
 }
 
 // Topic returns the topic the message was published on. Call it before Release.
@@ -32,7 +30,7 @@ func (m Message) Topic() string {
 	if m.s == nil {
 		return ""
 	}
-	return m.s.b.topicName(m.buf.Meta().Topic)
+	return m.s.b.topicName(m.h.Meta().Topic)
 }
 
 // Seq returns the message's sequence number on its topic (1, 2, ... across all publishers).
@@ -41,7 +39,7 @@ func (m Message) Seq() uint64 {
 	if m.s == nil {
 		return 0
 	}
-	return m.buf.Meta().Seq
+	return m.h.Meta().Seq
 }
 
 // Time returns when the message was sent. Call it before Release.
@@ -49,7 +47,7 @@ func (m Message) Time() time.Time {
 	if m.s == nil {
 		return time.Time{}
 	}
-	return shm.Time(m.buf.Meta().Stamp)
+	return shm.Time(m.h.Meta().Stamp)
 }
 
 // Age returns how long ago the message was sent, from the monotonic clock the sender stamped
@@ -59,22 +57,29 @@ func (m Message) Age() time.Duration {
 	if m.s == nil {
 		return 0
 	}
-	return time.Duration(shm.Now() - m.buf.Meta().Stamp)
+	return time.Duration(shm.Now() - m.h.Meta().Stamp)
 }
 
 // Clone returns a copy of the payload in the process's own memory.
 func (m Message) Clone() []byte { return append([]byte(nil), m.Data()...) }
 
-// Release gives the message back. When every subscriber has released it (and the topic's
-// history no longer keeps it), the buffer returns to its pool. Release of a message already
-// released returns ErrReleased and changes nothing.
-func (m Message) Release() (err error) {
-	defer unguard(guard(), &err)
+// Read calls fn with the payload, like Data, but under a fault guard: if the region's file
+// was truncated under the message (by a faulty or hostile process), Read returns an error
+// wrapping ErrCorrupt instead of the process dying of SIGBUS. Tools that print what others
+// published use it; fn runs on the calling goroutine, so a writer it calls is covered too.
+func (m Message) Read(fn func(data []byte) error) error {
 	if m.s == nil {
 		return ErrReleased
 	}
-	if err := m.s.b.p.Unhold(int(m.idx), m.h); err != nil {
+	return m.h.Read(fn)
+}
+
+// Release gives the message back. When every subscriber has released it (and the topic's
+// history no longer keeps it), the buffer returns to its pool. Release of a message already
+// released returns ErrReleased and changes nothing.
+func (m Message) Release() error {
+	if m.s == nil {
 		return ErrReleased
 	}
-	return nil
+	return m.h.Release()
 }

@@ -56,18 +56,18 @@ func (b *Bus) Publisher(topic string, opts ...PublisherOption) (*Publisher, erro
 func (p *Publisher) Topic() string { return p.name }
 
 // Loan is a buffer in shared memory lent to a publisher: write the message into Bytes, then
-// Send it. A Loan that is not sent must be given back with Discard.
+// Send it. A Loan that is not sent must be given back with Discard. Sending or discarding a
+// loan twice fails with ErrLoanEnded.
 type Loan struct {
-	p   *Publisher
-	buf shm.Buffer
-	n   int
+	p *Publisher
+	l shm.Loan
+	n int
 }
 
 // Loan lends a buffer for a message of n bytes from the smallest size class that has one free.
 // It never blocks and allocates nothing. It fails with an error wrapping ErrTooLarge or
-// ErrPoolExhausted (a *shm.PoolError naming the size and classes).
-func (p *Publisher) Loan(n int) (_ Loan, err error) {
-	defer unguard(guard(), &err)
+// ErrPoolExhausted (a *PoolError naming the size and classes).
+func (p *Publisher) Loan(n int) (Loan, error) {
 	if !p.gate.enter() {
 		return Loan{}, ErrClosed
 	}
@@ -75,41 +75,42 @@ func (p *Publisher) Loan(n int) (_ Loan, err error) {
 	if p.closed.Load() {
 		return Loan{}, ErrClosed
 	}
-	buf, err := p.b.p.Alloc(n)
+	l, err := p.b.p.Loan(n)
 	if err != nil {
 		if !errors.Is(err, shm.ErrPoolExhausted) || !p.b.reapOnExhaustion() {
 			return Loan{}, err
 		}
-		if buf, err = p.b.p.Alloc(n); err != nil {
+		if l, err = p.b.p.Loan(n); err != nil {
 			return Loan{}, err
 		}
 	}
-	return Loan{p: p, buf: buf, n: n}, nil
+	return Loan{p: p, l: l, n: n}, nil
 }
 
 // Bytes returns the message's n bytes, in shared memory. Write the message here.
-func (l Loan) Bytes() []byte { return l.buf.Bytes()[:l.n] }
+func (l Loan) Bytes() []byte { return l.l.Bytes()[:l.n] }
 
 // Cap returns the size of the loaned buffer (its size class), at least the n asked for.
-func (l Loan) Cap() int { return l.buf.Cap() }
+func (l Loan) Cap() int { return l.l.Cap() }
 
 // WithLen returns the loan with its message length set to n (at most Cap), for writers that
 // learn the length as they write.
 func (l Loan) WithLen(n int) Loan {
-	l.n = max(0, min(n, l.buf.Cap()))
+	l.n = max(0, min(n, l.l.Cap()))
 	return l
 }
 
-// Discard gives back a loan that will not be sent.
+// Discard gives back a loan that will not be sent. It fails with ErrLoanEnded if the loan was
+// already sent or discarded.
 func (l Loan) Discard() error {
 	if l.p == nil {
-		return nil
+		return ErrLoanEnded
 	}
 	if !l.p.gate.enter() {
 		return ErrClosed // Bus.Close ended every loan of the process
 	}
 	defer l.p.gate.exit()
-	return l.p.b.p.Unloan(l.buf.Handle())
+	return l.l.Discard()
 }
 
 // Send publishes the loaned message to every subscription whose pattern matches the topic,
@@ -117,22 +118,24 @@ func (l Loan) Discard() error {
 // The loan is consumed. A subscriber whose queue is full is handled by its overflow policy:
 // DropOldest evicts its oldest message, DropNewest skips it, Block waits for room while ctx
 // allows. Those drops are counted on the subscriber's side and do not make Send fail. Send
-// fails with an error wrapping ErrCorrupt if it finds its own buffer's header scribbled on by
-// another process. Send allocates nothing.
+// fails with ErrLoanEnded for a loan already sent or discarded, and with an error wrapping
+// ErrCorrupt if it finds its own buffer's header scribbled on by another process. Send
+// allocates nothing.
 //
 // The writes to the loan's bytes happen before every subscriber's Receive of the message.
-func (p *Publisher) Send(ctx context.Context, l Loan) (err error) {
-	defer unguard(guard(), &err)
+func (p *Publisher) Send(ctx context.Context, l Loan) error {
 	if l.p != p {
+		if l.p == nil {
+			return ErrLoanEnded
+		}
 		return fmt.Errorf("bus: send on %q: loan belongs to another publisher", p.name)
 	}
-	h := l.buf.Handle()
 	if !p.gate.enter() {
 		return ErrClosed
 	}
 	defer p.gate.exit()
 	if p.closed.Load() {
-		p.b.p.Unloan(h)
+		l.l.Discard()
 		return ErrClosed
 	}
 	p.mu.Lock()
@@ -140,70 +143,31 @@ func (p *Publisher) Send(ctx context.Context, l Loan) (err error) {
 	if g := p.b.r.SubscriptionGen(); g != p.gen {
 		p.refresh(g)
 	}
-	l.buf.SetMeta(shm.Meta{
-		Len:   uint32(l.n),
-		Topic: uint32(p.topic.Index()),
-		Seq:   p.topic.NextSeq(l.n),
-		Stamp: shm.Now(),
-	})
-	// Each subscriber's reference is added by Deliver right before its queue's cell commits,
-	// not all at once beforehand: a publisher killed half-way through (or blocked on a full
-	// queue) holds no reference for a subscriber it has not reached, so a reaper has only the
-	// loan to end and nothing leaks.
-	stale := false
-	for i := range p.targets {
-		if testHookFanOut != nil {
-			testHookFanOut(i)
+	res, err := p.topic.Send(ctx, l.l, l.n, p.targets)
+	if res.Closed > 0 {
+		p.gen = ^uint64(0) // a target went away: list them again next time
+	}
+	if err != nil {
+		if errors.Is(err, ErrLoanEnded) {
+			return err
 		}
-		if err := p.targets[i].DeliverBuffer(ctx, l.buf); err != nil {
-			if errors.Is(err, shm.ErrBadHandle) {
-				// Our own buffer's state word is not what we allocated: scribbled.
-				p.b.p.Unloan(h)
-				return fmt.Errorf("bus: send on %q: %w: %w", p.name, ErrCorrupt, err)
-			}
-			if errors.Is(err, shm.ErrClosed) {
-				stale = true
-			}
-		}
-	}
-	if p.topic.HistoryDepth() > 0 && p.b.r.AddRefs(h, 1) == nil {
-		p.topic.Remember(h)
-	}
-	if stale {
-		p.gen = ^uint64(0)
-	}
-	if err := p.b.p.Unloan(h); err != nil {
-		// The loan was ours until now: its state word was scribbled.
-		return fmt.Errorf("bus: send on %q: %w: %w", p.name, ErrCorrupt, err)
+		return &Error{Op: "send", Name: p.name, Err: err}
 	}
 	return nil
 }
-
-// testHookFanOut, if set, runs before each push of a fan-out: a test stops a publisher there
-// to kill it in the middle of a fan-out.
-var testHookFanOut func(target int)
 
 // Publish copies data into a loaned buffer and sends it: the convenience form of Loan and
 // Send, for data that already exists in the process's memory.
 func (p *Publisher) Publish(ctx context.Context, data []byte) error {
 	l, err := p.Loan(len(data))
 	if err != nil {
-		return fmt.Errorf("bus: publish on %q: %w", p.name, err)
+		return &Error{Op: "publish", Name: p.name, Err: err}
 	}
-	copyChunked(l.Bytes(), data)
+	if err := l.l.Write(data); err != nil {
+		l.Discard()
+		return &Error{Op: "publish", Name: p.name, Err: err}
+	}
 	return p.Send(ctx, l)
-}
-
-// copyChunked copies in 256 KiB pieces: Go's copy switches to non-temporal stores at 1 MiB,
-// which makes a single large copy about twice as slow and leaves the data out of cache for the
-// subscriber.
-func copyChunked(dst, src []byte) {
-	const chunk = 256 << 10
-	for len(src) > chunk {
-		copy(dst[:chunk], src[:chunk])
-		dst, src = dst[chunk:], src[chunk:]
-	}
-	copy(dst, src)
 }
 
 // refresh rebuilds the list of inboxes whose pattern matches the topic. It runs when the

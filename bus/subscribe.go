@@ -33,14 +33,9 @@ type Subscription struct {
 	// History handed over at Subscribe, served before the queue, and the (topic, seq) pairs it
 	// holds, so that a message both remembered and delivered live is received once.
 	mu      sync.Mutex
-	pending []pending
+	pending []shm.Held
 	dedup   map[topicSeq]struct{}
 	dedupOn atomic.Bool
-}
-
-type pending struct {
-	idx int
-	h   shm.Handle
 }
 
 type topicSeq struct {
@@ -96,17 +91,12 @@ func (s *Subscription) takeHistory() {
 		if err != nil || t.HistoryDepth() == 0 || !topics.Match(s.pattern, t.Name()) {
 			continue
 		}
-		err = t.HoldHistory(s.b.p, func(idx int, h shm.Handle) {
-			buf, err := r.Buffer(h)
-			if err != nil {
-				s.b.p.Unhold(idx, h)
-				return
-			}
-			s.pending = append(s.pending, pending{idx: idx, h: h})
+		err = s.b.p.TakeHistory(t, func(h shm.Held) {
+			s.pending = append(s.pending, h)
 			if s.dedup == nil {
 				s.dedup = make(map[topicSeq]struct{})
 			}
-			m := buf.Meta()
+			m := h.Meta()
 			s.dedup[topicSeq{m.Topic, m.Seq}] = struct{}{}
 		})
 		if err != nil { // the process holds Config.Held messages already: no room for history
@@ -128,8 +118,7 @@ func (s *Subscription) Pattern() string { return s.pattern }
 // message's bytes stay valid, in shared memory, until Release; Release it promptly, because
 // the buffer is not reused until every subscriber has. While messages are queued, Receive
 // makes no system call and allocates nothing.
-func (s *Subscription) Receive(ctx context.Context) (_ Message, err error) {
-	defer unguard(guard(), &err)
+func (s *Subscription) Receive(ctx context.Context) (Message, error) {
 	if !s.gate.enter() {
 		return Message{}, ErrClosed
 	}
@@ -142,35 +131,23 @@ func (s *Subscription) Receive(ctx context.Context) (_ Message, err error) {
 			return m, nil
 		}
 	}
-	idx, err := s.b.p.Reserve()
-	if err != nil {
-		return Message{}, fmt.Errorf("bus: receive on %q: %w", s.pattern, err)
-	}
 	for {
-		// The reference moves from the queue into the held entry in one crash-safe step.
-		h, err := s.in.PopInto(ctx, s.w, s.b.p, idx)
+		// The reference moves from the queue into a held entry in one crash-safe step.
+		h, err := s.b.p.Take(ctx, &s.in, s.w)
 		if err != nil {
-			s.b.p.Unreserve(idx)
 			if errors.Is(err, shm.ErrClosed) {
 				return Message{}, ErrClosed
 			}
+			if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrHeldFull) {
+				return Message{}, &Error{Op: "receive", Name: s.pattern, Err: err}
+			}
 			return Message{}, err
 		}
-		buf, err := s.b.r.Buffer(h)
-		if err != nil {
-			// A handle that does not name a live buffer: written by a faulty process.
-			s.b.p.Forget(idx)
-			s.b.log.Warn("dropped bad handle", zap.String("pattern", s.pattern), zap.Error(err))
+		if s.dedupOn.Load() && s.duplicate(h.Meta()) {
+			h.Release()
 			continue
 		}
-		if s.dedupOn.Load() && s.duplicate(buf.Meta()) {
-			s.b.p.Unhold(idx, h)
-			if idx, err = s.b.p.Reserve(); err != nil {
-				return Message{}, fmt.Errorf("bus: receive on %q: %w", s.pattern, err)
-			}
-			continue
-		}
-		return Message{s: s, h: h, idx: int32(idx), buf: buf}, nil
+		return Message{s: s, h: h}, nil
 	}
 }
 
@@ -180,16 +157,9 @@ func (s *Subscription) nextPending() (Message, bool) {
 	if len(s.pending) == 0 {
 		return Message{}, false
 	}
-	p := s.pending[0]
+	h := s.pending[0]
 	s.pending = s.pending[1:]
-	buf, err := s.b.r.Buffer(p.h)
-	if err != nil {
-		// Not a live buffer any more (the region was scribbled): nothing to release.
-		s.b.p.Forget(p.idx)
-		s.b.p.Unreserve(p.idx)
-		return Message{}, false
-	}
-	return Message{s: s, h: p.h, idx: int32(p.idx), buf: buf}, true
+	return Message{s: s, h: h}, true
 }
 
 // duplicate reports whether m was already handed over as history. A live message of a topic
@@ -275,11 +245,10 @@ func (s *Subscription) Len() int { return s.in.Len() }
 // Close unsubscribes: publishers stop delivering to the subscription, and messages still
 // queued are released. Messages already received stay valid until released. Close is
 // idempotent.
-func (s *Subscription) Close() (err error) {
+func (s *Subscription) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
-	defer unguard(guard(), &err)
 	if s.cancel != nil {
 		s.cancel()
 	}
@@ -289,10 +258,10 @@ func (s *Subscription) Close() (err error) {
 	s.dedup = nil
 	s.dedupOn.Store(false)
 	s.mu.Unlock()
-	for _, p := range pend {
-		s.b.p.Unhold(p.idx, p.h)
+	for _, h := range pend {
+		h.Release()
 	}
-	err = s.in.Close()
+	err := s.b.p.CloseInbox(&s.in)
 	s.b.mu.Lock()
 	delete(s.b.subs, s)
 	s.b.mu.Unlock()

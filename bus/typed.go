@@ -130,8 +130,11 @@ func (p *TypedPublisher[T]) Publish(ctx context.Context, v *T) error {
 			}
 			return fmt.Errorf("bus: publish on %q: %w", p.p.name, err)
 		}
-		l = l.WithLen(l.Cap())
-		m, err := p.c.Encode(l.Bytes(), v)
+		var m int
+		err = l.l.Fill(func(buf []byte) (err error) {
+			m, err = p.c.Encode(buf, v)
+			return err
+		})
 		if err == nil {
 			if !exact && int64(m) != p.hint.Load() {
 				p.hint.Store(int64(m))
@@ -296,7 +299,7 @@ func (s *TypedSubscription[T]) Receive(ctx context.Context) (TypedMessage[T], er
 }
 
 func (s *TypedSubscription[T]) check(m Message) error {
-	idx := m.buf.Meta().Topic
+	idx := m.h.Meta().Topic
 	if int(idx) < len(s.seen) {
 		switch s.seen[idx].Load() {
 		case topicMatches:
@@ -369,7 +372,7 @@ func (m TypedMessage[T]) View() (*T, error) {
 	if m.in == nil {
 		return nil, errNotInPlace
 	}
-	return m.in.View(m.buf.Data())
+	return m.in.View(m.h.Data())
 }
 
 // Decode decodes the message into v: codec.Msgpack reads the buffer in place and copies out
@@ -380,5 +383,5 @@ func (m TypedMessage[T]) Decode(v *T) error {
 	if m.s == nil {
 		return ErrReleased
 	}
-	return m.c.Decode(m.buf.Data(), v)
+	return m.h.Read(func(data []byte) error { return m.c.Decode(data, v) })
 }

@@ -219,11 +219,11 @@ func TestTypedMsgpackRoundTripAndRegrowth(t *testing.T) {
 		if n > want {
 			want = classOf(n)
 		}
-		if m.buf.Cap() != want {
-			t.Fatalf("seq %d: %d-byte encoding after a %d-byte one in a %d-byte buffer, want %d", seq, n, prev, m.buf.Cap(), want)
+		if m.h.Cap() != want {
+			t.Fatalf("seq %d: %d-byte encoding after a %d-byte one in a %d-byte buffer, want %d", seq, n, prev, m.h.Cap(), want)
 		}
 		prev = n
-		classes[m.buf.Cap()]++
+		classes[m.h.Cap()]++
 		m.Release()
 	}
 	if len(classes) < 3 {

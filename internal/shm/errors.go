@@ -3,6 +3,7 @@ package shm
 import (
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // Sentinel errors. Callers test for them with errors.Is; the errors returned by this package wrap
@@ -58,6 +59,13 @@ var (
 	// was closed and reused by another subscriber.
 	ErrClosed = errors.New("offq: closed")
 
+	// ErrLoanEnded is returned by Send and Discard of a loan that was already sent or
+	// discarded: the caller's bug, never a sign of a corrupt region.
+	ErrLoanEnded = errors.New("offq: loan already sent or discarded")
+
+	// ErrReleased is returned by Release of a message that was already released.
+	ErrReleased = errors.New("offq: message already released")
+
 	// ErrTableFull is returned when the participant or inbox table has no free slot.
 	ErrTableFull = errors.New("offq: table full")
 )
@@ -83,4 +91,27 @@ func (e *PoolError) Unwrap() error { return e.Err }
 // corruptf returns an error wrapping ErrCorrupt.
 func corruptf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, args...))
+}
+
+// Error is the error of an operation of this package on a region: Op ("open", "create",
+// "attach", ...), the region's Name, and the cause. A caller one layer up that adds its own
+// operation and name unwraps it with Cause, so that the text says each thing once.
+type Error struct {
+	Op   string
+	Name string
+	Err  error
+}
+
+func (e *Error) Error() string { return "offq: " + e.Op + " " + strconv.Quote(e.Name) + ": " + e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Cause returns err without this package's *Error around it (err itself otherwise), for a
+// layer that reports the operation and name in its own words.
+func Cause(err error) error {
+	if e, ok := err.(*Error); ok {
+		return e.Err
+	}
+	return err
 }

@@ -116,8 +116,9 @@ func (l *heldList) setHint(i uint32) {
 
 // Held returns how many messages p holds (or has reserved room for). It reads the whole held
 // list: it is for Close and tools, not the data path.
-func (p *Participant) Held() int {
-	n := 0
+func (p *Participant) Held() (n int) {
+	var err error
+	defer unguard(guard(), &err)
 	for i := range p.held.n {
 		if p.held.word(i).Load() != 0 {
 			n++

@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sync/atomic"
@@ -113,19 +114,25 @@ func (p *Participant) Region() *Region { return p.r }
 // Detach releases every message p still holds and ends every loan it still has, frees the
 // participant's slot and drops its lock. Inboxes must have been closed first; those that were
 // not stay open until a reaper reclaims them. Detach is idempotent.
-func (p *Participant) Detach() error {
+func (p *Participant) Detach() (err error) {
 	if p.gone.Swap(true) {
 		return nil
 	}
+	defer func() {
+		// Drop the lock even if the region faulted under us: the slot is ours no more.
+		if p.lockf != nil {
+			err = errors.Join(err, p.lockf.Close())
+		}
+	}()
+	defer unguard(guard(), &err)
 	p.releaseAllHeld()
 	p.r.endLoans(p.owner)
 	v := p.slot.state.Load()
 	p.slot.state.Store(v &^ 0xff)
-	err := p.lockf.Close() // drops the lock
 	p.r.mu.Lock()
 	p.r.attached--
 	p.r.mu.Unlock()
-	return err
+	return nil // the deferred close drops the lock
 }
 
 // Alloc loans a buffer of at least n bytes from the smallest size class that has one free.

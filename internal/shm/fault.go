@@ -1,4 +1,4 @@
-package bus
+package shm
 
 import (
 	"fmt"
@@ -6,9 +6,10 @@ import (
 	"runtime/debug"
 )
 
-// The region is a file another process could truncate. Touching a page past its new end raises
-// SIGBUS, which would kill this process. The data-path calls therefore run with
-// debug.SetPanicOnFault on, and turn such a fault into an error wrapping ErrCorrupt:
+// The region is a file another process could truncate. Touching a page past its new end
+// raises SIGBUS, which would kill this process. Every entry of this package that reads or
+// writes the mapping therefore runs with debug.SetPanicOnFault on, and turns such a fault into
+// an error wrapping ErrCorrupt:
 //
 //	defer unguard(guard(), &err)
 //

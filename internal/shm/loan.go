@@ -1,0 +1,177 @@
+package shm
+
+import (
+	"context"
+	"errors"
+)
+
+// The publishing half of the door: lend a buffer, send it to a set of inboxes, or give it back.
+// Every step that moves a reference is here, in the order the crash-safety argument needs
+// (docs/architecture.md, "Every reference has an owner"): the loan's reference is recorded in
+// the buffer's own state word as belonging to the participant; each subscriber's reference is
+// added immediately before the compare-and-swap that commits the handle to its cell; the
+// history's reference is added before the cell that records it is written; the loan ends
+// last.
+
+// Loan is a buffer lent to a participant: write the message into Bytes, then Send it or
+// Discard it. A Loan is a small value; copies name the same loan, and only one of them may be
+// sent or discarded (the second gets ErrLoanEnded).
+type Loan struct {
+	p   *Participant
+	buf Buffer
+}
+
+// Loan lends a buffer of at least n bytes from the smallest size class that has one free.
+// It never blocks and allocates nothing; it fails with a *PoolError wrapping ErrPoolExhausted
+// or ErrTooLarge.
+func (p *Participant) Loan(n int) (_ Loan, err error) {
+	defer unguard(guard(), &err)
+	buf, err := p.r.alloc(p.owner, n)
+	if err != nil {
+		return Loan{}, err
+	}
+	return Loan{p: p, buf: buf}, nil
+}
+
+// Bytes returns the whole buffer (Cap bytes), in shared memory.
+func (l Loan) Bytes() []byte {
+	if l.p == nil {
+		return nil
+	}
+	return l.buf.Bytes()
+}
+
+// Cap returns the buffer's size: its size class.
+func (l Loan) Cap() int {
+	if l.p == nil {
+		return 0
+	}
+	return l.buf.Cap()
+}
+
+// Valid reports whether l names a loan (the zero Loan does not).
+func (l Loan) Valid() bool { return l.p != nil }
+
+// Discard gives back a loan that will not be sent. It fails with ErrLoanEnded if the loan was
+// already sent or discarded.
+func (l Loan) Discard() (err error) {
+	if l.p == nil {
+		return ErrLoanEnded
+	}
+	defer unguard(guard(), &err)
+	return l.end()
+}
+
+// end drops the loan's reference (clearing the owner in the same compare-and-swap).
+func (l Loan) end() error {
+	err := l.p.r.unloan(l.p.owner, l.buf.h)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errHandleStale), errors.Is(err, errHandleFree), errors.Is(err, errHandleOwner):
+		// The state word no longer names this loan: it ended (sent or discarded) and the buffer
+		// may already be another message's. A caller bug, not a corrupt region.
+		return ErrLoanEnded
+	}
+	return err
+}
+
+// owned reports whether the buffer's state word still names l's loan. A loan sent or
+// discarded before fails it, so Send never adds references to a buffer it no longer owns.
+func (l Loan) owned() bool {
+	v := l.buf.s.state.Load()
+	return stateGen(v) == l.buf.h.gen() && stateRefs(v) > 0 && stateOwner(v) == l.p.owner
+}
+
+// SendResult says what a Send found besides success.
+type SendResult struct {
+	// Closed is how many targets were closed (and perhaps reused) since the caller listed
+	// them: the caller's list is stale and should be rebuilt.
+	Closed int
+}
+
+// Send publishes the loaned message on topic t to every inbox in to, then ends the loan: it
+// writes the header (length n, topic, the topic's next sequence number, the time), delivers
+// the handle to each inbox (a reference per inbox added as its cell commits; a full inbox is
+// handled by its policy, and those drops are counted on the inbox, not returned), records it
+// in the topic's history if the topic keeps one, and drops the loan's reference. The writes to
+// the loan's bytes happen before every consumer's take of the handle.
+//
+// It fails with ErrLoanEnded (and delivers nothing) if the loan was already sent or discarded,
+// and with an error wrapping ErrCorrupt if another process scribbled on the buffer's header.
+// It allocates nothing. The loan is consumed whatever the outcome.
+func (t Topic) Send(ctx context.Context, l Loan, n int, to []Inbox) (res SendResult, err error) {
+	if l.p == nil {
+		return res, ErrLoanEnded
+	}
+	defer unguard(guard(), &err)
+	if !l.owned() {
+		return res, ErrLoanEnded
+	}
+	l.buf.SetMeta(Meta{Len: uint32(n), Topic: t.index, Seq: t.NextSeq(n), Stamp: Now()})
+	for i := range to {
+		if testHookFanOut != nil {
+			testHookFanOut(i)
+		}
+		if err := to[i].push(ctx, l.buf.h, l.buf.s); err != nil {
+			if errors.Is(err, ErrBadHandle) {
+				// Our own buffer's state word is not what we allocated: scribbled.
+				l.end()
+				return res, corruptf("the header of buffer %v changed while on loan: %v", l.buf.h, err)
+			}
+			if errors.Is(err, ErrClosed) {
+				res.Closed++
+			}
+		}
+	}
+	if t.depth > 0 && l.buf.s.addRefs(l.buf.h, 1) == nil {
+		t.Remember(l.buf.h)
+	}
+	if err := l.end(); err != nil {
+		// The loan was ours until now: its state word was scribbled.
+		return res, corruptf("the header of buffer %v changed while on loan: %v", l.buf.h, err)
+	}
+	return res, nil
+}
+
+// testHookFanOut, if set, runs before each delivery of a fan-out: a test stops a publisher
+// there to kill it in the middle of a fan-out.
+var testHookFanOut func(target int)
+
+// SetTestHookFanOut sets the hook Send runs before each delivery (nil removes it). It is for
+// tests in other packages that kill a publisher in the middle of a fan-out; it is not safe to
+// call while sends are running.
+func SetTestHookFanOut(fn func(target int)) { testHookFanOut = fn }
+
+// Write copies data to the start of the loan's buffer under the fault guard (a region file
+// truncated under the buffer gives an error wrapping ErrCorrupt, not SIGBUS). It copies in
+// 256 KiB pieces: Go's copy switches to non-temporal stores at 1 MiB, which makes a single
+// large copy about twice as slow and leaves the data out of cache for the subscriber. It fails
+// with ErrTooLarge if data does not fit.
+func (l Loan) Write(data []byte) (err error) {
+	if l.p == nil {
+		return ErrLoanEnded
+	}
+	dst := l.buf.Bytes()
+	if len(data) > len(dst) {
+		return ErrTooLarge
+	}
+	defer unguard(guard(), &err)
+	const chunk = 256 << 10
+	for len(data) > chunk {
+		copy(dst[:chunk], data[:chunk])
+		dst, data = dst[chunk:], data[chunk:]
+	}
+	copy(dst, data)
+	return nil
+}
+
+// Fill calls fn with the whole buffer under the fault guard, for an encoder that writes the
+// message in place (see Write).
+func (l Loan) Fill(fn func(buf []byte) error) (err error) {
+	if l.p == nil {
+		return ErrLoanEnded
+	}
+	defer unguard(guard(), &err)
+	return fn(l.buf.Bytes())
+}

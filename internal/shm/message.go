@@ -1,0 +1,149 @@
+package shm
+
+import "context"
+
+// The receiving half of the door: take the next message of an inbox into the participant's
+// held list, read it in place, release it. The held entry is reserved before the take and the
+// take moves the reference from the ring cell into the entry in one crash-safe step (see
+// Inbox.take), so at every instant the reference is recorded in the cell or in the entry.
+
+// Held is a message a participant took and has not released: a small value naming the held
+// entry that records it and the buffer. Copies name the same message; release it once (the
+// second Release gets ErrReleased).
+type Held struct {
+	p   *Participant
+	idx int32
+	buf Buffer
+}
+
+// Valid reports whether h names a message (the zero Held does not).
+func (h Held) Valid() bool { return h.p != nil }
+
+// Data returns the payload, in shared memory, clamped to the buffer. It is valid until
+// Release; reading it after the region's file was truncated faults (see Read).
+func (h Held) Data() []byte {
+	if h.p == nil {
+		return nil
+	}
+	return h.buf.Data()
+}
+
+// Meta returns the message's header (length clamped to the buffer).
+func (h Held) Meta() Meta {
+	if h.p == nil {
+		return Meta{}
+	}
+	return h.buf.Meta()
+}
+
+// Class returns the index of the buffer's size class.
+func (h Held) Class() int { return h.buf.Class() }
+
+// Read calls fn with the payload under the fault guard: if the region's file was truncated
+// under the message, Read returns an error wrapping ErrCorrupt instead of the process dying of
+// SIGBUS. fn runs on the calling goroutine; anything it calls is covered too.
+func (h Held) Read(fn func(data []byte) error) (err error) {
+	if h.p == nil {
+		return ErrReleased
+	}
+	defer unguard(guard(), &err)
+	return fn(h.buf.Data())
+}
+
+// Release gives the message back: the held entry is cleared and the reference dropped; the
+// last reference returns the buffer to its pool. It fails with ErrReleased, changing nothing,
+// if the message was already released.
+func (h Held) Release() (err error) {
+	if h.p == nil {
+		return ErrReleased
+	}
+	defer unguard(guard(), &err)
+	if h.p.Unhold(int(h.idx), h.buf.h) != nil {
+		return ErrReleased
+	}
+	return nil
+}
+
+// Take takes the oldest message of in, an inbox p owns, into p's held list, waiting as w says
+// until one arrives, ctx is done (ctx.Err()) or the inbox is closed (ErrClosed). Handles that
+// do not name a live buffer (written by a faulty process) are counted as corrupt and skipped.
+// It fails with ErrHeldFull when p holds Config.Held messages already. While messages are
+// waiting it makes no system call and allocates nothing.
+func (p *Participant) Take(ctx context.Context, in *Inbox, w Waiter) (_ Held, err error) {
+	defer unguard(guard(), &err)
+	idx, err := p.Reserve()
+	if err != nil {
+		return Held{}, err
+	}
+	for {
+		h, err := in.PopInto(ctx, w, p, idx)
+		if err != nil {
+			p.Unreserve(idx)
+			return Held{}, err
+		}
+		buf, err := p.r.Buffer(h)
+		if err != nil {
+			// The cell held a word that names no live buffer: nothing to release.
+			p.r.hdr.corrupt.Add(1)
+			in.v.hdr.corrupt.Add(1)
+			p.Forget(idx)
+			continue
+		}
+		return Held{p: p, idx: int32(idx), buf: buf}, nil
+	}
+}
+
+// TryTake is Take without waiting: ok is false when the inbox is empty.
+func (p *Participant) TryTake(in *Inbox) (_ Held, ok bool, err error) {
+	defer unguard(guard(), &err)
+	idx, err := p.Reserve()
+	if err != nil {
+		return Held{}, false, err
+	}
+	for {
+		h, ok, err := in.TryPopInto(p, idx)
+		if !ok || err != nil {
+			p.Unreserve(idx)
+			return Held{}, false, err
+		}
+		buf, err := p.r.Buffer(h)
+		if err != nil {
+			p.r.hdr.corrupt.Add(1)
+			in.v.hdr.corrupt.Add(1)
+			p.Forget(idx)
+			continue
+		}
+		return Held{p: p, idx: int32(idx), buf: buf}, true, nil
+	}
+}
+
+// TakeHistory takes a reference to each message in t's history, oldest first, into p's held
+// list and calls fn with it. Each entry is reserved and marked before the reference is taken,
+// so there is no instant at which p holds a reference that no record names. Messages released
+// while being read are skipped. It stops with ErrHeldFull when p's held list is full.
+func (p *Participant) TakeHistory(t Topic, fn func(Held)) (err error) {
+	defer unguard(guard(), &err)
+	return t.HoldHistory(p, func(idx int, h Handle) {
+		buf, err := p.r.Buffer(h)
+		if err != nil {
+			p.Unhold(idx, h)
+			return
+		}
+		fn(Held{p: p, idx: int32(idx), buf: buf})
+	})
+}
+
+// Cap returns the buffer's size: its size class.
+func (h Held) Cap() int {
+	if h.p == nil {
+		return 0
+	}
+	return h.buf.Cap()
+}
+
+// CloseInbox closes in, an inbox p owns: producers stop delivering to it and what is queued
+// is released. Closing an inbox that is not open (closed before, or reused) does nothing.
+func (p *Participant) CloseInbox(in *Inbox) (err error) {
+	defer unguard(guard(), &err)
+	return in.Close()
+}
