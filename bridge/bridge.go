@@ -14,7 +14,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/offq/offq/bus"
-	"github.com/offq/offq/internal/shm"
 	"github.com/offq/offq/topics"
 )
 
@@ -51,8 +50,6 @@ type Bridge struct {
 	ring   []topicSeq
 	next   int
 
-	tmu    sync.Mutex
-	tcache map[string]shm.Topic // exported topics, for their fingerprints
 
 	forwarded, imported, dropped, mismatched, looped atomic.Uint64
 	reconnects, disconnects                          atomic.Uint64
@@ -62,7 +59,6 @@ type Bridge struct {
 
 type importTopic struct {
 	p *bus.Publisher
-	t shm.Topic
 }
 
 type topicSeq struct {
@@ -101,7 +97,7 @@ func New(b *bus.Bus, url string, opts ...Option) (*Bridge, error) {
 	br := &Bridge{
 		b: b, id: o.id, o: o, log: o.logger.With(zap.String("bridge", o.id)),
 		pubs: make(map[string]importTopic), recent: make(map[topicSeq]uint64),
-		ring: make([]topicSeq, o.recent), tcache: make(map[string]shm.Topic),
+		ring: make([]topicSeq, o.recent),
 	}
 	br.ctx, br.cancel = context.WithCancel(context.Background())
 	nopts := []nats.Option{
@@ -183,7 +179,7 @@ func (br *Bridge) mirrorStats() {
 
 func (br *Bridge) publishStats() {
 	s := br.Stats()
-	br.b.SetBridgeStats(shm.BridgeStats{Forwarded: s.Forwarded, Imported: s.Imported, Dropped: s.Dropped, Reconnects: s.Reconnects})
+	br.b.RecordBridgeCounters(bus.BridgeCounters{Forwarded: s.Forwarded, Imported: s.Imported, Dropped: s.Dropped, Reconnects: s.Reconnects})
 }
 
 // ID returns the bridge's instance id, as carried in the Offq-Origin header.
@@ -214,13 +210,9 @@ func (br *Bridge) exportQueueDrops() uint64 {
 	if len(br.exports) == 0 {
 		return 0
 	}
-	ids := make(map[shm.InboxID]bool, len(br.exports))
-	for _, s := range br.exports {
-		ids[s.InboxID()] = true
-	}
 	var n uint64
-	for _, st := range br.b.Region().InboxStats() {
-		if ids[st.ID] {
+	for _, s := range br.exports {
+		if st, err := s.Stats(); err == nil {
 			n += st.DropOldest + st.DropNewest + st.DropTimeout
 		}
 	}
@@ -274,7 +266,7 @@ func (br *Bridge) export(s *bus.Subscription) {
 		msg := &nats.Msg{Subject: topic, Data: m.Clone(), Header: make(nats.Header, 4)}
 		msg.Header.Set(HeaderOrigin, br.id)
 		msg.Header.Set(HeaderSeq, strconv.FormatUint(seq, 10))
-		if fp, c := br.fingerprint(topic); fp != 0 {
+		if c, fp := m.Codec(); fp != 0 {
 			msg.Header.Set(HeaderCodec, c)
 			msg.Header.Set(HeaderFingerprint, fmt.Sprintf("%016x", fp))
 		}
@@ -285,31 +277,6 @@ func (br *Bridge) export(s *bus.Subscription) {
 		}
 		br.forwarded.Add(1)
 	}
-}
-
-// fingerprint returns the type fingerprint and codec recorded on the local topic name.
-func (br *Bridge) fingerprint(name string) (uint64, string) {
-	br.tmu.Lock()
-	t, ok := br.tcache[name]
-	if !ok {
-		if t, ok = findTopic(br.b.Region(), name); ok {
-			br.tcache[name] = t
-		}
-	}
-	br.tmu.Unlock()
-	if !ok {
-		return 0, ""
-	}
-	return t.Fingerprint()
-}
-
-func findTopic(r *shm.Region, name string) (shm.Topic, bool) {
-	for i := range int(r.Config().Topics) {
-		if t, err := r.Topic(i); err == nil && t.Name() == name {
-			return t, true
-		}
-	}
-	return shm.Topic{}, false
 }
 
 func payloadHash(p []byte) uint64 {
@@ -378,8 +345,8 @@ func (br *Bridge) importMsg(m *nats.Msg) {
 		br.log.Warn("import", zap.String("topic", m.Subject), zap.Error(err))
 		return
 	}
-	if fp != 0 && !it.t.SetFingerprint(fp, codecName) {
-		have, haveCodec := it.t.Fingerprint()
+	if err := it.p.ClaimCodec(codecName, fp); err != nil {
+		haveCodec, have := it.p.Codec()
 		br.mismatched.Add(1)
 		br.log.Warn("type mismatch", zap.String("topic", m.Subject), zap.String("codec", codecName),
 			zap.String("fingerprint", fmt.Sprintf("%016x", fp)), zap.String("local codec", haveCodec),
@@ -387,9 +354,9 @@ func (br *Bridge) importMsg(m *nats.Msg) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(br.ctx, br.o.timeout)
-	before := it.t.Published()
+	before := it.p.Published()
 	err = it.p.Publish(ctx, m.Data)
-	after := it.t.Published()
+	after := it.p.Published()
 	cancel()
 	if err != nil {
 		br.dropped.Add(1)
@@ -416,12 +383,7 @@ func (br *Bridge) importTopic(topic string) (importTopic, error) {
 	if err != nil {
 		return importTopic{}, err
 	}
-	t, ok := findTopic(br.b.Region(), topic)
-	if !ok {
-		p.Close()
-		return importTopic{}, fmt.Errorf("bridge: topic %q not in the topic table", topic)
-	}
-	it := importTopic{p: p, t: t}
+	it := importTopic{p: p}
 	br.pubs[topic] = it
 	return it, nil
 }

@@ -187,20 +187,41 @@ func (b *Bus) reapOnExhaustion() bool {
 // Name returns the bus's name.
 func (b *Bus) Name() string { return b.name }
 
-// Participant returns this process's participant index (as in shm.InboxStats.Owner).
-func (b *Bus) Participant() int { return b.p.Index() }
+// Path returns the file that holds the bus's region.
+func (b *Bus) Path() string { return b.r.Path() }
 
-// SetBridgeStats records a NATS bridge's counters in this process's participant slot, where
-// offq exporter and offq stat read them. Package bridge calls it; applications do not need to.
-func (b *Bus) SetBridgeStats(s shm.BridgeStats) {
-	if b.closed.Load() {
-		return // the bridge must be closed before its bus; this is only a safety net
+// MaxMessageSize returns the largest message the bus can carry: its largest size class.
+func (b *Bus) MaxMessageSize() int { return largestClass(b) }
+
+// Subscribers returns how many open subscriptions, in every process attached to the bus, have
+// a pattern that matches topic.
+func (b *Bus) Subscribers(topic string) (int, error) {
+	subs, err := b.r.SubscriptionList()
+	if err != nil {
+		return 0, &Error{Op: "subscribers", Name: topic, Err: err}
 	}
-	b.p.SetBridgeStats(s)
+	n := 0
+	for _, s := range subs {
+		if topics.ValidatePattern(s.Pattern) == nil && topics.Match(s.Pattern, topic) {
+			n++
+		}
+	}
+	return n, nil
 }
 
-// Region returns the bus's shared-memory region, for tools and metrics.
-func (b *Bus) Region() *shm.Region { return b.r }
+// BridgeCounters are what a NATS bridge counts. Package bridge records them in its bus (see
+// RecordBridgeCounters) so that offq exporter and offq stat show them beside the bus's own.
+type BridgeCounters = shm.BridgeStats
+
+// RecordBridgeCounters marks this process as a NATS bridge and records c in its slot of the
+// bus, where every reader of the bus's counters finds them. Package bridge calls it;
+// applications do not need to.
+func (b *Bus) RecordBridgeCounters(c BridgeCounters) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	return b.p.RecordBridge(c)
+}
 
 // Close unsubscribes every subscription of this Bus (releasing the messages queued for them),
 // releases every message still held, closes every publisher and detaches from the bus. Byte
@@ -298,11 +319,19 @@ func (b *Bus) topicName(i uint32) string {
 	if p := b.names[i].Load(); p != nil {
 		return *p
 	}
-	t, err := b.r.Topic(int(i))
-	if err != nil {
+	n, err := b.r.TopicName(int(i))
+	if err != nil || n == "" {
 		return ""
 	}
-	n := t.Name()
 	b.names[i].Store(&n)
 	return n
+}
+
+// topicCodec returns the codec and fingerprint recorded on topic i.
+func (b *Bus) topicCodec(i uint32) (string, uint64) {
+	c, fp, err := b.r.TopicCodec(int(i))
+	if err != nil {
+		return "", 0
+	}
+	return c, fp
 }

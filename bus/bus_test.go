@@ -28,7 +28,7 @@ func ctxT(t *testing.T) context.Context {
 
 func inUse(b *Bus) int {
 	n := 0
-	for _, c := range b.Region().CountAllocated() {
+	for _, c := range b.r.CountAllocated() {
 		n += c
 	}
 	return n
@@ -132,7 +132,7 @@ func TestSlowSubscriberDropOldest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st := b.Region().InboxStats()
+	st := b.r.InboxStats()
 	if len(st) != 1 || st[0].DropOldest != 96 || st[0].Depth != 4 {
 		t.Fatalf("stats %+v", st)
 	}

@@ -140,8 +140,8 @@ func roleChaosSub(c *peer.Child) error {
 		handle(m)
 		m.Release()
 	}
-	for _, st := range b.Region().InboxStats() {
-		if st.ID == s.InboxID() {
+	for _, st := range b.r.InboxStats() {
+		if st.ID == s.in.ID() {
 			rep.Dropped = st.DropOldest + st.DropNewest + st.DropTimeout
 		}
 	}
@@ -243,13 +243,13 @@ func TestChaos(t *testing.T) {
 	// reference lost by a kill between the two atomic operations of one move).
 	var swept int
 	for range 2 {
-		rep, err := obs.Region().Reap()
+		rep, err := obs.r.Reap()
 		if err != nil {
 			t.Fatal(err)
 		}
 		swept += rep.Swept
 	}
-	st := obs.Region().Stats()
+	st := obs.r.Stats()
 	live := inUse(obs)
 	obs.Close()
 	// Now nobody is attached: the next open audits the region, and nothing but the retained

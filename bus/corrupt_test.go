@@ -47,7 +47,7 @@ func TestCorruptionWhileRunning(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 7))
-	size := int64(b.Region().Size())
+	size := int64(b.r.Size())
 	const header = 1024
 	scribbles := 0
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); scribbles++ {
@@ -84,7 +84,7 @@ func TestCorruptionWhileRunning(t *testing.T) {
 			t.Errorf("%v: %v", p, err)
 		}
 	}
-	st := b.Region().Stats()
+	st := b.r.Stats()
 	fmt.Fprintf(os.Stderr, "corruption: %d scribbles of 8 bytes; %d corrupt words counted by the region\n", scribbles, st.Corrupt)
 	if st.Corrupt == 0 {
 		t.Fatalf("%d scribbles and not one bad word counted", scribbles)

@@ -66,9 +66,9 @@ func TestKilledSubscriberIsReclaimed(t *testing.T) {
 		}
 	}
 	// The background reaper notices the death and reclaims the held and queued messages.
-	for inUse(b) != 0 || b.Region().Stats().Reclaims != 1 {
+	for inUse(b) != 0 || b.r.Stats().Reclaims != 1 {
 		if ctx.Err() != nil {
-			t.Fatalf("not reclaimed: %d buffers in use, %d reclaims", inUse(b), b.Region().Stats().Reclaims)
+			t.Fatalf("not reclaimed: %d buffers in use, %d reclaims", inUse(b), b.r.Stats().Reclaims)
 		}
 		time.Sleep(time.Millisecond) // polling the reaper's effect, bounded by ctx
 	}
@@ -134,7 +134,7 @@ func TestPublisherKilledMidFanOut(t *testing.T) {
 	victim.Kill()
 	victim.Wait(time.Minute)
 
-	rep, err := b.Region().Reap()
+	rep, err := b.r.Reap()
 	if err != nil || rep.Participants != 1 || rep.Loans != 1 || rep.Audited {
 		t.Fatalf("reap: %+v %v, want the victim and its loan, no audit", rep, err)
 	}
@@ -201,8 +201,8 @@ func TestPublisherKilledWhileBlocked(t *testing.T) {
 		t.Fatal(err)
 	}
 	blocked := func() int {
-		for _, s := range b.Region().InboxStats() {
-			if s.ID == full.InboxID() {
+		for _, s := range b.r.InboxStats() {
+			if s.ID == full.in.ID() {
 				return s.Blocked
 			}
 		}
@@ -216,7 +216,7 @@ func TestPublisherKilledWhileBlocked(t *testing.T) {
 	}
 	victim.Kill()
 	victim.Wait(time.Minute)
-	rep, err := b.Region().Reap()
+	rep, err := b.r.Reap()
 	if err != nil || rep.Participants != 1 || rep.Loans != 1 || rep.Audited {
 		t.Fatalf("reap: %+v %v, want the victim and its loan, no audit", rep, err)
 	}

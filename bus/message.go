@@ -60,6 +60,16 @@ func (m Message) Age() time.Duration {
 	return time.Duration(shm.Now() - m.h.Meta().Stamp)
 }
 
+// Codec returns the codec name and type fingerprint recorded on the message's topic by its
+// first typed publisher or subscriber ("" and 0 for a topic only untyped code has used). Call
+// it before Release.
+func (m Message) Codec() (name string, fingerprint uint64) {
+	if m.s == nil {
+		return "", 0
+	}
+	return m.s.b.topicCodec(m.h.Meta().Topic)
+}
+
 // Clone returns a copy of the payload in the process's own memory.
 func (m Message) Clone() []byte { return append([]byte(nil), m.Data()...) }
 

@@ -320,7 +320,7 @@ func TestMultiProcessSlowSubscriberDropsOnlyCounted(t *testing.T) {
 		got = append(got, seq)
 		m.Release()
 	}
-	st := b.Region().InboxStats()
+	st := b.r.InboxStats()
 	if len(st) != 1 {
 		t.Fatalf("inbox stats %+v", st)
 	}

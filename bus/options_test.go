@@ -50,7 +50,7 @@ func TestOpenOptionErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	if got := b.Region().Config().Inboxes; got != 8 {
+	if got := b.r.Config().Inboxes; got != 8 {
 		t.Fatalf("inboxes %d, want 8 from the file", got)
 	}
 	if _, err := Open("fromfile", WithDir(dir), WithConfig(shm.DefaultConfig())); !errors.Is(err, ErrIncompatibleConfig) {
@@ -257,8 +257,8 @@ func TestDrainHandler(t *testing.T) {
 }
 
 func sleeping(b *Bus, s *Subscription) bool {
-	for _, st := range b.Region().InboxStats() {
-		if st.ID == s.InboxID() {
+	for _, st := range b.r.InboxStats() {
+		if st.ID == s.in.ID() {
 			return st.Sleeping
 		}
 	}

@@ -55,6 +55,32 @@ func (b *Bus) Publisher(topic string, opts ...PublisherOption) (*Publisher, erro
 // Topic returns the publisher's topic.
 func (p *Publisher) Topic() string { return p.name }
 
+// Published returns the topic's last sequence number: how many messages were published on it,
+// by every publisher in every process.
+func (p *Publisher) Published() uint64 { return p.topic.Published() }
+
+// Codec returns the codec name and type fingerprint recorded on the topic ("" and 0 if none).
+func (p *Publisher) Codec() (name string, fingerprint uint64) {
+	fp, c := p.topic.Fingerprint()
+	return c, fp
+}
+
+// ClaimCodec records codec name and fingerprint on the topic if nothing is recorded yet, as a
+// typed publisher does (see NewPublisher), and fails with an error wrapping ErrTypeMismatch if
+// another codec or type is. For a program that moves encoded messages without decoding them
+// (package bridge).
+func (p *Publisher) ClaimCodec(name string, fingerprint uint64) error {
+	if fingerprint == 0 {
+		return nil
+	}
+	if p.topic.SetFingerprint(fingerprint, name) {
+		return nil
+	}
+	have, haveCodec := p.topic.Fingerprint()
+	return &Error{Op: "claim codec", Name: p.name, Err: fmt.Errorf("%w: topic carries codec %q, type fingerprint %#016x; this is codec %q, fingerprint %#016x",
+		ErrTypeMismatch, haveCodec, have, name, fingerprint)}
+}
+
 // Loan is a buffer in shared memory lent to a publisher: write the message into Bytes, then
 // Send it. A Loan that is not sent must be given back with Discard. Sending or discarding a
 // loan twice fails with ErrLoanEnded.

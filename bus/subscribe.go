@@ -107,8 +107,18 @@ func (s *Subscription) takeHistory() {
 	s.dedupOn.Store(len(s.dedup) > 0)
 }
 
-// InboxID returns the subscription's inbox in the region (as in shm.InboxStats).
-func (s *Subscription) InboxID() shm.InboxID { return s.in.ID() }
+// SubscriptionStats are a subscription's counters, kept in its queue in shared memory: queued
+// and capacity, delivered, dropped by reason, publishers blocked for room, bad words found.
+type SubscriptionStats = shm.InboxStats
+
+// Stats returns the subscription's counters.
+func (s *Subscription) Stats() (SubscriptionStats, error) {
+	st, err := s.b.r.InboxStatsOf(s.in.ID())
+	if err != nil {
+		return st, &Error{Op: "stats", Name: s.pattern, Err: err}
+	}
+	return st, nil
+}
 
 // Pattern returns the subscription's pattern.
 func (s *Subscription) Pattern() string { return s.pattern }

@@ -271,8 +271,8 @@ func (s *TypedSubscription[T]) Pattern() string { return s.s.Pattern() }
 // Len returns how many messages are queued for the subscription.
 func (s *TypedSubscription[T]) Len() int { return s.s.Len() }
 
-// InboxID returns the subscription's inbox in the region.
-func (s *TypedSubscription[T]) InboxID() shm.InboxID { return s.s.InboxID() }
+// Stats returns the subscription's counters (see Subscription.Stats).
+func (s *TypedSubscription[T]) Stats() (SubscriptionStats, error) { return s.s.Stats() }
 
 // Close unsubscribes (see Subscription.Close). Close is idempotent.
 func (s *TypedSubscription[T]) Close() error { return s.s.Close() }

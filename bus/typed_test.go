@@ -208,7 +208,7 @@ func TestTypedMsgpackRoundTripAndRegrowth(t *testing.T) {
 			t.Fatalf("seq %d: %d bytes sent, the encoding is %d", seq, len(m.Data()), n)
 		}
 		classOf := func(n int) int {
-			for _, cl := range b.Region().Config().Classes {
+			for _, cl := range b.r.Config().Classes {
 				if int(cl.Size) >= n {
 					return int(cl.Size)
 				}

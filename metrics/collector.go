@@ -6,12 +6,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/offq/offq/internal/shm"
 	"github.com/offq/offq/topics"
+	"github.com/offq/offq/transport"
 )
 
 // Collector is a prometheus.Collector over offq buses. At each scrape it takes one
-// shm.Stats snapshot per region and turns it into constant metrics labelled with the
+// transport.Stats snapshot per region and turns it into constant metrics labelled with the
 // bus's name, so that one Collector can serve every bus of a host. It reads the regions'
 // counters and never attaches to a bus: scraping costs the buses' processes nothing but the
 // cache lines it reads.
@@ -24,24 +24,28 @@ type Collector struct {
 
 // source yields the snapshots of one scrape, and the collector's own metrics.
 type source interface {
-	snapshots() ([]shm.Stats, []prometheus.Metric)
+	snapshots() ([]transport.Stats, []prometheus.Metric)
 	describesCollector() bool
 	close() error
 }
 
 // NewRegionCollector returns a Collector over one region this process has open: a region
-// opened with shm.Options{ReadOnly: true}, or a bus's (bus.Bus.Region). The Collector
+// opened with transport.Options{ReadOnly: true}, or a bus's (for a bus, see Register). The Collector
 // does not own r: keep r open for as long as the Collector is registered, since a scrape of a
 // closed region reads unmapped memory. Close does not close r. To export a bus without tying
 // the two lifetimes together, use Register or NewCollector.
-func NewRegionCollector(r *shm.Region) *Collector {
+func NewRegionCollector(r *transport.Region) *Collector {
 	return &Collector{src: regionSource{r}}
 }
 
-type regionSource struct{ r *shm.Region }
+type regionSource struct{ r *transport.Region }
 
-func (s regionSource) snapshots() ([]shm.Stats, []prometheus.Metric) {
-	return []shm.Stats{s.r.Stats()}, nil
+func (s regionSource) snapshots() ([]transport.Stats, []prometheus.Metric) {
+	st, err := s.r.Stats()
+	if err != nil {
+		return nil, nil
+	}
+	return []transport.Stats{st}, nil
 }
 
 func (regionSource) describesCollector() bool { return false }
@@ -76,7 +80,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // emit sends the metrics of one region's snapshot.
-func emit(ch chan<- prometheus.Metric, s *shm.Stats) {
+func emit(ch chan<- prometheus.Metric, s *transport.Stats) {
 	bus := label(s.Name)
 	send := func(m *metric, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.typ, v, labels...)
@@ -117,7 +121,7 @@ func emit(ch chan<- prometheus.Metric, s *shm.Stats) {
 	}
 
 	for _, p := range s.Pools {
-		class := shm.Size(p.Size).String()
+		class := transport.Size(p.Size).String()
 		send(mPoolBuffers, float64(p.Capacity), bus, class)
 		send(mPoolInUse, float64(p.InUse), bus, class)
 		send(mPoolLowWater, float64(p.LowWater), bus, class)
@@ -158,7 +162,7 @@ func emit(ch chan<- prometheus.Metric, s *shm.Stats) {
 
 // topicSubscribers returns, for each of s.Topics, how many open inboxes have a pattern that
 // matches it. Inboxes sharing a pattern are matched once.
-func topicSubscribers(s *shm.Stats) []int {
+func topicSubscribers(s *transport.Stats) []int {
 	patterns := make(map[string]int, len(s.Inboxes))
 	for _, in := range s.Inboxes {
 		if topics.ValidatePattern(in.Pattern) == nil {

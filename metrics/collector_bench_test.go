@@ -12,7 +12,7 @@ import (
 
 	"github.com/offq/offq/bus"
 	"github.com/offq/offq/internal/peer"
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 // BenchmarkCollect: one scrape (Gather) of a bus with the default configuration in use: 32
@@ -21,7 +21,7 @@ import (
 func BenchmarkCollect(b *testing.B) {
 	dir := b.TempDir()
 	ctx := context.Background()
-	bs, err := bus.Open("bench", bus.WithDir(dir), bus.WithConfig(shm.DefaultConfig()))
+	bs, err := bus.Open("bench", bus.WithDir(dir), bus.WithConfig(transport.DefaultConfig()))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -69,8 +69,8 @@ func BenchmarkStreamScraped(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			dir := b.TempDir()
-			cfg := shm.DefaultConfig()
-			cfg.Classes = []shm.Class{{Size: 256, Count: 4096}}
+			cfg := transport.DefaultConfig()
+			cfg.Classes = []transport.Class{{Size: 256, Count: 4096}}
 			bs, err := bus.Open("bench", bus.WithDir(dir), bus.WithConfig(cfg), bus.WithReapInterval(0))
 			if err != nil {
 				b.Fatal(err)

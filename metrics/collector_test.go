@@ -14,12 +14,13 @@ import (
 
 	"github.com/offq/offq/bus"
 	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 // goldenConfig is small enough that the golden scenario exhausts the pool.
-func goldenConfig() shm.Config {
-	return shm.Config{
-		Classes: []shm.Class{{Size: 256, Count: 8}},
+func goldenConfig() transport.Config {
+	return transport.Config{
+		Classes: []transport.Class{{Size: 256, Count: 8}},
 		Inboxes: 4, InboxCapacity: 8, Topics: 4, Participants: 4, HistoryDepth: 0, Held: 16,
 	}
 }
@@ -78,10 +79,10 @@ func populate(t testing.TB, dir string) *bus.Bus {
 	p, err := r.Attach("exhauster")
 	must(err)
 	for range 2 {
-		_, err := p.Alloc(1)
+		_, err := p.Loan(1)
 		must(err)
 	}
-	if _, err := p.Alloc(1); !errors.Is(err, shm.ErrPoolExhausted) {
+	if _, err := p.Loan(1); !errors.Is(err, shm.ErrPoolExhausted) {
 		t.Fatalf("third loan from a full pool: %v", err)
 	}
 	must(p.Detach()) // ends its two loans
@@ -109,9 +110,9 @@ func golden(t *testing.T) string {
 	return string(b)
 }
 
-func openReadOnly(t *testing.T, dir, name string) *shm.Region {
+func openReadOnly(t *testing.T, dir, name string) *transport.Region {
 	t.Helper()
-	r, err := shm.Open(name, shm.Options{Dir: dir, ReadOnly: true})
+	r, err := transport.Open(name, transport.Options{Dir: dir, ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,9 +130,9 @@ func TestCollectorGolden(t *testing.T) {
 	dc := NewCollector(Options{Dir: dir})
 	defer dc.Close()
 	for name, c := range map[string]*Collector{
-		"read-only region": NewRegionCollector(openReadOnly(t, dir, "golden")),
-		"bus region":       NewRegionCollector(b.Region()),
-		"directory":        dc,
+		"read-only region":  NewRegionCollector(openReadOnly(t, dir, "golden")),
+		"read-write region": NewRegionCollector(openReadWrite(t, b)),
+		"directory":         dc,
 	} {
 		if err := testutil.CollectAndCompare(c, strings.NewReader(want), regionMetricNames()...); err != nil {
 			t.Errorf("%s: %v", name, err)
@@ -155,10 +156,14 @@ offq_collector_regions 1
 func TestCollectorRegionSizeAndCreated(t *testing.T) {
 	dir := t.TempDir()
 	b := populate(t, dir)
-	c := NewRegionCollector(b.Region())
+	r := openReadWrite(t, b)
+	c := NewRegionCollector(r)
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
-	s := b.Region().Stats()
+	s, err := r.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
 	got := gatherValues(t, reg)
 	if v := got[`offq_region_size_bytes{bus="golden"}`]; v != float64(s.Size) || v == 0 {
 		t.Errorf("offq_region_size_bytes %v, region is %d bytes", v, s.Size)
@@ -200,7 +205,7 @@ func TestLabelValuesFromLongNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(NewRegionCollector(b.Region()))
+	reg.MustRegister(NewRegionCollector(openReadWrite(t, b)))
 	got := gatherValues(t, reg)
 	want := `offq_inbox_depth{bus="utf8",inbox="0",pattern="a",subscriber="` + strings.Repeat("x", 31) + `"}`
 	if _, ok := got[want]; !ok {
@@ -210,9 +215,9 @@ func TestLabelValuesFromLongNames(t *testing.T) {
 
 // TestTopicSubscribers counts the open subscriptions whose pattern matches each topic.
 func TestTopicSubscribers(t *testing.T) {
-	s := &shm.Stats{
-		Topics: []shm.TopicStats{{Name: "a.b"}, {Name: "a.b.c"}, {Name: "x"}},
-		Inboxes: []shm.InboxStats{
+	s := &transport.Stats{
+		Topics: []transport.TopicStats{{Name: "a.b"}, {Name: "a.b.c"}, {Name: "x"}},
+		Inboxes: []transport.InboxStats{
 			{Pattern: "a.>"}, {Pattern: "a.>"}, {Pattern: "a.*"}, {Pattern: "a.b.c"}, {Pattern: ">"}, {Pattern: "bad..pattern"},
 		},
 	}
@@ -225,7 +230,7 @@ func TestTopicSubscribers(t *testing.T) {
 // TestCollectorDuplicateTopic: a damaged table with two entries of one name does not break
 // the scrape (a registry refuses two series with the same labels).
 func TestCollectorDuplicateTopic(t *testing.T) {
-	s := shm.Stats{Name: "dup", Topics: []shm.TopicStats{{Name: "a", Published: 1}, {Name: "a", Published: 2}}}
+	s := transport.Stats{Name: "dup", Topics: []transport.TopicStats{{Name: "a", Published: 1}, {Name: "a", Published: 2}}}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(&Collector{src: fixedSource{s}})
 	got := gatherValues(t, reg)
@@ -234,10 +239,10 @@ func TestCollectorDuplicateTopic(t *testing.T) {
 	}
 }
 
-type fixedSource struct{ s shm.Stats }
+type fixedSource struct{ s transport.Stats }
 
-func (f fixedSource) snapshots() ([]shm.Stats, []prometheus.Metric) {
-	return []shm.Stats{f.s}, nil
+func (f fixedSource) snapshots() ([]transport.Stats, []prometheus.Metric) {
+	return []transport.Stats{f.s}, nil
 }
 func (fixedSource) describesCollector() bool { return false }
 func (fixedSource) close() error             { return nil }
@@ -251,4 +256,15 @@ func TestLabelRepairsInvalidUTF8(t *testing.T) {
 	if got := label("ok é"); got != "ok é" {
 		t.Fatalf("label changed a valid string: %q", got)
 	}
+}
+
+// openReadWrite maps the region b is attached to again, as a tool would.
+func openReadWrite(t *testing.T, b *bus.Bus) *transport.Region {
+	t.Helper()
+	r, err := transport.Open(b.Name(), transport.Options{Dir: filepath.Dir(b.Path())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
 }

@@ -3,7 +3,7 @@ package metrics
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/bus"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -29,7 +29,7 @@ func served(t *testing.T) (names, labels map[string]bool) {
 	t.Helper()
 	dir := t.TempDir()
 	b := populate(t, dir)
-	b.SetBridgeStats(shm.BridgeStats{Forwarded: 3, Imported: 2, Dropped: 1}) // as a NATS bridge would
+	b.RecordBridgeCounters(bus.BridgeCounters{Forwarded: 3, Imported: 2, Dropped: 1}) // as a NATS bridge would
 	c := NewCollector(Options{Dir: dir})
 	defer c.Close()
 	srv := httptest.NewServer(Handler(c, nil))

@@ -10,17 +10,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 // Options configure NewCollector.
 type Options struct {
-	// Dir is the directory holding the regions. Default shm.DefaultDir.
+	// Dir is the directory holding the regions. Default transport.DefaultDir.
 	Dir string
 	// Bus names the one bus to export. Empty: every region in Dir.
 	Bus string
 	// AllowForeignOwner exports regions owned by other users too (see
-	// shm.Options.AllowForeignOwner). They are mapped read-only, so nothing the
+	// transport.Options.AllowForeignOwner). They are mapped read-only, so nothing the
 	// collector does can change them; the risk is only in trusting their numbers.
 	AllowForeignOwner bool
 	// Logger receives a warning when a region cannot be opened (once per region and error).
@@ -38,7 +38,7 @@ type Options struct {
 // offq_collector_open_failures_total.
 func NewCollector(opts Options) *Collector {
 	if opts.Dir == "" {
-		opts.Dir = shm.DefaultDir
+		opts.Dir = transport.DefaultDir
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
@@ -60,7 +60,7 @@ type dirSource struct {
 
 // openRegion is a region the collector has mapped, and the file it mapped.
 type openRegion struct {
-	r  *shm.Region
+	r  *transport.Region
 	fi os.FileInfo
 }
 
@@ -69,17 +69,25 @@ const openTimeout = 100 * time.Millisecond
 
 func (d *dirSource) describesCollector() bool { return true }
 
-func (d *dirSource) snapshots() ([]shm.Stats, []prometheus.Metric) {
+func (d *dirSource) snapshots() ([]transport.Stats, []prometheus.Metric) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var out []shm.Stats
+	var out []transport.Stats
 	if !d.closed {
 		names := d.names()
 		present := make(map[string]bool, len(names))
 		for _, name := range names {
 			present[name] = true
 			if o := d.region(name); o != nil {
-				out = append(out, o.r.Stats())
+				st, err := o.r.Stats()
+				if err != nil {
+					// The file changed under the mapping (truncated, say): drop it, and map it
+					// again at the next scrape if it is a region then.
+					d.warn(name, err)
+					d.drop(name, o)
+					continue
+				}
+				out = append(out, st)
 			}
 		}
 		for name, o := range d.open {
@@ -103,12 +111,12 @@ func (d *dirSource) snapshots() ([]shm.Stats, []prometheus.Metric) {
 // names lists the regions to export now.
 func (d *dirSource) names() []string {
 	if d.opts.Bus != "" {
-		if _, err := os.Stat(shm.Path(d.opts.Dir, d.opts.Bus)); err != nil {
+		if _, err := os.Stat(transport.Path(d.opts.Dir, d.opts.Bus)); err != nil {
 			return nil
 		}
 		return []string{d.opts.Bus}
 	}
-	names, err := shm.List(d.opts.Dir)
+	names, err := transport.List(d.opts.Dir)
 	if err != nil {
 		d.warn("", err)
 		return nil
@@ -120,7 +128,7 @@ func (d *dirSource) names() []string {
 // region returns the mapping of region name, opening it if it is new or its file changed,
 // or nil if it cannot be opened now.
 func (d *dirSource) region(name string) *openRegion {
-	path := shm.Path(d.opts.Dir, name)
+	path := transport.Path(d.opts.Dir, name)
 	fi, err := os.Stat(path)
 	if err != nil {
 		if o := d.open[name]; o != nil {
@@ -134,10 +142,10 @@ func (d *dirSource) region(name string) *openRegion {
 		}
 		d.drop(name, o) // removed and re-created: a new bus under the old name
 	}
-	r, err := shm.Open(name, shm.Options{Dir: d.opts.Dir, ReadOnly: true,
+	r, err := transport.Open(name, transport.Options{Dir: d.opts.Dir, ReadOnly: true,
 		AllowForeignOwner: d.opts.AllowForeignOwner, ReadyTimeout: openTimeout})
 	if err != nil {
-		if errors.Is(err, shm.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, transport.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
 			return nil // removed since it was listed
 		}
 		d.openFails++

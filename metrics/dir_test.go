@@ -11,11 +11,12 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
-func smallConfig() shm.Config {
-	return shm.Config{
-		Classes: []shm.Class{{Size: 64, Count: 4}},
+func smallConfig() transport.Config {
+	return transport.Config{
+		Classes: []transport.Class{{Size: 64, Count: 4}},
 		Inboxes: 2, InboxCapacity: 2, Topics: 2, Participants: 2, Held: 4,
 	}
 }
@@ -72,7 +73,7 @@ func TestDirectoryFollowsRegions(t *testing.T) {
 		t.Fatalf("two regions: %v", s)
 	}
 
-	if err := shm.Unlink(dir, "one"); err != nil {
+	if err := transport.Unlink(dir, "one"); err != nil {
 		t.Fatal(err)
 	}
 	s = gatherValues(t, reg)
@@ -84,7 +85,7 @@ func TestDirectoryFollowsRegions(t *testing.T) {
 	}
 
 	// Re-created: a new file under the old name, which the collector must map anew.
-	if err := shm.Unlink(dir, "two"); err != nil {
+	if err := transport.Unlink(dir, "two"); err != nil {
 		t.Fatal(err)
 	}
 	createRegion(t, dir, "two", 5)

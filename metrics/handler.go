@@ -22,7 +22,7 @@ import (
 //	defer c.Close()
 func Register(reg prometheus.Registerer, b *bus.Bus) (*Collector, error) {
 	c := NewCollector(Options{
-		Dir: filepath.Dir(b.Region().Path()), Bus: b.Name(),
+		Dir: filepath.Dir(b.Path()), Bus: b.Name(),
 		// b attached to this very file, so its owner is already trusted.
 		AllowForeignOwner: true,
 	})

@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/offq/offq/bus"
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 // TestRegisterOutlivesBus: the collector Register adds has a mapping of its own, so the bus
@@ -49,7 +49,7 @@ func TestRegisterOutlivesBus(t *testing.T) {
 	if s.one(t, "offq_participants", "bus=svc", "state=alive") != 0 || s.one(t, "offq_table_slots_used", "bus=svc", "table=inboxes") != 0 {
 		t.Fatalf("after Close: %v", s)
 	}
-	if err := shm.Unlink(dir, "svc"); err != nil {
+	if err := transport.Unlink(dir, "svc"); err != nil {
 		t.Fatal(err)
 	}
 	if s = gatherValues(t, reg); s.one(t, "offq_collector_regions") != 0 {
@@ -110,7 +110,7 @@ func TestConcurrentScrapes(t *testing.T) {
 		if i%2 == 0 {
 			createRegion(t, dir, name+"x", 1)
 		} else {
-			os.Remove(shm.Path(dir, []string{"a", "b", "c"}[(i-1)%3]+"x"))
+			os.Remove(transport.Path(dir, []string{"a", "b", "c"}[(i-1)%3]+"x"))
 		}
 	}
 	c.Close()

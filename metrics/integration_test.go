@@ -12,7 +12,7 @@ import (
 
 	"github.com/offq/offq/bus"
 	"github.com/offq/offq/internal/peer"
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 // rolePublisher: OFFQ_DIR, OFFQ_BUS, OFFQ_TOPIC. Prints "ready"; then, for each line
@@ -40,7 +40,12 @@ func rolePublisher(c *peer.Child) error {
 			return err
 		}
 		if l == "reap" {
-			rep, err := b.Region().Reap()
+			r, err := transport.Open(b.Name(), transport.Options{Dir: os.Getenv("OFFQ_DIR")})
+			if err != nil {
+				return err
+			}
+			rep, err := r.Reap()
+			r.Close()
 			if err != nil {
 				return err
 			}
@@ -111,11 +116,11 @@ func roleSubscriber(c *peer.Child) error {
 func TestExporterAcrossProcesses(t *testing.T) {
 	dir := t.TempDir()
 	const name, depth = "mp", 16
-	cfg := shm.Config{
-		Classes: []shm.Class{{Size: 256, Count: 64}},
+	cfg := transport.Config{
+		Classes: []transport.Class{{Size: 256, Count: 64}},
 		Inboxes: 8, InboxCapacity: depth, Topics: 8, Participants: 8, Held: 64,
 	}
-	r, err := shm.Create(name, shm.Options{Dir: dir, Config: cfg})
+	r, err := transport.Create(name, transport.Options{Dir: dir, Config: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +216,7 @@ func TestExporterAcrossProcesses(t *testing.T) {
 	if err := pub.Wait(20 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := shm.Unlink(dir, name); err != nil {
+	if err := transport.Unlink(dir, name); err != nil {
 		t.Fatal(err)
 	}
 	s, _, _ = scrape(t, url)

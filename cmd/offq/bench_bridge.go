@@ -15,7 +15,7 @@ import (
 
 	"github.com/offq/offq/bridge"
 	"github.com/offq/offq/bus"
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 func (bn *bencher) bridgePingPong(ctx context.Context, c benchCase) (res benchResult, err error) {
@@ -26,8 +26,8 @@ func (bn *bencher) bridgePingPong(ctx context.Context, c benchCase) (res benchRe
 		return res, err
 	}
 	defer srv.Shutdown()
-	cfg := shm.Config{
-		Classes: []shm.Class{{Size: shm.Size(roundUp64(c.Size)), Count: 64}},
+	cfg := transport.Config{
+		Classes: []transport.Class{{Size: transport.Size(roundUp64(c.Size)), Count: 64}},
 		Inboxes: 8, InboxCapacity: 16, Topics: 4, Participants: 4, Held: 16,
 	}
 	nameA, nameB := "bridge-a-"+strconv.Itoa(bn.seq), "bridge-b-"+strconv.Itoa(bn.seq)
@@ -35,13 +35,13 @@ func (bn *bencher) bridgePingPong(ctx context.Context, c benchCase) (res benchRe
 	if err != nil {
 		return res, err
 	}
-	defer shm.Unlink(bn.tmp, nameA)
+	defer transport.Unlink(bn.tmp, nameA)
 	defer a.Close()
 	b, err := bn.openBenchBus(nameB, cfg)
 	if err != nil {
 		return res, err
 	}
-	defer shm.Unlink(bn.tmp, nameB)
+	defer transport.Unlink(bn.tmp, nameB)
 	defer b.Close()
 	brA, err := bridge.New(a, srv.ClientURL(), bridge.WithExport(topicPing), bridge.WithImport(topicPong))
 	if err != nil {

@@ -15,7 +15,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/offq/offq/bus"
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 // Topics of the bench's regions.
@@ -67,7 +67,7 @@ func bufferBudget(dir string) int64 {
 
 func roundUp64(n int) int { return (n + 63) &^ 63 }
 
-func (bn *bencher) openBenchBus(name string, cfg shm.Config) (*bus.Bus, error) {
+func (bn *bencher) openBenchBus(name string, cfg transport.Config) (*bus.Bus, error) {
 	return bus.Open(name, bus.WithDir(bn.tmp), bus.WithConfig(cfg), bus.WithLogger(bn.a.log), bus.WithName("offq bench"))
 }
 
@@ -75,15 +75,15 @@ func (bn *bencher) offqPingPong(ctx context.Context, c benchCase) (res benchResu
 	ctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
 	name := "pingpong-" + strconv.Itoa(bn.seq)
-	cfg := shm.Config{
-		Classes: []shm.Class{{Size: shm.Size(roundUp64(c.Size)), Count: 16}},
+	cfg := transport.Config{
+		Classes: []transport.Class{{Size: transport.Size(roundUp64(c.Size)), Count: 16}},
 		Inboxes: 4, InboxCapacity: 4, Topics: 4, Participants: 4, Held: 4,
 	}
 	b, err := bn.openBenchBus(name, cfg)
 	if err != nil {
 		return res, err
 	}
-	defer shm.Unlink(bn.tmp, name)
+	defer transport.Unlink(bn.tmp, name)
 	defer b.Close()
 	sub, err := b.Subscribe(topicPong, bus.WithWait(waitOf(c.Mode)), bus.WithoutHistory())
 	if err != nil {
@@ -147,22 +147,22 @@ func caseError(ctx context.Context, err error) error {
 // timed into h.
 func (bn *bencher) timeRounds(ctx context.Context, h *hdrhistogram.Histogram, round func() error) error {
 	return onCPU(bn.cpus[0], func() error {
-		warmEnd := shm.Now() + bn.o.warmup.Nanoseconds()
-		for n := 0; n < 100 || shm.Now() < warmEnd; n++ {
+		warmEnd := transport.Now() + bn.o.warmup.Nanoseconds()
+		for n := 0; n < 100 || transport.Now() < warmEnd; n++ {
 			if err := round(); err != nil {
 				return fmt.Errorf("warm-up: %w", err)
 			}
 		}
-		end := shm.Now() + bn.o.duration.Nanoseconds()
+		end := transport.Now() + bn.o.duration.Nanoseconds()
 		for {
-			t0 := shm.Now()
+			t0 := transport.Now()
 			if t0 >= end && h.TotalCount() >= minMeasured {
 				return nil
 			}
 			if err := round(); err != nil {
 				return err
 			}
-			record(h, shm.Now()-t0)
+			record(h, transport.Now()-t0)
 		}
 	})
 }
@@ -175,15 +175,15 @@ func (bn *bencher) offqStream(ctx context.Context, c benchCase) (res benchResult
 	defer fail(nil)
 	name := "stream-" + strconv.Itoa(bn.seq)
 	depth := streamDepth(c.Size, bufferBudget(bn.tmp))
-	cfg := shm.Config{
-		Classes: []shm.Class{{Size: shm.Size(roundUp64(c.Size)), Count: uint32(depth + c.Subs + 16)}},
+	cfg := transport.Config{
+		Classes: []transport.Class{{Size: transport.Size(roundUp64(c.Size)), Count: uint32(depth + c.Subs + 16)}},
 		Inboxes: uint32(c.Subs + 1), InboxCapacity: uint32(depth), Topics: 4, Participants: uint32(c.Subs + 2), Held: 4,
 	}
 	b, err := bn.openBenchBus(name, cfg)
 	if err != nil {
 		return res, err
 	}
-	defer shm.Unlink(bn.tmp, name)
+	defer transport.Unlink(bn.tmp, name)
 	defer b.Close()
 	pub, err := b.Publisher(topicStream)
 	if err != nil {

@@ -15,7 +15,7 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 // benchReport is the --json output.
@@ -190,10 +190,10 @@ func (r *benchReport) writeMarkdown(w io.Writer) {
 		fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---|")
 		for _, x := range pp {
 			if x.Error != "" {
-				fmt.Fprintf(w, "| %s | %s | %s | failed: %s | | | | | |\n", x.System, x.Mode, shm.Size(x.Size), mdEscape(x.Error))
+				fmt.Fprintf(w, "| %s | %s | %s | failed: %s | | | | | |\n", x.System, x.Mode, transport.Size(x.Size), mdEscape(x.Error))
 				continue
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %d | %d | %d | %d | %d | %s |\n", sysCell(x), x.Mode, shm.Size(x.Size),
+			fmt.Fprintf(w, "| %s | %s | %s | %d | %d | %d | %d | %d | %s |\n", sysCell(x), x.Mode, transport.Size(x.Size),
 				x.RTT.P50, x.RTT.P99, x.RTT.P999, x.RTT.Max, x.Samples, speedups(x))
 		}
 	}
@@ -203,10 +203,10 @@ func (r *benchReport) writeMarkdown(w io.Writer) {
 		fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---|")
 		for _, x := range st {
 			if x.Error != "" {
-				fmt.Fprintf(w, "| %s | %s | %s | failed: %s | | | |\n", x.System, x.Mode, shm.Size(x.Size), mdEscape(x.Error))
+				fmt.Fprintf(w, "| %s | %s | %s | failed: %s | | | |\n", x.System, x.Mode, transport.Size(x.Size), mdEscape(x.Error))
 				continue
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %d%s | %s |\n", sysCell(x), x.Mode, shm.Size(x.Size),
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %d%s | %s |\n", sysCell(x), x.Mode, transport.Size(x.Size),
 				human(x.MsgsPerSec), mibps(x), x.Samples, dropNote(x), speedups(x))
 		}
 	}
@@ -216,10 +216,10 @@ func (r *benchReport) writeMarkdown(w io.Writer) {
 		fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---|")
 		for _, x := range fo {
 			if x.Error != "" {
-				fmt.Fprintf(w, "| %s | %s | %s | %d | failed: %s | | | |\n", x.System, x.Mode, shm.Size(x.Size), x.Subscribers, mdEscape(x.Error))
+				fmt.Fprintf(w, "| %s | %s | %s | %d | failed: %s | | | |\n", x.System, x.Mode, transport.Size(x.Size), x.Subscribers, mdEscape(x.Error))
 				continue
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %d | %s | %s | %d%s | %s |\n", sysCell(x), x.Mode, shm.Size(x.Size), x.Subscribers,
+			fmt.Fprintf(w, "| %s | %s | %s | %d | %s | %s | %d%s | %s |\n", sysCell(x), x.Mode, transport.Size(x.Size), x.Subscribers,
 				human(x.MsgsPerSec), human(x.MsgsPerSec/float64(x.Subscribers)), x.Samples, dropNote(x), speedups(x))
 		}
 	}

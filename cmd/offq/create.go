@@ -15,7 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/offq/offq/bus"
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 // configFlags are the flags that size a new region: a TOML file, then single settings on top.
@@ -34,9 +34,9 @@ type configFlags struct {
 }
 
 func (c *configFlags) register(f *pflag.FlagSet) {
-	d := shm.DefaultConfig()
+	d := transport.DefaultConfig()
 	c.fs = f
-	f.StringVar(&c.file, "config", "", "TOML configuration file (keys as in shm.ParseConfig); the other configuration flags override it")
+	f.StringVar(&c.file, "config", "", "TOML configuration file (keys as in transport.ParseConfig); the other configuration flags override it")
 	f.StringVar(&c.classes, "classes", "", `buffer size classes as SIZE:COUNT,... (default "`+formatClasses(d.Classes, ",")+`")`)
 	f.Uint32Var(&c.inboxes, "inboxes", d.Inboxes, "inboxes (one per subscription)")
 	f.Uint32Var(&c.inboxCapacity, "inbox-capacity", d.InboxCapacity, "largest queue of a subscription, a power of two")
@@ -59,12 +59,12 @@ func (c *configFlags) given() bool {
 
 // config builds and validates the configuration. Its errors are usage errors, except a
 // configuration file that cannot be read.
-func (c *configFlags) config() (shm.Config, error) {
-	cfg := shm.DefaultConfig()
+func (c *configFlags) config() (transport.Config, error) {
+	cfg := transport.DefaultConfig()
 	if c.file != "" {
 		var err error
-		if cfg, err = shm.LoadConfig(c.file); err != nil {
-			if errors.Is(err, shm.ErrInvalidConfig) {
+		if cfg, err = transport.LoadConfig(c.file); err != nil {
+			if errors.Is(err, transport.ErrInvalidConfig) {
 				return cfg, usageError(fmt.Errorf("--config: %w", err))
 			}
 			return cfg, err
@@ -108,14 +108,14 @@ func (c *configFlags) fileMode() (os.FileMode, error) {
 }
 
 // parseClasses parses "256:1024,4KiB:256".
-func parseClasses(s string) ([]shm.Class, error) {
-	var out []shm.Class
+func parseClasses(s string) ([]transport.Class, error) {
+	var out []transport.Class
 	for _, part := range strings.Split(s, ",") {
 		size, count, ok := strings.Cut(strings.TrimSpace(part), ":")
 		if !ok {
 			return nil, fmt.Errorf("--classes %q: want SIZE:COUNT,... (for example 256:1024,4KiB:256)", s)
 		}
-		sz, err := shm.ParseSize(size)
+		sz, err := transport.ParseSize(size)
 		if err != nil {
 			return nil, fmt.Errorf("--classes %q: %w", s, err)
 		}
@@ -123,12 +123,12 @@ func parseClasses(s string) ([]shm.Class, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--classes %q: count %q is not a number", s, count)
 		}
-		out = append(out, shm.Class{Size: sz, Count: uint32(n)})
+		out = append(out, transport.Class{Size: sz, Count: uint32(n)})
 	}
 	return out, nil
 }
 
-func formatClasses(cls []shm.Class, sep string) string {
+func formatClasses(cls []transport.Class, sep string) string {
 	parts := make([]string, len(cls))
 	for i, c := range cls {
 		parts[i] = fmt.Sprintf("%s:%d", c.Size, c.Count)
@@ -171,10 +171,10 @@ configuration.`,
 	return cmd
 }
 
-func (a *app) create(out io.Writer, cfg shm.Config, mode os.FileMode, existOK bool) error {
-	r, err := shm.Create(a.busName, shm.Options{Dir: a.dir, Config: cfg, Mode: mode})
-	if errors.Is(err, shm.ErrExists) && existOK {
-		r, err = shm.Open(a.busName, shm.Options{Dir: a.dir, Config: cfg})
+func (a *app) create(out io.Writer, cfg transport.Config, mode os.FileMode, existOK bool) error {
+	r, err := transport.Create(a.busName, transport.Options{Dir: a.dir, Config: cfg, Mode: mode})
+	if errors.Is(err, transport.ErrExists) && existOK {
+		r, err = transport.Open(a.busName, transport.Options{Dir: a.dir, Config: cfg})
 		if err != nil {
 			return fmt.Errorf("create: bus %q exists: %w", a.busName, err)
 		}
@@ -183,7 +183,7 @@ func (a *app) create(out io.Writer, cfg shm.Config, mode os.FileMode, existOK bo
 		return nil
 	}
 	if err != nil {
-		if errors.Is(err, shm.ErrExists) {
+		if errors.Is(err, transport.ErrExists) {
 			return fmt.Errorf("create: bus %q already exists in %s (remove it with 'offq rm --bus %s', or pass --exist-ok)", a.busName, a.dir, a.busName)
 		}
 		return fmt.Errorf("create: %w", err)
@@ -195,7 +195,7 @@ func (a *app) create(out io.Writer, cfg shm.Config, mode os.FileMode, existOK bo
 	return nil
 }
 
-func describeClasses(cls []shm.Class) string {
+func describeClasses(cls []transport.Class) string {
 	parts := make([]string, len(cls))
 	for i, c := range cls {
 		parts[i] = fmt.Sprintf("%d x %s", c.Count, c.Size)
@@ -203,7 +203,7 @@ func describeClasses(cls []shm.Class) string {
 	return strings.Join(parts, ", ")
 }
 
-func describeTables(c shm.Config) string {
+func describeTables(c transport.Config) string {
 	return fmt.Sprintf("inboxes %d (queues up to %d), topics %d, participants %d, history up to %d, held %d per process",
 		c.Inboxes, c.InboxCapacity, c.Topics, c.Participants, c.HistoryDepth, c.Held)
 }
@@ -256,7 +256,7 @@ func (a *app) openBus(f *attachFlags, name string) (*bus.Bus, error) {
 		if f.cf.given() {
 			return nil, usageError(errors.New("configuration flags need --create"))
 		}
-		if _, err := os.Stat(shm.Path(a.dir, a.busName)); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(transport.Path(a.dir, a.busName)); errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("bus %q not found in %s (create it with 'offq create --bus %s', or pass --create)", a.busName, a.dir, a.busName)
 		}
 	}

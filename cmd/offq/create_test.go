@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 // TestRegionLifecycle drives create, info, ls and rm as a user would.
@@ -37,13 +38,13 @@ func TestRegionLifecycle(t *testing.T) {
 	if fi.Mode().Perm() != 0o660 {
 		t.Errorf("mode %v, want 0660", fi.Mode().Perm())
 	}
-	r, err := shm.Open("plant", shm.Options{Dir: dir, ReadOnly: true})
+	r, err := transport.Open("plant", transport.Options{Dir: dir, ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := r.Config()
 	r.Close()
-	if len(cfg.Classes) != 2 || cfg.Classes[1] != (shm.Class{Size: 64 << 10, Count: 4}) || cfg.InboxCapacity != 128 || cfg.Topics != shm.DefaultConfig().Topics {
+	if len(cfg.Classes) != 2 || cfg.Classes[1] != (transport.Class{Size: 64 << 10, Count: 4}) || cfg.InboxCapacity != 128 || cfg.Topics != transport.DefaultConfig().Topics {
 		t.Errorf("config %+v", cfg)
 	}
 

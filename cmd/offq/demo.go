@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -23,7 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/offq/offq/bus"
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 // envDemoPeer is set in the environment of the demo's children. The offq program does not
@@ -83,7 +84,7 @@ second, then a table of what each subscriber received, lost and how fast, and pa
 every fast subscriber received every message of its topics intact and in order, and the
 slow one lost only messages its queue counted as dropped. Finally it checks that no buffer
 is left in use and removes the bus. --dir defaults to /dev/shm, or to the temporary
-directory where there is no /dev/shm.
+directory where there is no /dev/transport.
 
 A fast subscriber that falls further behind than its queue (8192 messages) loses messages
 too: ask for more than the machine's cores can verify and the demo fails, saying so.
@@ -108,11 +109,11 @@ Exit status 1 if the verification fails.`,
 // demoConfig sizes the demo's region: one size class for the payload, enough buffers to
 // fill a fast subscriber's queue (within 64 MiB), queues deep enough to ride out a
 // subscriber being descheduled for tens of milliseconds.
-func demoConfig(o demoOptions) shm.Config {
+func demoConfig(o demoOptions) transport.Config {
 	slot := (o.size + 63) &^ 63
 	count := min(fastDepth+2048, max(64, (64<<20)/slot))
-	return shm.Config{
-		Classes:       []shm.Class{{Size: shm.Size(slot), Count: uint32(count)}},
+	return transport.Config{
+		Classes:       []transport.Class{{Size: transport.Size(slot), Count: uint32(count)}},
 		Inboxes:       uint32(o.subscribers + 2),
 		InboxCapacity: fastDepth,
 		Topics:        8,
@@ -208,16 +209,16 @@ func (a *app) runDemo(cmd *cobra.Command, o demoOptions) (err error) {
 	// Create the region ourselves, so that an existing bus of that name is an error rather
 	// than something to attach to (and remove afterwards).
 	cfg := demoConfig(o)
-	r, err := shm.Create(d.name, shm.Options{Dir: d.dir, Config: cfg})
+	r, err := transport.Create(d.name, transport.Options{Dir: d.dir, Config: cfg})
 	if err != nil {
 		return fmt.Errorf("demo: create bus: %w", err)
 	}
 	size := r.Size()
 	r.Close()
-	path := shm.Path(d.dir, d.name)
+	path := transport.Path(d.dir, d.name)
 	failed := false
 	defer func() {
-		if uerr := shm.Unlink(d.dir, d.name); uerr != nil {
+		if uerr := transport.Unlink(d.dir, d.name); uerr != nil {
 			err = errors.Join(err, fmt.Errorf("demo: remove bus: %w", uerr))
 			return
 		}
@@ -310,19 +311,27 @@ func (d *demo) run(ctx context.Context) (*verdict, error) {
 	}
 
 	// The subscribers are still subscribed: read their inboxes' counters now.
-	v := &verdict{final: d.pub.done.Final, pub: d.pub.done, inbox: make(map[*child]*shm.InboxStats)}
-	r := d.b.Region()
+	v := &verdict{final: d.pub.done.Final, pub: d.pub.done, inbox: make(map[*child]*transport.InboxStats)}
+	r, err := transport.Open(d.b.Name(), transport.Options{Dir: filepath.Dir(d.b.Path()), ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("demo: read the counters: %w", err)
+	}
+	defer r.Close()
+	st, err := r.Stats()
+	if err != nil {
+		return nil, fmt.Errorf("demo: read the counters: %w", err)
+	}
 	owner := make(map[int]*child) // participant index -> child
-	for _, p := range r.Participants() {
+	for _, p := range st.Participants {
 		for _, c := range d.subs {
 			if p.PID == c.pid {
 				owner[p.Index] = c
 			}
 		}
 	}
-	for _, st := range r.InboxStats() {
-		if c := owner[st.Owner]; c != nil {
-			v.inbox[c] = &st
+	for _, in := range st.Inboxes {
+		if c := owner[in.Owner]; c != nil {
+			v.inbox[c] = &in
 		}
 	}
 
@@ -330,8 +339,13 @@ func (d *demo) run(ctx context.Context) (*verdict, error) {
 	if err := d.closeAll(ctx); err != nil {
 		return nil, err
 	}
-	v.allocated = r.CountAllocated()
-	for _, p := range r.Participants() {
+	if v.allocated, err = r.Allocated(); err != nil {
+		return nil, fmt.Errorf("demo: count the buffers in use: %w", err)
+	}
+	if st, err = r.Stats(); err != nil {
+		return nil, fmt.Errorf("demo: read the counters: %w", err)
+	}
+	for _, p := range st.Participants {
 		if p.PID != os.Getpid() {
 			v.leftover = append(v.leftover, p)
 		}

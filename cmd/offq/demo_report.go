@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/offq/offq/internal/shm"
 	"github.com/offq/offq/topics"
+	"github.com/offq/offq/transport"
 )
 
 // liveLine prints each child's rate over the progress reports since the previous line.
@@ -52,9 +52,9 @@ type verdict struct {
 	final     map[string]uint64 // last sequence per topic
 	pub       *peerMsg
 	subs      []*child
-	inbox     map[*child]*shm.InboxStats // read before the subscribers left
-	allocated []int                      // buffers in use per class after everyone left
-	leftover  []shm.ParticipantInfo      // participants other than us after everyone left
+	inbox     map[*child]*transport.InboxStats // read before the subscribers left
+	allocated []int                            // buffers in use per class after everyone left
+	leftover  []transport.ParticipantInfo      // participants other than us after everyone left
 	exitErrs  []string
 
 	failures []string

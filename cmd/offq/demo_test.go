@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 // TestDemo runs offq demo as a user would, its children re-executing this test binary (see
@@ -61,11 +61,12 @@ func TestDemoInterrupted(t *testing.T) {
 		// Interrupt once the publisher has published for a while: wait for the region,
 		// then for messages in its inboxes.
 		for ctx.Err() == nil {
-			if r, err := shm.Open("interrupted", shm.Options{Dir: dir}); err == nil {
+			if r, err := transport.Open("interrupted", transport.Options{Dir: dir}); err == nil {
 				published := func() uint64 {
 					var n uint64
-					for _, st := range r.InboxStats() {
-						n = max(n, st.Pushed)
+					st, _ := r.Stats()
+					for _, in := range st.Inboxes {
+						n = max(n, in.Pushed)
 					}
 					return n
 				}
@@ -99,7 +100,7 @@ func TestDemoInterrupted(t *testing.T) {
 // TestDemoBusExists: the demo refuses a bus that exists, and leaves it alone.
 func TestDemoBusExists(t *testing.T) {
 	dir := t.TempDir()
-	r, err := shm.Create("taken", shm.Options{Dir: dir})
+	r, err := transport.Create("taken", transport.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

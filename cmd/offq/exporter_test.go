@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 // exporterClient keeps no idle connections, whose goroutines goleak would report.
@@ -147,7 +147,7 @@ func TestExporterServesBuses(t *testing.T) {
 		t.Errorf("a bus created after the exporter started is not served:\n%s", body)
 	}
 	// The bus stays open in this process; its file is gone, so nobody new can join it.
-	if err := shm.Unlink(dir, "one"); err != nil {
+	if err := transport.Unlink(dir, "one"); err != nil {
 		t.Fatal(err)
 	}
 	body = e.scrape(t)

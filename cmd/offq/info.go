@@ -14,7 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 func newInfoCmd(a *app) *cobra.Command {
@@ -37,7 +37,10 @@ valid region.`,
 				return fmt.Errorf("info: %w", err)
 			}
 			defer r.Close()
-			inf := describe(r)
+			inf, err := describe(r)
+			if err != nil {
+				return fmt.Errorf("info: %w", err)
+			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -53,10 +56,10 @@ valid region.`,
 
 // openReadOnly maps region name read-only, for tools that only look. Mapping another user's
 // region read-only is harmless, so unlike attaching it is allowed.
-func (a *app) openReadOnly(name string) (*shm.Region, error) {
-	r, err := shm.Open(name, shm.Options{Dir: a.dir, ReadOnly: true, AllowForeignOwner: true,
+func (a *app) openReadOnly(name string) (*transport.Region, error) {
+	r, err := transport.Open(name, transport.Options{Dir: a.dir, ReadOnly: true, AllowForeignOwner: true,
 		ReadyTimeout: 200 * time.Millisecond})
-	if errors.Is(err, shm.ErrNotFound) {
+	if errors.Is(err, transport.ErrNotFound) {
 		return nil, &notFoundError{name: name, dir: a.dir}
 	}
 	return r, err
@@ -67,8 +70,8 @@ type notFoundError struct{ name, dir string }
 
 func (e *notFoundError) Error() string { return fmt.Sprintf("bus %q not found in %s", e.name, e.dir) }
 
-// Unwrap returns shm.ErrNotFound.
-func (e *notFoundError) Unwrap() error { return shm.ErrNotFound }
+// Unwrap returns transport.ErrNotFound.
+func (e *notFoundError) Unwrap() error { return transport.ErrNotFound }
 
 // busInfo is what info prints; its JSON form is part of the command's interface.
 type busInfo struct {
@@ -76,7 +79,7 @@ type busInfo struct {
 	Path          string            `json:"path"`
 	Size          int               `json:"size"`
 	Created       time.Time         `json:"created"`
-	Config        shm.Config        `json:"config"`
+	Config        transport.Config  `json:"config"`
 	Live          int               `json:"live"`
 	Dead          int               `json:"dead"` // attached slots whose process is gone: awaiting reaping
 	Participants  []participantInfo `json:"participants"`
@@ -99,8 +102,11 @@ type poolInfo struct {
 	InUse    int64 `json:"in_use"`
 }
 
-func describe(r *shm.Region) busInfo {
-	st := r.Stats()
+func describe(r *transport.Region) (busInfo, error) {
+	st, err := r.Stats()
+	if err != nil {
+		return busInfo{}, err
+	}
 	inf := busInfo{Name: st.Name, Path: st.Path, Size: st.Size, Created: st.Created, Config: st.Config,
 		Participants: []participantInfo{}, Subscriptions: len(st.Inboxes), Topics: len(st.Topics)}
 	for _, p := range st.Participants {
@@ -114,7 +120,7 @@ func describe(r *shm.Region) busInfo {
 	for _, p := range st.Pools {
 		inf.Pools = append(inf.Pools, poolInfo{Size: p.Size, Capacity: p.Capacity, InUse: p.InUse})
 	}
-	return inf
+	return inf, nil
 }
 
 func (inf busInfo) print(out io.Writer) {
@@ -131,7 +137,7 @@ func (inf busInfo) print(out io.Writer) {
 	fmt.Fprintf(tw, "topics\t%d of %d in use\n", inf.Topics, c.Topics)
 	var pools []string
 	for _, p := range inf.Pools {
-		pools = append(pools, fmt.Sprintf("%s %d/%d", shm.Size(p.Size), p.InUse, p.Capacity))
+		pools = append(pools, fmt.Sprintf("%s %d/%d", transport.Size(p.Size), p.InUse, p.Capacity))
 	}
 	fmt.Fprintf(tw, "buffers in use\t%s\n", strings.Join(pools, ", "))
 	tw.Flush()

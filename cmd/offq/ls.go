@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 func newLsCmd(a *app) *cobra.Command {
@@ -28,7 +28,7 @@ With --json it prints a JSON array. Exit status 1 if the directory cannot be rea
 		Example: "  offq ls\n  offq ls --dir /dev/shm --json",
 		Args:    usageArgs(cobra.NoArgs),
 		RunE: runtimeErrors(func(cmd *cobra.Command, _ []string) error {
-			names, err := shm.List(a.dir)
+			names, err := transport.List(a.dir)
 			if err != nil {
 				return fmt.Errorf("ls: %w", err)
 			}
@@ -62,7 +62,7 @@ type lsEntry struct {
 }
 
 func (a *app) lsEntry(name string) lsEntry {
-	e := lsEntry{Name: name, Path: shm.Path(a.dir, name)}
+	e := lsEntry{Name: name, Path: transport.Path(a.dir, name)}
 	r, err := a.openReadOnly(name)
 	if err != nil {
 		e.State, e.Error = "unreadable", err.Error()
@@ -70,8 +70,13 @@ func (a *app) lsEntry(name string) lsEntry {
 	}
 	defer r.Close()
 	e.Size = r.Size()
-	e.Created = r.Stats().Created
-	for _, p := range r.Participants() {
+	st, err := r.Stats()
+	if err != nil {
+		e.State, e.Error = "unreadable", err.Error()
+		return e
+	}
+	e.Created = st.Created
+	for _, p := range st.Participants {
 		if p.Alive {
 			e.Live++
 		} else {

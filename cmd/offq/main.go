@@ -40,7 +40,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 // Exit statuses.
@@ -114,7 +114,7 @@ verifies every message and reports rates, drops and latencies:
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 	root.CompletionOptions.DisableDefaultCmd = true
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.dir, "dir", shm.DefaultDir, "directory holding bus regions")
+	pf.StringVar(&a.dir, "dir", transport.DefaultDir, "directory holding bus regions")
 	pf.StringVar(&a.busName, "bus", "default", "bus name")
 	pf.StringVar(&a.logLevel, "log-level", "warn", "log level: debug, info, warn or error (logs go to stderr)")
 	root.AddCommand(newDemoCmd(a), newDemoPeerCmd(a))
@@ -135,7 +135,7 @@ func (a *app) setup(cmd *cobra.Command, _ []string) error {
 	if a.dir == "" {
 		return usageError(errors.New("--dir: empty directory"))
 	}
-	if err := shm.ValidateName(a.busName); err != nil {
+	if err := transport.ValidateName(a.busName); err != nil {
 		return usageError(fmt.Errorf("--bus: %w", err))
 	}
 	enc := zap.NewDevelopmentEncoderConfig()

@@ -142,8 +142,7 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 			return fmt.Errorf("pub: %w", err)
 		}
 	}
-	cls := b.Region().Config().Classes
-	largest := int(cls[len(cls)-1].Size)
+	largest := b.MaxMessageSize()
 
 	next, closeSrc, err := pubSource(cmd, o, largest)
 	if err != nil {
@@ -301,11 +300,9 @@ func publishRetry(ctx context.Context, p *bus.Publisher, msg []byte, timeout tim
 func waitSubscribers(ctx context.Context, b *bus.Bus, topic string, n int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for pause := 100 * time.Microsecond; ; pause = min(2*pause, 20*time.Millisecond) {
-		got := 0
-		for _, s := range b.Region().Subscriptions(nil) {
-			if topics.ValidatePattern(s.Pattern) == nil && topics.Match(s.Pattern, topic) {
-				got++
-			}
+		got, err := b.Subscribers(topic)
+		if err != nil {
+			return err
 		}
 		if got >= n {
 			return nil

@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 func newReapCmd(a *app) *cobra.Command {
@@ -34,7 +34,7 @@ command is for buses nobody is attached to, and for operators who want to see it
   offq reap --bus plant --json`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: runtimeErrors(func(cmd *cobra.Command, _ []string) error {
-			r, err := shm.Open(a.busName, shm.Options{Dir: a.dir})
+			r, err := transport.Open(a.busName, transport.Options{Dir: a.dir})
 			if err != nil {
 				return err
 			}

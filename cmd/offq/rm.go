@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 func newRmCmd(a *app) *cobra.Command {
@@ -32,11 +32,11 @@ rm refuses a bus that live processes are attached to, and a file that is not an 
 				args = []string{a.busName}
 			}
 			for _, n := range args {
-				if err := shm.ValidateName(n); err != nil {
+				if err := transport.ValidateName(n); err != nil {
 					return usageError(err)
 				}
 			}
-			regions, err := shm.List(a.dir)
+			regions, err := transport.List(a.dir)
 			if err != nil {
 				return fmt.Errorf("rm: %w", err)
 			}
@@ -46,7 +46,7 @@ rm refuses a bus that live processes are attached to, and a file that is not an 
 					errs = append(errs, fmt.Errorf("rm: %w", err))
 					continue
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", shm.Path(a.dir, n))
+				fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", transport.Path(a.dir, n))
 			}
 			return errors.Join(errs...)
 		}),
@@ -59,18 +59,23 @@ rm refuses a bus that live processes are attached to, and a file that is not an 
 func (a *app) remove(name string, isRegion, force bool) error {
 	r, err := a.openReadOnly(name)
 	switch {
-	case errors.Is(err, shm.ErrNotFound):
+	case errors.Is(err, transport.ErrNotFound):
 		if force {
 			return nil
 		}
 		return err
 	case err != nil && !isRegion:
-		return fmt.Errorf("%s is not an offq region; not removing it: %w", shm.Path(a.dir, name), err)
+		return fmt.Errorf("%s is not an offq region; not removing it: %w", transport.Path(a.dir, name), err)
 	case err != nil && !force:
 		return fmt.Errorf("bus %q: %w (pass --force to remove it anyway)", name, err)
 	case err == nil:
 		var live []string
-		for _, p := range r.Participants() {
+		st, serr := r.Stats()
+		if serr != nil && !force {
+			r.Close()
+			return fmt.Errorf("bus %q: %w (pass --force to remove it anyway)", name, serr)
+		}
+		for _, p := range st.Participants {
 			if p.Alive {
 				live = append(live, fmt.Sprintf("pid %d (%s)", p.PID, p.Name))
 			}
@@ -80,8 +85,8 @@ func (a *app) remove(name string, isRegion, force bool) error {
 			return fmt.Errorf("bus %q is in use by %s; stop them first, or pass --force", name, strings.Join(live, ", "))
 		}
 	}
-	if err := shm.Unlink(a.dir, name); err != nil {
-		if force && errors.Is(err, shm.ErrNotFound) {
+	if err := transport.Unlink(a.dir, name); err != nil {
+		if force && errors.Is(err, transport.ErrNotFound) {
 			return nil
 		}
 		return err

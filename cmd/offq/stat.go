@@ -19,8 +19,8 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
-	"github.com/offq/offq/internal/shm"
 	"github.com/offq/offq/topics"
+	"github.com/offq/offq/transport"
 )
 
 func newStatCmd(a *app) *cobra.Command {
@@ -100,16 +100,16 @@ type statTopic struct {
 }
 
 type statInbox struct {
-	id         shm.InboxID // index and generation: a new subscription in the slot has another
-	Inbox      int         `json:"inbox"`
-	Subscriber string      `json:"subscriber"`
-	Pattern    string      `json:"pattern"`
-	Policy     string      `json:"policy"`
-	Depth      int         `json:"depth"`
-	Capacity   int         `json:"capacity"`
-	Delivered  uint64      `json:"delivered"`
-	Received   uint64      `json:"received"`
-	Dropped    statDrops   `json:"dropped"`
+	id         transport.InboxID // index and generation: a new subscription in the slot has another
+	Inbox      int               `json:"inbox"`
+	Subscriber string            `json:"subscriber"`
+	Pattern    string            `json:"pattern"`
+	Policy     string            `json:"policy"`
+	Depth      int               `json:"depth"`
+	Capacity   int               `json:"capacity"`
+	Delivered  uint64            `json:"delivered"`
+	Received   uint64            `json:"received"`
+	Dropped    statDrops         `json:"dropped"`
 }
 
 type statDrops struct {
@@ -139,32 +139,40 @@ func (a *app) readStats(cmd *cobra.Command, what string) (*statReport, error) {
 		names = []string{a.busName}
 	} else {
 		var err error
-		if names, err = shm.List(a.dir); err != nil {
+		if names, err = transport.List(a.dir); err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 	}
 	rep := &statReport{Dir: a.dir, Time: time.Now(), Buses: []statBus{}}
 	for _, name := range names {
-		r, err := shm.Open(name, shm.Options{Dir: a.dir, ReadOnly: true})
+		r, err := transport.Open(name, transport.Options{Dir: a.dir, ReadOnly: true})
 		switch {
 		case err == nil:
-		case named && errors.Is(err, shm.ErrNotFound):
+		case named && errors.Is(err, transport.ErrNotFound):
 			return nil, fmt.Errorf("%s: no bus %q in %s", what, name, a.dir)
 		case named:
 			return nil, fmt.Errorf("%s: %w", what, err)
-		case errors.Is(err, shm.ErrNotFound):
+		case errors.Is(err, transport.ErrNotFound):
 			continue
 		default:
 			a.log.Warn(what+": skipping a region that cannot be opened", zap.String("bus", name), zap.Error(err))
 			continue
 		}
-		rep.Buses = append(rep.Buses, newStatBus(r.Stats()))
+		st, err := r.Stats()
 		r.Close()
+		switch {
+		case err == nil:
+			rep.Buses = append(rep.Buses, newStatBus(st))
+		case named:
+			return nil, fmt.Errorf("%s: %w", what, err)
+		default:
+			a.log.Warn(what+": skipping a region that cannot be read", zap.String("bus", name), zap.Error(err))
+		}
 	}
 	return rep, nil
 }
 
-func newStatBus(s shm.Stats) statBus {
+func newStatBus(s transport.Stats) statBus {
 	b := statBus{Name: s.Name, Path: s.Path, SizeBytes: s.Size, Created: s.Created, Reclaims: s.Reclaims,
 		CorruptWords: s.Corrupt, Swept: s.Swept, SweepOff: s.SweepOff, Participants: []statParticipant{}, Topics: []statTopic{}, Inboxes: []statInbox{}, Pools: []statPool{}}
 	for _, p := range s.Participants {
@@ -244,7 +252,7 @@ func statRatesBetween(prev, cur *statReport) *statRates {
 				set(r.topicBytes, k, t.Bytes, o.Bytes)
 			}
 		}
-		pi := map[shm.InboxID]statInbox{}
+		pi := map[transport.InboxID]statInbox{}
 		for _, in := range p.Inboxes {
 			pi[in.id] = in
 		}
@@ -347,7 +355,7 @@ func (b *statBus) print(w io.Writer, r *statRates) {
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "POOL\tSIZE\tBUFFERS\tIN USE\tLOW WATER\tALLOC FAILURES")
 	for _, p := range b.Pools {
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\n", p.Class, shm.Size(p.Size), p.Buffers, p.InUse, p.LowWater, p.AllocFailures)
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\n", p.Class, transport.Size(p.Size), p.Buffers, p.InUse, p.LowWater, p.AllocFailures)
 	}
 	tw.Flush()
 }

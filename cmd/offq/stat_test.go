@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/offq/offq/bus"
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 // statBusFixture opens bus name in dir, owned by a participant called "tester", and leaves it
@@ -21,8 +21,8 @@ func statBusFixture(t *testing.T, dir, name string) *bus.Bus {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cfg := shm.Config{
-		Classes: []shm.Class{{Size: 256, Count: 8}},
+	cfg := transport.Config{
+		Classes: []transport.Class{{Size: 256, Count: 8}},
 		Inboxes: 4, InboxCapacity: 8, Topics: 4, Participants: 4, Held: 8,
 	}
 	b, err := bus.Open(name, bus.WithDir(dir), bus.WithConfig(cfg), bus.WithName("tester"))

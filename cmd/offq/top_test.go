@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/transport"
 )
 
 func TestTopIterations(t *testing.T) {
@@ -86,7 +86,7 @@ func TestTopInterrupted(t *testing.T) {
 func TestTopRates(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	created := time.Unix(1, 0)
-	in := func(id shm.InboxID, delivered, received, oldest uint64) statInbox {
+	in := func(id transport.InboxID, delivered, received, oldest uint64) statInbox {
 		return statInbox{id: id, Inbox: id.Index(), Delivered: delivered, Received: received, Dropped: statDrops{Oldest: oldest}}
 	}
 	prev := &statReport{Time: t0, Buses: []statBus{

@@ -125,3 +125,10 @@ func List(dir string) ([]string, error) {
 	sort.Strings(out)
 	return out, nil
 }
+
+// Snapshot is Stats under the fault guard: a region whose file was truncated gives an error
+// wrapping ErrCorrupt, not SIGBUS.
+func (r *Region) Snapshot() (s Stats, err error) {
+	defer unguard(guard(), &err)
+	return r.Stats(), nil
+}

@@ -1,0 +1,58 @@
+package shm
+
+// Guarded reads for the layers above: each is one whole question about the region, answered
+// under the fault guard, so a region whose file was truncated gives an error wrapping
+// ErrCorrupt instead of SIGBUS.
+
+// SubscriptionList returns every open inbox's name and pattern.
+func (r *Region) SubscriptionList() (_ []Subscription, err error) {
+	defer unguard(guard(), &err)
+	return r.Subscriptions(nil), nil
+}
+
+// InboxStatsOf returns the counters of inbox id (zero InboxStats and no error if it is not
+// open any more).
+func (r *Region) InboxStatsOf(id InboxID) (_ InboxStats, err error) {
+	defer unguard(guard(), &err)
+	for _, st := range r.InboxStats() {
+		if st.ID == id {
+			return st, nil
+		}
+	}
+	return InboxStats{}, nil
+}
+
+// TopicName returns the name of topic i ("" if there is none).
+func (r *Region) TopicName(i int) (_ string, err error) {
+	defer unguard(guard(), &err)
+	t, err := r.Topic(i)
+	if err != nil {
+		return "", nil
+	}
+	return t.Name(), nil
+}
+
+// TopicCodec returns the codec name and fingerprint recorded on topic i ("" and 0 if none).
+func (r *Region) TopicCodec(i int) (codec string, fp uint64, err error) {
+	defer unguard(guard(), &err)
+	t, err := r.Topic(i)
+	if err != nil {
+		return "", 0, nil
+	}
+	fp, codec = t.Fingerprint()
+	return codec, fp, nil
+}
+
+// RecordBridge marks p as a NATS bridge and records its counters in its slot.
+func (p *Participant) RecordBridge(s BridgeStats) (err error) {
+	defer unguard(guard(), &err)
+	p.SetBridgeStats(s)
+	return nil
+}
+
+// Allocated walks every slot and counts those with references, per class: exact, unlike the
+// pools' counters, but it reads every slot header (for tools and tests, not the data path).
+func (r *Region) Allocated() (_ []int, err error) {
+	defer unguard(guard(), &err)
+	return r.CountAllocated(), nil
+}
