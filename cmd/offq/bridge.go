@@ -7,11 +7,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/offq/offq/bridge"
@@ -137,7 +136,7 @@ func (a *app) runBridge(cmd *cobra.Command, o *bridgeOptions, nopts []nats.Optio
 	fmt.Fprintf(a.stderr, "offq bridge: bridging bus %s and %s as %s (export %q, import %q)\n",
 		a.busName, br.Conn().ConnectedUrlRedacted(), br.ID(), o.exports, o.imports)
 	if o.listen != "" {
-		stop, addr, err := serveBridgeMetrics(o.listen, b)
+		stop, addr, err := serveBridgeMetrics(a, o.listen, b)
 		if err != nil {
 			return err
 		}
@@ -167,19 +166,15 @@ func printBridgeStats(a *app, s bridge.Stats) {
 
 // serveBridgeMetrics serves, at addr, the bridge's counters beside its bus's metrics: one scrape
 // target per bridge process, with the same names offq exporter uses for the bus.
-func serveBridgeMetrics(addr string, b *bus.Bus) (stop func(), bound string, err error) {
-	reg := prometheus.NewRegistry()
-	c, err := metrics.Register(reg, b)
-	if err != nil {
-		return nil, "", err
-	}
+func serveBridgeMetrics(a *app, addr string, b *bus.Bus) (stop func(), bound string, err error) {
+	c := metrics.NewCollector(metrics.Options{Dir: filepath.Dir(b.Path()), Bus: b.Name(), AllowForeignOwner: true})
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		c.Close()
 		return nil, "", fmt.Errorf("bridge: --listen: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.Handle("/metrics", metrics.Handler(c, a.log))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	return func() {
