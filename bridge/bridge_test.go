@@ -149,7 +149,7 @@ func TestTypedAcrossHosts(t *testing.T) {
 	ctx := ctxT(t)
 
 	c := codec.NewStruct[order]()
-	subB, err := bus.Subscribe(busB, "orders.>", c)
+	subB, err := bus.NewTypedSubscription(busB, "orders.>", c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,11 +160,11 @@ func TestTypedAcrossHosts(t *testing.T) {
 	}
 	defer allA.Close()
 
-	pubA, err := bus.NewPublisher(busA, "orders.new", c)
+	pubA, err := bus.NewTypedPublisher(busA, "orders.new", c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	probeA, err := bus.NewPublisher(busA, "orders.probe", c)
+	probeA, err := bus.NewTypedPublisher(busA, "orders.probe", c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,13 +209,13 @@ func TestTypedAcrossHosts(t *testing.T) {
 	}
 
 	// The topic on B carries A's type: a typed publisher of another type is refused there.
-	if _, err := bus.NewPublisher(busB, "orders.new", codec.NewMsgpack[string]()); !errors.Is(err, bus.ErrTypeMismatch) {
+	if _, err := bus.NewTypedPublisher(busB, "orders.new", codec.NewMsgpack[string]()); !errors.Is(err, bus.ErrTypeMismatch) {
 		t.Fatalf("publisher of another type on B: %v, want ErrTypeMismatch", err)
 	}
 
 	// A fence from B: B exports it after everything it imported, on one connection, so any
 	// echo of A's messages would reach A before it.
-	pubB, err := bus.NewPublisher(busB, "orders.fence", c)
+	pubB, err := bus.NewTypedPublisher(busB, "orders.fence", c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,12 +356,12 @@ func TestTypeMismatchRefused(t *testing.T) {
 	brB := newBridge(t, busB, clientURL(s), WithImport("prices.>"))
 	ctx := ctxT(t)
 
-	other, err := bus.NewPublisher(busB, "prices.eur", codec.NewMsgpack[string]())
+	other, err := bus.NewTypedPublisher(busB, "prices.eur", codec.NewMsgpack[string]())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	pub, err := bus.NewPublisher(busA, "prices.eur", codec.NewStruct[order]())
+	pub, err := bus.NewTypedPublisher(busA, "prices.eur", codec.NewStruct[order]())
 	if err != nil {
 		t.Fatal(err)
 	}

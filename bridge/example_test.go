@@ -51,8 +51,8 @@ func Example() {
 	defer brB.Close()
 
 	c := codec.NewStruct[reading]()
-	sub, _ := bus.Subscribe(busB, "sensors.>", c)
-	pub, _ := bus.NewPublisher(busA, "sensors.boiler", c)
+	sub, _ := bus.NewTypedSubscription(busB, "sensors.>", c)
+	pub, _ := bus.NewTypedPublisher(busA, "sensors.boiler", c)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	pub.Publish(ctx, &reading{Sensor: 7, Celsius: 81.5})

@@ -155,8 +155,15 @@ func TestHandleAndClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := make(chan string, 10)
-	if _, err := b.Handle("a.>", func(m Message) { got <- string(m.Data()) }); err != nil {
+	hs, err := b.Subscribe("a.>")
+	if err != nil {
 		t.Fatal(err)
+	}
+	if err := hs.Handle(func(m Message) { got <- string(m.Data()) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := hs.Handle(func(Message) {}); err == nil {
+		t.Fatal("a second Handle on one subscription succeeded")
 	}
 	pub, _ := b.Publisher("a.b.c")
 	pub.Publish(context.Background(), []byte("hi"))

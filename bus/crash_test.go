@@ -72,11 +72,11 @@ func TestKilledSubscriberIsReclaimed(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond) // polling the reaper's effect, bounded by ctx
 	}
-	if pub.Subscribers() != 0 {
+	if pub.FanOut() != 0 {
 		// The publisher's target list refreshes on its next send.
 		pub.Publish(ctx, []byte("x"))
-		if pub.Subscribers() != 0 {
-			t.Fatalf("publisher still delivers to %d subscribers", pub.Subscribers())
+		if pub.FanOut() != 0 {
+			t.Fatalf("publisher still delivers to %d subscribers", pub.FanOut())
 		}
 	}
 }

@@ -18,24 +18,27 @@
 //	use(m.Data())                   // the publisher's bytes, not a copy
 //	m.Release()
 //
+// A subscription, typed or not, is consumed in one of three forms: Receive (pull one message),
+// Messages (a range-over-func iterator) or Handle (a callback on a goroutine of its own).
+//
 // Topics are NATS-style names ("a.b.c"); patterns may use '*' for one token and '>' for the
 // remaining tokens (package topics).
 //
 // # Typed messages
 //
-// NewPublisher and Subscribe (the functions, not the methods) carry Go values through a codec
+// NewTypedPublisher and NewTypedSubscription carry Go values through a codec
 // from package codec: Raw (bytes), Msgpack (encoded straight into the loaned buffer, decoded in
 // place) or Struct (a pointer-free struct used in place: the publisher fills the *T returned
 // by TypedPublisher.Loan, subscribers read a *T view of the same memory; nothing is encoded).
 // The first typed publisher or subscription of a topic records the codec and a fingerprint of
 // the type in the bus; a different type on that topic, in any process, gets ErrTypeMismatch.
 //
-//	pub, err := bus.NewPublisher(b, "sensors.line1", codec.NewStruct[Reading]())
+//	pub, err := bus.NewTypedPublisher(b, "sensors.line1", codec.NewStruct[Reading]())
 //	l, err := pub.Loan()
 //	l.Value().Temp = 21.5
 //	err = pub.Send(ctx, l)
 //
-//	sub, err := bus.Subscribe(b, "sensors.*", codec.NewStruct[Reading]())
+//	sub, err := bus.NewTypedSubscription(b, "sensors.*", codec.NewStruct[Reading]())
 //	m, err := sub.Receive(ctx)
 //	r, err := m.View() // *Reading in shared memory, valid until m.Release()
 //
@@ -55,6 +58,15 @@
 // Bus.Close releases everything the process holds and removes its subscriptions. If messages
 // were still held it keeps the region mapped, so a late read sees stale bytes instead of
 // faulting.
+//
+// # Faults
+//
+// The region is a file that a faulty or hostile process could truncate. Every operation of
+// this package that reads or writes it (Loan, Send, Publish, Receive, Release, Decode, Read,
+// the statistics) turns the resulting memory fault into an error wrapping ErrCorrupt instead
+// of letting SIGBUS kill the process. Data and View return slices and pointers into the
+// region; reading them is the caller's code and is not guarded, like any mmap'd byte slice:
+// a program that must survive a truncated region reads through Message.Read.
 //
 // # Concurrency
 //

@@ -141,7 +141,7 @@ const (
 	Sleep = shm.Sleep
 )
 
-// SubscribeOption configures Subscribe and Handle.
+// SubscribeOption configures Subscribe and NewTypedSubscription.
 type SubscribeOption interface{ applySub(*subOptions) error }
 
 type subOptionFunc func(*subOptions) error
@@ -155,6 +155,12 @@ type subOptions struct {
 	spin       time.Duration
 	blockLimit time.Duration
 	history    bool
+}
+
+// defaultSubOptions are a subscription's defaults: a queue of the region's inbox_capacity
+// (depth 0), DropOldest, SpinThenSleep for DefaultSpin, no block limit, the history handed over.
+func defaultSubOptions() subOptions {
+	return subOptions{overflow: DropOldest, wait: SpinThenSleep, history: true}
 }
 
 func (o *subOptions) validate(maxDepth int) error {
@@ -219,6 +225,9 @@ func (f pubOptionFunc) applyPub(o *pubOptions) error { return f(o) }
 type pubOptions struct {
 	history int
 }
+
+// defaultPubOptions are a publisher's defaults: a topic it creates keeps no history.
+func defaultPubOptions() pubOptions { return pubOptions{history: 0} }
 
 // WithHistory makes the topic keep its last k messages for subscribers that join later
 // (default 0). It takes effect when the topic is first used on the bus; k may not exceed the

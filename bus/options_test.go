@@ -231,12 +231,16 @@ func TestDrainHandler(t *testing.T) {
 	release := make(chan struct{})
 	var got []string
 	var mu sync.Mutex
-	_, err = b.Handle("d", func(m Message) {
+	hs, err := b.Subscribe("d", WithOverflow(Block))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = hs.Handle(func(m Message) {
 		<-release
 		mu.Lock()
 		got = append(got, string(m.Data()))
 		mu.Unlock()
-	}, WithOverflow(Block))
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

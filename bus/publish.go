@@ -31,7 +31,7 @@ func (b *Bus) Publisher(topic string, opts ...PublisherOption) (*Publisher, erro
 	if b.closed.Load() {
 		return nil, ErrClosed
 	}
-	var o pubOptions
+	o := defaultPubOptions()
 	for _, opt := range opts {
 		if err := opt.applyPub(&o); err != nil {
 			return nil, fmt.Errorf("bus: publisher %q: %w", topic, err)
@@ -214,8 +214,9 @@ func (p *Publisher) refresh(gen uint64) {
 	p.gen = gen
 }
 
-// Subscribers returns how many subscriptions the publisher delivered to at its last Send.
-func (p *Publisher) Subscribers() int {
+// FanOut returns how many subscriptions the publisher's last Send delivered to (the
+// subscriptions whose pattern matched its topic then).
+func (p *Publisher) FanOut() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.targets)

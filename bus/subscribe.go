@@ -27,12 +27,12 @@ type Subscription struct {
 	closed   atomic.Bool
 	gate     gate
 	draining atomic.Bool
-	cancel   context.CancelFunc // handler goroutine, if any
-	done     chan struct{}      // closed when the handler goroutine has returned
 
 	// History handed over at Subscribe, served before the queue, and the (topic, seq) pairs it
 	// holds, so that a message both remembered and delivered live is received once.
 	mu      sync.Mutex
+	cancel  context.CancelFunc // stops the handler goroutine (Handle), if any
+	done    chan struct{}      // closed when the handler goroutine has returned
 	pending []shm.Held
 	dedup   map[topicSeq]struct{}
 	dedupOn atomic.Bool
@@ -51,7 +51,7 @@ func (b *Bus) Subscribe(pattern string, opts ...SubscribeOption) (*Subscription,
 	if b.closed.Load() {
 		return nil, ErrClosed
 	}
-	o := subOptions{history: true}
+	o := defaultSubOptions()
 	for _, opt := range opts {
 		if err := opt.applySub(&o); err != nil {
 			return nil, fmt.Errorf("bus: subscribe %q: %w", pattern, err)
@@ -223,31 +223,47 @@ func (s *Subscription) Messages(ctx context.Context) iter.Seq2[Message, error] {
 	}
 }
 
-// Handle subscribes to pattern and calls fn for each message from a goroutine of its own, one
-// message at a time. The message is released when fn returns (call Clone to keep its bytes).
-// Close the subscription (or the Bus) to stop; do not close the Bus from inside fn.
-func (b *Bus) Handle(pattern string, fn func(Message), opts ...SubscribeOption) (*Subscription, error) {
-	s, err := b.Subscribe(pattern, opts...)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	s.done = make(chan struct{})
-	go func() {
-		defer close(s.done)
+// Handle calls fn for each message from a goroutine of its own, one message at a time: the
+// callback form of Receive and Messages. The message is released when fn returns (call Clone
+// to keep its bytes). Close or Drain the subscription (or Close the Bus) to stop; do not close
+// them from inside fn. Handle may be called once per subscription; Receive and Messages may
+// still be used beside it (each message goes to one of them).
+func (s *Subscription) Handle(fn func(Message)) error {
+	return s.startHandler(func(ctx context.Context) {
 		for m, err := range s.Messages(ctx) {
 			if err != nil {
 				if ctx.Err() == nil {
-					b.log.Error("handler stopped", zap.String("pattern", pattern), zap.Error(err))
+					s.b.log.Error("handler stopped", zap.String("pattern", s.pattern), zap.Error(err))
 				}
 				return
 			}
 			fn(m)
 		}
-	}()
-	return s, nil
+	})
 }
+
+// startHandler runs run on a goroutine of its own until the subscription closes.
+func (s *Subscription) startHandler(run func(ctx context.Context)) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done != nil {
+		return &Error{Op: "handle", Name: s.pattern, Err: errHandlerRunning}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	done := make(chan struct{})
+	s.done = done
+	go func() {
+		defer close(done)
+		run(ctx)
+	}()
+	return nil
+}
+
+var errHandlerRunning = errors.New("a handler already runs on this subscription")
 
 // Len returns how many messages are queued for the subscription.
 func (s *Subscription) Len() int { return s.in.Len() }
@@ -259,10 +275,10 @@ func (s *Subscription) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	s.mu.Lock()
 	if s.cancel != nil {
 		s.cancel()
 	}
-	s.mu.Lock()
 	pend := s.pending
 	s.pending = nil
 	s.dedup = nil
@@ -280,9 +296,16 @@ func (s *Subscription) Close() error {
 
 // wait blocks until the subscription's handler goroutine, if any, has returned.
 func (s *Subscription) wait() {
-	if s.done != nil {
-		<-s.done
+	if done := s.handler(); done != nil {
+		<-done
 	}
+}
+
+// handler returns the channel closed when the handler goroutine returns (nil: no handler).
+func (s *Subscription) handler() chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.done
 }
 
 // Drain lets the subscription deliver what is queued, then closes it. With a handler (Handle)
@@ -293,7 +316,7 @@ func (s *Subscription) Drain(ctx context.Context) error {
 		return ErrClosed
 	}
 	s.draining.Store(true)
-	if s.done == nil {
+	if s.handler() == nil {
 		return s.drainPull(ctx)
 	}
 	// Wait for the handler to empty the queue, then stop it.

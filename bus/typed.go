@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"sync/atomic"
 
+	"go.uber.org/zap"
+
 	"github.com/offq/offq/codec"
 	"github.com/offq/offq/internal/shm"
 	"github.com/offq/offq/topics"
@@ -31,14 +33,14 @@ type TypedPublisher[T any] struct {
 	hint    atomic.Int64     // encoded size of the last message, where the codec cannot tell it
 }
 
-// NewPublisher returns a publisher of T values on topic, encoded by c: codec.Raw{},
+// NewTypedPublisher returns a publisher of T values on topic, encoded by c: codec.Raw{},
 // codec.NewMsgpack[T]() or codec.NewStruct[T](). The topic records c's name and T's
 // fingerprint when it is first used by a typed publisher or subscriber, in any process; if it
-// carries another type or codec already, NewPublisher fails with an error wrapping
+// carries another type or codec already, NewTypedPublisher fails with an error wrapping
 // ErrTypeMismatch. A type the codec cannot carry (codec.Struct and a type holding a pointer)
 // fails with the codec's *codec.TypeError naming the offending field, and a codec.Struct type
 // larger than the region's largest size class with ErrTooLarge.
-func NewPublisher[T any](b *Bus, topic string, c codec.Codec[T], opts ...PublisherOption) (*TypedPublisher[T], error) {
+func NewTypedPublisher[T any](b *Bus, topic string, c codec.Codec[T], opts ...PublisherOption) (*TypedPublisher[T], error) {
 	if err := checkCodecName(c); err != nil {
 		return nil, fmt.Errorf("bus: publisher %q: %w", topic, err)
 	}
@@ -99,8 +101,8 @@ func claimTopic(t shm.Topic, fp uint64, codecName string, typ reflect.Type) erro
 // Topic returns the publisher's topic.
 func (p *TypedPublisher[T]) Topic() string { return p.p.Topic() }
 
-// Subscribers returns how many subscriptions the publisher delivered to at its last Send.
-func (p *TypedPublisher[T]) Subscribers() int { return p.p.Subscribers() }
+// FanOut returns how many subscriptions the publisher's last Send delivered to.
+func (p *TypedPublisher[T]) FanOut() int { return p.p.FanOut() }
 
 // Close closes the publisher. Close is idempotent.
 func (p *TypedPublisher[T]) Close() error { return p.p.Close() }
@@ -216,13 +218,14 @@ const (
 	topicMismatch
 )
 
-// Subscribe subscribes to pattern (see Bus.Subscribe) for values of type T encoded by c.
-// Every matching topic that exists and has a type recorded must carry c and T, or Subscribe
-// fails with an error wrapping ErrTypeMismatch; an existing topic named exactly by pattern
+// NewTypedSubscription subscribes to pattern (see Bus.Subscribe) for values of type T encoded
+// by c.
+// Every matching topic that exists and has a type recorded must carry c and T, or
+// NewTypedSubscription fails with an error wrapping ErrTypeMismatch; an existing topic named exactly by pattern
 // with no type recorded gets c's and T's. A topic the subscription meets later is checked,
 // and claimed if it has no type, at its first message (see TypedSubscription.Receive). A type
 // the codec cannot carry fails with the codec's *codec.TypeError.
-func Subscribe[T any](b *Bus, pattern string, c codec.Codec[T], opts ...SubscribeOption) (*TypedSubscription[T], error) {
+func NewTypedSubscription[T any](b *Bus, pattern string, c codec.Codec[T], opts ...SubscribeOption) (*TypedSubscription[T], error) {
 	if err := checkCodecName(c); err != nil {
 		return nil, fmt.Errorf("bus: subscribe %q: %w", pattern, err)
 	}
@@ -270,6 +273,27 @@ func (s *TypedSubscription[T]) Pattern() string { return s.s.Pattern() }
 
 // Len returns how many messages are queued for the subscription.
 func (s *TypedSubscription[T]) Len() int { return s.s.Len() }
+
+// Handle calls fn for each message from a goroutine of its own, one message at a time (see
+// Subscription.Handle); the message is released when fn returns. A message of a topic that
+// carries another type is released without calling fn and logged.
+func (s *TypedSubscription[T]) Handle(fn func(TypedMessage[T])) error {
+	return s.s.startHandler(func(ctx context.Context) {
+		for m, err := range s.Messages(ctx) {
+			if errors.Is(err, ErrTypeMismatch) {
+				s.s.b.log.Warn("message of another type skipped", zap.String("pattern", s.s.pattern), zap.Error(err))
+				continue
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					s.s.b.log.Error("handler stopped", zap.String("pattern", s.s.pattern), zap.Error(err))
+				}
+				return
+			}
+			fn(m)
+		}
+	})
+}
 
 // Stats returns the subscription's counters (see Subscription.Stats).
 func (s *TypedSubscription[T]) Stats() (SubscriptionStats, error) { return s.s.Stats() }

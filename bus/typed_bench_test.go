@@ -59,8 +59,8 @@ func benchTyped[T any](b *testing.B, shape string, v *T, seq func(*T) uint64) {
 	ctx := context.Background()
 	run("struct-loan+view", func(b *testing.B, bs *Bus) {
 		c := codec.NewStruct[T]()
-		sub, _ := Subscribe(bs, "b", c, WithQueueDepth(64))
-		pub, _ := NewPublisher(bs, "b", c)
+		sub, _ := NewTypedSubscription(bs, "b", c, WithQueueDepth(64))
+		pub, _ := NewTypedPublisher(bs, "b", c)
 		for range b.N {
 			l, err := pub.Loan()
 			if err != nil {
@@ -78,8 +78,8 @@ func benchTyped[T any](b *testing.B, shape string, v *T, seq func(*T) uint64) {
 	})
 	run("struct-publish+decode", func(b *testing.B, bs *Bus) {
 		c := codec.NewStruct[T]()
-		sub, _ := Subscribe(bs, "b", c, WithQueueDepth(64))
-		pub, _ := NewPublisher(bs, "b", c)
+		sub, _ := NewTypedSubscription(bs, "b", c, WithQueueDepth(64))
+		pub, _ := NewTypedPublisher(bs, "b", c)
 		out := new(T)
 		for range b.N {
 			if err := pub.Publish(ctx, v); err != nil {
@@ -94,8 +94,8 @@ func benchTyped[T any](b *testing.B, shape string, v *T, seq func(*T) uint64) {
 	})
 	run("msgpack", func(b *testing.B, bs *Bus) {
 		c := codec.NewMsgpack[T]()
-		sub, _ := Subscribe(bs, "b", c, WithQueueDepth(64))
-		pub, _ := NewPublisher(bs, "b", c)
+		sub, _ := NewTypedSubscription(bs, "b", c, WithQueueDepth(64))
+		pub, _ := NewTypedPublisher(bs, "b", c)
 		out := new(T)
 		for range b.N {
 			if err := pub.Publish(ctx, v); err != nil {
@@ -110,7 +110,7 @@ func benchTyped[T any](b *testing.B, shape string, v *T, seq func(*T) uint64) {
 	})
 	run("msgpack-heap+copy", func(b *testing.B, bs *Bus) {
 		c := codec.NewMsgpack[T]()
-		sub, _ := Subscribe(bs, "b", c, WithQueueDepth(64))
+		sub, _ := NewTypedSubscription(bs, "b", c, WithQueueDepth(64))
 		pub, _ := bs.Publisher("b")
 		heap := make([]byte, 1<<20)
 		out := new(T)

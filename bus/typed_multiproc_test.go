@@ -38,7 +38,7 @@ func roleTypedPublisher(c *peer.Child) error {
 	switch os.Getenv("OFFQ_CODEC") {
 	case "struct":
 		var p *TypedPublisher[reading]
-		if p, perr = NewPublisher(b, topic, codec.NewStruct[reading]()); perr == nil {
+		if p, perr = NewTypedPublisher(b, topic, codec.NewStruct[reading]()); perr == nil {
 			publish = func(seq uint64) error {
 				if seq%2 == 0 {
 					r := makeReading(seq)
@@ -54,17 +54,17 @@ func roleTypedPublisher(c *peer.Child) error {
 		}
 	case "other":
 		var p *TypedPublisher[otherReading]
-		if p, perr = NewPublisher(b, topic, codec.NewStruct[otherReading]()); perr == nil {
+		if p, perr = NewTypedPublisher(b, topic, codec.NewStruct[otherReading]()); perr == nil {
 			publish = func(seq uint64) error { return p.Publish(c.Context(), &otherReading{Seq: seq}) }
 		}
 	case "msgpack":
 		var p *TypedPublisher[event]
-		if p, perr = NewPublisher(b, topic, codec.NewMsgpack[event]()); perr == nil {
+		if p, perr = NewTypedPublisher(b, topic, codec.NewMsgpack[event]()); perr == nil {
 			publish = func(seq uint64) error { e := makeEvent(seq); return p.Publish(c.Context(), &e) }
 		}
 	case "raw":
 		var p *TypedPublisher[[]byte]
-		if p, perr = NewPublisher(b, topic, codec.Raw{}); perr == nil {
+		if p, perr = NewTypedPublisher(b, topic, codec.Raw{}); perr == nil {
 			publish = func(seq uint64) error {
 				data := make([]byte, 20+int(seq%300))
 				fillPayload(data, 1, seq)
@@ -120,7 +120,7 @@ func roleTypedSubscriber(c *peer.Child) error {
 	switch os.Getenv("OFFQ_CODEC") {
 	case "struct":
 		var s *TypedSubscription[reading]
-		if s, serr = Subscribe(b, pattern, codec.NewStruct[reading](), opts...); serr == nil {
+		if s, serr = NewTypedSubscription(b, pattern, codec.NewStruct[reading](), opts...); serr == nil {
 			loop = func() {
 				for m, err := range s.Messages(c.Context()) {
 					if err != nil {
@@ -140,7 +140,7 @@ func roleTypedSubscriber(c *peer.Child) error {
 		}
 	case "msgpack":
 		var s *TypedSubscription[event]
-		if s, serr = Subscribe(b, pattern, codec.NewMsgpack[event](), opts...); serr == nil {
+		if s, serr = NewTypedSubscription(b, pattern, codec.NewMsgpack[event](), opts...); serr == nil {
 			loop = func() {
 				var e event
 				for m, err := range s.Messages(c.Context()) {
@@ -160,7 +160,7 @@ func roleTypedSubscriber(c *peer.Child) error {
 		}
 	case "raw":
 		var s *TypedSubscription[[]byte]
-		if s, serr = Subscribe(b, pattern, codec.Raw{}, opts...); serr == nil {
+		if s, serr = NewTypedSubscription(b, pattern, codec.Raw{}, opts...); serr == nil {
 			loop = func() {
 				var data []byte
 				for m, err := range s.Messages(c.Context()) {
@@ -265,13 +265,13 @@ func TestTypedMultiProcessMismatch(t *testing.T) {
 		t.Fatal(l)
 	}
 	// ... so this process may neither publish nor read another type there ...
-	if _, err := NewPublisher(b, "mm.x", codec.NewMsgpack[reading]()); !errors.Is(err, ErrTypeMismatch) {
+	if _, err := NewTypedPublisher(b, "mm.x", codec.NewMsgpack[reading]()); !errors.Is(err, ErrTypeMismatch) {
 		t.Errorf("msgpack publisher on a struct topic: %v", err)
 	}
-	if _, err := Subscribe(b, "mm.x", codec.NewStruct[otherReading]()); !errors.Is(err, ErrTypeMismatch) {
+	if _, err := NewTypedSubscription(b, "mm.x", codec.NewStruct[otherReading]()); !errors.Is(err, ErrTypeMismatch) {
 		t.Errorf("subscriber of another type: %v", err)
 	}
-	if _, err := Subscribe(b, "mm.x", codec.NewStruct[reading]()); err != nil {
+	if _, err := NewTypedSubscription(b, "mm.x", codec.NewStruct[reading]()); err != nil {
 		t.Errorf("subscriber of the same type: %v", err)
 	}
 	// ... and nor may other children.
@@ -293,7 +293,7 @@ func TestTypedMultiProcessMismatch(t *testing.T) {
 	}
 
 	// A wildcard subscription made before the topics exist meets them at their first message.
-	sub, err := Subscribe(b, "mz.*", codec.NewStruct[reading](), WithOverflow(Block))
+	sub, err := NewTypedSubscription(b, "mz.*", codec.NewStruct[reading](), WithOverflow(Block))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -103,11 +103,11 @@ func TestTypedStructInPlace(t *testing.T) {
 	b := openTest(t, t.TempDir())
 	ctx := ctxT(t)
 	c := codec.NewStruct[reading]()
-	sub, err := Subscribe(b, "plant.*", c, WithOverflow(Block))
+	sub, err := NewTypedSubscription(b, "plant.*", c, WithOverflow(Block))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := NewPublisher(b, "plant.temp", c)
+	pub, err := NewTypedPublisher(b, "plant.temp", c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,11 +171,11 @@ func TestTypedMsgpackRoundTripAndRegrowth(t *testing.T) {
 	b := openTest(t, t.TempDir())
 	ctx := ctxT(t)
 	c := codec.NewMsgpack[event]()
-	sub, err := Subscribe(b, "ev", c, WithOverflow(Block), WithQueueDepth(2))
+	sub, err := NewTypedSubscription(b, "ev", c, WithOverflow(Block), WithQueueDepth(2))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := NewPublisher(b, "ev", c)
+	pub, err := NewTypedPublisher(b, "ev", c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func TestTypedMsgpackTooLarge(t *testing.T) {
 	cfg.Classes = []shm.Class{{Size: 256, Count: 8}, {Size: 4 << 10, Count: 8}}
 	b := openTest(t, t.TempDir(), WithConfig(cfg))
 	ctx := ctxT(t)
-	pub, err := NewPublisher(b, "big", codec.NewMsgpack[event]())
+	pub, err := NewTypedPublisher(b, "big", codec.NewMsgpack[event]())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +276,7 @@ func TestTypedMsgpackTooLarge(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Raw: the size is known up front.
-	raw, err := NewPublisher(b, "big.raw", codec.Raw{})
+	raw, err := NewTypedPublisher(b, "big.raw", codec.Raw{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func TestTypedMsgpackTooLarge(t *testing.T) {
 	}
 	// Struct: refused at creation.
 	type huge struct{ B [8 << 10]byte }
-	if _, err := NewPublisher(b, "big.struct", codec.NewStruct[huge]()); !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "4KiB") {
+	if _, err := NewTypedPublisher(b, "big.struct", codec.NewStruct[huge]()); !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "4KiB") {
 		t.Fatalf("NewPublisher of an 8 KiB struct: %v", err)
 	}
 }
@@ -294,11 +294,11 @@ func TestTypedMsgpackTooLarge(t *testing.T) {
 func TestTypedRaw(t *testing.T) {
 	b := openTest(t, t.TempDir())
 	ctx := ctxT(t)
-	sub, err := Subscribe(b, "raw", codec.Raw{})
+	sub, err := NewTypedSubscription(b, "raw", codec.Raw{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := NewPublisher(b, "raw", codec.Raw{})
+	pub, err := NewTypedPublisher(b, "raw", codec.Raw{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,16 +335,16 @@ func fillBytes(b []byte, seed int) {
 func TestTypedMismatchInProcess(t *testing.T) {
 	b := openTest(t, t.TempDir())
 	ctx := ctxT(t)
-	if _, err := NewPublisher(b, "mm.a", codec.NewStruct[reading]()); err != nil {
+	if _, err := NewTypedPublisher(b, "mm.a", codec.NewStruct[reading]()); err != nil {
 		t.Fatal(err)
 	}
 	// Another codec, another type, another type under the same codec: all refused.
 	for name, f := range map[string]func() error{
-		"msgpack publisher": func() error { _, err := NewPublisher(b, "mm.a", codec.NewMsgpack[reading]()); return err },
-		"other publisher":   func() error { _, err := NewPublisher(b, "mm.a", codec.NewStruct[otherReading]()); return err },
-		"raw publisher":     func() error { _, err := NewPublisher(b, "mm.a", codec.Raw{}); return err },
-		"other subscriber":  func() error { _, err := Subscribe(b, "mm.a", codec.NewStruct[otherReading]()); return err },
-		"wildcard":          func() error { _, err := Subscribe(b, "mm.*", codec.NewMsgpack[event]()); return err },
+		"msgpack publisher": func() error { _, err := NewTypedPublisher(b, "mm.a", codec.NewMsgpack[reading]()); return err },
+		"other publisher":   func() error { _, err := NewTypedPublisher(b, "mm.a", codec.NewStruct[otherReading]()); return err },
+		"raw publisher":     func() error { _, err := NewTypedPublisher(b, "mm.a", codec.Raw{}); return err },
+		"other subscriber":  func() error { _, err := NewTypedSubscription(b, "mm.a", codec.NewStruct[otherReading]()); return err },
+		"wildcard":          func() error { _, err := NewTypedSubscription(b, "mm.*", codec.NewMsgpack[event]()); return err },
 	} {
 		err := f()
 		if !errors.Is(err, ErrTypeMismatch) {
@@ -354,10 +354,10 @@ func TestTypedMismatchInProcess(t *testing.T) {
 		}
 	}
 	// The same type is welcome, and an untyped publisher is not checked.
-	if _, err := NewPublisher(b, "mm.a", codec.NewStruct[reading]()); err != nil {
+	if _, err := NewTypedPublisher(b, "mm.a", codec.NewStruct[reading]()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Subscribe(b, "mm.a", codec.NewStruct[reading]()); err != nil {
+	if _, err := NewTypedSubscription(b, "mm.a", codec.NewStruct[reading]()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.Publisher("mm.a"); err != nil {
@@ -369,12 +369,12 @@ func TestTypedMismatchInProcess(t *testing.T) {
 
 	// A wildcard subscription meets a topic of another type at its first message: that
 	// message is an ErrTypeMismatch, and the subscription goes on.
-	sub, err := Subscribe(b, "mw.*", codec.NewStruct[reading](), WithOverflow(Block))
+	sub, err := NewTypedSubscription(b, "mw.*", codec.NewStruct[reading](), WithOverflow(Block))
 	if err != nil {
 		t.Fatal(err)
 	}
-	good, _ := NewPublisher(b, "mw.good", codec.NewStruct[reading]())
-	bad, err := NewPublisher(b, "mw.bad", codec.NewStruct[otherReading]())
+	good, _ := NewTypedPublisher(b, "mw.good", codec.NewStruct[reading]())
+	bad, err := NewTypedPublisher(b, "mw.bad", codec.NewStruct[otherReading]())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,8 +415,8 @@ func TestTypedMismatchInProcess(t *testing.T) {
 
 func TestTypedStructRefusesPointers(t *testing.T) {
 	b := openTest(t, t.TempDir())
-	_, errPub := NewPublisher(b, "bad", codec.NewStruct[badReading]())
-	_, errSub := Subscribe(b, "bad", codec.NewStruct[badReading]())
+	_, errPub := NewTypedPublisher(b, "bad", codec.NewStruct[badReading]())
+	_, errSub := NewTypedSubscription(b, "bad", codec.NewStruct[badReading]())
 	for _, err := range []error{errPub, errSub} {
 		var te *codec.TypeError
 		if !errors.As(err, &te) || !errors.Is(err, codec.ErrUnsupportedType) {
@@ -427,10 +427,10 @@ func TestTypedStructRefusesPointers(t *testing.T) {
 		}
 	}
 	// Refused before anything was recorded: the topic is free for a good type.
-	if _, err := NewPublisher(b, "bad", codec.NewStruct[reading]()); err != nil {
+	if _, err := NewTypedPublisher(b, "bad", codec.NewStruct[reading]()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewPublisher[reading](b, "nil", nil); !errors.Is(err, ErrInvalidOption) {
+	if _, err := NewTypedPublisher[reading](b, "nil", nil); !errors.Is(err, ErrInvalidOption) {
 		t.Fatalf("nil codec: %v", err)
 	}
 }
@@ -443,10 +443,10 @@ func TestTypedZeroAllocs(t *testing.T) {
 	b := openTest(t, t.TempDir())
 	ctx := context.Background()
 	sc := codec.NewStruct[reading]()
-	ssub, _ := Subscribe(b, "za.s", sc)
-	spub, _ := NewPublisher(b, "za.s", sc)
-	rsub, _ := Subscribe(b, "za.r", codec.Raw{})
-	rpub, _ := NewPublisher(b, "za.r", codec.Raw{})
+	ssub, _ := NewTypedSubscription(b, "za.s", sc)
+	spub, _ := NewTypedPublisher(b, "za.s", sc)
+	rsub, _ := NewTypedSubscription(b, "za.r", codec.Raw{})
+	rpub, _ := NewTypedPublisher(b, "za.r", codec.Raw{})
 	payload := make([]byte, 100)
 	// Publish and Decode take a *T that escapes (the codec is an interface): the values live
 	// outside the measured functions, as a program's long-lived message variables do.
@@ -524,8 +524,8 @@ func TestTypedMsgpackAllocs(t *testing.T) {
 		Count int32
 	}
 	c := codec.NewMsgpack[flat]()
-	sub, _ := Subscribe(b, "ma", c)
-	pub, _ := NewPublisher(b, "ma", c)
+	sub, _ := NewTypedSubscription(b, "ma", c)
+	pub, _ := NewTypedPublisher(b, "ma", c)
 	v := flat{Seq: 1, Temp: 21.5, Name: "line1", Ok: true}
 	publish := func() {
 		if err := pub.Publish(ctx, &v); err != nil {
@@ -553,8 +553,8 @@ func TestTypedMsgpackAllocs(t *testing.T) {
 	decodeFlat()
 	t.Logf("msgpack Decode of a flat struct with one string: %v allocations", testing.AllocsPerRun(1000, decodeFlat))
 	e := makeEvent(5)
-	pub2, _ := NewPublisher(b, "mb", codec.NewMsgpack[event]())
-	sub2, _ := Subscribe(b, "mb", codec.NewMsgpack[event]())
+	pub2, _ := NewTypedPublisher(b, "mb", codec.NewMsgpack[event]())
+	sub2, _ := NewTypedSubscription(b, "mb", codec.NewMsgpack[event]())
 	pub2.Publish(ctx, &e)
 	m2, _ := sub2.Receive(ctx)
 	defer m2.Release()

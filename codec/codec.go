@@ -1,7 +1,7 @@
 package codec
 
 // Codec turns values of type T into the bytes of a message and back. Package bus uses one
-// for each typed publisher and subscription (bus.NewPublisher, bus.Subscribe). A Codec is
+// for each typed publisher and subscription (bus.NewTypedPublisher, bus.Subscribe). A Codec is
 // safe for concurrent use by multiple goroutines.
 type Codec[T any] interface {
 	// Name names the encoding, at most 16 bytes ("raw", "msgpack", "struct"). A topic records

@@ -1,5 +1,5 @@
 // Package codec turns Go values into the bytes of offq messages and back, for the typed
-// publishers and subscriptions of package bus (bus.NewPublisher, bus.Subscribe). It depends
+// publishers and subscriptions of package bus (bus.NewTypedPublisher, bus.Subscribe). It depends
 // on transport and on nothing above it, and it is the only package of offq that imports
 // MessagePack.
 //

@@ -229,7 +229,7 @@ func (bn *bencher) offqStream(ctx context.Context, c benchCase) (res benchResult
 	if err != nil {
 		return res, caseError(ctx, err)
 	}
-	if got := pub.Subscribers(); got != c.Subs {
+	if got := pub.FanOut(); got != c.Subs {
 		return res, fmt.Errorf("publisher delivered to %d subscribers, want %d", got, c.Subs)
 	}
 	return bn.collect(ctx, c, procs)

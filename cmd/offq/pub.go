@@ -183,7 +183,7 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 		bytesSent += len(msg)
 	}
 	if !o.quiet {
-		subs := p.Subscribers()
+		subs := p.FanOut()
 		fmt.Fprintf(a.stderr, "offq pub: published %d message%s (%s) on %s to %d subscriber%s\n",
 			sent, plural(sent), bytesHuman(int64(bytesSent)), topic, subs, plural(subs))
 	}

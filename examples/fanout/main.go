@@ -116,7 +116,7 @@ func publish(ctx context.Context, frames int) error {
 		return err
 	}
 	defer b.Close()
-	pub, err := bus.NewPublisher(b, "video.frames", codec.NewStruct[Frame]())
+	pub, err := bus.NewTypedPublisher(b, "video.frames", codec.NewStruct[Frame]())
 	if err != nil {
 		return err
 	}
@@ -139,7 +139,7 @@ func publish(ctx context.Context, frames int) error {
 		}
 	}
 	d := time.Since(start)
-	launch.Say("sent %d frames of 64 KiB in %v to %d subscribers, each written once", frames, d.Round(time.Millisecond), pub.Subscribers())
+	launch.Say("sent %d frames of 64 KiB in %v to %d subscribers, each written once", frames, d.Round(time.Millisecond), pub.FanOut())
 	return nil
 }
 
@@ -151,7 +151,7 @@ func subscribe(ctx context.Context, frames int) error {
 	defer b.Close()
 	// Block with a short queue: the publisher waits for the slowest subscriber, and at most a
 	// few frames are in flight.
-	sub, err := bus.Subscribe(b, "video.frames", codec.NewStruct[Frame](), bus.WithOverflow(bus.Block), bus.WithQueueDepth(8))
+	sub, err := bus.NewTypedSubscription(b, "video.frames", codec.NewStruct[Frame](), bus.WithOverflow(bus.Block), bus.WithQueueDepth(8))
 	if err != nil {
 		return err
 	}

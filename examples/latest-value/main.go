@@ -131,7 +131,7 @@ func publish(ctx context.Context, span string) error {
 	pubs := make([]*bus.TypedPublisher[Status], len(pumps))
 	for i, topic := range pumps {
 		// WithHistory takes effect when the topic is first used; later publishers share it.
-		if pubs[i], err = bus.NewPublisher(b, topic, c, bus.WithHistory(1)); err != nil {
+		if pubs[i], err = bus.NewTypedPublisher(b, topic, c, bus.WithHistory(1)); err != nil {
 			return err
 		}
 	}
@@ -159,7 +159,7 @@ func late(ctx context.Context) error {
 		return err
 	}
 	defer b.Close()
-	sub, err := bus.Subscribe(b, "plant.*.status", codec.NewStruct[Status]())
+	sub, err := bus.NewTypedSubscription(b, "plant.*.status", codec.NewStruct[Status]())
 	if err != nil {
 		return err
 	}

@@ -133,7 +133,7 @@ func publish(ctx context.Context, arg string) error {
 	c := codec.NewStruct[Reading]()
 	pubs := make([]*bus.TypedPublisher[Reading], len(sensors))
 	for i, s := range sensors {
-		if pubs[i], err = bus.NewPublisher(b, "sensors."+s+".reading", c); err != nil {
+		if pubs[i], err = bus.NewTypedPublisher(b, "sensors."+s+".reading", c); err != nil {
 			return err
 		}
 	}
@@ -178,7 +178,7 @@ func subscribe(ctx context.Context, arg string) error {
 	defer b.Close()
 	// Block: the publisher waits for room rather than drop readings; a short queue keeps the
 	// buffers in flight few.
-	sub, err := bus.Subscribe(b, pattern, codec.NewStruct[Reading](), bus.WithOverflow(bus.Block), bus.WithQueueDepth(256))
+	sub, err := bus.NewTypedSubscription(b, pattern, codec.NewStruct[Reading](), bus.WithOverflow(bus.Block), bus.WithQueueDepth(256))
 	if err != nil {
 		return err
 	}
