@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"os"
+	"reflect"
 	"testing"
 	"unsafe"
 )
@@ -20,8 +21,21 @@ func layoutField(name string, off, size, wantOff, wantSize uintptr) layoutRow {
 	return layoutRow{name: name, off: off, size: size, wantOff: wantOff, wantSize: wantSize}
 }
 
-func checkLayoutRows(t *testing.T, typ string, size, wantSize uintptr, fields []layoutRow) {
+func checkLayoutRows(t *testing.T, v any, size, wantSize uintptr, fields []layoutRow) {
 	t.Helper()
+	rt := reflect.TypeOf(v).Elem()
+	typ := rt.Name()
+	// Every named field is pinned: a field added without a row (and a line in layout.go's
+	// table and docs/layout.md) fails here.
+	listed := make(map[string]bool, len(fields))
+	for _, fl := range fields {
+		listed[fl.name] = true
+	}
+	for i := range rt.NumField() {
+		if f := rt.Field(i); f.Name != "_" && !listed[f.Name] {
+			t.Errorf("%s.%s (offset %d, %d bytes) has no row in the layout test", typ, f.Name, f.Offset, f.Type.Size())
+		}
+	}
 	if size != wantSize {
 		t.Errorf("unsafe.Sizeof(%s{}) = %d, layout.go and docs/layout.md say %d", typ, size, wantSize)
 	}
@@ -41,7 +55,7 @@ func checkLayoutRows(t *testing.T, typ string, size, wantSize uintptr, fields []
 // TestLayoutHeader pins the offset table in header's comment.
 func TestLayoutHeader(t *testing.T) {
 	var h header
-	checkLayoutRows(t, "header", unsafe.Sizeof(h), headerSize, []layoutRow{
+	checkLayoutRows(t, &h, unsafe.Sizeof(h), headerSize, []layoutRow{
 		layoutField("magic", unsafe.Offsetof(h.magic), unsafe.Sizeof(h.magic), 0, 8),
 		layoutField("version", unsafe.Offsetof(h.version), unsafe.Sizeof(h.version), 8, 4),
 		layoutField("byteOrder", unsafe.Offsetof(h.byteOrder), unsafe.Sizeof(h.byteOrder), 12, 4),
@@ -56,6 +70,8 @@ func TestLayoutHeader(t *testing.T) {
 		layoutField("reclaims", unsafe.Offsetof(h.reclaims), unsafe.Sizeof(h.reclaims), 512, 8),
 		layoutField("corrupt", unsafe.Offsetof(h.corrupt), unsafe.Sizeof(h.corrupt), 520, 8),
 		layoutField("subGen", unsafe.Offsetof(h.subGen), unsafe.Sizeof(h.subGen), 528, 8),
+		layoutField("unrecorded", unsafe.Offsetof(h.unrecorded), unsafe.Sizeof(h.unrecorded), 536, 8),
+		layoutField("swept", unsafe.Offsetof(h.swept), unsafe.Sizeof(h.swept), 544, 8),
 	})
 	// The checksum covers exactly the config block and the section table (and the padding
 	// after it); the live counters start where it ends.
@@ -77,7 +93,7 @@ func TestLayoutHeader(t *testing.T) {
 
 func TestLayoutDiskConfig(t *testing.T) {
 	var d diskConfig
-	checkLayoutRows(t, "diskConfig", unsafe.Sizeof(d), 96, []layoutRow{
+	checkLayoutRows(t, &d, unsafe.Sizeof(d), 96, []layoutRow{
 		layoutField("numClasses", unsafe.Offsetof(d.numClasses), unsafe.Sizeof(d.numClasses), 0, 4),
 		layoutField("inboxes", unsafe.Offsetof(d.inboxes), unsafe.Sizeof(d.inboxes), 4, 4),
 		layoutField("inboxCap", unsafe.Offsetof(d.inboxCap), unsafe.Sizeof(d.inboxCap), 8, 4),
@@ -88,7 +104,7 @@ func TestLayoutDiskConfig(t *testing.T) {
 		layoutField("classes", unsafe.Offsetof(d.classes), unsafe.Sizeof(d.classes), 32, 64),
 	})
 	var c diskClass
-	checkLayoutRows(t, "diskClass", unsafe.Sizeof(c), 8, []layoutRow{
+	checkLayoutRows(t, &c, unsafe.Sizeof(c), 8, []layoutRow{
 		layoutField("size", unsafe.Offsetof(c.size), unsafe.Sizeof(c.size), 0, 4),
 		layoutField("count", unsafe.Offsetof(c.count), unsafe.Sizeof(c.count), 4, 4),
 	})
@@ -96,7 +112,7 @@ func TestLayoutDiskConfig(t *testing.T) {
 
 func TestLayoutSectionTable(t *testing.T) {
 	var s sections
-	checkLayoutRows(t, "sections", unsafe.Sizeof(s), 224, []layoutRow{
+	checkLayoutRows(t, &s, unsafe.Sizeof(s), 224, []layoutRow{
 		layoutField("participants", unsafe.Offsetof(s.participants), unsafe.Sizeof(s.participants), 0, 16),
 		layoutField("held", unsafe.Offsetof(s.held), unsafe.Sizeof(s.held), 16, 16),
 		layoutField("topics", unsafe.Offsetof(s.topics), unsafe.Sizeof(s.topics), 32, 16),
@@ -106,7 +122,7 @@ func TestLayoutSectionTable(t *testing.T) {
 		layoutField("pools", unsafe.Offsetof(s.pools), unsafe.Sizeof(s.pools), 96, 128),
 	})
 	var e section
-	checkLayoutRows(t, "section", unsafe.Sizeof(e), 16, []layoutRow{
+	checkLayoutRows(t, &e, unsafe.Sizeof(e), 16, []layoutRow{
 		layoutField("off", unsafe.Offsetof(e.off), unsafe.Sizeof(e.off), 0, 8),
 		layoutField("size", unsafe.Offsetof(e.size), unsafe.Sizeof(e.size), 8, 8),
 	})
@@ -114,7 +130,7 @@ func TestLayoutSectionTable(t *testing.T) {
 
 func TestLayoutParticipantSlot(t *testing.T) {
 	var p participantSlot
-	checkLayoutRows(t, "participantSlot", unsafe.Sizeof(p), 128, []layoutRow{
+	checkLayoutRows(t, &p, unsafe.Sizeof(p), 128, []layoutRow{
 		layoutField("state", unsafe.Offsetof(p.state), unsafe.Sizeof(p.state), 0, 8),
 		layoutField("pid", unsafe.Offsetof(p.pid), unsafe.Sizeof(p.pid), 8, 4),
 		layoutField("attached", unsafe.Offsetof(p.attached), unsafe.Sizeof(p.attached), 16, 8),
@@ -129,7 +145,7 @@ func TestLayoutParticipantSlot(t *testing.T) {
 
 func TestLayoutInboxHeader(t *testing.T) {
 	var h inboxHeader
-	checkLayoutRows(t, "inboxHeader", unsafe.Sizeof(h), 384, []layoutRow{
+	checkLayoutRows(t, &h, unsafe.Sizeof(h), 384, []layoutRow{
 		layoutField("state", unsafe.Offsetof(h.state), unsafe.Sizeof(h.state), 0, 8),
 		layoutField("capacity", unsafe.Offsetof(h.capacity), unsafe.Sizeof(h.capacity), 8, 4),
 		layoutField("policy", unsafe.Offsetof(h.policy), unsafe.Sizeof(h.policy), 12, 4),
@@ -169,7 +185,7 @@ func TestLayoutInboxHeader(t *testing.T) {
 
 func TestLayoutPoolHeader(t *testing.T) {
 	var p poolHeader
-	checkLayoutRows(t, "poolHeader", unsafe.Sizeof(p), 128+64*64, []layoutRow{
+	checkLayoutRows(t, &p, unsafe.Sizeof(p), 128+64*64, []layoutRow{
 		layoutField("size", unsafe.Offsetof(p.size), unsafe.Sizeof(p.size), 0, 4),
 		layoutField("count", unsafe.Offsetof(p.count), unsafe.Sizeof(p.count), 4, 4),
 		layoutField("stride", unsafe.Offsetof(p.stride), unsafe.Sizeof(p.stride), 8, 4),
@@ -180,7 +196,7 @@ func TestLayoutPoolHeader(t *testing.T) {
 		layoutField("shards", unsafe.Offsetof(p.shards), unsafe.Sizeof(p.shards), 128, 64*64),
 	})
 	var s poolShard
-	checkLayoutRows(t, "poolShard", unsafe.Sizeof(s), 64, []layoutRow{
+	checkLayoutRows(t, &s, unsafe.Sizeof(s), 64, []layoutRow{
 		layoutField("allocs", unsafe.Offsetof(s.allocs), unsafe.Sizeof(s.allocs), 0, 8),
 		layoutField("frees", unsafe.Offsetof(s.frees), unsafe.Sizeof(s.frees), 8, 8),
 	})
@@ -191,7 +207,7 @@ func TestLayoutPoolHeader(t *testing.T) {
 
 func TestLayoutSlotHeader(t *testing.T) {
 	var s slotHeader
-	checkLayoutRows(t, "slotHeader", unsafe.Sizeof(s), 64, []layoutRow{
+	checkLayoutRows(t, &s, unsafe.Sizeof(s), 64, []layoutRow{
 		layoutField("state", unsafe.Offsetof(s.state), unsafe.Sizeof(s.state), 0, 8),
 		layoutField("length", unsafe.Offsetof(s.length), unsafe.Sizeof(s.length), 8, 4),
 		layoutField("topic", unsafe.Offsetof(s.topic), unsafe.Sizeof(s.topic), 12, 4),
@@ -205,7 +221,7 @@ func TestLayoutSlotHeader(t *testing.T) {
 
 func TestLayoutTopicEntry(t *testing.T) {
 	var e topicEntry
-	checkLayoutRows(t, "topicEntry", unsafe.Sizeof(e), topicEntrySize, []layoutRow{
+	checkLayoutRows(t, &e, unsafe.Sizeof(e), topicEntrySize, []layoutRow{
 		layoutField("state", unsafe.Offsetof(e.state), unsafe.Sizeof(e.state), 0, 8),
 		layoutField("hash", unsafe.Offsetof(e.hash), unsafe.Sizeof(e.hash), 8, 8),
 		layoutField("nameLen", unsafe.Offsetof(e.nameLen), unsafe.Sizeof(e.nameLen), 16, 4),
