@@ -147,3 +147,31 @@ func (in *Inbox) waitSpace(ctx context.Context, deadline time.Time) error {
 	}
 	return sleepOn(ctx, &hd.space, &hd.spaceWaiters, deadline, notFull)
 }
+
+// ready reports whether a message is waiting, without taking it. It reads only the head and
+// the head's cell, which is what a spinning consumer should touch.
+func (in *Inbox) ready() bool {
+	h0 := in.v.hdr.head.Load()
+	return in.cell(h0).Load() != in.empty(h0)
+}
+
+// pending reports whether a message is waiting, or the tail says one should be (a scribbled
+// cell at the head can hide it from ready; take repairs it).
+func (in *Inbox) pending() bool { return in.ready() || in.v.hdr.tail.Load() > in.v.hdr.head.Load() }
+
+// WaitEmpty returns when the inbox holds no message (its consumer has taken everything), ctx
+// is done, or the inbox is closed. It polls: it is for draining, not the data path.
+func (in *Inbox) WaitEmpty(ctx context.Context) error {
+	for pause := 20 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
+		if in.Len() == 0 || !in.isOpen() {
+			return nil
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,72 @@
+package shm
+
+import (
+	"fmt"
+	"sync/atomic"
+	"unsafe"
+)
+
+// A ring cell is one 64-bit word holding either a handle or a marker:
+//
+//	bit 63 = 0: a handle; bit 62 is the lap parity of its position ((pos / capacity) & 1)
+//	bit 63 = 1, bit 62 = 0: empty, ready for position pos (bits 0-47) of generation gen (48-61)
+//	bit 63 = 1, bit 62 = 1: claimed by the consumer into held entry (bits 0-15) for position
+//	(its low 32 bits in bits 16-47) of generation gen (48-61) (see take)
+//
+// Producers fill a cell with one compare-and-swap from "empty for position t" to the handle,
+// then advance the tail; the consumer takes with one compare-and-swap from the handle to
+// "empty for position h+capacity", then advances the head. The cell is the commit point, and
+// any process that finds the tail or head lagging behind a committed cell advances it, so a
+// process killed between the two steps never stalls the others. The generation in the empty
+// marker makes a producer that still holds a closed (and perhaps reused) inbox fail instead of
+// delivering into a stranger's ring; positions keep counting across reuses for the same reason.
+const (
+	markBit   = 1 << 63
+	parityBit = 1 << 62
+	posMask   = 1<<48 - 1
+)
+
+func (in *Inbox) cell(pos uint64) *atomic.Uint64 {
+	return (*atomic.Uint64)(unsafe.Add(in.v.cells, (pos&in.mask)*8))
+}
+
+func (in *Inbox) empty(pos uint64) uint64 { return markBit | in.gen<<48 | pos&posMask }
+func (in *Inbox) parity(pos uint64) uint64 {
+	return (pos >> in.shift & 1) << 62
+}
+
+// claimed is the marker of a take of position pos into held entry idx. The position (its low
+// 32 bits) makes markers of different takes into the same entry differ, so that a process that
+// read a claim long ago cannot mistake a later one for it.
+func (in *Inbox) claimed(idx, pos uint64) uint64 {
+	return markBit | parityBit | in.gen<<48 | (pos&claimedPosMask)<<16 | idx&claimedIdxMask
+}
+
+const (
+	claimedIdxMask = 1<<16 - 1 // Config.Held is at most 1<<16
+	claimedPosMask = 1<<32 - 1
+)
+
+// maxTurns bounds the turns of one Push or take, whatever they are: far more than any
+// contention needs (each lost turn is someone else's progress), and few enough that a loop over
+// values scribbled into a consistent-looking but impossible state ends within milliseconds.
+const maxTurns = 1 << 20
+
+// maxRepairs bounds how many scribbled cells one Push or take repairs or skips before it
+// gives up on the ring. Every other turn of their loops follows someone else's progress (a lost
+// compare-and-swap, a head or tail moved on); repairs are the turns that could go on for 2^64
+// positions if the head and tail were scribbled far apart.
+func (in *Inbox) maxRepairs() int { return 2*int(in.cap) + 64 }
+
+// wrecked counts and reports a ring whose positions or cells are too damaged to use.
+func (in *Inbox) wrecked() error {
+	in.v.hdr.corrupt.Add(1)
+	in.v.r.hdr.corrupt.Add(1)
+	return errRingWrecked
+}
+
+var errRingWrecked = fmt.Errorf("%w: inbox positions or cells damaged beyond repair", ErrCorrupt)
+
+// foreignSpins bounds the wait for a stale producer to put back a handle it claimed by mistake;
+// a foreign marker that stays longer is corruption.
+const foreignSpins = 1 << 10

@@ -1,0 +1,302 @@
+package shm
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"time"
+)
+
+// Push appends h to the inbox. On a full inbox the policy decides: DropOldest evicts (and
+// releases) the oldest message and pushes; DropNewest fails with ErrFull; Block waits for
+// room until ctx is done or the inbox's block limit passes, then fails with ErrTimeout. Every
+// drop is counted in the inbox. Push wakes a sleeping consumer, and makes no system call when
+// none sleeps. It allocates nothing.
+//
+// The caller's reference to h passes to the inbox when Push returns nil; on an error it stays
+// with the caller.
+func (in *Inbox) Push(ctx context.Context, h Handle) error {
+	if h == 0 || uint64(h)&^handleMask != 0 {
+		return errHandleBits
+	}
+	return in.push(ctx, h, nil)
+}
+
+// Deliver appends h to the inbox like Push, but with a reference of the inbox's own: it adds
+// one to h's reference count immediately before the compare-and-swap that commits h to its
+// cell (and gives it back if that fails), so the reference exists only while the message is
+// in the ring or about to be. The caller keeps its own reference whatever happens, and must
+// hold one for the call (a loan, typically). A publisher fanning out with Deliver holds no
+// reference for a subscriber it has not reached yet: killed half-way, it leaves nothing for
+// anyone but its loan, which a reaper ends. Only a kill between the two atomic operations of
+// one delivery (a few instructions) leaves one reference unowned, for a reaper's sweep to
+// free (see Region.Reap). It allocates nothing.
+func (in *Inbox) Deliver(ctx context.Context, h Handle) error {
+	_, s, _, err := in.v.r.decode(h)
+	if err != nil {
+		return err
+	}
+	return in.push(ctx, h, s)
+}
+
+// DeliverBuffer is Deliver for a caller that has b's Buffer (a publisher, from its loan): it
+// skips decoding the handle again for each inbox of a fan-out.
+func (in *Inbox) DeliverBuffer(ctx context.Context, b Buffer) error {
+	if b.s == nil {
+		return errHandleZero
+	}
+	return in.push(ctx, b.h, b.s)
+}
+
+// push is Push and Deliver: with ref set, a reference is added to ref's state word right
+// before each attempt to commit h, and dropped again if the attempt fails.
+func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
+	hd := in.v.hdr
+	var deadline time.Time
+	foreign := 0
+	repairs := 0
+	for turns := 0; ; turns++ {
+		if turns > maxTurns {
+			return in.wrecked()
+		}
+		step()
+		t := hd.tail.Load()
+		c := in.cell(t)
+		step()
+		v := c.Load()
+		if v == in.empty(t) {
+			if ref != nil {
+				step()
+				if err := ref.addRefs(h, 1); err != nil {
+					return err
+				}
+			}
+			step()
+			if !c.CompareAndSwap(v, uint64(h)|in.parity(t)) {
+				if ref != nil {
+					step()
+					in.v.r.releaseDropped(h) // the caller's reference keeps the buffer
+				}
+				continue
+			}
+			step()
+			if !hd.tail.CompareAndSwap(t, t+1) {
+				// Someone moved the tail on: a producer that saw our handle (helping), or,
+				// if the head is past t, a scribble had made a finished position look
+				// empty, and our message is behind the head, where nobody would take it.
+				step()
+				if hd.head.Load() > t {
+					step()
+					if c.CompareAndSwap(uint64(h)|in.parity(t), in.empty(t+in.cap)) {
+						if ref != nil {
+							step()
+							in.v.r.releaseDropped(h)
+						}
+						hd.corrupt.Add(1)
+						in.v.r.hdr.corrupt.Add(1)
+						continue // taken back: push again
+					}
+				}
+			}
+			if hd.sleepers.Load() != 0 {
+				hd.wake.Add(1)
+				futexWakeAll(&hd.wake)
+			}
+			return nil
+		}
+		step()
+		if hd.tail.Load() != t {
+			continue // t is stale; what we read may belong to a later position
+		}
+		// The cell is not empty for t. What it may hold depends on the head: a head past t
+		// proves position t is done (the tail lags); a head past t-capacity proves the message
+		// of the previous lap is gone. The head is read after the cell, so it may be newer than
+		// what the cell shows; where a conclusion needs the head as it was before the cell was
+		// read, the cell is read again and must not have changed.
+		step()
+		hn := hd.head.Load()
+		if hn > t {
+			// The consumer has gone past t, so t was filled (and taken): the tail lags. Help
+			// it, whatever the cell holds.
+			step()
+			hd.tail.CompareAndSwap(t, t+1)
+			continue
+		}
+		prevGone := t-hn < in.cap // by now; not necessarily when the cell was read
+		step()
+		switch {
+		case v&markBit == 0: // a handle
+			if v&parityBit == in.parity(t) {
+				// Filled for t by a producer that has not advanced the tail yet: help it, if
+				// the word is a handle at all (a scribbled one is repaired below).
+				if _, _, _, err := in.v.r.decode(Handle(v &^ parityBit)); err == nil {
+					step()
+					hd.tail.CompareAndSwap(t, t+1)
+					continue
+				}
+			} else if !prevGone {
+				// The message of position t-capacity (the head had not passed it when the
+				// cell was read, since it has not now): the ring is full.
+				if t-hn > 2*in.cap+1024 {
+					return in.wrecked() // head and tail scribbled too far apart
+				}
+				if err := in.full(ctx, &deadline); err != nil {
+					return err
+				}
+				continue
+			}
+			// Otherwise it was taken since the read, or no handle can be here (below).
+		case v&parityBit == 0 && (v>>48)&inboxGenMask != in.gen:
+			if !in.isOpen() {
+				return ErrClosed
+			}
+			// Our generation is open, yet the cell has another's marker: a stale producer is
+			// about to put back a handle it took by mistake (see take). Wait for it, briefly.
+			if foreign++; foreign < foreignSpins {
+				runtime.Gosched()
+				continue
+			}
+		case v&parityBit == 0 && v&posMask == (t+in.cap)&posMask && hn >= t:
+			// Position t was filled and already taken (a take of t writes this marker, and
+			// happens only once the head has reached t); the tail lags. With the head short
+			// of t, the marker is scribbled (below).
+			step()
+			hd.tail.CompareAndSwap(t, t+1)
+			continue
+		case v&parityBit != 0 && (v>>48)&inboxGenMask == in.gen:
+			// Claimed by a consumer: the take of t-capacity (the ring is full) or of t (t was
+			// filled; the tail lags).
+			if prevGone {
+				// A claim is made at the head. If the cell still shows it now that the head
+				// is past t-capacity, it is the take of t.
+				step()
+				if c.Load() == v {
+					step()
+					hd.tail.CompareAndSwap(t, t+1)
+				}
+				continue
+			}
+			// The head had not passed t-capacity when the cell was read: the consumer is
+			// taking the message of t-capacity, and the ring is full for a moment more. Wait
+			// for it briefly, then apply the policy.
+			if foreign++; foreign < foreignSpins {
+				runtime.Gosched()
+				continue
+			}
+			if err := in.full(ctx, &deadline); err != nil {
+				return err
+			}
+			foreign = 0
+			continue
+		}
+		// A value that cannot be at this position: scribbled (if the cell still holds it).
+		// If no message of the previous lap belongs in this cell, make it empty for t and go
+		// on; otherwise the consumer, or an evicting producer, deals with it when it gets
+		// there. In a ring being closed, an evicting producer may have put back a handle
+		// behind the head (see take): the closer drains and releases it, so leave it.
+		step()
+		if c.Load() != v {
+			continue
+		}
+		if !in.isOpen() {
+			return ErrClosed
+		}
+		if prevGone { // the head was past t-capacity before the cell was read again
+			if in.repair(c, v, t) {
+				if repairs++; repairs > in.maxRepairs() {
+					return in.wrecked()
+				}
+			}
+			continue
+		}
+		if in.policy != DropNewest {
+			if err := in.full(ctx, &deadline); err != nil {
+				return err
+			}
+			continue
+		}
+		hd.corrupt.Add(1)
+		in.v.r.hdr.corrupt.Add(1)
+		return errCellCorrupt
+	}
+}
+
+// repair replaces a scribbled value v in cell c, which must be empty for position pos, and
+// counts it. The compare-and-swap makes it a no-op if the cell changed since v was read.
+func (in *Inbox) repair(c *atomic.Uint64, v, pos uint64) bool {
+	step()
+	if c.CompareAndSwap(v, in.empty(pos)) {
+		in.v.hdr.corrupt.Add(1)
+		in.v.r.hdr.corrupt.Add(1)
+		return true
+	}
+	return false
+}
+
+var errCellCorrupt = fmt.Errorf("%w: inbox cell holds an impossible value", ErrCorrupt)
+
+// full applies the overflow policy. A nil return means: try again.
+func (in *Inbox) full(ctx context.Context, deadline *time.Time) error {
+	hd := in.v.hdr
+	if !in.isOpen() {
+		return ErrClosed // a ring being closed looks full for a moment: not a drop
+	}
+	switch in.policy {
+	case DropNewest:
+		hd.dropNewest.Add(1)
+		return ErrFull
+	case Block:
+		if deadline.IsZero() {
+			*deadline = time.Now().Add(in.block)
+			if in.block == 0 {
+				*deadline = time.Unix(1<<40, 0)
+			}
+			if d, ok := ctx.Deadline(); ok && d.Before(*deadline) {
+				*deadline = d
+			}
+		}
+		if err := in.waitSpace(ctx, *deadline); err != nil {
+			hd.dropTimeout.Add(1)
+			if err == ErrTimeout || err == ErrClosed {
+				return err
+			}
+			return fmt.Errorf("%w: %w", ErrTimeout, err) // the context's error, as a timeout
+		}
+		return nil
+	default: // DropOldest
+		h, ok, err := in.take(nil, 0)
+		if err != nil {
+			if err == errClaimed {
+				hd.dropNewest.Add(1)
+			}
+			return err
+		}
+		if ok {
+			hd.dropOldest.Add(1)
+			step()
+			in.v.r.releaseDropped(h)
+		}
+		return nil
+	}
+}
+
+// releaseDropped releases a handle taken out of a ring by someone other than a consumer; a
+// handle that does not decode is counted, not dereferenced. A buffer found already free (or
+// freed and reused) is not counted: the orphan sweep may have freed it while our reference was
+// on its way to this release (see Region.Reap).
+func (r *Region) releaseDropped(h Handle) {
+	switch err := r.Release(h); err {
+	case nil:
+	case errHandleFree, errHandleStale:
+		if testHookReleaseSwept != nil {
+			testHookReleaseSwept()
+		}
+	default:
+		r.hdr.corrupt.Add(1)
+	}
+}
+
+// testHookReleaseSwept, if set, runs when a release finds its buffer already freed by a sweep
+// (or freed twice by a faulty process): tests count the sweeps that raced a release.
+var testHookReleaseSwept func()

@@ -1,0 +1,252 @@
+package shm
+
+import (
+	"fmt"
+	"runtime"
+	"sync/atomic"
+)
+
+// TryPop takes the oldest message without waiting. ok is false when the inbox is empty. The
+// caller receives the inbox's reference to the handle and must Release it. The handle is
+// untrusted: check it with Region.Buffer before use. A consumer that must survive its own
+// crash without leaking uses TryPopInto. The reference TryPop hands out is recorded nowhere
+// in the region, so the first TryPop or Pop in a region turns off its orphan sweep (see
+// Region.Reap) until the next audit.
+func (in *Inbox) TryPop() (h Handle, ok bool, err error) {
+	in.v.r.noteUnrecorded()
+	return in.take(nil, 0)
+}
+
+// noteUnrecorded marks the region as having consumers that hold references nobody can see
+// (TryPop, Pop): the orphan sweep, which frees buffers no record names, must then stay off.
+func (r *Region) noteUnrecorded() {
+	if r.hdr.unrecorded.Load() == 0 { // written once, not on every call
+		r.hdr.unrecorded.Store(1)
+	}
+}
+
+// TryPopInto is TryPop for a consumer that records what it takes: the message's reference
+// moves from the inbox to entry idx of p's held list (taken with Participant.Reserve) in a way
+// a reaper can follow at every instruction, so neither a crash nor a race loses or doubles it.
+// Release it with Participant.Unhold. On ok == false or an error the entry stays reserved.
+func (in *Inbox) TryPopInto(p *Participant, idx int) (h Handle, ok bool, err error) {
+	w, err := p.heldWord(idx)
+	if err != nil {
+		return 0, false, err
+	}
+	return in.take(w, uint64(idx))
+}
+
+// take claims the oldest handle; used by the consumer and by evicting producers.
+//
+// A consumer that passes its held entry w (index idx) takes in four steps, each a single
+// atomic store or compare-and-swap: the entry becomes "pending h"; the cell becomes "claimed
+// into entry idx"; the entry becomes h; the cell becomes empty for the next lap. Whatever step
+// a crash interrupts, a reaper finds the reference in exactly one place: a pending entry whose
+// cell still holds h belongs to the cell; a claimed cell belongs to the entry it names; a
+// pending entry whose cell is neither was evicted by a producer, which released it. Evicting
+// producers (w == nil) claim straight to empty.
+func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
+	hd := in.v.hdr
+	foreign := 0
+	repairs := 0
+	for turns := 0; ; turns++ {
+		if repairs > in.maxRepairs() || turns > maxTurns {
+			return 0, false, in.wrecked()
+		}
+		step()
+		h0 := hd.head.Load()
+		c := in.cell(h0)
+		step()
+		v := c.Load()
+		step()
+		if hd.head.Load() != h0 {
+			continue
+		}
+		if v&markBit == 0 {
+			if v&parityBit != in.parity(h0) {
+				// The handle of position h0+capacity: h0 was taken and the head lags. Then
+				// the tail has reached h0+capacity; if it has not, the handle is scribbled.
+				// The cell must still hold it after the tail is read: a scribble repaired
+				// and filled for h0 meanwhile (which moves the tail too) is a message to take.
+				step()
+				if hd.tail.Load() >= h0+in.cap {
+					step()
+					if c.Load() != v {
+						continue
+					}
+					step()
+					hd.head.CompareAndSwap(h0, h0+1)
+					continue
+				}
+				if !in.isOpen() {
+					return 0, false, ErrClosed // the closer drains what is there
+				}
+				repairs++
+				in.skip(c, v, h0)
+				continue
+			}
+			// Handles carry no generation, so check that the ring is still the one this
+			// Inbox names before and after claiming one: a producer holding a closed inbox
+			// must not evict from the ring of the next subscriber to open that entry.
+			step()
+			if !in.isOpen() {
+				return 0, false, ErrClosed
+			}
+			h := Handle(v &^ parityBit)
+			if w != nil {
+				step()
+				w.Store(heldPending | uint64(h))
+				step()
+				if !c.CompareAndSwap(v, in.claimed(idx, h0)) {
+					step()
+					w.Store(heldReserved)
+					continue
+				}
+				// The same handle can be in this cell again two laps later (a buffer pushed
+				// twice): if the head moved since it was checked, the claim is of a later
+				// position. Put it back.
+				step()
+				if hd.head.Load() != h0 {
+					step()
+					if c.CompareAndSwap(in.claimed(idx, h0), v) {
+						step()
+						w.Store(heldReserved)
+						continue
+					}
+					// Close drained the cell meanwhile: the message is ours (below).
+				}
+				step()
+				w.Store(uint64(h))
+				step()
+				if !c.CompareAndSwap(in.claimed(idx, h0), in.empty(h0+in.cap)) {
+					// Close drained the ring meanwhile; the message is ours all the same.
+					return h, true, nil
+				}
+			} else {
+				step()
+				if !c.CompareAndSwap(v, in.empty(h0+in.cap)) {
+					continue
+				}
+				step()
+				if !in.isOpen() {
+					// Closed (and perhaps reopened) between the check and the claim. Put
+					// the handle back; if the closer has already drained the cell, the
+					// handle is ours to release.
+					step()
+					if !c.CompareAndSwap(in.empty(h0+in.cap), v) {
+						step()
+						in.v.r.releaseDropped(h)
+					}
+					return 0, false, ErrClosed
+				}
+			}
+			step()
+			hd.head.CompareAndSwap(h0, h0+1)
+			if hd.spaceWaiters.Load() != 0 {
+				hd.space.Add(1)
+				futexWakeAll(&hd.space)
+			}
+			return h, true, nil
+		}
+		step()
+		switch {
+		case v == in.empty(h0):
+			if hd.tail.Load() <= h0 {
+				return 0, false, nil
+			}
+			// The tail moves past h0 only after h0 is filled, so the cell should not read
+			// empty-for-h0 any more: re-read it, and if it still does, the message there was
+			// overwritten. Skip it.
+			step()
+			if c.Load() != v {
+				continue
+			}
+			if !in.isOpen() {
+				return 0, false, ErrClosed
+			}
+			repairs++
+			in.skip(c, v, h0)
+			continue
+		case v == in.empty(h0+in.cap):
+			hd.head.CompareAndSwap(h0, h0+1)
+			continue
+		case v&parityBit == 0 && (v>>48)&inboxGenMask != in.gen:
+			if !in.isOpen() {
+				return 0, false, ErrClosed
+			}
+			// A stale producer's marker, about to be put back (see above): wait briefly.
+			if foreign++; foreign < foreignSpins {
+				runtime.Gosched()
+				continue
+			}
+		case v&parityBit != 0 && (v>>48)&inboxGenMask == in.gen:
+			// Claimed: the consumer (another goroutine of it, if we are the consumer) is
+			// taking this message, if the held entry the marker names says so; if not, the
+			// marker is scribbled (skipped below).
+			if !in.takeInProgress(v) {
+				break
+			}
+			if foreign++; foreign < foreignSpins {
+				runtime.Gosched()
+				continue
+			}
+			if w == nil {
+				// An evicting producer does not wait on: the consumer is slow (descheduled
+				// mid-take) or dead (then only the reaper finishes the take). The new
+				// message is dropped instead.
+				return 0, false, errClaimed
+			}
+			// Another goroutine of our own process claimed it long ago, or the marker is a
+			// scribble naming an entry that holds a message: skip it (the other goroutine,
+			// if any, still gets its message; see the claim above).
+		}
+		// In a ring being closed, an evicting producer may have put back a handle behind the
+		// head (see the claim above): leave the cell to the closer, which drains it.
+		if !in.isOpen() {
+			return 0, false, ErrClosed
+		}
+		repairs++
+		in.skip(c, v, h0)
+	}
+}
+
+// errClaimed: the head cell stays claimed by a consumer that does not finish its take (slow
+// or dead), so a drop-oldest producer cannot evict it.
+var errClaimed = fmt.Errorf("%w: the oldest message is being taken by a consumer that does not finish", ErrFull)
+
+// takeInProgress reports whether a claimed marker v in one of this ring's cells belongs to a
+// take in progress: the held entry it names, in the inbox owner's held list, holds (or is
+// about to hold) a handle. Anything else is a scribble.
+func (in *Inbox) takeInProgress(v uint64) bool {
+	step()
+	owner := wordOwner(in.v.hdr.state.Load())
+	idx := v & claimedIdxMask
+	r := in.v.r
+	if owner == 0 || owner > r.cfg.Participants || idx >= uint64(r.cfg.Held) {
+		return false
+	}
+	step()
+	hv := (*atomic.Uint64)(r.at(r.lay.sec.held.off + (uint64(owner-1)*uint64(r.cfg.Held)+idx)*8)).Load()
+	return hv&heldReserved == 0 && hv&handleMask != 0
+}
+
+// skip deals with a scribbled value v in the head's cell c: it is dropped and counted. If the
+// ring is otherwise empty the cell becomes empty for h0; if not, the message at h0 was
+// destroyed and the head moves past it.
+func (in *Inbox) skip(c *atomic.Uint64, v, h0 uint64) {
+	hd := in.v.hdr
+	step()
+	if hd.tail.Load() <= h0 {
+		in.repair(c, v, h0)
+		return
+	}
+	step()
+	if c.CompareAndSwap(v, in.empty(h0+in.cap)) {
+		hd.corrupt.Add(1)
+		hd.skipped.Add(1)
+		in.v.r.hdr.corrupt.Add(1)
+		step()
+		hd.head.CompareAndSwap(h0, h0+1)
+	}
+}
