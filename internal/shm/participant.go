@@ -3,6 +3,7 @@ package shm
 import (
 	"fmt"
 	"os"
+	"slices"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -102,6 +103,7 @@ func (r *Region) Attach(name string) (*Participant, error) {
 		s.name = [32]byte{}
 		copy(s.name[:], truncateUTF8(name, len(s.name)))
 		r.attached++
+		r.owners = append(r.owners, i+1)
 		return &Participant{r: r, idx: i, owner: i + 1, slot: s, lockfd: lf, lkoff: off, held: r.newHeldList(i)}, nil
 	}
 	closeLockFD(lf)
@@ -131,8 +133,19 @@ func (p *Participant) Detach() error {
 	err := closeLockFD(p.lockfd) // drops the lock
 	p.r.mu.Lock()
 	p.r.attached--
+	p.r.owners = slices.DeleteFunc(p.r.owners, func(o uint32) bool { return o == p.owner })
 	p.r.mu.Unlock()
 	return err
+}
+
+// anyOwner returns the index + 1 of a participant of this process attached to r, or 0.
+func (r *Region) anyOwner() uint32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.owners) == 0 {
+		return 0
+	}
+	return r.owners[0]
 }
 
 // closeInboxes closes the inboxes p owns that are open.
