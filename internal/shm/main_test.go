@@ -29,4 +29,6 @@ var peerRoles = map[string]peer.Role{
 	"reap-victim": roleReapVictim,
 	"reaper":      roleReaper,
 	"creator-mid": roleCreatorMid,
+	// topictable_test.go
+	"fp-claimer": roleFingerprintClaimer,
 }

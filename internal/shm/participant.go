@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -26,10 +27,14 @@ type Participant struct {
 	idx   uint32
 	owner uint32 // idx + 1, as recorded in slot and inbox owner fields
 	slot  *participantSlot
-	lockf *os.File // a description of its own, so its lock is not shared with the region's fd
-	lkoff int64
-	held  *heldList
-	gone  atomic.Bool
+	// lockfd is an open file description of its own, so that its lock is not shared with the
+	// region's descriptor. It is a raw descriptor, not an *os.File, whose finalizer would
+	// close it (and so drop the lock, and with it the process's claim to be alive) if the
+	// Participant became garbage while attached: it is closed by Detach and nothing else.
+	lockfd int
+	lkoff  int64
+	held   *heldList
+	gone   atomic.Bool
 }
 
 func (r *Region) participantOffset(i uint32) uint64 {
@@ -47,7 +52,7 @@ func (r *Region) Attach(name string) (*Participant, error) {
 	if r.readOnly {
 		return nil, fmt.Errorf("offq: attach to %q: %w: region opened read-only", r.name, ErrPermission)
 	}
-	lf, err := reopen(r.f)
+	lf, err := reopenFD(r.f)
 	if err != nil {
 		return nil, fmt.Errorf("offq: attach to %q: %w", r.name, err)
 	}
@@ -55,25 +60,25 @@ func (r *Region) Attach(name string) (*Participant, error) {
 	// (see Reap) holds it exclusively for the few milliseconds it runs, only when nobody is
 	// attached. Wait that out.
 	for deadline := time.Now().Add(5 * time.Second); ; {
-		got, err := ofdLockShared(lf, presenceByte)
+		got, err := lockFDShared(lf, r.path, presenceByte)
 		if err != nil {
-			lf.Close()
+			closeLockFD(lf)
 			return nil, fmt.Errorf("offq: attach to %q: %w", r.name, err)
 		}
 		if got {
 			break
 		}
 		if time.Now().After(deadline) {
-			lf.Close()
+			closeLockFD(lf)
 			return nil, fmt.Errorf("offq: attach to %q: %w: an audit of the region did not finish", r.name, ErrNotReady)
 		}
 		time.Sleep(100 * time.Microsecond)
 	}
 	for i := range r.cfg.Participants {
 		off := int64(r.participantOffset(i))
-		got, err := ofdLock(lf, off)
+		got, err := lockFD(lf, r.path, off)
 		if err != nil {
-			lf.Close()
+			closeLockFD(lf)
 			return nil, fmt.Errorf("offq: attach to %q: %w", r.name, err)
 		}
 		if !got {
@@ -87,7 +92,7 @@ func (r *Region) Attach(name string) (*Participant, error) {
 		}
 		v := s.state.Load()
 		if v&0xff != partFree || !s.state.CompareAndSwap(v, (v>>8+1)<<8|partAttached) {
-			ofdUnlock(lf, off)
+			ofdUnlockFD(lf, off)
 			continue
 		}
 		s.role.Store(0)
@@ -99,9 +104,10 @@ func (r *Region) Attach(name string) (*Participant, error) {
 		s.name = [32]byte{}
 		copy(s.name[:], truncateUTF8(name, len(s.name)))
 		r.attached++
-		return &Participant{r: r, idx: i, owner: i + 1, slot: s, lockf: lf, lkoff: off, held: r.newHeldList(i)}, nil
+		r.owners = append(r.owners, i+1)
+		return &Participant{r: r, idx: i, owner: i + 1, slot: s, lockfd: lf, lkoff: off, held: r.newHeldList(i)}, nil
 	}
-	lf.Close()
+	closeLockFD(lf)
 	return nil, fmt.Errorf("offq: attach to %q: %w: all %d participant slots in use", r.name, ErrTableFull, r.cfg.Participants)
 }
 
@@ -111,28 +117,58 @@ func (p *Participant) Index() int { return int(p.idx) }
 // Region returns the region p is attached to.
 func (p *Participant) Region() *Region { return p.r }
 
-// Detach releases every message p still holds and ends every loan it still has, frees the
-// participant's slot and drops its lock. Inboxes must have been closed first; those that were
-// not stay open until a reaper reclaims them. Detach is idempotent.
+// Detach closes every inbox p still has open (releasing what is queued in them, and failing
+// producers that wait on them with ErrClosed), releases every message p still holds and ends
+// every loan it still has, frees the participant's slot and drops its lock. Nobody else
+// would: a reaper reclaims only the inboxes of participants whose slots are still attached.
+// Stop p's consumers before calling it. Detach is idempotent.
 func (p *Participant) Detach() (err error) {
 	if p.gone.Swap(true) {
 		return nil
 	}
 	defer func() {
 		// Drop the lock even if the region faulted under us: the slot is ours no more.
-		if p.lockf != nil {
-			err = errors.Join(err, p.lockf.Close())
-		}
+		err = errors.Join(err, closeLockFD(p.lockfd))
 	}()
 	defer unguard(guard(), &err)
+	p.closeInboxes()
 	p.releaseAllHeld()
 	p.r.endLoans(p.owner)
 	v := p.slot.state.Load()
 	p.slot.state.Store(v &^ 0xff)
 	p.r.mu.Lock()
 	p.r.attached--
+	p.r.owners = slices.DeleteFunc(p.r.owners, func(o uint32) bool { return o == p.owner })
 	p.r.mu.Unlock()
 	return nil // the deferred close drops the lock
+}
+
+// anyOwner returns the index + 1 of a participant of this process attached to r, or 0.
+func (r *Region) anyOwner() uint32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.owners) == 0 {
+		return 0
+	}
+	return r.owners[0]
+}
+
+// closeInboxes closes the inboxes p owns that are open.
+func (p *Participant) closeInboxes() {
+	r := p.r
+	for j := range r.inboxes {
+		v := &r.inboxes[j]
+		st := v.hdr.state.Load()
+		if wordOwner(st) != p.owner || wordStatus(st) != inboxOpen {
+			continue
+		}
+		c := v.hdr.capacity
+		if c < 2 || c > r.cfg.InboxCapacity || c&(c-1) != 0 {
+			c = r.cfg.InboxCapacity // scribbled: drain the whole ring
+		}
+		in := v.inbox(wordGen(st), c, Policy(v.hdr.policy), 0)
+		in.Close()
+	}
 }
 
 // Alloc loans a buffer of at least n bytes from the smallest size class that has one free.

@@ -14,7 +14,7 @@ type ReapReport struct {
 	Queued       int // messages released from those inboxes
 	Held         int // messages they had received and not released
 	Loans        int // buffers they had on loan (allocated, not yet sent)
-	Topics       int // topic entries they had half-created
+	Topics       int // topic entries they had half-created, and type fingerprints half-claimed
 	// Audited is set when nobody was attached, so Reap could also audit the region: every
 	// buffer's reference count was recomputed from the references that exist (topic
 	// histories), which repairs any reference a crash at an unlucky instruction left behind.
@@ -270,6 +270,10 @@ func (r *Region) audit() ReapReport {
 			e.state.Store(topicFree)
 			rep.Topics++
 		}
+		if fp := e.fingerprint.Load(); fp != 0 && fp < fpClaimEnd {
+			e.fingerprint.Store(0) // a claim whose claimer is gone
+			rep.Topics++
+		}
 	}
 	for i := range r.pools {
 		p := &r.pools[i]
@@ -355,13 +359,17 @@ func (r *Region) reapSlot(i uint32) ReapReport {
 	// 3. Its loans: the owner field of each buffer's state word is the record.
 	rep.Loans = r.endLoans(owner)
 
-	// 4. Topic entries it claimed and never finished.
+	// 4. Topic entries it claimed and never finished, and fingerprints it claimed and never
+	// published (the next claimer writes the codec name afresh).
 	for t := range r.cfg.Topics {
 		e, _ := r.topicEntry(t)
 		if st := e.state.Load(); st&0xff == topicClaiming && uint32(st>>16) == owner {
 			if e.state.CompareAndSwap(st, topicFree) {
 				rep.Topics++
 			}
+		}
+		if e.fingerprint.Load() == uint64(owner) && e.fingerprint.CompareAndSwap(uint64(owner), 0) {
+			rep.Topics++
 		}
 	}
 

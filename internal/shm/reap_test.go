@@ -211,7 +211,7 @@ func TestReapConcurrentReapers(t *testing.T) {
 // is cleaned up.
 func die(p *Participant) {
 	p.gone.Store(true)
-	p.lockf.Close()
+	closeLockFD(p.lockfd)
 	p.r.mu.Lock()
 	p.r.attached--
 	p.r.mu.Unlock()

@@ -116,7 +116,8 @@ type Region struct {
 	sweepPrev map[uint64]uint64
 
 	mu       sync.Mutex
-	attached int // participants of this process still attached
+	attached int      // participants of this process still attached
+	owners   []uint32 // their indexes + 1, in the order they attached
 	closed   atomic.Bool
 	readers  atomic.Int64 // Stats-family calls under way; Close waits for them
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -62,13 +63,28 @@ func ofdLock(f *os.File, off int64) (bool, error) { return ofdLockType(f, off, u
 func ofdLockShared(f *os.File, off int64) (bool, error) { return ofdLockType(f, off, unix.F_RDLCK) }
 
 func ofdLockType(f *os.File, off int64, typ int16) (bool, error) {
+	ok, err := ofdLockFD(int(f.Fd()), f.Name(), off, typ)
+	runtime.KeepAlive(f)
+	return ok, err
+}
+
+// lockFD and lockFDShared are ofdLock and ofdLockShared on a raw descriptor (see reopenFD).
+func lockFD(fd int, name string, off int64) (bool, error) {
+	return ofdLockFD(fd, name, off, unix.F_WRLCK)
+}
+
+func lockFDShared(fd int, name string, off int64) (bool, error) {
+	return ofdLockFD(fd, name, off, unix.F_RDLCK)
+}
+
+func ofdLockFD(fd int, name string, off int64, typ int16) (bool, error) {
 	lk := unix.Flock_t{Type: typ, Whence: 0, Start: off, Len: 1}
-	err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
+	err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk)
 	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("lock %s byte %d: %w", f.Name(), off, err)
+		return false, fmt.Errorf("lock %s byte %d: %w", name, off, err)
 	}
 	return true, nil
 }
@@ -77,6 +93,12 @@ func ofdLockType(f *os.File, off int64, typ int16) (bool, error) {
 func ofdUnlock(f *os.File, off int64) error {
 	lk := unix.Flock_t{Type: unix.F_UNLCK, Whence: 0, Start: off, Len: 1}
 	return unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
+}
+
+// ofdUnlockFD is ofdUnlock on a raw descriptor.
+func ofdUnlockFD(fd int, off int64) error {
+	lk := unix.Flock_t{Type: unix.F_UNLCK, Whence: 0, Start: off, Len: 1}
+	return unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk)
 }
 
 // ofdLocked reports whether any other open file description holds a lock on [off, off+1).
@@ -91,14 +113,27 @@ func ofdLocked(f *os.File, off int64) (bool, error) {
 // reopen returns a new open file description of the same file (not a dup, which would share
 // the description and so its locks).
 func reopen(f *os.File) (*os.File, error) {
+	fd, err := reopenFD(f)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
+}
+
+// reopenFD is reopen returning a raw descriptor. Unlike an *os.File, a raw descriptor has no
+// finalizer: it stays open, and the locks taken through it stay held, until closeLockFD, however
+// unreachable its owner's Go values become.
+func reopenFD(f *os.File) (int, error) {
 	// /proc/self/fd/N is a magic link to the open file itself, so it must be followed.
 	path := fmt.Sprintf("/proc/self/fd/%d", f.Fd())
 	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, &os.PathError{Op: "reopen", Path: f.Name(), Err: err}
+		return -1, &os.PathError{Op: "reopen", Path: f.Name(), Err: err}
 	}
-	return os.NewFile(uintptr(fd), f.Name()), nil
+	return fd, nil
 }
+
+func closeLockFD(fd int) error { return unix.Close(fd) }
 
 // Futex operations on words in the shared mapping. The private flag is deliberately absent:
 // the waiter and the waker are different processes.

@@ -16,7 +16,8 @@ import (
 //	8    8     FNV-1a 64 of the name
 //	16   4     name length
 //	20   4     history depth of this topic (<= HistoryDepth)
-//	24   8     type fingerprint (0: none recorded yet)
+//	24   8     type fingerprint: 0 none recorded yet; below 2^16 a claim in progress by that
+//	           participant index + 1; else the fingerprint
 //	32   16    codec name, NUL-padded
 //	64   128   name
 //	192  8     next sequence number (publishers take one each)
@@ -51,6 +52,7 @@ type Topic struct {
 	e     *topicEntry
 	hist  unsafe.Pointer
 	depth uint64
+	p     *Participant // who looked it up (nil from Region.Topic): claims are made in its name
 }
 
 func (r *Region) topicEntry(i uint32) (*topicEntry, unsafe.Pointer) {
@@ -109,7 +111,7 @@ func (p *Participant) LookupTopic(name string, create bool, history int) (Topic,
 				copy(e.name[:], name)
 				e.histDepth = uint32(history)
 				e.state.Store(uint64(p.owner)<<16 | topicReady)
-				return Topic{r: r, index: i, e: e, hist: hist, depth: uint64(history)}, nil
+				return Topic{r: r, index: i, e: e, hist: hist, depth: uint64(history), p: p}, nil
 			case topicClaiming:
 				// Another participant is writing this entry; it takes a few stores. If it
 				// stays claiming, its claimer died mid-way (reaping frees it).
@@ -124,7 +126,7 @@ func (p *Participant) LookupTopic(name string, create bool, history int) (Topic,
 						r.hdr.corrupt.Add(1)
 						d = 0
 					}
-					return Topic{r: r, index: i, e: e, hist: hist, depth: d}, nil
+					return Topic{r: r, index: i, e: e, hist: hist, depth: d, p: p}, nil
 				}
 			default:
 				r.hdr.corrupt.Add(1) // scribbled state: skip the entry
@@ -183,50 +185,101 @@ func (t Topic) Published() uint64 { return t.e.seq.Load() }
 // HistoryDepth returns how many past messages the topic keeps.
 func (t Topic) HistoryDepth() int { return int(t.depth) }
 
-// Fingerprint returns the type fingerprint and codec recorded on the topic (0 and "" if none).
+// Fingerprint returns the type fingerprint and codec recorded on the topic (0 and "" if none,
+// or if a claim is in progress).
 func (t Topic) Fingerprint() (uint64, string) {
 	fp := t.settledFingerprint()
-	if fp == fpClaiming {
+	if fp < fpClaimEnd {
 		return 0, ""
 	}
 	n := 0
 	for n < len(t.e.codec) && t.e.codec[n] != 0 {
 		n++
 	}
+	if fp&^(1<<63) < fpClaimEnd {
+		fp &^= 1 << 63 // a fingerprint SetFingerprint moved out of the claims' range
+	}
 	return fp, string(t.e.codec[:n])
 }
 
-// fpClaiming is the fingerprint word while the first claimer writes the codec name beside it.
-const fpClaiming = 1
+// The fingerprint word is 0 (none recorded), a claim in progress, or the fingerprint. A claim
+// is the claimer's participant index + 1 (below fpClaimEnd), so that a reaper, or a process
+// waiting for the claim to finish, can tell that its claimer died and undo it.
+const fpClaimEnd = 1 << 16
 
 // SetFingerprint records fp and codec on the topic if none is recorded, and reports whether
 // the topic's fingerprint is now fp. The first claimer wins; the codec name is written before
-// the fingerprint is published, so a reader never sees one without the other.
+// the fingerprint is published, so a reader never sees one without the other. A claim left by
+// a participant that died is undone (by whoever waits on it, or by Reap). The claim is made
+// in the name of the participant the topic was looked up by, else of any participant of this
+// process attached to the region; with none, SetFingerprint records nothing and reports false.
 func (t Topic) SetFingerprint(fp uint64, codec string) bool {
 	if fp == 0 {
 		return true // untyped: records and checks nothing
 	}
-	if fp == fpClaiming {
-		fp = 3 // reserved value; a hash lands on it with probability 2^-64
+	if fp < fpClaimEnd {
+		fp |= 1 << 63 // reserved values; a hash lands on one with probability 2^-48
 	}
-	if t.e.fingerprint.CompareAndSwap(0, fpClaiming) {
-		t.e.codec = [16]byte{}
-		copy(t.e.codec[:], codec)
-		t.e.fingerprint.Store(fp)
-		return true
+	for {
+		owner := t.claimer()
+		if owner == 0 {
+			return t.settledFingerprint() == fp
+		}
+		if t.e.fingerprint.CompareAndSwap(0, uint64(owner)) {
+			if testHookFingerprintClaimed != nil {
+				testHookFingerprintClaimed()
+			}
+			t.e.codec = [16]byte{}
+			copy(t.e.codec[:], codec)
+			if t.e.fingerprint.CompareAndSwap(uint64(owner), fp) {
+				return true
+			}
+			continue // our participant detached while claiming, and its claim was undone
+		}
+		if v := t.settledFingerprint(); v != 0 {
+			return v == fp
+		}
 	}
-	return t.settledFingerprint() == fp
 }
 
-// settledFingerprint waits (briefly: a few stores) for a claim in progress to finish.
+// claimer returns the participant (index + 1) in whose name this process claims the topic.
+func (t Topic) claimer() uint32 {
+	if t.p != nil && !t.p.gone.Load() {
+		return t.p.owner
+	}
+	return t.r.anyOwner()
+}
+
+// testHookFingerprintClaimed, if set, runs between claiming the fingerprint word and
+// publishing the fingerprint: a test kills the process there.
+var testHookFingerprintClaimed func()
+
+// settledFingerprint waits for a claim in progress to finish (it takes a few stores), and
+// undoes it if its claimer is dead. It returns 0 after undoing a claim, and the claim itself
+// if a live claimer holds it for more than a second (a stopped process).
 func (t Topic) settledFingerprint() uint64 {
-	for range 1 << 16 {
-		if v := t.e.fingerprint.Load(); v != fpClaiming {
+	var deadline time.Time
+	for i := 0; ; i++ {
+		v := t.e.fingerprint.Load()
+		if v == 0 || v >= fpClaimEnd {
+			return v
+		}
+		if i < 1<<10 {
+			runtime.Gosched()
+			continue
+		}
+		if alive, err := t.r.Alive(int(v) - 1); err != nil || !alive {
+			// Its claimer died between claiming and publishing (or the word was scribbled).
+			t.e.fingerprint.CompareAndSwap(v, 0)
+			continue
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(time.Second)
+		} else if time.Now().After(deadline) {
 			return v
 		}
 		runtime.Gosched()
 	}
-	return t.e.fingerprint.Load()
 }
 
 func (t Topic) histCell(pos uint64) *atomic.Uint64 {

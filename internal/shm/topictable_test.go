@@ -2,8 +2,12 @@ package shm
 
 import (
 	"fmt"
+	"os"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/offq/offq/internal/peer"
 )
 
 func newTopicRegion(t *testing.T, cfg Config) (*Region, *Participant) {
@@ -138,5 +142,76 @@ func TestTopicFingerprint(t *testing.T) {
 	}
 	if fp, c := tp.Fingerprint(); fp != 42 || c != "msgpack" {
 		t.Fatalf("fingerprint %d %q", fp, c)
+	}
+}
+
+// roleFingerprintClaimer attaches to OFFQ_DIR/fp, claims the fingerprint of topic "typed" and
+// stops between the claim and the store that publishes the fingerprint, says "claimed", and
+// waits there to be killed.
+func roleFingerprintClaimer(c *peer.Child) error {
+	r, err := Open("fp", Options{Dir: os.Getenv("OFFQ_DIR")})
+	if err != nil {
+		return err
+	}
+	p, err := r.Attach("claimer")
+	if err != nil {
+		return err
+	}
+	tp, err := p.LookupTopic("typed", true, 0)
+	if err != nil {
+		return err
+	}
+	testHookFingerprintClaimed = func() {
+		c.Send("claimed")
+		<-c.Context().Done() // killed before this
+	}
+	tp.SetFingerprint(7, "json")
+	return nil
+}
+
+// TestFingerprintClaimerKilled: a process killed with SIGKILL between claiming a topic's
+// type fingerprint and publishing it does not wedge the topic: a reap undoes the claim, and
+// so does the next claimer that finds its claimer dead; either way the next typed user
+// records its own fingerprint.
+func TestFingerprintClaimerKilled(t *testing.T) {
+	for _, reap := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reap=%v", reap), func(t *testing.T) {
+			dir := t.TempDir()
+			r, err := Create("fp", Options{Dir: dir, Config: inboxConfig()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			p := attachUnit(t, r, "parent")
+			claimer := peer.Start(t, "fp-claimer", "OFFQ_DIR="+dir)
+			if _, err := claimer.Expect("claimed", time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			claimer.Kill()
+			claimer.Wait(time.Minute)
+			tp, err := p.LookupTopic("typed", false, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if reap {
+				rep, err := r.Reap()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if rep.Participants != 1 || rep.Topics != 1 {
+					t.Fatalf("reap report %+v, want the participant and its fingerprint claim", rep)
+				}
+				if v := tp.e.fingerprint.Load(); v != 0 {
+					t.Fatalf("fingerprint word %#x after reaping its dead claimer, want 0", v)
+				}
+			}
+			if !tp.SetFingerprint(42, "msgpack") {
+				fp, c := tp.Fingerprint()
+				t.Fatalf("fingerprint refused after its claimer died: topic says %q %#x", c, fp)
+			}
+			if fp, c := tp.Fingerprint(); fp != 42 || c != "msgpack" {
+				t.Fatalf("fingerprint %d %q, want 42 msgpack", fp, c)
+			}
+		})
 	}
 }
