@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/offq/offq/internal/floor"
 	"github.com/offq/offq/internal/shm"
 )
 
@@ -316,7 +317,7 @@ func (a *app) runBench(cmd *cobra.Command, o benchOptions) error {
 	defer os.RemoveAll(tmp)
 	bn := &bencher{a: a, o: o, exe: exe, tmp: tmp, cpus: [2]int{-1, -1}}
 	if !o.noPin {
-		if cpus, err := shm.CPUs(); err == nil && len(cpus) >= 2 {
+		if cpus, err := floor.CPUs(); err == nil && len(cpus) >= 2 {
 			bn.cpus = [2]int{cpus[0], cpus[1]}
 		}
 	}
@@ -443,7 +444,7 @@ func (bn *bencher) run(ctx context.Context, c benchCase) (benchResult, error) {
 func onCPU(cpu int, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
-		if err := shm.PinThread(cpu); err != nil {
+		if err := floor.PinThread(cpu); err != nil {
 			errc <- err
 			return
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/offq/offq/bus"
+	"github.com/offq/offq/internal/floor"
 	"github.com/offq/offq/internal/shm"
 )
 
@@ -161,11 +162,11 @@ func (a *app) benchOffqPeer(ctx context.Context, o benchPeerOptions, out *lineWr
 }
 
 func benchRawEcho(ctx context.Context, o benchPeerOptions, ready func() error) error {
-	w := shm.RawSpin
-	if o.mode == shm.RawFutex.String() {
-		w = shm.RawFutex
+	w := floor.RawSpin
+	if o.mode == floor.RawFutex.String() {
+		w = floor.RawFutex
 	}
-	pp, err := shm.OpenRawPingPong(o.path, w)
+	pp, err := floor.OpenRawPingPong(o.path, w)
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,7 @@
 package main
 
 // The floors: a counter passed between this process and a child through two words of a
-// shared file (shm.RawPingPong), spinning (shm-raw) or with a futex wake-up on every
+// shared file (floor.RawPingPong), spinning (shm-raw) or with a futex wake-up on every
 // message (futex-raw).
 
 import (
@@ -9,21 +9,21 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/internal/floor"
 )
 
-func rawWaitOf(system string) shm.RawWait {
+func rawWaitOf(system string) floor.RawWait {
 	if system == sysFutex {
-		return shm.RawFutex
+		return floor.RawFutex
 	}
-	return shm.RawSpin
+	return floor.RawSpin
 }
 
 func (bn *bencher) rawPingPong(ctx context.Context, c benchCase) (res benchResult, err error) {
 	ctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
 	path := filepath.Join(bn.tmp, "raw-"+strconv.Itoa(bn.seq))
-	pp, err := shm.CreateRawPingPong(path, rawWaitOf(c.System))
+	pp, err := floor.CreateRawPingPong(path, rawWaitOf(c.System))
 	if err != nil {
 		return res, err
 	}
