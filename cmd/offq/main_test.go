@@ -8,12 +8,15 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/offq/offq/internal/peer"
 )
 
-// TestMain makes the test binary usable as offq itself: the demo re-executes
-// os.Executable(), which in a test is this binary, with envDemoPeer set; such a copy runs the
-// command line instead of the tests.
+// TestMain makes the test binary usable as offq itself: bench and demo re-execute
+// os.Executable(), which in a test is this binary, and such a copy plays its role here, as
+// offq's main does, instead of running the tests.
 func TestMain(m *testing.M) {
+	peer.Dispatch(roles)
 	if os.Getenv(envDemoPeer) == "1" {
 		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 	}

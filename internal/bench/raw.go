@@ -1,4 +1,4 @@
-package main
+package bench
 
 // The floors: a counter passed between this process and a child through two words of a
 // shared file (floor.RawPingPong), spinning (shm-raw) or with a futex wake-up on every
@@ -28,7 +28,7 @@ func (bn *bencher) rawPingPong(ctx context.Context, c benchCase) (res benchResul
 		return res, err
 	}
 	defer pp.Close()
-	p, err := bn.start("echo", fail, nil, "--role", "raw-echo", "--path", path, "--mode", rawWaitOf(c.System).String())
+	p, err := bn.start("echo", fail, nil, peerArg{Role: "raw-echo", Path: path, Mode: rawWaitOf(c.System).String()})
 	if err != nil {
 		return res, err
 	}
