@@ -398,6 +398,10 @@ type bencher struct {
 	tmp  string // private directory: regions, files, sockets
 	cpus [2]int // this process's measuring thread, the children's; -1: not pinned
 	seq  int    // names files of successive cases apart
+
+	// rounds, if set, replaces the timed part of a ping-pong after its warm-up: go test
+	// -bench runs b.N rounds and times them itself (pingpong_bench_test.go).
+	rounds func(round func() error) error
 }
 
 // caseTimeout bounds one measurement beyond its warm-up and duration: starting processes,

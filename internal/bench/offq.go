@@ -144,7 +144,7 @@ func caseError(ctx context.Context, err error) error {
 
 // timeRounds runs round on this process's pinned thread: a warm-up of at least 100 rounds
 // and the --warmup time, then as many rounds as fit in --duration (at least minMeasured), each
-// timed into h.
+// timed into h; or, under go test -bench, bn.rounds.
 func (bn *bencher) timeRounds(ctx context.Context, h *hdrhistogram.Histogram, round func() error) error {
 	return onCPU(bn.cpus[0], func() error {
 		warmEnd := shm.Now() + bn.o.warmup.Nanoseconds()
@@ -152,6 +152,9 @@ func (bn *bencher) timeRounds(ctx context.Context, h *hdrhistogram.Histogram, ro
 			if err := round(); err != nil {
 				return fmt.Errorf("warm-up: %w", err)
 			}
+		}
+		if bn.rounds != nil {
+			return bn.rounds(round)
 		}
 		end := shm.Now() + bn.o.duration.Nanoseconds()
 		for {
