@@ -35,12 +35,14 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/offq/offq/internal/bench"
+	"github.com/offq/offq/internal/demo"
 	"github.com/offq/offq/internal/peer"
 	"github.com/offq/offq/internal/shm"
 )
@@ -59,7 +61,7 @@ func main() {
 
 // roles are the parts the children of offq bench and offq demo play: this program re-executed
 // (internal/peer), its role in the environment rather than on the command line.
-var roles = merge(bench.Roles)
+var roles = merge(bench.Roles, demo.Roles)
 
 func merge(ms ...map[string]peer.Role) map[string]peer.Role {
 	out := make(map[string]peer.Role)
@@ -134,7 +136,7 @@ verifies every message and reports rates, drops and latencies:
 	pf.StringVar(&a.dir, "dir", shm.DefaultDir, "directory holding bus regions")
 	pf.StringVar(&a.busName, "bus", "default", "bus name")
 	pf.StringVar(&a.logLevel, "log-level", "warn", "log level: debug, info, warn or error (logs go to stderr)")
-	root.AddCommand(newDemoCmd(a), newDemoPeerCmd(a))
+	root.AddCommand(newDemoCmd(a))
 	root.AddCommand(newCreateCmd(a), newInfoCmd(a), newRmCmd(a), newLsCmd(a), newPubCmd(a), newSubCmd(a))
 	root.AddCommand(newBenchCmd(a))
 	root.AddCommand(newExporterCmd(a), newStatCmd(a), newTopCmd(a))
@@ -226,4 +228,16 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// sleepCtx sleeps for d, or until ctx is done (its error).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }

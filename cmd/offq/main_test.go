@@ -12,6 +12,11 @@ import (
 	"github.com/offq/offq/internal/peer"
 )
 
+// envDemoPeer, set to 1 in this test binary's environment, makes it run the offq command line
+// instead of the tests, as a user runs it in a shell (startOffq); offq itself needs no such
+// thing. (The name is historical: the demo's children are peer roles now.)
+const envDemoPeer = "OFFQ_DEMO_PEER"
+
 // TestMain makes the test binary usable as offq itself: bench and demo re-execute
 // os.Executable(), which in a test is this binary, and such a copy plays its role here, as
 // offq's main does, instead of running the tests.
@@ -48,7 +53,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"demo", "--duration", "x"}, exitUsage, "invalid argument"},
 		{[]string{"--log-level", "loud", "demo"}, exitUsage, `--log-level "loud"`},
 		{[]string{"--bus", "../x", "demo"}, exitUsage, "--bus"},
-		{[]string{"demo-peer", "--role", "x", "--dir", dir}, exitUsage, `--role "x"`},
+		{[]string{"demo-peer", "--role", "x", "--dir", dir}, exitUsage, `unknown command "demo-peer"`}, // no hidden subcommands
 		{[]string{"demo", "--dir", dir + "/missing"}, exitRuntime, "demo: create bus"},
 	} {
 		code, _, stderr := runOffq(t, context.Background(), tc.args...)
