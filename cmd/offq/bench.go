@@ -1,378 +1,49 @@
 package main
 
 // offq bench: offq between processes beside the transports a user would otherwise pick, in one
-// run. The plan and the run are here; the processes in bench_proc.go, offq's cases in
-// bench_offq.go, the raw shared-memory and futex floors in bench_raw.go, Unix sockets and pipes
-// in bench_socket.go, the children's side in bench_peer.go, the output in bench_report.go.
+// run. The plan, the measurements, the children and the report are in internal/bench.
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/offq/offq/internal/shm"
-)
-
-// Systems, modes and patterns, as they appear in the output (a stable contract: scripts
-// filter on these names).
-const (
-	sysOffq  = "offq"
-	sysShm   = "shm-raw"
-	sysFutex = "futex-raw"
-	sysUDS   = "uds"
-	sysPipe  = "pipe"
-	sysNATS  = "nats"
-	sysBrdg  = "bridge"
-
-	modeSpin  = "spin"  // waits without entering the kernel
-	modeSleep = "sleep" // spins briefly, then sleeps in the kernel (offq's default)
-	modeBlock = "block" // sleeps in the kernel for every message
-
-	patPingPong = "pingpong"
-	patStream   = "stream"
-	patFanout   = "fanout"
-)
-
-var (
-	allSystems  = []string{sysOffq, sysShm, sysFutex, sysUDS, sysPipe, sysNATS, sysBrdg}
-	allPatterns = []string{patPingPong, patStream, patFanout}
-)
-
-type benchOptions struct {
-	quick    bool
-	json     bool
-	progress bool
-	noPin    bool
-	sizes    []int
-	fanout   []int
-	systems  []string
-	patterns []string
-	warmup   time.Duration
-	duration time.Duration
-}
-
-// Defaults, and what --quick changes.
-var (
-	defaultSizes  = []int{64, 4 << 10, 64 << 10, 1 << 20}
-	quickSizes    = []int{64, 1 << 20}
-	defaultFanout = []int{1, 4, 8}
-	quickFanout   = []int{1, 4}
-)
-
-const (
-	defaultWarmup   = 250 * time.Millisecond
-	defaultDuration = time.Second
-	quickWarmup     = 100 * time.Millisecond
-	quickDuration   = 300 * time.Millisecond
-
-	minBenchSize = 16 // the stream header: sequence number and phase
-	maxBenchSize = 64 << 20
-	maxFanout    = 32
+	"github.com/offq/offq/internal/bench"
 )
 
 func newBenchCmd(a *app) *cobra.Command {
-	var o benchOptions
-	var sizes, fanout, systems, patterns string
+	var f bench.Flags
 	cmd := &cobra.Command{
-		Use:   "bench",
-		Short: "measure offq between processes beside raw shared memory, futex, Unix sockets and pipes",
-		Long: `bench measures offq between processes and, in the same run, the transports a user would
-otherwise pick, so that the ratios hold even on a noisy machine:
-
-  offq       the bus API (Loan, write the header in place, Send; Receive, read, Release)
-  shm-raw    a counter passed through two words of a shared file, both sides spinning: the floor
-  futex-raw  the same, with FUTEX_WAKE and FUTEX_WAIT on every message
-  uds        a Unix stream socket (Go's net package), one write per message
-  pipe       a pair of pipes (os.Pipe), one write per message
-  (nats: a request/reply round trip through an embedded NATS server on loopback, the engine the bridge uses between hosts)
-
-Patterns:
-
-  pingpong   round trip between this process and a child: p50, p99, p99.9 and max from an
-             HdrHistogram of every round trip after the warm-up
-  stream     one-way, this process publishing to a child as fast as it takes (offq subscribes
-             with the Block policy, so nothing is dropped): messages/s
-  fanout     one publisher to N child processes: deliveries/s, all subscribers together
-
-Modes: spin (offq BusySpin; shm-raw), sleep (offq SpinThenSleep, the default: spin ~50µs,
-then sleep on a futex), block (offq Sleep, futex-raw, uds, pipe: into the kernel on every
-message). offq runs in spin and sleep at every size, and in block at 64 B ping-pong beside
-futex-raw; fan-out subscribers use sleep, so that N of them do not all spin on two cores.
-shm-raw and futex-raw carry no payload and run at 64 B only.
-
-This process runs on the first allowed CPU and every child on the second (a thread locked with
-runtime.LockOSThread and sched_setaffinity), unless --no-pin. offq's payloads are written and
-read in place: only a 16-byte header (sequence number, phase) is touched per message, which is
-the point of zero copy; uds and pipe move every byte through the kernel.
-
-The defaults take about 80 seconds (59 measurements); --quick about 15 seconds (27). A progress
-bar goes to stderr when it is a terminal (or with --progress). At the end a markdown table goes
-to stdout, with the machine, the command and each baseline's ratio to offq, or with --json one
-JSON object: {"machine": {...}, "results": [{"system", "mode", "pattern", "size",
-"subscribers", "rtt_ns": {"p50", "p99", "p999", "max", "mean"} | "msgs_per_sec", ...}]}.
-
-Everything runs in a private directory under --dir (its regions, files and sockets), removed at
-the end; --bus is not used. Exit status 1 if a measurement failed (the others are still
-reported), 2 for a bad flag.`,
-		Example: `  offq bench
-  offq bench --quick --json > bench.json
-  offq bench --patterns pingpong --sizes 64,1MiB --duration 2s
-  offq bench --systems offq,uds --patterns stream,fanout --fanout 1,2,4`,
-		Args: usageArgs(cobra.NoArgs),
+		Use:     "bench",
+		Short:   "measure offq between processes beside raw shared memory, futex, Unix sockets and pipes",
+		Long:    bench.Help,
+		Example: bench.Example,
+		Args:    usageArgs(cobra.NoArgs),
 		RunE: runtimeErrors(func(cmd *cobra.Command, _ []string) error {
-			if err := o.parse(cmd, sizes, fanout, systems, patterns); err != nil {
+			o, err := f.Options()
+			if err != nil {
 				return usageError(err)
 			}
-			return a.runBench(cmd, o)
+			dir := a.dir
+			if !cmd.Flags().Changed("dir") {
+				if _, err := os.Stat(dir); err != nil {
+					dir = os.TempDir()
+				}
+			}
+			err = bench.Run(cmd.Context(), o, bench.Env{Dir: dir, Log: a.log, LogLevel: a.logLevel,
+				Stdout: cmd.OutOrStdout(), Stderr: a.stderr, Command: commandLine(cmd)})
+			if errors.Is(err, bench.ErrNothing) {
+				return usageError(err)
+			}
+			return err
 		}),
 	}
-	f := cmd.Flags()
-	f.BoolVar(&o.quick, "quick", false, "fewer sizes and fan-outs, shorter runs (about 15 s)")
-	f.BoolVar(&o.json, "json", false, "print the results as JSON instead of a markdown table")
-	f.BoolVar(&o.progress, "progress", false, "show progress on stderr even when it is not a terminal")
-	f.BoolVar(&o.noPin, "no-pin", false, "do not pin the measuring threads to CPUs")
-	f.StringVar(&sizes, "sizes", "", "payload sizes, comma-separated (default 64,4KiB,64KiB,1MiB; --quick 64,1MiB)")
-	f.StringVar(&fanout, "fanout", "", "subscriber counts of the fan-out (default 1,4,8; --quick 1,4)")
-	f.StringVar(&systems, "systems", strings.Join(allSystems, ","), "systems to measure")
-	f.StringVar(&patterns, "patterns", strings.Join(allPatterns, ","), "patterns to measure")
-	f.DurationVar(&o.warmup, "warmup", defaultWarmup, "warm-up of each measurement (--quick: 100ms)")
-	f.DurationVar(&o.duration, "duration", defaultDuration, "length of each measurement after its warm-up (--quick: 300ms)")
+	f.Register(cmd.Flags())
 	return cmd
-}
-
-func (o *benchOptions) parse(cmd *cobra.Command, sizes, fanout, systems, patterns string) error {
-	changed := cmd.Flags().Changed
-	o.sizes, o.fanout = defaultSizes, defaultFanout
-	if o.quick {
-		o.sizes, o.fanout = quickSizes, quickFanout
-		if !changed("warmup") {
-			o.warmup = quickWarmup
-		}
-		if !changed("duration") {
-			o.duration = quickDuration
-		}
-	}
-	if changed("sizes") {
-		o.sizes = nil
-		for _, s := range splitList(sizes) {
-			n, err := shm.ParseSize(s)
-			if err != nil || n < minBenchSize || n > maxBenchSize {
-				return fmt.Errorf("--sizes: %q: want sizes from %d B to %s", s, minBenchSize, shm.Size(maxBenchSize))
-			}
-			o.sizes = append(o.sizes, int(n))
-		}
-	}
-	if changed("fanout") {
-		o.fanout = nil
-		for _, s := range splitList(fanout) {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 || n > maxFanout {
-				return fmt.Errorf("--fanout: %q: want subscriber counts from 1 to %d", s, maxFanout)
-			}
-			o.fanout = append(o.fanout, n)
-		}
-	}
-	var err error
-	if o.systems, err = pickNames("--systems", systems, allSystems); err != nil {
-		return err
-	}
-	if o.patterns, err = pickNames("--patterns", patterns, allPatterns); err != nil {
-		return err
-	}
-	switch {
-	case len(o.sizes) == 0:
-		return errors.New("--sizes: no sizes")
-	case len(o.fanout) == 0 && slices.Contains(o.patterns, patFanout):
-		return errors.New("--fanout: no subscriber counts")
-	case o.warmup < 0 || o.warmup > time.Minute:
-		return fmt.Errorf("--warmup %v: want 0 to 1m", o.warmup)
-	case o.duration < 10*time.Millisecond || o.duration > 10*time.Minute:
-		return fmt.Errorf("--duration %v: want 10ms to 10m", o.duration)
-	}
-	slices.Sort(o.sizes)
-	o.sizes = slices.Compact(o.sizes)
-	slices.Sort(o.fanout)
-	o.fanout = slices.Compact(o.fanout)
-	return nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// pickNames parses a comma-separated subset of known, returned in known's order.
-func pickNames(flag, s string, known []string) ([]string, error) {
-	want := splitList(s)
-	for _, w := range want {
-		if !slices.Contains(known, w) {
-			return nil, fmt.Errorf("%s: %q: want some of %s", flag, w, strings.Join(known, ", "))
-		}
-	}
-	var out []string
-	for _, k := range known {
-		if slices.Contains(want, k) {
-			out = append(out, k)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: none given", flag)
-	}
-	return out, nil
-}
-
-// benchCase is one measurement.
-type benchCase struct {
-	System  string
-	Mode    string
-	Pattern string
-	Size    int
-	Subs    int
-}
-
-func (c benchCase) String() string {
-	s := fmt.Sprintf("%s %s %s %s", c.System, c.Pattern, shm.Size(c.Size), c.Mode)
-	if c.Pattern == patFanout {
-		s += fmt.Sprintf(" 1→%d", c.Subs)
-	}
-	return s
-}
-
-// plan lists the measurements in the order they run: by pattern, then size, with each
-// baseline right after the offq case it is compared with, so that the two are measured
-// seconds apart.
-func (o benchOptions) plan() []benchCase {
-	has := func(s string) bool { return slices.Contains(o.systems, s) }
-	var out []benchCase
-	add := func(sys, mode, pat string, size, subs int) {
-		if has(sys) {
-			out = append(out, benchCase{System: sys, Mode: mode, Pattern: pat, Size: size, Subs: subs})
-		}
-	}
-	smallest := o.sizes[0]
-	for _, pat := range o.patterns {
-		for _, size := range o.sizes {
-			switch pat {
-			case patPingPong:
-				if size == smallest {
-					add(sysShm, modeSpin, pat, size, 1)
-				}
-				add(sysOffq, modeSpin, pat, size, 1)
-				add(sysOffq, modeSleep, pat, size, 1)
-				if size == smallest {
-					add(sysFutex, modeBlock, pat, size, 1)
-					add(sysOffq, modeBlock, pat, size, 1)
-				}
-				add(sysUDS, modeBlock, pat, size, 1)
-				add(sysPipe, modeBlock, pat, size, 1)
-				add(sysNATS, modeBlock, pat, size, 1)
-				add(sysBrdg, modeSleep, pat, size, 1)
-			case patStream:
-				add(sysOffq, modeSpin, pat, size, 1)
-				add(sysOffq, modeSleep, pat, size, 1)
-				add(sysUDS, modeBlock, pat, size, 1)
-				add(sysPipe, modeBlock, pat, size, 1)
-			case patFanout:
-				for _, n := range o.fanout {
-					add(sysOffq, modeSleep, pat, size, n)
-					add(sysUDS, modeBlock, pat, size, n)
-				}
-			}
-		}
-	}
-	return out
-}
-
-func (a *app) runBench(cmd *cobra.Command, o benchOptions) error {
-	ctx := cmd.Context()
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("bench: find this program to start its children: %w", err)
-	}
-	dir := a.dir
-	if !cmd.Flags().Changed("dir") {
-		if _, err := os.Stat(dir); err != nil {
-			dir = os.TempDir()
-		}
-	}
-	tmp, err := os.MkdirTemp(dir, "offq-bench-")
-	if err != nil {
-		return fmt.Errorf("bench: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	bn := &bencher{a: a, o: o, exe: exe, tmp: tmp, cpus: [2]int{-1, -1}}
-	if !o.noPin {
-		if cpus, err := shm.CPUs(); err == nil && len(cpus) >= 2 {
-			bn.cpus = [2]int{cpus[0], cpus[1]}
-		}
-	}
-	plan := o.plan()
-	if len(plan) == 0 {
-		return usageError(errors.New("bench: nothing to measure with these --systems and --patterns"))
-	}
-	rep := &benchReport{Machine: machineInfo(bn.cpus), Results: make([]benchResult, 0, len(plan))}
-	rep.Machine.Command = commandLine(cmd)
-	prog := newProgress(a.stderr, o.progress || stderrIsTerminal(), len(plan), o.estimate(plan))
-	var failed int
-	for i, c := range plan {
-		if ctx.Err() != nil {
-			break
-		}
-		prog.step(i, c)
-		res, err := bn.run(ctx, c)
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			failed++
-			res = resultOf(c)
-			res.Error = err.Error()
-			prog.note(fmt.Sprintf("offq bench: %s: %v", c, err))
-		}
-		rep.Results = append(rep.Results, res)
-	}
-	prog.done()
-	rep.Machine.LoadEnd = loadAvg()
-	rep.compare()
-	out := cmd.OutOrStdout()
-	if o.json {
-		if err := rep.writeJSON(out); err != nil {
-			return fmt.Errorf("bench: %w", err)
-		}
-	} else {
-		rep.writeMarkdown(out)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("bench: interrupted after %d of %d measurements: %w", len(rep.Results), len(plan), context.Cause(ctx))
-	}
-	if failed > 0 {
-		return fmt.Errorf("bench: %d of %d measurements failed", failed, len(plan))
-	}
-	return nil
-}
-
-// estimate guesses how long plan takes: each case's warm-up and measurement, plus starting
-// its processes.
-func (o benchOptions) estimate(plan []benchCase) time.Duration {
-	var d time.Duration
-	for _, c := range plan {
-		d += o.warmup + o.duration + 60*time.Millisecond + time.Duration(c.Subs)*20*time.Millisecond
-	}
-	return d
 }
 
 // commandLine rebuilds the command line from the flags set, for the report.
@@ -394,108 +65,4 @@ func commandLine(cmd *cobra.Command) string {
 		}
 	})
 	return strings.Join(parts, " ")
-}
-
-func stderrIsTerminal() bool {
-	fi, err := os.Stderr.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
-
-// bencher runs measurements.
-type bencher struct {
-	a    *app
-	o    benchOptions
-	exe  string
-	tmp  string // private directory: regions, files, sockets
-	cpus [2]int // this process's measuring thread, the children's; -1: not pinned
-	seq  int    // names files of successive cases apart
-}
-
-// caseTimeout bounds one measurement beyond its warm-up and duration: starting processes,
-// draining queues, stopping.
-const caseTimeout = 30 * time.Second
-
-// run makes one measurement.
-func (bn *bencher) run(ctx context.Context, c benchCase) (benchResult, error) {
-	bn.seq++
-	ctx, cancel := context.WithTimeoutCause(ctx, bn.o.warmup+bn.o.duration+caseTimeout,
-		fmt.Errorf("took longer than %v", bn.o.warmup+bn.o.duration+caseTimeout))
-	defer cancel()
-	switch {
-	case c.System == sysOffq && c.Pattern == patPingPong:
-		return bn.offqPingPong(ctx, c)
-	case c.System == sysOffq:
-		return bn.offqStream(ctx, c)
-	case c.System == sysShm || c.System == sysFutex:
-		return bn.rawPingPong(ctx, c)
-	case c.System == sysNATS:
-		return bn.natsPingPong(ctx, c)
-	case c.System == sysBrdg:
-		return bn.bridgePingPong(ctx, c)
-	case c.Pattern == patPingPong:
-		return bn.socketPingPong(ctx, c)
-	}
-	return bn.socketStream(ctx, c)
-}
-
-// onCPU runs fn on a goroutine locked to a thread pinned to cpu (if cpu >= 0). The goroutine
-// ends locked, so the runtime ends the pinned thread with it.
-func onCPU(cpu int, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		if err := shm.PinThread(cpu); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
-// minMeasured is the fewest round trips or messages a measurement counts, however long
-// they take: on a machine too busy to make them within --duration, the measurement runs
-// longer rather than report nothing.
-const minMeasured = 100
-
-// schedule is the warm-up and the measurement of one stream: timers move its phase on, and
-// the publisher reads it with one atomic load per message instead of reading the clock.
-type schedule struct {
-	phase  atomic.Uint64
-	timers [2]*time.Timer
-}
-
-func (bn *bencher) startSchedule() *schedule {
-	s := &schedule{}
-	s.timers[0] = time.AfterFunc(bn.o.warmup, func() { s.phase.CompareAndSwap(phaseWarm, phaseMeasure) })
-	s.timers[1] = time.AfterFunc(bn.o.warmup+bn.o.duration, func() { s.phase.Store(phaseEnd) })
-	return s
-}
-
-func (s *schedule) stop() {
-	for _, t := range s.timers {
-		t.Stop()
-	}
-}
-
-// publish calls send for messages 1, 2, ... with the phase each belongs to, then for the end
-// marker once the measurement is over and at least minMeasured messages were measured.
-func (bn *bencher) publish(send func(seq, phase uint64) error) error {
-	s := bn.startSchedule()
-	defer s.stop()
-	measured := 0
-	for seq := uint64(1); ; seq++ {
-		ph := s.phase.Load()
-		if ph == phaseEnd {
-			if measured >= minMeasured {
-				return send(seq, phaseEnd)
-			}
-			ph = phaseMeasure
-		}
-		if ph == phaseMeasure {
-			measured++
-		}
-		if err := send(seq, ph); err != nil {
-			return err
-		}
-	}
 }

@@ -35,11 +35,15 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/offq/offq/internal/bench"
+	"github.com/offq/offq/internal/demo"
+	"github.com/offq/offq/internal/peer"
 	"github.com/offq/offq/transport"
 )
 
@@ -51,7 +55,22 @@ const (
 )
 
 func main() {
+	peer.Dispatch(roles) // a child of bench or demo runs its role and exits here
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// roles are the parts the children of offq bench and offq demo play: this program re-executed
+// (internal/peer), its role in the environment rather than on the command line.
+var roles = merge(bench.Roles, demo.Roles)
+
+func merge(ms ...map[string]peer.Role) map[string]peer.Role {
+	out := make(map[string]peer.Role)
+	for _, m := range ms {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // run executes the offq command line args, writing to stdout and stderr, and returns the
@@ -117,9 +136,9 @@ verifies every message and reports rates, drops and latencies:
 	pf.StringVar(&a.dir, "dir", transport.DefaultDir, "directory holding bus regions")
 	pf.StringVar(&a.busName, "bus", "default", "bus name")
 	pf.StringVar(&a.logLevel, "log-level", "warn", "log level: debug, info, warn or error (logs go to stderr)")
-	root.AddCommand(newDemoCmd(a), newDemoPeerCmd(a))
+	root.AddCommand(newDemoCmd(a))
 	root.AddCommand(newCreateCmd(a), newInfoCmd(a), newRmCmd(a), newLsCmd(a), newPubCmd(a), newSubCmd(a))
-	root.AddCommand(newBenchCmd(a), newBenchPeerCmd(a))
+	root.AddCommand(newBenchCmd(a))
 	root.AddCommand(newExporterCmd(a), newStatCmd(a), newTopCmd(a))
 	root.AddCommand(newReapCmd(a))
 	root.AddCommand(newBridgeCmd(a))
@@ -209,4 +228,16 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// sleepCtx sleeps for d, or until ctx is done (its error).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }

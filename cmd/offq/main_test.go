@@ -8,12 +8,20 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/offq/offq/internal/peer"
 )
 
-// TestMain makes the test binary usable as offq itself: the demo re-executes
-// os.Executable(), which in a test is this binary, with envDemoPeer set; such a copy runs the
-// command line instead of the tests.
+// envDemoPeer, set to 1 in this test binary's environment, makes it run the offq command line
+// instead of the tests, as a user runs it in a shell (startOffq); offq itself needs no such
+// thing. (The name is historical: the demo's children are peer roles now.)
+const envDemoPeer = "OFFQ_DEMO_PEER"
+
+// TestMain makes the test binary usable as offq itself: bench and demo re-execute
+// os.Executable(), which in a test is this binary, and such a copy plays its role here, as
+// offq's main does, instead of running the tests.
 func TestMain(m *testing.M) {
+	peer.Dispatch(roles)
 	if os.Getenv(envDemoPeer) == "1" {
 		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 	}
@@ -45,7 +53,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"demo", "--duration", "x"}, exitUsage, "invalid argument"},
 		{[]string{"--log-level", "loud", "demo"}, exitUsage, `--log-level "loud"`},
 		{[]string{"--bus", "../x", "demo"}, exitUsage, "--bus"},
-		{[]string{"demo-peer", "--role", "x", "--dir", dir}, exitUsage, `--role "x"`},
+		{[]string{"demo-peer", "--role", "x", "--dir", dir}, exitUsage, `unknown command "demo-peer"`}, // no hidden subcommands
 		{[]string{"demo", "--dir", dir + "/missing"}, exitRuntime, "demo: create bus"},
 	} {
 		code, _, stderr := runOffq(t, context.Background(), tc.args...)

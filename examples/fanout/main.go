@@ -37,18 +37,14 @@ type Frame struct {
 }
 
 func main() {
+	launch.Dispatch(child) // a child plays its role and exits here
 	frames := flag.Int("frames", 2000, "frames to send")
 	subscribers := flag.Int("subscribers", 4, "subscriber processes")
 	timeout := flag.Duration("timeout", time.Minute, "give up after this long")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	var err error
-	if launch.Role() == "" {
-		err = run(ctx, os.Stdout, *frames, *subscribers)
-	} else {
-		err = child(ctx)
-	}
+	err := run(ctx, os.Stdout, *frames, *subscribers)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fanout:", err)
 		os.Exit(1)

@@ -37,17 +37,13 @@ type Status struct {
 var pumps = []string{"plant.pump1.status", "plant.pump2.status"}
 
 func main() {
+	launch.Dispatch(child) // a child plays its role and exits here
 	updates := flag.Int("updates", 1000, "updates per pump from the first publisher")
 	timeout := flag.Duration("timeout", time.Minute, "give up after this long")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	var err error
-	if launch.Role() == "" {
-		err = run(ctx, os.Stdout, *updates)
-	} else {
-		err = child(ctx)
-	}
+	err := run(ctx, os.Stdout, *updates)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "latest-value:", err)
 		os.Exit(1)

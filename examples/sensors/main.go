@@ -42,17 +42,13 @@ type Reading struct {
 var sensors = []string{"line1", "line2", "boiler", "yard"}
 
 func main() {
+	launch.Dispatch(child) // a child plays its role and exits here
 	n := flag.Int("n", 20000, "readings per sensor")
 	timeout := flag.Duration("timeout", time.Minute, "give up after this long")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	var err error
-	if launch.Role() == "" {
-		err = run(ctx, os.Stdout, *n)
-	} else {
-		err = child(ctx)
-	}
+	err := run(ctx, os.Stdout, *n)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sensors:", err)
 		os.Exit(1)

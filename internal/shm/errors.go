@@ -102,7 +102,9 @@ type Error struct {
 	Err  error
 }
 
-func (e *Error) Error() string { return "offq: " + e.Op + " " + strconv.Quote(e.Name) + ": " + e.Err.Error() }
+func (e *Error) Error() string {
+	return "offq: " + e.Op + " " + strconv.Quote(e.Name) + ": " + e.Err.Error()
+}
 
 // Unwrap returns the cause.
 func (e *Error) Unwrap() error { return e.Err }

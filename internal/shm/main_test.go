@@ -20,11 +20,6 @@ var peerRoles = map[string]peer.Role{
 	"open-or-create": roleOpenOrCreate,
 	"producer":       roleProducer,
 	"sleep-pong":     roleSleepPong,
-	// pingpong_bench_test.go and baseline_test.go
-	"bench-echo":      roleBenchEcho,
-	"bench-raw-spin":  roleRawSpin,
-	"bench-raw-futex": roleRawFutex,
-	"bench-uds":       roleUDS,
 	// reap_test.go
 	"reap-victim": roleReapVictim,
 	"reaper":      roleReaper,

@@ -1,93 +1,95 @@
-// Package launch runs an example program as several processes: the program re-executes
-// itself once per role, with the role and the bus's directory in its environment, and the
-// parent reads each child's output line by line. It is for the programs in examples/ only.
+// Package launch runs an example program as several processes, in the words the examples
+// need: the program re-executes itself once per role, with the role and the bus's directory
+// as the child's argument, and the parent reads each child's output line by line. The
+// processes themselves are internal/peer's (lifeline, parent-death signal, bounded start),
+// as in offq's tests, offq bench and offq demo. It is for the programs in examples/ only.
 package launch
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/offq/offq/internal/peer"
 )
 
-// Environment variables a child is started with.
-const (
-	EnvRole = "OFFQ_EXAMPLE_ROLE" // the role to play
-	EnvDir  = "OFFQ_EXAMPLE_DIR"  // the directory of the bus's region
-	EnvArg  = "OFFQ_EXAMPLE_ARG"  // an argument of the role, as text
-)
+// role is the one peer role of an example's children; the example's own role is in the
+// argument.
+const role = "example"
+
+// argument is what a child is started with.
+type argument struct {
+	Role string `json:"role"` // the role to play
+	Arg  string `json:"arg"`  // an argument of the role, as text
+	Dir  string `json:"dir"`  // the directory of the bus's region
+}
+
+// self is this process's argument, once Dispatch has read it; zero in the parent.
+var self argument
 
 // Role returns the role this process was started to play, or "" in the parent.
-func Role() string { return os.Getenv(EnvRole) }
+func Role() string { return self.Role }
 
 // Dir returns the directory of the bus's region, as the parent chose it.
-func Dir() string { return os.Getenv(EnvDir) }
+func Dir() string { return self.Dir }
 
 // Arg returns the role's argument.
-func Arg() string { return os.Getenv(EnvArg) }
+func Arg() string { return self.Arg }
+
+// Dispatch runs child, bounded by a minute and by the parent's wish to stop, and exits, if
+// this process is a child; otherwise it returns at once. Call it first thing in main (and
+// in TestMain, through Main).
+func Dispatch(child func(context.Context) error) {
+	peer.Dispatch(map[string]peer.Role{role: func(c *peer.Child) error {
+		if err := c.Arg(&self); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(c.Context(), time.Minute)
+		defer cancel()
+		return child(ctx)
+	}})
+}
+
+// Main runs child and exits if this process is a child; otherwise it runs the tests. An
+// example's TestMain is launch.Main(m, child).
+func Main(m interface{ Run() int }, child func(context.Context) error) {
+	Dispatch(child)
+	os.Exit(m.Run())
+}
 
 // Child is a running copy of the program.
 type Child struct {
-	Name  string
-	cmd   *exec.Cmd
-	lines chan string // stdout, closed at its end
-	done  chan struct{}
-	err   error
+	Name string
+	p    *peer.Proc
 }
 
 // Pid returns the child's process id.
-func (c *Child) Pid() int { return c.cmd.Process.Pid }
+func (c *Child) Pid() int { return c.p.Pid() }
 
 // Start runs the program again as role (with arg), its region in dir. The child is killed when
-// ctx is done, and dies with the parent (SIGKILL through the parent-death signal). Its stderr
-// goes to the parent's, prefixed by its name.
-func Start(ctx context.Context, name, role, arg, dir string) (*Child, error) {
-	exe, err := os.Executable()
+// ctx is done, and dies with the parent. Its stderr goes to the parent's, prefixed by its name.
+func Start(ctx context.Context, name, childRole, arg, dir string) (*Child, error) {
+	p, err := peer.Launch(peer.Spec{Role: role, Name: name, Arg: argument{Role: childRole, Arg: arg, Dir: dir},
+		Stderr: prefixWriter{name: name, w: os.Stderr}})
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, exe)
-	cmd.Env = append(os.Environ(), EnvRole+"="+role, EnvArg+"="+arg, EnvDir+"="+dir)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Stderr = prefixWriter{name: name, w: os.Stderr}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	c := &Child{Name: name, cmd: cmd, lines: make(chan string, 64), done: make(chan struct{})}
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			c.lines <- sc.Text()
-		}
-		close(c.lines)
-		c.err = cmd.Wait()
-		close(c.done)
-	}()
-	return c, nil
+	context.AfterFunc(ctx, p.Kill)
+	return &Child{Name: name, p: p}, nil
 }
 
 // Line returns the child's next line of output. It fails when ctx is done or the child's
 // output ends.
 func (c *Child) Line(ctx context.Context) (string, error) {
-	select {
-	case l, ok := <-c.lines:
-		if !ok {
-			<-c.done
-			return "", fmt.Errorf("%s ended (%v) without the line expected", c.Name, c.err)
-		}
-		return l, nil
-	case <-ctx.Done():
-		return "", fmt.Errorf("%s: %w", c.Name, ctx.Err())
+	l, err := c.p.Next(ctx)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", c.Name, err)
 	}
+	return l, nil
 }
 
 // Expect reads the child's next line, which must start with prefix, and returns the rest.
@@ -106,18 +108,13 @@ func (c *Child) Expect(ctx context.Context, prefix string) (string, error) {
 // Wait waits for the child to exit, discarding output not read yet, and reports how it ended.
 func (c *Child) Wait(ctx context.Context) error {
 	for {
-		select {
-		case _, ok := <-c.lines:
-			if ok {
-				continue
+		if _, err := c.p.Next(ctx); err != nil {
+			select {
+			case <-c.p.Exited():
+				return c.p.Err()
+			default:
+				return fmt.Errorf("%s: %w", c.Name, errors.Join(err, ctx.Err()))
 			}
-			<-c.done
-			if c.err != nil {
-				return fmt.Errorf("%s: %w", c.Name, c.err)
-			}
-			return nil
-		case <-ctx.Done():
-			return fmt.Errorf("%s: %w", c.Name, ctx.Err())
 		}
 	}
 }
@@ -148,20 +145,4 @@ func (p prefixWriter) Write(b []byte) (int, error) {
 		}
 	}
 	return len(b), nil
-}
-
-// Main runs child, bounded by a minute, and exits, if this process is a child (Role is set);
-// otherwise it runs the tests. An example's TestMain is launch.Main(m, child).
-func Main(m interface{ Run() int }, child func(context.Context) error) {
-	if Role() != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		err := child(ctx)
-		cancel()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
 }

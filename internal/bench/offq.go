@@ -1,4 +1,4 @@
-package main
+package bench
 
 // offq's own measurements: ping-pong, stream and fan-out through the bus API, each on a
 // region of its own sized for the case.
@@ -68,7 +68,7 @@ func bufferBudget(dir string) int64 {
 func roundUp64(n int) int { return (n + 63) &^ 63 }
 
 func (bn *bencher) openBenchBus(name string, cfg transport.Config) (*bus.Bus, error) {
-	return bus.Open(name, bus.WithDir(bn.tmp), bus.WithConfig(cfg), bus.WithLogger(bn.a.log), bus.WithName("offq bench"))
+	return bus.Open(name, bus.WithDir(bn.tmp), bus.WithConfig(cfg), bus.WithLogger(bn.log), bus.WithName("offq bench"))
 }
 
 func (bn *bencher) offqPingPong(ctx context.Context, c benchCase) (res benchResult, err error) {
@@ -93,7 +93,7 @@ func (bn *bencher) offqPingPong(ctx context.Context, c benchCase) (res benchResu
 	if err != nil {
 		return res, err
 	}
-	p, err := bn.start("echo", fail, nil, "--role", "offq-echo", "--bus", name, "--mode", c.Mode, "--size", strconv.Itoa(c.Size))
+	p, err := bn.start("echo", fail, nil, peerArg{Role: "offq-echo", Bus: name, Mode: c.Mode, Size: c.Size})
 	if err != nil {
 		return res, err
 	}
@@ -144,7 +144,7 @@ func caseError(ctx context.Context, err error) error {
 
 // timeRounds runs round on this process's pinned thread: a warm-up of at least 100 rounds
 // and the --warmup time, then as many rounds as fit in --duration (at least minMeasured), each
-// timed into h.
+// timed into h; or, under go test -bench, bn.rounds.
 func (bn *bencher) timeRounds(ctx context.Context, h *hdrhistogram.Histogram, round func() error) error {
 	return onCPU(bn.cpus[0], func() error {
 		warmEnd := transport.Now() + bn.o.warmup.Nanoseconds()
@@ -152,6 +152,9 @@ func (bn *bencher) timeRounds(ctx context.Context, h *hdrhistogram.Histogram, ro
 			if err := round(); err != nil {
 				return fmt.Errorf("warm-up: %w", err)
 			}
+		}
+		if bn.rounds != nil {
+			return bn.rounds(round)
 		}
 		end := transport.Now() + bn.o.duration.Nanoseconds()
 		for {
@@ -192,8 +195,7 @@ func (bn *bencher) offqStream(ctx context.Context, c benchCase) (res benchResult
 	var procs []*benchProc
 	defer func() { stopAll(procs) }()
 	for i := range c.Subs {
-		p, err := bn.start(fmt.Sprintf("sub-%d", i+1), fail, nil, "--role", "offq-sub", "--bus", name, "--mode", c.Mode,
-			"--depth", strconv.Itoa(depth))
+		p, err := bn.start(fmt.Sprintf("sub-%d", i+1), fail, nil, peerArg{Role: "offq-sub", Bus: name, Mode: c.Mode, Depth: depth})
 		if err != nil {
 			return res, err
 		}

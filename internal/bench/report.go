@@ -1,4 +1,4 @@
-package main
+package bench
 
 // What offq bench prints: progress on stderr while it runs, then the machine and the results
 // as markdown tables or as JSON (a stable contract: keep the names).
@@ -337,4 +337,22 @@ func (p *benchProgress) done() {
 		fmt.Fprint(p.w, "\r\033[K")
 	}
 	fmt.Fprintf(p.w, "offq bench: done in %.1fs\n", time.Since(p.start).Seconds())
+}
+
+// newHist returns a histogram of 1 ns to 100 s at 3 significant digits.
+func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 100e9, 3) }
+
+func record(h *hdrhistogram.Histogram, ns int64) {
+	h.RecordValue(min(max(ns, 1), h.HighestTrackableValue()))
+}
+
+// human formats n as 950, 12.3k, 4.56M.
+func human(n float64) string {
+	switch {
+	case n >= 1e6:
+		return fmt.Sprintf("%.2fM", n/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1fk", n/1e3)
+	}
+	return fmt.Sprintf("%.0f", n)
 }

@@ -1,15 +1,9 @@
-package shm
-
-// The floors `offq bench` measures offq against, and the thread pinning its loops use. They
-// live here because they need unsafe and x/sys/unix, which only package transport may import.
-// Nothing else in offq uses them.
+package floor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -87,8 +81,9 @@ func OpenRawPingPong(path string, w RawWait) (*RawPingPong, error) {
 		return nil, fmt.Errorf("offq: raw ping-pong: %w", err)
 	}
 	defer f.Close()
-	if _, _, size, err := fileOwner(f); err != nil || size != rawFileSize {
-		return nil, fmt.Errorf("offq: raw ping-pong: %s is not a ping-pong file (size %d, %v)", path, size, err)
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Size != rawFileSize {
+		return nil, fmt.Errorf("offq: raw ping-pong: %s is not a ping-pong file (size %d, %v)", path, st.Size, err)
 	}
 	return mapRaw(f, w)
 }
@@ -97,9 +92,9 @@ func mapRaw(f *os.File, w RawWait) (*RawPingPong, error) {
 	if w > RawFutex {
 		return nil, fmt.Errorf("offq: raw ping-pong: wait %v", w)
 	}
-	mem, err := mapFile(f, rawFileSize, false)
+	mem, err := unix.Mmap(int(f.Fd()), 0, rawFileSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
-		return nil, fmt.Errorf("offq: raw ping-pong: %w", err)
+		return nil, fmt.Errorf("offq: raw ping-pong: mmap %s: %w", f.Name(), err)
 	}
 	return &RawPingPong{mem: mem, wait: w}, nil
 }
@@ -186,45 +181,35 @@ func (p *RawPingPong) Close() error {
 	if p.mem == nil {
 		return nil
 	}
-	err := unmap(p.mem)
+	err := unix.Munmap(p.mem)
 	p.mem = nil
 	return err
 }
 
-// CPUs returns the CPUs the calling thread may run on, ascending.
-func CPUs() ([]int, error) {
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &set); err != nil {
-		return nil, fmt.Errorf("offq: sched_getaffinity: %w", err)
+// openFile opens path with O_NOFOLLOW, so that a symbolic link planted in a world-writable
+// directory such as /dev/shm is refused rather than followed.
+func openFile(path string, flag int, mode os.FileMode) (*os.File, error) {
+	fd, err := unix.Open(path, flag|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(mode.Perm()))
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	var out []int
-	for i := 0; i < 8*int(unsafe.Sizeof(set)) && len(out) < set.Count(); i++ {
-		if set.IsSet(i) {
-			out = append(out, i)
-		}
-	}
-	return out, nil
+	return os.NewFile(uintptr(fd), path), nil
 }
 
-// PinThread locks the calling goroutine to its OS thread (runtime.LockOSThread) and that
-// thread to cpu, for a measurement loop that must stay on one core while another process
-// runs on another. If cpu < 0 it does nothing.
-//
-// The goroutine should end without calling runtime.UnlockOSThread: the runtime then ends the
-// thread with it, so the affinity never leaks to other goroutines. If the affinity cannot be
-// set, the goroutine stays locked and the error says why.
-func PinThread(cpu int) error {
-	if cpu < 0 {
-		return nil
-	}
-	runtime.LockOSThread()
-	var set unix.CPUSet
-	set.Set(cpu)
-	if err := unix.SchedSetaffinity(0, &set); err != nil { // 0: the calling thread
-		if errors.Is(err, unix.EINVAL) {
-			return fmt.Errorf("offq: pin thread to cpu %d: not an allowed cpu", cpu)
-		}
-		return fmt.Errorf("offq: pin thread to cpu %d: %w", cpu, err)
-	}
-	return nil
+// futexWaitOn sleeps while *w == val, for at most d. Spurious returns are allowed. The
+// private flag is absent: the waiter and the waker are different processes.
+func futexWaitOn(w *atomic.Uint32, val uint32, d time.Duration) {
+	ts := unix.NsecToTimespec(int64(d))
+	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), futexWait, uintptr(val), uintptr(unsafe.Pointer(&ts)), 0, 0)
 }
+
+// futexWakeAll wakes every process sleeping on w.
+func futexWakeAll(w *atomic.Uint32) {
+	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), futexWake, uintptr(1<<31-1), 0, 0, 0)
+}
+
+// Futex operations (FUTEX_WAIT, FUTEX_WAKE).
+const (
+	futexWait = 0
+	futexWake = 1
+)

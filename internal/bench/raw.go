@@ -1,7 +1,7 @@
-package main
+package bench
 
 // The floors: a counter passed between this process and a child through two words of a
-// shared file (shm.RawPingPong), spinning (shm-raw) or with a futex wake-up on every
+// shared file (floor.RawPingPong), spinning (shm-raw) or with a futex wake-up on every
 // message (futex-raw).
 
 import (
@@ -9,26 +9,26 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/internal/floor"
 )
 
-func rawWaitOf(system string) shm.RawWait {
+func rawWaitOf(system string) floor.RawWait {
 	if system == sysFutex {
-		return shm.RawFutex
+		return floor.RawFutex
 	}
-	return shm.RawSpin
+	return floor.RawSpin
 }
 
 func (bn *bencher) rawPingPong(ctx context.Context, c benchCase) (res benchResult, err error) {
 	ctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
 	path := filepath.Join(bn.tmp, "raw-"+strconv.Itoa(bn.seq))
-	pp, err := shm.CreateRawPingPong(path, rawWaitOf(c.System))
+	pp, err := floor.CreateRawPingPong(path, rawWaitOf(c.System))
 	if err != nil {
 		return res, err
 	}
 	defer pp.Close()
-	p, err := bn.start("echo", fail, nil, "--role", "raw-echo", "--path", path, "--mode", rawWaitOf(c.System).String())
+	p, err := bn.start("echo", fail, nil, peerArg{Role: "raw-echo", Path: path, Mode: rawWaitOf(c.System).String()})
 	if err != nil {
 		return res, err
 	}

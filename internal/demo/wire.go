@@ -1,14 +1,11 @@
-package main
+package demo
 
 // What the demo's processes say to each other: the payload format the publisher writes and
 // the subscribers verify, and the JSON lines on the children's stdin and stdout.
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"hash/crc32"
-	"io"
-	"sync"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 )
@@ -132,7 +129,7 @@ type peerMsg struct {
 }
 
 // parentMsg is one line the parent writes on a subscriber's stdin. Closing stdin tells a
-// child to finish at once (and it is what happens when the parent dies).
+// child to finish at once.
 type parentMsg struct {
 	Final map[string]uint64 `json:"final"` // the publisher's last sequence per topic
 }
@@ -156,18 +153,4 @@ func record(h *hdrhistogram.Histogram, ns int64) {
 func summarise(h *hdrhistogram.Histogram) *lat {
 	return &lat{Count: h.TotalCount(), P50: h.ValueAtQuantile(50), P99: h.ValueAtQuantile(99),
 		P999: h.ValueAtQuantile(99.9), Max: h.Max()}
-}
-
-// lineWriter writes JSON lines from several goroutines.
-type lineWriter struct {
-	mu  sync.Mutex
-	enc *json.Encoder
-}
-
-func newLineWriter(w io.Writer) *lineWriter { return &lineWriter{enc: json.NewEncoder(w)} }
-
-func (l *lineWriter) send(v any) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.enc.Encode(v)
 }

@@ -1,4 +1,4 @@
-package main
+package bench
 
 // The bridge: what a message costs when it leaves the host through offq's NATS bridge. Bus A
 // (this process) and bus B stand for two hosts, each with a bridge to one embedded nats-server
@@ -61,7 +61,7 @@ func (bn *bencher) bridgePingPong(ctx context.Context, c benchCase) (res benchRe
 	if err != nil {
 		return res, err
 	}
-	p, err := bn.start("echo", fail, nil, "--role", "offq-echo", "--bus", nameB, "--mode", c.Mode, "--size", strconv.Itoa(c.Size))
+	p, err := bn.start("echo", fail, nil, peerArg{Role: "offq-echo", Bus: nameB, Mode: c.Mode, Size: c.Size})
 	if err != nil {
 		return res, err
 	}

@@ -1,4 +1,4 @@
-package main
+package bench
 
 // NATS, the engine offq's bridge carries topics over between hosts: a request/reply round trip
 // through an embedded nats-server on loopback, with the echo in a child process. It is what a
@@ -38,7 +38,7 @@ func (bn *bencher) natsPingPong(ctx context.Context, c benchCase) (res benchResu
 		return res, err
 	}
 	defer srv.Shutdown()
-	p, err := bn.start("echo", fail, nil, "--role", "nats-echo", "--path", srv.ClientURL(), "--size", fmt.Sprint(c.Size))
+	p, err := bn.start("echo", fail, nil, peerArg{Role: "nats-echo", Path: srv.ClientURL(), Size: c.Size})
 	if err != nil {
 		return res, err
 	}
@@ -76,8 +76,8 @@ func (bn *bencher) natsPingPong(ctx context.Context, c benchCase) (res benchResu
 }
 
 // benchNATSEcho answers every request on the bench subject with its own payload.
-func benchNATSEcho(ctx context.Context, o benchPeerOptions, ready func() error) error {
-	nc, err := nats.Connect(o.path, nats.NoReconnect())
+func benchNATSEcho(ctx context.Context, o peerArg, ready func() error) error {
+	nc, err := nats.Connect(o.Path, nats.NoReconnect())
 	if err != nil {
 		return err
 	}

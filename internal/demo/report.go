@@ -1,4 +1,4 @@
-package main
+package demo
 
 // What offq demo prints: a live line a second while the publisher runs, then the table and
 // the verdict.

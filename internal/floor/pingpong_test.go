@@ -1,12 +1,10 @@
-package shm
+package floor
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 )
@@ -110,38 +108,5 @@ func TestRawPingPongFiles(t *testing.T) {
 	}
 	if _, err := OpenRawPingPong(path, RawWait(9)); err == nil {
 		t.Error("OpenRawPingPong with a bad RawWait succeeded")
-	}
-}
-
-func TestPinThread(t *testing.T) {
-	cpus, err := CPUs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(cpus) == 0 || !slices.IsSorted(cpus) {
-		t.Fatalf("CPUs() = %v", cpus)
-	}
-	if err := PinThread(-1); err != nil {
-		t.Fatalf("PinThread(-1): %v", err)
-	}
-	errc := make(chan error, 1)
-	go func() {
-		// Ends locked: the runtime ends the pinned thread with the goroutine.
-		if err := PinThread(cpus[len(cpus)-1]); err != nil {
-			errc <- err
-			return
-		}
-		got, err := CPUs()
-		if err == nil && !slices.Equal(got, cpus[len(cpus)-1:]) {
-			err = fmt.Errorf("pinned thread runs on %v", got)
-		}
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	go func() { errc <- PinThread(1 << 20) }()
-	if err := <-errc; err == nil {
-		t.Error("PinThread to a CPU that does not exist succeeded")
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package bench
 
 // The transports a Go programmer reaches for first: a Unix stream socket (net) and pipes
 // (os.Pipe), one Write per message, read with io.ReadFull. They go through Go's runtime
@@ -41,7 +41,7 @@ func (bn *bencher) connect(ctx context.Context, fail context.CancelCauseFunc, c 
 			links, procs = nil, nil
 		}
 	}()
-	args := []string{"--role", c.System + "-" + role, "--size", strconv.Itoa(c.Size)}
+	arg := peerArg{Role: c.System + "-" + role, Size: c.Size}
 	if c.System == sysUDS {
 		path := filepath.Join(bn.tmp, "uds-"+strconv.Itoa(bn.seq))
 		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
@@ -50,7 +50,7 @@ func (bn *bencher) connect(ctx context.Context, fail context.CancelCauseFunc, c 
 		}
 		defer ln.Close()
 		for i := range n {
-			p, err := bn.start(fmt.Sprintf("%s-%d", role, i+1), fail, nil, append(args, "--path", path)...)
+			p, err := bn.start(fmt.Sprintf("%s-%d", role, i+1), fail, nil, peerArg{Role: arg.Role, Size: arg.Size, Path: path})
 			if err != nil {
 				return links, procs, err
 			}
@@ -87,7 +87,7 @@ func (bn *bencher) connect(ctx context.Context, fail context.CancelCauseFunc, c 
 			extra = append(extra, fromW)
 		}
 		links = append(links, l)
-		p, err := bn.start(fmt.Sprintf("%s-%d", role, i+1), fail, extra, args...)
+		p, err := bn.start(fmt.Sprintf("%s-%d", role, i+1), fail, extra, arg)
 		toR.Close() // the child's ends: ours are closed so that the child sees end of file
 		if fromW != nil {
 			fromW.Close()

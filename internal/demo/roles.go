@@ -1,14 +1,11 @@
-package main
+package demo
 
-// The hidden demo-peer subcommand: one child process of offq demo, a publisher or a subscriber.
-// It talks to the parent in JSON lines (see demo_wire.go): lines on stdout, the final sequence
-// numbers on stdin. End of stdin means "finish now"; it is also what a child sees when the
-// parent dies, so no child outlives it.
+// One child process of offq demo, a publisher or a subscriber. It talks to the parent in JSON
+// lines (see wire.go): lines on stdout, the final sequence numbers on stdin. End of stdin means
+// "finish now"; internal/peer ends the child when the parent dies, so no child outlives it.
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,10 +15,11 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
-	"github.com/spf13/cobra"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/offq/offq/bus"
+	"github.com/offq/offq/internal/peer"
 	"github.com/offq/offq/topics"
 )
 
@@ -32,57 +30,48 @@ const (
 	drainTimeout = 10 * time.Second
 )
 
-type peerOptions struct {
-	role       string // "pub" or "sub"
-	name       string
-	pattern    string
-	queueDepth int
-	delay      time.Duration // per message, for the slow subscriber
-	rate       float64
-	duration   time.Duration
-	size       int
+// Role is the name of offq demo's children in internal/peer: the program that runs Run must
+// hand Roles to peer.Dispatch before anything else.
+const Role = "offq-demo"
+
+// Roles are the children's roles, for peer.Dispatch.
+var Roles = map[string]peer.Role{Role: runPeer}
+
+// peerArg is what a child plays, handed to it by the parent.
+type peerArg struct {
+	Role       string        `json:"role"` // "pub" or "sub"
+	Name       string        `json:"name"` // in reports and in the participant table
+	Dir        string        `json:"dir"`
+	Bus        string        `json:"bus"`
+	LogLevel   string        `json:"log_level"`
+	Pattern    string        `json:"pattern,omitempty"`     // subscriber
+	QueueDepth int           `json:"queue_depth,omitempty"` // subscriber; 0: the region's inbox capacity
+	Delay      time.Duration `json:"delay,omitempty"`       // per message, for the slow subscriber
+	Rate       float64       `json:"rate,omitempty"`        // publisher: messages per second, all topics together
+	Duration   time.Duration `json:"duration,omitempty"`    // publisher: how long to publish
+	Size       int           `json:"size,omitempty"`        // publisher: payload bytes
 }
 
-func newDemoPeerCmd(a *app) *cobra.Command {
-	var o peerOptions
-	cmd := &cobra.Command{
-		Use:    "demo-peer",
-		Short:  "one process of offq demo (started by it)",
-		Hidden: true,
-		Args:   usageArgs(cobra.NoArgs),
-		RunE: runtimeErrors(func(cmd *cobra.Command, _ []string) error {
-			if o.role != "pub" && o.role != "sub" {
-				return usageError(fmt.Errorf("--role %q: want pub or sub", o.role))
-			}
-			return a.runPeer(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), o)
-		}),
+func runPeer(c *peer.Child) error {
+	var o peerArg
+	if err := c.Arg(&o); err != nil {
+		return err
 	}
-	f := cmd.Flags()
-	f.StringVar(&o.role, "role", "", "pub or sub")
-	f.StringVar(&o.name, "name", "peer", "name in reports and in the participant table")
-	f.StringVar(&o.pattern, "pattern", "demo.>", "subscriber: pattern")
-	f.IntVar(&o.queueDepth, "queue-depth", 0, "subscriber: queue depth (0: the region's inbox capacity)")
-	f.DurationVar(&o.delay, "delay", 0, "subscriber: time spent on each message")
-	f.Float64Var(&o.rate, "rate", 1000, "publisher: messages per second, all topics together")
-	f.DurationVar(&o.duration, "duration", time.Second, "publisher: how long to publish")
-	f.IntVar(&o.size, "size", 256, "publisher: payload bytes")
-	return cmd
-}
-
-func (a *app) runPeer(ctx context.Context, stdin io.Reader, stdout io.Writer, o peerOptions) error {
 	// An interrupt at the terminal reaches the whole process group; the parent decides when
 	// its children stop (by closing their stdin), so that they detach cleanly.
 	signal.Ignore(os.Interrupt)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx := c.Context()
+	log := childLogger(o.LogLevel).With(zap.String("peer", o.Name))
 	finals := make(chan map[string]uint64, 1)
 	go func() {
-		defer cancel()
-		sc := bufio.NewScanner(stdin)
-		for sc.Scan() {
+		for {
 			var m parentMsg
-			if err := json.Unmarshal(sc.Bytes(), &m); err != nil || m.Final == nil {
-				a.log.Warn("demo-peer: bad line on stdin", zap.ByteString("line", sc.Bytes()))
+			err := c.Decode(&m)
+			if err == io.EOF || ctx.Err() != nil {
+				return
+			}
+			if err != nil || m.Final == nil {
+				log.Warn("demo child: bad line on stdin", zap.Error(err))
 				continue
 			}
 			select {
@@ -91,24 +80,22 @@ func (a *app) runPeer(ctx context.Context, stdin io.Reader, stdout io.Writer, o 
 			}
 		}
 	}()
-	log := a.log.With(zap.String("peer", o.name))
-	b, err := bus.Open(a.busName, bus.WithDir(a.dir), bus.WithLogger(log), bus.WithName(o.name))
+	b, err := bus.Open(o.Bus, bus.WithDir(o.Dir), bus.WithLogger(log), bus.WithName(o.Name))
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	out := newLineWriter(stdout)
-	if o.role == "pub" {
-		return runDemoPublisher(ctx, b, o, out)
+	if o.Role == "pub" {
+		return runDemoPublisher(ctx, b, o, c)
 	}
-	return runDemoSubscriber(ctx, b, o, out, finals)
+	return runDemoSubscriber(ctx, b, o, c, finals)
 }
 
 // runDemoPublisher publishes rate messages a second, alternating between the demo topics,
 // for duration, then reports the last sequence number of each topic.
-func runDemoPublisher(ctx context.Context, b *bus.Bus, o peerOptions, out *lineWriter) error {
-	if o.size < minPayload || o.size > maxPayload {
-		return fmt.Errorf("demo-peer: --size %d: want %d to %d", o.size, minPayload, maxPayload)
+func runDemoPublisher(ctx context.Context, b *bus.Bus, o peerArg, out *peer.Child) error {
+	if o.Size < minPayload || o.Size > maxPayload {
+		return fmt.Errorf("demo child: size %d: want %d to %d", o.Size, minPayload, maxPayload)
 	}
 	var pubs [len(demoTopics)]*bus.Publisher
 	for i, t := range demoTopics {
@@ -118,13 +105,13 @@ func runDemoPublisher(ctx context.Context, b *bus.Bus, o peerOptions, out *lineW
 		}
 		pubs[i] = p
 	}
-	if err := out.send(peerMsg{Type: msgReady, Name: o.name, PID: os.Getpid()}); err != nil {
+	if err := out.Encode(peerMsg{Type: msgReady, Name: o.Name, PID: os.Getpid()}); err != nil {
 		return err
 	}
-	total := max(1, uint64(o.rate*o.duration.Seconds()+0.5))
+	total := max(1, uint64(o.Rate*o.Duration.Seconds()+0.5))
 	var sent, stalls atomic.Uint64
 	stop := progress(func() peerMsg {
-		return peerMsg{Type: msgProgress, Name: o.name, Sent: sent.Load(), Stalls: stalls.Load()}
+		return peerMsg{Type: msgProgress, Name: o.Name, Sent: sent.Load(), Stalls: stalls.Load()}
 	}, out)
 	defer stop()
 
@@ -134,12 +121,12 @@ func runDemoPublisher(ctx context.Context, b *bus.Bus, o peerOptions, out *lineW
 	for i := uint64(0); i < total; {
 		// Send every message whose time has come (message i is due at i/rate), then sleep
 		// until the next is due: batches keep the publisher off the CPU between them.
-		due := min(total, uint64(time.Since(start).Seconds()*o.rate)+1)
+		due := min(total, uint64(time.Since(start).Seconds()*o.Rate)+1)
 		for ; i < due; i++ {
 			t := i % uint64(len(demoTopics))
 			t0 := time.Now()
 			for {
-				l, err := pubs[t].Loan(o.size)
+				l, err := pubs[t].Loan(o.Size)
 				if err == nil {
 					writePayload(l.Bytes(), uint32(t), seq[t]+1)
 					if err := pubs[t].Send(ctx, l); err != nil {
@@ -163,7 +150,7 @@ func runDemoPublisher(ctx context.Context, b *bus.Bus, o peerOptions, out *lineW
 		if i == total {
 			break
 		}
-		next := start.Add(time.Duration(float64(i) / o.rate * float64(time.Second)))
+		next := start.Add(time.Duration(float64(i) / o.Rate * float64(time.Second)))
 		if sleepCtx(ctx, max(time.Until(next), 200*time.Microsecond)) != nil {
 			return nil // the parent is stopping the demo
 		}
@@ -174,7 +161,7 @@ func runDemoPublisher(ctx context.Context, b *bus.Bus, o peerOptions, out *lineW
 	for i, t := range demoTopics {
 		final[t] = seq[i]
 	}
-	return out.send(peerMsg{Type: msgDone, Name: o.name, Sent: sent.Load(), Stalls: stalls.Load(),
+	return out.Encode(peerMsg{Type: msgDone, Name: o.Name, Sent: sent.Load(), Stalls: stalls.Load(),
 		ElapsedNS: elapsed.Nanoseconds(), Final: final, SendTime: summarise(hist)})
 }
 
@@ -239,23 +226,23 @@ func (s *subState) msg(typ, name string) peerMsg {
 // runDemoSubscriber verifies every message until the parent sends the publisher's final
 // sequence numbers, drains its queue until it has seen them (or the queue is empty), reports,
 // and waits for the end of stdin.
-func runDemoSubscriber(ctx context.Context, b *bus.Bus, o peerOptions, out *lineWriter, finals <-chan map[string]uint64) error {
+func runDemoSubscriber(ctx context.Context, b *bus.Bus, o peerArg, out *peer.Child, finals <-chan map[string]uint64) error {
 	opts := []bus.SubscribeOption{bus.WithOverflow(bus.DropOldest), bus.WithoutHistory()}
-	if o.queueDepth > 0 {
-		opts = append(opts, bus.WithQueueDepth(o.queueDepth))
+	if o.QueueDepth > 0 {
+		opts = append(opts, bus.WithQueueDepth(o.QueueDepth))
 	}
-	sub, err := b.Subscribe(o.pattern, opts...)
+	sub, err := b.Subscribe(o.Pattern, opts...)
 	if err != nil {
 		return err
 	}
-	st := &subState{delay: o.delay, hist: newHist()}
+	st := &subState{delay: o.Delay, hist: newHist()}
 	for i, t := range demoTopics {
-		st.matched[i] = topics.Match(o.pattern, t)
+		st.matched[i] = topics.Match(o.Pattern, t)
 	}
-	if err := out.send(peerMsg{Type: msgReady, Name: o.name, PID: os.Getpid()}); err != nil {
+	if err := out.Encode(peerMsg{Type: msgReady, Name: o.Name, PID: os.Getpid()}); err != nil {
 		return err
 	}
-	stop := progress(func() peerMsg { return st.msg(msgProgress, o.name) }, out)
+	stop := progress(func() peerMsg { return st.msg(msgProgress, o.Name) }, out)
 	defer stop()
 
 	// Until the final sequence numbers arrive, take everything.
@@ -304,9 +291,9 @@ func runDemoSubscriber(ctx context.Context, b *bus.Bus, o peerOptions, out *line
 		}
 	}
 	stop()
-	sm := st.msg(msgSummary, o.name)
+	sm := st.msg(msgSummary, o.Name)
 	sm.Reached, sm.Latency = reached, summarise(st.hist)
-	if err := out.send(sm); err != nil {
+	if err := out.Encode(sm); err != nil {
 		return err
 	}
 	// Stay subscribed until the parent has read the inbox's counters and closes stdin.
@@ -316,7 +303,7 @@ func runDemoSubscriber(ctx context.Context, b *bus.Bus, o peerOptions, out *line
 
 // progress sends what snapshot returns every progressEvery until the returned stop is called;
 // stop waits for the reporter to finish and may be called more than once.
-func progress(snapshot func() peerMsg, out *lineWriter) (stop func()) {
+func progress(snapshot func() peerMsg, out *peer.Child) (stop func()) {
 	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -327,7 +314,7 @@ func progress(snapshot func() peerMsg, out *lineWriter) (stop func()) {
 			case <-quit:
 				return
 			case <-t.C:
-				out.send(snapshot())
+				out.Encode(snapshot())
 			}
 		}
 	}()
@@ -349,4 +336,16 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// childLogger logs to stderr, which the parent prefixes with the child's name.
+func childLogger(level string) *zap.Logger {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		lvl = zapcore.WarnLevel
+	}
+	enc := zap.NewDevelopmentEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	return zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(os.Stderr), lvl)).
+		With(zap.Int("pid", os.Getpid()))
 }

@@ -1,0 +1,80 @@
+package bench
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestBenchPlan: baselines run right after the offq case they are compared with; the floors
+// only at the smallest size.
+func TestBenchPlan(t *testing.T) {
+	o := Options{sizes: []int{64, 4096}, fanout: []int{1, 8}, systems: allSystems, patterns: allPatterns}
+	var got []string
+	for _, c := range o.plan() {
+		got = append(got, c.String())
+	}
+	want := []string{
+		"shm-raw pingpong 64B spin", "offq pingpong 64B spin", "offq pingpong 64B sleep", "futex-raw pingpong 64B block",
+		"offq pingpong 64B block", "uds pingpong 64B block", "pipe pingpong 64B block", "nats pingpong 64B block", "bridge pingpong 64B sleep",
+		"offq pingpong 4KiB spin", "offq pingpong 4KiB sleep", "uds pingpong 4KiB block", "pipe pingpong 4KiB block", "nats pingpong 4KiB block", "bridge pingpong 4KiB sleep",
+		"offq stream 64B spin", "offq stream 64B sleep", "uds stream 64B block", "pipe stream 64B block",
+		"offq stream 4KiB spin", "offq stream 4KiB sleep", "uds stream 4KiB block", "pipe stream 4KiB block",
+		"offq fanout 64B sleep 1→1", "uds fanout 64B block 1→1", "offq fanout 64B sleep 1→8", "uds fanout 64B block 1→8",
+		"offq fanout 4KiB sleep 1→1", "uds fanout 4KiB block 1→1", "offq fanout 4KiB sleep 1→8", "uds fanout 4KiB block 1→8",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("plan:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestStreamDepth(t *testing.T) {
+	for _, tc := range []struct {
+		size   int
+		budget int64
+		want   int
+	}{
+		{64, 128 << 20, 4096},
+		{4096, 128 << 20, 4096},
+		{64 << 10, 128 << 20, 2048},
+		{1 << 20, 128 << 20, 128},
+		{1 << 20, 8 << 20, 16},
+		{100, 8 << 20, 4096},
+	} {
+		if got := streamDepth(tc.size, tc.budget); got != tc.want {
+			t.Errorf("streamDepth(%d, %d) = %d, want %d", tc.size, tc.budget, got, tc.want)
+		}
+	}
+	if b := bufferBudget(t.TempDir()); b < 8<<20 || b > 128<<20 {
+		t.Errorf("bufferBudget = %d", b)
+	}
+}
+
+// TestBenchCompare: each baseline's speed-up is against offq at the same pattern, size and
+// subscriber count, in each mode offq ran in.
+func TestBenchCompare(t *testing.T) {
+	rep := benchReport{Results: []benchResult{
+		{System: sysOffq, Mode: modeSpin, Pattern: patPingPong, Size: 64, Subscribers: 1, RTT: &benchRTT{P50: 200}},
+		{System: sysOffq, Mode: modeSleep, Pattern: patPingPong, Size: 64, Subscribers: 1, RTT: &benchRTT{P50: 400}},
+		{System: sysShm, Mode: modeSpin, Pattern: patPingPong, Size: 64, Subscribers: 1, RTT: &benchRTT{P50: 100}},
+		{System: sysUDS, Mode: modeBlock, Pattern: patPingPong, Size: 4096, Subscribers: 1, RTT: &benchRTT{P50: 100}},
+		{System: sysOffq, Mode: modeSleep, Pattern: patFanout, Size: 64, Subscribers: 4, MsgsPerSec: 4e6},
+		{System: sysOffq, Mode: modeSleep, Pattern: patFanout, Size: 64, Subscribers: 1, MsgsPerSec: 1e6},
+		{System: sysUDS, Mode: modeBlock, Pattern: patFanout, Size: 64, Subscribers: 4, MsgsPerSec: 5e5},
+		{System: sysPipe, Mode: modeBlock, Pattern: patStream, Size: 64, Subscribers: 1, Error: "broken"},
+	}}
+	rep.compare()
+	r := rep.Results
+	if r[0].OffqSpeedup != nil || r[2].OffqSpeedup[modeSpin] != 0.5 || r[2].OffqSpeedup[modeSleep] != 0.25 || len(r[2].OffqSpeedup) != 2 {
+		t.Errorf("ping-pong: %v %v", r[0].OffqSpeedup, r[2].OffqSpeedup)
+	}
+	if r[3].OffqSpeedup != nil {
+		t.Errorf("no offq at 4 KiB, yet %v", r[3].OffqSpeedup)
+	}
+	if r[6].OffqSpeedup[modeSleep] != 8 || len(r[6].OffqSpeedup) != 1 {
+		t.Errorf("fan-out: %v", r[6].OffqSpeedup)
+	}
+	if r[7].OffqSpeedup != nil {
+		t.Errorf("failed row: %v", r[7].OffqSpeedup)
+	}
+}
