@@ -21,7 +21,6 @@ type Publisher struct {
 	mu      sync.Mutex
 	gen     uint64
 	targets []shm.Inbox
-	scratch []shm.Subscription
 	closed  atomic.Bool
 	gate    gate
 }
@@ -197,21 +196,21 @@ func (p *Publisher) Publish(ctx context.Context, data []byte) error {
 }
 
 // refresh rebuilds the list of inboxes whose pattern matches the topic. It runs when the
-// region's subscription generation has moved, which every subscribe and unsubscribe does.
+// region's subscription generation has moved, which every subscribe and unsubscribe does. If
+// the region cannot be read, the list is left empty and refreshed again at the next Send.
 func (p *Publisher) refresh(gen uint64) {
-	p.scratch = p.b.r.Subscriptions(p.scratch[:0])
-	p.targets = p.targets[:0]
-	for _, s := range p.scratch {
-		if topics.ValidatePattern(s.Pattern) != nil || !topics.Match(s.Pattern, p.name) {
-			continue
-		}
-		in, err := p.b.r.Inbox(s.ID)
-		if err != nil {
-			continue
-		}
-		p.targets = append(p.targets, in)
+	targets, err := p.b.r.Targets(p.targets[:0], p.match)
+	p.targets = targets
+	if err != nil {
+		p.gen = ^uint64(0)
+		return
 	}
 	p.gen = gen
+}
+
+// match reports whether a subscription's pattern takes the publisher's topic.
+func (p *Publisher) match(pattern string) bool {
+	return topics.ValidatePattern(pattern) == nil && topics.Match(pattern, p.name)
 }
 
 // FanOut returns how many subscriptions the publisher's last Send delivered to (the

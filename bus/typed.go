@@ -243,22 +243,26 @@ func NewTypedSubscription[T any](b *Bus, pattern string, c codec.Codec[T], opts 
 	ts.in, _ = c.(codec.InPlace[T])
 	// Subscribing does not create topics (the first publisher sets a topic's history), so
 	// only topics that exist are checked now.
-	for i := range int(b.r.Config().Topics) {
-		t, err := b.r.Topic(i)
-		if err != nil || !topics.Match(pattern, t.Name()) {
-			continue
+	err = b.r.EachTopic(func(t shm.Topic) error {
+		if !topics.Match(pattern, t.Name()) {
+			return nil
 		}
+		var err error
 		if topics.IsLiteral(pattern) {
 			err = claimTopic(t, fp, c.Name(), ts.typ)
 		} else if have, _ := t.Fingerprint(); have != 0 && have != fp {
 			err = claimTopic(t, fp, c.Name(), ts.typ) // fails, naming both
 		}
 		if err != nil {
-			return nil, fmt.Errorf("bus: subscribe %q: %w", pattern, err)
+			return err
 		}
 		if have, _ := t.Fingerprint(); have == fp {
-			ts.seen[i].Store(topicMatches)
+			ts.seen[t.Index()].Store(topicMatches)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, &Error{Op: "subscribe", Name: pattern, Err: err}
 	}
 	s, err := b.Subscribe(pattern, opts...)
 	if err != nil {
@@ -324,27 +328,27 @@ func (s *TypedSubscription[T]) Receive(ctx context.Context) (TypedMessage[T], er
 
 func (s *TypedSubscription[T]) check(m Message) error {
 	idx := m.h.Meta().Topic
-	if int(idx) < len(s.seen) {
-		switch s.seen[idx].Load() {
-		case topicMatches:
-			return nil
-		case topicUnchecked:
-			t, err := s.s.b.r.Topic(int(idx))
-			if err != nil {
-				break
-			}
-			if err := claimTopic(t, s.fp, s.c.Name(), s.typ); err != nil {
-				s.seen[idx].Store(topicMismatch)
-				return fmt.Errorf("bus: receive on %q: %w", s.s.pattern, err)
-			}
-			s.seen[idx].Store(topicMatches)
-			return nil
+	if int(idx) < len(s.seen) && s.seen[idx].Load() == topicMatches {
+		return nil
+	}
+	err := s.s.b.r.OnTopic(int(idx), func(t shm.Topic) error {
+		if int(idx) < len(s.seen) && s.seen[idx].Load() == topicMismatch {
+			return claimTopic(t, s.fp, s.c.Name(), s.typ) // fails again, naming both types
 		}
+		if err := claimTopic(t, s.fp, s.c.Name(), s.typ); err != nil {
+			s.seen[idx].Store(topicMismatch)
+			return err
+		}
+		s.seen[idx].Store(topicMatches)
+		return nil
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, shm.ErrNotFound):
+		return &Error{Op: "receive", Name: s.s.pattern, Err: fmt.Errorf("%w: message names no topic (index %d)", ErrTypeMismatch, idx)}
 	}
-	if t, err := s.s.b.r.Topic(int(idx)); err == nil {
-		return fmt.Errorf("bus: receive on %q: %w", s.s.pattern, claimTopic(t, s.fp, s.c.Name(), s.typ))
-	}
-	return fmt.Errorf("bus: receive on %q: %w: message names no topic (index %d)", s.s.pattern, ErrTypeMismatch, idx)
+	return &Error{Op: "receive", Name: s.s.pattern, Err: err}
 }
 
 // Messages returns an iterator over received messages, for use with range, like

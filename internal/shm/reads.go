@@ -56,3 +56,46 @@ func (r *Region) Allocated() (_ []int, err error) {
 	defer unguard(guard(), &err)
 	return r.CountAllocated(), nil
 }
+
+// Targets appends to dst the open inboxes whose pattern match accepts (a publisher's fan-out
+// list) and returns it. Read SubscriptionGen before calling it, so that a subscription that
+// opens meanwhile moves the generation past the one the list is filed under.
+func (r *Region) Targets(dst []Inbox, match func(pattern string) bool) (_ []Inbox, err error) {
+	defer unguard(guard(), &err)
+	for _, s := range r.Subscriptions(nil) {
+		if !match(s.Pattern) {
+			continue
+		}
+		if in, err := r.Inbox(s.ID); err == nil {
+			dst = append(dst, in)
+		}
+	}
+	return dst, nil
+}
+
+// EachTopic calls fn for every topic in the table, under the fault guard, until fn returns an
+// error (which EachTopic returns).
+func (r *Region) EachTopic(fn func(t Topic) error) (err error) {
+	defer unguard(guard(), &err)
+	for i := range int(r.cfg.Topics) {
+		t, err := r.Topic(i)
+		if err != nil {
+			continue
+		}
+		if err := fn(t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// OnTopic calls fn with topic i under the fault guard. It fails with ErrNotFound if the table
+// has no topic i.
+func (r *Region) OnTopic(i int, fn func(t Topic) error) (err error) {
+	defer unguard(guard(), &err)
+	t, err := r.Topic(i)
+	if err != nil {
+		return err
+	}
+	return fn(t)
+}
