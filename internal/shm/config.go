@@ -168,11 +168,11 @@ func (c Config) Equal(d Config) bool { return c.diff(d) == "" }
 // diff names the first field in which c and d differ, or returns "".
 func (c Config) diff(d Config) string {
 	if len(c.Classes) != len(d.Classes) {
-		return fmt.Sprintf("%d size classes, not %d", len(d.Classes), len(c.Classes))
+		return fmt.Sprintf("size classes: region has %d, asked for %d", len(d.Classes), len(c.Classes))
 	}
 	for i := range c.Classes {
 		if c.Classes[i] != d.Classes[i] {
-			return fmt.Sprintf("class %d is %d x %s, not %d x %s", i, d.Classes[i].Count, d.Classes[i].Size, c.Classes[i].Count, c.Classes[i].Size)
+			return fmt.Sprintf("class %d: region has %d x %s, asked for %d x %s", i, d.Classes[i].Count, d.Classes[i].Size, c.Classes[i].Count, c.Classes[i].Size)
 		}
 	}
 	for _, f := range []struct {
@@ -187,7 +187,7 @@ func (c Config) diff(d Config) string {
 		{"held", c.Held, d.Held},
 	} {
 		if f.a != f.b {
-			return fmt.Sprintf("%s is %d, not %d", f.name, f.b, f.a)
+			return fmt.Sprintf("%s: region has %d, asked for %d", f.name, f.b, f.a)
 		}
 	}
 	return ""

@@ -313,7 +313,7 @@ func attach(name, path string, f *os.File, opts Options) (*Region, error) {
 	if opts.Config.Classes != nil {
 		if d := opts.Config.diff(cfg); d != "" {
 			unmap(mem)
-			return nil, fmt.Errorf("%w: region has %s", ErrIncompatibleConfig, d)
+			return nil, fmt.Errorf("%w: %s", ErrIncompatibleConfig, d)
 		}
 	}
 	r := newRegion(name, path, f, mem, cfg, lay)

@@ -294,7 +294,7 @@ func TestOpenIncompatibleConfig(t *testing.T) {
 		modify func(*Config)
 		field  string
 	}{
-		{func(c *Config) { c.Inboxes = 5 }, "inboxes is 4, not 5"},
+		{func(c *Config) { c.Inboxes = 5 }, "inboxes: region has 4, asked for 5"},
 		{func(c *Config) { c.InboxCapacity = 32 }, "inbox_capacity"},
 		{func(c *Config) { c.Topics = 5 }, "topics"},
 		{func(c *Config) { c.Participants = 5 }, "participants"},
