@@ -72,13 +72,26 @@ func WithMode(mode os.FileMode) Option {
 	return optionFunc(func(o *options) error { o.mode = mode; return nil })
 }
 
+// Config fixes the sizes of a bus's region: its size classes of buffers, inboxes, topics,
+// participants, history depth and held-list length (the same type as transport.Config).
+type Config = shm.Config
+
+// Class is one size class of buffers: Count buffers of Size bytes.
+type Class = shm.Class
+
+// Size is a byte count that reads and prints with units ("4KiB").
+type Size = shm.Size
+
+// DefaultConfig returns the configuration a bus is created with when none is given.
+func DefaultConfig() Config { return shm.DefaultConfig() }
+
 // WithConfig sizes the region if this process creates it, and requires an existing region to
 // have exactly this configuration.
-func WithConfig(c shm.Config) Option {
+func WithConfig(c Config) Option {
 	return optionFunc(func(o *options) error { o.config = c; return nil })
 }
 
-// WithConfigFile reads the configuration from a TOML file (see shm.ParseConfig).
+// WithConfigFile reads the configuration from a TOML file (see transport.ParseConfig).
 func WithConfigFile(path string) Option {
 	return optionFunc(func(o *options) error { o.configFile = path; return nil })
 }
