@@ -84,7 +84,7 @@
 // decides, per subscriber: DropOldest (default: the publisher evicts the oldest queued
 // message; a slow subscriber never slows the publisher), DropNewest (the new message skips
 // this subscriber), or Block (the publisher waits for room, bounded by its context and
-// WithBlockLimit). Every drop is counted in shared memory (shm.InboxStats, and the
+// WithBlockLimit). Every drop is counted in shared memory (Subscription.Stats, and the
 // metrics exporter). Buffers are the other limit: Loan and Publish fail fast with
 // ErrPoolExhausted when no buffer of a fitting size class is free; size the pools (Config)
 // for the messages in flight, queued and held.
