@@ -162,7 +162,8 @@ func (f *Flags) Register(fs *pflag.FlagSet) {
 // Options validates the flags (its errors are usage errors) and makes the run's options.
 func (f *Flags) Options() (Options, error) {
 	o := Options{quick: f.quick, json: f.json, progress: f.progress, noPin: f.noPin, warmup: f.warmup, duration: f.duration}
-	return o, o.parse(f.fs.Changed, f.sizes, f.fanout, f.systems, f.patterns)
+	err := o.parse(f.fs.Changed, f.sizes, f.fanout, f.systems, f.patterns)
+	return o, err
 }
 
 func (o *Options) parse(changed func(string) bool, sizes, fanout, systems, patterns string) error {
