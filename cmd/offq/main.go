@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"strings"
@@ -55,22 +56,19 @@ const (
 )
 
 func main() {
-	peer.Dispatch(roles) // a child of bench or demo runs its role and exits here
+	peer.Dispatch(roles()) // a child of bench or demo runs its role and exits here
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // roles are the parts the children of offq bench and offq demo play: this program re-executed
-// (internal/peer), its role in the environment rather than on the command line.
-var roles = merge(bench.Roles, demo.Roles)
-
-func merge(ms ...map[string]peer.Role) map[string]peer.Role {
-	out := make(map[string]peer.Role)
-	for _, m := range ms {
-		for k, v := range m {
-			out[k] = v
-		}
+// (internal/peer), its role in the environment rather than on the command line. extra adds
+// roles (the tests').
+func roles(extra ...map[string]peer.Role) map[string]peer.Role {
+	all := maps.Clone(bench.Roles)
+	for _, m := range append(extra, demo.Roles) {
+		maps.Copy(all, m)
 	}
-	return out
+	return all
 }
 
 // run executes the offq command line args, writing to stdout and stderr, and returns the

@@ -21,7 +21,7 @@ const envDemoPeer = "OFFQ_DEMO_PEER"
 // os.Executable(), which in a test is this binary, and such a copy plays its role here, as
 // offq's main does, instead of running the tests.
 func TestMain(m *testing.M) {
-	peer.Dispatch(roles)
+	peer.Dispatch(roles(map[string]peer.Role{"offq-cli": roleCLI}))
 	if os.Getenv(envDemoPeer) == "1" {
 		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 	}

@@ -44,9 +44,18 @@ const (
 )
 
 var (
-	allSystems  = []string{sysOffq, sysShm, sysFutex, sysUDS, sysPipe, sysNATS, sysBrdg}
+	allSystems  = builtSystems()
 	allPatterns = []string{patPingPong, patStream, patFanout}
 )
+
+// builtSystems lists the systems this build can measure, in the order they are reported.
+func builtSystems() []string {
+	s := []string{sysOffq, sysShm, sysFutex, sysUDS, sysPipe, sysNATS, sysBrdg}
+	if !haveNATS {
+		s = s[:len(s)-2]
+	}
+	return s
+}
 
 // Options is one run's plan, as Flags.Options makes it.
 type Options struct {
@@ -153,7 +162,8 @@ func (f *Flags) Register(fs *pflag.FlagSet) {
 // Options validates the flags (its errors are usage errors) and makes the run's options.
 func (f *Flags) Options() (Options, error) {
 	o := Options{quick: f.quick, json: f.json, progress: f.progress, noPin: f.noPin, warmup: f.warmup, duration: f.duration}
-	return o, o.parse(f.fs.Changed, f.sizes, f.fanout, f.systems, f.patterns)
+	err := o.parse(f.fs.Changed, f.sizes, f.fanout, f.systems, f.patterns)
+	return o, err
 }
 
 func (o *Options) parse(changed func(string) bool, sizes, fanout, systems, patterns string) error {
@@ -188,6 +198,11 @@ func (o *Options) parse(changed func(string) bool, sizes, fanout, systems, patte
 		}
 	}
 	var err error
+	for _, s := range splitList(systems) {
+		if !haveNATS && (s == sysNATS || s == sysBrdg) {
+			return fmt.Errorf("--systems: %q: this offq was built with -tags offq_nonats, without the NATS server it needs", s)
+		}
+	}
 	if o.systems, err = pickNames("--systems", systems, allSystems); err != nil {
 		return err
 	}

@@ -8,27 +8,11 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
 
 const natsBenchSubject = "offq.bench.ping"
-
-// startNATS runs an embedded nats-server on a free loopback port.
-func startNATS() (*server.Server, error) {
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, MaxPayload: maxBenchSize + 1024, MaxPending: 2 * maxBenchSize})
-	if err != nil {
-		return nil, fmt.Errorf("nats server: %w", err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		return nil, fmt.Errorf("nats server did not start")
-	}
-	return srv, nil
-}
 
 func (bn *bencher) natsPingPong(ctx context.Context, c benchCase) (res benchResult, err error) {
 	ctx, fail := context.WithCancelCause(ctx)
@@ -95,4 +79,10 @@ func benchNATSEcho(ctx context.Context, o peerArg, ready func() error) error {
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// natsServer is the embedded server the nats and bridge rows go through (nats_server.go).
+type natsServer interface {
+	ClientURL() string
+	Shutdown()
 }

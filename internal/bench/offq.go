@@ -15,6 +15,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/offq/offq/bus"
+	"github.com/offq/offq/internal/floor"
 	"github.com/offq/offq/transport"
 )
 
@@ -147,8 +148,8 @@ func caseError(ctx context.Context, err error) error {
 // timed into h; or, under go test -bench, bn.rounds.
 func (bn *bencher) timeRounds(ctx context.Context, h *hdrhistogram.Histogram, round func() error) error {
 	return onCPU(bn.cpus[0], func() error {
-		warmEnd := transport.Now() + bn.o.warmup.Nanoseconds()
-		for n := 0; n < 100 || transport.Now() < warmEnd; n++ {
+		warmEnd := floor.Now() + bn.o.warmup.Nanoseconds()
+		for n := 0; n < 100 || floor.Now() < warmEnd; n++ {
 			if err := round(); err != nil {
 				return fmt.Errorf("warm-up: %w", err)
 			}
@@ -156,16 +157,16 @@ func (bn *bencher) timeRounds(ctx context.Context, h *hdrhistogram.Histogram, ro
 		if bn.rounds != nil {
 			return bn.rounds(round)
 		}
-		end := transport.Now() + bn.o.duration.Nanoseconds()
+		end := floor.Now() + bn.o.duration.Nanoseconds()
 		for {
-			t0 := transport.Now()
+			t0 := floor.Now()
 			if t0 >= end && h.TotalCount() >= minMeasured {
 				return nil
 			}
 			if err := round(); err != nil {
 				return err
 			}
-			record(h, transport.Now()-t0)
+			record(h, floor.Now()-t0)
 		}
 	})
 }

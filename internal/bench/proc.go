@@ -29,8 +29,8 @@ const (
 type benchLine struct {
 	Type     string `json:"type"`
 	Count    uint64 `json:"count,omitempty"`    // messages received in the measured phase
-	First    int64  `json:"first,omitempty"`    // transport.Now at the first of them
-	End      int64  `json:"end,omitempty"`      // transport.Now at the end marker
+	First    int64  `json:"first,omitempty"`    // floor.Now at the first of them
+	End      int64  `json:"end,omitempty"`      // floor.Now at the end marker
 	Dropped  uint64 `json:"dropped,omitempty"`  // sequence numbers never received
 	Disorder uint64 `json:"disorder,omitempty"` // sequence numbers at or below one already received
 }

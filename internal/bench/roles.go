@@ -21,7 +21,6 @@ import (
 	"github.com/offq/offq/bus"
 	"github.com/offq/offq/internal/floor"
 	"github.com/offq/offq/internal/peer"
-	"github.com/offq/offq/transport"
 )
 
 // Role is the name of offq bench's children in internal/peer: the program that runs Run must
@@ -240,11 +239,11 @@ func (c *streamCounter) add(seq, phase uint64) bool {
 	switch phase {
 	case phaseMeasure:
 		if c.count == 0 {
-			c.first = transport.Now()
+			c.first = floor.Now()
 		}
 		c.count++
 	case phaseEnd:
-		c.end = transport.Now()
+		c.end = floor.Now()
 		return true
 	}
 	return false

@@ -38,3 +38,11 @@ func TestPinThread(t *testing.T) {
 		t.Error("PinThread to a CPU that does not exist succeeded")
 	}
 }
+
+func TestNow(t *testing.T) {
+	a := Now()
+	b := Now()
+	if a <= 0 || b < a {
+		t.Fatalf("Now went from %d to %d", a, b)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 )
 
@@ -48,7 +49,7 @@ func TestMain(m *testing.M) {
 		"files":   roleFiles,
 		"threads": roleThreads,
 	})
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m) // the spawner too ends once no child runs
 }
 
 func TestEcho(t *testing.T) {
