@@ -29,4 +29,7 @@ var peerRoles = map[string]peer.Role{
 	"reap-victim": roleReapVictim,
 	"reaper":      roleReaper,
 	"creator-mid": roleCreatorMid,
+	// waiters_test.go
+	"sleeper":      roleSleeper,
+	"block-pusher": roleBlockPusher,
 }

@@ -163,13 +163,13 @@ func benchOffq(b *testing.B, strategy WaitStrategy) {
 		b.Fatal(err)
 	}
 	defer mine.Close()
-	p := peer.Start(b, "bench-echo", envs(envDir, dir, envRegion, "pingpong", envInbox, uint32(mine.ID()),
+	p := peer.Start(b, "bench-echo", envs(envDir, dir, envRegion, "pingpong", envInbox, uint64(mine.ID()),
 		envStrategy, uint8(strategy), envCPU, ccpu)...)
 	rest, err := p.Expect("inbox ", procTimeout)
 	if err != nil {
 		b.Fatal(err)
 	}
-	id, err := strconv.ParseUint(rest, 10, 32)
+	id, err := strconv.ParseUint(rest, 10, 64)
 	if err != nil {
 		b.Fatal(err)
 	}
