@@ -179,7 +179,7 @@ func TestNoAllocsWake(t *testing.T) {
 	bg := context.Background()
 	wakes := 0
 	push := func() {
-		for hd.sleepers.Load() == 0 { // the consumer is asleep before each push
+		for waiters(hd.sleepers.Load()) == 0 { // the consumer is asleep before each push
 			runtime.Gosched()
 		}
 		wake := hd.wake.Load()

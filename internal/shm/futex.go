@@ -2,19 +2,171 @@ package shm
 
 import (
 	"context"
+	"os"
 	"sync/atomic"
 	"time"
 )
 
+// A waiter word counts the waiters announced on one of an inbox's futex words (sleepers on
+// wake, spaceWaiters on space): the low 32 bits of the inbox generation they announced in
+// (bits 32-63) and their number (bits 0-31). OpenInbox starts each generation's words at
+// zero. A waiter takes its announcement back only from the generation it made it in, and
+// never below zero: a waiter whose thread runs again only after its inbox was closed and the
+// entry reopened changes nothing in the new count.
+func waiterWord(gen uint64) uint64 { return (gen & 0xffffffff) << 32 }
+
+// waiters returns the number of waiters a waiter word counts.
+func waiters(v uint64) uint32 { return uint32(v) }
+
+// waitersOf returns the number of waiters a waiter word counts for generation gen (0 if the
+// word is another generation's).
+func waitersOf(v, gen uint64) uint32 {
+	if v>>32 != gen&0xffffffff {
+		return 0
+	}
+	return uint32(v)
+}
+
+// announce adds a waiter to w for generation gen. It fails if w counts another generation's
+// waiters (the inbox was closed and its entry reopened), or is full.
+func announce(w *atomic.Uint64, gen uint64) bool {
+	for {
+		v := w.Load()
+		if v>>32 != gen&0xffffffff || uint32(v) == 1<<32-1 {
+			return false
+		}
+		if w.CompareAndSwap(v, v+1) {
+			return true
+		}
+	}
+}
+
+// retract takes back n waiters of generation gen from w: none if w counts another
+// generation's, and never more than it counts.
+func retract(w *atomic.Uint64, gen, n uint64) {
+	for {
+		v := w.Load()
+		if v>>32 != gen&0xffffffff || uint32(v) == 0 {
+			return
+		}
+		if w.CompareAndSwap(v, v-min(n, uint64(uint32(v)))) {
+			return
+		}
+	}
+}
+
+// slotWaits is the number of wait records in a participant slot.
+const slotWaits = 4
+
+// A wait record in a participant slot says that the participant has count announcements in
+// the space waiter word of inbox idx, generation gen: count<<48 | (gen & 0xffffffff)<<16 |
+// idx. A producer records its announcement after making it and erases the record before
+// taking it back, so a kill between the two leaves one waiter too many (spurious wake-ups,
+// never a lost one); a reaper takes back what a dead participant's records say (see
+// Region.undoWaits). A participant with more than slotWaits inboxes to wait on at once waits
+// on the others without announcing itself, re-checking every pollSleep.
+type waitRecord struct {
+	slot *participantSlot // nil: no record (the waiter's participant is not known)
+	key  uint64           // (gen & 0xffffffff)<<16 | idx
+}
+
+const (
+	waitOne     = 1 << 48
+	waitKeyMask = waitOne - 1
+)
+
+// pollSleep bounds one futex wait of a waiter that could not announce itself.
+const pollSleep = time.Millisecond
+
+// enter records one more announcement and returns the record it is in, or nil if every
+// record is in use for another inbox.
+func (w waitRecord) enter() *atomic.Uint64 {
+	for i := range w.slot.waits {
+		e := &w.slot.waits[i]
+		for {
+			v := e.Load()
+			if v == 0 || v&waitKeyMask != w.key || v>>48 == 1<<16-1 {
+				break
+			}
+			if e.CompareAndSwap(v, v+waitOne) {
+				return e
+			}
+		}
+	}
+	for i := range w.slot.waits {
+		e := &w.slot.waits[i]
+		if e.Load() == 0 && e.CompareAndSwap(0, w.key|waitOne) {
+			return e
+		}
+	}
+	return nil
+}
+
+// leaveWait erases one announcement from record e.
+func leaveWait(e *atomic.Uint64) {
+	for {
+		v := e.Load()
+		if v>>48 == 0 {
+			return
+		}
+		n := v - waitOne
+		if n>>48 == 0 {
+			n = 0
+		}
+		if e.CompareAndSwap(v, n) {
+			return
+		}
+	}
+}
+
+// spaceRecord returns where a producer delivering from buffer s records its wait for room in
+// inbox in: the slot of the participant the buffer is on loan to, if that participant is
+// attached by this process (the pid it recorded is ours). Any other producer waits without a
+// record.
+func (in *Inbox) spaceRecord(s *slotHeader) waitRecord {
+	if s == nil {
+		return waitRecord{}
+	}
+	r := in.v.r
+	owner := stateOwner(s.state.Load())
+	if owner == 0 || owner > r.cfg.Participants {
+		return waitRecord{}
+	}
+	slot := (*participantSlot)(r.at(r.participantOffset(owner - 1)))
+	if slot.state.Load()&0xff != partAttached || slot.pid != uint32(os.Getpid()) {
+		return waitRecord{}
+	}
+	return waitRecord{slot: slot, key: (in.gen&0xffffffff)<<16 | uint64(in.v.index)}
+}
+
+// undoWaits takes back the announcements that participant slot i's records say it made (the
+// participant is dead: a reaper holds its slot lock) and erases the records.
+func (r *Region) undoWaits(i uint32) {
+	s := (*participantSlot)(r.at(r.participantOffset(i)))
+	for k := range s.waits {
+		v := s.waits[k].Swap(0)
+		idx := v & 0xffff
+		if v>>48 == 0 || idx >= uint64(len(r.inboxes)) {
+			continue
+		}
+		retract(&r.inboxes[idx].hdr.spaceWaiters, v>>16&0xffffffff, v>>48)
+	}
+}
+
 // sleepOn sleeps on the futex word until cond holds, ctx is done or deadline (if set) passes.
+// The sleeper announces itself in the waiter word waiters for inbox generation gen, recorded
+// in rec if rec names a slot.
 //
 // No wake-up is lost: the sleeper announces itself (waiters++), reads the word, re-checks
 // cond, and only then sleeps, and only while the word still has the value it read. A waker
 // makes cond true, then reads waiters, and if any bumps the word and calls FUTEX_WAKE. All of
 // these are sequentially consistent atomics, so either the waker sees the announcement or the
 // sleeper's re-check sees the waker's change; the futex compares the word in the kernel, so a
-// bump between the re-check and the sleep makes the sleep return at once.
-func sleepOn(ctx context.Context, word, waiters *atomic.Uint32, deadline time.Time, cond func() bool) error {
+// bump between the re-check and the sleep makes the sleep return at once. The announcement
+// stands until sleepOn returns. A sleeper that cannot announce itself (another generation's
+// count: its inbox was closed; or no record left) sleeps at most pollSleep at a time.
+func sleepOn(ctx context.Context, word *atomic.Uint32, waiters *atomic.Uint64, gen uint64, rec waitRecord,
+	deadline time.Time, cond func() bool) error {
 	var stop func() bool
 	var woke chan struct{}
 	defer func() {
@@ -24,25 +176,40 @@ func sleepOn(ctx context.Context, word, waiters *atomic.Uint32, deadline time.Ti
 			<-woke
 		}
 	}()
+	announced := announce(waiters, gen)
+	var entry *atomic.Uint64
+	if announced && rec.slot != nil {
+		if entry = rec.enter(); entry == nil {
+			retract(waiters, gen, 1)
+			announced = false
+		}
+	}
+	if announced {
+		defer func() {
+			if entry != nil {
+				leaveWait(entry)
+			}
+			retract(waiters, gen, 1)
+		}()
+	}
 	for {
-		waiters.Add(1)
 		seq := word.Load()
 		if cond() {
-			waiters.Add(^uint32(0))
 			return nil
 		}
 		if err := ctx.Err(); err != nil {
-			waiters.Add(^uint32(0))
 			return err
 		}
 		d := longSleep
+		if !announced {
+			d = pollSleep
+		}
 		if !deadline.IsZero() {
-			d = time.Until(deadline)
-			if d <= 0 {
-				waiters.Add(^uint32(0))
+			left := time.Until(deadline)
+			if left <= 0 {
 				return ErrTimeout
 			}
-			d = min(d, longSleep)
+			d = min(d, left)
 		}
 		if stop == nil && ctx.Done() != nil {
 			woke = make(chan struct{})
@@ -53,6 +220,5 @@ func sleepOn(ctx context.Context, word, waiters *atomic.Uint32, deadline time.Ti
 			})
 		}
 		futexWaitOn(word, seq, d)
-		waiters.Add(^uint32(0))
 	}
 }

@@ -197,7 +197,7 @@ func FuzzHandle(f *testing.F) {
 // bit 62 is flipped by pos's lap parity, so that 0 means "a handle of this lap".
 func cellWord(in *Inbox, pos, w uint64) uint64 {
 	if w&markBit != 0 {
-		gen := (w>>48 + in.gen) & inboxGenMask
+		gen := (w>>48 + in.gen) & cellGenMask
 		return w&(markBit|parityBit) | gen<<48 | (w+pos)&posMask
 	}
 	return w ^ in.parity(pos)

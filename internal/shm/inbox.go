@@ -34,34 +34,38 @@ func (p Policy) String() string {
 	return fmt.Sprintf("Policy(%d)", uint32(p))
 }
 
-// Inbox states (low byte of inboxHeader.state; a 14-bit generation is above it).
+// Inbox states (low byte of inboxHeader.state; the owner and a 40-bit generation are above it).
 const (
 	inboxFree    = 0
 	inboxOpening = 1
 	inboxOpen    = 2
 	inboxClosing = 3
-	inboxGenMask = 1<<14 - 1
+	inboxGenMask = 1<<40 - 1
 )
 
-// inboxWord builds an inbox state word: status (bits 0-7), generation (8-21) and the owning
-// participant + 1 (32-47). The owner is in the state word, not only in a field beside it, so
+// inboxWord builds an inbox state word: status (bits 0-7), the owning participant + 1 (8-23)
+// and the generation (24-63). The owner is in the state word, not only in a field beside it, so
 // that an inbox claimed by a process that then died is attributed to that process by the
-// same compare-and-swap that claimed it.
+// same compare-and-swap that claimed it. The generation is 40 bits wide so that an Inbox or
+// InboxID kept while its entry is closed and reopened never names a later generation: at a
+// million reopenings a second it would take twelve days to come round.
 func inboxWord(status, gen uint64, owner uint32) uint64 {
-	return uint64(owner)<<32 | (gen&inboxGenMask)<<8 | status
+	return (gen&inboxGenMask)<<24 | uint64(owner&0xffff)<<8 | status
 }
 
 func wordStatus(st uint64) uint64 { return st & 0xff }
-func wordGen(st uint64) uint64    { return st >> 8 & inboxGenMask }
-func wordOwner(st uint64) uint32  { return uint32(st>>32) & 0xffff }
+func wordGen(st uint64) uint64    { return st >> 24 & inboxGenMask }
+func wordOwner(st uint64) uint32  { return uint32(st>>8) & 0xffff }
 
-// InboxID names an inbox across processes: table index and generation.
-type InboxID uint32
+// InboxID names an inbox across processes: table index (bits 0-15) and generation (16-55).
+type InboxID uint64
 
 // Index returns the inbox's table index.
 func (id InboxID) Index() int { return int(id & 0xffff) }
 
-func makeInboxID(idx, gen uint32) InboxID { return InboxID(gen&inboxGenMask<<16 | idx&0xffff) }
+func makeInboxID(idx uint32, gen uint64) InboxID {
+	return InboxID((gen&inboxGenMask)<<16 | uint64(idx&0xffff))
+}
 
 // inboxView is this process's fixed view of one inbox-table entry.
 type inboxView struct {
@@ -76,7 +80,8 @@ type inboxView struct {
 // inbox's consumer (its owner), though concurrent calls are safe.
 type Inbox struct {
 	v      *inboxView
-	gen    uint64
+	gen    uint64 // the entry's generation (40 bits)
+	tag    uint64 // its low 14 bits, where ring cells keep them (bits 48-61)
 	mask   uint64
 	cap    uint64
 	shift  uint
@@ -134,8 +139,8 @@ func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
 		*pat = [patternSize]byte{}
 		copy(pat[:], c.Pattern)
 		h.patternLen = uint32(len(c.Pattern))
-		h.sleepers.Store(0)
-		h.spaceWaiters.Store(0)
+		h.sleepers.Store(waiterWord(gen))
+		h.spaceWaiters.Store(waiterWord(gen))
 		h.dropOldest.Store(0)
 		h.dropNewest.Store(0)
 		h.dropTimeout.Store(0)
@@ -162,7 +167,7 @@ func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
 }
 
 func (v *inboxView) inbox(gen uint64, capacity uint32, policy Policy, block time.Duration) Inbox {
-	return Inbox{v: v, gen: gen, mask: uint64(capacity) - 1, cap: uint64(capacity),
+	return Inbox{v: v, gen: gen, tag: gen & cellGenMask << 48, mask: uint64(capacity) - 1, cap: uint64(capacity),
 		shift: uint(bits.TrailingZeros32(capacity)), policy: policy, block: block}
 }
 
@@ -175,7 +180,7 @@ func (r *Region) Inbox(id InboxID) (Inbox, error) {
 	}
 	v := &r.inboxes[idx]
 	st := v.hdr.state.Load()
-	gen := uint64(id >> 16)
+	gen := uint64(id>>16) & inboxGenMask
 	if wordStatus(st) != inboxOpen || wordGen(st) != gen {
 		return Inbox{}, ErrClosed
 	}
@@ -188,7 +193,7 @@ func (r *Region) Inbox(id InboxID) (Inbox, error) {
 }
 
 // ID returns the inbox's cross-process name.
-func (in *Inbox) ID() InboxID { return makeInboxID(in.v.index, uint32(in.gen)) }
+func (in *Inbox) ID() InboxID { return makeInboxID(in.v.index, in.gen) }
 
 // Capacity returns the ring's capacity.
 func (in *Inbox) Capacity() int { return int(in.cap) }
@@ -240,14 +245,14 @@ func (in *Inbox) drainClosed() { in.drainCount() }
 func (in *Inbox) drainCount() int {
 	n := 0
 	hd := in.v.hdr
-	next := (in.gen + 1) & inboxGenMask
+	next := (in.gen + 1) & cellGenMask
 	poison := func(pos uint64) uint64 { return markBit | next<<48 | pos&posMask }
 	for i := uint64(0); i < in.cap; i++ {
 		c := (*atomic.Uint64)(unsafe.Add(in.v.cells, i*8))
 		for {
 			step()
 			v := c.Load()
-			if v&markBit != 0 && v&parityBit == 0 && (v>>48)&inboxGenMask == next {
+			if v&markBit != 0 && v&parityBit == 0 && cellGen(v) == next {
 				break
 			}
 			step()
@@ -313,11 +318,11 @@ func (r *Region) InboxStats() []InboxStats {
 		taken := hd - min(h.base, hd)
 		s := InboxStats{
 			Pushed: pushed, Popped: taken - min(taken, h.dropOldest.Load()+h.skipped.Load()),
-			ID: makeInboxID(uint32(i), uint32(wordGen(st))), Owner: int(wordOwner(st)) - 1,
+			ID: makeInboxID(uint32(i), wordGen(st)), Owner: int(wordOwner(st)) - 1,
 			Pattern: r.patternString(uint32(i)), Policy: Policy(h.policy), Capacity: int(h.capacity),
 			Depth: int(depth), DropOldest: h.dropOldest.Load(), DropNewest: h.dropNewest.Load(),
-			DropTimeout: h.dropTimeout.Load(), Corrupt: h.corrupt.Load(), Sleeping: h.sleepers.Load() != 0,
-			Blocked: int(h.spaceWaiters.Load()),
+			DropTimeout: h.dropTimeout.Load(), Corrupt: h.corrupt.Load(), Sleeping: waitersOf(h.sleepers.Load(), wordGen(st)) != 0,
+			Blocked: int(waitersOf(h.spaceWaiters.Load(), wordGen(st))),
 		}
 		out = append(out, s)
 	}
@@ -353,7 +358,7 @@ func (r *Region) Subscriptions(dst []Subscription) []Subscription {
 		if wordStatus(st) != inboxOpen {
 			continue
 		}
-		dst = append(dst, Subscription{ID: makeInboxID(uint32(i), uint32(wordGen(st))), Pattern: r.patternString(uint32(i))})
+		dst = append(dst, Subscription{ID: makeInboxID(uint32(i), wordGen(st)), Pattern: r.patternString(uint32(i))})
 	}
 	return dst
 }

@@ -568,7 +568,7 @@ func TestInboxCorruptCell(t *testing.T) {
 		{"all ones", func(*Inbox, uint64) uint64 { return ^uint64(0) }},
 		// Must not be taken for the inbox having been closed.
 		{"marker of another generation", func(in *Inbox, pos uint64) uint64 {
-			return markBit | ((in.gen+3)&inboxGenMask)<<48 | pos&posMask
+			return markBit | ((in.gen+3)&cellGenMask)<<48 | pos&posMask
 		}},
 		// Must not be taken for a head that lags (which moved the head past the tail, after
 		// which Push looped forever or failed with ErrFull).
@@ -698,7 +698,7 @@ func TestInboxCorruptCellBeforeProducer(t *testing.T) {
 		{"marker for the next lap", func(in *Inbox, pos uint64) uint64 { return in.empty(pos + in.cap) }},
 		{"reserved marker", func(*Inbox, uint64) uint64 { return markBit | parityBit | 1 }},
 		{"marker of another generation", func(in *Inbox, pos uint64) uint64 {
-			return markBit | ((in.gen+1)&inboxGenMask)<<48 | pos&posMask
+			return markBit | ((in.gen+1)&cellGenMask)<<48 | pos&posMask
 		}},
 		{"handle of the wrong lap", func(in *Inbox, pos uint64) uint64 { return 0x40 | in.parity(pos+in.cap) }},
 	} {
@@ -959,5 +959,119 @@ func TestDeliverReferences(t *testing.T) {
 	}
 	if n := allocated(r); n != 0 {
 		t.Fatalf("%d buffers allocated at the end", n)
+	}
+}
+
+// TestInboxStaleAfterManyReopenings: an Inbox kept while its entry is closed and reopened
+// 16,384 times (the old 14-bit generation's period) must still fail with ErrClosed, and must
+// not deliver into the ring of whoever holds the entry now (issue 14, item 8).
+func TestInboxStaleAfterManyReopenings(t *testing.T) {
+	cfg := inboxConfig()
+	cfg.Inboxes = 1
+	r := newUnitRegion(t, cfg)
+	p := attachUnit(t, r, "producer")
+	c := attachUnit(t, r, "consumer")
+	old, err := c.OpenInbox(InboxConfig{Capacity: 2, Policy: DropNewest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale, err := r.Inbox(old.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	const period = 1 << 14
+	var in Inbox
+	for i := range period {
+		if in, err = c.OpenInbox(InboxConfig{Capacity: 2, Policy: DropNewest}); err != nil {
+			t.Fatal(err)
+		}
+		if i < period-1 {
+			in.Close()
+		}
+	}
+	defer in.Close()
+	if in.ID() == old.ID() {
+		t.Errorf("the entry's %d-th generation has the ID %#x of the first", period, in.ID())
+	}
+	if _, err := r.Inbox(old.ID()); !errors.Is(err, ErrClosed) {
+		t.Errorf("Region.Inbox(stale ID): %v, want ErrClosed", err)
+	}
+	if _, err := send(context.Background(), r, p, &stale, 0, 2); !errors.Is(err, ErrClosed) {
+		t.Errorf("push with a stale Inbox after %d reopenings: %v, want ErrClosed", period, err)
+	}
+	if n := in.Len(); n != 0 {
+		t.Errorf("the stale producer delivered %d message(s) into the reopened ring", n)
+	}
+}
+
+// TestBlockWakeupsDoNotCountAsTurns: a Block producer woken for room again and again, each
+// time finding the room taken by another producer, must not give up as if the ring were
+// wrecked: its wake-ups are someone else's progress, not turns of a loop over damaged state
+// (issue 14, item 8).
+func TestBlockWakeupsDoNotCountAsTurns(t *testing.T) {
+	r := newUnitRegion(t, inboxConfig())
+	p := attachUnit(t, r, "p")
+	in, err := p.OpenInbox(InboxConfig{Capacity: 2, Policy: Block})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	bg := context.Background()
+	for i := range 2 {
+		if _, err := send(bg, r, p, &in, 0, uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func(n int) { maxTurns = n }(maxTurns)
+	maxTurns = 16
+	const rounds = 64 // each a wake-up that finds the ring full again
+	refilled := make(chan error, 1)
+	n := 0
+	testHookBlockWoken = func() {
+		if n++; n > rounds {
+			return
+		}
+		_, err := send(bg, r, p, &in, 1, uint64(n)) // takes the room the consumer made
+		refilled <- err
+	}
+	defer func() { testHookBlockWoken = nil }()
+	ctx, cancel := context.WithTimeout(bg, 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := send(ctx, r, p, &in, 0, 99); done <- err }()
+	for i := range rounds + 1 {
+		untilTrue(t, 10*time.Second, "producer waiting for room", func() bool { return waiters(in.v.hdr.spaceWaiters.Load()) != 0 || len(done) > 0 })
+		if len(done) > 0 {
+			t.Fatalf("round %d: the blocked push returned %v, want it still waiting", i, <-done)
+		}
+		h, ok, err := in.TryPop()
+		if err != nil || !ok {
+			t.Fatalf("round %d: TryPop: %v %v", i, ok, err)
+		}
+		if _, err := receive(r, h); err != nil {
+			t.Fatal(err)
+		}
+		if i == rounds {
+			break
+		}
+		select {
+		case err := <-refilled:
+			if err != nil {
+				t.Fatalf("round %d: refill: %v", i, err)
+			}
+		case err := <-done:
+			t.Fatalf("round %d: the blocked push returned %v, want it still waiting", i, err)
+		case <-ctx.Done():
+			t.Fatal("the blocked producer was not woken")
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("blocked push after %d wake-ups: %v", rounds, err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the blocked push did not finish")
 	}
 }

@@ -920,11 +920,11 @@ func (r *ilRun) scribbler(a *ilActor) {
 	case ilOwnEmpty:
 		v = in.empty(pos)
 	case ilOtherGen:
-		v = markBit | ((in.gen+1+uint64(a.rng.IntN(3)))&inboxGenMask)<<48 | pos&posMask
+		v = markBit | ((in.gen+1+uint64(a.rng.IntN(3)))&cellGenMask)<<48 | pos&posMask
 	case ilClaimed:
 		v = in.claimed(uint64(a.rng.IntN(4)), uint64(a.rng.IntN(4)))
 	case ilClaimedOther:
-		v = markBit | parityBit | ((in.gen+1)&inboxGenMask)<<48 | uint64(a.rng.IntN(4))
+		v = markBit | parityBit | ((in.gen+1)&cellGenMask)<<48 | uint64(a.rng.IntN(4))
 	case ilRandom:
 		v = a.rng.Uint64()
 	}
@@ -949,7 +949,7 @@ func (r *ilRun) observe(a *ilActor) {
 	for i := range in.cap {
 		v := in.cell(i).Load()
 		fp = fp*31 + v
-		if v&markBit == 0 || (v&parityBit != 0 && (v>>48)&inboxGenMask == in.gen) {
+		if v&markBit == 0 || (v&parityBit != 0 && v&cellGenBits == in.tag) {
 			occ++
 		}
 	}
@@ -1025,9 +1025,9 @@ var ilTraceLog func(string)
 
 // ilCell formats a cell value for the trace.
 func ilCell(in *Inbox, v uint64) string {
-	gen := (v >> 48) & inboxGenMask
+	gen := cellGen(v)
 	g := ""
-	if gen != in.gen {
+	if gen != in.gen&cellGenMask {
 		g = fmt.Sprintf("/gen%d", gen)
 	}
 	switch {

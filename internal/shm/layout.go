@@ -29,7 +29,7 @@ import (
 
 const (
 	magic         = 0x31474552_5146464f // "OFFQREG1" little-endian
-	layoutVersion = 1
+	layoutVersion = 2                   // 2: inbox state word with a 40-bit generation
 	byteOrderMark = 0x0a0b0c0d
 	headerSize    = 1024
 	checksumFrom  = 64  // checksum covers [checksumFrom, checksumTo)
@@ -133,6 +133,9 @@ type sections struct {
 //	24   32    name, NUL-padded
 //	56   4     role: 0 plain, 1 NATS bridge (its counters below are kept up to date)
 //	64   32    bridge counters: forwarded, imported, dropped, reconnects
+//	96   32    waits: 4 records of waits announced in inboxes' space waiter words, each
+//	           count<<48 | (generation & 0xffffffff)<<16 | inbox index (0: none); a reaper
+//	           takes a dead participant's announcements back (see wait.go)
 type participantSlot struct {
 	state    atomic.Uint64
 	pid      uint32
@@ -142,7 +145,7 @@ type participantSlot struct {
 	role     atomic.Uint32
 	_        uint32
 	bridge   [4]atomic.Uint64
-	_        [32]byte
+	waits    [slotWaits]atomic.Uint64
 }
 
 // patternSize is the room for one inbox's subscription pattern.
@@ -155,7 +158,7 @@ const topicEntrySize = 256
 // the consumer and sleepers never write the same line on the fast path).
 //
 //	off  size  field
-//	0    8     state: 0 free, else generation<<8 | 1 (open)
+//	0    8     state: generation<<24 | (owner+1)<<8 | status (0 free, 1 opening, 2 open, 3 closing)
 //	8    4     capacity (power of two, <= InboxCapacity)
 //	12   4     overflow policy
 //	16   4     owner participant index + 1
@@ -165,9 +168,9 @@ const topicEntrySize = 256
 //	64   8     tail: next position to fill (written by producers)
 //	128  8     head: next position to take (written by the consumer and by evicting producers)
 //	192  4     wake: futex word bumped by producers when a consumer sleeps
-//	196  4     sleepers: consumers announced asleep on wake
+//	200  8     sleepers: consumers announced asleep on wake (waiter word: generation<<32 | count)
 //	256  4     space: futex word bumped by the consumer when a producer waits for room
-//	260  4     spaceWaiters: producers announced asleep on space
+//	264  8     spaceWaiters: producers announced asleep on space (waiter word)
 //	320  8     dropped, oldest evicted by producers (DropOldest)
 //	328  8     dropped, newest refused (DropNewest)
 //	336  8     dropped, block deadline passed (Block)
@@ -188,11 +191,13 @@ type inboxHeader struct {
 	head         atomic.Uint64
 	_            [56]byte
 	wake         atomic.Uint32
-	sleepers     atomic.Uint32
-	_            [56]byte
+	_            uint32
+	sleepers     atomic.Uint64
+	_            [48]byte
 	space        atomic.Uint32
-	spaceWaiters atomic.Uint32
-	_            [56]byte
+	_            uint32
+	spaceWaiters atomic.Uint64
+	_            [48]byte
 	dropOldest   atomic.Uint64
 	dropNewest   atomic.Uint64
 	dropTimeout  atomic.Uint64

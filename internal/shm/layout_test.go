@@ -137,6 +137,7 @@ func TestLayoutParticipantSlot(t *testing.T) {
 		layoutField("name", unsafe.Offsetof(p.name), unsafe.Sizeof(p.name), 24, 32),
 		layoutField("role", unsafe.Offsetof(p.role), unsafe.Sizeof(p.role), 56, 4),
 		layoutField("bridge", unsafe.Offsetof(p.bridge), unsafe.Sizeof(p.bridge), 64, 32),
+		layoutField("waits", unsafe.Offsetof(p.waits), unsafe.Sizeof(p.waits), 96, 32),
 	})
 	if participantSlotSize != 128 {
 		t.Errorf("participantSlotSize = %d", participantSlotSize)
@@ -156,9 +157,9 @@ func TestLayoutInboxHeader(t *testing.T) {
 		layoutField("tail", unsafe.Offsetof(h.tail), unsafe.Sizeof(h.tail), 64, 8),
 		layoutField("head", unsafe.Offsetof(h.head), unsafe.Sizeof(h.head), 128, 8),
 		layoutField("wake", unsafe.Offsetof(h.wake), unsafe.Sizeof(h.wake), 192, 4),
-		layoutField("sleepers", unsafe.Offsetof(h.sleepers), unsafe.Sizeof(h.sleepers), 196, 4),
+		layoutField("sleepers", unsafe.Offsetof(h.sleepers), unsafe.Sizeof(h.sleepers), 200, 8),
 		layoutField("space", unsafe.Offsetof(h.space), unsafe.Sizeof(h.space), 256, 4),
-		layoutField("spaceWaiters", unsafe.Offsetof(h.spaceWaiters), unsafe.Sizeof(h.spaceWaiters), 260, 4),
+		layoutField("spaceWaiters", unsafe.Offsetof(h.spaceWaiters), unsafe.Sizeof(h.spaceWaiters), 264, 8),
 		layoutField("dropOldest", unsafe.Offsetof(h.dropOldest), unsafe.Sizeof(h.dropOldest), 320, 8),
 		layoutField("dropNewest", unsafe.Offsetof(h.dropNewest), unsafe.Sizeof(h.dropNewest), 328, 8),
 		layoutField("dropTimeout", unsafe.Offsetof(h.dropTimeout), unsafe.Sizeof(h.dropTimeout), 336, 8),
@@ -265,7 +266,7 @@ func TestLayoutWordEncodings(t *testing.T) {
 
 	// Ring cell: bit 63 marker, bit 62 lap parity (handle) or reserved (marker),
 	// marker generation in bits 48-61, position in bits 0-47.
-	in := Inbox{gen: 0x1abc, cap: 8, mask: 7, shift: 3}
+	in := Inbox{gen: 0x77_0000_1abc, tag: 0x1abc << 48, cap: 8, mask: 7, shift: 3}
 	if got := in.empty(0x1234_5678_9abc); got != 1<<63|0x1abc<<48|0x1234_5678_9abc {
 		t.Errorf("empty marker %#x", got)
 	}
@@ -275,16 +276,21 @@ func TestLayoutWordEncodings(t *testing.T) {
 	if in.parity(7) != 0 || in.parity(8) != 1<<62 || in.parity(16) != 0 || in.parity(31) != 1<<62 {
 		t.Error("lap parity is not bit 62 = (pos / capacity) & 1")
 	}
-	if markBit != 1<<63 || parityBit != 1<<62 || posMask != 1<<48-1 || inboxGenMask != 1<<14-1 {
+	if markBit != 1<<63 || parityBit != 1<<62 || posMask != 1<<48-1 || cellGenMask != 1<<14-1 || inboxGenMask != 1<<40-1 {
 		t.Error("cell constants changed")
 	}
 
-	// Inbox and participant states: generation << 8 | state.
+	// Inbox and participant states.
 	if inboxFree != 0 || inboxOpening != 1 || inboxOpen != 2 || inboxClosing != 3 || partFree != 0 || partAttached != 1 {
 		t.Error("state values changed")
 	}
-	if id := makeInboxID(5, 0x1abc); id.Index() != 5 || uint32(id)>>16 != 0x1abc {
-		t.Errorf("InboxID %#x", uint32(id))
+	if id := makeInboxID(5, 0xab_1234_5678); id.Index() != 5 || uint64(id)>>16 != 0xab_1234_5678 {
+		t.Errorf("InboxID %#x", uint64(id))
+	}
+	// Inbox state word: generation (bits 24-63), owner + 1 (8-23), status (0-7).
+	if st := inboxWord(inboxOpen, 0xab_1234_5678, 4097); st != 0xab_1234_5678<<24|4097<<8|2 ||
+		wordGen(st) != 0xab_1234_5678 || wordOwner(st) != 4097 || wordStatus(st) != inboxOpen {
+		t.Errorf("inbox state word %#x", st)
 	}
 	if DropOldest != 0 || DropNewest != 1 || Block != 2 {
 		t.Error("policy values stored in inbox headers changed")

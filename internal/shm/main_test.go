@@ -26,4 +26,7 @@ var peerRoles = map[string]peer.Role{
 	"creator-mid": roleCreatorMid,
 	// topictable_test.go
 	"fp-claimer": roleFingerprintClaimer,
+	// waiters_test.go
+	"sleeper":      roleSleeper,
+	"block-pusher": roleBlockPusher,
 }

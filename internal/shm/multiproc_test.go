@@ -325,7 +325,7 @@ func startProducers(t *testing.T, dir, region string, in InboxID, n int, count u
 	t.Helper()
 	ps := make([]*peer.Proc, n)
 	for i := range ps {
-		ps[i] = peer.Start(t, "producer", envs(envDir, dir, envRegion, region, envInbox, uint32(in), envID, i, envCount, count)...)
+		ps[i] = peer.Start(t, "producer", envs(envDir, dir, envRegion, region, envInbox, uint64(in), envID, i, envCount, count)...)
 	}
 	for _, p := range ps {
 		if _, err := p.Expect("ready", procTimeout); err != nil {
@@ -592,12 +592,12 @@ func TestMultiprocSleepWakeups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := peer.Start(t, "sleep-pong", envs(envDir, dir, envRegion, "wakeups", envInbox, uint32(mine.ID()))...)
+	p := peer.Start(t, "sleep-pong", envs(envDir, dir, envRegion, "wakeups", envInbox, uint64(mine.ID()))...)
 	rest, err := p.Expect("inbox ", procTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := strconv.ParseUint(rest, 10, 32)
+	id, err := strconv.ParseUint(rest, 10, 64)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -325,7 +325,7 @@ func (r *Region) reapSlot(i uint32) ReapReport {
 		}
 		in := v.inbox(gen, c, DropOldest, 0)
 		h0 := v.hdr.head.Load()
-		if cv := in.cell(h0).Load(); cv&(markBit|parityBit) == markBit|parityBit && (cv>>48)&inboxGenMask == gen &&
+		if cv := in.cell(h0).Load(); cv&(markBit|parityBit) == markBit|parityBit && cellGen(cv) == gen&cellGenMask &&
 			(cv>>16)&claimedPosMask == h0&claimedPosMask {
 			if idx := cv & claimedIdxMask; idx < uint64(r.cfg.Held) {
 				w := held[idx]
@@ -373,7 +373,10 @@ func (r *Region) reapSlot(i uint32) ReapReport {
 		}
 	}
 
-	// 5. The slot itself.
+	// 5. Waits for room it had announced in other participants' inboxes.
+	r.undoWaits(i)
+
+	// 6. The slot itself.
 	s := (*participantSlot)(r.at(r.participantOffset(i)))
 	s.state.Store(s.state.Load() &^ 0xff)
 	r.hdr.reclaims.Add(1)

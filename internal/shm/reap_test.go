@@ -92,7 +92,7 @@ func TestReapKilledSubscriberAndPublisher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, _ := strconv.ParseUint(line, 10, 32)
+	id, _ := strconv.ParseUint(line, 10, 64)
 	in, err := r.Inbox(InboxID(id))
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +161,7 @@ func TestReapConcurrentReapers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, _ := strconv.ParseUint(line, 10, 32)
+	id, _ := strconv.ParseUint(line, 10, 64)
 	in, _ := r.Inbox(InboxID(id))
 	for i := range 4 {
 		send(context.Background(), r, p, &in, 0, uint64(i))

@@ -13,6 +13,11 @@ import (
 //	bit 63 = 1, bit 62 = 1: claimed by the consumer into held entry (bits 0-15) for position
 //	(its low 32 bits in bits 16-47) of generation gen (48-61) (see take)
 //
+// A marker keeps the low 14 bits of the entry's 40-bit generation. That is enough to tell the
+// rings of two generations apart inside a cell; a producer checks the whole generation in the
+// state word before it commits (see push), so an Inbox kept across 16,384 reopenings still
+// finds its generation closed.
+//
 // Producers fill a cell with one compare-and-swap from "empty for position t" to the handle,
 // then advance the tail; the consumer takes with one compare-and-swap from the handle to
 // "empty for position h+capacity", then advances the head. The cell is the commit point, and
@@ -21,16 +26,21 @@ import (
 // marker makes a producer that still holds a closed (and perhaps reused) inbox fail instead of
 // delivering into a stranger's ring; positions keep counting across reuses for the same reason.
 const (
-	markBit   = 1 << 63
-	parityBit = 1 << 62
-	posMask   = 1<<48 - 1
+	markBit     = 1 << 63
+	parityBit   = 1 << 62
+	posMask     = 1<<48 - 1
+	cellGenMask = 1<<14 - 1         // the generation bits a marker keeps
+	cellGenBits = cellGenMask << 48 // where it keeps them
 )
+
+// cellGen returns the generation bits of a marker.
+func cellGen(v uint64) uint64 { return v >> 48 & cellGenMask }
 
 func (in *Inbox) cell(pos uint64) *atomic.Uint64 {
 	return (*atomic.Uint64)(unsafe.Add(in.v.cells, (pos&in.mask)*8))
 }
 
-func (in *Inbox) empty(pos uint64) uint64 { return markBit | in.gen<<48 | pos&posMask }
+func (in *Inbox) empty(pos uint64) uint64 { return markBit | in.tag | pos&posMask }
 func (in *Inbox) parity(pos uint64) uint64 {
 	return (pos >> in.shift & 1) << 62
 }
@@ -39,7 +49,7 @@ func (in *Inbox) parity(pos uint64) uint64 {
 // 32 bits) makes markers of different takes into the same entry differ, so that a process that
 // read a claim long ago cannot mistake a later one for it.
 func (in *Inbox) claimed(idx, pos uint64) uint64 {
-	return markBit | parityBit | in.gen<<48 | (pos&claimedPosMask)<<16 | idx&claimedIdxMask
+	return markBit | parityBit | in.tag | (pos&claimedPosMask)<<16 | idx&claimedIdxMask
 }
 
 const (
@@ -50,7 +60,7 @@ const (
 // maxTurns bounds the turns of one Push or take, whatever they are: far more than any
 // contention needs (each lost turn is someone else's progress), and few enough that a loop over
 // values scribbled into a consistent-looking but impossible state ends within milliseconds.
-const maxTurns = 1 << 20
+var maxTurns = 1 << 20 // a variable only so that tests can lower it
 
 // maxRepairs bounds how many scribbled cells one Push or take repairs or skips before it
 // gives up on the ring. Every other turn of their loops follows someone else's progress (a lost

@@ -66,6 +66,14 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 		step()
 		v := c.Load()
 		if v == in.empty(t) {
+			// The marker keeps only 14 bits of the generation: check the whole of it, after
+			// the tail was read, so that an Inbox kept across 16,384 reopenings of its entry
+			// cannot fill a cell of the ring that holds it now. (The state word's line is
+			// written only when the inbox opens or closes: reading it costs no transfer.)
+			step()
+			if !in.isOpen() {
+				return ErrClosed
+			}
 			if ref != nil {
 				step()
 				if err := ref.addRefs(h, 1); err != nil {
@@ -99,7 +107,7 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 					}
 				}
 			}
-			if hd.sleepers.Load() != 0 {
+			if waiters(hd.sleepers.Load()) != 0 {
 				hd.wake.Add(1)
 				futexWakeAll(&hd.wake)
 			}
@@ -141,13 +149,13 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 				if t-hn > 2*in.cap+1024 {
 					return in.wrecked() // head and tail scribbled too far apart
 				}
-				if err := in.full(ctx, &deadline); err != nil {
+				if err := in.full(ctx, &deadline, &turns, ref); err != nil {
 					return err
 				}
 				continue
 			}
 			// Otherwise it was taken since the read, or no handle can be here (below).
-		case v&parityBit == 0 && (v>>48)&inboxGenMask != in.gen:
+		case v&parityBit == 0 && v&cellGenBits != in.tag:
 			if !in.isOpen() {
 				return ErrClosed
 			}
@@ -164,7 +172,7 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 			step()
 			hd.tail.CompareAndSwap(t, t+1)
 			continue
-		case v&parityBit != 0 && (v>>48)&inboxGenMask == in.gen:
+		case v&parityBit != 0 && v&cellGenBits == in.tag:
 			// Claimed by a consumer: the take of t-capacity (the ring is full) or of t (t was
 			// filled; the tail lags).
 			if prevGone {
@@ -184,7 +192,7 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 				runtime.Gosched()
 				continue
 			}
-			if err := in.full(ctx, &deadline); err != nil {
+			if err := in.full(ctx, &deadline, &turns, ref); err != nil {
 				return err
 			}
 			foreign = 0
@@ -211,7 +219,7 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 			continue
 		}
 		if in.policy != DropNewest {
-			if err := in.full(ctx, &deadline); err != nil {
+			if err := in.full(ctx, &deadline, &turns, ref); err != nil {
 				return err
 			}
 			continue
@@ -236,8 +244,10 @@ func (in *Inbox) repair(c *atomic.Uint64, v, pos uint64) bool {
 
 var errCellCorrupt = fmt.Errorf("%w: inbox cell holds an impossible value", ErrCorrupt)
 
-// full applies the overflow policy. A nil return means: try again.
-func (in *Inbox) full(ctx context.Context, deadline *time.Time) error {
+// full applies the overflow policy. A nil return means: try again. A Block producer woken
+// with room that the head made (the consumer's progress, not a turn of the caller's loop) has
+// its turns reset: only a loop over unchanging state is bounded by maxTurns.
+func (in *Inbox) full(ctx context.Context, deadline *time.Time, turns *int, ref *slotHeader) error {
 	hd := in.v.hdr
 	if !in.isOpen() {
 		return ErrClosed // a ring being closed looks full for a moment: not a drop
@@ -256,12 +266,19 @@ func (in *Inbox) full(ctx context.Context, deadline *time.Time) error {
 				*deadline = d
 			}
 		}
-		if err := in.waitSpace(ctx, *deadline); err != nil {
+		h0 := hd.head.Load()
+		if err := in.waitSpace(ctx, *deadline, ref); err != nil {
 			hd.dropTimeout.Add(1)
 			if err == ErrTimeout || err == ErrClosed {
 				return err
 			}
 			return fmt.Errorf("%w: %w", ErrTimeout, err) // the context's error, as a timeout
+		}
+		if hd.head.Load() != h0 {
+			*turns = 0
+		}
+		if testHookBlockWoken != nil {
+			testHookBlockWoken()
 		}
 		return nil
 	default: // DropOldest
@@ -296,6 +313,9 @@ func (r *Region) releaseDropped(h Handle) {
 		r.hdr.corrupt.Add(1)
 	}
 }
+
+// testHookBlockWoken, if set, runs when a Block producer's wait for room ends with room.
+var testHookBlockWoken func()
 
 // testHookReleaseSwept, if set, runs when a release finds its buffer already freed by a sweep
 // (or freed twice by a faulty process): tests count the sweeps that raced a release.

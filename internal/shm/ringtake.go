@@ -143,7 +143,7 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 			}
 			step()
 			hd.head.CompareAndSwap(h0, h0+1)
-			if hd.spaceWaiters.Load() != 0 {
+			if waiters(hd.spaceWaiters.Load()) != 0 {
 				hd.space.Add(1)
 				futexWakeAll(&hd.space)
 			}
@@ -171,7 +171,7 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 		case v == in.empty(h0+in.cap):
 			hd.head.CompareAndSwap(h0, h0+1)
 			continue
-		case v&parityBit == 0 && (v>>48)&inboxGenMask != in.gen:
+		case v&parityBit == 0 && v&cellGenBits != in.tag:
 			if !in.isOpen() {
 				return 0, false, ErrClosed
 			}
@@ -180,7 +180,7 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 				runtime.Gosched()
 				continue
 			}
-		case v&parityBit != 0 && (v>>48)&inboxGenMask == in.gen:
+		case v&parityBit != 0 && v&cellGenBits == in.tag:
 			// Claimed: the consumer (another goroutine of it, if we are the consumer) is
 			// taking this message, if the held entry the marker names says so; if not, the
 			// marker is scribbled (skipped below).

@@ -126,13 +126,15 @@ func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 			}
 		}
 	}
-	return sleepOn(ctx, &hd.wake, &hd.sleepers, time.Time{}, func() bool {
+	return sleepOn(ctx, &hd.wake, &hd.sleepers, in.gen, waitRecord{}, time.Time{}, func() bool {
 		return in.pending() || !in.isOpen()
 	})
 }
 
-// waitSpace sleeps until the inbox is not full, ctx is done or deadline passes.
-func (in *Inbox) waitSpace(ctx context.Context, deadline time.Time) error {
+// waitSpace sleeps until the inbox is not full, ctx is done or deadline passes. A producer
+// delivering from its loan s records its announcement in its participant slot, where a reaper
+// finds it if the producer is killed while it waits.
+func (in *Inbox) waitSpace(ctx context.Context, deadline time.Time, s *slotHeader) error {
 	hd := in.v.hdr
 	notFull := func() bool {
 		t, h := hd.tail.Load(), hd.head.Load()
@@ -145,7 +147,7 @@ func (in *Inbox) waitSpace(ctx context.Context, deadline time.Time) error {
 		}
 		runtime.Gosched()
 	}
-	return sleepOn(ctx, &hd.space, &hd.spaceWaiters, deadline, notFull)
+	return sleepOn(ctx, &hd.space, &hd.spaceWaiters, in.gen, in.spaceRecord(s), deadline, notFull)
 }
 
 // ready reports whether a message is waiting, without taking it. It reads only the head and

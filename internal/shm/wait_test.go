@@ -41,7 +41,7 @@ func asleep(t *testing.T, in *Inbox, w Waiter) {
 	if w.Strategy == BusySpin {
 		return
 	}
-	untilTrue(t, 10*time.Second, "consumer asleep", func() bool { return in.v.hdr.sleepers.Load() != 0 })
+	untilTrue(t, 10*time.Second, "consumer asleep", func() bool { return waiters(in.v.hdr.sleepers.Load()) != 0 })
 }
 
 type popResult struct {
@@ -102,8 +102,8 @@ func TestPopWakesOnPush(t *testing.T) {
 					t.Fatalf("Pop got %+v, %v", m, err)
 				}
 			}
-			if in.v.hdr.sleepers.Load() != 0 {
-				t.Fatalf("sleepers = %d after the consumer left", in.v.hdr.sleepers.Load())
+			if waiters(in.v.hdr.sleepers.Load()) != 0 {
+				t.Fatalf("sleepers = %#x after the consumer left", in.v.hdr.sleepers.Load())
 			}
 		})
 	}
@@ -261,7 +261,7 @@ func TestBlockProducerWokenByPop(t *testing.T) {
 	for round := range 3 {
 		done := make(chan error, 1)
 		go func() { _, err := send(ctx, r, p, &in, 0, uint64(2+round)); done <- err }()
-		untilTrue(t, 10*time.Second, "producer waiting for room", func() bool { return in.v.hdr.spaceWaiters.Load() != 0 })
+		untilTrue(t, 10*time.Second, "producer waiting for room", func() bool { return waiters(in.v.hdr.spaceWaiters.Load()) != 0 })
 		h, err := in.Pop(ctx, Waiter{Strategy: Sleep})
 		if err != nil {
 			t.Fatal(err)
@@ -282,8 +282,8 @@ func TestBlockProducerWokenByPop(t *testing.T) {
 			t.Fatalf("Len = %d after the blocked push, want 2", in.Len())
 		}
 	}
-	if in.v.hdr.spaceWaiters.Load() != 0 {
-		t.Fatalf("spaceWaiters = %d", in.v.hdr.spaceWaiters.Load())
+	if waiters(in.v.hdr.spaceWaiters.Load()) != 0 {
+		t.Fatalf("spaceWaiters = %#x", in.v.hdr.spaceWaiters.Load())
 	}
 	s, _ := statsOf(r, in.ID())
 	if s.DropTimeout != 0 || s.Pushed != 5 || s.Popped != 3 {
@@ -310,7 +310,7 @@ func TestBlockProducerWokenByClose(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { _, err := send(ctx, r, p, &in, 0, 2); done <- err }()
-	untilTrue(t, 10*time.Second, "producer waiting for room", func() bool { return in.v.hdr.spaceWaiters.Load() != 0 })
+	untilTrue(t, 10*time.Second, "producer waiting for room", func() bool { return waiters(in.v.hdr.spaceWaiters.Load()) != 0 })
 	if err := in.Close(); err != nil {
 		t.Fatal(err)
 	}
