@@ -29,7 +29,7 @@ import (
 
 const (
 	magic         = 0x31474552_5146464f // "OFFQREG1" little-endian
-	layoutVersion = 1
+	layoutVersion = 2                   // 2: handles name class and slot index, with a 39-bit generation
 	byteOrderMark = 0x0a0b0c0d
 	headerSize    = 1024
 	checksumFrom  = 64  // checksum covers [checksumFrom, checksumTo)
@@ -246,7 +246,7 @@ type poolShard struct {
 // slotHeader precedes each buffer's payload (64 bytes; the payload is 64-byte aligned).
 //
 //	off  size  field
-//	0    8     state: refs (bits 0-15) | owner participant+1 (16-31) | generation (32-53)
+//	0    8     state: refs (bits 0-12) | owner participant+1 (13-24) | generation (25-63)
 //	8    4     payload length
 //	12   4     topic index
 //	16   8     sequence number

@@ -149,8 +149,8 @@ func (r *Region) sweep() int {
 		return 0
 	}
 	prev := r.sweepPrev
-	next := make(map[uint64]uint64, len(prev))
-	stale := make(map[uint64]uint64)
+	next := make(map[uint32]uint64, len(prev))
+	stale := make(map[uint32]uint64)
 	for i := range r.pools {
 		p := &r.pools[i]
 		for j := range p.count {
@@ -158,10 +158,10 @@ func (r *Region) sweep() int {
 			if stateRefs(v) != 1 || stateOwner(v) != 0 {
 				continue
 			}
-			off := p.slots + uint64(j)*uint64(p.stride)
-			next[off] = v
-			if pv, ok := prev[off]; ok && pv == v {
-				stale[off] = v
+			k := p.handle(j, 0).slot()
+			next[k] = v
+			if pv, ok := prev[k]; ok && pv == v {
+				stale[k] = v
 			}
 		}
 	}
@@ -174,8 +174,8 @@ func (r *Region) sweep() int {
 		if h == 0 {
 			return // most words: free entries, empty history
 		}
-		if v, ok := stale[h.offset()]; ok && h.gen() == stateGen(v) {
-			delete(stale, h.offset())
+		if v, ok := stale[h.slot()]; ok && h.gen() == stateGen(v) {
+			delete(stale, h.slot())
 		}
 	}
 	for t := range r.cfg.Topics {
@@ -203,15 +203,15 @@ func (r *Region) sweep() int {
 		seen((*atomic.Uint64)(r.at(held.off + k*8)).Load())
 	}
 	n := 0
-	for off, v := range stale {
-		p, s, idx, err := r.decode(makeHandle(off, stateGen(v)))
+	for k, v := range stale {
+		p, s, idx, err := r.decode(Handle(k) | makeHandle(0, 0, stateGen(v)))
 		if err != nil {
 			continue
 		}
 		if s.state.CompareAndSwap(v, v-1) {
 			p.noteFree(idx)
 			r.hdr.swept.Add(1)
-			delete(r.sweepPrev, off)
+			delete(r.sweepPrev, k)
 			n++
 		}
 	}
@@ -281,9 +281,9 @@ func (r *Region) audit() ReapReport {
 		for j := range p.count {
 			s := p.slot(j)
 			v := s.state.Load()
-			want := uint64(hist[makeHandle(p.slots+uint64(j)*uint64(p.stride), stateGen(v))])
+			want := uint64(hist[p.handle(j, stateGen(v))])
 			if v&(refsMask|ownerMask) != want {
-				s.state.Store(uint64(stateGen(v))<<genShift | want)
+				s.state.Store(stateGen(v)<<genShift | min(want, maxRefs))
 				rep.Repaired++
 			}
 			if want != 0 {
