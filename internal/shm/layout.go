@@ -62,6 +62,9 @@ const (
 //	536  8     unrecorded: non-zero once a process took a message without recording it
 //	           (Inbox.TryPop or Pop), which turns the orphan sweep off until the next audit
 //	544  8     swept: buffers the orphan sweep found held by nobody and freed
+//	552  8     moves: bumped before each reference added to a buffer not on loan (a reference
+//	           about to move from a held entry or a history cell to another record); a sweep
+//	           that sees it change frees nothing
 type header struct {
 	magic      uint64
 	version    uint32
@@ -81,7 +84,8 @@ type header struct {
 	subGen     atomic.Uint64
 	unrecorded atomic.Uint64
 	swept      atomic.Uint64
-	_          [472]byte
+	moves      atomic.Uint64
+	_          [464]byte
 }
 
 // diskConfig is Config as stored at header offset 64.

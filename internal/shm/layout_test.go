@@ -56,6 +56,9 @@ func TestLayoutHeader(t *testing.T) {
 		layoutField("reclaims", unsafe.Offsetof(h.reclaims), unsafe.Sizeof(h.reclaims), 512, 8),
 		layoutField("corrupt", unsafe.Offsetof(h.corrupt), unsafe.Sizeof(h.corrupt), 520, 8),
 		layoutField("subGen", unsafe.Offsetof(h.subGen), unsafe.Sizeof(h.subGen), 528, 8),
+		layoutField("unrecorded", unsafe.Offsetof(h.unrecorded), unsafe.Sizeof(h.unrecorded), 536, 8),
+		layoutField("swept", unsafe.Offsetof(h.swept), unsafe.Sizeof(h.swept), 544, 8),
+		layoutField("moves", unsafe.Offsetof(h.moves), unsafe.Sizeof(h.moves), 552, 8),
 	})
 	// The checksum covers exactly the config block and the section table (and the padding
 	// after it); the live counters start where it ends.

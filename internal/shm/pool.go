@@ -154,12 +154,20 @@ func (r *Region) AddRefs(h Handle, n int) error {
 	if err != nil {
 		return err
 	}
-	return s.addRefs(h, n)
+	return r.addRefs(s, h, n)
 }
 
-// addRefs adds n references to the slot, whose generation must still be h's and which must be
-// allocated (the caller holds a reference, so it is unless the word was scribbled).
-func (s *slotHeader) addRefs(h Handle, n int) error {
+// addRefs adds n references to the slot s, whose generation must still be h's and which must
+// be allocated (the caller holds a reference, so it is unless the word was scribbled).
+//
+// A buffer not on loan gains references only from a holder passing one on (a held entry's
+// message delivered again or remembered, a history message joined), and the holder may then
+// drop its own, leaving the state word as it was and the reference in another record: the
+// orphan sweep cannot tell that from nothing happening. So such an addition first bumps the
+// region's moves counter, which the sweep reads before and after it looks (see Region.sweep).
+// A publisher's fan-out adds references under its loan and writes nothing more.
+func (r *Region) addRefs(s *slotHeader, h Handle, n int) error {
+	moved := false
 	for {
 		v := s.state.Load()
 		switch {
@@ -169,6 +177,10 @@ func (s *slotHeader) addRefs(h Handle, n int) error {
 			return errHandleFree
 		case int(stateRefs(v))+n > maxRefs || n < 0:
 			return errHandleRefs
+		}
+		if stateOwner(v) == 0 && !moved {
+			r.hdr.moves.Add(1)
+			moved = true
 		}
 		if s.state.CompareAndSwap(v, v+uint64(n)) {
 			return nil

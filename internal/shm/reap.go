@@ -123,6 +123,10 @@ func (r *Region) Reap() (ReapReport, error) {
 	return rep, nil
 }
 
+// testHookSweepStatesRead, if set, runs in a sweep between reading the slots' state words and
+// reading the records: a test takes a reference there.
+var testHookSweepStatesRead func()
+
 // testHookSweepCellsRead, if set, runs in a sweep between reading the ring cells and reading
 // the held lists: a test moves a reference from one to the other there.
 var testHookSweepCellsRead func()
@@ -138,9 +142,16 @@ var testHookSweepCellsRead func()
 //     reference that moves while the sweep reads is therefore seen at least once; seeing one
 //     twice only spares a buffer. A candidate named anywhere is spared.
 //  3. It frees a remaining candidate with a compare-and-swap from the state word read in
-//     step 1, so a buffer whose count, owner or generation changed since is left alone. New
-//     references to a candidate cannot appear unseen: one not on loan gains references only
-//     from a history join, which changes its count.
+//     step 1, so a buffer whose count, owner or generation changed since is left alone.
+//
+// Only a take moves a reference without touching the buffer's state word, and it moves it
+// from a cell to a held entry, in the order of the reads. Every other move (a held message
+// delivered again or remembered in a history, then released; a history message joined) adds
+// a reference first, and the holder's release can bring the state word back to what step 1
+// read, with the reference in a record already read. Adding a reference to a buffer not on
+// loan therefore bumps the region's moves counter first; the sweep reads it before step 1 and
+// after step 2, and frees nothing if it moved. (A move whose bump comes after the second read
+// had its reference in its source record throughout, where step 2 saw it.)
 func (r *Region) sweep() int {
 	r.sweepMu.Lock()
 	defer r.sweepMu.Unlock()
@@ -148,6 +159,7 @@ func (r *Region) sweep() int {
 		r.sweepPrev = nil
 		return 0
 	}
+	moves := r.hdr.moves.Load()
 	prev := r.sweepPrev
 	next := make(map[uint32]uint64, len(prev))
 	stale := make(map[uint32]uint64)
@@ -168,6 +180,9 @@ func (r *Region) sweep() int {
 	r.sweepPrev = next
 	if len(stale) == 0 {
 		return 0
+	}
+	if testHookSweepStatesRead != nil {
+		testHookSweepStatesRead()
 	}
 	seen := func(w uint64) {
 		h := Handle(w & handleMask)
@@ -201,6 +216,16 @@ func (r *Region) sweep() int {
 	held := r.lay.sec.held
 	for k := range held.size / 8 {
 		seen((*atomic.Uint64)(r.at(held.off + k*8)).Load())
+	}
+	if r.hdr.moves.Load() != moves {
+		return 0 // a reference moved between records while we read: the next sweep decides
+	}
+	if r.hdr.unrecorded.Load() != 0 {
+		// The first TryPop or Pop ran while we read (it sets the flag before it takes, so a
+		// reference it took before we read its cell is caught here): its reference is in no
+		// record, so nothing we saw unnamed is an orphan.
+		r.sweepPrev = nil
+		return 0
 	}
 	n := 0
 	for k, v := range stale {
