@@ -54,7 +54,7 @@ func TestNoAllocsPool(t *testing.T) {
 		bb.SetMeta(Meta{Len: 8, Seq: 1})
 		sink += len(bb.Data()) + bb.Len() + bb.Cap() + int(bb.Meta().Seq)
 	})
-	bad := makeHandle(h.offset()+8, h.gen())
+	bad := makeHandle(h.class(), h.index()+1<<19, h.gen())
 	checkNoAllocs(t, "rejected handles", func() {
 		if _, err := r.Buffer(bad); err == nil {
 			panic("accepted")

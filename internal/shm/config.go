@@ -20,7 +20,7 @@ const (
 	MaxInboxes       = 1 << 14
 	MaxInboxCapacity = 1 << 20
 	MaxTopics        = 1 << 16
-	MaxParticipants  = 1 << 12
+	MaxParticipants  = 1<<12 - 1 // a slot state word records a loan's owner (index + 1) in 12 bits
 	MaxHistoryDepth  = 1 << 10
 	MaxHeld          = 1 << 16
 	MaxRegionSize    = 1 << 39 // 512 GiB

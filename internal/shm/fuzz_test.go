@@ -130,8 +130,9 @@ func FuzzHandle(f *testing.F) {
 	p.Unloan(dead.Handle())
 	for _, w := range []uint64{
 		0, 1, ^uint64(0), 1 << 62, 1 << 63, uint64(dead.Handle()), uint64(extra.Handle()) + 8,
-		uint64(extra.Handle()) + 1<<40, uint64(r.pools[0].slots), uint64(r.pools[2].end),
-		uint64(makeHandle(uint64(r.Size()), 1)), uint64(makeHandle(handleOffMask, genMask)),
+		uint64(extra.Handle()) + 1<<handleGenShift, uint64(extra.Handle()) + 1<<handleClassShift,
+		uint64(makeHandle(0, r.pools[0].count, 1)), uint64(makeHandle(2, r.pools[2].count-1, 1)),
+		uint64(makeHandle(7, 0, 1)), uint64(makeHandle(handleClassMask, handleIdxMask, genMask)),
 	} {
 		f.Add(w)
 	}
@@ -167,10 +168,10 @@ func FuzzHandle(f *testing.F) {
 		if !isLive && (!errors.Is(aerr, ErrBadHandle) || !errors.Is(rerr, ErrBadHandle)) {
 			t.Fatalf("AddRefs/Release(%#x) = %v / %v, want ErrBadHandle", w, aerr, rerr)
 		}
-		// The same offset under the slot's own generation: succeeds exactly for live slots.
+		// The same slot under its own generation: succeeds exactly for live slots.
 		if derr == nil && !isLive {
 			_, s, _, _ := r.decode(h)
-			g := makeHandle(h.offset(), stateGen(s.state.Load()))
+			g := makeHandle(h.class(), h.index(), stateGen(s.state.Load()))
 			if _, gLive := live[g]; gLive {
 				if _, err := r.Buffer(g); err != nil {
 					t.Fatalf("Buffer(%v) with the slot's generation: %v", g, err)

@@ -788,12 +788,11 @@ func TestInboxGarbageHandle(t *testing.T) {
 	defer p.Unloan(probe.Handle())
 	real := probe.Handle()
 	for _, garbage := range []Handle{
-		makeHandle(8, 1),                           // inside the header
-		makeHandle(real.offset()+8, real.gen()),    // misaligned
-		makeHandle(real.offset(), real.gen()+1),    // stale generation
-		makeHandle(uint64(r.Size())+64, 1),         // past the end
-		makeHandle(r.pools[0].slots+64*1000, 1),    // past the pool
-		makeHandle(r.pools[1].slots, real.gen()+9), // a free slot
+		makeHandle(5, 0, 1), // no such class
+		makeHandle(real.class(), real.index(), real.gen()+1), // stale generation
+		makeHandle(real.class(), handleIdxMask, 1),           // past the end
+		makeHandle(0, r.pools[0].count, 1),                   // just past the pool
+		makeHandle(1, 0, real.gen()+9),                       // a free slot
 	} {
 		// A message whose cell is then overwritten: its reference is lost with the cell.
 		lost, err := send(bg, r, p, &in, 0, 1)
@@ -946,8 +945,8 @@ func TestDeliverReferences(t *testing.T) {
 		t.Fatalf("after delivering into a closed inbox: %d references, want 1", n)
 	}
 	// A handle that names no buffer.
-	if err := block.Deliver(context.Background(), h+1); !errors.Is(err, ErrBadHandle) {
-		t.Fatalf("deliver a misaligned handle: %v, want ErrBadHandle", err)
+	if err := block.Deliver(context.Background(), makeHandle(h.class(), handleIdxMask, h.gen())); !errors.Is(err, ErrBadHandle) {
+		t.Fatalf("deliver a handle past its pool: %v, want ErrBadHandle", err)
 	}
 	for _, x := range []Handle{h, g} {
 		if err := p.Unloan(x); err != nil {

@@ -908,7 +908,7 @@ func (r *ilRun) scribbler(a *ilActor) {
 		pos = head + uint64(a.rng.IntN(int(in.cap)))
 	}
 	var v uint64
-	const bad = 0x40 // inside the region header: no pool's buffer
+	bad := uint64(makeHandle(handleClassMask, handleIdxMask, 1)) // a class the region lacks: no pool's buffer
 	switch k := r.sc.scribble; k {
 	case ilWrongLap:
 		v = bad | in.parity(pos+in.cap)
@@ -1032,7 +1032,7 @@ func ilCell(in *Inbox, v uint64) string {
 	}
 	switch {
 	case v&markBit == 0:
-		return fmt.Sprintf("H(%#x,p%d)", v&^parityBit&handleOffMask, v>>62&1)
+		return fmt.Sprintf("H(%#x,p%d)", Handle(v&^parityBit).slot(), v>>62&1)
 	case v&parityBit == 0:
 		return fmt.Sprintf("E(%d%s)", v&posMask, g)
 	default:
@@ -1378,7 +1378,7 @@ func (r *ilRun) checkRefs(when string) {
 			if stateRefs(v) == 0 {
 				continue
 			}
-			h := makeHandle(p.slots+uint64(j)*uint64(p.stride), stateGen(v))
+			h := p.handle(j, stateGen(v))
 			if stateOwner(v) != 0 && !(r.sc.sameLoan) {
 				r.hardf("%s: buffer %v is still on loan", when, h)
 			}
@@ -1411,7 +1411,7 @@ func (r *ilRun) leakFree() {
 				if stateRefs(v) == 0 {
 					break
 				}
-				h := makeHandle(p.slots+uint64(j)*uint64(p.stride), stateGen(v))
+				h := p.handle(j, stateGen(v))
 				if stateOwner(v) != 0 {
 					reg.unloan(stateOwner(v), h)
 				} else {

@@ -29,7 +29,7 @@ import (
 
 const (
 	magic         = 0x31474552_5146464f // "OFFQREG1" little-endian
-	layoutVersion = 2                   // 2: inbox state word with a 40-bit generation
+	layoutVersion = 2                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation
 	byteOrderMark = 0x0a0b0c0d
 	headerSize    = 1024
 	checksumFrom  = 64  // checksum covers [checksumFrom, checksumTo)
@@ -62,6 +62,9 @@ const (
 //	536  8     unrecorded: non-zero once a process took a message without recording it
 //	           (Inbox.TryPop or Pop), which turns the orphan sweep off until the next audit
 //	544  8     swept: buffers the orphan sweep found held by nobody and freed
+//	552  8     moves: bumped before each reference added to a buffer not on loan (a reference
+//	           about to move from a held entry or a history cell to another record); a sweep
+//	           that sees it change frees nothing
 type header struct {
 	magic      uint64
 	version    uint32
@@ -81,7 +84,8 @@ type header struct {
 	subGen     atomic.Uint64
 	unrecorded atomic.Uint64
 	swept      atomic.Uint64
-	_          [472]byte
+	moves      atomic.Uint64
+	_          [464]byte
 }
 
 // diskConfig is Config as stored at header offset 64.
@@ -251,7 +255,7 @@ type poolShard struct {
 // slotHeader precedes each buffer's payload (64 bytes; the payload is 64-byte aligned).
 //
 //	off  size  field
-//	0    8     state: refs (bits 0-15) | owner participant+1 (16-31) | generation (32-53)
+//	0    8     state: refs (bits 0-12) | owner participant+1 (13-24) | generation (25-63)
 //	8    4     payload length
 //	12   4     topic index
 //	16   8     sequence number

@@ -72,6 +72,7 @@ func TestLayoutHeader(t *testing.T) {
 		layoutField("subGen", unsafe.Offsetof(h.subGen), unsafe.Sizeof(h.subGen), 528, 8),
 		layoutField("unrecorded", unsafe.Offsetof(h.unrecorded), unsafe.Sizeof(h.unrecorded), 536, 8),
 		layoutField("swept", unsafe.Offsetof(h.swept), unsafe.Sizeof(h.swept), 544, 8),
+		layoutField("moves", unsafe.Offsetof(h.moves), unsafe.Sizeof(h.moves), 552, 8),
 	})
 	// The checksum covers exactly the config block and the section table (and the padding
 	// after it); the live counters start where it ends.
@@ -239,29 +240,43 @@ func TestLayoutTopicEntry(t *testing.T) {
 // TestLayoutWordEncodings pins the bit layouts of the handle, the slot state word, the ring
 // cell and the inbox and participant state words that docs/layout.md describes.
 func TestLayoutWordEncodings(t *testing.T) {
-	// Handle: offset in bits 0-39, generation in 40-61, bits 62 and 63 zero.
-	h := makeHandle(0x12_3456_7890, 0x2a_bcde)
-	if uint64(h) != 0x2a_bcde<<40|0x12_3456_7890 || h.offset() != 0x12_3456_7890 || h.gen() != 0x2a_bcde {
-		t.Errorf("makeHandle: %#x (offset %#x gen %#x)", uint64(h), h.offset(), h.gen())
+	// Handle: slot index in bits 0-19, class in 20-22, generation in 23-61, bits 62 and 63 zero.
+	h := makeHandle(5, 0xa_bcde, 0x55_1234_5678)
+	if uint64(h) != 0x55_1234_5678<<23|5<<20|0xa_bcde || h.class() != 5 || h.index() != 0xa_bcde || h.gen() != 0x55_1234_5678 {
+		t.Errorf("makeHandle: %#x (class %d index %#x gen %#x)", uint64(h), h.class(), h.index(), h.gen())
 	}
-	if h := makeHandle(1<<40|5, 1<<22|3); h.offset() != 5 || h.gen() != 3 || uint64(h)>>62 != 0 {
+	if h.slot() != 5<<20|0xa_bcde {
+		t.Errorf("slot of %#x: %#x", uint64(h), h.slot())
+	}
+	if h := makeHandle(8|5, 1<<20|3, 1<<39|7); h.class() != 5 || h.index() != 3 || h.gen() != 7 || uint64(h)>>62 != 0 {
 		t.Errorf("makeHandle does not mask its fields: %#x", uint64(h))
 	}
-	if handleMask != 1<<62-1 || handleOffBits != 40 || genBits != 22 {
-		t.Errorf("handle constants: mask %#x, offset bits %d, gen bits %d", uint64(handleMask), handleOffBits, genBits)
+	if h := makeHandle(7, 1<<20-1, 1<<39-1); uint64(h) != 1<<62-1 {
+		t.Errorf("the largest handle is %#x, want 62 bits set", uint64(h))
 	}
-	// Offsets of up to MaxRegionSize fit the handle's offset layoutRow.
-	if MaxRegionSize > 1<<handleOffBits {
-		t.Errorf("MaxRegionSize %d does not fit a %d-bit offset", uint64(MaxRegionSize), handleOffBits)
+	if handleMask != 1<<62-1 || handleIdxBits != 20 || handleClassBits != 3 || genBits != 39 {
+		t.Errorf("handle constants: mask %#x, index bits %d, class bits %d, gen bits %d",
+			uint64(handleMask), handleIdxBits, handleClassBits, genBits)
+	}
+	// Every slot a configuration can have has a handle.
+	if MaxClassCount > 1<<handleIdxBits || MaxClasses > 1<<handleClassBits {
+		t.Errorf("%d classes of %d slots do not fit the handle", MaxClasses, MaxClassCount)
+	}
+	// Generation zero is never allocated (so no handle is zero), and the generation wraps to 1.
+	if nextGen(0) != 1 || nextGen(genMask) != 1 || nextGen(41) != 42 {
+		t.Errorf("nextGen: %d %d %d", nextGen(0), nextGen(genMask), nextGen(41))
 	}
 
-	// Slot state: refs in bits 0-15, owner in 16-31, generation in 32-53.
-	v := uint64(0x2a_bcde)<<32 | uint64(0x1234)<<16 | 0x0007
-	if stateRefs(v) != 7 || stateOwner(v) != 0x1234 || stateGen(v) != 0x2a_bcde {
+	// Slot state: refs in bits 0-12, owner in 13-24, generation in 25-63.
+	v := uint64(0x55_1234_5678)<<25 | uint64(0xabc)<<13 | 0x1007
+	if stateRefs(v) != 0x1007 || stateOwner(v) != 0xabc || stateGen(v) != 0x55_1234_5678 {
 		t.Errorf("slot state %#x: refs %d owner %#x gen %#x", v, stateRefs(v), stateOwner(v), stateGen(v))
 	}
-	if refsMask != 0xffff || ownerShift != 16 || genShift != 32 || uint64(ownerMask) != 0xffff0000 {
+	if refsMask != 0x1fff || ownerShift != 13 || genShift != 25 || uint64(ownerMask) != 0xfff<<13 || maxRefs != 8191 {
 		t.Error("slot state constants changed")
+	}
+	if MaxParticipants > 1<<ownerBits-1 { // the last participant's owner field is its index + 1 = MaxParticipants
+		t.Errorf("participant %d does not fit the owner field", MaxParticipants)
 	}
 
 	// Ring cell: bit 63 marker, bit 62 lap parity (handle) or reserved (marker),
@@ -456,7 +471,8 @@ func TestLayoutRealRegion(t *testing.T) {
 			t.Fatal(err)
 		}
 		held = append(held, buf.Handle())
-		off := buf.Handle().offset()
+		bh := buf.Handle()
+		off := lay.sec.pools[bh.class()].off + 4224 + uint64(bh.index())*uint64(64+buf.Cap())
 		data := uintptr(unsafe.Pointer(unsafe.SliceData(buf.Bytes())))
 		if off%64 != 0 || (data-uintptr(r.base))%64 != 0 || data%64 != 0 {
 			t.Errorf("Alloc(%d): slot header at %#x, payload at %#x: not 64-byte aligned", n, off, data-uintptr(r.base))

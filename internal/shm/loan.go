@@ -124,7 +124,7 @@ func (t Topic) Send(ctx context.Context, l Loan, n int, to []Inbox) (res SendRes
 			}
 		}
 	}
-	if t.depth > 0 && l.buf.s.addRefs(l.buf.h, 1) == nil {
+	if t.depth > 0 && l.p.r.addRefs(l.buf.s, l.buf.h, 1) == nil {
 		t.Remember(l.buf.h)
 	}
 	if err := l.end(); err != nil {

@@ -3,6 +3,7 @@ package shm
 import (
 	"fmt"
 	"sync/atomic"
+	"unsafe"
 )
 
 // pool is one process's view of a size class. Its state is all in shared memory except next,
@@ -25,11 +26,20 @@ func (p *pool) slot(i uint32) *slotHeader {
 	return (*slotHeader)(p.r.at(p.slots + uint64(i)*uint64(p.stride)))
 }
 
+// handle returns the handle of slot i under generation gen.
+func (p *pool) handle(i uint32, gen uint64) Handle { return makeHandle(uint32(p.class), i, gen) }
+
+// buffer returns the view of slot i under handle h.
+func (p *pool) buffer(h Handle, i uint32) Buffer {
+	s := p.slot(i)
+	return Buffer{h: h, s: s, p: p, data: unsafe.Add(unsafe.Pointer(s), slotHeaderSize)}
+}
+
 // alloc claims a free slot for owner (a participant index + 1) with one reference, the
 // owner's. The claim is a single compare-and-swap on the slot's state word, which also
 // records the owner: there is no moment at which the slot is taken but ownerless, so a crash
 // at any instruction leaves it either free or findable by a reaper.
-func (p *pool) alloc(owner uint32) (Handle, bool) {
+func (p *pool) alloc(owner uint32) (Buffer, bool) {
 	start := p.next.Load()
 	if start >= p.count {
 		start = 0
@@ -39,22 +49,22 @@ func (p *pool) alloc(owner uint32) (Handle, bool) {
 		s := p.slot(i)
 		v := s.state.Load()
 		if v&(refsMask|ownerMask) == 0 {
-			gen := (stateGen(v) + 1) & genMask
-			if s.state.CompareAndSwap(v, uint64(gen)<<genShift|uint64(owner)<<ownerShift|1) {
+			gen := nextGen(stateGen(v))
+			if s.state.CompareAndSwap(v, gen<<genShift|uint64(owner)<<ownerShift|1) {
 				if n := i + 1; n < p.count {
 					p.next.Store(n)
 				} else {
 					p.next.Store(0)
 				}
 				p.noteAlloc()
-				return makeHandle(p.slots+uint64(i)*uint64(p.stride), gen), true
+				return p.buffer(p.handle(i, gen), i), true
 			}
 		}
 		if i++; i == p.count {
 			i = 0
 		}
 	}
-	return 0, false
+	return Buffer{}, false
 }
 
 func (p *pool) noteAlloc() {
@@ -109,9 +119,8 @@ func (r *Region) alloc(owner uint32, n int) (Buffer, error) {
 		if n > int(p.size) {
 			continue
 		}
-		if h, ok := p.alloc(owner); ok {
-			s := (*slotHeader)(r.at(h.offset()))
-			return Buffer{h: h, s: s, p: p, data: r.at(h.offset() + uint64(slotHeaderSize))}, nil
+		if b, ok := p.alloc(owner); ok {
+			return b, nil
 		}
 	}
 	for i := range r.pools {
@@ -145,12 +154,20 @@ func (r *Region) AddRefs(h Handle, n int) error {
 	if err != nil {
 		return err
 	}
-	return s.addRefs(h, n)
+	return r.addRefs(s, h, n)
 }
 
-// addRefs adds n references to the slot, whose generation must still be h's and which must be
-// allocated (the caller holds a reference, so it is unless the word was scribbled).
-func (s *slotHeader) addRefs(h Handle, n int) error {
+// addRefs adds n references to the slot s, whose generation must still be h's and which must
+// be allocated (the caller holds a reference, so it is unless the word was scribbled).
+//
+// A buffer not on loan gains references only from a holder passing one on (a held entry's
+// message delivered again or remembered, a history message joined), and the holder may then
+// drop its own, leaving the state word as it was and the reference in another record: the
+// orphan sweep cannot tell that from nothing happening. So such an addition first bumps the
+// region's moves counter, which the sweep reads before and after it looks (see Region.sweep).
+// A publisher's fan-out adds references under its loan and writes nothing more.
+func (r *Region) addRefs(s *slotHeader, h Handle, n int) error {
+	moved := false
 	for {
 		v := s.state.Load()
 		switch {
@@ -160,6 +177,10 @@ func (s *slotHeader) addRefs(h Handle, n int) error {
 			return errHandleFree
 		case int(stateRefs(v))+n > maxRefs || n < 0:
 			return errHandleRefs
+		}
+		if stateOwner(v) == 0 && !moved {
+			r.hdr.moves.Add(1)
+			moved = true
 		}
 		if s.state.CompareAndSwap(v, v+uint64(n)) {
 			return nil
@@ -289,7 +310,7 @@ func (r *Region) endLoans(owner uint32) int {
 			s := p.slot(j)
 			v := s.state.Load()
 			if stateRefs(v) != 0 && stateOwner(v) == owner {
-				if r.unloan(owner, makeHandle(p.slots+uint64(j)*uint64(p.stride), stateGen(v))) == nil {
+				if r.unloan(owner, p.handle(j, stateGen(v))) == nil {
 					n++
 				}
 			}

@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -360,8 +361,7 @@ func TestPoolBadHandles(t *testing.T) {
 	}
 	h := b.Handle()
 	pl := &r.pools[b.Class()]
-	slot0 := pl.slots
-	last := pl.slots + uint64(pl.count-1)*uint64(pl.stride)
+	last := pl.count - 1
 	gen := h.gen()
 
 	// Release of a buffer whose only reference is the loan: refused, nothing changes.
@@ -397,20 +397,15 @@ func TestPoolBadHandles(t *testing.T) {
 		{"bit 63", h | 1<<63},
 		{"bit 62", h | 1<<62},
 		{"all ones", ^Handle(0)},
-		{"offset in the header", makeHandle(64, gen)},
-		{"offset 0 with a generation", makeHandle(0, gen)},
-		{"offset in the pool header", makeHandle(r.lay.sec.pools[b.Class()].off, gen)},
-		{"offset before the first slot", makeHandle(slot0-64, gen)},
-		{"misaligned by 8", makeHandle(h.offset()+8, gen)},
-		{"misaligned by 64 (the payload)", makeHandle(h.offset()+64, gen)},
-		{"misaligned by 1", makeHandle(h.offset()+1, gen)},
-		{"just past the last slot", makeHandle(pl.end, gen)},
-		{"end of the region", makeHandle(uint64(r.Size()), gen)},
-		{"far beyond the region", makeHandle(1<<39, gen)},
-		{"largest offset", makeHandle(handleOffMask, gen)},
-		{"stale generation", makeHandle(h.offset(), gen+1)},
-		{"older generation", makeHandle(h.offset(), gen-1)},
-		{"free slot", makeHandle(last, gen)},
+		{"a class the region lacks", makeHandle(uint32(len(r.pools)), h.index(), gen)},
+		{"the last class number", makeHandle(handleClassMask, h.index(), gen)},
+		{"just past the last slot", makeHandle(h.class(), pl.count, gen)},
+		{"largest index", makeHandle(h.class(), handleIdxMask, gen)},
+		{"generation zero", makeHandle(h.class(), h.index(), 0)},
+		{"stale generation", makeHandle(h.class(), h.index(), gen+1)},
+		{"older generation", makeHandle(h.class(), h.index(), gen-1)},
+		{"a generation 2^22 on", makeHandle(h.class(), h.index(), gen+1<<22)},
+		{"free slot", makeHandle(h.class(), last, gen)},
 	} {
 		before := r.CountAllocated()
 		if _, err := r.Buffer(tc.h); !errors.Is(err, ErrBadHandle) {
@@ -429,10 +424,10 @@ func TestPoolBadHandles(t *testing.T) {
 			t.Errorf("%s: a rejected handle changed the pools: %v -> %v", tc.name, before, r.CountAllocated())
 		}
 	}
-	// decode does bounds and alignment only; the first and last slots are in bounds.
-	for _, off := range []uint64{slot0, last} {
-		if _, _, _, err := r.decode(makeHandle(off, 1)); err != nil {
-			t.Errorf("decode(%#x): %v", off, err)
+	// decode does bounds only; the first and last slots are in bounds.
+	for _, idx := range []uint32{0, last} {
+		if _, _, _, err := r.decode(makeHandle(h.class(), idx, 1)); err != nil {
+			t.Errorf("decode(slot %d): %v", idx, err)
 		}
 	}
 	if err := p.Unloan(h); err != nil {
@@ -468,7 +463,7 @@ func TestPoolDoubleReleaseAndStaleHandle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b2.Handle().offset() != old.offset() || b2.Handle() == old {
+	if b2.Handle().slot() != old.slot() || b2.Handle() == old {
 		t.Fatalf("reuse: old %v, new %v", old, b2.Handle())
 	}
 	for name, err := range map[string]error{
@@ -597,5 +592,69 @@ func TestPoolConcurrent(t *testing.T) {
 		if s := r.PoolStats()[c]; n != 0 || s.InUse != 0 {
 			t.Errorf("class %d: %d buffers allocated, InUse %d after every goroutine gave back", c, n, s.InUse)
 		}
+	}
+}
+
+// TestHandleGenerationWrap: a consumer that takes a message into a held entry and releases it,
+// then 2^22 messages later (2^22 - 1 allocations and one more message, all on the same slot,
+// which this process reuses first, and the same held entry) releases the old value again,
+// gets an error and frees nothing: the live message in that slot and entry is untouched. A
+// 22-bit generation had wrapped by then, making the stale handle bit-for-bit the live one.
+func TestHandleGenerationWrap(t *testing.T) {
+	r := newUnitRegion(t, inboxConfig())
+	p := attachUnit(t, r, "p")
+	in, err := p.OpenInbox(InboxConfig{Capacity: 4, Pattern: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	bg := context.Background()
+	receive := func(seq uint64) (int, Handle) {
+		t.Helper()
+		if _, err := send(bg, r, p, &in, 0, seq); err != nil {
+			t.Fatal(err)
+		}
+		idx, err := p.Reserve()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, ok, err := in.TryPopInto(p, idx)
+		if err != nil || !ok {
+			t.Fatalf("TryPopInto: %v %v", ok, err)
+		}
+		return idx, h
+	}
+	idx0, h0 := receive(1)
+	if err := p.Unhold(idx0, h0); err != nil {
+		t.Fatal(err)
+	}
+	for range 1<<22 - 1 {
+		b, err := p.Alloc(8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Unloan(b.Handle()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idx1, h1 := receive(2)
+	if idx1 != idx0 || h1.slot() != h0.slot() {
+		t.Fatalf("the live message is in entry %d slot %v, the old one was in %d %v: not the same place", idx1, h1, idx0, h0)
+	}
+	if h1 == h0 {
+		t.Fatalf("the live message's handle %v equals a released one's after 2^22 allocations of its slot", h1)
+	}
+	if err := p.Unhold(idx0, h0); err == nil {
+		t.Fatal("second Unhold of a released message succeeded")
+	}
+	if err := r.Release(h0); !errors.Is(err, ErrBadHandle) {
+		t.Fatalf("Release of a released message's handle: %v", err)
+	}
+	b, err := r.Buffer(h1)
+	if err != nil || b.Refs() != 1 || b.Meta().Seq != 2 {
+		t.Fatalf("the live message after the stale releases: %v (refs %d seq %d)", err, b.Refs(), b.Meta().Seq)
+	}
+	if err := p.Unhold(idx1, h1); err != nil {
+		t.Fatal(err)
 	}
 }

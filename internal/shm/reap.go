@@ -123,6 +123,10 @@ func (r *Region) Reap() (ReapReport, error) {
 	return rep, nil
 }
 
+// testHookSweepStatesRead, if set, runs in a sweep between reading the slots' state words and
+// reading the records: a test takes a reference there.
+var testHookSweepStatesRead func()
+
 // testHookSweepCellsRead, if set, runs in a sweep between reading the ring cells and reading
 // the held lists: a test moves a reference from one to the other there.
 var testHookSweepCellsRead func()
@@ -138,9 +142,16 @@ var testHookSweepCellsRead func()
 //     reference that moves while the sweep reads is therefore seen at least once; seeing one
 //     twice only spares a buffer. A candidate named anywhere is spared.
 //  3. It frees a remaining candidate with a compare-and-swap from the state word read in
-//     step 1, so a buffer whose count, owner or generation changed since is left alone. New
-//     references to a candidate cannot appear unseen: one not on loan gains references only
-//     from a history join, which changes its count.
+//     step 1, so a buffer whose count, owner or generation changed since is left alone.
+//
+// Only a take moves a reference without touching the buffer's state word, and it moves it
+// from a cell to a held entry, in the order of the reads. Every other move (a held message
+// delivered again or remembered in a history, then released; a history message joined) adds
+// a reference first, and the holder's release can bring the state word back to what step 1
+// read, with the reference in a record already read. Adding a reference to a buffer not on
+// loan therefore bumps the region's moves counter first; the sweep reads it before step 1 and
+// after step 2, and frees nothing if it moved. (A move whose bump comes after the second read
+// had its reference in its source record throughout, where step 2 saw it.)
 func (r *Region) sweep() int {
 	r.sweepMu.Lock()
 	defer r.sweepMu.Unlock()
@@ -148,9 +159,10 @@ func (r *Region) sweep() int {
 		r.sweepPrev = nil
 		return 0
 	}
+	moves := r.hdr.moves.Load()
 	prev := r.sweepPrev
-	next := make(map[uint64]uint64, len(prev))
-	stale := make(map[uint64]uint64)
+	next := make(map[uint32]uint64, len(prev))
+	stale := make(map[uint32]uint64)
 	for i := range r.pools {
 		p := &r.pools[i]
 		for j := range p.count {
@@ -158,10 +170,10 @@ func (r *Region) sweep() int {
 			if stateRefs(v) != 1 || stateOwner(v) != 0 {
 				continue
 			}
-			off := p.slots + uint64(j)*uint64(p.stride)
-			next[off] = v
-			if pv, ok := prev[off]; ok && pv == v {
-				stale[off] = v
+			k := p.handle(j, 0).slot()
+			next[k] = v
+			if pv, ok := prev[k]; ok && pv == v {
+				stale[k] = v
 			}
 		}
 	}
@@ -169,13 +181,16 @@ func (r *Region) sweep() int {
 	if len(stale) == 0 {
 		return 0
 	}
+	if testHookSweepStatesRead != nil {
+		testHookSweepStatesRead()
+	}
 	seen := func(w uint64) {
 		h := Handle(w & handleMask)
 		if h == 0 {
 			return // most words: free entries, empty history
 		}
-		if v, ok := stale[h.offset()]; ok && h.gen() == stateGen(v) {
-			delete(stale, h.offset())
+		if v, ok := stale[h.slot()]; ok && h.gen() == stateGen(v) {
+			delete(stale, h.slot())
 		}
 	}
 	for t := range r.cfg.Topics {
@@ -202,16 +217,26 @@ func (r *Region) sweep() int {
 	for k := range held.size / 8 {
 		seen((*atomic.Uint64)(r.at(held.off + k*8)).Load())
 	}
+	if r.hdr.moves.Load() != moves {
+		return 0 // a reference moved between records while we read: the next sweep decides
+	}
+	if r.hdr.unrecorded.Load() != 0 {
+		// The first TryPop or Pop ran while we read (it sets the flag before it takes, so a
+		// reference it took before we read its cell is caught here): its reference is in no
+		// record, so nothing we saw unnamed is an orphan.
+		r.sweepPrev = nil
+		return 0
+	}
 	n := 0
-	for off, v := range stale {
-		p, s, idx, err := r.decode(makeHandle(off, stateGen(v)))
+	for k, v := range stale {
+		p, s, idx, err := r.decode(Handle(k) | makeHandle(0, 0, stateGen(v)))
 		if err != nil {
 			continue
 		}
 		if s.state.CompareAndSwap(v, v-1) {
 			p.noteFree(idx)
 			r.hdr.swept.Add(1)
-			delete(r.sweepPrev, off)
+			delete(r.sweepPrev, k)
 			n++
 		}
 	}
@@ -281,9 +306,9 @@ func (r *Region) audit() ReapReport {
 		for j := range p.count {
 			s := p.slot(j)
 			v := s.state.Load()
-			want := uint64(hist[makeHandle(p.slots+uint64(j)*uint64(p.stride), stateGen(v))])
+			want := uint64(hist[p.handle(j, stateGen(v))])
 			if v&(refsMask|ownerMask) != want {
-				s.state.Store(uint64(stateGen(v))<<genShift | want)
+				s.state.Store(stateGen(v)<<genShift | min(want, maxRefs))
 				rep.Repaired++
 			}
 			if want != 0 {

@@ -111,9 +111,9 @@ type Region struct {
 	readOnly   bool
 
 	// sweepMu serialises this process's orphan sweeps; sweepPrev holds the candidates its
-	// last sweep saw (slot offset to state word), which the next one confirms.
+	// last sweep saw (Handle.slot to state word), which the next one confirms.
 	sweepMu   sync.Mutex
-	sweepPrev map[uint64]uint64
+	sweepPrev map[uint32]uint64
 
 	mu       sync.Mutex
 	attached int      // participants of this process still attached

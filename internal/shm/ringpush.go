@@ -76,7 +76,7 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 			}
 			if ref != nil {
 				step()
-				if err := ref.addRefs(h, 1); err != nil {
+				if err := in.v.r.addRefs(ref, h, 1); err != nil {
 					return err
 				}
 			}

@@ -537,3 +537,123 @@ func BenchmarkSweep(b *testing.B) {
 		}
 	}
 }
+
+// TestSweepHeldReferenceMovesDuringSweep: a consumer holding a message moves its reference
+// out of its held entry while a sweep reads, after the cells and before the held lists: it
+// delivers the message into an inbox (or remembers it in a topic's history) and releases its
+// own. The sweep read the cells and the history before the move and the held entry after it,
+// so no record it read names the buffer, whose state word is the one it saw: it must still
+// free nothing, and the message must stay queued (or remembered).
+func TestSweepHeldReferenceMovesDuringSweep(t *testing.T) {
+	for _, into := range []string{"inbox", "history"} {
+		t.Run(into, func(t *testing.T) {
+			r := newUnitRegion(t, reapConfig())
+			sub := attachUnit(t, r, "sub")
+			in, err := sub.OpenInbox(InboxConfig{Capacity: 4})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer in.Close()
+			tp, err := sub.LookupTopic("moves", true, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tp.ClearHistory()
+			b, err := sub.Alloc(8)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := b.Handle()
+			if err := in.Deliver(context.Background(), h); err != nil {
+				t.Fatal(err)
+			}
+			if err := sub.Unloan(h); err != nil {
+				t.Fatal(err)
+			}
+			idx, err := sub.Reserve()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, ok, err := in.TryPopInto(sub, idx); got != h || !ok || err != nil {
+				t.Fatalf("take: %v %v %v", got, ok, err)
+			}
+			if rep, err := r.Reap(); err != nil || rep.Swept != 0 { // the candidate is seen once
+				t.Fatalf("first sweep: %+v %v", rep, err)
+			}
+			ran := false
+			testHookSweepCellsRead = func() {
+				testHookSweepCellsRead = nil
+				ran = true
+				if into == "inbox" {
+					if err := in.Deliver(context.Background(), h); err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					if err := r.AddRefs(h, 1); err != nil {
+						t.Fatal(err)
+					}
+					tp.Remember(h)
+				}
+				if err := sub.Unhold(idx, h); err != nil {
+					t.Fatal(err)
+				}
+			}
+			defer func() { testHookSweepCellsRead = nil }()
+			if rep, err := r.Reap(); err != nil || rep.Swept != 0 {
+				t.Fatalf("sweep during the move: %+v %v, want nothing swept", rep, err)
+			}
+			if !ran {
+				t.Fatal("the hook did not run")
+			}
+			if bb, err := r.Buffer(h); err != nil || bb.Refs() != 1 {
+				t.Fatalf("the moved message after the sweep: %v (refs %d), want its one reference", err, bb.Refs())
+			}
+		})
+	}
+}
+
+// TestSweepFirstTryPopDuringSweep: the first TryPop in a region (whose reference no record
+// names, which turns the sweep off) happens while a sweep is already past its check of that
+// flag, before it reads the cells. The sweep must notice and free nothing: the popped buffer
+// stays the popper's.
+func TestSweepFirstTryPopDuringSweep(t *testing.T) {
+	r := newUnitRegion(t, reapConfig())
+	sub := attachUnit(t, r, "sub")
+	in, err := sub.OpenInbox(InboxConfig{Capacity: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	b, err := sub.Alloc(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := b.Handle()
+	if err := in.Deliver(context.Background(), h); err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Unloan(h); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := r.Reap(); err != nil || rep.Swept != 0 { // the candidate is seen once
+		t.Fatalf("first sweep: %+v %v", rep, err)
+	}
+	ran := false
+	testHookSweepStatesRead = func() {
+		testHookSweepStatesRead = nil
+		ran = true
+		if got, ok, err := in.TryPop(); got != h || !ok || err != nil {
+			t.Fatalf("TryPop during the sweep: %v %v %v", got, ok, err)
+		}
+	}
+	defer func() { testHookSweepStatesRead = nil }()
+	if rep, err := r.Reap(); err != nil || rep.Swept != 0 {
+		t.Fatalf("sweep during the first TryPop: %+v %v, want nothing swept", rep, err)
+	}
+	if !ran {
+		t.Fatal("the hook did not run")
+	}
+	if err := r.Release(h); err != nil {
+		t.Fatalf("release of the popped message after the sweep: %v", err)
+	}
+}
