@@ -36,7 +36,7 @@ command is for buses nobody is attached to, and for operators who want to see it
 		RunE: runtimeErrors(func(cmd *cobra.Command, _ []string) error {
 			r, err := shm.Open(a.busName, shm.Options{Dir: a.dir})
 			if err != nil {
-				return err
+				return fmt.Errorf("reap: %w", err)
 			}
 			defer r.Close()
 			rep, err := r.Reap()

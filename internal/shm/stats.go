@@ -6,6 +6,8 @@ import (
 	"os"
 	"sort"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TopicStats is a snapshot of one topic's counters.
@@ -111,7 +113,7 @@ func List(dir string) ([]string, error) {
 		if !e.Type().IsRegular() || ValidateName(e.Name()) != nil {
 			continue
 		}
-		f, err := os.Open(Path(dir, e.Name()))
+		f, err := openFile(Path(dir, e.Name()), unix.O_RDONLY, 0)
 		if err != nil {
 			continue
 		}
