@@ -184,6 +184,11 @@ func (a *app) create(out io.Writer, cfg shm.Config, mode os.FileMode, existOK bo
 	}
 	if err != nil {
 		if errors.Is(err, shm.ErrExists) {
+			if r, oerr := a.openReadOnly(a.busName); oerr != nil {
+				return fmt.Errorf("create: %s exists but cannot be read as a bus: %w (remove it with 'offq rm --force --bus %s' if it is a damaged bus)", shm.Path(a.dir, a.busName), oerr, a.busName)
+			} else {
+				r.Close()
+			}
 			return fmt.Errorf("create: bus %q already exists in %s (remove it with 'offq rm --bus %s', or pass --exist-ok)", a.busName, a.dir, a.busName)
 		}
 		return fmt.Errorf("create: %w", err)

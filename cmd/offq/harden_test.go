@@ -4,6 +4,12 @@ package main
 // put in front of the command line.
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,5 +44,47 @@ func TestNonRegularBusRefused(t *testing.T) {
 	p := startOffq(t, "--dir", dir, "ls")
 	if code, out, stderr := p.wait(10 * time.Second); code != exitOK || !strings.Contains(out, "real") {
 		t.Errorf("ls beside a FIFO: status %d, out %q, stderr %q", code, out, stderr)
+	}
+}
+
+// TestDamagedMagicVisible: a bus whose magic number was overwritten is still listed by ls
+// (unreadable, with the reason), named by create as the reason it cannot create, refused by
+// rm and removed by rm --force.
+func TestDamagedMagicVisible(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	createBus(t, dir, "plant")
+	f, err := os.OpenFile(filepath.Join(dir, "plant"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 8), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	code, out, stderr := runOffq(t, ctx, "--dir", dir, "ls")
+	if code != exitOK || !regexp.MustCompile(`(?m)^plant .*unreadable: .*not an offq region`).MatchString(out) {
+		t.Errorf("ls: status %d, out %q, stderr %q; want plant listed as unreadable with the reason", code, out, stderr)
+	}
+	code, out, _ = runOffq(t, ctx, "--dir", dir, "ls", "--json")
+	var entries []lsEntry
+	if err := json.Unmarshal([]byte(out), &entries); code != exitOK || err != nil || len(entries) != 1 || entries[0].State != "unreadable" || entries[0].Error == "" {
+		t.Errorf("ls --json: status %d, %v, %q", code, err, out)
+	}
+	code, _, stderr = runOffq(t, ctx, "--dir", dir, "--bus", "plant", "create")
+	if code != exitRuntime || !strings.Contains(stderr, "cannot be read") || !strings.Contains(stderr, "rm --force") {
+		t.Errorf("create over it: status %d, stderr %q; want it named as unreadable, and rm --force suggested", code, stderr)
+	}
+	code, _, stderr = runOffq(t, ctx, "--dir", dir, "rm", "plant")
+	if code != exitRuntime || !strings.Contains(stderr, "--force") {
+		t.Errorf("rm: status %d, stderr %q; want a refusal naming --force", code, stderr)
+	}
+	code, out, stderr = runOffq(t, ctx, "--dir", dir, "rm", "--force", "plant")
+	if code != exitOK || !strings.Contains(out, "removed") {
+		t.Errorf("rm --force: status %d, out %q, stderr %q", code, out, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "plant")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after rm --force: %v", err)
 	}
 }
