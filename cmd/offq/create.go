@@ -228,12 +228,14 @@ func bytesHuman(n int64) string {
 
 // attachFlags are pub's and sub's: whether to create the bus if it is missing, and how.
 type attachFlags struct {
-	create bool
-	cf     configFlags
+	create       bool
+	allowForeign bool
+	cf           configFlags
 }
 
 func (f *attachFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.create, "create", false, "create the bus if it does not exist (sized by --config and the configuration flags of 'offq create')")
+	registerForeign(fs, &f.allowForeign)
 	f.cf.register(fs)
 	for _, n := range []string{"classes", "inboxes", "inbox-capacity", "topics", "participants", "history-depth", "held", "mode"} {
 		fs.MarkHidden(n) // documented under offq create; --config stays visible
@@ -264,6 +266,12 @@ func (a *app) openBus(f *attachFlags, name string) (*bus.Bus, error) {
 		if _, err := os.Stat(shm.Path(a.dir, a.busName)); errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("bus %q not found in %s (create it with 'offq create --bus %s', or pass --create)", a.busName, a.dir, a.busName)
 		}
+	}
+	if err := a.checkOwner(a.busName, f.allowForeign, "--allow-foreign-owner"); err != nil {
+		return nil, err
+	}
+	if f.allowForeign {
+		opts = append(opts, bus.WithForeignOwner())
 	}
 	b, err := bus.Open(a.busName, opts...)
 	if err != nil {

@@ -88,3 +88,62 @@ func TestDamagedMagicVisible(t *testing.T) {
 		t.Errorf("after rm --force: %v", err)
 	}
 }
+
+// TestForeignOwnerRule: one rule for a bus owned by another user (docs/operations.md): the
+// tools that only read (info, ls, stat, top) read it and say whose it is; those that attach
+// or change it (pub, sub, reap, rm) refuse it unless told (--allow-foreign-owner; --force
+// for rm).
+func TestForeignOwnerRule(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a file to another user")
+	}
+	const uid = 54321
+	dir := t.TempDir()
+	ctx := context.Background()
+	createBus(t, dir, "theirs")
+	if err := os.Chown(filepath.Join(dir, "theirs"), uid, uid); err != nil {
+		t.Fatal(err)
+	}
+	offq := func(args ...string) (int, string, string) {
+		t.Helper()
+		return runOffq(t, ctx, append([]string{"--dir", dir, "--bus", "theirs"}, args...)...)
+	}
+	for _, args := range [][]string{{"info"}, {"ls"}, {"stat"}, {"top", "--iterations", "1"}} {
+		code, out, stderr := offq(args...)
+		if code != exitOK || !strings.Contains(out, "54321") {
+			t.Errorf("offq %s on another user's bus: status %d, stderr %q, out:\n%s\nwant it read, and its owner (uid 54321) shown", strings.Join(args, " "), code, stderr, out)
+		}
+	}
+	for _, args := range [][]string{{"info", "--json"}, {"ls", "--json"}, {"stat", "--json"}} {
+		code, out, _ := offq(args...)
+		if code != exitOK || !strings.Contains(out, `"owner_uid": 54321`) {
+			t.Errorf("offq %s on another user's bus: status %d, out:\n%s\nwant \"owner_uid\": 54321", strings.Join(args, " "), code, out)
+		}
+	}
+	for _, tc := range []struct {
+		args     []string
+		override string
+	}{
+		{[]string{"rm"}, "--force"},
+		{[]string{"reap"}, "--allow-foreign-owner"},
+		{[]string{"pub", "a.b", "--data", "x"}, "--allow-foreign-owner"},
+		{[]string{"sub", "a.b", "--timeout", "1ms"}, "--allow-foreign-owner"},
+	} {
+		code, _, stderr := offq(tc.args...)
+		if code != exitRuntime || !strings.Contains(stderr, "owned by uid 54321") || !strings.Contains(stderr, tc.override) || strings.Contains(stderr, "offq: offq:") {
+			t.Errorf("offq %s on another user's bus: status %d, stderr %q; want a refusal naming the owner and %s", strings.Join(tc.args, " "), code, stderr, tc.override)
+		}
+	}
+	for _, args := range [][]string{
+		{"reap", "--allow-foreign-owner"},
+		{"pub", "a.b", "--data", "x", "--allow-foreign-owner"},
+		{"rm", "--force"},
+	} {
+		if code, _, stderr := offq(args...); code != exitOK {
+			t.Errorf("offq %s: status %d, stderr %q", strings.Join(args, " "), code, stderr)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "theirs")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after rm --force: %v", err)
+	}
+}

@@ -52,7 +52,7 @@ valid region.`,
 }
 
 // openReadOnly maps region name read-only, for tools that only look. Mapping another user's
-// region read-only is harmless, so unlike attaching it is allowed.
+// region read-only is harmless, so unlike attaching it is allowed (owner.go has the rule).
 func (a *app) openReadOnly(name string) (*shm.Region, error) {
 	r, err := shm.Open(name, shm.Options{Dir: a.dir, ReadOnly: true, AllowForeignOwner: true,
 		ReadyTimeout: 200 * time.Millisecond})
@@ -74,6 +74,8 @@ func (e *notFoundError) Unwrap() error { return shm.ErrNotFound }
 type busInfo struct {
 	Name          string            `json:"name"`
 	Path          string            `json:"path"`
+	OwnerUID      uint32            `json:"owner_uid"`
+	Owner         string            `json:"owner,omitempty"` // the user's name, if it has one
 	Size          int               `json:"size"`
 	Created       time.Time         `json:"created"`
 	Config        shm.Config        `json:"config"`
@@ -103,6 +105,9 @@ func describe(r *shm.Region) busInfo {
 	st := r.Stats()
 	inf := busInfo{Name: st.Name, Path: st.Path, Size: st.Size, Created: st.Created, Config: st.Config,
 		Participants: []participantInfo{}, Subscriptions: len(st.Inboxes), Topics: len(st.Topics)}
+	if uid, err := r.Owner(); err == nil {
+		inf.OwnerUID, inf.Owner = uid, userName(uid)
+	}
 	for _, p := range st.Participants {
 		inf.Participants = append(inf.Participants, participantInfo{Index: p.Index, PID: p.PID, Name: p.Name, Alive: p.Alive, Attached: p.Attached})
 		if p.Alive {
@@ -122,6 +127,7 @@ func (inf busInfo) print(out io.Writer) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "bus\t%s\n", inf.Name)
 	fmt.Fprintf(tw, "path\t%s\n", inf.Path)
+	fmt.Fprintf(tw, "owner\t%s\n", ownerText(inf.OwnerUID))
 	fmt.Fprintf(tw, "size\t%s (%d bytes)\n", bytesHuman(int64(inf.Size)), inf.Size)
 	fmt.Fprintf(tw, "created\t%s (%s ago)\n", inf.Created.Format(time.RFC3339), time.Since(inf.Created).Round(time.Second))
 	fmt.Fprintf(tw, "buffers\t%s\n", describeClasses(c.Classes))

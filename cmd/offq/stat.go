@@ -38,7 +38,7 @@ three tables read from the bus's counters in shared memory:
            allocation failures
 
 It maps each region read-only and never attaches to a bus, so it changes nothing and works
-on a bus whose processes are stuck. The numbers are those offq exporter serves to Prometheus
+on a bus whose processes are stuck; it reads buses of other users too, and shows their owner. The numbers are those offq exporter serves to Prometheus
 (docs/metrics.md). --json prints them as one JSON object instead. offq top refreshes the
 tables with rates.`,
 		Example: "  offq stat\n  offq stat --bus plant --json",
@@ -71,6 +71,8 @@ type statReport struct {
 type statBus struct {
 	Name         string            `json:"name"`
 	Path         string            `json:"path"`
+	OwnerUID     uint32            `json:"owner_uid"`
+	Owner        string            `json:"owner,omitempty"` // the user's name, if it has one
 	SizeBytes    int               `json:"size_bytes"`
 	Created      time.Time         `json:"created"`
 	Reclaims     uint64            `json:"reclaims"`
@@ -145,7 +147,7 @@ func (a *app) readStats(cmd *cobra.Command, what string) (*statReport, error) {
 	}
 	rep := &statReport{Dir: a.dir, Time: time.Now(), Buses: []statBus{}}
 	for _, name := range names {
-		r, err := shm.Open(name, shm.Options{Dir: a.dir, ReadOnly: true})
+		r, err := a.openReadOnly(name)
 		switch {
 		case err == nil:
 		case named && errors.Is(err, shm.ErrNotFound):
@@ -158,7 +160,11 @@ func (a *app) readStats(cmd *cobra.Command, what string) (*statReport, error) {
 			a.log.Warn(what+": skipping a region that cannot be opened", zap.String("bus", name), zap.Error(err))
 			continue
 		}
-		rep.Buses = append(rep.Buses, newStatBus(r.Stats()))
+		sb := newStatBus(r.Stats())
+		if uid, err := r.Owner(); err == nil {
+			sb.OwnerUID, sb.Owner = uid, userName(uid)
+		}
+		rep.Buses = append(rep.Buses, sb)
 		r.Close()
 	}
 	return rep, nil
@@ -281,7 +287,7 @@ func (b *statBus) print(w io.Writer, r *statRates) {
 			alive++
 		}
 	}
-	fmt.Fprintf(w, "bus %s  %s  %s  created %s\n", b.Name, statSafe(b.Path), statBytes(float64(b.SizeBytes)), b.Created.Format(time.RFC3339))
+	fmt.Fprintf(w, "bus %s  %s  %s  created %s  owner %s\n", b.Name, statSafe(b.Path), statBytes(float64(b.SizeBytes)), b.Created.Format(time.RFC3339), ownerText(b.OwnerUID))
 	sweep := fmt.Sprintf("swept %d", b.Swept)
 	if b.SweepOff {
 		sweep += " (sweep off: unrecorded takes)"

@@ -494,6 +494,12 @@ func (r *Region) Config() Config {
 	return c
 }
 
+// Owner returns the user ID that owns the region's file, as the open file says now.
+func (r *Region) Owner() (uint32, error) {
+	uid, _, _, err := fileOwner(r.f)
+	return uid, err
+}
+
 // Size returns the region's size in bytes.
 func (r *Region) Size() int { return len(r.mem) }
 
