@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -63,11 +64,12 @@ func (c *configFlags) config() (shm.Config, error) {
 	cfg := shm.DefaultConfig()
 	if c.file != "" {
 		var err error
-		if cfg, err = shm.LoadConfig(c.file); err != nil {
-			if errors.Is(err, shm.ErrInvalidConfig) {
-				return cfg, usageError(fmt.Errorf("--config: %w", err))
-			}
+		data, err := readConfigFile(c.file)
+		if err != nil {
 			return cfg, err
+		}
+		if cfg, err = shm.ParseConfig(data); err != nil {
+			return cfg, usageError(fmt.Errorf("--config %s: %w", c.file, err))
 		}
 	}
 	if c.fs.Changed("classes") {
@@ -101,10 +103,41 @@ func (c *configFlags) config() (shm.Config, error) {
 
 func (c *configFlags) fileMode() (os.FileMode, error) {
 	m, err := strconv.ParseUint(c.mode, 8, 32)
-	if err != nil || m&^0o777 != 0 || m&0o600 != 0o600 {
-		return 0, usageError(fmt.Errorf("--mode %q: want octal permissions that let the owner read and write (0600, 0660, ...)", c.mode))
+	// The owner reads and writes; the group may read or read and write; others get nothing,
+	// and nobody executes (nor gets set-id or sticky bits): 0600, 0640 or 0660.
+	if err != nil || m&^0o660 != 0 || m&0o600 != 0o600 {
+		return 0, usageError(fmt.Errorf("--mode %q: want 0600 (owner only), 0640 or 0660 (shared with the file's group): read and write for the owner, nothing for others, no execute bits", c.mode))
 	}
 	return os.FileMode(m), nil
+}
+
+// maxConfigFile bounds what --config reads: a configuration is a few lines.
+const maxConfigFile = 1 << 20
+
+// readConfigFile reads the configuration file path: a regular file (opened without blocking,
+// so that a FIFO is refused rather than waited on, and a device such as /dev/zero rather than
+// read forever) of at most maxConfigFile bytes.
+func readConfigFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("load config: %s is not a regular file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	if len(data) > maxConfigFile {
+		return nil, fmt.Errorf("load config: %s is larger than 1 MiB", path)
+	}
+	return data, nil
 }
 
 // parseClasses parses "256:1024,4KiB:256".

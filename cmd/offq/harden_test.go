@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -145,5 +146,93 @@ func TestForeignOwnerRule(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "theirs")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("after rm --force: %v", err)
+	}
+}
+
+// TestCommandLineInput: flags and arguments that were accepted, or refused only after harm
+// or with the wrong status.
+func TestCommandLineInput(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	createBus(t, dir, "b") // classes 256:256,4KiB:16; inbox capacity and history depth default
+	for _, tc := range []struct {
+		args []string
+		code int
+		want []string // in stderr
+	}{
+		{[]string{"pub", "a.b", "--data", "x", "--rate", "NaN"}, exitUsage, []string{"--rate NaN"}},
+		{[]string{"pub", "a.b", "--data", "x", "--rate", "+Inf"}, exitUsage, []string{"--rate +Inf"}},
+		{[]string{"pub", "a.b", "--data", "x", "--rate", "1e-300"}, exitUsage, []string{"--rate 1e-300"}},
+		{[]string{"pub", "a.b", "--data", "x", "--history", "5000"}, exitUsage, []string{"--history 5000", "16"}},
+		{[]string{"sub", "a.b", "--queue-depth", "3"}, exitUsage, []string{"--queue-depth 3", "power of two"}},
+		{[]string{"sub", "a.b", "--queue-depth", "4096"}, exitUsage, []string{"--queue-depth 4096", "1024"}},
+		{[]string{"sub", "a.b", "--queue-depth", "-1"}, exitUsage, []string{"--queue-depth -1"}},
+		{[]string{"create", "--bus", "m1", "--mode", "0777"}, exitUsage, []string{`--mode "0777"`}},
+		{[]string{"create", "--bus", "m2", "--mode", "0606"}, exitUsage, []string{`--mode "0606"`}},
+		{[]string{"create", "--bus", "m3", "--mode", "0700"}, exitUsage, []string{`--mode "0700"`}},
+		{[]string{"create", "--bus", "m4", "--mode", "0640"}, exitOK, nil},
+		{[]string{"pub", "a.\u200bb", "--data", "x"}, exitUsage, []string{`"a.\u200bb"`, "U+200B", "byte 2"}},
+		{[]string{"sub", "a.\u202e>", "--count", "1"}, exitUsage, []string{"U+202E", "byte 2"}},
+		{[]string{"--bus", "é", "info"}, exitUsage, []string{`"é"`, `'é' at byte 0`}},
+		{[]string{"--bus", "a\xff", "info"}, exitUsage, []string{`"a\xff"`, `byte 1 (0xff`}},
+	} {
+		args := append([]string{"--dir", dir, "--bus", "b"}, tc.args...)
+		code, _, stderr := runOffq(t, ctx, args...)
+		ok := code == tc.code && !strings.Contains(stderr, "offq: offq:") && !strings.Contains(stderr, "Ã")
+		for _, w := range tc.want {
+			ok = ok && strings.Contains(stderr, w)
+		}
+		if !ok {
+			t.Errorf("offq %q: status %d, stderr %q; want status %d and %q", tc.args, code, stderr, tc.code, tc.want)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "m1")); err == nil {
+		t.Errorf("create --mode 0777 made %s", fi.Mode())
+	}
+}
+
+// TestPubSizeLargerThanBus: --size larger than the bus's largest buffer is refused before the
+// payload is built, not after 64 MiB (or 1 GiB) of memory was filled.
+func TestPubSizeLargerThanBus(t *testing.T) {
+	dir := t.TempDir()
+	createBus(t, dir, "b") // largest class 4 KiB
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	code, _, stderr := runOffq(t, context.Background(), "--dir", dir, "--bus", "b", "pub", "a.b", "--size", "67108864")
+	runtime.ReadMemStats(&after)
+	if code != exitUsage || !strings.Contains(stderr, "--size") || !strings.Contains(stderr, "4.0 KiB") {
+		t.Errorf("pub --size 64MiB on a bus of 4 KiB buffers: status %d, stderr %q", code, stderr)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 16<<20 {
+		t.Errorf("pub --size 64MiB allocated %d bytes before refusing", got)
+	}
+	// Sizes take units, like --classes.
+	if code, _, stderr := runOffq(t, context.Background(), "--dir", dir, "--bus", "b", "pub", "a.b", "--size", "1KiB", "-q"); code != exitOK {
+		t.Errorf("pub --size 1KiB: status %d, %q", code, stderr)
+	}
+}
+
+// TestConfigFileBounded: --config reads a regular file of bounded size, never a device or a
+// FIFO (which would read forever or block), in a process of its own.
+func TestConfigFileBounded(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "conf.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.toml")
+	if err := os.WriteFile(big, []byte("# "+strings.Repeat("x", 2<<20)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ conf, want string }{
+		{big, "larger than 1 MiB"},
+		{fifo, "not a regular file"},
+		{"/dev/zero", "not a regular file"},
+	} {
+		p := startOffq(t, "--dir", dir, "create", "--config", tc.conf)
+		code, _, stderr := p.wait(10 * time.Second)
+		if code != exitRuntime || !strings.Contains(stderr, tc.want) {
+			t.Errorf("create --config %s: status %d, stderr %q; want status 1 and %q", tc.conf, code, stderr, tc.want)
+		}
 	}
 }

@@ -19,8 +19,8 @@ func newLsCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ls",
 		Short: "list the buses in the directory, with live and dead participants",
-		Long: `ls lists the offq buses in --dir (files that start with a region's magic number; other
-files are left out) with their size, creation time, live participants and dead ones: slots whose
+		Long: `ls lists the offq buses in --dir (files that start with a region's header, even a damaged
+one; other files are left out) with their size, creation time, live participants and dead ones: slots whose
 process ended without detaching, whose buffers stay allocated until they are reaped. A region
 that cannot be read (a damaged header) is listed with the reason. The OWNER column shows
 whose each bus is: ls lists other users' buses too.

@@ -112,6 +112,9 @@ func (o *subOptions) subscribeOptions() ([]bus.SubscribeOption, error) {
 	if !ok {
 		return nil, fmt.Errorf("--wait %q: want spin-then-sleep, spin or sleep", o.wait)
 	}
+	if o.queueDepth != 0 && (o.queueDepth < 2 || o.queueDepth&(o.queueDepth-1) != 0) {
+		return nil, fmt.Errorf("--queue-depth %d: want a power of two, 2 or more (0: the bus's inbox capacity)", o.queueDepth)
+	}
 	opts := []bus.SubscribeOption{bus.WithOverflow(pol), bus.WithWait(w)}
 	if o.queueDepth != 0 {
 		opts = append(opts, bus.WithQueueDepth(o.queueDepth))
@@ -134,7 +137,13 @@ func (a *app) runSub(cmd *cobra.Command, pattern string, o subOptions, opts []bu
 		return fmt.Errorf("sub: %w", err)
 	}
 	defer func() { err = errors.Join(err, b.Close()) }()
+	if c := b.Region().Config().InboxCapacity; o.queueDepth > int(c) {
+		return usageError(fmt.Errorf("--queue-depth %d: the queues of bus %s hold at most %d messages (its inbox capacity)", o.queueDepth, a.busName, c))
+	}
 	s, err := b.Subscribe(pattern, opts...)
+	if errors.Is(err, bus.ErrInvalidOption) {
+		return usageError(fmt.Errorf("sub: %w", err))
+	}
 	if err != nil {
 		return fmt.Errorf("sub: %w", err)
 	}
