@@ -186,7 +186,7 @@ configuration.`,
 		Example: `  offq create
   offq create --bus plant --classes 256:4096,64KiB:64 --inbox-capacity 4096
   offq create --bus plant --config plant.toml --mode 0660`,
-		Args: usageArgs(cobra.NoArgs),
+		Args: noArgs,
 		RunE: runtimeErrors(func(cmd *cobra.Command, _ []string) error {
 			cfg, err := cf.config()
 			if err != nil {
@@ -196,7 +196,7 @@ configuration.`,
 			if err != nil {
 				return err
 			}
-			return a.create(cmd.OutOrStdout(), cfg, mode, existOK)
+			return a.create(cmd.OutOrStdout(), cfg, cf.given(), mode, existOK)
 		}),
 	}
 	cf.register(cmd.Flags())
@@ -204,25 +204,35 @@ configuration.`,
 	return cmd
 }
 
-func (a *app) create(out io.Writer, cfg shm.Config, mode os.FileMode, existOK bool) error {
+// create makes the bus with cfg. With existOK an existing bus is success: any bus when no
+// configuration flag was given (given false), one of exactly cfg otherwise.
+func (a *app) create(out io.Writer, cfg shm.Config, given bool, mode os.FileMode, existOK bool) error {
 	r, err := shm.Create(a.busName, shm.Options{Dir: a.dir, Config: cfg, Mode: mode})
 	if errors.Is(err, shm.ErrExists) && existOK {
-		r, err = shm.Open(a.busName, shm.Options{Dir: a.dir, Config: cfg})
+		want := shm.Config{}
+		if given {
+			want = cfg
+		}
+		r, err = shm.Open(a.busName, shm.Options{Dir: a.dir, Config: want, ReadOnly: true})
 		if err != nil {
 			return fmt.Errorf("create: bus %q exists: %w", a.busName, err)
 		}
 		defer r.Close()
-		fmt.Fprintf(out, "bus %q exists with the same configuration: %s\n", a.busName, r.Path())
+		if given {
+			fmt.Fprintf(out, "bus %q exists with the same configuration: %s\n", a.busName, r.Path())
+		} else {
+			fmt.Fprintf(out, "bus %q exists: %s\n  buffers: %s\n  %s\n", a.busName, r.Path(), describeClasses(r.Config().Classes), describeTables(r.Config()))
+		}
 		return nil
 	}
 	if err != nil {
 		if errors.Is(err, shm.ErrExists) {
 			if r, oerr := a.openReadOnly(a.busName); oerr != nil {
-				return fmt.Errorf("create: %s exists but cannot be read as a bus: %w (remove it with 'offq rm --force --bus %s' if it is a damaged bus)", shm.Path(a.dir, a.busName), oerr, a.busName)
+				return fmt.Errorf("create: %s exists but cannot be read as a bus: %w (remove it with '%s' if it is a damaged bus)", shm.Path(a.dir, a.busName), oerr, a.commandLine("rm", "--force", "--bus", a.busName))
 			} else {
 				r.Close()
 			}
-			return fmt.Errorf("create: bus %q already exists in %s (remove it with 'offq rm --bus %s', or pass --exist-ok)", a.busName, a.dir, a.busName)
+			return fmt.Errorf("create: bus %q already exists in %s (remove it with '%s', or pass --exist-ok)", a.busName, a.dir, a.commandLine("rm", "--bus", a.busName))
 		}
 		return fmt.Errorf("create: %w", err)
 	}
@@ -297,7 +307,7 @@ func (a *app) openBus(f *attachFlags, name string) (*bus.Bus, error) {
 			return nil, usageError(errors.New("configuration flags need --create"))
 		}
 		if _, err := os.Stat(shm.Path(a.dir, a.busName)); errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("bus %q not found in %s (create it with 'offq create --bus %s', or pass --create)", a.busName, a.dir, a.busName)
+			return nil, fmt.Errorf("bus %q not found in %s (create it with '%s', or pass --create)", a.busName, a.dir, a.commandLine("create", "--bus", a.busName))
 		}
 	}
 	if err := a.checkOwner(a.busName, f.allowForeign, "--allow-foreign-owner"); err != nil {

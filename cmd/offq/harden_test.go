@@ -236,3 +236,67 @@ func TestConfigFileBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestCLIMessages: issue 17's messages: hints that keep --dir, arguments named as in the
+// usage line, create --exist-ok against the existing bus, top without escapes into a pipe,
+// human sizes in tables and raw ones in JSON.
+func TestCLIMessages(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	offq := func(args ...string) (int, string, string) {
+		t.Helper()
+		return runOffq(t, ctx, append([]string{"--dir", dir}, args...)...)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string // in stderr
+	}{
+		{[]string{"--bus", "nosuch", "pub", "a.b", "--data", "x"}, exitRuntime, "offq --dir " + dir + " create --bus nosuch"},
+		{[]string{"--bus", "nosuch", "sub", "a.b"}, exitRuntime, "offq --dir " + dir + " create --bus nosuch"},
+		{[]string{"pub"}, exitUsage, "pub takes one argument, TOPIC"},
+		{[]string{"pub", "a", "b"}, exitUsage, "pub takes one argument, TOPIC (got 2)"},
+		{[]string{"sub"}, exitUsage, "sub takes one argument, PATTERN"},
+		{[]string{"create", "extra-arg"}, exitUsage, `create takes no arguments (got "extra-arg")`},
+		{[]string{"info", "x"}, exitUsage, `info takes no arguments`},
+		{[]string{"stat", "x"}, exitUsage, `stat takes no arguments`},
+	} {
+		code, _, stderr := offq(tc.args...)
+		if code != tc.code || !strings.Contains(stderr, tc.want) || strings.Contains(stderr, "unknown command") {
+			t.Errorf("offq %q: status %d, stderr %q; want status %d and %q", tc.args, code, stderr, tc.code, tc.want)
+		}
+	}
+
+	// --exist-ok with no configuration flags accepts the bus as it is; with flags, it compares.
+	if code, _, stderr := offq("create", "--bus", "small", "--classes", "256:64"); code != exitOK {
+		t.Fatalf("create: %d %s", code, stderr)
+	}
+	if code, out, stderr := offq("create", "--bus", "small", "--exist-ok"); code != exitOK || !strings.Contains(out, "exists") {
+		t.Errorf("create --exist-ok over a bus of other sizes than the defaults: status %d, out %q, stderr %q", code, out, stderr)
+	}
+	if code, _, stderr := offq("create", "--bus", "small", "--exist-ok", "--classes", "256:128"); code != exitRuntime || !strings.Contains(stderr, "incompatible configuration") {
+		t.Errorf("create --exist-ok --classes other: status %d, stderr %q", code, stderr)
+	}
+
+	// top into a pipe (here a buffer): no ANSI escapes.
+	if code, out, _ := offq("top", "--iterations", "2", "--interval", "10ms"); code != exitOK || strings.Contains(out, "\x1b") || strings.Count(out, "offq top  ") != 2 {
+		t.Errorf("top into a pipe: status %d, %q", code, out)
+	}
+
+	// Human sizes in tables, raw ones in JSON.
+	if code, _, stderr := offq("--bus", "small", "pub", "a.b", "--size", "200", "-n", "6", "-q"); code != exitOK {
+		t.Fatalf("pub: %d %s", code, stderr)
+	}
+	code, out, _ := offq("--bus", "small", "stat")
+	if code != exitOK || !regexp.MustCompile(`(?m)^a\.b +6 +1\.2 KiB +0$`).MatchString(out) {
+		t.Errorf("stat: topic bytes not human:\n%s", out)
+	}
+	code, out, _ = offq("--bus", "small", "stat", "--json")
+	if code != exitOK || !strings.Contains(out, `"bytes": 1200`) {
+		t.Errorf("stat --json: bytes not raw:\n%s", out)
+	}
+	code, out, _ = offq("--bus", "small", "info")
+	if code != exitOK || !regexp.MustCompile(`(?m)^size +[0-9.]+ [KMG]iB$`).MatchString(out) {
+		t.Errorf("info: size not human:\n%s", out)
+	}
+}

@@ -30,7 +30,7 @@ count as a participant. (For live counters, see offq stat.)
 With --json it prints one JSON object. Exit status 1 if the bus does not exist or is not a
 valid region.`,
 		Example: "  offq info\n  offq info --bus plant --json",
-		Args:    usageArgs(cobra.NoArgs),
+		Args:    noArgs,
 		RunE: runtimeErrors(func(cmd *cobra.Command, _ []string) error {
 			r, err := a.openReadOnly(a.busName)
 			if err != nil {
@@ -128,7 +128,7 @@ func (inf busInfo) print(out io.Writer) {
 	fmt.Fprintf(tw, "bus\t%s\n", inf.Name)
 	fmt.Fprintf(tw, "path\t%s\n", inf.Path)
 	fmt.Fprintf(tw, "owner\t%s\n", ownerText(inf.OwnerUID))
-	fmt.Fprintf(tw, "size\t%s (%d bytes)\n", bytesHuman(int64(inf.Size)), inf.Size)
+	fmt.Fprintf(tw, "size\t%s\n", bytesHuman(int64(inf.Size)))
 	fmt.Fprintf(tw, "created\t%s (%s ago)\n", inf.Created.Format(time.RFC3339), time.Since(inf.Created).Round(time.Second))
 	fmt.Fprintf(tw, "buffers\t%s\n", describeClasses(c.Classes))
 	fmt.Fprintf(tw, "tables\t%s\n", describeTables(c))

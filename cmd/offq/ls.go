@@ -27,7 +27,7 @@ whose each bus is: ls lists other users' buses too.
 
 With --json it prints a JSON array. Exit status 1 if the directory cannot be read.`,
 		Example: "  offq ls\n  offq ls --dir /dev/shm --json",
-		Args:    usageArgs(cobra.NoArgs),
+		Args:    noArgs,
 		RunE: runtimeErrors(func(cmd *cobra.Command, _ []string) error {
 			names, err := shm.List(a.dir)
 			if err != nil {

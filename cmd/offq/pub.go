@@ -67,7 +67,7 @@ buffer, --history deeper than its history depth).`,
   offq pub sensors.temp --json --data '{"celsius": 21.5, "ok": true}'
   tail -f events.log | offq pub logs.app
   offq pub jobs.new --file jobs.txt --wait-subs 1`,
-		Args: usageArgs(cobra.ExactArgs(1)),
+		Args: oneArg("TOPIC"),
 		RunE: runtimeErrors(func(cmd *cobra.Command, args []string) error {
 			if err := o.validate(cmd); err != nil {
 				return usageError(err)

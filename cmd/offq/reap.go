@@ -33,7 +33,7 @@ Running buses reap by themselves (on open, every second, and when the pools run 
 command is for buses nobody is attached to, and for operators who want to see it happen.`,
 		Example: `  offq reap --bus plant
   offq reap --bus plant --json`,
-		Args: usageArgs(cobra.NoArgs),
+		Args: noArgs,
 		RunE: runtimeErrors(func(cmd *cobra.Command, _ []string) error {
 			if err := a.checkOwner(a.busName, allowForeign, "--allow-foreign-owner"); err != nil {
 				return fmt.Errorf("reap: %w", err)

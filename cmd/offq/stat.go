@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -42,7 +43,7 @@ on a bus whose processes are stuck; it reads buses of other users too, and shows
 (docs/metrics.md). --json prints them as one JSON object instead. offq top refreshes the
 tables with rates.`,
 		Example: "  offq stat\n  offq stat --bus plant --json",
-		Args:    usageArgs(cobra.NoArgs),
+		Args:    noArgs,
 		RunE: runtimeErrors(func(cmd *cobra.Command, _ []string) error {
 			st, err := a.readStats(cmd, "stat")
 			if err != nil {
@@ -322,7 +323,7 @@ func (b *statBus) print(w io.Writer, r *statRates) {
 		}
 		fmt.Fprintln(tw, head)
 		for _, t := range b.Topics {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d", statSafe(t.Name), t.Published, t.Bytes, t.Subscribers)
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%d", statSafe(t.Name), t.Published, bytesHuman(int64(min(t.Bytes, math.MaxInt64))), t.Subscribers)
 			if r != nil {
 				k := statTopicKey(b.Name, t.Name)
 				fmt.Fprintf(tw, "\t%s\t%s", rate(r.topicMsgs, k), rate(r.topicBytes, k))

@@ -71,7 +71,7 @@ a bad flag.`,
   offq sub sensors.temp --count 10 --raw
   offq sub 'jobs.*' --json --queue-depth 64 --overflow block
   offq sub logs.app --timeout 30s > app.log`,
-		Args: usageArgs(cobra.ExactArgs(1)),
+		Args: oneArg("PATTERN"),
 		RunE: runtimeErrors(func(cmd *cobra.Command, args []string) error {
 			if err := topics.ValidatePattern(args[0]); err != nil {
 				return usageError(err)

@@ -260,9 +260,9 @@ func TestPubSubErrors(t *testing.T) {
 	}{
 		{[]string{"pub", "--help"}, exitOK, ""},
 		{[]string{"sub", "--help"}, exitOK, ""},
-		{[]string{"--bus", "nobus", "pub", "a", "--data", "x"}, exitRuntime, `bus "nobus" not found in ` + dir + ` (create it with 'offq create --bus nobus', or pass --create)`},
+		{[]string{"--bus", "nobus", "pub", "a", "--data", "x"}, exitRuntime, `bus "nobus" not found in ` + dir + ` (create it with 'offq --dir ` + dir + ` create --bus nobus', or pass --create)`},
 		{[]string{"--bus", "nobus", "sub", "a", "--timeout", "1ms"}, exitRuntime, `bus "nobus" not found`},
-		{[]string{"pub"}, exitUsage, "accepts 1 arg"},
+		{[]string{"pub"}, exitUsage, "pub takes one argument, TOPIC (got 0)"},
 		{[]string{"pub", "a.*", "--data", "x"}, exitUsage, "a.*"},
 		{[]string{"sub", "a..b"}, exitUsage, "a..b"},
 		{[]string{"pub", "a", "--data", "x", "--size", "3"}, exitUsage, "alternatives"},
