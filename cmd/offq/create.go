@@ -180,8 +180,9 @@ pools, the subscriptions' queues, the topic table and the participant table. The
 DefaultConfig, then the file given by --config, then the flags that are set. Every process that
 attaches later uses the sizes recorded in the region.
 
-It fails if the bus exists, unless --exist-ok is given and the existing bus has the same
-configuration. Exit status 1 if the bus exists or cannot be created, 2 for a bad flag or
+It fails if the bus exists, unless --exist-ok is given: then an existing bus is accepted as it
+is, or, when configuration flags or --config are given, if it has exactly that configuration
+(a bus another user owns is refused either way). Exit status 1 if the bus exists or cannot be created, 2 for a bad flag or
 configuration.`,
 		Example: `  offq create
   offq create --bus plant --classes 256:4096,64KiB:64 --inbox-capacity 4096
@@ -200,7 +201,7 @@ configuration.`,
 		}),
 	}
 	cf.register(cmd.Flags())
-	cmd.Flags().BoolVar(&existOK, "exist-ok", false, "succeed if the bus exists with the same configuration")
+	cmd.Flags().BoolVar(&existOK, "exist-ok", false, "succeed if the bus exists (with the configuration the flags give, if any)")
 	return cmd
 }
 
@@ -209,6 +210,9 @@ configuration.`,
 func (a *app) create(out io.Writer, cfg shm.Config, given bool, mode os.FileMode, existOK bool) error {
 	r, err := shm.Create(a.busName, shm.Options{Dir: a.dir, Config: cfg, Mode: mode})
 	if errors.Is(err, shm.ErrExists) && existOK {
+		if err := a.checkOwner(a.busName, false, "if it should be yours, remove it ('"+a.commandLine("rm", "--force", "--bus", a.busName)+"') and create it again"); err != nil {
+			return fmt.Errorf("create: %w", err)
+		}
 		want := shm.Config{}
 		if given {
 			want = cfg
@@ -310,7 +314,7 @@ func (a *app) openBus(f *attachFlags, name string) (*bus.Bus, error) {
 			return nil, fmt.Errorf("bus %q not found in %s (create it with '%s', or pass --create)", a.busName, a.dir, a.commandLine("create", "--bus", a.busName))
 		}
 	}
-	if err := a.checkOwner(a.busName, f.allowForeign, "--allow-foreign-owner"); err != nil {
+	if err := a.checkOwner(a.busName, f.allowForeign, overrideHint("--allow-foreign-owner")); err != nil {
 		return nil, err
 	}
 	if f.allowForeign {

@@ -126,6 +126,7 @@ func TestForeignOwnerRule(t *testing.T) {
 		override string
 	}{
 		{[]string{"rm"}, "--force"},
+		{[]string{"create", "--exist-ok"}, "rm --force"},
 		{[]string{"reap"}, "--allow-foreign-owner"},
 		{[]string{"pub", "a.b", "--data", "x"}, "--allow-foreign-owner"},
 		{[]string{"sub", "a.b", "--timeout", "1ms"}, "--allow-foreign-owner"},

@@ -62,15 +62,18 @@ func ownerColumn(uid uint32) string {
 func foreign(uid uint32) bool { return uid != uint32(os.Geteuid()) }
 
 // checkOwner refuses bus name when its file is owned by another user, unless allowed; the
-// refusal names the owner and override, the flag that allows it. A missing file is left to
+// refusal names the owner and ends with hint (what to do about it). A missing file is left to
 // the caller. (The shm package checks again on the open file: this check is for the words.)
-func (a *app) checkOwner(name string, allowed bool, override string) error {
+func (a *app) checkOwner(name string, allowed bool, hint string) error {
 	uid, ok := fileOwner(shm.Path(a.dir, name))
 	if !ok || !foreign(uid) || allowed {
 		return nil
 	}
-	return fmt.Errorf("bus %q is owned by %s, not by the user running offq; pass %s to go ahead anyway", name, ownerText(uid), override)
+	return fmt.Errorf("bus %q is owned by %s, not by the user running offq; %s", name, ownerText(uid), hint)
 }
+
+// overrideHint is checkOwner's hint for a command whose flag allows another user's bus.
+func overrideHint(flag string) string { return "pass " + flag + " to go ahead anyway" }
 
 // registerForeign adds --allow-foreign-owner, for the commands that attach to a bus.
 func registerForeign(fs *pflag.FlagSet, allow *bool) {

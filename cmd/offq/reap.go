@@ -35,7 +35,7 @@ command is for buses nobody is attached to, and for operators who want to see it
   offq reap --bus plant --json`,
 		Args: noArgs,
 		RunE: runtimeErrors(func(cmd *cobra.Command, _ []string) error {
-			if err := a.checkOwner(a.busName, allowForeign, "--allow-foreign-owner"); err != nil {
+			if err := a.checkOwner(a.busName, allowForeign, overrideHint("--allow-foreign-owner")); err != nil {
 				return fmt.Errorf("reap: %w", err)
 			}
 			r, err := shm.Open(a.busName, shm.Options{Dir: a.dir, AllowForeignOwner: allowForeign})

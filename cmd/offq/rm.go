@@ -59,7 +59,7 @@ makes a missing bus no error; it never removes a file that is not an offq region
 
 // remove unlinks region name; isRegion says whether the file starts with a region's magic.
 func (a *app) remove(name string, isRegion, force bool) error {
-	if err := a.checkOwner(name, force, "--force"); err != nil {
+	if err := a.checkOwner(name, force, overrideHint("--force")); err != nil {
 		return err
 	}
 	r, err := a.openReadOnly(name)
