@@ -50,7 +50,6 @@ type Bridge struct {
 	ring   []topicSeq
 	next   int
 
-
 	forwarded, imported, dropped, mismatched, looped atomic.Uint64
 	reconnects, disconnects                          atomic.Uint64
 	queueDrops                                       atomic.Uint64 // of closed export queues

@@ -190,6 +190,10 @@ func (b *Bus) Name() string { return b.name }
 // Path returns the file that holds the bus's region.
 func (b *Bus) Path() string { return b.r.Path() }
 
+// Config returns the configuration of the bus's region: its size classes, queue capacity,
+// history depth and the other table sizes, as its creator fixed them.
+func (b *Bus) Config() Config { return b.r.Config() }
+
 // MaxMessageSize returns the largest message the bus can carry: its largest size class.
 func (b *Bus) MaxMessageSize() int { return largestClass(b) }
 

@@ -15,7 +15,12 @@
 //     (32) tokens long.
 //   - Tokens are non-empty: no leading, trailing or doubled '.'.
 //   - A name is valid UTF-8 and contains no whitespace and no control
-//     characters (as classified by unicode.IsSpace and unicode.IsControl).
+//     characters (as classified by unicode.IsSpace and unicode.IsControl),
+//     and nothing invisible: no format characters (category Cf: zero-width
+//     space and joiners, bidirectional controls, the byte-order mark), no
+//     other default-ignorable code points (Hangul fillers, U+034F), no
+//     private-use and no unassigned code points. What a name shows is what it
+//     is.
 //   - A concrete name, the kind a publisher uses, contains neither '*' nor '>'.
 //
 // A pattern, the kind a subscriber uses, follows the same rules, except that

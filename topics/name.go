@@ -96,13 +96,25 @@ func validate(s string, pattern bool) *NameError {
 	return nil
 }
 
-// badRune returns why r may not appear in a name, or "" if it may.
+// badRune returns why r may not appear in a name, or "" if it may. Beside whitespace and
+// control characters it refuses what cannot be seen, so that a name that looks like another
+// is not another: format characters (zero-width space and joiners, bidirectional controls,
+// the byte-order mark, tags), the other default-ignorable code points (Hangul fillers,
+// combining grapheme joiner), private-use and unassigned code points.
 func badRune(r rune) string {
 	switch {
 	case unicode.IsSpace(r):
 		return fmt.Sprintf("whitespace %U not allowed", r)
 	case unicode.IsControl(r):
 		return fmt.Sprintf("control character %U not allowed", r)
+	case unicode.Is(unicode.Cf, r):
+		return fmt.Sprintf("invisible format character %U not allowed", r)
+	case unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r):
+		return fmt.Sprintf("invisible character %U not allowed", r)
+	case unicode.Is(unicode.Co, r):
+		return fmt.Sprintf("private-use character %U not allowed", r)
+	case !unicode.IsGraphic(r):
+		return fmt.Sprintf("unassigned code point %U not allowed", r)
 	}
 	return ""
 }

@@ -23,7 +23,7 @@ func refValid(s string, pattern bool) bool {
 			return false
 		}
 		for _, r := range t {
-			if unicode.IsSpace(r) || unicode.IsControl(r) {
+			if unicode.IsSpace(r) || !unicode.IsGraphic(r) || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) {
 				return false
 			}
 		}
@@ -99,6 +99,19 @@ func TestValidate(t *testing.T) {
 		{s: "a\x1b", pos: 1, reason: "control character U+001B not allowed"},
 		{s: "a\x7f", pos: 1, reason: "control character U+007F not allowed"},
 		{s: "é\u0085", pos: 2, reason: "whitespace U+0085 not allowed"},
+		// Invisible, format, private-use and unassigned code points: a name that looks like
+		// another must not be another.
+		{s: "a.\u200bb", pos: 2, reason: "invisible format character U+200B not allowed"},
+		{s: "a\u200d", pattern: true, pos: 1, reason: "invisible format character U+200D not allowed"},
+		{s: "\ufeffa", pos: 0, reason: "invisible format character U+FEFF not allowed"},
+		{s: "ab\u202e", pos: 2, reason: "invisible format character U+202E not allowed"},
+		{s: "a\u00ad", pos: 1, reason: "invisible format character U+00AD not allowed"},
+		{s: "é\u3164", pos: 2, reason: "invisible character U+3164 not allowed"},
+		{s: "a\u034f", pos: 1, reason: "invisible character U+034F not allowed"},
+		{s: "a\ue000", pos: 1, reason: "private-use character U+E000 not allowed"},
+		{s: "a\U000e0001", pos: 1, reason: "invisible format character U+E0001 not allowed"},
+		{s: "a\u0378", pos: 1, reason: "unassigned code point U+0378 not allowed"},
+		{s: "a\u2028", pos: 1, reason: "whitespace U+2028 not allowed"},
 		{s: "\u0090", pos: 0, reason: "control character U+0090 not allowed"},
 		// Too long.
 		{s: long + "a", pos: -1, reason: "too long: 129 bytes, max 128"},

@@ -107,6 +107,9 @@ func (r *Region) Path() string { return r.r.Path() }
 // Size returns the region's size in bytes.
 func (r *Region) Size() int { return r.r.Size() }
 
+// Owner returns the user id that owns the region's file.
+func (r *Region) Owner() (uint32, error) { return r.r.Owner() }
+
 // Config returns the region's configuration, as read from its header.
 func (r *Region) Config() Config { return r.r.Config() }
 

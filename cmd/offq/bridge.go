@@ -54,7 +54,7 @@ every --stats-interval (0: never) and at exit, and runs until interrupted (SIGIN
 		Example: `  offq bridge --export 'sensors.>' --import 'commands.>'
   offq bridge --nats-url nats://nats-1:4222,nats://nats-2:4222 --export 'orders.>' \
       --creds /etc/offq/bridge.creds --tls-ca /etc/offq/ca.pem`,
-		Args: usageArgs(cobra.NoArgs),
+		Args: noArgs,
 		RunE: runtimeErrors(func(cmd *cobra.Command, _ []string) error {
 			nopts, err := o.natsOptions()
 			if err != nil {

@@ -23,7 +23,7 @@ func TestBridgeUsageErrors(t *testing.T) {
 		{[]string{"bridge", "--export", "a..b"}, "bridge:"},
 		{[]string{"bridge", "--import", "x.>", "--tls-cert", "c.pem"}, "--tls-cert and --tls-key"},
 		{[]string{"bridge", "--import", "x.>", "--queue-depth", "-1"}, "negative"},
-		{[]string{"bridge", "extra"}, "unknown command"},
+		{[]string{"bridge", "extra"}, `bridge takes no arguments (got "extra")`},
 	} {
 		code, _, stderr := runOffq(t, context.Background(), append([]string{"--dir", dir}, tc.args...)...)
 		if code != exitUsage || !strings.Contains(stderr, tc.want) {

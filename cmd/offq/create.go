@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -63,11 +64,12 @@ func (c *configFlags) config() (transport.Config, error) {
 	cfg := transport.DefaultConfig()
 	if c.file != "" {
 		var err error
-		if cfg, err = transport.LoadConfig(c.file); err != nil {
-			if errors.Is(err, transport.ErrInvalidConfig) {
-				return cfg, usageError(fmt.Errorf("--config: %w", err))
-			}
+		data, err := readConfigFile(c.file)
+		if err != nil {
 			return cfg, err
+		}
+		if cfg, err = transport.ParseConfig(data); err != nil {
+			return cfg, usageError(fmt.Errorf("--config %s: %w", c.file, err))
 		}
 	}
 	if c.fs.Changed("classes") {
@@ -101,10 +103,41 @@ func (c *configFlags) config() (transport.Config, error) {
 
 func (c *configFlags) fileMode() (os.FileMode, error) {
 	m, err := strconv.ParseUint(c.mode, 8, 32)
-	if err != nil || m&^0o777 != 0 || m&0o600 != 0o600 {
-		return 0, usageError(fmt.Errorf("--mode %q: want octal permissions that let the owner read and write (0600, 0660, ...)", c.mode))
+	// The owner reads and writes; the group may read or read and write; others get nothing,
+	// and nobody executes (nor gets set-id or sticky bits): 0600, 0640 or 0660.
+	if err != nil || m&^0o660 != 0 || m&0o600 != 0o600 {
+		return 0, usageError(fmt.Errorf("--mode %q: want 0600 (owner only), 0640 or 0660 (shared with the file's group): read and write for the owner, nothing for others, no execute bits", c.mode))
 	}
 	return os.FileMode(m), nil
+}
+
+// maxConfigFile bounds what --config reads: a configuration is a few lines.
+const maxConfigFile = 1 << 20
+
+// readConfigFile reads the configuration file path: a regular file (opened without blocking,
+// so that a FIFO is refused rather than waited on, and a device such as /dev/zero rather than
+// read forever) of at most maxConfigFile bytes.
+func readConfigFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("load config: %s is not a regular file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	if len(data) > maxConfigFile {
+		return nil, fmt.Errorf("load config: %s is larger than 1 MiB", path)
+	}
+	return data, nil
 }
 
 // parseClasses parses "256:1024,4KiB:256".
@@ -147,13 +180,14 @@ pools, the subscriptions' queues, the topic table and the participant table. The
 DefaultConfig, then the file given by --config, then the flags that are set. Every process that
 attaches later uses the sizes recorded in the region.
 
-It fails if the bus exists, unless --exist-ok is given and the existing bus has the same
-configuration. Exit status 1 if the bus exists or cannot be created, 2 for a bad flag or
+It fails if the bus exists, unless --exist-ok is given: then an existing bus is accepted as it
+is, or, when configuration flags or --config are given, if it has exactly that configuration
+(a bus another user owns is refused either way). Exit status 1 if the bus exists or cannot be created, 2 for a bad flag or
 configuration.`,
 		Example: `  offq create
   offq create --bus plant --classes 256:4096,64KiB:64 --inbox-capacity 4096
   offq create --bus plant --config plant.toml --mode 0660`,
-		Args: usageArgs(cobra.NoArgs),
+		Args: noArgs,
 		RunE: runtimeErrors(func(cmd *cobra.Command, _ []string) error {
 			cfg, err := cf.config()
 			if err != nil {
@@ -163,28 +197,46 @@ configuration.`,
 			if err != nil {
 				return err
 			}
-			return a.create(cmd.OutOrStdout(), cfg, mode, existOK)
+			return a.create(cmd.OutOrStdout(), cfg, cf.given(), mode, existOK)
 		}),
 	}
 	cf.register(cmd.Flags())
-	cmd.Flags().BoolVar(&existOK, "exist-ok", false, "succeed if the bus exists with the same configuration")
+	cmd.Flags().BoolVar(&existOK, "exist-ok", false, "succeed if the bus exists (with the configuration the flags give, if any)")
 	return cmd
 }
 
-func (a *app) create(out io.Writer, cfg transport.Config, mode os.FileMode, existOK bool) error {
+// create makes the bus with cfg. With existOK an existing bus is success: any bus when no
+// configuration flag was given (given false), one of exactly cfg otherwise.
+func (a *app) create(out io.Writer, cfg transport.Config, given bool, mode os.FileMode, existOK bool) error {
 	r, err := transport.Create(a.busName, transport.Options{Dir: a.dir, Config: cfg, Mode: mode})
 	if errors.Is(err, transport.ErrExists) && existOK {
-		r, err = transport.Open(a.busName, transport.Options{Dir: a.dir, Config: cfg})
+		if err := a.checkOwner(a.busName, false, "if it should be yours, remove it ('"+a.commandLine("rm", "--force", "--bus", a.busName)+"') and create it again"); err != nil {
+			return fmt.Errorf("create: %w", err)
+		}
+		want := transport.Config{}
+		if given {
+			want = cfg
+		}
+		r, err = transport.Open(a.busName, transport.Options{Dir: a.dir, Config: want, ReadOnly: true})
 		if err != nil {
 			return fmt.Errorf("create: bus %q exists: %w", a.busName, err)
 		}
 		defer r.Close()
-		fmt.Fprintf(out, "bus %q exists with the same configuration: %s\n", a.busName, r.Path())
+		if given {
+			fmt.Fprintf(out, "bus %q exists with the same configuration: %s\n", a.busName, r.Path())
+		} else {
+			fmt.Fprintf(out, "bus %q exists: %s\n  buffers: %s\n  %s\n", a.busName, r.Path(), describeClasses(r.Config().Classes), describeTables(r.Config()))
+		}
 		return nil
 	}
 	if err != nil {
 		if errors.Is(err, transport.ErrExists) {
-			return fmt.Errorf("create: bus %q already exists in %s (remove it with 'offq rm --bus %s', or pass --exist-ok)", a.busName, a.dir, a.busName)
+			if r, oerr := a.openReadOnly(a.busName); oerr != nil {
+				return fmt.Errorf("create: %s exists but cannot be read as a bus: %w (remove it with '%s' if it is a damaged bus)", transport.Path(a.dir, a.busName), oerr, a.commandLine("rm", "--force", "--bus", a.busName))
+			} else {
+				r.Close()
+			}
+			return fmt.Errorf("create: bus %q already exists in %s (remove it with '%s', or pass --exist-ok)", a.busName, a.dir, a.commandLine("rm", "--bus", a.busName))
 		}
 		return fmt.Errorf("create: %w", err)
 	}
@@ -223,12 +275,14 @@ func bytesHuman(n int64) string {
 
 // attachFlags are pub's and sub's: whether to create the bus if it is missing, and how.
 type attachFlags struct {
-	create bool
-	cf     configFlags
+	create       bool
+	allowForeign bool
+	cf           configFlags
 }
 
 func (f *attachFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.create, "create", false, "create the bus if it does not exist (sized by --config and the configuration flags of 'offq create')")
+	registerForeign(fs, &f.allowForeign)
 	f.cf.register(fs)
 	for _, n := range []string{"classes", "inboxes", "inbox-capacity", "topics", "participants", "history-depth", "held", "mode"} {
 		fs.MarkHidden(n) // documented under offq create; --config stays visible
@@ -257,8 +311,14 @@ func (a *app) openBus(f *attachFlags, name string) (*bus.Bus, error) {
 			return nil, usageError(errors.New("configuration flags need --create"))
 		}
 		if _, err := os.Stat(transport.Path(a.dir, a.busName)); errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("bus %q not found in %s (create it with 'offq create --bus %s', or pass --create)", a.busName, a.dir, a.busName)
+			return nil, fmt.Errorf("bus %q not found in %s (create it with '%s', or pass --create)", a.busName, a.dir, a.commandLine("create", "--bus", a.busName))
 		}
+	}
+	if err := a.checkOwner(a.busName, f.allowForeign, overrideHint("--allow-foreign-owner")); err != nil {
+		return nil, err
+	}
+	if f.allowForeign {
+		opts = append(opts, bus.WithForeignOwner())
 	}
 	b, err := bus.Open(a.busName, opts...)
 	if err != nil {

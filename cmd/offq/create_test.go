@@ -52,7 +52,7 @@ func TestRegionLifecycle(t *testing.T) {
 	if code, _, stderr := offq("create", "--bus", "plant"); code != exitRuntime || !strings.Contains(stderr, "already exists") {
 		t.Errorf("create over an existing bus: status %d, stderr %q", code, stderr)
 	}
-	if code, _, stderr := offq("create", "--bus", "plant", "--exist-ok"); code != exitRuntime || !strings.Contains(stderr, "incompatible configuration") {
+	if code, _, stderr := offq("create", "--bus", "plant", "--exist-ok", "--classes", "256:64"); code != exitRuntime || !strings.Contains(stderr, "incompatible configuration") {
 		t.Errorf("create --exist-ok, other config: status %d, stderr %q", code, stderr)
 	}
 	if code, out, _ := offq("create", "--bus", "plant", "--exist-ok", "--classes", "256:64,64KiB:4", "--inbox-capacity", "128"); code != exitOK || !strings.Contains(out, "exists with the same configuration") {
@@ -93,7 +93,7 @@ func TestRegionLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, out, _ = offq("ls")
-	if code != exitOK || !regexp.MustCompile(`(?m)^plant +[0-9.]+ KiB .* 0 +0 +ok$`).MatchString(out) || !strings.Contains(out, "\nsmall ") || strings.Contains(out, "notes") {
+	if code != exitOK || !regexp.MustCompile(`(?m)^plant +\S+ +[0-9.]+ KiB .* 0 +0 +ok$`).MatchString(out) || !strings.Contains(out, "\nsmall ") || strings.Contains(out, "notes") {
 		t.Errorf("ls: status %d\n%s", code, out)
 	}
 	code, out, _ = offq("ls", "--json")
@@ -173,7 +173,7 @@ func TestRegionCommandErrors(t *testing.T) {
 		{[]string{"create", "--mode", "0400"}, exitUsage, "--mode"},
 		{[]string{"create", "--config", badConf}, exitUsage, "unknown keys inboxs"},
 		{[]string{"create", "--config", filepath.Join(dir, "missing.toml")}, exitRuntime, "load config"},
-		{[]string{"create", "extra"}, exitUsage, "unknown command"},
+		{[]string{"create", "extra"}, exitUsage, `create takes no arguments (got "extra")`},
 		{[]string{"create", "--dir", filepath.Join(dir, "nodir")}, exitRuntime, "create"},
 		{[]string{"info"}, exitRuntime, `bus "default" not found`},
 		{[]string{"info", "--bus", "x/y"}, exitUsage, "--bus"},

@@ -44,7 +44,7 @@ Regions owned by another user are skipped unless --allow-foreign-owner is given 
 exporter as the buses' user, or in their group with regions of mode 0660 and that flag).
 It runs until interrupted (SIGINT, SIGTERM), and prints the address it serves on first.`,
 		Example: "  offq exporter\n  offq exporter --listen 127.0.0.1:9464 --bus plant",
-		Args:    usageArgs(cobra.NoArgs),
+		Args:    noArgs,
 		RunE: runtimeErrors(func(cmd *cobra.Command, _ []string) error {
 			return a.runExporter(cmd, listen, foreign)
 		}),

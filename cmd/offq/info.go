@@ -30,7 +30,7 @@ count as a participant. (For live counters, see offq stat.)
 With --json it prints one JSON object. Exit status 1 if the bus does not exist or is not a
 valid region.`,
 		Example: "  offq info\n  offq info --bus plant --json",
-		Args:    usageArgs(cobra.NoArgs),
+		Args:    noArgs,
 		RunE: runtimeErrors(func(cmd *cobra.Command, _ []string) error {
 			r, err := a.openReadOnly(a.busName)
 			if err != nil {
@@ -55,7 +55,7 @@ valid region.`,
 }
 
 // openReadOnly maps region name read-only, for tools that only look. Mapping another user's
-// region read-only is harmless, so unlike attaching it is allowed.
+// region read-only is harmless, so unlike attaching it is allowed (owner.go has the rule).
 func (a *app) openReadOnly(name string) (*transport.Region, error) {
 	r, err := transport.Open(name, transport.Options{Dir: a.dir, ReadOnly: true, AllowForeignOwner: true,
 		ReadyTimeout: 200 * time.Millisecond})
@@ -77,6 +77,8 @@ func (e *notFoundError) Unwrap() error { return transport.ErrNotFound }
 type busInfo struct {
 	Name          string            `json:"name"`
 	Path          string            `json:"path"`
+	OwnerUID      uint32            `json:"owner_uid"`
+	Owner         string            `json:"owner,omitempty"` // the user's name, if it has one
 	Size          int               `json:"size"`
 	Created       time.Time         `json:"created"`
 	Config        transport.Config  `json:"config"`
@@ -109,6 +111,9 @@ func describe(r *transport.Region) (busInfo, error) {
 	}
 	inf := busInfo{Name: st.Name, Path: st.Path, Size: st.Size, Created: st.Created, Config: st.Config,
 		Participants: []participantInfo{}, Subscriptions: len(st.Inboxes), Topics: len(st.Topics)}
+	if uid, err := r.Owner(); err == nil {
+		inf.OwnerUID, inf.Owner = uid, userName(uid)
+	}
 	for _, p := range st.Participants {
 		inf.Participants = append(inf.Participants, participantInfo{Index: p.Index, PID: p.PID, Name: p.Name, Alive: p.Alive, Attached: p.Attached})
 		if p.Alive {
@@ -128,7 +133,8 @@ func (inf busInfo) print(out io.Writer) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "bus\t%s\n", inf.Name)
 	fmt.Fprintf(tw, "path\t%s\n", inf.Path)
-	fmt.Fprintf(tw, "size\t%s (%d bytes)\n", bytesHuman(int64(inf.Size)), inf.Size)
+	fmt.Fprintf(tw, "owner\t%s\n", ownerText(inf.OwnerUID))
+	fmt.Fprintf(tw, "size\t%s\n", bytesHuman(int64(inf.Size)))
 	fmt.Fprintf(tw, "created\t%s (%s ago)\n", inf.Created.Format(time.RFC3339), time.Since(inf.Created).Round(time.Second))
 	fmt.Fprintf(tw, "buffers\t%s\n", describeClasses(c.Classes))
 	fmt.Fprintf(tw, "tables\t%s\n", describeTables(c))

@@ -92,7 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			fmt.Fprintf(stderr, "offq: %v\n", ee.err)
+			fmt.Fprintf(stderr, "offq: %s\n", errorText(ee.err))
 		}
 		if ee.code == exitUsage {
 			fmt.Fprintln(stderr, "Run 'offq --help' for usage.")
@@ -100,8 +100,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ee.code
 	}
 	// Errors cobra returns itself (unknown command, bad arguments) are usage errors.
-	fmt.Fprintf(stderr, "offq: %v\nRun 'offq --help' for usage.\n", err)
+	fmt.Fprintf(stderr, "offq: %s\nRun 'offq --help' for usage.\n", errorText(err))
 	return exitUsage
+}
+
+// errorText returns err's message without the "offq: " prefixes the layers below add (their
+// sentinels carry one each), for printing after a single "offq: ".
+func errorText(err error) string {
+	return strings.ReplaceAll(strings.TrimPrefix(err.Error(), "offq: "), ": offq: ", ": ")
 }
 
 // app holds what the root command's persistent flags configure, for every subcommand.

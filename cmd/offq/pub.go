@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/offq/offq/bus"
 	"github.com/offq/offq/codec"
 	"github.com/offq/offq/topics"
+	"github.com/offq/offq/transport"
 )
 
 type pubOptions struct {
@@ -58,13 +60,14 @@ subscribe, unless the topic keeps a history (--history, when the topic is first 
 The bus must exist (offq create) unless --create is given. pub prints a summary on stderr
 (not with --quiet). Exit status 0 when everything was published (or on interrupt), 1 on an
 error (a missing bus, no subscribers within --timeout, a message larger than the largest
-buffer), 2 for a bad flag.`,
+buffer), 2 for a bad flag, or one the bus cannot honour (--size larger than its largest
+buffer, --history deeper than its history depth).`,
 		Example: `  offq pub sensors.temp --data 21.5
   offq pub sensors.temp --size 256 --count 100000 --rate 10000
   offq pub sensors.temp --json --data '{"celsius": 21.5, "ok": true}'
   tail -f events.log | offq pub logs.app
   offq pub jobs.new --file jobs.txt --wait-subs 1`,
-		Args: usageArgs(cobra.ExactArgs(1)),
+		Args: oneArg("TOPIC"),
 		RunE: runtimeErrors(func(cmd *cobra.Command, args []string) error {
 			if err := o.validate(cmd); err != nil {
 				return usageError(err)
@@ -78,7 +81,7 @@ buffer), 2 for a bad flag.`,
 	f := cmd.Flags()
 	f.StringVarP(&o.data, "data", "d", "", "message payload")
 	f.StringVarP(&o.file, "file", "f", "", `publish each line of this file ("-": standard input)`)
-	f.IntVar(&o.size, "size", 0, "publish generated payloads of this many bytes")
+	f.Var(sizeFlag{&o.size}, "size", "publish generated payloads of this many bytes (units KiB, MiB, GiB)")
 	f.IntVarP(&o.count, "count", "n", 0, "messages to publish (default: 1 with --data or --size; every line otherwise)")
 	f.Float64Var(&o.rate, "rate", 0, "messages per second (0: as fast as possible)")
 	f.BoolVar(&o.json, "json", false, "read each message as JSON and publish it encoded as MessagePack")
@@ -107,8 +110,8 @@ func (o *pubOptions) validate(cmd *cobra.Command) error {
 		return errors.New("--size generates payloads that are not JSON; drop --json")
 	case o.count < 0:
 		return fmt.Errorf("--count %d: want 0 or more", o.count)
-	case o.rate < 0 || o.rate > 1e9:
-		return fmt.Errorf("--rate %g: want 0 (no limit) to 1e9 messages a second", o.rate)
+	case !(o.rate == 0 || o.rate >= pubMinRate && o.rate <= 1e9): // NaN fails every comparison
+		return fmt.Errorf("--rate %g: want 0 (no limit), or %g to 1e9 messages a second", o.rate, pubMinRate)
 	case o.history < 0:
 		return fmt.Errorf("--history %d: want 0 or more", o.history)
 	case o.waitSubs < 0:
@@ -129,6 +132,15 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 		return fmt.Errorf("pub: %w", err)
 	}
 	defer func() { err = errors.Join(err, b.Close()) }()
+	cfg := b.Config()
+	largest := b.MaxMessageSize()
+	// Flags the bus cannot honour are refused before anything is built or published.
+	if o.size > largest {
+		return usageError(fmt.Errorf("--size %d: larger than the largest buffer of bus %s (%s)", o.size, a.busName, bytesHuman(int64(largest))))
+	}
+	if o.history > int(cfg.HistoryDepth) {
+		return usageError(fmt.Errorf("--history %d: bus %s keeps at most %d messages a topic (its history depth)", o.history, a.busName, cfg.HistoryDepth))
+	}
 	var popts []bus.PublisherOption
 	if o.history > 0 {
 		popts = append(popts, bus.WithHistory(o.history))
@@ -142,8 +154,6 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 			return fmt.Errorf("pub: %w", err)
 		}
 	}
-	largest := b.MaxMessageSize()
-
 	next, closeSrc, err := pubSource(cmd, o, largest)
 	if err != nil {
 		return fmt.Errorf("pub: %w", err)
@@ -169,7 +179,8 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 			}
 		}
 		if o.rate > 0 {
-			if d := time.Until(start.Add(time.Duration(float64(sent) / o.rate * float64(time.Second)))); d > 0 && sleepCtx(ctx, d) != nil {
+			at := min(float64(sent)/o.rate*float64(time.Second), float64(math.MaxInt64/2)) // no overflow into the past
+			if d := time.Until(start.Add(time.Duration(at))); d > 0 && sleepCtx(ctx, d) != nil {
 				break
 			}
 		}
@@ -189,6 +200,31 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 	}
 	return nil
 }
+
+// pubMinRate is the slowest --rate: one message every 1000 s.
+const pubMinRate = 1e-3
+
+// sizeFlag is a flag holding a byte count, given as a number with an optional unit (KiB,
+// MiB, GiB), as in --classes.
+type sizeFlag struct{ n *int }
+
+func (s sizeFlag) String() string {
+	if s.n == nil {
+		return "0"
+	}
+	return strconv.Itoa(*s.n)
+}
+
+func (s sizeFlag) Set(v string) error {
+	sz, err := transport.ParseSize(v)
+	if err != nil {
+		return errors.New("want a number of bytes, optionally with KiB, MiB or GiB")
+	}
+	*s.n = int(sz)
+	return nil
+}
+
+func (sizeFlag) Type() string { return "size" }
 
 func plural(n int) string {
 	if n == 1 {

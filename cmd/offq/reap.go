@@ -14,6 +14,7 @@ import (
 func newReapCmd(a *app) *cobra.Command {
 	var asJSON bool
 	var settle time.Duration
+	var allowForeign bool
 	cmd := &cobra.Command{
 		Use:   "reap",
 		Short: "reclaim what crashed processes left in a bus",
@@ -32,11 +33,14 @@ Running buses reap by themselves (on open, every second, and when the pools run 
 command is for buses nobody is attached to, and for operators who want to see it happen.`,
 		Example: `  offq reap --bus plant
   offq reap --bus plant --json`,
-		Args: usageArgs(cobra.NoArgs),
+		Args: noArgs,
 		RunE: runtimeErrors(func(cmd *cobra.Command, _ []string) error {
-			r, err := transport.Open(a.busName, transport.Options{Dir: a.dir})
+			if err := a.checkOwner(a.busName, allowForeign, overrideHint("--allow-foreign-owner")); err != nil {
+				return fmt.Errorf("reap: %w", err)
+			}
+			r, err := transport.Open(a.busName, transport.Options{Dir: a.dir, AllowForeignOwner: allowForeign})
 			if err != nil {
-				return err
+				return fmt.Errorf("reap: %w", err)
 			}
 			defer r.Close()
 			rep, err := r.Reap()
@@ -77,6 +81,7 @@ command is for buses nobody is attached to, and for operators who want to see it
 		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	registerForeign(cmd.Flags(), &allowForeign)
 	cmd.Flags().DurationVar(&settle, "settle", 100*time.Millisecond, "time between the two sweeps for orphaned buffers (0: one pass, no sweep)")
 	return cmd
 }

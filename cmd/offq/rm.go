@@ -22,8 +22,10 @@ func newRmCmd(a *app) *cobra.Command {
 mapped keep using it until they detach; new ones no longer find it (and pub --create or an
 application's bus.Open would make a new, separate region of that name).
 
-rm refuses a bus that live processes are attached to, and a file that is not an offq region.
---force removes a bus even with live participants, and makes a missing bus no error. Exit status
+rm refuses a bus that live processes are attached to, a bus whose file another user owns, a
+bus that cannot be read, and a file that is not an offq region. --force removes a bus even with
+live participants, owned by another user or unreadable (a region whose header was damaged), and
+makes a missing bus no error; it never removes a file that is not an offq region. Exit status
 1 if a bus is missing, in use (without --force) or cannot be removed.`,
 		Example: "  offq rm --bus plant\n  offq rm --force old-1 old-2",
 		Args:    usageArgs(cobra.ArbitraryArgs),
@@ -51,12 +53,15 @@ rm refuses a bus that live processes are attached to, and a file that is not an 
 			return errors.Join(errs...)
 		}),
 	}
-	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove even with live participants; a missing bus is no error")
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove even with live participants, another owner or a damaged header; a missing bus is no error")
 	return cmd
 }
 
 // remove unlinks region name; isRegion says whether the file starts with a region's magic.
 func (a *app) remove(name string, isRegion, force bool) error {
+	if err := a.checkOwner(name, force, overrideHint("--force")); err != nil {
+		return err
+	}
 	r, err := a.openReadOnly(name)
 	switch {
 	case errors.Is(err, transport.ErrNotFound):

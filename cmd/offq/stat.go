@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -38,11 +39,11 @@ three tables read from the bus's counters in shared memory:
            allocation failures
 
 It maps each region read-only and never attaches to a bus, so it changes nothing and works
-on a bus whose processes are stuck. The numbers are those offq exporter serves to Prometheus
+on a bus whose processes are stuck; it reads buses of other users too, and shows their owner. The numbers are those offq exporter serves to Prometheus
 (docs/metrics.md). --json prints them as one JSON object instead. offq top refreshes the
 tables with rates.`,
 		Example: "  offq stat\n  offq stat --bus plant --json",
-		Args:    usageArgs(cobra.NoArgs),
+		Args:    noArgs,
 		RunE: runtimeErrors(func(cmd *cobra.Command, _ []string) error {
 			st, err := a.readStats(cmd, "stat")
 			if err != nil {
@@ -71,6 +72,8 @@ type statReport struct {
 type statBus struct {
 	Name         string            `json:"name"`
 	Path         string            `json:"path"`
+	OwnerUID     uint32            `json:"owner_uid"`
+	Owner        string            `json:"owner,omitempty"` // the user's name, if it has one
 	SizeBytes    int               `json:"size_bytes"`
 	Created      time.Time         `json:"created"`
 	Reclaims     uint64            `json:"reclaims"`
@@ -145,7 +148,7 @@ func (a *app) readStats(cmd *cobra.Command, what string) (*statReport, error) {
 	}
 	rep := &statReport{Dir: a.dir, Time: time.Now(), Buses: []statBus{}}
 	for _, name := range names {
-		r, err := transport.Open(name, transport.Options{Dir: a.dir, ReadOnly: true})
+		r, err := a.openReadOnly(name)
 		switch {
 		case err == nil:
 		case named && errors.Is(err, transport.ErrNotFound):
@@ -159,15 +162,20 @@ func (a *app) readStats(cmd *cobra.Command, what string) (*statReport, error) {
 			continue
 		}
 		st, err := r.Stats()
-		r.Close()
-		switch {
-		case err == nil:
-			rep.Buses = append(rep.Buses, newStatBus(st))
-		case named:
-			return nil, fmt.Errorf("%s: %w", what, err)
-		default:
+		if err != nil {
+			r.Close()
+			if named {
+				return nil, fmt.Errorf("%s: %w", what, err)
+			}
 			a.log.Warn(what+": skipping a region that cannot be read", zap.String("bus", name), zap.Error(err))
+			continue
 		}
+		sb := newStatBus(st)
+		if uid, err := r.Owner(); err == nil {
+			sb.OwnerUID, sb.Owner = uid, userName(uid)
+		}
+		rep.Buses = append(rep.Buses, sb)
+		r.Close()
 	}
 	return rep, nil
 }
@@ -289,7 +297,7 @@ func (b *statBus) print(w io.Writer, r *statRates) {
 			alive++
 		}
 	}
-	fmt.Fprintf(w, "bus %s  %s  %s  created %s\n", b.Name, statSafe(b.Path), statBytes(float64(b.SizeBytes)), b.Created.Format(time.RFC3339))
+	fmt.Fprintf(w, "bus %s  %s  %s  created %s  owner %s\n", b.Name, statSafe(b.Path), statBytes(float64(b.SizeBytes)), b.Created.Format(time.RFC3339), ownerText(b.OwnerUID))
 	sweep := fmt.Sprintf("swept %d", b.Swept)
 	if b.SweepOff {
 		sweep += " (sweep off: unrecorded takes)"
@@ -324,7 +332,7 @@ func (b *statBus) print(w io.Writer, r *statRates) {
 		}
 		fmt.Fprintln(tw, head)
 		for _, t := range b.Topics {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d", statSafe(t.Name), t.Published, t.Bytes, t.Subscribers)
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%d", statSafe(t.Name), t.Published, bytesHuman(int64(min(t.Bytes, math.MaxInt64))), t.Subscribers)
 			if r != nil {
 				k := statTopicKey(b.Name, t.Name)
 				fmt.Fprintf(tw, "\t%s\t%s", rate(r.topicMsgs, k), rate(r.topicBytes, k))

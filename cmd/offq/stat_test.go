@@ -100,7 +100,7 @@ func TestStatTable(t *testing.T) {
 	for _, want := range []string{
 		"bus two ", "participants 1 alive, 0 dead", "tester[",
 		"TOPIC  PUBLISHED  BYTES  SUBSCRIBERS",
-		"a.b    6          60     1",
+		"a.b    6          60 B   1",
 		"INBOX  SUBSCRIBER  PATTERN  POLICY       DEPTH  CAPACITY  DELIVERED  RECEIVED  DROPPED  OLDEST  NEWEST  TIMEOUT  CORRUPT",
 		"0      tester      a.>      drop-oldest  2      4         6          2         2        2       0       0        0",
 		"POOL  SIZE  BUFFERS  IN USE  LOW WATER  ALLOC FAILURES",
@@ -132,7 +132,7 @@ func TestStatErrors(t *testing.T) {
 	}{
 		{[]string{"stat", "--dir", dir, "--bus", "nosuch"}, exitRuntime, `stat: no bus "nosuch" in ` + dir},
 		{[]string{"stat", "--dir", dir + "/missing"}, exitRuntime, "stat: "},
-		{[]string{"stat", "extra"}, exitUsage, "unknown command"},
+		{[]string{"stat", "extra"}, exitUsage, `stat takes no arguments (got "extra")`},
 		{[]string{"top", "--interval", "1ms"}, exitUsage, "--interval 1ms"},
 		{[]string{"top", "--iterations", "-1"}, exitUsage, "--iterations -1"},
 	} {

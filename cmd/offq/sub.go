@@ -71,7 +71,7 @@ a bad flag.`,
   offq sub sensors.temp --count 10 --raw
   offq sub 'jobs.*' --json --queue-depth 64 --overflow block
   offq sub logs.app --timeout 30s > app.log`,
-		Args: usageArgs(cobra.ExactArgs(1)),
+		Args: oneArg("PATTERN"),
 		RunE: runtimeErrors(func(cmd *cobra.Command, args []string) error {
 			if err := topics.ValidatePattern(args[0]); err != nil {
 				return usageError(err)
@@ -112,6 +112,9 @@ func (o *subOptions) subscribeOptions() ([]bus.SubscribeOption, error) {
 	if !ok {
 		return nil, fmt.Errorf("--wait %q: want spin-then-sleep, spin or sleep", o.wait)
 	}
+	if o.queueDepth != 0 && (o.queueDepth < 2 || o.queueDepth&(o.queueDepth-1) != 0) {
+		return nil, fmt.Errorf("--queue-depth %d: want a power of two, 2 or more (0: the bus's inbox capacity)", o.queueDepth)
+	}
 	opts := []bus.SubscribeOption{bus.WithOverflow(pol), bus.WithWait(w)}
 	if o.queueDepth != 0 {
 		opts = append(opts, bus.WithQueueDepth(o.queueDepth))
@@ -134,7 +137,13 @@ func (a *app) runSub(cmd *cobra.Command, pattern string, o subOptions, opts []bu
 		return fmt.Errorf("sub: %w", err)
 	}
 	defer func() { err = errors.Join(err, b.Close()) }()
+	if c := b.Config().InboxCapacity; o.queueDepth > int(c) {
+		return usageError(fmt.Errorf("--queue-depth %d: the queues of bus %s hold at most %d messages (its inbox capacity)", o.queueDepth, a.busName, c))
+	}
 	s, err := b.Subscribe(pattern, opts...)
+	if errors.Is(err, bus.ErrInvalidOption) {
+		return usageError(fmt.Errorf("sub: %w", err))
+	}
 	if err != nil {
 		return fmt.Errorf("sub: %w", err)
 	}

@@ -5,13 +5,27 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 )
 
-// topClear moves the cursor home and clears the screen (ANSI).
+// topClear moves the cursor home and clears the screen (ANSI). It is written only to a
+// terminal: into a pipe or a file top writes its screens one after the other.
 const topClear = "\x1b[H\x1b[2J"
+
+// isTerminal reports whether w is a terminal (a character device: a tty, or /dev/null, where
+// escapes do no harm).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
 
 func newTopCmd(a *app) *cobra.Command {
 	var (
@@ -21,7 +35,7 @@ func newTopCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "top",
 		Short: "show offq stat's tables live, with rates",
-		Long: `top clears the terminal and shows offq stat's tables for every bus in --dir (or only the one
+		Long: `top clears the terminal (when its output is one) and shows offq stat's tables for every bus in --dir (or only the one
 --bus names), redrawn every --interval, with rates computed between two redraws:
 
   topics   MSGS/S and BYTES/S published
@@ -31,7 +45,7 @@ A rate is "-" on the first screen, and for a row that is new or whose counters r
 new subscription in the inbox's slot, a re-created bus). Like stat it only reads the
 regions. It runs until interrupted (Ctrl-C), or for --iterations screens.`,
 		Example: "  offq top\n  offq top --bus plant --interval 500ms",
-		Args:    usageArgs(cobra.NoArgs),
+		Args:    noArgs,
 		RunE: runtimeErrors(func(cmd *cobra.Command, _ []string) error {
 			switch {
 			case interval < 10*time.Millisecond:
@@ -53,6 +67,7 @@ func (a *app) runTop(cmd *cobra.Command, interval time.Duration, iterations int)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	var prev *statReport
+	clear := isTerminal(out)
 	for i := 1; ; i++ {
 		cur, err := a.readStats(cmd, "top")
 		if err != nil {
@@ -64,7 +79,12 @@ func (a *app) runTop(cmd *cobra.Command, interval time.Duration, iterations int)
 		} else {
 			r = statRatesBetween(cur, cur) // every rate "-" until there are two screens
 		}
-		fmt.Fprint(out, topClear)
+		switch {
+		case clear:
+			fmt.Fprint(out, topClear)
+		case i > 1:
+			fmt.Fprintln(out)
+		}
 		fmt.Fprintf(out, "offq top  %s  every %v  %s  (Ctrl-C to quit)\n\n", a.dir, interval, cur.Time.Format(time.TimeOnly))
 		cur.print(out, r)
 		prev = cur

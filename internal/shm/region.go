@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -74,7 +75,12 @@ func ValidateName(name string) error {
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return fmt.Errorf("offq: invalid region name %q: byte %d (%q) is not one of [A-Za-z0-9._-]", name, i, c)
+			// Say what is there as the user typed it: a character if it is one, a byte if
+			// it is not UTF-8.
+			if r, size := utf8.DecodeRuneInString(name[i:]); r != utf8.RuneError || size > 1 {
+				return fmt.Errorf("offq: invalid region name %q: %q at byte %d is not one of [A-Za-z0-9._-]", name, r, i)
+			}
+			return fmt.Errorf("offq: invalid region name %q: byte %d (%#02x, not UTF-8) is not one of [A-Za-z0-9._-]", name, i, c)
 		}
 	}
 	return nil
@@ -493,6 +499,12 @@ func (r *Region) Config() Config {
 	c := r.cfg
 	c.Classes = append([]Class(nil), r.cfg.Classes...)
 	return c
+}
+
+// Owner returns the user ID that owns the region's file, as the open file says now.
+func (r *Region) Owner() (uint32, error) {
+	uid, _, _, err := fileOwner(r.f)
+	return uid, err
 }
 
 // Size returns the region's size in bytes.

@@ -6,6 +6,8 @@ import (
 	"os"
 	"sort"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TopicStats is a snapshot of one topic's counters.
@@ -96,8 +98,12 @@ func (r *Region) Stats() Stats {
 	return s
 }
 
-// List returns the names of the offq regions in dir (files that start with a region's magic
-// number), sorted. Files being created (".NAME.init-...") and other files are left out.
+// List returns the names of the offq regions in dir, sorted: the regular files that start
+// with a region's magic number, and those whose magic is damaged but whose byte-order mark and
+// header size are in place (a region whose first bytes were overwritten, which Open refuses
+// as corrupt, but which is still an offq region to list and to remove). Files being created
+// (".NAME.init-...") and other files are left out. Nothing in dir is opened in a way that can
+// block: a FIFO or device is skipped.
 func List(dir string) ([]string, error) {
 	if dir == "" {
 		dir = DefaultDir
@@ -111,14 +117,14 @@ func List(dir string) ([]string, error) {
 		if !e.Type().IsRegular() || ValidateName(e.Name()) != nil {
 			continue
 		}
-		f, err := os.Open(Path(dir, e.Name()))
+		f, err := openFile(Path(dir, e.Name()), unix.O_RDONLY, 0)
 		if err != nil {
 			continue
 		}
-		var b [8]byte
-		_, err = io.ReadFull(f, b[:])
+		var b [24]byte
+		n, _ := io.ReadFull(f, b[:])
 		f.Close()
-		if err == nil && binary.LittleEndian.Uint64(b[:]) == magic {
+		if looksLikeRegion(b[:n]) {
 			out = append(out, e.Name())
 		}
 	}
@@ -131,4 +137,14 @@ func List(dir string) ([]string, error) {
 func (r *Region) Snapshot() (s Stats, err error) {
 	defer unguard(guard(), &err)
 	return r.Stats(), nil
+}
+
+// looksLikeRegion reports whether b, the first bytes of a file, are those of an offq region:
+// its magic number, or (the magic overwritten) its byte-order mark and header size.
+func looksLikeRegion(b []byte) bool {
+	if len(b) >= 8 && binary.LittleEndian.Uint64(b) == magic {
+		return true
+	}
+	return len(b) >= 24 && binary.LittleEndian.Uint32(b[12:]) == byteOrderMark &&
+		binary.LittleEndian.Uint32(b[20:]) == headerSize
 }

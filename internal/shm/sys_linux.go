@@ -13,13 +13,28 @@ import (
 )
 
 // openFile opens path with O_NOFOLLOW so that a symbolic link planted in a world-writable
-// directory such as /dev/shm is refused rather than followed.
+// directory such as /dev/shm is refused rather than followed, and with O_NONBLOCK so that a
+// FIFO or device planted under a region's name cannot block the open; anything but a regular
+// file is refused (ErrPermission) before it is read or mapped.
 func openFile(path string, flag int, mode os.FileMode) (*os.File, error) {
-	fd, err := unix.Open(path, flag|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(mode.Perm()))
+	fd, err := unix.Open(path, flag|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, uint32(mode.Perm()))
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) {
 			return nil, fmt.Errorf("%w: %s is a symbolic link", ErrPermission, path)
 		}
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	if !isRegular(st.Mode) {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%w: %s is not a regular file", ErrPermission, path)
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	return os.NewFile(uintptr(fd), path), nil
