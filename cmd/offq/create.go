@@ -10,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -64,12 +63,11 @@ func (c *configFlags) config() (transport.Config, error) {
 	cfg := transport.DefaultConfig()
 	if c.file != "" {
 		var err error
-		data, err := readConfigFile(c.file)
-		if err != nil {
+		if cfg, err = transport.LoadConfig(c.file); err != nil {
+			if errors.Is(err, transport.ErrInvalidConfig) {
+				return cfg, usageError(fmt.Errorf("--config: %w", err))
+			}
 			return cfg, err
-		}
-		if cfg, err = transport.ParseConfig(data); err != nil {
-			return cfg, usageError(fmt.Errorf("--config %s: %w", c.file, err))
 		}
 	}
 	if c.fs.Changed("classes") {
@@ -109,35 +107,6 @@ func (c *configFlags) fileMode() (os.FileMode, error) {
 		return 0, usageError(fmt.Errorf("--mode %q: want 0600 (owner only), 0640 or 0660 (shared with the file's group): read and write for the owner, nothing for others, no execute bits", c.mode))
 	}
 	return os.FileMode(m), nil
-}
-
-// maxConfigFile bounds what --config reads: a configuration is a few lines.
-const maxConfigFile = 1 << 20
-
-// readConfigFile reads the configuration file path: a regular file (opened without blocking,
-// so that a FIFO is refused rather than waited on, and a device such as /dev/zero rather than
-// read forever) of at most maxConfigFile bytes.
-func readConfigFile(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, fmt.Errorf("load config: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("load config: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("load config: %s is not a regular file", path)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("load config: %w", err)
-	}
-	if len(data) > maxConfigFile {
-		return nil, fmt.Errorf("load config: %s is larger than 1 MiB", path)
-	}
-	return data, nil
 }
 
 // parseClasses parses "256:1024,4KiB:256".

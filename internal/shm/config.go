@@ -3,12 +3,14 @@ package shm
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"math/bits"
 	"os"
 	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	"golang.org/x/sys/unix"
 )
 
 // Limits on a configuration. They keep every offset below 2^40 (handles pack a 40-bit offset)
@@ -243,9 +245,14 @@ func ParseConfig(data []byte) (Config, error) {
 	return c, nil
 }
 
-// LoadConfig reads a TOML configuration file (see ParseConfig).
+// MaxConfigFile bounds the configuration file LoadConfig reads: a configuration is a few lines.
+const MaxConfigFile = 1 << 20
+
+// LoadConfig reads a TOML configuration file (see ParseConfig): a regular file of at most
+// MaxConfigFile bytes. It opens path without blocking, so that a FIFO is refused rather than
+// waited on, and a device (/dev/zero) rather than read without end.
 func LoadConfig(path string) (Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfigFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("offq: load config: %w", err)
 	}
@@ -254,4 +261,27 @@ func LoadConfig(path string) (Config, error) {
 		return Config{}, fmt.Errorf("offq: load config %s: %w", path, err)
 	}
 	return c, nil
+}
+
+func readConfigFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxConfigFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxConfigFile {
+		return nil, fmt.Errorf("%s is larger than 1 MiB, the most a configuration file may be", path)
+	}
+	return data, nil
 }

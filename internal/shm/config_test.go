@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -341,6 +342,25 @@ func TestConfigDiffNamesField(t *testing.T) {
 		}
 		if d := base.diff(c); !strings.Contains(d, tc.want) {
 			t.Errorf("diff = %q, want it to name %q", d, tc.want)
+		}
+	}
+}
+
+// TestLoadConfigBounded: LoadConfig reads a regular file of bounded size, and refuses at
+// once a device (which would be read without end) or a FIFO (which would block).
+func TestLoadConfigBounded(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.toml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.toml")
+	if err := os.WriteFile(big, []byte("# "+strings.Repeat("x", MaxConfigFile)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{"/dev/zero": "not a regular file", fifo: "not a regular file", big: "larger than 1 MiB"} {
+		if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("LoadConfig(%s) = %v, want an error saying %q", path, err, want)
 		}
 	}
 }

@@ -126,7 +126,8 @@ func ofdLocked(f *os.File, off int64) (bool, error) {
 }
 
 // reopen returns a new open file description of the same file (not a dup, which would share
-// the description and so its locks).
+// the description and so its locks). Like openFile it never blocks, and it checks that what
+// it opened is the same regular file.
 func reopen(f *os.File) (*os.File, error) {
 	fd, err := reopenFD(f)
 	if err != nil {
@@ -141,8 +142,21 @@ func reopen(f *os.File) (*os.File, error) {
 func reopenFD(f *os.File) (int, error) {
 	// /proc/self/fd/N is a magic link to the open file itself, so it must be followed.
 	path := fmt.Sprintf("/proc/self/fd/%d", f.Fd())
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
+		return -1, &os.PathError{Op: "reopen", Path: f.Name(), Err: err}
+	}
+	var was, now unix.Stat_t
+	if err := errors.Join(unix.Fstat(int(f.Fd()), &was), unix.Fstat(fd, &now)); err != nil {
+		unix.Close(fd)
+		return -1, &os.PathError{Op: "reopen", Path: f.Name(), Err: err}
+	}
+	if !isRegular(now.Mode) || now.Dev != was.Dev || now.Ino != was.Ino {
+		unix.Close(fd)
+		return -1, fmt.Errorf("%w: reopen %s: not the same regular file", ErrPermission, f.Name())
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
 		return -1, &os.PathError{Op: "reopen", Path: f.Name(), Err: err}
 	}
 	return fd, nil
