@@ -3,7 +3,6 @@ package bus
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,17 +71,17 @@ func Open(name string, opts ...Option) (*Bus, error) {
 	o := defaultOptions()
 	for _, opt := range opts {
 		if err := opt.apply(&o); err != nil {
-			return nil, fmt.Errorf("bus: open %q: %w", name, err)
+			return nil, &Error{Op: "open", Name: name, Err: err}
 		}
 	}
 	if err := o.validate(); err != nil {
-		return nil, fmt.Errorf("bus: open %q: %w", name, err)
+		return nil, &Error{Op: "open", Name: name, Err: err}
 	}
 	r, created, err := shm.OpenOrCreate(name, shm.Options{
 		Dir: o.dir, Mode: o.mode, Config: o.config, AllowForeignOwner: o.allowForeign, ReadyTimeout: o.readyTimeout,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bus: open %q: %w", name, err)
+		return nil, &Error{Op: "open", Name: name, Err: err}
 	}
 	// Reap before attaching: if nobody is attached, the reap is also an audit that repairs
 	// whatever a crash left behind (see shm.Region.Reap).
@@ -90,7 +89,7 @@ func Open(name string, opts ...Option) (*Bus, error) {
 	p, err := r.Attach(o.name)
 	if err != nil {
 		r.Close()
-		return nil, fmt.Errorf("bus: open %q: %w", name, err)
+		return nil, &Error{Op: "open", Name: name, Err: err}
 	}
 	b := &Bus{
 		name:   name,
@@ -222,7 +221,7 @@ type BridgeCounters = shm.BridgeStats
 // applications do not need to.
 func (b *Bus) RecordBridgeCounters(c BridgeCounters) error {
 	if b.closed.Load() {
-		return ErrClosed
+		return &Error{Op: "record bridge counters", Name: b.name, Err: ErrClosed}
 	}
 	return b.p.RecordBridge(c)
 }
@@ -279,7 +278,7 @@ func (b *Bus) Close() (err error) {
 // what is queued (callbacks run for each), waits for that or for ctx, then closes the Bus.
 func (b *Bus) Drain(ctx context.Context) error {
 	if b.closed.Load() {
-		return ErrClosed
+		return &Error{Op: "drain", Name: b.name, Err: ErrClosed}
 	}
 	b.mu.Lock()
 	subs := make([]*Subscription, 0, len(b.subs))

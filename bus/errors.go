@@ -9,11 +9,11 @@ import (
 
 var (
 	// ErrClosed is returned by operations on a closed Bus, Publisher or Subscription.
-	ErrClosed = errors.New("bus: closed")
+	ErrClosed = errors.New("closed")
 
 	// ErrInvalidOption is wrapped by errors from Open, Subscribe and Publisher when an option's
 	// value is out of range or options contradict each other.
-	ErrInvalidOption = errors.New("bus: invalid option")
+	ErrInvalidOption = errors.New("invalid option")
 )
 
 // Errors from the shared-memory layer that callers of bus test for; bus returns them wrapped

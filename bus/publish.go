@@ -28,20 +28,20 @@ type Publisher struct {
 // Publisher returns a publisher for topic, a concrete topic name (no wildcards).
 func (b *Bus) Publisher(topic string, opts ...PublisherOption) (*Publisher, error) {
 	if b.closed.Load() {
-		return nil, ErrClosed
+		return nil, &Error{Op: "publisher", Name: topic, Err: ErrClosed}
 	}
 	o := defaultPubOptions()
 	for _, opt := range opts {
 		if err := opt.applyPub(&o); err != nil {
-			return nil, fmt.Errorf("bus: publisher %q: %w", topic, err)
+			return nil, &Error{Op: "publisher", Name: topic, Err: err}
 		}
 	}
 	if err := topics.ValidateName(topic); err != nil {
-		return nil, fmt.Errorf("bus: publisher: %w", err)
+		return nil, &Error{Op: "publisher", Name: "", Err: err}
 	}
 	t, err := b.topic(topic, o.history)
 	if err != nil {
-		return nil, fmt.Errorf("bus: publisher %q: %w", topic, err)
+		return nil, &Error{Op: "publisher", Name: topic, Err: err}
 	}
 	p := &Publisher{b: b, name: topic, topic: t, gen: ^uint64(0)}
 	p.gate.closed = &b.closed
@@ -94,11 +94,11 @@ type Loan struct {
 // ErrPoolExhausted (a *PoolError naming the size and classes).
 func (p *Publisher) Loan(n int) (Loan, error) {
 	if !p.gate.enter() {
-		return Loan{}, ErrClosed
+		return Loan{}, &Error{Op: "loan", Name: p.name, Err: ErrClosed}
 	}
 	defer p.gate.exit()
 	if p.closed.Load() {
-		return Loan{}, ErrClosed
+		return Loan{}, &Error{Op: "loan", Name: p.name, Err: ErrClosed}
 	}
 	l, err := p.b.p.Loan(n)
 	if err != nil {
@@ -153,15 +153,15 @@ func (p *Publisher) Send(ctx context.Context, l Loan) error {
 		if l.p == nil {
 			return ErrLoanEnded
 		}
-		return fmt.Errorf("bus: send on %q: loan belongs to another publisher", p.name)
+		return &Error{Op: "send", Name: p.name, Err: errors.New("loan belongs to another publisher")}
 	}
 	if !p.gate.enter() {
-		return ErrClosed
+		return &Error{Op: "send", Name: p.name, Err: ErrClosed}
 	}
 	defer p.gate.exit()
 	if p.closed.Load() {
 		l.l.Discard()
-		return ErrClosed
+		return &Error{Op: "send", Name: p.name, Err: ErrClosed}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

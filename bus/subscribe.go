@@ -3,7 +3,6 @@ package bus
 import (
 	"context"
 	"errors"
-	"fmt"
 	"iter"
 	"sync"
 	"sync/atomic"
@@ -49,25 +48,25 @@ type topicSeq struct {
 // topics that keep one (see WithHistory, WithoutHistory).
 func (b *Bus) Subscribe(pattern string, opts ...SubscribeOption) (*Subscription, error) {
 	if b.closed.Load() {
-		return nil, ErrClosed
+		return nil, &Error{Op: "subscribe", Name: pattern, Err: ErrClosed}
 	}
 	o := defaultSubOptions()
 	for _, opt := range opts {
 		if err := opt.applySub(&o); err != nil {
-			return nil, fmt.Errorf("bus: subscribe %q: %w", pattern, err)
+			return nil, &Error{Op: "subscribe", Name: pattern, Err: err}
 		}
 	}
 	if err := topics.ValidatePattern(pattern); err != nil {
-		return nil, fmt.Errorf("bus: subscribe: %w", err)
+		return nil, &Error{Op: "subscribe", Name: "", Err: err}
 	}
 	if err := o.validate(int(b.r.Config().InboxCapacity)); err != nil {
-		return nil, fmt.Errorf("bus: subscribe %q: %w", pattern, err)
+		return nil, &Error{Op: "subscribe", Name: pattern, Err: err}
 	}
 	in, err := b.p.OpenInbox(shm.InboxConfig{
 		Capacity: o.depth, Policy: o.overflow, BlockLimit: o.blockLimit, Pattern: pattern,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bus: subscribe %q: %w", pattern, err)
+		return nil, &Error{Op: "subscribe", Name: pattern, Err: err}
 	}
 	s := &Subscription{b: b, pattern: pattern, in: in, w: shm.Waiter{Strategy: o.wait, Spin: o.spin}}
 	s.gate.closed = &b.closed
@@ -130,11 +129,11 @@ func (s *Subscription) Pattern() string { return s.pattern }
 // makes no system call and allocates nothing.
 func (s *Subscription) Receive(ctx context.Context) (Message, error) {
 	if !s.gate.enter() {
-		return Message{}, ErrClosed
+		return Message{}, &Error{Op: "receive", Name: s.pattern, Err: ErrClosed}
 	}
 	defer s.gate.exit()
 	if s.closed.Load() {
-		return Message{}, ErrClosed
+		return Message{}, &Error{Op: "receive", Name: s.pattern, Err: ErrClosed}
 	}
 	if s.dedupOn.Load() {
 		if m, ok := s.nextPending(); ok {
@@ -146,7 +145,7 @@ func (s *Subscription) Receive(ctx context.Context) (Message, error) {
 		h, err := s.b.p.Take(ctx, &s.in, s.w)
 		if err != nil {
 			if errors.Is(err, shm.ErrClosed) {
-				return Message{}, ErrClosed
+				return Message{}, &Error{Op: "receive", Name: s.pattern, Err: ErrClosed}
 			}
 			if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrHeldFull) {
 				return Message{}, &Error{Op: "receive", Name: s.pattern, Err: err}
@@ -245,7 +244,7 @@ func (s *Subscription) Handle(fn func(Message)) error {
 // startHandler runs run on a goroutine of its own until the subscription closes.
 func (s *Subscription) startHandler(run func(ctx context.Context)) error {
 	if s.closed.Load() {
-		return ErrClosed
+		return &Error{Op: "handle", Name: s.pattern, Err: ErrClosed}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -313,7 +312,7 @@ func (s *Subscription) handler() chan struct{} {
 // closes once Receive has found the queue empty (Receive then returns ErrClosed).
 func (s *Subscription) Drain(ctx context.Context) error {
 	if s.closed.Load() {
-		return ErrClosed
+		return &Error{Op: "drain", Name: s.pattern, Err: ErrClosed}
 	}
 	s.draining.Store(true)
 	if s.handler() == nil {

@@ -18,9 +18,9 @@ import (
 // ErrTypeMismatch is wrapped by the error of NewPublisher, Subscribe and
 // TypedSubscription.Receive when a topic's recorded codec and type fingerprint are not the
 // caller's: another process (or this one) publishes or reads a different type on that topic.
-var ErrTypeMismatch = errors.New("bus: type mismatch")
+var ErrTypeMismatch = errors.New("type mismatch")
 
-var errNotInPlace = errors.New("bus: the codec does not write in place: use Publish (Loan is for codecs such as codec.Struct)")
+var errNotInPlace = errors.New("the codec does not write in place: use Publish (Loan is for codecs such as codec.Struct)")
 
 // TypedPublisher publishes values of type T to one topic, encoded by a codec. It is safe for
 // concurrent use by multiple goroutines.
@@ -42,11 +42,11 @@ type TypedPublisher[T any] struct {
 // larger than the region's largest size class with ErrTooLarge.
 func NewTypedPublisher[T any](b *Bus, topic string, c codec.Codec[T], opts ...PublisherOption) (*TypedPublisher[T], error) {
 	if err := checkCodecName(c); err != nil {
-		return nil, fmt.Errorf("bus: publisher %q: %w", topic, err)
+		return nil, &Error{Op: "publisher", Name: topic, Err: err}
 	}
 	fp, err := c.Fingerprint()
 	if err != nil {
-		return nil, fmt.Errorf("bus: publisher %q: %w", topic, err)
+		return nil, &Error{Op: "publisher", Name: topic, Err: err}
 	}
 	p, err := b.Publisher(topic, opts...)
 	if err != nil {
@@ -55,14 +55,14 @@ func NewTypedPublisher[T any](b *Bus, topic string, c codec.Codec[T], opts ...Pu
 	tp := &TypedPublisher[T]{p: p, c: c, largest: largestClass(b)}
 	if err := claimTopic(p.topic, fp, c.Name(), reflect.TypeFor[T]()); err != nil {
 		p.Close()
-		return nil, fmt.Errorf("bus: publisher %q: %w", topic, err)
+		return nil, &Error{Op: "publisher", Name: topic, Err: err}
 	}
 	if in, ok := c.(codec.InPlace[T]); ok {
 		tp.in, tp.size = in, int(reflect.TypeFor[T]().Size())
 		if tp.size > tp.largest {
 			p.Close()
-			return nil, fmt.Errorf("bus: publisher %q: %w: %s is %d bytes, the largest size class %s",
-				topic, ErrTooLarge, reflect.TypeFor[T](), tp.size, shm.Size(tp.largest))
+			return nil, &Error{Op: "publisher", Name: topic, Err: fmt.Errorf("%w: %s is %d bytes, the largest size class %s",
+				ErrTooLarge, reflect.TypeFor[T](), tp.size, shm.Size(tp.largest))}
 		}
 	}
 	return tp, nil
@@ -130,7 +130,7 @@ func (p *TypedPublisher[T]) Publish(ctx context.Context, v *T) error {
 			if errors.Is(err, ErrTooLarge) {
 				return p.tooLarge()
 			}
-			return fmt.Errorf("bus: publish on %q: %w", p.p.name, err)
+			return &Error{Op: "publish", Name: p.p.name, Err: err}
 		}
 		var m int
 		err = l.l.Fill(func(buf []byte) (err error) {
@@ -145,7 +145,7 @@ func (p *TypedPublisher[T]) Publish(ctx context.Context, v *T) error {
 		}
 		l.Discard()
 		if !errors.Is(err, codec.ErrShortBuffer) {
-			return fmt.Errorf("bus: publish on %q: %w", p.p.name, err)
+			return &Error{Op: "publish", Name: p.p.name, Err: err}
 		}
 		if l.Cap() >= p.largest {
 			return p.tooLarge()
@@ -155,8 +155,8 @@ func (p *TypedPublisher[T]) Publish(ctx context.Context, v *T) error {
 }
 
 func (p *TypedPublisher[T]) tooLarge() error {
-	return fmt.Errorf("bus: publish on %q: the %s encoding of a %s does not fit the largest size class, %s: %w",
-		p.p.name, p.c.Name(), reflect.TypeFor[T](), shm.Size(p.largest), ErrTooLarge)
+	return &Error{Op: "publish", Name: p.p.name, Err: fmt.Errorf("the %s encoding of a %s does not fit the largest size class, %s: %w",
+		p.c.Name(), reflect.TypeFor[T](), shm.Size(p.largest), ErrTooLarge)}
 }
 
 // TypedLoan is a T in a buffer in shared memory, lent to a publisher by TypedPublisher.Loan:
@@ -182,12 +182,12 @@ func (p *TypedPublisher[T]) Loan() (TypedLoan[T], error) {
 	}
 	l, err := p.p.Loan(p.size)
 	if err != nil {
-		return TypedLoan[T]{}, fmt.Errorf("bus: loan on %q: %w", p.p.name, err)
+		return TypedLoan[T]{}, &Error{Op: "loan", Name: p.p.name, Err: err}
 	}
 	v, err := p.in.View(l.Bytes())
 	if err != nil {
 		l.Discard()
-		return TypedLoan[T]{}, fmt.Errorf("bus: loan on %q: %w", p.p.name, err)
+		return TypedLoan[T]{}, &Error{Op: "loan", Name: p.p.name, Err: err}
 	}
 	var zero T
 	*v = zero
@@ -227,17 +227,17 @@ const (
 // the codec cannot carry fails with the codec's *codec.TypeError.
 func NewTypedSubscription[T any](b *Bus, pattern string, c codec.Codec[T], opts ...SubscribeOption) (*TypedSubscription[T], error) {
 	if err := checkCodecName(c); err != nil {
-		return nil, fmt.Errorf("bus: subscribe %q: %w", pattern, err)
+		return nil, &Error{Op: "subscribe", Name: pattern, Err: err}
 	}
 	fp, err := c.Fingerprint()
 	if err != nil {
-		return nil, fmt.Errorf("bus: subscribe %q: %w", pattern, err)
+		return nil, &Error{Op: "subscribe", Name: pattern, Err: err}
 	}
 	if b.closed.Load() {
-		return nil, ErrClosed
+		return nil, &Error{Op: "subscribe", Name: pattern, Err: ErrClosed}
 	}
 	if err := topics.ValidatePattern(pattern); err != nil {
-		return nil, fmt.Errorf("bus: subscribe: %w", err)
+		return nil, &Error{Op: "subscribe", Name: "", Err: err}
 	}
 	ts := &TypedSubscription[T]{c: c, fp: fp, typ: reflect.TypeFor[T](), seen: make([]atomic.Uint32, b.r.Config().Topics)}
 	ts.in, _ = c.(codec.InPlace[T])

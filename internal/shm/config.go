@@ -254,11 +254,11 @@ const MaxConfigFile = 1 << 20
 func LoadConfig(path string) (Config, error) {
 	data, err := readConfigFile(path)
 	if err != nil {
-		return Config{}, fmt.Errorf("offq: load config: %w", err)
+		return Config{}, fmt.Errorf("load config: %w", err)
 	}
 	c, err := ParseConfig(data)
 	if err != nil {
-		return Config{}, fmt.Errorf("offq: load config %s: %w", path, err)
+		return Config{}, fmt.Errorf("load config %s: %w", path, err)
 	}
 	return c, nil
 }

@@ -12,62 +12,62 @@ var (
 	// ErrCorrupt marks a region whose bytes are not a valid offq region: a foreign file, a
 	// truncated file, a header or table that fails validation, or a handle or cell that does not
 	// decode. It never means the caller did something wrong.
-	ErrCorrupt = errors.New("offq: region corrupt")
+	ErrCorrupt = errors.New("region corrupt")
 
 	// ErrVersion is returned when a region was written by an incompatible layout version.
-	ErrVersion = errors.New("offq: unsupported layout version")
+	ErrVersion = errors.New("unsupported layout version")
 
 	// ErrIncompatibleConfig is returned by Open when the region exists with a configuration other
 	// than the one the caller asked for.
-	ErrIncompatibleConfig = errors.New("offq: incompatible configuration")
+	ErrIncompatibleConfig = errors.New("incompatible configuration")
 
 	// ErrNotReady is returned when a region did not become ready within the attach timeout.
-	ErrNotReady = errors.New("offq: region not ready")
+	ErrNotReady = errors.New("region not ready")
 
 	// ErrExists is returned by Create when a region of that name already exists.
-	ErrExists = errors.New("offq: region exists")
+	ErrExists = errors.New("region exists")
 
 	// ErrNotFound is returned by Open when no region of that name exists.
-	ErrNotFound = errors.New("offq: region not found")
+	ErrNotFound = errors.New("region not found")
 
 	// ErrPermission is returned when a region file is a symbolic link, not a regular file, or
 	// owned by another user (unless allowed by Options.AllowForeignOwner).
-	ErrPermission = errors.New("offq: permission denied")
+	ErrPermission = errors.New("permission denied")
 
 	// ErrInvalidConfig is returned for a configuration that cannot describe a region.
-	ErrInvalidConfig = errors.New("offq: invalid configuration")
+	ErrInvalidConfig = errors.New("invalid configuration")
 
 	// ErrPoolExhausted is returned when no buffer of a large enough size class is free.
 	// The returned error is a *PoolError naming the size asked for and the classes tried.
-	ErrPoolExhausted = errors.New("offq: pool exhausted")
+	ErrPoolExhausted = errors.New("pool exhausted")
 
 	// ErrTooLarge is returned when a message is larger than the largest size class.
-	ErrTooLarge = errors.New("offq: message larger than the largest size class")
+	ErrTooLarge = errors.New("message larger than the largest size class")
 
 	// ErrBadHandle is returned for a handle that does not name a live buffer: out of bounds,
 	// misaligned, of a stale generation, or already released.
-	ErrBadHandle = errors.New("offq: bad handle")
+	ErrBadHandle = errors.New("bad handle")
 
 	// ErrFull is returned by Push on an inbox whose policy is DropNewest when it is full; the
 	// message was not delivered to that inbox and the drop was counted.
-	ErrFull = errors.New("offq: inbox full")
+	ErrFull = errors.New("inbox full")
 
 	// ErrTimeout is returned when a blocking push or a wait reached its deadline.
-	ErrTimeout = errors.New("offq: timeout")
+	ErrTimeout = errors.New("timeout")
 
 	// ErrClosed is returned when using a closed region, participant or inbox, or an inbox that
 	// was closed and reused by another subscriber.
-	ErrClosed = errors.New("offq: closed")
+	ErrClosed = errors.New("closed")
 
 	// ErrLoanEnded is returned by Send and Discard of a loan that was already sent or
 	// discarded: the caller's bug, never a sign of a corrupt region.
-	ErrLoanEnded = errors.New("offq: loan already sent or discarded")
+	ErrLoanEnded = errors.New("loan already sent or discarded")
 
 	// ErrReleased is returned by Release of a message that was already released.
-	ErrReleased = errors.New("offq: message already released")
+	ErrReleased = errors.New("message already released")
 
 	// ErrTableFull is returned when the participant or inbox table has no free slot.
-	ErrTableFull = errors.New("offq: table full")
+	ErrTableFull = errors.New("table full")
 )
 
 // PoolError reports an allocation that no size class could satisfy.
@@ -80,9 +80,9 @@ type PoolError struct {
 
 func (e *PoolError) Error() string {
 	if e.Err == ErrTooLarge {
-		return fmt.Sprintf("offq: %d-byte message exceeds the largest size class (%d bytes)", e.Size, e.Largest)
+		return fmt.Sprintf("%d-byte message exceeds the largest size class (%d bytes)", e.Size, e.Largest)
 	}
-	return fmt.Sprintf("offq: pool exhausted: no free buffer for %d bytes in classes %v", e.Size, e.Classes)
+	return fmt.Sprintf("pool exhausted: no free buffer for %d bytes in classes %v", e.Size, e.Classes)
 }
 
 // Unwrap returns ErrPoolExhausted or ErrTooLarge.
@@ -94,8 +94,9 @@ func corruptf(format string, args ...any) error {
 }
 
 // Error is the error of an operation of this package on a region: Op ("open", "create",
-// "attach", ...), the region's Name, and the cause. A caller one layer up that adds its own
-// operation and name unwraps it with Cause, so that the text says each thing once.
+// "attach", ...), the region's Name, and the cause, printed like an *os.PathError:
+// `open "plant": region not found`. A caller one layer up that adds its own operation and name
+// unwraps it with Cause, so that the text says each thing once.
 type Error struct {
 	Op   string
 	Name string
@@ -103,7 +104,7 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	return "offq: " + e.Op + " " + strconv.Quote(e.Name) + ": " + e.Err.Error()
+	return e.Op + " " + strconv.Quote(e.Name) + ": " + e.Err.Error()
 }
 
 // Unwrap returns the cause.

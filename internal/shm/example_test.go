@@ -117,5 +117,5 @@ count = 64
 	// 64 x 64KiB
 	// inboxes: 128 of 4096
 	// participants (default): 64
-	// offq: invalid configuration: inbox_capacity 1000; want a power of two from 2 to 1048576
+	// invalid configuration: inbox_capacity 1000; want a power of two from 2 to 1048576
 }

@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"unsafe"
@@ -27,7 +28,7 @@ const (
 
 func (p *Participant) heldWord(i int) (*atomic.Uint64, error) {
 	if i < 0 || uint32(i) >= p.held.n {
-		return nil, fmt.Errorf("offq: held entry %d out of range", i)
+		return nil, fmt.Errorf("held entry %d out of range", i)
 	}
 	return p.held.word(uint32(i)), nil
 }
@@ -47,7 +48,7 @@ func (l *heldList) word(i uint32) *atomic.Uint64 {
 
 // ErrHeldFull is returned by Participant.Reserve when the participant already holds
 // Config.Held messages: the consumer is not releasing what it receives.
-var ErrHeldFull = fmt.Errorf("offq: too many messages held unreleased")
+var ErrHeldFull = errors.New("too many messages held unreleased")
 
 // Reserve takes an empty entry of p's held list, so that a consumer knows it has room before it
 // takes a message out of an inbox. Fill the entry with Inbox.PopInto or TryPopInto, or give it

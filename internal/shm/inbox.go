@@ -110,13 +110,13 @@ func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
 		capacity = uint64(r.cfg.InboxCapacity)
 	}
 	if capacity < 2 || capacity > uint64(r.cfg.InboxCapacity) || bits.OnesCount64(capacity) != 1 {
-		return Inbox{}, fmt.Errorf("offq: inbox capacity %d: want a power of two from 2 to %d", c.Capacity, r.cfg.InboxCapacity)
+		return Inbox{}, fmt.Errorf("inbox capacity %d: want a power of two from 2 to %d", c.Capacity, r.cfg.InboxCapacity)
 	}
 	if len(c.Pattern) > patternSize {
-		return Inbox{}, fmt.Errorf("offq: inbox pattern of %d bytes: the limit is %d", len(c.Pattern), patternSize)
+		return Inbox{}, fmt.Errorf("inbox pattern of %d bytes: the limit is %d", len(c.Pattern), patternSize)
 	}
 	if c.Policy > Block {
-		return Inbox{}, fmt.Errorf("offq: inbox policy %v: unknown", c.Policy)
+		return Inbox{}, fmt.Errorf("inbox policy %v: unknown", c.Policy)
 	}
 	for i := range r.inboxes {
 		v := &r.inboxes[i]
@@ -163,7 +163,7 @@ func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
 		r.hdr.subGen.Add(1)
 		return in, nil
 	}
-	return Inbox{}, fmt.Errorf("offq: open inbox in %q: %w: all %d inboxes in use", r.name, ErrTableFull, len(r.inboxes))
+	return Inbox{}, &Error{Op: "open inbox", Name: r.name, Err: fmt.Errorf("%w: all %d inboxes in use", ErrTableFull, len(r.inboxes))}
 }
 
 func (v *inboxView) inbox(gen uint64, capacity uint32, policy Policy, block time.Duration) Inbox {

@@ -47,14 +47,14 @@ func (r *Region) Attach(name string) (*Participant, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed.Load() {
-		return nil, fmt.Errorf("offq: attach to %q: %w", r.name, ErrClosed)
+		return nil, &Error{Op: "attach", Name: r.name, Err: ErrClosed}
 	}
 	if r.readOnly {
-		return nil, fmt.Errorf("offq: attach to %q: %w: region opened read-only", r.name, ErrPermission)
+		return nil, &Error{Op: "attach", Name: r.name, Err: fmt.Errorf("%w: region opened read-only", ErrPermission)}
 	}
 	lf, err := reopenFD(r.f)
 	if err != nil {
-		return nil, fmt.Errorf("offq: attach to %q: %w", r.name, err)
+		return nil, &Error{Op: "attach", Name: r.name, Err: err}
 	}
 	// Every participant holds a shared lock on the presence byte for its life; an audit
 	// (see Reap) holds it exclusively for the few milliseconds it runs, only when nobody is
@@ -63,14 +63,14 @@ func (r *Region) Attach(name string) (*Participant, error) {
 		got, err := lockFDShared(lf, r.path, presenceByte)
 		if err != nil {
 			closeLockFD(lf)
-			return nil, fmt.Errorf("offq: attach to %q: %w", r.name, err)
+			return nil, &Error{Op: "attach", Name: r.name, Err: err}
 		}
 		if got {
 			break
 		}
 		if time.Now().After(deadline) {
 			closeLockFD(lf)
-			return nil, fmt.Errorf("offq: attach to %q: %w: an audit of the region did not finish", r.name, ErrNotReady)
+			return nil, &Error{Op: "attach", Name: r.name, Err: fmt.Errorf("%w: an audit of the region did not finish", ErrNotReady)}
 		}
 		time.Sleep(100 * time.Microsecond)
 	}
@@ -79,7 +79,7 @@ func (r *Region) Attach(name string) (*Participant, error) {
 		got, err := lockFD(lf, r.path, off)
 		if err != nil {
 			closeLockFD(lf)
-			return nil, fmt.Errorf("offq: attach to %q: %w", r.name, err)
+			return nil, &Error{Op: "attach", Name: r.name, Err: err}
 		}
 		if !got {
 			continue // a live participant holds it
@@ -108,7 +108,7 @@ func (r *Region) Attach(name string) (*Participant, error) {
 		return &Participant{r: r, idx: i, owner: i + 1, slot: s, lockfd: lf, lkoff: off, held: r.newHeldList(i)}, nil
 	}
 	closeLockFD(lf)
-	return nil, fmt.Errorf("offq: attach to %q: %w: all %d participant slots in use", r.name, ErrTableFull, r.cfg.Participants)
+	return nil, &Error{Op: "attach", Name: r.name, Err: fmt.Errorf("%w: all %d participant slots in use", ErrTableFull, r.cfg.Participants)}
 }
 
 // Index returns the participant's slot index.
@@ -188,7 +188,7 @@ func (p *Participant) Unloan(h Handle) error { return p.r.unloan(p.owner, h) }
 // lock table, not shared memory, and may be called without attaching.
 func (r *Region) Alive(i int) (bool, error) {
 	if i < 0 || i >= int(r.cfg.Participants) {
-		return false, fmt.Errorf("offq: participant %d out of range", i)
+		return false, fmt.Errorf("participant %d out of range", i)
 	}
 	return ofdLocked(r.f, int64(r.participantOffset(uint32(i))))
 }

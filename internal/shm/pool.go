@@ -109,7 +109,7 @@ func (p *pool) noteFree(idx uint32) {
 // bytes and has a free buffer, else the next larger one.
 func (r *Region) alloc(owner uint32, n int) (Buffer, error) {
 	if n < 0 {
-		return Buffer{}, fmt.Errorf("offq: alloc of %d bytes", n)
+		return Buffer{}, fmt.Errorf("alloc of %d bytes", n)
 	}
 	if n > int(r.maxSize) {
 		return Buffer{}, r.poolError(n, ErrTooLarge)

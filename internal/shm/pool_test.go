@@ -299,7 +299,7 @@ func TestPoolClassFallbackAndExhaustion(t *testing.T) {
 	if pe.Size != 10 || pe.Largest != 1024 || fmt.Sprint(pe.Classes) != "[64 256 1024]" || pe.Unwrap() != ErrPoolExhausted {
 		t.Fatalf("PoolError %+v", pe)
 	}
-	if msg := err.Error(); !strings.Contains(msg, "10 bytes") || !strings.Contains(msg, "[64 256 1024]") || !strings.HasPrefix(msg, "offq: pool exhausted") {
+	if msg := err.Error(); !strings.Contains(msg, "10 bytes") || !strings.Contains(msg, "[64 256 1024]") || !strings.HasPrefix(msg, "pool exhausted") {
 		t.Fatalf("message %q does not name the size and the classes tried", msg)
 	}
 	_, err = p.Alloc(300)

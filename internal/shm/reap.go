@@ -67,14 +67,14 @@ func (a *ReapReport) Add(b ReapReport) {
 func (r *Region) Reap() (ReapReport, error) {
 	var rep ReapReport
 	if r.readOnly {
-		return rep, fmt.Errorf("offq: reap %q: %w: region opened read-only", r.name, ErrPermission)
+		return rep, &Error{Op: "reap", Name: r.name, Err: fmt.Errorf("%w: region opened read-only", ErrPermission)}
 	}
 	if r.closed.Load() {
-		return rep, fmt.Errorf("offq: reap %q: %w", r.name, ErrClosed)
+		return rep, &Error{Op: "reap", Name: r.name, Err: ErrClosed}
 	}
 	lf, err := reopen(r.f)
 	if err != nil {
-		return rep, fmt.Errorf("offq: reap %q: %w", r.name, err)
+		return rep, &Error{Op: "reap", Name: r.name, Err: err}
 	}
 	defer lf.Close() // drops every lock taken through it
 	// A reaper is present like a participant (shared presence lock), so that an audit, which
@@ -82,13 +82,13 @@ func (r *Region) Reap() (ReapReport, error) {
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		got, err := ofdLockShared(lf, presenceByte)
 		if err != nil {
-			return rep, fmt.Errorf("offq: reap %q: %w", r.name, err)
+			return rep, &Error{Op: "reap", Name: r.name, Err: err}
 		}
 		if got {
 			break
 		}
 		if time.Now().After(deadline) {
-			return rep, fmt.Errorf("offq: reap %q: %w: an audit of the region did not finish", r.name, ErrNotReady)
+			return rep, &Error{Op: "reap", Name: r.name, Err: fmt.Errorf("%w: an audit of the region did not finish", ErrNotReady)}
 		}
 		time.Sleep(100 * time.Microsecond)
 	}
@@ -103,7 +103,7 @@ func (r *Region) Reap() (ReapReport, error) {
 		off := int64(r.participantOffset(i))
 		got, err := ofdLock(lf, off)
 		if err != nil {
-			return rep, fmt.Errorf("offq: reap %q: %w", r.name, err)
+			return rep, &Error{Op: "reap", Name: r.name, Err: err}
 		}
 		if !got {
 			continue // another reaper, or a new participant attaching

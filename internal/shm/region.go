@@ -70,7 +70,7 @@ func (o Options) config() Config {
 // starting with '.' (names starting with '.' are reserved for regions being created).
 func ValidateName(name string) error {
 	if name == "" || len(name) > 200 || name[0] == '.' {
-		return fmt.Errorf("offq: invalid region name %q: want 1 to 200 of [A-Za-z0-9._-], not starting with '.'", name)
+		return fmt.Errorf("invalid region name %q: want 1 to 200 of [A-Za-z0-9._-], not starting with '.'", name)
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
@@ -78,9 +78,9 @@ func ValidateName(name string) error {
 			// Say what is there as the user typed it: a character if it is one, a byte if
 			// it is not UTF-8.
 			if r, size := utf8.DecodeRuneInString(name[i:]); r != utf8.RuneError || size > 1 {
-				return fmt.Errorf("offq: invalid region name %q: %q at byte %d is not one of [A-Za-z0-9._-]", name, r, i)
+				return fmt.Errorf("invalid region name %q: %q at byte %d is not one of [A-Za-z0-9._-]", name, r, i)
 			}
-			return fmt.Errorf("offq: invalid region name %q: byte %d (%#02x, not UTF-8) is not one of [A-Za-z0-9._-]", name, i, c)
+			return fmt.Errorf("invalid region name %q: byte %d (%#02x, not UTF-8) is not one of [A-Za-z0-9._-]", name, i, c)
 		}
 	}
 	return nil
@@ -154,7 +154,7 @@ func Create(name string, opts Options) (*Region, error) {
 	}
 	cfg := opts.config()
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("offq: create %q: %w", name, err)
+		return nil, &Error{Op: "create", Name: name, Err: err}
 	}
 	dir := opts.dir()
 	removeStaleInits(dir, name)
@@ -166,7 +166,7 @@ func Create(name string, opts Options) (*Region, error) {
 		// A concurrent Create's cleanup took our temporary file for a dead creator's in the
 		// instant between its creation and its lock: start again.
 	}
-	return nil, fmt.Errorf("offq: create %q: temporary file keeps vanishing", name)
+	return nil, &Error{Op: "create", Name: name, Err: errors.New("temporary file keeps vanishing")}
 }
 
 // errTempVanished reports that a concurrent cleaner removed the temporary file.
@@ -178,7 +178,7 @@ func create(name, dir string, cfg Config, mode os.FileMode) (*Region, error) {
 	tmp := filepath.Join(dir, "."+name+".init-"+hex.EncodeToString(rnd[:]))
 	f, err := openFile(tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, mode)
 	if err != nil {
-		return nil, fmt.Errorf("offq: create %q: %w", name, err)
+		return nil, &Error{Op: "create", Name: name, Err: err}
 	}
 	ok := false
 	defer func() {
@@ -192,7 +192,7 @@ func create(name, dir string, cfg Config, mode os.FileMode) (*Region, error) {
 	// fails (the cleaner holds it) or the link below finds no file, and we start again.
 	got, err := ofdLock(f, 0)
 	if err != nil {
-		return nil, fmt.Errorf("offq: create %q: %w", name, err)
+		return nil, &Error{Op: "create", Name: name, Err: err}
 	}
 	if !got {
 		ok = true // not ours to remove
@@ -200,15 +200,15 @@ func create(name, dir string, cfg Config, mode os.FileMode) (*Region, error) {
 		return nil, errTempVanished
 	}
 	if err := fchmod(f, mode); err != nil {
-		return nil, fmt.Errorf("offq: create %q: %w", name, err)
+		return nil, &Error{Op: "create", Name: name, Err: err}
 	}
 	lay := computeLayout(cfg)
 	if err := reserve(f, int64(lay.total)); err != nil {
-		return nil, fmt.Errorf("offq: create %q: %w", name, err)
+		return nil, &Error{Op: "create", Name: name, Err: err}
 	}
 	mem, err := mapFile(f, int(lay.total), false)
 	if err != nil {
-		return nil, fmt.Errorf("offq: create %q: %w", name, err)
+		return nil, &Error{Op: "create", Name: name, Err: err}
 	}
 	r := newRegion(name, Path(dir, name), f, mem, cfg, lay)
 	r.initialise()
@@ -219,11 +219,11 @@ func create(name, dir string, cfg Config, mode os.FileMode) (*Region, error) {
 		unmap(mem)
 		switch {
 		case errors.Is(err, fs.ErrExist):
-			return nil, fmt.Errorf("offq: create %q: %w", name, ErrExists)
+			return nil, &Error{Op: "create", Name: name, Err: ErrExists}
 		case errors.Is(err, fs.ErrNotExist):
 			return nil, errTempVanished
 		}
-		return nil, fmt.Errorf("offq: create %q: %w", name, err)
+		return nil, &Error{Op: "create", Name: name, Err: err}
 	}
 	os.Remove(tmp)
 	ofdUnlock(f, 0)
@@ -264,7 +264,7 @@ func Open(name string, opts Options) (*Region, error) {
 	}
 	r, err := open(name, opts)
 	if err != nil {
-		return nil, fmt.Errorf("offq: open %q: %w", name, err)
+		return nil, &Error{Op: "open", Name: name, Err: err}
 	}
 	return r, nil
 }
@@ -402,7 +402,7 @@ func OpenOrCreate(name string, opts Options) (r *Region, created bool, err error
 		// Lost the race to another creator, or the region was removed between the two
 		// calls: try again.
 	}
-	return nil, false, fmt.Errorf("offq: open or create %q: region keeps appearing and vanishing", name)
+	return nil, false, &Error{Op: "open", Name: name, Err: errors.New("region keeps appearing and vanishing")}
 }
 
 // Unlink removes region name from dir. Processes that have it mapped keep using it until they
@@ -413,9 +413,9 @@ func Unlink(dir, name string) error {
 	}
 	if err := os.Remove(Path(dir, name)); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("offq: unlink %q: %w", name, ErrNotFound)
+			return &Error{Op: "unlink", Name: name, Err: ErrNotFound}
 		}
-		return fmt.Errorf("offq: unlink %q: %w", name, err)
+		return &Error{Op: "unlink", Name: name, Err: err}
 	}
 	return nil
 }
@@ -519,7 +519,7 @@ func (r *Region) Close() error {
 		return nil
 	}
 	if r.attached > 0 {
-		return fmt.Errorf("offq: close %q: %d participants still attached", r.name, r.attached)
+		return &Error{Op: "close", Name: r.name, Err: fmt.Errorf("%d participants still attached", r.attached)}
 	}
 	r.closed.Store(true)
 	for r.readers.Load() > 0 {

@@ -81,10 +81,10 @@ func topicHash(name string) uint64 {
 func (p *Participant) LookupTopic(name string, create bool, history int) (Topic, error) {
 	r := p.r
 	if len(name) == 0 || len(name) > maxTopicName {
-		return Topic{}, fmt.Errorf("offq: topic name of %d bytes: want 1 to %d", len(name), maxTopicName)
+		return Topic{}, fmt.Errorf("topic name of %d bytes: want 1 to %d", len(name), maxTopicName)
 	}
 	if history < 0 || history > int(r.cfg.HistoryDepth) {
-		return Topic{}, fmt.Errorf("offq: topic %q: history %d: the region allows 0 to %d", name, history, r.cfg.HistoryDepth)
+		return Topic{}, fmt.Errorf("topic %q: history %d: the region allows 0 to %d", name, history, r.cfg.HistoryDepth)
 	}
 	hash := topicHash(name)
 	n := r.cfg.Topics
@@ -100,7 +100,7 @@ func (p *Participant) LookupTopic(name string, create bool, history int) (Topic,
 			switch st & 0xff {
 			case topicFree:
 				if !create {
-					return Topic{}, fmt.Errorf("offq: topic %q: %w", name, ErrNotFound)
+					return Topic{}, fmt.Errorf("topic %q: %w", name, ErrNotFound)
 				}
 				if !e.state.CompareAndSwap(st, uint64(p.owner)<<16|topicClaiming) {
 					continue
@@ -116,7 +116,7 @@ func (p *Participant) LookupTopic(name string, create bool, history int) (Topic,
 				// Another participant is writing this entry; it takes a few stores. If it
 				// stays claiming, its claimer died mid-way (reaping frees it).
 				if err := waitTopicClaim(r, e, st); err != nil {
-					return Topic{}, fmt.Errorf("offq: topic %q: %w", name, err)
+					return Topic{}, fmt.Errorf("topic %q: %w", name, err)
 				}
 				continue
 			case topicReady:
@@ -134,7 +134,7 @@ func (p *Participant) LookupTopic(name string, create bool, history int) (Topic,
 			break
 		}
 	}
-	return Topic{}, fmt.Errorf("offq: topic %q: %w: all %d topics in use", name, ErrTableFull, n)
+	return Topic{}, fmt.Errorf("topic %q: %w: all %d topics in use", name, ErrTableFull, n)
 }
 
 func waitTopicClaim(r *Region, e *topicEntry, st uint64) error {

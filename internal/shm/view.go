@@ -8,7 +8,7 @@ import (
 
 // ErrBadView is returned by View when a byte slice cannot hold a value of the type asked
 // for: it is shorter than the type or not aligned for it.
-var ErrBadView = errors.New("offq: buffer cannot hold the type")
+var ErrBadView = errors.New("buffer cannot hold the type")
 
 // View returns a *T that aliases the first unsafe.Sizeof(T) bytes of b: writes through it are
 // writes to b, and reads see what b holds. It is how a fixed-size message is read and written
