@@ -1074,3 +1074,179 @@ func TestBlockWakeupsDoNotCountAsTurns(t *testing.T) {
 		t.Fatal("the blocked push did not finish")
 	}
 }
+
+// stallTake performs the first steps of a take of the head message into a new held entry of
+// q, as a consumer goroutine descheduled mid-take leaves it: the entry says "pending h" and
+// the head cell is claimed into it; with finishing set, also the third step (the entry holds
+// h). It returns the entry and what the rest of the take needs.
+func stallTake(t *testing.T, in *Inbox, q *Participant, finishing bool) (idx int, h Handle, h0 uint64) {
+	t.Helper()
+	idx, err := q.Reserve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := q.heldWord(idx)
+	h0 = in.v.hdr.head.Load()
+	v := in.cell(h0).Load()
+	if v&markBit != 0 {
+		t.Fatalf("head cell %#x holds no message", v)
+	}
+	h = Handle(v &^ parityBit)
+	w.Store(heldPending | uint64(h))
+	if !in.cell(h0).CompareAndSwap(v, in.claimed(uint64(idx), h0)) {
+		t.Fatal("claim failed")
+	}
+	if finishing {
+		w.Store(uint64(h))
+	}
+	return idx, h, h0
+}
+
+// resumeTake finishes a take begun by stallTake as the descheduled goroutine would: it
+// reports whether the message was its own (it always is).
+func resumeTake(in *Inbox, q *Participant, idx int, h Handle, h0 uint64) {
+	w, _ := q.heldWord(idx)
+	w.Store(uint64(h))
+	if in.cell(h0).CompareAndSwap(in.claimed(uint64(idx), h0), in.empty(h0+in.cap)) {
+		in.v.hdr.head.CompareAndSwap(h0, h0+1)
+	}
+}
+
+// TestConcurrentTakesAreNotCorruption: a consumer goroutine that finds the head claimed by
+// another goroutine of its own process, descheduled mid-take, must neither skip the claim as
+// corruption nor lose a message: it waits for it (nothing to take yet) or, once the other
+// goroutine holds the message, finishes that take for it and takes the next one (issue 14,
+// item 4).
+func TestConcurrentTakesAreNotCorruption(t *testing.T) {
+	for _, finishing := range []bool{false, true} {
+		t.Run(fmt.Sprintf("finishing=%v", finishing), func(t *testing.T) {
+			r := newUnitRegion(t, inboxConfig())
+			p := attachUnit(t, r, "p")
+			q := attachUnit(t, r, "q")
+			in, err := q.OpenInbox(InboxConfig{Capacity: 4, Policy: DropNewest})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer in.Close()
+			bg := context.Background()
+			var sent []Handle
+			for i := range 2 {
+				h, err := send(bg, r, p, &in, 0, uint64(i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				sent = append(sent, h)
+			}
+			idxA, hA, h0 := stallTake(t, &in, q, finishing)
+			if hA != sent[0] {
+				t.Fatalf("stalled take of %v, want %v", hA, sent[0])
+			}
+			idxB, err := q.Reserve()
+			if err != nil {
+				t.Fatal(err)
+			}
+			hB, ok, err := in.TryPopInto(q, idxB)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !finishing {
+				if ok {
+					t.Fatalf("took %v while the head is being taken by another goroutine", hB)
+				}
+				resumeTake(&in, q, idxA, hA, h0)
+				if hB, ok, err = in.TryPopInto(q, idxB); err != nil || !ok {
+					t.Fatalf("after the other take finished: %v %v", ok, err)
+				}
+			} else {
+				if !ok {
+					t.Fatal("nothing taken, though the other goroutine's take needed only its last steps")
+				}
+				resumeTake(&in, q, idxA, hA, h0)
+			}
+			if hB != sent[1] {
+				t.Errorf("took %v, want the second message %v", hB, sent[1])
+			}
+			s, _ := statsOf(r, in.ID())
+			if s.Corrupt != 0 || r.hdr.corrupt.Load() != 0 {
+				t.Errorf("a take in progress counted as corruption: inbox %d, region %d", s.Corrupt, r.hdr.corrupt.Load())
+			}
+			if s.Popped != 2 || s.Depth != 0 {
+				t.Errorf("stats %+v, want 2 popped", s)
+			}
+			for i, h := range []Handle{hA, hB} {
+				if err := q.Unhold([]int{idxA, idxB}[i], h); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := allocated(r); n != 0 {
+				t.Errorf("%d buffers allocated at the end", n)
+			}
+		})
+	}
+}
+
+// TestEvictionPastStalledTakeIsQuick: a DropOldest producer that finds the oldest message
+// claimed by a consumer that does not finish (descheduled mid-take) must not wait thousands of
+// yields on every Send: it finishes the take for the consumer if only the last steps are left,
+// and otherwise drops the new message after a short spin (issue 14, item 5).
+func TestEvictionPastStalledTakeIsQuick(t *testing.T) {
+	for _, finishing := range []bool{false, true} {
+		t.Run(fmt.Sprintf("finishing=%v", finishing), func(t *testing.T) {
+			r := newUnitRegion(t, inboxConfig())
+			p := attachUnit(t, r, "p")
+			q := attachUnit(t, r, "q")
+			in, err := q.OpenInbox(InboxConfig{Capacity: 2, Policy: DropOldest})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer in.Close()
+			bg := context.Background()
+			for i := range 2 {
+				if _, err := send(bg, r, p, &in, 0, uint64(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			idxA, hA, h0 := stallTake(t, &in, q, finishing)
+			yields := 0
+			testHookYield = func() { yields++ }
+			defer func() { testHookYield = nil }()
+			const sends = 20
+			for i := range sends {
+				_, err := send(bg, r, p, &in, 0, uint64(2+i))
+				if finishing && err != nil {
+					t.Fatalf("send %d: %v", i, err)
+				}
+				if !finishing && !errors.Is(err, ErrFull) {
+					t.Fatalf("send %d past a stalled take: %v, want ErrFull (the new message dropped)", i, err)
+				}
+			}
+			testHookYield = nil
+			if per := yields / sends; per > 64 {
+				t.Errorf("%d yields per send past a stalled take, want a short bounded spin", per)
+			}
+			resumeTake(&in, q, idxA, hA, h0)
+			if err := q.Unhold(idxA, hA); err != nil {
+				t.Fatal(err)
+			}
+			s, _ := statsOf(r, in.ID())
+			if s.Corrupt != 0 {
+				t.Errorf("corruption counted: %+v", s)
+			}
+			for {
+				h, ok, err := in.TryPop()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !ok {
+					break
+				}
+				if _, err := receive(r, h); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := allocated(r); n != 0 {
+				t.Errorf("%d buffers allocated at the end", n)
+			}
+		})
+	}
+}

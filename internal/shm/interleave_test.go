@@ -103,6 +103,9 @@ type ilScenario struct {
 	close     ilCloseMode
 	scribble  ilKind
 	sameLoan  bool // producer 0 delivers one loan again and again (a fan-out to one inbox)
+	// consumers2: a second goroutine of the owner takes from the inbox too (concurrent
+	// Receive on one subscription): neither may count the other's take as corruption.
+	consumers2 bool
 }
 
 func ilScenarios() []ilScenario {
@@ -128,6 +131,9 @@ func ilScenarios() []ilScenario {
 	out = append(out,
 		ilScenario{name: "same-tail/cap4-2x2", policy: DropNewest, capacity: 4, producers: 2, msgs: 2},
 		ilScenario{name: "oldest/same-loan", policy: DropOldest, capacity: 2, producers: 2, msgs: 3, consumer: true, hold: 1, sameLoan: true},
+		ilScenario{name: "oldest/two-consumers", policy: DropOldest, capacity: 2, producers: 2, msgs: 3, consumer: true, hold: 2, consumers2: true},
+		ilScenario{name: "newest/two-consumers", policy: DropNewest, capacity: 2, producers: 2, msgs: 3, consumer: true, hold: 2, consumers2: true},
+		ilScenario{name: "oldest/two-consumers-cap4", policy: DropOldest, capacity: 4, producers: 2, msgs: 4, consumer: true, hold: 3, consumers2: true},
 	)
 	return out
 }
@@ -159,6 +165,7 @@ func ilDFSScenarios() []ilScenario {
 		{name: "dfs/newest-2x2-cap2", policy: DropNewest, capacity: 2, producers: 2, msgs: 2, consumer: true, hold: 1},
 		{name: "dfs/oldest-evict-vs-take", policy: DropOldest, capacity: 2, producers: 1, msgs: 2, prefill: 2, consumer: true, hold: 1},
 		{name: "dfs/oldest-consumer-closes", policy: DropOldest, capacity: 2, producers: 2, msgs: 2, consumer: true, hold: 1, close: ilConsumerClose},
+		{name: "dfs/oldest-two-consumers", policy: DropOldest, capacity: 2, producers: 1, msgs: 3, consumer: true, hold: 2, consumers2: true},
 	}
 }
 
@@ -314,9 +321,11 @@ func (s *ilSched) choose() *ilActor {
 	}
 	s.steps++
 	s.trace = append(s.trace, int8(next.id))
-	for _, a := range s.actors {
-		if a != next {
-			a.parked = false // next takes a step: whoever waited for one may look again
+	if !s.run.sc.consumers2 {
+		for _, a := range s.actors {
+			if a != next {
+				a.parked = false // next takes a step: whoever waited for one may look again
+			}
 		}
 	}
 	return next
@@ -517,20 +526,21 @@ type ilHeld struct {
 }
 
 type ilRun struct {
-	sc       ilScenario
-	env      *ilEnv
-	seed     uint64
-	s        *ilSched
-	in, out  Inbox // the consumer's and the producers' handles on the inbox
-	newIn    Inbox // after a reopen
-	reopened bool
-	msgs     []*ilMsg
-	byKey    map[[2]int]*ilMsg
-	nrecv    int
-	garbage  int // handles received that name no buffer (scribbled)
-	sameRecv int // receipts of the same-loan producer's messages
-	held     []ilHeld
-	reserved int // the consumer's reserved held entry, or -1
+	sc        ilScenario
+	env       *ilEnv
+	seed      uint64
+	s         *ilSched
+	in, out   Inbox // the consumer's and the producers' handles on the inbox
+	newIn     Inbox // after a reopen
+	reopened  bool
+	msgs      []*ilMsg
+	byKey     map[[2]int]*ilMsg
+	nrecv     int
+	garbage   int // handles received that name no buffer (scribbled)
+	sameRecv  int // receipts of the same-loan producer's messages
+	held      []ilHeld
+	reserved  int // the consumer's reserved held entry, or -1
+	reserved2 int // the second consumer's (consumers2)
 	// the producers still pushing
 	producersLeft  int
 	closeStart     int // decision at which Close began (-1: not closed)
@@ -643,7 +653,7 @@ var testHookReleaseSweptCount int
 // run executes sc once under strat and checks the outcome.
 func (e *ilEnv) run(sc ilScenario, seed uint64, strat ilStrategy, fairSpin int) *ilResult {
 	e.runs++
-	r := &ilRun{sc: sc, env: e, seed: seed, byKey: map[[2]int]*ilMsg{}, reserved: -1, closeStart: -1, closeEnd: -1}
+	r := &ilRun{sc: sc, env: e, seed: seed, byKey: map[[2]int]*ilMsg{}, reserved: -1, reserved2: -1, closeStart: -1, closeEnd: -1}
 	res := &ilResult{sc: sc, seed: seed, fairSpin: fairSpin}
 	defer func() { res.hard, res.soft = r.hard, r.soft }()
 	reg := e.r
@@ -678,7 +688,10 @@ func (e *ilEnv) run(sc ilScenario, seed uint64, strat ilStrategy, fairSpin int) 
 		s.add(fmt.Sprint("producer", i), func(a *ilActor) { r.producer(a, i) })
 	}
 	if sc.consumer {
-		s.add("consumer", r.consumer)
+		s.add("consumer", func(a *ilActor) { r.consumer(a, &r.reserved) })
+	}
+	if sc.consumers2 {
+		s.add("consumer2", func(a *ilActor) { r.consumer(a, &r.reserved2) })
 	}
 	if sc.close == ilCloserActor || sc.close == ilReopen {
 		s.add("closer", r.closer)
@@ -780,10 +793,10 @@ func (r *ilRun) producer(a *ilActor, i int) {
 	}
 }
 
-func (r *ilRun) consumer(a *ilActor) {
+func (r *ilRun) consumer(a *ilActor, reserved *int) {
 	q := r.env.q
 	closeAt := -1
-	if r.sc.close == ilConsumerClose {
+	if r.sc.close == ilConsumerClose && reserved == &r.reserved {
 		closeAt = a.rng.IntN(r.sc.producers*r.sc.msgs + 3)
 	}
 	for polls := 0; ; polls++ {
@@ -794,23 +807,23 @@ func (r *ilRun) consumer(a *ilActor) {
 			}
 			r.closeEnd = r.s.steps
 		}
-		if r.reserved < 0 {
+		if *reserved < 0 {
 			idx, err := q.Reserve()
 			if err != nil {
 				r.errs = append(r.errs, fmt.Sprintf("Reserve: %v", err))
 				return
 			}
-			r.reserved = idx
+			*reserved = idx
 		}
 		done := r.producersLeft == 0
-		h, ok, err := r.in.TryPopInto(q, r.reserved)
+		h, ok, err := r.in.TryPopInto(q, *reserved)
 		if err != nil {
 			r.consumerErrs = append(r.consumerErrs, err)
 			return
 		}
 		if ok {
-			r.received(h, r.reserved)
-			r.reserved = -1
+			r.received(h, *reserved)
+			*reserved = -1
 			for len(r.held) > 0 && (len(r.held) >= r.sc.hold || a.rng.IntN(2) == 0) {
 				r.unhold(0)
 			}
@@ -943,7 +956,7 @@ func (r *ilRun) observe(a *ilActor) {
 	s := r.s
 	in := &r.in
 	hd := in.v.hdr
-	fp := hd.head.Load()*31 + hd.tail.Load()
+	fp := hd.head.Load()*31 + hd.tail.Load() + uint64(r.producersLeft)<<40
 	fp = fp*31 + hd.state.Load()
 	occ := 0
 	for i := range in.cap {
@@ -1007,6 +1020,16 @@ func (r *ilRun) observe(a *ilActor) {
 			r.hardf("%s evicted a message at decision %d, but the ring was never full during its push", a.name, s.steps)
 		}
 		r.lastDropOld = d
+	}
+	if r.sc.consumers2 && fp != s.lastFP {
+		// Two consumers that poll an empty ring would wake each other for ever while a
+		// producer of lower priority (PCT) never runs: with them, an actor that found nothing
+		// to do waits until something it watches changes (or until nobody else can run).
+		for _, b := range s.actors {
+			if b != a {
+				b.parked = false
+			}
+		}
 	}
 	if s.fairSpin > 0 && a != nil {
 		if fp == s.lastFP {
@@ -1194,6 +1217,10 @@ func (r *ilRun) finish() {
 		r.env.q.Unreserve(r.reserved)
 		r.reserved = -1
 	}
+	if r.reserved2 >= 0 {
+		r.env.q.Unreserve(r.reserved2)
+		r.reserved2 = -1
+	}
 	for len(r.held) > 0 {
 		r.unhold(0)
 	}
@@ -1251,6 +1278,9 @@ func (r *ilRun) finish() {
 	ordered := slices.Clone(r.msgs)
 	ordered = slices.DeleteFunc(ordered, func(m *ilMsg) bool { return len(m.recv) == 0 })
 	sort.Slice(ordered, func(i, j int) bool { return ordered[i].recv[0] < ordered[j].recv[0] })
+	if sc.consumers2 {
+		ordered = nil // two consumers receive in no particular order between them
+	}
 	for _, m := range ordered {
 		if l, ok := last[m.producer]; ok && m.seq <= l {
 			r.hardf("producer %d: message %d received after %d", m.producer, m.seq, l)
@@ -1303,7 +1333,10 @@ func (r *ilRun) finish() {
 		if notReceived != dropOld {
 			r.hardf("%d accepted messages not received, but %d evicted", notReceived, dropOld)
 		}
-		if corrupt != 0 {
+		if corrupt != 0 && sc.consumers2 {
+			r.hardf("no scribble, yet %d corruption counted (inbox %d, skipped %d): a take in progress was taken for damage",
+				corrupt, hd.corrupt.Load(), hd.skipped.Load())
+		} else if corrupt != 0 {
 			r.softf("no scribble, yet %d corruption counted (inbox %d, skipped %d)", corrupt, hd.corrupt.Load(), hd.skipped.Load())
 		}
 	}

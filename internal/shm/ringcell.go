@@ -2,6 +2,7 @@ package shm
 
 import (
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"unsafe"
 )
@@ -80,3 +81,14 @@ var errRingWrecked = fmt.Errorf("%w: inbox positions or cells damaged beyond rep
 // foreignSpins bounds the wait for a stale producer to put back a handle it claimed by mistake;
 // a foreign marker that stays longer is corruption.
 const foreignSpins = 1 << 10
+
+// yield lets another goroutine run while push or take waits for someone else's step.
+func yield() {
+	if testHookYield != nil {
+		testHookYield()
+	}
+	runtime.Gosched()
+}
+
+// testHookYield, if set, runs at every yield: tests count how long a push or take waits.
+var testHookYield func()

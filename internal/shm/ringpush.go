@@ -3,7 +3,6 @@ package shm
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"sync/atomic"
 	"time"
 )
@@ -162,7 +161,7 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 			// Our generation is open, yet the cell has another's marker: a stale producer is
 			// about to put back a handle it took by mistake (see take). Wait for it, briefly.
 			if foreign++; foreign < foreignSpins {
-				runtime.Gosched()
+				yield()
 				continue
 			}
 		case v&parityBit == 0 && v&posMask == (t+in.cap)&posMask && hn >= t:
@@ -186,11 +185,18 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 				continue
 			}
 			// The head had not passed t-capacity when the cell was read: the consumer is
-			// taking the message of t-capacity, and the ring is full for a moment more. Wait
-			// for it briefly, then apply the policy.
-			if foreign++; foreign < foreignSpins {
-				runtime.Gosched()
+			// taking the message of t-capacity, and the ring is full for a moment more. If
+			// the take has only its last steps left, do them for it; otherwise wait for it
+			// briefly (an evicting take waits in its turn), then apply the policy.
+			switch in.claimState(v, t-in.cap) {
+			case claimHeld:
+				in.finishClaim(c, v, t-in.cap)
 				continue
+			case claimPending:
+				if foreign++; foreign < claimSpins && in.policy != DropOldest {
+					yield()
+					continue
+				}
 			}
 			if err := in.full(ctx, &deadline, &turns, ref); err != nil {
 				return err

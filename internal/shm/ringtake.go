@@ -2,7 +2,6 @@ package shm
 
 import (
 	"fmt"
-	"runtime"
 	"sync/atomic"
 )
 
@@ -177,29 +176,36 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 			}
 			// A stale producer's marker, about to be put back (see above): wait briefly.
 			if foreign++; foreign < foreignSpins {
-				runtime.Gosched()
+				yield()
 				continue
 			}
 		case v&parityBit != 0 && v&cellGenBits == in.tag:
 			// Claimed: the consumer (another goroutine of it, if we are the consumer) is
 			// taking this message, if the held entry the marker names says so; if not, the
-			// marker is scribbled (skipped below).
-			if !in.takeInProgress(v) {
-				break
-			}
-			if foreign++; foreign < foreignSpins {
-				runtime.Gosched()
+			// marker is scribbled (skipped below). A take in progress is nobody's fault,
+			// however long its goroutine stays descheduled: it is never counted.
+			switch in.claimState(v, h0) {
+			case claimHeld:
+				// The entry holds the message already: the take has only to empty the cell
+				// and move the head. Do that for it (its own compare-and-swap then fails,
+				// and it returns the message it holds), and go on to the next message.
+				in.finishClaim(c, v, h0)
 				continue
+			case claimPending:
+				if foreign++; foreign < claimSpins {
+					yield()
+					continue
+				}
+				if w == nil {
+					// An evicting producer does not wait on: the consumer is slow
+					// (descheduled mid-take) or dead (then only the reaper finishes the
+					// take). The new message is dropped instead.
+					return 0, false, errClaimed
+				}
+				// The message is the other goroutine's, and nothing is ours to take until
+				// its take is done (it moves the head).
+				return 0, false, nil
 			}
-			if w == nil {
-				// An evicting producer does not wait on: the consumer is slow (descheduled
-				// mid-take) or dead (then only the reaper finishes the take). The new
-				// message is dropped instead.
-				return 0, false, errClaimed
-			}
-			// Another goroutine of our own process claimed it long ago, or the marker is a
-			// scribble naming an entry that holds a message: skip it (the other goroutine,
-			// if any, still gets its message; see the claim above).
 		}
 		// In a ring being closed, an evicting producer may have put back a handle behind the
 		// head (see the claim above): leave the cell to the closer, which drains it.
@@ -215,20 +221,61 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 // or dead), so a drop-oldest producer cannot evict it.
 var errClaimed = fmt.Errorf("%w: the oldest message is being taken by a consumer that does not finish", ErrFull)
 
-// takeInProgress reports whether a claimed marker v in one of this ring's cells belongs to a
-// take in progress: the held entry it names, in the inbox owner's held list, holds (or is
-// about to hold) a handle. Anything else is a scribble.
-func (in *Inbox) takeInProgress(v uint64) bool {
+// What a claimed marker in the head's cell stands for (see claimState).
+const (
+	claimScribbled = iota // no take: the marker is scribbled
+	claimPending          // a take between its first and third steps: the entry is "pending h"
+	claimHeld             // a take between its third and fourth steps: the entry holds h
+)
+
+// claimSpins bounds how long a producer or consumer waits for a take in progress that it
+// cannot finish for the taker (claimPending) before it does something else: a take that is
+// not descheduled finishes within a few instructions, and one that is may stay so for
+// milliseconds, which a publisher must not wait out on every Send.
+const claimSpins = 16
+
+// claimState says what a claimed marker v in the cell of position pos stands for, from the
+// held entry it names in the inbox owner's held list: a take in progress whose entry is
+// pending, one whose entry holds the handle already (then the marker must name pos), or a
+// scribble.
+func (in *Inbox) claimState(v, pos uint64) int {
 	step()
 	owner := wordOwner(in.v.hdr.state.Load())
 	idx := v & claimedIdxMask
 	r := in.v.r
 	if owner == 0 || owner > r.cfg.Participants || idx >= uint64(r.cfg.Held) {
-		return false
+		return claimScribbled
 	}
 	step()
 	hv := (*atomic.Uint64)(r.at(r.lay.sec.held.off + (uint64(owner-1)*uint64(r.cfg.Held)+idx)*8)).Load()
-	return hv&heldReserved == 0 && hv&handleMask != 0
+	switch {
+	case hv&heldReserved != 0 || hv&handleMask == 0:
+		return claimScribbled
+	case hv&heldPending != 0:
+		return claimPending
+	case (v>>16)&claimedPosMask == pos&claimedPosMask:
+		return claimHeld
+	}
+	return claimScribbled
+}
+
+// finishClaim does the last two steps of a take whose held entry already holds the handle
+// (claimHeld): the cell c of position pos becomes empty for the next lap and the head moves
+// past pos. The taker's own compare-and-swap on the cell then fails, which tells it that the
+// message it holds is its own all the same (see take). A reaper does the same for a taker
+// that died there.
+func (in *Inbox) finishClaim(c *atomic.Uint64, v, pos uint64) {
+	hd := in.v.hdr
+	step()
+	if !c.CompareAndSwap(v, in.empty(pos+in.cap)) {
+		return
+	}
+	step()
+	hd.head.CompareAndSwap(pos, pos+1)
+	if waiters(hd.spaceWaiters.Load()) != 0 {
+		hd.space.Add(1)
+		futexWakeAll(&hd.space)
+	}
 }
 
 // skip deals with a scribbled value v in the head's cell c: it is dropped and counted. If the
