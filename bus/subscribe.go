@@ -152,6 +152,9 @@ func (s *Subscription) Receive(ctx context.Context) (_ Message, err error) {
 		if err != nil {
 			s.b.p.Unreserve(idx)
 			if errors.Is(err, shm.ErrClosed) {
+				if derr := s.b.r.Check(); derr != nil { // a zeroed inbox looks closed
+					return Message{}, fmt.Errorf("bus: receive on %q: %w", s.pattern, derr)
+				}
 				return Message{}, ErrClosed
 			}
 			return Message{}, err

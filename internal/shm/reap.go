@@ -72,6 +72,9 @@ func (r *Region) Reap() (ReapReport, error) {
 	if r.closed.Load() {
 		return rep, fmt.Errorf("offq: reap %q: %w", r.name, ErrClosed)
 	}
+	if err := r.Check(); err != nil {
+		return rep, fmt.Errorf("offq: reap: %w", err)
+	}
 	lf, err := reopen(r.f)
 	if err != nil {
 		return rep, fmt.Errorf("offq: reap %q: %w", r.name, err)
