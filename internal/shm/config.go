@@ -13,8 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Limits on a configuration. They keep every offset below 2^40 (handles pack a 40-bit offset)
-// and every table index within its field.
+// Limits on a configuration. They keep every slot addressable by a handle (MaxClasses classes
+// of MaxClassCount slots), every participant within a slot state word's owner field, and every
+// table index within its field.
 const (
 	MaxClasses       = 8
 	MaxClassSize     = 1 << 30 // 1 GiB

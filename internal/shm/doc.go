@@ -1,7 +1,7 @@
 // Package transport is offq's shared-memory primitive: a named region holding pools of
 // message buffers in size classes, and inbox rings of 64-bit buffer handles. A publisher
-// writes a message in place in a pooled buffer and stores the buffer's handle (its offset and
-// generation, never a pointer) into a subscriber's inbox with one atomic compare-and-swap; the
+// writes a message in place in a pooled buffer and stores the buffer's handle (its size class, slot
+// index and generation, never a pointer) into a subscriber's inbox with one atomic compare-and-swap; the
 // subscriber reads the message in place and releases it. No system call and no copy is on
 // the data path.
 //
@@ -27,14 +27,13 @@
 // process dies, however it dies. Participant.Alloc loans a buffer: a single compare-and-swap
 // on the buffer's state word both claims it and records the participant as its owner, so no
 // buffer is ever taken without an owner a reaper can find. A buffer carries a reference count
-// and a generation; its Handle packs its offset and generation. Inbox.Deliver pushes a handle with
+// and a generation; its Handle packs its class, slot index and generation (39 bits). Inbox.Deliver pushes a handle with
 // a reference of the inbox's own, added just before the ring commits it (Push instead takes
 // over a reference the caller added with AddRefs); Release drops one, Unloan ends the loan, and
 // the last reference returns the buffer to its pool.
 //
 // Handles read from shared memory are untrusted: Region.Buffer, Release and AddRefs check a
-// handle's offset against the pools' bounds and slot alignment and its generation against the
-// slot's, and fail with ErrBadHandle (allocation-free) rather than touch a wrong address.
+// handle's class and slot index against the pools and its generation against the slot's, and fail with ErrBadHandle (allocation-free) rather than touch a wrong address.
 //
 // # Inboxes
 //

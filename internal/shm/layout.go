@@ -260,13 +260,15 @@ type poolShard struct {
 //	12   4     topic index
 //	16   8     sequence number
 //	24   8     publish time: CLOCK_MONOTONIC nanoseconds (see Now)
+//	32   8     history position + 1 at which Topic.Remember last stored the buffer (0: never)
 type slotHeader struct {
-	state  atomic.Uint64
-	length uint32
-	topic  uint32
-	seq    uint64
-	stamp  int64
-	_      [32]byte
+	state   atomic.Uint64
+	length  uint32
+	topic   uint32
+	seq     uint64
+	stamp   int64
+	histPos atomic.Uint64
+	_       [24]byte
 }
 
 const (

@@ -215,6 +215,7 @@ func TestLayoutSlotHeader(t *testing.T) {
 		layoutField("topic", unsafe.Offsetof(s.topic), unsafe.Sizeof(s.topic), 12, 4),
 		layoutField("seq", unsafe.Offsetof(s.seq), unsafe.Sizeof(s.seq), 16, 8),
 		layoutField("stamp", unsafe.Offsetof(s.stamp), unsafe.Sizeof(s.stamp), 24, 8),
+		layoutField("histPos", unsafe.Offsetof(s.histPos), unsafe.Sizeof(s.histPos), 32, 8),
 	})
 	if slotHeaderSize != 64 {
 		t.Errorf("slotHeaderSize = %d", slotHeaderSize)

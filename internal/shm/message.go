@@ -1,6 +1,9 @@
 package shm
 
-import "context"
+import (
+	"context"
+	"errors"
+)
 
 // The receiving half of the door: take the next message of an inbox into the participant's
 // held list, read it in place, release it. The held entry is reserved before the take and the
@@ -79,6 +82,11 @@ func (p *Participant) Take(ctx context.Context, in *Inbox, w Waiter) (_ Held, er
 		h, err := in.PopInto(ctx, w, p, idx)
 		if err != nil {
 			p.Unreserve(idx)
+			if errors.Is(err, ErrClosed) {
+				if derr := p.r.Check(); derr != nil { // a zeroed inbox looks closed
+					return Held{}, derr
+				}
+			}
 			return Held{}, err
 		}
 		buf, err := p.r.Buffer(h)

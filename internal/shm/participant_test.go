@@ -3,7 +3,9 @@ package shm
 import (
 	"context"
 	"errors"
+	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -93,5 +95,39 @@ func TestDetachClosesInboxes(t *testing.T) {
 	}
 	if s := r.InboxStats(); len(s) != 0 {
 		t.Fatalf("inboxes open after Detach: %+v", s)
+	}
+}
+
+// TestZeroFilledRegionIsCorrupt: a region overwritten with zeros while attached is reported
+// as damaged (ErrCorrupt, saying so) by Check, Alloc and Reap, instead of looking like an
+// empty region whose pools are free.
+func TestZeroFilledRegionIsCorrupt(t *testing.T) {
+	r, err := Create("zeroed", Options{Dir: t.TempDir(), Config: inboxConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p := attachUnit(t, r, "p")
+	if err := r.Check(); err != nil {
+		t.Fatalf("Check of an intact region: %v", err)
+	}
+	f, err := os.OpenFile(r.Path(), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, r.Size()), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	err = r.Check()
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("Check of a zero-filled region: %v", err)
+	}
+	t.Log(err)
+	if _, err := p.Alloc(8); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Alloc in a zero-filled region: %v, want ErrCorrupt", err)
+	}
+	if _, err := r.Reap(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Reap of a zero-filled region: %v, want ErrCorrupt", err)
 	}
 }

@@ -114,6 +114,9 @@ func (r *Region) alloc(owner uint32, n int) (Buffer, error) {
 	if n > int(r.maxSize) {
 		return Buffer{}, r.poolError(n, ErrTooLarge)
 	}
+	if err := r.Check(); err != nil {
+		return Buffer{}, err // a zeroed region's pools look free: allocating from them helps nobody
+	}
 	for i := range r.pools {
 		p := &r.pools[i]
 		if n > int(p.size) {

@@ -72,6 +72,9 @@ func (r *Region) Reap() (ReapReport, error) {
 	if r.closed.Load() {
 		return rep, &Error{Op: "reap", Name: r.name, Err: ErrClosed}
 	}
+	if err := r.Check(); err != nil {
+		return rep, fmt.Errorf("offq: reap: %w", err)
+	}
 	lf, err := reopen(r.f)
 	if err != nil {
 		return rep, &Error{Op: "reap", Name: r.name, Err: err}

@@ -282,18 +282,30 @@ func (t Topic) settledFingerprint() uint64 {
 	}
 }
 
+// testHookRememberReserved, if set, runs in Remember between taking a history position and
+// writing its cell.
+var testHookRememberReserved func()
+
 func (t Topic) histCell(pos uint64) *atomic.Uint64 {
 	return (*atomic.Uint64)(unsafe.Add(t.hist, (pos%t.depth)*8))
 }
 
 // Remember stores h, to which the caller gives one reference, as the topic's newest history
-// entry, releasing the entry it displaces. A topic without history releases h at once.
+// entry, releasing the entry it displaces. A topic without history releases h at once. The
+// buffer's header records the position it is stored at, so that HoldHistory can tell it from
+// the message a full ring earlier that the cell holds until the store.
 func (t Topic) Remember(h Handle) {
 	if t.depth == 0 {
 		t.r.releaseDropped(h)
 		return
 	}
 	pos := t.e.histPos.Add(1) - 1
+	if _, s, _, err := t.r.decode(h); err == nil {
+		s.histPos.Store(pos + 1) // the caller's reference keeps the slot h's
+	}
+	if testHookRememberReserved != nil {
+		testHookRememberReserved()
+	}
 	if old := Handle(t.histCell(pos).Swap(uint64(h))); old != 0 {
 		t.r.releaseDropped(old)
 	}
@@ -303,7 +315,9 @@ func (t Topic) Remember(h Handle) {
 // participant p, and calls fn with the held entry that records it (release it with
 // p.Unhold(idx, h)). The entry is reserved and marked before the reference is taken, so there
 // is no instant at which p holds a reference that no record names (see Region.Reap). Handles
-// released while being read are skipped. It stops with ErrHeldFull when p's held list is full.
+// released while being read are skipped, and so is a cell whose Remember is under way (its
+// position taken, its cell not yet written): it still holds the message from a full ring
+// earlier, outside the window. It stops with ErrHeldFull when p's held list is full.
 func (t Topic) HoldHistory(p *Participant, fn func(idx int, h Handle)) error {
 	if t.depth == 0 {
 		return nil
@@ -327,6 +341,10 @@ func (t Topic) HoldHistory(p *Participant, fn func(idx int, h Handle)) error {
 			continue
 		}
 		w.Store(uint64(h))
+		if b, err := t.r.Buffer(h); err != nil || b.s.histPos.Load() != pos+1 {
+			p.Unhold(idx, h) // not the message of this position: gives our reference back
+			continue
+		}
 		fn(idx, h)
 	}
 	return nil

@@ -215,3 +215,62 @@ func TestFingerprintClaimerKilled(t *testing.T) {
 		})
 	}
 }
+
+// TestHoldHistoryDuringRemember: a late joiner takes the history while a publisher's Remember
+// is half done (its position taken, its cell not yet written, so the cell still holds the
+// message from a full ring earlier). The joiner gets the messages of the window, in order,
+// and not that older one.
+func TestHoldHistoryDuringRemember(t *testing.T) {
+	r, p := newTopicRegion(t, DefaultConfig())
+	tp, err := p.LookupTopic("hist", true, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.ClearHistory()
+	remember := func(seq uint64) {
+		b, err := p.Alloc(8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.SetMeta(Meta{Len: 8, Seq: seq})
+		if err := r.AddRefs(b.Handle(), 1); err != nil {
+			t.Fatal(err)
+		}
+		tp.Remember(b.Handle())
+		if err := p.Unloan(b.Handle()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	remember(1)
+	remember(2)
+	var seqs []uint64
+	ran := false
+	testHookRememberReserved = func() {
+		testHookRememberReserved = nil
+		ran = true
+		err := tp.HoldHistory(p, func(idx int, h Handle) {
+			b, err := r.Buffer(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seqs = append(seqs, b.Meta().Seq)
+			if err := p.Unhold(idx, h); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() { testHookRememberReserved = nil }()
+	remember(3)
+	if !ran {
+		t.Fatal("the hook did not run")
+	}
+	if fmt.Sprint(seqs) != "[2]" {
+		t.Fatalf("history handed over during a Remember: %v, want [2] (3 is not there yet; 1 left the window)", seqs)
+	}
+	if p.Held() != 0 {
+		t.Fatalf("%d held entries left", p.Held())
+	}
+}
