@@ -257,12 +257,20 @@ func (br *Bridge) export(s *bus.Subscription) {
 		if err != nil {
 			return
 		}
-		topic, seq, data := m.Topic(), m.Seq(), m.Data()
+		// Copy the payload out under the fault guard: a region cut under it is an error here,
+		// not a SIGBUS in the hash or in the NATS client.
+		var data []byte
+		if err := m.Read(func(d []byte) error { data = append([]byte(nil), d...); return nil }); err != nil {
+			br.dropped.Add(1)
+			br.log.Warn("not forwarded", zap.String("pattern", s.Pattern()), zap.Error(err))
+			continue
+		}
+		topic, seq := m.Topic(), m.Seq()
 		if br.wasImported(topic, seq, data) {
 			br.looped.Add(1)
 			continue
 		}
-		msg := &nats.Msg{Subject: topic, Data: m.Clone(), Header: make(nats.Header, 4)}
+		msg := &nats.Msg{Subject: topic, Data: data, Header: make(nats.Header, 4)}
 		msg.Header.Set(HeaderOrigin, br.id)
 		msg.Header.Set(HeaderSeq, strconv.FormatUint(seq, 10))
 		if c, fp := m.Codec(); fp != 0 {

@@ -86,6 +86,11 @@ func Open(name string, opts ...Option) (*Bus, error) {
 	// Reap before attaching: if nobody is attached, the reap is also an audit that repairs
 	// whatever a crash left behind (see shm.Region.Reap).
 	rep, reapErr := r.Reap()
+	if errors.Is(reapErr, ErrCorrupt) {
+		// The region faulted or is damaged: attaching would only meet it again.
+		r.Close()
+		return nil, &Error{Op: "open", Name: name, Err: reapErr}
+	}
 	p, err := r.Attach(o.name)
 	if err != nil {
 		r.Close()

@@ -70,8 +70,16 @@ func (m Message) Codec() (name string, fingerprint uint64) {
 	return m.s.b.topicCodec(m.h.Meta().Topic)
 }
 
-// Clone returns a copy of the payload in the process's own memory.
-func (m Message) Clone() []byte { return append([]byte(nil), m.Data()...) }
+// Clone returns a copy of the payload in the process's own memory (nil if the region's file
+// was truncated under it: see Read).
+func (m Message) Clone() []byte {
+	var out []byte
+	m.Read(func(data []byte) error {
+		out = append([]byte(nil), data...)
+		return nil
+	})
+	return out
+}
 
 // Read calls fn with the payload, like Data, but under a fault guard: if the region's file
 // was truncated under the message (by a faulty or hostile process), Read returns an error

@@ -72,7 +72,11 @@ func (p *Publisher) ClaimCodec(name string, fingerprint uint64) error {
 	if fingerprint == 0 {
 		return nil
 	}
-	if p.topic.SetFingerprint(fingerprint, name) {
+	ok, err := p.topic.SetFingerprint(fingerprint, name)
+	if err != nil {
+		return &Error{Op: "claim codec", Name: p.name, Err: err}
+	}
+	if ok {
 		return nil
 	}
 	have, haveCodec := p.topic.Fingerprint()

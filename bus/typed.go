@@ -90,7 +90,11 @@ func largestClass(b *Bus) int {
 // claimTopic records fp and codec on t if nothing is recorded yet, and fails with
 // ErrTypeMismatch if something else is.
 func claimTopic(t shm.Topic, fp uint64, codecName string, typ reflect.Type) error {
-	if t.SetFingerprint(fp, codecName) {
+	ok, err := t.SetFingerprint(fp, codecName)
+	if err != nil {
+		return err
+	}
+	if ok {
 		return nil
 	}
 	have, haveCodec := t.Fingerprint()

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -43,9 +44,16 @@ type regionSource struct{ r *transport.Region }
 func (s regionSource) snapshots() ([]transport.Stats, []prometheus.Metric) {
 	st, err := s.r.Stats()
 	if err != nil {
-		return nil, nil
+		return nil, []prometheus.Metric{failed(s.r.Name(), err)}
 	}
 	return []transport.Stats{st}, nil
+}
+
+// failed is what a scrape exports for a region it could not read (its file truncated: the
+// read faulted): an invalid metric, which makes Gather report err beside the other regions'
+// metrics (an HTTP handler with promhttp.ContinueOnError serves those and logs err).
+func failed(bus string, err error) prometheus.Metric {
+	return prometheus.NewInvalidMetric(mRegionSize.desc, fmt.Errorf("metrics: read region %q: %w", bus, err))
 }
 
 func (regionSource) describesCollector() bool { return false }

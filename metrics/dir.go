@@ -73,6 +73,7 @@ func (d *dirSource) snapshots() ([]transport.Stats, []prometheus.Metric) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []transport.Stats
+	var failures []prometheus.Metric
 	if !d.closed {
 		names := d.names()
 		present := make(map[string]bool, len(names))
@@ -81,10 +82,10 @@ func (d *dirSource) snapshots() ([]transport.Stats, []prometheus.Metric) {
 			if o := d.region(name); o != nil {
 				st, err := o.r.Stats()
 				if err != nil {
-					// The file changed under the mapping (truncated, say): drop it, and map it
-					// again at the next scrape if it is a region then.
-					d.warn(name, err)
+					// Its file was truncated under the mapping: drop the mapping, and open
+					// the file again (and validate it) at the next scrape.
 					d.drop(name, o)
+					failures = append(failures, failed(name, err))
 					continue
 				}
 				out = append(out, st)
@@ -101,10 +102,10 @@ func (d *dirSource) snapshots() ([]transport.Stats, []prometheus.Metric) {
 			}
 		}
 	}
-	own := []prometheus.Metric{
+	own := append(failures,
 		prometheus.MustNewConstMetric(mCollectorRegions.desc, mCollectorRegions.typ, float64(len(out))),
 		prometheus.MustNewConstMetric(mCollectorOpenFails.desc, mCollectorOpenFails.typ, float64(d.openFails)),
-	}
+	)
 	return out, own
 }
 

@@ -23,7 +23,7 @@ const envDemoPeer = "OFFQ_DEMO_PEER"
 func TestMain(m *testing.M) {
 	peer.Dispatch(roles(map[string]peer.Role{"offq-cli": roleCLI}))
 	if os.Getenv(envDemoPeer) == "1" {
-		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+		os.Exit(run(context.Background(), os.Args[1:], faultStdout(), os.Stderr))
 	}
 	goleak.VerifyTestMain(m)
 }

@@ -167,8 +167,13 @@ func (a *app) runSub(cmd *cobra.Command, pattern string, o subOptions, opts []bu
 			}
 			break
 		}
-		perr := pr.print(m)
+		// The payload is read under the fault guard: a region cut under the message is an
+		// error here, not a SIGBUS in the printer.
+		perr := m.Read(func(data []byte) error { return pr.print(m, data) })
 		m.Release()
+		if errors.Is(perr, bus.ErrCorrupt) {
+			return fmt.Errorf("sub: %w", perr)
+		}
 		n++
 		if perr == nil && (s.Len() == 0 || out.Buffered() > 32<<10) {
 			perr = out.Flush()
@@ -198,8 +203,7 @@ type printer struct {
 	line []byte
 }
 
-func (p *printer) print(m bus.Message) error {
-	data := m.Data()
+func (p *printer) print(m bus.Message, data []byte) error {
 	switch {
 	case p.json:
 		return p.printJSON(m, data)

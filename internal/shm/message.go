@@ -14,9 +14,15 @@ import (
 // entry that records it and the buffer. Copies name the same message; release it once (the
 // second Release gets ErrReleased).
 type Held struct {
-	p   *Participant
-	idx int32
-	buf Buffer
+	p    *Participant
+	idx  int32
+	buf  Buffer
+	meta Meta // the header as it was taken (under the guard): reading it needs no guard
+}
+
+// newHeld builds the Held for the message in entry idx, reading its header once.
+func (p *Participant) newHeld(idx int, buf Buffer) Held {
+	return Held{p: p, idx: int32(idx), buf: buf, meta: buf.Meta()}
 }
 
 // Valid reports whether h names a message (the zero Held does not).
@@ -28,16 +34,12 @@ func (h Held) Data() []byte {
 	if h.p == nil {
 		return nil
 	}
-	return h.buf.Data()
+	return h.buf.Bytes()[:h.meta.Len]
 }
 
-// Meta returns the message's header (length clamped to the buffer).
-func (h Held) Meta() Meta {
-	if h.p == nil {
-		return Meta{}
-	}
-	return h.buf.Meta()
-}
+// Meta returns the message's header (length clamped to the buffer), as read when the message
+// was taken.
+func (h Held) Meta() Meta { return h.meta }
 
 // Class returns the index of the buffer's size class.
 func (h Held) Class() int { return h.buf.Class() }
@@ -50,7 +52,7 @@ func (h Held) Read(fn func(data []byte) error) (err error) {
 		return ErrReleased
 	}
 	defer unguard(guard(), &err)
-	return fn(h.buf.Data())
+	return fn(h.Data())
 }
 
 // Release gives the message back: the held entry is cleared and the reference dropped; the
@@ -97,7 +99,7 @@ func (p *Participant) Take(ctx context.Context, in *Inbox, w Waiter) (_ Held, er
 			p.Forget(idx)
 			continue
 		}
-		return Held{p: p, idx: int32(idx), buf: buf}, nil
+		return p.newHeld(idx, buf), nil
 	}
 }
 
@@ -121,7 +123,7 @@ func (p *Participant) TryTake(in *Inbox) (_ Held, ok bool, err error) {
 			p.Forget(idx)
 			continue
 		}
-		return Held{p: p, idx: int32(idx), buf: buf}, true, nil
+		return p.newHeld(idx, buf), true, nil
 	}
 }
 
@@ -137,7 +139,7 @@ func (p *Participant) TakeHistory(t Topic, fn func(Held)) (err error) {
 			p.Unhold(idx, h)
 			return
 		}
-		fn(Held{p: p, idx: int32(idx), buf: buf})
+		fn(p.newHeld(idx, buf))
 	})
 }
 

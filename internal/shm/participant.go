@@ -127,8 +127,14 @@ func (p *Participant) Detach() (err error) {
 		return nil
 	}
 	defer func() {
-		// Drop the lock even if the region faulted under us: the slot is ours no more.
+		// Even if the region faulted under us, the participant is gone from this process: drop
+		// the lock (a reaper then finds the slot, if the region is still readable) and let the
+		// region close.
 		err = errors.Join(err, closeLockFD(p.lockfd))
+		p.r.mu.Lock()
+		p.r.attached--
+		p.r.owners = slices.DeleteFunc(p.r.owners, func(o uint32) bool { return o == p.owner })
+		p.r.mu.Unlock()
 	}()
 	defer unguard(guard(), &err)
 	p.closeInboxes()
@@ -136,11 +142,7 @@ func (p *Participant) Detach() (err error) {
 	p.r.endLoans(p.owner)
 	v := p.slot.state.Load()
 	p.slot.state.Store(v &^ 0xff)
-	p.r.mu.Lock()
-	p.r.attached--
-	p.r.owners = slices.DeleteFunc(p.r.owners, func(o uint32) bool { return o == p.owner })
-	p.r.mu.Unlock()
-	return nil // the deferred close drops the lock
+	return nil
 }
 
 // anyOwner returns the index + 1 of a participant of this process attached to r, or 0.

@@ -64,7 +64,7 @@ func (a *ReapReport) Add(b ReapReport) {
 // those about to be released, and a release that finds its buffer already freed is a no-op.
 // A region in which a process used Inbox.TryPop or Pop, whose references are in no record,
 // is not swept until its next audit.
-func (r *Region) Reap() (ReapReport, error) {
+func (r *Region) Reap() (_ ReapReport, err error) {
 	var rep ReapReport
 	if r.readOnly {
 		return rep, &Error{Op: "reap", Name: r.name, Err: fmt.Errorf("%w: region opened read-only", ErrPermission)}
@@ -72,8 +72,9 @@ func (r *Region) Reap() (ReapReport, error) {
 	if r.closed.Load() {
 		return rep, &Error{Op: "reap", Name: r.name, Err: ErrClosed}
 	}
+	defer unguard(guard(), &err)
 	if err := r.Check(); err != nil {
-		return rep, fmt.Errorf("offq: reap: %w", err)
+		return rep, &Error{Op: "reap", Name: r.name, Err: err}
 	}
 	lf, err := reopen(r.f)
 	if err != nil {

@@ -211,9 +211,10 @@ func create(name, dir string, cfg Config, mode os.FileMode) (*Region, error) {
 		return nil, &Error{Op: "create", Name: name, Err: err}
 	}
 	r := newRegion(name, Path(dir, name), f, mem, cfg, lay)
-	r.initialise()
-	testHookInit(tmp)
-	r.hdr.state.Store(stateReady)
+	if err := r.prepare(tmp); err != nil {
+		unmap(mem)
+		return nil, &Error{Op: "create", Name: name, Err: err}
+	}
 
 	if err := linkNoReplace(tmp, r.path); err != nil {
 		unmap(mem)
@@ -311,7 +312,7 @@ func attach(name, path string, f *os.File, opts Options) (*Region, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, lay, err := validateHeader(mem, opts.ReadyTimeout)
+	cfg, lay, err := validateMapped(mem, opts.ReadyTimeout)
 	if err != nil {
 		unmap(mem)
 		return nil, err
@@ -325,6 +326,24 @@ func attach(name, path string, f *os.File, opts Options) (*Region, error) {
 	r := newRegion(name, path, f, mem, cfg, lay)
 	r.readOnly = opts.ReadOnly
 	return r, nil
+}
+
+// prepare initialises a new region and marks it ready, under the fault guard: on a file
+// system without fallocate the pages are allocated as they are first written, and a full
+// tmpfs then faults.
+func (r *Region) prepare(tmp string) (err error) {
+	defer unguard(guard(), &err)
+	r.initialise()
+	testHookInit(tmp)
+	r.hdr.state.Store(stateReady)
+	return nil
+}
+
+// validateMapped is validateHeader under the fault guard: the file may have been cut between
+// the reading of its size and of its header.
+func validateMapped(mem []byte, readyTimeout time.Duration) (_ Config, _ layout, err error) {
+	defer unguard(guard(), &err)
+	return validateHeader(mem, readyTimeout)
 }
 
 // validateHeader checks a mapped region and returns its configuration and layout. It reads

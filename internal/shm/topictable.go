@@ -78,7 +78,8 @@ func topicHash(name string) uint64 {
 // ErrNotFound when create is false and the topic does not exist. Lookups of an existing
 // topic allocate nothing except the first time a name is seen by the caller's cache (bus
 // keeps one).
-func (p *Participant) LookupTopic(name string, create bool, history int) (Topic, error) {
+func (p *Participant) LookupTopic(name string, create bool, history int) (_ Topic, err error) {
+	defer unguard(guard(), &err)
 	r := p.r
 	if len(name) == 0 || len(name) > maxTopicName {
 		return Topic{}, fmt.Errorf("topic name of %d bytes: want 1 to %d", len(name), maxTopicName)
@@ -170,7 +171,10 @@ func (r *Region) Topic(i int) (Topic, error) {
 func (t Topic) Index() int { return int(t.index) }
 
 // Name returns the topic's name (allocates).
-func (t Topic) Name() string { return string(t.e.name[:min(t.e.nameLen, maxTopicName)]) }
+func (t Topic) Name() string {
+	defer unguard(guard(), nil)
+	return string(t.e.name[:min(t.e.nameLen, maxTopicName)])
+}
 
 // NextSeq takes the topic's next sequence number (starting at 1) and adds n bytes to its
 // published-bytes counter.
@@ -180,14 +184,18 @@ func (t Topic) NextSeq(n int) uint64 {
 }
 
 // Published returns how many sequence numbers were taken: messages published on the topic.
-func (t Topic) Published() uint64 { return t.e.seq.Load() }
+func (t Topic) Published() uint64 {
+	defer unguard(guard(), nil)
+	return t.e.seq.Load()
+}
 
 // HistoryDepth returns how many past messages the topic keeps.
 func (t Topic) HistoryDepth() int { return int(t.depth) }
 
 // Fingerprint returns the type fingerprint and codec recorded on the topic (0 and "" if none,
 // or if a claim is in progress).
-func (t Topic) Fingerprint() (uint64, string) {
+func (t Topic) Fingerprint() (_ uint64, _ string) {
+	defer unguard(guard(), nil)
 	fp := t.settledFingerprint()
 	if fp < fpClaimEnd {
 		return 0, ""
@@ -213,10 +221,17 @@ const fpClaimEnd = 1 << 16
 // a participant that died is undone (by whoever waits on it, or by Reap). The claim is made
 // in the name of the participant the topic was looked up by, else of any participant of this
 // process attached to the region; with none, SetFingerprint records nothing and reports false.
-func (t Topic) SetFingerprint(fp uint64, codec string) bool {
+//
+// It fails with an error wrapping ErrCorrupt if the region's memory faults.
+func (t Topic) SetFingerprint(fp uint64, codec string) (_ bool, err error) {
 	if fp == 0 {
-		return true // untyped: records and checks nothing
+		return true, nil // untyped: records and checks nothing
 	}
+	defer unguard(guard(), &err)
+	return t.setFingerprint(fp, codec), nil
+}
+
+func (t Topic) setFingerprint(fp uint64, codec string) bool {
 	if fp < fpClaimEnd {
 		fp |= 1 << 63 // reserved values; a hash lands on one with probability 2^-48
 	}

@@ -134,10 +134,10 @@ func TestTopicHistoryKeepsNewestAndReleases(t *testing.T) {
 func TestTopicFingerprint(t *testing.T) {
 	_, p := newTopicRegion(t, DefaultConfig())
 	tp, _ := p.LookupTopic("f", true, 0)
-	if !tp.SetFingerprint(42, "msgpack") || !tp.SetFingerprint(42, "msgpack") {
+	if !must(tp.SetFingerprint(42, "msgpack")) || !must(tp.SetFingerprint(42, "msgpack")) {
 		t.Fatal("same fingerprint refused")
 	}
-	if tp.SetFingerprint(43, "raw") {
+	if must(tp.SetFingerprint(43, "raw")) {
 		t.Fatal("different fingerprint accepted")
 	}
 	if fp, c := tp.Fingerprint(); fp != 42 || c != "msgpack" {
@@ -205,7 +205,7 @@ func TestFingerprintClaimerKilled(t *testing.T) {
 					t.Fatalf("fingerprint word %#x after reaping its dead claimer, want 0", v)
 				}
 			}
-			if !tp.SetFingerprint(42, "msgpack") {
+			if !must(tp.SetFingerprint(42, "msgpack")) {
 				fp, c := tp.Fingerprint()
 				t.Fatalf("fingerprint refused after its claimer died: topic says %q %#x", c, fp)
 			}
