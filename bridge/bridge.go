@@ -219,7 +219,8 @@ func (br *Bridge) exportQueueDrops() uint64 {
 		ids[s.InboxID()] = true
 	}
 	var n uint64
-	for _, st := range br.b.Region().InboxStats() {
+	stats, _ := br.b.Region().InboxStats() // a fault (truncated region) shows in the bridge's next send
+	for _, st := range stats {
 		if ids[st.ID] {
 			n += st.DropOldest + st.DropNewest + st.DropTimeout
 		}
@@ -378,7 +379,11 @@ func (br *Bridge) importMsg(m *nats.Msg) {
 		br.log.Warn("import", zap.String("topic", m.Subject), zap.Error(err))
 		return
 	}
-	if fp != 0 && !it.t.SetFingerprint(fp, codecName) {
+	if ok, err := it.t.SetFingerprint(fp, codecName); err != nil {
+		br.dropped.Add(1)
+		br.log.Warn("import", zap.String("topic", m.Subject), zap.Error(err))
+		return
+	} else if fp != 0 && !ok {
 		have, haveCodec := it.t.Fingerprint()
 		br.mismatched.Add(1)
 		br.log.Warn("type mismatch", zap.String("topic", m.Subject), zap.String("codec", codecName),

@@ -102,7 +102,12 @@ func Open(name string, opts ...Option) (*Bus, error) {
 		pubs:   make(map[*Publisher]struct{}),
 		names:  make([]atomic.Pointer[string], r.Config().Topics),
 	}
-	b.corrupt = r.Corrupt() // damage found before we came was logged by whoever was running then
+	// Damage found before we came was logged by whoever was running then.
+	if b.corrupt, err = r.Corrupt(); err != nil {
+		p.Detach()
+		r.Close()
+		return nil, fmt.Errorf("bus: open %q: %w", name, err)
+	}
 	b.log.Debug("attached", zap.String("path", r.Path()), zap.Bool("created", created))
 	b.logReap("open", rep, reapErr)
 	if o.reapEvery > 0 {
@@ -115,10 +120,7 @@ func Open(name string, opts ...Option) (*Bus, error) {
 
 // reap reclaims what dead participants left, and logs it.
 func (b *Bus) reap(why string) {
-	var err error
-	defer unguard(guard(), &err)
-	var rep shm.ReapReport
-	rep, err = b.r.Reap()
+	rep, err := b.r.Reap()
 	b.logReap(why, rep, err)
 }
 
@@ -150,7 +152,7 @@ func (b *Bus) reapLoop(every time.Duration) {
 }
 
 // tick is the reaper goroutine's periodic work: reap, sample the pools' high-water marks and
-// log new damage, under the fault guard (a truncated region file faults here as anywhere).
+// log new damage. A truncated region file faults here as anywhere: shm reports it as an error.
 func (b *Bus) tick() {
 	b.reap("timer")
 	if err := b.sample(); err != nil {
@@ -158,23 +160,27 @@ func (b *Bus) tick() {
 	}
 }
 
-func (b *Bus) sample() (err error) {
-	defer unguard(guard(), &err)
-	b.r.PoolStats() // samples the pools' high-water (low-water) marks
-	b.logCorrupt()
-	return nil
+func (b *Bus) sample() error {
+	if _, err := b.r.PoolStats(); err != nil { // samples the pools' high-water (low-water) marks
+		return err
+	}
+	return b.logCorrupt()
 }
 
 // logCorrupt logs, from the reaper's goroutine, any damage found in the region since it last
 // looked: bad words that some process (any process) dropped or repaired. Corruption is never
 // silent, yet a storm of it costs one log line per reap interval.
-func (b *Bus) logCorrupt() {
-	n := b.r.Corrupt()
+func (b *Bus) logCorrupt() error {
+	n, err := b.r.Corrupt()
+	if err != nil {
+		return err
+	}
 	if n > b.corrupt {
 		b.log.Warn("bad data found in the region and dropped (a faulty process writes into it, or the file was modified)",
 			zap.Uint64("new", n-b.corrupt), zap.Uint64("total", n))
 	}
 	b.corrupt = n
+	return nil
 }
 
 // reapOnExhaustion reaps when a loan found the pools exhausted (a dead process may be holding
@@ -200,7 +206,9 @@ func (b *Bus) SetBridgeStats(s shm.BridgeStats) {
 	if b.closed.Load() {
 		return // the bridge must be closed before its bus; this is only a safety net
 	}
-	b.p.SetBridgeStats(s)
+	// A fault (the region's file truncated) shows in the bus's next operation; the bridge's
+	// counters have nowhere else to go.
+	_ = b.p.SetBridgeStats(s)
 }
 
 // Region returns the bus's shared-memory region, for tools and metrics.
@@ -213,7 +221,7 @@ func (b *Bus) Close() (err error) {
 	if b.closed.Swap(true) {
 		return nil
 	}
-	defer unguard(guard(), &err)
+	defer shm.Unguard(shm.Guard(), &err) // Held, and whatever a fault stops half-way
 	if b.stopReap != nil {
 		close(b.stopReap)
 		b.reaperRun.Wait()

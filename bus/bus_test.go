@@ -28,7 +28,7 @@ func ctxT(t *testing.T) context.Context {
 
 func inUse(b *Bus) int {
 	n := 0
-	for _, c := range b.Region().CountAllocated() {
+	for _, c := range must(b.Region().CountAllocated()) {
 		n += c
 	}
 	return n
@@ -132,7 +132,7 @@ func TestSlowSubscriberDropOldest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st := b.Region().InboxStats()
+	st := must(b.Region().InboxStats())
 	if len(st) != 1 || st[0].DropOldest != 96 || st[0].Depth != 4 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -179,13 +179,13 @@ func TestHandleAndClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	for _, n := range r.CountAllocated() {
+	for _, n := range must(r.CountAllocated()) {
 		if n != 0 {
-			t.Fatalf("buffers left allocated after Close: %v", r.CountAllocated())
+			t.Fatalf("buffers left allocated after Close: %v", must(r.CountAllocated()))
 		}
 	}
-	if len(r.InboxStats()) != 0 || len(r.Participants()) != 0 {
-		t.Fatalf("inboxes %v participants %v after Close", r.InboxStats(), r.Participants())
+	if len(must(r.InboxStats())) != 0 || len(must(r.Participants())) != 0 {
+		t.Fatalf("inboxes %v participants %v after Close", must(r.InboxStats()), must(r.Participants()))
 	}
 }
 
@@ -218,9 +218,9 @@ func TestCloseEndsLoansAndHeldMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	for _, n := range r.CountAllocated() {
+	for _, n := range must(r.CountAllocated()) {
 		if n != 0 {
-			t.Fatalf("allocated after Close: %v", r.CountAllocated())
+			t.Fatalf("allocated after Close: %v", must(r.CountAllocated()))
 		}
 	}
 }

@@ -140,7 +140,7 @@ func roleChaosSub(c *peer.Child) error {
 		handle(m)
 		m.Release()
 	}
-	for _, st := range b.Region().InboxStats() {
+	for _, st := range must(b.Region().InboxStats()) {
 		if st.ID == s.InboxID() {
 			rep.Dropped = st.DropOldest + st.DropNewest + st.DropTimeout
 		}
@@ -249,7 +249,7 @@ func TestChaos(t *testing.T) {
 		}
 		swept += rep.Swept
 	}
-	st := obs.Region().Stats()
+	st := must(obs.Region().Stats())
 	live := inUse(obs)
 	obs.Close()
 	// Now nobody is attached: the next open audits the region, and nothing but the retained

@@ -84,7 +84,7 @@ func TestCorruptionWhileRunning(t *testing.T) {
 			t.Errorf("%v: %v", p, err)
 		}
 	}
-	st := b.Region().Stats()
+	st := must(b.Region().Stats())
 	fmt.Fprintf(os.Stderr, "corruption: %d scribbles of 8 bytes; %d corrupt words counted by the region\n", scribbles, st.Corrupt)
 	if st.Corrupt == 0 {
 		t.Fatalf("%d scribbles and not one bad word counted", scribbles)

@@ -65,9 +65,9 @@ func TestKilledSubscriberIsReclaimed(t *testing.T) {
 		}
 	}
 	// The background reaper notices the death and reclaims the held and queued messages.
-	for inUse(b) != 0 || b.Region().Stats().Reclaims != 1 {
+	for inUse(b) != 0 || must(b.Region().Stats()).Reclaims != 1 {
 		if ctx.Err() != nil {
-			t.Fatalf("not reclaimed: %d buffers in use, %d reclaims", inUse(b), b.Region().Stats().Reclaims)
+			t.Fatalf("not reclaimed: %d buffers in use, %d reclaims", inUse(b), must(b.Region().Stats()).Reclaims)
 		}
 		time.Sleep(time.Millisecond) // polling the reaper's effect, bounded by ctx
 	}
@@ -200,7 +200,7 @@ func TestPublisherKilledWhileBlocked(t *testing.T) {
 		t.Fatal(err)
 	}
 	blocked := func() int {
-		for _, s := range b.Region().InboxStats() {
+		for _, s := range must(b.Region().InboxStats()) {
 			if s.ID == full.InboxID() {
 				return s.Blocked
 			}

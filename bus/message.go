@@ -1,6 +1,9 @@
 package bus
 
 import (
+	"errors"
+	"fmt"
+	"io"
 	"time"
 
 	"github.com/offq/offq/internal/shm"
@@ -19,7 +22,12 @@ type Message struct {
 }
 
 // Data returns the payload, in shared memory, read-only by convention: other subscribers read
-// the same bytes.
+// the same bytes. If another process truncates the region's file under them, reading them
+// (or calling Data, which reads the payload's length from the buffer's header) faults with
+// SIGBUS and the Go runtime ends the process, as it would for any memory-mapped file: bus
+// guards its own reads of shared memory, not the caller's. Code that must survive a truncated region (tools, generic
+// forwarders) reads the payload through WriteTo, which reports the fault as an error wrapping
+// ErrCorrupt.
 func (m Message) Data() []byte {
 	if m.s == nil {
 		return nil
@@ -32,7 +40,14 @@ func (m Message) Topic() string {
 	if m.s == nil {
 		return ""
 	}
-	return m.s.b.topicName(m.buf.Meta().Topic)
+	return m.s.b.topicName(m.meta().Topic)
+}
+
+// meta reads the buffer's header under the fault guard: a zero Meta if the region's file was
+// truncated under it.
+func (m Message) meta() shm.Meta {
+	defer shm.Unguard(shm.Guard(), nil)
+	return m.buf.Meta()
 }
 
 // Seq returns the message's sequence number on its topic (1, 2, ... across all publishers).
@@ -41,7 +56,7 @@ func (m Message) Seq() uint64 {
 	if m.s == nil {
 		return 0
 	}
-	return m.buf.Meta().Seq
+	return m.meta().Seq
 }
 
 // Time returns when the message was sent. Call it before Release.
@@ -49,7 +64,7 @@ func (m Message) Time() time.Time {
 	if m.s == nil {
 		return time.Time{}
 	}
-	return shm.Time(m.buf.Meta().Stamp)
+	return shm.Time(m.meta().Stamp)
 }
 
 // Age returns how long ago the message was sent, from the monotonic clock the sender stamped
@@ -59,21 +74,48 @@ func (m Message) Age() time.Duration {
 	if m.s == nil {
 		return 0
 	}
-	return time.Duration(shm.Now() - m.buf.Meta().Stamp)
+	return time.Duration(shm.Now() - m.meta().Stamp)
 }
 
-// Clone returns a copy of the payload in the process's own memory.
-func (m Message) Clone() []byte { return append([]byte(nil), m.Data()...) }
+// Clone returns a copy of the payload in the process's own memory, or nil if the region's
+// memory faults (its file was truncated: WriteTo says so).
+func (m Message) Clone() []byte {
+	defer shm.Unguard(shm.Guard(), nil)
+	return append([]byte(nil), m.Data()...)
+}
+
+// WriteTo writes the payload to w, reading shared memory under the fault guard: if another
+// process truncated the region's file under the payload, it fails with an error wrapping
+// ErrCorrupt instead of killing the process. The guard covers w.Write, which runs in the
+// calling goroutine. It implements io.WriterTo; call it before Release.
+func (m Message) WriteTo(w io.Writer) (int64, error) {
+	if m.s == nil {
+		return 0, ErrReleased
+	}
+	n, err := m.writeTo(w)
+	if errors.Is(err, ErrCorrupt) {
+		err = fmt.Errorf("bus: read message on %q: %w", m.s.pattern, err)
+	}
+	return n, err
+}
+
+func (m Message) writeTo(w io.Writer) (_ int64, err error) {
+	defer shm.Unguard(shm.Guard(), &err)
+	n, err := w.Write(m.Data()) // Data reads the length from the buffer's header: guarded too
+	return int64(n), err
+}
 
 // Release gives the message back. When every subscriber has released it (and the topic's
 // history no longer keeps it), the buffer returns to its pool. Release of a message already
 // released returns ErrReleased and changes nothing.
-func (m Message) Release() (err error) {
-	defer unguard(guard(), &err)
+func (m Message) Release() error {
 	if m.s == nil {
 		return ErrReleased
 	}
 	if err := m.s.b.p.Unhold(int(m.idx), m.h); err != nil {
+		if errors.Is(err, ErrCorrupt) {
+			return fmt.Errorf("bus: release: %w", err)
+		}
 		return ErrReleased
 	}
 	return nil

@@ -170,20 +170,20 @@ func assertClean(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	for i, n := range r.CountAllocated() {
+	for i, n := range must(r.CountAllocated()) {
 		if n != 0 {
 			t.Errorf("class %d: %d buffers allocated after every process closed", i, n)
 		}
 	}
-	for _, ps := range r.PoolStats() {
+	for _, ps := range must(r.PoolStats()) {
 		if ps.InUse != 0 {
 			t.Errorf("class %d: in-use counter %d after every process closed", ps.Class, ps.InUse)
 		}
 	}
-	if p := r.Participants(); len(p) != 0 {
+	if p := must(r.Participants()); len(p) != 0 {
 		t.Errorf("participants left: %+v", p)
 	}
-	if in := r.InboxStats(); len(in) != 0 {
+	if in := must(r.InboxStats()); len(in) != 0 {
 		t.Errorf("inboxes left: %+v", in)
 	}
 }
@@ -320,7 +320,7 @@ func TestMultiProcessSlowSubscriberDropsOnlyCounted(t *testing.T) {
 		got = append(got, seq)
 		m.Release()
 	}
-	st := b.Region().InboxStats()
+	st := must(b.Region().InboxStats())
 	if len(st) != 1 {
 		t.Fatalf("inbox stats %+v", st)
 	}

@@ -257,7 +257,7 @@ func TestDrainHandler(t *testing.T) {
 }
 
 func sleeping(b *Bus, s *Subscription) bool {
-	for _, st := range b.Region().InboxStats() {
+	for _, st := range must(b.Region().InboxStats()) {
 		if st.ID == s.InboxID() {
 			return st.Sleeping
 		}

@@ -129,7 +129,9 @@ func (s *Subscription) Pattern() string { return s.pattern }
 // the buffer is not reused until every subscriber has. While messages are queued, Receive
 // makes no system call and allocates nothing.
 func (s *Subscription) Receive(ctx context.Context) (_ Message, err error) {
-	defer unguard(guard(), &err)
+	// One fault guard for the whole receive: the parts it is made of (reserve, take, the
+	// buffer's header) run under it and guard nothing themselves.
+	defer shm.Unguard(shm.Guard(), &err)
 	if !s.gate.enter() {
 		return Message{}, ErrClosed
 	}
@@ -269,8 +271,12 @@ func (b *Bus) Handle(pattern string, fn func(Message), opts ...SubscribeOption) 
 	return s, nil
 }
 
-// Len returns how many messages are queued for the subscription.
-func (s *Subscription) Len() int { return s.in.Len() }
+// Len returns how many messages are queued for the subscription (0 if the region's memory
+// faults: its file was truncated).
+func (s *Subscription) Len() int {
+	defer shm.Unguard(shm.Guard(), nil)
+	return s.in.Len()
+}
 
 // Close unsubscribes: publishers stop delivering to the subscription, and messages still
 // queued are released. Messages already received stay valid until released. Close is
@@ -279,7 +285,6 @@ func (s *Subscription) Close() (err error) {
 	if s.closed.Swap(true) {
 		return nil
 	}
-	defer unguard(guard(), &err)
 	if s.cancel != nil {
 		s.cancel()
 	}

@@ -88,8 +88,8 @@ func largestClass(b *Bus) int {
 // claimTopic records fp and codec on t if nothing is recorded yet, and fails with
 // ErrTypeMismatch if something else is.
 func claimTopic(t shm.Topic, fp uint64, codecName string, typ reflect.Type) error {
-	if t.SetFingerprint(fp, codecName) {
-		return nil
+	if ok, err := t.SetFingerprint(fp, codecName); ok || err != nil {
+		return err
 	}
 	have, haveCodec := t.Fingerprint()
 	return fmt.Errorf("%w: topic %q carries codec %q, type fingerprint %#016x; this is codec %q, type %s, fingerprint %#016x",

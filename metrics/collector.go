@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -41,7 +42,18 @@ func NewRegionCollector(r *shm.Region) *Collector {
 type regionSource struct{ r *shm.Region }
 
 func (s regionSource) snapshots() ([]shm.Stats, []prometheus.Metric) {
-	return []shm.Stats{s.r.Stats()}, nil
+	st, err := s.r.Stats()
+	if err != nil {
+		return nil, []prometheus.Metric{failed(s.r.Name(), err)}
+	}
+	return []shm.Stats{st}, nil
+}
+
+// failed is what a scrape exports for a region it could not read (its file truncated: the
+// read faulted): an invalid metric, which makes Gather report err beside the other regions'
+// metrics (an HTTP handler with promhttp.ContinueOnError serves those and logs err).
+func failed(bus string, err error) prometheus.Metric {
+	return prometheus.NewInvalidMetric(mRegionSize.desc, fmt.Errorf("metrics: read region %q: %w", bus, err))
 }
 
 func (regionSource) describesCollector() bool { return false }

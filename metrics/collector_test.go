@@ -158,7 +158,10 @@ func TestCollectorRegionSizeAndCreated(t *testing.T) {
 	c := NewRegionCollector(b.Region())
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
-	s := b.Region().Stats()
+	s, err := b.Region().Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
 	got := gatherValues(t, reg)
 	if v := got[`offq_region_size_bytes{bus="golden"}`]; v != float64(s.Size) || v == 0 {
 		t.Errorf("offq_region_size_bytes %v, region is %d bytes", v, s.Size)

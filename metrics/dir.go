@@ -73,13 +73,22 @@ func (d *dirSource) snapshots() ([]shm.Stats, []prometheus.Metric) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []shm.Stats
+	var failures []prometheus.Metric
 	if !d.closed {
 		names := d.names()
 		present := make(map[string]bool, len(names))
 		for _, name := range names {
 			present[name] = true
 			if o := d.region(name); o != nil {
-				out = append(out, o.r.Stats())
+				st, err := o.r.Stats()
+				if err != nil {
+					// Its file was truncated under the mapping: drop the mapping, and open
+					// the file again (and validate it) at the next scrape.
+					d.drop(name, o)
+					failures = append(failures, failed(name, err))
+					continue
+				}
+				out = append(out, st)
 			}
 		}
 		for name, o := range d.open {
@@ -93,10 +102,10 @@ func (d *dirSource) snapshots() ([]shm.Stats, []prometheus.Metric) {
 			}
 		}
 	}
-	own := []prometheus.Metric{
+	own := append(failures,
 		prometheus.MustNewConstMetric(mCollectorRegions.desc, mCollectorRegions.typ, float64(len(out))),
 		prometheus.MustNewConstMetric(mCollectorOpenFails.desc, mCollectorOpenFails.typ, float64(d.openFails)),
-	}
+	)
 	return out, own
 }
 

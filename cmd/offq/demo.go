@@ -313,14 +313,22 @@ func (d *demo) run(ctx context.Context) (*verdict, error) {
 	v := &verdict{final: d.pub.done.Final, pub: d.pub.done, inbox: make(map[*child]*shm.InboxStats)}
 	r := d.b.Region()
 	owner := make(map[int]*child) // participant index -> child
-	for _, p := range r.Participants() {
+	parts, err := r.Participants()
+	if err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
+	}
+	inboxes, err := r.InboxStats()
+	if err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
+	}
+	for _, p := range parts {
 		for _, c := range d.subs {
 			if p.PID == c.pid {
 				owner[p.Index] = c
 			}
 		}
 	}
-	for _, st := range r.InboxStats() {
+	for _, st := range inboxes {
 		if c := owner[st.Owner]; c != nil {
 			v.inbox[c] = &st
 		}
@@ -330,8 +338,13 @@ func (d *demo) run(ctx context.Context) (*verdict, error) {
 	if err := d.closeAll(ctx); err != nil {
 		return nil, err
 	}
-	v.allocated = r.CountAllocated()
-	for _, p := range r.Participants() {
+	if v.allocated, err = r.CountAllocated(); err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
+	}
+	if parts, err = r.Participants(); err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
+	}
+	for _, p := range parts {
 		if p.PID != os.Getpid() {
 			v.leftover = append(v.leftover, p)
 		}

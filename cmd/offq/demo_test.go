@@ -64,7 +64,7 @@ func TestDemoInterrupted(t *testing.T) {
 			if r, err := shm.Open("interrupted", shm.Options{Dir: dir}); err == nil {
 				published := func() uint64 {
 					var n uint64
-					for _, st := range r.InboxStats() {
+					for _, st := range must(r.InboxStats()) {
 						n = max(n, st.Pushed)
 					}
 					return n

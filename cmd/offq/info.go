@@ -37,7 +37,10 @@ valid region.`,
 				return fmt.Errorf("info: %w", err)
 			}
 			defer r.Close()
-			inf := describe(r)
+			inf, err := describe(r)
+			if err != nil {
+				return fmt.Errorf("info: %w", err)
+			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -99,8 +102,11 @@ type poolInfo struct {
 	InUse    int64 `json:"in_use"`
 }
 
-func describe(r *shm.Region) busInfo {
-	st := r.Stats()
+func describe(r *shm.Region) (busInfo, error) {
+	st, err := r.Stats()
+	if err != nil {
+		return busInfo{}, err
+	}
 	inf := busInfo{Name: st.Name, Path: st.Path, Size: st.Size, Created: st.Created, Config: st.Config,
 		Participants: []participantInfo{}, Subscriptions: len(st.Inboxes), Topics: len(st.Topics)}
 	for _, p := range st.Participants {
@@ -114,7 +120,7 @@ func describe(r *shm.Region) busInfo {
 	for _, p := range st.Pools {
 		inf.Pools = append(inf.Pools, poolInfo{Size: p.Size, Capacity: p.Capacity, InUse: p.InUse})
 	}
-	return inf
+	return inf, nil
 }
 
 func (inf busInfo) print(out io.Writer) {

@@ -69,9 +69,14 @@ func (a *app) lsEntry(name string) lsEntry {
 		return e
 	}
 	defer r.Close()
-	e.Size = r.Size()
-	e.Created = r.Stats().Created
-	for _, p := range r.Participants() {
+	st, err := r.Stats()
+	if err != nil {
+		e.State, e.Error = "unreadable", err.Error()
+		return e
+	}
+	e.Size = st.Size
+	e.Created = st.Created
+	for _, p := range st.Participants {
 		if p.Alive {
 			e.Live++
 		} else {

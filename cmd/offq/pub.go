@@ -302,7 +302,11 @@ func waitSubscribers(ctx context.Context, b *bus.Bus, topic string, n int, timeo
 	deadline := time.Now().Add(timeout)
 	for pause := 100 * time.Microsecond; ; pause = min(2*pause, 20*time.Millisecond) {
 		got := 0
-		for _, s := range b.Region().Subscriptions(nil) {
+		subs, err := b.Region().Subscriptions(nil)
+		if err != nil {
+			return err
+		}
+		for _, s := range subs {
 			if topics.ValidatePattern(s.Pattern) == nil && topics.Match(s.Pattern, topic) {
 				got++
 			}

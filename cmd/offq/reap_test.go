@@ -91,7 +91,7 @@ func TestReapSweeps(t *testing.T) {
 	if _, err := r.Buffer(orphan); err == nil {
 		t.Fatal("the orphan is still allocated")
 	}
-	if n := r.CountAllocated(); n[0] != 1 {
+	if n := must(r.CountAllocated()); n[0] != 1 {
 		t.Fatalf("allocated per class %v, want the loan alone", n)
 	}
 }

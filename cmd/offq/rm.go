@@ -69,8 +69,15 @@ func (a *app) remove(name string, isRegion, force bool) error {
 	case err != nil && !force:
 		return fmt.Errorf("bus %q: %w (pass --force to remove it anyway)", name, err)
 	case err == nil:
+		parts, err := r.Participants()
+		if err != nil {
+			r.Close()
+			if !force {
+				return fmt.Errorf("bus %q: %w (pass --force to remove it anyway)", name, err)
+			}
+		}
 		var live []string
-		for _, p := range r.Participants() {
+		for _, p := range parts {
 			if p.Alive {
 				live = append(live, fmt.Sprintf("pid %d (%s)", p.PID, p.Name))
 			}

@@ -158,8 +158,17 @@ func (a *app) readStats(cmd *cobra.Command, what string) (*statReport, error) {
 			a.log.Warn(what+": skipping a region that cannot be opened", zap.String("bus", name), zap.Error(err))
 			continue
 		}
-		rep.Buses = append(rep.Buses, newStatBus(r.Stats()))
+		st, err := r.Stats()
 		r.Close()
+		switch {
+		case err == nil:
+		case named:
+			return nil, fmt.Errorf("%s: %w", what, err)
+		default:
+			a.log.Warn(what+": skipping a region that cannot be read", zap.String("bus", name), zap.Error(err))
+			continue
+		}
+		rep.Buses = append(rep.Buses, newStatBus(st))
 	}
 	return rep, nil
 }

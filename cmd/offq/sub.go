@@ -158,7 +158,12 @@ func (a *app) runSub(cmd *cobra.Command, pattern string, o subOptions, opts []bu
 			}
 			break
 		}
-		perr := pr.print(m)
+		data, rerr := pr.read(m)
+		if rerr != nil {
+			m.Release()
+			return fmt.Errorf("sub: %w", rerr)
+		}
+		perr := pr.print(m, data)
 		m.Release()
 		n++
 		if perr == nil && (s.Len() == 0 || out.Buffered() > 32<<10) {
@@ -187,10 +192,22 @@ type printer struct {
 	raw  bool
 	json bool
 	line []byte
+	data []byte // the payload being printed, copied out of shared memory
 }
 
-func (p *printer) print(m bus.Message) error {
-	data := m.Data()
+// read copies m's payload out of shared memory, under the fault guard (Message.WriteTo): a
+// region truncated under it is an error wrapping bus.ErrCorrupt, not a SIGBUS. Formatting
+// then reads the copy, however long it takes.
+func (p *printer) read(m bus.Message) ([]byte, error) {
+	buf := sliceBuffer{b: p.data[:0]}
+	if _, err := m.WriteTo(&buf); err != nil {
+		return nil, err
+	}
+	p.data = buf.b
+	return p.data, nil
+}
+
+func (p *printer) print(m bus.Message, data []byte) error {
 	switch {
 	case p.json:
 		return p.printJSON(m, data)

@@ -82,7 +82,11 @@ func ExampleCreate() {
 	if err := r.Release(h); err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("buffers in use:", r.PoolStats()[0].InUse)
+	pools, err := r.PoolStats()
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("buffers in use:", pools[0].InUse)
 	// Output:
 	// hello, shared memory (seq 1, 256-byte buffer)
 	// buffers in use: 0

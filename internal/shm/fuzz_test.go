@@ -135,7 +135,7 @@ func FuzzHandle(f *testing.F) {
 	} {
 		f.Add(w)
 	}
-	counts := func() [3]int { c := r.CountAllocated(); return [3]int{c[0], c[1], c[2]} }
+	counts := func() [3]int { c := must(r.CountAllocated()); return [3]int{c[0], c[1], c[2]} }
 	before := counts()
 
 	f.Fuzz(func(t *testing.T, w uint64) {

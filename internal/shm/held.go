@@ -88,7 +88,8 @@ func (p *Participant) Forget(i int) {
 
 // Unhold releases the held message in entry i, which must hold h: the entry is cleared and
 // the reference released.
-func (p *Participant) Unhold(i int, h Handle) error {
+func (p *Participant) Unhold(i int, h Handle) (err error) {
+	defer unguard(guard(), &err)
 	l := p.held
 	step()
 	if i < 0 || uint32(i) >= l.n || !l.word(uint32(i)).CompareAndSwap(uint64(h), 0) {
@@ -96,7 +97,7 @@ func (p *Participant) Unhold(i int, h Handle) error {
 	}
 	l.setHint(uint32(i))
 	step()
-	if err := p.r.Release(h); err != errHandleFree && err != errHandleStale {
+	if err := p.r.release(h); err != errHandleFree && err != errHandleStale {
 		return err
 	}
 	if testHookReleaseSwept != nil {

@@ -129,7 +129,8 @@ type InboxConfig struct {
 }
 
 // OpenInbox claims a free inbox for p. It fails with ErrTableFull when none is free.
-func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
+func (p *Participant) OpenInbox(c InboxConfig) (_ Inbox, err error) {
+	defer unguard(guard(), &err)
 	r := p.r
 	capacity := uint64(c.Capacity)
 	if capacity == 0 {
@@ -244,7 +245,8 @@ func (in *Inbox) Len() int {
 //
 // The caller's reference to h passes to the inbox when Push returns nil; on an error it stays
 // with the caller.
-func (in *Inbox) Push(ctx context.Context, h Handle) error {
+func (in *Inbox) Push(ctx context.Context, h Handle) (err error) {
+	defer unguard(guard(), &err)
 	if h == 0 || uint64(h)&^handleMask != 0 {
 		return errHandleBits
 	}
@@ -260,7 +262,8 @@ func (in *Inbox) Push(ctx context.Context, h Handle) error {
 // anyone but its loan, which a reaper ends. Only a kill between the two atomic operations of
 // one delivery (a few instructions) leaves one reference unowned, for a reaper's sweep to
 // free (see Region.Reap). It allocates nothing.
-func (in *Inbox) Deliver(ctx context.Context, h Handle) error {
+func (in *Inbox) Deliver(ctx context.Context, h Handle) (err error) {
+	defer unguard(guard(), &err)
 	_, s, _, err := in.v.r.decode(h)
 	if err != nil {
 		return err
@@ -514,7 +517,7 @@ func (in *Inbox) full(ctx context.Context, deadline *time.Time) error {
 // freed and reused) is not counted: the orphan sweep may have freed it while our reference was
 // on its way to this release (see Region.Reap).
 func (r *Region) releaseDropped(h Handle) {
-	switch err := r.Release(h); err {
+	switch err := r.release(h); err {
 	case nil:
 	case errHandleFree, errHandleStale:
 		if testHookReleaseSwept != nil {
@@ -536,6 +539,7 @@ var testHookReleaseSwept func()
 // in the region, so the first TryPop or Pop in a region turns off its orphan sweep (see
 // Region.Reap) until the next audit.
 func (in *Inbox) TryPop() (h Handle, ok bool, err error) {
+	defer unguard(guard(), &err)
 	in.v.r.noteUnrecorded()
 	return in.take(nil, 0)
 }
@@ -553,6 +557,7 @@ func (r *Region) noteUnrecorded() {
 // a reaper can follow at every instruction, so neither a crash nor a race loses or doubles it.
 // Release it with Participant.Unhold. On ok == false or an error the entry stays reserved.
 func (in *Inbox) TryPopInto(p *Participant, idx int) (h Handle, ok bool, err error) {
+	defer unguard(guard(), &err)
 	w, err := p.heldWord(idx)
 	if err != nil {
 		return 0, false, err
@@ -830,7 +835,8 @@ func (in *Inbox) pending() bool { return in.ready() || in.v.hdr.tail.Load() > in
 
 // Close closes an inbox owned by p: producers that still hold it get ErrClosed from then on,
 // and every message left in it is released. Close is idempotent for a given Inbox value.
-func (in *Inbox) Close() error {
+func (in *Inbox) Close() (err error) {
+	defer unguard(guard(), &err)
 	hd := in.v.hdr
 	step()
 	st := hd.state.Load()
@@ -908,12 +914,18 @@ type InboxStats struct {
 	Blocked     int  // producers asleep waiting for room (Block policy): publishers this subscriber holds back
 }
 
-// InboxStats returns the counters of every open inbox. It reads shared memory only.
-func (r *Region) InboxStats() []InboxStats {
+// InboxStats returns the counters of every open inbox. It reads shared memory only. It fails
+// with an error wrapping ErrCorrupt if the region's memory faults (its file was truncated).
+func (r *Region) InboxStats() (_ []InboxStats, err error) {
 	if !r.enterRead() {
-		return nil
+		return nil, nil
 	}
 	defer r.exitRead()
+	defer unguard(guard(), &err)
+	return r.inboxStats(), nil
+}
+
+func (r *Region) inboxStats() []InboxStats {
 	var out []InboxStats
 	for i := range r.inboxes {
 		h := r.inboxes[i].hdr
@@ -963,8 +975,10 @@ type Subscription struct {
 }
 
 // Subscriptions appends every open inbox and its pattern to dst and returns it. A pattern
-// that a faulty process made too long is cut to the room it has.
-func (r *Region) Subscriptions(dst []Subscription) []Subscription {
+// that a faulty process made too long is cut to the room it has. It fails with an error
+// wrapping ErrCorrupt if the region's memory faults (its file was truncated).
+func (r *Region) Subscriptions(dst []Subscription) (_ []Subscription, err error) {
+	defer unguard(guard(), &err)
 	for i := range r.inboxes {
 		st := r.inboxes[i].hdr.state.Load()
 		if wordStatus(st) != inboxOpen {
@@ -972,12 +986,13 @@ func (r *Region) Subscriptions(dst []Subscription) []Subscription {
 		}
 		dst = append(dst, Subscription{ID: makeInboxID(uint32(i), uint32(wordGen(st))), Pattern: r.patternString(uint32(i))})
 	}
-	return dst
+	return dst, nil
 }
 
 // WaitEmpty returns when the inbox holds no message (its consumer has taken everything), ctx
 // is done, or the inbox is closed. It polls: it is for draining, not the data path.
-func (in *Inbox) WaitEmpty(ctx context.Context) error {
+func (in *Inbox) WaitEmpty(ctx context.Context) (err error) {
+	defer unguard(guard(), &err)
 	for pause := 20 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
 		if in.Len() == 0 || !in.isOpen() {
 			return nil

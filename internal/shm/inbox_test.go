@@ -64,14 +64,14 @@ func receive(r *Region, h Handle) (Meta, error) {
 
 func allocated(r *Region) int {
 	n := 0
-	for _, c := range r.CountAllocated() {
+	for _, c := range must(r.CountAllocated()) {
 		n += c
 	}
 	return n
 }
 
 func statsOf(r *Region, id InboxID) (InboxStats, bool) {
-	for _, s := range r.InboxStats() {
+	for _, s := range must(r.InboxStats()) {
 		if s.ID == id {
 			return s, true
 		}
@@ -384,7 +384,7 @@ func TestInboxCloseReleasesAndFencesOldHandles(t *testing.T) {
 	if n := allocated(r); n != 0 {
 		t.Fatalf("Close left %d buffers allocated", n)
 	}
-	if _, ok := statsOf(r, in.ID()); ok || len(r.InboxStats()) != 0 {
+	if _, ok := statsOf(r, in.ID()); ok || len(must(r.InboxStats())) != 0 {
 		t.Fatal("a closed inbox is listed in InboxStats")
 	}
 	checkFenced := func(when string, consumerToo bool) {
@@ -805,7 +805,7 @@ func TestInboxGarbageHandle(t *testing.T) {
 		}
 		head := in.v.hdr.head.Load()
 		in.cell(head).Store(uint64(garbage) | in.parity(head))
-		before := r.CountAllocated()
+		before := must(r.CountAllocated())
 		h, ok, err := in.TryPop()
 		if err != nil || !ok || h != garbage {
 			t.Fatalf("TryPop = %v %v %v, want the garbage handle %v", h, ok, err, garbage)
@@ -816,8 +816,8 @@ func TestInboxGarbageHandle(t *testing.T) {
 		if err := r.Release(h); !errors.Is(err, ErrBadHandle) {
 			t.Errorf("Release(%v): %v, want ErrBadHandle", h, err)
 		}
-		if fmt.Sprint(before) != fmt.Sprint(r.CountAllocated()) {
-			t.Errorf("a garbage handle changed the pools: %v -> %v", before, r.CountAllocated())
+		if fmt.Sprint(before) != fmt.Sprint(must(r.CountAllocated())) {
+			t.Errorf("a garbage handle changed the pools: %v -> %v", before, must(r.CountAllocated()))
 		}
 		// The message behind it is intact.
 		h, ok, err = in.TryPop()

@@ -143,12 +143,12 @@ func pushMessage(ctx context.Context, p *Participant, in *Inbox, id uint32, seq 
 // checkNoLeaks fails t unless every buffer of r is free, by the slots and by the counters.
 func checkNoLeaks(t *testing.T, r *Region) {
 	t.Helper()
-	for i, n := range r.CountAllocated() {
+	for i, n := range must(r.CountAllocated()) {
 		if n != 0 {
 			t.Errorf("class %d: %d buffers still allocated", i, n)
 		}
 	}
-	for _, s := range r.PoolStats() {
+	for _, s := range must(r.PoolStats()) {
 		if s.InUse != 0 {
 			t.Errorf("class %d: in-use counter is %d", s.Class, s.InUse)
 		}
@@ -157,7 +157,7 @@ func checkNoLeaks(t *testing.T, r *Region) {
 
 func inboxStats(t *testing.T, r *Region, id InboxID) InboxStats {
 	t.Helper()
-	for _, s := range r.InboxStats() {
+	for _, s := range must(r.InboxStats()) {
 		if s.ID == id {
 			return s
 		}
@@ -408,11 +408,11 @@ func TestMultiprocProducers(t *testing.T) {
 	if s.Pushed != producers*n || s.Popped != producers*n || s.DropOldest+s.DropNewest+s.DropTimeout+s.Corrupt != 0 {
 		t.Errorf("inbox stats %+v: want %d pushed and popped, no drops", s, producers*n)
 	}
-	t.Logf("pool stats %+v", r.PoolStats()[0])
+	t.Logf("pool stats %+v", must(r.PoolStats())[0])
 	if err := in.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if ps := r.Participants(); len(ps) != 1 {
+	if ps := must(r.Participants()); len(ps) != 1 {
 		t.Errorf("participants %+v: want only this process", ps)
 	}
 	checkNoLeaks(t, r)

@@ -37,7 +37,8 @@ func (r *Region) participantOffset(i uint32) uint64 {
 
 // Attach joins the region as a new participant named name (truncated to 32 bytes; for tools).
 // It fails with ErrTableFull when every slot is held by a live participant or awaits reaping.
-func (r *Region) Attach(name string) (*Participant, error) {
+func (r *Region) Attach(name string) (_ *Participant, err error) {
+	defer unguard(guard(), &err)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed.Load() {
@@ -113,19 +114,30 @@ func (p *Participant) Region() *Region { return p.r }
 // Detach releases every message p still holds and ends every loan it still has, frees the
 // participant's slot and drops its lock. Inboxes must have been closed first; those that were
 // not stay open until a reaper reclaims them. Detach is idempotent.
-func (p *Participant) Detach() error {
+func (p *Participant) Detach() (err error) {
 	if p.gone.Swap(true) {
 		return nil
 	}
-	p.releaseAllHeld()
-	p.r.endLoans(p.owner)
-	v := p.slot.state.Load()
-	p.slot.state.Store(v &^ 0xff)
-	err := p.lockf.Close() // drops the lock
+	err = p.leave()
+	// Even if the region faulted, the participant is gone from this process: drop its lock
+	// (a reaper then finishes what leave could not) and let the region close.
+	if cerr := p.lockf.Close(); err == nil { // drops the lock
+		err = cerr
+	}
 	p.r.mu.Lock()
 	p.r.attached--
 	p.r.mu.Unlock()
 	return err
+}
+
+// leave releases what p holds and frees its slot.
+func (p *Participant) leave() (err error) {
+	defer unguard(guard(), &err)
+	p.releaseAllHeld()
+	p.r.endLoans(p.owner)
+	v := p.slot.state.Load()
+	p.slot.state.Store(v &^ 0xff)
+	return nil
 }
 
 // Alloc loans a buffer of at least n bytes from the smallest size class that has one free.
@@ -133,13 +145,17 @@ func (p *Participant) Detach() error {
 // belonging to p; it ends with Unloan (after pushing the handle, or to abandon the buffer).
 // Alloc never blocks and allocates no memory; it fails with a *PoolError wrapping
 // ErrPoolExhausted or ErrTooLarge.
-func (p *Participant) Alloc(n int) (Buffer, error) {
+func (p *Participant) Alloc(n int) (_ Buffer, err error) {
+	defer unguard(guard(), &err)
 	return p.r.alloc(p.owner, n)
 }
 
 // Unloan ends p's loan of the buffer h: the loan's reference is dropped, and if no inbox took
 // a reference the buffer returns to its pool.
-func (p *Participant) Unloan(h Handle) error { return p.r.unloan(p.owner, h) }
+func (p *Participant) Unloan(h Handle) (err error) {
+	defer unguard(guard(), &err)
+	return p.r.unloan(p.owner, h)
+}
 
 // Alive reports whether participant slot i is held by a live process. It reads the kernel's
 // lock table, not shared memory, and may be called without attaching.
@@ -167,20 +183,28 @@ type BridgeStats struct {
 }
 
 // SetBridgeStats marks p as a NATS bridge and records its counters in its slot.
-func (p *Participant) SetBridgeStats(s BridgeStats) {
+func (p *Participant) SetBridgeStats(s BridgeStats) (err error) {
+	defer unguard(guard(), &err)
 	p.slot.bridge[0].Store(s.Forwarded)
 	p.slot.bridge[1].Store(s.Imported)
 	p.slot.bridge[2].Store(s.Dropped)
 	p.slot.bridge[3].Store(s.Reconnects)
 	p.slot.role.Store(1)
+	return nil
 }
 
-// Participants lists the slots that are attached, live or dead.
-func (r *Region) Participants() []ParticipantInfo {
+// Participants lists the slots that are attached, live or dead. It fails with an error
+// wrapping ErrCorrupt if the region's memory faults (its file was truncated).
+func (r *Region) Participants() (_ []ParticipantInfo, err error) {
 	if !r.enterRead() {
-		return nil
+		return nil, nil
 	}
 	defer r.exitRead()
+	defer unguard(guard(), &err)
+	return r.participants(), nil
+}
+
+func (r *Region) participants() []ParticipantInfo {
 	var out []ParticipantInfo
 	for i := range r.cfg.Participants {
 		s := (*participantSlot)(r.at(r.participantOffset(i)))

@@ -234,7 +234,7 @@ func benchOffq(b *testing.B, strategy WaitStrategy) {
 	if err := p.Wait(procTimeout); err != nil {
 		b.Fatal(err)
 	}
-	for i, n := range r.CountAllocated() {
+	for i, n := range must(r.CountAllocated()) {
 		if n != 0 {
 			b.Fatalf("class %d: %d buffers still allocated", i, n)
 		}

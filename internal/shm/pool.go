@@ -172,7 +172,12 @@ func (s *slotHeader) addRefs(h Handle, n int) error {
 // stale generation, a buffer that is already free, or a buffer whose only reference is its
 // loan (the loan's holder ends that with Participant.Unloan). Safe for concurrent use from
 // any process.
-func (r *Region) Release(h Handle) error {
+func (r *Region) Release(h Handle) (err error) {
+	defer unguard(guard(), &err)
+	return r.release(h)
+}
+
+func (r *Region) release(h Handle) error {
 	p, s, idx, err := r.decode(h)
 	if err != nil {
 		return err
@@ -236,12 +241,18 @@ type PoolStats struct {
 }
 
 // PoolStats returns a snapshot of every pool's counters. It reads shared memory only; a
-// process that has not attached as a participant may call it.
-func (r *Region) PoolStats() []PoolStats {
+// process that has not attached as a participant may call it. It fails with an error wrapping
+// ErrCorrupt if the region's memory faults (its file was truncated).
+func (r *Region) PoolStats() (_ []PoolStats, err error) {
 	if !r.enterRead() {
-		return nil
+		return nil, nil
 	}
 	defer r.exitRead()
+	defer unguard(guard(), &err)
+	return r.poolStats(), nil
+}
+
+func (r *Region) poolStats() []PoolStats {
 	out := make([]PoolStats, len(r.pools))
 	for i := range r.pools {
 		p := &r.pools[i]
@@ -264,8 +275,10 @@ func (r *Region) PoolStats() []PoolStats {
 
 // CountAllocated walks every slot and counts those with references, per class. Unlike
 // PoolStats it reads the slots themselves, so it is exact even if a counter was damaged; it
-// is for tests and audits, not the data path.
-func (r *Region) CountAllocated() []int {
+// is for tests and audits, not the data path. It fails with an error wrapping ErrCorrupt if
+// the region's memory faults (its file was truncated).
+func (r *Region) CountAllocated() (_ []int, err error) {
+	defer unguard(guard(), &err)
 	out := make([]int, len(r.pools))
 	for i := range r.pools {
 		p := &r.pools[i]
@@ -275,7 +288,7 @@ func (r *Region) CountAllocated() []int {
 			}
 		}
 	}
-	return out
+	return out, nil
 }
 
 // endLoans ends every loan recorded for owner, by scanning the slots' state words: the owner

@@ -222,8 +222,8 @@ func poolModel(t *testing.T, seed uint64, steps int) {
 			badHandle("Unloan of a released handle", ps[1].Unloan(h))
 		}
 
-		counted := r.CountAllocated()
-		stats := r.PoolStats()
+		counted := must(r.CountAllocated())
+		stats := must(r.PoolStats())
 		for c := range cfg.Classes {
 			s := stats[c]
 			if counted[c] != inUse[c] || s.InUse != int64(inUse[c]) {
@@ -257,8 +257,8 @@ func poolModel(t *testing.T, seed uint64, steps int) {
 			fail("final Release(%v): %v", h, err)
 		}
 	}
-	for c, n := range r.CountAllocated() {
-		if n != 0 || r.PoolStats()[c].InUse != 0 {
+	for c, n := range must(r.CountAllocated()) {
+		if n != 0 || must(r.PoolStats())[c].InUse != 0 {
 			fail("class %d: %d buffers allocated at the end", c, n)
 		}
 	}
@@ -306,7 +306,7 @@ func TestPoolClassFallbackAndExhaustion(t *testing.T) {
 		t.Fatalf("Alloc(300): %v, classes tried %v", err, pe.Classes)
 	}
 	// A failure is counted on the smallest class the message fits.
-	stats := r.PoolStats()
+	stats := must(r.PoolStats())
 	if stats[0].AllocFails != 1 || stats[1].AllocFails != 0 || stats[2].AllocFails != 1 {
 		t.Fatalf("AllocFails %d %d %d, want 1 0 1", stats[0].AllocFails, stats[1].AllocFails, stats[2].AllocFails)
 	}
@@ -326,7 +326,7 @@ func TestPoolClassFallbackAndExhaustion(t *testing.T) {
 	if _, err := p.Alloc(-1); err == nil {
 		t.Fatal("Alloc(-1) succeeded")
 	}
-	if r.PoolStats()[2].AllocFails != 1 {
+	if must(r.PoolStats())[2].AllocFails != 1 {
 		t.Fatal("a too-large message was counted as an allocation failure")
 	}
 
@@ -342,7 +342,7 @@ func TestPoolClassFallbackAndExhaustion(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for c, s := range r.PoolStats() {
+	for c, s := range must(r.PoolStats()) {
 		if s.InUse != 0 || s.HighWater != int64(cfg.Classes[c].Count) {
 			t.Fatalf("class %d after freeing everything: %+v", c, s)
 		}
@@ -412,7 +412,7 @@ func TestPoolBadHandles(t *testing.T) {
 		{"older generation", makeHandle(h.offset(), gen-1)},
 		{"free slot", makeHandle(last, gen)},
 	} {
-		before := r.CountAllocated()
+		before := must(r.CountAllocated())
 		if _, err := r.Buffer(tc.h); !errors.Is(err, ErrBadHandle) {
 			t.Errorf("%s (%v): Buffer = %v", tc.name, tc.h, err)
 		}
@@ -425,8 +425,8 @@ func TestPoolBadHandles(t *testing.T) {
 		if err := p.Unloan(tc.h); !errors.Is(err, ErrBadHandle) {
 			t.Errorf("%s (%v): Unloan = %v", tc.name, tc.h, err)
 		}
-		if fmt.Sprint(before) != fmt.Sprint(r.CountAllocated()) || b.Refs() != 1 {
-			t.Errorf("%s: a rejected handle changed the pools: %v -> %v", tc.name, before, r.CountAllocated())
+		if fmt.Sprint(before) != fmt.Sprint(must(r.CountAllocated())) || b.Refs() != 1 {
+			t.Errorf("%s: a rejected handle changed the pools: %v -> %v", tc.name, before, must(r.CountAllocated()))
 		}
 	}
 	// decode does bounds and alignment only; the first and last slots are in bounds.
@@ -593,8 +593,8 @@ func TestPoolConcurrent(t *testing.T) {
 	wg.Wait()
 	close(handoff)
 	received.Wait()
-	for c, n := range r.CountAllocated() {
-		if s := r.PoolStats()[c]; n != 0 || s.InUse != 0 {
+	for c, n := range must(r.CountAllocated()) {
+		if s := must(r.PoolStats())[c]; n != 0 || s.InUse != 0 {
 			t.Errorf("class %d: %d buffers allocated, InUse %d after every goroutine gave back", c, n, s.InUse)
 		}
 	}

@@ -64,7 +64,7 @@ func (a *ReapReport) Add(b ReapReport) {
 // those about to be released, and a release that finds its buffer already freed is a no-op.
 // A region in which a process used Inbox.TryPop or Pop, whose references are in no record,
 // is not swept until its next audit.
-func (r *Region) Reap() (ReapReport, error) {
+func (r *Region) Reap() (_ ReapReport, err error) {
 	var rep ReapReport
 	if r.readOnly {
 		return rep, fmt.Errorf("offq: reap %q: %w: region opened read-only", r.name, ErrPermission)
@@ -77,6 +77,7 @@ func (r *Region) Reap() (ReapReport, error) {
 		return rep, fmt.Errorf("offq: reap %q: %w", r.name, err)
 	}
 	defer lf.Close() // drops every lock taken through it
+	defer unguard(guard(), &err)
 	// A reaper is present like a participant (shared presence lock), so that an audit, which
 	// needs the region to itself, never runs beside it.
 	for deadline := time.Now().Add(5 * time.Second); ; {

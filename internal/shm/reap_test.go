@@ -123,7 +123,7 @@ func TestReapKilledSubscriberAndPublisher(t *testing.T) {
 	if n := allocated(r); n != 0 {
 		t.Fatalf("%d buffers allocated after reaping", n)
 	}
-	for _, ps := range r.PoolStats() {
+	for _, ps := range must(r.PoolStats()) {
 		if ps.InUse != 0 {
 			t.Fatalf("pool %d: InUse %d after reaping", ps.Class, ps.InUse)
 		}
@@ -131,8 +131,8 @@ func TestReapKilledSubscriberAndPublisher(t *testing.T) {
 	if got := r.hdr.reclaims.Load(); got != 1 {
 		t.Fatalf("reclaims counter %d, want 1", got)
 	}
-	if len(r.InboxStats()) != 0 || len(r.Participants()) != 1 {
-		t.Fatalf("left after reaping: inboxes %+v participants %+v", r.InboxStats(), r.Participants())
+	if len(must(r.InboxStats())) != 0 || len(must(r.Participants())) != 1 {
+		t.Fatalf("left after reaping: inboxes %+v participants %+v", must(r.InboxStats()), must(r.Participants()))
 	}
 	// The old inbox refuses pushes; a second reap finds nothing.
 	if _, err := send(bg, r, p, &in, 0, 99); err == nil {
@@ -345,7 +345,7 @@ func TestReapAuditRepairsLeaks(t *testing.T) {
 	if n := allocated(r); n != 2 {
 		t.Fatalf("%d buffers allocated after the audit, want the 2 in history", n)
 	}
-	if ps := r.PoolStats(); ps[0].InUse != 2 {
+	if ps := must(r.PoolStats()); ps[0].InUse != 2 {
 		t.Fatalf("in-use counter %d after the audit, want 2", ps[0].InUse)
 	}
 	// An audit cannot start while anyone is attached, and an attach waits out an audit.

@@ -141,7 +141,8 @@ func (r *Region) exitRead() { r.readers.Add(-1) }
 // several concurrent creators wins, and no process can ever attach to a half-written region:
 // a creator that dies mid-way leaves only a locked temporary file, which the next Create or
 // OpenOrCreate in that directory removes.
-func Create(name string, opts Options) (*Region, error) {
+func Create(name string, opts Options) (_ *Region, err error) {
+	defer unguard(guard(), &err)
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
@@ -251,7 +252,8 @@ func (r *Region) initialise() {
 // Open attaches to an existing region, validating everything it will rely on: magic, byte
 // order, layout version, size, checksum, and that the section table is the one its config
 // implies. If opts.Config is set, the region must have exactly that configuration.
-func Open(name string, opts Options) (*Region, error) {
+func Open(name string, opts Options) (_ *Region, err error) {
+	defer unguard(guard(), &err)
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}

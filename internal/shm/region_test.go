@@ -821,7 +821,7 @@ func TestAttachDetach(t *testing.T) {
 			}
 		}
 	}
-	infos := r.Participants()
+	infos := must(r.Participants())
 	if len(infos) != len(ps) {
 		t.Fatalf("Participants() = %+v", infos)
 	}
@@ -839,7 +839,7 @@ func TestAttachDetach(t *testing.T) {
 	if alive, err := r.Alive(2); alive || err != nil {
 		t.Fatalf("Alive(2) after Detach = %v, %v", alive, err)
 	}
-	for _, info := range r.Participants() {
+	for _, info := range must(r.Participants()) {
 		if info.Index == 2 {
 			t.Fatalf("a detached participant is listed: %+v", info)
 		}
@@ -851,7 +851,7 @@ func TestAttachDetach(t *testing.T) {
 	if q.Index() != 2 {
 		t.Fatalf("Attach took slot %d, want the freed slot 2", q.Index())
 	}
-	if got := r.Participants()[2].Name; got != "a-long-name-that-is-longer-than-" {
+	if got := must(r.Participants())[2].Name; got != "a-long-name-that-is-longer-than-" {
 		t.Fatalf("name recorded as %q", got)
 	}
 	ps[2] = q
@@ -865,7 +865,7 @@ func TestAttachDetach(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := r.Participants(); len(got) != 0 {
+	if got := must(r.Participants()); len(got) != 0 {
 		t.Fatalf("Participants() after every Detach = %+v", got)
 	}
 }
@@ -878,7 +878,7 @@ func TestAttachReapsDeadSlot(t *testing.T) {
 	cfg.Participants = 2
 	r := newUnitRegion(t, cfg)
 	(*participantSlot)(r.at(r.participantOffset(0))).state.Store(5<<8 | partAttached)
-	infos := r.Participants()
+	infos := must(r.Participants())
 	if len(infos) != 1 || infos[0].Index != 0 || infos[0].Alive {
 		t.Fatalf("Participants() = %+v, want slot 0 listed as dead", infos)
 	}

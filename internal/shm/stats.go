@@ -19,21 +19,27 @@ type TopicStats struct {
 	Fingerprint  uint64 // type fingerprint recorded with it (0: none)
 }
 
-// TopicStats returns every topic in the table. It reads shared memory only.
-func (r *Region) TopicStats() []TopicStats {
+// TopicStats returns every topic in the table. It reads shared memory only. It fails with an
+// error wrapping ErrCorrupt if the region's memory faults (its file was truncated).
+func (r *Region) TopicStats() (_ []TopicStats, err error) {
 	if !r.enterRead() {
-		return nil
+		return nil, nil
 	}
 	defer r.exitRead()
+	defer unguard(guard(), &err)
+	return r.topicStats(), nil
+}
+
+func (r *Region) topicStats() []TopicStats {
 	var out []TopicStats
 	for i := range int(r.cfg.Topics) {
-		t, err := r.Topic(i)
+		t, err := r.topic(i)
 		if err != nil {
 			continue
 		}
-		fp, codec := t.Fingerprint()
+		fp, codec := t.fingerprint()
 		out = append(out, TopicStats{
-			Index: i, Name: t.Name(), Published: t.e.seq.Load(), Bytes: t.e.bytes.Load(),
+			Index: i, Name: t.name(), Published: t.e.seq.Load(), Bytes: t.e.bytes.Load(),
 			HistoryDepth: t.HistoryDepth(), Codec: codec, Fingerprint: fp,
 		})
 	}
@@ -62,29 +68,33 @@ type Stats struct {
 
 // Corrupt returns how many bad words (impossible ring cells, bad handles, scribbled counters)
 // processes have found in the region and dropped or repaired since it was created: the total
-// in Stats, read alone (one load) for a caller that polls it. Zero after Close.
-func (r *Region) Corrupt() uint64 {
+// in Stats, read alone (one load) for a caller that polls it. Zero after Close. It fails with
+// an error wrapping ErrCorrupt if the region's memory faults (its file was truncated).
+func (r *Region) Corrupt() (_ uint64, err error) {
 	if !r.enterRead() {
-		return 0
+		return 0, nil
 	}
 	defer r.exitRead()
-	return r.hdr.corrupt.Load()
+	defer unguard(guard(), &err)
+	return r.hdr.corrupt.Load(), nil
 }
 
 // Stats returns a snapshot of the region's counters. It needs no participant, and works on a
 // region opened with Options.ReadOnly. After Close it returns only the name and path. Like
 // every Stats-family method (PoolStats, InboxStats, TopicStats, Participants), it is safe to
-// call concurrently with Close.
-func (r *Region) Stats() Stats {
+// call concurrently with Close. It fails with an error wrapping ErrCorrupt if the region's
+// memory faults (its file was truncated, or its pages cannot be backed).
+func (r *Region) Stats() (_ Stats, err error) {
 	if !r.enterRead() {
-		return Stats{Name: r.name, Path: r.path}
+		return Stats{Name: r.name, Path: r.path}, nil
 	}
 	defer r.exitRead()
+	defer unguard(guard(), &err)
 	s := Stats{
 		Name: r.name, Path: r.path, Size: len(r.mem), Created: time.Unix(0, r.hdr.created),
 		Config: r.Config(), Reclaims: r.hdr.reclaims.Load(), Corrupt: r.hdr.corrupt.Load(),
 		Swept: r.hdr.swept.Load(), SweepOff: r.hdr.unrecorded.Load() != 0,
-		Participants: r.Participants(), Pools: r.PoolStats(), Inboxes: r.InboxStats(), Topics: r.TopicStats(),
+		Participants: r.participants(), Pools: r.poolStats(), Inboxes: r.inboxStats(), Topics: r.topicStats(),
 	}
 	names := make(map[int]string, len(s.Participants))
 	for _, p := range s.Participants {
@@ -93,7 +103,7 @@ func (r *Region) Stats() Stats {
 	for i := range s.Inboxes {
 		s.Inboxes[i].OwnerName = names[s.Inboxes[i].Owner]
 	}
-	return s
+	return s, nil
 }
 
 // List returns the names of the offq regions in dir (files that start with a region's magic

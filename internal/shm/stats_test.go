@@ -47,7 +47,7 @@ func TestStatsReadOnlyAndList(t *testing.T) {
 	if _, err := ro.Attach("x"); !errors.Is(err, ErrPermission) {
 		t.Fatalf("Attach on a read-only region: %v", err)
 	}
-	s := ro.Stats()
+	s := must(ro.Stats())
 	if len(s.Topics) != 1 || s.Topics[0].Name != "a.b" || s.Topics[0].Published != 1 || s.Topics[0].Bytes != 10 {
 		t.Errorf("topics %+v", s.Topics)
 	}

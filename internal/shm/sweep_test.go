@@ -135,7 +135,7 @@ func TestSweepFreesOnlyOrphans(t *testing.T) {
 	if n := allocated(r); n != 6 {
 		t.Fatalf("%d buffers allocated, want 6", n)
 	}
-	if st := r.Stats(); st.Swept != 1 || st.SweepOff {
+	if st := must(r.Stats()); st.Swept != 1 || st.SweepOff {
 		t.Fatalf("stats: swept %d, sweep off %v", st.Swept, st.SweepOff)
 	}
 
@@ -175,7 +175,7 @@ func TestSweepFreesOnlyOrphans(t *testing.T) {
 	if rep := reapTwice(t, r); rep.Swept != 0 {
 		t.Fatalf("swept %d with an unrecorded consumer about", rep.Swept)
 	}
-	if st := r.Stats(); !st.SweepOff {
+	if st := must(r.Stats()); !st.SweepOff {
 		t.Fatal("stats do not say the sweep is off")
 	}
 	in.Close()
@@ -185,7 +185,7 @@ func TestSweepFreesOnlyOrphans(t *testing.T) {
 	if err != nil || !rep.Audited || rep.Repaired != 1 {
 		t.Fatalf("reap with nobody attached: %+v %v, want an audit repairing the orphan", rep, err)
 	}
-	if st := r.Stats(); st.SweepOff {
+	if st := must(r.Stats()); st.SweepOff {
 		t.Fatal("the audit did not turn the sweep back on")
 	}
 	if n := allocated(r); n != 1 {
@@ -440,7 +440,7 @@ func TestSweepUnderLoad(t *testing.T) {
 		t.Errorf("%d buffers allocated at the end, want the 2 in the history", n)
 	}
 	var dropped uint64
-	for _, s := range r.InboxStats() {
+	for _, s := range must(r.InboxStats()) {
 		dropped += s.DropOldest
 	}
 	t.Logf("%d messages received, %d evicted, %d history messages joined, %d sweeps, %d buffers swept (%d lost references, %d releases raced)",

@@ -76,7 +76,8 @@ func topicHash(name string) uint64 {
 // ErrNotFound when create is false and the topic does not exist. Lookups of an existing
 // topic allocate nothing except the first time a name is seen by the caller's cache (bus
 // keeps one).
-func (p *Participant) LookupTopic(name string, create bool, history int) (Topic, error) {
+func (p *Participant) LookupTopic(name string, create bool, history int) (_ Topic, err error) {
+	defer unguard(guard(), &err)
 	r := p.r
 	if len(name) == 0 || len(name) > maxTopicName {
 		return Topic{}, fmt.Errorf("offq: topic name of %d bytes: want 1 to %d", len(name), maxTopicName)
@@ -153,7 +154,12 @@ func waitTopicClaim(r *Region, e *topicEntry, st uint64) error {
 }
 
 // Topic returns the topic at table index i, if it is ready.
-func (r *Region) Topic(i int) (Topic, error) {
+func (r *Region) Topic(i int) (_ Topic, err error) {
+	defer unguard(guard(), &err)
+	return r.topic(i)
+}
+
+func (r *Region) topic(i int) (Topic, error) {
 	if i < 0 || i >= int(r.cfg.Topics) {
 		return Topic{}, fmt.Errorf("%w: topic index %d out of range", ErrCorrupt, i)
 	}
@@ -167,8 +173,14 @@ func (r *Region) Topic(i int) (Topic, error) {
 // Index returns the topic's table index.
 func (t Topic) Index() int { return int(t.index) }
 
-// Name returns the topic's name (allocates).
-func (t Topic) Name() string { return string(t.e.name[:min(t.e.nameLen, maxTopicName)]) }
+// Name returns the topic's name (allocates), or "" if the region's memory faults (its file
+// was truncated).
+func (t Topic) Name() string {
+	defer unguard(guard(), nil)
+	return t.name()
+}
+
+func (t Topic) name() string { return string(t.e.name[:min(t.e.nameLen, maxTopicName)]) }
 
 // NextSeq takes the topic's next sequence number (starting at 1) and adds n bytes to its
 // published-bytes counter.
@@ -183,8 +195,14 @@ func (t Topic) Published() uint64 { return t.e.seq.Load() }
 // HistoryDepth returns how many past messages the topic keeps.
 func (t Topic) HistoryDepth() int { return int(t.depth) }
 
-// Fingerprint returns the type fingerprint and codec recorded on the topic (0 and "" if none).
+// Fingerprint returns the type fingerprint and codec recorded on the topic (0 and "" if none,
+// or if the region's memory faults).
 func (t Topic) Fingerprint() (uint64, string) {
+	defer unguard(guard(), nil)
+	return t.fingerprint()
+}
+
+func (t Topic) fingerprint() (uint64, string) {
 	fp := t.settledFingerprint()
 	if fp == fpClaiming {
 		return 0, ""
@@ -202,10 +220,14 @@ const fpClaiming = 1
 // SetFingerprint records fp and codec on the topic if none is recorded, and reports whether
 // the topic's fingerprint is now fp. The first claimer wins; the codec name is written before
 // the fingerprint is published, so a reader never sees one without the other.
-func (t Topic) SetFingerprint(fp uint64, codec string) bool {
+//
+// It fails with an error wrapping ErrCorrupt if the region's memory faults.
+func (t Topic) SetFingerprint(fp uint64, codec string) (_ bool, err error) {
 	if fp == 0 {
-		return true // untyped: records and checks nothing
+		return true, nil // untyped: records and checks nothing
 	}
+	defer unguard(guard(), &err)
+
 	if fp == fpClaiming {
 		fp = 3 // reserved value; a hash lands on it with probability 2^-64
 	}
@@ -213,9 +235,9 @@ func (t Topic) SetFingerprint(fp uint64, codec string) bool {
 		t.e.codec = [16]byte{}
 		copy(t.e.codec[:], codec)
 		t.e.fingerprint.Store(fp)
-		return true
+		return true, nil
 	}
-	return t.settledFingerprint() == fp
+	return t.settledFingerprint() == fp, nil
 }
 
 // settledFingerprint waits (briefly: a few stores) for a claim in progress to finish.
@@ -251,7 +273,8 @@ func (t Topic) Remember(h Handle) {
 // p.Unhold(idx, h)). The entry is reserved and marked before the reference is taken, so there
 // is no instant at which p holds a reference that no record names (see Region.Reap). Handles
 // released while being read are skipped. It stops with ErrHeldFull when p's held list is full.
-func (t Topic) HoldHistory(p *Participant, fn func(idx int, h Handle)) error {
+func (t Topic) HoldHistory(p *Participant, fn func(idx int, h Handle)) (err error) {
+	defer unguard(guard(), &err)
 	if t.depth == 0 {
 		return nil
 	}

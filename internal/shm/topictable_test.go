@@ -98,7 +98,7 @@ func TestTopicHistoryKeepsNewestAndReleases(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := r.CountAllocated()[0]; n != 3 {
+	if n := must(r.CountAllocated())[0]; n != 3 {
 		t.Fatalf("%d buffers held, want the 3 in history", n)
 	}
 	var seqs []uint64
@@ -122,7 +122,7 @@ func TestTopicHistoryKeepsNewestAndReleases(t *testing.T) {
 		t.Fatalf("history %v, want [2 3 4]", seqs)
 	}
 	tp.ClearHistory()
-	if n := r.CountAllocated()[0]; n != 0 {
+	if n := must(r.CountAllocated())[0]; n != 0 {
 		t.Fatalf("%d buffers held after ClearHistory", n)
 	}
 }
@@ -130,10 +130,10 @@ func TestTopicHistoryKeepsNewestAndReleases(t *testing.T) {
 func TestTopicFingerprint(t *testing.T) {
 	_, p := newTopicRegion(t, DefaultConfig())
 	tp, _ := p.LookupTopic("f", true, 0)
-	if !tp.SetFingerprint(42, "msgpack") || !tp.SetFingerprint(42, "msgpack") {
+	if !must(tp.SetFingerprint(42, "msgpack")) || !must(tp.SetFingerprint(42, "msgpack")) {
 		t.Fatal("same fingerprint refused")
 	}
-	if tp.SetFingerprint(43, "raw") {
+	if must(tp.SetFingerprint(43, "raw")) {
 		t.Fatal("different fingerprint accepted")
 	}
 	if fp, c := tp.Fingerprint(); fp != 42 || c != "msgpack" {

@@ -48,7 +48,8 @@ const longSleep = time.Second
 // returns ctx.Err()). See TryPop for what the caller receives. While messages are waiting Pop
 // makes no system call and allocates nothing; when it must sleep and ctx can be cancelled, it
 // registers a wake-up with context.AfterFunc, which allocates.
-func (in *Inbox) Pop(ctx context.Context, w Waiter) (Handle, error) {
+func (in *Inbox) Pop(ctx context.Context, w Waiter) (_ Handle, err error) {
+	defer unguard(guard(), &err)
 	in.v.r.noteUnrecorded()
 	for {
 		h, ok, err := in.take(nil, 0)
@@ -81,7 +82,10 @@ func (in *Inbox) PopInto(ctx context.Context, w Waiter, p *Participant, idx int)
 
 // Wait returns when a message is waiting (without taking it), the inbox is closed, or ctx
 // is done.
-func (in *Inbox) Wait(ctx context.Context, w Waiter) error { return in.wait(ctx, w) }
+func (in *Inbox) Wait(ctx context.Context, w Waiter) (err error) {
+	defer unguard(guard(), &err)
+	return in.wait(ctx, w)
+}
 
 func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 	if in.pending() {
