@@ -87,6 +87,10 @@ func Open(name string, opts ...Option) (*Bus, error) {
 	// Reap before attaching: if nobody is attached, the reap is also an audit that repairs
 	// whatever a crash left behind (see shm.Region.Reap).
 	rep, reapErr := r.Reap()
+	if errors.Is(reapErr, ErrCorrupt) { // its memory faults: the file was cut, or cannot be backed
+		r.Close()
+		return nil, fmt.Errorf("bus: open %q: %w", name, reapErr)
+	}
 	p, err := r.Attach(o.name)
 	if err != nil {
 		r.Close()

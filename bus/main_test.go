@@ -18,6 +18,9 @@ func TestMain(m *testing.M) {
 		"chaos-pub":        roleChaosPub,
 		"chaos-sub":        roleChaosSub,
 		"fanout-victim":    roleFanOutVictim,
+		"fault-publish":    roleFaultPublish,
+		"fault-lookup":     roleFaultLookup,
+		"fault-open":       roleFaultOpen,
 	})
 	goleak.VerifyTestMain(m)
 }

@@ -58,7 +58,7 @@ func faultError(r any) error {
 	if !ok {
 		return nil
 	}
-	return fmt.Errorf("%w: memory fault at %#x in the shared region: was the region file truncated?", ErrCorrupt, re.Addr())
+	return fmt.Errorf("%w: memory fault at %#x in the shared region (was the region file truncated, or is its file system full?)", ErrCorrupt, re.Addr())
 }
 
 // Guard starts a fault guard for a caller that builds one operation out of several of this
