@@ -15,7 +15,7 @@ import (
 // command line instead of the tests.
 func TestMain(m *testing.M) {
 	if os.Getenv(envDemoPeer) == "1" {
-		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+		os.Exit(run(context.Background(), os.Args[1:], faultStdout(), os.Stderr))
 	}
 	goleak.VerifyTestMain(m)
 }
