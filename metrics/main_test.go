@@ -10,9 +10,10 @@ import (
 
 func TestMain(m *testing.M) {
 	peer.Dispatch(map[string]peer.Role{
-		"publisher":  rolePublisher,
-		"subscriber": roleSubscriber,
-		"scraper":    roleScraper,
+		"publisher":    rolePublisher,
+		"subscriber":   roleSubscriber,
+		"scraper":      roleScraper,
+		"fault-gather": roleFaultGather,
 	})
 	goleak.VerifyTestMain(m)
 }
