@@ -97,4 +97,10 @@
 // moving one reference leaves a reference nobody holds; each reap ends with a sweep that frees
 // such buffers (see docs/operations.md), so the pools come back to exactly what live processes
 // hold without anyone having to leave.
+//
+// The region is a file that another process could truncate. Every call of this package that
+// reads or writes it turns the resulting memory fault (SIGBUS) into an error wrapping
+// ErrCorrupt instead of dying of it; the caller's own reads of Message.Data and writes to
+// Loan.Bytes are not covered (read through Message.WriteTo to be; see docs/architecture.md,
+// "Faults at the door").
 package bus
