@@ -86,7 +86,10 @@ func (p *Publisher) Loan(n int) (Loan, error) {
 	return Loan{p: p, buf: buf, n: n}, nil
 }
 
-// Bytes returns the message's n bytes, in shared memory. Write the message here.
+// Bytes returns the message's n bytes, in shared memory. Write the message here. Like
+// Message.Data, it is a slice of the mapping: writing to it after another process truncated
+// the region's file faults (SIGBUS), which the caller's own code is not guarded against
+// (Publish copies under the guard).
 func (l Loan) Bytes() []byte { return l.buf.Bytes()[:l.n] }
 
 // Cap returns the size of the loaned buffer (its size class), at least the n asked for.

@@ -141,8 +141,7 @@ func (r *Region) exitRead() { r.readers.Add(-1) }
 // several concurrent creators wins, and no process can ever attach to a half-written region:
 // a creator that dies mid-way leaves only a locked temporary file, which the next Create or
 // OpenOrCreate in that directory removes.
-func Create(name string, opts Options) (_ *Region, err error) {
-	defer unguard(guard(), &err)
+func Create(name string, opts Options) (*Region, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
@@ -205,9 +204,10 @@ func create(name, dir string, cfg Config, mode os.FileMode) (*Region, error) {
 		return nil, fmt.Errorf("offq: create %q: %w", name, err)
 	}
 	r := newRegion(name, Path(dir, name), f, mem, cfg, lay)
-	r.initialise()
-	testHookInit(tmp)
-	r.hdr.state.Store(stateReady)
+	if err := r.prepare(tmp); err != nil {
+		unmap(mem)
+		return nil, fmt.Errorf("offq: create %q: %w", name, err)
+	}
 
 	if err := linkNoReplace(tmp, r.path); err != nil {
 		unmap(mem)
@@ -223,6 +223,17 @@ func create(name, dir string, cfg Config, mode os.FileMode) (*Region, error) {
 	ofdUnlock(f, 0)
 	ok = true
 	return r, nil
+}
+
+// prepare initialises a new region and marks it ready, under the fault guard: on a file
+// system without fallocate the pages are allocated as they are first written, and a full
+// tmpfs then faults.
+func (r *Region) prepare(tmp string) (err error) {
+	defer unguard(guard(), &err)
+	r.initialise()
+	testHookInit(tmp)
+	r.hdr.state.Store(stateReady)
+	return nil
 }
 
 // testHookInit lets a test kill a creator in the middle of initialisation.
@@ -252,8 +263,7 @@ func (r *Region) initialise() {
 // Open attaches to an existing region, validating everything it will rely on: magic, byte
 // order, layout version, size, checksum, and that the section table is the one its config
 // implies. If opts.Config is set, the region must have exactly that configuration.
-func Open(name string, opts Options) (_ *Region, err error) {
-	defer unguard(guard(), &err)
+func Open(name string, opts Options) (*Region, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
@@ -306,7 +316,7 @@ func attach(name, path string, f *os.File, opts Options) (*Region, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, lay, err := validateHeader(mem, opts.ReadyTimeout)
+	cfg, lay, err := validateMapped(mem, opts.ReadyTimeout)
 	if err != nil {
 		unmap(mem)
 		return nil, err
@@ -320,6 +330,13 @@ func attach(name, path string, f *os.File, opts Options) (*Region, error) {
 	r := newRegion(name, path, f, mem, cfg, lay)
 	r.readOnly = opts.ReadOnly
 	return r, nil
+}
+
+// validateMapped is validateHeader under the fault guard: the file may have been cut between
+// its size was read and the header is.
+func validateMapped(mem []byte, readyTimeout time.Duration) (_ Config, _ layout, err error) {
+	defer unguard(guard(), &err)
+	return validateHeader(mem, readyTimeout)
 }
 
 // validateHeader checks a mapped region and returns its configuration and layout. It reads

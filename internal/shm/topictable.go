@@ -189,8 +189,12 @@ func (t Topic) NextSeq(n int) uint64 {
 	return t.e.seq.Add(1)
 }
 
-// Published returns how many sequence numbers were taken: messages published on the topic.
-func (t Topic) Published() uint64 { return t.e.seq.Load() }
+// Published returns how many sequence numbers were taken: messages published on the topic
+// (0 if the region's memory faults).
+func (t Topic) Published() uint64 {
+	defer unguard(guard(), nil)
+	return t.e.seq.Load()
+}
 
 // HistoryDepth returns how many past messages the topic keeps.
 func (t Topic) HistoryDepth() int { return int(t.depth) }
