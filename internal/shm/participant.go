@@ -38,16 +38,22 @@ func (r *Region) participantOffset(i uint32) uint64 {
 // Attach joins the region as a new participant named name (truncated to 32 bytes; for tools).
 // It fails with ErrTableFull when every slot is held by a live participant or awaits reaping.
 func (r *Region) Attach(name string) (_ *Participant, err error) {
-	defer unguard(guard(), &err)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	var lf *os.File
+	defer func() {
+		if err != nil && lf != nil {
+			lf.Close() // after a fault too, so that its locks do not outlive the attempt
+		}
+	}()
+	defer unguard(guard(), &err)
 	if r.closed.Load() {
 		return nil, fmt.Errorf("offq: attach to %q: %w", r.name, ErrClosed)
 	}
 	if r.readOnly {
 		return nil, fmt.Errorf("offq: attach to %q: %w: region opened read-only", r.name, ErrPermission)
 	}
-	lf, err := reopen(r.f)
+	lf, err = reopen(r.f)
 	if err != nil {
 		return nil, fmt.Errorf("offq: attach to %q: %w", r.name, err)
 	}
