@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"hash/fnv"
@@ -267,12 +268,20 @@ func (br *Bridge) export(s *bus.Subscription) {
 		if err != nil {
 			return
 		}
-		topic, seq, data := m.Topic(), m.Seq(), m.Data()
+		// Copy the payload out under the fault guard: a region cut under it is an error here,
+		// not a SIGBUS in the hash or in the NATS client.
+		var buf bytes.Buffer
+		if _, err := m.WriteTo(&buf); err != nil {
+			br.dropped.Add(1)
+			br.log.Warn("not forwarded", zap.String("pattern", s.Pattern()), zap.Error(err))
+			continue
+		}
+		topic, seq, data := m.Topic(), m.Seq(), buf.Bytes()
 		if br.wasImported(topic, seq, data) {
 			br.looped.Add(1)
 			continue
 		}
-		msg := &nats.Msg{Subject: topic, Data: m.Clone(), Header: make(nats.Header, 4)}
+		msg := &nats.Msg{Subject: topic, Data: data, Header: make(nats.Header, 4)}
 		msg.Header.Set(HeaderOrigin, br.id)
 		msg.Header.Set(HeaderSeq, strconv.FormatUint(seq, 10))
 		if fp, c := br.fingerprint(topic); fp != 0 {
