@@ -83,4 +83,17 @@
 // valid while the caller holds a reference to the buffer and the Region is open; after
 // Release another process may reuse the buffer at any time. Region.Close refuses to unmap
 // while participants of the process are attached. docs/layout.md has the byte map.
+//
+// # Faults
+//
+// A region's file can lose pages under the mapping (another process truncates it; a hole on a
+// full tmpfs has no memory behind it), and touching one raises SIGBUS. Every exported function
+// that touches the mapping and returns an error catches that memory fault in the calling
+// goroutine and returns an error wrapping ErrCorrupt instead; the Stats family returns an
+// error for it. The parts a caller composes one operation from (Inbox.DeliverBuffer,
+// Inbox.PopInto, Participant.Reserve, Unreserve and Forget, Region.Buffer, Region.Inbox,
+// Region.AddRefs, SubscriptionGen, Buffer.Meta and SetMeta, Topic.NextSeq and Remember) do not:
+// run the operation under Guard and Unguard. Reads and writes of the byte slices above are
+// the caller's own, and are not guarded; Copy is. See docs/architecture.md, "Faults at the
+// door".
 package shm
