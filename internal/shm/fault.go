@@ -20,9 +20,9 @@ import (
 //
 // Only memory faults are caught; any other panic goes on. SetPanicOnFault is a flag of the
 // goroutine, so the guard covers exactly what the calling goroutine does until the function
-// returns. One guard costs two calls and an open-coded defer, a few nanoseconds, and allocates
-// nothing; an exported function takes one, and calls the unexported bodies of others, so that
-// guards do not nest.
+// returns. One guard costs an open-coded defer, a recover and two SetPanicOnFault calls, about
+// 11 ns (BenchmarkGuard), and allocates nothing; an exported function takes one, and calls the
+// unexported bodies of others, so that guards do not nest.
 
 // guard turns memory faults of the calling goroutine into panics; hand its result to unguard.
 func guard() bool { return debug.SetPanicOnFault(true) }
