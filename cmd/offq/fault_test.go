@@ -166,7 +166,7 @@ func sparseRegion(t *testing.T, name string) string {
 
 // TestFaultInfoLsUnbacked: offq info and offq ls read a region whose header validates but
 // whose tables are holes on a full tmpfs. info fails with the fault; ls lists the region as
-// unreadable, saying why.
+// unreadable, saying why. stat and reap fail with the fault too; rm removes the region.
 func TestFaultInfoLsUnbacked(t *testing.T) {
 	dir := sparseRegion(t, "sparse")
 	t.Run("info", func(t *testing.T) {
@@ -182,6 +182,27 @@ func TestFaultInfoLsUnbacked(t *testing.T) {
 			t.Errorf("offq ls: status %d, stdout %q, stderr %q; want sparse listed as unreadable", code, stdout, firstLines(stderr, 4))
 		}
 		wantFault(t, "offq ls stdout", stdout)
+	})
+	// The other commands that read a region take the same doors.
+	for _, args := range [][]string{
+		{"stat", "--dir", dir, "--bus", "sparse"},
+		{"reap", "--dir", dir, "--bus", "sparse"},
+	} {
+		t.Run(args[0], func(t *testing.T) {
+			code, _, stderr := offqChild(t, nil, args...)
+			if code != exitRuntime {
+				t.Errorf("offq %s: status %d, want %d", args[0], code, exitRuntime)
+			}
+			wantFault(t, "offq "+args[0]+" stderr", stderr)
+		})
+	}
+	// rm reads only the participant table, which shares the header's page here: it finds no
+	// live participant and removes the region (a fault there would be an error, as above).
+	t.Run("rm", func(t *testing.T) {
+		code, stdout, stderr := offqChild(t, nil, "rm", "--dir", dir, "--bus", "sparse")
+		if code != exitOK || !strings.Contains(stdout, "removed") {
+			t.Errorf("offq rm: status %d, stdout %q, stderr %q; want the region removed", code, stdout, firstLines(stderr, 4))
+		}
 	})
 }
 
