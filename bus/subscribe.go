@@ -132,6 +132,11 @@ func (s *Subscription) Receive(ctx context.Context) (_ Message, err error) {
 	// One fault guard for the whole receive: the parts it is made of (reserve, take, the
 	// buffer's header) run under it and guard nothing themselves.
 	defer shm.Unguard(shm.Guard(), &err)
+	return s.receive(ctx)
+}
+
+// receive is Receive for a caller that holds the fault guard.
+func (s *Subscription) receive(ctx context.Context) (Message, error) {
 	if !s.gate.enter() {
 		return Message{}, ErrClosed
 	}

@@ -131,7 +131,7 @@ func (p *TypedPublisher[T]) Publish(ctx context.Context, v *T) error {
 			return fmt.Errorf("bus: publish on %q: %w", p.p.name, err)
 		}
 		l = l.WithLen(l.Cap())
-		m, err := p.c.Encode(l.Bytes(), v)
+		m, err := encode(p.c, l.Bytes(), v)
 		if err == nil {
 			if !exact && int64(m) != p.hint.Load() {
 				p.hint.Store(int64(m))
@@ -147,6 +147,13 @@ func (p *TypedPublisher[T]) Publish(ctx context.Context, v *T) error {
 		}
 		n = l.Cap() + 1 // the next size class
 	}
+}
+
+// encode runs the codec under the fault guard: it writes into shared memory, whose file
+// another process may have cut.
+func encode[T any](c codec.Codec[T], dst []byte, v *T) (_ int, err error) {
+	defer shm.Unguard(shm.Guard(), &err)
+	return c.Encode(dst, v)
 }
 
 func (p *TypedPublisher[T]) tooLarge() error {
@@ -180,13 +187,22 @@ func (p *TypedPublisher[T]) Loan() (TypedLoan[T], error) {
 		return TypedLoan[T]{}, fmt.Errorf("bus: loan on %q: %w", p.p.name, err)
 	}
 	v, err := p.in.View(l.Bytes())
+	if err == nil {
+		err = zero(v)
+	}
 	if err != nil {
 		l.Discard()
 		return TypedLoan[T]{}, fmt.Errorf("bus: loan on %q: %w", p.p.name, err)
 	}
-	var zero T
-	*v = zero
 	return TypedLoan[T]{l: l, v: v}, nil
+}
+
+// zero zeroes *v, in shared memory, under the fault guard.
+func zero[T any](v *T) (err error) {
+	defer shm.Unguard(shm.Guard(), &err)
+	var z T
+	*v = z
+	return nil
 }
 
 // Send publishes a loaned T (see Publisher.Send). The loan is consumed; its Value must not be
@@ -283,8 +299,9 @@ func (s *TypedSubscription[T]) Drain(ctx context.Context) error { return s.s.Dra
 // carries another type is released and Receive returns an error wrapping ErrTypeMismatch, so
 // call Receive again to go on. While messages are queued Receive makes no system call, and
 // it allocates nothing.
-func (s *TypedSubscription[T]) Receive(ctx context.Context) (TypedMessage[T], error) {
-	m, err := s.s.Receive(ctx)
+func (s *TypedSubscription[T]) Receive(ctx context.Context) (_ TypedMessage[T], err error) {
+	defer shm.Unguard(shm.Guard(), &err) // one guard for the receive and the type check
+	m, err := s.s.receive(ctx)
 	if err != nil {
 		return TypedMessage[T]{}, err
 	}
@@ -361,7 +378,9 @@ type TypedMessage[T any] struct {
 // (codec.Struct): a *T over the buffer in shared memory, nothing decoded or copied. Treat it
 // as read-only (other subscribers read the same bytes), and do not use it after Release. It
 // fails if the codec does not write in place, or if the message is too short for T (written
-// by a faulty process). It allocates nothing on success.
+// by a faulty process). It allocates nothing on success. Like Message.Data, it reads the
+// buffer's header, and the *T is shared memory: neither is guarded against a region file cut
+// under them (see Message.Data).
 func (m TypedMessage[T]) View() (*T, error) {
 	if m.s == nil {
 		return nil, ErrReleased
@@ -375,10 +394,12 @@ func (m TypedMessage[T]) View() (*T, error) {
 // Decode decodes the message into v: codec.Msgpack reads the buffer in place and copies out
 // only what v owns (strings, slices, maps); codec.Struct copies the value; codec.Raw makes v
 // alias the message's bytes, valid until Release. Like TypedPublisher.Publish, v escapes to
-// the heap.
-func (m TypedMessage[T]) Decode(v *T) error {
+// the heap. It reads shared memory under the fault guard: a region file cut under the message
+// is an error wrapping ErrCorrupt.
+func (m TypedMessage[T]) Decode(v *T) (err error) {
 	if m.s == nil {
 		return ErrReleased
 	}
+	defer shm.Unguard(shm.Guard(), &err)
 	return m.c.Decode(m.buf.Data(), v)
 }
