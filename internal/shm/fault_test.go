@@ -1,6 +1,11 @@
 package shm
 
-import "testing"
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+)
 
 // must returns v, and panics if err is set: for tests reading a snapshot of a region that is
 // known to be whole.
@@ -38,4 +43,67 @@ func BenchmarkGuard(b *testing.B) {
 			guardedNop(&x)
 		}
 	})
+}
+
+// TestGuardTruncated: after the region's file is cut to its first page, the doors return
+// errors wrapping ErrCorrupt (in this process: the guard under test is what keeps it alive),
+// and the zero-value accessors return zero values.
+func TestGuardTruncated(t *testing.T) {
+	cfg := DefaultConfig() // its tables run far past the first page
+	cfg.Classes = []Class{{Size: 256, Count: 16}}
+	r, err := Create("cut", Options{Dir: t.TempDir(), Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	me, err := r.Attach("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp, err := me.LookupTopic("t", true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(r.Path(), 4096); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "memory fault") {
+			t.Errorf("%s after the cut: %v, want a memory fault wrapping ErrCorrupt", what, err)
+		}
+	}
+	_, err = r.Stats()
+	check("Stats", err)
+	_, err = r.PoolStats()
+	check("PoolStats", err)
+	_, err = r.TopicStats()
+	check("TopicStats", err)
+	_, err = r.CountAllocated()
+	check("CountAllocated", err)
+	_, err = me.Alloc(16)
+	check("Alloc", err)
+	_, err = me.LookupTopic("u", true, 0)
+	check("LookupTopic", err)
+	_, err = r.Reap()
+	check("Reap", err)
+	if n := tp.Name(); n != "" {
+		t.Errorf("Name after the cut: %q, want \"\"", n)
+	}
+	check("Detach", me.Detach())
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGuardPassesOtherPanics: the guard turns memory faults into errors and nothing else.
+func TestGuardPassesOtherPanics(t *testing.T) {
+	defer func() {
+		if r := recover(); r != "not a fault" {
+			t.Fatalf("recovered %v, want the original panic", r)
+		}
+	}()
+	func() (err error) {
+		defer unguard(guard(), &err)
+		panic("not a fault")
+	}()
 }
