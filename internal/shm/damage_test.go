@@ -5,6 +5,7 @@ package shm
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -111,5 +112,77 @@ func TestDamagedPositionsRepaired(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDamagedCellCountedOnce: a scribbled cell that a DropNewest producer meets on every push
+// (the consumer has not reached it yet) is one damaged word: it is counted once, however many
+// pushes fail on it (issue 14, item 12).
+func TestDamagedCellCountedOnce(t *testing.T) {
+	r := newUnitRegion(t, inboxConfig())
+	p := attachUnit(t, r, "p")
+	q := attachUnit(t, r, "q")
+	in, err := q.OpenInbox(InboxConfig{Capacity: 4, Policy: DropNewest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	bg := context.Background()
+	for i := range 4 {
+		if _, err := send(bg, r, p, &in, 0, uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The cell of the oldest message now holds a bad handle with the parity of the next lap:
+	// the message is destroyed, and the cell looks filled for the tail position.
+	tail := in.v.hdr.tail.Load()
+	old := in.cell(tail).Swap(0x40 | in.parity(tail))
+	const pushes = 50
+	for i := range pushes {
+		if _, err := send(bg, r, p, &in, 1, uint64(i)); !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrFull) {
+			t.Fatalf("push %d into a full ring with a damaged cell: %v", i, err)
+		}
+	}
+	if s, _ := statsOf(r, in.ID()); s.Corrupt != 1 || r.Corrupt() != 1 {
+		t.Errorf("one damaged cell met by %d pushes counted %d times in the inbox, %d in the region; want 1",
+			pushes, s.Corrupt, r.Corrupt())
+	}
+	if err := r.Release(Handle(old &^ parityBit)); err != nil { // the destroyed message's reference
+		t.Fatal(err)
+	}
+}
+
+// TestScribbledCountersClamped: counters that live in scribbled memory are shown clamped to
+// 2^53-1 (exact in a float64, never negative as an int64) by every stats reader (issue 14,
+// item 12).
+func TestScribbledCountersClamped(t *testing.T) {
+	r := newUnitRegion(t, inboxConfig())
+	q := attachUnit(t, r, "q")
+	in, err := q.OpenInbox(InboxConfig{Capacity: 4, Policy: DropNewest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	const junk = 0xd6fc_7a3e_1b2c_4d5e // -2955402966732013406 as an int64
+	hd := in.v.hdr
+	for _, c := range []*atomic.Uint64{&hd.dropOldest, &hd.dropNewest, &hd.dropTimeout, &hd.corrupt, &hd.skipped,
+		&r.hdr.corrupt, &r.hdr.reclaims, &r.hdr.swept} {
+		c.Store(junk)
+	}
+	hd.base = junk
+	const limit = 1<<53 - 1
+	s, _ := statsOf(r, in.ID())
+	for name, v := range map[string]uint64{"DropOldest": s.DropOldest, "DropNewest": s.DropNewest,
+		"DropTimeout": s.DropTimeout, "Corrupt": s.Corrupt, "Pushed": s.Pushed, "Popped": s.Popped} {
+		if v > limit {
+			t.Errorf("InboxStats.%s = %d (as int64 %d), want at most 2^53-1", name, v, int64(v))
+		}
+	}
+	rs := r.Stats()
+	for name, v := range map[string]uint64{"Corrupt": rs.Corrupt, "Reclaims": rs.Reclaims, "Swept": rs.Swept,
+		"Region.Corrupt()": r.Corrupt()} {
+		if v > limit {
+			t.Errorf("Stats.%s = %d (as int64 %d), want at most 2^53-1", name, v, int64(v))
+		}
 	}
 }

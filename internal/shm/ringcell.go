@@ -2,6 +2,7 @@ package shm
 
 import (
 	"fmt"
+	"math/bits"
 	"runtime"
 	"sync/atomic"
 	"unsafe"
@@ -69,11 +70,31 @@ var maxTurns = 1 << 20 // a variable only so that tests can lower it
 // positions if the head and tail were scribbled far apart.
 func (in *Inbox) maxRepairs() int { return 2*int(in.cap) + 64 }
 
-// wrecked counts and reports a ring whose positions or cells are too damaged to use.
+// wrecked counts and reports a ring whose positions or cells are too damaged to use. The same
+// damage (the same head and tail) is counted once, however many calls give up on it.
 func (in *Inbox) wrecked() error {
-	in.v.hdr.corrupt.Add(1)
-	in.v.r.hdr.corrupt.Add(1)
+	in.v.countDamage(damageKey(2, in.v.hdr.head.Load(), in.v.hdr.tail.Load()))
 	return errRingWrecked
+}
+
+// countDamage counts damage that stays where it was found, and that every push or take (in
+// every process) would otherwise count again each time it meets it: an impossible cell a
+// producer cannot repair, a ring given up on, an impossible inbox header. The inbox remembers
+// the last such damage it counted (key: what was damaged, and how) and does not count it again.
+// Damage that is repaired where it is found (a cell made empty, a message skipped, positions
+// put back) is counted by whoever repairs it, once, since it is gone afterwards.
+func (v *inboxView) countDamage(key uint64) {
+	hd := v.hdr
+	if hd.noted.Load() == key || hd.noted.Swap(key) == key {
+		return
+	}
+	hd.corrupt.Add(1)
+	v.r.hdr.corrupt.Add(1)
+}
+
+// damageKey names one damage for countDamage: its kind and two words that say where and what.
+func damageKey(kind, a, b uint64) uint64 {
+	return (a*0x9e3779b97f4a7c15 ^ bits.RotateLeft64(b, 29)*0xbf58476d1ce4e5b9) + kind<<60 | 1
 }
 
 var errRingWrecked = fmt.Errorf("%w: inbox positions or cells damaged beyond repair", ErrCorrupt)

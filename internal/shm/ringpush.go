@@ -233,8 +233,9 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 			}
 			continue
 		}
-		hd.corrupt.Add(1)
-		in.v.r.hdr.corrupt.Add(1)
+		// The cell stays as it is until the consumer gets there: count it once, not at every
+		// push that meets it.
+		in.v.countDamage(damageKey(1, v, t))
 		return errCellCorrupt
 	}
 }
