@@ -146,6 +146,7 @@ func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
 		h.dropTimeout.Store(0)
 		h.corrupt.Store(0)
 		h.skipped.Store(0)
+		h.noted.Store(0)
 		in := v.inbox(gen, uint32(capacity), c.Policy, c.BlockLimit)
 		// Positions continue from where the previous user of this entry stopped, so that no
 		// position is ever reused for another generation.
@@ -186,7 +187,7 @@ func (r *Region) Inbox(id InboxID) (Inbox, error) {
 	}
 	c := v.hdr.capacity
 	if c < 2 || c > r.cfg.InboxCapacity || c&(c-1) != 0 || v.hdr.policy > uint32(Block) {
-		v.hdr.corrupt.Add(1)
+		v.countDamage(damageKey(3, uint64(c), uint64(v.hdr.policy))) // every publisher meets it: count it once
 		return Inbox{}, fmt.Errorf("%w: inbox %d: capacity %d, policy %d", ErrCorrupt, idx, c, v.hdr.policy)
 	}
 	return v.inbox(gen, c, Policy(v.hdr.policy), time.Duration(max(v.hdr.blockNanos, 0))), nil
@@ -317,11 +318,11 @@ func (r *Region) InboxStats() []InboxStats {
 		pushed := t - min(h.base, t)
 		taken := hd - min(h.base, hd)
 		s := InboxStats{
-			Pushed: pushed, Popped: taken - min(taken, h.dropOldest.Load()+h.skipped.Load()),
+			Pushed: shown(pushed), Popped: shown(taken - min(taken, shown(h.dropOldest.Load())+shown(h.skipped.Load()))),
 			ID: makeInboxID(uint32(i), wordGen(st)), Owner: int(wordOwner(st)) - 1,
 			Pattern: r.patternString(uint32(i)), Policy: Policy(h.policy), Capacity: int(h.capacity),
-			Depth: int(depth), DropOldest: h.dropOldest.Load(), DropNewest: h.dropNewest.Load(),
-			DropTimeout: h.dropTimeout.Load(), Corrupt: h.corrupt.Load(), Sleeping: waitersOf(h.sleepers.Load(), wordGen(st)) != 0,
+			Depth: int(depth), DropOldest: shown(h.dropOldest.Load()), DropNewest: shown(h.dropNewest.Load()),
+			DropTimeout: shown(h.dropTimeout.Load()), Corrupt: shown(h.corrupt.Load()), Sleeping: waitersOf(h.sleepers.Load(), wordGen(st)) != 0,
 			Blocked: int(waitersOf(h.spaceWaiters.Load(), wordGen(st))),
 		}
 		out = append(out, s)

@@ -83,12 +83,14 @@ const (
 	ilClaimed             // a claimed marker of this generation
 	ilClaimedOther        // a claimed marker of another generation
 	ilRandom              // random bits
+	ilPositions           // not a cell: the head or the tail moved far away (repairPositions)
 	ilKinds
 )
 
 func (k ilKind) String() string {
 	return [...]string{"none", "wrong-lap-handle", "right-lap-bad-handle", "empty-other-position",
-		"own-empty-marker", "empty-other-generation", "claimed", "claimed-other-generation", "random-bits"}[k]
+		"own-empty-marker", "empty-other-generation", "claimed", "claimed-other-generation", "random-bits",
+		"positions"}[k]
 }
 
 type ilScenario struct {
@@ -911,6 +913,18 @@ func (r *ilRun) scribbler(a *ilActor) {
 	in := &r.in
 	hd := in.v.hdr
 	head, tail := hd.head.Load(), hd.tail.Load()
+	if r.sc.scribble == ilPositions {
+		d := []int64{1 << 30, -(1 << 30), 1<<20 + 3, -(1 << 20) - 5, 5 * int64(in.cap)}[a.rng.IntN(5)]
+		w, what := &hd.head, "head"
+		if a.rng.IntN(2) == 0 {
+			w, what = &hd.tail, "tail"
+		}
+		step()
+		old := w.Load()
+		w.Store(uint64(int64(old) + d))
+		r.scribbled = fmt.Sprintf("%s %d moved by %d (head %d, tail %d)", what, old, d, head, tail)
+		return
+	}
 	var pos uint64 // the position whose cell is hit
 	switch a.rng.IntN(4) {
 	case 0, 1:
@@ -1169,7 +1183,7 @@ func (r *ilRun) finish() {
 		for i := range ring.cap {
 			v := ring.cell(i).Load()
 			if _, err := reg.Buffer(Handle(v &^ parityBit)); v&markBit == 0 && (!scribbled || err == nil) {
-				if sc.scribble == ilOtherPos || sc.scribble == ilOwnEmpty {
+				if sc.scribble == ilOtherPos || sc.scribble == ilOwnEmpty || sc.scribble == ilPositions {
 					// The loss tolerated below (a position filled behind the head): the
 					// next lap repairs the cell, counting it, and the sweep frees the buffer.
 					r.softf("scribble %s: a message stranded behind the head", sc.scribble)
@@ -1278,8 +1292,11 @@ func (r *ilRun) finish() {
 	ordered := slices.Clone(r.msgs)
 	ordered = slices.DeleteFunc(ordered, func(m *ilMsg) bool { return len(m.recv) == 0 })
 	sort.Slice(ordered, func(i, j int) bool { return ordered[i].recv[0] < ordered[j].recv[0] })
-	if sc.consumers2 {
-		ordered = nil // two consumers receive in no particular order between them
+	if sc.consumers2 || sc.scribble == ilPositions {
+		// Two consumers receive in no particular order between them; a message that was in
+		// the ring when its head or tail was scribbled may come after later ones (or not at
+		// all) once the positions are put back.
+		ordered = nil
 	}
 	for _, m := range ordered {
 		if l, ok := last[m.producer]; ok && m.seq <= l {
@@ -1308,6 +1325,11 @@ func (r *ilRun) finish() {
 	switch {
 	case scribbled:
 		destroyed := len(r.destroyed) + r.destroyedSwept
+		if sc.scribble == ilPositions {
+			// The messages in the ring when the head or tail moved may be lost (they are
+			// behind the position put back, or their cells are repaired by the next lap).
+			destroyed += sc.capacity + 1
+		}
 		if sc.scribble == ilOtherPos || sc.scribble == ilOwnEmpty {
 			// An empty marker of a plausible position written where the position is done can
 			// make a producer (whose tail lags) fill a position the consumer has passed:

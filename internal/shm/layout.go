@@ -168,6 +168,7 @@ const topicEntrySize = 256
 //	16   4     owner participant index + 1
 //	20   4     topic index + 1 (0: none; for the topic layer)
 //	24   4     pattern length (the pattern is in the patterns section)
+//	32   8     noted: the last damage counted that stays where it was found (see countDamage)
 //	56   8     longest a producer blocks on a full inbox (Block policy), nanoseconds; 0: no limit
 //	64   8     tail: next position to fill (written by producers)
 //	128  8     head: next position to take (written by the consumer and by evicting producers)
@@ -188,7 +189,9 @@ type inboxHeader struct {
 	owner        uint32
 	topic        uint32
 	patternLen   uint32
-	_            [28]byte
+	_            uint32
+	noted        atomic.Uint64
+	_            [16]byte
 	blockNanos   int64
 	tail         atomic.Uint64
 	_            [56]byte

@@ -154,6 +154,7 @@ func TestLayoutInboxHeader(t *testing.T) {
 		layoutField("owner", unsafe.Offsetof(h.owner), unsafe.Sizeof(h.owner), 16, 4),
 		layoutField("topic", unsafe.Offsetof(h.topic), unsafe.Sizeof(h.topic), 20, 4),
 		layoutField("patternLen", unsafe.Offsetof(h.patternLen), unsafe.Sizeof(h.patternLen), 24, 4),
+		layoutField("noted", unsafe.Offsetof(h.noted), unsafe.Sizeof(h.noted), 32, 8),
 		layoutField("blockNanos", unsafe.Offsetof(h.blockNanos), unsafe.Sizeof(h.blockNanos), 56, 8),
 		layoutField("tail", unsafe.Offsetof(h.tail), unsafe.Sizeof(h.tail), 64, 8),
 		layoutField("head", unsafe.Offsetof(h.head), unsafe.Sizeof(h.head), 128, 8),

@@ -2,6 +2,7 @@ package shm
 
 import (
 	"fmt"
+	"math/bits"
 	"runtime"
 	"sync/atomic"
 	"unsafe"
@@ -69,11 +70,31 @@ var maxTurns = 1 << 20 // a variable only so that tests can lower it
 // positions if the head and tail were scribbled far apart.
 func (in *Inbox) maxRepairs() int { return 2*int(in.cap) + 64 }
 
-// wrecked counts and reports a ring whose positions or cells are too damaged to use.
+// wrecked counts and reports a ring whose positions or cells are too damaged to use. The same
+// damage (the same head and tail) is counted once, however many calls give up on it.
 func (in *Inbox) wrecked() error {
-	in.v.hdr.corrupt.Add(1)
-	in.v.r.hdr.corrupt.Add(1)
+	in.v.countDamage(damageKey(2, in.v.hdr.head.Load(), in.v.hdr.tail.Load()))
 	return errRingWrecked
+}
+
+// countDamage counts damage that stays where it was found, and that every push or take (in
+// every process) would otherwise count again each time it meets it: an impossible cell a
+// producer cannot repair, a ring given up on, an impossible inbox header. The inbox remembers
+// the last such damage it counted (key: what was damaged, and how) and does not count it again.
+// Damage that is repaired where it is found (a cell made empty, a message skipped, positions
+// put back) is counted by whoever repairs it, once, since it is gone afterwards.
+func (v *inboxView) countDamage(key uint64) {
+	hd := v.hdr
+	if hd.noted.Load() == key || hd.noted.Swap(key) == key {
+		return
+	}
+	hd.corrupt.Add(1)
+	v.r.hdr.corrupt.Add(1)
+}
+
+// damageKey names one damage for countDamage: its kind and two words that say where and what.
+func damageKey(kind, a, b uint64) uint64 {
+	return (a*0x9e3779b97f4a7c15 ^ bits.RotateLeft64(b, 29)*0xbf58476d1ce4e5b9) + kind<<60 | 1
 }
 
 var errRingWrecked = fmt.Errorf("%w: inbox positions or cells damaged beyond repair", ErrCorrupt)
@@ -92,3 +113,62 @@ func yield() {
 
 // testHookYield, if set, runs at every yield: tests count how long a push or take waits.
 var testHookYield func()
+
+// positionsDamaged reports whether the head and the tail are further apart than the protocol
+// ever leaves them: the head at most one past the tail (a producer that died between filling
+// a cell and moving the tail), the tail at most capacity + 1 past the head (a consumer that
+// died between emptying a cell and moving the head). It allows twice that, for values read at
+// different instants; repairPositions decides on values of one instant.
+func (in *Inbox) positionsDamaged() bool {
+	h, t := in.v.hdr.head.Load(), in.v.hdr.tail.Load()
+	return h > t+in.cap || t > h+2*in.cap+2
+}
+
+// repairPositions puts back a head or tail that was scribbled far from the other (see
+// positionsDamaged), counting the damage once: without it, producers and the consumer would
+// walk one position at a time towards each other for up to 2^48 positions, or give up on
+// every call, and the consumer would hear nothing. Of the two, it keeps the one that the ring
+// cell at the lower position agrees with (a cell ready for that position, just taken, or
+// holding a message of its lap) and moves the other to it. Messages that were in the ring when
+// it was damaged may be lost (their cells are repaired, and counted, when the next lap finds
+// them); those pushed afterwards arrive. It reads the head before and after the tail, so that
+// it judges values of one instant, and changes them with a compare-and-swap, so a head or tail
+// that moved meanwhile is left alone. It reports whether it changed anything.
+func (in *Inbox) repairPositions() bool {
+	hd := in.v.hdr
+	step()
+	h := hd.head.Load()
+	step()
+	t := hd.tail.Load()
+	step()
+	if hd.head.Load() != h || !(h > t+in.cap || t > h+2*in.cap+2) {
+		return false
+	}
+	lo := min(h, t)
+	step()
+	v := in.cell(lo).Load()
+	loAgrees := v == in.empty(lo) || v == in.empty(lo+in.cap) || v&markBit == 0 && v&parityBit == in.parity(lo) ||
+		v&(markBit|parityBit) == markBit|parityBit && v&cellGenBits == in.tag && (v>>16)&claimedPosMask == lo&claimedPosMask
+	var ok bool
+	step()
+	if loAgrees == (h > t) {
+		ok = hd.head.CompareAndSwap(h, t) // the head moves to the tail
+	} else {
+		ok = hd.tail.CompareAndSwap(t, h) // the tail moves to the head
+	}
+	if !ok {
+		return false
+	}
+	hd.corrupt.Add(1)
+	in.v.r.hdr.corrupt.Add(1)
+	// Whoever sleeps may find something to do now.
+	if waiters(hd.sleepers.Load()) != 0 {
+		hd.wake.Add(1)
+		futexWakeAll(&hd.wake)
+	}
+	if waiters(hd.spaceWaiters.Load()) != 0 {
+		hd.space.Add(1)
+		futexWakeAll(&hd.space)
+	}
+	return true
+}

@@ -123,6 +123,9 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 		// read, the cell is read again and must not have changed.
 		step()
 		hn := hd.head.Load()
+		if (hn > t+in.cap || t > hn+2*in.cap+2) && in.repairPositions() {
+			continue // head and tail were scribbled apart: put back where the cells agree
+		}
 		if hn > t {
 			// The consumer has gone past t, so t was filled (and taken): the tail lags. Help
 			// it, whatever the cell holds.
@@ -230,8 +233,9 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 			}
 			continue
 		}
-		hd.corrupt.Add(1)
-		in.v.r.hdr.corrupt.Add(1)
+		// The cell stays as it is until the consumer gets there: count it once, not at every
+		// push that meets it.
+		in.v.countDamage(damageKey(1, v, t))
 		return errCellCorrupt
 	}
 }

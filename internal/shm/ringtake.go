@@ -49,8 +49,13 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 	hd := in.v.hdr
 	foreign := 0
 	repairs := 0
+	repositioned := false
 	for turns := 0; ; turns++ {
 		if repairs > in.maxRepairs() || turns > maxTurns {
+			if !repositioned && in.repairPositions() {
+				repositioned, repairs = true, 0
+				continue
+			}
 			return 0, false, in.wrecked()
 		}
 		step()
@@ -151,7 +156,10 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 		step()
 		switch {
 		case v == in.empty(h0):
-			if hd.tail.Load() <= h0 {
+			if t := hd.tail.Load(); t <= h0 {
+				if h0 > t+in.cap && in.repairPositions() {
+					continue // the head was scribbled past the tail
+				}
 				return 0, false, nil
 			}
 			// The tail moves past h0 only after h0 is filled, so the cell should not read
@@ -163,6 +171,9 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 			}
 			if !in.isOpen() {
 				return 0, false, ErrClosed
+			}
+			if in.repairPositions() {
+				continue // the tail was scribbled far ahead
 			}
 			repairs++
 			in.skip(c, v, h0)
@@ -211,6 +222,9 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 		// head (see the claim above): leave the cell to the closer, which drains it.
 		if !in.isOpen() {
 			return 0, false, ErrClosed
+		}
+		if in.repairPositions() {
+			continue // not the cell: the head or the tail was scribbled
 		}
 		repairs++
 		in.skip(c, v, h0)

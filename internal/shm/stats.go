@@ -35,7 +35,7 @@ func (r *Region) TopicStats() []TopicStats {
 		}
 		fp, codec := t.Fingerprint()
 		out = append(out, TopicStats{
-			Index: i, Name: t.Name(), Published: t.e.seq.Load(), Bytes: t.e.bytes.Load(),
+			Index: i, Name: t.Name(), Published: shown(t.e.seq.Load()), Bytes: shown(t.e.bytes.Load()),
 			HistoryDepth: t.HistoryDepth(), Codec: codec, Fingerprint: fp,
 		})
 	}
@@ -70,8 +70,16 @@ func (r *Region) Corrupt() uint64 {
 		return 0
 	}
 	defer r.exitRead()
-	return r.hdr.corrupt.Load()
+	return shown(r.hdr.corrupt.Load())
 }
+
+// maxShown is the largest counter value a stats reader shows: counters live in the region,
+// where a faulty process can scribble on them, and a value past it (2^53-1, the largest a
+// float64 holds exactly, and more than a counter reaches in centuries) is such a scribble.
+const maxShown = 1<<53 - 1
+
+// shown clamps a counter read from the region to maxShown (see docs/operations.md).
+func shown(v uint64) uint64 { return min(v, maxShown) }
 
 // Stats returns a snapshot of the region's counters. It needs no participant, and works on a
 // region opened with Options.ReadOnly. After Close it returns only the name and path. Like
@@ -84,8 +92,8 @@ func (r *Region) Stats() Stats {
 	defer r.exitRead()
 	s := Stats{
 		Name: r.name, Path: r.path, Size: len(r.mem), Created: time.Unix(0, r.hdr.created),
-		Config: r.Config(), Reclaims: r.hdr.reclaims.Load(), Corrupt: r.hdr.corrupt.Load(),
-		Swept: r.hdr.swept.Load(), SweepOff: r.hdr.unrecorded.Load() != 0,
+		Config: r.Config(), Reclaims: shown(r.hdr.reclaims.Load()), Corrupt: shown(r.hdr.corrupt.Load()),
+		Swept: shown(r.hdr.swept.Load()), SweepOff: r.hdr.unrecorded.Load() != 0,
 		Participants: r.Participants(), Pools: r.PoolStats(), Inboxes: r.InboxStats(), Topics: r.TopicStats(),
 	}
 	names := make(map[int]string, len(s.Participants))

@@ -127,7 +127,9 @@ func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 		}
 	}
 	return sleepOn(ctx, &hd.wake, &hd.sleepers, in.gen, waitRecord{}, time.Time{}, func() bool {
-		return in.pending() || !in.isOpen()
+		// A damaged head or tail can hide messages from pending; the sleep is bounded
+		// (longSleep), so a consumer finds such damage within a second, and take repairs it.
+		return in.pending() || !in.isOpen() || in.positionsDamaged()
 	})
 }
 

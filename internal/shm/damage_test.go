@@ -1,0 +1,188 @@
+package shm
+
+// A subscriber whose inbox positions are scribbled must not go deaf (issue 14, items 9 and 12).
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestDamagedPositionsRepaired scribbles the head or the tail of an inbox whose consumer is
+// asleep in Pop, far from where they belong. Producers go on pushing; the consumer must receive
+// their messages again within a bounded time (the ring is repaired), the damage must be counted
+// a few times, not once per encounter, and nobody may loop.
+func TestDamagedPositionsRepaired(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(hd *inboxHeader)
+	}{
+		{"head far ahead", func(hd *inboxHeader) { hd.head.Add(1 << 40) }},
+		{"tail far ahead", func(hd *inboxHeader) { hd.tail.Add(1 << 40) }},
+		{"tail far behind", func(hd *inboxHeader) { hd.tail.Store(hd.tail.Load() - 1<<30) }},
+		{"head far behind", func(hd *inboxHeader) { hd.head.Store(hd.head.Load() - 1<<30) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newUnitRegion(t, inboxConfig())
+			p := attachUnit(t, r, "p")
+			q := attachUnit(t, r, "q")
+			in, err := q.OpenInbox(InboxConfig{Capacity: 8, Policy: DropOldest})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer in.Close()
+			bg := context.Background()
+			// Some traffic first, so that positions and cells are not at their start.
+			for i := range 20 {
+				if _, err := send(bg, r, p, &in, 0, uint64(i)); err != nil {
+					t.Fatal(err)
+				}
+				h, err := in.Pop(bg, Waiter{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := receive(r, h); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+			defer cancel()
+			type got struct {
+				m   Meta
+				err error
+			}
+			recv := make(chan got, 1)
+			var corruptErrs int     // written by the consumer goroutine, read after recv
+			want := 3 * int(in.cap) // messages pushed after the damage: the ring works on, lap after lap
+			go func() {
+				n := 0
+				for {
+					h, err := in.Pop(ctx, Waiter{Strategy: Sleep})
+					if errors.Is(err, ErrCorrupt) && ctx.Err() == nil {
+						corruptErrs++ // the consumer was told; it goes on
+						continue
+					}
+					if err != nil {
+						recv <- got{err: err}
+						return
+					}
+					m, err := receive(r, h)
+					if err == nil && m.Topic == 1 {
+						if n++; n == want {
+							recv <- got{m: m}
+							return
+						}
+					}
+				}
+			}()
+			untilTrue(t, 10*time.Second, "consumer asleep", func() bool { return waiters(in.v.hdr.sleepers.Load()) != 0 })
+			start := time.Now()
+			tc.damage(in.v.hdr)
+			tick := time.NewTicker(time.Millisecond)
+			defer tick.Stop()
+			var pushErrs int
+			for seq := uint64(0); ; seq++ {
+				if _, err := send(bg, r, p, &in, 1, seq); err != nil {
+					if !errors.Is(err, ErrCorrupt) {
+						t.Fatalf("push after the damage: %v", err)
+					}
+					pushErrs++
+				}
+				select {
+				case g := <-recv:
+					if g.err != nil {
+						t.Fatalf("the consumer heard nothing for %v after the damage (%d corrupt errors to it, %d to producers): %v",
+							time.Since(start).Round(time.Millisecond), corruptErrs, pushErrs, g.err)
+					}
+					t.Logf("%d messages arrived within %v after the damage (%d corrupt errors to the consumer, %d to producers)",
+						want, time.Since(start).Round(time.Millisecond), corruptErrs, pushErrs)
+					if d := time.Since(start); d > 5*time.Second {
+						t.Errorf("the consumer was deaf for %v", d)
+					}
+					s, _ := statsOf(r, in.ID())
+					if s.Corrupt == 0 || s.Corrupt > 2*uint64(in.cap)+4 {
+						t.Errorf("one damaged word counted %d times (inbox), want a few", s.Corrupt)
+					}
+					return
+				case <-tick.C:
+				case <-ctx.Done():
+					// The consumer reports it (above).
+				}
+			}
+		})
+	}
+}
+
+// TestDamagedCellCountedOnce: a scribbled cell that a DropNewest producer meets on every push
+// (the consumer has not reached it yet) is one damaged word: it is counted once, however many
+// pushes fail on it (issue 14, item 12).
+func TestDamagedCellCountedOnce(t *testing.T) {
+	r := newUnitRegion(t, inboxConfig())
+	p := attachUnit(t, r, "p")
+	q := attachUnit(t, r, "q")
+	in, err := q.OpenInbox(InboxConfig{Capacity: 4, Policy: DropNewest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	bg := context.Background()
+	for i := range 4 {
+		if _, err := send(bg, r, p, &in, 0, uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The cell of the oldest message now holds a bad handle with the parity of the next lap:
+	// the message is destroyed, and the cell looks filled for the tail position.
+	tail := in.v.hdr.tail.Load()
+	old := in.cell(tail).Swap(0x40 | in.parity(tail))
+	const pushes = 50
+	for i := range pushes {
+		if _, err := send(bg, r, p, &in, 1, uint64(i)); !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrFull) {
+			t.Fatalf("push %d into a full ring with a damaged cell: %v", i, err)
+		}
+	}
+	if s, _ := statsOf(r, in.ID()); s.Corrupt != 1 || r.Corrupt() != 1 {
+		t.Errorf("one damaged cell met by %d pushes counted %d times in the inbox, %d in the region; want 1",
+			pushes, s.Corrupt, r.Corrupt())
+	}
+	if err := r.Release(Handle(old &^ parityBit)); err != nil { // the destroyed message's reference
+		t.Fatal(err)
+	}
+}
+
+// TestScribbledCountersClamped: counters that live in scribbled memory are shown clamped to
+// 2^53-1 (exact in a float64, never negative as an int64) by every stats reader (issue 14,
+// item 12).
+func TestScribbledCountersClamped(t *testing.T) {
+	r := newUnitRegion(t, inboxConfig())
+	q := attachUnit(t, r, "q")
+	in, err := q.OpenInbox(InboxConfig{Capacity: 4, Policy: DropNewest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	const junk = 0xd6fc_7a3e_1b2c_4d5e // -2955402966732013406 as an int64
+	hd := in.v.hdr
+	for _, c := range []*atomic.Uint64{&hd.dropOldest, &hd.dropNewest, &hd.dropTimeout, &hd.corrupt, &hd.skipped,
+		&r.hdr.corrupt, &r.hdr.reclaims, &r.hdr.swept} {
+		c.Store(junk)
+	}
+	hd.base = junk
+	const limit = 1<<53 - 1
+	s, _ := statsOf(r, in.ID())
+	for name, v := range map[string]uint64{"DropOldest": s.DropOldest, "DropNewest": s.DropNewest,
+		"DropTimeout": s.DropTimeout, "Corrupt": s.Corrupt, "Pushed": s.Pushed, "Popped": s.Popped} {
+		if v > limit {
+			t.Errorf("InboxStats.%s = %d (as int64 %d), want at most 2^53-1", name, v, int64(v))
+		}
+	}
+	rs := r.Stats()
+	for name, v := range map[string]uint64{"Corrupt": rs.Corrupt, "Reclaims": rs.Reclaims, "Swept": rs.Swept,
+		"Region.Corrupt()": r.Corrupt()} {
+		if v > limit {
+			t.Errorf("Stats.%s = %d (as int64 %d), want at most 2^53-1", name, v, int64(v))
+		}
+	}
+}
