@@ -136,7 +136,7 @@ func TestDamagedCellCountedOnce(t *testing.T) {
 	// The cell of the oldest message now holds a bad handle with the parity of the next lap:
 	// the message is destroyed, and the cell looks filled for the tail position.
 	tail := in.v.hdr.tail.Load()
-	old := in.cell(tail).Swap(0x40 | in.parity(tail))
+	old := in.cell(tail).Swap(7<<20 | 0x40 | in.parity(tail)) // class 7: no such pool
 	const pushes = 50
 	for i := range pushes {
 		if _, err := send(bg, r, p, &in, 1, uint64(i)); !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrFull) {
