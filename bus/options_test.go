@@ -268,3 +268,24 @@ func sleeping(b *Bus, s *Subscription) bool {
 	}
 	return false
 }
+
+// The default participant name is the program's base name, not its path: under `go run` or
+// `go test` the path is a temporary build directory, and every metric label would be one.
+func TestDefaultNameIsBaseName(t *testing.T) {
+	b, err := Open("defname", WithDir(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	want := filepath.Base(os.Args[0])
+	if len(want) > 32 {
+		want = want[:32]
+	}
+	for _, p := range b.r.Participants() {
+		if p.Name != want {
+			t.Fatalf("participant name %q, want %q (os.Args[0] is %q)", p.Name, want, os.Args[0])
+		}
+		return
+	}
+	t.Fatal("no participant")
+}

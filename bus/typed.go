@@ -354,7 +354,8 @@ func (s *TypedSubscription[T]) check(m Message) error {
 // Messages returns an iterator over received messages, for use with range, like
 // Subscription.Messages: each message is released when the loop body returns. A message of
 // the wrong type is yielded as an error wrapping ErrTypeMismatch, and the iteration goes on
-// if the loop does; any other error ends it.
+// if the loop does. Like Subscription.Messages it ends quietly when the subscription is closed
+// or ctx is done; any other error is yielded once and ends it.
 func (s *TypedSubscription[T]) Messages(ctx context.Context) iter.Seq2[TypedMessage[T], error] {
 	return func(yield func(TypedMessage[T], error) bool) {
 		for {
@@ -366,7 +367,7 @@ func (s *TypedSubscription[T]) Messages(ctx context.Context) iter.Seq2[TypedMess
 				continue
 			}
 			if err != nil {
-				if !errors.Is(err, ErrClosed) {
+				if !quietEnd(ctx, err) {
 					yield(TypedMessage[T]{}, err)
 				}
 				return
