@@ -255,7 +255,8 @@ type pubOptions struct {
 func defaultPubOptions() pubOptions { return pubOptions{history: 0} }
 
 // WithHistory makes the topic keep its last k messages for subscribers that join later
-// (default 0). It takes effect when the topic is first used on the bus; k may not exceed the
+// (default 0). It takes effect when the topic is first used on the bus, and is ignored for a
+// topic that exists already (Publisher.HistoryDepth tells its depth); k may not exceed the
 // region's history_depth.
 func WithHistory(k int) PublisherOption {
 	return pubOptionFunc(func(o *pubOptions) error {

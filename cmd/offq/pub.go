@@ -61,7 +61,8 @@ The bus must exist (offq create) unless --create is given. pub prints a summary 
 (not with --quiet). Exit status 0 when everything was published (or on interrupt), 1 on an
 error (a missing bus, no subscribers within --timeout, a message larger than the largest
 buffer), 2 for a bad flag, or one the bus cannot honour (--size larger than its largest
-buffer, --history deeper than its history depth).`,
+buffer, --history deeper than its history depth, or --history other than the depth of a topic
+that exists: a topic's history depth is fixed when it is first used).`,
 		Example: `  offq pub sensors.temp --data 21.5
   offq pub sensors.temp --size 256 --count 100000 --rate 10000
   offq pub sensors.temp --json --data '{"celsius": 21.5, "ok": true}'
@@ -85,7 +86,7 @@ buffer, --history deeper than its history depth).`,
 	f.IntVarP(&o.count, "count", "n", 0, "messages to publish (default: 1 with --data or --size; every line otherwise)")
 	f.Float64Var(&o.rate, "rate", 0, "messages per second (0: as fast as possible)")
 	f.BoolVar(&o.json, "json", false, "read each message as JSON and publish it encoded as MessagePack")
-	f.IntVar(&o.history, "history", 0, "keep the topic's last N messages for late subscribers (set when the topic is first used)")
+	f.IntVar(&o.history, "history", 0, "keep the topic's last N messages for late subscribers (set when the topic is first used; an existing topic of another depth is an error)")
 	f.IntVar(&o.waitSubs, "wait-subs", 0, "wait until N subscriptions match TOPIC before publishing")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for --wait-subs, or for a free buffer when the pool is exhausted")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print no summary")
@@ -148,6 +149,12 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 	p, err := b.Publisher(topic, popts...)
 	if err != nil {
 		return fmt.Errorf("pub: %w", err)
+	}
+	// A topic's history depth is fixed by its first publisher: an operator who asks for
+	// another one expects late subscribers to get what they will not, so nothing is published.
+	if cmd.Flags().Changed("history") && p.HistoryDepth() != o.history {
+		return usageError(fmt.Errorf("--history %d: topic %s exists and keeps %d message%s (its depth is fixed when first used); drop --history or give --history %d",
+			o.history, topic, p.HistoryDepth(), plural(p.HistoryDepth()), p.HistoryDepth()))
 	}
 	if o.waitSubs > 0 {
 		if err := waitSubscribers(ctx, b, topic, o.waitSubs, o.timeout); err != nil {
