@@ -289,3 +289,26 @@ func TestDefaultNameIsBaseName(t *testing.T) {
 	}
 	t.Fatal("no participant")
 }
+
+// A failed Loan counts once in the pool's allocation failures, even when it reaps on the way
+// (the reap finds nothing to give back, so the loan is not tried again).
+func TestFailedLoanCountsOnce(t *testing.T) {
+	cfg := shm.DefaultConfig()
+	cfg.Classes = []shm.Class{{Size: 256, Count: 1}}
+	b := openTest(t, t.TempDir(), WithConfig(cfg))
+	pub, _ := b.Publisher("one")
+	l, err := pub.Loan(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Discard()
+	for i := range 3 {
+		b.lastReap.Store(0) // every try may reap
+		if _, err := pub.Loan(10); !errors.Is(err, ErrPoolExhausted) {
+			t.Fatalf("Loan: %v", err)
+		}
+		if got := b.r.PoolStats()[0].AllocFails; got != uint64(i+1) {
+			t.Fatalf("after %d failed loans: %d allocation failures", i+1, got)
+		}
+	}
+}

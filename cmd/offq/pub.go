@@ -170,6 +170,8 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 	if o.json {
 		enc = &jsonToMsgpack{limit: largest}
 	}
+	var pools poolWatch
+	defer pools.close()
 	var sent, bytesSent int
 	start := time.Now()
 	for o.count == 0 || sent < o.count {
@@ -191,7 +193,7 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 				break
 			}
 		}
-		if err := publishRetry(ctx, p, msg, o.timeout); err != nil {
+		if err := a.publishRetry(ctx, p, msg, o.timeout, &pools); err != nil {
 			if ctx.Err() != nil {
 				break
 			}
@@ -320,22 +322,68 @@ func generated(buf []byte, n int) []byte {
 }
 
 // publishRetry publishes msg, waiting while the pool is exhausted (every buffer is queued for
-// some subscriber) for at most timeout.
-func publishRetry(ctx context.Context, p *bus.Publisher, msg []byte, timeout time.Duration) error {
-	var deadline time.Time
-	for pause := 50 * time.Microsecond; ; pause = min(2*pause, 10*time.Millisecond) {
-		err := p.Publish(ctx, msg)
-		if !errors.Is(err, bus.ErrPoolExhausted) {
+// some subscriber) for at most timeout. It waits by reading the pools' counters, not by
+// trying to loan again: each failed try counts in offq_pool_alloc_failures_total, and one
+// message that waits should count once, not hundreds of times. It tries again when a buffer
+// that fits is free (another publisher may take it first: that try counts too).
+func (a *app) publishRetry(ctx context.Context, p *bus.Publisher, msg []byte, timeout time.Duration, pools *poolWatch) error {
+	err := p.Publish(ctx, msg)
+	if !errors.Is(err, bus.ErrPoolExhausted) {
+		return err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		for pause := 50 * time.Microsecond; ; pause = min(2*pause, 10*time.Millisecond) {
+			free, ferr := pools.free(a, len(msg))
+			if ferr != nil {
+				return ferr
+			}
+			if free {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%w for %v: subscribers hold every buffer", err, timeout)
+			}
+			if err := sleepCtx(ctx, pause); err != nil {
+				return err
+			}
+		}
+		if err = p.Publish(ctx, msg); !errors.Is(err, bus.ErrPoolExhausted) {
 			return err
 		}
-		if deadline.IsZero() {
-			deadline = time.Now().Add(timeout)
-		} else if time.Now().After(deadline) {
-			return fmt.Errorf("%w for %v: subscribers hold every buffer", err, timeout)
+	}
+}
+
+// poolWatch reads a bus's pool counters through a read-only mapping of its own, opened at
+// the first exhaustion.
+type poolWatch struct {
+	r *transport.Region
+}
+
+// free reports whether some size class that fits n bytes has a free buffer.
+func (w *poolWatch) free(a *app, n int) (bool, error) {
+	if w.r == nil {
+		r, err := a.openReadOnly(a.busName)
+		if err != nil {
+			return false, err
 		}
-		if err := sleepCtx(ctx, pause); err != nil {
-			return err
+		w.r = r
+	}
+	st, err := w.r.Stats()
+	if err != nil {
+		return false, err
+	}
+	for _, c := range st.Pools {
+		if n <= c.Size && c.InUse < int64(c.Capacity) {
+			return true, nil
 		}
+	}
+	return false, nil
+}
+
+func (w *poolWatch) close() {
+	if w.r != nil {
+		w.r.Close()
 	}
 }
 
