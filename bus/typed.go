@@ -94,8 +94,22 @@ func claimTopic(t shm.Topic, fp uint64, codecName string, typ reflect.Type) erro
 		return nil
 	}
 	have, haveCodec := t.Fingerprint()
-	return fmt.Errorf("%w: topic %q carries codec %q, type fingerprint %#016x; this is codec %q, type %s, fingerprint %#016x",
-		ErrTypeMismatch, t.Name(), haveCodec, have, codecName, typ, fp)
+	return fmt.Errorf("%w: topic %q carries codec %q, type fingerprint %#016x (%s); this is codec %q, type %s, fingerprint %#016x",
+		ErrTypeMismatch, t.Name(), haveCodec, have, mismatchHint(haveCodec, codecName), codecName, typ, fp)
+}
+
+// mismatchHint says what a fingerprint that differs means. The region records the codec and
+// the fingerprint, not the type's name.
+func mismatchHint(have, want string) string {
+	switch {
+	case have != want:
+		return "another codec"
+	case have == "msgpack":
+		return "msgpack of another layout: one side uses codec.StrictType, which fingerprints the layout"
+	case have == "struct":
+		return "another layout: field names, kinds, sizes or offsets differ"
+	}
+	return "another type"
 }
 
 // Topic returns the publisher's topic.
