@@ -24,6 +24,9 @@ import (
 // so five bytes could otherwise make it ask for gigabytes, and nesting could drive its
 // recursion as deep as the message is long.
 //
+// Integers are written in their shortest MessagePack form (5 is one byte even in an int64);
+// decoding accepts every form.
+//
 // Allocations: encoding numbers, strings, byte slices and structs of them allocates nothing;
 // decoding allocates what the decoded value owns: each string, slice and map (docs/codec.md
 // has the figures). The zero value is ready to use; a *Msgpack is safe for concurrent use.
@@ -124,6 +127,7 @@ type encoderState struct {
 var encoders = sync.Pool{New: func() any {
 	st := new(encoderState)
 	st.enc = msgpack.NewEncoder(&st.w)
+	st.enc.UseCompactInts(true) // 5 is one byte, whatever the Go type that holds it
 	return st
 }}
 

@@ -14,6 +14,7 @@ import (
 	"math"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -51,8 +52,10 @@ The messages come from one of:
   --file PATH    each line of PATH, without its newline (--count: at most that many)
   (none)         each line of standard input, until end of input or interrupt
 
---json reads each message as JSON and publishes it encoded as MessagePack (for subscribers that
-decode msgpack, and for offq sub --json). --rate paces the messages (per second; default as fast
+--json reads each message as JSON and publishes it encoded as MessagePack, as a typed msgpack
+publisher: the topic records the msgpack codec (for typed subscribers and offq sub --json), and
+a topic of another codec refuses it. Blank lines of input are skipped; an integer that does not
+fit in 64 bits or a number beyond a float64's range is an error. --rate paces the messages (per second; default as fast
 as the subscribers' queues allow). Subscribers receive only what is published after they
 subscribe, unless the topic keeps a history (--history, when the topic is first used).
 --wait-subs makes pub wait until that many subscriptions match TOPIC before publishing.
@@ -156,6 +159,15 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 		return usageError(fmt.Errorf("--history %d: topic %s exists and keeps %d message%s (its depth is fixed when first used); drop --history or give --history %d",
 			o.history, topic, p.HistoryDepth(), plural(p.HistoryDepth()), p.HistoryDepth()))
 	}
+	if o.json {
+		// A typed msgpack publisher, as far as the topic knows: it records msgpack, so that
+		// sub --json and typed subscribers know what the topic carries, and a topic of
+		// another codec (a struct, raw bytes) refuses it.
+		fp, _ := codec.NewMsgpack[any]().Fingerprint()
+		if err := p.ClaimCodec("msgpack", fp); err != nil {
+			return fmt.Errorf("pub: --json: %w", err)
+		}
+	}
 	if o.waitSubs > 0 {
 		if err := waitSubscribers(ctx, b, topic, o.waitSubs, o.timeout); err != nil {
 			return fmt.Errorf("pub: %w", err)
@@ -166,6 +178,7 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 		return fmt.Errorf("pub: %w", err)
 	}
 	defer closeSrc()
+	lines := !cmd.Flags().Changed("data") && !cmd.Flags().Changed("size") // messages are lines of input
 	var enc *jsonToMsgpack
 	if o.json {
 		enc = &jsonToMsgpack{limit: largest}
@@ -183,6 +196,9 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 			return fmt.Errorf("pub: %w", err)
 		}
 		if enc != nil {
+			if lines && len(bytes.TrimSpace(msg)) == 0 {
+				continue // a blank line between JSON messages
+			}
 			if msg, err = enc.encode(msg); err != nil {
 				return fmt.Errorf("pub: message %d: %w", sent+1, err)
 			}
@@ -424,7 +440,10 @@ func (j *jsonToMsgpack) encode(text []byte) ([]byte, error) {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, errors.New("--json: more than one JSON value in a message")
 	}
-	v = jsonNumbers(v)
+	v, err := jsonNumbers(v)
+	if err != nil {
+		return nil, fmt.Errorf("--json: %w", err)
+	}
 	if len(j.buf) == 0 {
 		j.buf = make([]byte, min(4096, j.limit))
 	}
@@ -443,27 +462,45 @@ func (j *jsonToMsgpack) encode(text []byte) ([]byte, error) {
 	}
 }
 
-// jsonNumbers replaces the json.Numbers in v by int64 where they are integers that fit, and
-// float64 otherwise, so that msgpack carries them as numbers.
-func jsonNumbers(v any) any {
+// jsonNumbers replaces the json.Numbers in v by int64 or uint64 where they are integers that
+// fit, and float64 otherwise, so that msgpack carries them as numbers (integers in their
+// shortest form). An integer that fits in neither, or a number beyond float64's range (which
+// would become an infinity), is an error: a consumer would read another number than the one
+// written.
+func jsonNumbers(v any) (any, error) {
 	switch x := v.(type) {
 	case json.Number:
+		s := x.String()
 		if i, err := x.Int64(); err == nil {
-			return i
+			return i, nil
 		}
-		if u, err := strconv.ParseUint(x.String(), 10, 64); err == nil {
-			return u
+		if u, err := strconv.ParseUint(s, 10, 64); err == nil {
+			return u, nil
 		}
-		f, _ := x.Float64()
-		return f
+		if !strings.ContainsAny(s, ".eE") {
+			return nil, fmt.Errorf("integer %s does not fit in 64 bits", s)
+		}
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+			return nil, fmt.Errorf("number %s is beyond the range of a float64", s)
+		}
+		return f, nil
 	case map[string]any:
 		for k, e := range x {
-			x[k] = jsonNumbers(e)
+			n, err := jsonNumbers(e)
+			if err != nil {
+				return nil, err
+			}
+			x[k] = n
 		}
 	case []any:
 		for i, e := range x {
-			x[i] = jsonNumbers(e)
+			n, err := jsonNumbers(e)
+			if err != nil {
+				return nil, err
+			}
+			x[i] = n
 		}
 	}
-	return v
+	return v, nil
 }

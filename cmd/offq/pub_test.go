@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 
@@ -61,5 +62,66 @@ func TestPubWaitCountsOnce(t *testing.T) {
 	}
 	if f := st.Pools[0].AllocFails; f != 1 {
 		t.Errorf("one failed pub counted %d allocation failures, want 1", f)
+	}
+}
+
+// TestPubJSONTyped: pub --json is a typed msgpack publisher (the topic records msgpack) that
+// writes integers compactly, refuses numbers it would change, and skips blank lines; sub
+// --json decodes only topics that record msgpack, and says what the others carry.
+func TestPubJSONTyped(t *testing.T) {
+	dir := t.TempDir()
+	createBus(t, dir, "js")
+	offq := func(args ...string) (int, string, string) {
+		return runOffq(t, context.Background(), append([]string{"--dir", dir, "--bus", "js"}, args...)...)
+	}
+	if code, _, stderr := offq("pub", "j.n", "--json", "--data", "5", "--history", "1"); code != exitOK {
+		t.Fatalf("pub --json: %d %s", code, stderr)
+	}
+	if code, out, stderr := offq("sub", "j.n", "--count", "1", "-q"); code != exitOK || out != "j.n #1: 0x05 (1 B)\n" {
+		t.Errorf("pub --json --data 5 published %q (status %d, %s), want the one-byte fixint 0x05", out, code, stderr)
+	}
+	if code, out, stderr := offq("sub", "j.n", "--json", "--raw", "--count", "1", "-q"); code != exitOK || out != "5\n" {
+		t.Errorf("sub --json --raw: %d %q %s", code, out, stderr)
+	}
+	r, err := transport.Open("js", transport.Options{Dir: dir, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	st, err := r.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tp := range st.Topics {
+		if tp.Name == "j.n" && tp.Codec != "msgpack" {
+			t.Errorf("topic j.n records codec %q after pub --json, want msgpack", tp.Codec)
+		}
+	}
+	// Untyped bytes are not decoded as msgpack ("5" would print as 53).
+	if code, _, stderr := offq("pub", "j.u", "--data", "5", "--history", "1"); code != exitOK {
+		t.Fatalf("pub: %d %s", code, stderr)
+	}
+	code, out, _ := offq("sub", "j.u", "--json", "--count", "1", "-q")
+	if code != exitOK || strings.Contains(out, `"data"`) || !strings.Contains(out, `"error":"the topic records no codec (untyped bytes), not msgpack"`) || !strings.Contains(out, `"bytes":"NQ=="`) {
+		t.Errorf("sub --json of an untyped topic: %d %s", code, out)
+	}
+	// Numbers that msgpack would carry as another number are refused.
+	for _, tc := range []struct{ data, want string }{
+		{"1e400", "number 1e400 is beyond the range of a float64"},
+		{`{"x": [18446744073709551616]}`, "integer 18446744073709551616 does not fit in 64 bits"},
+		{"-9223372036854775809", "does not fit in 64 bits"},
+	} {
+		if code, _, stderr := offq("pub", "j.bad", "--json", "--data", tc.data); code != exitRuntime || !strings.Contains(stderr, tc.want) {
+			t.Errorf("pub --json --data %s: %d %q, want %q", tc.data, code, stderr, tc.want)
+		}
+	}
+	// Blank lines between messages are skipped.
+	cmdIn := "{\"a\": 1}\n\n   \n{\"a\": 2}\n"
+	file := dir + "/in.jsonl"
+	if err := os.WriteFile(file, []byte(cmdIn), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := offq("pub", "j.f", "--json", "--file", file); code != exitOK || !strings.Contains(stderr, "published 2 messages") {
+		t.Errorf("pub --json of lines with blank ones: %d %s", code, stderr)
 	}
 }
