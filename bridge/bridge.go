@@ -19,11 +19,16 @@ import (
 
 // Header names of the NATS messages a Bridge exports.
 const (
-	HeaderCodec       = "Offq-Codec"
-	HeaderFingerprint = "Offq-Fingerprint"
-	HeaderOrigin      = "Offq-Origin"
-	HeaderSeq         = "Offq-Seq"
+	HeaderCodec       = "Offq-Codec"       // the codec recorded on the topic, or CodecNone
+	HeaderFingerprint = "Offq-Fingerprint" // the type fingerprint recorded on the topic, 16 hex digits; absent for CodecNone
+	HeaderOrigin      = "Offq-Origin"      // the exporting bridge's id
+	HeaderSeq         = "Offq-Seq"         // the message's sequence number on its topic on the origin bus
+	HeaderSkipped     = "Offq-Skipped"     // origin sequence numbers just before this one that the exporter did not send on purpose (looped)
+	HeaderTime        = "Offq-Time"        // when the message was published on the origin bus, Unix nanoseconds
 )
+
+// CodecNone is the Offq-Codec of a message from a topic that records no codec (untyped bytes).
+const CodecNone = "none"
 
 // Bridge forwards messages between a local bus and NATS (see the package documentation). It
 // is safe for concurrent use by multiple goroutines.
@@ -51,10 +56,22 @@ type Bridge struct {
 	next   int
 
 	forwarded, imported, dropped, mismatched, looped atomic.Uint64
-	reconnects, disconnects                          atomic.Uint64
+	reconnects, disconnects, gaps                    atomic.Uint64
 	queueDrops                                       atomic.Uint64 // of closed export queues
+	closing                                          atomic.Bool
 	closeOnce                                        sync.Once
+
+	// pmu orders the exporters' publishes while disconnected against the reconnect handler:
+	// a message published while the connection is down waits in nats.go's reconnect buffer
+	// (pending) and counts as forwarded only once the connection is back and has sent it.
+	pmu     sync.Mutex
+	pending uint64
+
+	// last is the last origin sequence number imported per (origin, topic), for Gaps.
+	last map[originTopic]uint64
 }
+
+type originTopic struct{ origin, topic string }
 
 type importTopic struct {
 	p *bus.Publisher
@@ -74,6 +91,8 @@ type Stats struct {
 	Looped      uint64 // messages not forwarded because this bridge imported them (or sent them)
 	Reconnects  uint64 // NATS reconnections
 	Disconnects uint64 // NATS disconnections
+	Gaps        uint64 // messages an importer never saw: missing origin sequence numbers of a topic, per origin bridge
+	Pending     uint64 // messages exported while NATS was down, waiting in nats.go's reconnect buffer
 	Connected   bool   // whether the NATS connection is up now
 }
 
@@ -96,7 +115,7 @@ func New(b *bus.Bus, url string, opts ...Option) (*Bridge, error) {
 	br := &Bridge{
 		b: b, id: o.id, o: o, log: o.logger.With(zap.String("bridge", o.id)),
 		pubs: make(map[string]importTopic), recent: make(map[topicSeq]uint64),
-		ring: make([]topicSeq, o.recent),
+		ring: make([]topicSeq, o.recent), last: make(map[originTopic]uint64),
 	}
 	br.ctx, br.cancel = context.WithCancel(context.Background())
 	nopts := []nats.Option{
@@ -104,12 +123,20 @@ func New(b *bus.Bus, url string, opts ...Option) (*Bridge, error) {
 		nats.MaxReconnects(-1),
 		nats.NoEcho(),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if br.closing.Load() {
+				return // Close closes the connection: not news
+			}
 			br.disconnects.Add(1)
 			br.log.Warn("nats disconnected", zap.Error(err))
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			br.reconnects.Add(1)
-			br.log.Info("nats reconnected", zap.String("url", nc.ConnectedUrlRedacted()))
+			br.pmu.Lock()
+			n := br.pending
+			br.forwarded.Add(n) // the reconnect sent the buffer first
+			br.pending = 0
+			br.pmu.Unlock()
+			br.log.Warn("nats reconnected", zap.String("url", nc.ConnectedUrlRedacted()), zap.Uint64("buffered messages sent", n))
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
 			br.log.Warn("nats error", zap.Error(err))
@@ -178,7 +205,9 @@ func (br *Bridge) mirrorStats() {
 
 func (br *Bridge) publishStats() {
 	s := br.Stats()
-	br.b.RecordBridgeCounters(bus.BridgeCounters{Forwarded: s.Forwarded, Imported: s.Imported, Dropped: s.Dropped, Reconnects: s.Reconnects})
+	br.b.RecordBridgeCounters(bus.BridgeCounters{ID: br.id, Forwarded: s.Forwarded, Imported: s.Imported, Dropped: s.Dropped,
+		Reconnects: s.Reconnects, Disconnects: s.Disconnects, Mismatched: s.Mismatched, Looped: s.Looped, Gaps: s.Gaps,
+		Pending: s.Pending, Connected: s.Connected})
 }
 
 // ID returns the bridge's instance id, as carried in the Offq-Origin header.
@@ -193,9 +222,12 @@ func (br *Bridge) Stats() Stats {
 		Forwarded: br.forwarded.Load(), Imported: br.imported.Load(),
 		Dropped:    br.dropped.Load() + br.queueDrops.Load() + br.exportQueueDrops(),
 		Mismatched: br.mismatched.Load(), Looped: br.looped.Load(),
-		Reconnects: br.reconnects.Load(), Disconnects: br.disconnects.Load(),
+		Reconnects: br.reconnects.Load(), Disconnects: br.disconnects.Load(), Gaps: br.gaps.Load(),
 		Connected: br.nc != nil && br.nc.IsConnected(),
 	}
+	br.pmu.Lock()
+	st.Pending = br.pending
+	br.pmu.Unlock()
 	for _, s := range br.imports {
 		if n, err := s.Dropped(); err == nil && n > 0 {
 			st.Dropped += uint64(n)
@@ -222,6 +254,7 @@ func (br *Bridge) exportQueueDrops() uint64 {
 // and closes the NATS connection. It does not close the bus. Close is idempotent.
 func (br *Bridge) Close() error {
 	br.closeOnce.Do(func() {
+		br.closing.Store(true)
 		br.queueDrops.Store(br.exportQueueDrops())
 		br.cancel()
 		for _, s := range br.exports {
@@ -245,6 +278,10 @@ func (br *Bridge) Close() error {
 		if br.nc != nil {
 			br.nc.Close()
 		}
+		br.pmu.Lock()
+		br.dropped.Add(br.pending) // still in the reconnect buffer: never sent
+		br.pending = 0
+		br.pmu.Unlock()
 		br.publishStats() // the final counts stay in the slot until the bus closes
 	})
 	return nil
@@ -253,6 +290,7 @@ func (br *Bridge) Close() error {
 // export forwards the messages of one local subscription to NATS.
 func (br *Bridge) export(s *bus.Subscription) {
 	defer br.run.Done()
+	skipped := map[string]uint64{} // per topic: looped messages not sent since the last one sent
 	for m, err := range s.Messages(br.ctx) {
 		if err != nil {
 			return
@@ -268,21 +306,43 @@ func (br *Bridge) export(s *bus.Subscription) {
 		topic, seq := m.Topic(), m.Seq()
 		if br.wasImported(topic, seq, data) {
 			br.looped.Add(1)
+			skipped[topic]++
 			continue
 		}
-		msg := &nats.Msg{Subject: topic, Data: data, Header: make(nats.Header, 4)}
+		msg := &nats.Msg{Subject: topic, Data: data, Header: make(nats.Header, 6)}
 		msg.Header.Set(HeaderOrigin, br.id)
 		msg.Header.Set(HeaderSeq, strconv.FormatUint(seq, 10))
+		msg.Header.Set(HeaderTime, strconv.FormatInt(m.Time().UnixNano(), 10))
+		if n := skipped[topic]; n > 0 {
+			msg.Header.Set(HeaderSkipped, strconv.FormatUint(n, 10))
+			delete(skipped, topic)
+		}
 		if c, fp := m.Codec(); fp != 0 {
 			msg.Header.Set(HeaderCodec, c)
 			msg.Header.Set(HeaderFingerprint, fmt.Sprintf("%016x", fp))
+		} else {
+			msg.Header.Set(HeaderCodec, CodecNone)
 		}
-		if err := br.nc.PublishMsg(msg); err != nil {
-			br.dropped.Add(1)
-			br.log.Debug("not forwarded", zap.String("topic", topic), zap.Error(err))
-			continue
-		}
+		br.forward(topic, msg)
+	}
+}
+
+// forward publishes msg to NATS and counts it: forwarded when the connection is up (nats.go
+// has it in the connection's buffer), pending while it is down (nats.go keeps it in its
+// reconnect buffer, sent at the reconnect or lost at Close), dropped if nats.go refuses it.
+func (br *Bridge) forward(topic string, msg *nats.Msg) {
+	br.pmu.Lock()
+	defer br.pmu.Unlock()
+	up := br.nc.IsConnected()
+	if err := br.nc.PublishMsg(msg); err != nil {
+		br.dropped.Add(1)
+		br.log.Debug("not forwarded", zap.String("topic", topic), zap.Error(err))
+		return
+	}
+	if up {
 		br.forwarded.Add(1)
+	} else {
+		br.pending++
 	}
 }
 
@@ -332,6 +392,9 @@ func (br *Bridge) importMsg(m *nats.Msg) {
 	}
 	var fp uint64
 	codecName := m.Header.Get(HeaderCodec)
+	if codecName == CodecNone {
+		codecName = ""
+	}
 	if s := m.Header.Get(HeaderFingerprint); s != "" {
 		v, err := strconv.ParseUint(s, 16, 64)
 		if err != nil || v == 0 || codecName == "" || len(codecName) > 16 {
@@ -346,11 +409,22 @@ func (br *Bridge) importMsg(m *nats.Msg) {
 	if br.closed {
 		return
 	}
+	br.countGap(m)
 	it, err := br.importTopic(m.Subject)
 	if err != nil {
 		br.dropped.Add(1)
 		br.log.Warn("import", zap.String("topic", m.Subject), zap.Error(err))
 		return
+	}
+	if fp == 0 {
+		// Untyped bytes (from an untyped topic, or a NATS client that sent no offq headers)
+		// onto a typed topic would reach typed subscribers as decode errors.
+		if haveCodec, have := it.p.Codec(); have != 0 {
+			br.mismatched.Add(1)
+			br.log.Debug("untyped message refused by a typed topic", zap.String("topic", m.Subject),
+				zap.Bool("offq headers", m.Header.Get(HeaderOrigin) != ""), zap.String("local codec", haveCodec))
+			return
+		}
 	}
 	if err := it.p.ClaimCodec(codecName, fp); err != nil {
 		haveCodec, have := it.p.Codec()
@@ -379,6 +453,24 @@ func (br *Bridge) importMsg(m *nats.Msg) {
 	for s := before + 1; s <= after && s-before <= 64; s++ {
 		br.remember(topicSeq{m.Subject, s}, h)
 	}
+}
+
+// countGap counts the origin sequence numbers of m's topic that the importer never saw since
+// the last message from the same origin bridge, less those the exporter skipped on purpose. A
+// sequence number that does not move forward (the origin's bus was recreated) starts afresh.
+// Called with mu held.
+func (br *Bridge) countGap(m *nats.Msg) {
+	origin := m.Header.Get(HeaderOrigin)
+	seq, err := strconv.ParseUint(m.Header.Get(HeaderSeq), 10, 64)
+	if origin == "" || err != nil {
+		return
+	}
+	skipped, _ := strconv.ParseUint(m.Header.Get(HeaderSkipped), 10, 64)
+	k := originTopic{origin, m.Subject}
+	if last, ok := br.last[k]; ok && seq > last+1+skipped {
+		br.gaps.Add(seq - last - 1 - skipped)
+	}
+	br.last[k] = seq
 }
 
 // importTopic returns the local publisher for topic, creating it. Called with mu held.

@@ -117,10 +117,12 @@ func Open(name string, opts ...Option) (*Bus, error) {
 	return b, nil
 }
 
-// reap reclaims what dead participants left, and logs it.
-func (b *Bus) reap(why string) {
+// reap reclaims what dead participants left, and logs it. It reports whether any buffer came
+// back to a pool (or may have: a repaired reference count).
+func (b *Bus) reap(why string) bool {
 	rep, err := b.r.Reap()
 	b.logReap(why, rep, err)
+	return err == nil && rep.Queued+rep.Held+rep.Loans+rep.Repaired+rep.Swept > 0
 }
 
 func (b *Bus) logReap(why string, rep shm.ReapReport, err error) {
@@ -178,14 +180,15 @@ func (b *Bus) logCorrupt() {
 }
 
 // reapOnExhaustion reaps when a loan found the pools exhausted (a dead process may be holding
-// buffers), at most once per 10ms. It reports whether it reaped.
+// buffers), at most once per 10ms. It reports whether the reap gave buffers back, so that the
+// loan is tried again only then: each try that fails counts in the pool's allocation
+// failures, and a failed Loan should count once.
 func (b *Bus) reapOnExhaustion() bool {
 	now, last := shm.Now(), b.lastReap.Load()
 	if now-last < int64(10*time.Millisecond) || !b.lastReap.CompareAndSwap(last, now) {
 		return false
 	}
-	b.reap("pool exhausted")
-	return true
+	return b.reap("pool exhausted")
 }
 
 // Name returns the bus's name.

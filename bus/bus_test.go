@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/offq/offq/codec"
 	"github.com/offq/offq/internal/shm"
 )
 
@@ -239,5 +240,36 @@ func TestZeroMessage(t *testing.T) {
 	}
 	if err := m.Release(); !errors.Is(err, ErrReleased) {
 		t.Fatalf("Release of zero Message: %v", err)
+	}
+}
+
+// Messages ends quietly when its ctx is cancelled, as a range loop over a closed channel
+// would: the loop needs no error case for its own cancellation.
+func TestMessagesEndsQuietlyOnCancel(t *testing.T) {
+	b, err := Open("msgcancel", WithDir(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	sub, err := b.Subscribe("q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tsub, err := NewTypedSubscription(b, "tq", codec.Raw{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, err := range sub.Messages(ctx) {
+		t.Fatalf("Messages yielded %v after cancel", err)
+	}
+	for _, err := range tsub.Messages(ctx) {
+		t.Fatalf("typed Messages yielded %v after cancel", err)
+	}
+	dl, cancel2 := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel2()
+	for _, err := range sub.Messages(dl) {
+		t.Fatalf("Messages yielded %v after the deadline", err)
 	}
 }

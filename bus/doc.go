@@ -20,6 +20,10 @@
 //
 // A subscription, typed or not, is consumed in one of three forms: Receive (pull one message),
 // Messages (a range-over-func iterator) or Handle (a callback on a goroutine of its own).
+// Receive returns ctx.Err() when ctx is done; Messages, like a range over a channel that is
+// closed, ends quietly instead, when ctx is done or the subscription is closed, so a loop
+// needs no error case for its own cancellation (test ctx.Err() after the loop when it
+// matters); other errors are yielded once.
 //
 // Topics are NATS-style names ("a.b.c"); patterns may use '*' for one token and '>' for the
 // remaining tokens (package topics).

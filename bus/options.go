@@ -3,6 +3,7 @@ package bus
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
@@ -30,7 +31,16 @@ type options struct {
 }
 
 func defaultOptions() options {
-	return options{dir: shm.DefaultDir, mode: 0o600, logger: zap.NewNop(), name: os.Args[0], reapEvery: time.Second}
+	return options{dir: shm.DefaultDir, mode: 0o600, logger: zap.NewNop(), name: programName(), reapEvery: time.Second}
+}
+
+// programName is the default participant name: the base name of the program's path, without
+// the directories (a binary built by `go run` lives in /tmp/go-build…/exe/).
+func programName() string {
+	if len(os.Args) == 0 || os.Args[0] == "" {
+		return "offq"
+	}
+	return filepath.Base(os.Args[0])
 }
 
 func (o *options) validate() error {
@@ -107,7 +117,9 @@ func WithLogger(l *zap.Logger) Option {
 	})
 }
 
-// WithName names this participant for tools (default: the program's name).
+// WithName names this participant for tools and metric labels (default: the program's base
+// name, filepath.Base(os.Args[0]), so that a program started by `go run` from a temporary
+// directory is still called by its name). Tools show at most 32 bytes of it.
 func WithName(name string) Option {
 	return optionFunc(func(o *options) error { o.name = name; return nil })
 }
@@ -243,7 +255,8 @@ type pubOptions struct {
 func defaultPubOptions() pubOptions { return pubOptions{history: 0} }
 
 // WithHistory makes the topic keep its last k messages for subscribers that join later
-// (default 0). It takes effect when the topic is first used on the bus; k may not exceed the
+// (default 0). It takes effect when the topic is first used on the bus, and is ignored for a
+// topic that exists already (Publisher.HistoryDepth tells its depth); k may not exceed the
 // region's history_depth.
 func WithHistory(k int) PublisherOption {
 	return pubOptionFunc(func(o *pubOptions) error {

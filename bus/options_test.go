@@ -268,3 +268,47 @@ func sleeping(b *Bus, s *Subscription) bool {
 	}
 	return false
 }
+
+// The default participant name is the program's base name, not its path: under `go run` or
+// `go test` the path is a temporary build directory, and every metric label would be one.
+func TestDefaultNameIsBaseName(t *testing.T) {
+	b, err := Open("defname", WithDir(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	want := filepath.Base(os.Args[0])
+	if len(want) > 32 {
+		want = want[:32]
+	}
+	for _, p := range b.r.Participants() {
+		if p.Name != want {
+			t.Fatalf("participant name %q, want %q (os.Args[0] is %q)", p.Name, want, os.Args[0])
+		}
+		return
+	}
+	t.Fatal("no participant")
+}
+
+// A failed Loan counts once in the pool's allocation failures, even when it reaps on the way
+// (the reap finds nothing to give back, so the loan is not tried again).
+func TestFailedLoanCountsOnce(t *testing.T) {
+	cfg := shm.DefaultConfig()
+	cfg.Classes = []shm.Class{{Size: 256, Count: 1}}
+	b := openTest(t, t.TempDir(), WithConfig(cfg))
+	pub, _ := b.Publisher("one")
+	l, err := pub.Loan(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Discard()
+	for i := range 3 {
+		b.lastReap.Store(0) // every try may reap
+		if _, err := pub.Loan(10); !errors.Is(err, ErrPoolExhausted) {
+			t.Fatalf("Loan: %v", err)
+		}
+		if got := b.r.PoolStats()[0].AllocFails; got != uint64(i+1) {
+			t.Fatalf("after %d failed loans: %d allocation failures", i+1, got)
+		}
+	}
+}

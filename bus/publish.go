@@ -58,6 +58,11 @@ func (p *Publisher) Topic() string { return p.name }
 // by every publisher in every process.
 func (p *Publisher) Published() uint64 { return p.topic.Published() }
 
+// HistoryDepth returns how many of the topic's last messages it keeps for subscribers that
+// join later. The first publisher of the topic on the bus fixed it (WithHistory); a later
+// WithHistory of another depth does not change it, and this is how a program can tell.
+func (p *Publisher) HistoryDepth() int { return p.topic.HistoryDepth() }
+
 // Codec returns the codec name and type fingerprint recorded on the topic ("" and 0 if none).
 func (p *Publisher) Codec() (name string, fingerprint uint64) {
 	fp, c := p.topic.Fingerprint()

@@ -201,14 +201,15 @@ func (s *Subscription) duplicate(m shm.Meta) bool {
 
 // Messages returns an iterator over received messages, for use with range. Each message is
 // valid during its iteration and released when the loop body returns (call Clone to keep its
-// bytes). The iteration ends, without an error, when the subscription is closed or drained;
-// it yields ctx.Err() or another error once and ends.
+// bytes). The iteration ends quietly, without an error, when the subscription is closed or
+// drained and when ctx is cancelled or its deadline passes (check ctx.Err() after the loop
+// to tell these apart); any other error is yielded once and ends it.
 func (s *Subscription) Messages(ctx context.Context) iter.Seq2[Message, error] {
 	return func(yield func(Message, error) bool) {
 		for {
 			m, err := s.Receive(ctx)
 			if err != nil {
-				if !errors.Is(err, ErrClosed) {
+				if !quietEnd(ctx, err) {
 					yield(Message{}, err)
 				}
 				return
@@ -220,6 +221,12 @@ func (s *Subscription) Messages(ctx context.Context) iter.Seq2[Message, error] {
 			}
 		}
 	}
+}
+
+// quietEnd reports whether err ends a Messages iteration without being yielded: the
+// subscription was closed, or ctx (the caller's) is done.
+func quietEnd(ctx context.Context, err error) bool {
+	return errors.Is(err, ErrClosed) || ctx.Err() != nil && errors.Is(err, ctx.Err())
 }
 
 // Handle calls fn for each message from a goroutine of its own, one message at a time: the

@@ -98,8 +98,22 @@ func claimTopic(t shm.Topic, fp uint64, codecName string, typ reflect.Type) erro
 		return nil
 	}
 	have, haveCodec := t.Fingerprint()
-	return fmt.Errorf("%w: topic %q carries codec %q, type fingerprint %#016x; this is codec %q, type %s, fingerprint %#016x",
-		ErrTypeMismatch, t.Name(), haveCodec, have, codecName, typ, fp)
+	return fmt.Errorf("%w: topic %q carries codec %q, type fingerprint %#016x (%s); this is codec %q, type %s, fingerprint %#016x",
+		ErrTypeMismatch, t.Name(), haveCodec, have, mismatchHint(haveCodec, codecName), codecName, typ, fp)
+}
+
+// mismatchHint says what a fingerprint that differs means. The region records the codec and
+// the fingerprint, not the type's name.
+func mismatchHint(have, want string) string {
+	switch {
+	case have != want:
+		return "another codec"
+	case have == "msgpack":
+		return "msgpack of another layout: one side uses codec.StrictType, which fingerprints the layout"
+	case have == "struct":
+		return "another layout: field names, kinds, sizes or offsets differ"
+	}
+	return "another type"
 }
 
 // Topic returns the publisher's topic.
@@ -358,7 +372,8 @@ func (s *TypedSubscription[T]) check(m Message) error {
 // Messages returns an iterator over received messages, for use with range, like
 // Subscription.Messages: each message is released when the loop body returns. A message of
 // the wrong type is yielded as an error wrapping ErrTypeMismatch, and the iteration goes on
-// if the loop does; any other error ends it.
+// if the loop does. Like Subscription.Messages it ends quietly when the subscription is closed
+// or ctx is done; any other error is yielded once and ends it.
 func (s *TypedSubscription[T]) Messages(ctx context.Context) iter.Seq2[TypedMessage[T], error] {
 	return func(yield func(TypedMessage[T], error) bool) {
 		for {
@@ -370,7 +385,7 @@ func (s *TypedSubscription[T]) Messages(ctx context.Context) iter.Seq2[TypedMess
 				continue
 			}
 			if err != nil {
-				if !errors.Is(err, ErrClosed) {
+				if !quietEnd(ctx, err) {
 					yield(TypedMessage[T]{}, err)
 				}
 				return

@@ -20,11 +20,13 @@
 //
 // # Type identity
 //
-// TypeFingerprint hashes a codec's name and a type's qualified name, size, alignment and
-// layout (field names, msgpack tags, offsets and kinds, recursively). bus records the
-// fingerprint and the codec's name on a topic in shared memory when a typed publisher or
-// subscriber first uses it, and refuses one of another type or codec with
-// bus.ErrTypeMismatch, in every process. Tools read the codec's name to know how to show a
+// TypeFingerprint hashes a codec's name and a type's size, alignment and layout (field
+// names, msgpack tags, offsets, kinds and sizes, recursively), not its name or package path:
+// a byte-identical copy of a struct in another module is the same message. Struct
+// fingerprints T's layout; Msgpack, whose messages describe themselves, has one fingerprint
+// for every T, unless made with StrictType. bus records the fingerprint and the codec's name
+// on a topic in shared memory when a typed publisher or subscriber first uses it, and refuses
+// one of another layout or codec with bus.ErrTypeMismatch, in every process. Tools read the codec's name to know how to show a
 // message: `offq sub --json` prints msgpack messages as JSON with MsgpackToJSON, without the
 // Go type.
 //

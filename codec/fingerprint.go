@@ -8,19 +8,26 @@ import (
 
 var bytesType = reflect.TypeFor[[]byte]()
 
-// TypeFingerprint returns a 64-bit identity of type t as carried by the codec called codec:
-// FNV-1a 64 of a canonical description holding the codec's name, t's qualified name (package
-// path and name), size and alignment, and its layout, recursively: for a struct each field's
-// name, msgpack tag, offset and type; for an array its length; for other composite types their
-// element, key and method types; for every basic type its kind and size. It is the same in
-// every process and every build of the same type on the same architecture, differs when any
-// of those change, and is never 0 (the topic table's "nothing recorded").
+// TypeFingerprint returns a 64-bit identity of type t's layout as carried by the codec called
+// codec: FNV-1a 64 of a canonical description holding the codec's name, t's size and
+// alignment, and its layout, recursively: for a struct each field's name, msgpack tag, offset
+// and type; for an array its length; for other composite types their element and key types;
+// for every basic type its kind and size. Names of types and their package paths are not in
+// it: a byte-identical copy of a struct in another package or module has the same
+// fingerprint, because it is the same message. It is the same in every process and every
+// build of the same layout on the same architecture, differs when any of those change, and is
+// never 0 (the topic table's "nothing recorded").
 //
 // Two different codecs of the same type have different fingerprints, so a topic carries one
 // encoding.
 func TypeFingerprint(codec string, t reflect.Type) uint64 {
+	return fnv64(describe(codec, t))
+}
+
+// fnv64 is FNV-1a 64 of s, never 0.
+func fnv64(s string) uint64 {
 	h := uint64(14695981039346656037)
-	for _, c := range []byte(describe(codec, t)) {
+	for _, c := range []byte(s) {
 		h ^= uint64(c)
 		h *= 1099511628211
 	}
@@ -33,51 +40,39 @@ func TypeFingerprint(codec string, t reflect.Type) uint64 {
 // describe returns the canonical description TypeFingerprint hashes.
 func describe(codec string, t reflect.Type) string {
 	var b strings.Builder
-	b.WriteString("offq-type-v1 codec=")
+	b.WriteString("offq-type-v2 codec=")
 	b.WriteString(codec)
 	if t == nil {
 		b.WriteString(" type=nil")
 		return b.String()
 	}
-	b.WriteString(" type=")
-	b.WriteString(qualifiedName(t))
 	b.WriteString(" size=")
 	b.WriteString(strconv.FormatUint(uint64(t.Size()), 10))
 	b.WriteString(" align=")
 	b.WriteString(strconv.Itoa(t.Align()))
 	b.WriteString(" layout=")
-	d := describer{b: &b, open: map[reflect.Type]bool{}}
+	d := describer{b: &b}
 	d.typ(t)
 	return b.String()
 }
 
-// qualifiedName is "path/to/pkg.Name" for a named type, the name for a predeclared one, and
-// t.String() for an unnamed one.
-func qualifiedName(t reflect.Type) string {
-	switch {
-	case t.Name() == "":
-		return t.String()
-	case t.PkgPath() == "":
-		return t.Name()
-	}
-	return t.PkgPath() + "." + t.Name()
-}
-
 type describer struct {
 	b    *strings.Builder
-	open map[reflect.Type]bool // named types being described: a recursive type stops at its name
+	open []reflect.Type // composite types being described: a recursive type refers back by depth
 }
 
 func (d *describer) typ(t reflect.Type) {
 	b := d.b
-	if t.Name() != "" && t.PkgPath() != "" {
-		b.WriteString(qualifiedName(t))
-		if d.open[t] {
+	for i, o := range d.open {
+		if o == t {
+			b.WriteString("^" + strconv.Itoa(len(d.open)-i)) // the type i levels up
 			return
 		}
-		d.open[t] = true
-		defer delete(d.open, t)
-		b.WriteByte('=')
+	}
+	switch t.Kind() {
+	case reflect.Struct, reflect.Array, reflect.Slice, reflect.Pointer, reflect.Map:
+		d.open = append(d.open, t)
+		defer func() { d.open = d.open[:len(d.open)-1] }()
 	}
 	switch t.Kind() {
 	case reflect.Struct:

@@ -24,29 +24,56 @@ import (
 // so five bytes could otherwise make it ask for gigabytes, and nesting could drive its
 // recursion as deep as the message is long.
 //
+// Integers are written in their shortest MessagePack form (5 is one byte even in an int64);
+// decoding accepts every form.
+//
 // Allocations: encoding numbers, strings, byte slices and structs of them allocates nothing;
 // decoding allocates what the decoded value owns: each string, slice and map (docs/codec.md
 // has the figures). The zero value is ready to use; a *Msgpack is safe for concurrent use.
+//
+// MessagePack describes itself (a struct is a map from field names to values), so by default
+// every Msgpack codec has the same fingerprint, whatever T is: a publisher of one Go type and
+// a subscriber of another (a copy of it in another module, a struct with fewer fields, a
+// map[string]any, `offq pub --json`) share a topic, and decoding matches fields by name. A
+// codec made with StrictType fingerprints T's layout instead (as Struct does: field names,
+// msgpack tags, kinds, sizes and offsets, not the type's name), so that only the same layout
+// shares the topic with it.
 type Msgpack[T any] struct {
 	fp uint64
 }
 
 var _ Codec[struct{ X int }] = (*Msgpack[struct{ X int }])(nil)
 
+// MsgpackOption configures NewMsgpack.
+type MsgpackOption struct{ strict bool }
+
+// StrictType makes a Msgpack codec's fingerprint T's layout (see TypeFingerprint) instead of
+// the one every Msgpack codec shares, so that a topic it records carries only T's layout.
+func StrictType() MsgpackOption { return MsgpackOption{strict: true} }
+
+// msgpackFingerprint is the fingerprint every Msgpack codec that is not strict shares.
+var msgpackFingerprint = fnv64("offq-type-v2 codec=msgpack self-describing")
+
 // NewMsgpack returns the Msgpack codec of T.
-func NewMsgpack[T any]() *Msgpack[T] {
-	return &Msgpack[T]{fp: TypeFingerprint("msgpack", reflect.TypeFor[T]())}
+func NewMsgpack[T any](opts ...MsgpackOption) *Msgpack[T] {
+	for _, o := range opts {
+		if o.strict {
+			return &Msgpack[T]{fp: TypeFingerprint("msgpack", reflect.TypeFor[T]())}
+		}
+	}
+	return &Msgpack[T]{fp: msgpackFingerprint}
 }
 
 // Name returns "msgpack".
 func (*Msgpack[T]) Name() string { return "msgpack" }
 
-// Fingerprint returns T's fingerprint under "msgpack".
+// Fingerprint returns the fingerprint every Msgpack codec shares, or for one made with
+// StrictType T's under "msgpack".
 func (m *Msgpack[T]) Fingerprint() (uint64, error) {
 	if m != nil && m.fp != 0 {
 		return m.fp, nil
 	}
-	return TypeFingerprint("msgpack", reflect.TypeFor[T]()), nil
+	return msgpackFingerprint, nil
 }
 
 // SizeHint returns 0: the size is known only by encoding.
@@ -100,6 +127,7 @@ type encoderState struct {
 var encoders = sync.Pool{New: func() any {
 	st := new(encoderState)
 	st.enc = msgpack.NewEncoder(&st.w)
+	st.enc.UseCompactInts(true) // 5 is one byte, whatever the Go type that holds it
 	return st
 }}
 

@@ -194,14 +194,24 @@ func TestStructViewAllocatesNothing(t *testing.T) {
 func TestStructFingerprintIsLayout(t *testing.T) {
 	fp := func(c interface{ Fingerprint() (uint64, error) }) uint64 { v, _ := c.Fingerprint(); return v }
 	type a struct{ X, Y int32 }
-	type b struct{ X, Y int32 }
-	if fp(NewStruct[a]()) == fp(NewStruct[b]()) {
-		t.Error("types of different names share a fingerprint")
+	type b struct{ X, Y int32 } // a byte-identical copy under another name
+	type c struct{ X, Z int32 }
+	if fp(NewStruct[a]()) != fp(NewStruct[b]()) {
+		t.Error("byte-identical types of different names have different fingerprints")
+	}
+	if fp(NewStruct[a]()) == fp(NewStruct[c]()) {
+		t.Error("types with different field names share a fingerprint")
+	}
+	if fp(NewMsgpack[a]()) != fp(NewMsgpack[c]()) || fp(NewMsgpack[a]()) != fp(NewMsgpack[map[string]any]()) {
+		t.Error("msgpack (self-describing) fingerprints differ by type")
+	}
+	if fp(NewMsgpack[a](StrictType())) != fp(NewMsgpack[b](StrictType())) || fp(NewMsgpack[a](StrictType())) == fp(NewMsgpack[c](StrictType())) {
+		t.Error("strict msgpack fingerprints are not the layout's")
 	}
 	if fp(NewStruct[a]()) != TypeFingerprint("struct", reflect.TypeFor[a]()) {
 		t.Error("Struct's fingerprint is not TypeFingerprint")
 	}
-	if fp(NewStruct[a]()) == fp(NewMsgpack[a]()) {
+	if fp(NewStruct[a]()) == fp(NewMsgpack[a]()) || fp(NewStruct[a]()) == fp(NewMsgpack[a](StrictType())) {
 		t.Error("two codecs of one type share a fingerprint")
 	}
 }

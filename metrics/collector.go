@@ -107,11 +107,25 @@ func emit(ch chan<- prometheus.Metric, s *transport.Stats) {
 	}
 	for _, p := range s.Participants {
 		if br := p.Bridge; br != nil {
-			l := []string{bus, label(p.Name), strconv.Itoa(p.Index)}
+			id := br.ID
+			if id == "" {
+				id = p.Name
+			}
+			l := []string{bus, label(id), strconv.Itoa(p.Index)}
 			send(mBridgeForwarded, float64(br.Forwarded), l...)
 			send(mBridgeImported, float64(br.Imported), l...)
 			send(mBridgeDropped, float64(br.Dropped), l...)
 			send(mBridgeReconnects, float64(br.Reconnects), l...)
+			send(mBridgeDisconnects, float64(br.Disconnects), l...)
+			connected := 0.0
+			if br.Connected {
+				connected = 1
+			}
+			send(mBridgeConnected, connected, l...)
+			send(mBridgePending, float64(br.Pending), l...)
+			send(mBridgeMismatched, float64(br.Mismatched), l...)
+			send(mBridgeLooped, float64(br.Looped), l...)
+			send(mBridgeGaps, float64(br.Gaps), l...)
 		}
 	}
 	send(mParticipants, float64(alive), bus, stateAlive)

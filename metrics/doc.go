@@ -40,11 +40,17 @@
 //	offq_inbox_depth, offq_inbox_capacity, offq_inbox_blocked_publishers,
 //	offq_inbox_delivered_total, offq_inbox_received_total             {bus, inbox, pattern, subscriber}
 //	offq_messages_dropped_total                                       {bus, inbox, pattern, subscriber, reason="oldest|newest|timeout|corrupt"}
+//	offq_bridge_forwarded_total, offq_bridge_imported_total,
+//	offq_bridge_dropped_total, offq_bridge_connected,
+//	offq_bridge_pending_messages, offq_bridge_disconnects_total,
+//	offq_bridge_reconnects_total, offq_bridge_mismatched_total,
+//	offq_bridge_looped_total, offq_bridge_gaps_total                  {bus, bridge, participant}
 //	offq_collector_regions, offq_collector_open_failures_total        (NewCollector only)
 //
 // class is the payload size of a pool's buffers ("256B", "4KiB"); inbox is the inbox's slot
 // index, which keeps two subscriptions with the same pattern and participant name apart;
-// subscriber is the name the participant attached with (bus.WithName).
+// subscriber is the name the participant attached with (bus.WithName); bridge is a NATS
+// bridge's id (offq bridge --id), not its participant name.
 //
 // # Cardinality
 //

@@ -65,18 +65,31 @@ var (
 		"Open subscriptions whose pattern matches the topic.", "bus", "topic")
 )
 
-// Bridge metrics: labels bus, bridge (the bridge participant's name), participant (its slot
-// index). A NATS bridge keeps them in its participant slot (refreshed twice a second), so they
-// are served for every bridge attached to a bus, by whoever reads the region.
+// Bridge metrics: labels bus, bridge (the bridge's id: offq bridge --id, bridge.WithID, or
+// the random id it chose; the participant's name if the slot records none), participant (its
+// slot index). A NATS bridge keeps them in its participant slot (refreshed twice a second),
+// so they are served for every bridge attached to a bus, by whoever reads the region.
 var (
 	mBridgeForwarded = newMetric("offq_bridge_forwarded_total", counter,
-		"Local messages the NATS bridge published to NATS.", "bus", "bridge", "participant")
+		"Local messages the NATS bridge handed to its connected NATS connection.", "bus", "bridge", "participant")
 	mBridgeImported = newMetric("offq_bridge_imported_total", counter,
 		"NATS messages the bridge published on the local bus.", "bus", "bridge", "participant")
 	mBridgeDropped = newMetric("offq_bridge_dropped_total", counter,
-		"Messages the bridge lost and counted: local queue overflow, NATS refusal or slow consumer, local refusal.", "bus", "bridge", "participant")
+		"Messages the bridge lost and counted: local queue overflow, NATS refusal or slow consumer, local refusal, reconnect buffer discarded at close.", "bus", "bridge", "participant")
 	mBridgeReconnects = newMetric("offq_bridge_reconnects_total", counter,
 		"Times the bridge reconnected to NATS.", "bus", "bridge", "participant")
+	mBridgeDisconnects = newMetric("offq_bridge_disconnects_total", counter,
+		"Times the bridge lost its NATS connection (not counting its own close).", "bus", "bridge", "participant")
+	mBridgeConnected = newMetric("offq_bridge_connected", gauge,
+		"1 when the bridge's NATS connection is up, 0 when it is down.", "bus", "bridge", "participant")
+	mBridgePending = newMetric("offq_bridge_pending_messages", gauge,
+		"Messages exported while NATS was down, waiting in the reconnect buffer (sent at the reconnect, dropped if the bridge closes first).", "bus", "bridge", "participant")
+	mBridgeMismatched = newMetric("offq_bridge_mismatched_total", counter,
+		"NATS messages the bridge refused because their codec or type differs from the local topic's (untyped bytes on a typed topic included).", "bus", "bridge", "participant")
+	mBridgeLooped = newMetric("offq_bridge_looped_total", counter,
+		"Messages the bridge did not send back because it had imported them (or sent them).", "bus", "bridge", "participant")
+	mBridgeGaps = newMetric("offq_bridge_gaps_total", counter,
+		"Messages the bridge never received from NATS: missing origin sequence numbers of a topic, per origin bridge.", "bus", "bridge", "participant")
 )
 
 // Inbox metrics: labels bus, inbox (slot index), pattern, subscriber (participant name).
@@ -112,6 +125,7 @@ var (
 		mTopicPublished, mTopicBytes, mTopicSubscribers,
 		mInboxDepth, mInboxCapacity, mInboxBlocked, mInboxDelivered, mInboxReceived, mDropped,
 		mBridgeForwarded, mBridgeImported, mBridgeDropped, mBridgeReconnects,
+		mBridgeDisconnects, mBridgeConnected, mBridgePending, mBridgeMismatched, mBridgeLooped, mBridgeGaps,
 	}
 	collectorMetrics = []*metric{mCollectorRegions, mCollectorOpenFails}
 )

@@ -160,8 +160,8 @@ func (a *app) runBridge(cmd *cobra.Command, o *bridgeOptions, nopts []nats.Optio
 }
 
 func printBridgeStats(a *app, s bridge.Stats) {
-	fmt.Fprintf(a.stderr, "offq bridge: forwarded %d, imported %d, dropped %d, mismatched %d, looped %d, reconnects %d, connected %t\n",
-		s.Forwarded, s.Imported, s.Dropped, s.Mismatched, s.Looped, s.Reconnects, s.Connected)
+	fmt.Fprintf(a.stderr, "offq bridge: forwarded %d, imported %d, dropped %d, mismatched %d, looped %d, gaps %d, pending %d, disconnects %d, reconnects %d, connected %t\n",
+		s.Forwarded, s.Imported, s.Dropped, s.Mismatched, s.Looped, s.Gaps, s.Pending, s.Disconnects, s.Reconnects, s.Connected)
 }
 
 // serveBridgeMetrics serves, at addr, the bridge's counters beside its bus's metrics: one scrape

@@ -14,6 +14,7 @@ import (
 	"math"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -51,8 +52,10 @@ The messages come from one of:
   --file PATH    each line of PATH, without its newline (--count: at most that many)
   (none)         each line of standard input, until end of input or interrupt
 
---json reads each message as JSON and publishes it encoded as MessagePack (for subscribers that
-decode msgpack, and for offq sub --json). --rate paces the messages (per second; default as fast
+--json reads each message as JSON and publishes it encoded as MessagePack, as a typed msgpack
+publisher: the topic records the msgpack codec (for typed subscribers and offq sub --json), and
+a topic of another codec refuses it. Blank lines of input are skipped; an integer that does not
+fit in 64 bits or a number beyond a float64's range is an error. --rate paces the messages (per second; default as fast
 as the subscribers' queues allow). Subscribers receive only what is published after they
 subscribe, unless the topic keeps a history (--history, when the topic is first used).
 --wait-subs makes pub wait until that many subscriptions match TOPIC before publishing.
@@ -61,7 +64,8 @@ The bus must exist (offq create) unless --create is given. pub prints a summary 
 (not with --quiet). Exit status 0 when everything was published (or on interrupt), 1 on an
 error (a missing bus, no subscribers within --timeout, a message larger than the largest
 buffer), 2 for a bad flag, or one the bus cannot honour (--size larger than its largest
-buffer, --history deeper than its history depth).`,
+buffer, --history deeper than its history depth, or --history other than the depth of a topic
+that exists: a topic's history depth is fixed when it is first used).`,
 		Example: `  offq pub sensors.temp --data 21.5
   offq pub sensors.temp --size 256 --count 100000 --rate 10000
   offq pub sensors.temp --json --data '{"celsius": 21.5, "ok": true}'
@@ -85,7 +89,7 @@ buffer, --history deeper than its history depth).`,
 	f.IntVarP(&o.count, "count", "n", 0, "messages to publish (default: 1 with --data or --size; every line otherwise)")
 	f.Float64Var(&o.rate, "rate", 0, "messages per second (0: as fast as possible)")
 	f.BoolVar(&o.json, "json", false, "read each message as JSON and publish it encoded as MessagePack")
-	f.IntVar(&o.history, "history", 0, "keep the topic's last N messages for late subscribers (set when the topic is first used)")
+	f.IntVar(&o.history, "history", 0, "keep the topic's last N messages for late subscribers (set when the topic is first used; an existing topic of another depth is an error)")
 	f.IntVar(&o.waitSubs, "wait-subs", 0, "wait until N subscriptions match TOPIC before publishing")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for --wait-subs, or for a free buffer when the pool is exhausted")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print no summary")
@@ -149,6 +153,21 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 	if err != nil {
 		return fmt.Errorf("pub: %w", err)
 	}
+	// A topic's history depth is fixed by its first publisher: an operator who asks for
+	// another one expects late subscribers to get what they will not, so nothing is published.
+	if cmd.Flags().Changed("history") && p.HistoryDepth() != o.history {
+		return usageError(fmt.Errorf("--history %d: topic %s exists and keeps %d message%s (its depth is fixed when first used); drop --history or give --history %d",
+			o.history, topic, p.HistoryDepth(), plural(p.HistoryDepth()), p.HistoryDepth()))
+	}
+	if o.json {
+		// A typed msgpack publisher, as far as the topic knows: it records msgpack, so that
+		// sub --json and typed subscribers know what the topic carries, and a topic of
+		// another codec (a struct, raw bytes) refuses it.
+		fp, _ := codec.NewMsgpack[any]().Fingerprint()
+		if err := p.ClaimCodec("msgpack", fp); err != nil {
+			return fmt.Errorf("pub: --json: %w", err)
+		}
+	}
 	if o.waitSubs > 0 {
 		if err := waitSubscribers(ctx, b, topic, o.waitSubs, o.timeout); err != nil {
 			return fmt.Errorf("pub: %w", err)
@@ -159,10 +178,13 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 		return fmt.Errorf("pub: %w", err)
 	}
 	defer closeSrc()
+	lines := !cmd.Flags().Changed("data") && !cmd.Flags().Changed("size") // messages are lines of input
 	var enc *jsonToMsgpack
 	if o.json {
 		enc = &jsonToMsgpack{limit: largest}
 	}
+	var pools poolWatch
+	defer pools.close()
 	var sent, bytesSent int
 	start := time.Now()
 	for o.count == 0 || sent < o.count {
@@ -174,6 +196,9 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 			return fmt.Errorf("pub: %w", err)
 		}
 		if enc != nil {
+			if lines && len(bytes.TrimSpace(msg)) == 0 {
+				continue // a blank line between JSON messages
+			}
 			if msg, err = enc.encode(msg); err != nil {
 				return fmt.Errorf("pub: message %d: %w", sent+1, err)
 			}
@@ -184,7 +209,7 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 				break
 			}
 		}
-		if err := publishRetry(ctx, p, msg, o.timeout); err != nil {
+		if err := a.publishRetry(ctx, p, msg, o.timeout, &pools); err != nil {
 			if ctx.Err() != nil {
 				break
 			}
@@ -313,22 +338,68 @@ func generated(buf []byte, n int) []byte {
 }
 
 // publishRetry publishes msg, waiting while the pool is exhausted (every buffer is queued for
-// some subscriber) for at most timeout.
-func publishRetry(ctx context.Context, p *bus.Publisher, msg []byte, timeout time.Duration) error {
-	var deadline time.Time
-	for pause := 50 * time.Microsecond; ; pause = min(2*pause, 10*time.Millisecond) {
-		err := p.Publish(ctx, msg)
-		if !errors.Is(err, bus.ErrPoolExhausted) {
+// some subscriber) for at most timeout. It waits by reading the pools' counters, not by
+// trying to loan again: each failed try counts in offq_pool_alloc_failures_total, and one
+// message that waits should count once, not hundreds of times. It tries again when a buffer
+// that fits is free (another publisher may take it first: that try counts too).
+func (a *app) publishRetry(ctx context.Context, p *bus.Publisher, msg []byte, timeout time.Duration, pools *poolWatch) error {
+	err := p.Publish(ctx, msg)
+	if !errors.Is(err, bus.ErrPoolExhausted) {
+		return err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		for pause := 50 * time.Microsecond; ; pause = min(2*pause, 10*time.Millisecond) {
+			free, ferr := pools.free(a, len(msg))
+			if ferr != nil {
+				return ferr
+			}
+			if free {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%w for %v: subscribers hold every buffer", err, timeout)
+			}
+			if err := sleepCtx(ctx, pause); err != nil {
+				return err
+			}
+		}
+		if err = p.Publish(ctx, msg); !errors.Is(err, bus.ErrPoolExhausted) {
 			return err
 		}
-		if deadline.IsZero() {
-			deadline = time.Now().Add(timeout)
-		} else if time.Now().After(deadline) {
-			return fmt.Errorf("%w for %v: subscribers hold every buffer", err, timeout)
+	}
+}
+
+// poolWatch reads a bus's pool counters through a read-only mapping of its own, opened at
+// the first exhaustion.
+type poolWatch struct {
+	r *transport.Region
+}
+
+// free reports whether some size class that fits n bytes has a free buffer.
+func (w *poolWatch) free(a *app, n int) (bool, error) {
+	if w.r == nil {
+		r, err := a.openReadOnly(a.busName)
+		if err != nil {
+			return false, err
 		}
-		if err := sleepCtx(ctx, pause); err != nil {
-			return err
+		w.r = r
+	}
+	st, err := w.r.Stats()
+	if err != nil {
+		return false, err
+	}
+	for _, c := range st.Pools {
+		if n <= c.Size && c.InUse < int64(c.Capacity) {
+			return true, nil
 		}
+	}
+	return false, nil
+}
+
+func (w *poolWatch) close() {
+	if w.r != nil {
+		w.r.Close()
 	}
 }
 
@@ -369,7 +440,10 @@ func (j *jsonToMsgpack) encode(text []byte) ([]byte, error) {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, errors.New("--json: more than one JSON value in a message")
 	}
-	v = jsonNumbers(v)
+	v, err := jsonNumbers(v)
+	if err != nil {
+		return nil, fmt.Errorf("--json: %w", err)
+	}
 	if len(j.buf) == 0 {
 		j.buf = make([]byte, min(4096, j.limit))
 	}
@@ -388,27 +462,45 @@ func (j *jsonToMsgpack) encode(text []byte) ([]byte, error) {
 	}
 }
 
-// jsonNumbers replaces the json.Numbers in v by int64 where they are integers that fit, and
-// float64 otherwise, so that msgpack carries them as numbers.
-func jsonNumbers(v any) any {
+// jsonNumbers replaces the json.Numbers in v by int64 or uint64 where they are integers that
+// fit, and float64 otherwise, so that msgpack carries them as numbers (integers in their
+// shortest form). An integer that fits in neither, or a number beyond float64's range (which
+// would become an infinity), is an error: a consumer would read another number than the one
+// written.
+func jsonNumbers(v any) (any, error) {
 	switch x := v.(type) {
 	case json.Number:
+		s := x.String()
 		if i, err := x.Int64(); err == nil {
-			return i
+			return i, nil
 		}
-		if u, err := strconv.ParseUint(x.String(), 10, 64); err == nil {
-			return u
+		if u, err := strconv.ParseUint(s, 10, 64); err == nil {
+			return u, nil
 		}
-		f, _ := x.Float64()
-		return f
+		if !strings.ContainsAny(s, ".eE") {
+			return nil, fmt.Errorf("integer %s does not fit in 64 bits", s)
+		}
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+			return nil, fmt.Errorf("number %s is beyond the range of a float64", s)
+		}
+		return f, nil
 	case map[string]any:
 		for k, e := range x {
-			x[k] = jsonNumbers(e)
+			n, err := jsonNumbers(e)
+			if err != nil {
+				return nil, err
+			}
+			x[k] = n
 		}
 	case []any:
 		for i, e := range x {
-			x[i] = jsonNumbers(e)
+			n, err := jsonNumbers(e)
+			if err != nil {
+				return nil, err
+			}
+			x[i] = n
 		}
 	}
-	return v
+	return v, nil
 }

@@ -59,7 +59,9 @@ Output, one line per message:
                                       otherwise hex (the first 64 bytes) and its size
   --raw         the payload's bytes as they are, then a newline
   --json        {"topic":..., "seq":..., "time":..., "data":...}: the payload decoded from
-                MessagePack into JSON ("error" and the payload in base64 if it is not msgpack)
+                MessagePack into JSON, for topics that record the msgpack codec (typed msgpack
+                publishers, offq pub --json); for other topics, or a malformed message,
+                "error" says what the topic carries and "bytes" has the payload in base64
   --json --raw  the decoded JSON alone
 
 The subscription sees messages published after it starts, and first the history of topics
@@ -230,7 +232,17 @@ type subJSON struct {
 
 func (p *printer) printJSON(m bus.Message, data []byte) error {
 	buf := &sliceBuffer{b: p.line[:0]}
-	derr := codec.MsgpackToJSON(buf, data)
+	var derr error
+	// Only a topic that records msgpack carries it: the bytes of an untyped or struct topic
+	// often parse as msgpack too ("5" is the positive fixint 53), and would print as nonsense.
+	switch c, _ := m.Codec(); c {
+	case "msgpack":
+		derr = codec.MsgpackToJSON(buf, data)
+	case "":
+		derr = errors.New("the topic records no codec (untyped bytes), not msgpack")
+	default:
+		derr = fmt.Errorf("the topic carries codec %q, not msgpack", c)
+	}
 	if p.raw {
 		if derr != nil {
 			fmt.Fprintf(p.errw, "offq sub: %s #%d: not MessagePack (%d B): %v\n", m.Topic(), m.Seq(), len(data), derr)

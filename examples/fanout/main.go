@@ -179,6 +179,9 @@ func subscribe(ctx context.Context, frames int) error {
 			break
 		}
 	}
+	if err := ctx.Err(); err != nil { // Messages ends quietly on cancel
+		return err
+	}
 	d := time.Since(start)
 	launch.Say("report %d frames in order, every checksum right, %.1f MiB read in place (%.0f MB/s), mean age %v",
 		got, float64(bytes)/(1<<20), float64(bytes)/d.Seconds()/1e6,

@@ -206,6 +206,9 @@ func subscribe(ctx context.Context, arg string) error {
 			break
 		}
 	}
+	if err := ctx.Err(); err != nil { // Messages ends quietly on cancel
+		return err
+	}
 	var parts []string
 	for _, name := range sensors {
 		if s := per[name]; s != nil {

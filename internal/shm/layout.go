@@ -15,7 +15,7 @@ import (
 //
 //	section        size                                   holds
 //	header         1024                                   identity, config, section table, region counters
-//	participants   Participants x 128                     one slot per attached participant
+//	participants   Participants x 256                     one slot per attached participant
 //	held           Participants x Held x 8                each participant's held list: handles taken, not released
 //	topics         Topics x (256 + 8 x HistoryDepth)      topic table (reserved for the topic layer)
 //	inboxes        Inboxes x 384                          ring headers: config, tail, head, wake words, counters
@@ -29,7 +29,7 @@ import (
 
 const (
 	magic         = 0x31474552_5146464f // "OFFQREG1" little-endian
-	layoutVersion = 2                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation
+	layoutVersion = 3                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters)
 	byteOrderMark = 0x0a0b0c0d
 	headerSize    = 1024
 	checksumFrom  = 64  // checksum covers [checksumFrom, checksumTo)
@@ -127,7 +127,7 @@ type sections struct {
 	pools        [MaxClasses]section
 }
 
-// participantSlot is one entry of the participants table (128 bytes). The participant holds an
+// participantSlot is one entry of the participants table (256 bytes). The participant holds an
 // open-file-description lock on the slot's first byte for as long as it is attached.
 //
 //	off  size  field
@@ -140,6 +140,10 @@ type sections struct {
 //	96   32    waits: 4 records of waits announced in inboxes' space waiter words, each
 //	           count<<48 | (generation & 0xffffffff)<<16 | inbox index (0: none); a reaper
 //	           takes a dead participant's announcements back (see wait.go)
+//	128  64    more bridge words: disconnects, mismatched, looped, gaps, pending (messages
+//	           in the NATS reconnect buffer), connected (0/1), 2 zero
+//	192  32    bridge id, NUL-padded (written once, before role becomes 1)
+//	224  32    zero
 type participantSlot struct {
 	state    atomic.Uint64
 	pid      uint32
@@ -150,6 +154,9 @@ type participantSlot struct {
 	_        uint32
 	bridge   [4]atomic.Uint64
 	waits    [slotWaits]atomic.Uint64
+	bridge2  [8]atomic.Uint64
+	bridgeID [32]byte
+	_        [32]byte
 }
 
 // patternSize is the room for one inbox's subscription pattern.

@@ -131,7 +131,7 @@ func TestLayoutSectionTable(t *testing.T) {
 
 func TestLayoutParticipantSlot(t *testing.T) {
 	var p participantSlot
-	checkLayoutRows(t, &p, unsafe.Sizeof(p), 128, []layoutRow{
+	checkLayoutRows(t, &p, unsafe.Sizeof(p), 256, []layoutRow{
 		layoutField("state", unsafe.Offsetof(p.state), unsafe.Sizeof(p.state), 0, 8),
 		layoutField("pid", unsafe.Offsetof(p.pid), unsafe.Sizeof(p.pid), 8, 4),
 		layoutField("attached", unsafe.Offsetof(p.attached), unsafe.Sizeof(p.attached), 16, 8),
@@ -139,8 +139,10 @@ func TestLayoutParticipantSlot(t *testing.T) {
 		layoutField("role", unsafe.Offsetof(p.role), unsafe.Sizeof(p.role), 56, 4),
 		layoutField("bridge", unsafe.Offsetof(p.bridge), unsafe.Sizeof(p.bridge), 64, 32),
 		layoutField("waits", unsafe.Offsetof(p.waits), unsafe.Sizeof(p.waits), 96, 32),
+		layoutField("bridge2", unsafe.Offsetof(p.bridge2), unsafe.Sizeof(p.bridge2), 128, 64),
+		layoutField("bridgeID", unsafe.Offsetof(p.bridgeID), unsafe.Sizeof(p.bridgeID), 192, 32),
 	})
-	if participantSlotSize != 128 {
+	if participantSlotSize != 256 {
 		t.Errorf("participantSlotSize = %d", participantSlotSize)
 	}
 }
@@ -362,7 +364,7 @@ func TestLayoutSections(t *testing.T) {
 			need uint64
 		}
 		secs := []want{
-			{"participants", l.sec.participants, uint64(c.Participants) * 128},
+			{"participants", l.sec.participants, uint64(c.Participants) * 256},
 			{"held", l.sec.held, uint64(c.Participants) * uint64(c.Held) * 8},
 			{"topics", l.sec.topics, uint64(c.Topics) * (256 + 8*uint64(c.HistoryDepth))},
 			{"inboxes", l.sec.inboxes, uint64(c.Inboxes) * 384},

@@ -99,6 +99,10 @@ func (r *Region) Attach(name string) (*Participant, error) {
 		for k := range s.bridge {
 			s.bridge[k].Store(0)
 		}
+		for k := range s.bridge2 {
+			s.bridge2[k].Store(0)
+		}
+		s.bridgeID = [32]byte{}
 		s.pid = uint32(os.Getpid())
 		s.attached = time.Now().UnixNano()
 		s.name = [32]byte{}
@@ -208,16 +212,35 @@ type ParticipantInfo struct {
 // BridgeStats are the counters a NATS bridge keeps in its participant slot, so that any
 // process reading the region (offq exporter, offq stat) sees them.
 type BridgeStats struct {
+	ID                                       string // the bridge's instance id (recorded by the first SetBridgeStats; at most 32 bytes)
 	Forwarded, Imported, Dropped, Reconnects uint64
+	Disconnects, Mismatched, Looped, Gaps    uint64
+	Pending                                  uint64 // messages waiting in the NATS reconnect buffer
+	Connected                                bool   // the NATS connection is up
 }
 
-// SetBridgeStats marks p as a NATS bridge and records its counters in its slot.
+// SetBridgeStats marks p as a NATS bridge and records its counters in its slot. The id is
+// written by the first call only, before the slot says it is a bridge.
 func (p *Participant) SetBridgeStats(s BridgeStats) {
 	p.slot.bridge[0].Store(s.Forwarded)
 	p.slot.bridge[1].Store(s.Imported)
 	p.slot.bridge[2].Store(s.Dropped)
 	p.slot.bridge[3].Store(s.Reconnects)
-	p.slot.role.Store(1)
+	p.slot.bridge2[0].Store(s.Disconnects)
+	p.slot.bridge2[1].Store(s.Mismatched)
+	p.slot.bridge2[2].Store(s.Looped)
+	p.slot.bridge2[3].Store(s.Gaps)
+	p.slot.bridge2[4].Store(s.Pending)
+	var c uint64
+	if s.Connected {
+		c = 1
+	}
+	p.slot.bridge2[5].Store(c)
+	if p.slot.role.Load() != 1 {
+		p.slot.bridgeID = [32]byte{}
+		copy(p.slot.bridgeID[:], truncateUTF8(s.ID, len(p.slot.bridgeID)))
+		p.slot.role.Store(1)
+	}
 }
 
 // Participants lists the slots that are attached, live or dead.
@@ -240,8 +263,14 @@ func (r *Region) Participants() []ParticipantInfo {
 		info := ParticipantInfo{Index: int(i), Name: string(s.name[:n]), PID: int(s.pid),
 			Attached: time.Unix(0, s.attached), Alive: alive}
 		if s.role.Load() == 1 {
-			info.Bridge = &BridgeStats{Forwarded: s.bridge[0].Load(), Imported: s.bridge[1].Load(),
-				Dropped: s.bridge[2].Load(), Reconnects: s.bridge[3].Load()}
+			id := 0
+			for id < len(s.bridgeID) && s.bridgeID[id] != 0 {
+				id++
+			}
+			info.Bridge = &BridgeStats{ID: string(s.bridgeID[:id]), Forwarded: s.bridge[0].Load(), Imported: s.bridge[1].Load(),
+				Dropped: s.bridge[2].Load(), Reconnects: s.bridge[3].Load(),
+				Disconnects: s.bridge2[0].Load(), Mismatched: s.bridge2[1].Load(), Looped: s.bridge2[2].Load(),
+				Gaps: s.bridge2[3].Load(), Pending: s.bridge2[4].Load(), Connected: s.bridge2[5].Load() == 1}
 		}
 		out = append(out, info)
 	}
