@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,7 +11,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/bus"
 	"github.com/offq/offq/transport"
 )
 
@@ -24,22 +25,19 @@ func smallConfig() transport.Config {
 // createRegion creates region name in dir and publishes n messages on topic "t" through it.
 func createRegion(t *testing.T, dir, name string, n int) {
 	t.Helper()
-	r, err := shm.Create(name, shm.Options{Dir: dir, Config: smallConfig()})
+	b, err := bus.Open(name, bus.WithDir(dir), bus.WithConfig(smallConfig()), bus.WithName("maker"), bus.WithReapInterval(0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
-	p, err := r.Attach("maker")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Detach()
-	tp, err := p.LookupTopic("t", true, 0)
+	defer b.Close()
+	pub, err := b.Publisher("t")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range n {
-		tp.NextSeq(1)
+		if err := pub.Publish(context.Background(), []byte{1}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

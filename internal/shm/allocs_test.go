@@ -25,29 +25,29 @@ func TestNoAllocsPool(t *testing.T) {
 	var b Buffer
 	var err error
 	checkNoAllocs(t, "Alloc+Unloan", func() {
-		if b, err = p.Alloc(64); err != nil {
+		if b, err = p.alloc(64); err != nil {
 			panic(err)
 		}
-		if err = p.Unloan(b.Handle()); err != nil {
+		if err = p.unloan(b.Handle()); err != nil {
 			panic(err)
 		}
 	})
-	b, _ = p.Alloc(64)
+	b, _ = p.alloc(64)
 	h := b.Handle()
-	defer p.Unloan(h)
+	defer p.unloan(h)
 	checkNoAllocs(t, "AddRefs+Release", func() {
-		if err := r.AddRefs(h, 3); err != nil {
+		if err := r.addRefsHandle(h, 3); err != nil {
 			panic(err)
 		}
 		for range 3 {
-			if err := r.Release(h); err != nil {
+			if err := r.release(h); err != nil {
 				panic(err)
 			}
 		}
 	})
 	var sink int
 	checkNoAllocs(t, "Buffer lookup", func() {
-		bb, err := r.Buffer(h)
+		bb, err := r.buffer(h)
 		if err != nil {
 			panic(err)
 		}
@@ -56,10 +56,10 @@ func TestNoAllocsPool(t *testing.T) {
 	})
 	bad := makeHandle(h.class(), h.index()+1<<19, h.gen())
 	checkNoAllocs(t, "rejected handles", func() {
-		if _, err := r.Buffer(bad); err == nil {
+		if _, err := r.buffer(bad); err == nil {
 			panic("accepted")
 		}
-		if err := r.Release(h + 1<<40); !errors.Is(err, ErrBadHandle) {
+		if err := r.release(h + 1<<40); !errors.Is(err, ErrBadHandle) {
 			panic(err)
 		}
 	})
@@ -73,48 +73,48 @@ func TestNoAllocsInbox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer in.Close()
-	out, _ := r.Inbox(in.ID())
+	defer in.close()
+	out, _ := r.inbox(in.ID())
 	bg := context.Background()
 	publish := func(out *Inbox) {
-		b, err := p.Alloc(64)
+		b, err := p.alloc(64)
 		if err != nil {
 			panic(err)
 		}
 		h := b.Handle()
 		b.SetMeta(Meta{Len: 8})
-		if err := r.AddRefs(h, 1); err != nil {
+		if err := r.addRefsHandle(h, 1); err != nil {
 			panic(err)
 		}
-		if err := out.Push(bg, h); err != nil {
+		if err := out.pushHandle(bg, h); err != nil {
 			panic(err)
 		}
-		if err := p.Unloan(h); err != nil {
+		if err := p.unloan(h); err != nil {
 			panic(err)
 		}
 	}
 	checkNoAllocs(t, "Push+TryPop+Release", func() {
 		publish(&out)
-		h, ok, err := in.TryPop()
+		h, ok, err := in.tryPop()
 		if err != nil || !ok {
 			panic("empty")
 		}
-		if err := r.Release(h); err != nil {
+		if err := r.release(h); err != nil {
 			panic(err)
 		}
 	})
 	checkNoAllocs(t, "Pop(context.Background) of a waiting message", func() {
 		publish(&out)
-		h, err := in.Pop(bg, Waiter{Strategy: Sleep})
+		h, err := in.pop(bg, Waiter{Strategy: Sleep})
 		if err != nil {
 			panic(err)
 		}
-		if err := r.Release(h); err != nil {
+		if err := r.release(h); err != nil {
 			panic(err)
 		}
 	})
 	checkNoAllocs(t, "Region.Inbox", func() {
-		if _, err := r.Inbox(in.ID()); err != nil {
+		if _, err := r.inbox(in.ID()); err != nil {
 			panic(err)
 		}
 	})
@@ -128,13 +128,13 @@ func TestNoAllocsInbox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer newest.Close()
+	defer newest.close()
 	publish(&newest)
 	publish(&newest)
-	b, _ := p.Alloc(64)
-	defer p.Unloan(b.Handle())
+	b, _ := p.alloc(64)
+	defer p.unloan(b.Handle())
 	checkNoAllocs(t, "Push into a full DropNewest inbox", func() {
-		if err := newest.Push(bg, b.Handle()); !errors.Is(err, ErrFull) {
+		if err := newest.pushHandle(bg, b.Handle()); !errors.Is(err, ErrFull) {
 			panic(err)
 		}
 	})
@@ -151,31 +151,31 @@ func TestNoAllocsWake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, _ := r.Inbox(in.ID())
+	out, _ := r.inbox(in.ID())
 	stopped := make(chan error, 1)
 	go func() {
 		for {
-			h, err := in.Pop(context.Background(), Waiter{Strategy: Sleep})
+			h, err := in.pop(context.Background(), Waiter{Strategy: Sleep})
 			if err != nil {
 				stopped <- err
 				return
 			}
-			if err := r.Release(h); err != nil {
+			if err := r.release(h); err != nil {
 				stopped <- err
 				return
 			}
 		}
 	}()
 	defer func() {
-		in.Close() // wakes the consumer with ErrClosed
+		in.close() // wakes the consumer with ErrClosed
 		if err := <-stopped; !errors.Is(err, ErrClosed) {
 			t.Errorf("consumer ended with %v", err)
 		}
 	}()
 	hd := in.v.hdr
-	b, _ := p.Alloc(64)
+	b, _ := p.alloc(64)
 	h := b.Handle()
-	defer p.Unloan(h)
+	defer p.unloan(h)
 	bg := context.Background()
 	wakes := 0
 	push := func() {
@@ -183,10 +183,10 @@ func TestNoAllocsWake(t *testing.T) {
 			runtime.Gosched()
 		}
 		wake := hd.wake.Load()
-		if err := r.AddRefs(h, 1); err != nil {
+		if err := r.addRefsHandle(h, 1); err != nil {
 			panic(err)
 		}
-		if err := out.Push(bg, h); err != nil {
+		if err := out.pushHandle(bg, h); err != nil {
 			panic(err)
 		}
 		if hd.wake.Load() != wake {

@@ -32,14 +32,14 @@ func TestDamagedPositionsRepaired(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer in.Close()
+			defer in.close()
 			bg := context.Background()
 			// Some traffic first, so that positions and cells are not at their start.
 			for i := range 20 {
 				if _, err := send(bg, r, p, &in, 0, uint64(i)); err != nil {
 					t.Fatal(err)
 				}
-				h, err := in.Pop(bg, Waiter{})
+				h, err := in.pop(bg, Waiter{})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -59,7 +59,7 @@ func TestDamagedPositionsRepaired(t *testing.T) {
 			go func() {
 				n := 0
 				for {
-					h, err := in.Pop(ctx, Waiter{Strategy: Sleep})
+					h, err := in.pop(ctx, Waiter{Strategy: Sleep})
 					if errors.Is(err, ErrCorrupt) && ctx.Err() == nil {
 						corruptErrs++ // the consumer was told; it goes on
 						continue
@@ -126,7 +126,7 @@ func TestDamagedCellCountedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer in.Close()
+	defer in.close()
 	bg := context.Background()
 	for i := range 4 {
 		if _, err := send(bg, r, p, &in, 0, uint64(i)); err != nil {
@@ -147,7 +147,7 @@ func TestDamagedCellCountedOnce(t *testing.T) {
 		t.Errorf("one damaged cell met by %d pushes counted %d times in the inbox, %d in the region; want 1",
 			pushes, s.Corrupt, r.Corrupt())
 	}
-	if err := r.Release(Handle(old &^ parityBit)); err != nil { // the destroyed message's reference
+	if err := r.release(Handle(old &^ parityBit)); err != nil { // the destroyed message's reference
 		t.Fatal(err)
 	}
 }
@@ -162,7 +162,7 @@ func TestScribbledCountersClamped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer in.Close()
+	defer in.close()
 	const junk = 0xd6fc_7a3e_1b2c_4d5e // -2955402966732013406 as an int64
 	hd := in.v.hdr
 	for _, c := range []*atomic.Uint64{&hd.dropOldest, &hd.dropNewest, &hd.dropTimeout, &hd.corrupt, &hd.skipped,

@@ -9,10 +9,11 @@ import (
 	"github.com/offq/offq/internal/shm"
 )
 
-// A publisher and a subscriber share one region. The publisher writes the message in place in
-// a pooled buffer and pushes the buffer's handle into the subscriber's inbox; the subscriber
-// reads the message where it lies and releases it. Here both are in one process; across
-// processes the code is the same, each process opening the region by name.
+// A publisher and a subscriber share one region, through the door's whole operations: Loan
+// lends a buffer, Topic.Send delivers it (header, a reference per inbox as its cell commits,
+// history, end of the loan), Take moves it from the inbox into the subscriber's held list,
+// and Release ends that record. Here both are in one process; across processes the code is
+// the same, each process opening the region by name.
 func ExampleCreate() {
 	dir, err := os.MkdirTemp("", "offq-example")
 	if err != nil {
@@ -39,52 +40,53 @@ func ExampleCreate() {
 	}
 	defer sub.Detach()
 
-	// The subscriber opens an inbox; publishers find it by its ID.
+	// The subscriber opens an inbox; a publisher lists the inboxes its topic fans out to.
 	in, err := sub.OpenInbox(shm.InboxConfig{Capacity: 16, Pattern: "greetings"})
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer in.Close()
-	out, err := r.Inbox(in.ID())
+	defer sub.CloseInbox(&in)
+	t, err := pub.LookupTopic("greetings", true, 0)
+	if err != nil {
+		log.Fatal(err)
+	}
+	to, err := r.Targets(nil, func(pattern string) bool { return pattern == "greetings" })
 	if err != nil {
 		log.Fatal(err)
 	}
 
-	// Publish: loan a buffer, write in place, give the inbox a reference, end the loan.
+	// Publish: loan a buffer, write in place, send.
 	ctx := context.Background()
 	msg := "hello, shared memory"
-	b, err := pub.Alloc(len(msg))
+	l, err := pub.Loan(len(msg))
 	if err != nil {
 		log.Fatal(err)
 	}
-	n := copy(b.Bytes(), msg)
-	b.SetMeta(shm.Meta{Len: uint32(n), Seq: 1})
-	if err := r.AddRefs(b.Handle(), 1); err != nil {
+	if err := l.Write([]byte(msg)); err != nil {
 		log.Fatal(err)
 	}
-	if err := out.Push(ctx, b.Handle()); err != nil {
-		log.Fatal(err)
-	}
-	if err := pub.Unloan(b.Handle()); err != nil {
+	if _, err := t.Send(ctx, l, len(msg), to); err != nil {
 		log.Fatal(err)
 	}
 
 	// Receive: the handle is checked before use; the data aliases the shared buffer.
-	h, err := in.Pop(ctx, shm.Waiter{})
+	m, err := sub.Take(ctx, &in, shm.Waiter{})
 	if err != nil {
 		log.Fatal(err)
 	}
-	got, err := r.Buffer(h)
+	fmt.Printf("%s (seq %d, %d-byte buffer)\n", m.Data(), m.Meta().Seq, m.Cap())
+	if err := m.Release(); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("released twice:", m.Release())
+	n, err := r.Allocated()
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Printf("%s (seq %d, %d-byte buffer)\n", got.Data(), got.Meta().Seq, got.Cap())
-	if err := r.Release(h); err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println("buffers in use:", r.PoolStats()[0].InUse)
+	fmt.Println("buffers in use:", n[0])
 	// Output:
 	// hello, shared memory (seq 1, 256-byte buffer)
+	// released twice: message already released
 	// buffers in use: 0
 }
 

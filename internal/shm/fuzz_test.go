@@ -116,18 +116,18 @@ func FuzzHandle(f *testing.F) {
 	// Live buffers in every class, one with extra references, and a released one.
 	live := map[Handle]int{} // handle -> references
 	for _, n := range []int{1, 64, 200, 1000} {
-		b, err := p.Alloc(n)
+		b, err := p.alloc(n)
 		if err != nil {
 			f.Fatal(err)
 		}
 		live[b.Handle()] = 1
 		f.Add(uint64(b.Handle()))
 	}
-	extra, _ := p.Alloc(10)
-	r.AddRefs(extra.Handle(), 2)
+	extra, _ := p.alloc(10)
+	r.addRefsHandle(extra.Handle(), 2)
 	live[extra.Handle()] = 3
-	dead, _ := p.Alloc(10)
-	p.Unloan(dead.Handle())
+	dead, _ := p.alloc(10)
+	p.unloan(dead.Handle())
 	for _, w := range []uint64{
 		0, 1, ^uint64(0), 1 << 62, 1 << 63, uint64(dead.Handle()), uint64(extra.Handle()) + 8,
 		uint64(extra.Handle()) + 1<<handleGenShift, uint64(extra.Handle()) + 1<<handleClassShift,
@@ -143,7 +143,7 @@ func FuzzHandle(f *testing.F) {
 		h := Handle(w)
 		refs, isLive := live[h]
 		_, _, _, derr := r.decode(h)
-		b, err := r.Buffer(h)
+		b, err := r.buffer(h)
 		switch {
 		case isLive && err != nil:
 			t.Fatalf("Buffer(%v) of a live buffer: %v", h, err)
@@ -154,14 +154,14 @@ func FuzzHandle(f *testing.F) {
 		case isLive && (derr != nil || b.Refs() != refs || len(b.Data()) > b.Cap()):
 			t.Fatalf("Buffer(%v): decode %v, refs %d (want %d)", h, derr, b.Refs(), refs)
 		}
-		if err := q.Unloan(h); !errors.Is(err, ErrBadHandle) {
+		if err := q.unloan(h); !errors.Is(err, ErrBadHandle) {
 			t.Fatalf("Unloan(%#x) by a participant without loans: %v", w, err)
 		}
-		aerr := r.AddRefs(h, 1)
+		aerr := r.addRefsHandle(h, 1)
 		if isLive != (aerr == nil) {
 			t.Fatalf("AddRefs(%#x) = %v for a handle live=%v", w, aerr, isLive)
 		}
-		rerr := r.Release(h)
+		rerr := r.release(h)
 		if isLive != (rerr == nil) {
 			t.Fatalf("Release(%#x) = %v after AddRefs %v", w, rerr, aerr)
 		}
@@ -173,10 +173,10 @@ func FuzzHandle(f *testing.F) {
 			_, s, _, _ := r.decode(h)
 			g := makeHandle(h.class(), h.index(), stateGen(s.state.Load()))
 			if _, gLive := live[g]; gLive {
-				if _, err := r.Buffer(g); err != nil {
+				if _, err := r.buffer(g); err != nil {
 					t.Fatalf("Buffer(%v) with the slot's generation: %v", g, err)
 				}
-			} else if _, err := r.Buffer(g); err == nil {
+			} else if _, err := r.buffer(g); err == nil {
 				t.Fatalf("Buffer(%v) of a free slot succeeded", g)
 			}
 		}
@@ -184,7 +184,7 @@ func FuzzHandle(f *testing.F) {
 			t.Fatalf("handle %#x changed the pools: %v -> %v", w, before, got)
 		}
 		for lh, n := range live {
-			if b, _ := r.Buffer(lh); b.Refs() != n {
+			if b, _ := r.buffer(lh); b.Refs() != n {
 				t.Fatalf("handle %#x changed the references of %v: %d, want %d", w, lh, b.Refs(), n)
 			}
 		}
@@ -257,7 +257,7 @@ func FuzzCell(f *testing.F) {
 		// takeOne takes one message and releases it if it is one of ours; it reports what it
 		// took.
 		takeOne := func() (Handle, bool) {
-			h, ok, err := in.TryPop()
+			h, ok, err := in.tryPop()
 			switch {
 			case err != nil:
 				failure = err
@@ -322,13 +322,13 @@ func FuzzCell(f *testing.F) {
 		if !arrived {
 			t.Fatalf("the ring did not recover: a message pushed after the scribble never arrived")
 		}
-		in.Close()
+		in.close()
 		// What is still allocated was destroyed with the scribbled cell: at most one message.
 		leaked := 0
 		for h := range pending {
-			if _, err := r.Buffer(h); err == nil {
+			if _, err := r.buffer(h); err == nil {
 				leaked++
-				r.Release(h)
+				r.release(h)
 			}
 		}
 		if leaked > 1 {

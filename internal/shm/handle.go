@@ -144,9 +144,9 @@ func (r *Region) decode(h Handle) (*pool, *slotHeader, uint32, error) {
 	return p, p.slot(idx), idx, nil
 }
 
-// Buffer returns a checked view of the buffer h names: h must decode and its generation must
+// buffer returns a checked view of the buffer h names: h must decode and its generation must
 // match a buffer that is currently allocated. It allocates nothing.
-func (r *Region) Buffer(h Handle) (Buffer, error) {
+func (r *Region) buffer(h Handle) (Buffer, error) {
 	p, s, idx, err := r.decode(h)
 	if err != nil {
 		return Buffer{}, err

@@ -50,10 +50,10 @@ func (l *heldList) word(i uint32) *atomic.Uint64 {
 // Config.Held messages: the consumer is not releasing what it receives.
 var ErrHeldFull = errors.New("too many messages held unreleased")
 
-// Reserve takes an empty entry of p's held list, so that a consumer knows it has room before it
+// reserve takes an empty entry of p's held list, so that a consumer knows it has room before it
 // takes a message out of an inbox. Fill the entry with Inbox.PopInto or TryPopInto, or give it
 // back with Unreserve. It fails with ErrHeldFull when p already holds Config.Held messages. It allocates nothing.
-func (p *Participant) Reserve() (int, error) {
+func (p *Participant) reserve() (int, error) {
 	l := p.held
 	i := l.hint.Load()
 	for range l.n {
@@ -71,25 +71,25 @@ func (p *Participant) Reserve() (int, error) {
 	return -1, ErrHeldFull
 }
 
-// Unreserve gives back an entry taken by Reserve and not filled.
-func (p *Participant) Unreserve(i int) {
+// unreserve gives back an entry taken by Reserve and not filled.
+func (p *Participant) unreserve(i int) {
 	l := p.held
 	if i >= 0 && uint32(i) < l.n && l.word(uint32(i)).CompareAndSwap(heldReserved, 0) {
 		l.setHint(uint32(i))
 	}
 }
 
-// Forget turns entry i back into a reserved entry without releasing what it held: for a
+// forget turns entry i back into a reserved entry without releasing what it held: for a
 // handle that turned out not to name a live buffer (so there is nothing to release).
-func (p *Participant) Forget(i int) {
+func (p *Participant) forget(i int) {
 	if w, err := p.heldWord(i); err == nil {
 		w.Store(heldReserved)
 	}
 }
 
-// Unhold releases the held message in entry i, which must hold h: the entry is cleared and
+// unhold releases the held message in entry i, which must hold h: the entry is cleared and
 // the reference released.
-func (p *Participant) Unhold(i int, h Handle) error {
+func (p *Participant) unhold(i int, h Handle) error {
 	l := p.held
 	step()
 	if i < 0 || uint32(i) >= l.n || !l.word(uint32(i)).CompareAndSwap(uint64(h), 0) {
@@ -97,7 +97,7 @@ func (p *Participant) Unhold(i int, h Handle) error {
 	}
 	l.setHint(uint32(i))
 	step()
-	if err := p.r.Release(h); err != errHandleFree && err != errHandleStale {
+	if err := p.r.release(h); err != errHandleFree && err != errHandleStale {
 		return err
 	}
 	if testHookReleaseSwept != nil {

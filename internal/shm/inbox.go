@@ -172,9 +172,9 @@ func (v *inboxView) inbox(gen uint64, capacity uint32, policy Policy, block time
 		shift: uint(bits.TrailingZeros32(capacity)), policy: policy, block: block}
 }
 
-// Inbox returns a handle on the open inbox id, checking that the entry is open with the same
+// inbox returns a handle on the open inbox id, checking that the entry is open with the same
 // generation and that its recorded capacity and policy are valid. It allocates nothing.
-func (r *Region) Inbox(id InboxID) (Inbox, error) {
+func (r *Region) inbox(id InboxID) (Inbox, error) {
 	idx := uint32(id) & 0xffff
 	if idx >= uint32(len(r.inboxes)) {
 		return Inbox{}, fmt.Errorf("%w: inbox index %d out of range", ErrCorrupt, idx)
@@ -217,9 +217,9 @@ func (in *Inbox) isOpen() bool {
 	return wordStatus(st) == inboxOpen && wordGen(st) == in.gen
 }
 
-// Close closes an inbox owned by p: producers that still hold it get ErrClosed from then on,
-// and every message left in it is released. Close is idempotent for a given Inbox value.
-func (in *Inbox) Close() error {
+// close closes an inbox owned by p: producers that still hold it get ErrClosed from then on,
+// and every message left in it is released. close is idempotent for a given Inbox value.
+func (in *Inbox) close() error {
 	hd := in.v.hdr
 	step()
 	st := hd.state.Load()
@@ -351,9 +351,9 @@ type Subscription struct {
 	Pattern string
 }
 
-// Subscriptions appends every open inbox and its pattern to dst and returns it. A pattern
+// subscriptions appends every open inbox and its pattern to dst and returns it. A pattern
 // that a faulty process made too long is cut to the room it has.
-func (r *Region) Subscriptions(dst []Subscription) []Subscription {
+func (r *Region) subscriptions(dst []Subscription) []Subscription {
 	for i := range r.inboxes {
 		st := r.inboxes[i].hdr.state.Load()
 		if wordStatus(st) != inboxOpen {

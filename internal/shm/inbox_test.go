@@ -27,7 +27,7 @@ func inboxConfig() Config {
 // (with a reference added beforehand), even ones through Deliver (which adds it itself), so
 // that every test built on send exercises both.
 func send(ctx context.Context, r *Region, p *Participant, in *Inbox, topic uint32, seq uint64) (Handle, error) {
-	b, err := p.Alloc(8)
+	b, err := p.alloc(8)
 	if err != nil {
 		return 0, err
 	}
@@ -35,18 +35,18 @@ func send(ctx context.Context, r *Region, p *Participant, in *Inbox, topic uint3
 	b.SetMeta(Meta{Len: 8, Topic: topic, Seq: seq})
 	var perr error
 	if seq%2 == 0 {
-		perr = in.Deliver(ctx, h)
+		perr = in.deliver(ctx, h)
 	} else {
-		if err := r.AddRefs(h, 1); err != nil {
+		if err := r.addRefsHandle(h, 1); err != nil {
 			return h, err
 		}
-		if perr = in.Push(ctx, h); perr != nil {
-			if err := r.Release(h); err != nil {
+		if perr = in.pushHandle(ctx, h); perr != nil {
+			if err := r.release(h); err != nil {
 				return h, err
 			}
 		}
 	}
-	if err := p.Unloan(h); err != nil {
+	if err := p.unloan(h); err != nil {
 		return h, err
 	}
 	return h, perr
@@ -54,12 +54,12 @@ func send(ctx context.Context, r *Region, p *Participant, in *Inbox, topic uint3
 
 // receive checks and releases a handle taken from an inbox and returns its Meta.
 func receive(r *Region, h Handle) (Meta, error) {
-	b, err := r.Buffer(h)
+	b, err := r.buffer(h)
 	if err != nil {
 		return Meta{}, err
 	}
 	m := b.Meta()
-	return m, r.Release(h)
+	return m, r.release(h)
 }
 
 func allocated(r *Region) int {
@@ -103,8 +103,8 @@ func inboxModel(t *testing.T, policy Policy, seed uint64, steps int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer in.Close()
-	out, err := r.Inbox(in.ID()) // the producer's own handle on the inbox
+	defer in.close()
+	out, err := r.inbox(in.ID()) // the producer's own handle on the inbox
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func inboxModel(t *testing.T, policy Policy, seed uint64, steps int) {
 				dropTimeout++
 			}
 		} else { // pop
-			h, ok, err := in.TryPop()
+			h, ok, err := in.tryPop()
 			if err != nil {
 				fail("TryPop: %v", err)
 			}
@@ -198,7 +198,7 @@ func inboxModel(t *testing.T, policy Policy, seed uint64, steps int) {
 		}
 	}
 	// Whatever is left is released by Close.
-	if err := in.Close(); err != nil {
+	if err := in.close(); err != nil {
 		t.Fatal(err)
 	}
 	if n := allocated(r); n != 0 {
@@ -214,7 +214,7 @@ func TestInboxBlockLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer in.Close()
+	defer in.close()
 	for i := range 2 {
 		if _, err := send(context.Background(), r, p, &in, 0, uint64(i)); err != nil {
 			t.Fatal(err)
@@ -270,7 +270,7 @@ func inboxMPSC(t *testing.T, policy Policy) {
 		}
 		p := attachUnit(t, rw, fmt.Sprint("producer", w))
 		t.Cleanup(func() { rw.Close() }) // after p detaches (cleanups run last-in first-out)
-		out, err := rw.Inbox(in.ID())
+		out, err := rw.inbox(in.ID())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -301,10 +301,10 @@ func inboxMPSC(t *testing.T, policy Policy) {
 	go func() { wg.Wait(); producersDone() }()
 	waiter := Waiter{Strategy: SpinThenSleep, Spin: 20 * time.Microsecond}
 	for {
-		h, err := in.Pop(waitCtx, waiter)
+		h, err := in.pop(waitCtx, waiter)
 		if errors.Is(err, context.Canceled) && ctx.Err() == nil {
 			var ok bool
-			if h, ok, err = in.TryPop(); err == nil && !ok {
+			if h, ok, err = in.tryPop(); err == nil && !ok {
 				break // every producer is done and the ring is empty
 			}
 		}
@@ -339,7 +339,7 @@ func inboxMPSC(t *testing.T, policy Policy) {
 		}
 	}
 	t.Logf("%v: received %d, per producer %v, dropped %d", policy, total, seen, s.DropOldest)
-	if err := in.Close(); err != nil {
+	if err := in.close(); err != nil {
 		t.Fatal(err)
 	}
 	if n := allocated(r); n != 0 {
@@ -363,7 +363,7 @@ func TestInboxCloseReleasesAndFencesOldHandles(t *testing.T) {
 	if _, err := d.OpenInbox(InboxConfig{}); !errors.Is(err, ErrTableFull) {
 		t.Fatalf("OpenInbox on a full table: %v, want ErrTableFull", err)
 	}
-	out, err := r.Inbox(in.ID())
+	out, err := r.inbox(in.ID())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,10 +375,10 @@ func TestInboxCloseReleasesAndFencesOldHandles(t *testing.T) {
 	if n := allocated(r); n != 3 {
 		t.Fatalf("%d allocated before Close", n)
 	}
-	if err := in.Close(); err != nil {
+	if err := in.close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := in.Close(); err != nil {
+	if err := in.close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
 	if n := allocated(r); n != 0 {
@@ -396,18 +396,18 @@ func TestInboxCloseReleasesAndFencesOldHandles(t *testing.T) {
 		if n := allocated(r); n != held {
 			t.Fatalf("%s: a refused push changed the buffers allocated from %d to %d", when, held, n)
 		}
-		if _, err := r.Inbox(in.ID()); !errors.Is(err, ErrClosed) {
+		if _, err := r.inbox(in.ID()); !errors.Is(err, ErrClosed) {
 			t.Fatalf("%s: Region.Inbox(old id): %v, want ErrClosed", when, err)
 		}
 		if !consumerToo {
 			return
 		}
-		if _, _, err := in.TryPop(); !errors.Is(err, ErrClosed) {
+		if _, _, err := in.tryPop(); !errors.Is(err, ErrClosed) {
 			t.Fatalf("%s: TryPop on the old Inbox: %v, want ErrClosed", when, err)
 		}
 		ctx, cancel := context.WithTimeout(bg, 10*time.Second)
 		defer cancel()
-		if _, err := in.Pop(ctx, Waiter{Strategy: Sleep}); !errors.Is(err, ErrClosed) {
+		if _, err := in.pop(ctx, Waiter{Strategy: Sleep}); !errors.Is(err, ErrClosed) {
 			t.Fatalf("%s: Pop on the old Inbox: %v, want ErrClosed", when, err)
 		}
 		if n := allocated(r); n != held {
@@ -429,14 +429,14 @@ func TestInboxCloseReleasesAndFencesOldHandles(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkFenced("after the entry was reopened and used", true)
-	h, ok, err := in2.TryPop()
+	h, ok, err := in2.tryPop()
 	if err != nil || !ok {
 		t.Fatalf("new inbox TryPop: %v %v", ok, err)
 	}
 	if m, err := receive(r, h); err != nil || m.Seq != 7 {
 		t.Fatalf("new inbox got %+v, %v", m, err)
 	}
-	if err := in2.Close(); err != nil {
+	if err := in2.close(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -456,16 +456,16 @@ func TestInboxStaleProducerCannotEvict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stale, err := r.Inbox(old.ID())
+	stale, err := r.inbox(old.ID())
 	if err != nil {
 		t.Fatal(err)
 	}
-	old.Close()
+	old.close()
 	in, err := c.OpenInbox(InboxConfig{Capacity: 4, Policy: DropNewest})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer in.Close()
+	defer in.close()
 	for i := range 4 {
 		if _, err := send(bg, r, p, &in, 0, uint64(i)); err != nil {
 			t.Fatal(err)
@@ -479,7 +479,7 @@ func TestInboxStaleProducerCannotEvict(t *testing.T) {
 		t.Errorf("the stale producer changed the new ring: %+v", s)
 	}
 	for i := range 4 {
-		h, ok, err := in.TryPop()
+		h, ok, err := in.tryPop()
 		if err != nil || !ok {
 			t.Fatalf("TryPop %d: %v %v", i, ok, err)
 		}
@@ -501,7 +501,7 @@ func TestOpenInboxErrors(t *testing.T) {
 		{Pattern: strings.Repeat("x", patternSize+1)},
 	} {
 		if in, err := p.OpenInbox(c); err == nil {
-			in.Close()
+			in.close()
 			t.Errorf("OpenInbox(%+v) accepted", c)
 		}
 	}
@@ -515,8 +515,8 @@ func TestOpenInboxErrors(t *testing.T) {
 	if s, _ := statsOf(r, in.ID()); s.Pattern != strings.Repeat("x", patternSize) {
 		t.Fatalf("pattern %q", s.Pattern)
 	}
-	in.Close()
-	if _, err := r.Inbox(InboxID(r.cfg.Inboxes)); !errors.Is(err, ErrCorrupt) {
+	in.close()
+	if _, err := r.inbox(InboxID(r.cfg.Inboxes)); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Region.Inbox with an index out of range: %v", err)
 	}
 	for _, pol := range []Policy{DropOldest, DropNewest, Block, 7} {
@@ -535,7 +535,7 @@ func TestInboxScribbledHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer in.Close()
+	defer in.close()
 	hd := in.v.hdr
 	for _, bad := range []func(){
 		func() { hd.capacity = 3 },
@@ -544,7 +544,7 @@ func TestInboxScribbledHeader(t *testing.T) {
 		func() { hd.capacity = 8; hd.policy = 9 },
 	} {
 		bad()
-		if _, err := r.Inbox(in.ID()); !errors.Is(err, ErrCorrupt) {
+		if _, err := r.inbox(in.ID()); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("Region.Inbox with capacity %d policy %d: %v", hd.capacity, hd.policy, err)
 		}
 	}
@@ -616,7 +616,7 @@ func corruptCell(t *testing.T, filled bool, garbage func(in *Inbox, pos uint64) 
 		var popErr error
 		within(t, r, 10*time.Second, policy.String()+": TryPop after a corrupt cell", func() {
 			for range 4 * in.cap {
-				h, ok, err := in.TryPop()
+				h, ok, err := in.tryPop()
 				if err != nil {
 					popErr = err
 					return
@@ -661,7 +661,7 @@ func corruptCell(t *testing.T, filled bool, garbage func(in *Inbox, pos uint64) 
 			t.Fatalf("%v: push after recovery: %v", policy, pushErr)
 		}
 		for i := range in.cap {
-			h, ok, err := in.TryPop()
+			h, ok, err := in.tryPop()
 			if err != nil || !ok {
 				t.Fatalf("%v: TryPop %d after recovery: %v %v", policy, i, ok, err)
 			}
@@ -669,9 +669,9 @@ func corruptCell(t *testing.T, filled bool, garbage func(in *Inbox, pos uint64) 
 				t.Errorf("%v: after recovery got %+v, %v; want seq %d", policy, m, err, 3+i)
 			}
 		}
-		in.Close()
+		in.close()
 		if lost != 0 { // its only reference was in the overwritten cell
-			if err := r.Release(lost); err != nil {
+			if err := r.release(lost); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -735,7 +735,7 @@ func TestInboxCorruptCellBeforeProducer(t *testing.T) {
 				var got []uint64
 				within(t, r, 10*time.Second, policy.String()+": TryPop past a scribbled cell", func() {
 					for range 8 {
-						h, ok, err := in.TryPop()
+						h, ok, err := in.tryPop()
 						if err != nil || !ok {
 							return
 						}
@@ -754,14 +754,14 @@ func TestInboxCorruptCellBeforeProducer(t *testing.T) {
 				if _, err := send(bg, r, p, &in, 0, 4); err != nil {
 					t.Fatalf("%v: push after the repair: %v", policy, err)
 				}
-				h, ok, err := in.TryPop()
+				h, ok, err := in.tryPop()
 				if err != nil || !ok {
 					t.Fatalf("%v: TryPop after the repair: %v %v", policy, ok, err)
 				}
 				if m, err := receive(r, h); err != nil || m.Seq != 4 {
 					t.Errorf("%v: after the repair got %+v, %v", policy, m, err)
 				}
-				in.Close()
+				in.close()
 				if n := allocated(r); n != 0 {
 					t.Fatalf("%v: %d buffers allocated at the end", policy, n)
 				}
@@ -779,13 +779,13 @@ func TestInboxGarbageHandle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer in.Close()
+	defer in.close()
 	bg := context.Background()
-	probe, err := p.Alloc(1) // a live buffer, to derive garbage from
+	probe, err := p.alloc(1) // a live buffer, to derive garbage from
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Unloan(probe.Handle())
+	defer p.unloan(probe.Handle())
 	real := probe.Handle()
 	for _, garbage := range []Handle{
 		makeHandle(5, 0, 1), // no such class
@@ -805,28 +805,28 @@ func TestInboxGarbageHandle(t *testing.T) {
 		head := in.v.hdr.head.Load()
 		in.cell(head).Store(uint64(garbage) | in.parity(head))
 		before := r.CountAllocated()
-		h, ok, err := in.TryPop()
+		h, ok, err := in.tryPop()
 		if err != nil || !ok || h != garbage {
 			t.Fatalf("TryPop = %v %v %v, want the garbage handle %v", h, ok, err, garbage)
 		}
-		if _, err := r.Buffer(h); !errors.Is(err, ErrBadHandle) {
+		if _, err := r.buffer(h); !errors.Is(err, ErrBadHandle) {
 			t.Errorf("Buffer(%v): %v, want ErrBadHandle", h, err)
 		}
-		if err := r.Release(h); !errors.Is(err, ErrBadHandle) {
+		if err := r.release(h); !errors.Is(err, ErrBadHandle) {
 			t.Errorf("Release(%v): %v, want ErrBadHandle", h, err)
 		}
 		if fmt.Sprint(before) != fmt.Sprint(r.CountAllocated()) {
 			t.Errorf("a garbage handle changed the pools: %v -> %v", before, r.CountAllocated())
 		}
 		// The message behind it is intact.
-		h, ok, err = in.TryPop()
+		h, ok, err = in.tryPop()
 		if err != nil || !ok {
 			t.Fatalf("TryPop after the garbage: %v %v", ok, err)
 		}
 		if m, err := receive(r, h); err != nil || m.Seq != 2 {
 			t.Fatalf("message after the garbage: %+v %v", m, err)
 		}
-		if err := r.Release(lost); err != nil {
+		if err := r.release(lost); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -835,7 +835,7 @@ func TestInboxGarbageHandle(t *testing.T) {
 	}
 	// Push refuses words that are not handles at all.
 	for _, h := range []Handle{0, 1 << 63, 1 << 62, ^Handle(0)} {
-		if err := in.Push(bg, h); !errors.Is(err, ErrBadHandle) {
+		if err := in.pushHandle(bg, h); !errors.Is(err, ErrBadHandle) {
 			t.Errorf("Push(%#x): %v, want ErrBadHandle", uint64(h), err)
 		}
 	}
@@ -850,7 +850,7 @@ func TestDeliverReferences(t *testing.T) {
 	p := attachUnit(t, r, "p")
 	refs := func(h Handle) int {
 		t.Helper()
-		b, err := r.Buffer(h)
+		b, err := r.buffer(h)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -858,7 +858,7 @@ func TestDeliverReferences(t *testing.T) {
 	}
 	loan := func() Handle {
 		t.Helper()
-		b, err := p.Alloc(8)
+		b, err := p.alloc(8)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -871,14 +871,14 @@ func TestDeliverReferences(t *testing.T) {
 	}
 	h := loan()
 	for i := range 2 {
-		if err := newest.Deliver(context.Background(), h); err != nil {
+		if err := newest.deliver(context.Background(), h); err != nil {
 			t.Fatal(err)
 		}
 		if n := refs(h); n != 2+i {
 			t.Fatalf("after %d deliveries: %d references, want %d", i+1, n, 2+i)
 		}
 	}
-	if err := newest.Deliver(context.Background(), h); !errors.Is(err, ErrFull) {
+	if err := newest.deliver(context.Background(), h); !errors.Is(err, ErrFull) {
 		t.Fatalf("deliver into a full DropNewest inbox: %v, want ErrFull", err)
 	}
 	if n := refs(h); n != 3 {
@@ -892,18 +892,18 @@ func TestDeliverReferences(t *testing.T) {
 	}
 	g := loan()
 	for range 2 {
-		b, err := r.Buffer(g)
+		b, err := r.buffer(g)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := block.DeliverBuffer(context.Background(), b); err != nil {
+		if err := block.deliverBuffer(context.Background(), b); err != nil {
 			t.Fatal(err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- block.Deliver(ctx, g) }()
+	go func() { done <- block.deliver(ctx, g) }()
 	for s, _ := statsOf(r, block.ID()); s.Blocked == 0; s, _ = statsOf(r, block.ID()) {
 		if ctx.Err() != nil {
 			t.Fatal("the producer never waited for room")
@@ -913,11 +913,11 @@ func TestDeliverReferences(t *testing.T) {
 	if n := refs(g); n != 3 {
 		t.Fatalf("while a delivery waits for room: %d references, want 3 (loan + two queued)", n)
 	}
-	got, ok, err := block.TryPop()
+	got, ok, err := block.tryPop()
 	if err != nil || !ok || got != g {
 		t.Fatalf("pop: %v %v %v", got, ok, err)
 	}
-	if err := r.Release(got); err != nil {
+	if err := r.release(got); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {
@@ -928,32 +928,32 @@ func TestDeliverReferences(t *testing.T) {
 	}
 
 	// A closed inbox: ErrClosed, nothing added.
-	stale, err := r.Inbox(newest.ID())
+	stale, err := r.inbox(newest.ID())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := newest.Close(); err != nil {
+	if err := newest.close(); err != nil {
 		t.Fatal(err)
 	}
 	if n := refs(h); n != 1 {
 		t.Fatalf("after closing the inbox: %d references, want the loan's", n)
 	}
-	if err := stale.Deliver(context.Background(), h); !errors.Is(err, ErrClosed) {
+	if err := stale.deliver(context.Background(), h); !errors.Is(err, ErrClosed) {
 		t.Fatalf("deliver into a closed inbox: %v, want ErrClosed", err)
 	}
 	if n := refs(h); n != 1 {
 		t.Fatalf("after delivering into a closed inbox: %d references, want 1", n)
 	}
 	// A handle that names no buffer.
-	if err := block.Deliver(context.Background(), makeHandle(h.class(), handleIdxMask, h.gen())); !errors.Is(err, ErrBadHandle) {
+	if err := block.deliver(context.Background(), makeHandle(h.class(), handleIdxMask, h.gen())); !errors.Is(err, ErrBadHandle) {
 		t.Fatalf("deliver a handle past its pool: %v, want ErrBadHandle", err)
 	}
 	for _, x := range []Handle{h, g} {
-		if err := p.Unloan(x); err != nil {
+		if err := p.unloan(x); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := block.Close(); err != nil {
+	if err := block.close(); err != nil {
 		t.Fatal(err)
 	}
 	if n := allocated(r); n != 0 {
@@ -974,11 +974,11 @@ func TestInboxStaleAfterManyReopenings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stale, err := r.Inbox(old.ID())
+	stale, err := r.inbox(old.ID())
 	if err != nil {
 		t.Fatal(err)
 	}
-	old.Close()
+	old.close()
 	const period = 1 << 14
 	var in Inbox
 	for i := range period {
@@ -986,14 +986,14 @@ func TestInboxStaleAfterManyReopenings(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i < period-1 {
-			in.Close()
+			in.close()
 		}
 	}
-	defer in.Close()
+	defer in.close()
 	if in.ID() == old.ID() {
 		t.Errorf("the entry's %d-th generation has the ID %#x of the first", period, in.ID())
 	}
-	if _, err := r.Inbox(old.ID()); !errors.Is(err, ErrClosed) {
+	if _, err := r.inbox(old.ID()); !errors.Is(err, ErrClosed) {
 		t.Errorf("Region.Inbox(stale ID): %v, want ErrClosed", err)
 	}
 	if _, err := send(context.Background(), r, p, &stale, 0, 2); !errors.Is(err, ErrClosed) {
@@ -1015,7 +1015,7 @@ func TestBlockWakeupsDoNotCountAsTurns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer in.Close()
+	defer in.close()
 	bg := context.Background()
 	for i := range 2 {
 		if _, err := send(bg, r, p, &in, 0, uint64(i)); err != nil {
@@ -1044,7 +1044,7 @@ func TestBlockWakeupsDoNotCountAsTurns(t *testing.T) {
 		if len(done) > 0 {
 			t.Fatalf("round %d: the blocked push returned %v, want it still waiting", i, <-done)
 		}
-		h, ok, err := in.TryPop()
+		h, ok, err := in.tryPop()
 		if err != nil || !ok {
 			t.Fatalf("round %d: TryPop: %v %v", i, ok, err)
 		}
@@ -1081,7 +1081,7 @@ func TestBlockWakeupsDoNotCountAsTurns(t *testing.T) {
 // h). It returns the entry and what the rest of the take needs.
 func stallTake(t *testing.T, in *Inbox, q *Participant, finishing bool) (idx int, h Handle, h0 uint64) {
 	t.Helper()
-	idx, err := q.Reserve()
+	idx, err := q.reserve()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1127,7 +1127,7 @@ func TestConcurrentTakesAreNotCorruption(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer in.Close()
+			defer in.close()
 			bg := context.Background()
 			var sent []Handle
 			for i := range 2 {
@@ -1141,11 +1141,11 @@ func TestConcurrentTakesAreNotCorruption(t *testing.T) {
 			if hA != sent[0] {
 				t.Fatalf("stalled take of %v, want %v", hA, sent[0])
 			}
-			idxB, err := q.Reserve()
+			idxB, err := q.reserve()
 			if err != nil {
 				t.Fatal(err)
 			}
-			hB, ok, err := in.TryPopInto(q, idxB)
+			hB, ok, err := in.tryPopInto(q, idxB)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1154,7 +1154,7 @@ func TestConcurrentTakesAreNotCorruption(t *testing.T) {
 					t.Fatalf("took %v while the head is being taken by another goroutine", hB)
 				}
 				resumeTake(&in, q, idxA, hA, h0)
-				if hB, ok, err = in.TryPopInto(q, idxB); err != nil || !ok {
+				if hB, ok, err = in.tryPopInto(q, idxB); err != nil || !ok {
 					t.Fatalf("after the other take finished: %v %v", ok, err)
 				}
 			} else {
@@ -1174,7 +1174,7 @@ func TestConcurrentTakesAreNotCorruption(t *testing.T) {
 				t.Errorf("stats %+v, want 2 popped", s)
 			}
 			for i, h := range []Handle{hA, hB} {
-				if err := q.Unhold([]int{idxA, idxB}[i], h); err != nil {
+				if err := q.unhold([]int{idxA, idxB}[i], h); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -1199,7 +1199,7 @@ func TestEvictionPastStalledTakeIsQuick(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer in.Close()
+			defer in.close()
 			bg := context.Background()
 			for i := range 2 {
 				if _, err := send(bg, r, p, &in, 0, uint64(i)); err != nil {
@@ -1225,7 +1225,7 @@ func TestEvictionPastStalledTakeIsQuick(t *testing.T) {
 				t.Errorf("%d yields per send past a stalled take, want a short bounded spin", per)
 			}
 			resumeTake(&in, q, idxA, hA, h0)
-			if err := q.Unhold(idxA, hA); err != nil {
+			if err := q.unhold(idxA, hA); err != nil {
 				t.Fatal(err)
 			}
 			s, _ := statsOf(r, in.ID())
@@ -1233,7 +1233,7 @@ func TestEvictionPastStalledTakeIsQuick(t *testing.T) {
 				t.Errorf("corruption counted: %+v", s)
 			}
 			for {
-				h, ok, err := in.TryPop()
+				h, ok, err := in.tryPop()
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -671,7 +671,7 @@ func (e *ilEnv) run(sc ilScenario, seed uint64, strat ilStrategy, fairSpin int) 
 	}
 	r.in = in
 	r.lastTail = in.v.hdr.tail.Load()
-	if r.out, err = reg.Inbox(in.ID()); err != nil {
+	if r.out, err = reg.inbox(in.ID()); err != nil {
 		r.hardf("Region.Inbox: %v", err)
 		return res
 	}
@@ -735,7 +735,7 @@ func (r *ilRun) push(p *Participant, m *ilMsg, loan *Buffer) error {
 		b = *loan
 	} else {
 		var err error
-		if b, err = p.Alloc(8); err != nil {
+		if b, err = p.alloc(8); err != nil {
 			return err
 		}
 		b.SetMeta(Meta{Len: 8, Topic: uint32(m.producer), Seq: uint64(m.seq)})
@@ -743,19 +743,19 @@ func (r *ilRun) push(p *Participant, m *ilMsg, loan *Buffer) error {
 	m.h = b.Handle()
 	var err error
 	if m.seq%2 == 1 && loan == nil {
-		if err = reg.AddRefs(m.h, 1); err != nil {
+		if err = reg.addRefsHandle(m.h, 1); err != nil {
 			return err
 		}
-		if err = r.out.Push(context.Background(), m.h); err != nil {
-			if rerr := reg.Release(m.h); rerr != nil {
+		if err = r.out.pushHandle(context.Background(), m.h); err != nil {
+			if rerr := reg.release(m.h); rerr != nil {
 				r.errs = append(r.errs, fmt.Sprintf("release after a failed push: %v", rerr))
 			}
 		}
 	} else {
-		err = r.out.DeliverBuffer(context.Background(), b)
+		err = r.out.deliverBuffer(context.Background(), b)
 	}
 	if loan == nil {
-		if uerr := p.Unloan(m.h); uerr != nil {
+		if uerr := p.unloan(m.h); uerr != nil {
 			r.errs = append(r.errs, fmt.Sprintf("unloan %v: %v", m.h, uerr))
 		}
 	}
@@ -771,7 +771,7 @@ func (r *ilRun) producer(a *ilActor, i int) {
 	}
 	var loan *Buffer
 	if r.sc.sameLoan && i == 0 {
-		b, err := p.Alloc(8)
+		b, err := p.alloc(8)
 		if err != nil {
 			r.errs = append(r.errs, fmt.Sprintf("alloc: %v", err))
 			return
@@ -779,7 +779,7 @@ func (r *ilRun) producer(a *ilActor, i int) {
 		b.SetMeta(Meta{Len: 8, Topic: 0, Seq: 0})
 		loan = &b
 		defer func() {
-			if err := p.Unloan(b.Handle()); err != nil {
+			if err := p.unloan(b.Handle()); err != nil {
 				r.errs = append(r.errs, fmt.Sprintf("unloan: %v", err))
 			}
 		}()
@@ -804,13 +804,13 @@ func (r *ilRun) consumer(a *ilActor, reserved *int) {
 	for polls := 0; ; polls++ {
 		if polls == closeAt {
 			r.closeStart = r.s.steps
-			if err := r.in.Close(); err != nil {
+			if err := r.in.close(); err != nil {
 				r.errs = append(r.errs, fmt.Sprintf("Close: %v", err))
 			}
 			r.closeEnd = r.s.steps
 		}
 		if *reserved < 0 {
-			idx, err := q.Reserve()
+			idx, err := q.reserve()
 			if err != nil {
 				r.errs = append(r.errs, fmt.Sprintf("Reserve: %v", err))
 				return
@@ -818,7 +818,7 @@ func (r *ilRun) consumer(a *ilActor, reserved *int) {
 			*reserved = idx
 		}
 		done := r.producersLeft == 0
-		h, ok, err := r.in.TryPopInto(q, *reserved)
+		h, ok, err := r.in.tryPopInto(q, *reserved)
 		if err != nil {
 			r.consumerErrs = append(r.consumerErrs, err)
 			return
@@ -841,7 +841,7 @@ func (r *ilRun) consumer(a *ilActor, reserved *int) {
 // received records a handle the consumer took into held entry idx.
 func (r *ilRun) received(h Handle, idx int) {
 	r.held = append(r.held, ilHeld{idx, h})
-	b, err := r.env.r.Buffer(h)
+	b, err := r.env.r.buffer(h)
 	if err != nil {
 		if r.sc.scribble == ilNoScribble {
 			r.hardf("received %v, which names no live buffer: %v", h, err)
@@ -870,7 +870,7 @@ func (r *ilRun) unhold(i int) {
 	hd := r.held[i]
 	r.held = slices.Delete(r.held, i, i+1)
 	reg := r.env.r
-	if b, err := reg.Buffer(hd.h); err == nil {
+	if b, err := reg.buffer(hd.h); err == nil {
 		if m := b.Meta(); !(r.sc.sameLoan && m.Topic == 0) {
 			if msg := r.byKey[[2]int{int(m.Topic), int(m.Seq)}]; msg == nil || msg.h != hd.h {
 				r.hardf("held buffer %v changed under the consumer: meta %+v", hd.h, m)
@@ -879,7 +879,7 @@ func (r *ilRun) unhold(i int) {
 	} else if r.sc.scribble == ilNoScribble {
 		r.hardf("held buffer %v was freed under the consumer: %v", hd.h, err)
 	}
-	if err := r.env.q.Unhold(hd.idx, hd.h); err != nil {
+	if err := r.env.q.unhold(hd.idx, hd.h); err != nil {
 		if r.sc.scribble == ilNoScribble || !errors.Is(err, ErrBadHandle) {
 			r.hardf("Unhold(%d, %v): %v", hd.idx, hd.h, err)
 		}
@@ -891,7 +891,7 @@ func (r *ilRun) closer(a *ilActor) {
 	a.until = r.s.steps + a.rng.IntN(40*r.sc.producers*r.sc.msgs)
 	r.s.idle(a)
 	r.closeStart = r.s.steps
-	if err := r.in.Close(); err != nil {
+	if err := r.in.close(); err != nil {
 		r.errs = append(r.errs, fmt.Sprintf("Close: %v", err))
 	}
 	r.closeEnd = r.s.steps
@@ -959,7 +959,7 @@ func (r *ilRun) scribbler(a *ilActor) {
 	old := in.cell(pos).Swap(v)
 	r.scribbled = fmt.Sprintf("cell of position %d (head %d, tail %d): %#x over %#x", pos, head, tail, v, old)
 	if old&markBit == 0 {
-		if _, err := r.env.r.Buffer(Handle(old &^ parityBit)); err == nil {
+		if _, err := r.env.r.buffer(Handle(old &^ parityBit)); err == nil {
 			r.destroyed = append(r.destroyed, Handle(old&^parityBit))
 		}
 	}
@@ -1133,7 +1133,7 @@ func (r *ilRun) finish() {
 			r.swept += n
 			kept := r.destroyed[:0]
 			for _, h := range r.destroyed {
-				if b, err := reg.Buffer(h); err == nil && b.Refs() > 0 {
+				if b, err := reg.buffer(h); err == nil && b.Refs() > 0 {
 					kept = append(kept, h)
 				}
 			}
@@ -1157,14 +1157,14 @@ func (r *ilRun) finish() {
 	if !closed || r.reopened {
 		for range 4*sc.capacity + 8 {
 			if r.reserved < 0 {
-				idx, err := r.env.q.Reserve()
+				idx, err := r.env.q.reserve()
 				if err != nil {
 					r.hardf("Reserve: %v", err)
 					return
 				}
 				r.reserved = idx
 			}
-			h, ok, err := ring.TryPopInto(r.env.q, r.reserved)
+			h, ok, err := ring.tryPopInto(r.env.q, r.reserved)
 			if err != nil {
 				if !(scribbled && errors.Is(err, ErrCorrupt)) {
 					r.hardf("draining: %v", err)
@@ -1182,7 +1182,7 @@ func (r *ilRun) finish() {
 		}
 		for i := range ring.cap {
 			v := ring.cell(i).Load()
-			if _, err := reg.Buffer(Handle(v &^ parityBit)); v&markBit == 0 && (!scribbled || err == nil) {
+			if _, err := reg.buffer(Handle(v &^ parityBit)); v&markBit == 0 && (!scribbled || err == nil) {
 				if sc.scribble == ilOtherPos || sc.scribble == ilOwnEmpty || sc.scribble == ilPositions {
 					// The loss tolerated below (a position filled behind the head): the
 					// next lap repairs the cell, counting it, and the sweep frees the buffer.
@@ -1210,15 +1210,15 @@ func (r *ilRun) finish() {
 				continue
 			}
 			if r.reserved < 0 {
-				r.reserved, _ = r.env.q.Reserve()
+				r.reserved, _ = r.env.q.reserve()
 			}
-			h, ok, err := ring.TryPopInto(r.env.q, r.reserved)
+			h, ok, err := ring.tryPopInto(r.env.q, r.reserved)
 			if err != nil || !ok || h != m.h {
 				r.hardf("pop after the run: %v %v %v, want %v", h, ok, err, m.h)
 				break
 			}
 			r.reserved = -1
-			if err := r.env.q.Unhold(indexOfHeld(r.env.q, h), h); err != nil {
+			if err := r.env.q.unhold(indexOfHeld(r.env.q, h), h); err != nil {
 				r.hardf("unhold after the run: %v", err)
 			}
 			okOnce = true
@@ -1228,27 +1228,27 @@ func (r *ilRun) finish() {
 		}
 	}
 	if r.reserved >= 0 {
-		r.env.q.Unreserve(r.reserved)
+		r.env.q.unreserve(r.reserved)
 		r.reserved = -1
 	}
 	if r.reserved2 >= 0 {
-		r.env.q.Unreserve(r.reserved2)
+		r.env.q.unreserve(r.reserved2)
 		r.reserved2 = -1
 	}
 	for len(r.held) > 0 {
 		r.unhold(0)
 	}
-	if err := ring.Close(); err != nil {
+	if err := ring.close(); err != nil {
 		r.hardf("Close: %v", err)
 	}
 	if r.reopened {
-		r.in.Close() // no-op: already closed
+		r.in.close() // no-op: already closed
 	}
 	if n := allocated(reg); n != len(r.destroyed) {
 		r.hardf("%d buffers allocated after Close, want %d (the scribbler's victims)", n, len(r.destroyed))
 	}
 	for _, h := range r.destroyed {
-		if err := reg.Release(h); err != nil {
+		if err := reg.release(h); err != nil {
 			r.hardf("releasing the scribbled reference %v: %v", h, err)
 		}
 	}
@@ -1448,7 +1448,7 @@ func (r *ilRun) checkRefs(when string) {
 		}
 	}
 	for h, n := range want {
-		if _, err := reg.Buffer(h); err != nil && n > 0 && r.sc.scribble == ilNoScribble {
+		if _, err := reg.buffer(h); err != nil && n > 0 && r.sc.scribble == ilNoScribble {
 			r.hardf("%s: %d records name %v, which is not allocated: %v", when, n, h, err)
 		}
 	}
@@ -1470,7 +1470,7 @@ func (r *ilRun) leakFree() {
 				if stateOwner(v) != 0 {
 					reg.unloan(stateOwner(v), h)
 				} else {
-					reg.Release(h)
+					reg.release(h)
 				}
 			}
 		}

@@ -470,7 +470,7 @@ func TestLayoutRealRegion(t *testing.T) {
 	defer p.Detach()
 	var held []Handle
 	for _, n := range []int{1, 64, 65, 100, 192, 193, 4096} {
-		buf, err := p.Alloc(n)
+		buf, err := p.alloc(n)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -490,7 +490,7 @@ func TestLayoutRealRegion(t *testing.T) {
 		}
 	}
 	for _, h := range held {
-		if err := p.Unloan(h); err != nil {
+		if err := p.unloan(h); err != nil {
 			t.Fatal(err)
 		}
 	}

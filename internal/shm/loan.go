@@ -108,7 +108,7 @@ func (t Topic) Send(ctx context.Context, l Loan, n int, to []Inbox) (res SendRes
 	if !l.owned() {
 		return res, ErrLoanEnded
 	}
-	l.buf.SetMeta(Meta{Len: uint32(n), Topic: t.index, Seq: t.NextSeq(n), Stamp: Now()})
+	l.buf.SetMeta(Meta{Len: uint32(n), Topic: t.index, Seq: t.nextSeq(n), Stamp: Now()})
 	for i := range to {
 		if testHookFanOut != nil {
 			testHookFanOut(i)
@@ -125,7 +125,7 @@ func (t Topic) Send(ctx context.Context, l Loan, n int, to []Inbox) (res SendRes
 		}
 	}
 	if t.depth > 0 && l.p.r.addRefs(l.buf.s, l.buf.h, 1) == nil {
-		t.Remember(l.buf.h)
+		t.remember(l.buf.h)
 	}
 	if err := l.end(); err != nil {
 		// The loan was ours until now: its state word was scribbled.

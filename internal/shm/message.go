@@ -63,7 +63,7 @@ func (h Held) Release() (err error) {
 		return ErrReleased
 	}
 	defer unguard(guard(), &err)
-	if h.p.Unhold(int(h.idx), h.buf.h) != nil {
+	if h.p.unhold(int(h.idx), h.buf.h) != nil {
 		return ErrReleased
 	}
 	return nil
@@ -76,14 +76,14 @@ func (h Held) Release() (err error) {
 // waiting it makes no system call and allocates nothing.
 func (p *Participant) Take(ctx context.Context, in *Inbox, w Waiter) (_ Held, err error) {
 	defer unguard(guard(), &err)
-	idx, err := p.Reserve()
+	idx, err := p.reserve()
 	if err != nil {
 		return Held{}, err
 	}
 	for {
-		h, err := in.PopInto(ctx, w, p, idx)
+		h, err := in.popInto(ctx, w, p, idx)
 		if err != nil {
-			p.Unreserve(idx)
+			p.unreserve(idx)
 			if errors.Is(err, ErrClosed) {
 				if derr := p.r.Check(); derr != nil { // a zeroed inbox looks closed
 					return Held{}, derr
@@ -91,12 +91,12 @@ func (p *Participant) Take(ctx context.Context, in *Inbox, w Waiter) (_ Held, er
 			}
 			return Held{}, err
 		}
-		buf, err := p.r.Buffer(h)
+		buf, err := p.r.buffer(h)
 		if err != nil {
 			// The cell held a word that names no live buffer: nothing to release.
 			p.r.hdr.corrupt.Add(1)
 			in.v.hdr.corrupt.Add(1)
-			p.Forget(idx)
+			p.forget(idx)
 			continue
 		}
 		return p.newHeld(idx, buf), nil
@@ -106,21 +106,21 @@ func (p *Participant) Take(ctx context.Context, in *Inbox, w Waiter) (_ Held, er
 // TryTake is Take without waiting: ok is false when the inbox is empty.
 func (p *Participant) TryTake(in *Inbox) (_ Held, ok bool, err error) {
 	defer unguard(guard(), &err)
-	idx, err := p.Reserve()
+	idx, err := p.reserve()
 	if err != nil {
 		return Held{}, false, err
 	}
 	for {
-		h, ok, err := in.TryPopInto(p, idx)
+		h, ok, err := in.tryPopInto(p, idx)
 		if !ok || err != nil {
-			p.Unreserve(idx)
+			p.unreserve(idx)
 			return Held{}, false, err
 		}
-		buf, err := p.r.Buffer(h)
+		buf, err := p.r.buffer(h)
 		if err != nil {
 			p.r.hdr.corrupt.Add(1)
 			in.v.hdr.corrupt.Add(1)
-			p.Forget(idx)
+			p.forget(idx)
 			continue
 		}
 		return p.newHeld(idx, buf), true, nil
@@ -133,10 +133,10 @@ func (p *Participant) TryTake(in *Inbox) (_ Held, ok bool, err error) {
 // while being read are skipped. It stops with ErrHeldFull when p's held list is full.
 func (p *Participant) TakeHistory(t Topic, fn func(Held)) (err error) {
 	defer unguard(guard(), &err)
-	return t.HoldHistory(p, func(idx int, h Handle) {
-		buf, err := p.r.Buffer(h)
+	return t.holdHistory(p, func(idx int, h Handle) {
+		buf, err := p.r.buffer(h)
 		if err != nil {
-			p.Unhold(idx, h)
+			p.unhold(idx, h)
 			return
 		}
 		fn(p.newHeld(idx, buf))
@@ -155,5 +155,5 @@ func (h Held) Cap() int {
 // is released. Closing an inbox that is not open (closed before, or reused) does nothing.
 func (p *Participant) CloseInbox(in *Inbox) (err error) {
 	defer unguard(guard(), &err)
-	return in.Close()
+	return in.close()
 }

@@ -80,7 +80,7 @@ func inboxFromEnv(r *Region) (Inbox, error) {
 	if err != nil {
 		return Inbox{}, err
 	}
-	return r.Inbox(InboxID(id))
+	return r.inbox(InboxID(id))
 }
 
 // A test message is msgSize bytes: producer id (4), sequence (8), filler derived from both,
@@ -99,7 +99,7 @@ func putMessage(b []byte, id uint32, seq uint64) {
 
 // checkMessage verifies the buffer h names and returns its producer and sequence.
 func checkMessage(r *Region, h Handle) (id uint32, seq uint64, err error) {
-	b, err := r.Buffer(h)
+	b, err := r.buffer(h)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -120,21 +120,21 @@ func checkMessage(r *Region, h Handle) (id uint32, seq uint64, err error) {
 // pushMessage allocates, fills and pushes one message: the loan is ended whatever happens, and on a
 // failed push the inbox's reference is given back, so nothing leaks.
 func pushMessage(ctx context.Context, p *Participant, in *Inbox, id uint32, seq uint64) error {
-	r := p.Region()
-	b, err := p.Alloc(msgSize)
+	r := p.region()
+	b, err := p.alloc(msgSize)
 	if err != nil {
 		return err
 	}
 	h := b.Handle()
 	putMessage(b.Bytes(), id, seq)
 	b.SetMeta(Meta{Len: msgSize, Topic: id, Seq: seq})
-	err = r.AddRefs(h, 1)
+	err = r.addRefsHandle(h, 1)
 	if err == nil {
-		if err = in.Push(ctx, h); err != nil {
-			r.Release(h)
+		if err = in.pushHandle(ctx, h); err != nil {
+			r.release(h)
 		}
 	}
-	if uerr := p.Unloan(h); err == nil {
+	if uerr := p.unloan(h); err == nil {
 		err = uerr
 	}
 	return err
@@ -379,7 +379,7 @@ func TestMultiprocProducers(t *testing.T) {
 	defer cancel()
 	next := make([]uint64, producers)
 	for got := uint64(0); got < producers*n; got++ {
-		h, err := in.Pop(ctx, Waiter{})
+		h, err := in.pop(ctx, Waiter{})
 		if err != nil {
 			t.Fatalf("after %d of %d messages (next per producer %v): %v", got, producers*n, next, err)
 		}
@@ -391,7 +391,7 @@ func TestMultiprocProducers(t *testing.T) {
 			t.Fatalf("message %d: producer %d seq %d; next expected per producer %v", got, id, seq, next)
 		}
 		next[id]++
-		if err := r.Release(h); err != nil {
+		if err := r.release(h); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -401,7 +401,7 @@ func TestMultiprocProducers(t *testing.T) {
 		}
 	}
 	waitAll(t, ps...)
-	if h, ok, err := in.TryPop(); ok || err != nil {
+	if h, ok, err := in.tryPop(); ok || err != nil {
 		t.Errorf("inbox not empty after all messages: %v, %v", h, err)
 	}
 	s := inboxStats(t, r, in.ID())
@@ -409,7 +409,7 @@ func TestMultiprocProducers(t *testing.T) {
 		t.Errorf("inbox stats %+v: want %d pushed and popped, no drops", s, producers*n)
 	}
 	t.Logf("pool stats %+v", r.PoolStats()[0])
-	if err := in.Close(); err != nil {
+	if err := in.close(); err != nil {
 		t.Fatal(err)
 	}
 	if ps := r.Participants(); len(ps) != 1 {
@@ -445,7 +445,7 @@ func TestMultiprocDropOldest(t *testing.T) {
 		waitAll(t, p)
 		var got []uint64
 		for {
-			h, ok, err := in.TryPop()
+			h, ok, err := in.tryPop()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -457,7 +457,7 @@ func TestMultiprocDropOldest(t *testing.T) {
 				t.Fatal(err)
 			}
 			got = append(got, seq)
-			r.Release(h)
+			r.release(h)
 		}
 		s := inboxStats(t, r, in.ID())
 		if uint64(len(got))+s.DropOldest != n {
@@ -471,7 +471,7 @@ func TestMultiprocDropOldest(t *testing.T) {
 				t.Fatalf("received %v, want %d..%d", got, n-capacity, n-1)
 			}
 		}
-		in.Close()
+		in.close()
 		checkNoLeaks(t, r)
 	})
 	// The consumer takes while the producer evicts: they race for the head of the ring.
@@ -489,7 +489,7 @@ func TestMultiprocDropOldest(t *testing.T) {
 		var received, last uint64
 		done := false
 		for {
-			h, ok, err := in.TryPop()
+			h, ok, err := in.tryPop()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -503,7 +503,7 @@ func TestMultiprocDropOldest(t *testing.T) {
 				}
 				last = seq
 				received++
-				r.Release(h)
+				r.release(h)
 				continue
 			}
 			if done { // the producer had finished before this TryPop found the ring empty
@@ -528,7 +528,7 @@ func TestMultiprocDropOldest(t *testing.T) {
 		if last != n-1 {
 			t.Errorf("last message received is %d, want the newest, %d", last, n-1)
 		}
-		in.Close()
+		in.close()
 		checkNoLeaks(t, r)
 	})
 }
@@ -552,14 +552,14 @@ func roleSleepPong(c *peer.Child) error {
 	c.Send("inbox %d", mine.ID())
 	ctx := c.Context()
 	for {
-		h, err := mine.Pop(ctx, Waiter{Strategy: Sleep})
+		h, err := mine.pop(ctx, Waiter{Strategy: Sleep})
 		if err != nil {
 			if c.Stopped() {
 				break
 			}
 			return err
 		}
-		b, err := r.Buffer(h)
+		b, err := r.buffer(h)
 		if err != nil {
 			return err
 		}
@@ -568,11 +568,11 @@ func roleSleepPong(c *peer.Child) error {
 			return fmt.Errorf("received counter %d, want an even one", v)
 		}
 		binary.LittleEndian.PutUint64(b.Bytes(), v+1)
-		if err := back.Push(ctx, h); err != nil {
+		if err := back.pushHandle(ctx, h); err != nil {
 			return err
 		}
 	}
-	mine.Close()
+	mine.close()
 	if err := p.Detach(); err != nil {
 		return err
 	}
@@ -601,20 +601,20 @@ func TestMultiprocSleepWakeups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	theirs, err := r.Inbox(InboxID(id))
+	theirs, err := r.inbox(InboxID(id))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := me.Alloc(msgSize)
+	b, err := me.alloc(msgSize)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := b.Handle()
 	// Turn the loan into a plain reference, which travels with the handle.
-	if err := r.AddRefs(h, 1); err != nil {
+	if err := r.addRefsHandle(h, 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := me.Unloan(h); err != nil {
+	if err := me.unloan(h); err != nil {
 		t.Fatal(err)
 	}
 
@@ -626,10 +626,10 @@ func TestMultiprocSleepWakeups(t *testing.T) {
 	for i := range uint64(rounds) {
 		binary.LittleEndian.PutUint64(b.Bytes(), 2*i)
 		start := time.Now()
-		if err := theirs.Push(ctx, h); err != nil {
+		if err := theirs.pushHandle(ctx, h); err != nil {
 			t.Fatalf("round %d: push: %v", i, err)
 		}
-		got, err := mine.Pop(ctx, Waiter{Strategy: Sleep})
+		got, err := mine.pop(ctx, Waiter{Strategy: Sleep})
 		if err != nil {
 			t.Fatalf("round %d: no answer (lost wake-up?): %v", i, err)
 		}
@@ -650,12 +650,12 @@ func TestMultiprocSleepWakeups(t *testing.T) {
 	if slow > 0 {
 		t.Errorf("%d rounds took longer than %v: a sleeper was woken only by its periodic re-check (lost wake-up)", slow, lost)
 	}
-	if err := r.Release(h); err != nil {
+	if err := r.release(h); err != nil {
 		t.Fatal(err)
 	}
 	p.CloseStdin()
 	waitAll(t, p)
-	if err := mine.Close(); err != nil {
+	if err := mine.close(); err != nil {
 		t.Fatal(err)
 	}
 	checkNoLeaks(t, r)

@@ -118,8 +118,8 @@ func (r *Region) Attach(name string) (*Participant, error) {
 // Index returns the participant's slot index.
 func (p *Participant) Index() int { return int(p.idx) }
 
-// Region returns the region p is attached to.
-func (p *Participant) Region() *Region { return p.r }
+// region returns the region p is attached to.
+func (p *Participant) region() *Region { return p.r }
 
 // Detach closes every inbox p still has open (releasing what is queued in them, and failing
 // producers that wait on them with ErrClosed), releases every message p still holds and ends
@@ -173,22 +173,22 @@ func (p *Participant) closeInboxes() {
 			c = r.cfg.InboxCapacity // scribbled: drain the whole ring
 		}
 		in := v.inbox(wordGen(st), c, Policy(v.hdr.policy), 0)
-		in.Close()
+		in.close()
 	}
 }
 
-// Alloc loans a buffer of at least n bytes from the smallest size class that has one free.
+// alloc loans a buffer of at least n bytes from the smallest size class that has one free.
 // The buffer carries one reference, the loan, recorded in the buffer's own state word as
 // belonging to p; it ends with Unloan (after pushing the handle, or to abandon the buffer).
-// Alloc never blocks and allocates no memory; it fails with a *PoolError wrapping
+// alloc never blocks and allocates no memory; it fails with a *PoolError wrapping
 // ErrPoolExhausted or ErrTooLarge.
-func (p *Participant) Alloc(n int) (Buffer, error) {
+func (p *Participant) alloc(n int) (Buffer, error) {
 	return p.r.alloc(p.owner, n)
 }
 
-// Unloan ends p's loan of the buffer h: the loan's reference is dropped, and if no inbox took
+// unloan ends p's loan of the buffer h: the loan's reference is dropped, and if no inbox took
 // a reference the buffer returns to its pool.
-func (p *Participant) Unloan(h Handle) error { return p.r.unloan(p.owner, h) }
+func (p *Participant) unloan(h Handle) error { return p.r.unloan(p.owner, h) }
 
 // Alive reports whether participant slot i is held by a live process. It reads the kernel's
 // lock table, not shared memory, and may be called without attaching.
@@ -219,9 +219,9 @@ type BridgeStats struct {
 	Connected                                bool   // the NATS connection is up
 }
 
-// SetBridgeStats marks p as a NATS bridge and records its counters in its slot. The id is
+// setBridgeStats marks p as a NATS bridge and records its counters in its slot. The id is
 // written by the first call only, before the slot says it is a bridge.
-func (p *Participant) SetBridgeStats(s BridgeStats) {
+func (p *Participant) setBridgeStats(s BridgeStats) {
 	p.slot.bridge[0].Store(s.Forwarded)
 	p.slot.bridge[1].Store(s.Imported)
 	p.slot.bridge[2].Store(s.Dropped)

@@ -124,7 +124,7 @@ func TestZeroFilledRegionIsCorrupt(t *testing.T) {
 		t.Fatalf("Check of a zero-filled region: %v", err)
 	}
 	t.Log(err)
-	if _, err := p.Alloc(8); !errors.Is(err, ErrCorrupt) {
+	if _, err := p.alloc(8); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Alloc in a zero-filled region: %v, want ErrCorrupt", err)
 	}
 	if _, err := r.Reap(); !errors.Is(err, ErrCorrupt) {

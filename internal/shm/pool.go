@@ -149,10 +149,10 @@ func (r *Region) poolError(n int, err error) error {
 	return e
 }
 
-// AddRefs adds n references to the buffer h names, which the caller must hold a reference to
+// addRefsHandle adds n references to the buffer h names, which the caller must hold a reference to
 // (so its generation cannot change underneath). A publisher fanning out to n inboxes adds n
 // at once, then gives back one for each push that fails.
-func (r *Region) AddRefs(h Handle, n int) error {
+func (r *Region) addRefsHandle(h Handle, n int) error {
 	_, s, _, err := r.decode(h)
 	if err != nil {
 		return err
@@ -191,12 +191,12 @@ func (r *Region) addRefs(s *slotHeader, h Handle, n int) error {
 	}
 }
 
-// Release drops one reference to the buffer h names; the last release returns the buffer to
+// release drops one reference to the buffer h names; the last release returns the buffer to
 // its pool. It fails with ErrBadHandle, changing nothing, for a handle that does not decode, a
 // stale generation, a buffer that is already free, or a buffer whose only reference is its
 // loan (the loan's holder ends that with Participant.Unloan). Safe for concurrent use from
 // any process.
-func (r *Region) Release(h Handle) error {
+func (r *Region) release(h Handle) error {
 	p, s, idx, err := r.decode(h)
 	if err != nil {
 		return err

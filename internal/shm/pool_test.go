@@ -112,7 +112,7 @@ func poolModel(t *testing.T, seed uint64, steps int) {
 				n = 1025 + rng.IntN(5000)
 			}
 			p := ps[rng.IntN(len(ps))]
-			b, err := p.Alloc(n)
+			b, err := p.alloc(n)
 			want, first := -1, -1
 			for c, cl := range cfg.Classes {
 				if n <= int(cl.Size) {
@@ -157,7 +157,7 @@ func poolModel(t *testing.T, seed uint64, steps int) {
 				continue
 			}
 			k := 1 + rng.IntN(3)
-			if err := r.AddRefs(m.h, k); err != nil {
+			if err := r.addRefsHandle(m.h, k); err != nil {
 				fail("AddRefs(%v, %d): %v", m.h, k, err)
 			}
 			m.refs += k
@@ -166,7 +166,7 @@ func poolModel(t *testing.T, seed uint64, steps int) {
 			if m == nil {
 				continue
 			}
-			err := r.Release(m.h)
+			err := r.release(m.h)
 			if m.refs == 1 && m.loaner != nil {
 				badHandle("Release of a buffer held only by its loan", err)
 				continue
@@ -183,7 +183,7 @@ func poolModel(t *testing.T, seed uint64, steps int) {
 				continue
 			}
 			p := ps[rng.IntN(len(ps))]
-			err := p.Unloan(m.h)
+			err := p.unloan(m.h)
 			if m.loaner != p {
 				badHandle("Unloan by a participant without the loan", err)
 				continue
@@ -200,7 +200,7 @@ func poolModel(t *testing.T, seed uint64, steps int) {
 			if m == nil {
 				continue
 			}
-			b, err := r.Buffer(m.h)
+			b, err := r.buffer(m.h)
 			if err != nil {
 				fail("Buffer(%v): %v", m.h, err)
 			}
@@ -215,12 +215,12 @@ func poolModel(t *testing.T, seed uint64, steps int) {
 				continue
 			}
 			h := dead[rng.IntN(len(dead))]
-			_, err := r.Buffer(h)
+			_, err := r.buffer(h)
 			badHandle("Buffer of a released handle", err)
-			badHandle("Release of a released handle", r.Release(h))
-			badHandle("AddRefs of a released handle", r.AddRefs(h, 1))
-			badHandle("Unloan of a released handle", ps[0].Unloan(h))
-			badHandle("Unloan of a released handle", ps[1].Unloan(h))
+			badHandle("Release of a released handle", r.release(h))
+			badHandle("AddRefs of a released handle", r.addRefsHandle(h, 1))
+			badHandle("Unloan of a released handle", ps[0].unloan(h))
+			badHandle("Unloan of a released handle", ps[1].unloan(h))
 		}
 
 		counted := r.CountAllocated()
@@ -246,15 +246,15 @@ func poolModel(t *testing.T, seed uint64, steps int) {
 	for _, h := range append([]Handle(nil), order...) {
 		m := live[h]
 		for ; m.refs > 1; m.refs-- {
-			if err := r.Release(h); err != nil {
+			if err := r.release(h); err != nil {
 				fail("final Release(%v): %v", h, err)
 			}
 		}
 		if m.loaner != nil {
-			if err := m.loaner.Unloan(h); err != nil {
+			if err := m.loaner.unloan(h); err != nil {
 				fail("final Unloan(%v): %v", h, err)
 			}
-		} else if err := r.Release(h); err != nil {
+		} else if err := r.release(h); err != nil {
 			fail("final Release(%v): %v", h, err)
 		}
 	}
@@ -272,7 +272,7 @@ func TestPoolClassFallbackAndExhaustion(t *testing.T) {
 	var hs []Handle
 	alloc := func(n, wantClass int) {
 		t.Helper()
-		b, err := p.Alloc(n)
+		b, err := p.alloc(n)
 		if err != nil {
 			t.Fatalf("Alloc(%d): %v", n, err)
 		}
@@ -291,7 +291,7 @@ func TestPoolClassFallbackAndExhaustion(t *testing.T) {
 	alloc(1, 2) // two classes full
 	alloc(1024, 2)
 
-	_, err := p.Alloc(10)
+	_, err := p.alloc(10)
 	var pe *PoolError
 	if !errors.Is(err, ErrPoolExhausted) || !errors.As(err, &pe) {
 		t.Fatalf("Alloc with every class full: %v, want a *PoolError wrapping ErrPoolExhausted", err)
@@ -302,7 +302,7 @@ func TestPoolClassFallbackAndExhaustion(t *testing.T) {
 	if msg := err.Error(); !strings.Contains(msg, "10 bytes") || !strings.Contains(msg, "[64 256 1024]") || !strings.HasPrefix(msg, "pool exhausted") {
 		t.Fatalf("message %q does not name the size and the classes tried", msg)
 	}
-	_, err = p.Alloc(300)
+	_, err = p.alloc(300)
 	if !errors.As(err, &pe) || fmt.Sprint(pe.Classes) != "[1024]" {
 		t.Fatalf("Alloc(300): %v, classes tried %v", err, pe.Classes)
 	}
@@ -317,14 +317,14 @@ func TestPoolClassFallbackAndExhaustion(t *testing.T) {
 		}
 	}
 
-	_, err = p.Alloc(1025)
+	_, err = p.alloc(1025)
 	if !errors.Is(err, ErrTooLarge) || errors.Is(err, ErrPoolExhausted) || !errors.As(err, &pe) || pe.Size != 1025 || pe.Largest != 1024 {
 		t.Fatalf("Alloc(1025): %v, want ErrTooLarge", err)
 	}
 	if msg := err.Error(); !strings.Contains(msg, "1025") || !strings.Contains(msg, "1024") {
 		t.Fatalf("message %q does not name the size and the largest class", msg)
 	}
-	if _, err := p.Alloc(-1); err == nil {
+	if _, err := p.alloc(-1); err == nil {
 		t.Fatal("Alloc(-1) succeeded")
 	}
 	if r.PoolStats()[2].AllocFails != 1 {
@@ -332,14 +332,14 @@ func TestPoolClassFallbackAndExhaustion(t *testing.T) {
 	}
 
 	// Freeing one buffer of the smallest class makes it the first choice again.
-	if err := p.Unloan(hs[2]); err != nil {
+	if err := p.unloan(hs[2]); err != nil {
 		t.Fatal(err)
 	}
 	alloc(1, 0)
 	hs[2] = hs[len(hs)-1]
 	hs = hs[:len(hs)-1]
 	for _, h := range hs {
-		if err := p.Unloan(h); err != nil {
+		if err := p.unloan(h); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -355,7 +355,7 @@ func TestPoolBadHandles(t *testing.T) {
 	r := newUnitRegion(t, cfg)
 	p := attachUnit(t, r, "p")
 	q := attachUnit(t, r, "q")
-	b, err := p.Alloc(100)
+	b, err := p.alloc(100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,26 +365,26 @@ func TestPoolBadHandles(t *testing.T) {
 	gen := h.gen()
 
 	// Release of a buffer whose only reference is the loan: refused, nothing changes.
-	if err := r.Release(h); !errors.Is(err, ErrBadHandle) || b.Refs() != 1 {
+	if err := r.release(h); !errors.Is(err, ErrBadHandle) || b.Refs() != 1 {
 		t.Fatalf("Release of a loan-only buffer: %v (refs %d)", err, b.Refs())
 	}
-	if err := q.Unloan(h); !errors.Is(err, ErrBadHandle) || b.Refs() != 1 {
+	if err := q.unloan(h); !errors.Is(err, ErrBadHandle) || b.Refs() != 1 {
 		t.Fatalf("Unloan by another participant: %v (refs %d)", err, b.Refs())
 	}
-	if err := r.AddRefs(h, -1); !errors.Is(err, ErrBadHandle) {
+	if err := r.addRefsHandle(h, -1); !errors.Is(err, ErrBadHandle) {
 		t.Fatalf("AddRefs(-1): %v", err)
 	}
-	if err := r.AddRefs(h, maxRefs); !errors.Is(err, ErrBadHandle) || b.Refs() != 1 {
+	if err := r.addRefsHandle(h, maxRefs); !errors.Is(err, ErrBadHandle) || b.Refs() != 1 {
 		t.Fatalf("AddRefs overflowing the count: %v (refs %d)", err, b.Refs())
 	}
-	if err := r.AddRefs(h, maxRefs-1); err != nil || b.Refs() != maxRefs {
+	if err := r.addRefsHandle(h, maxRefs-1); err != nil || b.Refs() != maxRefs {
 		t.Fatalf("AddRefs to the limit: %v (refs %d)", err, b.Refs())
 	}
-	if err := r.AddRefs(h, 1); !errors.Is(err, ErrBadHandle) {
+	if err := r.addRefsHandle(h, 1); !errors.Is(err, ErrBadHandle) {
 		t.Fatalf("AddRefs past the limit: %v", err)
 	}
 	for range maxRefs - 1 {
-		if err := r.Release(h); err != nil {
+		if err := r.release(h); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -408,16 +408,16 @@ func TestPoolBadHandles(t *testing.T) {
 		{"free slot", makeHandle(h.class(), last, gen)},
 	} {
 		before := r.CountAllocated()
-		if _, err := r.Buffer(tc.h); !errors.Is(err, ErrBadHandle) {
+		if _, err := r.buffer(tc.h); !errors.Is(err, ErrBadHandle) {
 			t.Errorf("%s (%v): Buffer = %v", tc.name, tc.h, err)
 		}
-		if err := r.Release(tc.h); !errors.Is(err, ErrBadHandle) {
+		if err := r.release(tc.h); !errors.Is(err, ErrBadHandle) {
 			t.Errorf("%s (%v): Release = %v", tc.name, tc.h, err)
 		}
-		if err := r.AddRefs(tc.h, 1); !errors.Is(err, ErrBadHandle) {
+		if err := r.addRefsHandle(tc.h, 1); !errors.Is(err, ErrBadHandle) {
 			t.Errorf("%s (%v): AddRefs = %v", tc.name, tc.h, err)
 		}
-		if err := p.Unloan(tc.h); !errors.Is(err, ErrBadHandle) {
+		if err := p.unloan(tc.h); !errors.Is(err, ErrBadHandle) {
 			t.Errorf("%s (%v): Unloan = %v", tc.name, tc.h, err)
 		}
 		if fmt.Sprint(before) != fmt.Sprint(r.CountAllocated()) || b.Refs() != 1 {
@@ -430,7 +430,7 @@ func TestPoolBadHandles(t *testing.T) {
 			t.Errorf("decode(slot %d): %v", idx, err)
 		}
 	}
-	if err := p.Unloan(h); err != nil {
+	if err := p.unloan(h); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -438,28 +438,28 @@ func TestPoolBadHandles(t *testing.T) {
 func TestPoolDoubleReleaseAndStaleHandle(t *testing.T) {
 	r := newUnitRegion(t, poolConfig())
 	p := attachUnit(t, r, "p")
-	b, err := p.Alloc(1)
+	b, err := p.alloc(1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	old := b.Handle()
-	if err := r.AddRefs(old, 1); err != nil {
+	if err := r.addRefsHandle(old, 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Unloan(old); err != nil {
+	if err := p.unloan(old); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Unloan(old); !errors.Is(err, ErrBadHandle) {
+	if err := p.unloan(old); !errors.Is(err, ErrBadHandle) {
 		t.Fatalf("second Unloan: %v", err)
 	}
-	if err := r.Release(old); err != nil {
+	if err := r.release(old); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Release(old); !errors.Is(err, ErrBadHandle) || !strings.Contains(err.Error(), "released twice") {
+	if err := r.release(old); !errors.Is(err, ErrBadHandle) || !strings.Contains(err.Error(), "released twice") {
 		t.Fatalf("double Release: %v", err)
 	}
 	// The slot is reused (a freed slot is this process's next choice) under a new generation.
-	b2, err := p.Alloc(1)
+	b2, err := p.alloc(1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,19 +467,19 @@ func TestPoolDoubleReleaseAndStaleHandle(t *testing.T) {
 		t.Fatalf("reuse: old %v, new %v", old, b2.Handle())
 	}
 	for name, err := range map[string]error{
-		"Release": r.Release(old), "AddRefs": r.AddRefs(old, 1), "Unloan": p.Unloan(old),
+		"Release": r.release(old), "AddRefs": r.addRefsHandle(old, 1), "Unloan": p.unloan(old),
 	} {
 		if !errors.Is(err, ErrBadHandle) || !strings.Contains(err.Error(), "stale") {
 			t.Errorf("%s of the stale handle: %v", name, err)
 		}
 	}
-	if _, err := r.Buffer(old); !errors.Is(err, ErrBadHandle) {
+	if _, err := r.buffer(old); !errors.Is(err, ErrBadHandle) {
 		t.Errorf("Buffer of the stale handle: %v", err)
 	}
 	if b2.Refs() != 1 {
 		t.Fatalf("the stale handle changed the new buffer: refs %d", b2.Refs())
 	}
-	if err := p.Unloan(b2.Handle()); err != nil {
+	if err := p.unloan(b2.Handle()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -487,11 +487,11 @@ func TestPoolDoubleReleaseAndStaleHandle(t *testing.T) {
 func TestBufferMetaAndClamp(t *testing.T) {
 	r := newUnitRegion(t, poolConfig())
 	p := attachUnit(t, r, "p")
-	b, err := p.Alloc(10)
+	b, err := p.alloc(10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Unloan(b.Handle())
+	defer p.unloan(b.Handle())
 	b.SetMeta(Meta{Len: 10, Topic: 3, Seq: 99, Stamp: 12345})
 	if m := b.Meta(); m != (Meta{Len: 10, Topic: 3, Seq: 99, Stamp: 12345}) || b.Len() != 10 || len(b.Data()) != 10 {
 		t.Fatalf("Meta %+v Len %d", m, b.Len())
@@ -525,7 +525,7 @@ func TestPoolConcurrent(t *testing.T) {
 	go func() { // the receiver releases what it is handed, after checking the payload
 		defer received.Done()
 		for h := range handoff {
-			b, err := r.Buffer(h)
+			b, err := r.buffer(h)
 			if err != nil {
 				t.Errorf("handed-over buffer: %v", err)
 				continue
@@ -533,7 +533,7 @@ func TestPoolConcurrent(t *testing.T) {
 			if err := checkFill(b, byte(h)); err != nil {
 				t.Error(err)
 			}
-			if err := r.Release(h); err != nil {
+			if err := r.release(h); err != nil {
 				t.Errorf("Release of a handed-over buffer: %v", err)
 			}
 		}
@@ -545,7 +545,7 @@ func TestPoolConcurrent(t *testing.T) {
 			p := ps[w%len(ps)]
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
 			for range iters {
-				b, err := p.Alloc(rng.IntN(1025))
+				b, err := p.alloc(rng.IntN(1025))
 				if errors.Is(err, ErrPoolExhausted) {
 					continue
 				}
@@ -558,18 +558,18 @@ func TestPoolConcurrent(t *testing.T) {
 				switch rng.IntN(3) {
 				case 0: // abandon the loan
 				case 1: // two extra references, released here
-					if err := r.AddRefs(h, 2); err != nil {
+					if err := r.addRefsHandle(h, 2); err != nil {
 						t.Error(err)
 						return
 					}
 					for range 2 {
-						if err := r.Release(h); err != nil {
+						if err := r.release(h); err != nil {
 							t.Error(err)
 							return
 						}
 					}
 				case 2: // hand one reference to the receiver
-					if err := r.AddRefs(h, 1); err != nil {
+					if err := r.addRefsHandle(h, 1); err != nil {
 						t.Error(err)
 						return
 					}
@@ -578,7 +578,7 @@ func TestPoolConcurrent(t *testing.T) {
 				if err := checkFill(b, byte(h)); err != nil { // the loan still holds it
 					t.Error(err)
 				}
-				if err := p.Unloan(h); err != nil {
+				if err := p.unloan(h); err != nil {
 					t.Errorf("Unloan: %v", err)
 					return
 				}
@@ -607,33 +607,33 @@ func TestHandleGenerationWrap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer in.Close()
+	defer in.close()
 	bg := context.Background()
 	receive := func(seq uint64) (int, Handle) {
 		t.Helper()
 		if _, err := send(bg, r, p, &in, 0, seq); err != nil {
 			t.Fatal(err)
 		}
-		idx, err := p.Reserve()
+		idx, err := p.reserve()
 		if err != nil {
 			t.Fatal(err)
 		}
-		h, ok, err := in.TryPopInto(p, idx)
+		h, ok, err := in.tryPopInto(p, idx)
 		if err != nil || !ok {
 			t.Fatalf("TryPopInto: %v %v", ok, err)
 		}
 		return idx, h
 	}
 	idx0, h0 := receive(1)
-	if err := p.Unhold(idx0, h0); err != nil {
+	if err := p.unhold(idx0, h0); err != nil {
 		t.Fatal(err)
 	}
 	for range 1<<22 - 1 {
-		b, err := p.Alloc(8)
+		b, err := p.alloc(8)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := p.Unloan(b.Handle()); err != nil {
+		if err := p.unloan(b.Handle()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -644,17 +644,17 @@ func TestHandleGenerationWrap(t *testing.T) {
 	if h1 == h0 {
 		t.Fatalf("the live message's handle %v equals a released one's after 2^22 allocations of its slot", h1)
 	}
-	if err := p.Unhold(idx0, h0); err == nil {
+	if err := p.unhold(idx0, h0); err == nil {
 		t.Fatal("second Unhold of a released message succeeded")
 	}
-	if err := r.Release(h0); !errors.Is(err, ErrBadHandle) {
+	if err := r.release(h0); !errors.Is(err, ErrBadHandle) {
 		t.Fatalf("Release of a released message's handle: %v", err)
 	}
-	b, err := r.Buffer(h1)
+	b, err := r.buffer(h1)
 	if err != nil || b.Refs() != 1 || b.Meta().Seq != 2 {
 		t.Fatalf("the live message after the stale releases: %v (refs %d seq %d)", err, b.Refs(), b.Meta().Seq)
 	}
-	if err := p.Unhold(idx1, h1); err != nil {
+	if err := p.unhold(idx1, h1); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -7,7 +7,7 @@ package shm
 // SubscriptionList returns every open inbox's name and pattern.
 func (r *Region) SubscriptionList() (_ []Subscription, err error) {
 	defer unguard(guard(), &err)
-	return r.Subscriptions(nil), nil
+	return r.subscriptions(nil), nil
 }
 
 // InboxStatsOf returns the counters of inbox id (zero InboxStats and no error if it is not
@@ -46,7 +46,7 @@ func (r *Region) TopicCodec(i int) (codec string, fp uint64, err error) {
 // RecordBridge marks p as a NATS bridge and records its counters in its slot.
 func (p *Participant) RecordBridge(s BridgeStats) (err error) {
 	defer unguard(guard(), &err)
-	p.SetBridgeStats(s)
+	p.setBridgeStats(s)
 	return nil
 }
 
@@ -62,11 +62,11 @@ func (r *Region) Allocated() (_ []int, err error) {
 // opens meanwhile moves the generation past the one the list is filed under.
 func (r *Region) Targets(dst []Inbox, match func(pattern string) bool) (_ []Inbox, err error) {
 	defer unguard(guard(), &err)
-	for _, s := range r.Subscriptions(nil) {
+	for _, s := range r.subscriptions(nil) {
 		if !match(s.Pattern) {
 			continue
 		}
-		if in, err := r.Inbox(s.ID); err == nil {
+		if in, err := r.inbox(s.ID); err == nil {
 			dst = append(dst, in)
 		}
 	}

@@ -32,17 +32,17 @@ func roleReapVictim(c *peer.Child) error {
 	c.Send("inbox %d", in.ID())
 	hold, _ := strconv.Atoi(os.Getenv("OFFQ_HOLD"))
 	for range hold {
-		idx, err := p.Reserve()
+		idx, err := p.reserve()
 		if err != nil {
 			return err
 		}
-		if _, err := in.PopInto(c.Context(), Waiter{Strategy: Sleep}, p, idx); err != nil {
+		if _, err := in.popInto(c.Context(), Waiter{Strategy: Sleep}, p, idx); err != nil {
 			return err
 		}
 	}
 	loans, _ := strconv.Atoi(os.Getenv("OFFQ_LOANS"))
 	for range loans {
-		if _, err := p.Alloc(10); err != nil {
+		if _, err := p.alloc(10); err != nil {
 			return err
 		}
 	}
@@ -93,7 +93,7 @@ func TestReapKilledSubscriberAndPublisher(t *testing.T) {
 		t.Fatal(err)
 	}
 	id, _ := strconv.ParseUint(line, 10, 64)
-	in, err := r.Inbox(InboxID(id))
+	in, err := r.inbox(InboxID(id))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func TestReapConcurrentReapers(t *testing.T) {
 		t.Fatal(err)
 	}
 	id, _ := strconv.ParseUint(line, 10, 64)
-	in, _ := r.Inbox(InboxID(id))
+	in, _ := r.inbox(InboxID(id))
 	for i := range 4 {
 		send(context.Background(), r, p, &in, 0, uint64(i))
 	}
@@ -238,7 +238,7 @@ func TestReapMidTake(t *testing.T) {
 				t.Fatal(err)
 			}
 			send(bg, r, pub, &in, 0, 2)
-			idx, _ := con.Reserve()
+			idx, _ := con.reserve()
 			w, _ := con.heldWord(idx)
 			h0 := in.v.hdr.head.Load()
 			c := in.cell(h0)
@@ -277,12 +277,12 @@ func TestReapEvictedWhilePending(t *testing.T) {
 	bg := context.Background()
 	h, _ := send(bg, r, pub, &in, 0, 1)
 	send(bg, r, pub, &in, 0, 2)
-	idx, _ := con.Reserve()
+	idx, _ := con.reserve()
 	w, _ := con.heldWord(idx)
 	w.Store(heldPending | uint64(h))
 	die(con)
 	send(bg, r, pub, &in, 0, 3) // evicts h and releases it
-	if _, err := r.Buffer(h); err == nil {
+	if _, err := r.buffer(h); err == nil {
 		t.Fatal("the evicted message is still allocated")
 	}
 	if _, err := r.Reap(); err != nil {
@@ -307,17 +307,17 @@ func TestReapAuditRepairsLeaks(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 3 { // two stay in the history
-		b, _ := pub.Alloc(8)
-		r.AddRefs(b.Handle(), 1)
-		tp.Remember(b.Handle())
-		pub.Unloan(b.Handle())
+		b, _ := pub.alloc(8)
+		r.addRefsHandle(b.Handle(), 1)
+		tp.remember(b.Handle())
+		pub.unloan(b.Handle())
 	}
-	b, _ := pub.Alloc(8)
+	b, _ := pub.alloc(8)
 	h := b.Handle()
-	if err := r.AddRefs(h, 3); err != nil {
+	if err := r.addRefsHandle(h, 3); err != nil {
 		t.Fatal(err)
 	}
-	if err := in.Push(context.Background(), h); err != nil {
+	if err := in.pushHandle(context.Background(), h); err != nil {
 		t.Fatal(err)
 	}
 	die(pub)
@@ -328,7 +328,7 @@ func TestReapAuditRepairsLeaks(t *testing.T) {
 	if rep.Participants != 1 || rep.Loans != 1 || rep.Audited {
 		t.Fatalf("reap while the subscriber lives: %+v", rep)
 	}
-	if err := in.Close(); err != nil {
+	if err := in.close(); err != nil {
 		t.Fatal(err)
 	}
 	sub.Detach()
@@ -351,7 +351,7 @@ func TestReapAuditRepairsLeaks(t *testing.T) {
 	// An audit cannot start while anyone is attached, and an attach waits out an audit.
 	p := attachUnit(t, r, "late")
 	seen := 0
-	tp.HoldHistory(p, func(idx int, h Handle) { seen++; p.Unhold(idx, h) })
+	tp.holdHistory(p, func(idx int, h Handle) { seen++; p.unhold(idx, h) })
 	if seen != 2 {
 		t.Fatalf("history holds %d messages after the audit, want 2", seen)
 	}

@@ -158,17 +158,17 @@ func TestCreateOpenUnlink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := p.Alloc(5)
+	b, err := p.alloc(5)
 	if err != nil {
 		t.Fatal(err)
 	}
 	copy(b.Bytes(), "hello")
 	b.SetMeta(Meta{Len: 5, Seq: 7})
-	b3, err := r3.Buffer(b.Handle())
+	b3, err := r3.buffer(b.Handle())
 	if err != nil || string(b3.Data()) != "hello" || b3.Meta().Seq != 7 {
 		t.Fatalf("other mapping: %v %q", err, b3.Data())
 	}
-	if err := p.Unloan(b.Handle()); err != nil {
+	if err := p.unloan(b.Handle()); err != nil {
 		t.Fatal(err)
 	}
 
@@ -188,10 +188,10 @@ func TestCreateOpenUnlink(t *testing.T) {
 	if err := Unlink(dir, "../x"); err == nil {
 		t.Fatal("Unlink accepted an invalid name")
 	}
-	if b, err = p.Alloc(5); err != nil {
+	if b, err = p.alloc(5); err != nil {
 		t.Fatalf("Alloc on an unlinked region: %v", err)
 	}
-	if err := p.Unloan(b.Handle()); err != nil {
+	if err := p.unloan(b.Handle()); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Detach(); err != nil {
@@ -733,16 +733,16 @@ func TestOpenOrCreateConcurrent(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, err := p.Alloc(1)
+			b, err := p.alloc(1)
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, r := range regions {
-				if _, err := r.Buffer(b.Handle()); err != nil {
+				if _, err := r.buffer(b.Handle()); err != nil {
 					t.Errorf("round %d: region does not see the buffer: %v", round, err)
 				}
 			}
-			p.Unloan(b.Handle())
+			p.unloan(b.Handle())
 			p.Detach()
 		}
 		for _, r := range regions {
@@ -768,11 +768,11 @@ func TestCloseIdempotentAndRefusedWhileAttached(t *testing.T) {
 		t.Fatalf("Close with a participant attached: %v", err)
 	}
 	// The region is still usable after the refused Close.
-	b, err := p.Alloc(1)
+	b, err := p.alloc(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.Unloan(b.Handle())
+	p.unloan(b.Handle())
 	if err := p.Detach(); err != nil {
 		t.Fatal(err)
 	}
@@ -804,7 +804,7 @@ func TestAttachDetach(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Attach #%d: %v", i, err)
 		}
-		if p.Index() != i || p.Region() != r {
+		if p.Index() != i || p.region() != r {
 			t.Fatalf("Attach #%d got slot %d", i, p.Index())
 		}
 		ps = append(ps, p)

@@ -7,31 +7,31 @@ import (
 	"time"
 )
 
-// Push appends h to the inbox. On a full inbox the policy decides: DropOldest evicts (and
+// pushHandle appends h to the inbox. On a full inbox the policy decides: DropOldest evicts (and
 // releases) the oldest message and pushes; DropNewest fails with ErrFull; Block waits for
 // room until ctx is done or the inbox's block limit passes, then fails with ErrTimeout. Every
-// drop is counted in the inbox. Push wakes a sleeping consumer, and makes no system call when
+// drop is counted in the inbox. pushHandle wakes a sleeping consumer, and makes no system call when
 // none sleeps. It allocates nothing.
 //
-// The caller's reference to h passes to the inbox when Push returns nil; on an error it stays
+// The caller's reference to h passes to the inbox when pushHandle returns nil; on an error it stays
 // with the caller.
-func (in *Inbox) Push(ctx context.Context, h Handle) error {
+func (in *Inbox) pushHandle(ctx context.Context, h Handle) error {
 	if h == 0 || uint64(h)&^handleMask != 0 {
 		return errHandleBits
 	}
 	return in.push(ctx, h, nil)
 }
 
-// Deliver appends h to the inbox like Push, but with a reference of the inbox's own: it adds
+// deliver appends h to the inbox like Push, but with a reference of the inbox's own: it adds
 // one to h's reference count immediately before the compare-and-swap that commits h to its
 // cell (and gives it back if that fails), so the reference exists only while the message is
 // in the ring or about to be. The caller keeps its own reference whatever happens, and must
-// hold one for the call (a loan, typically). A publisher fanning out with Deliver holds no
+// hold one for the call (a loan, typically). A publisher fanning out with deliver holds no
 // reference for a subscriber it has not reached yet: killed half-way, it leaves nothing for
 // anyone but its loan, which a reaper ends. Only a kill between the two atomic operations of
 // one delivery (a few instructions) leaves one reference unowned, for a reaper's sweep to
 // free (see Region.Reap). It allocates nothing.
-func (in *Inbox) Deliver(ctx context.Context, h Handle) error {
+func (in *Inbox) deliver(ctx context.Context, h Handle) error {
 	_, s, _, err := in.v.r.decode(h)
 	if err != nil {
 		return err
@@ -39,9 +39,9 @@ func (in *Inbox) Deliver(ctx context.Context, h Handle) error {
 	return in.push(ctx, h, s)
 }
 
-// DeliverBuffer is Deliver for a caller that has b's Buffer (a publisher, from its loan): it
+// deliverBuffer is Deliver for a caller that has b's Buffer (a publisher, from its loan): it
 // skips decoding the handle again for each inbox of a fan-out.
-func (in *Inbox) DeliverBuffer(ctx context.Context, b Buffer) error {
+func (in *Inbox) deliverBuffer(ctx context.Context, b Buffer) error {
 	if b.s == nil {
 		return errHandleZero
 	}
@@ -313,7 +313,7 @@ func (in *Inbox) full(ctx context.Context, deadline *time.Time, turns *int, ref 
 // freed and reused) is not counted: the orphan sweep may have freed it while our reference was
 // on its way to this release (see Region.Reap).
 func (r *Region) releaseDropped(h Handle) {
-	switch err := r.Release(h); err {
+	switch err := r.release(h); err {
 	case nil:
 	case errHandleFree, errHandleStale:
 		if testHookReleaseSwept != nil {

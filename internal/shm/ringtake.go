@@ -5,17 +5,6 @@ import (
 	"sync/atomic"
 )
 
-// TryPop takes the oldest message without waiting. ok is false when the inbox is empty. The
-// caller receives the inbox's reference to the handle and must Release it. The handle is
-// untrusted: check it with Region.Buffer before use. A consumer that must survive its own
-// crash without leaking uses TryPopInto. The reference TryPop hands out is recorded nowhere
-// in the region, so the first TryPop or Pop in a region turns off its orphan sweep (see
-// Region.Reap) until the next audit.
-func (in *Inbox) TryPop() (h Handle, ok bool, err error) {
-	in.v.r.noteUnrecorded()
-	return in.take(nil, 0)
-}
-
 // noteUnrecorded marks the region as having consumers that hold references nobody can see
 // (TryPop, Pop): the orphan sweep, which frees buffers no record names, must then stay off.
 func (r *Region) noteUnrecorded() {
@@ -24,11 +13,11 @@ func (r *Region) noteUnrecorded() {
 	}
 }
 
-// TryPopInto is TryPop for a consumer that records what it takes: the message's reference
+// tryPopInto is TryPop for a consumer that records what it takes: the message's reference
 // moves from the inbox to entry idx of p's held list (taken with Participant.Reserve) in a way
 // a reaper can follow at every instruction, so neither a crash nor a race loses or doubles it.
 // Release it with Participant.Unhold. On ok == false or an error the entry stays reserved.
-func (in *Inbox) TryPopInto(p *Participant, idx int) (h Handle, ok bool, err error) {
+func (in *Inbox) tryPopInto(p *Participant, idx int) (h Handle, ok bool, err error) {
 	w, err := p.heldWord(idx)
 	if err != nil {
 		return 0, false, err

@@ -23,14 +23,14 @@ func TestStatsReadOnlyAndList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tp.NextSeq(10)
+	tp.nextSeq(10)
 	in, err := p.OpenInbox(InboxConfig{Capacity: 8, Pattern: "a.>"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer in.Close()
-	b, _ := p.Alloc(10)
-	defer p.Unloan(b.Handle())
+	defer in.close()
+	b, _ := p.alloc(10)
+	defer p.unloan(b.Handle())
 
 	os.WriteFile(filepath.Join(dir, "not-a-region"), []byte("hello world"), 0o600)
 	os.WriteFile(filepath.Join(dir, ".s1.init-0011"), nil, 0o600)

@@ -44,7 +44,7 @@ func TestSweepFreesOnlyOrphans(t *testing.T) {
 	ctx := context.Background()
 	loan := func() Handle {
 		t.Helper()
-		b, err := pub.Alloc(8)
+		b, err := pub.alloc(8)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,23 +52,23 @@ func TestSweepFreesOnlyOrphans(t *testing.T) {
 	}
 	deliver := func(h Handle) {
 		t.Helper()
-		if err := in.Deliver(ctx, h); err != nil {
+		if err := in.deliver(ctx, h); err != nil {
 			t.Fatal(err)
 		}
 	}
 	unloan := func(h Handle) {
 		t.Helper()
-		if err := pub.Unloan(h); err != nil {
+		if err := pub.unloan(h); err != nil {
 			t.Fatal(err)
 		}
 	}
 	pop := func() (int, Handle) {
 		t.Helper()
-		idx, err := sub.Reserve()
+		idx, err := sub.reserve()
 		if err != nil {
 			t.Fatal(err)
 		}
-		h, ok, err := in.TryPopInto(sub, idx)
+		h, ok, err := in.tryPopInto(sub, idx)
 		if err != nil || !ok {
 			t.Fatalf("pop: %v %v", ok, err)
 		}
@@ -76,7 +76,7 @@ func TestSweepFreesOnlyOrphans(t *testing.T) {
 	}
 	live := func(what string, h Handle) {
 		t.Helper()
-		if b, err := r.Buffer(h); err != nil || b.Refs() != 1 {
+		if b, err := r.buffer(h); err != nil || b.Refs() != 1 {
 			t.Fatalf("%s: %v (want allocated, one reference)", what, err)
 		}
 	}
@@ -99,19 +99,19 @@ func TestSweepFreesOnlyOrphans(t *testing.T) {
 		t.Fatal(err)
 	}
 	kept := loan() // in the topic's history
-	if err := r.AddRefs(kept, 1); err != nil {
+	if err := r.addRefsHandle(kept, 1); err != nil {
 		t.Fatal(err)
 	}
-	tp.Remember(kept)
+	tp.remember(kept)
 	unloan(kept)
 	onLoan := loan()
 	orphan := loan() // one reference, recorded nowhere
-	if err := r.AddRefs(orphan, 1); err != nil {
+	if err := r.addRefsHandle(orphan, 1); err != nil {
 		t.Fatal(err)
 	}
 	unloan(orphan)
 	shared := loan() // queued, plus one reference recorded nowhere
-	if err := r.AddRefs(shared, 1); err != nil {
+	if err := r.addRefsHandle(shared, 1); err != nil {
 		t.Fatal(err)
 	}
 	deliver(shared)
@@ -123,7 +123,7 @@ func TestSweepFreesOnlyOrphans(t *testing.T) {
 	if rep, err := r.Reap(); err != nil || rep.Swept != 1 {
 		t.Fatalf("second sweep: %+v %v, want the orphan swept", rep, err)
 	}
-	if _, err := r.Buffer(orphan); !errors.Is(err, ErrBadHandle) {
+	if _, err := r.buffer(orphan); !errors.Is(err, ErrBadHandle) {
 		t.Fatalf("the orphan after the sweep: %v, want it free", err)
 	}
 	for _, c := range []struct {
@@ -142,13 +142,13 @@ func TestSweepFreesOnlyOrphans(t *testing.T) {
 	// The queued copy of the shared buffer is received and released: its orphaned reference
 	// is then the only one, and is swept.
 	pw.Store(heldReserved)
-	sub.Unreserve(pendingIdx)
+	sub.unreserve(pendingIdx)
 	for _, want := range []Handle{queued, shared} {
 		idx, h := pop()
 		if h != want {
 			t.Fatalf("popped %v, want %v", h, want)
 		}
-		if err := sub.Unhold(idx, h); err != nil {
+		if err := sub.unhold(idx, h); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -158,17 +158,17 @@ func TestSweepFreesOnlyOrphans(t *testing.T) {
 	if n := allocated(r); n != 3 {
 		t.Fatalf("%d buffers allocated, want 3 (held, history, on loan)", n)
 	}
-	if err := sub.Unhold(heldIdx, held); err != nil {
+	if err := sub.unhold(heldIdx, held); err != nil {
 		t.Fatal(err)
 	}
 	unloan(onLoan)
 
 	// Someone takes without recording: no more sweeping, until an audit.
-	if _, ok, err := in.TryPop(); ok || err != nil {
+	if _, ok, err := in.tryPop(); ok || err != nil {
 		t.Fatalf("TryPop on an empty inbox: %v %v", ok, err)
 	}
 	orphan = loan()
-	if err := r.AddRefs(orphan, 1); err != nil {
+	if err := r.addRefsHandle(orphan, 1); err != nil {
 		t.Fatal(err)
 	}
 	unloan(orphan)
@@ -178,7 +178,7 @@ func TestSweepFreesOnlyOrphans(t *testing.T) {
 	if st := r.Stats(); !st.SweepOff {
 		t.Fatal("stats do not say the sweep is off")
 	}
-	in.Close()
+	in.close()
 	sub.Detach()
 	pub.Detach()
 	rep, err := r.Reap()
@@ -233,7 +233,7 @@ func TestSweepUnderLoad(t *testing.T) {
 		cancel()
 	}
 	check := func(rr *Region, h Handle) (pub, seq uint64, ok bool) {
-		b, err := rr.Buffer(h)
+		b, err := rr.buffer(h)
 		if err != nil {
 			fail("a recorded message was freed under its holder: %v", err)
 			return 0, 0, false
@@ -244,7 +244,7 @@ func TestSweepUnderLoad(t *testing.T) {
 			return 0, 0, false
 		}
 		pub, seq = binary.LittleEndian.Uint64(d), binary.LittleEndian.Uint64(d[8:])
-		if _, err := rr.Buffer(h); err != nil { // still the same buffer after reading it
+		if _, err := rr.buffer(h); err != nil { // still the same buffer after reading it
 			fail("a message was freed while its holder read it: %v", err)
 			return 0, 0, false
 		}
@@ -265,7 +265,7 @@ func TestSweepUnderLoad(t *testing.T) {
 		}
 		var outs []Inbox
 		for _, in := range inboxes {
-			out, err := rw.Inbox(in.ID())
+			out, err := rw.inbox(in.ID())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -284,7 +284,7 @@ func TestSweepUnderLoad(t *testing.T) {
 				if final != 0 && i > final {
 					break
 				}
-				b, err := p.Alloc(20)
+				b, err := p.alloc(20)
 				if errors.Is(err, ErrPoolExhausted) {
 					i--
 					runtime.Gosched() // the subscribers are behind
@@ -301,21 +301,21 @@ func TestSweepUnderLoad(t *testing.T) {
 				h := b.Handle()
 				b.SetMeta(Meta{Len: 20, Seq: i})
 				for k := range outs {
-					if err := outs[k].Deliver(ctx, h); err != nil && !errors.Is(err, ErrFull) {
+					if err := outs[k].deliver(ctx, h); err != nil && !errors.Is(err, ErrFull) {
 						fail("deliver: %v", err)
 						return
 					}
 				}
-				if err := rw.AddRefs(h, 1); err != nil {
+				if err := rw.addRefsHandle(h, 1); err != nil {
 					fail("add the history's reference: %v", err)
 					return
 				}
-				tp.Remember(h)
+				tp.remember(h)
 				if i%lossEvery == 0 && final == 0 { // displaced from the history by the end
-					rw.AddRefs(h, 1) // a reference nobody will ever release
+					rw.addRefsHandle(h, 1) // a reference nobody will ever release
 					lost.Add(1)
 				}
-				if err := p.Unloan(h); err != nil {
+				if err := p.unloan(h); err != nil {
 					fail("unloan: %v", err)
 					return
 				}
@@ -331,18 +331,18 @@ func TestSweepUnderLoad(t *testing.T) {
 			defer readers.Done()
 			last := make([]uint64, publishers)
 			for ctx.Err() == nil {
-				idx, err := p.Reserve()
+				idx, err := p.reserve()
 				if err != nil {
 					fail("reserve: %v", err)
 					return
 				}
-				h, ok, err := in.TryPopInto(p, idx)
+				h, ok, err := in.tryPopInto(p, idx)
 				if err != nil {
 					fail("pop: %v", err)
 					return
 				}
 				if !ok {
-					p.Unreserve(idx)
+					p.unreserve(idx)
 					select {
 					case <-done:
 						return
@@ -361,7 +361,7 @@ func TestSweepUnderLoad(t *testing.T) {
 				}
 				last[pub] = seq
 				received.Add(1)
-				if err := p.Unhold(idx, h); err != nil {
+				if err := p.unhold(idx, h); err != nil {
 					fail("release: %v", err)
 					return
 				}
@@ -379,10 +379,10 @@ func TestSweepUnderLoad(t *testing.T) {
 				return
 			default:
 			}
-			err := tp.HoldHistory(p, func(idx int, h Handle) {
+			err := tp.holdHistory(p, func(idx int, h Handle) {
 				check(r, h)
 				joined.Add(1)
-				if err := p.Unhold(idx, h); err != nil {
+				if err := p.unhold(idx, h); err != nil {
 					fail("release a history message: %v", err)
 				}
 			})
@@ -420,13 +420,13 @@ func TestSweepUnderLoad(t *testing.T) {
 	// Drain what is still queued, then sweep until nothing changes.
 	for k, in := range inboxes {
 		for {
-			idx, _ := subs[k].Reserve()
-			h, ok, err := in.TryPopInto(subs[k], idx)
+			idx, _ := subs[k].reserve()
+			h, ok, err := in.tryPopInto(subs[k], idx)
 			if err != nil || !ok {
-				subs[k].Unreserve(idx)
+				subs[k].unreserve(idx)
 				break
 			}
-			subs[k].Unhold(idx, h)
+			subs[k].unhold(idx, h)
 		}
 	}
 	swept.Add(int64(reapTwice(t, r).Swept))
@@ -461,15 +461,15 @@ func TestSweepTakeDuringSweep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := sub.Alloc(8)
+	b, err := sub.alloc(8)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := b.Handle()
-	if err := in.Deliver(context.Background(), h); err != nil {
+	if err := in.deliver(context.Background(), h); err != nil {
 		t.Fatal(err)
 	}
-	if err := sub.Unloan(h); err != nil {
+	if err := sub.unloan(h); err != nil {
 		t.Fatal(err)
 	}
 	if rep, err := r.Reap(); err != nil || rep.Swept != 0 { // the candidate is seen once
@@ -479,10 +479,10 @@ func TestSweepTakeDuringSweep(t *testing.T) {
 	testHookSweepCellsRead = func() {
 		testHookSweepCellsRead = nil
 		var err error
-		if idx, err = sub.Reserve(); err != nil {
+		if idx, err = sub.reserve(); err != nil {
 			t.Fatal(err)
 		}
-		if got, ok, err := in.TryPopInto(sub, idx); got != h || !ok || err != nil {
+		if got, ok, err := in.tryPopInto(sub, idx); got != h || !ok || err != nil {
 			t.Fatalf("take during the sweep: %v %v %v", got, ok, err)
 		}
 	}
@@ -493,10 +493,10 @@ func TestSweepTakeDuringSweep(t *testing.T) {
 	if idx < 0 {
 		t.Fatal("the hook did not run")
 	}
-	if _, err := r.Buffer(h); err != nil {
+	if _, err := r.buffer(h); err != nil {
 		t.Fatalf("the taken message after the sweep: %v", err)
 	}
-	if err := sub.Unhold(idx, h); err != nil {
+	if err := sub.unhold(idx, h); err != nil {
 		t.Fatal(err)
 	}
 	if n := allocated(r); n != 0 {
@@ -522,14 +522,14 @@ func BenchmarkSweep(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	buf, err := p.Alloc(8)
+	buf, err := p.alloc(8)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := in.DeliverBuffer(context.Background(), buf); err != nil {
+	if err := in.deliverBuffer(context.Background(), buf); err != nil {
 		b.Fatal(err)
 	}
-	p.Unloan(buf.Handle())
+	p.unloan(buf.Handle())
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := r.Reap(); err != nil {
@@ -553,28 +553,28 @@ func TestSweepHeldReferenceMovesDuringSweep(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer in.Close()
+			defer in.close()
 			tp, err := sub.LookupTopic("moves", true, 1)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer tp.ClearHistory()
-			b, err := sub.Alloc(8)
+			defer tp.clearHistory()
+			b, err := sub.alloc(8)
 			if err != nil {
 				t.Fatal(err)
 			}
 			h := b.Handle()
-			if err := in.Deliver(context.Background(), h); err != nil {
+			if err := in.deliver(context.Background(), h); err != nil {
 				t.Fatal(err)
 			}
-			if err := sub.Unloan(h); err != nil {
+			if err := sub.unloan(h); err != nil {
 				t.Fatal(err)
 			}
-			idx, err := sub.Reserve()
+			idx, err := sub.reserve()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got, ok, err := in.TryPopInto(sub, idx); got != h || !ok || err != nil {
+			if got, ok, err := in.tryPopInto(sub, idx); got != h || !ok || err != nil {
 				t.Fatalf("take: %v %v %v", got, ok, err)
 			}
 			if rep, err := r.Reap(); err != nil || rep.Swept != 0 { // the candidate is seen once
@@ -585,16 +585,16 @@ func TestSweepHeldReferenceMovesDuringSweep(t *testing.T) {
 				testHookSweepCellsRead = nil
 				ran = true
 				if into == "inbox" {
-					if err := in.Deliver(context.Background(), h); err != nil {
+					if err := in.deliver(context.Background(), h); err != nil {
 						t.Fatal(err)
 					}
 				} else {
-					if err := r.AddRefs(h, 1); err != nil {
+					if err := r.addRefsHandle(h, 1); err != nil {
 						t.Fatal(err)
 					}
-					tp.Remember(h)
+					tp.remember(h)
 				}
-				if err := sub.Unhold(idx, h); err != nil {
+				if err := sub.unhold(idx, h); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -605,7 +605,7 @@ func TestSweepHeldReferenceMovesDuringSweep(t *testing.T) {
 			if !ran {
 				t.Fatal("the hook did not run")
 			}
-			if bb, err := r.Buffer(h); err != nil || bb.Refs() != 1 {
+			if bb, err := r.buffer(h); err != nil || bb.Refs() != 1 {
 				t.Fatalf("the moved message after the sweep: %v (refs %d), want its one reference", err, bb.Refs())
 			}
 		})
@@ -623,16 +623,16 @@ func TestSweepFirstTryPopDuringSweep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer in.Close()
-	b, err := sub.Alloc(8)
+	defer in.close()
+	b, err := sub.alloc(8)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := b.Handle()
-	if err := in.Deliver(context.Background(), h); err != nil {
+	if err := in.deliver(context.Background(), h); err != nil {
 		t.Fatal(err)
 	}
-	if err := sub.Unloan(h); err != nil {
+	if err := sub.unloan(h); err != nil {
 		t.Fatal(err)
 	}
 	if rep, err := r.Reap(); err != nil || rep.Swept != 0 { // the candidate is seen once
@@ -642,7 +642,7 @@ func TestSweepFirstTryPopDuringSweep(t *testing.T) {
 	testHookSweepStatesRead = func() {
 		testHookSweepStatesRead = nil
 		ran = true
-		if got, ok, err := in.TryPop(); got != h || !ok || err != nil {
+		if got, ok, err := in.tryPop(); got != h || !ok || err != nil {
 			t.Fatalf("TryPop during the sweep: %v %v %v", got, ok, err)
 		}
 	}
@@ -653,7 +653,7 @@ func TestSweepFirstTryPopDuringSweep(t *testing.T) {
 	if !ran {
 		t.Fatal("the hook did not run")
 	}
-	if err := r.Release(h); err != nil {
+	if err := r.release(h); err != nil {
 		t.Fatalf("release of the popped message after the sweep: %v", err)
 	}
 }

@@ -176,9 +176,9 @@ func (t Topic) Name() string {
 	return string(t.e.name[:min(t.e.nameLen, maxTopicName)])
 }
 
-// NextSeq takes the topic's next sequence number (starting at 1) and adds n bytes to its
+// nextSeq takes the topic's next sequence number (starting at 1) and adds n bytes to its
 // published-bytes counter.
-func (t Topic) NextSeq(n int) uint64 {
+func (t Topic) nextSeq(n int) uint64 {
 	t.e.bytes.Add(uint64(n))
 	return t.e.seq.Add(1)
 }
@@ -305,11 +305,11 @@ func (t Topic) histCell(pos uint64) *atomic.Uint64 {
 	return (*atomic.Uint64)(unsafe.Add(t.hist, (pos%t.depth)*8))
 }
 
-// Remember stores h, to which the caller gives one reference, as the topic's newest history
+// remember stores h, to which the caller gives one reference, as the topic's newest history
 // entry, releasing the entry it displaces. A topic without history releases h at once. The
 // buffer's header records the position it is stored at, so that HoldHistory can tell it from
 // the message a full ring earlier that the cell holds until the store.
-func (t Topic) Remember(h Handle) {
+func (t Topic) remember(h Handle) {
 	if t.depth == 0 {
 		t.r.releaseDropped(h)
 		return
@@ -326,14 +326,14 @@ func (t Topic) Remember(h Handle) {
 	}
 }
 
-// HoldHistory takes a reference to each message in the topic's history, oldest first, for
+// holdHistory takes a reference to each message in the topic's history, oldest first, for
 // participant p, and calls fn with the held entry that records it (release it with
 // p.Unhold(idx, h)). The entry is reserved and marked before the reference is taken, so there
 // is no instant at which p holds a reference that no record names (see Region.Reap). Handles
 // released while being read are skipped, and so is a cell whose Remember is under way (its
 // position taken, its cell not yet written): it still holds the message from a full ring
 // earlier, outside the window. It stops with ErrHeldFull when p's held list is full.
-func (t Topic) HoldHistory(p *Participant, fn func(idx int, h Handle)) error {
+func (t Topic) holdHistory(p *Participant, fn func(idx int, h Handle)) error {
 	if t.depth == 0 {
 		return nil
 	}
@@ -344,20 +344,20 @@ func (t Topic) HoldHistory(p *Participant, fn func(idx int, h Handle)) error {
 		if h == 0 || uint64(h)&^handleMask != 0 {
 			continue
 		}
-		idx, err := p.Reserve()
+		idx, err := p.reserve()
 		if err != nil {
 			return err
 		}
 		w := p.held.word(uint32(idx))
 		w.Store(heldPending | uint64(h))
-		if t.r.AddRefs(h, 1) != nil {
+		if t.r.addRefsHandle(h, 1) != nil {
 			w.Store(heldReserved)
-			p.Unreserve(idx)
+			p.unreserve(idx)
 			continue
 		}
 		w.Store(uint64(h))
-		if b, err := t.r.Buffer(h); err != nil || b.s.histPos.Load() != pos+1 {
-			p.Unhold(idx, h) // not the message of this position: gives our reference back
+		if b, err := t.r.buffer(h); err != nil || b.s.histPos.Load() != pos+1 {
+			p.unhold(idx, h) // not the message of this position: gives our reference back
 			continue
 		}
 		fn(idx, h)
@@ -365,9 +365,9 @@ func (t Topic) HoldHistory(p *Participant, fn func(idx int, h Handle)) error {
 	return nil
 }
 
-// ClearHistory releases every history entry (used when the last participant leaves a region
+// clearHistory releases every history entry (used when the last participant leaves a region
 // it is about to remove, and by tests).
-func (t Topic) ClearHistory() {
+func (t Topic) clearHistory() {
 	for i := range t.depth {
 		if old := Handle(t.histCell(i).Swap(0)); old != 0 {
 			t.r.releaseDropped(old)

@@ -89,16 +89,16 @@ func TestTopicHistoryKeepsNewestAndReleases(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 5 {
-		b, err := p.Alloc(8)
+		b, err := p.alloc(8)
 		if err != nil {
 			t.Fatal(err)
 		}
 		b.SetMeta(Meta{Len: 8, Seq: uint64(i)})
-		if err := r.AddRefs(b.Handle(), 1); err != nil {
+		if err := r.addRefsHandle(b.Handle(), 1); err != nil {
 			t.Fatal(err)
 		}
-		tp.Remember(b.Handle())
-		if err := p.Unloan(b.Handle()); err != nil {
+		tp.remember(b.Handle())
+		if err := p.unloan(b.Handle()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -106,8 +106,8 @@ func TestTopicHistoryKeepsNewestAndReleases(t *testing.T) {
 		t.Fatalf("%d buffers held, want the 3 in history", n)
 	}
 	var seqs []uint64
-	err = tp.HoldHistory(p, func(idx int, h Handle) {
-		b, err := r.Buffer(h)
+	err = tp.holdHistory(p, func(idx int, h Handle) {
+		b, err := r.buffer(h)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,7 +115,7 @@ func TestTopicHistoryKeepsNewestAndReleases(t *testing.T) {
 			t.Fatalf("held entry %d holds %#x, want %v", idx, w.Load(), h)
 		}
 		seqs = append(seqs, b.Meta().Seq)
-		if err := p.Unhold(idx, h); err != nil {
+		if err := p.unhold(idx, h); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -125,7 +125,7 @@ func TestTopicHistoryKeepsNewestAndReleases(t *testing.T) {
 	if fmt.Sprint(seqs) != "[2 3 4]" {
 		t.Fatalf("history %v, want [2 3 4]", seqs)
 	}
-	tp.ClearHistory()
+	tp.clearHistory()
 	if n := r.CountAllocated()[0]; n != 0 {
 		t.Fatalf("%d buffers held after ClearHistory", n)
 	}
@@ -226,18 +226,18 @@ func TestHoldHistoryDuringRemember(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tp.ClearHistory()
+	defer tp.clearHistory()
 	remember := func(seq uint64) {
-		b, err := p.Alloc(8)
+		b, err := p.alloc(8)
 		if err != nil {
 			t.Fatal(err)
 		}
 		b.SetMeta(Meta{Len: 8, Seq: seq})
-		if err := r.AddRefs(b.Handle(), 1); err != nil {
+		if err := r.addRefsHandle(b.Handle(), 1); err != nil {
 			t.Fatal(err)
 		}
-		tp.Remember(b.Handle())
-		if err := p.Unloan(b.Handle()); err != nil {
+		tp.remember(b.Handle())
+		if err := p.unloan(b.Handle()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -248,13 +248,13 @@ func TestHoldHistoryDuringRemember(t *testing.T) {
 	testHookRememberReserved = func() {
 		testHookRememberReserved = nil
 		ran = true
-		err := tp.HoldHistory(p, func(idx int, h Handle) {
-			b, err := r.Buffer(h)
+		err := tp.holdHistory(p, func(idx int, h Handle) {
+			b, err := r.buffer(h)
 			if err != nil {
 				t.Fatal(err)
 			}
 			seqs = append(seqs, b.Meta().Seq)
-			if err := p.Unhold(idx, h); err != nil {
+			if err := p.unhold(idx, h); err != nil {
 				t.Fatal(err)
 			}
 		})

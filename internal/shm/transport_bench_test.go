@@ -22,11 +22,11 @@ func BenchmarkAllocFree(b *testing.B) {
 			p := attachUnit(b, r, "bench")
 			b.ReportAllocs()
 			for b.Loop() {
-				buf, err := p.Alloc(int(size))
+				buf, err := p.alloc(int(size))
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := p.Unloan(buf.Handle()); err != nil {
+				if err := p.unloan(buf.Handle()); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -43,29 +43,29 @@ func BenchmarkPublishRelease(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer in.Close()
+	defer in.close()
 	bg := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		buf, err := p.Alloc(64)
+		buf, err := p.alloc(64)
 		if err != nil {
 			b.Fatal(err)
 		}
 		h := buf.Handle()
 		buf.SetMeta(Meta{Len: 64})
-		r.AddRefs(h, 1)
-		if err := in.Push(bg, h); err != nil {
+		r.addRefsHandle(h, 1)
+		if err := in.pushHandle(bg, h); err != nil {
 			b.Fatal(err)
 		}
-		p.Unloan(h)
-		got, ok, err := in.TryPop()
+		p.unloan(h)
+		got, ok, err := in.tryPop()
 		if !ok || err != nil {
 			b.Fatal(ok, err)
 		}
-		if _, err := r.Buffer(got); err != nil {
+		if _, err := r.buffer(got); err != nil {
 			b.Fatal(err)
 		}
-		r.Release(got)
+		r.release(got)
 	}
 }
 
@@ -77,20 +77,20 @@ func BenchmarkPushPop(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer in.Close()
-	buf, err := p.Alloc(64)
+	defer in.close()
+	buf, err := p.alloc(64)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer p.Unloan(buf.Handle())
+	defer p.unloan(buf.Handle())
 	h := buf.Handle() // the ring does not look at references: push the same handle over and over
 	bg := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := in.Push(bg, h); err != nil {
+		if err := in.pushHandle(bg, h); err != nil {
 			b.Fatal(err)
 		}
-		if _, ok, err := in.TryPop(); !ok || err != nil {
+		if _, ok, err := in.tryPop(); !ok || err != nil {
 			b.Fatal(ok, err)
 		}
 	}
@@ -108,13 +108,13 @@ func BenchmarkPushPopParallel(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer in.Close()
-			out, _ := r.Inbox(in.ID())
-			buf, err := p.Alloc(64)
+			defer in.close()
+			out, _ := r.inbox(in.ID())
+			buf, err := p.alloc(64)
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer p.Unloan(buf.Handle())
+			defer p.unloan(buf.Handle())
 			h := buf.Handle()
 			bg := context.Background()
 			n := b.N
@@ -123,7 +123,7 @@ func BenchmarkPushPopParallel(b *testing.B) {
 			b.ResetTimer()
 			go func() {
 				for range n {
-					if err := out.Push(bg, h); err != nil {
+					if err := out.pushHandle(bg, h); err != nil {
 						done <- err
 						return
 					}
@@ -131,7 +131,7 @@ func BenchmarkPushPopParallel(b *testing.B) {
 				done <- nil
 			}()
 			for range n {
-				if _, err := in.Pop(bg, w); err != nil {
+				if _, err := in.pop(bg, w); err != nil {
 					b.Fatal(err)
 				}
 			}

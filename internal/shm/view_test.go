@@ -17,7 +17,7 @@ func TestViewAliasesBuffer(t *testing.T) {
 	r := newUnitRegion(t, inboxConfig())
 	p := attachUnit(t, r, "p")
 	for _, cl := range r.Config().Classes {
-		b, err := p.Alloc(int(cl.Size))
+		b, err := p.alloc(int(cl.Size))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -37,7 +37,7 @@ func TestViewAliasesBuffer(t *testing.T) {
 		if v.Tag != 9 {
 			t.Fatalf("class %s: write to the bytes not seen through the view", cl.Size)
 		}
-		if err := p.Unloan(b.Handle()); err != nil {
+		if err := p.unloan(b.Handle()); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -44,26 +44,9 @@ type Waiter struct {
 // longSleep bounds one futex wait, so a deadline far away is still re-checked now and then.
 const longSleep = time.Second
 
-// Pop takes the oldest message, waiting as w says until one arrives or ctx is done (then it
-// returns ctx.Err()). See TryPop for what the caller receives. While messages are waiting Pop
-// makes no system call and allocates nothing; when it must sleep and ctx can be cancelled, it
-// registers a wake-up with context.AfterFunc, which allocates.
-func (in *Inbox) Pop(ctx context.Context, w Waiter) (Handle, error) {
-	in.v.r.noteUnrecorded()
-	for {
-		h, ok, err := in.take(nil, 0)
-		if ok || err != nil {
-			return h, err
-		}
-		if err := in.wait(ctx, w); err != nil {
-			return 0, err
-		}
-	}
-}
-
-// PopInto is Pop for a consumer that records what it takes in entry idx of p's held list
-// (see TryPopInto). The entry stays reserved if PopInto fails.
-func (in *Inbox) PopInto(ctx context.Context, w Waiter, p *Participant, idx int) (Handle, error) {
+// popInto is Pop for a consumer that records what it takes in entry idx of p's held list
+// (see TryPopInto). The entry stays reserved if popInto fails.
+func (in *Inbox) popInto(ctx context.Context, w Waiter, p *Participant, idx int) (Handle, error) {
 	hw, err := p.heldWord(idx)
 	if err != nil {
 		return 0, err
@@ -79,9 +62,9 @@ func (in *Inbox) PopInto(ctx context.Context, w Waiter, p *Participant, idx int)
 	}
 }
 
-// Wait returns when a message is waiting (without taking it), the inbox is closed, or ctx
+// awaitMessage returns when a message is waiting (without taking it), the inbox is closed, or ctx
 // is done.
-func (in *Inbox) Wait(ctx context.Context, w Waiter) error { return in.wait(ctx, w) }
+func (in *Inbox) awaitMessage(ctx context.Context, w Waiter) error { return in.wait(ctx, w) }
 
 func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 	if in.pending() {

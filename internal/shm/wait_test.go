@@ -53,7 +53,7 @@ type popResult struct {
 func popAsync(ctx context.Context, in *Inbox, w Waiter) <-chan popResult {
 	ch := make(chan popResult, 1)
 	go func() {
-		h, err := in.Pop(ctx, w)
+		h, err := in.pop(ctx, w)
 		ch <- popResult{h, err, time.Now()}
 	}()
 	return ch
@@ -80,7 +80,7 @@ func TestPopWakesOnPush(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer in.Close()
+			defer in.close()
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			for round := range 3 {
@@ -118,7 +118,7 @@ func TestPopReturnsOnCancel(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer in.Close()
+			defer in.close()
 			ctx, cancel := context.WithCancel(context.Background())
 			ch := popAsync(ctx, &in, w)
 			asleep(t, &in, w)
@@ -133,14 +133,14 @@ func TestPopReturnsOnCancel(t *testing.T) {
 				t.Fatalf("Pop took %v to notice the cancellation", d)
 			}
 			// Already cancelled: Pop returns at once, even with nothing to take.
-			if _, err := in.Pop(ctx, w); !errors.Is(err, context.Canceled) {
+			if _, err := in.pop(ctx, w); !errors.Is(err, context.Canceled) {
 				t.Fatalf("Pop with a cancelled context: %v", err)
 			}
 			// But a waiting message is delivered even so.
 			if _, err := send(context.Background(), r, p, &in, 0, 1); err != nil {
 				t.Fatal(err)
 			}
-			h, err := in.Pop(ctx, w)
+			h, err := in.pop(ctx, w)
 			if err != nil {
 				t.Fatalf("Pop of a waiting message with a cancelled context: %v", err)
 			}
@@ -158,7 +158,7 @@ func TestPopReturnsAtDeadline(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer in.Close()
+			defer in.close()
 			const d = 30 * time.Millisecond
 			start := time.Now()
 			ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -188,7 +188,7 @@ func TestPopReturnsWhenInboxCloses(t *testing.T) {
 			ch := popAsync(ctx, &in, w)
 			asleep(t, &in, w)
 			closer := in // another goroutine's copy of the Inbox, as its owner would have
-			if err := closer.Close(); err != nil {
+			if err := closer.close(); err != nil {
 				t.Fatal(err)
 			}
 			if res := awaitPop(t, r, ch, "after Close"); !errors.Is(res.err, ErrClosed) {
@@ -207,11 +207,11 @@ func TestWaitDoesNotTake(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer in.Close()
+			defer in.close()
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			done := make(chan error, 1)
-			go func() { done <- in.Wait(ctx, w) }()
+			go func() { done <- in.awaitMessage(ctx, w) }()
 			asleep(t, &in, w)
 			if _, err := send(context.Background(), r, p, &in, 0, 1); err != nil {
 				t.Fatal(err)
@@ -228,10 +228,10 @@ func TestWaitDoesNotTake(t *testing.T) {
 			if in.Len() != 1 {
 				t.Fatalf("Len after Wait = %d, want 1: Wait must not take", in.Len())
 			}
-			if err := in.Wait(ctx, w); err != nil {
+			if err := in.awaitMessage(ctx, w); err != nil {
 				t.Fatalf("Wait with a message waiting: %v", err)
 			}
-			h, ok, err := in.TryPop()
+			h, ok, err := in.tryPop()
 			if err != nil || !ok {
 				t.Fatal(ok, err)
 			}
@@ -249,7 +249,7 @@ func TestBlockProducerWokenByPop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer in.Close()
+	defer in.close()
 	bg := context.Background()
 	for i := range 2 {
 		if _, err := send(bg, r, p, &in, 0, uint64(i)); err != nil {
@@ -262,7 +262,7 @@ func TestBlockProducerWokenByPop(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { _, err := send(ctx, r, p, &in, 0, uint64(2+round)); done <- err }()
 		untilTrue(t, 10*time.Second, "producer waiting for room", func() bool { return waiters(in.v.hdr.spaceWaiters.Load()) != 0 })
-		h, err := in.Pop(ctx, Waiter{Strategy: Sleep})
+		h, err := in.pop(ctx, Waiter{Strategy: Sleep})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -311,7 +311,7 @@ func TestBlockProducerWokenByClose(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { _, err := send(ctx, r, p, &in, 0, 2); done <- err }()
 	untilTrue(t, 10*time.Second, "producer waiting for room", func() bool { return waiters(in.v.hdr.spaceWaiters.Load()) != 0 })
-	if err := in.Close(); err != nil {
+	if err := in.close(); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -343,14 +343,14 @@ func TestNoLostWakeups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer inA.Close()
+	defer inA.close()
 	inB, err := b.OpenInbox(InboxConfig{Capacity: 2, Policy: DropNewest})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer inB.Close()
-	toA, _ := r.Inbox(inA.ID())
-	toB, _ := r.Inbox(inB.ID())
+	defer inB.close()
+	toA, _ := r.inbox(inA.ID())
+	toB, _ := r.inbox(inB.ID())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sleep := Waiter{Strategy: Sleep}
@@ -358,12 +358,12 @@ func TestNoLostWakeups(t *testing.T) {
 	echo := make(chan error, 1)
 	go func() { // b: returns every ball it receives
 		for range rounds {
-			h, err := inB.Pop(ctx, sleep)
+			h, err := inB.pop(ctx, sleep)
 			if err != nil {
 				echo <- err
 				return
 			}
-			if err := toA.Push(ctx, h); err != nil { // hands its reference on
+			if err := toA.pushHandle(ctx, h); err != nil { // hands its reference on
 				echo <- err
 				return
 			}
@@ -377,7 +377,7 @@ func TestNoLostWakeups(t *testing.T) {
 			<-echo
 			t.Fatalf("round %d: serve: %v", i, err)
 		}
-		h, err := inA.Pop(ctx, sleep)
+		h, err := inA.pop(ctx, sleep)
 		if err != nil {
 			cancel()
 			<-echo

@@ -28,7 +28,7 @@ func roleSleeper(c *peer.Child) error {
 		return err
 	}
 	c.Send("inbox %d", in.ID())
-	_, err = in.Pop(c.Context(), Waiter{Strategy: Sleep})
+	_, err = in.pop(c.Context(), Waiter{Strategy: Sleep})
 	c.Send("popped %v", err)
 	c.Recv() // until the parent closes stdin
 	p.Detach()
@@ -46,14 +46,14 @@ func roleBlockPusher(c *peer.Child) error {
 	if err != nil {
 		return err
 	}
-	b, err := p.Alloc(msgSize)
+	b, err := p.alloc(msgSize)
 	if err != nil {
 		return err
 	}
 	putMessage(b.Bytes(), 7, 0)
 	b.SetMeta(Meta{Len: msgSize, Topic: 7})
 	c.Send("pushing")
-	err = in.DeliverBuffer(c.Context(), b)
+	err = in.deliverBuffer(c.Context(), b)
 	return fmt.Errorf("the push returned %v; it should have slept until killed", err)
 }
 
@@ -86,7 +86,7 @@ func TestWaiterCountSurvivesReuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	theirs, err := r.Inbox(InboxID(id))
+	theirs, err := r.inbox(InboxID(id))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,14 +96,14 @@ func TestWaiterCountSurvivesReuse(t *testing.T) {
 	}
 	defer syscall.Kill(p.Pid(), syscall.SIGCONT)
 	untilTrue(t, procTimeout, "the child stopped", func() bool { return processState(p.Pid()) == "T" })
-	if err := theirs.Close(); err != nil {
+	if err := theirs.close(); err != nil {
 		t.Fatal(err)
 	}
 	mine, err := me.OpenInbox(InboxConfig{Capacity: 4, Policy: DropNewest})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer mine.Close()
+	defer mine.close()
 	if mine.ID().Index() != theirs.ID().Index() {
 		t.Fatalf("reopened entry %d, want %d", mine.ID().Index(), theirs.ID().Index())
 	}
@@ -136,7 +136,7 @@ func TestBlockWaiterKilledAsleep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer in.Close()
+	defer in.close()
 	for seq := range uint64(2) {
 		if err := pushMessage(t.Context(), me, &in, 0, seq); err != nil {
 			t.Fatal(err)
@@ -165,18 +165,18 @@ func TestBlockWaiterKilledAsleep(t *testing.T) {
 		t.Errorf("spaceWaiters = %d after the reap, want 0", n)
 	}
 	for range 2 {
-		h, ok, err := in.TryPop()
+		h, ok, err := in.tryPop()
 		if err != nil || !ok {
 			t.Fatalf("TryPop: %v %v", ok, err)
 		}
 		if _, _, err := checkMessage(r, h); err != nil {
 			t.Fatal(err)
 		}
-		if err := r.Release(h); err != nil {
+		if err := r.release(h); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, ok, err := in.TryPop(); ok || err != nil {
+	if _, ok, err := in.tryPop(); ok || err != nil {
 		t.Errorf("a message of the killed producer reached the inbox: %v %v", ok, err)
 	}
 	if errors.Is(err, ErrClosed) {
