@@ -261,7 +261,12 @@ type PoolStats struct {
 
 // PoolStats returns a snapshot of every pool's counters. It reads shared memory only; a
 // process that has not attached as a participant may call it.
-func (r *Region) PoolStats() []PoolStats {
+func (r *Region) PoolStats() (_ []PoolStats) {
+	defer unguard(guard(), nil) // a fault (the file truncated) returns the zero value
+	return r.poolStats()
+}
+
+func (r *Region) poolStats() []PoolStats {
 	if !r.enterRead() {
 		return nil
 	}
@@ -289,7 +294,12 @@ func (r *Region) PoolStats() []PoolStats {
 // CountAllocated walks every slot and counts those with references, per class. Unlike
 // PoolStats it reads the slots themselves, so it is exact even if a counter was damaged; it
 // is for tests and audits, not the data path.
-func (r *Region) CountAllocated() []int {
+func (r *Region) CountAllocated() (_ []int) {
+	defer unguard(guard(), nil) // a fault (the file truncated) returns the zero value
+	return r.countAllocated()
+}
+
+func (r *Region) countAllocated() []int {
 	out := make([]int, len(r.pools))
 	for i := range r.pools {
 		p := &r.pools[i]

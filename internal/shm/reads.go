@@ -14,7 +14,7 @@ func (r *Region) SubscriptionList() (_ []Subscription, err error) {
 // open any more).
 func (r *Region) InboxStatsOf(id InboxID) (_ InboxStats, err error) {
 	defer unguard(guard(), &err)
-	for _, st := range r.InboxStats() {
+	for _, st := range r.inboxStats() {
 		if st.ID == id {
 			return st, nil
 		}
@@ -54,7 +54,7 @@ func (p *Participant) RecordBridge(s BridgeStats) (err error) {
 // pools' counters, but it reads every slot header (for tools and tests, not the data path).
 func (r *Region) Allocated() (_ []int, err error) {
 	defer unguard(guard(), &err)
-	return r.CountAllocated(), nil
+	return r.countAllocated(), nil
 }
 
 // Targets appends to dst the open inboxes whose pattern match accepts (a publisher's fan-out

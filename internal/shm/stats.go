@@ -22,7 +22,12 @@ type TopicStats struct {
 }
 
 // TopicStats returns every topic in the table. It reads shared memory only.
-func (r *Region) TopicStats() []TopicStats {
+func (r *Region) TopicStats() (_ []TopicStats) {
+	defer unguard(guard(), nil) // a fault (the file truncated) returns the zero value
+	return r.topicStats()
+}
+
+func (r *Region) topicStats() []TopicStats {
 	if !r.enterRead() {
 		return nil
 	}
@@ -65,7 +70,8 @@ type Stats struct {
 // Corrupt returns how many bad words (impossible ring cells, bad handles, scribbled counters)
 // processes have found in the region and dropped or repaired since it was created: the total
 // in Stats, read alone (one load) for a caller that polls it. Zero after Close.
-func (r *Region) Corrupt() uint64 {
+func (r *Region) Corrupt() (_ uint64) {
+	defer unguard(guard(), nil) // a fault (the file truncated) returns the zero value
 	if !r.enterRead() {
 		return 0
 	}
@@ -85,7 +91,12 @@ func shown(v uint64) uint64 { return min(v, maxShown) }
 // region opened with Options.ReadOnly. After Close it returns only the name and path. Like
 // every Stats-family method (PoolStats, InboxStats, TopicStats, Participants), it is safe to
 // call concurrently with Close.
-func (r *Region) Stats() Stats {
+func (r *Region) Stats() (_ Stats) {
+	defer unguard(guard(), nil) // a fault (the file truncated) returns the zero value
+	return r.stats()
+}
+
+func (r *Region) stats() Stats {
 	if !r.enterRead() {
 		return Stats{Name: r.name, Path: r.path}
 	}
@@ -94,7 +105,7 @@ func (r *Region) Stats() Stats {
 		Name: r.name, Path: r.path, Size: len(r.mem), Created: time.Unix(0, r.hdr.created),
 		Config: r.Config(), Reclaims: shown(r.hdr.reclaims.Load()), Corrupt: shown(r.hdr.corrupt.Load()),
 		Swept: shown(r.hdr.swept.Load()), SweepOff: r.hdr.unrecorded.Load() != 0,
-		Participants: r.Participants(), Pools: r.PoolStats(), Inboxes: r.InboxStats(), Topics: r.TopicStats(),
+		Participants: r.participants(), Pools: r.poolStats(), Inboxes: r.inboxStats(), Topics: r.topicStats(),
 	}
 	names := make(map[int]string, len(s.Participants))
 	for _, p := range s.Participants {
@@ -144,7 +155,7 @@ func List(dir string) ([]string, error) {
 // wrapping ErrCorrupt, not SIGBUS.
 func (r *Region) Snapshot() (s Stats, err error) {
 	defer unguard(guard(), &err)
-	return r.Stats(), nil
+	return r.stats(), nil
 }
 
 // looksLikeRegion reports whether b, the first bytes of a file, are those of an offq region:

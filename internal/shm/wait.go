@@ -148,7 +148,8 @@ func (in *Inbox) pending() bool { return in.ready() || in.v.hdr.tail.Load() > in
 
 // WaitEmpty returns when the inbox holds no message (its consumer has taken everything), ctx
 // is done, or the inbox is closed. It polls: it is for draining, not the data path.
-func (in *Inbox) WaitEmpty(ctx context.Context) error {
+func (in *Inbox) WaitEmpty(ctx context.Context) (err error) {
+	defer unguard(guard(), &err)
 	for pause := 20 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
 		if in.Len() == 0 || !in.isOpen() {
 			return nil
