@@ -33,9 +33,16 @@ func (p *Participant) heldWord(i int) (*atomic.Uint64, error) {
 	return p.held.word(uint32(i)), nil
 }
 
+// heldWordAt returns word k of participant i's held list: the one place that computes a held
+// word's address (the owner's heldList, a reaper's read of a dead participant's list and a
+// take's check of another consumer's claim all come here). i and k must be in range.
+func (r *Region) heldWordAt(i, k uint32) *atomic.Uint64 {
+	return (*atomic.Uint64)(r.at(r.lay.sec.held.off + (uint64(i)*uint64(r.cfg.Held)+uint64(k))*8))
+}
+
 func (r *Region) newHeldList(idx uint32) *heldList {
 	n := r.cfg.Held
-	l := &heldList{words: r.at(r.lay.sec.held.off + uint64(idx)*uint64(n)*8), n: n}
+	l := &heldList{words: unsafe.Pointer(r.heldWordAt(idx, 0)), n: n}
 	for i := range n {
 		l.word(i).Store(0)
 	}

@@ -415,11 +415,9 @@ func (r *Region) reapSlot(i uint32) ReapReport {
 // heldWords returns participant i's held list, read from the region (not this process's
 // index of it, which only its owner has).
 func (r *Region) heldWords(i uint32) []*atomic.Uint64 {
-	n := r.cfg.Held
-	base := r.lay.sec.held.off + uint64(i)*uint64(n)*8
-	out := make([]*atomic.Uint64, n)
-	for k := range n {
-		out[k] = (*atomic.Uint64)(unsafe.Pointer(uintptr(r.at(base)) + uintptr(k)*8))
+	out := make([]*atomic.Uint64, r.cfg.Held)
+	for k := range r.cfg.Held {
+		out[k] = r.heldWordAt(i, k)
 	}
 	return out
 }

@@ -250,7 +250,7 @@ func (in *Inbox) claimState(v, pos uint64) int {
 		return claimScribbled
 	}
 	step()
-	hv := (*atomic.Uint64)(r.at(r.lay.sec.held.off + (uint64(owner-1)*uint64(r.cfg.Held)+idx)*8)).Load()
+	hv := r.heldWordAt(owner-1, uint32(idx)).Load()
 	switch {
 	case hv&heldReserved != 0 || hv&handleMask == 0:
 		return claimScribbled
