@@ -143,7 +143,7 @@ func WithForeignOwner() Option {
 }
 
 // Overflow is what a publisher does when a subscriber's queue is full.
-type Overflow = shm.Policy
+type Overflow = shm.Overflow
 
 const (
 	// DropOldest evicts the oldest queued message (the default).

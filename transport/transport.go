@@ -51,8 +51,8 @@ type (
 	ReapReport = shm.ReapReport
 	// InboxID names a subscription queue across processes.
 	InboxID = shm.InboxID
-	// Policy is a queue's overflow policy.
-	Policy = shm.Policy
+	// Overflow is what a publisher does when a subscription queue is full (bus.Overflow).
+	Overflow = shm.Overflow
 )
 
 // Path returns the file that holds region name in dir ("" means DefaultDir).

@@ -107,7 +107,7 @@ type statInbox struct {
 	Inbox      int               `json:"inbox"`
 	Subscriber string            `json:"subscriber"`
 	Pattern    string            `json:"pattern"`
-	Policy     string            `json:"policy"`
+	Overflow   string            `json:"overflow"`
 	Depth      int               `json:"depth"`
 	Capacity   int               `json:"capacity"`
 	Delivered  uint64            `json:"delivered"`
@@ -197,7 +197,7 @@ func newStatBus(s transport.Stats) statBus {
 	}
 	for _, in := range s.Inboxes {
 		b.Inboxes = append(b.Inboxes, statInbox{id: in.ID, Inbox: in.ID.Index(), Subscriber: in.OwnerName, Pattern: in.Pattern,
-			Policy: in.Policy.String(), Depth: in.Depth, Capacity: in.Capacity, Delivered: in.Pushed, Received: in.Popped,
+			Overflow: in.Overflow.String(), Depth: in.Depth, Capacity: in.Capacity, Delivered: in.Pushed, Received: in.Popped,
 			Dropped: statDrops{Oldest: in.DropOldest, Newest: in.DropNewest, Timeout: in.DropTimeout, Corrupt: in.Corrupt}})
 	}
 	for _, p := range s.Pools {
@@ -344,13 +344,13 @@ func (b *statBus) print(w io.Writer, r *statRates) {
 	if len(b.Inboxes) == 0 {
 		fmt.Fprintln(tw, "no inboxes")
 	} else {
-		head := "INBOX\tSUBSCRIBER\tPATTERN\tPOLICY\tDEPTH\tCAPACITY\tDELIVERED\tRECEIVED\tDROPPED\tOLDEST\tNEWEST\tTIMEOUT\tCORRUPT"
+		head := "INBOX\tSUBSCRIBER\tPATTERN\tOVERFLOW\tDEPTH\tCAPACITY\tDELIVERED\tRECEIVED\tDROPPED\tOLDEST\tNEWEST\tTIMEOUT\tCORRUPT"
 		if r != nil {
 			head += "\tIN/S\tOUT/S\tDROPS/S"
 		}
 		fmt.Fprintln(tw, head)
 		for _, in := range b.Inboxes {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d", in.Inbox, statSafe(in.Subscriber), statSafe(in.Pattern), in.Policy,
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d", in.Inbox, statSafe(in.Subscriber), statSafe(in.Pattern), in.Overflow,
 				in.Depth, in.Capacity, in.Delivered, in.Received, in.Dropped.total(),
 				in.Dropped.Oldest, in.Dropped.Newest, in.Dropped.Timeout, in.Dropped.Corrupt)
 			if r != nil {

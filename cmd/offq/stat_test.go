@@ -74,7 +74,7 @@ func TestStatJSON(t *testing.T) {
 	if len(b.Topics) != 1 || b.Topics[0] != (statTopic{Name: "a.b", Published: 6, Bytes: 60, Subscribers: 1}) {
 		t.Errorf("topics: %+v", b.Topics)
 	}
-	wantIn := statInbox{Inbox: 0, Subscriber: "tester", Pattern: "a.>", Policy: "drop-oldest", Depth: 2, Capacity: 4,
+	wantIn := statInbox{Inbox: 0, Subscriber: "tester", Pattern: "a.>", Overflow: "drop-oldest", Depth: 2, Capacity: 4,
 		Delivered: 6, Received: 2, Dropped: statDrops{Oldest: 2}}
 	if len(b.Inboxes) != 1 || b.Inboxes[0] != wantIn {
 		t.Errorf("inboxes: %+v, want %+v", b.Inboxes, wantIn)
@@ -101,7 +101,7 @@ func TestStatTable(t *testing.T) {
 		"bus two ", "participants 1 alive, 0 dead", "tester[",
 		"TOPIC  PUBLISHED  BYTES  SUBSCRIBERS",
 		"a.b    6          60 B   1",
-		"INBOX  SUBSCRIBER  PATTERN  POLICY       DEPTH  CAPACITY  DELIVERED  RECEIVED  DROPPED  OLDEST  NEWEST  TIMEOUT  CORRUPT",
+		"INBOX  SUBSCRIBER  PATTERN  OVERFLOW     DEPTH  CAPACITY  DELIVERED  RECEIVED  DROPPED  OLDEST  NEWEST  TIMEOUT  CORRUPT",
 		"0      tester      a.>      drop-oldest  2      4         6          2         2        2       0       0        0",
 		"POOL  SIZE  BUFFERS  IN USE  LOW WATER  ALLOC FAILURES",
 		"0     256B  8        2",

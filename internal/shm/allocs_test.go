@@ -124,7 +124,7 @@ func TestNoAllocsInbox(t *testing.T) {
 		publish(&out)
 	}
 	checkNoAllocs(t, "Push into a full DropOldest inbox", func() { publish(&out) })
-	newest, err := p.OpenInbox(InboxConfig{Capacity: 2, Policy: DropNewest})
+	newest, err := p.OpenInbox(InboxConfig{Capacity: 2, Overflow: DropNewest})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ func TestDamagedPositionsRepaired(t *testing.T) {
 			r := newUnitRegion(t, inboxConfig())
 			p := attachUnit(t, r, "p")
 			q := attachUnit(t, r, "q")
-			in, err := q.OpenInbox(InboxConfig{Capacity: 8, Policy: DropOldest})
+			in, err := q.OpenInbox(InboxConfig{Capacity: 8, Overflow: DropOldest})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -122,7 +122,7 @@ func TestDamagedCellCountedOnce(t *testing.T) {
 	r := newUnitRegion(t, inboxConfig())
 	p := attachUnit(t, r, "p")
 	q := attachUnit(t, r, "q")
-	in, err := q.OpenInbox(InboxConfig{Capacity: 4, Policy: DropNewest})
+	in, err := q.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropNewest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestDamagedCellCountedOnce(t *testing.T) {
 func TestScribbledCountersClamped(t *testing.T) {
 	r := newUnitRegion(t, inboxConfig())
 	q := attachUnit(t, r, "q")
-	in, err := q.OpenInbox(InboxConfig{Capacity: 4, Policy: DropNewest})
+	in, err := q.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropNewest})
 	if err != nil {
 		t.Fatal(err)
 	}

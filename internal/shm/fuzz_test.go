@@ -232,9 +232,9 @@ func FuzzCell(f *testing.F) {
 	f.Add(uint64(1<<62|0x40), uint8(2), uint8(5), uint8(2))          // handle of the other lap
 	f.Add(uint64(markBit), uint8(3), uint8(0), uint8(3))             // "empty" where a message is
 	f.Fuzz(func(t *testing.T, w uint64, pushes, where, mode uint8) {
-		policy := Policy(mode % 3)
+		policy := Overflow(mode % 3)
 		capacity := uint64(2) << (mode / 3 % 3) // 2, 4 or 8
-		in, err := p.OpenInbox(InboxConfig{Capacity: int(capacity), Policy: policy, BlockLimit: time.Microsecond})
+		in, err := p.OpenInbox(InboxConfig{Capacity: int(capacity), Overflow: policy, BlockLimit: time.Microsecond})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,13 +8,13 @@ import (
 	"unsafe"
 )
 
-// Policy says what a producer does when an inbox is full.
-type Policy uint32
+// Overflow says what a producer does when an inbox is full.
+type Overflow uint32
 
 const (
 	// DropOldest: the producer evicts the oldest message, releases it, and pushes. Counted as
 	// dropped, reason "oldest". The default: real-time data wants the newest value.
-	DropOldest Policy = iota
+	DropOldest Overflow = iota
 	// DropNewest: the push fails with ErrFull; counted as dropped, reason "newest".
 	DropNewest
 	// Block: the producer waits for room until its context is done or the inbox's block
@@ -22,7 +22,7 @@ const (
 	Block
 )
 
-func (p Policy) String() string {
+func (p Overflow) String() string {
 	switch p {
 	case DropOldest:
 		return "drop-oldest"
@@ -85,7 +85,7 @@ type Inbox struct {
 	mask   uint64
 	cap    uint64
 	shift  uint
-	policy Policy
+	policy Overflow
 	block  time.Duration
 }
 
@@ -94,8 +94,8 @@ type InboxConfig struct {
 	// Capacity is a power of two no larger than the region's InboxCapacity; 0 means the
 	// region's InboxCapacity.
 	Capacity int
-	// Policy is what producers do when the inbox is full.
-	Policy Policy
+	// Overflow is what producers do when the inbox is full.
+	Overflow Overflow
 	// BlockLimit bounds a producer's wait under Block (0: only the producer's context bounds it).
 	BlockLimit time.Duration
 	// Pattern is the subscription pattern publishers match topics against (up to 128 bytes).
@@ -115,8 +115,8 @@ func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
 	if len(c.Pattern) > patternSize {
 		return Inbox{}, fmt.Errorf("inbox pattern of %d bytes: the limit is %d", len(c.Pattern), patternSize)
 	}
-	if c.Policy > Block {
-		return Inbox{}, fmt.Errorf("inbox policy %v: unknown", c.Policy)
+	if c.Overflow > Block {
+		return Inbox{}, fmt.Errorf("inbox policy %v: unknown", c.Overflow)
 	}
 	for i := range r.inboxes {
 		v := &r.inboxes[i]
@@ -131,7 +131,7 @@ func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
 		}
 		h := v.hdr
 		h.capacity = uint32(capacity)
-		h.policy = uint32(c.Policy)
+		h.policy = uint32(c.Overflow)
 		h.owner = p.owner
 		h.topic = 0
 		h.blockNanos = int64(c.BlockLimit)
@@ -147,7 +147,7 @@ func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
 		h.corrupt.Store(0)
 		h.skipped.Store(0)
 		h.noted.Store(0)
-		in := v.inbox(gen, uint32(capacity), c.Policy, c.BlockLimit)
+		in := v.inbox(gen, uint32(capacity), c.Overflow, c.BlockLimit)
 		// Positions continue from where the previous user of this entry stopped, so that no
 		// position is ever reused for another generation.
 		step()
@@ -167,7 +167,7 @@ func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
 	return Inbox{}, &Error{Op: "open inbox", Name: r.name, Err: fmt.Errorf("%w: all %d inboxes in use", ErrTableFull, len(r.inboxes))}
 }
 
-func (v *inboxView) inbox(gen uint64, capacity uint32, policy Policy, block time.Duration) Inbox {
+func (v *inboxView) inbox(gen uint64, capacity uint32, policy Overflow, block time.Duration) Inbox {
 	return Inbox{v: v, gen: gen, tag: gen & cellGenMask << 48, mask: uint64(capacity) - 1, cap: uint64(capacity),
 		shift: uint(bits.TrailingZeros32(capacity)), policy: policy, block: block}
 }
@@ -190,7 +190,7 @@ func (r *Region) inbox(id InboxID) (Inbox, error) {
 		v.countDamage(damageKey(3, uint64(c), uint64(v.hdr.policy))) // every publisher meets it: count it once
 		return Inbox{}, fmt.Errorf("%w: inbox %d: capacity %d, policy %d", ErrCorrupt, idx, c, v.hdr.policy)
 	}
-	return v.inbox(gen, c, Policy(v.hdr.policy), time.Duration(max(v.hdr.blockNanos, 0))), nil
+	return v.inbox(gen, c, Overflow(v.hdr.policy), time.Duration(max(v.hdr.blockNanos, 0))), nil
 }
 
 // ID returns the inbox's cross-process name.
@@ -199,8 +199,8 @@ func (in *Inbox) ID() InboxID { return makeInboxID(in.v.index, in.gen) }
 // Capacity returns the ring's capacity.
 func (in *Inbox) Capacity() int { return int(in.cap) }
 
-// Policy returns the inbox's overflow policy.
-func (in *Inbox) Policy() Policy { return in.policy }
+// Overflow returns the inbox's overflow policy.
+func (in *Inbox) Overflow() Overflow { return in.policy }
 
 // Len returns the number of messages waiting (a snapshot).
 func (in *Inbox) Len() int {
@@ -284,7 +284,7 @@ type InboxStats struct {
 	Owner       int    // participant index
 	OwnerName   string // participant name (filled in by Region.Stats)
 	Pattern     string
-	Policy      Policy
+	Overflow      Overflow
 	Capacity    int
 	Depth       int
 	Pushed      uint64 // messages accepted (tail position since the ring was opened)
@@ -325,7 +325,7 @@ func (r *Region) inboxStats() []InboxStats {
 		s := InboxStats{
 			Pushed: shown(pushed), Popped: shown(taken - min(taken, shown(h.dropOldest.Load())+shown(h.skipped.Load()))),
 			ID: makeInboxID(uint32(i), wordGen(st)), Owner: int(wordOwner(st)) - 1,
-			Pattern: r.patternString(uint32(i)), Policy: Policy(h.policy), Capacity: int(h.capacity),
+			Pattern: r.patternString(uint32(i)), Overflow: Overflow(h.policy), Capacity: int(h.capacity),
 			Depth: int(depth), DropOldest: shown(h.dropOldest.Load()), DropNewest: shown(h.dropNewest.Load()),
 			DropTimeout: shown(h.dropTimeout.Load()), Corrupt: shown(h.corrupt.Load()), Sleeping: waitersOf(h.sleepers.Load(), wordGen(st)) != 0,
 			Blocked: int(waitersOf(h.spaceWaiters.Load(), wordGen(st))),

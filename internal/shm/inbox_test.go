@@ -86,20 +86,20 @@ func expiredContext() context.Context {
 }
 
 func TestInboxModel(t *testing.T) {
-	for _, policy := range []Policy{DropOldest, DropNewest, Block} {
+	for _, policy := range []Overflow{DropOldest, DropNewest, Block} {
 		for _, seed := range modelSeeds() {
 			t.Run(fmt.Sprintf("%v/%d", policy, seed), func(t *testing.T) { inboxModel(t, policy, seed, 2000) })
 		}
 	}
 }
 
-func inboxModel(t *testing.T, policy Policy, seed uint64, steps int) {
+func inboxModel(t *testing.T, policy Overflow, seed uint64, steps int) {
 	rng := rand.New(rand.NewPCG(seed, uint64(policy)))
 	r := newUnitRegion(t, inboxConfig())
 	p := attachUnit(t, r, "producer")
 	q := attachUnit(t, r, "consumer")
 	capacity := 2 << rng.IntN(4) // 2 to 16
-	in, err := q.OpenInbox(InboxConfig{Capacity: capacity, Policy: policy, Pattern: "model.>"})
+	in, err := q.OpenInbox(InboxConfig{Capacity: capacity, Overflow: policy, Pattern: "model.>"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,8 +108,8 @@ func inboxModel(t *testing.T, policy Policy, seed uint64, steps int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out.Capacity() != capacity || out.Policy() != policy || in.ID() != out.ID() {
-		t.Fatalf("Region.Inbox: capacity %d policy %v id %v", out.Capacity(), out.Policy(), out.ID())
+	if out.Capacity() != capacity || out.Overflow() != policy || in.ID() != out.ID() {
+		t.Fatalf("Region.Inbox: capacity %d policy %v id %v", out.Capacity(), out.Overflow(), out.ID())
 	}
 
 	var (
@@ -189,7 +189,7 @@ func inboxModel(t *testing.T, policy Policy, seed uint64, steps int) {
 			fail("InboxStats does not list the inbox")
 		}
 		want := InboxStats{
-			ID: in.ID(), Owner: q.Index(), Pattern: "model.>", Policy: policy, Capacity: capacity,
+			ID: in.ID(), Owner: q.Index(), Pattern: "model.>", Overflow: policy, Capacity: capacity,
 			Depth: len(model), Pushed: pushed, Popped: popped,
 			DropOldest: dropOld, DropNewest: dropNew, DropTimeout: dropTimeout,
 		}
@@ -210,7 +210,7 @@ func inboxModel(t *testing.T, policy Policy, seed uint64, steps int) {
 func TestInboxBlockLimit(t *testing.T) {
 	r := newUnitRegion(t, inboxConfig())
 	p := attachUnit(t, r, "p")
-	in, err := p.OpenInbox(InboxConfig{Capacity: 2, Policy: Block, BlockLimit: 20 * time.Millisecond})
+	in, err := p.OpenInbox(InboxConfig{Capacity: 2, Overflow: Block, BlockLimit: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,16 +246,16 @@ func TestInboxBlockLimit(t *testing.T) {
 // another process, push into one inbox; the consumer must see every message exactly once and
 // each producer's messages in order.
 func TestInboxMPSC(t *testing.T) {
-	for _, policy := range []Policy{Block, DropOldest} {
+	for _, policy := range []Overflow{Block, DropOldest} {
 		t.Run(policy.String(), func(t *testing.T) { inboxMPSC(t, policy) })
 	}
 }
 
-func inboxMPSC(t *testing.T, policy Policy) {
+func inboxMPSC(t *testing.T, policy Overflow) {
 	const producers, perProducer = 4, 3000
 	r := newUnitRegion(t, inboxConfig())
 	c := attachUnit(t, r, "consumer")
-	in, err := c.OpenInbox(InboxConfig{Capacity: 8, Policy: policy})
+	in, err := c.OpenInbox(InboxConfig{Capacity: 8, Overflow: policy})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,7 +417,7 @@ func TestInboxCloseReleasesAndFencesOldHandles(t *testing.T) {
 	checkFenced("after Close", true)
 
 	// Someone else reopens the entry: the old handles must not reach the new ring.
-	in2, err := d.OpenInbox(InboxConfig{Capacity: 4, Policy: DropNewest})
+	in2, err := d.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropNewest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +452,7 @@ func TestInboxStaleProducerCannotEvict(t *testing.T) {
 	p := attachUnit(t, r, "producer")
 	c := attachUnit(t, r, "consumer")
 	bg := context.Background()
-	old, err := c.OpenInbox(InboxConfig{Capacity: 4, Policy: DropOldest})
+	old, err := c.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropOldest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,7 +461,7 @@ func TestInboxStaleProducerCannotEvict(t *testing.T) {
 		t.Fatal(err)
 	}
 	old.close()
-	in, err := c.OpenInbox(InboxConfig{Capacity: 4, Policy: DropNewest})
+	in, err := c.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropNewest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -497,7 +497,7 @@ func TestOpenInboxErrors(t *testing.T) {
 		{Capacity: 1},
 		{Capacity: -2},
 		{Capacity: 128}, // above the region's InboxCapacity
-		{Policy: Block + 1},
+		{Overflow: Block + 1},
 		{Pattern: strings.Repeat("x", patternSize+1)},
 	} {
 		if in, err := p.OpenInbox(c); err == nil {
@@ -509,8 +509,8 @@ func TestOpenInboxErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if in.Capacity() != int(inboxConfig().InboxCapacity) || in.Policy() != DropOldest {
-		t.Fatalf("defaults: capacity %d policy %v", in.Capacity(), in.Policy())
+	if in.Capacity() != int(inboxConfig().InboxCapacity) || in.Overflow() != DropOldest {
+		t.Fatalf("defaults: capacity %d policy %v", in.Capacity(), in.Overflow())
 	}
 	if s, _ := statsOf(r, in.ID()); s.Pattern != strings.Repeat("x", patternSize) {
 		t.Fatalf("pattern %q", s.Pattern)
@@ -519,7 +519,7 @@ func TestOpenInboxErrors(t *testing.T) {
 	if _, err := r.inbox(InboxID(r.cfg.Inboxes)); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Region.Inbox with an index out of range: %v", err)
 	}
-	for _, pol := range []Policy{DropOldest, DropNewest, Block, 7} {
+	for _, pol := range []Overflow{DropOldest, DropNewest, Block, 7} {
 		if pol.String() == "" || (pol == 7 && pol.String() != "Policy(7)") {
 			t.Errorf("Policy(%d).String() = %q", uint32(pol), pol.String())
 		}
@@ -593,8 +593,8 @@ func corruptCell(t *testing.T, filled bool, garbage func(in *Inbox, pos uint64) 
 	r := newUnitRegion(t, inboxConfig())
 	p := attachUnit(t, r, "p")
 	bg := context.Background()
-	for _, policy := range []Policy{DropOldest, DropNewest, Block} {
-		in, err := p.OpenInbox(InboxConfig{Capacity: 4, Policy: policy, BlockLimit: time.Millisecond})
+	for _, policy := range []Overflow{DropOldest, DropNewest, Block} {
+		in, err := p.OpenInbox(InboxConfig{Capacity: 4, Overflow: policy, BlockLimit: time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -703,8 +703,8 @@ func TestInboxCorruptCellBeforeProducer(t *testing.T) {
 		{"handle of the wrong lap", func(in *Inbox, pos uint64) uint64 { return 0x40 | in.parity(pos+in.cap) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, policy := range []Policy{DropOldest, DropNewest, Block} {
-				in, err := p.OpenInbox(InboxConfig{Capacity: 4, Policy: policy, BlockLimit: time.Millisecond})
+			for _, policy := range []Overflow{DropOldest, DropNewest, Block} {
+				in, err := p.OpenInbox(InboxConfig{Capacity: 4, Overflow: policy, BlockLimit: time.Millisecond})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -865,7 +865,7 @@ func TestDeliverReferences(t *testing.T) {
 		return b.Handle()
 	}
 
-	newest, err := p.OpenInbox(InboxConfig{Capacity: 2, Policy: DropNewest})
+	newest, err := p.OpenInbox(InboxConfig{Capacity: 2, Overflow: DropNewest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -886,7 +886,7 @@ func TestDeliverReferences(t *testing.T) {
 	}
 
 	// Waiting for room under Block: no reference is taken until there is room.
-	block, err := p.OpenInbox(InboxConfig{Capacity: 2, Policy: Block})
+	block, err := p.OpenInbox(InboxConfig{Capacity: 2, Overflow: Block})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -970,7 +970,7 @@ func TestInboxStaleAfterManyReopenings(t *testing.T) {
 	r := newUnitRegion(t, cfg)
 	p := attachUnit(t, r, "producer")
 	c := attachUnit(t, r, "consumer")
-	old, err := c.OpenInbox(InboxConfig{Capacity: 2, Policy: DropNewest})
+	old, err := c.OpenInbox(InboxConfig{Capacity: 2, Overflow: DropNewest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -982,7 +982,7 @@ func TestInboxStaleAfterManyReopenings(t *testing.T) {
 	const period = 1 << 14
 	var in Inbox
 	for i := range period {
-		if in, err = c.OpenInbox(InboxConfig{Capacity: 2, Policy: DropNewest}); err != nil {
+		if in, err = c.OpenInbox(InboxConfig{Capacity: 2, Overflow: DropNewest}); err != nil {
 			t.Fatal(err)
 		}
 		if i < period-1 {
@@ -1011,7 +1011,7 @@ func TestInboxStaleAfterManyReopenings(t *testing.T) {
 func TestBlockWakeupsDoNotCountAsTurns(t *testing.T) {
 	r := newUnitRegion(t, inboxConfig())
 	p := attachUnit(t, r, "p")
-	in, err := p.OpenInbox(InboxConfig{Capacity: 2, Policy: Block})
+	in, err := p.OpenInbox(InboxConfig{Capacity: 2, Overflow: Block})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1123,7 +1123,7 @@ func TestConcurrentTakesAreNotCorruption(t *testing.T) {
 			r := newUnitRegion(t, inboxConfig())
 			p := attachUnit(t, r, "p")
 			q := attachUnit(t, r, "q")
-			in, err := q.OpenInbox(InboxConfig{Capacity: 4, Policy: DropNewest})
+			in, err := q.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropNewest})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1195,7 +1195,7 @@ func TestEvictionPastStalledTakeIsQuick(t *testing.T) {
 			r := newUnitRegion(t, inboxConfig())
 			p := attachUnit(t, r, "p")
 			q := attachUnit(t, r, "q")
-			in, err := q.OpenInbox(InboxConfig{Capacity: 2, Policy: DropOldest})
+			in, err := q.OpenInbox(InboxConfig{Capacity: 2, Overflow: DropOldest})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -95,7 +95,7 @@ func (k ilKind) String() string {
 
 type ilScenario struct {
 	name      string
-	policy    Policy
+	policy    Overflow
 	capacity  int
 	producers int
 	msgs      int // per producer
@@ -112,8 +112,8 @@ type ilScenario struct {
 
 func ilScenarios() []ilScenario {
 	var out []ilScenario
-	for _, pol := range []Policy{DropOldest, DropNewest} {
-		p := map[Policy]string{DropOldest: "oldest", DropNewest: "newest"}[pol]
+	for _, pol := range []Overflow{DropOldest, DropNewest} {
+		p := map[Overflow]string{DropOldest: "oldest", DropNewest: "newest"}[pol]
 		out = append(out,
 			ilScenario{name: p + "/cap2-2x3", policy: pol, capacity: 2, producers: 2, msgs: 3, consumer: true, hold: 2},
 			ilScenario{name: p + "/cap2-3x2", policy: pol, capacity: 2, producers: 3, msgs: 2, consumer: true, hold: 1},
@@ -153,7 +153,7 @@ func ilScenarioByName(name string) (ilScenario, bool) {
 // capacity 2 before the run and pushes one message more in it; producer 1 pushes one.
 func ilReproScenarios() []ilScenario {
 	var out []ilScenario
-	for _, pol := range []Policy{DropOldest, DropNewest} {
+	for _, pol := range []Overflow{DropOldest, DropNewest} {
 		out = append(out, ilScenario{name: "repro/" + pol.String(), policy: pol, capacity: 2, producers: 2, msgs: 1,
 			prefill: 2, consumer: true, hold: 2})
 	}
@@ -664,7 +664,7 @@ func (e *ilEnv) run(sc ilScenario, seed uint64, strat ilStrategy, fairSpin int) 
 	testHookReleaseSwept = func() { testHookReleaseSweptCount++ }
 	defer func() { testHookReleaseSwept = nil }()
 
-	in, err := e.q.OpenInbox(InboxConfig{Capacity: sc.capacity, Policy: sc.policy})
+	in, err := e.q.OpenInbox(InboxConfig{Capacity: sc.capacity, Overflow: sc.policy})
 	if err != nil {
 		r.hardf("OpenInbox: %v", err)
 		return res
@@ -898,7 +898,7 @@ func (r *ilRun) closer(a *ilActor) {
 	hd := r.in.v.hdr
 	r.closedCounters = [4]uint64{hd.dropOldest.Load(), hd.dropNewest.Load(), hd.corrupt.Load(), hd.skipped.Load()}
 	if r.sc.close == ilReopen { // OpenInbox resets the counters
-		in, err := r.env.q.OpenInbox(InboxConfig{Capacity: r.sc.capacity, Policy: r.sc.policy})
+		in, err := r.env.q.OpenInbox(InboxConfig{Capacity: r.sc.capacity, Overflow: r.sc.policy})
 		if err != nil {
 			r.errs = append(r.errs, fmt.Sprintf("reopen: %v", err))
 			return

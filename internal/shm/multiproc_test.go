@@ -365,7 +365,7 @@ func TestMultiprocProducers(t *testing.T) {
 		n = 2000
 	}
 	r, me, dir := newTestRegion(t, "producers")
-	in, err := me.OpenInbox(InboxConfig{Capacity: 64, Policy: Block})
+	in, err := me.OpenInbox(InboxConfig{Capacity: 64, Overflow: Block})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,7 +431,7 @@ func TestMultiprocDropOldest(t *testing.T) {
 	// capacity messages are left, and every other one was evicted by the producer.
 	t.Run("stalled", func(t *testing.T) {
 		r, me, dir := newTestRegion(t, "oldest")
-		in, err := me.OpenInbox(InboxConfig{Capacity: capacity, Policy: DropOldest})
+		in, err := me.OpenInbox(InboxConfig{Capacity: capacity, Overflow: DropOldest})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -477,7 +477,7 @@ func TestMultiprocDropOldest(t *testing.T) {
 	// The consumer takes while the producer evicts: they race for the head of the ring.
 	t.Run("concurrent", func(t *testing.T) {
 		r, me, dir := newTestRegion(t, "oldest")
-		in, err := me.OpenInbox(InboxConfig{Capacity: capacity, Policy: DropOldest})
+		in, err := me.OpenInbox(InboxConfig{Capacity: capacity, Overflow: DropOldest})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -545,7 +545,7 @@ func roleSleepPong(c *peer.Child) error {
 	if err != nil {
 		return err
 	}
-	mine, err := p.OpenInbox(InboxConfig{Capacity: 2, Policy: DropNewest})
+	mine, err := p.OpenInbox(InboxConfig{Capacity: 2, Overflow: DropNewest})
 	if err != nil {
 		return err
 	}
@@ -588,7 +588,7 @@ func TestMultiprocSleepWakeups(t *testing.T) {
 		rounds = 300
 	}
 	r, me, dir := newTestRegion(t, "wakeups")
-	mine, err := me.OpenInbox(InboxConfig{Capacity: 2, Policy: DropNewest})
+	mine, err := me.OpenInbox(InboxConfig{Capacity: 2, Overflow: DropNewest})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -172,7 +172,7 @@ func (p *Participant) closeInboxes() {
 		if c < 2 || c > r.cfg.InboxCapacity || c&(c-1) != 0 {
 			c = r.cfg.InboxCapacity // scribbled: drain the whole ring
 		}
-		in := v.inbox(wordGen(st), c, Policy(v.hdr.policy), 0)
+		in := v.inbox(wordGen(st), c, Overflow(v.hdr.policy), 0)
 		in.close()
 	}
 }

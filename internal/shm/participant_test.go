@@ -72,7 +72,7 @@ func TestDetachClosesInboxes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := sub.OpenInbox(InboxConfig{Capacity: 4, Policy: Block, Pattern: "x"})
+	in, err := sub.OpenInbox(InboxConfig{Capacity: 4, Overflow: Block, Pattern: "x"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -273,7 +273,7 @@ func TestReapEvictedWhilePending(t *testing.T) {
 	r := newUnitRegion(t, reapConfig())
 	pub := attachUnit(t, r, "pub")
 	con, _ := r.Attach("consumer")
-	in, _ := con.OpenInbox(InboxConfig{Capacity: 2, Policy: DropOldest})
+	in, _ := con.OpenInbox(InboxConfig{Capacity: 2, Overflow: DropOldest})
 	bg := context.Background()
 	h, _ := send(bg, r, pub, &in, 0, 1)
 	send(bg, r, pub, &in, 0, 2)

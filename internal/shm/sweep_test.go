@@ -211,7 +211,7 @@ func TestSweepUnderLoad(t *testing.T) {
 	var inboxes []Inbox
 	for i := range 2 {
 		p := attachUnit(t, r, fmt.Sprint("sub", i))
-		in, err := p.OpenInbox(InboxConfig{Capacity: 8, Policy: DropOldest})
+		in, err := p.OpenInbox(InboxConfig{Capacity: 8, Overflow: DropOldest})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -104,7 +104,7 @@ func BenchmarkPushPopParallel(b *testing.B) {
 		b.Run(w.Strategy.String(), func(b *testing.B) {
 			r := newUnitRegion(b, benchConfig())
 			p := attachUnit(b, r, "bench")
-			in, err := p.OpenInbox(InboxConfig{Capacity: 1024, Policy: Block})
+			in, err := p.OpenInbox(InboxConfig{Capacity: 1024, Overflow: Block})
 			if err != nil {
 				b.Fatal(err)
 			}

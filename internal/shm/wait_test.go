@@ -245,7 +245,7 @@ func TestWaitDoesNotTake(t *testing.T) {
 func TestBlockProducerWokenByPop(t *testing.T) {
 	r := newUnitRegion(t, inboxConfig())
 	p := attachUnit(t, r, "p")
-	in, err := p.OpenInbox(InboxConfig{Capacity: 2, Policy: Block})
+	in, err := p.OpenInbox(InboxConfig{Capacity: 2, Overflow: Block})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func TestBlockProducerWokenByPop(t *testing.T) {
 func TestBlockProducerWokenByClose(t *testing.T) {
 	r := newUnitRegion(t, inboxConfig())
 	p := attachUnit(t, r, "p")
-	in, err := p.OpenInbox(InboxConfig{Capacity: 2, Policy: Block})
+	in, err := p.OpenInbox(InboxConfig{Capacity: 2, Overflow: Block})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,12 +339,12 @@ func TestNoLostWakeups(t *testing.T) {
 	r := newUnitRegion(t, inboxConfig())
 	a := attachUnit(t, r, "a")
 	b := attachUnit(t, r, "b")
-	inA, err := a.OpenInbox(InboxConfig{Capacity: 2, Policy: DropNewest})
+	inA, err := a.OpenInbox(InboxConfig{Capacity: 2, Overflow: DropNewest})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer inA.close()
-	inB, err := b.OpenInbox(InboxConfig{Capacity: 2, Policy: DropNewest})
+	inB, err := b.OpenInbox(InboxConfig{Capacity: 2, Overflow: DropNewest})
 	if err != nil {
 		t.Fatal(err)
 	}

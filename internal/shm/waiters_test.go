@@ -23,7 +23,7 @@ func roleSleeper(c *peer.Child) error {
 	if err != nil {
 		return err
 	}
-	in, err := p.OpenInbox(InboxConfig{Capacity: 4, Policy: DropNewest})
+	in, err := p.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropNewest})
 	if err != nil {
 		return err
 	}
@@ -99,7 +99,7 @@ func TestWaiterCountSurvivesReuse(t *testing.T) {
 	if err := theirs.close(); err != nil {
 		t.Fatal(err)
 	}
-	mine, err := me.OpenInbox(InboxConfig{Capacity: 4, Policy: DropNewest})
+	mine, err := me.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropNewest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestWaiterCountSurvivesReuse(t *testing.T) {
 // FUTEX_WAKE system call for the inbox's life and stats show a producer held back for ever.
 func TestBlockWaiterKilledAsleep(t *testing.T) {
 	r, me, dir := newTestRegion(t, "killed-waiter")
-	in, err := me.OpenInbox(InboxConfig{Capacity: 2, Policy: Block})
+	in, err := me.OpenInbox(InboxConfig{Capacity: 2, Overflow: Block})
 	if err != nil {
 		t.Fatal(err)
 	}
