@@ -455,6 +455,9 @@ func (br *Bridge) importMsg(m *nats.Msg) {
 	}
 }
 
+// maxGapKeys bounds the (origin, topic) pairs the importer follows for Gaps.
+const maxGapKeys = 1 << 16
+
 // countGap counts the origin sequence numbers of m's topic that the importer never saw since
 // the last message from the same origin bridge, less those the exporter skipped on purpose. A
 // sequence number that does not move forward (the origin's bus was recreated) starts afresh.
@@ -467,8 +470,12 @@ func (br *Bridge) countGap(m *nats.Msg) {
 	}
 	skipped, _ := strconv.ParseUint(m.Header.Get(HeaderSkipped), 10, 64)
 	k := originTopic{origin, m.Subject}
-	if last, ok := br.last[k]; ok && seq > last+1+skipped {
+	last, ok := br.last[k]
+	if ok && seq > last+1+skipped {
 		br.gaps.Add(seq - last - 1 - skipped)
+	}
+	if !ok && len(br.last) >= maxGapKeys {
+		clear(br.last) // bounded memory: each pair starts afresh, counting nothing at first
 	}
 	br.last[k] = seq
 }

@@ -9,18 +9,29 @@
 // The payload travels unchanged as the NATS message's data. Headers carry what the local
 // topic table knows about it:
 //
-//	Offq-Codec        the codec name recorded on the topic (absent for untyped topics)
-//	Offq-Fingerprint  the type fingerprint, 16 lower-case hex digits (absent likewise)
+//	Offq-Codec        the codec name recorded on the topic, on every message ("none" for
+//	                  an untyped topic)
+//	Offq-Fingerprint  the type fingerprint, 16 lower-case hex digits (absent for "none")
 //	Offq-Origin       the exporting bridge's instance id
 //	Offq-Seq          the message's sequence number on its topic on the origin bus
+//	Offq-Skipped      origin sequence numbers just before this one not sent on purpose
+//	                  (looped), so that the importer does not count them as gaps
+//	Offq-Time         when it was published on the origin bus, Unix nanoseconds
 //
 // The importer records codec and fingerprint on the local topic the way typed publishers do
-// (first claim wins); a message whose type differs from the one the local topic carries is
-// refused and counted in Stats.Mismatched.
-//
+// (first claim wins); a message whose type differs from the one the local topic carries, and
+// a message with no fingerprint (untyped, or from a NATS client that sends no offq headers)
+// on a topic that records one, is refused and counted in Stats.Mismatched. The importer
+// counts the origin sequence numbers it never sees, per origin and topic, in Stats.Gaps. An
+// imported message's local Time is that of its re-publish (bus cannot yet send with a given
+// stamp); the origin's is in Offq-Time.
+
 // # Delivery
 //
-// At most once. A message is lost, and counted in Stats.Dropped, when the bridge's local queue
+// At most once. Stats.Forwarded counts a message handed to a connected NATS connection; one
+// exported while NATS is down waits in nats.go's reconnect buffer (Stats.Pending) until the
+// reconnect sends it, or is dropped if the bridge closes first. A message is lost, and
+// counted in Stats.Dropped, when the bridge's local queue
 // overflows (it is DropOldest, so a slow NATS never blocks local publishers), when nats.go
 // refuses a publish (reconnect buffer full, connection closed), when the import subscription
 // is a slow consumer, or when the local bus refuses it (pool exhausted). Messages written to

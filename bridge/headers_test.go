@@ -200,3 +200,39 @@ func TestCleanCloseNoWarning(t *testing.T) {
 }
 
 func busDir(b *bus.Bus) string { return filepath.Dir(b.Path()) }
+
+// TestNoFalseGapsFromLoops: two bridges that both export and import a topic skip each other's
+// messages on the way back (loop prevention); Offq-Skipped keeps those skips from counting as
+// gaps at the other end.
+func TestNoFalseGapsFromLoops(t *testing.T) {
+	s := runServer(t, 0, 0)
+	busA, busB := openBus(t, "a"), openBus(t, "b")
+	brA := newBridge(t, busA, clientURL(s), WithID("A"), WithExport("loop.>"), WithImport("loop.>"))
+	brB := newBridge(t, busB, clientURL(s), WithID("B"), WithExport("loop.>"), WithImport("loop.>"))
+	ctx := ctxT(t)
+	pubA, err := busA.Publisher("loop.t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubB, err := busB.Publisher("loop.t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pubB.Publish(ctx, []byte("b1")); err != nil { // B's seq 1
+		t.Fatal(err)
+	}
+	waitFor(t, "A to import B's first", func() bool { return brA.Stats().Imported == 1 && brA.Stats().Looped == 1 })
+	for _, m := range []string{"a1", "a2", "a3"} { // A's seqs 2 to 4, after skipping 1
+		if err := pubA.Publish(ctx, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "B to import A's three", func() bool { return brB.Stats().Imported == 3 && brB.Stats().Looped == 3 })
+	if err := pubB.Publish(ctx, []byte("b2")); err != nil { // B's seq 5, after skipping 2 to 4
+		t.Fatal(err)
+	}
+	waitFor(t, "A to import B's second", func() bool { return brA.Stats().Imported == 2 })
+	if a, b := brA.Stats(), brB.Stats(); a.Gaps != 0 || b.Gaps != 0 || a.Dropped != 0 || b.Dropped != 0 {
+		t.Fatalf("gaps from skipped loops:\nA %+v\nB %+v", a, b)
+	}
+}

@@ -71,7 +71,7 @@ every --stats-interval (0: never) and at exit, and runs until interrupted (SIGIN
 	f.StringVar(&o.tlsCert, "tls-cert", "", "client certificate `file` for TLS (with --tls-key)")
 	f.StringVar(&o.tlsKey, "tls-key", "", "client key `file` for TLS (with --tls-cert)")
 	f.StringVar(&o.tlsCA, "tls-ca", "", "CA certificate `file` to verify the NATS server")
-	f.StringVar(&o.id, "id", "", "bridge instance id carried in the Offq-Origin header (default: random)")
+	f.StringVar(&o.id, "id", "", "bridge instance id: the Offq-Origin header and the bridge label of its metrics (default: random)")
 	f.IntVar(&o.queueDepth, "queue-depth", 0, "queue depth of the local export subscriptions (default: the bus's inbox capacity)")
 	f.DurationVar(&o.every, "stats-interval", 0, "print the counters this often (0: only at exit)")
 	f.StringVar(&o.listen, "listen", "", "serve Prometheus metrics (the bridge's and its bus's) at http://`ADDR`/metrics")

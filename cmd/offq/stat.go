@@ -87,11 +87,27 @@ type statBus struct {
 }
 
 type statParticipant struct {
-	Index    int       `json:"index"`
-	Name     string    `json:"name"`
-	PID      int       `json:"pid"`
-	Attached time.Time `json:"attached"`
-	Alive    bool      `json:"alive"`
+	Index    int         `json:"index"`
+	Name     string      `json:"name"`
+	PID      int         `json:"pid"`
+	Attached time.Time   `json:"attached"`
+	Alive    bool        `json:"alive"`
+	Bridge   *statBridge `json:"bridge,omitempty"` // set for a NATS bridge
+}
+
+// statBridge is a NATS bridge's counters, as it keeps them in its participant slot.
+type statBridge struct {
+	ID          string `json:"id"`
+	Connected   bool   `json:"connected"`
+	Forwarded   uint64 `json:"forwarded"`
+	Imported    uint64 `json:"imported"`
+	Dropped     uint64 `json:"dropped"`
+	Pending     uint64 `json:"pending"`
+	Gaps        uint64 `json:"gaps"`
+	Mismatched  uint64 `json:"mismatched"`
+	Looped      uint64 `json:"looped"`
+	Disconnects uint64 `json:"disconnects"`
+	Reconnects  uint64 `json:"reconnects"`
 }
 
 type statTopic struct {
@@ -184,7 +200,13 @@ func newStatBus(s transport.Stats) statBus {
 	b := statBus{Name: s.Name, Path: s.Path, SizeBytes: s.Size, Created: s.Created, Reclaims: s.Reclaims,
 		CorruptWords: s.Corrupt, Swept: s.Swept, SweepOff: s.SweepOff, Participants: []statParticipant{}, Topics: []statTopic{}, Inboxes: []statInbox{}, Pools: []statPool{}}
 	for _, p := range s.Participants {
-		b.Participants = append(b.Participants, statParticipant{Index: p.Index, Name: p.Name, PID: p.PID, Attached: p.Attached, Alive: p.Alive})
+		sp := statParticipant{Index: p.Index, Name: p.Name, PID: p.PID, Attached: p.Attached, Alive: p.Alive}
+		if br := p.Bridge; br != nil {
+			sp.Bridge = &statBridge{ID: br.ID, Connected: br.Connected, Forwarded: br.Forwarded, Imported: br.Imported,
+				Dropped: br.Dropped, Pending: br.Pending, Gaps: br.Gaps, Mismatched: br.Mismatched, Looped: br.Looped,
+				Disconnects: br.Disconnects, Reconnects: br.Reconnects}
+		}
+		b.Participants = append(b.Participants, sp)
 	}
 	for _, t := range s.Topics {
 		n := 0
@@ -313,6 +335,17 @@ func (b *statBus) print(w io.Writer, r *statRates) {
 			ps = append(ps, s)
 		}
 		fmt.Fprintf(w, "  %s\n", strings.Join(ps, ", "))
+		for _, p := range b.Participants {
+			if br := p.Bridge; br != nil {
+				state := "connected"
+				if !br.Connected {
+					state = "DISCONNECTED"
+				}
+				fmt.Fprintf(w, "  bridge %s (%s[%d]): %s, forwarded %d, imported %d, dropped %d, pending %d, gaps %d, mismatched %d, looped %d, disconnects %d, reconnects %d\n",
+					statSafe(br.ID), statSafe(p.Name), p.PID, state, br.Forwarded, br.Imported, br.Dropped, br.Pending, br.Gaps,
+					br.Mismatched, br.Looped, br.Disconnects, br.Reconnects)
+			}
+		}
 	}
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -149,3 +149,31 @@ func TestStatSafe(t *testing.T) {
 		t.Errorf("statSafe = %q", got)
 	}
 }
+
+// TestStatBridge: stat (and top, which prints the same) shows a NATS bridge's counters, by
+// its id, as docs/distributed.md says.
+func TestStatBridge(t *testing.T) {
+	dir := t.TempDir()
+	b := statBusFixture(t, dir, "br")
+	b.RecordBridgeCounters(bus.BridgeCounters{ID: "eu-1", Forwarded: 10, Imported: 20, Dropped: 3, Pending: 4, Gaps: 5,
+		Mismatched: 6, Looped: 7, Disconnects: 8, Reconnects: 9})
+	code, out, stderr := runOffq(t, context.Background(), "stat", "--dir", dir, "--bus", "br")
+	want := "bridge eu-1 (tester["
+	want2 := "DISCONNECTED, forwarded 10, imported 20, dropped 3, pending 4, gaps 5, mismatched 6, looped 7, disconnects 8, reconnects 9"
+	if code != exitOK || !strings.Contains(out, want) || !strings.Contains(out, want2) {
+		t.Errorf("stat: status %d, %s\n%s", code, stderr, out)
+	}
+	code, out, _ = runOffq(t, context.Background(), "stat", "--dir", dir, "--bus", "br", "--json")
+	var rep statReport
+	if code != exitOK || json.Unmarshal([]byte(out), &rep) != nil || len(rep.Buses) != 1 || len(rep.Buses[0].Participants) != 1 {
+		t.Fatalf("stat --json: %d\n%s", code, out)
+	}
+	if br := rep.Buses[0].Participants[0].Bridge; br == nil || *br != (statBridge{ID: "eu-1", Forwarded: 10, Imported: 20, Dropped: 3,
+		Pending: 4, Gaps: 5, Mismatched: 6, Looped: 7, Disconnects: 8, Reconnects: 9}) {
+		t.Errorf("stat --json bridge: %+v", br)
+	}
+	code, out, _ = runOffq(t, context.Background(), "top", "--dir", dir, "--bus", "br", "--iterations", "1")
+	if code != exitOK || !strings.Contains(out, want2) {
+		t.Errorf("top: %d\n%s", code, out)
+	}
+}
