@@ -284,7 +284,7 @@ type InboxStats struct {
 	Owner       int    // participant index
 	OwnerName   string // participant name (filled in by Region.Stats)
 	Pattern     string
-	Overflow      Overflow
+	Overflow    Overflow
 	Capacity    int
 	Depth       int
 	Pushed      uint64 // messages accepted (tail position since the ring was opened)
