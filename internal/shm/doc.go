@@ -1,12 +1,26 @@
-// Package transport is offq's shared-memory primitive: a named region holding pools of
+// Package shm is offq's shared-memory protocol: a named region holding pools of
 // message buffers in size classes, and inbox rings of 64-bit buffer handles. A publisher
 // writes a message in place in a pooled buffer and stores the buffer's handle (its size class, slot
 // index and generation, never a pointer) into a subscriber's inbox with one atomic compare-and-swap; the
 // subscriber reads the message in place and releases it. No system call and no copy is on
 // the data path.
 //
-// Most programs use package bus, which builds topics, fan-out and typed messages on this
-// package. Use transport directly for tools and for building other layers.
+// It is the one door to the region: the only package that knows byte offsets, the held
+// lists and the order in which a reference moves between its records, and the only importer
+// of unsafe and golang.org/x/sys/unix (with the bench floor). It exposes whole operations:
+//
+//	l, err := p.Loan(n)                      // a buffer, on loan to participant p
+//	err = l.Write(data)                      // or Fill, or Bytes for in-place writers
+//	res, err := t.Send(ctx, l, n, targets)   // header, a reference per inbox as its cell
+//	                                         // commits, history, end of the loan
+//	m, err := p.Take(ctx, &in, w)            // reserve a held entry, claim a cell into it,
+//	                                         // validate the handle, skip bad ones
+//	err = m.Release()                        // ErrReleased the second time
+//	rep, err := r.Reap()                     // reap the dead, sweep orphans, audit
+//
+// The steps they are made of (push, take into a held entry, add references, remember,
+// unhold, release) are unexported, so no caller can hand out a reference that no record
+// names. Package bus is the facade applications use; package transport the tier tools use.
 //
 // # Regions
 //
@@ -24,16 +38,17 @@
 //
 // A process attaches as a Participant, which holds an open-file-description lock on its slot
 // of the participant table for as long as it lives; the kernel drops the lock when the
-// process dies, however it dies. Participant.Alloc loans a buffer: a single compare-and-swap
+// process dies, however it dies. Participant.Loan lends a buffer: a single compare-and-swap
 // on the buffer's state word both claims it and records the participant as its owner, so no
 // buffer is ever taken without an owner a reaper can find. A buffer carries a reference count
-// and a generation; its Handle packs its class, slot index and generation (39 bits). Inbox.Deliver pushes a handle with
-// a reference of the inbox's own, added just before the ring commits it (Push instead takes
-// over a reference the caller added with AddRefs); Release drops one, Unloan ends the loan, and
-// the last reference returns the buffer to its pool.
+// and a generation; its Handle packs its class, slot index and generation (39 bits).
+// Topic.Send delivers a handle to each inbox with a reference of the inbox's own, added just
+// before the ring commits it, and ends the loan; Held.Release drops the subscriber's reference,
+// and the last reference returns the buffer to its pool.
 //
-// Handles read from shared memory are untrusted: Region.Buffer, Release and AddRefs check a
-// handle's class and slot index against the pools and its generation against the slot's, and fail with ErrBadHandle (allocation-free) rather than touch a wrong address.
+// Handles read from shared memory are untrusted: every use checks a handle's class and slot
+// index against the pools and its generation against the slot's, and fails with ErrBadHandle
+// (allocation-free) rather than touch a wrong address.
 //
 // # Inboxes
 //
@@ -42,7 +57,7 @@
 // the compare-and-swap on the cell is the commit, and any process that finds the head or tail
 // lagging behind a committed cell advances it. A process killed between the two steps
 // therefore never stalls the others, and no lock exists that a dead process could hold.
-// When an inbox is full its Policy decides: DropOldest (the default: the producer evicts and
+// When an inbox is full its Overflow decides: DropOldest (the default: the producer evicts and
 // releases the oldest message), DropNewest (ErrFull) or Block (wait for room up to a
 // deadline, then ErrTimeout). Every drop is counted in the inbox.
 //
@@ -57,8 +72,7 @@
 //
 // Every reference to a buffer is recorded in exactly one place that names its owner: a loan
 // in the buffer's own state word, a queued message in an inbox cell, a received message in its
-// holder's held list (TryPopInto and PopInto move it there in steps a reaper can follow at any
-// instruction), a retained one in a topic's history. Region.Reap finds participants whose
+// holder's held list (Take moves it there in steps a reaper can follow at any instruction), a retained one in a topic's history. Region.Reap finds participants whose
 // kernel lock is gone and reclaims their inboxes, held messages, loans and half-made topic
 // entries, each exactly once however many processes reap at once. A kill between the two atomic
 // operations of moving one reference (a count and a record) leaves a reference nobody holds;
@@ -69,8 +83,8 @@
 //
 // # Concurrency
 //
-// Region, Participant and the Inbox methods Push, TryPop, Pop and Wait are safe for
-// concurrent use by multiple goroutines and processes. All cross-process ordering comes from
+// Region, Participant, Topic.Send and Take are safe for concurrent use by multiple goroutines
+// and processes. All cross-process ordering comes from
 // sequentially consistent atomic operations on words in the region: the compare-and-swap that
 // stores a handle in a cell happens before the load that observes it, and so the writes a
 // publisher made to the buffer (payload and Meta) before pushing are visible to the consumer
@@ -78,8 +92,10 @@
 //
 // # Memory and lifetime
 //
-// Byte slices returned by Buffer.Bytes and Buffer.Data alias the shared mapping. They are
-// valid while the caller holds a reference to the buffer and the Region is open; after
-// Release another process may reuse the buffer at any time. Region.Close refuses to unmap
+// Byte slices returned by Loan.Bytes and Held.Data alias the shared mapping. They are valid
+// while the caller holds the loan or the message and the Region is open; after Release
+// another process may reuse the buffer at any time. Every exported function that reads or
+// writes the mapping turns a memory fault (a truncated file) into an error wrapping
+// ErrCorrupt; reading those slices in the caller's own code is not guarded (Held.Read is). Region.Close refuses to unmap
 // while participants of the process are attached. docs/layout.md has the byte map.
 package shm
