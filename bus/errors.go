@@ -2,6 +2,7 @@ package bus
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/offq/offq/internal/shm"
@@ -37,6 +38,9 @@ var (
 	// ErrHeldFull: the process holds Config.Held messages it has not released.
 	ErrHeldFull = shm.ErrHeldFull
 )
+
+// errQueueDamaged is a subscription's queue found closed while nobody closed it.
+var errQueueDamaged = fmt.Errorf("%w: the subscription's queue was closed by another process (its state word was overwritten); subscribe again", ErrCorrupt)
 
 // PoolError reports a loan that no size class could satisfy: the size asked for and the
 // classes tried. It unwraps to ErrPoolExhausted or ErrTooLarge.

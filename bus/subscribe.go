@@ -145,6 +145,12 @@ func (s *Subscription) Receive(ctx context.Context) (Message, error) {
 		h, err := s.b.p.Take(ctx, &s.in, s.w)
 		if err != nil {
 			if errors.Is(err, shm.ErrClosed) {
+				if !s.closed.Load() && !s.b.closed.Load() {
+					// Nobody in this process closed the subscription, and only its owner
+					// closes an inbox while the owner lives: another process wrote over the
+					// queue's state word.
+					return Message{}, &Error{Op: "receive", Name: s.pattern, Err: errQueueDamaged}
+				}
 				return Message{}, &Error{Op: "receive", Name: s.pattern, Err: ErrClosed}
 			}
 			if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrHeldFull) {

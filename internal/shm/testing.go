@@ -16,3 +16,8 @@ func (p *Participant) OrphanForTest(n int) (err error) {
 	}
 	return p.r.unloan(p.owner, b.h)
 }
+
+// ScribbleStateForTest overwrites the state word of inbox in with v, as a faulty or hostile
+// process writing into the region would. For tests in other packages of how a consumer meets
+// a damaged queue; nothing else may call it.
+func ScribbleStateForTest(in *Inbox, v uint64) { in.v.hdr.state.Store(v) }
