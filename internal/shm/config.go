@@ -17,10 +17,14 @@ import (
 // of MaxClassCount slots), every participant within a slot state word's owner field, and every
 // table index within its field.
 const (
-	MaxClasses       = 8
-	MaxClassSize     = 1 << 30 // 1 GiB
-	MaxClassCount    = 1 << 20
-	MaxInboxes       = 1 << 14
+	MaxClasses    = 8
+	MaxClassSize  = 1 << 30 // 1 GiB
+	MaxClassCount = 1 << 20
+	// MaxInboxes keeps a fan-out within a buffer's reference count (13 bits, 8191): the loan,
+	// the history's reference and, for every subscription, a queued reference and a late
+	// joiner's held history reference (2*4094 + 2 = 8190). More subscriptions than that would
+	// fail a fan-out half-way with a reference count that cannot grow.
+	MaxInboxes       = (maxRefs - 2) / 2
 	MaxInboxCapacity = 1 << 20
 	MaxTopics        = 1 << 16
 	MaxParticipants  = 1<<12 - 1 // a slot state word records a loan's owner (index + 1) in 12 bits

@@ -49,6 +49,7 @@ func TestValidateRejectsEachField(t *testing.T) {
 		{"classes descending", func(c *Config) { c.Classes[0], c.Classes[1] = c.Classes[1], c.Classes[0] }, "ascending"},
 		{"inboxes zero", func(c *Config) { c.Inboxes = 0 }, "inboxes"},
 		{"inboxes above the limit", func(c *Config) { c.Inboxes = MaxInboxes + 1 }, "inboxes"},
+		{"inboxes beyond what a reference count holds", func(c *Config) { c.Inboxes = 8192 }, "inboxes"},
 		{"inbox capacity one", func(c *Config) { c.InboxCapacity = 1 }, "inbox_capacity"},
 		{"inbox capacity zero", func(c *Config) { c.InboxCapacity = 0 }, "inbox_capacity"},
 		{"inbox capacity not a power of two", func(c *Config) { c.InboxCapacity = 1000 }, "inbox_capacity"},
@@ -362,5 +363,13 @@ func TestLoadConfigBounded(t *testing.T) {
 		if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("LoadConfig(%s) = %v, want an error saying %q", path, err, want)
 		}
+	}
+}
+
+// TestMaxInboxesFitsReferences: a message delivered to every subscription a region can have,
+// each also holding it as history, never needs more references than a slot can count.
+func TestMaxInboxesFitsReferences(t *testing.T) {
+	if need := 2*MaxInboxes + 2; need > maxRefs {
+		t.Fatalf("MaxInboxes %d: a full fan-out with history needs %d references, a slot counts %d", MaxInboxes, need, maxRefs)
 	}
 }
