@@ -91,16 +91,24 @@ func (p *Participant) Take(ctx context.Context, in *Inbox, w Waiter) (_ Held, er
 			}
 			return Held{}, err
 		}
-		buf, err := p.r.buffer(h)
-		if err != nil {
-			// The cell held a word that names no live buffer: nothing to release.
-			p.r.hdr.corrupt.Add(1)
-			in.v.hdr.corrupt.Add(1)
-			p.forget(idx)
-			continue
+		if m, ok := p.accept(in, idx, h); ok {
+			return m, nil
 		}
-		return p.newHeld(idx, buf), nil
 	}
+}
+
+// accept checks the handle a take moved into held entry idx. A handle that names no live
+// buffer (the cell held a word a faulty process wrote) is counted and dropped: there is
+// nothing to release, and the entry goes back to reserved for the next take.
+func (p *Participant) accept(in *Inbox, idx int, h Handle) (Held, bool) {
+	buf, err := p.r.buffer(h)
+	if err != nil {
+		p.r.hdr.corrupt.Add(1)
+		in.v.hdr.corrupt.Add(1)
+		p.forget(idx)
+		return Held{}, false
+	}
+	return p.newHeld(idx, buf), true
 }
 
 // TryTake is Take without waiting: ok is false when the inbox is empty.
@@ -116,14 +124,9 @@ func (p *Participant) TryTake(in *Inbox) (_ Held, ok bool, err error) {
 			p.unreserve(idx)
 			return Held{}, false, err
 		}
-		buf, err := p.r.buffer(h)
-		if err != nil {
-			p.r.hdr.corrupt.Add(1)
-			in.v.hdr.corrupt.Add(1)
-			p.forget(idx)
-			continue
+		if m, ok := p.accept(in, idx, h); ok {
+			return m, true, nil
 		}
-		return p.newHeld(idx, buf), true, nil
 	}
 }
 
