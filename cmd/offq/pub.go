@@ -21,6 +21,7 @@ import (
 
 	"github.com/offq/offq/bus"
 	"github.com/offq/offq/codec"
+	"github.com/offq/offq/internal/statview"
 	"github.com/offq/offq/topics"
 	"github.com/offq/offq/transport"
 )
@@ -140,7 +141,7 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 	largest := b.MaxMessageSize()
 	// Flags the bus cannot honour are refused before anything is built or published.
 	if o.size > largest {
-		return usageError(fmt.Errorf("--size %d: larger than the largest buffer of bus %s (%s)", o.size, a.busName, bytesHuman(int64(largest))))
+		return usageError(fmt.Errorf("--size %d: larger than the largest buffer of bus %s (%s)", o.size, a.busName, statview.Bytes(int64(largest))))
 	}
 	if o.history > int(cfg.HistoryDepth) {
 		return usageError(fmt.Errorf("--history %d: bus %s keeps at most %d messages a topic (its history depth)", o.history, a.busName, cfg.HistoryDepth))
@@ -221,7 +222,7 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 	if !o.quiet {
 		subs := p.FanOut()
 		fmt.Fprintf(a.stderr, "offq pub: published %d message%s (%s) on %s to %d subscriber%s\n",
-			sent, plural(sent), bytesHuman(int64(bytesSent)), topic, subs, plural(subs))
+			sent, plural(sent), statview.Bytes(int64(bytesSent)), topic, subs, plural(subs))
 	}
 	return nil
 }
