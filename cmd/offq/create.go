@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/offq/offq/bus"
+	"github.com/offq/offq/internal/statview"
 	"github.com/offq/offq/transport"
 )
 
@@ -210,7 +211,7 @@ func (a *app) create(out io.Writer, cfg transport.Config, given bool, mode os.Fi
 		return fmt.Errorf("create: %w", err)
 	}
 	defer r.Close()
-	fmt.Fprintf(out, "created bus %q: %s, %s\n", a.busName, r.Path(), bytesHuman(int64(r.Size())))
+	fmt.Fprintf(out, "created bus %q: %s, %s\n", a.busName, r.Path(), statview.Bytes(int64(r.Size())))
 	fmt.Fprintf(out, "  buffers: %s\n", describeClasses(cfg.Classes))
 	fmt.Fprintf(out, "  %s\n", describeTables(cfg))
 	return nil
@@ -227,19 +228,6 @@ func describeClasses(cls []transport.Class) string {
 func describeTables(c transport.Config) string {
 	return fmt.Sprintf("inboxes %d (queues up to %d), topics %d, participants %d, history up to %d, held %d per process",
 		c.Inboxes, c.InboxCapacity, c.Topics, c.Participants, c.HistoryDepth, c.Held)
-}
-
-// bytesHuman formats n bytes as 512 B, 9.3 KiB, 64.0 MiB.
-func bytesHuman(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
 
 // attachFlags are pub's and sub's: whether to create the bus if it is missing, and how.

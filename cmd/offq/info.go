@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/offq/offq/internal/statview"
 	"github.com/offq/offq/transport"
 )
 
@@ -112,7 +113,7 @@ func describe(r *transport.Region) (busInfo, error) {
 	inf := busInfo{Name: st.Name, Path: st.Path, Size: st.Size, Created: st.Created, Config: st.Config,
 		Participants: []participantInfo{}, Subscriptions: len(st.Inboxes), Topics: len(st.Topics)}
 	if uid, err := r.Owner(); err == nil {
-		inf.OwnerUID, inf.Owner = uid, userName(uid)
+		inf.OwnerUID, inf.Owner = uid, statview.UserName(uid)
 	}
 	for _, p := range st.Participants {
 		inf.Participants = append(inf.Participants, participantInfo{Index: p.Index, PID: p.PID, Name: p.Name, Alive: p.Alive, Attached: p.Attached})
@@ -133,8 +134,8 @@ func (inf busInfo) print(out io.Writer) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "bus\t%s\n", inf.Name)
 	fmt.Fprintf(tw, "path\t%s\n", inf.Path)
-	fmt.Fprintf(tw, "owner\t%s\n", ownerText(inf.OwnerUID))
-	fmt.Fprintf(tw, "size\t%s\n", bytesHuman(int64(inf.Size)))
+	fmt.Fprintf(tw, "owner\t%s\n", statview.OwnerText(inf.OwnerUID))
+	fmt.Fprintf(tw, "size\t%s\n", statview.Bytes(int64(inf.Size)))
 	fmt.Fprintf(tw, "created\t%s (%s ago)\n", inf.Created.Format(time.RFC3339), time.Since(inf.Created).Round(time.Second))
 	fmt.Fprintf(tw, "buffers\t%s\n", describeClasses(c.Classes))
 	fmt.Fprintf(tw, "tables\t%s\n", describeTables(c))

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/offq/offq/internal/statview"
 	"github.com/offq/offq/transport"
 )
 
@@ -67,7 +68,7 @@ type lsEntry struct {
 func (a *app) lsEntry(name string) lsEntry {
 	e := lsEntry{Name: name, Path: transport.Path(a.dir, name)}
 	if uid, ok := fileOwner(e.Path); ok {
-		e.OwnerUID, e.Owner = uid, userName(uid)
+		e.OwnerUID, e.Owner = uid, statview.UserName(uid)
 	}
 	r, err := a.openReadOnly(name)
 	if err != nil {
@@ -112,7 +113,7 @@ func printLs(out io.Writer, dir string, entries []lsEntry) {
 		if e.Dead > 0 {
 			state = fmt.Sprintf("%d dead awaiting reaping", e.Dead)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", e.Name, ownerColumn(e.OwnerUID), bytesHuman(int64(e.Size)), e.Created.Format(time.DateTime), e.Live, e.Dead, state)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", e.Name, ownerColumn(e.OwnerUID), statview.Bytes(int64(e.Size)), e.Created.Format(time.DateTime), e.Live, e.Dead, state)
 	}
 	tw.Flush()
 }

@@ -10,12 +10,12 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/user"
 	"strconv"
 	"syscall"
 
 	"github.com/spf13/pflag"
 
+	"github.com/offq/offq/internal/statview"
 	"github.com/offq/offq/transport"
 )
 
@@ -33,26 +33,9 @@ func fileOwner(path string) (uid uint32, ok bool) {
 	return st.Uid, true
 }
 
-// userName returns the name of user uid, or "" if it has none.
-func userName(uid uint32) string {
-	u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
-	if err != nil {
-		return ""
-	}
-	return u.Username
-}
-
-// ownerText says who uid is: "uid 1000 (alice)", or "uid 1000" for a user without a name.
-func ownerText(uid uint32) string {
-	if n := userName(uid); n != "" {
-		return fmt.Sprintf("uid %d (%s)", uid, n)
-	}
-	return fmt.Sprintf("uid %d", uid)
-}
-
 // ownerColumn is the owner in a table: the user's name, or the uid for a user without one.
 func ownerColumn(uid uint32) string {
-	if n := userName(uid); n != "" {
+	if n := statview.UserName(uid); n != "" {
 		return n
 	}
 	return strconv.FormatUint(uint64(uid), 10)
@@ -69,7 +52,7 @@ func (a *app) checkOwner(name string, allowed bool, hint string) error {
 	if !ok || !foreign(uid) || allowed {
 		return nil
 	}
-	return fmt.Errorf("bus %q is owned by %s, not by the user running offq; %s", name, ownerText(uid), hint)
+	return fmt.Errorf("bus %q is owned by %s, not by the user running offq; %s", name, statview.OwnerText(uid), hint)
 }
 
 // overrideHint is checkOwner's hint for a command whose flag allows another user's bus.

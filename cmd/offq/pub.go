@@ -1,26 +1,24 @@
 package main
 
 // offq pub: publish messages on a topic from a flag, a file, standard input, or generated
-// payloads of a given size.
+// payloads of a given size. The sources and --json's encoding are in internal/pubsrc.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/offq/offq/bus"
 	"github.com/offq/offq/codec"
+	"github.com/offq/offq/internal/pubsrc"
+	"github.com/offq/offq/internal/statview"
 	"github.com/offq/offq/topics"
 	"github.com/offq/offq/transport"
 )
@@ -140,7 +138,7 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 	largest := b.MaxMessageSize()
 	// Flags the bus cannot honour are refused before anything is built or published.
 	if o.size > largest {
-		return usageError(fmt.Errorf("--size %d: larger than the largest buffer of bus %s (%s)", o.size, a.busName, bytesHuman(int64(largest))))
+		return usageError(fmt.Errorf("--size %d: larger than the largest buffer of bus %s (%s)", o.size, a.busName, statview.Bytes(int64(largest))))
 	}
 	if o.history > int(cfg.HistoryDepth) {
 		return usageError(fmt.Errorf("--history %d: bus %s keeps at most %d messages a topic (its history depth)", o.history, a.busName, cfg.HistoryDepth))
@@ -179,9 +177,9 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 	}
 	defer closeSrc()
 	lines := !cmd.Flags().Changed("data") && !cmd.Flags().Changed("size") // messages are lines of input
-	var enc *jsonToMsgpack
+	var enc *pubsrc.JSON
 	if o.json {
-		enc = &jsonToMsgpack{limit: largest}
+		enc = pubsrc.NewJSON(largest)
 	}
 	var pools poolWatch
 	defer pools.close()
@@ -199,7 +197,7 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 			if lines && len(bytes.TrimSpace(msg)) == 0 {
 				continue // a blank line between JSON messages
 			}
-			if msg, err = enc.encode(msg); err != nil {
+			if msg, err = enc.Encode(msg); err != nil {
 				return fmt.Errorf("pub: message %d: %w", sent+1, err)
 			}
 		}
@@ -221,7 +219,7 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 	if !o.quiet {
 		subs := p.FanOut()
 		fmt.Fprintf(a.stderr, "offq pub: published %d message%s (%s) on %s to %d subscriber%s\n",
-			sent, plural(sent), bytesHuman(int64(bytesSent)), topic, subs, plural(subs))
+			sent, plural(sent), statview.Bytes(int64(bytesSent)), topic, subs, plural(subs))
 	}
 	return nil
 }
@@ -259,82 +257,14 @@ func plural(n int) string {
 }
 
 // pubSource returns the function that yields message i, and what to close at the end.
-func pubSource(cmd *cobra.Command, o pubOptions, largest int) (next func(ctx context.Context, i int) ([]byte, error), closeSrc func(), err error) {
+func pubSource(cmd *cobra.Command, o pubOptions, largest int) (next pubsrc.Next, closeSrc func(), err error) {
 	switch {
 	case cmd.Flags().Changed("data"):
-		msg := []byte(o.data)
-		return func(context.Context, int) ([]byte, error) { return msg, nil }, func() {}, nil
+		return pubsrc.Fixed([]byte(o.data)), func() {}, nil
 	case cmd.Flags().Changed("size"):
-		buf := make([]byte, o.size)
-		return func(_ context.Context, i int) ([]byte, error) { return generated(buf, i+1), nil }, func() {}, nil
+		return pubsrc.Generated(o.size), func() {}, nil
 	}
-	var r io.Reader = cmd.InOrStdin()
-	var f *os.File
-	if o.file != "" && o.file != "-" {
-		if f, err = os.Open(o.file); err != nil {
-			return nil, nil, err
-		}
-		r = f
-	}
-	// Lines are read on a goroutine of their own, so that an interrupt ends pub while it
-	// waits for input. It ends at the end of the input, or when pub is done with it; one
-	// blocked reading standard input ends with the process.
-	type line struct {
-		b   []byte
-		err error
-	}
-	lines, done := make(chan line, 64), make(chan struct{})
-	closeSrc = func() {
-		close(done)
-		if f != nil {
-			f.Close()
-		}
-	}
-	go func() {
-		defer close(lines)
-		send := func(l line) bool {
-			select {
-			case lines <- l:
-				return true
-			case <-done:
-				return false
-			}
-		}
-		sc := bufio.NewScanner(r)
-		sc.Buffer(make([]byte, 64<<10), largest+1)
-		for sc.Scan() {
-			if !send(line{b: bytes.Clone(sc.Bytes())}) {
-				return
-			}
-		}
-		err := sc.Err()
-		if errors.Is(err, bufio.ErrTooLong) {
-			err = fmt.Errorf("a line is longer than the largest buffer (%d bytes)", largest)
-		}
-		if err == nil {
-			err = io.EOF
-		}
-		send(line{err: err})
-	}()
-	return func(ctx context.Context, _ int) ([]byte, error) {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				return nil, io.EOF
-			}
-			return l.b, l.err
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}, closeSrc, nil
-}
-
-// generated fills buf with "message N " repeated and returns it.
-func generated(buf []byte, n int) []byte {
-	text := "message " + strconv.Itoa(n) + " "
-	for i := 0; i < len(buf); i += copy(buf[i:], text) {
-	}
-	return buf
+	return pubsrc.Lines(o.file, cmd.InOrStdin(), largest)
 }
 
 // publishRetry publishes msg, waiting while the pool is exhausted (every buffer is queued for
@@ -421,86 +351,4 @@ func waitSubscribers(ctx context.Context, b *bus.Bus, topic string, n int, timeo
 			return err
 		}
 	}
-}
-
-// jsonToMsgpack turns JSON text into MessagePack with package codec.
-type jsonToMsgpack struct {
-	limit int // largest message
-	buf   []byte
-	mp    codec.Msgpack[any]
-}
-
-func (j *jsonToMsgpack) encode(text []byte) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(text))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("--json: %w", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errors.New("--json: more than one JSON value in a message")
-	}
-	v, err := jsonNumbers(v)
-	if err != nil {
-		return nil, fmt.Errorf("--json: %w", err)
-	}
-	if len(j.buf) == 0 {
-		j.buf = make([]byte, min(4096, j.limit))
-	}
-	for {
-		n, err := j.mp.Encode(j.buf, &v)
-		if err == nil {
-			return j.buf[:n], nil
-		}
-		if !errors.Is(err, codec.ErrShortBuffer) {
-			return nil, err
-		}
-		if len(j.buf) >= j.limit {
-			return nil, fmt.Errorf("encoded message larger than the largest buffer (%d bytes)", j.limit)
-		}
-		j.buf = make([]byte, min(2*len(j.buf), j.limit))
-	}
-}
-
-// jsonNumbers replaces the json.Numbers in v by int64 or uint64 where they are integers that
-// fit, and float64 otherwise, so that msgpack carries them as numbers (integers in their
-// shortest form). An integer that fits in neither, or a number beyond float64's range (which
-// would become an infinity), is an error: a consumer would read another number than the one
-// written.
-func jsonNumbers(v any) (any, error) {
-	switch x := v.(type) {
-	case json.Number:
-		s := x.String()
-		if i, err := x.Int64(); err == nil {
-			return i, nil
-		}
-		if u, err := strconv.ParseUint(s, 10, 64); err == nil {
-			return u, nil
-		}
-		if !strings.ContainsAny(s, ".eE") {
-			return nil, fmt.Errorf("integer %s does not fit in 64 bits", s)
-		}
-		f, err := strconv.ParseFloat(s, 64)
-		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
-			return nil, fmt.Errorf("number %s is beyond the range of a float64", s)
-		}
-		return f, nil
-	case map[string]any:
-		for k, e := range x {
-			n, err := jsonNumbers(e)
-			if err != nil {
-				return nil, err
-			}
-			x[k] = n
-		}
-	case []any:
-		for i, e := range x {
-			n, err := jsonNumbers(e)
-			if err != nil {
-				return nil, err
-			}
-			x[i] = n
-		}
-	}
-	return v, nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/offq/offq/bus"
+	"github.com/offq/offq/internal/statview"
 	"github.com/offq/offq/transport"
 )
 
@@ -60,7 +61,7 @@ func TestStatJSON(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("status %d: %s", code, stderr)
 	}
-	var rep statReport
+	var rep statview.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -71,11 +72,11 @@ func TestStatJSON(t *testing.T) {
 	if b.Name != "one" || len(b.Participants) != 1 || !b.Participants[0].Alive || b.Participants[0].Name != "tester" {
 		t.Errorf("bus: %+v", b)
 	}
-	if len(b.Topics) != 1 || b.Topics[0] != (statTopic{Name: "a.b", Published: 6, Bytes: 60, Subscribers: 1}) {
+	if len(b.Topics) != 1 || b.Topics[0] != (statview.Topic{Name: "a.b", Published: 6, Bytes: 60, Subscribers: 1}) {
 		t.Errorf("topics: %+v", b.Topics)
 	}
-	wantIn := statInbox{Inbox: 0, Subscriber: "tester", Pattern: "a.>", Overflow: "drop-oldest", Depth: 2, Capacity: 4,
-		Delivered: 6, Received: 2, Dropped: statDrops{Oldest: 2}}
+	wantIn := statview.Inbox{Inbox: 0, Subscriber: "tester", Pattern: "a.>", Overflow: "drop-oldest", Depth: 2, Capacity: 4,
+		Delivered: 6, Received: 2, Dropped: statview.Drops{Oldest: 2}}
 	if len(b.Inboxes) != 1 || b.Inboxes[0] != wantIn {
 		t.Errorf("inboxes: %+v, want %+v", b.Inboxes, wantIn)
 	}
@@ -143,13 +144,6 @@ func TestStatErrors(t *testing.T) {
 	}
 }
 
-// TestStatSafe: names from shared memory cannot smuggle escape sequences or tabs to a terminal.
-func TestStatSafe(t *testing.T) {
-	if got := statSafe("a\x1b[2J\tb\xffc.é"); got != "a?[2J?b?c.é" {
-		t.Errorf("statSafe = %q", got)
-	}
-}
-
 // TestStatBridge: stat (and top, which prints the same) shows a NATS bridge's counters, by
 // its id, as docs/distributed.md says.
 func TestStatBridge(t *testing.T) {
@@ -164,11 +158,11 @@ func TestStatBridge(t *testing.T) {
 		t.Errorf("stat: status %d, %s\n%s", code, stderr, out)
 	}
 	code, out, _ = runOffq(t, context.Background(), "stat", "--dir", dir, "--bus", "br", "--json")
-	var rep statReport
+	var rep statview.Report
 	if code != exitOK || json.Unmarshal([]byte(out), &rep) != nil || len(rep.Buses) != 1 || len(rep.Buses[0].Participants) != 1 {
 		t.Fatalf("stat --json: %d\n%s", code, out)
 	}
-	if br := rep.Buses[0].Participants[0].Bridge; br == nil || *br != (statBridge{ID: "eu-1", Forwarded: 10, Imported: 20, Dropped: 3,
+	if br := rep.Buses[0].Participants[0].Bridge; br == nil || *br != (statview.Bridge{ID: "eu-1", Forwarded: 10, Imported: 20, Dropped: 3,
 		Pending: 4, Gaps: 5, Mismatched: 6, Looped: 7, Disconnects: 8, Reconnects: 9}) {
 		t.Errorf("stat --json bridge: %+v", br)
 	}

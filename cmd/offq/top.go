@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/offq/offq/internal/statview"
 )
 
 // topClear moves the cursor home and clears the screen (ANSI). It is written only to a
@@ -66,18 +68,18 @@ func (a *app) runTop(cmd *cobra.Command, interval time.Duration, iterations int)
 	ctx, out := cmd.Context(), cmd.OutOrStdout()
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	var prev *statReport
+	var prev *statview.Report
 	clear := isTerminal(out)
 	for i := 1; ; i++ {
 		cur, err := a.readStats(cmd, "top")
 		if err != nil {
 			return err
 		}
-		var r *statRates
+		var r *statview.Rates
 		if prev != nil {
-			r = statRatesBetween(prev, cur)
+			r = statview.Between(prev, cur)
 		} else {
-			r = statRatesBetween(cur, cur) // every rate "-" until there are two screens
+			r = statview.Between(cur, cur) // every rate "-" until there are two screens
 		}
 		switch {
 		case clear:
@@ -86,7 +88,7 @@ func (a *app) runTop(cmd *cobra.Command, interval time.Duration, iterations int)
 			fmt.Fprintln(out)
 		}
 		fmt.Fprintf(out, "offq top  %s  every %v  %s  (Ctrl-C to quit)\n\n", a.dir, interval, cur.Time.Format(time.TimeOnly))
-		cur.print(out, r)
+		cur.Print(out, r)
 		prev = cur
 		if iterations > 0 && i >= iterations {
 			return nil

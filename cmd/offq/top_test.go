@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/offq/offq/transport"
 )
 
 func TestTopIterations(t *testing.T) {
@@ -81,40 +79,4 @@ func TestTopInterrupted(t *testing.T) {
 	if screens != 3 {
 		t.Fatalf("saw %d screens", screens)
 	}
-}
-
-func TestTopRates(t *testing.T) {
-	t0 := time.Unix(1000, 0)
-	created := time.Unix(1, 0)
-	in := func(id transport.InboxID, delivered, received, oldest uint64) statInbox {
-		return statInbox{id: id, Inbox: id.Index(), Delivered: delivered, Received: received, Dropped: statDrops{Oldest: oldest}}
-	}
-	prev := &statReport{Time: t0, Buses: []statBus{
-		{Name: "b", Created: created,
-			Topics:  []statTopic{{Name: "t", Published: 100, Bytes: 1000}},
-			Inboxes: []statInbox{in(1, 100, 50, 10), in(2, 500, 500, 0)}},
-		{Name: "recreated", Created: created, Topics: []statTopic{{Name: "t", Published: 100}}},
-	}}
-	cur := &statReport{Time: t0.Add(2 * time.Second), Buses: []statBus{
-		{Name: "b", Created: created,
-			Topics:  []statTopic{{Name: "t", Published: 300, Bytes: 5000}, {Name: "new", Published: 7}},
-			Inboxes: []statInbox{in(1, 200, 150, 30), in(2|1<<16, 4, 4, 0)}}, // slot 2 reopened: another generation
-		{Name: "recreated", Created: created.Add(time.Second), Topics: []statTopic{{Name: "t", Published: 10}}},
-	}}
-	r := statRatesBetween(prev, cur)
-	check := func(what string, m map[string]float64, key string, want float64, ok bool) {
-		t.Helper()
-		got, has := m[key]
-		if has != ok || got != want {
-			t.Errorf("%s %q: %v %v, want %v %v", what, key, got, has, want, ok)
-		}
-	}
-	check("msgs/s", r.topicMsgs, statTopicKey("b", "t"), 100, true)
-	check("bytes/s", r.topicBytes, statTopicKey("b", "t"), 2000, true)
-	check("msgs/s of a new topic", r.topicMsgs, statTopicKey("b", "new"), 0, false)
-	check("msgs/s of a re-created bus", r.topicMsgs, statTopicKey("recreated", "t"), 0, false)
-	check("in/s", r.inboxIn, statInboxKey("b", cur.Buses[0].Inboxes[0]), 50, true)
-	check("out/s", r.inboxOut, statInboxKey("b", cur.Buses[0].Inboxes[0]), 50, true)
-	check("drops/s", r.inboxDrp, statInboxKey("b", cur.Buses[0].Inboxes[0]), 10, true)
-	check("in/s of a reopened slot", r.inboxIn, statInboxKey("b", cur.Buses[0].Inboxes[1]), 0, false)
 }
