@@ -436,7 +436,7 @@ func (br *Bridge) importMsg(m *nats.Msg) {
 	}
 	ctx, cancel := context.WithTimeout(br.ctx, br.o.timeout)
 	before := it.p.Published()
-	err = it.p.Publish(ctx, m.Data)
+	err = publishAt(ctx, it.p, m.Data, originTime(m))
 	after := it.p.Published()
 	cancel()
 	if err != nil {
@@ -453,6 +453,30 @@ func (br *Bridge) importMsg(m *nats.Msg) {
 	for s := before + 1; s <= after && s-before <= 64; s++ {
 		br.remember(topicSeq{m.Subject, s}, h)
 	}
+}
+
+// originTime returns the origin's publish time from m's Offq-Time header, or the zero time
+// (publish now) when it has none or a bad one.
+func originTime(m *nats.Msg) time.Time {
+	ns, err := strconv.ParseInt(m.Header.Get(HeaderTime), 10, 64)
+	if err != nil || ns <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+// publishAt publishes data on p stamped with the origin's publish time at (the zero time:
+// now), so that local subscribers' Message.Time and Age measure from the origin.
+func publishAt(ctx context.Context, p *bus.Publisher, data []byte, at time.Time) error {
+	l, err := p.Loan(len(data))
+	if err != nil {
+		return err
+	}
+	if err := l.Write(data); err != nil {
+		l.Discard()
+		return err
+	}
+	return p.Send(ctx, l.WithTime(at))
 }
 
 // maxGapKeys bounds the (origin, topic) pairs the importer follows for Gaps.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/offq/offq/internal/shm"
 	"github.com/offq/offq/topics"
@@ -132,6 +133,25 @@ func (l Loan) Cap() int { return l.l.Cap() }
 func (l Loan) WithLen(n int) Loan {
 	l.n = max(0, min(n, l.l.Cap()))
 	return l
+}
+
+// WithTime returns the loan with its publish time set to t: Send stamps the message with t
+// instead of the moment of sending, so that subscribers' Message.Time and Age measure from t.
+// It is for programs that forward messages published elsewhere, such as bridges, which pass
+// the origin's publish time. The zero time means the moment of sending (the default).
+func (l Loan) WithTime(t time.Time) Loan {
+	l.l = l.l.WithStamp(shm.Stamp(t))
+	return l
+}
+
+// Write copies data to the start of the loan's buffer, guarded against memory faults (a
+// region file truncated under the buffer gives an error wrapping ErrCorrupt, not SIGBUS). It
+// fails with ErrTooLarge if data does not fit in Cap bytes; it does not change the length.
+func (l Loan) Write(data []byte) error {
+	if l.p == nil {
+		return ErrLoanEnded
+	}
+	return l.l.Write(data)
 }
 
 // Discard gives back a loan that will not be sent. It fails with ErrLoanEnded if the loan was
