@@ -25,6 +25,7 @@ const (
 	HeaderSeq         = "Offq-Seq"         // the message's sequence number on its topic on the origin bus
 	HeaderSkipped     = "Offq-Skipped"     // origin sequence numbers just before this one that the exporter did not send on purpose (looped)
 	HeaderTime        = "Offq-Time"        // when the message was published on the origin bus, Unix nanoseconds
+	HeaderType        = "Offq-Type"        // the Go type's name recorded on the topic with the codec ("main.Reading"); absent if none
 )
 
 // CodecNone is the Offq-Codec of a message from a topic that records no codec (untyped bytes).
@@ -309,7 +310,7 @@ func (br *Bridge) export(s *bus.Subscription) {
 			skipped[topic]++
 			continue
 		}
-		msg := &nats.Msg{Subject: topic, Data: data, Header: make(nats.Header, 6)}
+		msg := &nats.Msg{Subject: topic, Data: data, Header: make(nats.Header, 7)}
 		msg.Header.Set(HeaderOrigin, br.id)
 		msg.Header.Set(HeaderSeq, strconv.FormatUint(seq, 10))
 		msg.Header.Set(HeaderTime, strconv.FormatInt(m.Time().UnixNano(), 10))
@@ -320,6 +321,9 @@ func (br *Bridge) export(s *bus.Subscription) {
 		if c, fp := m.Codec(); fp != 0 {
 			msg.Header.Set(HeaderCodec, c)
 			msg.Header.Set(HeaderFingerprint, fmt.Sprintf("%016x", fp))
+			if tn := m.TypeName(); tn != "" {
+				msg.Header.Set(HeaderType, tn)
+			}
 		} else {
 			msg.Header.Set(HeaderCodec, CodecNone)
 		}
@@ -426,7 +430,7 @@ func (br *Bridge) importMsg(m *nats.Msg) {
 			return
 		}
 	}
-	if err := it.p.ClaimCodec(codecName, fp); err != nil {
+	if err := it.p.ClaimCodec(codecName, fp, m.Header.Get(HeaderType)); err != nil {
 		haveCodec, have := it.p.Codec()
 		br.mismatched.Add(1)
 		br.log.Warn("type mismatch", zap.String("topic", m.Subject), zap.String("codec", codecName),

@@ -70,15 +70,15 @@ func (p *Publisher) Codec() (name string, fingerprint uint64) {
 	return c, fp
 }
 
-// ClaimCodec records codec name and fingerprint on the topic if nothing is recorded yet, as a
-// typed publisher does (see NewPublisher), and fails with an error wrapping ErrTypeMismatch if
-// another codec or type is. For a program that moves encoded messages without decoding them
-// (package bridge).
-func (p *Publisher) ClaimCodec(name string, fingerprint uint64) error {
+// ClaimCodec records codec name, fingerprint and typeName (the Go type's name, "" if unknown)
+// on the topic if nothing is recorded yet, as a typed publisher does (see NewPublisher), and
+// fails with an error wrapping ErrTypeMismatch if another codec or type is. For a program
+// that moves encoded messages without decoding them (package bridge).
+func (p *Publisher) ClaimCodec(name string, fingerprint uint64, typeName string) error {
 	if fingerprint == 0 {
 		return nil
 	}
-	ok, err := p.topic.SetFingerprint(fingerprint, name)
+	ok, err := p.topic.SetFingerprint(fingerprint, name, typeName)
 	if err != nil {
 		return &Error{Op: "claim codec", Name: p.name, Err: err}
 	}
@@ -86,9 +86,12 @@ func (p *Publisher) ClaimCodec(name string, fingerprint uint64) error {
 		return nil
 	}
 	have, haveCodec := p.topic.Fingerprint()
-	return &Error{Op: "claim codec", Name: p.name, Err: fmt.Errorf("%w: topic carries codec %q, type fingerprint %#016x; this is codec %q, fingerprint %#016x",
-		ErrTypeMismatch, haveCodec, have, name, fingerprint)}
+	return &Error{Op: "claim codec", Name: p.name, Err: fmt.Errorf("%w: topic carries codec %q, type %s, fingerprint %#016x; this is codec %q, type %s, fingerprint %#016x",
+		ErrTypeMismatch, haveCodec, recordedType(p.topic.TypeName()), have, name, recordedType(typeName), fingerprint)}
 }
+
+// TypeName returns the name of the Go type recorded on the topic with its codec ("" if none).
+func (p *Publisher) TypeName() string { return p.topic.TypeName() }
 
 // Loan is a buffer in shared memory lent to a publisher: write the message into Bytes, then
 // Send it. A Loan that is not sent must be given back with Discard. Sending or discarding a

@@ -19,6 +19,7 @@ type TopicStats struct {
 	HistoryDepth int
 	Codec        string // codec recorded by the first typed publisher or subscriber, if any
 	Fingerprint  uint64 // type fingerprint recorded with it (0: none)
+	TypeName     string // the Go type's name recorded with it ("main.Reading"; "" if none)
 }
 
 // TopicStats returns every topic in the table. It reads shared memory only.
@@ -41,7 +42,7 @@ func (r *Region) topicStats() []TopicStats {
 		fp, codec := t.Fingerprint()
 		out = append(out, TopicStats{
 			Index: i, Name: t.Name(), Published: shown(t.e.seq.Load()), Bytes: shown(t.e.bytes.Load()),
-			HistoryDepth: t.HistoryDepth(), Codec: codec, Fingerprint: fp,
+			HistoryDepth: t.HistoryDepth(), Codec: codec, Fingerprint: fp, TypeName: t.typeNameRead(),
 		})
 	}
 	return out
