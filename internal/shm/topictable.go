@@ -251,7 +251,7 @@ func (t Topic) setFingerprint(fp uint64, codec, typeName string) bool {
 			t.e.codec = [16]byte{}
 			copy(t.e.codec[:], codec)
 			t.e.typeName = [maxTypeName]byte{}
-			copy(t.e.typeName[:], truncUTF8(typeName, maxTypeName))
+			copy(t.e.typeName[:], truncateUTF8(typeName, maxTypeName))
 			if t.e.fingerprint.CompareAndSwap(uint64(owner), fp) {
 				return true
 			}
@@ -279,17 +279,6 @@ func (t Topic) typeNameRead() string {
 		n++
 	}
 	return string(t.e.typeName[:n])
-}
-
-// truncUTF8 returns s cut to at most n bytes, on the start of a UTF-8 sequence.
-func truncUTF8(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && s[n]&0xc0 == 0x80 {
-		n--
-	}
-	return s[:n]
 }
 
 // claimer returns the participant (index + 1) in whose name this process claims the topic.

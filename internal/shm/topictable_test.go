@@ -286,8 +286,8 @@ func TestTypeNameRecorded(t *testing.T) {
 		{strings.Repeat("a", 38) + "é", strings.Repeat("a", 38) + "é"},
 		{strings.Repeat("a", 38) + "€", strings.Repeat("a", 38)},
 	} {
-		if got := truncUTF8(tc.in, maxTypeName); got != tc.want {
-			t.Errorf("truncUTF8(%q) = %q, want %q", tc.in, got, tc.want)
+		if got := truncateUTF8(tc.in, maxTypeName); got != tc.want {
+			t.Errorf("truncateUTF8(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 	r, p := newTopicRegion(t, DefaultConfig())
