@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestStatsReadOnlyAndList(t *testing.T) {
@@ -120,4 +121,42 @@ func TestStatsWhoHoldsThePool(t *testing.T) {
 	if got := r.Stats().Participants[1].Held[0]; got != 0 {
 		t.Errorf("held after release: %d", got)
 	}
+}
+
+// TestSendWithStamp: a loan's stamp (WithStamp) is the publish time Send writes, where a loan
+// without one gets Now; Stamp is the inverse of Time.
+func TestSendWithStamp(t *testing.T) {
+	r, err := Create("stamp", Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p := must(r.Attach("p"))
+	defer p.Detach()
+	tp := must(p.LookupTopic("stamp.a", true, 0))
+	in := must(p.OpenInbox(InboxConfig{Capacity: 4, Pattern: "stamp.a"}))
+	ctx := context.Background()
+	origin := time.Date(2026, 12, 4, 12, 0, 0, 123456789, time.UTC)
+	if got := Time(Stamp(origin)); !got.Equal(origin) {
+		t.Fatalf("Time(Stamp(%v)) = %v", origin, got)
+	}
+	if Stamp(time.Time{}) != 0 {
+		t.Fatal("the zero time gives a stamp")
+	}
+	before := Now()
+	for _, st := range []int64{Stamp(origin), 0} {
+		if _, err := tp.Send(ctx, must(p.Loan(8)).WithStamp(st), 8, []Inbox{in}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := must(p.Take(ctx, &in, Waiter{}))
+	if got := Time(h.Meta().Stamp); !got.Equal(origin) {
+		t.Errorf("stamped message's time %v, want %v", got, origin)
+	}
+	h.Release()
+	h = must(p.Take(ctx, &in, Waiter{}))
+	if st := h.Meta().Stamp; st < before || st > Now() {
+		t.Errorf("unstamped message's stamp %d, want Now at Send (after %d)", st, before)
+	}
+	h.Release()
 }
