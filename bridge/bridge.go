@@ -25,6 +25,7 @@ const (
 	HeaderSeq         = "Offq-Seq"         // the message's sequence number on its topic on the origin bus
 	HeaderSkipped     = "Offq-Skipped"     // origin sequence numbers just before this one that the exporter did not send on purpose (looped)
 	HeaderTime        = "Offq-Time"        // when the message was published on the origin bus, Unix nanoseconds
+	HeaderType        = "Offq-Type"        // the Go type's name recorded on the topic with the codec ("main.Reading"); absent if none
 )
 
 // CodecNone is the Offq-Codec of a message from a topic that records no codec (untyped bytes).
@@ -309,7 +310,7 @@ func (br *Bridge) export(s *bus.Subscription) {
 			skipped[topic]++
 			continue
 		}
-		msg := &nats.Msg{Subject: topic, Data: data, Header: make(nats.Header, 6)}
+		msg := &nats.Msg{Subject: topic, Data: data, Header: make(nats.Header, 7)}
 		msg.Header.Set(HeaderOrigin, br.id)
 		msg.Header.Set(HeaderSeq, strconv.FormatUint(seq, 10))
 		msg.Header.Set(HeaderTime, strconv.FormatInt(m.Time().UnixNano(), 10))
@@ -320,6 +321,9 @@ func (br *Bridge) export(s *bus.Subscription) {
 		if c, fp := m.Codec(); fp != 0 {
 			msg.Header.Set(HeaderCodec, c)
 			msg.Header.Set(HeaderFingerprint, fmt.Sprintf("%016x", fp))
+			if tn := m.TypeName(); tn != "" {
+				msg.Header.Set(HeaderType, tn)
+			}
 		} else {
 			msg.Header.Set(HeaderCodec, CodecNone)
 		}
@@ -426,7 +430,7 @@ func (br *Bridge) importMsg(m *nats.Msg) {
 			return
 		}
 	}
-	if err := it.p.ClaimCodec(codecName, fp); err != nil {
+	if err := it.p.ClaimCodec(codecName, fp, m.Header.Get(HeaderType)); err != nil {
 		haveCodec, have := it.p.Codec()
 		br.mismatched.Add(1)
 		br.log.Warn("type mismatch", zap.String("topic", m.Subject), zap.String("codec", codecName),
@@ -436,7 +440,7 @@ func (br *Bridge) importMsg(m *nats.Msg) {
 	}
 	ctx, cancel := context.WithTimeout(br.ctx, br.o.timeout)
 	before := it.p.Published()
-	err = it.p.Publish(ctx, m.Data)
+	err = publishAt(ctx, it.p, m.Data, originTime(m))
 	after := it.p.Published()
 	cancel()
 	if err != nil {
@@ -453,6 +457,30 @@ func (br *Bridge) importMsg(m *nats.Msg) {
 	for s := before + 1; s <= after && s-before <= 64; s++ {
 		br.remember(topicSeq{m.Subject, s}, h)
 	}
+}
+
+// originTime returns the origin's publish time from m's Offq-Time header, or the zero time
+// (publish now) when it has none or a bad one.
+func originTime(m *nats.Msg) time.Time {
+	ns, err := strconv.ParseInt(m.Header.Get(HeaderTime), 10, 64)
+	if err != nil || ns <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+// publishAt publishes data on p stamped with the origin's publish time at (the zero time:
+// now), so that local subscribers' Message.Time and Age measure from the origin.
+func publishAt(ctx context.Context, p *bus.Publisher, data []byte, at time.Time) error {
+	l, err := p.Loan(len(data))
+	if err != nil {
+		return err
+	}
+	if err := l.Write(data); err != nil {
+		l.Discard()
+		return err
+	}
+	return p.Send(ctx, l.WithTime(at))
 }
 
 // maxGapKeys bounds the (origin, topic) pairs the importer follows for Gaps.

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net"
 	"net/url"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -209,8 +211,9 @@ func TestTypedAcrossHosts(t *testing.T) {
 	}
 
 	// The topic on B carries A's type: a typed publisher of another type is refused there.
-	if _, err := bus.NewTypedPublisher(busB, "orders.new", codec.NewMsgpack[string]()); !errors.Is(err, bus.ErrTypeMismatch) {
-		t.Fatalf("publisher of another type on B: %v, want ErrTypeMismatch", err)
+	// It names A's type, which travelled in Offq-Type.
+	if _, err := bus.NewTypedPublisher(busB, "orders.new", codec.NewMsgpack[string]()); !errors.Is(err, bus.ErrTypeMismatch) || !strings.Contains(err.Error(), "type bridge.order,") {
+		t.Fatalf("publisher of another type on B: %v, want ErrTypeMismatch naming bridge.order", err)
 	}
 
 	// A fence from B: B exports it after everything it imported, on one connection, so any
@@ -416,4 +419,64 @@ func TestCountsWhatItCannotForward(t *testing.T) {
 	if st := br.Stats(); st.Forwarded != 0 || st.Connected {
 		t.Fatalf("%+v", st)
 	}
+}
+
+// TestOriginTimeAcrossHosts: a message's Time on the importing bus is its publish time on the
+// origin bus (carried in Offq-Time), not the moment the importer re-published it.
+func TestOriginTimeAcrossHosts(t *testing.T) {
+	s1, s2 := cluster(t)
+	busA, busB := openBus(t, "a"), openBus(t, "b")
+	newBridge(t, busA, clientURL(s1), WithID("A"), WithExport("clock.>"))
+	newBridge(t, busB, clientURL(s2), WithID("B"), WithImport("clock.>"))
+	interest(t, s1, "clock.tick")
+	ctx := ctxT(t)
+
+	subA, err := busA.Subscribe("clock.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer subA.Close()
+	subB, err := busB.Subscribe("clock.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer subB.Close()
+	pubA, err := busA.Publisher("clock.tick")
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin := map[string]time.Time{} // payload → its publish time on A
+	seen := 0
+	warmUp(t, func() {
+		seen++
+		payload := "tick " + strconv.Itoa(seen)
+		if err := pubA.Publish(ctx, []byte(payload)); err != nil {
+			t.Fatal(err)
+		}
+		m, err := subA.Receive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		origin[string(m.Data())] = m.Time()
+		m.Release()
+	}, func(ctx context.Context) bool {
+		m, err := subB.Receive(ctx)
+		if err != nil {
+			return false
+		}
+		defer m.Release()
+		want, ok := origin[string(m.Data())]
+		if !ok {
+			t.Fatalf("B received %q, never published on A", m.Data())
+		}
+		got := m.Time()
+		if d := got.Sub(want); d < -time.Microsecond || d > time.Microsecond {
+			t.Fatalf("Time on B %v, on A %v: differ by %v, want the origin's time", got, want, d)
+		}
+		since := time.Since(want)
+		if age := m.Age(); age < since-time.Millisecond {
+			t.Fatalf("Age on B %v, less than the time since the origin's publish", age)
+		}
+		return true
+	})
 }

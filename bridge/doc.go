@@ -17,14 +17,15 @@
 //	Offq-Skipped      origin sequence numbers just before this one not sent on purpose
 //	                  (looped), so that the importer does not count them as gaps
 //	Offq-Time         when it was published on the origin bus, Unix nanoseconds
+//	Offq-Type         the Go type's name recorded on the topic ("main.Reading"; absent if none)
 //
-// The importer records codec and fingerprint on the local topic the way typed publishers do
+// The importer records codec, fingerprint and type name on the local topic the way typed publishers do
 // (first claim wins); a message whose type differs from the one the local topic carries, and
 // a message with no fingerprint (untyped, or from a NATS client that sends no offq headers)
 // on a topic that records one, is refused and counted in Stats.Mismatched. The importer
 // counts the origin sequence numbers it never sees, per origin and topic, in Stats.Gaps. An
-// imported message's local Time is that of its re-publish (bus cannot yet send with a given
-// stamp); the origin's is in Offq-Time.
+// imported message's local Time and Age are those of its publish on the origin (Offq-Time,
+// sent with bus.Loan.WithTime); one without the header is stamped when it is imported.
 
 // # Delivery
 //

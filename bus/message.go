@@ -60,6 +60,16 @@ func (m Message) Age() time.Duration {
 	return time.Duration(shm.Now() - m.h.Meta().Stamp)
 }
 
+// TypeName returns the name of the Go type recorded on the message's topic with its codec
+// ("main.Reading"; "" if none). Call it before Release.
+func (m Message) TypeName() string {
+	if m.s == nil {
+		return ""
+	}
+	name, _ := m.s.b.r.TopicTypeName(int(m.h.Meta().Topic))
+	return name
+}
+
 // Codec returns the codec name and type fingerprint recorded on the message's topic by its
 // first typed publisher or subscriber ("" and 0 for a topic only untyped code has used). Call
 // it before Release.

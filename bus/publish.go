@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/offq/offq/internal/shm"
 	"github.com/offq/offq/topics"
@@ -69,15 +70,15 @@ func (p *Publisher) Codec() (name string, fingerprint uint64) {
 	return c, fp
 }
 
-// ClaimCodec records codec name and fingerprint on the topic if nothing is recorded yet, as a
-// typed publisher does (see NewPublisher), and fails with an error wrapping ErrTypeMismatch if
-// another codec or type is. For a program that moves encoded messages without decoding them
-// (package bridge).
-func (p *Publisher) ClaimCodec(name string, fingerprint uint64) error {
+// ClaimCodec records codec name, fingerprint and typeName (the Go type's name, "" if unknown)
+// on the topic if nothing is recorded yet, as a typed publisher does (see NewPublisher), and
+// fails with an error wrapping ErrTypeMismatch if another codec or type is. For a program
+// that moves encoded messages without decoding them (package bridge).
+func (p *Publisher) ClaimCodec(name string, fingerprint uint64, typeName string) error {
 	if fingerprint == 0 {
 		return nil
 	}
-	ok, err := p.topic.SetFingerprint(fingerprint, name)
+	ok, err := p.topic.SetFingerprint(fingerprint, name, typeName)
 	if err != nil {
 		return &Error{Op: "claim codec", Name: p.name, Err: err}
 	}
@@ -85,9 +86,12 @@ func (p *Publisher) ClaimCodec(name string, fingerprint uint64) error {
 		return nil
 	}
 	have, haveCodec := p.topic.Fingerprint()
-	return &Error{Op: "claim codec", Name: p.name, Err: fmt.Errorf("%w: topic carries codec %q, type fingerprint %#016x; this is codec %q, fingerprint %#016x",
-		ErrTypeMismatch, haveCodec, have, name, fingerprint)}
+	return &Error{Op: "claim codec", Name: p.name, Err: fmt.Errorf("%w: topic carries codec %q, type %s, fingerprint %#016x; this is codec %q, type %s, fingerprint %#016x",
+		ErrTypeMismatch, haveCodec, recordedType(p.topic.TypeName()), have, name, recordedType(typeName), fingerprint)}
 }
+
+// TypeName returns the name of the Go type recorded on the topic with its codec ("" if none).
+func (p *Publisher) TypeName() string { return p.topic.TypeName() }
 
 // Loan is a buffer in shared memory lent to a publisher: write the message into Bytes, then
 // Send it. A Loan that is not sent must be given back with Discard. Sending or discarding a
@@ -132,6 +136,25 @@ func (l Loan) Cap() int { return l.l.Cap() }
 func (l Loan) WithLen(n int) Loan {
 	l.n = max(0, min(n, l.l.Cap()))
 	return l
+}
+
+// WithTime returns the loan with its publish time set to t: Send stamps the message with t
+// instead of the moment of sending, so that subscribers' Message.Time and Age measure from t.
+// It is for programs that forward messages published elsewhere, such as bridges, which pass
+// the origin's publish time. The zero time means the moment of sending (the default).
+func (l Loan) WithTime(t time.Time) Loan {
+	l.l = l.l.WithStamp(shm.Stamp(t))
+	return l
+}
+
+// Write copies data to the start of the loan's buffer, guarded against memory faults (a
+// region file truncated under the buffer gives an error wrapping ErrCorrupt, not SIGBUS). It
+// fails with ErrTooLarge if data does not fit in Cap bytes; it does not change the length.
+func (l Loan) Write(data []byte) error {
+	if l.p == nil {
+		return ErrLoanEnded
+	}
+	return l.l.Write(data)
 }
 
 // Discard gives back a loan that will not be sent. It fails with ErrLoanEnded if the loan was

@@ -90,7 +90,7 @@ func largestClass(b *Bus) int {
 // claimTopic records fp and codec on t if nothing is recorded yet, and fails with
 // ErrTypeMismatch if something else is.
 func claimTopic(t shm.Topic, fp uint64, codecName string, typ reflect.Type) error {
-	ok, err := t.SetFingerprint(fp, codecName)
+	ok, err := t.SetFingerprint(fp, codecName, typ.String())
 	if err != nil {
 		return err
 	}
@@ -98,12 +98,21 @@ func claimTopic(t shm.Topic, fp uint64, codecName string, typ reflect.Type) erro
 		return nil
 	}
 	have, haveCodec := t.Fingerprint()
-	return fmt.Errorf("%w: topic %q carries codec %q, type fingerprint %#016x (%s); this is codec %q, type %s, fingerprint %#016x",
-		ErrTypeMismatch, t.Name(), haveCodec, have, mismatchHint(haveCodec, codecName), codecName, typ, fp)
+	return fmt.Errorf("%w: topic %q carries codec %q, type %s, fingerprint %#016x (%s); this is codec %q, type %s, fingerprint %#016x",
+		ErrTypeMismatch, t.Name(), haveCodec, recordedType(t.TypeName()), have, mismatchHint(haveCodec, codecName), codecName, typ, fp)
 }
 
-// mismatchHint says what a fingerprint that differs means. The region records the codec and
-// the fingerprint, not the type's name.
+// recordedType names a type recorded on a topic, for errors: "(unnamed)" when its claimer
+// recorded no name (an importing bridge of an older origin, offq pub).
+func recordedType(name string) string {
+	if name == "" {
+		return "(unnamed)"
+	}
+	return name
+}
+
+// mismatchHint says what a fingerprint that differs means. The region records the codec, the
+// fingerprint and the type's name; types of one name but another layout differ here.
 func mismatchHint(have, want string) string {
 	switch {
 	case have != want:

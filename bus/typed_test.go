@@ -567,3 +567,34 @@ func TestTypedMsgpackAllocs(t *testing.T) {
 		}))
 	t.Logf("msgpack Decode of that event: %v allocations", testing.AllocsPerRun(100, func() { m2.Decode(&ev) }))
 }
+
+// TestTypeMismatchNamesRecordedType: the topic records the Go type's name with its codec and
+// fingerprint, and a mismatch error names it (the region used to record only the fingerprint).
+func TestTypeMismatchNamesRecordedType(t *testing.T) {
+	b := openTest(t, t.TempDir())
+	type other struct{ A, B uint32 }
+	p, err := NewTypedPublisher(b, "types.rec", codec.NewStruct[reading]())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if got := p.p.TypeName(); got != "bus.reading" {
+		t.Fatalf("recorded type name %q, want bus.reading", got)
+	}
+	_, err = NewTypedPublisher(b, "types.rec", codec.NewStruct[other]())
+	if !errors.Is(err, ErrTypeMismatch) || !strings.Contains(err.Error(), "type bus.reading,") || !strings.Contains(err.Error(), "type bus.other,") {
+		t.Fatalf("publisher of another type: %v, want ErrTypeMismatch naming bus.reading and bus.other", err)
+	}
+	_, err = NewTypedSubscription(b, "types.rec", codec.NewStruct[other]())
+	if !errors.Is(err, ErrTypeMismatch) || !strings.Contains(err.Error(), "type bus.reading,") {
+		t.Fatalf("subscription of another type: %v, want ErrTypeMismatch naming bus.reading", err)
+	}
+	pp, err := b.Publisher("types.rec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pp.Close()
+	if err := pp.ClaimCodec("struct", 12345678, "x.Y"); !errors.Is(err, ErrTypeMismatch) || !strings.Contains(err.Error(), "type bus.reading,") || !strings.Contains(err.Error(), "type x.Y,") {
+		t.Fatalf("ClaimCodec of another type: %v, want ErrTypeMismatch naming bus.reading and x.Y", err)
+	}
+}

@@ -128,6 +128,21 @@ func emit(ch chan<- prometheus.Metric, s *transport.Stats) {
 			send(mBridgeGaps, float64(br.Gaps), l...)
 		}
 	}
+	classes := make([]string, len(s.Pools))
+	for i, p := range s.Pools {
+		classes[i] = transport.Size(p.Size).String()
+	}
+	for _, p := range s.Participants {
+		idx, pname := strconv.Itoa(p.Index), label(p.Name)
+		for c, class := range classes {
+			if c < len(p.Held) {
+				send(mParticipantHeld, float64(p.Held[c]), bus, idx, pname, class)
+			}
+			if c < len(p.Loaned) {
+				send(mParticipantLoaned, float64(p.Loaned[c]), bus, idx, pname, class)
+			}
+		}
+	}
 	send(mParticipants, float64(alive), bus, stateAlive)
 	send(mParticipants, float64(len(s.Participants)-alive), bus, stateDead)
 	for _, t := range []struct {
@@ -161,6 +176,11 @@ func emit(ch chan<- prometheus.Metric, s *transport.Stats) {
 		send(mTopicPublished, float64(t.Published), bus, name)
 		send(mTopicBytes, float64(t.Bytes), bus, name)
 		send(mTopicSubscribers, float64(subs[i]), bus, name)
+		for c, class := range classes {
+			if c < len(t.InUse) {
+				send(mTopicInUse, float64(t.InUse[c]), bus, name, class)
+			}
+		}
 	}
 
 	for _, in := range s.Inboxes {

@@ -170,6 +170,7 @@ func TestDashboardUsesServedMetrics(t *testing.T) {
 	for _, n := range []string{
 		"offq_inbox_depth", "offq_messages_dropped_total", "offq_pool_buffers_in_use", "offq_pool_buffers",
 		"offq_topic_messages_published_total", "offq_inbox_delivered_total", "offq_participants", "offq_reclaims_total",
+		"offq_topic_buffers_in_use", "offq_participant_buffers_held",
 	} {
 		if !used[n] {
 			t.Errorf("the dashboard does not show %s", n)

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,7 +68,9 @@ func rolePublisher(c *peer.Child) error {
 
 // roleSubscriber: OFFQ_DIR, OFFQ_BUS, OFFQ_PATTERN, OFFQ_DEPTH, OFFQ_NAME. Subscribes (drop
 // oldest) and prints "ready", then takes nothing until told: for each line "recv N" it
-// receives and releases N messages and prints "received N".
+// receives and releases N messages and prints "received N"; for "hold N" it receives N and
+// keeps them (a stalled consumer) and prints "holding N" (all it keeps); for "release" it
+// releases what it keeps and prints "released N".
 func roleSubscriber(c *peer.Child) error {
 	b, err := bus.Open(os.Getenv("OFFQ_BUS"), bus.WithDir(os.Getenv("OFFQ_DIR")), bus.WithName(os.Getenv("OFFQ_NAME")),
 		bus.WithReapInterval(0))
@@ -81,6 +84,7 @@ func roleSubscriber(c *peer.Child) error {
 		return err
 	}
 	c.Send("ready")
+	var kept []bus.Message
 	for {
 		l, err := c.Recv()
 		if errors.Is(err, io.EOF) {
@@ -90,6 +94,27 @@ func roleSubscriber(c *peer.Child) error {
 			return err
 		}
 		var n int
+		if l == "release" {
+			for _, m := range kept {
+				if err := m.Release(); err != nil {
+					return err
+				}
+			}
+			c.Send("released %d", len(kept))
+			kept = kept[:0]
+			continue
+		}
+		if _, err := fmt.Sscanf(l, "hold %d", &n); err == nil {
+			for range n {
+				m, err := s.Receive(c.Context())
+				if err != nil {
+					return err
+				}
+				kept = append(kept, m)
+			}
+			c.Send("holding %d", len(kept))
+			continue
+		}
 		if _, err := fmt.Sscanf(l, "recv %d", &n); err != nil {
 			return fmt.Errorf("command %q: %v", l, err)
 		}
@@ -223,6 +248,92 @@ func TestExporterAcrossProcesses(t *testing.T) {
 	check("removed", s, "offq_collector_regions", nil, 0)
 	if m := s.with("offq_region_size_bytes"); len(m) != 0 {
 		t.Errorf("removed: still exported: %v", m)
+	}
+}
+
+// TestExporterNamesWhoHoldsThePool: a subscriber process that receives messages and keeps
+// them, beside one that keeps up, and the scrape names the stalled participant (held, per
+// class) and the topic (buffers in use, per class), and sees them return when it releases.
+func TestExporterNamesWhoHoldsThePool(t *testing.T) {
+	dir := t.TempDir()
+	const name, depth = "who", 16
+	cfg := transport.Config{
+		Classes: []transport.Class{{Size: 256, Count: 64}, {Size: 4096, Count: 8}},
+		Inboxes: 8, InboxCapacity: depth, Topics: 8, Participants: 8, Held: 64,
+	}
+	r, err := transport.Create(name, transport.Options{Dir: dir, Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+
+	c := NewCollector(Options{Dir: dir})
+	defer c.Close()
+	srv := httptest.NewServer(Handler(c, nil))
+	defer srv.Close()
+	url := srv.URL + "/metrics"
+
+	env := []string{"OFFQ_DIR=" + dir, "OFFQ_BUS=" + name, "OFFQ_DEPTH=" + strconv.Itoa(depth)}
+	stalled := peer.Start(t, "subscriber", append(env, "OFFQ_PATTERN=who.>", "OFFQ_NAME=stalled")...)
+	expect(t, stalled, "ready")
+	healthy := peer.Start(t, "subscriber", append(env, "OFFQ_PATTERN=who.data", "OFFQ_NAME=healthy")...)
+	expect(t, healthy, "ready")
+	pub := peer.Start(t, "publisher", append(env, "OFFQ_TOPIC=who.data")...)
+	expect(t, pub, "ready")
+	other := peer.Start(t, "publisher", append(env, "OFFQ_TOPIC=who.other")...)
+	expect(t, other, "ready")
+
+	bl := "bus=" + name
+	check := func(step string, s samples, metric string, labels []string, want float64) {
+		t.Helper()
+		if got := s.one(t, metric, labels...); got != want {
+			t.Errorf("%s: %s%v = %v, want %v", step, metric, labels, got, want)
+		}
+	}
+
+	send(t, pub, "pub 10", "published 10")
+	send(t, other, "pub 2", "published 2")
+	send(t, stalled, "hold 9", "holding 9")    // 9 of who.data kept: 1 of who.data and 2 of who.other queued
+	send(t, healthy, "recv 10", "received 10") // takes and releases all it was sent
+	s, _, _ := scrape(t, url)
+	check("stalled", s, "offq_participant_buffers_held", []string{bl, "name=stalled", "class=256B"}, 9)
+	check("stalled", s, "offq_participant_buffers_held", []string{bl, "name=stalled", "class=4KiB"}, 0)
+	check("stalled", s, "offq_participant_buffers_held", []string{bl, "name=healthy", "class=256B"}, 0)
+	if loaned := s.with("offq_participant_buffers_loaned", bl); len(loaned) != 4*2 {
+		t.Errorf("stalled: loans served for %d participant-classes, want 4 participants × 2 classes: %v", len(loaned), loaned)
+	} else {
+		for k, v := range loaned {
+			if v != 0 {
+				t.Errorf("stalled: %s = %v, want 0 (nobody has a loan between publishes)", k, v)
+			}
+		}
+	}
+	check("stalled", s, "offq_topic_buffers_in_use", []string{bl, "topic=who.data", "class=256B"}, 10)
+	check("stalled", s, "offq_topic_buffers_in_use", []string{bl, "topic=who.data", "class=4KiB"}, 0)
+	check("stalled", s, "offq_topic_buffers_in_use", []string{bl, "topic=who.other", "class=256B"}, 2)
+	check("stalled", s, "offq_pool_buffers_in_use", []string{bl, "class=256B"}, 12)
+	// The participant label is the stalled subscriber's slot: the same on every series of it.
+	held := s.with("offq_participant_buffers_held", bl, "name=stalled", "class=256B")
+	for k := range held {
+		if !strings.Contains(k, `participant="`) {
+			t.Errorf("held series without a participant index: %s", k)
+		}
+	}
+
+	send(t, stalled, "release", "released 9")
+	s, _, _ = scrape(t, url)
+	check("released", s, "offq_participant_buffers_held", []string{bl, "name=stalled", "class=256B"}, 0)
+	check("released", s, "offq_topic_buffers_in_use", []string{bl, "topic=who.data", "class=256B"}, 1)
+	check("released", s, "offq_topic_buffers_in_use", []string{bl, "topic=who.other", "class=256B"}, 2)
+	check("released", s, "offq_pool_buffers_in_use", []string{bl, "class=256B"}, 3)
+
+	for _, p := range []*peer.Proc{pub, other, stalled, healthy} {
+		if err := p.CloseStdin(); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Wait(20 * time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

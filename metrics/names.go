@@ -63,6 +63,17 @@ var (
 		"Payload bytes published on the topic.", "bus", "topic")
 	mTopicSubscribers = newMetric("offq_topic_subscribers", gauge,
 		"Open subscriptions whose pattern matches the topic.", "bus", "topic")
+	mTopicInUse = newMetric("offq_topic_buffers_in_use", gauge,
+		"Buffers of the size class holding a message of the topic now: queued in inboxes, received and not released, or kept in its history (counted at scrape time from the slot headers; loans are counted on their participant).", "bus", "topic", "class")
+)
+
+// Participant metrics: labels bus, participant (slot index), name (the participant's name),
+// class. Counted at scrape time from the slots' state words and the participants' held lists.
+var (
+	mParticipantHeld = newMetric("offq_participant_buffers_held", gauge,
+		"Messages of the size class the participant received and has not released (buffers it keeps from the pool).", "bus", "participant", "name", "class")
+	mParticipantLoaned = newMetric("offq_participant_buffers_loaned", gauge,
+		"Buffers of the size class the participant has on loan: lent to it, not yet sent or discarded.", "bus", "participant", "name", "class")
 )
 
 // Bridge metrics: labels bus, bridge (the bridge's id: offq bridge --id, bridge.WithID, or
@@ -122,7 +133,8 @@ var (
 	regionMetrics = []*metric{
 		mRegionSize, mRegionCreated, mReclaims, mSwept, mCorrupt, mParticipants, mSlots, mSlotsUsed,
 		mPoolBuffers, mPoolInUse, mPoolLowWater, mPoolAllocFails,
-		mTopicPublished, mTopicBytes, mTopicSubscribers,
+		mTopicPublished, mTopicBytes, mTopicSubscribers, mTopicInUse,
+		mParticipantHeld, mParticipantLoaned,
 		mInboxDepth, mInboxCapacity, mInboxBlocked, mInboxDelivered, mInboxReceived, mDropped,
 		mBridgeForwarded, mBridgeImported, mBridgeDropped, mBridgeReconnects,
 		mBridgeDisconnects, mBridgeConnected, mBridgePending, mBridgeMismatched, mBridgeLooped, mBridgeGaps,

@@ -41,8 +41,9 @@ func newBridgeCmd(a *app) *cobra.Command {
 		Short: "bridge the bus's topics to and from NATS, across hosts",
 		Long: `bridge connects the bus --bus to NATS. Local topics matching an --export pattern are
 published to the NATS subjects of the same names; NATS subjects matching an --import pattern
-are published on the local bus. The payload travels unchanged; the topic's codec and type
-fingerprint travel in NATS headers (Offq-Codec, Offq-Fingerprint), so typed subscribers on one
+are published on the local bus. The payload travels unchanged; the topic's codec, type
+fingerprint and type name travel in NATS headers (Offq-Codec, Offq-Fingerprint, Offq-Type), and
+the origin's publish time (Offq-Time) becomes the imported message's time, so typed subscribers on one
 host read what typed publishers on another wrote, and a message of another type than the local
 topic's is refused and counted. A message the bridge imported is never exported back
 (docs/distributed.md).

@@ -162,7 +162,7 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 		// sub --json and typed subscribers know what the topic carries, and a topic of
 		// another codec (a struct, raw bytes) refuses it.
 		fp, _ := codec.NewMsgpack[any]().Fingerprint()
-		if err := p.ClaimCodec("msgpack", fp); err != nil {
+		if err := p.ClaimCodec("msgpack", fp, ""); err != nil {
 			return fmt.Errorf("pub: --json: %w", err)
 		}
 	}

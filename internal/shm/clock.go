@@ -22,3 +22,13 @@ var monoToWall = time.Now().UnixNano() - nanotime()
 
 // Time converts a stamp from Now to wall-clock time.
 func Time(stamp int64) time.Time { return time.Unix(0, stamp+monoToWall) }
+
+// Stamp converts a wall-clock time to a stamp of Now's clock: the inverse of Time, for a
+// message forwarded with its origin's publish time (Loan.WithStamp). The zero time gives 0
+// (no stamp).
+func Stamp(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano() - monoToWall
+}

@@ -238,6 +238,7 @@ func TestLayoutTopicEntry(t *testing.T) {
 		layoutField("seq", unsafe.Offsetof(e.seq), unsafe.Sizeof(e.seq), 192, 8),
 		layoutField("bytes", unsafe.Offsetof(e.bytes), unsafe.Sizeof(e.bytes), 200, 8),
 		layoutField("histPos", unsafe.Offsetof(e.histPos), unsafe.Sizeof(e.histPos), 208, 8),
+		layoutField("typeName", unsafe.Offsetof(e.typeName), unsafe.Sizeof(e.typeName), 216, 40),
 	})
 }
 

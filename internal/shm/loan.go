@@ -17,8 +17,9 @@ import (
 // Discard it. A Loan is a small value; copies name the same loan, and only one of them may be
 // sent or discarded (the second gets ErrLoanEnded).
 type Loan struct {
-	p   *Participant
-	buf Buffer
+	p     *Participant
+	buf   Buffer
+	stamp int64 // the publish time Send writes; 0: Now at Send
 }
 
 // Loan lends a buffer of at least n bytes from the smallest size class that has one free.
@@ -47,6 +48,15 @@ func (l Loan) Cap() int {
 		return 0
 	}
 	return l.buf.Cap()
+}
+
+// WithStamp returns the loan with its publish time set to st (a stamp of Now's clock, see
+// Stamp), which Send writes into the header instead of Now: for programs that forward a
+// message published elsewhere, such as a bridge, so that its time and age are the origin's.
+// A zero st means Now at Send.
+func (l Loan) WithStamp(st int64) Loan {
+	l.stamp = st
+	return l
 }
 
 // Valid reports whether l names a loan (the zero Loan does not).
@@ -91,7 +101,8 @@ type SendResult struct {
 }
 
 // Send publishes the loaned message on topic t to every inbox in to, then ends the loan: it
-// writes the header (length n, topic, the topic's next sequence number, the time), delivers
+// writes the header (length n, topic, the topic's next sequence number, the time: Now, or the
+// loan's stamp if WithStamp set one), delivers
 // the handle to each inbox (a reference per inbox added as its cell commits; a full inbox is
 // handled by its policy, and those drops are counted on the inbox, not returned), records it
 // in the topic's history if the topic keeps one, and drops the loan's reference. The writes to
@@ -108,7 +119,11 @@ func (t Topic) Send(ctx context.Context, l Loan, n int, to []Inbox) (res SendRes
 	if !l.owned() {
 		return res, ErrLoanEnded
 	}
-	l.buf.SetMeta(Meta{Len: uint32(n), Topic: t.index, Seq: t.nextSeq(n), Stamp: Now()})
+	st := l.stamp
+	if st == 0 {
+		st = Now()
+	}
+	l.buf.SetMeta(Meta{Len: uint32(n), Topic: t.index, Seq: t.nextSeq(n), Stamp: st})
 	for i := range to {
 		if testHookFanOut != nil {
 			testHookFanOut(i)

@@ -207,6 +207,10 @@ type ParticipantInfo struct {
 	Attached time.Time
 	Alive    bool         // the slot's lock is held: its process is running
 	Bridge   *BridgeStats // set when the participant is a NATS bridge
+	// Held is, per size class (indexed as Stats.Pools), how many messages the participant
+	// received and has not released; Loaned, how many buffers it has on loan (lent, not yet
+	// sent or discarded). Filled in by Stats, nil from Participants.
+	Held, Loaned []int
 }
 
 // BridgeStats are the counters a NATS bridge keeps in its participant slot, so that any

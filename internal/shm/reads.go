@@ -43,6 +43,17 @@ func (r *Region) TopicCodec(i int) (codec string, fp uint64, err error) {
 	return codec, fp, nil
 }
 
+// TopicTypeName returns the name of the Go type recorded on topic i with its codec ("" if
+// none).
+func (r *Region) TopicTypeName(i int) (name string, err error) {
+	defer unguard(guard(), &err)
+	t, err := r.Topic(i)
+	if err != nil {
+		return "", nil
+	}
+	return t.typeNameRead(), nil
+}
+
 // RecordBridge marks p as a NATS bridge and records its counters in its slot.
 func (p *Participant) RecordBridge(s BridgeStats) (err error) {
 	defer unguard(guard(), &err)

@@ -19,6 +19,12 @@ type TopicStats struct {
 	HistoryDepth int
 	Codec        string // codec recorded by the first typed publisher or subscriber, if any
 	Fingerprint  uint64 // type fingerprint recorded with it (0: none)
+	TypeName     string // the Go type's name recorded with it ("main.Reading"; "" if none)
+	// InUse is, per size class (indexed as Stats.Pools), how many buffers hold a message of
+	// the topic: queued in inboxes, held by subscribers or kept in its history (loans are
+	// counted on their participant). Filled in by Stats (a walk of every slot), nil from
+	// TopicStats.
+	InUse []int
 }
 
 // TopicStats returns every topic in the table. It reads shared memory only.
@@ -41,7 +47,7 @@ func (r *Region) topicStats() []TopicStats {
 		fp, codec := t.Fingerprint()
 		out = append(out, TopicStats{
 			Index: i, Name: t.Name(), Published: shown(t.e.seq.Load()), Bytes: shown(t.e.bytes.Load()),
-			HistoryDepth: t.HistoryDepth(), Codec: codec, Fingerprint: fp,
+			HistoryDepth: t.HistoryDepth(), Codec: codec, Fingerprint: fp, TypeName: t.typeNameRead(),
 		})
 	}
 	return out
@@ -114,7 +120,61 @@ func (r *Region) stats() Stats {
 	for i := range s.Inboxes {
 		s.Inboxes[i].OwnerName = names[s.Inboxes[i].Owner]
 	}
+	r.usage(&s)
 	return s
+}
+
+// usage fills in who holds the pool: per topic and class, the buffers holding a message of
+// the topic (from the topic index in each slot header with references), and per participant
+// and class, its loans (the owner in the slot's state word) and the messages it received and
+// has not released (its held list's words that name a handle). It reads every slot header
+// and held word once, at stats time: nothing on the data path counts. Counts are of words
+// read one at a time while the region is live, so they may disagree by the operations under
+// way.
+func (r *Region) usage(s *Stats) {
+	nc := len(r.pools)
+	topicAt := make(map[uint32]int, len(s.Topics)) // topic table index → index in s.Topics
+	for i := range s.Topics {
+		topicAt[uint32(s.Topics[i].Index)] = i
+		s.Topics[i].InUse = make([]int, nc)
+	}
+	partAt := make(map[uint32]int, len(s.Participants)) // owner (index + 1) → index in s.Participants
+	for i := range s.Participants {
+		partAt[uint32(s.Participants[i].Index)+1] = i
+		s.Participants[i].Held = make([]int, nc)
+		s.Participants[i].Loaned = make([]int, nc)
+	}
+	for c := range r.pools {
+		p := &r.pools[c]
+		for j := range p.count {
+			sl := p.slot(j)
+			v := sl.state.Load()
+			if stateRefs(v) == 0 {
+				continue
+			}
+			if o := stateOwner(v); o != 0 {
+				if k, ok := partAt[o]; ok {
+					s.Participants[k].Loaned[c]++
+				}
+				continue // on loan: its header is last message's, or being written
+			}
+			if k, ok := topicAt[sl.topic]; ok {
+				s.Topics[k].InUse[c]++
+			}
+		}
+	}
+	for k := range s.Participants {
+		idx := uint32(s.Participants[k].Index)
+		for e := range r.cfg.Held {
+			w := r.heldWordAt(idx, e).Load()
+			if w == 0 || w&(heldReserved|heldPending) != 0 {
+				continue
+			}
+			if c := Handle(w).class(); int(c) < nc {
+				s.Participants[k].Held[c]++
+			}
+		}
+	}
 }
 
 // List returns the names of the offq regions in dir, sorted: the regular files that start

@@ -23,6 +23,7 @@ import (
 //	192  8     next sequence number (publishers take one each)
 //	200  8     bytes published
 //	208  8     history position (cells written so far)
+//	216  40    type name, NUL-padded (truncated on a UTF-8 boundary), written with the codec
 type topicEntry struct {
 	state       atomic.Uint64
 	hash        uint64
@@ -35,7 +36,7 @@ type topicEntry struct {
 	seq         atomic.Uint64
 	bytes       atomic.Uint64
 	histPos     atomic.Uint64
-	_           [40]byte
+	typeName    [40]byte
 }
 
 const (
@@ -43,6 +44,7 @@ const (
 	topicClaiming = 1
 	topicReady    = 2
 	maxTopicName  = 128
+	maxTypeName   = 40
 )
 
 // Topic is a checked handle on a topic-table entry.
@@ -215,23 +217,25 @@ func (t Topic) Fingerprint() (_ uint64, _ string) {
 // waiting for the claim to finish, can tell that its claimer died and undo it.
 const fpClaimEnd = 1 << 16
 
-// SetFingerprint records fp and codec on the topic if none is recorded, and reports whether
-// the topic's fingerprint is now fp. The first claimer wins; the codec name is written before
-// the fingerprint is published, so a reader never sees one without the other. A claim left by
-// a participant that died is undone (by whoever waits on it, or by Reap). The claim is made
-// in the name of the participant the topic was looked up by, else of any participant of this
-// process attached to the region; with none, SetFingerprint records nothing and reports false.
+// SetFingerprint records fp, codec and typeName (the Go type's name, such as "main.Reading",
+// truncated to 40 bytes on a UTF-8 boundary; "" for none) on the topic if none is recorded,
+// and reports whether the topic's fingerprint is now fp. The first claimer wins; the codec and
+// type names are written while claiming, before the fingerprint is published, so a reader
+// never sees one without the others. A claim left by a participant that died is undone (by
+// whoever waits on it, or by Reap). The claim is made in the name of the participant the topic
+// was looked up by, else of any participant of this process attached to the region; with
+// none, SetFingerprint records nothing and reports false.
 //
 // It fails with an error wrapping ErrCorrupt if the region's memory faults.
-func (t Topic) SetFingerprint(fp uint64, codec string) (_ bool, err error) {
+func (t Topic) SetFingerprint(fp uint64, codec, typeName string) (_ bool, err error) {
 	if fp == 0 {
 		return true, nil // untyped: records and checks nothing
 	}
 	defer unguard(guard(), &err)
-	return t.setFingerprint(fp, codec), nil
+	return t.setFingerprint(fp, codec, typeName), nil
 }
 
-func (t Topic) setFingerprint(fp uint64, codec string) bool {
+func (t Topic) setFingerprint(fp uint64, codec, typeName string) bool {
 	if fp < fpClaimEnd {
 		fp |= 1 << 63 // reserved values; a hash lands on one with probability 2^-48
 	}
@@ -246,6 +250,8 @@ func (t Topic) setFingerprint(fp uint64, codec string) bool {
 			}
 			t.e.codec = [16]byte{}
 			copy(t.e.codec[:], codec)
+			t.e.typeName = [maxTypeName]byte{}
+			copy(t.e.typeName[:], truncateUTF8(typeName, maxTypeName))
 			if t.e.fingerprint.CompareAndSwap(uint64(owner), fp) {
 				return true
 			}
@@ -255,6 +261,24 @@ func (t Topic) setFingerprint(fp uint64, codec string) bool {
 			return v == fp
 		}
 	}
+}
+
+// TypeName returns the name of the Go type recorded on the topic with its fingerprint ("" if
+// none, if a claim is in progress, or if the claimer recorded no name).
+func (t Topic) TypeName() (_ string) {
+	defer unguard(guard(), nil)
+	return t.typeNameRead()
+}
+
+func (t Topic) typeNameRead() string {
+	if t.settledFingerprint() < fpClaimEnd {
+		return ""
+	}
+	n := 0
+	for n < len(t.e.typeName) && t.e.typeName[n] != 0 {
+		n++
+	}
+	return string(t.e.typeName[:n])
 }
 
 // claimer returns the participant (index + 1) in whose name this process claims the topic.

@@ -3,6 +3,7 @@ package shm
 import (
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -134,10 +135,10 @@ func TestTopicHistoryKeepsNewestAndReleases(t *testing.T) {
 func TestTopicFingerprint(t *testing.T) {
 	_, p := newTopicRegion(t, DefaultConfig())
 	tp, _ := p.LookupTopic("f", true, 0)
-	if !must(tp.SetFingerprint(42, "msgpack")) || !must(tp.SetFingerprint(42, "msgpack")) {
+	if !must(tp.SetFingerprint(42, "msgpack", "")) || !must(tp.SetFingerprint(42, "msgpack", "")) {
 		t.Fatal("same fingerprint refused")
 	}
-	if must(tp.SetFingerprint(43, "raw")) {
+	if must(tp.SetFingerprint(43, "raw", "")) {
 		t.Fatal("different fingerprint accepted")
 	}
 	if fp, c := tp.Fingerprint(); fp != 42 || c != "msgpack" {
@@ -165,7 +166,7 @@ func roleFingerprintClaimer(c *peer.Child) error {
 		c.Send("claimed")
 		<-c.Context().Done() // killed before this
 	}
-	tp.SetFingerprint(7, "json")
+	tp.SetFingerprint(7, "json", "")
 	return nil
 }
 
@@ -205,7 +206,7 @@ func TestFingerprintClaimerKilled(t *testing.T) {
 					t.Fatalf("fingerprint word %#x after reaping its dead claimer, want 0", v)
 				}
 			}
-			if !must(tp.SetFingerprint(42, "msgpack")) {
+			if !must(tp.SetFingerprint(42, "msgpack", "")) {
 				fp, c := tp.Fingerprint()
 				t.Fatalf("fingerprint refused after its claimer died: topic says %q %#x", c, fp)
 			}
@@ -272,5 +273,36 @@ func TestHoldHistoryDuringRemember(t *testing.T) {
 	}
 	if p.Held() != 0 {
 		t.Fatalf("%d held entries left", p.Held())
+	}
+}
+
+// TestTypeNameRecorded: the type's name is recorded with the fingerprint by the first claimer,
+// cut to the field on a UTF-8 boundary, and a later claimer of another type changes nothing.
+func TestTypeNameRecorded(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"main.Reading", "main.Reading"},
+		{strings.Repeat("a", 40), strings.Repeat("a", 40)},
+		{strings.Repeat("a", 39) + "é", strings.Repeat("a", 39)},
+		{strings.Repeat("a", 38) + "é", strings.Repeat("a", 38) + "é"},
+		{strings.Repeat("a", 38) + "€", strings.Repeat("a", 38)},
+	} {
+		if got := truncateUTF8(tc.in, maxTypeName); got != tc.want {
+			t.Errorf("truncateUTF8(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	r, p := newTopicRegion(t, DefaultConfig())
+	tp, _ := p.LookupTopic("types.named", true, 0)
+	if got := tp.TypeName(); got != "" {
+		t.Fatalf("type name before any claim: %q", got)
+	}
+	if !must(tp.SetFingerprint(42, "struct", "main.Reading")) || must(tp.SetFingerprint(43, "struct", "main.Other")) {
+		t.Fatal("first claim lost or second won")
+	}
+	if got := tp.TypeName(); got != "main.Reading" {
+		t.Fatalf("type name %q, want main.Reading", got)
+	}
+	st := r.TopicStats()
+	if len(st) != 1 || st[0].TypeName != "main.Reading" {
+		t.Fatalf("TopicStats %+v", st)
 	}
 }
