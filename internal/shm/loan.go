@@ -119,6 +119,10 @@ func (t Topic) Send(ctx context.Context, l Loan, n int, to []Inbox) (res SendRes
 	if !l.owned() {
 		return res, ErrLoanEnded
 	}
+	if t.stale() {
+		l.end()
+		return res, ErrTopicReclaimed
+	}
 	st := l.stamp
 	if st == 0 {
 		st = Now()
