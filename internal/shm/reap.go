@@ -362,7 +362,7 @@ func (r *Region) freeTopics(named map[uint32]bool) int {
 		if !empty {
 			continue
 		}
-		e.gen.Add(1)
+		e.gen.Store(nextTopicGen(e.gen.Load()))
 		e.hash = 0
 		e.nameLen = 0
 		e.histDepth = 0

@@ -285,3 +285,31 @@ func TestAuditFreesTopicOfKilledPublisher(t *testing.T) {
 		t.Fatalf("published %d, want 1", tp.Published())
 	}
 }
+
+// TestTopicGenerationWord: the generation word counts up in both halves, a damaged word
+// restarts, and a Topic whose entry's word was scribbled (halves differ) still publishes.
+func TestTopicGenerationWord(t *testing.T) {
+	if w := nextTopicGen(0); w != 1<<32|1 {
+		t.Fatalf("nextTopicGen(0) = %#x", w)
+	}
+	if w := nextTopicGen(0xffffffff_ffffffff); w != 0 {
+		t.Fatalf("nextTopicGen wraps to %#x, want 0", w)
+	}
+	if w := nextTopicGen(0x12345678_00000001); w != 1<<32|1 {
+		t.Fatalf("nextTopicGen of a damaged word = %#x", w)
+	}
+	r := newUnitRegion(t, unitConfig())
+	p := attachUnit(t, r, "pub")
+	tp := lookup(t, p, "scribbled", 0)
+	tp.e.gen.Store(0xdeadbeef_00000000)
+	sendOn(t, p, tp)
+	tp.e.gen.Store(nextTopicGen(0))
+	l, err := p.Loan(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tp.Send(context.Background(), l, 10, nil); !errors.Is(err, ErrTopicReclaimed) {
+		t.Fatalf("Send after the generation moved: %v, want ErrTopicReclaimed", err)
+	}
+	checkNoLeaks(t, r)
+}

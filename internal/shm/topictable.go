@@ -20,8 +20,8 @@ import (
 //	24   8     type fingerprint: 0 none recorded yet; below 2^16 a claim in progress by that
 //	           participant index + 1; else the fingerprint
 //	32   16    codec name, NUL-padded
-//	48   8     generation: bumped each time the audit reclaims the entry (a Topic value from
-//	           before no longer names it)
+//	48   8     generation, twice: g<<32 | g, bumped each time the audit reclaims the entry (a
+//	           Topic value from before no longer names it); a word whose halves differ is damage
 //	64   128   name
 //	192  8     next sequence number (publishers take one each)
 //	200  8     bytes published
@@ -62,20 +62,28 @@ type Topic struct {
 	hist  unsafe.Pointer
 	depth uint64
 	gen   uint64       // the entry's generation when it was looked up
-	hash  uint64       // the entry's name hash then
 	p     *Participant // who looked it up (nil from Region.Topic): claims are made in its name
 }
 
-// stale reports whether the entry t was looked up from has since been reclaimed by an audit:
-// its generation changed and it no longer holds a ready topic of t's name (same hash). Both
-// must be seen, so that one scribbled word (the corruption tests write random words anywhere)
-// does not stop a publisher; a reclaimed entry later taken by the same name again is the same
-// topic to its readers, and is used.
+// stale reports whether the entry t was looked up from has since been reclaimed by an audit.
+// The generation word holds its 32-bit generation twice, so that a scribbled word (the
+// corruption tests write random words anywhere) reads as damage, not as a reclaim, and does
+// not stop a publisher.
 func (t Topic) stale() bool {
-	if t.e.gen.Load() == t.gen {
-		return false
+	w := t.e.gen.Load()
+	return w != t.gen && topicGenValid(w)
+}
+
+func topicGenValid(w uint64) bool { return uint32(w) == uint32(w>>32) }
+
+// nextTopicGen returns the generation word after w (a damaged word restarts at 1).
+func nextTopicGen(w uint64) uint64 {
+	g := uint64(uint32(w)) + 1
+	if !topicGenValid(w) {
+		g = 1
 	}
-	return t.e.state.Load()&0xff != topicReady || t.e.hash != t.hash
+	g &= 0xffffffff
+	return g<<32 | g
 }
 
 func (r *Region) topicEntry(i uint32) (*topicEntry, unsafe.Pointer) {
@@ -136,7 +144,7 @@ retry:
 		e.histDepth = uint32(history)
 		gen := e.gen.Load()
 		e.state.Store(uint64(p.owner)<<16 | topicReady)
-		return Topic{r: r, index: i, e: e, hist: hist, depth: uint64(history), gen: gen, hash: hash, p: p}, true
+		return Topic{r: r, index: i, e: e, hist: hist, depth: uint64(history), gen: gen, p: p}, true
 	}
 	for k := range n {
 		i := start + k
@@ -180,7 +188,7 @@ retry:
 						r.hdr.corrupt.Add(1)
 						d = 0
 					}
-					return Topic{r: r, index: i, e: e, hist: hist, depth: d, gen: gen, hash: hash, p: p}, nil
+					return Topic{r: r, index: i, e: e, hist: hist, depth: d, gen: gen, p: p}, nil
 				}
 			default:
 				r.hdr.corrupt.Add(1) // scribbled state: skip the entry
@@ -229,7 +237,7 @@ func (r *Region) Topic(i int) (Topic, error) {
 	if e.state.Load()&0xff != topicReady {
 		return Topic{}, ErrNotFound
 	}
-	return Topic{r: r, index: uint32(i), e: e, hist: hist, depth: min(uint64(e.histDepth), uint64(r.cfg.HistoryDepth)), gen: gen, hash: e.hash}, nil
+	return Topic{r: r, index: uint32(i), e: e, hist: hist, depth: min(uint64(e.histDepth), uint64(r.cfg.HistoryDepth)), gen: gen}, nil
 }
 
 // Index returns the topic's table index.
