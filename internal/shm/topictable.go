@@ -109,8 +109,9 @@ func topicHash(name string) uint64 {
 // create is true. The name must already be valid (package topics checks it); it is at most 128
 // bytes. The table is open-addressed by the name's hash. An entry is removed only by the audit
 // (see Region.Reap), when nobody is attached and the topic has no history and no buffer names
-// it; the entry's generation then changes, so a Topic value from before is refused by Send. It fails with ErrTableFull when the table is full and
-// ErrNotFound when create is false and the topic does not exist. Lookups of an existing
+// it; the entry's generation then changes, so a Topic value from before is refused by Send.
+// It fails with ErrTableFull when the table is full and ErrNotFound when create is false and
+// the topic does not exist. Lookups of an existing
 // topic allocate nothing except the first time a name is seen by the caller's cache (bus
 // keeps one).
 func (p *Participant) LookupTopic(name string, create bool, history int) (_ Topic, err error) {
