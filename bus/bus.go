@@ -130,11 +130,12 @@ func (b *Bus) logReap(why string, rep shm.ReapReport, err error) {
 		b.log.Warn("reap failed", zap.String("trigger", why), zap.Error(err))
 		return
 	}
-	if rep.Participants > 0 || rep.Repaired > 0 || rep.Swept > 0 {
+	if rep.Participants > 0 || rep.Repaired > 0 || rep.Swept > 0 || rep.TopicsFreed > 0 {
 		b.log.Info("reclaimed what dead participants left", zap.String("trigger", why),
 			zap.Int("participants", rep.Participants), zap.Int("inboxes", rep.Inboxes),
 			zap.Int("queued", rep.Queued), zap.Int("held", rep.Held), zap.Int("loans", rep.Loans),
-			zap.Bool("audited", rep.Audited), zap.Int("repaired", rep.Repaired), zap.Int("swept", rep.Swept))
+			zap.Bool("audited", rep.Audited), zap.Int("repaired", rep.Repaired), zap.Int("swept", rep.Swept),
+			zap.Int("topics_freed", rep.TopicsFreed))
 	}
 }
 

@@ -56,7 +56,7 @@
 //
 // Every series comes from a fixed-size table of the region, so the number of series per bus
 // is bounded by its configuration: 4 per size class (at most 8 classes), 3 per topic (at most
-// Config.Topics; topics are never removed), 8 per open inbox (at most Config.Inboxes), and 12
+// Config.Topics; an audit frees unused ones), 8 per open inbox (at most Config.Inboxes), and 12
 // for the region. With the default configuration that is at most 12 + 16 + 768 + 512 series.
 // Inbox slots are reused: a new subscription in a slot brings new pattern and subscriber
 // values, and the old series end.

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"context"
 	"net/http/httptest"
 	"os"
 	"sync"
@@ -116,4 +117,46 @@ func TestConcurrentScrapes(t *testing.T) {
 	c.Close()
 	close(stop)
 	wg.Wait()
+}
+
+// TestTopicsFreedByAudit: a topic published on once, with no history, is counted while its
+// bus is open and after it closes; the next bus.Open audits the idle region and frees it, and
+// offq_table_slots_used{table="topics"} goes down.
+func TestTopicsFreedByAudit(t *testing.T) {
+	dir := t.TempDir()
+	b, err := bus.Open("svc", bus.WithDir(dir), bus.WithConfig(goldenConfig()), bus.WithName("svc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	p, err := b.Publisher("sensors.tmep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Publish(context.Background(), []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	c, err := Register(reg, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if s := gatherValues(t, reg); s.one(t, "offq_table_slots_used", "bus=svc", "table=topics") != 1 {
+		t.Fatalf("with the publisher: %v", s)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s := gatherValues(t, reg); s.one(t, "offq_table_slots_used", "bus=svc", "table=topics") != 1 {
+		t.Fatalf("after Close: %v", s)
+	}
+	b2, err := bus.Open("svc", bus.WithDir(dir), bus.WithName("svc2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	if s := gatherValues(t, reg); s.one(t, "offq_table_slots_used", "bus=svc", "table=topics") != 0 {
+		t.Fatalf("after the next open's audit: %v", s)
+	}
 }

@@ -62,14 +62,14 @@ command is for buses nobody is attached to, and for operators who want to see it
 				return json.NewEncoder(out).Encode(map[string]int{
 					"participants": rep.Participants, "inboxes": rep.Inboxes, "queued": rep.Queued,
 					"held": rep.Held, "loans": rep.Loans, "topics": rep.Topics, "repaired": rep.Repaired,
-					"swept": rep.Swept,
+					"swept": rep.Swept, "topics_freed": rep.TopicsFreed,
 				})
 			}
 			if rep.Swept > 0 {
 				fmt.Fprintf(out, "%s: swept %d buffer(s) whose reference nobody held\n", a.busName, rep.Swept)
 			}
 			if rep.Audited {
-				fmt.Fprintf(out, "%s: nobody attached: audited every buffer, %d repaired\n", a.busName, rep.Repaired)
+				fmt.Fprintf(out, "%s: nobody attached: audited every buffer, %d repaired; freed %d unused topic(s)\n", a.busName, rep.Repaired, rep.TopicsFreed)
 			}
 			if rep.Participants == 0 {
 				fmt.Fprintf(out, "%s: no dead participants\n", a.busName)

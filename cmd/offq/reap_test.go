@@ -84,3 +84,54 @@ func TestReapSweeps(t *testing.T) {
 		t.Fatalf("allocated per class %v (%v), want the loan alone: the orphan swept", n, err)
 	}
 }
+
+// TestReapFreesTopics: a mistyped offq pub creates a topic; once it has exited and the bus is
+// idle, offq reap (an audit) frees the entry, and offq info counts one topic fewer. A topic
+// with history is kept. The next process to open the idle bus (here another offq pub) frees
+// such an entry too, when it reaps on opening.
+func TestReapFreesTopics(t *testing.T) {
+	dir := t.TempDir()
+	createBus(t, dir, "typo")
+	pub := func(args ...string) {
+		t.Helper()
+		if code, _, stderr := runOffq(t, context.Background(), append([]string{"--dir", dir, "--bus", "typo", "pub"}, args...)...); code != exitOK {
+			t.Fatalf("pub %v: %d %s", args, code, stderr)
+		}
+	}
+	pub("sensors.temp", "--data", "2", "--history", "1")
+	pub("sensors.tmep", "--data", "1")
+	topics := func() int {
+		t.Helper()
+		code, out, stderr := runOffq(t, context.Background(), "--dir", dir, "--bus", "typo", "info", "--json")
+		if code != exitOK {
+			t.Fatalf("info: %d %s", code, stderr)
+		}
+		var info struct{ Topics int }
+		if err := json.Unmarshal([]byte(out), &info); err != nil {
+			t.Fatalf("info --json: %q: %v", out, err)
+		}
+		return info.Topics
+	}
+	if n := topics(); n != 2 {
+		t.Fatalf("info before the reap: %d topics, want 2", n)
+	}
+	code, out, stderr := runOffq(t, context.Background(), "--dir", dir, "--bus", "typo", "reap", "--json")
+	if code != exitOK {
+		t.Fatalf("reap: %d %s", code, stderr)
+	}
+	var rep map[string]int
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("reap --json: %q: %v", out, err)
+	}
+	if rep["topics_freed"] != 1 {
+		t.Fatalf("reap: %v, want 1 topic freed", rep)
+	}
+	if n := topics(); n != 1 {
+		t.Fatalf("info after the reap: %d topics, want 1 (the one with history)", n)
+	}
+	pub("sensors.tmpe", "--data", "3")
+	pub("sensors.temp", "--data", "4", "--history", "1")
+	if n := topics(); n != 1 {
+		t.Fatalf("info after another mistyped pub and a pub: %d topics, want 1", n)
+	}
+}

@@ -27,6 +27,9 @@ var (
 	// ErrExists is returned by Create when a region of that name already exists.
 	ErrExists = errors.New("region exists")
 
+	// ErrTopicReclaimed is returned by Topic.Send when the topic's entry was reclaimed (see
+	// Region.Reap) after the Topic value was looked up.
+	ErrTopicReclaimed = errors.New("topic reclaimed")
 	// ErrNotFound is returned by Open when no region of that name exists.
 	ErrNotFound = errors.New("region not found")
 

@@ -29,7 +29,7 @@ import (
 
 const (
 	magic         = 0x31474552_5146464f // "OFFQREG1" little-endian
-	layoutVersion = 4                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry
+	layoutVersion = 5                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries
 	byteOrderMark = 0x0a0b0c0d
 	headerSize    = 1024
 	checksumFrom  = 64  // checksum covers [checksumFrom, checksumTo)

@@ -234,6 +234,7 @@ func TestLayoutTopicEntry(t *testing.T) {
 		layoutField("histDepth", unsafe.Offsetof(e.histDepth), unsafe.Sizeof(e.histDepth), 20, 4),
 		layoutField("fingerprint", unsafe.Offsetof(e.fingerprint), unsafe.Sizeof(e.fingerprint), 24, 8),
 		layoutField("codec", unsafe.Offsetof(e.codec), unsafe.Sizeof(e.codec), 32, 16),
+		layoutField("gen", unsafe.Offsetof(e.gen), unsafe.Sizeof(e.gen), 48, 8),
 		layoutField("name", unsafe.Offsetof(e.name), unsafe.Sizeof(e.name), 64, 128),
 		layoutField("seq", unsafe.Offsetof(e.seq), unsafe.Sizeof(e.seq), 192, 8),
 		layoutField("bytes", unsafe.Offsetof(e.bytes), unsafe.Sizeof(e.bytes), 200, 8),
@@ -315,7 +316,7 @@ func TestLayoutWordEncodings(t *testing.T) {
 	if DropOldest != 0 || DropNewest != 1 || Block != 2 {
 		t.Error("policy values stored in inbox headers changed")
 	}
-	if stateInit != 0 || stateReady != 1 || topicFree != 0 || topicClaiming != 1 || topicReady != 2 {
+	if stateInit != 0 || stateReady != 1 || topicFree != 0 || topicClaiming != 1 || topicReady != 2 || topicReclaimed != 3 {
 		t.Error("region or topic state values changed")
 	}
 	// A held-list word is 0, a handle, or the reserved mark, which no handle can equal.

@@ -110,7 +110,8 @@ type SendResult struct {
 //
 // It fails with ErrLoanEnded (and delivers nothing) if the loan was already sent or discarded,
 // and with an error wrapping ErrCorrupt if another process scribbled on the buffer's header.
-// It allocates nothing. The loan is consumed whatever the outcome.
+// It fails with ErrTopicReclaimed (and delivers nothing) if an audit freed t's entry after t
+// was looked up. It allocates nothing. The loan is consumed whatever the outcome.
 func (t Topic) Send(ctx context.Context, l Loan, n int, to []Inbox) (res SendResult, err error) {
 	if l.p == nil {
 		return res, ErrLoanEnded
@@ -118,6 +119,10 @@ func (t Topic) Send(ctx context.Context, l Loan, n int, to []Inbox) (res SendRes
 	defer unguard(guard(), &err)
 	if !l.owned() {
 		return res, ErrLoanEnded
+	}
+	if t.stale() {
+		l.end()
+		return res, ErrTopicReclaimed
 	}
 	st := l.stamp
 	if st == 0 {

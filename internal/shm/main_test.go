@@ -26,6 +26,8 @@ var peerRoles = map[string]peer.Role{
 	"creator-mid": roleCreatorMid,
 	// topictable_test.go
 	"fp-claimer": roleFingerprintClaimer,
+	// topicreclaim_test.go
+	"typo-publisher": roleTypoPublisher,
 	// waiters_test.go
 	"sleeper":      roleSleeper,
 	"block-pusher": roleBlockPusher,

@@ -15,6 +15,9 @@ type ReapReport struct {
 	Held         int // messages they had received and not released
 	Loans        int // buffers they had on loan (allocated, not yet sent)
 	Topics       int // topic entries they had half-created, and type fingerprints half-claimed
+	// TopicsFreed counts topic entries the audit reclaimed: no history and no buffer naming
+	// them (a topic somebody published once, or mistyped, and nobody uses now).
+	TopicsFreed int
 	// Audited is set when nobody was attached, so Reap could also audit the region: every
 	// buffer's reference count was recomputed from the references that exist (topic
 	// histories), which repairs any reference a crash at an unlucky instruction left behind.
@@ -37,6 +40,7 @@ func (a *ReapReport) Add(b ReapReport) {
 	a.Held += b.Held
 	a.Loans += b.Loans
 	a.Topics += b.Topics
+	a.TopicsFreed += b.TopicsFreed
 	a.Audited = a.Audited || b.Audited
 	a.Repaired += b.Repaired
 	a.Swept += b.Swept
@@ -294,9 +298,9 @@ func (r *Region) audit() ReapReport {
 				}
 				hist[h]++
 			}
-		case topicFree:
+		case topicFree, topicReclaimed:
 		default:
-			e.state.Store(topicFree)
+			e.state.Store(topicReclaimed) // freeTopics below decides whether lookups probe past it
 			rep.Topics++
 		}
 		if fp := e.fingerprint.Load(); fp != 0 && fp < fpClaimEnd {
@@ -304,6 +308,7 @@ func (r *Region) audit() ReapReport {
 			rep.Topics++
 		}
 	}
+	named := make(map[uint32]bool) // topics named by an allocated buffer
 	for i := range r.pools {
 		p := &r.pools[i]
 		allocated := uint64(0)
@@ -317,6 +322,7 @@ func (r *Region) audit() ReapReport {
 			}
 			if want != 0 {
 				allocated++
+				named[s.topic] = true
 			}
 		}
 		for k := range p.hdr.shards {
@@ -325,7 +331,71 @@ func (r *Region) audit() ReapReport {
 		}
 		p.hdr.shards[r.shard].allocs.Store(allocated)
 	}
+	rep.TopicsFreed = r.freeTopics(named)
 	return rep
+}
+
+// freeTopics reclaims, during an audit, every ready topic entry whose history is empty and that
+// no allocated buffer names (named), and returns how many. Nobody is attached, so no live Topic
+// value is used in between (and one kept by a process that was attached is refused by Send: the
+// entry's generation changes). No subscription survives an audit, and inboxes name topics only
+// by pattern, so nothing else refers to the entry.
+//
+// The table is open-addressed, so an entry freed in the middle of another topic's probe
+// sequence must not end that sequence: such an entry becomes "reclaimed", which a new name may
+// take but a lookup probes past. Every other free or reclaimed entry becomes free.
+func (r *Region) freeTopics(named map[uint32]bool) int {
+	n := r.cfg.Topics
+	freed := 0
+	for t := range n {
+		e, cells := r.topicEntry(t)
+		if e.state.Load()&0xff != topicReady || named[t] {
+			continue
+		}
+		empty := true
+		for k := range uint64(r.cfg.HistoryDepth) { // every cell, whatever the topic's depth
+			if (*atomic.Uint64)(unsafe.Add(cells, k*8)).Load() != 0 {
+				empty = false
+				break
+			}
+		}
+		if !empty {
+			continue
+		}
+		e.gen.Store(nextTopicGen(e.gen.Load()))
+		e.hash = 0
+		e.nameLen = 0
+		e.histDepth = 0
+		e.fingerprint.Store(0)
+		e.codec = [16]byte{}
+		e.name = [maxTopicName]byte{}
+		e.seq.Store(0)
+		e.bytes.Store(0)
+		e.histPos.Store(0)
+		e.typeName = [maxTypeName]byte{}
+		e.state.Store(topicReclaimed)
+		freed++
+	}
+	// Which entries lie on a kept topic's probe sequence, between its home and itself? The home
+	// is recomputed from the name, not read from the stored hash, which a scribble could change.
+	onPath := make([]bool, n)
+	for t := range n {
+		e, _ := r.topicEntry(t)
+		if e.state.Load()&0xff != topicReady {
+			continue
+		}
+		name := e.name[:min(e.nameLen, maxTopicName)]
+		for i := uint32(topicHashBytes(name) % uint64(n)); i != t; i = (i + 1) % n {
+			onPath[i] = true
+		}
+	}
+	for t := range n {
+		e, _ := r.topicEntry(t)
+		if e.state.Load()&0xff == topicReclaimed && !onPath[t] {
+			e.state.Store(topicFree)
+		}
+	}
+	return freed
 }
 
 // reapSlot reclaims dead participant i. The caller holds the slot's lock and has seen the
@@ -393,7 +463,7 @@ func (r *Region) reapSlot(i uint32) ReapReport {
 	for t := range r.cfg.Topics {
 		e, _ := r.topicEntry(t)
 		if st := e.state.Load(); st&0xff == topicClaiming && uint32(st>>16) == owner {
-			if e.state.CompareAndSwap(st, topicFree) {
+			if e.state.CompareAndSwap(st, topicReclaimed) { // perhaps on another name's probe sequence
 				rep.Topics++
 			}
 		}

@@ -12,13 +12,16 @@ import (
 // of HistoryDepth cells follows it.
 //
 //	off  size  field
-//	0    8     state: 0 free, else claimer participant+1 <<16 | 1 (claiming) or 2 (ready)
+//	0    8     state: 0 free, else claimer participant+1 <<16 | 1 (claiming), 2 (ready) or
+//	           3 (reclaimed: free for a new name, but lookups probe past it)
 //	8    8     FNV-1a 64 of the name
 //	16   4     name length
 //	20   4     history depth of this topic (<= HistoryDepth)
 //	24   8     type fingerprint: 0 none recorded yet; below 2^16 a claim in progress by that
 //	           participant index + 1; else the fingerprint
 //	32   16    codec name, NUL-padded
+//	48   8     generation, twice: g<<32 | g, bumped each time the audit reclaims the entry (a
+//	           Topic value from before no longer names it); a word whose halves differ is damage
 //	64   128   name
 //	192  8     next sequence number (publishers take one each)
 //	200  8     bytes published
@@ -31,7 +34,8 @@ type topicEntry struct {
 	histDepth   uint32
 	fingerprint atomic.Uint64
 	codec       [16]byte
-	_           [16]byte
+	gen         atomic.Uint64
+	_           [8]byte
 	name        [128]byte
 	seq         atomic.Uint64
 	bytes       atomic.Uint64
@@ -43,8 +47,11 @@ const (
 	topicFree     = 0
 	topicClaiming = 1
 	topicReady    = 2
-	maxTopicName  = 128
-	maxTypeName   = 40
+	// topicReclaimed is an entry the audit freed while some other topic's probe sequence
+	// passes through it: a new name may take it, but a lookup does not stop at it.
+	topicReclaimed = 3
+	maxTopicName   = 128
+	maxTypeName    = 40
 )
 
 // Topic is a checked handle on a topic-table entry.
@@ -54,7 +61,29 @@ type Topic struct {
 	e     *topicEntry
 	hist  unsafe.Pointer
 	depth uint64
+	gen   uint64       // the entry's generation when it was looked up
 	p     *Participant // who looked it up (nil from Region.Topic): claims are made in its name
+}
+
+// stale reports whether the entry t was looked up from has since been reclaimed by an audit.
+// The generation word holds its 32-bit generation twice, so that a scribbled word (the
+// corruption tests write random words anywhere) reads as damage, not as a reclaim, and does
+// not stop a publisher.
+func (t Topic) stale() bool {
+	w := t.e.gen.Load()
+	return w != t.gen && topicGenValid(w)
+}
+
+func topicGenValid(w uint64) bool { return uint32(w) == uint32(w>>32) }
+
+// nextTopicGen returns the generation word after w (a damaged word restarts at 1).
+func nextTopicGen(w uint64) uint64 {
+	g := uint64(uint32(w)) + 1
+	if !topicGenValid(w) {
+		g = 1
+	}
+	g &= 0xffffffff
+	return g<<32 | g
 }
 
 func (r *Region) topicEntry(i uint32) (*topicEntry, unsafe.Pointer) {
@@ -62,6 +91,9 @@ func (r *Region) topicEntry(i uint32) (*topicEntry, unsafe.Pointer) {
 	off := r.lay.sec.topics.off + uint64(i)*stride
 	return (*topicEntry)(r.at(off)), r.at(off + topicEntrySize)
 }
+
+// topicHashBytes is topicHash of a name held in bytes.
+func topicHashBytes(name []byte) uint64 { return topicHash(string(name)) }
 
 // topicHash is FNV-1a 64, inline so that it allocates nothing.
 func topicHash(name string) uint64 {
@@ -75,9 +107,11 @@ func topicHash(name string) uint64 {
 
 // LookupTopic finds the topic called name, or creates it with the given history depth when
 // create is true. The name must already be valid (package topics checks it); it is at most 128
-// bytes. The table is open-addressed by the name's hash; entries are never removed, so a topic
-// keeps its index for the region's life. It fails with ErrTableFull when the table is full and
-// ErrNotFound when create is false and the topic does not exist. Lookups of an existing
+// bytes. The table is open-addressed by the name's hash. An entry is removed only by the audit
+// (see Region.Reap), when nobody is attached and the topic has no history and no buffer names
+// it; the entry's generation then changes, so a Topic value from before is refused by Send.
+// It fails with ErrTableFull when the table is full and ErrNotFound when create is false and
+// the topic does not exist. Lookups of an existing
 // topic allocate nothing except the first time a name is seen by the caller's cache (bus
 // keeps one).
 func (p *Participant) LookupTopic(name string, create bool, history int) (_ Topic, err error) {
@@ -92,6 +126,27 @@ func (p *Participant) LookupTopic(name string, create bool, history int) (_ Topi
 	hash := topicHash(name)
 	n := r.cfg.Topics
 	start := uint32(hash % uint64(n))
+retry:
+	// reuse is the first reclaimed entry on the probe sequence: a new topic takes it rather
+	// than the free entry that ends the sequence, once the whole sequence is known not to hold
+	// the name.
+	var reuse *topicEntry
+	var reuseIdx uint32
+	var reuseHist unsafe.Pointer
+	var reuseSt uint64
+	claim := func(e *topicEntry, hist unsafe.Pointer, i uint32, st uint64) (Topic, bool) {
+		if !e.state.CompareAndSwap(st, uint64(p.owner)<<16|topicClaiming) {
+			return Topic{}, false
+		}
+		e.hash = hash
+		e.nameLen = uint32(len(name))
+		e.name = [128]byte{}
+		copy(e.name[:], name)
+		e.histDepth = uint32(history)
+		gen := e.gen.Load()
+		e.state.Store(uint64(p.owner)<<16 | topicReady)
+		return Topic{r: r, index: i, e: e, hist: hist, depth: uint64(history), gen: gen, p: p}, true
+	}
 	for k := range n {
 		i := start + k
 		if i >= n {
@@ -105,16 +160,20 @@ func (p *Participant) LookupTopic(name string, create bool, history int) (_ Topi
 				if !create {
 					return Topic{}, fmt.Errorf("topic %q: %w", name, ErrNotFound)
 				}
-				if !e.state.CompareAndSwap(st, uint64(p.owner)<<16|topicClaiming) {
-					continue
+				if reuse != nil {
+					if t, ok := claim(reuse, reuseHist, reuseIdx, reuseSt); ok {
+						return t, nil
+					}
+					goto retry // the reclaimed entry was taken: it may have been by our name
 				}
-				e.hash = hash
-				e.nameLen = uint32(len(name))
-				e.name = [128]byte{}
-				copy(e.name[:], name)
-				e.histDepth = uint32(history)
-				e.state.Store(uint64(p.owner)<<16 | topicReady)
-				return Topic{r: r, index: i, e: e, hist: hist, depth: uint64(history), p: p}, nil
+				if t, ok := claim(e, hist, i, st); ok {
+					return t, nil
+				}
+				continue
+			case topicReclaimed:
+				if reuse == nil {
+					reuse, reuseIdx, reuseHist, reuseSt = e, i, hist, st
+				}
 			case topicClaiming:
 				// Another participant is writing this entry; it takes a few stores. If it
 				// stays claiming, its claimer died mid-way (reaping frees it).
@@ -124,18 +183,28 @@ func (p *Participant) LookupTopic(name string, create bool, history int) (_ Topi
 				continue
 			case topicReady:
 				if e.hash == hash && int(e.nameLen) == len(name) && string(e.name[:len(name)]) == name {
+					gen := e.gen.Load()
 					d := uint64(e.histDepth)
 					if d > uint64(r.cfg.HistoryDepth) {
 						r.hdr.corrupt.Add(1)
 						d = 0
 					}
-					return Topic{r: r, index: i, e: e, hist: hist, depth: d, p: p}, nil
+					return Topic{r: r, index: i, e: e, hist: hist, depth: d, gen: gen, p: p}, nil
 				}
 			default:
 				r.hdr.corrupt.Add(1) // scribbled state: skip the entry
 			}
 			break
 		}
+	}
+	if create && reuse != nil {
+		if t, ok := claim(reuse, reuseHist, reuseIdx, reuseSt); ok {
+			return t, nil
+		}
+		goto retry
+	}
+	if !create {
+		return Topic{}, fmt.Errorf("topic %q: %w", name, ErrNotFound)
 	}
 	return Topic{}, fmt.Errorf("topic %q: %w: all %d topics in use", name, ErrTableFull, n)
 }
@@ -146,8 +215,10 @@ func waitTopicClaim(r *Region, e *topicEntry, st uint64) error {
 		if time.Now().After(deadline) {
 			owner := int(st>>16) - 1
 			if alive, _ := r.Alive(owner); !alive {
-				// The claimer died between claiming and publishing the entry: free it.
-				e.state.CompareAndSwap(st, topicFree)
+				// The claimer died between claiming and publishing the entry: free it. It may
+				// have been a reclaimed entry other names probe past, so it becomes one (the
+				// next audit turns it back into a free entry if nothing probes past it).
+				e.state.CompareAndSwap(st, topicReclaimed)
 				return nil
 			}
 			return fmt.Errorf("%w: topic entry held by participant %d for over a second", ErrNotReady, owner)
@@ -163,10 +234,11 @@ func (r *Region) Topic(i int) (Topic, error) {
 		return Topic{}, fmt.Errorf("%w: topic index %d out of range", ErrCorrupt, i)
 	}
 	e, hist := r.topicEntry(uint32(i))
+	gen := e.gen.Load()
 	if e.state.Load()&0xff != topicReady {
 		return Topic{}, ErrNotFound
 	}
-	return Topic{r: r, index: uint32(i), e: e, hist: hist, depth: min(uint64(e.histDepth), uint64(r.cfg.HistoryDepth))}, nil
+	return Topic{r: r, index: uint32(i), e: e, hist: hist, depth: min(uint64(e.histDepth), uint64(r.cfg.HistoryDepth)), gen: gen}, nil
 }
 
 // Index returns the topic's table index.
