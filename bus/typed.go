@@ -216,8 +216,11 @@ func (p *TypedPublisher[T]) Loan() (TypedLoan[T], error) {
 		l.Discard()
 		return TypedLoan[T]{}, &Error{Op: "loan", Name: p.p.name, Err: err}
 	}
-	var zero T
-	*v = zero
+	// Zero the value (the buffer held an earlier message) under the fault guard.
+	if err := l.l.Fill(func(buf []byte) error { clear(buf[:p.size]); return nil }); err != nil {
+		l.Discard()
+		return TypedLoan[T]{}, &Error{Op: "loan", Name: p.p.name, Err: err}
+	}
 	return TypedLoan[T]{l: l, v: v}, nil
 }
 

@@ -103,7 +103,8 @@ type InboxConfig struct {
 }
 
 // OpenInbox claims a free inbox for p. It fails with ErrTableFull when none is free.
-func (p *Participant) OpenInbox(c InboxConfig) (Inbox, error) {
+func (p *Participant) OpenInbox(c InboxConfig) (_ Inbox, err error) {
+	defer unguard(guard(), &err)
 	r := p.r
 	capacity := uint64(c.Capacity)
 	if capacity == 0 {
@@ -204,6 +205,11 @@ func (in *Inbox) Overflow() Overflow { return in.policy }
 
 // Len returns the number of messages waiting (a snapshot).
 func (in *Inbox) Len() int {
+	defer unguard(guard(), nil) // a fault (the file truncated) reads as empty
+	return in.length()
+}
+
+func (in *Inbox) length() int {
 	t, h := in.v.hdr.tail.Load(), in.v.hdr.head.Load()
 	if t <= h {
 		return 0

@@ -74,12 +74,25 @@ func (r *Region) Attach(name string) (*Participant, error) {
 		}
 		time.Sleep(100 * time.Microsecond)
 	}
+	p, err := r.claimSlot(lf, name)
+	if err != nil {
+		// A fault after the slot was claimed leaves it attached to a lock nobody holds once
+		// lf is closed: the next reaper reclaims it.
+		closeLockFD(lf)
+		return nil, &Error{Op: "attach", Name: r.name, Err: err}
+	}
+	return p, nil
+}
+
+// claimSlot takes the first participant slot whose lock lf gets, under the fault guard. The
+// caller holds r.mu and closes lf if it fails.
+func (r *Region) claimSlot(lf int, name string) (_ *Participant, err error) {
+	defer unguard(guard(), &err)
 	for i := range r.cfg.Participants {
 		off := int64(r.participantOffset(i))
 		got, err := lockFD(lf, r.path, off)
 		if err != nil {
-			closeLockFD(lf)
-			return nil, &Error{Op: "attach", Name: r.name, Err: err}
+			return nil, err
 		}
 		if !got {
 			continue // a live participant holds it
@@ -107,12 +120,12 @@ func (r *Region) Attach(name string) (*Participant, error) {
 		s.attached = time.Now().UnixNano()
 		s.name = [32]byte{}
 		copy(s.name[:], truncateUTF8(name, len(s.name)))
+		held := r.newHeldList(i)
 		r.attached++
 		r.owners = append(r.owners, i+1)
-		return &Participant{r: r, idx: i, owner: i + 1, slot: s, lockfd: lf, lkoff: off, held: r.newHeldList(i)}, nil
+		return &Participant{r: r, idx: i, owner: i + 1, slot: s, lockfd: lf, lkoff: off, held: held}, nil
 	}
-	closeLockFD(lf)
-	return nil, &Error{Op: "attach", Name: r.name, Err: fmt.Errorf("%w: all %d participant slots in use", ErrTableFull, r.cfg.Participants)}
+	return nil, fmt.Errorf("%w: all %d participant slots in use", ErrTableFull, r.cfg.Participants)
 }
 
 // Index returns the participant's slot index.

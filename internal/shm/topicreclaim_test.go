@@ -230,7 +230,7 @@ func roleTypoPublisher(c *peer.Child) error {
 		if _, err := tp.Send(c.Context(), l, 10, nil); err != nil {
 			return err
 		}
-		if i == 0 {
+		if i == 1000 { // well into its loop: the kill lands anywhere in a send
 			c.Send("ready")
 		}
 	}
@@ -251,7 +251,6 @@ func TestAuditFreesTopicOfKilledPublisher(t *testing.T) {
 	if _, err := pub.Expect("ready", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Millisecond) // well into its loop
 	pub.Kill()
 	pub.Wait(time.Minute)
 	if n := topicCount(t, r); n != 1 {

@@ -151,7 +151,7 @@ func (in *Inbox) pending() bool { return in.ready() || in.v.hdr.tail.Load() > in
 func (in *Inbox) WaitEmpty(ctx context.Context) (err error) {
 	defer unguard(guard(), &err)
 	for pause := 20 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
-		if in.Len() == 0 || !in.isOpen() {
+		if in.length() == 0 || !in.isOpen() {
 			return nil
 		}
 		t := time.NewTimer(pause)
