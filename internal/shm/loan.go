@@ -59,9 +59,6 @@ func (l Loan) WithStamp(st int64) Loan {
 	return l
 }
 
-// Valid reports whether l names a loan (the zero Loan does not).
-func (l Loan) Valid() bool { return l.p != nil }
-
 // Discard gives back a loan that will not be sent. It fails with ErrLoanEnded if the loan was
 // already sent or discarded.
 func (l Loan) Discard() (err error) {

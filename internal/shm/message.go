@@ -25,9 +25,6 @@ func (p *Participant) newHeld(idx int, buf Buffer) Held {
 	return Held{p: p, idx: int32(idx), buf: buf, meta: buf.Meta()}
 }
 
-// Valid reports whether h names a message (the zero Held does not).
-func (h Held) Valid() bool { return h.p != nil }
-
 // Data returns the payload, in shared memory, clamped to the buffer. It is valid until
 // Release; reading it after the region's file was truncated faults (see Read).
 func (h Held) Data() []byte {
@@ -109,25 +106,6 @@ func (p *Participant) accept(in *Inbox, idx int, h Handle) (Held, bool) {
 		return Held{}, false
 	}
 	return p.newHeld(idx, buf), true
-}
-
-// TryTake is Take without waiting: ok is false when the inbox is empty.
-func (p *Participant) TryTake(in *Inbox) (_ Held, ok bool, err error) {
-	defer unguard(guard(), &err)
-	idx, err := p.reserve()
-	if err != nil {
-		return Held{}, false, err
-	}
-	for {
-		h, ok, err := in.tryPopInto(p, idx)
-		if !ok || err != nil {
-			p.unreserve(idx)
-			return Held{}, false, err
-		}
-		if m, ok := p.accept(in, idx, h); ok {
-			return m, true, nil
-		}
-	}
 }
 
 // TakeHistory takes a reference to each message in t's history, oldest first, into p's held

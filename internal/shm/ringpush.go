@@ -7,47 +7,6 @@ import (
 	"time"
 )
 
-// pushHandle appends h to the inbox. On a full inbox the policy decides: DropOldest evicts (and
-// releases) the oldest message and pushes; DropNewest fails with ErrFull; Block waits for
-// room until ctx is done or the inbox's block limit passes, then fails with ErrTimeout. Every
-// drop is counted in the inbox. pushHandle wakes a sleeping consumer, and makes no system call when
-// none sleeps. It allocates nothing.
-//
-// The caller's reference to h passes to the inbox when pushHandle returns nil; on an error it stays
-// with the caller.
-func (in *Inbox) pushHandle(ctx context.Context, h Handle) error {
-	if h == 0 || uint64(h)&^handleMask != 0 {
-		return errHandleBits
-	}
-	return in.push(ctx, h, nil)
-}
-
-// deliver appends h to the inbox like Push, but with a reference of the inbox's own: it adds
-// one to h's reference count immediately before the compare-and-swap that commits h to its
-// cell (and gives it back if that fails), so the reference exists only while the message is
-// in the ring or about to be. The caller keeps its own reference whatever happens, and must
-// hold one for the call (a loan, typically). A publisher fanning out with deliver holds no
-// reference for a subscriber it has not reached yet: killed half-way, it leaves nothing for
-// anyone but its loan, which a reaper ends. Only a kill between the two atomic operations of
-// one delivery (a few instructions) leaves one reference unowned, for a reaper's sweep to
-// free (see Region.Reap). It allocates nothing.
-func (in *Inbox) deliver(ctx context.Context, h Handle) error {
-	_, s, _, err := in.v.r.decode(h)
-	if err != nil {
-		return err
-	}
-	return in.push(ctx, h, s)
-}
-
-// deliverBuffer is Deliver for a caller that has b's Buffer (a publisher, from its loan): it
-// skips decoding the handle again for each inbox of a fan-out.
-func (in *Inbox) deliverBuffer(ctx context.Context, b Buffer) error {
-	if b.s == nil {
-		return errHandleZero
-	}
-	return in.push(ctx, b.h, b.s)
-}
-
 // push is Push and Deliver: with ref set, a reference is added to ref's state word right
 // before each attempt to commit h, and dropped again if the attempt fails.
 func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {

@@ -13,18 +13,6 @@ func (r *Region) noteUnrecorded() {
 	}
 }
 
-// tryPopInto is TryPop for a consumer that records what it takes: the message's reference
-// moves from the inbox to entry idx of p's held list (taken with Participant.Reserve) in a way
-// a reaper can follow at every instruction, so neither a crash nor a race loses or doubles it.
-// Release it with Participant.Unhold. On ok == false or an error the entry stays reserved.
-func (in *Inbox) tryPopInto(p *Participant, idx int) (h Handle, ok bool, err error) {
-	w, err := p.heldWord(idx)
-	if err != nil {
-		return 0, false, err
-	}
-	return in.take(w, uint64(idx))
-}
-
 // take claims the oldest handle; used by the consumer and by evicting producers.
 //
 // A consumer that passes its held entry w (index idx) takes in four steps, each a single

@@ -44,28 +44,6 @@ type Waiter struct {
 // longSleep bounds one futex wait, so a deadline far away is still re-checked now and then.
 const longSleep = time.Second
 
-// popInto is Pop for a consumer that records what it takes in entry idx of p's held list
-// (see TryPopInto). The entry stays reserved if popInto fails.
-func (in *Inbox) popInto(ctx context.Context, w Waiter, p *Participant, idx int) (Handle, error) {
-	hw, err := p.heldWord(idx)
-	if err != nil {
-		return 0, err
-	}
-	for {
-		h, ok, err := in.take(hw, uint64(idx))
-		if ok || err != nil {
-			return h, err
-		}
-		if err := in.wait(ctx, w); err != nil {
-			return 0, err
-		}
-	}
-}
-
-// awaitMessage returns when a message is waiting (without taking it), the inbox is closed, or ctx
-// is done.
-func (in *Inbox) awaitMessage(ctx context.Context, w Waiter) error { return in.wait(ctx, w) }
-
 func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 	if in.pending() {
 		return nil
@@ -114,6 +92,24 @@ func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 		// (longSleep), so a consumer finds such damage within a second, and take repairs it.
 		return in.pending() || !in.isOpen() || in.positionsDamaged()
 	})
+}
+
+// popInto takes the oldest message into entry idx of p's held list, waiting as w says
+// (see take). The entry stays reserved if popInto fails.
+func (in *Inbox) popInto(ctx context.Context, w Waiter, p *Participant, idx int) (Handle, error) {
+	hw, err := p.heldWord(idx)
+	if err != nil {
+		return 0, err
+	}
+	for {
+		h, ok, err := in.take(hw, uint64(idx))
+		if ok || err != nil {
+			return h, err
+		}
+		if err := in.wait(ctx, w); err != nil {
+			return 0, err
+		}
+	}
 }
 
 // waitSpace sleeps until the inbox is not full, ctx is done or deadline passes. A producer
