@@ -84,13 +84,13 @@ func (b *Bus) Subscribe(pattern string, opts ...SubscribeOption) (*Subscription,
 // after the inbox is open, so a message published meanwhile is in the history, in the queue,
 // or in both (and then received once).
 func (s *Subscription) takeHistory() {
-	r := s.b.r
-	for i := range int(r.Config().Topics) {
-		t, err := r.Topic(i)
-		if err != nil || t.HistoryDepth() == 0 || !topics.Match(s.pattern, t.Name()) {
-			continue
+	// The topic table is read under the fault guard (EachTopic): a region cut under it is
+	// logged, and the subscription goes on without history.
+	err := s.b.r.EachTopic(func(t shm.Topic) error {
+		if t.HistoryDepth() == 0 || !topics.Match(s.pattern, t.Name()) {
+			return nil
 		}
-		err = s.b.p.TakeHistory(t, func(h shm.Held) {
+		err := s.b.p.TakeHistory(t, func(h shm.Held) {
 			s.pending = append(s.pending, h)
 			if s.dedup == nil {
 				s.dedup = make(map[topicSeq]struct{})
@@ -102,6 +102,10 @@ func (s *Subscription) takeHistory() {
 			s.b.log.Warn("subscribed without part of the history", zap.String("pattern", s.pattern),
 				zap.String("topic", t.Name()), zap.Error(err))
 		}
+		return nil
+	})
+	if err != nil {
+		s.b.log.Warn("subscribed without history: the topic table could not be read", zap.String("pattern", s.pattern), zap.Error(err))
 	}
 	s.dedupOn.Store(len(s.dedup) > 0)
 }
