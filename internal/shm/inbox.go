@@ -148,6 +148,10 @@ func (p *Participant) OpenInbox(c InboxConfig) (_ Inbox, err error) {
 		h.corrupt.Store(0)
 		h.skipped.Store(0)
 		h.noted.Store(0)
+		for i := range h.ageCounts {
+			h.ageCounts[i].Store(0)
+		}
+		h.ageSum.Store(0)
 		in := v.inbox(gen, uint32(capacity), c.Overflow, c.BlockLimit)
 		// Positions continue from where the previous user of this entry stopped, so that no
 		// position is ever reused for another generation.
@@ -301,6 +305,12 @@ type InboxStats struct {
 	Corrupt     uint64
 	Sleeping    bool // a consumer is asleep on the wake word
 	Blocked     int  // producers asleep waiting for room (Block policy): publishers this subscriber holds back
+	// AgeBuckets is the age histogram of the messages taken (time of the take minus the
+	// publish stamp): AgeBuckets[i] counts those older than bucket i-1's bound and at most
+	// AgeBucketBound(i) (not cumulative); the last bucket has no bound. AgeSumNanos is the
+	// sum of their ages.
+	AgeBuckets  []uint64
+	AgeSumNanos uint64
 }
 
 // InboxStats returns the counters of every open inbox. It reads shared memory only.
@@ -334,7 +344,11 @@ func (r *Region) inboxStats() []InboxStats {
 			Pattern: r.patternString(uint32(i)), Overflow: Overflow(h.policy), Capacity: int(h.capacity),
 			Depth: int(depth), DropOldest: shown(h.dropOldest.Load()), DropNewest: shown(h.dropNewest.Load()),
 			DropTimeout: shown(h.dropTimeout.Load()), Corrupt: shown(h.corrupt.Load()), Sleeping: waitersOf(h.sleepers.Load(), wordGen(st)) != 0,
-			Blocked: int(waitersOf(h.spaceWaiters.Load(), wordGen(st))),
+			Blocked:    int(waitersOf(h.spaceWaiters.Load(), wordGen(st))),
+			AgeBuckets: make([]uint64, ageBuckets), AgeSumNanos: shown(h.ageSum.Load()),
+		}
+		for b := range s.AgeBuckets {
+			s.AgeBuckets[b] = shown(h.ageCounts[b].Load())
 		}
 		out = append(out, s)
 	}

@@ -18,7 +18,7 @@ import (
 //	participants   Participants x 256                     one slot per attached participant
 //	held           Participants x Held x 8                each participant's held list: handles taken, not released
 //	topics         Topics x (256 + 8 x HistoryDepth)      topic table (reserved for the topic layer)
-//	inboxes        Inboxes x 384                          ring headers: config, tail, head, wake words, counters
+//	inboxes        Inboxes x 640                          ring headers: config, tail, head, wake words, counters, age histogram
 //	patterns       Inboxes x 128                          each inbox's subscription pattern, NUL-padded
 //	cells          Inboxes x InboxCapacity x 8            ring cells, one 64-bit word each
 //	pool[i]        4224 + Count x (64 + Size)             pool counters, then slots: 64-byte header + payload
@@ -29,7 +29,7 @@ import (
 
 const (
 	magic         = 0x31474552_5146464f // "OFFQREG1" little-endian
-	layoutVersion = 5                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries
+	layoutVersion = 6                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram
 	byteOrderMark = 0x0a0b0c0d
 	headerSize    = 1024
 	checksumFrom  = 64  // checksum covers [checksumFrom, checksumTo)
@@ -165,8 +165,9 @@ const patternSize = 128
 // topicEntrySize is the fixed part of a topic entry; its history ring follows it.
 const topicEntrySize = 256
 
-// inboxHeader is one entry of the inbox table (384 bytes, six cache lines, so that producers,
-// the consumer and sleepers never write the same line on the fast path).
+// inboxHeader is one entry of the inbox table (640 bytes, ten cache lines, so that producers,
+// the consumer and sleepers never write the same line on the fast path; the age histogram,
+// written by the consumer once per message taken, has lines of its own).
 //
 //	off  size  field
 //	0    8     state: generation<<24 | (owner+1)<<8 | status (0 free, 1 opening, 2 open, 3 closing)
@@ -189,6 +190,9 @@ const topicEntrySize = 256
 //	344  8     corrupt cells dropped
 //	352  8     base: the ring's first position in this generation (pushed = tail - base)
 //	360  8     skipped: positions the consumer skipped because a scribble destroyed their message
+//	384  200   age histogram: 25 counters, bucket i the messages taken whose age (take time -
+//	           publish stamp) was at most 1 µs << i (i < 24), bucket 24 the rest; consumer-written
+//	584  8     age sum: the ages of the messages counted in the histogram, nanoseconds
 type inboxHeader struct {
 	state        atomic.Uint64
 	capacity     uint32
@@ -219,6 +223,9 @@ type inboxHeader struct {
 	base         uint64
 	skipped      atomic.Uint64
 	_            [16]byte
+	ageCounts    [ageBuckets]atomic.Uint64
+	ageSum       atomic.Uint64
+	_            [48]byte
 }
 
 // poolHeader starts each pool section (128 bytes, then poolShards shard lines). Its

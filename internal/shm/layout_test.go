@@ -149,7 +149,7 @@ func TestLayoutParticipantSlot(t *testing.T) {
 
 func TestLayoutInboxHeader(t *testing.T) {
 	var h inboxHeader
-	checkLayoutRows(t, &h, unsafe.Sizeof(h), 384, []layoutRow{
+	checkLayoutRows(t, &h, unsafe.Sizeof(h), 640, []layoutRow{
 		layoutField("state", unsafe.Offsetof(h.state), unsafe.Sizeof(h.state), 0, 8),
 		layoutField("capacity", unsafe.Offsetof(h.capacity), unsafe.Sizeof(h.capacity), 8, 4),
 		layoutField("policy", unsafe.Offsetof(h.policy), unsafe.Sizeof(h.policy), 12, 4),
@@ -170,6 +170,8 @@ func TestLayoutInboxHeader(t *testing.T) {
 		layoutField("corrupt", unsafe.Offsetof(h.corrupt), unsafe.Sizeof(h.corrupt), 344, 8),
 		layoutField("base", unsafe.Offsetof(h.base), unsafe.Sizeof(h.base), 352, 8),
 		layoutField("skipped", unsafe.Offsetof(h.skipped), unsafe.Sizeof(h.skipped), 360, 8),
+		layoutField("ageCounts", unsafe.Offsetof(h.ageCounts), unsafe.Sizeof(h.ageCounts), 384, 200),
+		layoutField("ageSum", unsafe.Offsetof(h.ageSum), unsafe.Sizeof(h.ageSum), 584, 8),
 	})
 	// Producers (tail), the consumer (head), sleepers (wake) and blocked producers (space)
 	// each write their own cache line.
@@ -177,13 +179,20 @@ func TestLayoutInboxHeader(t *testing.T) {
 	for name, off := range map[string]uintptr{
 		"state": unsafe.Offsetof(h.state), "tail": unsafe.Offsetof(h.tail), "head": unsafe.Offsetof(h.head),
 		"wake": unsafe.Offsetof(h.wake), "space": unsafe.Offsetof(h.space), "dropOldest": unsafe.Offsetof(h.dropOldest),
+		"ageCounts": unsafe.Offsetof(h.ageCounts),
 	} {
 		if other, ok := lines[off/64]; ok {
 			t.Errorf("inboxHeader.%s shares cache line %d with %s", name, off/64, other)
 		}
 		lines[off/64] = name
 	}
-	if inboxHeaderSize != 384 || patternSize != 128 {
+	// The age histogram (written by the consumer at every take) starts on a line of its own
+	// and no other field shares its lines.
+	if first, last := unsafe.Offsetof(h.ageCounts)/64, (unsafe.Offsetof(h.ageSum)+7)/64; unsafe.Offsetof(h.ageCounts)%64 != 0 ||
+		unsafe.Offsetof(h.skipped)/64 == first || last >= unsafe.Sizeof(h)/64 {
+		t.Errorf("inboxHeader's age histogram (lines %d to %d) shares a line", first, last)
+	}
+	if inboxHeaderSize != 640 || patternSize != 128 {
 		t.Errorf("inboxHeaderSize = %d, patternSize = %d", inboxHeaderSize, patternSize)
 	}
 }
@@ -369,7 +378,7 @@ func TestLayoutSections(t *testing.T) {
 			{"participants", l.sec.participants, uint64(c.Participants) * 256},
 			{"held", l.sec.held, uint64(c.Participants) * uint64(c.Held) * 8},
 			{"topics", l.sec.topics, uint64(c.Topics) * (256 + 8*uint64(c.HistoryDepth))},
-			{"inboxes", l.sec.inboxes, uint64(c.Inboxes) * 384},
+			{"inboxes", l.sec.inboxes, uint64(c.Inboxes) * 640},
 			{"patterns", l.sec.patterns, uint64(c.Inboxes) * 128},
 			{"cells", l.sec.cells, uint64(c.Inboxes) * uint64(c.InboxCapacity) * 8},
 		}

@@ -105,7 +105,9 @@ func (p *Participant) accept(in *Inbox, idx int, h Handle) (Held, bool) {
 		p.forget(idx)
 		return Held{}, false
 	}
-	return p.newHeld(idx, buf), true
+	m := p.newHeld(idx, buf)
+	in.noteAge(m.meta.Stamp)
+	return m, true
 }
 
 // TakeHistory takes a reference to each message in t's history, oldest first, into p's held
