@@ -2,6 +2,8 @@ package metrics
 
 import (
 	"fmt"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -199,8 +201,33 @@ func emit(ch chan<- prometheus.Metric, s *transport.Stats) {
 		} {
 			send(mDropped, float64(d.n), append(lv, d.reason)...)
 		}
+		ch <- ageHistogram(&in, lv)
 	}
 }
+
+// ageHistogram turns an inbox's age counts (one per bucket, not cumulative, the last
+// unbounded) into offq_message_age_seconds.
+func ageHistogram(in *transport.InboxStats, lv []string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(in.AgeBuckets))
+	var n uint64
+	for i, c := range in.AgeBuckets {
+		n += c
+		if i < len(in.AgeBuckets)-1 {
+			buckets[in.AgeBucketBound(i).Seconds()] = n
+		}
+	}
+	return prometheus.MustNewConstHistogram(mMessageAge.desc, n, float64(in.AgeSumNanos)/1e9, buckets, lv...)
+}
+
+// buildInfo is offq_build_info's labels: the main module's version ("(devel)" when it has
+// none: built from a checkout, or no build information) and the Go version.
+var buildInfo = func() [2]string {
+	v := "(devel)"
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		v = bi.Main.Version
+	}
+	return [2]string{v, runtime.Version()}
+}()
 
 // topicSubscribers returns, for each of s.Topics, how many open inboxes have a pattern that
 // matches it. Inboxes sharing a pattern are matched once.

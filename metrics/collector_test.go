@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -90,11 +91,11 @@ func populate(t testing.TB, dir string) *bus.Bus {
 }
 
 // regionMetricNames lists the metrics the golden file pins: all of a region's except its size
-// and creation time, which are checked apart.
+// and creation time, and the message ages, which are checked apart.
 func regionMetricNames() []string {
 	var out []string
 	for _, m := range regionMetrics {
-		if m != mRegionSize && m != mRegionCreated {
+		if m != mRegionSize && m != mRegionCreated && m != mMessageAge {
 			out = append(out, m.name)
 		}
 	}
@@ -150,6 +151,71 @@ offq_collector_open_failures_total 0
 offq_collector_regions 1
 `), "offq_collector_regions", "offq_collector_open_failures_total"); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestMessageAgeHistogram: offq_message_age_seconds counts, per subscription, the messages
+// received (2 on inbox 0 of the golden bus, none on the others), in cumulative buckets
+// doubling from 1µs, with a positive sum; offq_build_info is 1 with the build's labels.
+func TestMessageAgeHistogram(t *testing.T) {
+	dir := t.TempDir()
+	populate(t, dir)
+	c := NewCollector(Options{Dir: dir})
+	defer c.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen, info := 0, false
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "offq_build_info":
+			for _, m := range mf.GetMetric() {
+				ls := map[string]string{}
+				for _, l := range m.GetLabel() {
+					ls[l.GetName()] = l.GetValue()
+				}
+				if m.GetGauge().GetValue() != 1 || ls["version"] == "" || ls["goversion"] != runtime.Version() {
+					t.Errorf("offq_build_info %v = %v", ls, m.GetGauge().GetValue())
+				}
+				info = true
+			}
+		case "offq_message_age_seconds":
+			if mf.GetType().String() != "HISTOGRAM" {
+				t.Fatalf("offq_message_age_seconds is a %v", mf.GetType())
+			}
+			for _, m := range mf.GetMetric() {
+				seen++
+				var inbox string
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "inbox" {
+						inbox = l.GetValue()
+					}
+				}
+				h := m.GetHistogram()
+				want := uint64(0)
+				if inbox == "0" {
+					want = 2
+				}
+				if h.GetSampleCount() != want || (want > 0) != (h.GetSampleSum() > 0) {
+					t.Errorf("inbox %s: %d ages summing to %gs, want %d", inbox, h.GetSampleCount(), h.GetSampleSum(), want)
+				}
+				bs := h.GetBucket()
+				if len(bs) != 24 || bs[0].GetUpperBound() != 1e-6 || bs[23].GetUpperBound() != float64(1<<23)*1e-6 {
+					t.Fatalf("inbox %s: buckets %v", inbox, bs)
+				}
+				for i := range bs {
+					if bs[i].GetCumulativeCount() > h.GetSampleCount() || i > 0 && bs[i].GetCumulativeCount() < bs[i-1].GetCumulativeCount() {
+						t.Errorf("inbox %s: buckets %v not cumulative up to %d", inbox, bs, h.GetSampleCount())
+					}
+				}
+			}
+		}
+	}
+	if seen != 3 || !info {
+		t.Errorf("%d age histograms (want one per subscription: 3), build info served: %v", seen, info)
 	}
 }
 

@@ -46,8 +46,18 @@ func served(t *testing.T) (names, labels map[string]bool) {
 		if !names[m.name] {
 			t.Errorf("%s is in the metric table but not served", m.name)
 		}
+		if m.hist && names[m.name] { // its series are name_bucket, name_sum, name_count
+			for _, n := range histSeries(m.name) {
+				names[n] = true
+			}
+		}
 	}
 	return names, labels
+}
+
+// histSeries returns the names of a histogram's series.
+func histSeries(name string) []string {
+	return []string{name + "_bucket", name + "_sum", name + "_count"}
 }
 
 // dashboard is the part of a Grafana dashboard the tests read.
@@ -170,7 +180,7 @@ func TestDashboardUsesServedMetrics(t *testing.T) {
 	for _, n := range []string{
 		"offq_inbox_depth", "offq_messages_dropped_total", "offq_pool_buffers_in_use", "offq_pool_buffers",
 		"offq_topic_messages_published_total", "offq_inbox_delivered_total", "offq_participants", "offq_reclaims_total",
-		"offq_topic_buffers_in_use", "offq_participant_buffers_held",
+		"offq_topic_buffers_in_use", "offq_participant_buffers_held", "offq_message_age_seconds_bucket",
 	} {
 		if !used[n] {
 			t.Errorf("the dashboard does not show %s", n)
@@ -237,6 +247,11 @@ func TestDocsListEveryMetric(t *testing.T) {
 	known := map[string]bool{}
 	for _, m := range all {
 		known[m.name] = true
+		if m.hist {
+			for _, n := range histSeries(m.name) {
+				known[n] = true
+			}
+		}
 		if !strings.Contains(doc, "### `"+m.name+"`") {
 			t.Errorf("docs/metrics.md has no section \"### `%s`\"", m.name)
 		}

@@ -105,6 +105,7 @@ func (d *dirSource) snapshots() ([]transport.Stats, []prometheus.Metric) {
 	own := append(failures,
 		prometheus.MustNewConstMetric(mCollectorRegions.desc, mCollectorRegions.typ, float64(len(out))),
 		prometheus.MustNewConstMetric(mCollectorOpenFails.desc, mCollectorOpenFails.typ, float64(d.openFails)),
+		prometheus.MustNewConstMetric(mBuildInfo.desc, mBuildInfo.typ, 1, buildInfo[0], buildInfo[1]),
 	)
 	return out, own
 }

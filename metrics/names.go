@@ -11,11 +11,19 @@ type metric struct {
 	typ    prometheus.ValueType
 	labels []string
 	desc   *prometheus.Desc
+	hist   bool // a histogram (typ unused)
 }
 
 func newMetric(name string, typ prometheus.ValueType, help string, labels ...string) *metric {
 	return &metric{name: name, help: help, typ: typ, labels: labels,
 		desc: prometheus.NewDesc(name, help, labels, nil)}
+}
+
+// newHistogram describes a histogram: its samples are name_bucket, name_sum and name_count.
+func newHistogram(name, help string, labels ...string) *metric {
+	m := newMetric(name, prometheus.UntypedValue, help, labels...)
+	m.hist = true
+	return m
 }
 
 const (
@@ -118,6 +126,9 @@ var (
 	mDropped = newMetric("offq_messages_dropped_total", counter,
 		"Messages lost by the subscription, by reason: oldest (evicted from a full drop-oldest inbox), newest (refused by a full drop-newest inbox), timeout (a blocking publisher gave up), corrupt (a bad cell was skipped).",
 		"bus", "inbox", "pattern", "subscriber", "reason")
+	mMessageAge = newHistogram("offq_message_age_seconds",
+		"Age of the messages the subscriber took from its inbox since it was opened, at the take: from the publish time (stamped in the message when published, or carried over by a bridge) to Receive. Buckets double from 1µs to about 8.4s.",
+		"bus", "inbox", "pattern", "subscriber")
 )
 
 // Collector metrics (NewCollector only): no labels.
@@ -126,6 +137,9 @@ var (
 		"Regions the collector exported at this scrape.")
 	mCollectorOpenFails = newMetric("offq_collector_open_failures_total", counter,
 		"Times the collector found a region it could not open (not a valid region, another user's, unreadable).")
+	mBuildInfo = newMetric("offq_build_info", gauge,
+		"Always 1; its labels say which build of offq serves the metrics: the main module's version (\"(devel)\" when built from a checkout) and the Go version it was built with.",
+		"version", "goversion")
 )
 
 // regionMetrics are the metrics of one region; collectorMetrics those about the collector.
@@ -135,11 +149,11 @@ var (
 		mPoolBuffers, mPoolInUse, mPoolLowWater, mPoolAllocFails,
 		mTopicPublished, mTopicBytes, mTopicSubscribers, mTopicInUse,
 		mParticipantHeld, mParticipantLoaned,
-		mInboxDepth, mInboxCapacity, mInboxBlocked, mInboxDelivered, mInboxReceived, mDropped,
+		mInboxDepth, mInboxCapacity, mInboxBlocked, mInboxDelivered, mInboxReceived, mDropped, mMessageAge,
 		mBridgeForwarded, mBridgeImported, mBridgeDropped, mBridgeReconnects,
 		mBridgeDisconnects, mBridgeConnected, mBridgePending, mBridgeMismatched, mBridgeLooped, mBridgeGaps,
 	}
-	collectorMetrics = []*metric{mCollectorRegions, mCollectorOpenFails}
+	collectorMetrics = []*metric{mCollectorRegions, mCollectorOpenFails, mBuildInfo}
 )
 
 // Label values of offq_messages_dropped_total's reason, offq_participants's state and
