@@ -3,12 +3,16 @@ package bus
 import (
 	"testing"
 	"time"
+
+	"github.com/offq/offq/internal/shm"
 )
 
 // TestSubscriptionAges: after a subscriber receives messages, its stats count each one's age
-// (publish to Receive) once, in the histogram the inbox keeps in shared memory, and sum them;
+// (publish to Receive) once, in the histogram the inbox keeps in shared memory, and sum them
+// (the test samples every take);
 // messages still queued are not counted.
 func TestSubscriptionAges(t *testing.T) {
+	defer shm.SampleEveryAgeForTest()()
 	b := openTest(t, t.TempDir())
 	ctx := ctxT(t)
 	sub, err := b.Subscribe("age.>", WithQueueDepth(16))

@@ -156,8 +156,9 @@ offq_collector_regions 1
 
 // TestMessageAgeHistogram: offq_message_age_seconds counts, per subscription, the messages
 // received (2 on inbox 0 of the golden bus, none on the others), in cumulative buckets
-// doubling from 1µs, with a positive sum; offq_build_info is 1 with the build's labels.
+// doubling from 1µs, with a positive sum (the test samples every take); offq_build_info is 1 with the build's labels.
 func TestMessageAgeHistogram(t *testing.T) {
+	defer shm.SampleEveryAgeForTest()()
 	dir := t.TempDir()
 	populate(t, dir)
 	c := NewCollector(Options{Dir: dir})

@@ -25,13 +25,31 @@ func ageBucket(age int64) int {
 	return min(bits.Len64(uint64(age-1)/1000), ageBuckets-1)
 }
 
-// noteAge counts a message published at stamp and taken now in in's histogram: two atomic
-// adds on the inbox's histogram lines, which only its consumer writes.
-func (in *Inbox) noteAge(stamp int64) {
+// AgeSample is the histogram's sampling rate: a take counts the message's age if the
+// generation of the message's buffer is a multiple of AgeSample. A clock read and two atomic
+// adds cost about 48 ns, 14% of an in-process publish and receive; one take in AgeSample pays
+// it. Buffer generations count a slot's allocations one by one, so the choice is spread over
+// every slot and does not depend on the message's age, and every subscriber of a fanned-out
+// message samples the same ones.
+const AgeSample = 16
+
+// ageMask is AgeSample-1 (AgeSample is a power of two), or 0 for tests that count every
+// take (SetAgeSampleForTest).
+var ageMask uint64 = AgeSample - 1
+
+var _ [0]struct{} = [AgeSample & (AgeSample - 1)]struct{}{} // AgeSample is a power of two
+
+// noteAge counts the age of a message in buffer h, published at stamp and taken now, in in's
+// histogram if h is sampled (see AgeSample): two atomic adds on the inbox's histogram lines,
+// which only its consumer writes.
+func (in *Inbox) noteAge(h Handle, stamp int64) {
+	if h.gen()&ageMask != 0 {
+		return
+	}
 	age := max(Now()-stamp, 0)
-	h := in.v.hdr
-	h.ageCounts[ageBucket(age)].Add(1)
-	h.ageSum.Add(uint64(age))
+	hd := in.v.hdr
+	hd.ageCounts[ageBucket(age)].Add(1)
+	hd.ageSum.Add(uint64(age))
 }
 
 // AgeBucketBound returns the upper bound of bucket i of AgeBuckets: 1 µs << i, and

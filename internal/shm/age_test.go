@@ -30,9 +30,10 @@ func TestAgeBucket(t *testing.T) {
 	}
 }
 
-// TestTakeNotesAge: Take and TryTake count each message's age in the inbox's histogram (a
+// TestTakeNotesAge: Take counts each message's age in the inbox's histogram (a
 // stamp from the future as age 0), and reopening the entry starts it again.
 func TestTakeNotesAge(t *testing.T) {
+	defer SampleEveryAgeForTest()()
 	r, err := Create("age", Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -49,14 +50,9 @@ func TestTakeNotesAge(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for range 2 {
+	for range 3 {
 		must(p.Take(ctx, &in, Waiter{})).Release()
 	}
-	h, ok, err := p.TryTake(&in)
-	if !ok || err != nil {
-		t.Fatal(ok, err)
-	}
-	h.Release()
 	s, _ := statsOf(r, in.ID())
 	want := make([]uint64, ageBuckets)
 	want[0], want[12], want[24] = 1, 1, 1
@@ -94,6 +90,53 @@ func BenchmarkNoteAge(b *testing.B) {
 	in := must(p.OpenInbox(InboxConfig{Capacity: 4, Pattern: "age.a"}))
 	st := Now()
 	for b.Loop() {
-		in.noteAge(st)
+		in.noteAge(makeHandle(0, 0, 0), st) // generation 0: sampled
+	}
+}
+
+// BenchmarkNoteAgeSampled is what the age histogram adds to the average take: the sampling
+// test, and one in AgeSample times a clock read and two atomic adds.
+func BenchmarkNoteAgeSampled(b *testing.B) {
+	r, err := Create("agebench", Options{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	p := must(r.Attach("p"))
+	defer p.Detach()
+	in := must(p.OpenInbox(InboxConfig{Capacity: 4, Pattern: "age.a"}))
+	st := Now()
+	var g uint64
+	for b.Loop() {
+		g++
+		in.noteAge(makeHandle(0, 0, g), st)
+	}
+}
+
+// TestAgeSampled: with the default sampling, a take counts a message's age exactly when its
+// buffer's generation is a multiple of AgeSample.
+func TestAgeSampled(t *testing.T) {
+	r, err := Create("agesample", Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p := must(r.Attach("p"))
+	defer p.Detach()
+	in := must(p.OpenInbox(InboxConfig{Capacity: 4, Pattern: "age.a"}))
+	var want uint64
+	for g := uint64(1); g <= 5*AgeSample+3; g++ {
+		in.noteAge(makeHandle(0, 0, g), Now())
+		if g%AgeSample == 0 {
+			want++
+		}
+	}
+	s, _ := statsOf(r, in.ID())
+	var n uint64
+	for _, c := range s.AgeBuckets {
+		n += c
+	}
+	if n != want || want != 5 {
+		t.Errorf("%d ages counted, want %d", n, want)
 	}
 }

@@ -305,8 +305,8 @@ type InboxStats struct {
 	Corrupt     uint64
 	Sleeping    bool // a consumer is asleep on the wake word
 	Blocked     int  // producers asleep waiting for room (Block policy): publishers this subscriber holds back
-	// AgeBuckets is the age histogram of the messages taken (time of the take minus the
-	// publish stamp): AgeBuckets[i] counts those older than bucket i-1's bound and at most
+	// AgeBuckets is the age histogram of a sample of the messages taken (one in AgeSample;
+	// the age is the time of the take minus the publish stamp): AgeBuckets[i] counts those older than bucket i-1's bound and at most
 	// AgeBucketBound(i) (not cumulative); the last bucket has no bound. AgeSumNanos is the
 	// sum of their ages.
 	AgeBuckets  []uint64

@@ -106,7 +106,7 @@ func (p *Participant) accept(in *Inbox, idx int, h Handle) (Held, bool) {
 		return Held{}, false
 	}
 	m := p.newHeld(idx, buf)
-	in.noteAge(m.meta.Stamp)
+	in.noteAge(h, m.meta.Stamp)
 	return m, true
 }
 

@@ -21,3 +21,12 @@ func (p *Participant) OrphanForTest(n int) (err error) {
 // process writing into the region would. For tests in other packages of how a consumer meets
 // a damaged queue; nothing else may call it.
 func ScribbleStateForTest(in *Inbox, v uint64) { in.v.hdr.state.Store(v) }
+
+// SampleEveryAgeForTest makes every take count its message's age in the inbox's histogram,
+// until the returned function restores sampling (AgeSample). Tests that use it must not run
+// in parallel with others that take.
+func SampleEveryAgeForTest() (restore func()) {
+	old := ageMask
+	ageMask = 0
+	return func() { ageMask = old }
+}
