@@ -289,7 +289,7 @@ func TestCLIMessages(t *testing.T) {
 		t.Fatalf("pub: %d %s", code, stderr)
 	}
 	code, out, _ := offq("--bus", "small", "stat")
-	if code != exitOK || !regexp.MustCompile(`(?m)^a\.b +6 +1\.2 KiB +0$`).MatchString(out) {
+	if code != exitOK || !regexp.MustCompile(`(?m)^a\.b +6 +1\.2 KiB +0 +0 +-$`).MatchString(out) {
 		t.Errorf("stat: topic bytes not human:\n%s", out)
 	}
 	code, out, _ = offq("--bus", "small", "stat", "--json")
@@ -299,5 +299,18 @@ func TestCLIMessages(t *testing.T) {
 	code, out, _ = offq("--bus", "small", "info")
 	if code != exitOK || !regexp.MustCompile(`(?m)^size +[0-9.]+ [KMG]iB$`).MatchString(out) {
 		t.Errorf("info: size not human:\n%s", out)
+	}
+
+	// A typed topic's history depth and codec in stat's topic table and its JSON.
+	if code, _, stderr := offq("--bus", "small", "pub", "typed.t", "--json", "--history", "2", "--data", `{"a":1}`, "-q"); code != exitOK {
+		t.Fatalf("pub --json: %d %s", code, stderr)
+	}
+	code, out, _ = offq("--bus", "small", "stat")
+	if code != exitOK || !regexp.MustCompile(`(?m)^typed\.t +1 +4 B +0 +2 +msgpack$`).MatchString(out) {
+		t.Errorf("stat: no history depth and codec for typed.t:\n%s", out)
+	}
+	code, out, _ = offq("--bus", "small", "stat", "--json")
+	if code != exitOK || !regexp.MustCompile(`"history_depth": 2,\s+"codec": "msgpack",\s+"fingerprint": "[0-9a-f]{16}"`).MatchString(out) {
+		t.Errorf("stat --json: no codec and fingerprint for typed.t:\n%s", out)
 	}
 }

@@ -100,8 +100,8 @@ func TestStatTable(t *testing.T) {
 	}
 	for _, want := range []string{
 		"bus two ", "participants 1 alive, 0 dead", "tester[",
-		"TOPIC  PUBLISHED  BYTES  SUBSCRIBERS",
-		"a.b    6          60 B   1",
+		"TOPIC  PUBLISHED  BYTES  SUBSCRIBERS  HISTORY  TYPE",
+		"a.b    6          60 B   1            0        -",
 		"INBOX  SUBSCRIBER  PATTERN  OVERFLOW     DEPTH  CAPACITY  DELIVERED  RECEIVED  DROPPED  OLDEST  NEWEST  TIMEOUT  CORRUPT",
 		"0      tester      a.>      drop-oldest  2      4         6          2         2        2       0       0        0",
 		"POOL  SIZE  BUFFERS  IN USE  LOW WATER  ALLOC FAILURES",

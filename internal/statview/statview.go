@@ -77,6 +77,20 @@ type Topic struct {
 	Bytes        uint64 `json:"bytes"`
 	Subscribers  int    `json:"subscribers"`
 	HistoryDepth int    `json:"history_depth"`
+	Codec        string `json:"codec,omitempty"`       // recorded by the first typed publisher or subscriber
+	TypeName     string `json:"type,omitempty"`        // the Go type recorded with the codec
+	Fingerprint  string `json:"fingerprint,omitempty"` // the type's fingerprint, hex
+}
+
+// typeColumn is what the TYPE column shows of a topic: its codec and type, or "-".
+func (t Topic) typeColumn() string {
+	switch {
+	case t.Codec == "":
+		return "-"
+	case t.TypeName == "":
+		return safe(t.Codec)
+	}
+	return safe(t.Codec) + " " + safe(t.TypeName)
 }
 
 // Inbox is one subscription's queue and its counters.
@@ -134,7 +148,12 @@ func FromStats(s transport.Stats) Bus {
 				n++
 			}
 		}
-		b.Topics = append(b.Topics, Topic{Name: t.Name, Published: t.Published, Bytes: t.Bytes, Subscribers: n, HistoryDepth: t.HistoryDepth})
+		tp := Topic{Name: t.Name, Published: t.Published, Bytes: t.Bytes, Subscribers: n, HistoryDepth: t.HistoryDepth,
+			Codec: t.Codec, TypeName: t.TypeName}
+		if t.Fingerprint != 0 {
+			tp.Fingerprint = fmt.Sprintf("%016x", t.Fingerprint)
+		}
+		b.Topics = append(b.Topics, tp)
 	}
 	for _, in := range s.Inboxes {
 		b.Inboxes = append(b.Inboxes, Inbox{id: in.ID, Inbox: in.ID.Index(), Subscriber: in.OwnerName, Pattern: in.Pattern,
@@ -278,13 +297,14 @@ func (b *Bus) print(w io.Writer, r *Rates) {
 	if len(b.Topics) == 0 {
 		fmt.Fprintln(tw, "no topics")
 	} else {
-		head := "TOPIC\tPUBLISHED\tBYTES\tSUBSCRIBERS"
+		head := "TOPIC\tPUBLISHED\tBYTES\tSUBSCRIBERS\tHISTORY\tTYPE"
 		if r != nil {
 			head += "\tMSGS/S\tBYTES/S"
 		}
 		fmt.Fprintln(tw, head)
 		for _, t := range b.Topics {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%d", safe(t.Name), t.Published, Bytes(int64(min(t.Bytes, math.MaxInt64))), t.Subscribers)
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%s", safe(t.Name), t.Published, Bytes(int64(min(t.Bytes, math.MaxInt64))), t.Subscribers,
+				t.HistoryDepth, t.typeColumn())
 			if r != nil {
 				k := topicKey(b.Name, t.Name)
 				fmt.Fprintf(tw, "\t%s\t%s", rate(r.topicMsgs, k), rate(r.topicBytes, k))
