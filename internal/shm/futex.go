@@ -222,3 +222,33 @@ func sleepOn(ctx context.Context, word *atomic.Uint32, waiters *atomic.Uint64, g
 		futexWaitOn(word, seq, d)
 	}
 }
+
+// The inbox's wake-ups go through these three functions and nowhere else, so that how a sleeper
+// is woken (the futex words today) is decided in one place.
+
+// wakeConsumer wakes the inbox's consumer if one announced itself asleep: called after a
+// message is committed (or a cell repaired) so that a sleeping Pop finds it.
+func wakeConsumer(hd *inboxHeader) {
+	if waiters(hd.sleepers.Load()) != 0 {
+		hd.wake.Add(1)
+		futexWakeAll(&hd.wake)
+	}
+}
+
+// wakeProducers wakes producers announced asleep for room (Block policy): called after the
+// head moves.
+func wakeProducers(hd *inboxHeader) {
+	if waiters(hd.spaceWaiters.Load()) != 0 {
+		hd.space.Add(1)
+		futexWakeAll(&hd.space)
+	}
+}
+
+// wakeAll wakes every sleeper on the inbox whether announced or not: called when the inbox
+// closes or is reclaimed, so that nobody sleeps on an entry that is gone.
+func wakeAll(hd *inboxHeader) {
+	hd.wake.Add(1)
+	futexWakeAll(&hd.wake)
+	hd.space.Add(1)
+	futexWakeAll(&hd.space)
+}

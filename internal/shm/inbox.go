@@ -238,10 +238,7 @@ func (in *Inbox) close() error {
 	}
 	in.drainClosed()
 	// Wake anyone still waiting on the words, then free the entry (the generation stays).
-	hd.wake.Add(1)
-	futexWakeAll(&hd.wake)
-	hd.space.Add(1)
-	futexWakeAll(&hd.space)
+	wakeAll(hd)
 	step()
 	hd.state.Store(inboxWord(inboxFree, in.gen, 0))
 	in.v.r.hdr.subGen.Add(1)

@@ -436,10 +436,7 @@ func (r *Region) reapSlot(i uint32) ReapReport {
 			}
 		}
 		rep.Queued += in.drainCount()
-		v.hdr.wake.Add(1)
-		futexWakeAll(&v.hdr.wake)
-		v.hdr.space.Add(1)
-		futexWakeAll(&v.hdr.space)
+		wakeAll(v.hdr)
 		v.hdr.state.Store(inboxWord(inboxFree, gen, 0))
 		r.hdr.subGen.Add(1)
 		rep.Inboxes++

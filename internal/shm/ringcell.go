@@ -162,13 +162,7 @@ func (in *Inbox) repairPositions() bool {
 	hd.corrupt.Add(1)
 	in.v.r.hdr.corrupt.Add(1)
 	// Whoever sleeps may find something to do now.
-	if waiters(hd.sleepers.Load()) != 0 {
-		hd.wake.Add(1)
-		futexWakeAll(&hd.wake)
-	}
-	if waiters(hd.spaceWaiters.Load()) != 0 {
-		hd.space.Add(1)
-		futexWakeAll(&hd.space)
-	}
+	wakeConsumer(hd)
+	wakeProducers(hd)
 	return true
 }

@@ -65,10 +65,7 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 					}
 				}
 			}
-			if waiters(hd.sleepers.Load()) != 0 {
-				hd.wake.Add(1)
-				futexWakeAll(&hd.wake)
-			}
+			wakeConsumer(hd)
 			return nil
 		}
 		step()
