@@ -29,7 +29,9 @@ var peerRoles = map[string]peer.Role{
 	// topicreclaim_test.go
 	"typo-publisher": roleTypoPublisher,
 	// pins_test.go
-	"pin-publisher": rolePinPublisher,
+	"pin-publisher":     rolePinPublisher,
+	"stuck-reclaimer":   roleStuckReclaimer,
+	"claimed-reclaimer": roleClaimedReclaimer,
 	// evict_test.go
 	"evictor": roleEvictor,
 	// waiters_test.go

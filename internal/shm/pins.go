@@ -125,6 +125,10 @@ func (p *Participant) UnpinTopic(t Topic) {
 // and before it reads the pins: a test kills the reclaimer there, or pins a topic.
 var testHookReclaimCondemned func()
 
+// testHookReclaimClaimed, if set, runs in ReclaimTopics after it claimed an entry to free and
+// before it bumped the entry's generation: a test kills the reclaimer there.
+var testHookReclaimClaimed func()
+
 // ReclaimTopics frees every topic entry that nothing uses, while other processes may be
 // attached: no participant pins it, its history is empty, no open subscription's pattern
 // matches its name, and no allocated buffer (other than a loan) names it. It returns how many
@@ -219,6 +223,9 @@ func (r *Region) ReclaimTopics(p *Participant) (n int, err error) {
 		}
 		if !e.state.CompareAndSwap(condemned, uint64(p.owner)<<16|topicClaiming) {
 			continue // a pinner revived it
+		}
+		if testHookReclaimClaimed != nil {
+			testHookReclaimClaimed()
 		}
 		e.gen.Store(nextTopicGen(e.gen.Load()))
 		e.hash = 0

@@ -265,3 +265,142 @@ func TestPinTopicAllocatesNothing(t *testing.T) {
 		t.Fatalf("%v allocations per pin and unpin", n)
 	}
 }
+
+// roleStuckReclaimer attaches to OFFQ_DIR/pins and runs ReclaimTopics, stopping (until it is
+// killed) after it condemned the candidates, once it said "condemned".
+func roleStuckReclaimer(c *peer.Child) error {
+	r, err := Open("pins", Options{Dir: os.Getenv("OFFQ_DIR")})
+	if err != nil {
+		return err
+	}
+	p, err := r.Attach("stuck-reclaimer")
+	if err != nil {
+		return err
+	}
+	testHookReclaimCondemned = func() {
+		c.Send("condemned")
+		<-c.Context().Done()
+	}
+	_, err = r.ReclaimTopics(p)
+	return err
+}
+
+// TestReclaimerKilledAfterCondemning: a reclaimer is SIGKILLed with two entries condemned.
+// They stay usable (lookup, Topic, stats); a pin revives one, and reaping the dead reclaimer
+// revives the other; nothing is freed that a live reclaimer would keep, and a live reclaimer
+// then frees the unpinned one.
+func TestReclaimerKilledAfterCondemning(t *testing.T) {
+	dir := t.TempDir()
+	r, err := Create("pins", Options{Dir: dir, Config: unitConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p := attachUnit(t, r, "user")
+	a := lookup(t, p, "cond.a", 0)
+	b := lookup(t, p, "cond.b", 0)
+	child := peer.Start(t, "stuck-reclaimer", "OFFQ_DIR="+dir)
+	if _, err := child.Expect("condemned", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	child.Kill()
+	child.Wait(time.Minute)
+	for _, k := range []Topic{a, b} {
+		if st := topicState(r, k.index); st != topicCondemned {
+			t.Fatalf("%s: state %d, want condemned", k.Name(), st)
+		}
+	}
+	if n := len(r.TopicStats()); n != 2 {
+		t.Fatalf("%d topics in the stats, want the 2 condemned ones", n)
+	}
+	if got, err := p.LookupTopic("cond.a", true, 0); err != nil || got.Index() != a.Index() {
+		t.Fatalf("lookup of a condemned topic: %d %v, want %d", got.Index(), err, a.Index())
+	}
+	if err := p.PinTopic(a); err != nil {
+		t.Fatalf("PinTopic of an entry the dead reclaimer condemned: %v", err)
+	}
+	if st := topicState(r, a.index); st != topicReady {
+		t.Fatalf("pinned entry: state %d, want ready", st)
+	}
+	if rep, err := r.Reap(); err != nil || rep.Participants != 1 {
+		t.Fatalf("reap: %+v %v, want the dead reclaimer", rep, err)
+	}
+	if st := topicState(r, b.index); st != topicReady {
+		t.Fatalf("entry of the reaped reclaimer: state %d, want ready", st)
+	}
+	if n, err := r.ReclaimTopics(p); err != nil || n != 1 {
+		t.Fatalf("ReclaimTopics: %d %v, want 1 (the unpinned one)", n, err)
+	}
+	if st := topicState(r, a.index); st != topicReady {
+		t.Fatalf("pinned entry after a reclaim: state %d, want ready", st)
+	}
+	p.UnpinTopic(a)
+	checkNoLeaks(t, r)
+}
+
+// roleClaimedReclaimer attaches to OFFQ_DIR/pins and runs ReclaimTopics, stopping (until it
+// is killed) after it claimed an entry to free, before the entry's generation moved.
+func roleClaimedReclaimer(c *peer.Child) error {
+	r, err := Open("pins", Options{Dir: os.Getenv("OFFQ_DIR")})
+	if err != nil {
+		return err
+	}
+	p, err := r.Attach("claimed-reclaimer")
+	if err != nil {
+		return err
+	}
+	testHookReclaimClaimed = func() {
+		c.Send("claimed")
+		<-c.Context().Done()
+	}
+	_, err = r.ReclaimTopics(p)
+	return err
+}
+
+// TestReclaimerKilledAfterClaiming: a reclaimer is SIGKILLed holding an entry it was freeing,
+// its generation not yet bumped. The reaper makes the entry reclaimed; a new name takes it and
+// gets a new generation, so a Topic kept from the old name is refused (PinTopic and Send).
+func TestReclaimerKilledAfterClaiming(t *testing.T) {
+	dir := t.TempDir()
+	r, err := Create("pins", Options{Dir: dir, Config: unitConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p := attachUnit(t, r, "user")
+	old := lookup(t, p, "claimed.old", 0)
+	child := peer.Start(t, "claimed-reclaimer", "OFFQ_DIR="+dir)
+	if _, err := child.Expect("claimed", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	child.Kill()
+	child.Wait(time.Minute)
+	if err := p.PinTopic(old); !errors.Is(err, ErrTopicReclaimed) {
+		t.Fatalf("PinTopic of an entry being freed: %v, want ErrTopicReclaimed", err)
+	}
+	if rep, err := r.Reap(); err != nil || rep.Participants != 1 || rep.Topics != 1 {
+		t.Fatalf("reap: %+v %v, want the dead reclaimer and its claimed entry", rep, err)
+	}
+	if st := topicState(r, old.index); st != topicReclaimed {
+		t.Fatalf("entry after the reap: state %d, want reclaimed", st)
+	}
+	took := false
+	for _, name := range []string{"n.a", "n.b", "n.c", "n.d"} {
+		tp := lookup(t, p, name, 0)
+		took = took || tp.Index() == old.Index()
+	}
+	if !took {
+		t.Fatal("no new name took the entry")
+	}
+	if err := p.PinTopic(old); !errors.Is(err, ErrTopicReclaimed) {
+		t.Fatalf("PinTopic of the old name's Topic on a reused entry: %v, want ErrTopicReclaimed", err)
+	}
+	l, err := p.Loan(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Send(t.Context(), l, 10, nil); !errors.Is(err, ErrTopicReclaimed) {
+		t.Fatalf("Send on the old name's Topic: %v, want ErrTopicReclaimed", err)
+	}
+	checkNoLeaks(t, r)
+}
