@@ -2,6 +2,7 @@ package shm
 
 import (
 	"fmt"
+	"math/bits"
 	"sync/atomic"
 	"unsafe"
 
@@ -51,12 +52,9 @@ func (r *Region) pinners() []int {
 		for k := range pinWords(r.cfg.Topics) {
 			w := r.pinWord(q, k).Load()
 			for w != 0 {
-				b := uint64(0)
-				for w&(1<<b) == 0 {
-					b++
-				}
+				b := uint64(bits.TrailingZeros64(w))
 				w &^= 1 << b
-				if i := k*64 + b; i < uint64(len(out)) {
+				if i := k*64 + b; i < uint64(len(out)) { // bits past Topics: a scribble
 					out[i]++
 				}
 			}
