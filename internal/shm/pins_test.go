@@ -404,3 +404,33 @@ func TestReclaimerKilledAfterClaiming(t *testing.T) {
 	}
 	checkNoLeaks(t, r)
 }
+
+// TestDetachClearsPins: pins are counted per topic in the process (the bit stays until the
+// last UnpinTopic), Detach clears what is left, and an UnpinTopic after it does nothing.
+func TestDetachClearsPins(t *testing.T) {
+	r := newUnitRegion(t, unitConfig())
+	p, err := r.Attach("p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := lookup(t, p, "pinned", 0)
+	for range 2 {
+		if err := p.PinTopic(tp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.UnpinTopic(tp)
+	if got := r.Pinners()[tp.Index()]; got != 1 {
+		t.Fatalf("%d pinners after 2 pins and 1 unpin, want 1", got)
+	}
+	if err := p.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Pinners()[tp.Index()]; got != 0 {
+		t.Fatalf("%d pinners after Detach, want 0", got)
+	}
+	p.UnpinTopic(tp)
+	if err := p.PinTopic(tp); !errors.Is(err, ErrClosed) {
+		t.Fatalf("PinTopic after Detach: %v, want ErrClosed", err)
+	}
+}
