@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"errors"
 	"fmt"
 	"math/bits"
 	"sync/atomic"
@@ -70,7 +71,7 @@ func (r *Region) pinners() []int {
 // the name up again), and with ErrClosed if p is detached. It allocates nothing.
 func (p *Participant) PinTopic(t Topic) (err error) {
 	if t.r != p.r || t.index >= p.r.cfg.Topics {
-		return fmt.Errorf("%w: topic of another region", ErrCorrupt)
+		return errors.New("shm: PinTopic: a topic of another region, or no topic")
 	}
 	defer unguard(guard(), &err)
 	p.pinMu.Lock()
