@@ -26,7 +26,7 @@ type Bus struct {
 	topics map[string]shm.Topic
 	subs   map[*Subscription]struct{}
 	pubs   map[*Publisher]struct{}
-	names  []atomic.Pointer[string] // topic index -> name, filled on first use
+	names  []atomic.Pointer[topicName] // topic index -> name, filled on first use
 
 	lastReap  atomic.Int64  // Now() of the last reap on pool exhaustion
 	corrupt   uint64        // the region's corrupt-word count the reaper last logged (its goroutine only)
@@ -104,7 +104,7 @@ func Open(name string, opts ...Option) (*Bus, error) {
 		topics: make(map[string]shm.Topic),
 		subs:   make(map[*Subscription]struct{}),
 		pubs:   make(map[*Publisher]struct{}),
-		names:  make([]atomic.Pointer[string], r.Config().Topics),
+		names:  make([]atomic.Pointer[topicName], r.Config().Topics),
 	}
 	b.corrupt = r.Corrupt() // damage found before we came was logged by whoever was running then
 	b.log.Debug("attached", zap.String("path", r.Path()), zap.Bool("created", created))
@@ -316,6 +316,14 @@ func (b *Bus) topic(name string, history int) (shm.Topic, error) {
 		return shm.Topic{}, err
 	}
 	t, err := b.p.LookupTopic(name, true, history)
+	if errors.Is(err, shm.ErrTableFull) {
+		// Free the entries nothing uses (mistyped names, topics whose processes are gone)
+		// and try once more.
+		if n, rerr := b.r.ReclaimTopics(b.p); rerr == nil && n > 0 {
+			b.log.Info("topic table full: freed unused topics", zap.Int("freed", n))
+			t, err = b.p.LookupTopic(name, true, history)
+		}
+	}
 	if err != nil {
 		return shm.Topic{}, err
 	}
@@ -323,19 +331,65 @@ func (b *Bus) topic(name string, history int) (shm.Topic, error) {
 	return t, nil
 }
 
+// pinnedTopic returns the topic called name, pinned (see shm.Participant.PinTopic): while the
+// pin is held, ReclaimTopics in any process leaves the entry alone. A cached entry that was
+// reclaimed is dropped and the name looked up again. Unpin with b.p.UnpinTopic.
+func (b *Bus) pinnedTopic(name string, history int) (shm.Topic, error) {
+	for range 8 {
+		t, err := b.topic(name, history)
+		if err != nil {
+			return shm.Topic{}, err
+		}
+		err = b.p.PinTopic(t)
+		if !errors.Is(err, shm.ErrTopicReclaimed) {
+			return t, err
+		}
+		b.mu.Lock()
+		if c, ok := b.topics[name]; ok && c == t {
+			delete(b.topics, name)
+		}
+		b.mu.Unlock()
+	}
+	return shm.Topic{}, shm.ErrTopicReclaimed // reclaimed eight times in a row: give up
+}
+
+// ReclaimTopics frees the bus's topic-table entries that nothing uses, while other processes
+// may be attached: no process has a Publisher of the topic, it keeps no message in its
+// history, no subscription's pattern matches it and no message of it is queued or held. It
+// returns how many it freed. A Bus runs it by itself when the table is full; `offq reap`
+// runs it too. It reads every buffer's header: it is for occasional use.
+func (b *Bus) ReclaimTopics() (int, error) {
+	if b.closed.Load() {
+		return 0, &Error{Op: "reclaim topics", Name: b.name, Err: ErrClosed}
+	}
+	n, err := b.r.ReclaimTopics(b.p)
+	if err != nil {
+		return n, &Error{Op: "reclaim topics", Name: b.name, Err: err}
+	}
+	return n, nil
+}
+
+// topicName is a topic's name cached with the entry's generation it was read at.
+type topicName struct {
+	name string
+	gen  uint64
+}
+
 // topicName returns the name of topic index i, reading the table the first time.
 func (b *Bus) topicName(i uint32) string {
 	if int(i) >= len(b.names) {
 		return ""
 	}
-	if p := b.names[i].Load(); p != nil {
-		return *p
+	// The entry may have been reclaimed and taken by another name since the name was cached:
+	// the generation tells (a message's topic cannot be reclaimed while the message is held).
+	if p := b.names[i].Load(); p != nil && p.gen == b.r.TopicGen(int(i)) {
+		return p.name
 	}
-	n, err := b.r.TopicName(int(i))
+	n, gen, err := b.r.TopicNameGen(int(i))
 	if err != nil || n == "" {
 		return ""
 	}
-	b.names[i].Store(&n)
+	b.names[i].Store(&topicName{name: n, gen: gen})
 	return n
 }
 

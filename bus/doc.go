@@ -34,6 +34,11 @@
 // from package codec: Raw (bytes), Msgpack (encoded straight into the loaned buffer, decoded in
 // place) or Struct (a pointer-free struct used in place: the publisher fills the *T returned
 // by TypedPublisher.Loan, subscribers read a *T view of the same memory; nothing is encoded).
+// A topic exists from its first Publisher until nothing uses it: once no process has a
+// Publisher of it open, its history is empty, no subscription matches it and no message of it
+// is queued or held, its table entry may be freed (Bus.ReclaimTopics; a full table does it by
+// itself, and so does offq reap) and taken by another name.
+//
 // The first typed publisher or subscription of a topic records the codec and a fingerprint of
 // the type in the bus; a different type on that topic, in any process, gets ErrTypeMismatch.
 //

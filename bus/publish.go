@@ -40,7 +40,7 @@ func (b *Bus) Publisher(topic string, opts ...PublisherOption) (*Publisher, erro
 	if err := topics.ValidateName(topic); err != nil {
 		return nil, &Error{Op: "publisher", Name: "", Err: err}
 	}
-	t, err := b.topic(topic, o.history)
+	t, err := b.pinnedTopic(topic, o.history) // pinned for the publisher's life
 	if err != nil {
 		return nil, &Error{Op: "publisher", Name: topic, Err: err}
 	}
@@ -253,9 +253,17 @@ func (p *Publisher) FanOut() int {
 	return len(p.targets)
 }
 
-// Close closes the publisher. Close is idempotent.
+// Close closes the publisher: it waits for Sends under way to return, then lets the topic go
+// (once no Publisher of it is open in any process, and nothing else uses it, ReclaimTopics may
+// free its entry). Close is idempotent.
 func (p *Publisher) Close() error {
-	p.closed.Store(true)
+	if p.closed.Swap(true) {
+		return nil
+	}
+	// A Send that entered the gate before closed was set may still write into the topic's
+	// entry: the pin stays until it has left.
+	p.gate.waitIdle()
+	p.b.p.UnpinTopic(p.topic) // after Bus.Close, Detach has cleared every pin: a no-op
 	p.b.mu.Lock()
 	delete(p.b.pubs, p)
 	p.b.mu.Unlock()

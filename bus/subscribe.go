@@ -82,12 +82,22 @@ func (b *Bus) Subscribe(pattern string, opts ...SubscribeOption) (*Subscription,
 
 // takeHistory holds a reference to each retained message of every matching topic. It runs
 // after the inbox is open, so a message published meanwhile is in the history, in the queue,
-// or in both (and then received once).
+// or in both (and then received once). Each topic is pinned while its history is joined: the
+// open inbox keeps a matching topic from being reclaimed from now on, but the entry may have
+// been reclaimed (and taken by another name) since the table was read, and a pin that holds
+// proves it was not.
 func (s *Subscription) takeHistory() {
 	// The topic table is read under the fault guard (EachTopic): a region cut under it is
 	// logged, and the subscription goes on without history.
 	err := s.b.r.EachTopic(func(t shm.Topic) error {
-		if t.HistoryDepth() == 0 || !topics.Match(s.pattern, t.Name()) {
+		if t.HistoryDepth() == 0 {
+			return nil
+		}
+		if s.b.p.PinTopic(t) != nil {
+			return nil // reclaimed since the table was read: it had no history
+		}
+		defer s.b.p.UnpinTopic(t)
+		if !topics.Match(s.pattern, t.Name()) {
 			return nil
 		}
 		err := s.b.p.TakeHistory(t, func(h shm.Held) {

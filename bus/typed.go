@@ -272,11 +272,23 @@ func NewTypedSubscription[T any](b *Bus, pattern string, c codec.Codec[T], opts 
 	ts := &TypedSubscription[T]{c: c, fp: fp, typ: reflect.TypeFor[T](), seen: make([]atomic.Uint32, b.r.Config().Topics)}
 	ts.in, _ = c.(codec.InPlace[T])
 	// Subscribing does not create topics (the first publisher sets a topic's history), so
-	// only topics that exist are checked now.
+	// only topics that exist are checked now. Each is pinned until the subscription's inbox
+	// is open (whose pattern then keeps it from ReclaimTopics), so that what it recorded and
+	// saw stays the topic's; one reclaimed meanwhile is skipped (it had no type in use).
+	var pinned []shm.Topic
+	defer func() {
+		for _, t := range pinned {
+			b.p.UnpinTopic(t)
+		}
+	}()
 	err = b.r.EachTopic(func(t shm.Topic) error {
 		if !topics.Match(pattern, t.Name()) {
 			return nil
 		}
+		if b.p.PinTopic(t) != nil {
+			return nil
+		}
+		pinned = append(pinned, t)
 		var err error
 		if topics.IsLiteral(pattern) {
 			err = claimTopic(t, fp, c.Name(), ts.typ)

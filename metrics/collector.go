@@ -178,6 +178,7 @@ func emit(ch chan<- prometheus.Metric, s *transport.Stats) {
 		send(mTopicPublished, float64(t.Published), bus, name)
 		send(mTopicBytes, float64(t.Bytes), bus, name)
 		send(mTopicSubscribers, float64(subs[i]), bus, name)
+		send(mTopicPublishers, float64(t.Publishers), bus, name)
 		for c, class := range classes {
 			if c < len(t.InUse) {
 				send(mTopicInUse, float64(t.InUse[c]), bus, name, class)

@@ -36,7 +36,8 @@
 //	offq_pool_buffers, offq_pool_buffers_in_use,
 //	offq_pool_low_water_buffers, offq_pool_alloc_failures_total       {bus, class}
 //	offq_topic_messages_published_total,
-//	offq_topic_bytes_published_total, offq_topic_subscribers          {bus, topic}
+//	offq_topic_bytes_published_total, offq_topic_subscribers,
+//	offq_topic_publishers                                             {bus, topic}
 //	offq_inbox_depth, offq_inbox_capacity, offq_inbox_blocked_publishers,
 //	offq_inbox_delivered_total, offq_inbox_received_total             {bus, inbox, pattern, subscriber}
 //	offq_messages_dropped_total                                       {bus, inbox, pattern, subscriber, reason="oldest|newest|timeout|corrupt"}

@@ -71,6 +71,8 @@ var (
 		"Payload bytes published on the topic.", "bus", "topic")
 	mTopicSubscribers = newMetric("offq_topic_subscribers", gauge,
 		"Open subscriptions whose pattern matches the topic.", "bus", "topic")
+	mTopicPublishers = newMetric("offq_topic_publishers", gauge,
+		"Participants (processes) with a publisher of the topic open.", "bus", "topic")
 	mTopicInUse = newMetric("offq_topic_buffers_in_use", gauge,
 		"Buffers of the size class holding a message of the topic now: queued in inboxes, received and not released, or kept in its history (counted at scrape time from the slot headers; loans are counted on their participant).", "bus", "topic", "class")
 )
@@ -147,7 +149,7 @@ var (
 	regionMetrics = []*metric{
 		mRegionSize, mRegionCreated, mReclaims, mSwept, mCorrupt, mParticipants, mSlots, mSlotsUsed,
 		mPoolBuffers, mPoolInUse, mPoolLowWater, mPoolAllocFails,
-		mTopicPublished, mTopicBytes, mTopicSubscribers, mTopicInUse,
+		mTopicPublished, mTopicBytes, mTopicSubscribers, mTopicPublishers, mTopicInUse,
 		mParticipantHeld, mParticipantLoaned,
 		mInboxDepth, mInboxCapacity, mInboxBlocked, mInboxDelivered, mInboxReceived, mDropped, mMessageAge,
 		mBridgeForwarded, mBridgeImported, mBridgeDropped, mBridgeReconnects,

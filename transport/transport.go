@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"errors"
 	"time"
 
 	"github.com/offq/offq/internal/shm"
@@ -74,7 +75,7 @@ func Now() int64 { return shm.Now() }
 func Time(stamp int64) time.Time { return shm.Time(stamp) }
 
 // Region is a tool's handle on a region: it reads counters and reaps, and never publishes or
-// subscribes.
+// subscribes (ReclaimTopics attaches only for its own call).
 type Region struct {
 	r *shm.Region
 }
@@ -119,6 +120,21 @@ func (r *Region) Stats() (Stats, error) { return r.r.Snapshot() }
 // Reap reclaims what dead participants left, and sweeps for orphaned buffers (see the bus
 // package's crash-safety section). It needs a read-write mapping.
 func (r *Region) Reap() (ReapReport, error) { return r.r.Reap() }
+
+// ReclaimTopics frees the topic-table entries nothing uses while other processes are
+// attached: no process has a Publisher of the topic, its history is empty, no subscription's
+// pattern matches it and no message of it is queued or held. It attaches to the region as a
+// participant named name for the call (so that a reaper can undo what it leaves if it is
+// killed half-way) and returns how many entries it freed. It reads every buffer's header:
+// for an operator's occasional use.
+func (r *Region) ReclaimTopics(name string) (n int, err error) {
+	p, err := r.r.Attach(name)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { err = errors.Join(err, p.Detach()) }()
+	return r.r.ReclaimTopics(p)
+}
 
 // Close unmaps the region.
 func (r *Region) Close() error { return r.r.Close() }

@@ -289,7 +289,7 @@ func TestCLIMessages(t *testing.T) {
 		t.Fatalf("pub: %d %s", code, stderr)
 	}
 	code, out, _ := offq("--bus", "small", "stat")
-	if code != exitOK || !regexp.MustCompile(`(?m)^a\.b +6 +1\.2 KiB +0 +0 +-$`).MatchString(out) {
+	if code != exitOK || !regexp.MustCompile(`(?m)^a\.b +6 +1\.2 KiB +0 +0 +0 +-$`).MatchString(out) {
 		t.Errorf("stat: topic bytes not human:\n%s", out)
 	}
 	code, out, _ = offq("--bus", "small", "stat", "--json")
@@ -306,7 +306,7 @@ func TestCLIMessages(t *testing.T) {
 		t.Fatalf("pub --json: %d %s", code, stderr)
 	}
 	code, out, _ = offq("--bus", "small", "stat")
-	if code != exitOK || !regexp.MustCompile(`(?m)^typed\.t +1 +4 B +0 +2 +msgpack$`).MatchString(out) {
+	if code != exitOK || !regexp.MustCompile(`(?m)^typed\.t +1 +4 B +0 +0 +2 +msgpack$`).MatchString(out) {
 		t.Errorf("stat: no history depth and codec for typed.t:\n%s", out)
 	}
 	code, out, _ = offq("--bus", "small", "stat", "--json")

@@ -24,6 +24,11 @@ queues are closed and drained, the messages they had received and the buffers th
 are released, and their slots are freed. It is safe while the bus is in use, and safe to run
 from several processes at once: each dead participant is reclaimed exactly once.
 
+It also frees topics nothing uses: no process has a publisher of the topic, it keeps no
+history, no subscription's pattern matches it and no message of it is queued or held (a
+mistyped "offq pub sensors.tmep", a topic whose processes have exited). While others are
+attached it joins the bus for a moment to do so.
+
 A process killed in the few instructions between the two steps of moving a reference leaves a
 buffer with a reference nobody holds. Reap sweeps for those: it frees buffers whose one
 reference no queue, held list or history names, when it sees them that way twice, --settle
@@ -56,6 +61,15 @@ command is for buses nobody is attached to, and for operators who want to see it
 				}
 				rep.Add(again)
 			}
+			reclaimed := 0
+			if !rep.Audited {
+				// Others are attached: free the topic entries nothing uses (a mistyped name, a
+				// topic whose processes are gone), which the audit does when nobody is.
+				if reclaimed, err = r.ReclaimTopics("offq reap"); err != nil {
+					return fmt.Errorf("reap: freeing unused topics: %w", err)
+				}
+				rep.TopicsFreed += reclaimed
+			}
 			a.log.Info("reaped", zap.String("bus", a.busName), zap.Int("participants", rep.Participants))
 			out := cmd.OutOrStdout()
 			if asJSON {
@@ -70,6 +84,8 @@ command is for buses nobody is attached to, and for operators who want to see it
 			}
 			if rep.Audited {
 				fmt.Fprintf(out, "%s: nobody attached: audited every buffer, %d repaired; freed %d unused topic(s)\n", a.busName, rep.Repaired, rep.TopicsFreed)
+			} else {
+				fmt.Fprintf(out, "%s: freed %d unused topic(s)\n", a.busName, reclaimed)
 			}
 			if rep.Participants == 0 {
 				fmt.Fprintf(out, "%s: no dead participants\n", a.busName)

@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/offq/offq/bus"
 	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/internal/statview"
 )
 
 // TestReap: a subscriber process is killed with SIGKILL; offq reap reclaims it (once), and ls
@@ -133,5 +135,41 @@ func TestReapFreesTopics(t *testing.T) {
 	pub("sensors.temp", "--data", "4", "--history", "1")
 	if n := topics(); n != 1 {
 		t.Fatalf("info after another mistyped pub and a pub: %d topics, want 1", n)
+	}
+}
+
+// TestReapFreesTopicsWhileAttached: with a process attached to the bus all along (so no
+// audit), a mistyped offq pub creates a topic and exits; offq reap frees the entry, and keeps
+// a topic the attached process has a publisher of.
+func TestReapFreesTopicsWhileAttached(t *testing.T) {
+	dir := t.TempDir()
+	createBus(t, dir, "live")
+	b, err := bus.Open("live", bus.WithDir(dir), bus.WithName("long-lived"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	keep, err := b.Publisher("sensors.temp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keep.Close()
+	if code, _, stderr := runOffq(t, context.Background(), "--dir", dir, "--bus", "live", "pub", "sensors.tmep", "--data", "1"); code != exitOK {
+		t.Fatalf("pub: %d %s", code, stderr)
+	}
+	code, out, stderr := runOffq(t, context.Background(), "--dir", dir, "--bus", "live", "reap")
+	if code != exitOK || !strings.Contains(out, "live: freed 1 unused topic(s)") {
+		t.Fatalf("reap: %d %q %s", code, out, stderr)
+	}
+	code, out, stderr = runOffq(t, context.Background(), "--dir", dir, "--bus", "live", "stat", "--json")
+	if code != exitOK {
+		t.Fatalf("stat: %d %s", code, stderr)
+	}
+	var rep statview.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if ts := rep.Buses[0].Topics; len(ts) != 1 || ts[0].Name != "sensors.temp" || ts[0].Publishers != 1 {
+		t.Fatalf("topics after the reap: %+v, want sensors.temp with one publisher", ts)
 	}
 }

@@ -72,7 +72,7 @@ func TestStatJSON(t *testing.T) {
 	if b.Name != "one" || len(b.Participants) != 1 || !b.Participants[0].Alive || b.Participants[0].Name != "tester" {
 		t.Errorf("bus: %+v", b)
 	}
-	if len(b.Topics) != 1 || b.Topics[0] != (statview.Topic{Name: "a.b", Published: 6, Bytes: 60, Subscribers: 1}) {
+	if len(b.Topics) != 1 || b.Topics[0] != (statview.Topic{Name: "a.b", Published: 6, Bytes: 60, Publishers: 1, Subscribers: 1}) {
 		t.Errorf("topics: %+v", b.Topics)
 	}
 	wantIn := statview.Inbox{Inbox: 0, Subscriber: "tester", Pattern: "a.>", Overflow: "drop-oldest", Depth: 2, Capacity: 4,
@@ -100,8 +100,8 @@ func TestStatTable(t *testing.T) {
 	}
 	for _, want := range []string{
 		"bus two ", "participants 1 alive, 0 dead", "tester[",
-		"TOPIC  PUBLISHED  BYTES  SUBSCRIBERS  HISTORY  TYPE",
-		"a.b    6          60 B   1            0        -",
+		"TOPIC  PUBLISHED  BYTES  PUBS  SUBSCRIBERS  HISTORY  TYPE",
+		"a.b    6          60 B   1     1            0        -",
 		"INBOX  SUBSCRIBER  PATTERN  OVERFLOW     DEPTH  CAPACITY  DELIVERED  RECEIVED  DROPPED  OLDEST  NEWEST  TIMEOUT  CORRUPT",
 		"0      tester      a.>      drop-oldest  2      4         6          2         2        2       0       0        0",
 		"POOL  SIZE  BUFFERS  IN USE  LOW WATER  ALLOC FAILURES",

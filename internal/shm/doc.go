@@ -81,6 +81,12 @@
 // other process locked out it recomputes each buffer's reference count from the references
 // that exist. Attach reclaims a dead participant's slot before reusing it.
 //
+// Topic entries nothing uses are freed by the audit, and while others are attached by
+// ReclaimTopics: a participant that uses a topic pins it (PinTopic sets its bit in the pins
+// section, which a reaper clears when it dies), and an entry is freed only if no pin, history
+// cell, matching subscription or message names it, checked after the entry was condemned, so
+// that a pinner and a reclaimer always see one another (see docs/architecture.md).
+//
 // # Concurrency
 //
 // Region, Participant, Topic.Send and Take are safe for concurrent use by multiple goroutines

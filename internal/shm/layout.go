@@ -17,6 +17,7 @@ import (
 //	header         1024                                   identity, config, section table, region counters
 //	participants   Participants x 256                     one slot per attached participant
 //	held           Participants x Held x 8                each participant's held list: handles taken, not released
+//	pins           Participants x ceil(Topics/64) x 8     each participant's pinned topics: bit i = it uses topic i
 //	topics         Topics x (256 + 8 x HistoryDepth)      topic table (reserved for the topic layer)
 //	inboxes        Inboxes x 640                          ring headers: config, tail, head, wake words, counters, age histogram
 //	patterns       Inboxes x 128                          each inbox's subscription pattern, NUL-padded
@@ -29,7 +30,7 @@ import (
 
 const (
 	magic         = 0x31474552_5146464f // "OFFQREG1" little-endian
-	layoutVersion = 7                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram; 7: eviction records in the participant slot
+	layoutVersion = 7                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram; 7: eviction records in the participant slot; the pins section and condemned topic entries
 	byteOrderMark = 0x0a0b0c0d
 	headerSize    = 1024
 	checksumFrom  = 64  // checksum covers [checksumFrom, checksumTo)
@@ -55,7 +56,7 @@ const (
 //	40   8     creation time, Unix nanoseconds
 //	48   4     creator's pid (informational only)
 //	64   96    config block (diskConfig)
-//	160  224   section table (sections)
+//	160  240   section table (sections; pins, the last entry at 384, was added in version 7)
 //	512  8     reclaims: participants reclaimed after dying
 //	520  8     corrupt: bad words found in the region and dropped
 //	528  8     subscriptions generation: bumped on every subscribe and unsubscribe
@@ -78,7 +79,7 @@ type header struct {
 	_          [12]byte
 	cfg        diskConfig
 	sec        sections
-	_          [128]byte
+	_          [112]byte
 	reclaims   atomic.Uint64
 	corrupt    atomic.Uint64
 	subGen     atomic.Uint64
@@ -125,6 +126,7 @@ type sections struct {
 	patterns     section
 	cells        section
 	pools        [MaxClasses]section
+	pins         section // placed after held in the file; last here so older offsets stay
 }
 
 // participantSlot is one entry of the participants table (256 bytes). The participant holds an
@@ -162,6 +164,9 @@ type participantSlot struct {
 	bridgeID [32]byte
 	_        [32]byte
 }
+
+// pinWords is the number of 64-bit words in one participant's row of the pins section.
+func pinWords(topics uint32) uint64 { return (uint64(topics) + 63) / 64 }
 
 // patternSize is the room for one inbox's subscription pattern.
 const patternSize = 128
@@ -318,6 +323,7 @@ func computeLayout(c Config) layout {
 	}
 	place(&l.sec.participants, uint64(c.Participants)*uint64(participantSlotSize))
 	place(&l.sec.held, uint64(c.Participants)*uint64(c.Held)*8)
+	place(&l.sec.pins, uint64(c.Participants)*pinWords(c.Topics)*8)
 	place(&l.sec.topics, uint64(c.Topics)*(topicEntrySize+8*uint64(c.HistoryDepth)))
 	place(&l.sec.inboxes, uint64(c.Inboxes)*uint64(inboxHeaderSize))
 	place(&l.sec.patterns, uint64(c.Inboxes)*patternSize)

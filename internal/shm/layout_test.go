@@ -66,7 +66,7 @@ func TestLayoutHeader(t *testing.T) {
 		layoutField("created", unsafe.Offsetof(h.created), unsafe.Sizeof(h.created), 40, 8),
 		layoutField("creatorPID", unsafe.Offsetof(h.creatorPID), unsafe.Sizeof(h.creatorPID), 48, 4),
 		layoutField("cfg", unsafe.Offsetof(h.cfg), unsafe.Sizeof(h.cfg), 64, 96),
-		layoutField("sec", unsafe.Offsetof(h.sec), unsafe.Sizeof(h.sec), 160, 224),
+		layoutField("sec", unsafe.Offsetof(h.sec), unsafe.Sizeof(h.sec), 160, 240),
 		layoutField("reclaims", unsafe.Offsetof(h.reclaims), unsafe.Sizeof(h.reclaims), 512, 8),
 		layoutField("corrupt", unsafe.Offsetof(h.corrupt), unsafe.Sizeof(h.corrupt), 520, 8),
 		layoutField("subGen", unsafe.Offsetof(h.subGen), unsafe.Sizeof(h.subGen), 528, 8),
@@ -113,7 +113,7 @@ func TestLayoutDiskConfig(t *testing.T) {
 
 func TestLayoutSectionTable(t *testing.T) {
 	var s sections
-	checkLayoutRows(t, &s, unsafe.Sizeof(s), 224, []layoutRow{
+	checkLayoutRows(t, &s, unsafe.Sizeof(s), 240, []layoutRow{
 		layoutField("participants", unsafe.Offsetof(s.participants), unsafe.Sizeof(s.participants), 0, 16),
 		layoutField("held", unsafe.Offsetof(s.held), unsafe.Sizeof(s.held), 16, 16),
 		layoutField("topics", unsafe.Offsetof(s.topics), unsafe.Sizeof(s.topics), 32, 16),
@@ -121,6 +121,7 @@ func TestLayoutSectionTable(t *testing.T) {
 		layoutField("patterns", unsafe.Offsetof(s.patterns), unsafe.Sizeof(s.patterns), 64, 16),
 		layoutField("cells", unsafe.Offsetof(s.cells), unsafe.Sizeof(s.cells), 80, 16),
 		layoutField("pools", unsafe.Offsetof(s.pools), unsafe.Sizeof(s.pools), 96, 128),
+		layoutField("pins", unsafe.Offsetof(s.pins), unsafe.Sizeof(s.pins), 224, 16),
 	})
 	var e section
 	checkLayoutRows(t, &e, unsafe.Sizeof(e), 16, []layoutRow{
@@ -378,6 +379,7 @@ func TestLayoutSections(t *testing.T) {
 		secs := []want{
 			{"participants", l.sec.participants, uint64(c.Participants) * 256},
 			{"held", l.sec.held, uint64(c.Participants) * uint64(c.Held) * 8},
+			{"pins", l.sec.pins, uint64(c.Participants) * ((uint64(c.Topics) + 63) / 64) * 8},
 			{"topics", l.sec.topics, uint64(c.Topics) * (256 + 8*uint64(c.HistoryDepth))},
 			{"inboxes", l.sec.inboxes, uint64(c.Inboxes) * 640},
 			{"patterns", l.sec.patterns, uint64(c.Inboxes) * 128},
@@ -461,6 +463,8 @@ func TestLayoutRealRegion(t *testing.T) {
 		{"patterns offset", le.Uint64(b[224:]), lay.sec.patterns.off},
 		{"cells offset", le.Uint64(b[240:]), lay.sec.cells.off},
 		{"cells size", le.Uint64(b[248:]), lay.sec.cells.size},
+		{"pins offset", le.Uint64(b[384:]), lay.sec.pins.off},
+		{"pins size", le.Uint64(b[392:]), lay.sec.pins.size},
 		{"pool 2 offset", le.Uint64(b[256+32:]), lay.sec.pools[2].off},
 		{"pool 2 size", le.Uint64(b[256+40:]), lay.sec.pools[2].size},
 		{"pool 3 offset", le.Uint64(b[256+48:]), 0},

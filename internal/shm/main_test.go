@@ -28,6 +28,10 @@ var peerRoles = map[string]peer.Role{
 	"fp-claimer": roleFingerprintClaimer,
 	// topicreclaim_test.go
 	"typo-publisher": roleTypoPublisher,
+	// pins_test.go
+	"pin-publisher":     rolePinPublisher,
+	"stuck-reclaimer":   roleStuckReclaimer,
+	"claimed-reclaimer": roleClaimedReclaimer,
 	// evict_test.go
 	"evictor": roleEvictor,
 	// waiters_test.go

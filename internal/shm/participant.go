@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -35,6 +36,10 @@ type Participant struct {
 	lkoff  int64
 	held   *heldList
 	gone   atomic.Bool
+	// pinMu guards pins: per topic index, how many PinTopic calls of this participant hold
+	// the topic; its bit in the pins section is set while the count is above zero.
+	pinMu sync.Mutex
+	pins  []uint32
 }
 
 func (r *Region) participantOffset(i uint32) uint64 {
@@ -124,9 +129,11 @@ func (r *Region) claimSlot(lf int, name string) (_ *Participant, err error) {
 		s.name = [32]byte{}
 		copy(s.name[:], truncateUTF8(name, len(s.name)))
 		held := r.newHeldList(i)
+		r.clearPins(i) // a reaper or Detach cleared it; a scribble may not have been
 		r.attached++
 		r.owners = append(r.owners, i+1)
-		return &Participant{r: r, idx: i, owner: i + 1, slot: s, lockfd: lf, lkoff: off, held: held}, nil
+		return &Participant{r: r, idx: i, owner: i + 1, slot: s, lockfd: lf, lkoff: off, held: held,
+			pins: make([]uint32, r.cfg.Topics)}, nil
 	}
 	return nil, fmt.Errorf("%w: all %d participant slots in use", ErrTableFull, r.cfg.Participants)
 }
@@ -160,6 +167,10 @@ func (p *Participant) Detach() (err error) {
 	p.closeInboxes()
 	p.releaseAllHeld()
 	p.r.endLoans(p.owner)
+	p.pinMu.Lock() // gone is set: no PinTopic sets a bit after this
+	p.r.clearPins(p.idx)
+	p.pinMu.Unlock()
+	p.r.undoCondemned(p.owner)
 	v := p.slot.state.Load()
 	p.slot.state.Store(v &^ 0xff)
 	return nil

@@ -110,3 +110,33 @@ func (r *Region) OnTopic(i int, fn func(t Topic) error) (err error) {
 	}
 	return fn(t)
 }
+
+// TopicGen returns the generation of topic entry i: it changes each time the entry is
+// reclaimed, so a name cached with it is still the entry's name while it reads the same. It
+// allocates nothing, and returns 0 for an index out of range or a faulting region.
+func (r *Region) TopicGen(i int) (_ uint64) {
+	if i < 0 || i >= int(r.cfg.Topics) {
+		return 0
+	}
+	defer unguard(guard(), nil)
+	e, _ := r.topicEntry(uint32(i))
+	return e.gen.Load()
+}
+
+// TopicNameGen returns the name of topic i ("" if there is none) with the generation it was
+// read at (see TopicGen): a name read while the entry was being reclaimed is "".
+func (r *Region) TopicNameGen(i int) (name string, gen uint64, err error) {
+	defer unguard(guard(), &err)
+	t, err := r.Topic(i)
+	if err != nil {
+		return "", 0, nil
+	}
+	name = t.Name()
+	if t.stale() || r.TopicGen(i) != t.gen {
+		return "", 0, nil
+	}
+	if _, err := r.Topic(i); err != nil {
+		return "", 0, nil // reclaimed while we read, its generation not yet bumped
+	}
+	return name, t.gen, nil
+}

@@ -285,6 +285,9 @@ func (r *Region) audit() ReapReport {
 	for t := range r.cfg.Topics {
 		e, cells := r.topicEntry(t)
 		switch e.state.Load() & 0xff {
+		case topicCondemned: // its reclaimer is gone: the entry is ready
+			e.state.Store(e.state.Load()&^0xff | topicReady)
+			fallthrough
 		case topicReady:
 			for k := range min(uint64(e.histDepth), uint64(r.cfg.HistoryDepth)) {
 				h := Handle((*atomic.Uint64)(unsafe.Add(cells, k*8)).Load())
@@ -468,6 +471,8 @@ func (r *Region) reapSlot(i uint32) ReapReport {
 			rep.Topics++
 		}
 	}
+	r.undoCondemned(owner) // entries a ReclaimTopics it was running had condemned: ready again
+	r.clearPins(i)
 
 	// 5. Waits for room it had announced in other participants' inboxes.
 	r.undoWaits(i)

@@ -120,6 +120,8 @@ type Region struct {
 	// last sweep saw (Handle.slot to state word), which the next one confirms.
 	sweepMu   sync.Mutex
 	sweepPrev map[uint32]uint64
+	// reclaimMu serialises this process's ReclaimTopics calls.
+	reclaimMu sync.Mutex
 
 	mu       sync.Mutex
 	attached int      // participants of this process still attached

@@ -12,8 +12,9 @@ import (
 // of HistoryDepth cells follows it.
 //
 //	off  size  field
-//	0    8     state: 0 free, else claimer participant+1 <<16 | 1 (claiming), 2 (ready) or
-//	           3 (reclaimed: free for a new name, but lookups probe past it)
+//	0    8     state: 0 free, else claimer participant+1 <<16 | 1 (claiming), 2 (ready),
+//	           3 (reclaimed: free for a new name, but lookups probe past it) or 4 (condemned:
+//	           ready, being checked for users by ReclaimTopics of that participant)
 //	8    8     FNV-1a 64 of the name
 //	16   4     name length
 //	20   4     history depth of this topic (<= HistoryDepth)
@@ -50,6 +51,9 @@ const (
 	// topicReclaimed is an entry the audit freed while some other topic's probe sequence
 	// passes through it: a new name may take it, but a lookup does not stop at it.
 	topicReclaimed = 3
+	// topicCondemned is a ready entry that a ReclaimTopics call is checking for users: it is
+	// used exactly like a ready one, and a user that pins it revives it (back to ready).
+	topicCondemned = 4
 	maxTopicName   = 128
 	maxTypeName    = 40
 )
@@ -107,9 +111,11 @@ func topicHash(name string) uint64 {
 
 // LookupTopic finds the topic called name, or creates it with the given history depth when
 // create is true. The name must already be valid (package topics checks it); it is at most 128
-// bytes. The table is open-addressed by the name's hash. An entry is removed only by the audit
+// bytes. The table is open-addressed by the name's hash. An entry is removed by the audit
 // (see Region.Reap), when nobody is attached and the topic has no history and no buffer names
-// it; the entry's generation then changes, so a Topic value from before is refused by Send.
+// it, and by ReclaimTopics, when besides nobody pins it and no subscription matches it; the
+// entry's generation then changes, so a Topic value from before is refused by Send and
+// PinTopic. A caller that may race with ReclaimTopics pins the topic before using it.
 // It fails with ErrTableFull when the table is full and ErrNotFound when create is false and
 // the topic does not exist. Lookups of an existing
 // topic allocate nothing except the first time a name is seen by the caller's cache (bus
@@ -143,6 +149,11 @@ retry:
 		e.name = [128]byte{}
 		copy(e.name[:], name)
 		e.histDepth = uint32(history)
+		if st&0xff == topicReclaimed {
+			// A reclaimer that died between claiming and bumping the generation left the old
+			// one: a new name must not look like the old topic to a Topic value kept from it.
+			e.gen.Store(nextTopicGen(e.gen.Load()))
+		}
 		gen := e.gen.Load()
 		e.state.Store(uint64(p.owner)<<16 | topicReady)
 		return Topic{r: r, index: i, e: e, hist: hist, depth: uint64(history), gen: gen, p: p}, true
@@ -181,7 +192,7 @@ retry:
 					return Topic{}, fmt.Errorf("topic %q: %w", name, err)
 				}
 				continue
-			case topicReady:
+			case topicReady, topicCondemned:
 				if e.hash == hash && int(e.nameLen) == len(name) && string(e.name[:len(name)]) == name {
 					gen := e.gen.Load()
 					d := uint64(e.histDepth)
@@ -235,7 +246,7 @@ func (r *Region) Topic(i int) (Topic, error) {
 	}
 	e, hist := r.topicEntry(uint32(i))
 	gen := e.gen.Load()
-	if e.state.Load()&0xff != topicReady {
+	if st := e.state.Load() & 0xff; st != topicReady && st != topicCondemned {
 		return Topic{}, ErrNotFound
 	}
 	return Topic{r: r, index: uint32(i), e: e, hist: hist, depth: min(uint64(e.histDepth), uint64(r.cfg.HistoryDepth)), gen: gen}, nil

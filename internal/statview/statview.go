@@ -75,6 +75,7 @@ type Topic struct {
 	Name         string `json:"name"`
 	Published    uint64 `json:"published"`
 	Bytes        uint64 `json:"bytes"`
+	Publishers   int    `json:"publishers"` // participants that pin the topic: processes with a Publisher of it
 	Subscribers  int    `json:"subscribers"`
 	HistoryDepth int    `json:"history_depth"`
 	Codec        string `json:"codec,omitempty"`       // recorded by the first typed publisher or subscriber
@@ -148,7 +149,7 @@ func FromStats(s transport.Stats) Bus {
 				n++
 			}
 		}
-		tp := Topic{Name: t.Name, Published: t.Published, Bytes: t.Bytes, Subscribers: n, HistoryDepth: t.HistoryDepth,
+		tp := Topic{Name: t.Name, Published: t.Published, Bytes: t.Bytes, Publishers: t.Publishers, Subscribers: n, HistoryDepth: t.HistoryDepth,
 			Codec: t.Codec, TypeName: t.TypeName}
 		if t.Fingerprint != 0 {
 			tp.Fingerprint = fmt.Sprintf("%016x", t.Fingerprint)
@@ -297,13 +298,13 @@ func (b *Bus) print(w io.Writer, r *Rates) {
 	if len(b.Topics) == 0 {
 		fmt.Fprintln(tw, "no topics")
 	} else {
-		head := "TOPIC\tPUBLISHED\tBYTES\tSUBSCRIBERS\tHISTORY\tTYPE"
+		head := "TOPIC\tPUBLISHED\tBYTES\tPUBS\tSUBSCRIBERS\tHISTORY\tTYPE"
 		if r != nil {
 			head += "\tMSGS/S\tBYTES/S"
 		}
 		fmt.Fprintln(tw, head)
 		for _, t := range b.Topics {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%s", safe(t.Name), t.Published, Bytes(int64(min(t.Bytes, math.MaxInt64))), t.Subscribers,
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%s", safe(t.Name), t.Published, Bytes(int64(min(t.Bytes, math.MaxInt64))), t.Publishers, t.Subscribers,
 				t.HistoryDepth, t.typeColumn())
 			if r != nil {
 				k := topicKey(b.Name, t.Name)

@@ -63,7 +63,7 @@ func goldenReports() (prev, cur *Report) {
 				{Index: 0, Name: "pub", PID: 10, Attached: t0, Alive: true},
 				{Index: 1, Name: "br\x1b", PID: 11, Attached: t0, Bridge: &Bridge{ID: "eu-1", Forwarded: 3, Reconnects: 1}},
 			},
-			Topics: []Topic{{Name: "a.b", Published: published, Bytes: 100 * published, Subscribers: 1, HistoryDepth: 4,
+			Topics: []Topic{{Name: "a.b", Published: published, Bytes: 100 * published, Publishers: 2, Subscribers: 1, HistoryDepth: 4,
 				Codec: "msgpack", TypeName: "main.Reading\x1b", Fingerprint: "00000000deadbeef"}},
 			Inboxes: []Inbox{{id: 3, Inbox: 3, Subscriber: "sub", Pattern: "a.>", Overflow: "drop-oldest", Depth: 2, Capacity: 8,
 				Delivered: delivered, Received: delivered - 2, Dropped: Drops{Oldest: 1, Timeout: 2}}},
@@ -106,8 +106,8 @@ participants 1 alive, 1 dead   reclaims 1   swept 2 (sweep off: unrecorded takes
   pub[10], br?[11] (dead)
   bridge eu-1 (br?[11]): DISCONNECTED, forwarded 3, imported 0, dropped 0, pending 0, gaps 0, mismatched 0, looped 0, disconnects 0, reconnects 1
 
-TOPIC  PUBLISHED  BYTES    SUBSCRIBERS  HISTORY  TYPE                   MSGS/S  BYTES/S
-a.b    13345      1.3 MiB  1            4        msgpack main.Reading?  12.3k   1.23M
+TOPIC  PUBLISHED  BYTES    PUBS  SUBSCRIBERS  HISTORY  TYPE                   MSGS/S  BYTES/S
+a.b    13345      1.3 MiB  2     1            4        msgpack main.Reading?  12.3k   1.23M
 
 INBOX  SUBSCRIBER  PATTERN  OVERFLOW     DEPTH  CAPACITY  DELIVERED  RECEIVED  DROPPED  OLDEST  NEWEST  TIMEOUT  CORRUPT  IN/S  OUT/S  DROPS/S
 3      sub         a.>      drop-oldest  2      8         505        503       3        1       0       2        0        5.0   5.0    0
@@ -165,6 +165,7 @@ const goldenJSON = `{
           "name": "a.b",
           "published": 13345,
           "bytes": 1334500,
+          "publishers": 2,
           "subscribers": 1,
           "history_depth": 4,
           "codec": "msgpack",
