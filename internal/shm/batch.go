@@ -1,0 +1,434 @@
+package shm
+
+import (
+	"context"
+	"errors"
+)
+
+// The batched forms of the door: lend, send, take and release several messages in one call.
+// They keep every reference recorded exactly where the single forms record it (the buffer's
+// state word for a loan, a ring cell for a delivery, a held entry for a take), one message at
+// a time, so a process killed in the middle of a batch leaves exactly what a process killed
+// between single calls would: each message is loaned, in a cell, or held, and a reaper finds
+// it. What a batch shares between its messages is the work that names no reference:
+//
+//   - one fault guard for the call;
+//   - the topic's sequence and byte counters: one add each for the batch;
+//   - one clock read;
+//   - per target inbox, the tail: the producer fills a run of consecutive empty cells, each
+//     with its own compare-and-swap (the commit point, as in Push), then moves the tail past
+//     the whole run with one compare-and-swap; and one wake-up check for the run;
+//   - the pools' allocation and free counters: one add per pool for the batch.
+//
+// A run stops at the first cell that is not empty for its position (a full ring, another
+// producer's message, damage): the rest of the batch goes through the single push, which
+// applies the inbox's overflow policy and repairs what it finds.
+
+// MaxBatch is the most messages one batched call handles.
+const MaxBatch = 64
+
+// LoanBatch lends len(dst) buffers (at most MaxBatch) of at least n bytes each, as Loan does,
+// into dst, and returns the part of dst it filled. If the pools run out before dst is full, it
+// returns the loans it got and a nil error; with none, the error Loan would return. It
+// allocates nothing.
+func (p *Participant) LoanBatch(dst []Loan, n int) (_ []Loan, err error) {
+	defer unguard(guard(), &err)
+	if len(dst) > MaxBatch {
+		dst = dst[:MaxBatch]
+	}
+	if len(dst) == 0 {
+		return dst, nil
+	}
+	if n < 0 || n > int(p.r.maxSize) {
+		_, err := p.r.alloc(p.owner, n) // the error a single Loan gives
+		return dst[:0], err
+	}
+	if err := p.r.Check(); err != nil {
+		return dst[:0], err
+	}
+	got := 0
+	var last *pool
+	counted := 0
+	for got < len(dst) {
+		buf, ok := p.r.claim(p.owner, n)
+		if !ok {
+			break
+		}
+		if buf.p != last {
+			if last != nil {
+				last.noteAllocs(got - counted)
+			}
+			last, counted = buf.p, got
+		}
+		dst[got] = Loan{p: p, buf: buf}
+		got++
+	}
+	if last != nil {
+		last.noteAllocs(got - counted)
+	}
+	if got == 0 {
+		buf, err := p.r.alloc(p.owner, n) // counts the failure as Loan does
+		if err != nil {
+			return dst[:0], err
+		}
+		dst[0] = Loan{p: p, buf: buf}
+		got = 1
+	}
+	return dst[:got], nil
+}
+
+// claim takes a free buffer of at least n bytes from the smallest class that has one, without
+// counting it (see pool.claim).
+func (r *Region) claim(owner uint32, n int) (Buffer, bool) {
+	for i := range r.pools {
+		p := &r.pools[i]
+		if n > int(p.size) {
+			continue
+		}
+		if b, ok := p.claim(owner); ok {
+			return b, true
+		}
+	}
+	return Buffer{}, false
+}
+
+// noteAllocs counts k allocations at once (see noteAlloc).
+func (p *pool) noteAllocs(k int) {
+	if k <= 0 {
+		return
+	}
+	p.hdr.shards[p.r.shard].allocs.Add(uint64(k))
+	if s := p.sample.Add(uint32(k)); s/highWaterEvery != (s-uint32(k))/highWaterEvery {
+		p.sampleHighWater()
+	}
+}
+
+// SendBatch sends each of loans (at most MaxBatch; loan i with length lens[i]) on topic t to
+// every inbox in to, as that many Sends would, in order: it writes each header (sequence
+// numbers taken together, one time for the batch, or each loan's stamp), delivers the handles
+// to each inbox in runs (see the top of this file), records them in the history if the topic
+// keeps one, and ends the loans. Every loan must be p's and live: if one was sent or discarded
+// already, SendBatch delivers nothing, ends the others and fails with ErrLoanEnded. The loans
+// are consumed whatever the outcome. It allocates nothing.
+func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inbox) (res SendResult, err error) {
+	if len(loans) > MaxBatch || len(lens) != len(loans) {
+		return res, errors.New("send batch: more than MaxBatch loans, or lengths that do not match them")
+	}
+	if len(loans) == 0 {
+		return res, nil
+	}
+	defer unguard(guard(), &err)
+	p := loans[0].p
+	ended := false
+	for i := range loans {
+		if loans[i].p == nil || loans[i].p != p || !loans[i].owned() {
+			ended = true
+		}
+	}
+	if ended || t.stale() {
+		for i := range loans {
+			if loans[i].p != nil {
+				loans[i].end()
+			}
+		}
+		if ended {
+			return res, ErrLoanEnded
+		}
+		return res, ErrTopicReclaimed
+	}
+	var hs [MaxBatch]Handle
+	var ss [MaxBatch]*slotHeader
+	total := 0
+	for _, n := range lens {
+		total += n
+	}
+	t.e.bytes.Add(uint64(total))
+	seq := t.e.seq.Add(uint64(len(loans))) - uint64(len(loans))
+	now := int64(0)
+	for i := range loans {
+		l := &loans[i]
+		st := l.stamp
+		if st == 0 {
+			if now == 0 {
+				now = Now()
+			}
+			st = now
+		}
+		seq++
+		l.buf.SetMeta(Meta{Len: uint32(lens[i]), Topic: t.index, Seq: seq, Stamp: st})
+		hs[i], ss[i] = l.buf.h, l.buf.s
+	}
+	k := len(loans)
+	for i := range to {
+		if testHookFanOut != nil {
+			testHookFanOut(i)
+		}
+		if err := to[i].pushBatch(ctx, hs[:k], ss[:k]); err != nil {
+			if errors.Is(err, ErrBadHandle) {
+				for j := range loans {
+					loans[j].end()
+				}
+				return res, corruptf("a buffer's header changed while on loan: %v", err)
+			}
+			if errors.Is(err, ErrClosed) {
+				res.Closed++
+			}
+		}
+	}
+	for i := range loans {
+		l := &loans[i]
+		if t.depth > 0 && p.r.addRefs(l.buf.s, l.buf.h, 1) == nil {
+			t.remember(l.buf.h)
+		}
+	}
+	var bad error
+	for i := range loans {
+		if err := loans[i].end(); err != nil && bad == nil {
+			bad = corruptf("the header of buffer %v changed while on loan: %v", loans[i].buf.h, err)
+		}
+	}
+	return res, bad
+}
+
+// pushBatch delivers hs (with the references of the loans ss: one is added to each as its
+// cell commits, as push does) to the inbox in order. It returns ErrClosed (the rest is not
+// delivered), an error wrapping ErrBadHandle (a loan's state word was scribbled), or the
+// last error of a single push (a message dropped by the policy: the others are delivered).
+func (in *Inbox) pushBatch(ctx context.Context, hs []Handle, ss []*slotHeader) error {
+	var last error
+	pushed := false
+	for done := 0; done < len(hs); {
+		n, redo, err := in.pushRun(hs[done:], ss[done:])
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			pushed = true
+			for j := range n {
+				if redo&(1<<j) != 0 {
+					// Taken back from behind the head (see pushRun): deliver it again.
+					if err := in.push(ctx, hs[done+j], ss[done+j]); err != nil {
+						if errors.Is(err, ErrClosed) || errors.Is(err, ErrBadHandle) {
+							return err
+						}
+						last = err
+					}
+				}
+			}
+			done += n
+			continue
+		}
+		// The cell at the tail is not empty for it: the single push deals with every case
+		// (helping a lagging tail, a full ring and its policy, damage), and wakes the consumer.
+		if err := in.push(ctx, hs[done], ss[done]); err != nil {
+			if errors.Is(err, ErrClosed) || errors.Is(err, ErrBadHandle) {
+				return err
+			}
+			last = err
+		}
+		done++
+	}
+	if pushed {
+		wakeConsumer(in.v.hdr)
+	}
+	return last
+}
+
+// pushRun commits hs (at most 64) to the cells from the tail on, one compare-and-swap per
+// cell, adding each loan's reference right before its cell's, for as long as the cells are
+// empty for their positions; then it moves the tail past the run. It returns how many it
+// committed (0: the cell at the tail is not empty for it, or the inbox is closed). A message
+// that a scribble left behind the head (see push) is taken back and its bit set in redo: the
+// caller delivers it again.
+//
+// A run is no new state for the others: a cell filled ahead of the tail is what a producer
+// killed between its cell and its tail leaves, which everyone already helps past, and the
+// consumer takes from the head without reading the tail.
+func (in *Inbox) pushRun(hs []Handle, ss []*slotHeader) (n int, redo uint64, err error) {
+	hd := in.v.hdr
+	r := in.v.r
+	step()
+	t := hd.tail.Load()
+	for n < len(hs) && n < 64 {
+		pos := t + uint64(n)
+		c := in.cell(pos)
+		step()
+		v := c.Load()
+		if v != in.empty(pos) {
+			break
+		}
+		// The whole generation, after the tail and the cell were read (see push).
+		step()
+		if !in.isOpen() {
+			if n == 0 {
+				return 0, 0, ErrClosed
+			}
+			break
+		}
+		step()
+		if err := r.addRefs(ss[n], hs[n], 1); err != nil {
+			if n == 0 {
+				return 0, 0, err
+			}
+			break // the next single push reports it
+		}
+		step()
+		if !c.CompareAndSwap(v, uint64(hs[n])|in.parity(pos)) {
+			step()
+			r.releaseDropped(hs[n]) // the loan's reference keeps the buffer
+			break
+		}
+		n++
+	}
+	if n == 0 {
+		return 0, 0, nil
+	}
+	end := t + uint64(n)
+	step()
+	if hd.tail.CompareAndSwap(t, end) {
+		return n, 0, nil
+	}
+	// Someone moved the tail on: producers helping past our cells (then move it to the end of
+	// the run, if it is not there yet), or the head is past a position of ours because a
+	// scribble had made a finished position look empty (then our message there is behind the
+	// head, where nobody would take it: take it back).
+	for {
+		step()
+		cur := hd.tail.Load()
+		if cur < t || cur >= end {
+			break
+		}
+		step()
+		if hd.tail.CompareAndSwap(cur, end) {
+			break
+		}
+	}
+	step()
+	hn := hd.head.Load()
+	for j := 0; j < n && t+uint64(j) < hn; j++ {
+		pos := t + uint64(j)
+		step()
+		if in.cell(pos).CompareAndSwap(uint64(hs[j])|in.parity(pos), in.empty(pos+in.cap)) {
+			step()
+			r.releaseDropped(hs[j])
+			hd.corrupt.Add(1)
+			r.hdr.corrupt.Add(1)
+			redo |= 1 << j
+		}
+	}
+	return n, redo, nil
+}
+
+// TakeBatch takes up to len(dst) messages (at most MaxBatch) of in, an inbox p owns, into p's
+// held list, as that many Takes would: it waits as w says for the first, then takes those that
+// are ready without waiting. It returns the part of dst it filled; it fails only if it took
+// nothing (with Take's errors). Each message is its own held entry and is released on its own
+// (Release or ReleaseBatch). It allocates nothing.
+func (p *Participant) TakeBatch(ctx context.Context, in *Inbox, w Waiter, dst []Held) (_ []Held, err error) {
+	defer unguard(guard(), &err)
+	if len(dst) > MaxBatch {
+		dst = dst[:MaxBatch]
+	}
+	got := 0
+	for got < len(dst) {
+		idx, err := p.reserve()
+		if err != nil {
+			if got > 0 {
+				break
+			}
+			return dst[:0], err
+		}
+		var h Handle
+		if got == 0 {
+			h, err = in.popInto(ctx, w, p, idx)
+		} else {
+			var ok bool
+			h, ok, err = in.take(p.held.word(uint32(idx)), uint64(idx))
+			if err == nil && !ok {
+				p.unreserve(idx)
+				break
+			}
+		}
+		if err != nil {
+			p.unreserve(idx)
+			if got > 0 {
+				break
+			}
+			if errors.Is(err, ErrClosed) {
+				if derr := p.r.Check(); derr != nil { // a zeroed inbox looks closed
+					return dst[:0], derr
+				}
+			}
+			return dst[:0], err
+		}
+		if m, ok := p.accept(in, idx, h); ok {
+			dst[got] = m
+			got++
+		} else {
+			p.unreserve(idx)
+		}
+	}
+	return dst[:got], nil
+}
+
+// ReleaseBatch releases each of hs as Release does, counting the buffers freed once per pool.
+// It releases every message it can and returns ErrReleased if one was released already.
+func ReleaseBatch(hs []Held) (err error) {
+	defer unguard(guard(), &err)
+	var last *pool
+	freed := 0
+	for i := range hs {
+		m := &hs[i]
+		if m.p == nil {
+			err = ErrReleased
+			continue
+		}
+		p, idx, ok, rerr := m.p.unholdUncounted(int(m.idx), m.buf.h)
+		if rerr != nil {
+			err = ErrReleased
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if p != last {
+			if last != nil {
+				last.noteFrees(freed)
+			}
+			last, freed = p, 0
+		}
+		freed++
+		p.next.Store(idx)
+	}
+	if last != nil {
+		last.noteFrees(freed)
+	}
+	return err
+}
+
+// noteFrees counts k frees at once (see noteFree; the cursor is set by the caller).
+func (p *pool) noteFrees(k int) {
+	if k > 0 {
+		p.hdr.shards[p.r.shard].frees.Add(uint64(k))
+	}
+}
+
+// unholdUncounted is unhold without counting a free: it reports the pool and slot of a buffer
+// the release freed.
+func (p *Participant) unholdUncounted(i int, h Handle) (_ *pool, _ uint32, freed bool, _ error) {
+	l := p.held
+	step()
+	if i < 0 || uint32(i) >= l.n || !l.word(uint32(i)).CompareAndSwap(uint64(h), 0) {
+		return nil, 0, false, ErrBadHandle
+	}
+	l.setHint(uint32(i))
+	step()
+	pl, idx, freed, err := p.r.drop(h)
+	if err != nil && err != errHandleFree && err != errHandleStale {
+		return nil, 0, false, err
+	}
+	if err != nil && testHookReleaseSwept != nil {
+		testHookReleaseSwept() // freed by the sweep meanwhile (see unhold)
+	}
+	return pl, idx, freed, nil
+}
