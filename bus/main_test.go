@@ -21,6 +21,7 @@ func TestMain(m *testing.M) {
 		"fault-publish":    roleFaultPublish,
 		"fault-lookup":     roleFaultLookup,
 		"fault-open":       roleFaultOpen,
+		"batch-victim":     roleBatchVictim,
 	})
 	goleak.VerifyTestMain(m)
 }
