@@ -163,7 +163,7 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 		if testHookFanOut != nil {
 			testHookFanOut(i)
 		}
-		if err := to[i].pushBatch(ctx, hs[:k], ss[:k]); err != nil {
+		if err := to[i].pushBatch(ctx, hs[:k], ss[:k], nil); err != nil {
 			if errors.Is(err, ErrBadHandle) {
 				for j := range loans {
 					loans[j].end()
@@ -194,23 +194,46 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 // cell commits, as push does) to the inbox in order. It returns ErrClosed (the rest is not
 // delivered), an error wrapping ErrBadHandle (a loan's state word was scribbled), or the
 // last error of a single push (a message dropped by the policy: the others are delivered).
-func (in *Inbox) pushBatch(ctx context.Context, hs []Handle, ss []*slotHeader) error {
+// If errs is not nil, errs[i] receives message i's outcome (nil: delivered).
+func (in *Inbox) pushBatch(ctx context.Context, hs []Handle, ss []*slotHeader, errs []error) error {
 	var last error
 	pushed := false
+	note := func(i int, err error) {
+		if errs != nil {
+			errs[i] = err
+		}
+	}
+	fail := func(from int, err error) error {
+		for i := from; errs != nil && i < len(hs); i++ {
+			errs[i] = err
+		}
+		if pushed {
+			wakeConsumer(in.v.hdr)
+		}
+		return err
+	}
 	for done := 0; done < len(hs); {
 		n, redo, err := in.pushRun(hs[done:], ss[done:])
 		if err != nil {
-			return err
+			return fail(done, err)
 		}
 		if n > 0 {
 			pushed = true
 			for j := range n {
+				note(done+j, nil)
 				if redo&(1<<j) != 0 {
 					// Taken back from behind the head (see pushRun): deliver it again.
-					if err := in.push(ctx, hs[done+j], ss[done+j]); err != nil {
-						if errors.Is(err, ErrClosed) || errors.Is(err, ErrBadHandle) {
-							return err
+					err := in.push(ctx, hs[done+j], ss[done+j])
+					note(done+j, err)
+					if errors.Is(err, ErrClosed) || errors.Is(err, ErrBadHandle) {
+						for jj := j + 1; jj < n; jj++ {
+							if redo&(1<<jj) != 0 {
+								note(done+jj, err) // taken back, not delivered again
+							}
 						}
+						return fail(done+n, err)
+					}
+					if err != nil {
 						last = err
 					}
 				}
@@ -220,10 +243,12 @@ func (in *Inbox) pushBatch(ctx context.Context, hs []Handle, ss []*slotHeader) e
 		}
 		// The cell at the tail is not empty for it: the single push deals with every case
 		// (helping a lagging tail, a full ring and its policy, damage), and wakes the consumer.
-		if err := in.push(ctx, hs[done], ss[done]); err != nil {
-			if errors.Is(err, ErrClosed) || errors.Is(err, ErrBadHandle) {
-				return err
-			}
+		err = in.push(ctx, hs[done], ss[done])
+		note(done, err)
+		if errors.Is(err, ErrClosed) || errors.Is(err, ErrBadHandle) {
+			return fail(done+1, err)
+		}
+		if err != nil {
 			last = err
 		}
 		done++
@@ -249,7 +274,20 @@ func (in *Inbox) pushRun(hs []Handle, ss []*slotHeader) (n int, redo uint64, err
 	r := in.v.r
 	step()
 	t := hd.tail.Load()
-	for n < len(hs) && n < 64 {
+	// A run stays below the head's position one lap on: a take that finds, in the head's
+	// cell, a handle of the next lap concludes that the tail has passed it (true of single
+	// pushes, which fill only the cell at the tail) and skips it as scribbled otherwise. The
+	// head only grows, so every later take sees the run's cells in its own lap. (Until our
+	// first cell is filled the head cannot pass t, so hn <= t.)
+	step()
+	hn := hd.head.Load()
+	limit := len(hs)
+	if room := hn + in.cap - t; hn+in.cap <= t {
+		limit = 0
+	} else if room < uint64(limit) {
+		limit = int(room)
+	}
+	for n < limit && n < 64 {
 		pos := t + uint64(n)
 		c := in.cell(pos)
 		step()
@@ -304,7 +342,7 @@ func (in *Inbox) pushRun(hs []Handle, ss []*slotHeader) (n int, redo uint64, err
 		}
 	}
 	step()
-	hn := hd.head.Load()
+	hn = hd.head.Load()
 	for j := 0; j < n && t+uint64(j) < hn; j++ {
 		pos := t + uint64(j)
 		step()
