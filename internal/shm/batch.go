@@ -259,40 +259,33 @@ func (in *Inbox) pushBatch(ctx context.Context, hs []Handle, ss []*slotHeader, e
 	return last
 }
 
-// pushRun commits hs (at most 64) to the cells from the tail on, one compare-and-swap per
-// cell, adding each loan's reference right before its cell's, for as long as the cells are
-// empty for their positions; then it moves the tail past the run. It returns how many it
-// committed (0: the cell at the tail is not empty for it, or the inbox is closed). A message
-// that a scribble left behind the head (see push) is taken back and its bit set in redo: the
-// caller delivers it again.
+// pushRun commits hs (at most 64) to the cells from the tail on, as that many pushes would
+// on their fast path: for each, the cell is checked empty for its position, the loan's
+// reference added, the cell committed with one compare-and-swap and the tail moved past it
+// with another. What the run saves is the rest: the tail is read once (after our own tail
+// CAS succeeds it is known), and the wake-up check and everything above the ring happen once
+// per batch. It stops at the first cell that is not empty for its position and returns how
+// many it committed (0: the single push must deal with the cell at the tail), or ErrClosed
+// or a reference error if the first could not be. A message that a scribble left behind the
+// head (see push) is taken back and its bit set in redo: the caller delivers it again.
 //
-// A run is no new state for the others: a cell filled ahead of the tail is what a producer
-// killed between its cell and its tail leaves, which everyone already helps past, and the
-// consumer takes from the head without reading the tail.
+// Why not one tail CAS for the whole run: a run of cells filled ahead of a lagging tail is a
+// state single pushes never make. A take that finds a handle of the next lap in the head's
+// cell concludes that the tail has passed it; and a scribble in a cell between the head and
+// a lagging tail lets a second producer repair and refill a position already done, stranding
+// its message behind the head. Both were found by the interleaving checker (batch
+// scenarios); the per-cell tail keeps the window one step long, as in push. In 1-to-1 the
+// tail's line stays in the producer's cache, so the extra CAS is local (docs/performance.md).
 func (in *Inbox) pushRun(hs []Handle, ss []*slotHeader) (n int, redo uint64, err error) {
 	hd := in.v.hdr
 	r := in.v.r
 	step()
 	t := hd.tail.Load()
-	// A run stays below the head's position one lap on: a take that finds, in the head's
-	// cell, a handle of the next lap concludes that the tail has passed it (true of single
-	// pushes, which fill only the cell at the tail) and skips it as scribbled otherwise. The
-	// head only grows, so every later take sees the run's cells in its own lap. (Until our
-	// first cell is filled the head cannot pass t, so hn <= t.)
-	step()
-	hn := hd.head.Load()
-	limit := len(hs)
-	if room := hn + in.cap - t; hn+in.cap <= t {
-		limit = 0
-	} else if room < uint64(limit) {
-		limit = int(room)
-	}
-	for n < limit && n < 64 {
-		pos := t + uint64(n)
-		c := in.cell(pos)
+	for n < len(hs) && n < 64 {
+		c := in.cell(t)
 		step()
 		v := c.Load()
-		if v != in.empty(pos) {
+		if v != in.empty(t) {
 			break
 		}
 		// The whole generation, after the tail and the cell were read (see push).
@@ -311,48 +304,32 @@ func (in *Inbox) pushRun(hs []Handle, ss []*slotHeader) (n int, redo uint64, err
 			break // the next single push reports it
 		}
 		step()
-		if !c.CompareAndSwap(v, uint64(hs[n])|in.parity(pos)) {
+		if !c.CompareAndSwap(v, uint64(hs[n])|in.parity(t)) {
 			step()
 			r.releaseDropped(hs[n]) // the loan's reference keeps the buffer
 			break
 		}
 		n++
-	}
-	if n == 0 {
-		return 0, 0, nil
-	}
-	end := t + uint64(n)
-	step()
-	if hd.tail.CompareAndSwap(t, end) {
-		return n, 0, nil
-	}
-	// Someone moved the tail on: producers helping past our cells (then move it to the end of
-	// the run, if it is not there yet), or the head is past a position of ours because a
-	// scribble had made a finished position look empty (then our message there is behind the
-	// head, where nobody would take it: take it back).
-	for {
 		step()
-		cur := hd.tail.Load()
-		if cur < t || cur >= end {
-			break
+		if hd.tail.CompareAndSwap(t, t+1) {
+			t++
+			continue
 		}
+		// Someone moved the tail on (see push): a producer helping, or the head is past t
+		// because a scribble had made a finished position look empty; then our message is
+		// behind the head, where nobody would take it: take it back. Either way the run ends.
 		step()
-		if hd.tail.CompareAndSwap(cur, end) {
-			break
-		}
-	}
-	step()
-	hn = hd.head.Load()
-	for j := 0; j < n && t+uint64(j) < hn; j++ {
-		pos := t + uint64(j)
-		step()
-		if in.cell(pos).CompareAndSwap(uint64(hs[j])|in.parity(pos), in.empty(pos+in.cap)) {
+		if hd.head.Load() > t {
 			step()
-			r.releaseDropped(hs[j])
-			hd.corrupt.Add(1)
-			r.hdr.corrupt.Add(1)
-			redo |= 1 << j
+			if c.CompareAndSwap(uint64(hs[n-1])|in.parity(t), in.empty(t+in.cap)) {
+				step()
+				r.releaseDropped(hs[n-1])
+				hd.corrupt.Add(1)
+				r.hdr.corrupt.Add(1)
+				redo |= 1 << (n - 1)
+			}
 		}
+		break
 	}
 	return n, redo, nil
 }
