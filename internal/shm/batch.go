@@ -345,8 +345,10 @@ func (p *Participant) TakeBatch(ctx context.Context, in *Inbox, w Waiter, dst []
 		dst = dst[:MaxBatch]
 	}
 	got := 0
+	from := p.held.hint.Load()
 	for got < len(dst) {
-		idx, err := p.reserve()
+		idx, err := p.reserveFrom(from)
+		from = uint32(idx) + 1
 		if err != nil {
 			if got > 0 {
 				break
@@ -384,6 +386,23 @@ func (p *Participant) TakeBatch(ctx context.Context, in *Inbox, w Waiter, dst []
 		}
 	}
 	return dst[:got], nil
+}
+
+// reserveFrom is reserve starting its search at entry i: a batch goes on from the entry
+// after the last one it took, instead of from the hint over entries it just filled.
+func (p *Participant) reserveFrom(i uint32) (int, error) {
+	l := p.held
+	for range l.n {
+		if i >= l.n {
+			i = 0
+		}
+		w := l.word(i)
+		if w.Load() == 0 && w.CompareAndSwap(0, heldReserved) {
+			return int(i), nil
+		}
+		i++
+	}
+	return -1, ErrHeldFull
 }
 
 // ReleaseBatch releases each of hs as Release does, counting the buffers freed once per pool.
