@@ -406,11 +406,21 @@ func (p *Participant) reserveFrom(i uint32) (int, error) {
 }
 
 // ReleaseBatch releases each of hs as Release does, counting the buffers freed once per pool.
-// It releases every message it can and returns ErrReleased if one was released already.
+// It releases every message it can and returns ErrReleased if one was released already. The
+// pool's allocation cursor is left on the first buffer the batch freed (Release leaves it on
+// the buffer it freed): the next LoanBatch takes the same buffers again, so a stream of
+// batches keeps a batch's worth of buffers in cache instead of walking the whole pool.
 func ReleaseBatch(hs []Held) (err error) {
 	defer unguard(guard(), &err)
 	var last *pool
 	freed := 0
+	first := uint32(0)
+	flush := func() {
+		if last != nil && freed > 0 {
+			last.noteFrees(freed)
+			last.next.Store(first)
+		}
+	}
 	for i := range hs {
 		m := &hs[i]
 		if m.p == nil {
@@ -426,17 +436,15 @@ func ReleaseBatch(hs []Held) (err error) {
 			continue
 		}
 		if p != last {
-			if last != nil {
-				last.noteFrees(freed)
-			}
+			flush()
 			last, freed = p, 0
 		}
+		if freed == 0 {
+			first = idx
+		}
 		freed++
-		p.next.Store(idx)
 	}
-	if last != nil {
-		last.noteFrees(freed)
-	}
+	flush()
 	return err
 }
 
