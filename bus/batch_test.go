@@ -422,3 +422,54 @@ func BenchmarkBatchStream(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkBatchFanOut: BenchmarkFanOut with batches of 64: one SendBatch delivered to N
+// subscriptions, each drained with ReceiveBatch and ReleaseBatch, in one goroutine; reports
+// deliveries per second.
+func BenchmarkBatchFanOut(b *testing.B) {
+	const k = 64
+	for _, n := range []int{1, 4, 8} {
+		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) {
+			bs, err := Open("bench", WithDir(b.TempDir()), WithConfig(benchConfig()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer bs.Close()
+			ctx := context.Background()
+			subs := make([]*Subscription, n)
+			for i := range subs {
+				subs[i], _ = bs.Subscribe("fan.>", WithQueueDepth(k))
+			}
+			pub, _ := bs.Publisher("fan.x")
+			loans := make([]Loan, k)
+			got := make([]Message, k)
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			total := 0
+			for total < b.N {
+				ls, err := pub.LoanBatch(loans, 64)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := pub.SendBatch(ctx, ls); err != nil {
+					b.Fatal(err)
+				}
+				for _, s := range subs {
+					for m := 0; m < len(ls); {
+						ms, err := s.ReceiveBatch(ctx, got)
+						if err != nil {
+							b.Fatal(err)
+						}
+						m += len(ms)
+						ReleaseBatch(ms)
+					}
+				}
+				total += len(ls)
+			}
+			el := time.Since(start).Seconds()
+			b.ReportMetric(float64(total*n)/el, "deliveries/s")
+			b.ReportMetric(float64(total)/el, "publishes/s")
+		})
+	}
+}
