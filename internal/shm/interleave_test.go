@@ -189,6 +189,8 @@ func ilDFSScenarios() []ilScenario {
 		{name: "dfs/oldest-evict-vs-take", policy: DropOldest, capacity: 2, producers: 1, msgs: 2, prefill: 2, consumer: true, hold: 1},
 		{name: "dfs/oldest-consumer-closes", policy: DropOldest, capacity: 2, producers: 2, msgs: 2, consumer: true, hold: 1, close: ilConsumerClose},
 		{name: "dfs/oldest-two-consumers", policy: DropOldest, capacity: 2, producers: 1, msgs: 3, consumer: true, hold: 2, consumers2: true},
+		{name: "dfs/oldest-batch-2x2-cap2", policy: DropOldest, capacity: 2, producers: 2, msgs: 2, consumer: true, hold: 1, batch: true},
+		{name: "dfs/newest-batch-2x2-cap4", policy: DropNewest, capacity: 4, producers: 2, msgs: 2, consumer: true, hold: 1, batch: true},
 	}
 }
 
