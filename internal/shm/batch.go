@@ -120,9 +120,10 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 	defer unguard(guard(), &err)
 	p := loans[0].p
 	ended := false
+	var seen handleSet
 	for i := range loans {
-		if loans[i].p == nil || loans[i].p != p || !loans[i].owned() {
-			ended = true
+		if loans[i].p == nil || loans[i].p != p || !loans[i].owned() || !seen.add(loans[i].buf.h) {
+			ended = true // ended, another's, or the same loan twice in the batch
 		}
 	}
 	if ended || t.stale() {
@@ -188,6 +189,25 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 		}
 	}
 	return res, bad
+}
+
+// handleSet is a small set of handles on the stack (open addressing), for finding a loan
+// listed twice in one batch without comparing every pair.
+type handleSet [2 * MaxBatch]Handle
+
+// add adds h and reports whether it was not there yet (h is never 0: a live loan's handle).
+func (s *handleSet) add(h Handle) bool {
+	i := uint64(h) * 0x9e3779b97f4a7c15 >> 57 // 7 bits: 2*MaxBatch entries
+	for {
+		switch s[i] {
+		case 0:
+			s[i] = h
+			return true
+		case h:
+			return false
+		}
+		i = (i + 1) % uint64(len(s))
+	}
 }
 
 // pushBatch delivers hs (with the references of the loans ss: one is added to each as its

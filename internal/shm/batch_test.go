@@ -172,6 +172,27 @@ func TestBatchLoanEnded(t *testing.T) {
 	assertNoneAllocated(t, g.r)
 }
 
+// The same loan twice in one batch is a loan sent twice: nothing is delivered, ErrLoanEnded.
+func TestBatchSameLoanTwice(t *testing.T) {
+	g := newBatchRig(t, inboxConfig(), 1, 16, DropOldest)
+	var loans [3]Loan
+	ls, _ := g.p.LoanBatch(loans[:2], 8)
+	ls = append(ls, ls[0])
+	if _, err := g.t.SendBatch(context.Background(), ls, []int{8, 8, 8}, g.outs); !errors.Is(err, ErrLoanEnded) {
+		t.Fatalf("SendBatch with a loan twice: %v, want ErrLoanEnded", err)
+	}
+	if n := g.ins[0].Len(); n != 0 {
+		t.Fatalf("%d messages delivered, want 0", n)
+	}
+	assertNoneAllocated(t, g.r)
+	var s handleSet
+	for i := range 2 * MaxBatch {
+		if !s.add(Handle(i + 1)) {
+			t.Fatalf("handle %d reported twice", i+1)
+		}
+	}
+}
+
 // A batch to a closed inbox delivers nothing there and says so; the loans end.
 func TestBatchClosedTarget(t *testing.T) {
 	g := newBatchRig(t, inboxConfig(), 2, 16, DropOldest)
