@@ -280,13 +280,22 @@ func TestNoAllocsBatch(t *testing.T) {
 	assertNoneAllocated(t, g.r)
 }
 
+// batchBenchConfig is benchConfig with room for a whole batch in the held list and the pool.
+func batchBenchConfig() Config {
+	c := benchConfig()
+	c.Classes = []Class{{Size: 64, Count: 4 * MaxBatch}}
+	c.Held = 2 * MaxBatch
+	return c
+}
+
 // BenchmarkBatchPublishRelease: the life of k 64-byte messages in one goroutine, batched
-// (LoanBatch, SendBatch, TakeBatch, ReleaseBatch), per message. Compare with
-// BenchmarkPublishRelease and BenchmarkSendTake (the single forms).
+// (LoanBatch, SendBatch, TakeBatch, ReleaseBatch), per message. Every batch is lent whole
+// and received whole (nothing dropped). Compare with BenchmarkSendTake (the single forms on
+// the same rig).
 func BenchmarkBatchPublishRelease(b *testing.B) {
 	for _, k := range []int{1, 8, 64} {
 		b.Run(fmt.Sprint("batch=", k), func(b *testing.B) {
-			g := newBatchRig(b, benchConfig(), 1, 1024, DropOldest)
+			g := newBatchRig(b, batchBenchConfig(), 1, 1024, DropNewest)
 			loans := make([]Loan, k)
 			lens := make([]int, k)
 			held := make([]Held, k)
@@ -294,18 +303,18 @@ func BenchmarkBatchPublishRelease(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i += k {
 				ls, err := g.p.LoanBatch(loans, 64)
-				if err != nil {
-					b.Fatal(err)
+				if err != nil || len(ls) != k {
+					b.Fatalf("LoanBatch: %d of %d, %v", len(ls), k, err)
 				}
 				for j := range ls {
 					lens[j] = 64
 				}
-				if _, err := g.t.SendBatch(bg, ls, lens[:len(ls)], g.outs); err != nil {
+				if _, err := g.t.SendBatch(bg, ls, lens, g.outs); err != nil {
 					b.Fatal(err)
 				}
 				got, err := g.p.TakeBatch(bg, &g.ins[0], Waiter{Strategy: BusySpin}, held)
-				if err != nil {
-					b.Fatal(err)
+				if err != nil || len(got) != k {
+					b.Fatalf("TakeBatch: %d of %d, %v", len(got), k, err)
 				}
 				ReleaseBatch(got)
 			}
@@ -316,7 +325,7 @@ func BenchmarkBatchPublishRelease(b *testing.B) {
 // BenchmarkSendTake: the single forms of the door (Loan, Send, Take, Release) on the same rig,
 // the baseline for BenchmarkBatchPublishRelease.
 func BenchmarkSendTake(b *testing.B) {
-	g := newBatchRig(b, benchConfig(), 1, 1024, DropOldest)
+	g := newBatchRig(b, batchBenchConfig(), 1, 1024, DropNewest)
 	bg := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
