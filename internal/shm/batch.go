@@ -15,9 +15,10 @@ import (
 //   - one fault guard for the call;
 //   - the topic's sequence and byte counters: one add each for the batch;
 //   - one clock read;
-//   - per target inbox, the tail: the producer fills a run of consecutive empty cells, each
-//     with its own compare-and-swap (the commit point, as in Push), then moves the tail past
-//     the whole run with one compare-and-swap; and one wake-up check for the run;
+//   - per target inbox, the reads of the tail and the wake-up check: the producer fills a run
+//     of consecutive empty cells, each with its own compare-and-swap (the commit point, as in
+//     push) followed by the tail's (see pushRun for why not one for the run), reads the tail
+//     once for the run, and checks for a sleeping consumer once for the batch;
 //   - the pools' allocation and free counters: one add per pool for the batch.
 //
 // A run stops at the first cell that is not empty for its position (a full ring, another
@@ -112,7 +113,7 @@ func (p *pool) noteAllocs(k int) {
 // are consumed whatever the outcome. It allocates nothing.
 func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inbox) (res SendResult, err error) {
 	if len(loans) > MaxBatch || len(lens) != len(loans) {
-		return res, errors.New("send batch: more than MaxBatch loans, or lengths that do not match them")
+		return res, errBatchShape
 	}
 	if len(loans) == 0 {
 		return res, nil
@@ -209,6 +210,8 @@ func (s *handleSet) add(h Handle) bool {
 		i = (i + 1) % uint64(len(s))
 	}
 }
+
+var errBatchShape = errors.New("send batch: more than MaxBatch loans, or lengths that do not match them")
 
 // pushBatch delivers hs (with the references of the loans ss: one is added to each as its
 // cell commits, as push does) to the inbox in order. It returns ErrClosed (the rest is not
