@@ -53,7 +53,7 @@ func (p *Publisher) LoanBatch(dst []Loan, n int) ([]Loan, error) {
 // The writes to each loan's bytes happen before every subscriber's Receive of that message.
 func (p *Publisher) SendBatch(ctx context.Context, loans []Loan) error {
 	if len(loans) > MaxBatch {
-		return &Error{Op: "send", Name: p.name, Err: errors.New("more than MaxBatch loans in one batch")}
+		return &Error{Op: "send", Name: p.name, Err: errBatchTooLong}
 	}
 	if len(loans) == 0 {
 		return nil
@@ -99,6 +99,8 @@ func (p *Publisher) SendBatch(ctx context.Context, loans []Loan) error {
 	}
 	return nil
 }
+
+var errBatchTooLong = errors.New("more than MaxBatch loans in one batch")
 
 // ReceiveBatch receives up to len(dst) messages (at most MaxBatch) into dst and returns the
 // part it filled: it waits as Receive does for the first, then takes those already queued
