@@ -48,7 +48,8 @@ func (p *Publisher) LoanBatch(dst []Loan, n int) ([]Loan, error) {
 // the clock and each subscriber's queue position and wake-up are paid once per batch (per run
 // of free queue cells) instead of once per message. The loans are consumed. It fails with
 // ErrLoanEnded, delivering none of them, if one was already sent or discarded or belongs to
-// another publisher. It allocates nothing.
+// another publisher. More than MaxBatch loans are refused whole: nothing is sent or ended, and
+// the caller sends them in smaller batches. It allocates nothing.
 //
 // The writes to each loan's bytes happen before every subscriber's Receive of that message.
 func (p *Publisher) SendBatch(ctx context.Context, loans []Loan) error {
