@@ -110,7 +110,8 @@ func (p *pool) noteAllocs(k int) {
 // to each inbox in runs (see the top of this file), records them in the history if the topic
 // keeps one, and ends the loans. Every loan must be p's and live: if one was sent or discarded
 // already, SendBatch delivers nothing, ends the others and fails with ErrLoanEnded. The loans
-// are consumed whatever the outcome. It allocates nothing.
+// are consumed whatever the outcome, except by a batch of more than MaxBatch loans or with
+// lengths that do not match them, which is refused whole. It allocates nothing.
 func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inbox) (res SendResult, err error) {
 	if len(loans) > MaxBatch || len(lens) != len(loans) {
 		return res, errBatchShape
