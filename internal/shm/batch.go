@@ -32,6 +32,11 @@ const MaxBatch = 64
 // into dst, and returns the part of dst it filled. If the pools run out before dst is full, it
 // returns the loans it got and a nil error; with none, the error Loan would return. It
 // allocates nothing.
+//
+// The pool's allocation count is added once, after the loop: a process killed inside
+// LoanBatch leaves its loans recorded (the reaper ends them) and the count short by them, so
+// PoolStats' in-use figure reads low until the next audit recounts it. A single Loan has the
+// same window, one instruction and one buffer wide. (ReleaseBatch likewise, the other way.)
 func (p *Participant) LoanBatch(dst []Loan, n int) (_ []Loan, err error) {
 	defer unguard(guard(), &err)
 	if len(dst) > MaxBatch {
