@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -176,6 +177,81 @@ func TestBatchErrors(t *testing.T) {
 	s.Close()
 	if _, err := s.ReceiveBatch(ctx, got[:]); !errors.Is(err, ErrClosed) {
 		t.Fatalf("closed: %v", err)
+	}
+}
+
+// Several goroutines receiving batches from one subscription while a publisher sends batches:
+// every message is received exactly once, and each goroutine sees one publisher's messages in
+// order.
+func TestBatchConcurrentReceivers(t *testing.T) {
+	b := openTest(t, t.TempDir())
+	ctx := ctxT(t)
+	s, _ := b.Subscribe("conc.x", WithQueueDepth(64), WithOverflow(Block))
+	pub, _ := b.Publisher("conc.x")
+	const total = 4000
+	seen := make([][]uint64, 3)
+	done := make(chan error, len(seen))
+	var received atomic.Int64
+	all := make(chan struct{}) // closed by the receiver that counts the last message
+	for g := range seen {
+		go func() {
+			var buf [16]Message
+			for {
+				ms, err := s.ReceiveBatch(ctx, buf[:])
+				if err != nil {
+					if errors.Is(err, ErrClosed) {
+						err = nil // closed once everything was received
+					}
+					done <- err
+					return
+				}
+				for _, m := range ms {
+					seen[g] = append(seen[g], binary.LittleEndian.Uint64(m.Data()))
+				}
+				if err := ReleaseBatch(ms); err != nil {
+					done <- err
+					return
+				}
+				if received.Add(int64(len(ms))) == total {
+					close(all)
+				}
+			}
+		}()
+	}
+	var loans [MaxBatch]Loan
+	for sent := 0; sent < total; {
+		k := min(1+sent%MaxBatch, total-sent)
+		sendBatch(t, pub, loans[:], k, uint64(sent+1))
+		sent += k
+	}
+	select {
+	case <-all:
+	case <-ctx.Done():
+		t.Fatalf("received %d of %d", received.Load(), total)
+	}
+	s.Close() // the receivers still waiting get ErrClosed
+	for range seen {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[uint64]bool{}
+	for g, vs := range seen {
+		for i, v := range vs {
+			if got[v] {
+				t.Fatalf("message %d received twice", v)
+			}
+			got[v] = true
+			if i > 0 && v <= vs[i-1] {
+				t.Fatalf("receiver %d: %d after %d", g, v, vs[i-1])
+			}
+		}
+	}
+	if len(got) != total {
+		t.Fatalf("received %d distinct messages, want %d", len(got), total)
+	}
+	if n := inUse(b); n != 0 {
+		t.Fatalf("%d buffers in use, want 0", n)
 	}
 }
 
