@@ -46,6 +46,9 @@ func roleChaosPub(c *peer.Child) error {
 	inst := rand.Uint64()
 	tolerate := os.Getenv("OFFQ_SCRIBBLED") != ""
 	c.Send("ready")
+	if os.Getenv("OFFQ_BATCH") != "" {
+		return chaosPubBatches(c, pub, inst, tolerate)
+	}
 	for seq := uint64(1); c.Context().Err() == nil; seq++ {
 		l, err := pub.Loan(64)
 		if err != nil {
@@ -68,6 +71,43 @@ func roleChaosPub(c *peer.Child) error {
 			return err
 		}
 		if seq%64 == 0 {
+			time.Sleep(200 * time.Microsecond) // pace: the machine has two cores for everyone
+		}
+	}
+	return nil
+}
+
+// chaosPubBatches is roleChaosPub with the batched forms: batches of 8 (LoanBatch, SendBatch),
+// so that kills land in the middle of batches too.
+func chaosPubBatches(c *peer.Child, pub *Publisher, inst uint64, tolerate bool) error {
+	var loans [8]Loan
+	seq := uint64(0)
+	for n := 0; c.Context().Err() == nil; n++ {
+		ls, err := pub.LoanBatch(loans[:], 64)
+		if err != nil {
+			if errors.Is(err, ErrPoolExhausted) {
+				time.Sleep(time.Millisecond) // back off while a dead process's buffers are reclaimed
+				continue
+			}
+			if errors.Is(err, ErrCorrupt) && tolerate {
+				continue
+			}
+			return err
+		}
+		for i := range ls {
+			seq++
+			chaosPayload(ls[i].Bytes(), inst, seq)
+		}
+		if err := pub.SendBatch(c.Context(), ls); err != nil {
+			if errors.Is(err, ErrCorrupt) && tolerate {
+				continue
+			}
+			if c.Context().Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if n%8 == 0 {
 			time.Sleep(200 * time.Microsecond) // pace: the machine has two cores for everyone
 		}
 	}
@@ -117,7 +157,20 @@ func roleChaosSub(c *peer.Child) error {
 		last[inst] = seq
 		rep.Received++
 	}
-	for {
+	if os.Getenv("OFFQ_BATCH") != "" {
+		var buf [16]Message
+		for {
+			ms, err := s.ReceiveBatch(c.Context(), buf[:])
+			if err != nil {
+				break
+			}
+			for _, m := range ms {
+				handle(m)
+			}
+			ReleaseBatch(ms)
+		}
+	}
+	for c.Context().Err() == nil {
 		m, err := s.Receive(c.Context())
 		if err != nil {
 			break
@@ -173,10 +226,10 @@ func TestChaos(t *testing.T) {
 		proc *peer.Proc
 	}
 	members := []*member{
-		{role: "chaos-pub", env: []string{"OFFQ_TOPIC=chaos.a"}},
+		{role: "chaos-pub", env: []string{"OFFQ_TOPIC=chaos.a", "OFFQ_BATCH=1"}}, // batched forms
 		{role: "chaos-pub", env: []string{"OFFQ_TOPIC=chaos.b", "OFFQ_HISTORY=1"}},
 		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=chaos.a"}},
-		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=chaos.*"}},
+		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=chaos.*", "OFFQ_BATCH=1"}},
 		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=>"}},
 	}
 	// The observer stays attached throughout, so no reap while the test runs can audit: what

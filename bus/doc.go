@@ -68,6 +68,20 @@
 // were still held it keeps the region mapped, so a late read sees stale bytes instead of
 // faulting.
 //
+// # Batches
+//
+// For throughput, the batched forms move up to MaxBatch messages per call:
+// Publisher.LoanBatch and SendBatch on the publishing side, Subscription.ReceiveBatch and
+// ReleaseBatch on the receiving side. Each message in a batch is still a message of its own:
+// its own buffer, sequence number, reference per subscriber and held entry, released on its
+// own (Message.Release works on a message received in a batch, and ReleaseBatch on messages
+// received one at a time), in the same order guarantees as Send and Receive. What a batch
+// shares is the work that names no reference: the call's checks and fault guard, the topic's
+// counters, the clock, the wake-up check of each subscriber's queue and the pools' counters.
+// A process killed in the middle of a batch leaves each message loaned, queued or held, where
+// the reaper finds it, as a process killed between single calls would. All four allocate
+// nothing.
+//
 // # Faults
 //
 // The region is a file that a faulty or hostile process could truncate. Every operation of

@@ -105,3 +105,33 @@ func ExampleWithHistory() {
 	// v2
 	// v3
 }
+
+func ExamplePublisher_SendBatch() {
+	dir, _ := os.MkdirTemp("", "offq-example")
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	b, _ := bus.Open("example", bus.WithDir(dir))
+	defer b.Close()
+
+	sub, _ := b.Subscribe("prices.>")
+	pub, _ := b.Publisher("prices.eur")
+
+	// Lend four buffers at once, write each in place, send them together.
+	var loans [4]bus.Loan
+	ls, _ := pub.LoanBatch(loans[:], 3)
+	for i := range ls {
+		copy(ls[i].Bytes(), fmt.Sprintf("p%02d", i))
+	}
+	pub.SendBatch(ctx, ls)
+
+	// Receive what is queued (up to 16 at a time); each message is its own and is released
+	// on its own or, as here, together.
+	var buf [16]bus.Message
+	ms, _ := sub.ReceiveBatch(ctx, buf[:])
+	for _, m := range ms {
+		fmt.Print(string(m.Data()), "#", m.Seq(), " ")
+	}
+	fmt.Println()
+	bus.ReleaseBatch(ms)
+	// Output: p00#1 p01#2 p02#3 p03#4
+}

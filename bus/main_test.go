@@ -22,6 +22,7 @@ func TestMain(m *testing.M) {
 		"fault-lookup":     roleFaultLookup,
 		"fault-open":       roleFaultOpen,
 		"once-publisher":   roleOncePublisher,
+		"batch-victim":     roleBatchVictim,
 	})
 	goleak.VerifyTestMain(m)
 }

@@ -13,7 +13,7 @@ import (
 
 // The systems and patterns of offq bench's output: a contract, spelled out here.
 var (
-	allSystems  = []string{"offq", "shm-raw", "futex-raw", "uds", "pipe", "nats", "bridge"}
+	allSystems  = []string{"offq", "shm-raw", "spsc-raw", "futex-raw", "uds", "pipe", "nats", "bridge"}
 	allPatterns = []string{"pingpong", "stream", "fanout"}
 )
 
@@ -49,6 +49,7 @@ func TestBenchQuickJSON(t *testing.T) {
 	}
 	systems := map[string]bool{}
 	patterns := map[string]bool{}
+	batched := map[string]bool{}
 	for _, r := range rep.Results {
 		sys, _ := r["system"].(string)
 		pat, _ := r["pattern"].(string)
@@ -77,6 +78,14 @@ func TestBenchQuickJSON(t *testing.T) {
 				systems[sys] = true
 			}
 		case "stream", "fanout":
+			if b, _ := r["batch"].(float64); b == 64 && sys == "offq" {
+				batched[pat] = true
+			} else if r["batch"] != nil {
+				t.Errorf("batch belongs on offq's batched rows only, with --batch's 64: %v", r)
+			}
+			if sys == "spsc-raw" && pat == "stream" && size == 64 {
+				systems[sys] = true
+			}
 			if v, _ := r["msgs_per_sec"].(float64); v <= 0 || r["rtt_ns"] != nil {
 				t.Errorf("%s row without a rate: %v", pat, r)
 			}
@@ -92,8 +101,11 @@ func TestBenchQuickJSON(t *testing.T) {
 	}
 	for _, s := range allSystems {
 		if !systems[s] {
-			t.Errorf("no 64 B ping-pong of %s", s)
+			t.Errorf("no 64 B ping-pong of %s (stream, for spsc-raw)", s)
 		}
+	}
+	if !batched["stream"] || !batched["fanout"] {
+		t.Errorf("no batched offq rows: %v", batched)
 	}
 	for _, p := range allPatterns {
 		if !patterns[p] {
@@ -124,6 +136,7 @@ func TestBenchMarkdown(t *testing.T) {
 		regexp.MustCompile(`(?m)^\| \*\*offq\*\* \| sleep \| 64B \| \d+ \|`),
 		regexp.MustCompile(`(?m)^\| pipe \| block \| 64B \| \d+ \| .* \| spin [0-9.]+×, sleep [0-9.]+×, block [0-9.]+× \|$`),
 		regexp.MustCompile(`(?m)^\| \*\*offq\*\* \| sleep \| 64B \| 2 \| [0-9.]+[kM]? \| [0-9.]+[kM]? \| \d+ \|  \|$`),
+		regexp.MustCompile(`(?m)^\| \*\*offq\*\* batch 64 \| sleep \| 64B \| 2 \| [0-9.]+[kM]? \| [0-9.]+[kM]? \| \d+ \|  \|$`),
 	} {
 		if !want.MatchString(out) {
 			t.Errorf("output does not match %s", want)
@@ -132,7 +145,7 @@ func TestBenchMarkdown(t *testing.T) {
 	if strings.Contains(out, "uds") || strings.Contains(out, "Stream") {
 		t.Errorf("measured what was not asked for:\n%s", out)
 	}
-	for _, want := range []string{"offq bench: 5 measurements", " 1/5 ", "offq pingpong 64B spin", "offq bench: done in"} {
+	for _, want := range []string{"offq bench: 6 measurements", " 1/6 ", "offq pingpong 64B spin", "offq bench: done in"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("progress lacks %q:\n%s", want, stderr)
 		}
@@ -153,10 +166,11 @@ func TestBenchFlags(t *testing.T) {
 		{[]string{"bench", "--sizes", "64,huge"}, exitUsage, `"huge"`},
 		{[]string{"bench", "--sizes", ","}, exitUsage, "no sizes"},
 		{[]string{"bench", "--fanout", "0"}, exitUsage, `--fanout: "0"`},
-		{[]string{"bench", "--systems", "zmq"}, exitUsage, `--systems: "zmq": want some of offq, shm-raw, futex-raw, uds, pipe, nats, bridge`},
+		{[]string{"bench", "--systems", "zmq"}, exitUsage, `--systems: "zmq": want some of offq, shm-raw, spsc-raw, futex-raw, uds, pipe, nats, bridge`},
 		{[]string{"bench", "--patterns", "rpc"}, exitUsage, `--patterns: "rpc"`},
 		{[]string{"bench", "--duration", "1ms"}, exitUsage, "--duration 1ms"},
 		{[]string{"bench", "--warmup", "-1s"}, exitUsage, "--warmup"},
+		{[]string{"bench", "--batch", "65"}, exitUsage, "--batch 65"},
 		{[]string{"bench", "--systems", "shm-raw", "--patterns", "stream"}, exitUsage, "nothing to measure"},
 		{[]string{"bench", "x"}, exitUsage, "unknown command"},
 		{[]string{"bench-peer", "--role", "x"}, exitUsage, `unknown command "bench-peer"`}, // no hidden subcommands

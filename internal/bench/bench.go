@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
+	"github.com/offq/offq/bus"
 	"github.com/offq/offq/internal/floor"
 	"github.com/offq/offq/transport"
 )
@@ -33,6 +34,7 @@ const (
 	sysPipe  = "pipe"
 	sysNATS  = "nats"
 	sysBrdg  = "bridge"
+	sysSPSC  = "spsc-raw"
 
 	modeSpin  = "spin"  // waits without entering the kernel
 	modeSleep = "sleep" // spins briefly, then sleeps in the kernel (offq's default)
@@ -50,7 +52,7 @@ var (
 
 // builtSystems lists the systems this build can measure, in the order they are reported.
 func builtSystems() []string {
-	s := []string{sysOffq, sysShm, sysFutex, sysUDS, sysPipe, sysNATS, sysBrdg}
+	s := []string{sysOffq, sysShm, sysSPSC, sysFutex, sysUDS, sysPipe, sysNATS, sysBrdg}
 	if !haveNATS {
 		s = s[:len(s)-2]
 	}
@@ -69,6 +71,7 @@ type Options struct {
 	patterns []string
 	warmup   time.Duration
 	duration time.Duration
+	batch    int // messages per batch of the batched offq rows; 0: none
 }
 
 // Defaults, and what --quick changes.
@@ -88,6 +91,8 @@ const (
 	minBenchSize = 16 // the stream header: sequence number and phase
 	maxBenchSize = 64 << 20
 	maxFanout    = 32
+
+	defaultBatch = 64 // bus.MaxBatch
 )
 
 // Help is offq bench's long help.
@@ -96,6 +101,8 @@ otherwise pick, so that the ratios hold even on a noisy machine:
 
   offq       the bus API (Loan, write the header in place, Send; Receive, read, Release)
   shm-raw    a counter passed through two words of a shared file, both sides spinning: the floor
+  spsc-raw   a stream of 64-bit words through a single-producer ring in a shared file (one
+             atomic store per word on each side): the floor of a one-way stream
   futex-raw  the same, with FUTEX_WAKE and FUTEX_WAIT on every message
   uds        a Unix stream socket (Go's net package), one write per message
   pipe       a pair of pipes (os.Pipe), one write per message
@@ -109,6 +116,9 @@ Patterns:
              with the Block policy, so nothing is dropped): messages/s
   fanout     one publisher to N child processes: deliveries/s, all subscribers together
 
+With --batch N (default 64; 0: none) offq's stream and fan-out also run batched: LoanBatch and
+SendBatch N messages at a time, ReceiveBatch and ReleaseBatch up to N ("offq batch N" rows).
+
 Modes: spin (offq BusySpin; shm-raw), sleep (offq SpinThenSleep, the default: spin ~50µs,
 then sleep on a futex), block (offq Sleep, futex-raw, uds, pipe: into the kernel on every
 message). offq runs in spin and sleep at every size, and in block at 64 B ping-pong beside
@@ -120,7 +130,7 @@ runtime.LockOSThread and sched_setaffinity), unless --no-pin. offq's payloads ar
 read in place: only a 16-byte header (sequence number, phase) is touched per message, which is
 the point of zero copy; uds and pipe move every byte through the kernel.
 
-The defaults take about 80 seconds (59 measurements); --quick about 15 seconds (27). A progress
+The defaults take about 110 seconds (88 measurements); --quick about 20 seconds (40). A progress
 bar goes to stderr when it is a terminal (or with --progress). At the end a markdown table goes
 to stdout, with the machine, the command and each baseline's ratio to offq, or with --json one
 JSON object: {"machine": {...}, "results": [{"system", "mode", "pattern", "size",
@@ -141,6 +151,7 @@ type Flags struct {
 	quick, json, progress, noPin     bool
 	sizes, fanout, systems, patterns string
 	warmup, duration                 time.Duration
+	batch                            int
 	fs                               *pflag.FlagSet
 }
 
@@ -157,11 +168,12 @@ func (f *Flags) Register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.patterns, "patterns", strings.Join(allPatterns, ","), "patterns to measure")
 	fs.DurationVar(&f.warmup, "warmup", defaultWarmup, "warm-up of each measurement (--quick: 100ms)")
 	fs.DurationVar(&f.duration, "duration", defaultDuration, "length of each measurement after its warm-up (--quick: 300ms)")
+	fs.IntVar(&f.batch, "batch", defaultBatch, "messages per batch of the batched offq stream and fan-out rows (LoanBatch/SendBatch, ReceiveBatch/ReleaseBatch), 1 to 64; 0: no batched rows")
 }
 
 // Options validates the flags (its errors are usage errors) and makes the run's options.
 func (f *Flags) Options() (Options, error) {
-	o := Options{quick: f.quick, json: f.json, progress: f.progress, noPin: f.noPin, warmup: f.warmup, duration: f.duration}
+	o := Options{quick: f.quick, json: f.json, progress: f.progress, noPin: f.noPin, warmup: f.warmup, duration: f.duration, batch: f.batch}
 	err := o.parse(f.fs.Changed, f.sizes, f.fanout, f.systems, f.patterns)
 	return o, err
 }
@@ -218,6 +230,8 @@ func (o *Options) parse(changed func(string) bool, sizes, fanout, systems, patte
 		return fmt.Errorf("--warmup %v: want 0 to 1m", o.warmup)
 	case o.duration < 10*time.Millisecond || o.duration > 10*time.Minute:
 		return fmt.Errorf("--duration %v: want 10ms to 10m", o.duration)
+	case o.batch < 0 || o.batch > bus.MaxBatch:
+		return fmt.Errorf("--batch %d: want 0 (no batched rows) to %d", o.batch, bus.MaxBatch)
 	}
 	slices.Sort(o.sizes)
 	o.sizes = slices.Compact(o.sizes)
@@ -263,12 +277,16 @@ type benchCase struct {
 	Pattern string
 	Size    int
 	Subs    int
+	Batch   int // offq: messages per batch (batched forms); 0: one at a time
 }
 
 func (c benchCase) String() string {
 	s := fmt.Sprintf("%s %s %s %s", c.System, c.Pattern, transport.Size(c.Size), c.Mode)
 	if c.Pattern == patFanout {
 		s += fmt.Sprintf(" 1→%d", c.Subs)
+	}
+	if c.Batch > 0 {
+		s += fmt.Sprintf(" batch %d", c.Batch)
 	}
 	return s
 }
@@ -305,11 +323,21 @@ func (o Options) plan() []benchCase {
 			case patStream:
 				add(sysOffq, modeSpin, pat, size, 1)
 				add(sysOffq, modeSleep, pat, size, 1)
+				if has(sysOffq) && o.batch > 0 {
+					out = append(out, benchCase{System: sysOffq, Mode: modeSpin, Pattern: pat, Size: size, Subs: 1, Batch: o.batch},
+						benchCase{System: sysOffq, Mode: modeSleep, Pattern: pat, Size: size, Subs: 1, Batch: o.batch})
+				}
+				if size == smallest {
+					add(sysSPSC, modeSpin, pat, size, 1)
+				}
 				add(sysUDS, modeBlock, pat, size, 1)
 				add(sysPipe, modeBlock, pat, size, 1)
 			case patFanout:
 				for _, n := range o.fanout {
 					add(sysOffq, modeSleep, pat, size, n)
+					if has(sysOffq) && o.batch > 0 {
+						out = append(out, benchCase{System: sysOffq, Mode: modeSleep, Pattern: pat, Size: size, Subs: n, Batch: o.batch})
+					}
 					add(sysUDS, modeBlock, pat, size, n)
 				}
 			}
@@ -436,6 +464,8 @@ func (bn *bencher) run(ctx context.Context, c benchCase) (benchResult, error) {
 		return bn.offqStream(ctx, c)
 	case c.System == sysShm || c.System == sysFutex:
 		return bn.rawPingPong(ctx, c)
+	case c.System == sysSPSC:
+		return bn.rawStream(ctx, c)
 	case c.System == sysNATS:
 		return bn.natsPingPong(ctx, c)
 	case c.System == sysBrdg:

@@ -11,7 +11,7 @@ import (
 // TestBenchPlan: baselines run right after the offq case they are compared with; the floors
 // only at the smallest size.
 func TestBenchPlan(t *testing.T) {
-	o := Options{sizes: []int{64, 4096}, fanout: []int{1, 8}, systems: allSystems, patterns: allPatterns}
+	o := Options{sizes: []int{64, 4096}, fanout: []int{1, 8}, systems: allSystems, patterns: allPatterns, batch: 64}
 	var got []string
 	for _, c := range o.plan() {
 		got = append(got, c.String())
@@ -20,10 +20,14 @@ func TestBenchPlan(t *testing.T) {
 		"shm-raw pingpong 64B spin", "offq pingpong 64B spin", "offq pingpong 64B sleep", "futex-raw pingpong 64B block",
 		"offq pingpong 64B block", "uds pingpong 64B block", "pipe pingpong 64B block", "nats pingpong 64B block", "bridge pingpong 64B sleep",
 		"offq pingpong 4KiB spin", "offq pingpong 4KiB sleep", "uds pingpong 4KiB block", "pipe pingpong 4KiB block", "nats pingpong 4KiB block", "bridge pingpong 4KiB sleep",
-		"offq stream 64B spin", "offq stream 64B sleep", "uds stream 64B block", "pipe stream 64B block",
-		"offq stream 4KiB spin", "offq stream 4KiB sleep", "uds stream 4KiB block", "pipe stream 4KiB block",
-		"offq fanout 64B sleep 1→1", "uds fanout 64B block 1→1", "offq fanout 64B sleep 1→8", "uds fanout 64B block 1→8",
-		"offq fanout 4KiB sleep 1→1", "uds fanout 4KiB block 1→1", "offq fanout 4KiB sleep 1→8", "uds fanout 4KiB block 1→8",
+		"offq stream 64B spin", "offq stream 64B sleep", "offq stream 64B spin batch 64", "offq stream 64B sleep batch 64",
+		"spsc-raw stream 64B spin", "uds stream 64B block", "pipe stream 64B block",
+		"offq stream 4KiB spin", "offq stream 4KiB sleep", "offq stream 4KiB spin batch 64", "offq stream 4KiB sleep batch 64",
+		"uds stream 4KiB block", "pipe stream 4KiB block",
+		"offq fanout 64B sleep 1→1", "offq fanout 64B sleep 1→1 batch 64", "uds fanout 64B block 1→1",
+		"offq fanout 64B sleep 1→8", "offq fanout 64B sleep 1→8 batch 64", "uds fanout 64B block 1→8",
+		"offq fanout 4KiB sleep 1→1", "offq fanout 4KiB sleep 1→1 batch 64", "uds fanout 4KiB block 1→1",
+		"offq fanout 4KiB sleep 1→8", "offq fanout 4KiB sleep 1→8 batch 64", "uds fanout 4KiB block 1→8",
 	}
 	want = slices.DeleteFunc(want, func(c string) bool { // a build without NATS plans no nats or bridge rows
 		return !slices.Contains(allSystems, strings.Fields(c)[0])

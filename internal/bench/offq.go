@@ -196,7 +196,7 @@ func (bn *bencher) offqStream(ctx context.Context, c benchCase) (res benchResult
 	var procs []*benchProc
 	defer func() { stopAll(procs) }()
 	for i := range c.Subs {
-		p, err := bn.start(fmt.Sprintf("sub-%d", i+1), fail, nil, peerArg{Role: "offq-sub", Bus: name, Mode: c.Mode, Depth: depth})
+		p, err := bn.start(fmt.Sprintf("sub-%d", i+1), fail, nil, peerArg{Role: "offq-sub", Bus: name, Mode: c.Mode, Depth: depth, Batch: c.Batch})
 		if err != nil {
 			return res, err
 		}
@@ -228,6 +228,9 @@ func (bn *bencher) offqStream(ctx context.Context, c benchCase) (res benchResult
 			return pub.Send(ctx, l)
 		}
 	}
+	if c.Batch > 0 {
+		send = batchSender(ctx, pub, c, &stalls)
+	}
 	err = onCPU(bn.cpus[0], func() error { return bn.publish(send) })
 	if err != nil {
 		return res, caseError(ctx, err)
@@ -236,6 +239,45 @@ func (bn *bencher) offqStream(ctx context.Context, c benchCase) (res benchResult
 		return res, fmt.Errorf("publisher delivered to %d subscribers, want %d", got, c.Subs)
 	}
 	return bn.collect(ctx, c, procs)
+}
+
+// batchSender is the batched form of offqStream's send: it loans c.Batch buffers at once
+// (LoanBatch), writes one message into each per call, and sends them together (SendBatch) when
+// the batch is full or the message is the end marker.
+func batchSender(ctx context.Context, pub *bus.Publisher, c benchCase, stalls *uint64) func(seq, phase uint64) error {
+	loans := make([]bus.Loan, c.Batch)
+	var ls []bus.Loan
+	used := 0
+	return func(seq, phase uint64) error {
+		for used == len(ls) {
+			var err error
+			ls, err = pub.LoanBatch(loans, c.Size)
+			used = 0
+			if errors.Is(err, bus.ErrPoolExhausted) {
+				if *stalls++; *stalls%1024 == 0 && ctx.Err() != nil {
+					return ctx.Err()
+				}
+				runtime.Gosched()
+				continue
+			}
+			if err != nil {
+				return err
+			}
+		}
+		b := ls[used].Bytes()
+		binary.LittleEndian.PutUint64(b[0:], seq)
+		binary.LittleEndian.PutUint64(b[8:], phase)
+		used++
+		if used < len(ls) && phase != phaseEnd {
+			return nil
+		}
+		for _, l := range ls[used:] {
+			l.Discard() // the end marker came first: the rest of the batch is not needed
+		}
+		err := pub.SendBatch(ctx, ls[:used])
+		ls, used = ls[:0], 0
+		return err
+	}
 }
 
 // collect gathers the children's counts, stops them and computes the rate: every delivery in

@@ -2,7 +2,8 @@ package bench
 
 // The floors: a counter passed between this process and a child through two words of a
 // shared file (floor.RawPingPong), spinning (shm-raw) or with a futex wake-up on every
-// message (futex-raw).
+// message (futex-raw); and a stream of 64-bit words through a single-producer ring in a shared
+// file (floor.RawRing, spsc-raw).
 
 import (
 	"context"
@@ -46,4 +47,30 @@ func (bn *bencher) rawPingPong(ctx context.Context, c benchCase) (res benchResul
 		return res, err
 	}
 	return pingResult(c, h), nil
+}
+
+// rawStream measures spsc-raw: this process sends (sequence number << 2 | phase) words
+// through a RawRing to a child, which counts them like an offq subscriber.
+func (bn *bencher) rawStream(ctx context.Context, c benchCase) (res benchResult, err error) {
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	path := filepath.Join(bn.tmp, "ring-"+strconv.Itoa(bn.seq))
+	r, err := floor.CreateRawRing(path)
+	if err != nil {
+		return res, err
+	}
+	defer r.Close()
+	p, err := bn.start("sub", fail, nil, peerArg{Role: "spsc-sub", Path: path})
+	if err != nil {
+		return res, err
+	}
+	defer p.stop()
+	if _, err := p.expect(ctx, benchReady); err != nil {
+		return res, err
+	}
+	send := func(seq, phase uint64) error { return r.Send(ctx, seq<<2|phase) }
+	if err := onCPU(bn.cpus[0], func() error { return bn.publish(send) }); err != nil {
+		return res, caseError(ctx, err)
+	}
+	return bn.collect(ctx, c, []*benchProc{p})
 }

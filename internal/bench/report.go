@@ -49,6 +49,8 @@ type benchResult struct {
 	Pattern     string `json:"pattern"`
 	Size        int    `json:"size"`
 	Subscribers int    `json:"subscribers"`
+	// Batch, on offq rows measured with the batched forms, is the messages per batch.
+	Batch int `json:"batch,omitempty"`
 	// RTT is the round trip, on ping-pong rows.
 	RTT *benchRTT `json:"rtt_ns,omitempty"`
 	// MsgsPerSec is the rate on stream rows, and deliveries per second (all subscribers
@@ -75,7 +77,7 @@ type benchRTT struct {
 }
 
 func resultOf(c benchCase) benchResult {
-	return benchResult{System: c.System, Mode: c.Mode, Pattern: c.Pattern, Size: c.Size, Subscribers: c.Subs}
+	return benchResult{System: c.System, Mode: c.Mode, Pattern: c.Pattern, Size: c.Size, Subscribers: c.Subs, Batch: c.Batch}
 }
 
 func pingResult(c benchCase, h *hdrhistogram.Histogram) benchResult {
@@ -143,7 +145,7 @@ func (r *benchReport) compare() {
 				if b.OffqSpeedup == nil {
 					b.OffqSpeedup = make(map[string]float64)
 				}
-				b.OffqSpeedup[o.Mode] = math.Round(x*1000) / 1000
+				b.OffqSpeedup[speedupKey(o)] = math.Round(x*1000) / 1000
 			}
 		}
 	}
@@ -231,9 +233,21 @@ func (r *benchReport) writeMarkdown(w io.Writer) {
 
 func sysCell(x benchResult) string {
 	if x.System == sysOffq {
+		if x.Batch > 0 {
+			return fmt.Sprintf("**offq** batch %d", x.Batch)
+		}
 		return "**offq**"
 	}
 	return x.System
+}
+
+// speedupKey is the key of an offq row's ratio on a baseline's row: its mode, and "+batch"
+// for a batched row.
+func speedupKey(o benchResult) string {
+	if o.Batch > 0 {
+		return o.Mode + "+batch"
+	}
+	return o.Mode
 }
 
 func speedups(x benchResult) string {
@@ -241,7 +255,7 @@ func speedups(x benchResult) string {
 		return ""
 	}
 	var parts []string
-	for _, m := range []string{modeSpin, modeSleep, modeBlock} {
+	for _, m := range []string{modeSpin, modeSleep, modeBlock, modeSpin + "+batch", modeSleep + "+batch"} {
 		if v, ok := x.OffqSpeedup[m]; ok {
 			parts = append(parts, fmt.Sprintf("%s %s×", m, ratio(v)))
 		}

@@ -32,11 +32,12 @@ var Roles = map[string]peer.Role{Role: runPeer}
 
 // peerArg is what a child plays, handed to it by the parent.
 type peerArg struct {
-	Role     string `json:"role"` // offq-echo, offq-sub, raw-echo, uds-echo, uds-sub, pipe-echo, pipe-sub, nats-echo
+	Role     string `json:"role"` // offq-echo, offq-sub, raw-echo, spsc-sub, uds-echo, uds-sub, pipe-echo, pipe-sub, nats-echo
 	CPU      int    `json:"cpu"`  // CPU to pin the loop to; -1: none
 	Mode     string `json:"mode,omitempty"`
 	Size     int    `json:"size,omitempty"`
 	Depth    int    `json:"depth,omitempty"` // offq subscriber: queue depth
+	Batch    int    `json:"batch,omitempty"` // offq subscriber: receive in batches of this many (ReceiveBatch)
 	Dir      string `json:"dir"`
 	Bus      string `json:"bus,omitempty"`  // offq
 	Path     string `json:"path,omitempty"` // raw: the shared file; uds: the socket; nats: the URL
@@ -59,6 +60,8 @@ func runPeer(c *peer.Child) error {
 		err = benchOffqPeer(ctx, c, o)
 	case "raw-echo":
 		err = benchRawEcho(ctx, o, ready)
+	case "spsc-sub":
+		err = benchRawRingSub(ctx, c, o)
 	case "nats-echo":
 		err = benchNATSEcho(ctx, o, ready)
 	case "uds-echo", "uds-sub", "pipe-echo", "pipe-sub":
@@ -93,6 +96,9 @@ func benchOffqPeer(ctx context.Context, c *peer.Child, o peerArg) error {
 				return err
 			}
 			var sc streamCounter
+			if o.Batch > 0 {
+				return receiveBatches(ctx, c, sub, &sc, o.Batch)
+			}
 			for {
 				m, err := sub.Receive(ctx)
 				if err != nil {
@@ -158,6 +164,31 @@ func benchRawEcho(ctx context.Context, o peerArg, ready func() error) error {
 	})
 }
 
+// benchRawRingSub takes the stream's words (sequence number << 2 | phase) out of a RawRing
+// and counts them.
+func benchRawRingSub(ctx context.Context, c *peer.Child, o peerArg) error {
+	r, err := floor.OpenRawRing(o.Path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return onCPU(o.CPU, func() error {
+		if err := c.Encode(benchLine{Type: benchReady}); err != nil {
+			return err
+		}
+		var sc streamCounter
+		for {
+			v, err := r.Receive(ctx)
+			if err != nil {
+				return err
+			}
+			if sc.add(v>>2, v&3) {
+				return sc.report(ctx, c)
+			}
+		}
+	})
+}
+
 func benchSocketPeer(ctx context.Context, c *peer.Child, o peerArg) error {
 	var r io.Reader
 	var w io.Writer
@@ -218,6 +249,27 @@ func benchSocketPeer(ctx context.Context, c *peer.Child, o peerArg) error {
 			}
 		}
 	})
+}
+
+// receiveBatches is the batched form of an offq subscriber's loop: ReceiveBatch, count,
+// ReleaseBatch.
+func receiveBatches(ctx context.Context, c *peer.Child, sub *bus.Subscription, sc *streamCounter, k int) error {
+	buf := make([]bus.Message, k)
+	for {
+		ms, err := sub.ReceiveBatch(ctx, buf)
+		if err != nil {
+			return err
+		}
+		end := false
+		for _, m := range ms {
+			d := m.Data()
+			end = sc.add(binary.LittleEndian.Uint64(d[0:]), binary.LittleEndian.Uint64(d[8:])) || end
+		}
+		bus.ReleaseBatch(ms)
+		if end {
+			return sc.report(ctx, c)
+		}
+	}
 }
 
 // streamCounter counts a subscriber's messages by phase.

@@ -61,6 +61,14 @@
 // releases the oldest message), DropNewest (ErrFull) or Block (wait for room up to a
 // deadline, then ErrTimeout). Every drop is counted in the inbox.
 //
+// The batched forms (Participant.LoanBatch, Topic.SendBatch, Participant.TakeBatch,
+// ReleaseBatch, in batch.go) do per message exactly what the single forms record (one loan,
+// one cell per target, one held entry), and share the rest: one guard, one add to the topic's
+// counters, one clock read, one wake-up check per target, the pools' counters once. A batch
+// fills consecutive cells and moves the tail after each, as a push does: a tail moved once
+// per run would leave committed cells ahead of a lagging tail, a state single pushes never
+// make, and the interleaving checker shows a take or a scribble repair losing messages there.
+//
 // # Wake-ups
 //
 // A consumer waits as its Waiter says: BusySpin, SpinThenSleep (the default) or Sleep. A

@@ -108,6 +108,9 @@ type ilScenario struct {
 	// consumers2: a second goroutine of the owner takes from the inbox too (concurrent
 	// Receive on one subscription): neither may count the other's take as corruption.
 	consumers2 bool
+	// batch: each producer delivers its messages as one batch (pushBatch: runs of cells
+	// committed one by one, the tail moved once per run).
+	batch bool
 }
 
 func ilScenarios() []ilScenario {
@@ -137,6 +140,24 @@ func ilScenarios() []ilScenario {
 		ilScenario{name: "newest/two-consumers", policy: DropNewest, capacity: 2, producers: 2, msgs: 3, consumer: true, hold: 2, consumers2: true},
 		ilScenario{name: "oldest/two-consumers-cap4", policy: DropOldest, capacity: 4, producers: 2, msgs: 4, consumer: true, hold: 3, consumers2: true},
 	)
+	// The batched forms: runs of cells against single pushes, each other, a full ring,
+	// closing, reopening and scribbles.
+	for _, pol := range []Overflow{DropOldest, DropNewest} {
+		p := map[Overflow]string{DropOldest: "oldest", DropNewest: "newest"}[pol]
+		out = append(out,
+			ilScenario{name: p + "/batch-cap4-2x3", policy: pol, capacity: 4, producers: 2, msgs: 3, consumer: true, hold: 2, batch: true},
+			ilScenario{name: p + "/batch-cap2-2x3", policy: pol, capacity: 2, producers: 2, msgs: 3, consumer: true, hold: 1, batch: true},
+			ilScenario{name: p + "/batch-full-ring", policy: pol, capacity: 4, producers: 1, msgs: 4, prefill: 2, consumer: true, hold: 1, batch: true},
+			ilScenario{name: p + "/batch-no-consumer", policy: pol, capacity: 4, producers: 2, msgs: 3, batch: true},
+			ilScenario{name: p + "/batch-closer", policy: pol, capacity: 4, producers: 2, msgs: 3, consumer: true, hold: 2, close: ilCloserActor, batch: true},
+			ilScenario{name: p + "/batch-reopen", policy: pol, capacity: 4, producers: 2, msgs: 3, prefill: 1, consumer: true, hold: 1, close: ilReopen, batch: true},
+			ilScenario{name: p + "/batch-two-consumers", policy: pol, capacity: 4, producers: 2, msgs: 3, consumer: true, hold: 2, consumers2: true, batch: true},
+		)
+		for _, k := range []ilKind{ilWrongLap, ilOwnEmpty, ilOtherPos, ilClaimed, ilPositions} {
+			out = append(out, ilScenario{name: p + "/batch-scribble-" + k.String(), policy: pol, capacity: 4, producers: 2, msgs: 3,
+				consumer: true, hold: 2, scribble: k, batch: true})
+		}
+	}
 	return out
 }
 
@@ -168,6 +189,8 @@ func ilDFSScenarios() []ilScenario {
 		{name: "dfs/oldest-evict-vs-take", policy: DropOldest, capacity: 2, producers: 1, msgs: 2, prefill: 2, consumer: true, hold: 1},
 		{name: "dfs/oldest-consumer-closes", policy: DropOldest, capacity: 2, producers: 2, msgs: 2, consumer: true, hold: 1, close: ilConsumerClose},
 		{name: "dfs/oldest-two-consumers", policy: DropOldest, capacity: 2, producers: 1, msgs: 3, consumer: true, hold: 2, consumers2: true},
+		{name: "dfs/oldest-batch-2x2-cap2", policy: DropOldest, capacity: 2, producers: 2, msgs: 2, consumer: true, hold: 1, batch: true},
+		{name: "dfs/newest-batch-2x2-cap4", policy: DropNewest, capacity: 4, producers: 2, msgs: 2, consumer: true, hold: 1, batch: true},
 	}
 }
 
@@ -784,6 +807,10 @@ func (r *ilRun) producer(a *ilActor, i int) {
 			}
 		}()
 	}
+	if r.sc.batch && !(r.sc.sameLoan && i == 0) {
+		r.pushBatch(a, p, i, first)
+		return
+	}
 	for seq := first; seq < first+r.sc.msgs; seq++ {
 		m := r.newMsg(i, seq)
 		a.inPush, a.sawFull = true, false
@@ -792,6 +819,39 @@ func (r *ilRun) producer(a *ilActor, i int) {
 		m.resp = r.s.steps
 		m.sawFull = a.sawFull
 		a.inPush = false
+	}
+}
+
+// pushBatch is producer i's side of a batched send: its messages loaned, delivered as one
+// batch (each with the loan's reference added as its cell commits), and the loans ended.
+func (r *ilRun) pushBatch(a *ilActor, p *Participant, i, first int) {
+	var ms []*ilMsg
+	var hs []Handle
+	var ss []*slotHeader
+	for seq := first; seq < first+r.sc.msgs; seq++ {
+		m := r.newMsg(i, seq)
+		b, err := p.alloc(8)
+		if err != nil {
+			m.err = err
+			r.errs = append(r.errs, fmt.Sprintf("alloc: %v", err))
+			return
+		}
+		b.SetMeta(Meta{Len: 8, Topic: uint32(i), Seq: uint64(seq)})
+		m.h = b.Handle()
+		ms, hs, ss = append(ms, m), append(hs, b.h), append(ss, b.s)
+	}
+	errs := make([]error, len(ms))
+	a.inPush, a.sawFull = true, false
+	inv := r.s.steps
+	r.out.pushBatch(context.Background(), hs, ss, errs)
+	for j, m := range ms {
+		m.inv, m.resp, m.err, m.sawFull = inv, r.s.steps, errs[j], a.sawFull
+	}
+	a.inPush = false
+	for _, m := range ms {
+		if uerr := p.unloan(m.h); uerr != nil {
+			r.errs = append(r.errs, fmt.Sprintf("unloan %v: %v", m.h, uerr))
+		}
 	}
 }
 

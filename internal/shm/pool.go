@@ -40,6 +40,16 @@ func (p *pool) buffer(h Handle, i uint32) Buffer {
 // records the owner: there is no moment at which the slot is taken but ownerless, so a crash
 // at any instruction leaves it either free or findable by a reaper.
 func (p *pool) alloc(owner uint32) (Buffer, bool) {
+	b, ok := p.claim(owner)
+	if ok {
+		p.noteAlloc()
+	}
+	return b, ok
+}
+
+// claim is alloc without counting the allocation: a batch counts its allocations once (see
+// Participant.LoanBatch).
+func (p *pool) claim(owner uint32) (Buffer, bool) {
 	start := p.next.Load()
 	if start >= p.count {
 		start = 0
@@ -56,7 +66,6 @@ func (p *pool) alloc(owner uint32) (Buffer, bool) {
 				} else {
 					p.next.Store(0)
 				}
-				p.noteAlloc()
 				return p.buffer(p.handle(i, gen), i), true
 			}
 		}
@@ -197,26 +206,33 @@ func (r *Region) addRefs(s *slotHeader, h Handle, n int) error {
 // loan (the loan's holder ends that with Participant.Unloan). Safe for concurrent use from
 // any process.
 func (r *Region) release(h Handle) error {
+	p, idx, freed, err := r.drop(h)
+	if freed {
+		p.noteFree(idx)
+	}
+	return err
+}
+
+// drop is release without counting a free: it reports whether the buffer became free, and the
+// caller counts it (a batch counts its frees once, see Participant.ReleaseBatch).
+func (r *Region) drop(h Handle) (_ *pool, _ uint32, freed bool, _ error) {
 	p, s, idx, err := r.decode(h)
 	if err != nil {
-		return err
+		return nil, 0, false, err
 	}
 	for {
 		v := s.state.Load()
 		refs := stateRefs(v)
 		switch {
 		case stateGen(v) != h.gen():
-			return errHandleStale
+			return nil, 0, false, errHandleStale
 		case refs == 0:
-			return errHandleFree
+			return nil, 0, false, errHandleFree
 		case refs == 1 && stateOwner(v) != 0:
-			return errHandleOwner
+			return nil, 0, false, errHandleOwner
 		}
 		if s.state.CompareAndSwap(v, v-1) {
-			if refs == 1 {
-				p.noteFree(idx)
-			}
-			return nil
+			return p, idx, refs == 1, nil
 		}
 	}
 }

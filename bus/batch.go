@@ -1,0 +1,177 @@
+package bus
+
+import (
+	"context"
+	"errors"
+
+	"github.com/offq/offq/internal/shm"
+)
+
+// MaxBatch is the most messages one batched call (LoanBatch, SendBatch, ReceiveBatch,
+// ReleaseBatch) handles; longer slices are cut to it.
+const MaxBatch = shm.MaxBatch
+
+// LoanBatch lends len(dst) buffers (at most MaxBatch) for messages of n bytes each, as that
+// many Loans would, and returns the part of dst it filled: fewer than asked if the pools run
+// short, and an error (wrapping ErrPoolExhausted or ErrTooLarge) only if it lent none. Each
+// loan is sent (SendBatch or Send) or discarded on its own. It allocates nothing.
+func (p *Publisher) LoanBatch(dst []Loan, n int) ([]Loan, error) {
+	if len(dst) > MaxBatch {
+		dst = dst[:MaxBatch]
+	}
+	if !p.gate.enter() {
+		return dst[:0], &Error{Op: "loan", Name: p.name, Err: ErrClosed}
+	}
+	defer p.gate.exit()
+	if p.closed.Load() {
+		return dst[:0], &Error{Op: "loan", Name: p.name, Err: ErrClosed}
+	}
+	var tmp [MaxBatch]shm.Loan
+	ls, err := p.b.p.LoanBatch(tmp[:len(dst)], n)
+	if err != nil {
+		if !errors.Is(err, shm.ErrPoolExhausted) || !p.b.reapOnExhaustion() {
+			return dst[:0], err
+		}
+		if ls, err = p.b.p.LoanBatch(tmp[:len(dst)], n); err != nil {
+			return dst[:0], err
+		}
+	}
+	for i := range ls {
+		dst[i] = Loan{p: p, l: ls[i], n: n}
+	}
+	return dst[:len(ls)], nil
+}
+
+// SendBatch sends loans (at most MaxBatch), in order, as that many Sends would: every
+// subscriber receives them in this order, each with its own sequence number, and releases
+// each on its own. It is cheaper per message than Send: the shared counters, the fault guard,
+// the clock and each subscriber's queue position and wake-up are paid once per batch (per run
+// of free queue cells) instead of once per message. The loans are consumed. It fails with
+// ErrLoanEnded, delivering none of them, if one was already sent or discarded or belongs to
+// another publisher. More than MaxBatch loans are refused whole: nothing is sent or ended, and
+// the caller sends them in smaller batches. It allocates nothing.
+//
+// The writes to each loan's bytes happen before every subscriber's Receive of that message.
+func (p *Publisher) SendBatch(ctx context.Context, loans []Loan) error {
+	if len(loans) > MaxBatch {
+		return &Error{Op: "send", Name: p.name, Err: errBatchTooLong}
+	}
+	if len(loans) == 0 {
+		return nil
+	}
+	var tmp [MaxBatch]shm.Loan
+	var lens [MaxBatch]int
+	foreign := false
+	for i, l := range loans {
+		if l.p != p {
+			foreign = true
+		}
+		tmp[i], lens[i] = l.l, l.n
+	}
+	if !p.gate.enter() {
+		return &Error{Op: "send", Name: p.name, Err: ErrClosed}
+	}
+	defer p.gate.exit()
+	if foreign || p.closed.Load() {
+		for i, l := range loans {
+			if l.p == p {
+				tmp[i].Discard()
+			}
+		}
+		if foreign {
+			return ErrLoanEnded
+		}
+		return &Error{Op: "send", Name: p.name, Err: ErrClosed}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if g := p.b.r.SubscriptionGen(); g != p.gen {
+		p.refresh(g)
+	}
+	res, err := p.topic.SendBatch(ctx, tmp[:len(loans)], lens[:len(loans)], p.targets)
+	if res.Closed > 0 {
+		p.gen = ^uint64(0)
+	}
+	if err != nil {
+		if errors.Is(err, ErrLoanEnded) {
+			return err
+		}
+		return &Error{Op: "send", Name: p.name, Err: err}
+	}
+	return nil
+}
+
+var errBatchTooLong = errors.New("more than MaxBatch loans in one batch")
+
+// ReceiveBatch receives up to len(dst) messages (at most MaxBatch) into dst and returns the
+// part it filled: it waits as Receive does for the first, then takes those already queued
+// without waiting. Each message is released on its own (Release or ReleaseBatch); its bytes
+// stay valid until then. It fails, with Receive's errors, only if it received nothing. While
+// messages are queued it makes no system call and allocates nothing.
+func (s *Subscription) ReceiveBatch(ctx context.Context, dst []Message) ([]Message, error) {
+	if len(dst) > MaxBatch {
+		dst = dst[:MaxBatch]
+	}
+	if len(dst) == 0 {
+		return dst, nil
+	}
+	if s.dedupOn.Load() {
+		// History is being handed over: one message at a time, deduplicated by Receive.
+		m, err := s.Receive(ctx)
+		if err != nil {
+			return dst[:0], err
+		}
+		dst[0] = m
+		return dst[:1], nil
+	}
+	if !s.gate.enter() {
+		return dst[:0], &Error{Op: "receive", Name: s.pattern, Err: ErrClosed}
+	}
+	defer s.gate.exit()
+	if s.closed.Load() {
+		return dst[:0], &Error{Op: "receive", Name: s.pattern, Err: ErrClosed}
+	}
+	var tmp [MaxBatch]shm.Held
+	hs, err := s.b.p.TakeBatch(ctx, &s.in, s.w, tmp[:len(dst)])
+	if err != nil {
+		return dst[:0], s.receiveError(err)
+	}
+	for i := range hs {
+		dst[i] = Message{s: s, h: hs[i]}
+	}
+	return dst[:len(hs)], nil
+}
+
+// receiveError is Receive's translation of a take's error.
+func (s *Subscription) receiveError(err error) error {
+	switch {
+	case errors.Is(err, shm.ErrClosed):
+		if !s.closed.Load() && !s.b.closed.Load() {
+			// Only the owner closes an inbox while it lives: the state word was scribbled.
+			return &Error{Op: "receive", Name: s.pattern, Err: errQueueDamaged}
+		}
+		return &Error{Op: "receive", Name: s.pattern, Err: ErrClosed}
+	case errors.Is(err, ErrCorrupt) || errors.Is(err, ErrHeldFull):
+		return &Error{Op: "receive", Name: s.pattern, Err: err}
+	}
+	return err
+}
+
+// ReleaseBatch releases each of ms as Release does, counting the buffers freed once per size
+// class and batch of MaxBatch instead of once per message. It releases every message it can
+// and returns ErrReleased if one of them was released already. It allocates nothing.
+func ReleaseBatch(ms []Message) error {
+	var err error
+	for len(ms) > 0 {
+		k := min(len(ms), MaxBatch)
+		var tmp [MaxBatch]shm.Held
+		for i, m := range ms[:k] {
+			tmp[i] = m.h // a zero Message has a zero Held: ErrReleased
+		}
+		if shm.ReleaseBatch(tmp[:k]) != nil {
+			err = ErrReleased
+		}
+		ms = ms[k:]
+	}
+	return err
+}

@@ -1,0 +1,505 @@
+package shm
+
+import (
+	"context"
+	"errors"
+)
+
+// The batched forms of the door: lend, send, take and release several messages in one call.
+// They keep every reference recorded exactly where the single forms record it (the buffer's
+// state word for a loan, a ring cell for a delivery, a held entry for a take), one message at
+// a time, so a process killed in the middle of a batch leaves exactly what a process killed
+// between single calls would: each message is loaned, in a cell, or held, and a reaper finds
+// it. What a batch shares between its messages is the work that names no reference:
+//
+//   - one fault guard for the call;
+//   - the topic's sequence and byte counters: one add each for the batch;
+//   - one clock read;
+//   - per target inbox, the reads of the tail and the wake-up check: the producer fills a run
+//     of consecutive empty cells, each with its own compare-and-swap (the commit point, as in
+//     push) followed by the tail's (see pushRun for why not one for the run), reads the tail
+//     once for the run, and checks for a sleeping consumer once for the batch;
+//   - the pools' allocation and free counters: one add per pool for the batch.
+//
+// A run stops at the first cell that is not empty for its position (a full ring, another
+// producer's message, damage): the rest of the batch goes through the single push, which
+// applies the inbox's overflow policy and repairs what it finds.
+
+// MaxBatch is the most messages one batched call handles.
+const MaxBatch = 64
+
+// LoanBatch lends len(dst) buffers (at most MaxBatch) of at least n bytes each, as Loan does,
+// into dst, and returns the part of dst it filled. If the pools run out before dst is full, it
+// returns the loans it got and a nil error; with none, the error Loan would return. It
+// allocates nothing.
+//
+// The pool's allocation count is added once, after the loop: a process killed inside
+// LoanBatch leaves its loans recorded (the reaper ends them) and the count short by them, so
+// PoolStats' in-use figure reads low until the next audit recounts it. A single Loan has the
+// same window, one instruction and one buffer wide. (ReleaseBatch likewise, the other way.)
+func (p *Participant) LoanBatch(dst []Loan, n int) (_ []Loan, err error) {
+	defer unguard(guard(), &err)
+	if len(dst) > MaxBatch {
+		dst = dst[:MaxBatch]
+	}
+	if len(dst) == 0 {
+		return dst, nil
+	}
+	if n < 0 || n > int(p.r.maxSize) {
+		_, err := p.r.alloc(p.owner, n) // the error a single Loan gives
+		return dst[:0], err
+	}
+	if err := p.r.Check(); err != nil {
+		return dst[:0], err
+	}
+	got := 0
+	var last *pool
+	counted := 0
+	for got < len(dst) {
+		buf, ok := p.r.claim(p.owner, n)
+		if !ok {
+			break
+		}
+		if buf.p != last {
+			if last != nil {
+				last.noteAllocs(got - counted)
+			}
+			last, counted = buf.p, got
+		}
+		dst[got] = Loan{p: p, buf: buf}
+		got++
+	}
+	if last != nil {
+		last.noteAllocs(got - counted)
+	}
+	if got == 0 {
+		buf, err := p.r.alloc(p.owner, n) // counts the failure as Loan does
+		if err != nil {
+			return dst[:0], err
+		}
+		dst[0] = Loan{p: p, buf: buf}
+		got = 1
+	}
+	return dst[:got], nil
+}
+
+// claim takes a free buffer of at least n bytes from the smallest class that has one, without
+// counting it (see pool.claim).
+func (r *Region) claim(owner uint32, n int) (Buffer, bool) {
+	for i := range r.pools {
+		p := &r.pools[i]
+		if n > int(p.size) {
+			continue
+		}
+		if b, ok := p.claim(owner); ok {
+			return b, true
+		}
+	}
+	return Buffer{}, false
+}
+
+// noteAllocs counts k allocations at once (see noteAlloc).
+func (p *pool) noteAllocs(k int) {
+	if k <= 0 {
+		return
+	}
+	p.hdr.shards[p.r.shard].allocs.Add(uint64(k))
+	if s := p.sample.Add(uint32(k)); s/highWaterEvery != (s-uint32(k))/highWaterEvery {
+		p.sampleHighWater()
+	}
+}
+
+// SendBatch sends each of loans (at most MaxBatch; loan i with length lens[i]) on topic t to
+// every inbox in to, as that many Sends would, in order: it writes each header (sequence
+// numbers taken together, one time for the batch, or each loan's stamp), delivers the handles
+// to each inbox in runs (see the top of this file), records them in the history if the topic
+// keeps one, and ends the loans. Every loan must be p's and live: if one was sent or discarded
+// already, SendBatch delivers nothing, ends the others and fails with ErrLoanEnded. The loans
+// are consumed whatever the outcome, except by a batch of more than MaxBatch loans or with
+// lengths that do not match them, which is refused whole. It allocates nothing.
+func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inbox) (res SendResult, err error) {
+	if len(loans) > MaxBatch || len(lens) != len(loans) {
+		return res, errBatchShape
+	}
+	if len(loans) == 0 {
+		return res, nil
+	}
+	defer unguard(guard(), &err)
+	p := loans[0].p
+	ended := false
+	var seen handleSet
+	for i := range loans {
+		if loans[i].p == nil || loans[i].p != p || !loans[i].owned() || !seen.add(loans[i].buf.h) {
+			ended = true // ended, another's, or the same loan twice in the batch
+		}
+	}
+	if ended || t.stale() {
+		for i := range loans {
+			if loans[i].p != nil {
+				loans[i].end()
+			}
+		}
+		if ended {
+			return res, ErrLoanEnded
+		}
+		return res, ErrTopicReclaimed
+	}
+	var hs [MaxBatch]Handle
+	var ss [MaxBatch]*slotHeader
+	total := 0
+	for _, n := range lens {
+		total += n
+	}
+	t.e.bytes.Add(uint64(total))
+	seq := t.e.seq.Add(uint64(len(loans))) - uint64(len(loans))
+	now := int64(0)
+	for i := range loans {
+		l := &loans[i]
+		st := l.stamp
+		if st == 0 {
+			if now == 0 {
+				now = Now()
+			}
+			st = now
+		}
+		seq++
+		l.buf.SetMeta(Meta{Len: uint32(lens[i]), Topic: t.index, Seq: seq, Stamp: st})
+		hs[i], ss[i] = l.buf.h, l.buf.s
+	}
+	k := len(loans)
+	for i := range to {
+		if testHookFanOut != nil {
+			testHookFanOut(i)
+		}
+		if err := to[i].pushBatch(ctx, hs[:k], ss[:k], nil); err != nil {
+			if errors.Is(err, ErrBadHandle) {
+				for j := range loans {
+					loans[j].end()
+				}
+				return res, corruptf("a buffer's header changed while on loan: %v", err)
+			}
+			if errors.Is(err, ErrClosed) {
+				res.Closed++
+			}
+		}
+	}
+	for i := range loans {
+		l := &loans[i]
+		if t.depth > 0 && p.r.addRefs(l.buf.s, l.buf.h, 1) == nil {
+			t.remember(l.buf.h)
+		}
+	}
+	var bad error
+	for i := range loans {
+		if err := loans[i].end(); err != nil && bad == nil {
+			bad = corruptf("the header of buffer %v changed while on loan: %v", loans[i].buf.h, err)
+		}
+	}
+	return res, bad
+}
+
+// handleSet is a small set of handles on the stack (open addressing), for finding a loan
+// listed twice in one batch without comparing every pair.
+type handleSet [2 * MaxBatch]Handle
+
+// add adds h and reports whether it was not there yet (h is never 0: a live loan's handle).
+func (s *handleSet) add(h Handle) bool {
+	i := uint64(h) * 0x9e3779b97f4a7c15 >> 57 // 7 bits: 2*MaxBatch entries
+	for {
+		switch s[i] {
+		case 0:
+			s[i] = h
+			return true
+		case h:
+			return false
+		}
+		i = (i + 1) % uint64(len(s))
+	}
+}
+
+var errBatchShape = errors.New("send batch: more than MaxBatch loans, or lengths that do not match them")
+
+// pushBatch delivers hs (with the references of the loans ss: one is added to each as its
+// cell commits, as push does) to the inbox in order. It returns ErrClosed (the rest is not
+// delivered), an error wrapping ErrBadHandle (a loan's state word was scribbled), or the
+// last error of a single push (a message dropped by the policy: the others are delivered).
+// If errs is not nil, errs[i] receives message i's outcome (nil: delivered).
+func (in *Inbox) pushBatch(ctx context.Context, hs []Handle, ss []*slotHeader, errs []error) error {
+	var last error
+	pushed := false
+	note := func(i int, err error) {
+		if errs != nil {
+			errs[i] = err
+		}
+	}
+	fail := func(from int, err error) error {
+		for i := from; errs != nil && i < len(hs); i++ {
+			errs[i] = err
+		}
+		if pushed {
+			wakeConsumer(in.v.hdr)
+		}
+		return err
+	}
+	for done := 0; done < len(hs); {
+		n, redo, err := in.pushRun(hs[done:], ss[done:])
+		if err != nil {
+			return fail(done, err)
+		}
+		if n > 0 {
+			pushed = true
+			for j := range n {
+				note(done+j, nil)
+				if redo&(1<<j) != 0 {
+					// Taken back from behind the head (see pushRun): deliver it again.
+					err := in.push(ctx, hs[done+j], ss[done+j])
+					note(done+j, err)
+					if errors.Is(err, ErrClosed) || errors.Is(err, ErrBadHandle) {
+						for jj := j + 1; jj < n; jj++ {
+							if redo&(1<<jj) != 0 {
+								note(done+jj, err) // taken back, not delivered again
+							}
+						}
+						return fail(done+n, err)
+					}
+					if err != nil {
+						last = err
+					}
+				}
+			}
+			done += n
+			continue
+		}
+		// The cell at the tail is not empty for it: the single push deals with every case
+		// (helping a lagging tail, a full ring and its policy, damage), and wakes the consumer.
+		err = in.push(ctx, hs[done], ss[done])
+		note(done, err)
+		if errors.Is(err, ErrClosed) || errors.Is(err, ErrBadHandle) {
+			return fail(done+1, err)
+		}
+		if err != nil {
+			last = err
+		}
+		done++
+	}
+	if pushed {
+		wakeConsumer(in.v.hdr)
+	}
+	return last
+}
+
+// pushRun commits hs (at most 64) to the cells from the tail on, as that many pushes would
+// on their fast path: for each, the cell is checked empty for its position, the loan's
+// reference added, the cell committed with one compare-and-swap and the tail moved past it
+// with another. What the run saves is the rest: the tail is read once (after our own tail
+// CAS succeeds it is known), and the wake-up check and everything above the ring happen once
+// per batch. It stops at the first cell that is not empty for its position and returns how
+// many it committed (0: the single push must deal with the cell at the tail), or ErrClosed
+// or a reference error if the first could not be. A message that a scribble left behind the
+// head (see push) is taken back and its bit set in redo: the caller delivers it again.
+//
+// Why not one tail CAS for the whole run: a run of cells filled ahead of a lagging tail is a
+// state single pushes never make. A take that finds a handle of the next lap in the head's
+// cell concludes that the tail has passed it; and a scribble in a cell between the head and
+// a lagging tail lets a second producer repair and refill a position already done, stranding
+// its message behind the head. Both were found by the interleaving checker (batch
+// scenarios); the per-cell tail keeps the window one step long, as in push. In 1-to-1 the
+// tail's line stays in the producer's cache, so the extra CAS is local (docs/performance.md).
+func (in *Inbox) pushRun(hs []Handle, ss []*slotHeader) (n int, redo uint64, err error) {
+	hd := in.v.hdr
+	r := in.v.r
+	step()
+	t := hd.tail.Load()
+	for n < len(hs) && n < 64 {
+		c := in.cell(t)
+		step()
+		v := c.Load()
+		if v != in.empty(t) {
+			break
+		}
+		// The whole generation, after the tail and the cell were read (see push).
+		step()
+		if !in.isOpen() {
+			if n == 0 {
+				return 0, 0, ErrClosed
+			}
+			break
+		}
+		step()
+		if err := r.addRefs(ss[n], hs[n], 1); err != nil {
+			if n == 0 {
+				return 0, 0, err
+			}
+			break // the next single push reports it
+		}
+		step()
+		if !c.CompareAndSwap(v, uint64(hs[n])|in.parity(t)) {
+			step()
+			r.releaseDropped(hs[n]) // the loan's reference keeps the buffer
+			break
+		}
+		n++
+		step()
+		if hd.tail.CompareAndSwap(t, t+1) {
+			t++
+			continue
+		}
+		// Someone moved the tail on (see push): a producer helping, or the head is past t
+		// because a scribble had made a finished position look empty; then our message is
+		// behind the head, where nobody would take it: take it back. Either way the run ends.
+		step()
+		if hd.head.Load() > t {
+			step()
+			if c.CompareAndSwap(uint64(hs[n-1])|in.parity(t), in.empty(t+in.cap)) {
+				step()
+				r.releaseDropped(hs[n-1])
+				hd.corrupt.Add(1)
+				r.hdr.corrupt.Add(1)
+				redo |= 1 << (n - 1)
+			}
+		}
+		break
+	}
+	return n, redo, nil
+}
+
+// TakeBatch takes up to len(dst) messages (at most MaxBatch) of in, an inbox p owns, into p's
+// held list, as that many Takes would: it waits as w says for the first, then takes those that
+// are ready without waiting. It returns the part of dst it filled; it fails only if it took
+// nothing (with Take's errors). Each message is its own held entry and is released on its own
+// (Release or ReleaseBatch). It allocates nothing.
+func (p *Participant) TakeBatch(ctx context.Context, in *Inbox, w Waiter, dst []Held) (_ []Held, err error) {
+	defer unguard(guard(), &err)
+	if len(dst) > MaxBatch {
+		dst = dst[:MaxBatch]
+	}
+	got := 0
+	from := p.held.hint.Load()
+	for got < len(dst) {
+		idx, err := p.reserveFrom(from)
+		from = uint32(idx) + 1
+		if err != nil {
+			if got > 0 {
+				break
+			}
+			return dst[:0], err
+		}
+		var h Handle
+		if got == 0 {
+			h, err = in.popInto(ctx, w, p, idx)
+		} else {
+			var ok bool
+			h, ok, err = in.take(p.held.word(uint32(idx)), uint64(idx))
+			if err == nil && !ok {
+				p.unreserve(idx)
+				break
+			}
+		}
+		if err != nil {
+			p.unreserve(idx)
+			if got > 0 {
+				break
+			}
+			if errors.Is(err, ErrClosed) {
+				if derr := p.r.Check(); derr != nil { // a zeroed inbox looks closed
+					return dst[:0], derr
+				}
+			}
+			return dst[:0], err
+		}
+		if m, ok := p.accept(in, idx, h); ok {
+			dst[got] = m
+			got++
+		} else {
+			p.unreserve(idx)
+		}
+	}
+	return dst[:got], nil
+}
+
+// reserveFrom is reserve starting its search at entry i: a batch goes on from the entry
+// after the last one it took, instead of from the hint over entries it just filled.
+func (p *Participant) reserveFrom(i uint32) (int, error) {
+	l := p.held
+	for range l.n {
+		if i >= l.n {
+			i = 0
+		}
+		w := l.word(i)
+		if w.Load() == 0 && w.CompareAndSwap(0, heldReserved) {
+			return int(i), nil
+		}
+		i++
+	}
+	return -1, ErrHeldFull
+}
+
+// ReleaseBatch releases each of hs as Release does, counting the buffers freed once per pool.
+// It releases every message it can and returns ErrReleased if one was released already. The
+// pool's allocation cursor is left on the first buffer the batch freed (Release leaves it on
+// the buffer it freed): the next LoanBatch takes the same buffers again, so a stream of
+// batches keeps a batch's worth of buffers in cache instead of walking the whole pool.
+func ReleaseBatch(hs []Held) (err error) {
+	defer unguard(guard(), &err)
+	var last *pool
+	freed := 0
+	first := uint32(0)
+	flush := func() {
+		if last != nil && freed > 0 {
+			last.noteFrees(freed)
+			last.next.Store(first)
+		}
+	}
+	for i := range hs {
+		m := &hs[i]
+		if m.p == nil {
+			err = ErrReleased
+			continue
+		}
+		p, idx, ok, rerr := m.p.unholdUncounted(int(m.idx), m.buf.h)
+		if rerr != nil {
+			err = ErrReleased
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if p != last {
+			flush()
+			last, freed = p, 0
+		}
+		if freed == 0 {
+			first = idx
+		}
+		freed++
+	}
+	flush()
+	return err
+}
+
+// noteFrees counts k frees at once (see noteFree; the cursor is set by the caller).
+func (p *pool) noteFrees(k int) {
+	if k > 0 {
+		p.hdr.shards[p.r.shard].frees.Add(uint64(k))
+	}
+}
+
+// unholdUncounted is unhold without counting a free: it reports the pool and slot of a buffer
+// the release freed.
+func (p *Participant) unholdUncounted(i int, h Handle) (_ *pool, _ uint32, freed bool, _ error) {
+	l := p.held
+	step()
+	if i < 0 || uint32(i) >= l.n || !l.word(uint32(i)).CompareAndSwap(uint64(h), 0) {
+		return nil, 0, false, ErrBadHandle
+	}
+	l.setHint(uint32(i))
+	step()
+	pl, idx, freed, err := p.r.drop(h)
+	if err != nil && err != errHandleFree && err != errHandleStale {
+		return nil, 0, false, err
+	}
+	if err != nil && testHookReleaseSwept != nil {
+		testHookReleaseSwept() // freed by the sweep meanwhile (see unhold)
+	}
+	return pl, idx, freed, nil
+}
