@@ -173,23 +173,25 @@ func TestNoAllocsWake(t *testing.T) {
 		}
 	}()
 	hd := in.v.hdr
+	bell := r.bellOf(wordOwner(hd.state.Load()))
 	b, _ := p.alloc(64)
 	h := b.Handle()
 	defer p.unloan(h)
 	bg := context.Background()
 	wakes := 0
 	push := func() {
-		for waiters(hd.sleepers.Load()) == 0 { // the consumer is asleep before each push
+		// The consumer is announced asleep, and its leader asleep on the bell, before each push.
+		for waiters(hd.sleepers.Load()) == 0 || bell.Load() != bellAsleep {
 			runtime.Gosched()
 		}
-		wake := hd.wake.Load()
+		wake := bellWakes.Load()
 		if err := r.addRefsHandle(h, 1); err != nil {
 			panic(err)
 		}
 		if err := out.pushHandle(bg, h); err != nil {
 			panic(err)
 		}
-		if hd.wake.Load() != wake {
+		if bellWakes.Load() != wake {
 			wakes++
 		}
 	}

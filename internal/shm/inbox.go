@@ -142,6 +142,7 @@ func (p *Participant) OpenInbox(c InboxConfig) (_ Inbox, err error) {
 		h.patternLen = uint32(len(c.Pattern))
 		h.sleepers.Store(waiterWord(gen))
 		h.spaceWaiters.Store(waiterWord(gen))
+		h.spaceBells.Store(0)
 		h.dropOldest.Store(0)
 		h.dropNewest.Store(0)
 		h.dropTimeout.Store(0)
@@ -238,7 +239,7 @@ func (in *Inbox) close() error {
 	}
 	in.drainClosed()
 	// Wake anyone still waiting on the words, then free the entry (the generation stays).
-	wakeAll(hd)
+	wakeAll(in.v.r, hd)
 	step()
 	hd.state.Store(inboxWord(inboxFree, in.gen, 0))
 	in.v.r.hdr.subGen.Add(1)

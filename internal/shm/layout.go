@@ -29,7 +29,7 @@ import (
 
 const (
 	magic         = 0x31474552_5146464f // "OFFQREG1" little-endian
-	layoutVersion = 6                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram
+	layoutVersion = 7                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram; 7: (doorbell) the participant's bell and the inbox's spaceBells
 	byteOrderMark = 0x0a0b0c0d
 	headerSize    = 1024
 	checksumFrom  = 64  // checksum covers [checksumFrom, checksumTo)
@@ -143,7 +143,10 @@ type sections struct {
 //	128  64    more bridge words: disconnects, mismatched, looped, gaps, pending (messages
 //	           in the NATS reconnect buffer), connected (0/1), 2 zero
 //	192  32    bridge id, NUL-padded (written once, before role becomes 1)
-//	224  32    zero
+//	224  4     bell: the process's doorbell, a futex word: 1 while the participant's leader
+//	           sleeps on it (or is about to), else 0; a waker that swaps 1 for 0 calls
+//	           FUTEX_WAKE (see doorbell.go)
+//	228  28    zero
 type participantSlot struct {
 	state    atomic.Uint64
 	pid      uint32
@@ -156,7 +159,8 @@ type participantSlot struct {
 	waits    [slotWaits]atomic.Uint64
 	bridge2  [8]atomic.Uint64
 	bridgeID [32]byte
-	_        [32]byte
+	bell     atomic.Uint32
+	_        [28]byte
 }
 
 // patternSize is the room for one inbox's subscription pattern.
@@ -184,6 +188,8 @@ const topicEntrySize = 256
 //	200  8     sleepers: consumers announced asleep on wake (waiter word: generation<<32 | count)
 //	256  4     space: futex word bumped by the consumer when a producer waits for room
 //	264  8     spaceWaiters: producers announced asleep on space (waiter word)
+//	272  8     spaceBells: bit i set while participant i (i < 64) has producers waiting for
+//	           room; the consumer rings their bells when the head moves (see doorbell.go)
 //	320  8     dropped, oldest evicted by producers (DropOldest)
 //	328  8     dropped, newest refused (DropNewest)
 //	336  8     dropped, block deadline passed (Block)
@@ -215,7 +221,8 @@ type inboxHeader struct {
 	space        atomic.Uint32
 	_            uint32
 	spaceWaiters atomic.Uint64
-	_            [48]byte
+	spaceBells   atomic.Uint64
+	_            [40]byte
 	dropOldest   atomic.Uint64
 	dropNewest   atomic.Uint64
 	dropTimeout  atomic.Uint64

@@ -35,6 +35,7 @@ type Participant struct {
 	lkoff  int64
 	held   *heldList
 	gone   atomic.Bool
+	disp   dispatcher // this participant's waiters and the leader that sleeps on its bell
 }
 
 func (r *Region) participantOffset(i uint32) uint64 {
@@ -116,6 +117,7 @@ func (r *Region) claimSlot(lf int, name string) (_ *Participant, err error) {
 			s.bridge2[k].Store(0)
 		}
 		s.bridgeID = [32]byte{}
+		s.bell.Store(bellAwake)
 		s.pid = uint32(os.Getpid())
 		s.attached = time.Now().UnixNano()
 		s.name = [32]byte{}
@@ -123,7 +125,10 @@ func (r *Region) claimSlot(lf int, name string) (_ *Participant, err error) {
 		held := r.newHeldList(i)
 		r.attached++
 		r.owners = append(r.owners, i+1)
-		return &Participant{r: r, idx: i, owner: i + 1, slot: s, lockfd: lf, lkoff: off, held: held}, nil
+		p := &Participant{r: r, idx: i, owner: i + 1, slot: s, lockfd: lf, lkoff: off, held: held}
+		p.disp.p = p
+		r.parts = append(r.parts, p)
+		return p, nil
 	}
 	return nil, fmt.Errorf("%w: all %d participant slots in use", ErrTableFull, r.cfg.Participants)
 }
@@ -151,10 +156,12 @@ func (p *Participant) Detach() (err error) {
 		p.r.mu.Lock()
 		p.r.attached--
 		p.r.owners = slices.DeleteFunc(p.r.owners, func(o uint32) bool { return o == p.owner })
+		p.r.parts = slices.DeleteFunc(p.r.parts, func(o *Participant) bool { return o == p })
 		p.r.mu.Unlock()
 	}()
 	defer unguard(guard(), &err)
 	p.closeInboxes()
+	p.disp.stop()
 	p.releaseAllHeld()
 	p.r.endLoans(p.owner)
 	v := p.slot.state.Load()

@@ -48,7 +48,6 @@ func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 	if in.pending() {
 		return nil
 	}
-	hd := in.v.hdr
 	if w.Strategy != Sleep {
 		spin := w.Spin
 		if spin <= 0 {
@@ -87,11 +86,33 @@ func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 			}
 		}
 	}
-	return sleepOn(ctx, &hd.wake, &hd.sleepers, in.gen, waitRecord{}, time.Time{}, func() bool {
-		// A damaged head or tail can hide messages from pending; the sleep is bounded
-		// (longSleep), so a consumer finds such damage within a second, and take repairs it.
-		return in.pending() || !in.isOpen() || in.positionsDamaged()
-	})
+	return in.v.r.localOwner(in).sleep(ctx, time.Time{}, waitMessage, in, waitRecord{})
+}
+
+// sleep waits as await says for kind in one inbox, on p's dispatcher. Without a participant
+// (a consumer whose inbox's owner is not attached by this process, a producer in a process
+// with none attached) it polls instead.
+func (p *Participant) sleep(ctx context.Context, deadline time.Time, kind waitKind, in *Inbox, rec waitRecord) error {
+	if p == nil {
+		return pollUntil(ctx, deadline, func() bool { return readyFor(kind, in) })
+	}
+	ins := [1]*Inbox{in}
+	return p.disp.await(ctx, deadline, kind, ins[:], rec)
+}
+
+// pollUntil re-checks cond every pollSleep until it holds, ctx is done or deadline (if set)
+// passes.
+func pollUntil(ctx context.Context, deadline time.Time, cond func() bool) error {
+	for !cond() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			return ErrTimeout
+		}
+		time.Sleep(pollSleep)
+	}
+	return nil
 }
 
 // popInto takes the oldest message into entry idx of p's held list, waiting as w says
@@ -128,7 +149,8 @@ func (in *Inbox) waitSpace(ctx context.Context, deadline time.Time, s *slotHeade
 		}
 		runtime.Gosched()
 	}
-	return sleepOn(ctx, &hd.space, &hd.spaceWaiters, in.gen, in.spaceRecord(s), deadline, notFull)
+	rec := in.spaceRecord(s)
+	return in.v.r.participantOf(rec.slot).sleep(ctx, deadline, waitRoom, in, rec)
 }
 
 // ready reports whether a message is waiting, without taking it. It reads only the head and
