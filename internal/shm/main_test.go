@@ -29,6 +29,8 @@ var peerRoles = map[string]peer.Role{
 	// topicreclaim_test.go
 	"typo-publisher": roleTypoPublisher,
 	// waiters_test.go
-	"sleeper":      roleSleeper,
+	"sleeper": roleSleeper,
+	// doorbell_test.go
+	"bell-sleeper": roleBellSleeper,
 	"block-pusher": roleBlockPusher,
 }

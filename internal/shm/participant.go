@@ -35,7 +35,8 @@ type Participant struct {
 	lkoff  int64
 	held   *heldList
 	gone   atomic.Bool
-	disp   dispatcher // this participant's waiters and the leader that sleeps on its bell
+	disp   dispatcher    // this participant's waiters and the leader that sleeps on its bell
+	turn   atomic.Uint32 // where TakeAny starts looking
 }
 
 func (r *Region) participantOffset(i uint32) uint64 {

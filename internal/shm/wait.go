@@ -42,7 +42,7 @@ type Waiter struct {
 }
 
 // longSleep bounds one futex wait, so a deadline far away is still re-checked now and then.
-const longSleep = time.Second
+var longSleep = time.Second // a variable only so that tests can make a lost wake-up hang
 
 func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 	if in.pending() {
@@ -180,4 +180,66 @@ func (in *Inbox) WaitEmpty(ctx context.Context) (err error) {
 		case <-t.C:
 		}
 	}
+}
+
+// waitAny returns when one of ins has a message waiting (or is closed, or damaged), ctx is
+// done, or the leader woke the caller: the caller takes and, finding nothing, calls again. It
+// spins as w says, then waits on the dispatcher of the participant that owns them all (polling
+// if no participant of this process owns every one).
+func waitAny(ctx context.Context, ins []*Inbox, w Waiter) error {
+	ready := func() bool {
+		for _, in := range ins {
+			if in.pending() || !in.isOpen() {
+				return true
+			}
+		}
+		return false
+	}
+	if ready() {
+		return nil
+	}
+	if w.Strategy != Sleep {
+		spin := w.Spin
+		if spin <= 0 {
+			spin = DefaultSpin
+		}
+		var until time.Time
+		for i := 1; ; i++ {
+			for _, in := range ins {
+				if in.ready() {
+					return nil
+				}
+			}
+			if i&63 == 0 {
+				if ready() {
+					return nil
+				}
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				if w.Strategy == BusySpin {
+					if i&(1<<14-1) == 0 {
+						runtime.Gosched()
+					}
+					continue
+				}
+				now := time.Now()
+				if until.IsZero() {
+					until = now.Add(spin)
+				} else if now.After(until) {
+					break
+				}
+			}
+		}
+	}
+	p := ins[0].v.r.localOwner(ins[0])
+	for _, in := range ins[1:] {
+		if p != nil && (in.v.r != p.r || wordOwner(in.v.hdr.state.Load()) != p.owner) {
+			p = nil
+		}
+	}
+	if p == nil {
+		return pollUntil(ctx, time.Time{}, ready)
+	}
+	return p.disp.await(ctx, time.Time{}, waitMessage, ins, waitRecord{})
 }
