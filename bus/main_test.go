@@ -21,6 +21,7 @@ func TestMain(m *testing.M) {
 		"fault-publish":    roleFaultPublish,
 		"fault-lookup":     roleFaultLookup,
 		"fault-open":       roleFaultOpen,
+		"thousand-subs":    roleThousandSubs,
 	})
 	goleak.VerifyTestMain(m)
 }
