@@ -41,11 +41,15 @@ const (
 	patPingPong = "pingpong"
 	patStream   = "stream"
 	patFanout   = "fanout"
+	patSubs     = "subscriptions" // 1 publisher → many subscriptions in one child process
 )
+
+// manySubs is the number of subscriptions of the subscriptions pattern.
+const manySubs = 256
 
 var (
 	allSystems  = builtSystems()
-	allPatterns = []string{patPingPong, patStream, patFanout}
+	allPatterns = []string{patPingPong, patStream, patFanout, patSubs}
 )
 
 // builtSystems lists the systems this build can measure, in the order they are reported.
@@ -108,6 +112,9 @@ Patterns:
   stream     one-way, this process publishing to a child as fast as it takes (offq subscribes
              with the Block policy, so nothing is dropped): messages/s
   fanout     one publisher to N child processes: deliveries/s, all subscribers together
+  subscriptions
+             one publisher to 256 subscriptions (256 topics) in one child process, a goroutine
+             each in Receive (sleep mode): deliveries/s and the child's OS threads
 
 Modes: spin (offq BusySpin; shm-raw), sleep (offq SpinThenSleep, the default: spin ~50µs,
 then sleep on a futex), block (offq Sleep, futex-raw, uds, pipe: into the kernel on every
@@ -267,7 +274,7 @@ type benchCase struct {
 
 func (c benchCase) String() string {
 	s := fmt.Sprintf("%s %s %s %s", c.System, c.Pattern, transport.Size(c.Size), c.Mode)
-	if c.Pattern == patFanout {
+	if c.Pattern == patFanout || c.Pattern == patSubs {
 		s += fmt.Sprintf(" 1→%d", c.Subs)
 	}
 	return s
@@ -311,6 +318,10 @@ func (o Options) plan() []benchCase {
 				for _, n := range o.fanout {
 					add(sysOffq, modeSleep, pat, size, n)
 					add(sysUDS, modeBlock, pat, size, n)
+				}
+			case patSubs:
+				if size == smallest {
+					add(sysOffq, modeSleep, pat, size, manySubs)
 				}
 			}
 		}
@@ -432,6 +443,8 @@ func (bn *bencher) run(ctx context.Context, c benchCase) (benchResult, error) {
 	switch {
 	case c.System == sysOffq && c.Pattern == patPingPong:
 		return bn.offqPingPong(ctx, c)
+	case c.System == sysOffq && c.Pattern == patSubs:
+		return bn.offqSubscriptions(ctx, c)
 	case c.System == sysOffq:
 		return bn.offqStream(ctx, c)
 	case c.System == sysShm || c.System == sysFutex:

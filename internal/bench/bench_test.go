@@ -24,6 +24,7 @@ func TestBenchPlan(t *testing.T) {
 		"offq stream 4KiB spin", "offq stream 4KiB sleep", "uds stream 4KiB block", "pipe stream 4KiB block",
 		"offq fanout 64B sleep 1→1", "uds fanout 64B block 1→1", "offq fanout 64B sleep 1→8", "uds fanout 64B block 1→8",
 		"offq fanout 4KiB sleep 1→1", "uds fanout 4KiB block 1→1", "offq fanout 4KiB sleep 1→8", "uds fanout 4KiB block 1→8",
+		"offq subscriptions 64B sleep 1→256",
 	}
 	want = slices.DeleteFunc(want, func(c string) bool { // a build without NATS plans no nats or bridge rows
 		return !slices.Contains(allSystems, strings.Fields(c)[0])
