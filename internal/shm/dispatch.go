@@ -2,6 +2,7 @@ package shm
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -242,19 +243,27 @@ func (d *dispatcher) lead(done chan struct{}) {
 			busy = time.Now()
 		}
 		bell.Store(bellAsleep)
-		faulted := d.scan()
+		fired, faulted := d.scan()
 		d.mu.Unlock()
 		if faulted {
 			time.Sleep(pollSleep) // the region faulted: its waiters will find out themselves
 			continue
+		}
+		if fired {
+			// Let the goroutines just woken run on this thread's P now: a P held by a
+			// thread asleep in a system call passes to another thread only when the
+			// runtime's monitor notices, tens of microseconds to milliseconds later. The
+			// bell stays asleep meanwhile: a ring in between makes the sleep below return
+			// at once.
+			runtime.Gosched()
 		}
 		futexWaitOn(bell, bellAsleep, longSleep)
 	}
 }
 
 // scan wakes each waiter one of whose inboxes is ready, or all of them if reading the region
-// faults. d.mu is held.
-func (d *dispatcher) scan() (faulted bool) {
+// faults, and reports whether it woke any. d.mu is held.
+func (d *dispatcher) scan() (fired, faulted bool) {
 	var err error
 	func() {
 		defer unguard(guard(), &err)
@@ -262,6 +271,7 @@ func (d *dispatcher) scan() (faulted bool) {
 			e := &d.entries[j]
 			if !e.w.fired && readyFor(e.kind, e.in) {
 				d.fire(e.w)
+				fired = true
 			}
 		}
 	}()
@@ -269,9 +279,9 @@ func (d *dispatcher) scan() (faulted bool) {
 		for j := range d.entries {
 			d.fire(d.entries[j].w)
 		}
-		return true
+		return true, true
 	}
-	return false
+	return fired, false
 }
 
 // fire wakes w. d.mu is held.
