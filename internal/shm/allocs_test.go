@@ -173,15 +173,14 @@ func TestNoAllocsWake(t *testing.T) {
 		}
 	}()
 	hd := in.v.hdr
-	bell := r.bellOf(wordOwner(hd.state.Load()))
 	b, _ := p.alloc(64)
 	h := b.Handle()
 	defer p.unloan(h)
 	bg := context.Background()
 	wakes := 0
 	push := func() {
-		// The consumer is announced asleep, and its leader asleep on the bell, before each push.
-		for waiters(hd.sleepers.Load()) == 0 || bell.Load() != bellAsleep {
+		// The consumer is announced asleep on the inbox's wake word before each push.
+		for waiters(hd.sleepers.Load()) == 0 || hd.wake.Load() != bellAsleep {
 			runtime.Gosched()
 		}
 		wake := bellWakes.Load()

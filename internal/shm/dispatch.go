@@ -62,6 +62,12 @@ type dispatcher struct {
 	running bool          // a leader goroutine is running
 	stopped bool          // the participant detached: nobody waits any more
 	done    chan struct{} // closed when the running leader returns
+
+	// The direct sleeper: one consumer at a time sleeps in the kernel itself, on its inbox's
+	// wake word, instead of parking (see sleepDirect).
+	direct    *Inbox
+	watchDone <-chan struct{} // the Done channel of the context watched for it
+	watchStop func() bool     // stops that watch
 }
 
 // await waits until what kind says has happened in one of ins, ctx is done, deadline (if
@@ -165,7 +171,7 @@ func (d *dispatcher) add(w *waiter, in *Inbox, kind waitKind, rec waitRecord) {
 	e := waitEntry{in: in, kind: kind, w: w, k: len(w.pos)}
 	hd := in.v.hdr
 	if kind == waitMessage {
-		e.announced = announce(&hd.sleepers, in.gen)
+		e.announced = announce(&hd.parked, in.gen)
 	} else if bit := spaceBellBit(d.p.idx); bit != 0 {
 		// The bit before the announcement: a waker that sees the announcement sees the bit.
 		hd.spaceBells.Or(bit)
@@ -194,7 +200,7 @@ func (d *dispatcher) remove(w *waiter) {
 		hd := e.in.v.hdr
 		if e.announced {
 			if e.kind == waitMessage {
-				retract(&hd.sleepers, e.in.gen, 1)
+				retract(&hd.parked, e.in.gen, 1)
 			} else {
 				if e.rec != nil {
 					leaveWait(e.rec) // erased before taken back: a kill between leaves one too many
@@ -301,6 +307,14 @@ func (d *dispatcher) fire(w *waiter) {
 func (d *dispatcher) stop() {
 	d.mu.Lock()
 	d.stopped = true
+	if d.watchStop != nil {
+		d.watchStop()
+	}
+	if d.direct != nil {
+		w := &d.direct.v.hdr.wake
+		w.Store(bellAwake)
+		futexWakeAll(w)
+	}
 	for j := range d.entries {
 		d.fire(d.entries[j].w)
 	}
@@ -311,4 +325,70 @@ func (d *dispatcher) stop() {
 		futexWakeAll(&d.p.slot.bell)
 		<-done
 	}
+}
+
+// sleepDirect is how the participant's first waiting consumer waits (a lone waiter, the usual
+// case of a latency-sensitive one): it sleeps in the kernel itself, on its inbox's wake word,
+// as every sleeping consumer did before the doorbell. A woken goroutine that had parked would
+// cost a second kernel wake-up when it is locked to its thread (runtime.LockOSThread): the
+// leader's thread wakes, then hands the goroutine to its own. One consumer per participant
+// sleeps directly, so each inbox has at most one sleeper on its wake word and the word can be
+// rung like a bell (stored asleep, re-checked, swapped awake by the one waker that calls
+// FUTEX_WAKE): a process killed asleep costs one futex call, not one per message. Every
+// other waiter parks (await). It reports false, having done nothing, if another consumer
+// sleeps directly already.
+//
+// A cancellable ctx is watched with context.AfterFunc, which wakes the direct sleeper; the
+// watch stays for the next wait with the same ctx, so that a consumer waiting again and again
+// with one context allocates nothing.
+func (d *dispatcher) sleepDirect(ctx context.Context, in *Inbox) (bool, error) {
+	hd := in.v.hdr
+	d.mu.Lock()
+	if d.stopped || d.direct != nil {
+		d.mu.Unlock()
+		return false, nil
+	}
+	d.direct = in
+	if done := ctx.Done(); done != nil && done != d.watchDone {
+		if d.watchStop != nil {
+			d.watchStop()
+		}
+		d.watchDone = done
+		d.watchStop = context.AfterFunc(ctx, d.wakeDirect)
+	}
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.direct = nil
+		d.mu.Unlock()
+	}()
+	if !announce(&hd.sleepers, in.gen) {
+		return true, nil // the inbox was closed: the caller finds out
+	}
+	defer retract(&hd.sleepers, in.gen, 1)
+	for {
+		hd.wake.Store(bellAsleep)
+		if readyFor(waitMessage, in) {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			hd.wake.Store(bellAwake)
+			return true, err
+		}
+		futexWaitOn(&hd.wake, bellAsleep, longSleep)
+	}
+	hd.wake.Store(bellAwake)
+	return true, nil
+}
+
+// wakeDirect wakes the direct sleeper: its context is done.
+func (d *dispatcher) wakeDirect() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stopped || d.direct == nil {
+		return
+	}
+	w := &d.direct.v.hdr.wake
+	w.Store(bellAwake)
+	futexWakeAll(w)
 }

@@ -10,6 +10,7 @@ import (
 	"math/bits"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -66,7 +67,8 @@ func TestBellProtocol(t *testing.T) {
 		t.Fatal("a thread asleep on the bell did not wake when it was rung")
 	}
 
-	// wakeConsumer rings the owner's bell only while a consumer is announced asleep.
+	// wakeConsumer rings the owner's bell only while a consumer is announced parked, and the
+	// inbox's wake word only while one is announced asleep on it.
 	in, err := p.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropOldest})
 	if err != nil {
 		t.Fatal(err)
@@ -79,14 +81,24 @@ func TestBellProtocol(t *testing.T) {
 	if bellWakes.Load() != w0 || bell.Load() != bellAsleep {
 		t.Fatal("wakeConsumer rang with no consumer announced")
 	}
-	if !announce(&hd.sleepers, in.gen) {
+	if !announce(&hd.parked, in.gen) {
 		t.Fatal("announce failed")
 	}
+	hd.wake.Store(bellAsleep)
 	wakeConsumer(r, hd)
-	if bellWakes.Load()-w0 != 1 || bell.Load() != bellAwake {
-		t.Fatal("wakeConsumer did not ring with a consumer announced")
+	if bellWakes.Load()-w0 != 1 || bell.Load() != bellAwake || hd.wake.Load() != bellAsleep {
+		t.Fatal("wakeConsumer did not ring the bell (only) with a consumer parked")
+	}
+	retract(&hd.parked, in.gen, 1)
+	announce(&hd.sleepers, in.gen)
+	bell.Store(bellAsleep)
+	wakeConsumer(r, hd)
+	wakeConsumer(r, hd)
+	if bellWakes.Load()-w0 != 2 || bell.Load() != bellAsleep || hd.wake.Load() != bellAwake {
+		t.Fatal("wakeConsumer did not ring the wake word (only, once) with a consumer asleep on it")
 	}
 	retract(&hd.sleepers, in.gen, 1)
+	bell.Store(bellAwake)
 
 	// wakeProducers rings the bells whose bits are set in spaceBells, with a producer announced.
 	bell.Store(bellAsleep)
@@ -107,10 +119,10 @@ func TestBellProtocol(t *testing.T) {
 	// A scribbled owner in the state word rings nothing and faults nothing.
 	st := hd.state.Load()
 	hd.state.Store(inboxWord(wordStatus(st), wordGen(st), 0xffff))
-	announce(&hd.sleepers, in.gen)
+	announce(&hd.parked, in.gen)
 	wakeConsumer(r, hd)
 	wakeAll(r, hd)
-	retract(&hd.sleepers, in.gen, 1)
+	retract(&hd.parked, in.gen, 1)
 	hd.state.Store(st)
 }
 
@@ -185,7 +197,7 @@ func TestDispatcherNoLostWakeups(t *testing.T) {
 		t.Error(err)
 	}
 	for i := range ins {
-		if n := waiters(ins[i].v.hdr.sleepers.Load()) + waiters(ins[i].v.hdr.spaceWaiters.Load()); n != 0 {
+		if n := waiters(ins[i].v.hdr.sleepers.Load()) + waiters(ins[i].v.hdr.parked.Load()) + waiters(ins[i].v.hdr.spaceWaiters.Load()); n != 0 {
 			t.Errorf("inbox %d: %d waiters still announced", i, n)
 		}
 		if b := ins[i].v.hdr.spaceBells.Load(); b != 0 {
@@ -196,8 +208,10 @@ func TestDispatcherNoLostWakeups(t *testing.T) {
 	checkNoLeaks(t, r)
 }
 
-// A consumer asleep in Take, woken by each message: no allocation per message, the wake-up
-// included (the waiter, its channel and the leader are made once and reused).
+// A consumer asleep in Take, woken by each message, allocates nothing per message, the
+// wake-up included: the lone waiter, which sleeps on its inbox's wake word itself (its context
+// watched once), and a waiter that parks while another holds that place (its waiter, channel
+// and leader made once and reused).
 func TestDispatcherLoneWaiterAllocs(t *testing.T) {
 	hangOnLostWakeup(t)
 	r := newUnitRegion(t, inboxConfig())
@@ -208,23 +222,48 @@ func TestDispatcherLoneWaiterAllocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer in.close()
-	out, _ := r.inbox(in.ID())
 	ctx, cancel := context.WithTimeout(context.Background(), procTimeout)
 	defer cancel()
-	ctx.Done() // made once, as any caller's context would have it
+	hd := in.v.hdr
+	t.Run("direct", func(t *testing.T) {
+		takeAsleep(t, ctx, r, p, q, &in, func() bool {
+			return waiters(hd.sleepers.Load()) != 0 && hd.wake.Load() == bellAsleep
+		})
+	})
+	t.Run("parked", func(t *testing.T) {
+		// Another consumer takes the direct sleeper's place first.
+		other, err := p.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropNewest})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := p.Take(ctx, &other, Waiter{Strategy: Sleep}); done <- err }()
+		untilTrue(t, procTimeout, "the other consumer asleep", func() bool { return waiters(other.v.hdr.sleepers.Load()) != 0 })
+		takeAsleep(t, ctx, r, p, q, &in, func() bool {
+			return waiters(hd.parked.Load()) != 0 && p.slot.bell.Load() == bellAsleep
+		})
+		other.close()
+		if err := <-done; !errors.Is(err, ErrClosed) {
+			t.Errorf("the other consumer: %v, want ErrClosed", err)
+		}
+	})
+}
+
+// takeAsleep measures p's allocations per Take from in with the Sleep strategy while q pushes
+// one message each time asleep says the consumer sleeps.
+func takeAsleep(t *testing.T, ctx context.Context, r *Region, p, q *Participant, in *Inbox, asleep func() bool) {
 	const runs = 200
+	out, _ := r.inbox(in.ID())
 	b, err := q.alloc(64)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := b.Handle()
 	defer q.unloan(h)
-	hd := in.v.hdr
-	bell := &p.slot.bell
 	pushed := make(chan error, 1)
-	go func() { // pushes each message once the consumer took the last and it and its leader are asleep
+	go func() { // pushes each message once the consumer took the last and sleeps
 		for range runs + 2 { // AllocsPerRun calls take once more than runs
-			for in.length() != 0 || waiters(hd.sleepers.Load()) == 0 || bell.Load() != bellAsleep {
+			for in.length() != 0 || !asleep() {
 				if ctx.Err() != nil {
 					pushed <- ctx.Err()
 					return
@@ -245,7 +284,7 @@ func TestDispatcherLoneWaiterAllocs(t *testing.T) {
 	w0 := bellWakes.Load()
 	var terr error
 	take := func() {
-		m, err := p.Take(ctx, &in, Waiter{Strategy: Sleep})
+		m, err := p.Take(ctx, in, Waiter{Strategy: Sleep})
 		if err != nil {
 			terr = err
 			return
@@ -254,7 +293,7 @@ func TestDispatcherLoneWaiterAllocs(t *testing.T) {
 	}
 	take()
 	if n := testing.AllocsPerRun(runs, take); n != 0 {
-		t.Errorf("Take asleep, woken through the bell: %v allocations per message, want 0", n)
+		t.Errorf("Take asleep: %v allocations per message, want 0", n)
 	}
 	if terr != nil {
 		t.Fatal(terr)
@@ -263,7 +302,7 @@ func TestDispatcherLoneWaiterAllocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	if n := bellWakes.Load() - w0; n < runs {
-		t.Errorf("%d bell wake-ups for %d messages: the consumer was not asleep", n, runs+1)
+		t.Errorf("%d wake-ups for %d messages: the consumer was not asleep", n, runs+2)
 	}
 }
 
@@ -303,7 +342,7 @@ func TestTakeAny(t *testing.T) {
 		k := round % 3
 		done := make(chan error, 1)
 		go func() {
-			for waiters(ins[0].v.hdr.sleepers.Load()) == 0 || waiters(ins[2].v.hdr.sleepers.Load()) == 0 {
+			for waiters(ins[0].v.hdr.parked.Load()) == 0 || waiters(ins[2].v.hdr.parked.Load()) == 0 {
 				runtime.Gosched()
 			}
 			done <- pushMessage(ctx, q, &outs[k], uint32(k), uint64(round))
@@ -339,7 +378,7 @@ func TestTakeAny(t *testing.T) {
 
 	cctx, cancel := context.WithCancel(ctx)
 	go func() {
-		for waiters(ins[1].v.hdr.sleepers.Load()) == 0 {
+		for waiters(ins[1].v.hdr.parked.Load()) == 0 {
 			runtime.Gosched()
 		}
 		cancel()
@@ -352,32 +391,41 @@ func TestTakeAny(t *testing.T) {
 		t.Fatalf("TakeAny with inbox 1 closed = %d, %v; want 1, ErrClosed", which, err)
 	}
 	for i := range ins {
-		if n := waiters(ins[i].v.hdr.sleepers.Load()); n != 0 && i != 1 {
+		if n := waiters(ins[i].v.hdr.parked.Load()); n != 0 && i != 1 {
 			t.Errorf("inbox %d: %d sleepers announced after TakeAny returned", i, n)
 		}
 	}
 	checkNoLeaks(t, r)
 }
 
-// roleBellSleeper opens a DropOldest inbox, says "inbox ID", and sleeps in Take until it is
-// killed.
+// roleBellSleeper opens two DropOldest inboxes, says "inboxes ID ID", and sleeps in Take on
+// both (one consumer asleep on its inbox's wake word, the other parked) until it is killed.
 func roleBellSleeper(c *peer.Child) error {
 	_, p, err := attachFromEnv("bell-sleeper")
 	if err != nil {
 		return err
 	}
-	in, err := p.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropOldest})
-	if err != nil {
-		return err
-	}
-	c.Send("inbox %d", in.ID())
-	for {
-		m, err := p.Take(c.Context(), &in, Waiter{Strategy: Sleep})
-		if err != nil {
+	var ins [2]Inbox
+	for i := range ins {
+		if ins[i], err = p.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropOldest}); err != nil {
 			return err
 		}
-		m.Release()
 	}
+	c.Send("inboxes %d %d", ins[0].ID(), ins[1].ID())
+	errs := make(chan error, 2)
+	for i := range ins {
+		go func() {
+			for {
+				m, err := p.Take(c.Context(), &ins[i], Waiter{Strategy: Sleep})
+				if err != nil {
+					errs <- err
+					return
+				}
+				m.Release()
+			}
+		}()
+	}
+	return <-errs
 }
 
 // A process killed while its leader sleeps on its bell, with a consumer announced in an inbox
@@ -389,34 +437,52 @@ func TestKilledWaiterRingsOnce(t *testing.T) {
 
 	// A consumer killed asleep.
 	p := peer.Start(t, "bell-sleeper", envs(envDir, dir, envRegion, "killed-bell")...)
-	rest, err := p.Expect("inbox ", procTimeout)
+	rest, err := p.Expect("inboxes ", procTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := strconv.ParseUint(rest, 10, 64)
-	if err != nil {
-		t.Fatal(err)
+	var theirs [2]Inbox
+	for i, f := range strings.Fields(rest) {
+		id, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if theirs[i], err = r.inbox(InboxID(id)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	theirs, err := r.inbox(InboxID(id))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bell := r.bellOf(wordOwner(theirs.v.hdr.state.Load()))
-	untilTrue(t, procTimeout, "the child and its leader asleep", func() bool {
-		return waiters(theirs.v.hdr.sleepers.Load()) != 0 && bell.Load() == bellAsleep
+	bell := r.bellOf(wordOwner(theirs[0].v.hdr.state.Load()))
+	// Which of the two consumers sleeps on its inbox's wake word and which is parked depends
+	// on which went to sleep first.
+	var direct, parked *Inbox
+	untilTrue(t, procTimeout, "one consumer asleep, the other parked, the leader asleep", func() bool {
+		for i := range theirs {
+			a, b := theirs[i].v.hdr, theirs[1-i].v.hdr
+			if waiters(a.sleepers.Load()) != 0 && a.wake.Load() == bellAsleep && waiters(b.parked.Load()) != 0 && bell.Load() == bellAsleep {
+				direct, parked = &theirs[i], &theirs[1-i]
+				return true
+			}
+		}
+		return false
 	})
 	p.Kill()
 	if err := p.Wait(procTimeout); err == nil {
 		t.Fatal("the sleeper exited by itself")
 	}
-	w0 := bellWakes.Load()
-	for seq := range uint64(100) {
-		if err := pushMessage(t.Context(), me, &theirs, 1, seq); err != nil {
-			t.Fatal(err)
+	for _, in := range []*Inbox{direct, parked} {
+		w0 := bellWakes.Load()
+		for seq := range uint64(100) {
+			if err := pushMessage(t.Context(), me, in, 1, seq); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	if n := bellWakes.Load() - w0; n != 1 || bell.Load() != bellAwake {
-		t.Errorf("100 messages to a killed sleeper's inbox: %d futex calls (bell %d), want 1", n, bell.Load())
+		rung := in.v.hdr.wake.Load() == bellAwake
+		if in == parked {
+			rung = bell.Load() == bellAwake
+		}
+		if n := bellWakes.Load() - w0; n != 1 || !rung {
+			t.Errorf("100 messages to a killed consumer's inbox (parked %v): %d futex calls, want 1", in == parked, n)
+		}
 	}
 
 	// A Block producer killed asleep for room.
@@ -444,7 +510,7 @@ func TestKilledWaiterRingsOnce(t *testing.T) {
 	if err := b.Wait(procTimeout); err == nil {
 		t.Fatal("the block pusher exited by itself")
 	}
-	w0 = bellWakes.Load()
+	w0 := bellWakes.Load()
 	for range 2 {
 		h, ok, err := in.tryPop()
 		if err != nil || !ok {
@@ -469,8 +535,10 @@ func TestKilledWaiterRingsOnce(t *testing.T) {
 	if n, m := waiters(hd.spaceWaiters.Load()), hd.spaceBells.Load(); n != 0 || m != 0 {
 		t.Errorf("after the reap: spaceWaiters %d, spaceBells %#x; want 0, 0", n, m)
 	}
-	if s, ok := statsOf(r, theirs.ID()); ok {
-		t.Errorf("the killed consumer's inbox is still open after the reap: %+v", s)
+	for i := range theirs {
+		if s, ok := statsOf(r, theirs[i].ID()); ok {
+			t.Errorf("the killed consumer's inbox is still open after the reap: %+v", s)
+		}
 	}
 	w0 = bellWakes.Load()
 	for range 2 {

@@ -157,10 +157,15 @@ func (r *Region) undoWaits(i uint32) {
 // is woken (the futex words today) is decided in one place.
 
 // wakeConsumer wakes the inbox's consumer if one announced itself asleep: called after a
-// message is committed (or a cell repaired) so that a sleeping Take finds it. It rings the
-// bell of the inbox's owner (see doorbell.go).
+// message is committed (or a cell repaired) so that a sleeping Take finds it. A consumer
+// asleep in the kernel itself is woken on the inbox's wake word, parked ones through the bell
+// of the inbox's owner (see doorbell.go). Both words are rung the same way: at most one
+// futex call per sleep.
 func wakeConsumer(r *Region, hd *inboxHeader) {
 	if waiters(hd.sleepers.Load()) != 0 {
+		ring(&hd.wake)
+	}
+	if waiters(hd.parked.Load()) != 0 {
 		ring(r.bellOf(wordOwner(hd.state.Load())))
 	}
 }
@@ -176,6 +181,8 @@ func wakeProducers(r *Region, hd *inboxHeader) {
 // wakeAll wakes every sleeper on the inbox whether announced or not: called when the inbox
 // closes or is reclaimed, so that nobody sleeps on an entry that is gone.
 func wakeAll(r *Region, hd *inboxHeader) {
+	hd.wake.Store(bellAwake)
+	futexWakeAll(&hd.wake)
 	ring(r.bellOf(wordOwner(hd.state.Load())))
 	r.ringSpaceBells(hd)
 }

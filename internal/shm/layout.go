@@ -184,12 +184,14 @@ const topicEntrySize = 256
 //	56   8     longest a producer blocks on a full inbox (Block policy), nanoseconds; 0: no limit
 //	64   8     tail: next position to fill (written by producers)
 //	128  8     head: next position to take (written by the consumer and by evicting producers)
-//	192  4     wake: futex word bumped by producers when a consumer sleeps
+//	192  4     wake: the futex word the consumer sleeping in the kernel itself sleeps on (at most
+//	           one per inbox, see dispatcher.direct): 1 while it sleeps or is about to, else 0
 //	200  8     sleepers: consumers announced asleep on wake (waiter word: generation<<32 | count)
-//	256  4     space: futex word bumped by the consumer when a producer waits for room
 //	264  8     spaceWaiters: producers announced asleep on space (waiter word)
+//	256  4     space: unused since layout 7 (producers wait on their participant's bell)
 //	272  8     spaceBells: bit i set while participant i (i < 64) has producers waiting for
 //	           room; the consumer rings their bells when the head moves (see doorbell.go)
+//	280  8     parked: consumers waiting parked on the owner's bell (waiter word)
 //	320  8     dropped, oldest evicted by producers (DropOldest)
 //	328  8     dropped, newest refused (DropNewest)
 //	336  8     dropped, block deadline passed (Block)
@@ -222,7 +224,8 @@ type inboxHeader struct {
 	_            uint32
 	spaceWaiters atomic.Uint64
 	spaceBells   atomic.Uint64
-	_            [40]byte
+	parked       atomic.Uint64
+	_            [32]byte
 	dropOldest   atomic.Uint64
 	dropNewest   atomic.Uint64
 	dropTimeout  atomic.Uint64

@@ -166,6 +166,7 @@ func TestLayoutInboxHeader(t *testing.T) {
 		layoutField("space", unsafe.Offsetof(h.space), unsafe.Sizeof(h.space), 256, 4),
 		layoutField("spaceWaiters", unsafe.Offsetof(h.spaceWaiters), unsafe.Sizeof(h.spaceWaiters), 264, 8),
 		layoutField("spaceBells", unsafe.Offsetof(h.spaceBells), unsafe.Sizeof(h.spaceBells), 272, 8),
+		layoutField("parked", unsafe.Offsetof(h.parked), unsafe.Sizeof(h.parked), 280, 8),
 		layoutField("dropOldest", unsafe.Offsetof(h.dropOldest), unsafe.Sizeof(h.dropOldest), 320, 8),
 		layoutField("dropNewest", unsafe.Offsetof(h.dropNewest), unsafe.Sizeof(h.dropNewest), 328, 8),
 		layoutField("dropTimeout", unsafe.Offsetof(h.dropTimeout), unsafe.Sizeof(h.dropTimeout), 336, 8),

@@ -86,7 +86,13 @@ func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 			}
 		}
 	}
-	return in.v.r.localOwner(in).sleep(ctx, time.Time{}, waitMessage, in, waitRecord{})
+	p := in.v.r.localOwner(in)
+	if p != nil {
+		if ok, err := p.disp.sleepDirect(ctx, in); ok {
+			return err
+		}
+	}
+	return p.sleep(ctx, time.Time{}, waitMessage, in, waitRecord{})
 }
 
 // sleep waits as await says for kind in one inbox, on p's dispatcher. Without a participant
