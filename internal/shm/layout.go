@@ -187,8 +187,8 @@ const topicEntrySize = 256
 //	192  4     wake: the futex word the consumer sleeping in the kernel itself sleeps on (at most
 //	           one per inbox, see dispatcher.direct): 1 while it sleeps or is about to, else 0
 //	200  8     sleepers: consumers announced asleep on wake (waiter word: generation<<32 | count)
-//	264  8     spaceWaiters: producers announced asleep on space (waiter word)
 //	256  4     space: unused since layout 7 (producers wait on their participant's bell)
+//	264  8     spaceWaiters: producers announced waiting for room (waiter word)
 //	272  8     spaceBells: bit i set while participant i (i < 64) has producers waiting for
 //	           room; the consumer rings their bells when the head moves (see doorbell.go)
 //	280  8     parked: consumers waiting parked on the owner's bell (waiter word)

@@ -10,12 +10,12 @@ import (
 type WaitStrategy uint8
 
 const (
-	// SpinThenSleep spins for a short while (Spin, about 50µs by default), then sleeps on the
-	// inbox's futex word. The default: low latency while traffic flows, no CPU while idle.
+	// SpinThenSleep spins for a short while (Spin, about 50µs by default), then sleeps (see
+	// dispatcher). The default: low latency while traffic flows, no CPU while idle.
 	SpinThenSleep WaitStrategy = iota
 	// BusySpin never sleeps: the lowest latency, one core per waiting consumer.
 	BusySpin
-	// Sleep sleeps on the futex at once: the least CPU, a wake-up system call per message.
+	// Sleep sleeps at once: the least CPU, a wake-up system call per message.
 	Sleep
 )
 
