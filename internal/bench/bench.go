@@ -127,7 +127,7 @@ runtime.LockOSThread and sched_setaffinity), unless --no-pin. offq's payloads ar
 read in place: only a 16-byte header (sequence number, phase) is touched per message, which is
 the point of zero copy; uds and pipe move every byte through the kernel.
 
-The defaults take about 80 seconds (59 measurements); --quick about 15 seconds (27). A progress
+The defaults take about 80 seconds (60 measurements); --quick about 15 seconds (28). A progress
 bar goes to stderr when it is a terminal (or with --progress). At the end a markdown table goes
 to stdout, with the machine, the command and each baseline's ratio to offq, or with --json one
 JSON object: {"machine": {...}, "results": [{"system", "mode", "pattern", "size",
