@@ -78,23 +78,39 @@ type dispatcher struct {
 // then parks. A waker makes its change, then reads the waiter word, and if it counts anyone
 // rings the bell, after which the leader scans (see doorbell.go for the bell's half).
 func (d *dispatcher) await(ctx context.Context, deadline time.Time, kind waitKind, ins []*Inbox, rec waitRecord) error {
+	w, err := d.enter(kind, ins, rec)
+	if err != nil {
+		return err
+	}
+	// Whatever happens (a memory fault of a truncated region included), w leaves.
+	defer d.leave(w)
+	return d.park(ctx, deadline, kind, ins, w)
+}
+
+// enter registers a waiter for kind in ins and starts the leader if none runs. d.mu is
+// released however it returns (reading a damaged region can fault).
+func (d *dispatcher) enter(kind waitKind, ins []*Inbox, rec waitRecord) (*waiter, error) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.stopped {
-		d.mu.Unlock()
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	w := d.waiter()
-	for _, in := range ins {
-		d.add(w, in, kind, rec)
-	}
 	if !d.running {
 		d.running = true
 		d.done = make(chan struct{})
 		go d.lead(d.done)
 	}
-	d.mu.Unlock()
-	err := d.park(ctx, deadline, kind, ins, w)
+	for _, in := range ins {
+		d.add(w, in, kind, rec)
+	}
+	return w, nil
+}
+
+// leave takes w's announcements back and frees it.
+func (d *dispatcher) leave(w *waiter) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	d.remove(w)
 	select {
 	case <-w.ch:
@@ -102,8 +118,6 @@ func (d *dispatcher) await(ctx context.Context, deadline time.Time, kind waitKin
 	}
 	w.fired, w.poll = false, false
 	d.free = append(d.free, w)
-	d.mu.Unlock()
-	return err
 }
 
 // park is await's wait: announced, the waiter re-checks, then waits for the leader.
@@ -165,12 +179,25 @@ func (d *dispatcher) waiter() *waiter {
 }
 
 // add enters w's wait on in and announces it. A wait that cannot be announced (the inbox was
-// closed; a room wait of a participant with index 64 or more, or with no wait record left)
-// makes w poll. d.mu is held.
+// closed; a room wait of a participant with index 64 or more, or with no wait record left;
+// a fault reading a truncated region) makes w poll. d.mu is held.
 func (d *dispatcher) add(w *waiter, in *Inbox, kind waitKind, rec waitRecord) {
 	e := waitEntry{in: in, kind: kind, w: w, k: len(w.pos)}
+	d.announce(&e, rec)
+	if !e.announced {
+		w.poll = true
+	}
+	w.pos = append(w.pos, len(d.entries))
+	d.entries = append(d.entries, e)
+}
+
+// announce announces e's wait in its inbox. A memory fault leaves it unannounced.
+func (d *dispatcher) announce(e *waitEntry, rec waitRecord) {
+	var err error
+	defer unguard(guard(), &err)
+	in := e.in
 	hd := in.v.hdr
-	if kind == waitMessage {
+	if e.kind == waitMessage {
 		e.announced = announce(&hd.parked, in.gen)
 	} else if bit := spaceBellBit(d.p.idx); bit != 0 {
 		// The bit before the announcement: a waker that sees the announcement sees the bit.
@@ -185,11 +212,6 @@ func (d *dispatcher) add(w *waiter, in *Inbox, kind waitKind, rec waitRecord) {
 			}
 		}
 	}
-	if !e.announced {
-		w.poll = true
-	}
-	w.pos = append(w.pos, len(d.entries))
-	d.entries = append(d.entries, e)
 }
 
 // remove takes back w's announcements and removes its entries. d.mu is held.
@@ -197,27 +219,34 @@ func (d *dispatcher) remove(w *waiter) {
 	for k := len(w.pos) - 1; k >= 0; k-- {
 		j := w.pos[k]
 		e := d.entries[j]
-		hd := e.in.v.hdr
-		if e.announced {
-			if e.kind == waitMessage {
-				retract(&hd.parked, e.in.gen, 1)
-			} else {
-				if e.rec != nil {
-					leaveWait(e.rec) // erased before taken back: a kill between leaves one too many
-				}
-				retract(&hd.spaceWaiters, e.in.gen, 1)
-			}
-		}
 		last := len(d.entries) - 1
 		d.entries[j] = d.entries[last]
 		d.entries[j].w.pos[d.entries[j].k] = j
 		d.entries[last] = waitEntry{}
 		d.entries = d.entries[:last]
-		if e.kind == waitRoom && !d.roomWaited(e.in.v) {
-			hd.spaceBells.And(^spaceBellBit(d.p.idx))
-		}
+		d.retract(e)
 	}
 	w.pos = w.pos[:0]
+}
+
+// retract takes back the announcement of e, an entry removed. A memory fault leaves it.
+func (d *dispatcher) retract(e waitEntry) {
+	var err error
+	defer unguard(guard(), &err)
+	hd := e.in.v.hdr
+	if e.announced {
+		if e.kind == waitMessage {
+			retract(&hd.parked, e.in.gen, 1)
+		} else {
+			if e.rec != nil {
+				leaveWait(e.rec) // erased before taken back: a kill between leaves one too many
+			}
+			retract(&hd.spaceWaiters, e.in.gen, 1)
+		}
+	}
+	if e.kind == waitRoom && !d.roomWaited(e.in.v) {
+		hd.spaceBells.And(^spaceBellBit(d.p.idx))
+	}
 }
 
 // roomWaited reports whether a goroutine of d still waits for room in the inbox entry v.
@@ -241,14 +270,13 @@ func (d *dispatcher) lead(done chan struct{}) {
 		d.mu.Lock()
 		if d.stopped || len(d.entries) == 0 && time.Since(busy) > longSleep {
 			d.running = false
-			bell.Store(bellAwake)
+			storeGuarded(bell, bellAwake)
 			d.mu.Unlock()
 			return
 		}
 		if len(d.entries) != 0 {
 			busy = time.Now()
 		}
-		bell.Store(bellAsleep)
 		fired, faulted := d.scan()
 		d.mu.Unlock()
 		if faulted {
@@ -267,12 +295,13 @@ func (d *dispatcher) lead(done chan struct{}) {
 	}
 }
 
-// scan wakes each waiter one of whose inboxes is ready, or all of them if reading the region
-// faults, and reports whether it woke any. d.mu is held.
+// scan stores bellAsleep in the bell, then wakes each waiter one of whose inboxes is ready,
+// or all of them if reading the region faults, and reports whether it woke any. d.mu is held.
 func (d *dispatcher) scan() (fired, faulted bool) {
 	var err error
 	func() {
 		defer unguard(guard(), &err)
+		d.p.slot.bell.Store(bellAsleep)
 		for j := range d.entries {
 			e := &d.entries[j]
 			if !e.w.fired && readyFor(e.kind, e.in) {
@@ -288,6 +317,13 @@ func (d *dispatcher) scan() (fired, faulted bool) {
 		return true, true
 	}
 	return fired, false
+}
+
+// storeGuarded stores v in w, a word of the region, doing nothing if that faults.
+func storeGuarded(w *atomic.Uint32, v uint32) {
+	var err error
+	defer unguard(guard(), &err)
+	w.Store(v)
 }
 
 // fire wakes w. d.mu is held.
@@ -312,7 +348,7 @@ func (d *dispatcher) stop() {
 	}
 	if d.direct != nil {
 		w := &d.direct.v.hdr.wake
-		w.Store(bellAwake)
+		storeGuarded(w, bellAwake)
 		futexWakeAll(w)
 	}
 	for j := range d.entries {
@@ -321,7 +357,7 @@ func (d *dispatcher) stop() {
 	running, done := d.running, d.done
 	d.mu.Unlock()
 	if running {
-		d.p.slot.bell.Store(bellAwake)
+		storeGuarded(&d.p.slot.bell, bellAwake)
 		futexWakeAll(&d.p.slot.bell)
 		<-done
 	}
@@ -389,6 +425,6 @@ func (d *dispatcher) wakeDirect() {
 		return
 	}
 	w := &d.direct.v.hdr.wake
-	w.Store(bellAwake)
+	storeGuarded(w, bellAwake)
 	futexWakeAll(w)
 }
