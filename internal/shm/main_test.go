@@ -29,8 +29,8 @@ var peerRoles = map[string]peer.Role{
 	// topicreclaim_test.go
 	"typo-publisher": roleTypoPublisher,
 	// waiters_test.go
-	"sleeper": roleSleeper,
+	"sleeper":      roleSleeper,
+	"block-pusher": roleBlockPusher,
 	// doorbell_test.go
 	"bell-sleeper": roleBellSleeper,
-	"block-pusher": roleBlockPusher,
 }
