@@ -23,6 +23,7 @@ func TestMain(m *testing.M) {
 		"fault-open":       roleFaultOpen,
 		"once-publisher":   roleOncePublisher,
 		"batch-victim":     roleBatchVictim,
+		"thousand-subs":    roleThousandSubs,
 	})
 	goleak.VerifyTestMain(m)
 }

@@ -158,19 +158,7 @@ func (s *Subscription) Receive(ctx context.Context) (Message, error) {
 		// The reference moves from the queue into a held entry in one crash-safe step.
 		h, err := s.b.p.Take(ctx, &s.in, s.w)
 		if err != nil {
-			if errors.Is(err, shm.ErrClosed) {
-				if !s.closed.Load() && !s.b.closed.Load() {
-					// Nobody in this process closed the subscription, and only its owner
-					// closes an inbox while the owner lives: another process wrote over the
-					// queue's state word.
-					return Message{}, &Error{Op: "receive", Name: s.pattern, Err: errQueueDamaged}
-				}
-				return Message{}, &Error{Op: "receive", Name: s.pattern, Err: ErrClosed}
-			}
-			if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrHeldFull) {
-				return Message{}, &Error{Op: "receive", Name: s.pattern, Err: err}
-			}
-			return Message{}, err
+			return Message{}, s.takeError("receive", err)
 		}
 		if s.dedupOn.Load() && s.duplicate(h.Meta()) {
 			h.Release()
@@ -178,6 +166,22 @@ func (s *Subscription) Receive(ctx context.Context) (Message, error) {
 		}
 		return Message{s: s, h: h}, nil
 	}
+}
+
+// takeError is the error Receive (or Select, op) returns for err from a take.
+func (s *Subscription) takeError(op string, err error) error {
+	if errors.Is(err, shm.ErrClosed) {
+		if !s.closed.Load() && !s.b.closed.Load() {
+			// Nobody in this process closed the subscription, and only its owner closes an
+			// inbox while the owner lives: another process wrote over the queue's state word.
+			return &Error{Op: op, Name: s.pattern, Err: errQueueDamaged}
+		}
+		return &Error{Op: op, Name: s.pattern, Err: ErrClosed}
+	}
+	if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrHeldFull) {
+		return &Error{Op: op, Name: s.pattern, Err: err}
+	}
+	return err
 }
 
 func (s *Subscription) nextPending() (Message, bool) {

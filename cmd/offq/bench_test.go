@@ -14,7 +14,7 @@ import (
 // The systems and patterns of offq bench's output: a contract, spelled out here.
 var (
 	allSystems  = []string{"offq", "shm-raw", "spsc-raw", "futex-raw", "uds", "pipe", "nats", "bridge"}
-	allPatterns = []string{"pingpong", "stream", "fanout"}
+	allPatterns = []string{"pingpong", "stream", "fanout", "subscriptions"}
 )
 
 // TestBenchQuickJSON runs offq bench --quick --json as a user would (its children re-execute
@@ -77,7 +77,7 @@ func TestBenchQuickJSON(t *testing.T) {
 			if size == 64 {
 				systems[sys] = true
 			}
-		case "stream", "fanout":
+		case "stream", "fanout", "subscriptions":
 			if b, _ := r["batch"].(float64); b == 64 && sys == "offq" {
 				batched[pat] = true
 			} else if r["batch"] != nil {
@@ -88,6 +88,9 @@ func TestBenchQuickJSON(t *testing.T) {
 			}
 			if v, _ := r["msgs_per_sec"].(float64); v <= 0 || r["rtt_ns"] != nil {
 				t.Errorf("%s row without a rate: %v", pat, r)
+			}
+			if th, _ := r["threads"].(float64); (th > 0) != (pat == "subscriptions") {
+				t.Errorf("threads belong on subscriptions rows only: %v", r)
 			}
 			if d, _ := r["dropped"].(float64); d != 0 {
 				t.Errorf("%v: %v messages dropped (offq subscribes with Block; sockets and pipes lose nothing)", r, d)

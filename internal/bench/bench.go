@@ -43,11 +43,15 @@ const (
 	patPingPong = "pingpong"
 	patStream   = "stream"
 	patFanout   = "fanout"
+	patSubs     = "subscriptions" // 1 publisher → many subscriptions in one child process
 )
+
+// manySubs is the number of subscriptions of the subscriptions pattern.
+const manySubs = 256
 
 var (
 	allSystems  = builtSystems()
-	allPatterns = []string{patPingPong, patStream, patFanout}
+	allPatterns = []string{patPingPong, patStream, patFanout, patSubs}
 )
 
 // builtSystems lists the systems this build can measure, in the order they are reported.
@@ -115,6 +119,9 @@ Patterns:
   stream     one-way, this process publishing to a child as fast as it takes (offq subscribes
              with the Block policy, so nothing is dropped): messages/s
   fanout     one publisher to N child processes: deliveries/s, all subscribers together
+  subscriptions
+             one publisher to 256 subscriptions (256 topics) in one child process, a goroutine
+             each in Receive (sleep mode): deliveries/s and the child's OS threads
 
 With --batch N (default 64; 0: none) offq's stream and fan-out also run batched: LoanBatch and
 SendBatch N messages at a time, ReceiveBatch and ReleaseBatch up to N ("offq batch N" rows).
@@ -130,7 +137,7 @@ runtime.LockOSThread and sched_setaffinity), unless --no-pin. offq's payloads ar
 read in place: only a 16-byte header (sequence number, phase) is touched per message, which is
 the point of zero copy; uds and pipe move every byte through the kernel.
 
-The defaults take about 110 seconds (88 measurements); --quick about 20 seconds (40). A progress
+The defaults take about 2 minutes (90 measurements); --quick about 25 seconds (42). A progress
 bar goes to stderr when it is a terminal (or with --progress). At the end a markdown table goes
 to stdout, with the machine, the command and each baseline's ratio to offq, or with --json one
 JSON object: {"machine": {...}, "results": [{"system", "mode", "pattern", "size",
@@ -282,7 +289,7 @@ type benchCase struct {
 
 func (c benchCase) String() string {
 	s := fmt.Sprintf("%s %s %s %s", c.System, c.Pattern, transport.Size(c.Size), c.Mode)
-	if c.Pattern == patFanout {
+	if c.Pattern == patFanout || c.Pattern == patSubs {
 		s += fmt.Sprintf(" 1→%d", c.Subs)
 	}
 	if c.Batch > 0 {
@@ -339,6 +346,10 @@ func (o Options) plan() []benchCase {
 						out = append(out, benchCase{System: sysOffq, Mode: modeSleep, Pattern: pat, Size: size, Subs: n, Batch: o.batch})
 					}
 					add(sysUDS, modeBlock, pat, size, n)
+				}
+			case patSubs:
+				if size == smallest {
+					add(sysOffq, modeSleep, pat, size, manySubs)
 				}
 			}
 		}
@@ -460,6 +471,8 @@ func (bn *bencher) run(ctx context.Context, c benchCase) (benchResult, error) {
 	switch {
 	case c.System == sysOffq && c.Pattern == patPingPong:
 		return bn.offqPingPong(ctx, c)
+	case c.System == sysOffq && c.Pattern == patSubs:
+		return bn.offqSubscriptions(ctx, c)
 	case c.System == sysOffq:
 		return bn.offqStream(ctx, c)
 	case c.System == sysShm || c.System == sysFutex:

@@ -28,6 +28,7 @@ func TestBenchPlan(t *testing.T) {
 		"offq fanout 64B sleep 1→8", "offq fanout 64B sleep 1→8 batch 64", "uds fanout 64B block 1→8",
 		"offq fanout 4KiB sleep 1→1", "offq fanout 4KiB sleep 1→1 batch 64", "uds fanout 4KiB block 1→1",
 		"offq fanout 4KiB sleep 1→8", "offq fanout 4KiB sleep 1→8 batch 64", "uds fanout 4KiB block 1→8",
+		"offq subscriptions 64B sleep 1→256",
 	}
 	want = slices.DeleteFunc(want, func(c string) bool { // a build without NATS plans no nats or bridge rows
 		return !slices.Contains(allSystems, strings.Fields(c)[0])

@@ -33,6 +33,7 @@ type benchLine struct {
 	End      int64  `json:"end,omitempty"`      // floor.Now at the end marker
 	Dropped  uint64 `json:"dropped,omitempty"`  // sequence numbers never received
 	Disorder uint64 `json:"disorder,omitempty"` // sequence numbers at or below one already received
+	Threads  int    `json:"threads,omitempty"`  // the child's OS threads at the end (subscriptions)
 }
 
 // benchProc is a running child.

@@ -60,6 +60,9 @@ type benchResult struct {
 	Samples int64 `json:"samples"`
 	// Dropped counts messages a subscriber never received (none are expected).
 	Dropped uint64 `json:"dropped,omitempty"`
+	// Threads, on subscriptions rows: the subscriber process's OS threads at the end
+	// (/proc/self/status), with a goroutine per subscription waiting in Receive.
+	Threads int `json:"threads,omitempty"`
 	// OffqSpeedup, on baseline rows: how many times faster offq is than this row, by offq
 	// mode (the baseline's p50 over offq's, or offq's rate over the baseline's) at the same
 	// pattern, size and subscriber count. Below 1 the baseline is faster.
@@ -223,6 +226,19 @@ func (r *benchReport) writeMarkdown(w io.Writer) {
 			}
 			fmt.Fprintf(w, "| %s | %s | %s | %d | %s | %s | %d%s | %s |\n", sysCell(x), x.Mode, transport.Size(x.Size), x.Subscribers,
 				human(x.MsgsPerSec), human(x.MsgsPerSec/float64(x.Subscribers)), x.Samples, dropNote(x), speedups(x))
+		}
+	}
+	if sb := rows(patSubs); len(sb) > 0 {
+		fmt.Fprintf(w, "\n### Subscriptions: 1 publisher → N subscriptions in one process, a goroutine each (deliveries/s)\n\n")
+		fmt.Fprintln(w, "| system | mode | size | subscriptions | deliveries/s | OS threads | deliveries |")
+		fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|")
+		for _, x := range sb {
+			if x.Error != "" {
+				fmt.Fprintf(w, "| %s | %s | %s | %d | failed: %s | | |\n", x.System, x.Mode, transport.Size(x.Size), x.Subscribers, mdEscape(x.Error))
+				continue
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %d | %s | %d | %d%s |\n", sysCell(x), x.Mode, transport.Size(x.Size), x.Subscribers,
+				human(x.MsgsPerSec), x.Threads, x.Samples, dropNote(x))
 		}
 	}
 	fmt.Fprintln(w, "\noffq speed-up: on a baseline's row, how many times faster offq is in each of its modes at the same")

@@ -32,10 +32,10 @@ var Roles = map[string]peer.Role{Role: runPeer}
 
 // peerArg is what a child plays, handed to it by the parent.
 type peerArg struct {
-	Role     string `json:"role"` // offq-echo, offq-sub, raw-echo, spsc-sub, uds-echo, uds-sub, pipe-echo, pipe-sub, nats-echo
+	Role     string `json:"role"` // offq-echo, offq-sub, offq-subs, raw-echo, spsc-sub, uds-echo, uds-sub, pipe-echo, pipe-sub, nats-echo
 	CPU      int    `json:"cpu"`  // CPU to pin the loop to; -1: none
 	Mode     string `json:"mode,omitempty"`
-	Size     int    `json:"size,omitempty"`
+	Size     int    `json:"size,omitempty"`  // offq-subs: the number of subscriptions
 	Depth    int    `json:"depth,omitempty"` // offq subscriber: queue depth
 	Batch    int    `json:"batch,omitempty"` // offq subscriber: receive in batches of this many (ReceiveBatch)
 	Dir      string `json:"dir"`
@@ -58,6 +58,8 @@ func runPeer(c *peer.Child) error {
 	switch o.Role {
 	case "offq-echo", "offq-sub":
 		err = benchOffqPeer(ctx, c, o)
+	case "offq-subs":
+		err = benchOffqSubs(ctx, c, o)
 	case "raw-echo":
 		err = benchRawEcho(ctx, o, ready)
 	case "spsc-sub":

@@ -179,17 +179,18 @@ func TestNoAllocsWake(t *testing.T) {
 	bg := context.Background()
 	wakes := 0
 	push := func() {
-		for waiters(hd.sleepers.Load()) == 0 { // the consumer is asleep before each push
+		// The consumer is announced asleep on the inbox's wake word before each push.
+		for waiters(hd.sleepers.Load()) == 0 || hd.wake.Load() != bellAsleep {
 			runtime.Gosched()
 		}
-		wake := hd.wake.Load()
+		wake := bellWakes.Load()
 		if err := r.addRefsHandle(h, 1); err != nil {
 			panic(err)
 		}
 		if err := out.pushHandle(bg, h); err != nil {
 			panic(err)
 		}
-		if hd.wake.Load() != wake {
+		if bellWakes.Load() != wake {
 			wakes++
 		}
 	}

@@ -237,7 +237,7 @@ func (in *Inbox) pushBatch(ctx context.Context, hs []Handle, ss []*slotHeader, e
 			errs[i] = err
 		}
 		if pushed {
-			wakeConsumer(in.v.hdr)
+			wakeConsumer(in.v.r, in.v.hdr)
 		}
 		return err
 	}
@@ -283,7 +283,7 @@ func (in *Inbox) pushBatch(ctx context.Context, hs []Handle, ss []*slotHeader, e
 		done++
 	}
 	if pushed {
-		wakeConsumer(in.v.hdr)
+		wakeConsumer(in.v.r, in.v.hdr)
 	}
 	return last
 }

@@ -72,9 +72,13 @@
 // # Wake-ups
 //
 // A consumer waits as its Waiter says: BusySpin, SpinThenSleep (the default) or Sleep. A
-// sleeping consumer announces itself and sleeps on a futex word in the inbox; a producer
-// calls FUTEX_WAKE only when a sleeper has announced itself, so a busy stream makes no system
-// call. Announce, re-check, then sleep: no wake-up is lost (see sleepOn).
+// consumer that must sleep announces itself in the inbox and parks its goroutine; one leader
+// goroutine per participant sleeps on the participant's bell, a futex word in its slot, and
+// wakes the goroutines whose inboxes are ready when a producer rings it (see doorbell.go and
+// dispatcher). One consumer per participant sleeps on its inbox's own futex word instead (see
+// dispatcher.sleepDirect). Block producers wait for room the same way. A producer rings only
+// when a waiter has announced itself, so a busy stream makes no system call. Announce,
+// re-check, then sleep: no wake-up is lost.
 //
 // # Crash safety
 //

@@ -1,7 +1,6 @@
 package shm
 
 import (
-	"context"
 	"os"
 	"sync/atomic"
 	"time"
@@ -190,76 +189,7 @@ func (r *Region) undoWaits(i uint32) {
 			continue
 		}
 		retract(&r.inboxes[idx].hdr.spaceWaiters, v>>16&0xffffffff, v>>48)
-	}
-}
-
-// sleepOn sleeps on the futex word until cond holds, ctx is done or deadline (if set) passes.
-// The sleeper announces itself in the waiter word waiters for inbox generation gen, recorded
-// in rec if rec names a slot.
-//
-// No wake-up is lost: the sleeper announces itself (waiters++), reads the word, re-checks
-// cond, and only then sleeps, and only while the word still has the value it read. A waker
-// makes cond true, then reads waiters, and if any bumps the word and calls FUTEX_WAKE. All of
-// these are sequentially consistent atomics, so either the waker sees the announcement or the
-// sleeper's re-check sees the waker's change; the futex compares the word in the kernel, so a
-// bump between the re-check and the sleep makes the sleep return at once. The announcement
-// stands until sleepOn returns. A sleeper that cannot announce itself (another generation's
-// count: its inbox was closed; or no record left) sleeps at most pollSleep at a time.
-func sleepOn(ctx context.Context, word *atomic.Uint32, waiters *atomic.Uint64, gen uint64, rec waitRecord,
-	deadline time.Time, cond func() bool) error {
-	var stop func() bool
-	var woke chan struct{}
-	defer func() {
-		// If the wake-up callback has started, wait for it: it writes the word, and the
-		// caller may unmap the region as soon as this returns.
-		if stop != nil && !stop() {
-			<-woke
-		}
-	}()
-	announced := announce(waiters, gen)
-	var entry *atomic.Uint64
-	if announced && rec.slot != nil {
-		if entry = rec.enter(); entry == nil {
-			retract(waiters, gen, 1)
-			announced = false
-		}
-	}
-	if announced {
-		defer func() {
-			if entry != nil {
-				leaveWait(entry)
-			}
-			retract(waiters, gen, 1)
-		}()
-	}
-	for {
-		seq := word.Load()
-		if cond() {
-			return nil
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		d := longSleep
-		if !announced {
-			d = pollSleep
-		}
-		if !deadline.IsZero() {
-			left := time.Until(deadline)
-			if left <= 0 {
-				return ErrTimeout
-			}
-			d = min(d, left)
-		}
-		if stop == nil && ctx.Done() != nil {
-			woke = make(chan struct{})
-			stop = context.AfterFunc(ctx, func() {
-				defer close(woke)
-				word.Add(1)
-				futexWakeAll(word)
-			})
-		}
-		futexWaitOn(word, seq, d)
+		r.inboxes[idx].hdr.spaceBells.And(^spaceBellBit(i))
 	}
 }
 
@@ -267,28 +197,32 @@ func sleepOn(ctx context.Context, word *atomic.Uint32, waiters *atomic.Uint64, g
 // is woken (the futex words today) is decided in one place.
 
 // wakeConsumer wakes the inbox's consumer if one announced itself asleep: called after a
-// message is committed (or a cell repaired) so that a sleeping Pop finds it.
-func wakeConsumer(hd *inboxHeader) {
+// message is committed (or a cell repaired) so that a sleeping Take finds it. A consumer
+// asleep in the kernel itself is woken on the inbox's wake word, parked ones through the bell
+// of the inbox's owner (see doorbell.go). Both words are rung the same way: at most one
+// futex call per sleep.
+func wakeConsumer(r *Region, hd *inboxHeader) {
 	if waiters(hd.sleepers.Load()) != 0 {
-		hd.wake.Add(1)
-		futexWakeAll(&hd.wake)
+		ring(&hd.wake)
+	}
+	if waiters(hd.parked.Load()) != 0 {
+		ring(r.bellOf(wordOwner(hd.state.Load())))
 	}
 }
 
 // wakeProducers wakes producers announced asleep for room (Block policy): called after the
-// head moves.
-func wakeProducers(hd *inboxHeader) {
+// head moves. It rings the bell of each participant with a producer waiting.
+func wakeProducers(r *Region, hd *inboxHeader) {
 	if waiters(hd.spaceWaiters.Load()) != 0 {
-		hd.space.Add(1)
-		futexWakeAll(&hd.space)
+		r.ringSpaceBells(hd)
 	}
 }
 
 // wakeAll wakes every sleeper on the inbox whether announced or not: called when the inbox
 // closes or is reclaimed, so that nobody sleeps on an entry that is gone.
-func wakeAll(hd *inboxHeader) {
-	hd.wake.Add(1)
+func wakeAll(r *Region, hd *inboxHeader) {
+	hd.wake.Store(bellAwake)
 	futexWakeAll(&hd.wake)
-	hd.space.Add(1)
-	futexWakeAll(&hd.space)
+	ring(r.bellOf(wordOwner(hd.state.Load())))
+	r.ringSpaceBells(hd)
 }

@@ -142,6 +142,9 @@ func (p *Participant) OpenInbox(c InboxConfig) (_ Inbox, err error) {
 		h.patternLen = uint32(len(c.Pattern))
 		h.sleepers.Store(waiterWord(gen))
 		h.spaceWaiters.Store(waiterWord(gen))
+		h.spaceBells.Store(0)
+		h.parked.Store(waiterWord(gen))
+		h.wake.Store(bellAwake)
 		h.dropOldest.Store(0)
 		h.dropNewest.Store(0)
 		h.dropTimeout.Store(0)
@@ -238,7 +241,7 @@ func (in *Inbox) close() error {
 	}
 	in.drainClosed()
 	// Wake anyone still waiting on the words, then free the entry (the generation stays).
-	wakeAll(hd)
+	wakeAll(in.v.r, hd)
 	step()
 	hd.state.Store(inboxWord(inboxFree, in.gen, 0))
 	in.v.r.hdr.subGen.Add(1)
@@ -340,7 +343,7 @@ func (r *Region) inboxStats() []InboxStats {
 			ID: makeInboxID(uint32(i), wordGen(st)), Owner: int(wordOwner(st)) - 1,
 			Pattern: r.patternString(uint32(i)), Overflow: Overflow(h.policy), Capacity: int(h.capacity),
 			Depth: int(depth), DropOldest: shown(h.dropOldest.Load()), DropNewest: shown(h.dropNewest.Load()),
-			DropTimeout: shown(h.dropTimeout.Load()), Corrupt: shown(h.corrupt.Load()), Sleeping: waitersOf(h.sleepers.Load(), wordGen(st)) != 0,
+			DropTimeout: shown(h.dropTimeout.Load()), Corrupt: shown(h.corrupt.Load()), Sleeping: waitersOf(h.sleepers.Load(), wordGen(st))+waitersOf(h.parked.Load(), wordGen(st)) != 0,
 			Blocked:    int(waitersOf(h.spaceWaiters.Load(), wordGen(st))),
 			AgeBuckets: make([]uint64, ageBuckets), AgeSumNanos: shown(h.ageSum.Load()),
 		}

@@ -30,7 +30,7 @@ import (
 
 const (
 	magic         = 0x31474552_5146464f // "OFFQREG1" little-endian
-	layoutVersion = 7                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram; 7: eviction records in the participant slot; the pins section and condemned topic entries
+	layoutVersion = 7                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram; 7: eviction records in the participant slot; the pins section and condemned topic entries; the doorbell (the participant's bell, the inbox's spaceBells and parked words)
 	byteOrderMark = 0x0a0b0c0d
 	headerSize    = 1024
 	checksumFrom  = 64  // checksum covers [checksumFrom, checksumTo)
@@ -148,7 +148,10 @@ type sections struct {
 //	           (generation & 0xffffffff)<<16 | inbox index; a reaper counts a dead
 //	           participant's as dropped (see evictRecord)
 //	192  32    bridge id, NUL-padded (written once, before role becomes 1)
-//	224  32    zero
+//	224  4     bell: the process's doorbell, a futex word: 1 while the participant's leader
+//	           sleeps on it (or is about to), else 0; a waker that swaps 1 for 0 calls
+//	           FUTEX_WAKE (see doorbell.go)
+//	228  28    zero
 type participantSlot struct {
 	state    atomic.Uint64
 	pid      uint32
@@ -162,7 +165,8 @@ type participantSlot struct {
 	bridge2  [6]atomic.Uint64
 	evicts   [slotEvicts]atomic.Uint64
 	bridgeID [32]byte
-	_        [32]byte
+	bell     atomic.Uint32
+	_        [28]byte
 }
 
 // pinWords is the number of 64-bit words in one participant's row of the pins section.
@@ -189,10 +193,14 @@ const topicEntrySize = 256
 //	56   8     longest a producer blocks on a full inbox (Block policy), nanoseconds; 0: no limit
 //	64   8     tail: next position to fill (written by producers)
 //	128  8     head: next position to take (written by the consumer and by evicting producers)
-//	192  4     wake: futex word bumped by producers when a consumer sleeps
+//	192  4     wake: the futex word the consumer sleeping in the kernel itself sleeps on (at most
+//	           one per inbox, see dispatcher.direct): 1 while it sleeps or is about to, else 0
 //	200  8     sleepers: consumers announced asleep on wake (waiter word: generation<<32 | count)
-//	256  4     space: futex word bumped by the consumer when a producer waits for room
-//	264  8     spaceWaiters: producers announced asleep on space (waiter word)
+//	256  4     space: unused since layout 7 (producers wait on their participant's bell)
+//	264  8     spaceWaiters: producers announced waiting for room (waiter word)
+//	272  8     spaceBells: bit i set while participant i (i < 64) has producers waiting for
+//	           room; the consumer rings their bells when the head moves (see doorbell.go)
+//	280  8     parked: consumers waiting parked on the owner's bell (waiter word)
 //	320  8     dropped, oldest evicted by producers (DropOldest)
 //	328  8     dropped, newest refused (DropNewest)
 //	336  8     dropped, block deadline passed (Block)
@@ -224,7 +232,9 @@ type inboxHeader struct {
 	space        atomic.Uint32
 	_            uint32
 	spaceWaiters atomic.Uint64
-	_            [48]byte
+	spaceBells   atomic.Uint64
+	parked       atomic.Uint64
+	_            [32]byte
 	dropOldest   atomic.Uint64
 	dropNewest   atomic.Uint64
 	dropTimeout  atomic.Uint64

@@ -143,6 +143,7 @@ func TestLayoutParticipantSlot(t *testing.T) {
 		layoutField("bridge2", unsafe.Offsetof(p.bridge2), unsafe.Sizeof(p.bridge2), 128, 48),
 		layoutField("evicts", unsafe.Offsetof(p.evicts), unsafe.Sizeof(p.evicts), 176, 16),
 		layoutField("bridgeID", unsafe.Offsetof(p.bridgeID), unsafe.Sizeof(p.bridgeID), 192, 32),
+		layoutField("bell", unsafe.Offsetof(p.bell), unsafe.Sizeof(p.bell), 224, 4),
 	})
 	if participantSlotSize != 256 {
 		t.Errorf("participantSlotSize = %d", participantSlotSize)
@@ -166,6 +167,8 @@ func TestLayoutInboxHeader(t *testing.T) {
 		layoutField("sleepers", unsafe.Offsetof(h.sleepers), unsafe.Sizeof(h.sleepers), 200, 8),
 		layoutField("space", unsafe.Offsetof(h.space), unsafe.Sizeof(h.space), 256, 4),
 		layoutField("spaceWaiters", unsafe.Offsetof(h.spaceWaiters), unsafe.Sizeof(h.spaceWaiters), 264, 8),
+		layoutField("spaceBells", unsafe.Offsetof(h.spaceBells), unsafe.Sizeof(h.spaceBells), 272, 8),
+		layoutField("parked", unsafe.Offsetof(h.parked), unsafe.Sizeof(h.parked), 280, 8),
 		layoutField("dropOldest", unsafe.Offsetof(h.dropOldest), unsafe.Sizeof(h.dropOldest), 320, 8),
 		layoutField("dropNewest", unsafe.Offsetof(h.dropNewest), unsafe.Sizeof(h.dropNewest), 328, 8),
 		layoutField("dropTimeout", unsafe.Offsetof(h.dropTimeout), unsafe.Sizeof(h.dropTimeout), 336, 8),

@@ -37,4 +37,6 @@ var peerRoles = map[string]peer.Role{
 	// waiters_test.go
 	"sleeper":      roleSleeper,
 	"block-pusher": roleBlockPusher,
+	// doorbell_test.go
+	"bell-sleeper": roleBellSleeper,
 }

@@ -94,6 +94,54 @@ func (p *Participant) Take(ctx context.Context, in *Inbox, w Waiter) (_ Held, er
 	}
 }
 
+// TakeAny takes the oldest message of one of ins, inboxes p owns, into p's held list and
+// returns it with the index in ins of the inbox it came from, waiting as w says until one of
+// them has a message, ctx is done (ctx.Err(), index -1) or one of them is closed (ErrClosed,
+// with that inbox's index). It starts looking at a different inbox at each call, so that a
+// busy inbox does not starve the others. A goroutine waiting in TakeAny costs no OS thread:
+// it parks until p's leader, asleep on p's bell, wakes it (see dispatcher). While messages
+// are waiting it makes no system call; it allocates nothing.
+func (p *Participant) TakeAny(ctx context.Context, ins []*Inbox, w Waiter) (_ Held, which int, err error) {
+	defer unguard(guard(), &err)
+	if len(ins) == 0 {
+		return Held{}, -1, ErrClosed
+	}
+	idx, err := p.reserve()
+	if err != nil {
+		return Held{}, -1, err
+	}
+	hw, err := p.heldWord(idx)
+	if err != nil {
+		p.unreserve(idx)
+		return Held{}, -1, err
+	}
+	start := int(p.turn.Add(1) % uint32(len(ins)))
+	for {
+		for k := range ins {
+			i := (start + k) % len(ins)
+			h, ok, err := ins[i].take(hw, uint64(idx))
+			if err != nil {
+				p.unreserve(idx)
+				if errors.Is(err, ErrClosed) {
+					if derr := p.r.Check(); derr != nil {
+						return Held{}, i, derr
+					}
+				}
+				return Held{}, i, err
+			}
+			if ok {
+				if m, ok := p.accept(ins[i], idx, h); ok {
+					return m, i, nil
+				}
+			}
+		}
+		if err := waitAny(ctx, ins, w); err != nil {
+			p.unreserve(idx)
+			return Held{}, -1, err
+		}
+	}
+}
+
 // accept checks the handle a take moved into held entry idx. A handle that names no live
 // buffer (the cell held a word a faulty process wrote) is counted and dropped: there is
 // nothing to release, and the entry goes back to reserved for the next take.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -549,8 +550,14 @@ func roleSleepPong(c *peer.Child) error {
 	if err != nil {
 		return err
 	}
-	c.Send("inbox %d", mine.ID())
 	ctx := c.Context()
+	stop := func() {}
+	if os.Getenv(envPark) != "" {
+		if stop, err = holdDirectPlace(ctx, p); err != nil {
+			return err
+		}
+	}
+	c.Send("inbox %d", mine.ID())
 	for {
 		h, err := mine.pop(ctx, Waiter{Strategy: Sleep})
 		if err != nil {
@@ -572,6 +579,7 @@ func roleSleepPong(c *peer.Child) error {
 			return err
 		}
 	}
+	stop()
 	mine.close()
 	if err := p.Detach(); err != nil {
 		return err
@@ -582,7 +590,41 @@ func roleSleepPong(c *peer.Child) error {
 // Ping-pong of one buffer between two processes that both sleep on the futex before every
 // message: a lost wake-up would leave a side asleep until its periodic re-check (longSleep),
 // so any round that long fails the test, and a hang fails it at the context's deadline.
+// With park, each side first puts another consumer to sleep in the kernel (holdDirectPlace),
+// so that its ping-pong consumer parks and is woken through its process's doorbell.
 func TestMultiprocSleepWakeups(t *testing.T) {
+	t.Run("direct", func(t *testing.T) { multiprocSleepWakeups(t, false) })
+	t.Run("parked", func(t *testing.T) { multiprocSleepWakeups(t, true) })
+}
+
+// envPark asks roleSleepPong to park (see holdDirectPlace).
+const envPark = "OFFQ_PARK"
+
+// holdDirectPlace opens an inbox of p and puts a consumer to sleep on it in the kernel, the
+// one consumer of p that does so: every other consumer of p parks. stop closes the inbox and
+// waits for the consumer.
+func holdDirectPlace(ctx context.Context, p *Participant) (stop func(), err error) {
+	in, err := p.OpenInbox(InboxConfig{Capacity: 2, Overflow: DropNewest})
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		in.pop(ctx, Waiter{Strategy: Sleep})
+	}()
+	for waiters(in.v.hdr.sleepers.Load()) == 0 {
+		if err := ctx.Err(); err != nil {
+			in.close()
+			<-done
+			return nil, err
+		}
+		runtime.Gosched()
+	}
+	return func() { in.close(); <-done }, nil
+}
+
+func multiprocSleepWakeups(t *testing.T, park bool) {
 	rounds := 2000
 	if testing.Short() {
 		rounds = 300
@@ -592,7 +634,11 @@ func TestMultiprocSleepWakeups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := peer.Start(t, "sleep-pong", envs(envDir, dir, envRegion, "wakeups", envInbox, uint64(mine.ID()))...)
+	env := envs(envDir, dir, envRegion, "wakeups", envInbox, uint64(mine.ID()))
+	if park {
+		env = append(env, envPark+"=1")
+	}
+	p := peer.Start(t, "sleep-pong", env...)
 	rest, err := p.Expect("inbox ", procTimeout)
 	if err != nil {
 		t.Fatal(err)
@@ -620,11 +666,21 @@ func TestMultiprocSleepWakeups(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), procTimeout)
 	defer cancel()
+	if park {
+		stop, err := holdDirectPlace(ctx, me)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stop()
+	}
 	lost := longSleep * 9 / 10
-	var slow int
+	var slow, sawParked int
 	var worst, total time.Duration
 	for i := range uint64(rounds) {
 		binary.LittleEndian.PutUint64(b.Bytes(), 2*i)
+		if waiters(theirs.v.hdr.parked.Load()) != 0 {
+			sawParked++
+		}
 		start := time.Now()
 		if err := theirs.pushHandle(ctx, h); err != nil {
 			t.Fatalf("round %d: push: %v", i, err)
@@ -646,7 +702,10 @@ func TestMultiprocSleepWakeups(t *testing.T) {
 			t.Fatalf("round %d: counter %d, want %d", i, v, 2*i+1)
 		}
 	}
-	t.Logf("%d rounds, mean %v, worst %v", rounds, total/time.Duration(rounds), worst)
+	t.Logf("%d rounds, mean %v, worst %v; the other side seen parked before %d", rounds, total/time.Duration(rounds), worst, sawParked)
+	if (sawParked > 0) != park {
+		t.Errorf("the other side was seen parked before %d of %d pushes (park %v)", sawParked, rounds, park)
+	}
 	if slow > 0 {
 		t.Errorf("%d rounds took longer than %v: a sleeper was woken only by its periodic re-check (lost wake-up)", slow, lost)
 	}

@@ -40,6 +40,8 @@ type Participant struct {
 	// the topic; its bit in the pins section is set while the count is above zero.
 	pinMu sync.Mutex
 	pins  []uint32
+	disp  dispatcher    // this participant's waiters and the leader that sleeps on its bell
+	turn  atomic.Uint32 // where TakeAny starts looking
 }
 
 func (r *Region) participantOffset(i uint32) uint64 {
@@ -124,6 +126,7 @@ func (r *Region) claimSlot(lf int, name string) (_ *Participant, err error) {
 			s.evicts[k].Store(0)
 		}
 		s.bridgeID = [32]byte{}
+		s.bell.Store(bellAwake)
 		s.pid = uint32(os.Getpid())
 		s.attached = time.Now().UnixNano()
 		s.name = [32]byte{}
@@ -132,8 +135,11 @@ func (r *Region) claimSlot(lf int, name string) (_ *Participant, err error) {
 		r.clearPins(i) // a reaper or Detach cleared it; a scribble may not have been
 		r.attached++
 		r.owners = append(r.owners, i+1)
-		return &Participant{r: r, idx: i, owner: i + 1, slot: s, lockfd: lf, lkoff: off, held: held,
-			pins: make([]uint32, r.cfg.Topics)}, nil
+		p := &Participant{r: r, idx: i, owner: i + 1, slot: s, lockfd: lf, lkoff: off, held: held,
+			pins: make([]uint32, r.cfg.Topics)}
+		p.disp.p = p
+		r.parts = append(r.parts, p)
+		return p, nil
 	}
 	return nil, fmt.Errorf("%w: all %d participant slots in use", ErrTableFull, r.cfg.Participants)
 }
@@ -161,10 +167,12 @@ func (p *Participant) Detach() (err error) {
 		p.r.mu.Lock()
 		p.r.attached--
 		p.r.owners = slices.DeleteFunc(p.r.owners, func(o uint32) bool { return o == p.owner })
+		p.r.parts = slices.DeleteFunc(p.r.parts, func(o *Participant) bool { return o == p })
 		p.r.mu.Unlock()
 	}()
 	defer unguard(guard(), &err)
 	p.closeInboxes()
+	p.disp.stop()
 	p.releaseAllHeld()
 	p.r.endLoans(p.owner)
 	p.pinMu.Lock() // gone is set: no PinTopic sets a bit after this

@@ -439,7 +439,7 @@ func (r *Region) reapSlot(i uint32) ReapReport {
 			}
 		}
 		rep.Queued += in.drainCount()
-		wakeAll(v.hdr)
+		wakeAll(r, v.hdr)
 		v.hdr.state.Store(inboxWord(inboxFree, gen, 0))
 		r.hdr.subGen.Add(1)
 		rep.Inboxes++

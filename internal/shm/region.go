@@ -126,6 +126,7 @@ type Region struct {
 	mu       sync.Mutex
 	attached int      // participants of this process still attached
 	owners   []uint32 // their indexes + 1, in the order they attached
+	parts    []*Participant
 	closed   atomic.Bool
 	readers  atomic.Int64 // Stats-family calls under way; Close waits for them
 }

@@ -65,7 +65,7 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 					}
 				}
 			}
-			wakeConsumer(hd)
+			wakeConsumer(in.v.r, hd)
 			return nil
 		}
 		step()

@@ -10,12 +10,12 @@ import (
 type WaitStrategy uint8
 
 const (
-	// SpinThenSleep spins for a short while (Spin, about 50µs by default), then sleeps on the
-	// inbox's futex word. The default: low latency while traffic flows, no CPU while idle.
+	// SpinThenSleep spins for a short while (Spin, about 50µs by default), then sleeps (see
+	// dispatcher). The default: low latency while traffic flows, no CPU while idle.
 	SpinThenSleep WaitStrategy = iota
 	// BusySpin never sleeps: the lowest latency, one core per waiting consumer.
 	BusySpin
-	// Sleep sleeps on the futex at once: the least CPU, a wake-up system call per message.
+	// Sleep sleeps at once: the least CPU, a wake-up system call per message.
 	Sleep
 )
 
@@ -42,13 +42,12 @@ type Waiter struct {
 }
 
 // longSleep bounds one futex wait, so a deadline far away is still re-checked now and then.
-const longSleep = time.Second
+var longSleep = time.Second // a variable only so that tests can make a lost wake-up hang
 
 func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 	if in.pending() {
 		return nil
 	}
-	hd := in.v.hdr
 	if w.Strategy != Sleep {
 		spin := w.Spin
 		if spin <= 0 {
@@ -87,11 +86,39 @@ func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 			}
 		}
 	}
-	return sleepOn(ctx, &hd.wake, &hd.sleepers, in.gen, waitRecord{}, time.Time{}, func() bool {
-		// A damaged head or tail can hide messages from pending; the sleep is bounded
-		// (longSleep), so a consumer finds such damage within a second, and take repairs it.
-		return in.pending() || !in.isOpen() || in.positionsDamaged()
-	})
+	p := in.v.r.localOwner(in)
+	if p != nil {
+		if ok, err := p.disp.sleepDirect(ctx, in); ok {
+			return err
+		}
+	}
+	return p.sleep(ctx, time.Time{}, waitMessage, in, waitRecord{})
+}
+
+// sleep waits as await says for kind in one inbox, on p's dispatcher. Without a participant
+// (a consumer whose inbox's owner is not attached by this process, a producer in a process
+// with none attached) it polls instead.
+func (p *Participant) sleep(ctx context.Context, deadline time.Time, kind waitKind, in *Inbox, rec waitRecord) error {
+	if p == nil {
+		return pollUntil(ctx, deadline, func() bool { return readyFor(kind, in) })
+	}
+	ins := [1]*Inbox{in}
+	return p.disp.await(ctx, deadline, kind, ins[:], rec)
+}
+
+// pollUntil re-checks cond every pollSleep until it holds, ctx is done or deadline (if set)
+// passes.
+func pollUntil(ctx context.Context, deadline time.Time, cond func() bool) error {
+	for !cond() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			return ErrTimeout
+		}
+		time.Sleep(pollSleep)
+	}
+	return nil
 }
 
 // popInto takes the oldest message into entry idx of p's held list, waiting as w says
@@ -128,7 +155,8 @@ func (in *Inbox) waitSpace(ctx context.Context, deadline time.Time, s *slotHeade
 		}
 		runtime.Gosched()
 	}
-	return sleepOn(ctx, &hd.space, &hd.spaceWaiters, in.gen, in.spaceRecord(s), deadline, notFull)
+	rec := in.spaceRecord(s)
+	return in.v.r.participantOf(rec.slot).sleep(ctx, deadline, waitRoom, in, rec)
 }
 
 // ready reports whether a message is waiting, without taking it. It reads only the head and
@@ -158,4 +186,66 @@ func (in *Inbox) WaitEmpty(ctx context.Context) (err error) {
 		case <-t.C:
 		}
 	}
+}
+
+// waitAny returns when one of ins has a message waiting (or is closed, or damaged), ctx is
+// done, or the leader woke the caller: the caller takes and, finding nothing, calls again. It
+// spins as w says, then waits on the dispatcher of the participant that owns them all (polling
+// if no participant of this process owns every one).
+func waitAny(ctx context.Context, ins []*Inbox, w Waiter) error {
+	ready := func() bool {
+		for _, in := range ins {
+			if in.pending() || !in.isOpen() {
+				return true
+			}
+		}
+		return false
+	}
+	if ready() {
+		return nil
+	}
+	if w.Strategy != Sleep {
+		spin := w.Spin
+		if spin <= 0 {
+			spin = DefaultSpin
+		}
+		var until time.Time
+		for i := 1; ; i++ {
+			for _, in := range ins {
+				if in.ready() {
+					return nil
+				}
+			}
+			if i&63 == 0 {
+				if ready() {
+					return nil
+				}
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				if w.Strategy == BusySpin {
+					if i&(1<<14-1) == 0 {
+						runtime.Gosched()
+					}
+					continue
+				}
+				now := time.Now()
+				if until.IsZero() {
+					until = now.Add(spin)
+				} else if now.After(until) {
+					break
+				}
+			}
+		}
+	}
+	p := ins[0].v.r.localOwner(ins[0])
+	for _, in := range ins[1:] {
+		if p != nil && (in.v.r != p.r || wordOwner(in.v.hdr.state.Load()) != p.owner) {
+			p = nil
+		}
+	}
+	if p == nil {
+		return pollUntil(ctx, time.Time{}, ready)
+	}
+	return p.disp.await(ctx, time.Time{}, waitMessage, ins, waitRecord{})
 }
