@@ -128,7 +128,7 @@ func (r *Region) stats() Stats {
 // the topic (from the topic index in each slot header with references), and per participant
 // and class, its loans (the owner in the slot's state word) and the messages it received and
 // has not released (its held list's words that name a handle). It reads every slot header
-// and held word once, at stats time: nothing on the data path counts. Counts are of words
+// below the pools' lent marks and every held word once, at stats time: nothing on the data path counts. Counts are of words
 // read one at a time while the region is live, so they may disagree by the operations under
 // way.
 func (r *Region) usage(s *Stats) {
@@ -146,7 +146,7 @@ func (r *Region) usage(s *Stats) {
 	}
 	for c := range r.pools {
 		p := &r.pools[c]
-		for j := range p.count {
+		for j := range p.lentMark() { // past the mark, nothing was ever lent
 			sl := p.slot(j)
 			v := sl.state.Load()
 			if stateRefs(v) == 0 {
