@@ -35,6 +35,9 @@ type Participant struct {
 	lkoff  int64
 	held   *heldList
 	gone   atomic.Bool
+	// loaned is set by the participant's first loan: Detach looks for loans to end (a walk of
+	// the slots ever lent) only if there may be some.
+	loaned atomic.Bool
 }
 
 func (r *Region) participantOffset(i uint32) uint64 {
@@ -156,7 +159,9 @@ func (p *Participant) Detach() (err error) {
 	defer unguard(guard(), &err)
 	p.closeInboxes()
 	p.releaseAllHeld()
-	p.r.endLoans(p.owner)
+	if p.loaned.Load() {
+		p.r.endLoans(p.owner)
+	}
 	v := p.slot.state.Load()
 	p.slot.state.Store(v &^ 0xff)
 	return nil
@@ -196,6 +201,9 @@ func (p *Participant) closeInboxes() {
 // alloc never blocks and allocates no memory; it fails with a *PoolError wrapping
 // ErrPoolExhausted or ErrTooLarge.
 func (p *Participant) alloc(n int) (Buffer, error) {
+	if !p.loaned.Load() {
+		p.loaned.Store(true) // before the loan exists, so that Detach never misses it
+	}
 	return p.r.alloc(p.owner, n)
 }
 

@@ -84,8 +84,9 @@ func (r *Region) Reap() (ReapReport, error) { return r.reap(true) }
 // happened: it reclaims dead participants as Reap does (a kernel lock test per attached
 // slot), and requests a sweep when it reclaimed one. It audits only if nobody else is present
 // and something calls for it (a participant reclaimed, a sweep requested, a take not
-// recorded), and sweeps only on request (RequestSweep), one process at a time, a step at a
-// time, resuming where a sweeper that died stopped (see sweeplease.go). Safe to call at any
+// recorded), and sweeps only on request (RequestSweep), one process at a time (and only a
+// process with a participant attached), a step at a time, resuming where a sweeper that died
+// stopped (see sweeplease.go). Safe to call at any
 // time from any process attached to the region, or from a tool that opened it (not
 // read-only).
 func (r *Region) Maintain() (ReapReport, error) { return r.reap(false) }

@@ -66,7 +66,9 @@ type Stats struct {
 	Swept    uint64 // orphaned buffers (held by nobody after a kill) freed by reapers' sweeps
 	// SweepOff is set when a process took messages without recording them (Inbox.TryPop or
 	// Pop): reapers do not sweep for orphaned buffers until the next audit.
-	SweepOff     bool
+	SweepOff bool
+	// Sweep counts the sweeps made on request (see Region.RequestSweep).
+	Sweep        SweepStats
 	Participants []ParticipantInfo
 	Pools        []PoolStats
 	Inboxes      []InboxStats // with OwnerName filled in
@@ -110,7 +112,7 @@ func (r *Region) stats() Stats {
 	s := Stats{
 		Name: r.name, Path: r.path, Size: len(r.mem), Created: time.Unix(0, r.hdr.created),
 		Config: r.Config(), Reclaims: shown(r.hdr.reclaims.Load()), Corrupt: shown(r.hdr.corrupt.Load()),
-		Swept: shown(r.hdr.swept.Load()), SweepOff: r.hdr.unrecorded.Load() != 0,
+		Swept: shown(r.hdr.swept.Load()), SweepOff: r.hdr.unrecorded.Load() != 0, Sweep: r.sweepStats(),
 		Participants: r.participants(), Pools: r.poolStats(), Inboxes: r.inboxStats(), Topics: r.topicStats(),
 	}
 	names := make(map[int]string, len(s.Participants))

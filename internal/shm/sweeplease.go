@@ -16,8 +16,8 @@ import (
 //     request counter and raises the sweep goal, a count of passes, to two complete passes
 //     from now: the first sees each candidate, the second confirms it (a candidate is freed
 //     only if the same process saw it the same way before, see sweep).
-//   - Whoever runs Maintain while passes completed < goal takes the header's lease (holder's
-//     participant + expiry) and runs steps of sweepStep slots from the shared cursor, renewing
+//   - A participant whose process runs Maintain while passes completed < goal takes the
+//     header's lease (holder's participant + expiry) and runs steps of sweepStep slots from the shared cursor, renewing
 //     the lease at each step, until the goal is reached or the lease is lost. Others leave the
 //     work to it. The lease goes to another process when its holder lets it go, when its
 //     expiry passes, or when its holder's participant is dead (the kernel's lock test).
@@ -114,9 +114,8 @@ func (r *Region) sweepPending() bool {
 	return done < g
 }
 
-// takeLease takes the sweep lease for holder (a participant of this process + 1, or 0 for a
-// process without one): if nobody holds it, if its term ran out, or if its holder's
-// participant is dead. The caller holds r.sweepMu, so a lease naming holder is a leftover of
+// takeLease takes the sweep lease for holder (a participant of this process + 1): if nobody
+// holds it, if its term ran out, or if its holder's participant is dead. The caller holds r.sweepMu, so a lease naming holder is a leftover of
 // this process's own (a sweep that faulted) and is taken back. It returns the lease word it
 // stored.
 func (r *Region) takeLease(holder uint32) (uint64, bool) {
@@ -160,9 +159,16 @@ func (r *Region) sweepOnRequest() int {
 	if !r.sweepPending() || r.hdr.unrecorded.Load() != 0 {
 		return 0 // nothing asked; or nothing can be swept until the next audit
 	}
+	// Participants sweep: they run Maintain periodically. A process without one (a tool, or
+	// a bus opening, which reaps before it attaches) leaves the work to them, so that
+	// attaching never waits for a sweep.
+	owner := r.anyOwner()
+	if owner == 0 {
+		return 0
+	}
 	r.sweepMu.Lock()
 	defer r.sweepMu.Unlock()
-	lease, ok := r.takeLease(r.anyOwner())
+	lease, ok := r.takeLease(owner)
 	if !ok {
 		return 0
 	}
@@ -209,7 +215,7 @@ type SweepStats struct {
 	Passes   uint64 // complete passes over the pools made on request
 	Steps    uint64 // steps made (each reads up to 32768 slots)
 	Pending  bool   // passes are left to make
-	Holder   int    // participant holding the lease, -1: none (or a process without one)
+	Holder   int    // participant holding the lease, -1: none
 }
 
 // SweepStats returns the requested sweep's counters. It reads shared memory only.
