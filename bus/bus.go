@@ -83,9 +83,10 @@ func Open(name string, opts ...Option) (*Bus, error) {
 	if err != nil {
 		return nil, &Error{Op: "open", Name: name, Err: err}
 	}
-	// Reap before attaching: if nobody is attached, the reap is also an audit that repairs
-	// whatever a crash left behind (see shm.Region.Reap).
-	rep, reapErr := r.Reap()
+	// Reap before attaching: if nobody is attached and a participant died, the reap is also an
+	// audit that repairs whatever a crash left behind (see shm.Region.Maintain). Its cost does
+	// not grow with the region unless it finds something to do.
+	rep, reapErr := r.Maintain()
 	if errors.Is(reapErr, ErrCorrupt) {
 		// The region faulted or is damaged: attaching would only meet it again.
 		r.Close()
@@ -117,10 +118,11 @@ func Open(name string, opts ...Option) (*Bus, error) {
 	return b, nil
 }
 
-// reap reclaims what dead participants left, and logs it. It reports whether any buffer came
-// back to a pool (or may have: a repaired reference count).
+// reap reclaims what dead participants left, sweeps if a sweep was requested and this process
+// gets the lease (shm.Region.Maintain), and logs it. It reports whether any buffer came back
+// to a pool (or may have: a repaired reference count).
 func (b *Bus) reap(why string) bool {
-	rep, err := b.r.Reap()
+	rep, err := b.r.Maintain()
 	b.logReap(why, rep, err)
 	return err == nil && rep.Queued+rep.Held+rep.Loans+rep.Repaired+rep.Swept > 0
 }
@@ -180,14 +182,18 @@ func (b *Bus) logCorrupt() {
 	b.corrupt = n
 }
 
-// reapOnExhaustion reaps when a loan found the pools exhausted (a dead process may be holding
-// buffers), at most once per 10ms. It reports whether the reap gave buffers back, so that the
-// loan is tried again only then: each try that fails counts in the pool's allocation
-// failures, and a failed Loan should count once.
+// reapOnExhaustion requests a sweep and reaps when a loan found the pools exhausted (a dead
+// process may be holding buffers, or a kill left a reference nobody holds), at most once per
+// 10ms. It reports whether the reap gave buffers back, so that the loan is tried again only
+// then: each try that fails counts in the pool's allocation failures, and a failed Loan should
+// count once.
 func (b *Bus) reapOnExhaustion() bool {
 	now, last := shm.Now(), b.lastReap.Load()
 	if now-last < int64(10*time.Millisecond) || !b.lastReap.CompareAndSwap(last, now) {
 		return false
+	}
+	if err := b.r.RequestSweep(); err != nil {
+		b.log.Warn("requesting a sweep failed", zap.Error(err))
 	}
 	return b.reap("pool exhausted")
 }

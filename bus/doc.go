@@ -137,11 +137,14 @@
 // what dead participants left when it opens, every second (WithReapInterval) and when the pools
 // run out; `offq reap` does it from a shell. A dead process never blocks the others: a full
 // queue of a dead subscriber drops its oldest messages like any other (or fails a Block
-// publisher at its deadline) until it is reclaimed. When the bus opens with nobody attached,
-// the reap is also an audit that repairs every reference count. A publisher killed half-way
-// through a fan-out leaves only its loan (each subscriber's reference is added as its queue
-// takes the message). A kill in the few instructions between the two atomic operations of
-// moving one reference leaves a reference nobody holds; each reap ends with a sweep that frees
-// such buffers (see docs/operations.md), so the pools come back to exactly what live processes
-// hold without anyone having to leave.
+// publisher at its deadline) until it is reclaimed. When the bus opens with nobody attached
+// and a participant died, the reap is also an audit that repairs every reference count. A
+// publisher killed half-way through a fan-out leaves only its loan (each subscriber's
+// reference is added as its queue takes the message). A kill in the few instructions between
+// the two atomic operations of moving one reference leaves a reference nobody holds: a reap
+// that reclaims a dead participant, and a loan that finds the pools exhausted, request a sweep
+// that frees such buffers (see docs/operations.md), made by one process at a time, a step at
+// a time, so the pools come back to exactly what live processes hold without anyone having to
+// leave. What a bus costs when nothing happens does not grow with the number of buffers (see
+// docs/performance.md).
 package bus

@@ -100,6 +100,8 @@ func emit(ch chan<- prometheus.Metric, s *transport.Stats) {
 	send(mRegionCreated, float64(s.Created.UnixNano())/1e9, bus)
 	send(mReclaims, float64(s.Reclaims), bus)
 	send(mSwept, float64(s.Swept), bus)
+	send(mSweepRequests, float64(s.Sweep.Requests), bus)
+	send(mSweepSteps, float64(s.Sweep.Steps), bus)
 	send(mCorrupt, float64(s.Corrupt), bus)
 	alive := 0
 	for _, p := range s.Participants {

@@ -41,6 +41,10 @@ var (
 		"Participants whose process died and whose buffers, inboxes and slot were reclaimed.", "bus")
 	mSwept = newMetric("offq_buffers_swept_total", counter,
 		"Buffers found allocated with a reference nobody held (left by a process killed in the middle of moving it) and freed by a reaper's sweep.", "bus")
+	mSweepRequests = newMetric("offq_sweep_requests_total", counter,
+		"Orphan sweeps requested: by a reaper that reclaimed a dead participant, a loan that found the pools exhausted, or a program.", "bus")
+	mSweepSteps = newMetric("offq_sweep_steps_total", counter,
+		"Steps of requested orphan sweeps made (each reads the state words of up to 32768 buffers); nothing is swept without a request.", "bus")
 	mCorrupt = newMetric("offq_region_corrupt_words_total", counter,
 		"Words found corrupt in the region (bad handles, cells, lengths) and dropped instead of used.", "bus")
 	mParticipants = newMetric("offq_participants", gauge,
@@ -147,7 +151,7 @@ var (
 // regionMetrics are the metrics of one region; collectorMetrics those about the collector.
 var (
 	regionMetrics = []*metric{
-		mRegionSize, mRegionCreated, mReclaims, mSwept, mCorrupt, mParticipants, mSlots, mSlotsUsed,
+		mRegionSize, mRegionCreated, mReclaims, mSwept, mSweepRequests, mSweepSteps, mCorrupt, mParticipants, mSlots, mSlotsUsed,
 		mPoolBuffers, mPoolInUse, mPoolLowWater, mPoolAllocFails,
 		mTopicPublished, mTopicBytes, mTopicSubscribers, mTopicPublishers, mTopicInUse,
 		mParticipantHeld, mParticipantLoaned,

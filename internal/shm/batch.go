@@ -52,6 +52,9 @@ func (p *Participant) LoanBatch(dst []Loan, n int) (_ []Loan, err error) {
 	if err := p.r.Check(); err != nil {
 		return dst[:0], err
 	}
+	if !p.loaned.Load() {
+		p.loaned.Store(true) // before the loans exist, so that Detach never misses them (see alloc)
+	}
 	got := 0
 	var last *pool
 	counted := 0

@@ -343,3 +343,28 @@ func BenchmarkSendTake(b *testing.B) {
 		m.Release()
 	}
 }
+
+// A participant whose only loans came from LoanBatch and that detaches with them outstanding
+// gets them ended by Detach like single loans (Detach walks the lent slots only for a
+// participant that ever loaned, and LoanBatch must say so).
+func TestDetachEndsBatchLoans(t *testing.T) {
+	r, err := Create("batchdetach", Options{Dir: t.TempDir(), Config: inboxConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p, err := r.Attach("batcher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var loans [8]Loan
+	if ls, err := p.LoanBatch(loans[:], 8); err != nil || len(ls) != 8 {
+		t.Fatal(len(ls), err)
+	}
+	if err := p.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	if n := allocated(r); n != 0 {
+		t.Fatalf("%d buffers still allocated after Detach ended its batch loans", n)
+	}
+}

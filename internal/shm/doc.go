@@ -17,6 +17,8 @@
 //	                                         // validate the handle, skip bad ones
 //	err = m.Release()                        // ErrReleased the second time
 //	rep, err := r.Reap()                     // reap the dead, sweep orphans, audit
+//	rep, err = r.Maintain()                  // the periodic reap: its cost does not grow with
+//	                                         // the region; sweeps only on request
 //
 // The steps they are made of (push, take into a held entry, add references, remember,
 // unhold, release) are unexported, so no caller can hand out a reference that no record
@@ -98,6 +100,15 @@
 // section, which a reaper clears when it dies), and an entry is freed only if no pin, history
 // cell, matching subscription or message names it, checked after the entry was condemned, so
 // that a pinner and a reclaimer always see one another (see docs/architecture.md).
+//
+// # Cost
+//
+// A sweep reads every slot ever lent (below the pools' lent marks), which on a large region is
+// a million words. Maintain, the reap a bus runs every second, reads no slot unless something
+// happened: it reclaims the dead, and a reclaim requests a sweep (as do a loan that finds the
+// pools exhausted and RequestSweep), which one process at a time makes, holding a lease in the
+// region's header, in steps of 32,768 slots from a cursor there that outlives a sweeper killed
+// mid-way (see sweeplease.go). Opening a region maps it without touching its pools.
 //
 // # Concurrency
 //

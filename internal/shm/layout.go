@@ -30,7 +30,7 @@ import (
 
 const (
 	magic         = 0x31474552_5146464f // "OFFQREG1" little-endian
-	layoutVersion = 7                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram; 7: eviction records in the participant slot; the pins section and condemned topic entries; the doorbell (the participant's bell, the inbox's spaceBells and parked words)
+	layoutVersion = 7                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram; 7: eviction records in the participant slot; the pins section and condemned topic entries; the doorbell (the participant's bell, the inbox's spaceBells and parked words); the requested sweep's header words and lent marks
 	byteOrderMark = 0x0a0b0c0d
 	headerSize    = 1024
 	checksumFrom  = 64  // checksum covers [checksumFrom, checksumTo)
@@ -66,6 +66,16 @@ const (
 //	552  8     moves: bumped before each reference added to a buffer not on loan (a reference
 //	           about to move from a held entry or a history cell to another record); a sweep
 //	           that sees it change frees nothing
+//	896  8     sweep requests: bumped by every request for a sweep (a death seen, a pool short,
+//	           RequestSweep)
+//	904  8     sweep lease: (holder participant + 1)<<48 | expiry, CLOCK_MONOTONIC milliseconds;
+//	           0: nobody sweeps (see sweeplease.go)
+//	912  8     sweep cursor: passes completed<<32 | next slot position of the pass under way
+//	920  8     sweep goal: the pass count the sweep runs to (passes completed < goal: work to do)
+//	928  24    lent marks: per pool, 1 + the highest slot index ever handed out, rounded up to
+//	           lentBlock (21 bits each, pools 3k..3k+2 in word k): slots at or past it are free
+//	           and were never lent, and no scan reads them
+//	952  8     sweep steps: incremental sweep steps run (each reads up to sweepStep slots)
 type header struct {
 	magic      uint64
 	version    uint32
@@ -86,7 +96,14 @@ type header struct {
 	unrecorded atomic.Uint64
 	swept      atomic.Uint64
 	moves      atomic.Uint64
-	_          [464]byte
+	_          [336]byte
+	sweepReq   atomic.Uint64
+	lease      atomic.Uint64
+	cursor     atomic.Uint64
+	goal       atomic.Uint64
+	lent       [lentWords]atomic.Uint64
+	sweepSteps atomic.Uint64
+	_          [64]byte
 }
 
 // diskConfig is Config as stored at header offset 64.

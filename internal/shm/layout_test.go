@@ -73,6 +73,12 @@ func TestLayoutHeader(t *testing.T) {
 		layoutField("unrecorded", unsafe.Offsetof(h.unrecorded), unsafe.Sizeof(h.unrecorded), 536, 8),
 		layoutField("swept", unsafe.Offsetof(h.swept), unsafe.Sizeof(h.swept), 544, 8),
 		layoutField("moves", unsafe.Offsetof(h.moves), unsafe.Sizeof(h.moves), 552, 8),
+		layoutField("sweepReq", unsafe.Offsetof(h.sweepReq), unsafe.Sizeof(h.sweepReq), 896, 8),
+		layoutField("lease", unsafe.Offsetof(h.lease), unsafe.Sizeof(h.lease), 904, 8),
+		layoutField("cursor", unsafe.Offsetof(h.cursor), unsafe.Sizeof(h.cursor), 912, 8),
+		layoutField("goal", unsafe.Offsetof(h.goal), unsafe.Sizeof(h.goal), 920, 8),
+		layoutField("lent", unsafe.Offsetof(h.lent), unsafe.Sizeof(h.lent), 928, 24),
+		layoutField("sweepSteps", unsafe.Offsetof(h.sweepSteps), unsafe.Sizeof(h.sweepSteps), 952, 8),
 	})
 	// The checksum covers exactly the config block and the section table (and the padding
 	// after it); the live counters start where it ends.

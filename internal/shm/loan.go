@@ -27,7 +27,7 @@ type Loan struct {
 // or ErrTooLarge.
 func (p *Participant) Loan(n int) (_ Loan, err error) {
 	defer unguard(guard(), &err)
-	buf, err := p.r.alloc(p.owner, n)
+	buf, err := p.alloc(n)
 	if err != nil {
 		return Loan{}, err
 	}

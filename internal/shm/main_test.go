@@ -24,6 +24,9 @@ var peerRoles = map[string]peer.Role{
 	"reap-victim": roleReapVictim,
 	"reaper":      roleReaper,
 	"creator-mid": roleCreatorMid,
+	// sweepcost_test.go
+	"sweeper": roleSweeper,
+	"leaker":  roleLeaker,
 	// topictable_test.go
 	"fp-claimer": roleFingerprintClaimer,
 	// topicreclaim_test.go

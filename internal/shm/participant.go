@@ -42,6 +42,9 @@ type Participant struct {
 	pins  []uint32
 	disp  dispatcher    // this participant's waiters and the leader that sleeps on its bell
 	turn  atomic.Uint32 // where TakeAny starts looking
+	// loaned is set by the participant's first loan: Detach looks for loans to end (a walk of
+	// the slots ever lent) only if there may be some.
+	loaned atomic.Bool
 }
 
 func (r *Region) participantOffset(i uint32) uint64 {
@@ -174,7 +177,9 @@ func (p *Participant) Detach() (err error) {
 	p.closeInboxes()
 	p.disp.stop()
 	p.releaseAllHeld()
-	p.r.endLoans(p.owner)
+	if p.loaned.Load() {
+		p.r.endLoans(p.owner)
+	}
 	p.pinMu.Lock() // gone is set: no PinTopic sets a bit after this
 	p.r.clearPins(p.idx)
 	p.pinMu.Unlock()
@@ -218,6 +223,9 @@ func (p *Participant) closeInboxes() {
 // alloc never blocks and allocates no memory; it fails with a *PoolError wrapping
 // ErrPoolExhausted or ErrTooLarge.
 func (p *Participant) alloc(n int) (Buffer, error) {
+	if !p.loaned.Load() {
+		p.loaned.Store(true) // before the loan exists, so that Detach never misses it
+	}
 	return p.r.alloc(p.owner, n)
 }
 

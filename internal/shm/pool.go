@@ -20,6 +20,9 @@ type pool struct {
 	end    uint64 // region offset just past the last slot
 	next   atomic.Uint32
 	sample atomic.Uint32 // allocations by this process, for sampling the high-water mark
+	// lent is the pool's lent mark as this process last read or raised it: a slot below it
+	// may be claimed without looking at the region's mark (see markLent).
+	lent atomic.Uint32
 }
 
 func (p *pool) slot(i uint32) *slotHeader {
@@ -59,6 +62,9 @@ func (p *pool) claim(owner uint32) (Buffer, bool) {
 		s := p.slot(i)
 		v := s.state.Load()
 		if v&(refsMask|ownerMask) == 0 {
+			if i >= p.lent.Load() {
+				p.markLent(i) // before the claim: a slot is never lent past the mark
+			}
 			gen := nextGen(stateGen(v))
 			if s.state.CompareAndSwap(v, gen<<genShift|uint64(owner)<<ownerShift|1) {
 				if n := i + 1; n < p.count {
@@ -74,6 +80,37 @@ func (p *pool) claim(owner uint32) (Buffer, bool) {
 		}
 	}
 	return Buffer{}, false
+}
+
+// lentMark returns the pool's lent mark, read from the region: every slot at or past it is
+// free and was never lent, so scans for loans and references (endLoans, the audit, the sweep,
+// Stats) stop there, and cost what the pool has been used for, not its size. A scribbled mark
+// past the pool's end reads as the end.
+func (p *pool) lentMark() uint32 {
+	shift := lentBits * (uint(p.class) % lentPerWord)
+	m := uint32(p.r.hdr.lent[p.class/lentPerWord].Load()>>shift) & lentFieldMask
+	return min(m, p.count)
+}
+
+// markLent raises the pool's lent mark past slot i, to the end of i's block of lentBlock
+// slots (so that filling a fresh pool writes the shared word once per block, not once per
+// slot). alloc calls it before it claims slot i, so a crash in between leaves the mark high
+// and the slot free: harmless. The mark only rises.
+func (p *pool) markLent(i uint32) {
+	want := min((i/lentBlock+1)*lentBlock, p.count)
+	word := &p.r.hdr.lent[p.class/lentPerWord]
+	shift := lentBits * (uint(p.class) % lentPerWord)
+	for {
+		w := word.Load()
+		if m := uint32(w>>shift) & lentFieldMask; m >= want {
+			p.lent.Store(min(m, p.count))
+			return
+		}
+		if word.CompareAndSwap(w, w&^(lentFieldMask<<shift)|uint64(want)<<shift) {
+			p.lent.Store(want)
+			return
+		}
+	}
 }
 
 func (p *pool) noteAlloc() {
@@ -308,8 +345,9 @@ func (r *Region) poolStats() []PoolStats {
 }
 
 // CountAllocated walks every slot and counts those with references, per class. Unlike
-// PoolStats it reads the slots themselves, so it is exact even if a counter was damaged; it
-// is for tests and audits, not the data path.
+// PoolStats it reads the slots themselves, all of them (past the lent marks too), so it is
+// exact even if a counter or a mark was damaged; it is for tests and audits, not the data
+// path: its cost grows with the region.
 func (r *Region) CountAllocated() (_ []int) {
 	defer unguard(guard(), nil) // a fault (the file truncated) returns the zero value
 	return r.countAllocated()
@@ -330,12 +368,12 @@ func (r *Region) countAllocated() []int {
 
 // endLoans ends every loan recorded for owner, by scanning the slots' state words: the owner
 // field is the record, so nothing escapes, whether the loan was abandoned by a live process or
-// left by a dead one.
+// left by a dead one. It reads the slots below the lent marks only: no loan is past them.
 func (r *Region) endLoans(owner uint32) int {
 	n := 0
 	for i := range r.pools {
 		p := &r.pools[i]
-		for j := range p.count {
+		for j := range p.lentMark() {
 			s := p.slot(j)
 			v := s.state.Load()
 			if stateRefs(v) != 0 && stateOwner(v) == owner {

@@ -21,8 +21,13 @@ type ReapReport struct {
 	// Audited is set when nobody was attached, so Reap could also audit the region: every
 	// buffer's reference count was recomputed from the references that exist (topic
 	// histories), which repairs any reference a crash at an unlucky instruction left behind.
-	Audited  bool
-	Repaired int // buffers whose reference count or owner the audit corrected
+	Audited bool
+	// Recounted is set when the audit also read every slot ever lent (the part of an audit
+	// whose cost grows with the region): always for Reap; for Maintain, when a participant was
+	// reclaimed, a sweep was requested, a take was not recorded, or the pools' counters
+	// disagreed with what the topic histories keep.
+	Recounted bool
+	Repaired  int // buffers whose reference count or owner the audit corrected
 	// Swept counts buffers the orphan sweep freed: allocated, not on loan, with one reference
 	// that no ring cell, held entry or history cell names (see Reap).
 	Swept int
@@ -42,6 +47,7 @@ func (a *ReapReport) Add(b ReapReport) {
 	a.Topics += b.Topics
 	a.TopicsFreed += b.TopicsFreed
 	a.Audited = a.Audited || b.Audited
+	a.Recounted = a.Recounted || b.Recounted
 	a.Repaired += b.Repaired
 	a.Swept += b.Swept
 }
@@ -68,7 +74,24 @@ func (a *ReapReport) Add(b ReapReport) {
 // those about to be released, and a release that finds its buffer already freed is a no-op.
 // A region in which a process used Inbox.TryPop or Pop, whose references are in no record,
 // is not swept until its next audit.
-func (r *Region) Reap() (_ ReapReport, err error) {
+//
+// Reap's cost grows with the region: its sweep (or audit) reads every slot that was ever lent.
+// Maintain is the part of it a process runs periodically, at a cost that does not.
+func (r *Region) Reap() (ReapReport, error) { return r.reap(true) }
+
+// Maintain is what a participant runs periodically (package bus: every second, and when a
+// loan finds the pools exhausted), at a cost that does not grow with the region when nothing
+// happened: it reclaims dead participants as Reap does (a kernel lock test per attached
+// slot), and requests a sweep when it reclaimed one. It audits only if nobody else is present
+// and something calls for it (a participant reclaimed, a sweep requested, a take not
+// recorded), and sweeps only on request (RequestSweep), one process at a time (and only a
+// process with a participant attached), a step at a time, resuming where a sweeper that died
+// stopped (see sweeplease.go). Safe to call at any
+// time from any process attached to the region, or from a tool that opened it (not
+// read-only).
+func (r *Region) Maintain() (ReapReport, error) { return r.reap(false) }
+
+func (r *Region) reap(full bool) (_ ReapReport, err error) {
 	var rep ReapReport
 	if r.readOnly {
 		return rep, &Error{Op: "reap", Name: r.name, Err: fmt.Errorf("%w: region opened read-only", ErrPermission)}
@@ -121,13 +144,24 @@ func (r *Region) Reap() (_ ReapReport, err error) {
 		}
 		ofdUnlock(lf, off)
 	}
+	if rep.Participants > 0 {
+		// A process killed between two steps of moving a reference leaves one nobody holds.
+		r.requestSweep()
+	}
 	// If nobody else is present (no participant, no other reaper), the shared lock converts
-	// to an exclusive one, and nothing can move while we hold it: audit.
+	// to an exclusive one, and nothing can move while we hold it: audit. The tables always
+	// (they are small); the slots when Reap was called, when something happened that calls for
+	// it (a participant reclaimed, a sweep requested, a take not recorded), or when the pools'
+	// counters disagree with what the histories keep.
 	if got, err := ofdLock(lf, presenceByte); err == nil && got {
-		rep.Add(r.audit())
+		rep.Add(r.audit(full || rep.Participants > 0 || r.sweepPending() || r.hdr.unrecorded.Load() != 0))
 		return rep, nil
 	}
-	rep.Swept = r.sweep()
+	if full {
+		rep.Swept = r.sweep()
+		return rep, nil
+	}
+	rep.Swept = r.sweepOnRequest()
 	return rep, nil
 }
 
@@ -142,7 +176,8 @@ var testHookSweepCellsRead func()
 // sweep frees orphaned buffers (see Reap) and returns how many. The order of its reads is
 // what makes it safe while others run:
 //
-//  1. It reads every slot's state word first. A candidate has one reference and no owner,
+//  1. It reads every slot's state word first (every slot below its pool's lent mark; a step
+//     of a requested sweep, those of its range). A candidate has one reference and no owner,
 //     and had the same state word at this process's previous sweep.
 //  2. It then reads every place a reference can be recorded, in the order references move
 //     between them: history cells (a late joiner's reference moves from there to a held entry),
@@ -163,29 +198,45 @@ var testHookSweepCellsRead func()
 func (r *Region) sweep() int {
 	r.sweepMu.Lock()
 	defer r.sweepMu.Unlock()
+	return r.sweepRange(0, r.totalSlots)
+}
+
+// sweepRange is one sweep over the slots at positions [from, to) (pools in class order, each
+// read up to its lent mark only: past it nothing was ever lent), confirming candidates against
+// what this process saw there before. The caller holds r.sweepMu.
+func (r *Region) sweepRange(from, to uint64) int {
 	if r.hdr.unrecorded.Load() != 0 {
 		r.sweepPrev = nil
 		return 0
 	}
 	moves := r.hdr.moves.Load()
+	if r.sweepPrev == nil {
+		r.sweepPrev = make(map[uint32]uint64)
+	}
 	prev := r.sweepPrev
-	next := make(map[uint32]uint64, len(prev))
-	stale := make(map[uint32]uint64)
+	var stale map[uint32]uint64
+	base := uint64(0)
 	for i := range r.pools {
 		p := &r.pools[i]
-		for j := range p.count {
+		lo, hi := max(from, base), min(to, base+uint64(p.lentMark()))
+		for pos := lo; pos < hi; pos++ {
+			j := uint32(pos - base)
 			v := p.slot(j).state.Load()
+			k := p.handle(j, 0).slot()
 			if stateRefs(v) != 1 || stateOwner(v) != 0 {
+				delete(prev, k)
 				continue
 			}
-			k := p.handle(j, 0).slot()
-			next[k] = v
 			if pv, ok := prev[k]; ok && pv == v {
+				if stale == nil {
+					stale = make(map[uint32]uint64)
+				}
 				stale[k] = v
 			}
+			prev[k] = v
 		}
+		base += uint64(p.count)
 	}
-	r.sweepPrev = next
 	if len(stale) == 0 {
 		return 0
 	}
@@ -253,17 +304,21 @@ func (r *Region) sweep() int {
 
 // audit recomputes what every table should hold when no participant is alive: the caller holds
 // the presence byte exclusively, so no process is attached and none can attach. Any inbox still
-// open is closed and drained, every participant slot and half-made topic entry is freed, every
-// buffer's reference count is set to the number of topic-history cells that name it, and the
-// pools' counters are set to what the slots say. Whoever took messages without recording them
-// is gone, so the orphan sweep is turned back on.
-func (r *Region) audit() ReapReport {
+// open is closed and drained, every participant slot and half-made topic entry is freed. If
+// recount is set (or the audit reclaimed a participant, or the pools' counters disagree with
+// what the histories keep: see countsMatch), every buffer's reference count is set to the
+// number of topic-history cells that name it, and the pools' counters to what the slots say
+// (the slots below the lent marks: past them nothing was ever lent); otherwise no slot is
+// read. Whoever took messages without recording them is gone, so the orphan sweep is turned
+// back on, and a requested sweep is done.
+func (r *Region) audit(recount bool) ReapReport {
 	rep := ReapReport{Audited: true}
 	r.hdr.unrecorded.Store(0)
 	for i := range r.cfg.Participants {
 		s := (*participantSlot)(r.at(r.participantOffset(i)))
 		if s.state.Load()&0xff != partFree {
 			rep.Add(r.reapSlot(i))
+			recount = true // it may have died between two steps of moving a reference
 		}
 	}
 	for j := range r.inboxes {
@@ -312,30 +367,63 @@ func (r *Region) audit() ReapReport {
 		}
 	}
 	named := make(map[uint32]bool) // topics named by an allocated buffer
-	for i := range r.pools {
-		p := &r.pools[i]
-		allocated := uint64(0)
-		for j := range p.count {
-			s := p.slot(j)
-			v := s.state.Load()
-			want := uint64(hist[p.handle(j, stateGen(v))])
-			if v&(refsMask|ownerMask) != want {
-				s.state.Store(stateGen(v)<<genShift | min(want, maxRefs))
-				rep.Repaired++
-			}
-			if want != 0 {
-				allocated++
+	if !recount && r.countsMatch(hist) {
+		// Every buffer the counters say is allocated is one a history keeps: no slot needs
+		// reading, and the topics named are those of the histories' buffers.
+		for h := range hist {
+			if _, s, _, err := r.decode(h); err == nil {
 				named[s.topic] = true
 			}
 		}
-		for k := range p.hdr.shards {
-			p.hdr.shards[k].allocs.Store(0)
-			p.hdr.shards[k].frees.Store(0)
+	} else {
+		rep.Recounted = true
+		for i := range r.pools {
+			p := &r.pools[i]
+			allocated := uint64(0)
+			for j := range p.lentMark() { // past the mark nothing was ever lent
+				s := p.slot(j)
+				v := s.state.Load()
+				want := uint64(hist[p.handle(j, stateGen(v))])
+				if v&(refsMask|ownerMask) != want {
+					s.state.Store(stateGen(v)<<genShift | min(want, maxRefs))
+					rep.Repaired++
+				}
+				if want != 0 {
+					allocated++
+					named[s.topic] = true
+				}
+			}
+			for k := range p.hdr.shards {
+				p.hdr.shards[k].allocs.Store(0)
+				p.hdr.shards[k].frees.Store(0)
+			}
+			p.hdr.shards[r.shard].allocs.Store(allocated)
 		}
-		p.hdr.shards[r.shard].allocs.Store(allocated)
 	}
 	rep.TopicsFreed = r.freeTopics(named)
+	r.sweepDone()
 	return rep
+}
+
+// countsMatch reports, during an audit once the dead are reaped and the inboxes drained,
+// whether each pool's counters say exactly as many buffers are allocated as the topic
+// histories keep (hist: the handles they name). Nobody is attached, so those are the only
+// references there should be; if the counters say so, no slot needs reading. A leak (a
+// reference a kill left behind), a scribbled counter or a scribbled state word that freed a
+// buffer all make them disagree, and the audit then reads the slots.
+func (r *Region) countsMatch(hist map[Handle]int) bool {
+	kept := make([]int64, len(r.pools))
+	for h := range hist {
+		if c := h.class(); int(c) < len(kept) {
+			kept[c]++
+		}
+	}
+	for i := range r.pools {
+		if r.pools[i].inUse() != kept[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // freeTopics reclaims, during an audit, every ready topic entry whose history is empty and that

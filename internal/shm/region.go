@@ -112,6 +112,8 @@ type Region struct {
 	inboxes []inboxView
 	maxSize uint32
 	shard   uint32 // this process's counter shard in each pool
+	// totalSlots is the number of slots of all pools: the positions a sweep pass covers.
+	totalSlots uint64
 	// classSizes is the size of each class, ascending; PoolErrors share it (read-only).
 	classSizes []uint32
 	readOnly   bool
@@ -492,6 +494,7 @@ func newRegion(name, path string, f *os.File, mem []byte, cfg Config, lay layout
 		}
 		r.pools[i].end = r.pools[i].slots + uint64(cl.Count)*uint64(r.pools[i].stride)
 		r.maxSize = uint32(cl.Size)
+		r.totalSlots += uint64(cl.Count)
 		r.classSizes = append(r.classSizes, uint32(cl.Size))
 	}
 	r.inboxes = make([]inboxView, cfg.Inboxes)

@@ -71,7 +71,9 @@ type Stats struct {
 	Swept    uint64 // orphaned buffers (held by nobody after a kill) freed by reapers' sweeps
 	// SweepOff is set when a process took messages without recording them (Inbox.TryPop or
 	// Pop): reapers do not sweep for orphaned buffers until the next audit.
-	SweepOff     bool
+	SweepOff bool
+	// Sweep counts the sweeps made on request (see Region.RequestSweep).
+	Sweep        SweepStats
 	Participants []ParticipantInfo
 	Pools        []PoolStats
 	Inboxes      []InboxStats // with OwnerName filled in
@@ -115,7 +117,7 @@ func (r *Region) stats() Stats {
 	s := Stats{
 		Name: r.name, Path: r.path, Size: len(r.mem), Created: time.Unix(0, r.hdr.created),
 		Config: r.Config(), Reclaims: shown(r.hdr.reclaims.Load()), Corrupt: shown(r.hdr.corrupt.Load()),
-		Swept: shown(r.hdr.swept.Load()), SweepOff: r.hdr.unrecorded.Load() != 0,
+		Swept: shown(r.hdr.swept.Load()), SweepOff: r.hdr.unrecorded.Load() != 0, Sweep: r.sweepStats(),
 		Participants: r.participants(), Pools: r.poolStats(), Inboxes: r.inboxStats(), Topics: r.topicStats(),
 	}
 	names := make(map[int]string, len(s.Participants))
@@ -133,7 +135,7 @@ func (r *Region) stats() Stats {
 // the topic (from the topic index in each slot header with references), and per participant
 // and class, its loans (the owner in the slot's state word) and the messages it received and
 // has not released (its held list's words that name a handle). It reads every slot header
-// and held word once, at stats time: nothing on the data path counts. Counts are of words
+// below the pools' lent marks and every held word once, at stats time: nothing on the data path counts. Counts are of words
 // read one at a time while the region is live, so they may disagree by the operations under
 // way.
 func (r *Region) usage(s *Stats) {
@@ -151,7 +153,7 @@ func (r *Region) usage(s *Stats) {
 	}
 	for c := range r.pools {
 		p := &r.pools[c]
-		for j := range p.count {
+		for j := range p.lentMark() { // past the mark, nothing was ever lent
 			sl := p.slot(j)
 			v := sl.state.Load()
 			if stateRefs(v) == 0 {

@@ -7,7 +7,7 @@ package shm
 // else may call it.
 func (p *Participant) OrphanForTest(n int) (err error) {
 	defer unguard(guard(), &err)
-	b, err := p.r.alloc(p.owner, n)
+	b, err := p.alloc(n)
 	if err != nil {
 		return err
 	}

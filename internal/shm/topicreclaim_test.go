@@ -271,7 +271,7 @@ func TestAuditFreesTopicOfKilledPublisher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (ReapReport{Audited: true}); rep != want {
+	if want := (ReapReport{Audited: true, Recounted: true}); rep != want {
 		t.Fatalf("second reap: %+v, want %+v", rep, want)
 	}
 	p := attachUnit(t, r, "next")
