@@ -17,7 +17,7 @@ import (
 //	header         1024                                   identity, config, section table, region counters
 //	participants   Participants x 256                     one slot per attached participant
 //	held           Participants x Held x 8                each participant's held list: handles taken, not released
-//	topics         Topics x (256 + 8 x HistoryDepth)      topic table (reserved for the topic layer)
+//	topics         Topics x (320 + 8 x HistoryDepth)      topic table (reserved for the topic layer)
 //	inboxes        Inboxes x 640                          ring headers: config, tail, head, wake words, counters, age histogram
 //	patterns       Inboxes x 128                          each inbox's subscription pattern, NUL-padded
 //	cells          Inboxes x InboxCapacity x 8            ring cells, one 64-bit word each
@@ -29,7 +29,7 @@ import (
 
 const (
 	magic         = 0x31474552_5146464f // "OFFQREG1" little-endian
-	layoutVersion = 6                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram
+	layoutVersion = 7                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram; 7: request/reply (slot replyTo and corr, inbox kind, group and awaiting words, 320-byte topic entries with request counters)
 	byteOrderMark = 0x0a0b0c0d
 	headerSize    = 1024
 	checksumFrom  = 64  // checksum covers [checksumFrom, checksumTo)
@@ -163,7 +163,7 @@ type participantSlot struct {
 const patternSize = 128
 
 // topicEntrySize is the fixed part of a topic entry; its history ring follows it.
-const topicEntrySize = 256
+const topicEntrySize = 320
 
 // inboxHeader is one entry of the inbox table (640 bytes, ten cache lines, so that producers,
 // the consumer and sleepers never write the same line on the fast path; the age histogram,
@@ -176,7 +176,10 @@ const topicEntrySize = 256
 //	16   4     owner participant index + 1
 //	20   4     topic index + 1 (0: none; for the topic layer)
 //	24   4     pattern length (the pattern is in the patterns section)
+//	28   4     kind: 0 plain subscription, 1 reply inbox, 2 queue-group member (see request.go)
 //	32   8     noted: the last damage counted that stays where it was found (see countDamage)
+//	40   8     queue group: FNV-1a 64 of the group name (kind 2)
+//	48   8     queue group: length of the name, which follows the pattern in the patterns section
 //	56   8     longest a producer blocks on a full inbox (Block policy), nanoseconds; 0: no limit
 //	64   8     tail: next position to fill (written by producers)
 //	128  8     head: next position to take (written by the consumer and by evicting producers)
@@ -190,6 +193,8 @@ const topicEntrySize = 256
 //	344  8     corrupt cells dropped
 //	352  8     base: the ring's first position in this generation (pushed = tail - base)
 //	360  8     skipped: positions the consumer skipped because a scribble destroyed their message
+//	368  8     awaiting (kind 1): corr<<16 | responder participant+1: the request this reply inbox
+//	           waits for and who took it (0 in the low 16 bits: nobody yet)
 //	384  200   age histogram: 25 counters, bucket i the messages taken whose age (take time -
 //	           publish stamp) was at most 1 µs << i (i < 24), bucket 24 the rest; consumer-written
 //	584  8     age sum: the ages of the messages counted in the histogram, nanoseconds
@@ -200,9 +205,10 @@ type inboxHeader struct {
 	owner        uint32
 	topic        uint32
 	patternLen   uint32
-	_            uint32
+	kind         uint32
 	noted        atomic.Uint64
-	_            [16]byte
+	groupHash    uint64
+	groupLen     uint64
 	blockNanos   int64
 	tail         atomic.Uint64
 	_            [56]byte
@@ -222,7 +228,8 @@ type inboxHeader struct {
 	corrupt      atomic.Uint64
 	base         uint64
 	skipped      atomic.Uint64
-	_            [16]byte
+	awaiting     atomic.Uint64
+	_            [8]byte
 	ageCounts    [ageBuckets]atomic.Uint64
 	ageSum       atomic.Uint64
 	_            [48]byte
@@ -278,6 +285,8 @@ type poolShard struct {
 //	16   8     sequence number
 //	24   8     publish time: CLOCK_MONOTONIC nanoseconds (see Now)
 //	32   8     history position + 1 at which Topic.Remember last stored the buffer (0: never)
+//	40   8     replyTo: the InboxID of the requester's reply inbox (0: not a request)
+//	48   8     corr: the request's correlation id (a reply carries its request's)
 type slotHeader struct {
 	state   atomic.Uint64
 	length  uint32
@@ -285,7 +294,9 @@ type slotHeader struct {
 	seq     uint64
 	stamp   int64
 	histPos atomic.Uint64
-	_       [24]byte
+	replyTo uint64
+	corr    uint64
+	_       [8]byte
 }
 
 const (

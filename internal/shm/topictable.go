@@ -8,7 +8,7 @@ import (
 	"unsafe"
 )
 
-// topicEntry is the fixed part of one topic-table entry (256 bytes); the topic's history ring
+// topicEntry is the fixed part of one topic-table entry (320 bytes); the topic's history ring
 // of HistoryDepth cells follows it.
 //
 //	off  size  field
@@ -27,6 +27,12 @@ import (
 //	200  8     bytes published
 //	208  8     history position (cells written so far)
 //	216  40    type name, NUL-padded (truncated on a UTF-8 boundary), written with the codec
+//	256  8     requests sent on the topic (request.go)
+//	264  8     replies sent to its requests
+//	272  8     requests that timed out
+//	280  8     requests that found no responder
+//	288  8     requests whose responder died before replying
+//	296  24    zero
 type topicEntry struct {
 	state       atomic.Uint64
 	hash        uint64
@@ -41,6 +47,12 @@ type topicEntry struct {
 	bytes       atomic.Uint64
 	histPos     atomic.Uint64
 	typeName    [40]byte
+	requests    atomic.Uint64
+	replies     atomic.Uint64
+	reqTimeouts atomic.Uint64
+	reqNoResp   atomic.Uint64
+	reqDied     atomic.Uint64
+	_           [24]byte
 }
 
 const (
