@@ -373,6 +373,9 @@ func (r *Region) freeTopics(named map[uint32]bool) int {
 		e.bytes.Store(0)
 		e.histPos.Store(0)
 		e.typeName = [maxTypeName]byte{}
+		for _, c := range []*atomic.Uint64{&e.requests, &e.replies, &e.reqTimeouts, &e.reqNoResp, &e.reqDied, &e.groupDropped} {
+			c.Store(0)
+		}
 		e.state.Store(topicReclaimed)
 		freed++
 	}

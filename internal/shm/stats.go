@@ -20,6 +20,7 @@ type TopicStats struct {
 	Codec        string // codec recorded by the first typed publisher or subscriber, if any
 	Fingerprint  uint64 // type fingerprint recorded with it (0: none)
 	TypeName     string // the Go type's name recorded with it ("main.Reading"; "" if none)
+	Requests     RequestStats
 	// InUse is, per size class (indexed as Stats.Pools), how many buffers hold a message of
 	// the topic: queued in inboxes, held by subscribers or kept in its history (loans are
 	// counted on their participant). Filled in by Stats (a walk of every slot), nil from
@@ -48,6 +49,7 @@ func (r *Region) topicStats() []TopicStats {
 		out = append(out, TopicStats{
 			Index: i, Name: t.Name(), Published: shown(t.e.seq.Load()), Bytes: shown(t.e.bytes.Load()),
 			HistoryDepth: t.HistoryDepth(), Codec: codec, Fingerprint: fp, TypeName: t.typeNameRead(),
+			Requests: t.e.requestStats(),
 		})
 	}
 	return out

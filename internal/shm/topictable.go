@@ -32,27 +32,30 @@ import (
 //	272  8     requests that timed out
 //	280  8     requests that found no responder
 //	288  8     requests whose responder died before replying
-//	296  24    zero
+//	296  8     queue-group drops: messages a dead queue-group member had not taken, released by
+//	           the reaper (queuegroup.go)
+//	304  16    zero
 type topicEntry struct {
-	state       atomic.Uint64
-	hash        uint64
-	nameLen     uint32
-	histDepth   uint32
-	fingerprint atomic.Uint64
-	codec       [16]byte
-	gen         atomic.Uint64
-	_           [8]byte
-	name        [128]byte
-	seq         atomic.Uint64
-	bytes       atomic.Uint64
-	histPos     atomic.Uint64
-	typeName    [40]byte
-	requests    atomic.Uint64
-	replies     atomic.Uint64
-	reqTimeouts atomic.Uint64
-	reqNoResp   atomic.Uint64
-	reqDied     atomic.Uint64
-	_           [24]byte
+	state        atomic.Uint64
+	hash         uint64
+	nameLen      uint32
+	histDepth    uint32
+	fingerprint  atomic.Uint64
+	codec        [16]byte
+	gen          atomic.Uint64
+	_            [8]byte
+	name         [128]byte
+	seq          atomic.Uint64
+	bytes        atomic.Uint64
+	histPos      atomic.Uint64
+	typeName     [40]byte
+	requests     atomic.Uint64
+	replies      atomic.Uint64
+	reqTimeouts  atomic.Uint64
+	reqNoResp    atomic.Uint64
+	reqDied      atomic.Uint64
+	groupDropped atomic.Uint64
+	_            [16]byte
 }
 
 const (
