@@ -21,6 +21,9 @@ func TestMain(m *testing.M) {
 		"fault-publish":    roleFaultPublish,
 		"fault-lookup":     roleFaultLookup,
 		"fault-open":       roleFaultOpen,
+		"responder":        roleResponder,
+		"requester":        roleRequester,
+		"member":           roleMember,
 	})
 	goleak.VerifyTestMain(m)
 }

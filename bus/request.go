@@ -328,6 +328,8 @@ func (r ReplyLoan) Send(ctx context.Context) error {
 	switch {
 	case err == nil:
 		return nil
+	case r.b.closed.Load():
+		return &Error{Op: "respond", Name: r.b.topicName(r.topic), Err: ErrClosed} // Close ended the loan
 	case errors.Is(err, shm.ErrLoanEnded):
 		return err
 	case errors.Is(err, shm.ErrClosed):

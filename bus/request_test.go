@@ -28,6 +28,7 @@ func respond(t *testing.T, s *Subscription) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { s.Close(); s.wait() }) // before the Bus closes (cleanups run last first)
 }
 
 func TestRequestReply(t *testing.T) {
