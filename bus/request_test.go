@@ -69,6 +69,8 @@ func TestRequestReply(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	s.Close()
+	s.wait() // the responder counts a reply after delivering it
 	st := topicStat(t, b, "svc.echo")
 	if st.Requests.Requests != 1+16*200 || st.Requests.Replies != st.Requests.Requests {
 		t.Fatalf("counters %+v", st.Requests)
