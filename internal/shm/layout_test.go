@@ -260,6 +260,7 @@ func TestLayoutTopicEntry(t *testing.T) {
 		layoutField("reqTimeouts", unsafe.Offsetof(e.reqTimeouts), unsafe.Sizeof(e.reqTimeouts), 272, 8),
 		layoutField("reqNoResp", unsafe.Offsetof(e.reqNoResp), unsafe.Sizeof(e.reqNoResp), 280, 8),
 		layoutField("reqDied", unsafe.Offsetof(e.reqDied), unsafe.Sizeof(e.reqDied), 288, 8),
+		layoutField("groupDropped", unsafe.Offsetof(e.groupDropped), unsafe.Sizeof(e.groupDropped), 296, 8),
 	})
 	if topicEntrySize != 320 {
 		t.Errorf("topicEntrySize = %d", topicEntrySize)
