@@ -41,11 +41,14 @@ const (
 	patPingPong = "pingpong"
 	patStream   = "stream"
 	patFanout   = "fanout"
+	patRequest  = "request" // request/reply round trips (request.go); not in the default run
 )
 
 var (
 	allSystems  = builtSystems()
 	allPatterns = []string{patPingPong, patStream, patFanout}
+	// knownPatterns are what --patterns accepts: the default run's and request.
+	knownPatterns = []string{patPingPong, patStream, patFanout, patRequest}
 )
 
 // builtSystems lists the systems this build can measure, in the order they are reported.
@@ -108,6 +111,9 @@ Patterns:
   stream     one-way, this process publishing to a child as fast as it takes (offq subscribes
              with the Block policy, so nothing is dropped): messages/s
   fanout     one publisher to N child processes: deliveries/s, all subscribers together
+  request    request/reply round trip (offq Request and ReplyLoan, zero copy both ways; nats
+             Request through the embedded server): p50, p99, p99.9 and max, as ping-pong.
+             Not in the default run: ask for it (--patterns request)
 
 Modes: spin (offq BusySpin; shm-raw), sleep (offq SpinThenSleep, the default: spin ~50µs,
 then sleep on a futex), block (offq Sleep, futex-raw, uds, pipe: into the kernel on every
@@ -206,7 +212,7 @@ func (o *Options) parse(changed func(string) bool, sizes, fanout, systems, patte
 	if o.systems, err = pickNames("--systems", systems, allSystems); err != nil {
 		return err
 	}
-	if o.patterns, err = pickNames("--patterns", patterns, allPatterns); err != nil {
+	if o.patterns, err = pickNames("--patterns", patterns, knownPatterns); err != nil {
 		return err
 	}
 	switch {
@@ -307,6 +313,10 @@ func (o Options) plan() []benchCase {
 				add(sysOffq, modeSleep, pat, size, 1)
 				add(sysUDS, modeBlock, pat, size, 1)
 				add(sysPipe, modeBlock, pat, size, 1)
+			case patRequest:
+				add(sysOffq, modeSpin, pat, size, 1)
+				add(sysOffq, modeSleep, pat, size, 1)
+				add(sysNATS, modeBlock, pat, size, 1)
 			case patFanout:
 				for _, n := range o.fanout {
 					add(sysOffq, modeSleep, pat, size, n)
@@ -432,6 +442,8 @@ func (bn *bencher) run(ctx context.Context, c benchCase) (benchResult, error) {
 	switch {
 	case c.System == sysOffq && c.Pattern == patPingPong:
 		return bn.offqPingPong(ctx, c)
+	case c.System == sysOffq && c.Pattern == patRequest:
+		return bn.offqRequest(ctx, c)
 	case c.System == sysOffq:
 		return bn.offqStream(ctx, c)
 	case c.System == sysShm || c.System == sysFutex:

@@ -57,6 +57,8 @@ func runPeer(c *peer.Child) error {
 	switch o.Role {
 	case "offq-echo", "offq-sub":
 		err = benchOffqPeer(ctx, c, o)
+	case "offq-responder":
+		err = benchOffqResponder(ctx, c, o)
 	case "raw-echo":
 		err = benchRawEcho(ctx, o, ready)
 	case "nats-echo":
