@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/offq/offq/codec"
 	"github.com/offq/offq/internal/shm"
 )
 
@@ -350,4 +351,38 @@ func (m Message) Respond(ctx context.Context, data []byte) error {
 		return err
 	}
 	return r.Send(ctx)
+}
+
+// Respond replies to the request m with *v encoded by c, written straight into the reply's
+// loaned buffer (the typed form of Message.Respond). It loans what c.SizeHint says, or the
+// smallest class first and then larger ones while the encoding does not fit.
+func Respond[R any](ctx context.Context, m Message, c codec.Codec[R], v *R) error {
+	n := max(1, c.SizeHint(v))
+	for {
+		r, err := m.ReplyLoan(n)
+		if err != nil {
+			return err
+		}
+		var k int
+		err = r.l.Fill(func(buf []byte) (err error) {
+			k, err = c.Encode(buf, v)
+			return err
+		})
+		if err == nil {
+			return r.WithLen(k).Send(ctx)
+		}
+		r.Discard()
+		if !errors.Is(err, codec.ErrShortBuffer) || r.Cap() >= largestClass(m.s.b) {
+			return &Error{Op: "respond", Name: m.Topic(), Err: err}
+		}
+		n = r.Cap() + 1
+	}
+}
+
+// DecodeReply decodes the reply m (from Request) into v with c (see TypedMessage.Decode).
+func DecodeReply[R any](m Message, c codec.Codec[R], v *R) error {
+	if m.s == nil {
+		return ErrReleased
+	}
+	return m.h.Read(func(data []byte) error { return c.Decode(data, v) })
 }

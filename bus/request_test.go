@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/offq/offq/codec"
 	"github.com/offq/offq/internal/shm"
 )
 
@@ -235,4 +236,63 @@ func topicStat(t *testing.T, b *Bus, name string) shm.TopicStats {
 	}
 	t.Fatalf("no topic %q", name)
 	return shm.TopicStats{}
+}
+
+type sqReq struct{ N int64 }
+type sqResp struct{ N, Square int64 }
+
+// TestTypedRequest: a typed request (codec.Struct, loaned in place) and a typed reply
+// (codec.Msgpack, encoded into the reply's buffer).
+func TestTypedRequest(t *testing.T) {
+	b := openTest(t, t.TempDir())
+	ctx := ctxT(t)
+	sub, err := NewTypedSubscription(b, "math.square", codec.NewStruct[sqReq]())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Handle(func(m TypedMessage[sqReq]) {
+		v, err := m.View()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if err := Respond(ctx, m.Message, codec.NewMsgpack[sqResp](), &sqResp{N: v.N, Square: v.N * v.N}); err != nil {
+			t.Error(err)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Close(); sub.s.wait() })
+	pub, err := NewTypedPublisher(b, "math.square", codec.NewStruct[sqReq]())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := int64(1); n <= 20; n++ {
+		l, err := pub.Loan()
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Value().N = n
+		m, err := pub.RequestLoan(ctx, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r sqResp
+		if err := DecodeReply(m, codec.NewMsgpack[sqResp](), &r); err != nil {
+			t.Fatal(err)
+		}
+		m.Release()
+		if r.N != n || r.Square != n*n {
+			t.Fatalf("reply %+v to %d", r, n)
+		}
+	}
+	m, err := pub.Request(ctx, &sqReq{N: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Release()
+	var r sqResp
+	if err := DecodeReply(m, codec.NewMsgpack[sqResp](), &r); err != nil || r.Square != 49 {
+		t.Fatalf("%+v %v", r, err)
+	}
 }
