@@ -177,26 +177,46 @@ func (p *Publisher) Request(ctx context.Context, data []byte) (Message, error) {
 // by inbox and correlation id, without locks. A request whose reply comes within the
 // requester's spin (about 50 µs) makes no system call and allocates nothing.
 func (p *Publisher) RequestLoan(ctx context.Context, l Loan) (Message, error) {
+	pr, err := p.SendRequest(ctx, l)
+	if err != nil {
+		return Message{}, err
+	}
+	return pr.Wait(ctx)
+}
+
+// PendingRequest is a request sent by SendRequest whose reply has not been taken yet. Call
+// Wait exactly once: it returns the reply and gives the request's reply inbox back to the
+// Bus (a PendingRequest never waited for keeps its reply inbox, one of MaxInFlight).
+type PendingRequest struct {
+	p    *Publisher
+	s    *replySlot
+	corr uint64
+}
+
+// SendRequest sends the loaned message as a request, like RequestLoan, and returns at once,
+// without waiting for the reply: call Wait on the result. It fails as RequestLoan does before
+// the wait (ErrNoResponders, ErrTooManyRequests, ErrClosed). The loan is consumed. It
+// allocates nothing.
+func (p *Publisher) SendRequest(ctx context.Context, l Loan) (PendingRequest, error) {
 	if l.p != p {
 		if l.p == nil {
-			return Message{}, ErrLoanEnded
+			return PendingRequest{}, ErrLoanEnded
 		}
-		return Message{}, &Error{Op: "request", Name: p.name, Err: errors.New("loan belongs to another publisher")}
+		return PendingRequest{}, &Error{Op: "request", Name: p.name, Err: errors.New("loan belongs to another publisher")}
 	}
 	if !p.gate.enter() {
-		return Message{}, &Error{Op: "request", Name: p.name, Err: ErrClosed}
+		return PendingRequest{}, &Error{Op: "request", Name: p.name, Err: ErrClosed}
 	}
 	defer p.gate.exit()
 	if p.closed.Load() {
 		l.l.Discard()
-		return Message{}, &Error{Op: "request", Name: p.name, Err: ErrClosed}
+		return PendingRequest{}, &Error{Op: "request", Name: p.name, Err: ErrClosed}
 	}
 	s, err := p.b.acquireReply()
 	if err != nil {
 		l.l.Discard()
-		return Message{}, &Error{Op: "request", Name: p.name, Err: err}
+		return PendingRequest{}, &Error{Op: "request", Name: p.name, Err: err}
 	}
-	defer s.busy.Store(false)
 	s.corr++
 	corr := s.corr
 	s.in.Expect(corr)
@@ -208,10 +228,11 @@ func (p *Publisher) RequestLoan(ctx context.Context, l Loan) (Message, error) {
 	if len(to) == 0 {
 		p.mu.Unlock()
 		l.l.Discard()
+		s.busy.Store(false)
 		p.b.r.CountRequest(p.topic.Index(), shm.RequestNoResponders)
-		return Message{}, &Error{Op: "request", Name: p.name, Err: ErrNoResponders}
+		return PendingRequest{}, &Error{Op: "request", Name: p.name, Err: ErrNoResponders}
 	}
-	s.n, s.more = 0, len(to) > maxTracked
+	s.more = len(to) > maxTracked
 	for i := range min(len(to), maxTracked) {
 		s.targets[i] = to[i].ID()
 	}
@@ -223,16 +244,33 @@ func (p *Publisher) RequestLoan(ctx context.Context, l Loan) (Message, error) {
 	all := res.Closed == len(to)
 	p.mu.Unlock()
 	if err != nil {
+		s.busy.Store(false)
 		if errors.Is(err, ErrLoanEnded) {
-			return Message{}, err
+			return PendingRequest{}, err
 		}
-		return Message{}, &Error{Op: "request", Name: p.name, Err: err}
+		return PendingRequest{}, &Error{Op: "request", Name: p.name, Err: err}
 	}
 	if all {
+		s.busy.Store(false)
 		p.b.r.CountRequest(p.topic.Index(), shm.RequestNoResponders)
-		return Message{}, &Error{Op: "request", Name: p.name, Err: ErrNoResponders}
+		return PendingRequest{}, &Error{Op: "request", Name: p.name, Err: ErrNoResponders}
 	}
-	h, err := p.b.p.AwaitReply(ctx, &s.in, p.b.reqWait, corr, s.check, checkEvery)
+	return PendingRequest{p: p, s: s, corr: corr}, nil
+}
+
+// Wait waits for the reply of a request sent by SendRequest (see RequestLoan for the reply
+// and the errors). Call it once; a second call fails with ErrClosed.
+func (pr PendingRequest) Wait(ctx context.Context) (Message, error) {
+	p, s := pr.p, pr.s
+	if p == nil || s == nil || s.corr != pr.corr || !s.busy.Load() {
+		return Message{}, &Error{Op: "request", Err: ErrClosed}
+	}
+	defer s.busy.Store(false)
+	if !p.gate.enter() {
+		return Message{}, &Error{Op: "request", Name: p.name, Err: ErrClosed}
+	}
+	defer p.gate.exit()
+	h, err := p.b.p.AwaitReply(ctx, &s.in, p.b.reqWait, pr.corr, s.check, checkEvery)
 	if err != nil {
 		switch {
 		case errors.Is(err, context.DeadlineExceeded):
@@ -273,17 +311,60 @@ type ReplyLoan struct {
 	topic uint32
 }
 
-// ReplyLoan lends a buffer of n bytes for the reply to the request m. It fails with
-// ErrNotRequest if m is not a request; otherwise as Publisher.Loan. It allocates nothing.
-func (m Message) ReplyLoan(n int) (ReplyLoan, error) {
+// ReplyAddress is where the reply to a request goes: the requester's reply inbox and the
+// request's correlation id. It stays valid after the request is released, so a responder
+// can release the request early and reply later (a bridge does, when the answer comes from
+// another host).
+type ReplyAddress struct {
+	b     *Bus
+	to    shm.InboxID
+	corr  uint64
+	topic uint32
+}
+
+// ReplyAddress returns the reply address of the request m. It fails with ErrNotRequest if m
+// is not a request.
+func (m Message) ReplyAddress() (ReplyAddress, error) {
 	if m.s == nil {
-		return ReplyLoan{}, ErrReleased
+		return ReplyAddress{}, ErrReleased
 	}
 	to, corr := m.h.ReplyTo()
 	if to == 0 {
-		return ReplyLoan{}, &Error{Op: "respond", Name: m.Topic(), Err: ErrNotRequest}
+		return ReplyAddress{}, &Error{Op: "respond", Name: m.Topic(), Err: ErrNotRequest}
 	}
-	b := m.s.b
+	return ReplyAddress{b: m.s.b, to: to, corr: corr, topic: m.h.Meta().Topic}, nil
+}
+
+// ReplyLoan lends a buffer of n bytes for the reply to the request m. It fails with
+// ErrNotRequest if m is not a request; otherwise as Publisher.Loan. It allocates nothing.
+func (m Message) ReplyLoan(n int) (ReplyLoan, error) {
+	a, err := m.ReplyAddress()
+	if err != nil {
+		return ReplyLoan{}, err
+	}
+	return a.Loan(n)
+}
+
+// Respond replies with a copy of data (see Message.Respond).
+func (a ReplyAddress) Respond(ctx context.Context, data []byte) error {
+	r, err := a.Loan(len(data))
+	if err != nil {
+		return err
+	}
+	if err := r.l.Write(data); err != nil {
+		r.l.Discard()
+		return err
+	}
+	return r.Send(ctx)
+}
+
+// Loan lends a buffer of n bytes for the reply (see Message.ReplyLoan).
+func (a ReplyAddress) Loan(n int) (ReplyLoan, error) {
+	b := a.b
+	if b == nil {
+		return ReplyLoan{}, ErrNotRequest
+	}
+	to, corr := a.to, a.corr
 	l, err := b.p.Loan(n)
 	if err != nil {
 		if !errors.Is(err, shm.ErrPoolExhausted) || !b.reapOnExhaustion() {
@@ -293,7 +374,7 @@ func (m Message) ReplyLoan(n int) (ReplyLoan, error) {
 			return ReplyLoan{}, err
 		}
 	}
-	return ReplyLoan{b: b, l: l, n: n, to: to, corr: corr, topic: m.h.Meta().Topic}, nil
+	return ReplyLoan{b: b, l: l, n: n, to: to, corr: corr, topic: a.topic}, nil
 }
 
 // Bytes returns the reply's n bytes, in shared memory. Write the reply here.
