@@ -80,6 +80,18 @@ type Topic struct {
 	Codec        string `json:"codec,omitempty"`       // recorded by the first typed publisher or subscriber
 	TypeName     string `json:"type,omitempty"`        // the Go type recorded with the codec
 	Fingerprint  string `json:"fingerprint,omitempty"` // the type's fingerprint, hex
+	// Requests are the topic's request/reply counters (nil when all are zero).
+	Requests *Requests `json:"requests,omitempty"`
+}
+
+// Requests are a topic's request/reply and queue-group counters.
+type Requests struct {
+	Requests      uint64 `json:"requests"`
+	Replies       uint64 `json:"replies"`
+	TimedOut      uint64 `json:"timed_out"`
+	NoResponders  uint64 `json:"no_responders"`
+	ResponderDied uint64 `json:"responder_died"`
+	GroupDropped  uint64 `json:"queue_group_dropped"`
 }
 
 // typeColumn is what the TYPE column shows of a topic: its codec and type, or "-".
@@ -99,6 +111,8 @@ type Inbox struct {
 	Inbox      int               `json:"inbox"`
 	Subscriber string            `json:"subscriber"`
 	Pattern    string            `json:"pattern"`
+	Group      string            `json:"queue_group,omitempty"` // the queue group it is a member of
+	Reply      bool              `json:"reply,omitempty"`       // a requester's reply inbox
 	Overflow   string            `json:"overflow"`
 	Depth      int               `json:"depth"`
 	Capacity   int               `json:"capacity"`
@@ -153,10 +167,14 @@ func FromStats(s transport.Stats) Bus {
 		if t.Fingerprint != 0 {
 			tp.Fingerprint = fmt.Sprintf("%016x", t.Fingerprint)
 		}
+		if rq := t.Requests; rq != (transport.RequestStats{}) {
+			tp.Requests = &Requests{Requests: rq.Requests, Replies: rq.Replies, TimedOut: rq.TimedOut,
+				NoResponders: rq.NoResponders, ResponderDied: rq.ResponderDied, GroupDropped: rq.GroupDropped}
+		}
 		b.Topics = append(b.Topics, tp)
 	}
 	for _, in := range s.Inboxes {
-		b.Inboxes = append(b.Inboxes, Inbox{id: in.ID, Inbox: in.ID.Index(), Subscriber: in.OwnerName, Pattern: in.Pattern,
+		b.Inboxes = append(b.Inboxes, Inbox{id: in.ID, Inbox: in.ID.Index(), Subscriber: in.OwnerName, Pattern: in.Pattern, Group: in.Group, Reply: in.Reply,
 			Overflow: in.Overflow.String(), Depth: in.Depth, Capacity: in.Capacity, Delivered: in.Pushed, Received: in.Popped,
 			Dropped: Drops{Oldest: in.DropOldest, Newest: in.DropNewest, Timeout: in.DropTimeout, Corrupt: in.Corrupt}})
 	}
