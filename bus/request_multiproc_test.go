@@ -156,8 +156,14 @@ func TestRequestMultiProcess(t *testing.T) {
 // before replying. The requester, whose deadline is an hour away, fails with
 // ErrResponderDied; after a reap nothing the dead responder had is left.
 func TestRequestResponderKilled(t *testing.T) {
+	for _, w := range []WaitStrategy{SpinThenSleep, BusySpin} {
+		t.Run(w.String(), func(t *testing.T) { testRequestResponderKilled(t, w) })
+	}
+}
+
+func testRequestResponderKilled(t *testing.T, w WaitStrategy) {
 	dir := t.TempDir()
-	b, err := Open("rq", WithDir(dir), WithReapInterval(0))
+	b, err := Open("rq", WithDir(dir), WithReapInterval(0), WithRequestWait(w))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -225,7 +225,9 @@ func (p *Participant) AwaitReply(ctx context.Context, in *Inbox, w Waiter, corr 
 				continue
 			}
 			if w.Strategy == BusySpin {
-				spinUntil = time.Time{} // check the responder, then spin again
+				// Never sleep: check the responder every checkEvery (doubling), then spin on.
+				spinUntil = now.Add(every)
+				every = min(2*every, 8*checkEvery)
 				if check != nil {
 					if err := check(); err != nil {
 						p.unreserve(idx)
