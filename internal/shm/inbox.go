@@ -87,6 +87,7 @@ type Inbox struct {
 	shift  uint
 	policy Overflow
 	block  time.Duration
+	group  bool // a queue-group member (kind 2) when the Inbox was made
 }
 
 // InboxConfig says how a new inbox behaves.
@@ -180,6 +181,7 @@ func (p *Participant) OpenInbox(c InboxConfig) (_ Inbox, err error) {
 		}
 		h.ageSum.Store(0)
 		in := v.inbox(gen, uint32(capacity), c.Overflow, c.BlockLimit)
+		in.group = h.kind == kindGroup
 		// Positions continue from where the previous user of this entry stopped, so that no
 		// position is ever reused for another generation.
 		step()
@@ -222,7 +224,9 @@ func (r *Region) inbox(id InboxID) (Inbox, error) {
 		v.countDamage(damageKey(3, uint64(c), uint64(v.hdr.policy))) // every publisher meets it: count it once
 		return Inbox{}, fmt.Errorf("%w: inbox %d: capacity %d, policy %d", ErrCorrupt, idx, c, v.hdr.policy)
 	}
-	return v.inbox(gen, c, Overflow(v.hdr.policy), time.Duration(max(v.hdr.blockNanos, 0))), nil
+	in := v.inbox(gen, c, Overflow(v.hdr.policy), time.Duration(max(v.hdr.blockNanos, 0)))
+	in.group = v.hdr.kind == kindGroup
+	return in, nil
 }
 
 // ID returns the inbox's cross-process name.

@@ -145,6 +145,9 @@ func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo Inbo
 			}
 			if errors.Is(err, ErrClosed) {
 				res.Closed++
+				if to[i].group {
+					t.e.groupDropped.Add(1) // the member left after it was chosen
+				}
 			}
 		}
 	}

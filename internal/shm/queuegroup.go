@@ -8,7 +8,8 @@ package shm
 //
 // A member that leaves — closes its subscription, or dies and is reaped — does not hand what
 // it had not taken to another member: the messages still queued are released and counted, per
-// topic, as queue-group drops (topicEntry.groupDropped; TopicStats.GroupDropped). A message a
+// topic, as queue-group drops (topicEntry.groupDropped; RequestStats.GroupDropped). So is a
+// message sent to a member that was chosen from a target list and closed before the push. A message a
 // member had taken and not released when it died is released by the reaper like any held
 // message (ReapReport.Held). So every message published to a group is taken by exactly one
 // member, or counted as dropped (by the member's overflow policy, or as a group drop), or was
