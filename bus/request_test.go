@@ -296,3 +296,52 @@ func TestTypedRequest(t *testing.T) {
 		t.Fatalf("%+v %v", r, err)
 	}
 }
+
+// TestQueueGroupInProcess: three members of a group and one plain subscriber on the same
+// pattern. The plain one gets every message; each message goes to exactly one member, and
+// the members share them evenly. A member that closes with messages queued has them counted
+// as queue-group drops, and the others take what follows.
+func TestQueueGroupInProcess(t *testing.T) {
+	b := openTest(t, t.TempDir())
+	ctx := ctxT(t)
+	var members []*Subscription
+	for range 3 {
+		s, err := b.Subscribe("work.*", WithQueueGroup("w"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		members = append(members, s)
+	}
+	plain, _ := b.Subscribe("work.*")
+	pub, _ := b.Publisher("work.items")
+	if _, err := b.Subscribe("work.*", WithQueueGroup("has space")); !errors.Is(err, ErrInvalidOption) {
+		t.Fatalf("a group name with a space: %v", err)
+	}
+	const n = 300
+	for i := range n {
+		if err := pub.Publish(ctx, []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pub.FanOut() != 2 || plain.Len() != n {
+		t.Fatalf("fan-out %d, plain subscriber has %d", pub.FanOut(), plain.Len())
+	}
+	for i, s := range members {
+		if s.Len() != n/3 {
+			t.Errorf("member %d has %d queued, want %d", i, s.Len(), n/3)
+		}
+	}
+	// The first member leaves with its 100 queued: counted as group drops.
+	members[0].Close()
+	for i := range 30 {
+		if err := pub.Publish(ctx, []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := members[1].Len() + members[2].Len(); got != 2*n/3+30 {
+		t.Fatalf("the remaining members have %d queued, want %d", got, 2*n/3+30)
+	}
+	if st := topicStat(t, b, "work.items"); st.Requests.GroupDropped != n/3 {
+		t.Fatalf("group drops %d, want %d", st.Requests.GroupDropped, n/3)
+	}
+}
