@@ -91,8 +91,8 @@ func (s *replySlot) alive() error {
 }
 
 // replyPool is the Bus's reply inboxes. Acquiring a free one is a scan with one
-// compare-and-swap: no lock on the request path once MaxInFlight... or as many as were ever
-// in flight at once are open.
+// compare-and-swap on its busy flag; the mutex is taken only to open another inbox (when
+// more requests are in flight than ever before, up to MaxInFlight) and at Close.
 type replyPool struct {
 	mu     sync.Mutex // opening and closing
 	slots  [MaxInFlight]atomic.Pointer[replySlot]
