@@ -121,6 +121,18 @@ type Inbox struct {
 	Dropped    Drops             `json:"dropped"`
 }
 
+// patternColumn is what the PATTERN column shows of an inbox: its pattern, with its queue
+// group, or "(reply)" for a requester's reply inbox.
+func (in Inbox) patternColumn() string {
+	switch {
+	case in.Reply:
+		return "(reply)"
+	case in.Group != "":
+		return safe(in.Pattern) + " [" + safe(in.Group) + "]"
+	}
+	return safe(in.Pattern)
+}
+
 // Drops are an inbox's lost messages, by reason.
 type Drops struct {
 	Oldest  uint64 `json:"oldest"`
@@ -340,7 +352,7 @@ func (b *Bus) print(w io.Writer, r *Rates) {
 		}
 		fmt.Fprintln(tw, head)
 		for _, in := range b.Inboxes {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d", in.Inbox, safe(in.Subscriber), safe(in.Pattern), in.Overflow,
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d", in.Inbox, safe(in.Subscriber), in.patternColumn(), in.Overflow,
 				in.Depth, in.Capacity, in.Delivered, in.Received, in.Dropped.total(),
 				in.Dropped.Oldest, in.Dropped.Newest, in.Dropped.Timeout, in.Dropped.Corrupt)
 			if r != nil {
