@@ -86,3 +86,42 @@ func TestAwaitReplyMatchesCorr(t *testing.T) {
 		}
 	}
 }
+
+// FuzzReplyAddress: a reply to any address (an InboxID read from a request's header, which
+// another process may have scribbled) either lands in the one open reply inbox it names or
+// is refused; nothing panics and no buffer is left allocated.
+func FuzzReplyAddress(f *testing.F) {
+	f.Add(uint64(0), uint64(1))
+	f.Add(uint64(1<<16|1), uint64(7))
+	f.Add(^uint64(0), uint64(0))
+	r, err := Create("reply-fuzz", Options{Dir: f.TempDir(), Config: mpConfig()})
+	if err != nil {
+		f.Fatal(err)
+	}
+	me, err := r.Attach("fuzz")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { me.Detach(); r.Close() })
+	f.Fuzz(func(t *testing.T, id, corr uint64) {
+		in, err := me.OpenReplyInbox(2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer me.CloseInbox(&in)
+		l, err := me.Loan(8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = me.Reply(context.Background(), l, 8, InboxID(id), corr, uint32(id>>40))
+		if err == nil && InboxID(id) != in.ID() {
+			t.Fatalf("a reply to %#x landed; the only reply inbox is %#x", id, uint64(in.ID()))
+		}
+		me.CloseInbox(&in)
+		for i, n := range r.CountAllocated() {
+			if n != 0 {
+				t.Fatalf("class %d: %d buffers left allocated", i, n)
+			}
+		}
+	})
+}
