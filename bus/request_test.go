@@ -171,7 +171,11 @@ func TestRequestCloseWakesRequester(t *testing.T) {
 		_, err := pub.Request(context.Background(), []byte("x"))
 		done <- err
 	}()
-	for s.Len() == 0 { // the request is queued: the requester waits
+	ctx := ctxT(t)
+	for s.Len() == 0 { // polling until the request is queued (the requester then waits), bounded by ctx
+		if ctx.Err() != nil {
+			t.Fatal("the request never arrived")
+		}
 		time.Sleep(time.Millisecond)
 	}
 	b.Close()
