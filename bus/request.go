@@ -13,35 +13,6 @@ import (
 
 // Request/reply: see the package documentation, "Request and reply".
 
-var (
-	// ErrNoResponders is returned by Request at once when no subscription matches the
-	// request's topic (as NATS's nats.ErrNoResponders).
-	ErrNoResponders = errors.New("no responders")
-	// ErrResponderDied is returned by Request when the process that took the request (or,
-	// before anyone took it, every process it was delivered to) died before replying. It is
-	// noticed within milliseconds, not at the deadline.
-	ErrResponderDied = shm.ErrResponderDied
-	// ErrTimeout is returned by Request when ctx's deadline passed before a reply came. It
-	// matches context.DeadlineExceeded too: errors.Is(err, context.DeadlineExceeded).
-	ErrTimeout error = timeoutError{}
-	// ErrTooManyRequests is returned by Request when MaxInFlight requests of the Bus are
-	// waiting for replies already.
-	ErrTooManyRequests = errors.New("too many requests in flight")
-	// ErrNotRequest is returned by Message.Respond for a message that is not a request.
-	ErrNotRequest = errors.New("message is not a request")
-	// ErrRequesterGone is returned by Respond when the requester's reply inbox is gone: it gave
-	// up (timeout) and closed its Bus, or died. Nothing is delivered.
-	ErrRequesterGone = errors.New("requester gone")
-)
-
-type timeoutError struct{}
-
-func (timeoutError) Error() string        { return "request timed out" }
-func (timeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
-func (timeoutError) Timeout() bool        { return true }
-func (timeoutError) Unwrap() error        { return nil }
-func (timeoutError) Temporary() bool      { return true }
-
 // MaxInFlight is how many requests one Bus may have waiting for replies at once: each has a
 // reply inbox of its own, opened on first need and kept for the Bus's life.
 const MaxInFlight = 64
