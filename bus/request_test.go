@@ -349,3 +349,61 @@ func TestQueueGroupInProcess(t *testing.T) {
 		t.Fatalf("group drops %d, want %d", st.Requests.GroupDropped, n/3)
 	}
 }
+
+// TestRequestsWaitWithoutHeldEntries: more requests wait at once than the process may hold
+// messages (Config.Held 8, 32 requests in flight): a waiting request does not occupy a held
+// entry, so all of them get their replies.
+func TestRequestsWaitWithoutHeldEntries(t *testing.T) {
+	c := shm.DefaultConfig()
+	c.Held = 8
+	dir := t.TempDir()
+	requester := openTest(t, dir, WithConfig(c))
+	responder, err := Open("test", WithDir(dir), WithConfig(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer responder.Close()
+	ctx := ctxT(t)
+	const n = 32
+	s, _ := responder.Subscribe("many", WithQueueDepth(64))
+	pub, _ := requester.Publisher("many")
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m, err := pub.Request(ctx, []byte{byte(i)})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if m.Data()[0] != byte(i) {
+				t.Errorf("reply %d to %d", m.Data()[0], i)
+			}
+			m.Release()
+		}()
+	}
+	// Answer only once all n are waiting, copying each request out to hold nothing.
+	for s.Len() < n {
+		if ctx.Err() != nil {
+			t.Fatalf("%d requests queued", s.Len())
+		}
+		time.Sleep(time.Millisecond) // polling the queue, bounded by ctx
+	}
+	for range n {
+		m, err := s.Receive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := m.ReplyAddress()
+		data := m.Clone()
+		m.Release()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Respond(ctx, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"sync/atomic"
 	"time"
 )
 
@@ -154,13 +155,14 @@ type ReplyCheck func() error
 // no system call and allocates nothing.
 func (p *Participant) AwaitReply(ctx context.Context, in *Inbox, w Waiter, corr uint64, check ReplyCheck, checkEvery time.Duration) (_ Held, err error) {
 	defer unguard(guard(), &err)
-	idx, err := p.reserve()
-	if err != nil {
-		return Held{}, err
-	}
-	hw, err := p.heldWord(idx)
-	if err != nil {
-		p.unreserve(idx)
+	// A held entry is reserved only once a reply is there to take: requests waiting do not
+	// occupy the held list.
+	idx := -1
+	var hw *atomic.Uint64
+	fail := func(err error) (Held, error) {
+		if idx >= 0 {
+			p.unreserve(idx)
+		}
 		return Held{}, err
 	}
 	var spinUntil time.Time
@@ -173,33 +175,36 @@ func (p *Participant) AwaitReply(ctx context.Context, in *Inbox, w Waiter, corr 
 	}
 	every := checkEvery
 	for i := 1; ; i++ {
-		h, ok, err := in.take(hw, uint64(idx))
-		if err != nil {
-			p.unreserve(idx)
-			return Held{}, err
-		}
-		if ok {
-			buf, berr := p.r.buffer(h)
-			if berr != nil {
-				p.r.hdr.corrupt.Add(1)
-				in.v.hdr.corrupt.Add(1)
-				p.forget(idx)
+		if in.pending() {
+			if idx < 0 {
+				if idx, err = p.reserve(); err != nil {
+					return Held{}, err
+				}
+				if hw, err = p.heldWord(idx); err != nil {
+					return fail(err)
+				}
+			}
+			h, ok, err := in.take(hw, uint64(idx))
+			if err != nil {
+				return fail(err)
+			}
+			if ok {
+				buf, berr := p.r.buffer(h)
+				if berr != nil {
+					p.r.hdr.corrupt.Add(1)
+					in.v.hdr.corrupt.Add(1)
+					p.forget(idx) // the entry is reserved again
+					continue
+				}
+				if buf.s.corr == corr {
+					m := p.newHeld(idx, buf)
+					in.noteAge(h, m.meta.Stamp)
+					return m, nil
+				}
+				p.unhold(idx, h) // a late or second reply: dropped, and the entry with it
+				idx = -1
 				continue
 			}
-			if buf.s.corr == corr {
-				m := p.newHeld(idx, buf)
-				in.noteAge(h, m.meta.Stamp)
-				return m, nil
-			}
-			p.unhold(idx, h) // a late or second reply
-			if idx, err = p.reserve(); err != nil {
-				return Held{}, err
-			}
-			if hw, err = p.heldWord(idx); err != nil {
-				p.unreserve(idx)
-				return Held{}, err
-			}
-			continue
 		}
 		// Nothing yet: spin, then sleep in slices, checking the responder between them.
 		if spin > 0 {
@@ -207,12 +212,10 @@ func (p *Participant) AwaitReply(ctx context.Context, in *Inbox, w Waiter, corr 
 				continue
 			}
 			if err := ctx.Err(); err != nil {
-				p.unreserve(idx)
-				return Held{}, err
+				return fail(err)
 			}
 			if !in.isOpen() {
-				p.unreserve(idx)
-				return Held{}, ErrClosed
+				return fail(ErrClosed)
 			}
 			now := time.Now()
 			if spinUntil.IsZero() {
@@ -230,8 +233,7 @@ func (p *Participant) AwaitReply(ctx context.Context, in *Inbox, w Waiter, corr 
 				every = min(2*every, 8*checkEvery)
 				if check != nil {
 					if err := check(); err != nil {
-						p.unreserve(idx)
-						return Held{}, err
+						return fail(err)
 					}
 				}
 				continue
@@ -245,17 +247,14 @@ func (p *Participant) AwaitReply(ctx context.Context, in *Inbox, w Waiter, corr 
 		case serr == ErrTimeout:
 			if check != nil {
 				if err := check(); err != nil {
-					p.unreserve(idx)
-					return Held{}, err
+					return fail(err)
 				}
 			}
 			every = min(2*every, 8*checkEvery)
 		case serr != nil:
-			p.unreserve(idx)
-			return Held{}, serr
+			return fail(serr)
 		case !in.isOpen():
-			p.unreserve(idx)
-			return Held{}, ErrClosed
+			return fail(ErrClosed)
 		}
 	}
 }
