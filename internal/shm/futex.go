@@ -80,9 +80,12 @@ const pollSleep = time.Millisecond
 
 // enter records one more announcement and returns the record it is in, or nil if every
 // record is in use for another inbox.
-func (w waitRecord) enter() *atomic.Uint64 {
-	for i := range w.slot.waits {
-		e := &w.slot.waits[i]
+func (w waitRecord) enter() *atomic.Uint64 { return w.enterIn(w.slot.waits[:]) }
+
+// enterIn is enter on the records recs of the slot.
+func (w waitRecord) enterIn(recs []atomic.Uint64) *atomic.Uint64 {
+	for i := range recs {
+		e := &recs[i]
 		for {
 			v := e.Load()
 			if v == 0 || v&waitKeyMask != w.key || v>>48 == 1<<16-1 {
@@ -93,8 +96,8 @@ func (w waitRecord) enter() *atomic.Uint64 {
 			}
 		}
 	}
-	for i := range w.slot.waits {
-		e := &w.slot.waits[i]
+	for i := range recs {
+		e := &recs[i]
 		if e.Load() == 0 && e.CompareAndSwap(0, w.key|waitOne) {
 			return e
 		}
@@ -137,6 +140,43 @@ func (in *Inbox) spaceRecord(s *slotHeader) waitRecord {
 		return waitRecord{}
 	}
 	return waitRecord{slot: slot, key: (in.gen&0xffffffff)<<16 | uint64(in.v.index)}
+}
+
+// slotEvicts is the number of eviction records in a participant slot.
+const slotEvicts = 2
+
+// An eviction record in a participant slot says that the participant is evicting count
+// messages from inbox idx, generation gen (DropOldest), in the format of a wait record. An
+// eviction takes the oldest message out of the ring and then counts it as dropped: a producer
+// killed between the two would leave a message gone that no counter shows, a gap its
+// subscriber cannot tell from a loss. So the producer records the eviction before taking and
+// erases the record after counting, and a reaper counts what a dead participant's records say
+// as dropped (Region.undoEvicts): a kill anywhere in between counts at most one eviction too
+// many, never one too few. A participant with more than slotEvicts evictions in flight in
+// different inboxes evicts without a record, and one kill at that instant can miss a count.
+func (in *Inbox) evictRecord(s *slotHeader) *atomic.Uint64 {
+	rec := in.spaceRecord(s)
+	if rec.slot == nil {
+		return nil
+	}
+	return rec.enterIn(rec.slot.evicts[:])
+}
+
+// undoEvicts counts the evictions that participant slot i's records say were in flight as
+// dropped (the participant is dead: a reaper holds its slot lock) and erases the records.
+func (r *Region) undoEvicts(i uint32) {
+	s := (*participantSlot)(r.at(r.participantOffset(i)))
+	for k := range s.evicts {
+		v := s.evicts[k].Swap(0)
+		idx := v & 0xffff
+		if v>>48 == 0 || idx >= uint64(len(r.inboxes)) {
+			continue
+		}
+		hd := r.inboxes[idx].hdr
+		if st := hd.state.Load(); wordStatus(st) == inboxOpen && wordGen(st)&0xffffffff == v>>16&0xffffffff {
+			hd.dropOldest.Add(v >> 48)
+		}
+	}
 }
 
 // undoWaits takes back the announcements that participant slot i's records say it made (the

@@ -29,7 +29,7 @@ import (
 
 const (
 	magic         = 0x31474552_5146464f // "OFFQREG1" little-endian
-	layoutVersion = 7                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram; 7: request/reply (slot replyTo and corr, inbox kind, group and awaiting words, 320-byte topic entries with request counters)
+	layoutVersion = 7                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram; 7: eviction records in the participant slot; request/reply (slot replyTo and corr, inbox kind, group and awaiting words, 320-byte topic entries with request counters)
 	byteOrderMark = 0x0a0b0c0d
 	headerSize    = 1024
 	checksumFrom  = 64  // checksum covers [checksumFrom, checksumTo)
@@ -140,8 +140,11 @@ type sections struct {
 //	96   32    waits: 4 records of waits announced in inboxes' space waiter words, each
 //	           count<<48 | (generation & 0xffffffff)<<16 | inbox index (0: none); a reaper
 //	           takes a dead participant's announcements back (see wait.go)
-//	128  64    more bridge words: disconnects, mismatched, looped, gaps, pending (messages
-//	           in the NATS reconnect buffer), connected (0/1), 2 zero
+//	128  48    more bridge words: disconnects, mismatched, looped, gaps, pending (messages
+//	           in the NATS reconnect buffer), connected (0/1)
+//	176  16    evicts: 2 records of evictions in flight (DropOldest), each count<<48 |
+//	           (generation & 0xffffffff)<<16 | inbox index; a reaper counts a dead
+//	           participant's as dropped (see evictRecord)
 //	192  32    bridge id, NUL-padded (written once, before role becomes 1)
 //	224  32    zero
 type participantSlot struct {
@@ -154,7 +157,8 @@ type participantSlot struct {
 	_        uint32
 	bridge   [4]atomic.Uint64
 	waits    [slotWaits]atomic.Uint64
-	bridge2  [8]atomic.Uint64
+	bridge2  [6]atomic.Uint64
+	evicts   [slotEvicts]atomic.Uint64
 	bridgeID [32]byte
 	_        [32]byte
 }

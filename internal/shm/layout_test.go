@@ -139,7 +139,8 @@ func TestLayoutParticipantSlot(t *testing.T) {
 		layoutField("role", unsafe.Offsetof(p.role), unsafe.Sizeof(p.role), 56, 4),
 		layoutField("bridge", unsafe.Offsetof(p.bridge), unsafe.Sizeof(p.bridge), 64, 32),
 		layoutField("waits", unsafe.Offsetof(p.waits), unsafe.Sizeof(p.waits), 96, 32),
-		layoutField("bridge2", unsafe.Offsetof(p.bridge2), unsafe.Sizeof(p.bridge2), 128, 64),
+		layoutField("bridge2", unsafe.Offsetof(p.bridge2), unsafe.Sizeof(p.bridge2), 128, 48),
+		layoutField("evicts", unsafe.Offsetof(p.evicts), unsafe.Sizeof(p.evicts), 176, 16),
 		layoutField("bridgeID", unsafe.Offsetof(p.bridgeID), unsafe.Sizeof(p.bridgeID), 192, 32),
 	})
 	if participantSlotSize != 256 {

@@ -28,6 +28,8 @@ var peerRoles = map[string]peer.Role{
 	"fp-claimer": roleFingerprintClaimer,
 	// topicreclaim_test.go
 	"typo-publisher": roleTypoPublisher,
+	// evict_test.go
+	"evictor": roleEvictor,
 	// waiters_test.go
 	"sleeper":      roleSleeper,
 	"block-pusher": roleBlockPusher,

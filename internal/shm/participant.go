@@ -115,6 +115,9 @@ func (r *Region) claimSlot(lf int, name string) (_ *Participant, err error) {
 		for k := range s.bridge2 {
 			s.bridge2[k].Store(0)
 		}
+		for k := range s.evicts {
+			s.evicts[k].Store(0)
+		}
 		s.bridgeID = [32]byte{}
 		s.pid = uint32(os.Getpid())
 		s.attached = time.Now().UnixNano()

@@ -474,6 +474,7 @@ func (r *Region) reapSlot(i uint32) ReapReport {
 
 	// 5. Waits for room it had announced in other participants' inboxes.
 	r.undoWaits(i)
+	r.undoEvicts(i)
 
 	// 6. The slot itself.
 	s := (*participantSlot)(r.at(r.participantOffset(i)))

@@ -248,7 +248,17 @@ func (in *Inbox) full(ctx context.Context, deadline *time.Time, turns *int, ref 
 		}
 		return nil
 	default: // DropOldest
+		rec := in.evictRecord(ref) // see evictRecord: a kill from here on counts the drop
 		h, ok, err := in.take(nil, 0)
+		if ok && testHookEvicted != nil {
+			testHookEvicted()
+		}
+		if ok {
+			hd.dropOldest.Add(1)
+		}
+		if rec != nil {
+			leaveWait(rec)
+		}
 		if err != nil {
 			if err == errClaimed {
 				hd.dropNewest.Add(1)
@@ -256,13 +266,16 @@ func (in *Inbox) full(ctx context.Context, deadline *time.Time, turns *int, ref 
 			return err
 		}
 		if ok {
-			hd.dropOldest.Add(1)
 			step()
 			in.v.r.releaseDropped(h)
 		}
 		return nil
 	}
 }
+
+// testHookEvicted, if set, runs in an evicting producer between taking the oldest message and
+// counting it: a test kills the producer there.
+var testHookEvicted func()
 
 // releaseDropped releases a handle taken out of a ring by someone other than a consumer; a
 // handle that does not decode is counted, not dereferenced. A buffer found already free (or
