@@ -43,6 +43,7 @@ type Bridge struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	run     sync.WaitGroup
+	reqRun  sync.WaitGroup // imported requests waiting for their local reply (importReply)
 	exports []*bus.Subscription
 	imports []*nats.Subscription
 
@@ -59,6 +60,7 @@ type Bridge struct {
 	forwarded, imported, dropped, mismatched, looped atomic.Uint64
 	reconnects, disconnects, gaps                    atomic.Uint64
 	queueDrops                                       atomic.Uint64 // of closed export queues
+	reqs                                             atomic.Int64  // exported requests in flight
 	closing                                          atomic.Bool
 	closeOnce                                        sync.Once
 
@@ -271,7 +273,10 @@ func (br *Bridge) Close() error {
 			}
 		}
 		br.mu.Lock()
-		br.closed = true
+		br.closed = true // no import starts a request from now on
+		br.mu.Unlock()
+		br.reqRun.Wait() // imported requests waiting for local replies (br.ctx is cancelled)
+		br.mu.Lock()
 		for _, it := range br.pubs {
 			it.p.Close()
 		}
@@ -306,28 +311,42 @@ func (br *Bridge) export(s *bus.Subscription) {
 		}
 		topic, seq := m.Topic(), m.Seq()
 		if br.wasImported(topic, seq, data) {
+			// Imported by this bridge (a request too: the local responders answer it, or
+			// nobody does): never sent back to NATS.
 			br.looped.Add(1)
 			skipped[topic]++
 			continue
 		}
+		if m.IsRequest() {
+			msg := &nats.Msg{Subject: topic, Data: data, Header: make(nats.Header, 7)}
+			br.setHeaders(msg, m)
+			addr, _ := m.ReplyAddress()
+			br.exportRequest(topic, msg, addr)
+			continue
+		}
 		msg := &nats.Msg{Subject: topic, Data: data, Header: make(nats.Header, 7)}
-		msg.Header.Set(HeaderOrigin, br.id)
-		msg.Header.Set(HeaderSeq, strconv.FormatUint(seq, 10))
-		msg.Header.Set(HeaderTime, strconv.FormatInt(m.Time().UnixNano(), 10))
+		br.setHeaders(msg, m)
 		if n := skipped[topic]; n > 0 {
 			msg.Header.Set(HeaderSkipped, strconv.FormatUint(n, 10))
 			delete(skipped, topic)
 		}
-		if c, fp := m.Codec(); fp != 0 {
-			msg.Header.Set(HeaderCodec, c)
-			msg.Header.Set(HeaderFingerprint, fmt.Sprintf("%016x", fp))
-			if tn := m.TypeName(); tn != "" {
-				msg.Header.Set(HeaderType, tn)
-			}
-		} else {
-			msg.Header.Set(HeaderCodec, CodecNone)
-		}
 		br.forward(topic, msg)
+	}
+}
+
+// setHeaders sets the offq headers of an exported message (see the package documentation).
+func (br *Bridge) setHeaders(msg *nats.Msg, m bus.Message) {
+	msg.Header.Set(HeaderOrigin, br.id)
+	msg.Header.Set(HeaderSeq, strconv.FormatUint(m.Seq(), 10))
+	msg.Header.Set(HeaderTime, strconv.FormatInt(m.Time().UnixNano(), 10))
+	if c, fp := m.Codec(); fp != 0 {
+		msg.Header.Set(HeaderCodec, c)
+		msg.Header.Set(HeaderFingerprint, fmt.Sprintf("%016x", fp))
+		if tn := m.TypeName(); tn != "" {
+			msg.Header.Set(HeaderType, tn)
+		}
+	} else {
+		msg.Header.Set(HeaderCodec, CodecNone)
 	}
 }
 
@@ -440,7 +459,12 @@ func (br *Bridge) importMsg(m *nats.Msg) {
 	}
 	ctx, cancel := context.WithTimeout(br.ctx, br.o.timeout)
 	before := it.p.Published()
-	err = publishAt(ctx, it.p, m.Data, originTime(m))
+	var pr bus.PendingRequest
+	if m.Reply != "" {
+		pr, err = requestAt(ctx, it.p, m.Data, originTime(m))
+	} else {
+		err = publishAt(ctx, it.p, m.Data, originTime(m))
+	}
 	after := it.p.Published()
 	cancel()
 	if err != nil {
@@ -449,6 +473,10 @@ func (br *Bridge) importMsg(m *nats.Msg) {
 		return
 	}
 	br.imported.Add(1)
+	if m.Reply != "" {
+		br.reqRun.Add(1) // with mu held and closed false: before Close waits for reqRun
+		go br.importReply(pr, m)
+	}
 	// The message took one sequence number in (before, after]; other local publishers may have
 	// taken the rest. Each candidate is recorded with the payload's hash, so the exporter skips
 	// only a message with these bytes (and if a local publisher sent the same bytes at the same
@@ -520,4 +548,78 @@ func (br *Bridge) importTopic(topic string) (importTopic, error) {
 	it := importTopic{p: p}
 	br.pubs[topic] = it
 	return it, nil
+}
+
+// Request/reply across hosts. A local request on an exported topic reaches the exporter like
+// any message: the exporter sends it as a NATS request (nats.Conn.RequestMsg) and answers the
+// local requester with the NATS reply (ReplyAddress.Respond), from a goroutine of its own, so
+// that the export stream does not wait for it. An imported NATS message with a reply subject
+// is sent on the local bus as a request (Publisher.SendRequest); the first local reply goes
+// back to the NATS requester (nats.Msg.Respond). A request nobody answers in time
+// (WithRequestTimeout) is dropped and counted in Stats.Dropped; the requester times out.
+
+// maxRequestsInFlight bounds the requests a bridge carries at once in each direction.
+const maxRequestsInFlight = 256
+
+// exportRequest sends a local request to NATS and answers it with the reply, in a goroutine.
+// A request beyond maxRequestsInFlight is dropped.
+func (br *Bridge) exportRequest(topic string, msg *nats.Msg, addr bus.ReplyAddress) {
+	if br.reqs.Add(1) > maxRequestsInFlight {
+		br.reqs.Add(-1)
+		br.dropped.Add(1)
+		return
+	}
+	br.run.Add(1)
+	go func() {
+		defer br.run.Done()
+		defer br.reqs.Add(-1)
+		ctx, cancel := context.WithTimeout(br.ctx, br.o.reqTimeout)
+		defer cancel()
+		reply, err := br.nc.RequestMsgWithContext(ctx, msg)
+		if err != nil {
+			br.dropped.Add(1)
+			br.log.Debug("request not answered over NATS", zap.String("topic", topic), zap.Error(err))
+			return
+		}
+		br.forwarded.Add(1)
+		if err := addr.Respond(br.ctx, reply.Data); err != nil {
+			br.log.Debug("reply not delivered", zap.String("topic", topic), zap.Error(err))
+			return
+		}
+		br.imported.Add(1)
+	}()
+}
+
+// importReply waits for the local reply to an imported NATS request and sends it back.
+func (br *Bridge) importReply(pr bus.PendingRequest, m *nats.Msg) {
+	defer br.reqRun.Done()
+	ctx, cancel := context.WithTimeout(br.ctx, br.o.reqTimeout)
+	defer cancel()
+	reply, err := pr.Wait(ctx)
+	if err != nil {
+		br.dropped.Add(1)
+		br.log.Debug("imported request not answered", zap.String("topic", m.Subject), zap.Error(err))
+		return
+	}
+	data := reply.Clone()
+	reply.Release()
+	if err := m.Respond(data); err != nil {
+		br.dropped.Add(1)
+		return
+	}
+	br.forwarded.Add(1)
+}
+
+// requestAt sends data on p as a request stamped with the origin's publish time (see
+// publishAt), without waiting for the reply.
+func requestAt(ctx context.Context, p *bus.Publisher, data []byte, at time.Time) (bus.PendingRequest, error) {
+	l, err := p.Loan(len(data))
+	if err != nil {
+		return bus.PendingRequest{}, err
+	}
+	if err := l.Write(data); err != nil {
+		l.Discard()
+		return bus.PendingRequest{}, err
+	}
+	return p.SendRequest(ctx, l.WithTime(at))
 }

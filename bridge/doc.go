@@ -40,6 +40,18 @@
 // sender no acknowledgement. Messages from one local publisher reach each remote subscriber
 // in the order they were sent, as long as none is lost in between.
 //
+// # Requests
+//
+// Requests and replies cross hosts over NATS request/reply. A local request (bus
+// Publisher.Request) on an exported topic is sent as a NATS request with the usual headers;
+// the first NATS reply is delivered to the local requester's reply inbox. A NATS request
+// (one with a reply subject) on an imported subject is sent on the local bus as a request;
+// the first local reply goes back to the NATS requester. The bridge waits at most
+// WithRequestTimeout (default 10s) for a reply; a request nobody answers is dropped and
+// counted in Stats.Dropped, and the requester times out (the requester's deadline does not
+// travel). A request imported by a bridge is not exported back (see Loop prevention). At most
+// 256 exported requests wait at once; more are dropped.
+//
 // # Loop prevention
 //
 // A message imported from NATS is never exported back. The importer publishes it locally and

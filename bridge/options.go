@@ -29,11 +29,12 @@ type options struct {
 	id         string
 	logger     *zap.Logger
 	timeout    time.Duration
+	reqTimeout time.Duration
 	recent     int
 }
 
 func defaultOptions() options {
-	return options{logger: zap.NewNop(), timeout: time.Second, recent: 4096}
+	return options{logger: zap.NewNop(), timeout: time.Second, reqTimeout: 10 * time.Second, recent: 4096}
 }
 
 func (o *options) validate() error {
@@ -44,6 +45,9 @@ func (o *options) validate() error {
 		if err := topics.ValidatePattern(p); err != nil {
 			return fmt.Errorf("%w: pattern %q: %w", ErrInvalidOption, p, err)
 		}
+	}
+	if o.reqTimeout <= 0 {
+		return fmt.Errorf("%w: request timeout %v", ErrInvalidOption, o.reqTimeout)
 	}
 	if o.queueDepth < 0 || o.timeout <= 0 || o.recent < 1 {
 		return fmt.Errorf("%w: queue depth %d, publish timeout %v, recent %d", ErrInvalidOption, o.queueDepth, o.timeout, o.recent)
@@ -97,4 +101,12 @@ func WithLogger(l *zap.Logger) Option {
 // queues that use the Block policy (default 1s).
 func WithPublishTimeout(d time.Duration) Option {
 	return optionFunc(func(o *options) error { o.timeout = d; return nil })
+}
+
+// WithRequestTimeout bounds how long the bridge waits for the reply to a request it carries
+// (default 10s): a local request exported to NATS, or a NATS request imported into the local
+// bus. The requester's own deadline does not travel with the request; a reply that comes
+// after it gave up is dropped by the requester.
+func WithRequestTimeout(d time.Duration) Option {
+	return optionFunc(func(o *options) error { o.reqTimeout = d; return nil })
 }

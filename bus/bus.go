@@ -33,6 +33,9 @@ type Bus struct {
 	stopReap  chan struct{} // closed by Close; the reaper goroutine then returns
 	reaperRun sync.WaitGroup
 
+	replies replyPool  // reply inboxes of requests in flight (request.go)
+	reqWait shm.Waiter // how a requester waits for its reply
+
 	closed atomic.Bool
 }
 
@@ -107,6 +110,7 @@ func Open(name string, opts ...Option) (*Bus, error) {
 		pubs:   make(map[*Publisher]struct{}),
 		names:  make([]atomic.Pointer[topicName], r.Config().Topics),
 	}
+	b.reqWait = shm.Waiter{Strategy: o.reqWait}
 	b.corrupt = r.Corrupt() // damage found before we came was logged by whoever was running then
 	b.log.Debug("attached", zap.String("path", r.Path()), zap.Bool("created", created))
 	b.logReap("open", rep, reapErr)
@@ -272,6 +276,7 @@ func (b *Bus) Close() (err error) {
 	for _, s := range subs {
 		s.gate.waitIdle()
 	}
+	b.closeReplies() // wakes requests waiting for replies
 	for _, p := range pubs {
 		p.gate.waitIdle()
 	}

@@ -51,6 +51,40 @@
 //	m, err := sub.Receive(ctx)
 //	r, err := m.View() // *Reading in shared memory, valid until m.Release()
 //
+// # Request and reply
+//
+// Publisher.Request sends a request and returns the first reply, zero copy both ways when the
+// loan forms are used: the requester loans a buffer, writes the request in place and sends it
+// (RequestLoan); a responder receives it like any message (Message.IsRequest tells) and
+// answers with ReplyLoan, writing the reply in place, and ReplyLoan.Send, which pushes it
+// straight into the requester's own reply inbox: no topic lookup, no copy. Respond and
+// Request are the copying forms; TypedPublisher.Request, Respond and DecodeReply the typed
+// ones; SendRequest and PendingRequest.Wait split a request in two, for a program that sends
+// it from one place and waits elsewhere.
+//
+// Each Bus opens reply inboxes as requests need them, up to MaxInFlight (64) waiting at once,
+// one per request in flight; a reply carries its request's correlation id, and one that does
+// not match (the late reply to a request that timed out, the second of two responders) is
+// dropped. Matching takes no lock. A request fails with ErrNoResponders at once when no
+// subscription matches its topic; with ErrTimeout (which is also context.DeadlineExceeded)
+// at ctx's deadline; and with ErrResponderDied within milliseconds when the process that took
+// it (or, before anyone did, every process it was delivered to) dies: the first responder to
+// take a request names itself in the requester's reply inbox, and a waiting requester checks
+// that process's kernel lock. Every subscription whose pattern matches receives the request
+// and may answer; the first reply wins. Queue groups spread requests over responders.
+//
+// # Queue groups
+//
+// Subscriptions made WithQueueGroup(name) share the messages of the topics their patterns
+// match: each message goes to one member of the group, in any process, while subscriptions
+// outside the group receive it as usual. A publisher picks the member round robin, passing
+// over one whose queue is more than half full for the least loaded, and the member's overflow
+// policy applies as for any subscription. A member that leaves (Close, or its process dies
+// and is reaped) does not hand what is queued for it to another member: those messages are
+// released and counted per topic (offq_topic_queue_group_dropped_total); messages a dead
+// member had received and not released are released by the reaper. Publishers stop choosing
+// a member once it is closed or reaped (the reaper runs every second by default).
+//
 // # Message lifetime
 //
 // Loan lends the publisher a buffer from the smallest size class that fits; Send hands it to

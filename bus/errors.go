@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -66,3 +67,34 @@ func (e *Error) Error() string {
 
 // Unwrap returns the cause.
 func (e *Error) Unwrap() error { return e.Err }
+
+// Errors of request/reply (request.go).
+var (
+	// ErrNoResponders is returned by Request at once when no subscription matches the
+	// request's topic (as NATS's nats.ErrNoResponders).
+	ErrNoResponders = errors.New("no responders")
+	// ErrResponderDied is returned by Request when the process that took the request (or,
+	// before anyone took it, every process it was delivered to) died before replying. It is
+	// noticed within milliseconds, not at the deadline.
+	ErrResponderDied = shm.ErrResponderDied
+	// ErrTimeout is returned by Request when ctx's deadline passed before a reply came. It
+	// matches context.DeadlineExceeded too: errors.Is(err, context.DeadlineExceeded).
+	ErrTimeout error = timeoutError{}
+	// ErrTooManyRequests is returned by Request when MaxInFlight requests of the Bus are
+	// waiting for replies already.
+	ErrTooManyRequests = errors.New("too many requests in flight")
+	// ErrNotRequest is returned by Message.Respond for a message that is not a request.
+	ErrNotRequest = errors.New("message is not a request")
+	// ErrRequesterGone is returned by Respond when the requester's reply inbox is gone: the
+	// requester closed its Bus, or died. Nothing is delivered. (A reply to a request that
+	// only timed out is delivered, and dropped by the requester.)
+	ErrRequesterGone = errors.New("requester gone")
+)
+
+// timeoutError is ErrTimeout: a request's deadline passed; it is context.DeadlineExceeded
+// to errors.Is, and a net.Error-style Timeout.
+type timeoutError struct{}
+
+func (timeoutError) Error() string        { return "request timed out" }
+func (timeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
+func (timeoutError) Timeout() bool        { return true }

@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -134,4 +135,42 @@ func ExamplePublisher_SendBatch() {
 	fmt.Println()
 	bus.ReleaseBatch(ms)
 	// Output: p00#1 p01#2 p02#3 p03#4
+}
+
+// A responder answers requests in place; the requester gets the reply in its own reply inbox.
+func ExamplePublisher_Request() {
+	dir, _ := os.MkdirTemp("", "offq-example")
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	b, err := bus.Open("example", bus.WithDir(dir))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer b.Close()
+
+	svc, _ := b.Subscribe("svc.greet")
+	svc.Handle(func(m bus.Message) {
+		r, _ := m.ReplyLoan(len("hello, ") + len(m.Data())) // the reply, written in place
+		n := copy(r.Bytes(), "hello, ")
+		copy(r.Bytes()[n:], m.Data())
+		r.Send(ctx)
+	})
+	defer svc.Close()
+
+	pub, _ := b.Publisher("svc.greet")
+	reply, err := pub.Request(ctx, []byte("world"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Printf("%s\n", reply.Data())
+	reply.Release()
+
+	nobody, _ := b.Publisher("svc.absent")
+	_, err = nobody.Request(ctx, []byte("?"))
+	fmt.Println(errors.Is(err, bus.ErrNoResponders))
+	// Output:
+	// hello, world
+	// true
 }

@@ -24,6 +24,9 @@ func TestMain(m *testing.M) {
 		"once-publisher":   roleOncePublisher,
 		"batch-victim":     roleBatchVictim,
 		"thousand-subs":    roleThousandSubs,
+		"responder":        roleResponder,
+		"requester":        roleRequester,
+		"member":           roleMember,
 	})
 	goleak.VerifyTestMain(m)
 }

@@ -28,6 +28,7 @@ type options struct {
 	allowForeign bool
 	readyTimeout time.Duration
 	reapEvery    time.Duration
+	reqWait      WaitStrategy
 }
 
 func defaultOptions() options {
@@ -180,6 +181,7 @@ type subOptions struct {
 	spin       time.Duration
 	blockLimit time.Duration
 	history    bool
+	group      string
 }
 
 // defaultSubOptions are a subscription's defaults: a queue of the region's inbox_capacity
@@ -203,6 +205,12 @@ func (o *subOptions) validate(maxDepth int) error {
 	}
 	if o.spin < 0 || o.blockLimit < 0 {
 		return fmt.Errorf("%w: negative duration", ErrInvalidOption)
+	}
+	if o.group != "" {
+		if err := validGroup(o.group); err != nil {
+			return err
+		}
+		o.history = false // each member would get the history: a group shares messages
 	}
 	return nil
 }
@@ -264,6 +272,18 @@ func WithHistory(k int) PublisherOption {
 			return fmt.Errorf("%w: history %d", ErrInvalidOption, k)
 		}
 		o.history = k
+		return nil
+	})
+}
+
+// WithRequestWait sets how Request waits for its reply (default SpinThenSleep: it spins about
+// 50 µs, then sleeps on the reply inbox's futex word).
+func WithRequestWait(w WaitStrategy) Option {
+	return optionFunc(func(o *options) error {
+		if w > Sleep {
+			return fmt.Errorf("%w: wait strategy %d", ErrInvalidOption, w)
+		}
+		o.reqWait = w
 		return nil
 	})
 }

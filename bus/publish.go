@@ -21,7 +21,9 @@ type Publisher struct {
 
 	mu      sync.Mutex
 	gen     uint64
-	targets []shm.Inbox
+	targets []shm.Inbox // plain subscriptions
+	groups  []qgroup    // queue groups (queuegroup.go)
+	scratch []shm.Inbox // a send's targets when there are groups
 	closed  atomic.Bool
 	gate    gate
 }
@@ -200,7 +202,7 @@ func (p *Publisher) Send(ctx context.Context, l Loan) error {
 	if g := p.b.r.SubscriptionGen(); g != p.gen {
 		p.refresh(g)
 	}
-	res, err := p.topic.Send(ctx, l.l, l.n, p.targets)
+	res, err := p.topic.Send(ctx, l.l, l.n, p.sendTargets())
 	if res.Closed > 0 {
 		p.gen = ^uint64(0) // a target went away: list them again next time
 	}
@@ -233,6 +235,7 @@ func (p *Publisher) Publish(ctx context.Context, data []byte) error {
 func (p *Publisher) refresh(gen uint64) {
 	targets, err := p.b.r.Targets(p.targets[:0], p.match)
 	p.targets = targets
+	p.splitGroups()
 	if err != nil {
 		p.gen = ^uint64(0)
 		return
@@ -246,11 +249,11 @@ func (p *Publisher) match(pattern string) bool {
 }
 
 // FanOut returns how many subscriptions the publisher's last Send delivered to (the
-// subscriptions whose pattern matched its topic then).
+// subscriptions whose pattern matched its topic then, counting each queue group once).
 func (p *Publisher) FanOut() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.targets)
+	return len(p.targets) + len(p.groups)
 }
 
 // Close closes the publisher: it waits for Sends under way to return, then lets the topic go

@@ -63,7 +63,7 @@ func (b *Bus) Subscribe(pattern string, opts ...SubscribeOption) (*Subscription,
 		return nil, &Error{Op: "subscribe", Name: pattern, Err: err}
 	}
 	in, err := b.p.OpenInbox(shm.InboxConfig{
-		Capacity: o.depth, Overflow: o.overflow, BlockLimit: o.blockLimit, Pattern: pattern,
+		Capacity: o.depth, Overflow: o.overflow, BlockLimit: o.blockLimit, Pattern: pattern, Group: o.group,
 	})
 	if err != nil {
 		return nil, &Error{Op: "subscribe", Name: pattern, Err: err}

@@ -146,6 +146,32 @@ func (p *TypedPublisher[T]) Close() error { return p.p.Close() }
 // variable declared in a loop costs an allocation per message. Keep the value somewhere that
 // lives longer, or, with codec.Struct, Loan the T in the buffer instead.
 func (p *TypedPublisher[T]) Publish(ctx context.Context, v *T) error {
+	l, err := p.encode(v)
+	if err != nil {
+		return err
+	}
+	return p.p.Send(ctx, l)
+}
+
+// Request encodes *v into a loaned buffer, as Publish does, and sends it as a request (see
+// Publisher.RequestLoan), returning the reply. Decode the reply with DecodeReply and the
+// codec of the reply's type.
+func (p *TypedPublisher[T]) Request(ctx context.Context, v *T) (Message, error) {
+	l, err := p.encode(v)
+	if err != nil {
+		return Message{}, err
+	}
+	return p.p.RequestLoan(ctx, l)
+}
+
+// RequestLoan sends a loaned T as a request (see Publisher.RequestLoan): nothing is encoded
+// or copied. The loan is consumed.
+func (p *TypedPublisher[T]) RequestLoan(ctx context.Context, l TypedLoan[T]) (Message, error) {
+	return p.p.RequestLoan(ctx, l.l)
+}
+
+// encode loans a buffer and encodes *v into it (see Publish).
+func (p *TypedPublisher[T]) encode(v *T) (Loan, error) {
 	n := p.c.SizeHint(v)
 	exact := n > 0
 	if !exact {
@@ -155,9 +181,9 @@ func (p *TypedPublisher[T]) Publish(ctx context.Context, v *T) error {
 		l, err := p.p.Loan(min(n, p.largest+1))
 		if err != nil {
 			if errors.Is(err, ErrTooLarge) {
-				return p.tooLarge()
+				return Loan{}, p.tooLarge()
 			}
-			return &Error{Op: "publish", Name: p.p.name, Err: err}
+			return Loan{}, &Error{Op: "publish", Name: p.p.name, Err: err}
 		}
 		var m int
 		err = l.l.Fill(func(buf []byte) (err error) {
@@ -168,14 +194,14 @@ func (p *TypedPublisher[T]) Publish(ctx context.Context, v *T) error {
 			if !exact && int64(m) != p.hint.Load() {
 				p.hint.Store(int64(m))
 			}
-			return p.p.Send(ctx, l.WithLen(m))
+			return l.WithLen(m), nil
 		}
 		l.Discard()
 		if !errors.Is(err, codec.ErrShortBuffer) {
-			return &Error{Op: "publish", Name: p.p.name, Err: err}
+			return Loan{}, &Error{Op: "publish", Name: p.p.name, Err: err}
 		}
 		if l.Cap() >= p.largest {
-			return p.tooLarge()
+			return Loan{}, p.tooLarge()
 		}
 		n = l.Cap() + 1 // the next size class
 	}

@@ -181,6 +181,13 @@ func emit(ch chan<- prometheus.Metric, s *transport.Stats) {
 		send(mTopicBytes, float64(t.Bytes), bus, name)
 		send(mTopicSubscribers, float64(subs[i]), bus, name)
 		send(mTopicPublishers, float64(t.Publishers), bus, name)
+		rq := t.Requests
+		send(mTopicRequests, float64(rq.Requests), bus, name)
+		send(mTopicReplies, float64(rq.Replies), bus, name)
+		send(mTopicRequestFailures, float64(rq.TimedOut), bus, name, reasonTimeout)
+		send(mTopicRequestFailures, float64(rq.NoResponders), bus, name, reasonNoResponders)
+		send(mTopicRequestFailures, float64(rq.ResponderDied), bus, name, reasonResponderDied)
+		send(mTopicGroupDropped, float64(rq.GroupDropped), bus, name)
 		for c, class := range classes {
 			if c < len(t.InUse) {
 				send(mTopicInUse, float64(t.InUse[c]), bus, name, class)

@@ -77,6 +77,14 @@ var (
 		"Open subscriptions whose pattern matches the topic.", "bus", "topic")
 	mTopicPublishers = newMetric("offq_topic_publishers", gauge,
 		"Participants (processes) with a publisher of the topic open.", "bus", "topic")
+	mTopicRequests = newMetric("offq_topic_requests_total", counter,
+		"Requests sent on the topic (request/reply).", "bus", "topic")
+	mTopicReplies = newMetric("offq_topic_replies_total", counter,
+		"Replies sent to the topic's requests.", "bus", "topic")
+	mTopicRequestFailures = newMetric("offq_topic_request_failures_total", counter,
+		"Requests on the topic that got no reply, by reason: timeout (the requester's deadline passed), no_responders (no subscription matched), responder_died (the process that took it died before replying).", "bus", "topic", "reason")
+	mTopicGroupDropped = newMetric("offq_topic_queue_group_dropped_total", counter,
+		"Messages of the topic queued for a queue-group member that left (closed its subscription, or died and was reaped) before taking them: released, not redelivered.", "bus", "topic")
 	mTopicInUse = newMetric("offq_topic_buffers_in_use", gauge,
 		"Buffers of the size class holding a message of the topic now: queued in inboxes, received and not released, or kept in its history (counted at scrape time from the slot headers; loans are counted on their participant).", "bus", "topic", "class")
 )
@@ -154,6 +162,7 @@ var (
 		mRegionSize, mRegionCreated, mReclaims, mSwept, mSweepRequests, mSweepSteps, mCorrupt, mParticipants, mSlots, mSlotsUsed,
 		mPoolBuffers, mPoolInUse, mPoolLowWater, mPoolAllocFails,
 		mTopicPublished, mTopicBytes, mTopicSubscribers, mTopicPublishers, mTopicInUse,
+		mTopicRequests, mTopicReplies, mTopicRequestFailures, mTopicGroupDropped,
 		mParticipantHeld, mParticipantLoaned,
 		mInboxDepth, mInboxCapacity, mInboxBlocked, mInboxDelivered, mInboxReceived, mDropped, mMessageAge,
 		mBridgeForwarded, mBridgeImported, mBridgeDropped, mBridgeReconnects,
@@ -169,6 +178,9 @@ const (
 	reasonNewest  = "newest"
 	reasonTimeout = "timeout"
 	reasonCorrupt = "corrupt"
+
+	reasonNoResponders  = "no_responders"
+	reasonResponderDied = "responder_died"
 
 	stateAlive = "alive"
 	stateDead  = "dead"

@@ -44,6 +44,8 @@ type (
 	InboxStats = shm.InboxStats
 	// TopicStats is one topic's counters.
 	TopicStats = shm.TopicStats
+	// RequestStats are a topic's request/reply and queue-group counters (TopicStats.Requests).
+	RequestStats = shm.RequestStats
 	// ParticipantInfo describes one attached process.
 	ParticipantInfo = shm.ParticipantInfo
 	// BridgeStats are a NATS bridge's counters, kept in its participant slot.

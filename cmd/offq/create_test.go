@@ -93,7 +93,7 @@ func TestRegionLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, out, _ = offq("ls")
-	if code != exitOK || !regexp.MustCompile(`(?m)^plant +\S+ +[0-9.]+ KiB .* 0 +0 +ok$`).MatchString(out) || !strings.Contains(out, "\nsmall ") || strings.Contains(out, "notes") {
+	if code != exitOK || !regexp.MustCompile(`(?m)^plant +\S+ +[0-9.]+ [KM]iB .* 0 +0 +ok$`).MatchString(out) || !strings.Contains(out, "\nsmall ") || strings.Contains(out, "notes") {
 		t.Errorf("ls: status %d\n%s", code, out)
 	}
 	code, out, _ = offq("ls", "--json")

@@ -146,6 +146,7 @@ verifies every message and reports rates, drops and latencies:
 	root.AddCommand(newExporterCmd(a), newStatCmd(a), newTopCmd(a))
 	root.AddCommand(newReapCmd(a))
 	root.AddCommand(newBridgeCmd(a))
+	root.AddCommand(newReqCmd(a), newReplyCmd(a))
 	return root
 }
 

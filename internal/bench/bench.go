@@ -44,6 +44,7 @@ const (
 	patStream   = "stream"
 	patFanout   = "fanout"
 	patSubs     = "subscriptions" // 1 publisher → many subscriptions in one child process
+	patRequest  = "request"       // request/reply round trips (request.go); not in the default run
 )
 
 // manySubs is the number of subscriptions of the subscriptions pattern.
@@ -52,6 +53,8 @@ const manySubs = 256
 var (
 	allSystems  = builtSystems()
 	allPatterns = []string{patPingPong, patStream, patFanout, patSubs}
+	// knownPatterns are what --patterns accepts: the default run's and request.
+	knownPatterns = []string{patPingPong, patStream, patFanout, patSubs, patRequest}
 )
 
 // builtSystems lists the systems this build can measure, in the order they are reported.
@@ -122,6 +125,10 @@ Patterns:
   subscriptions
              one publisher to 256 subscriptions (256 topics) in one child process, a goroutine
              each in Receive (sleep mode): deliveries/s and the child's OS threads
+
+  request    request/reply round trip (offq Request and ReplyLoan, zero copy both ways; nats
+             Request through the embedded server): p50, p99, p99.9 and max, as ping-pong.
+             Not in the default run: ask for it (--patterns request)
 
 With --batch N (default 64; 0: none) offq's stream and fan-out also run batched: LoanBatch and
 SendBatch N messages at a time, ReceiveBatch and ReleaseBatch up to N ("offq batch N" rows).
@@ -225,7 +232,7 @@ func (o *Options) parse(changed func(string) bool, sizes, fanout, systems, patte
 	if o.systems, err = pickNames("--systems", systems, allSystems); err != nil {
 		return err
 	}
-	if o.patterns, err = pickNames("--patterns", patterns, allPatterns); err != nil {
+	if o.patterns, err = pickNames("--patterns", patterns, knownPatterns); err != nil {
 		return err
 	}
 	switch {
@@ -339,6 +346,10 @@ func (o Options) plan() []benchCase {
 				}
 				add(sysUDS, modeBlock, pat, size, 1)
 				add(sysPipe, modeBlock, pat, size, 1)
+			case patRequest:
+				add(sysOffq, modeSpin, pat, size, 1)
+				add(sysOffq, modeSleep, pat, size, 1)
+				add(sysNATS, modeBlock, pat, size, 1)
 			case patFanout:
 				for _, n := range o.fanout {
 					add(sysOffq, modeSleep, pat, size, n)
@@ -473,6 +484,8 @@ func (bn *bencher) run(ctx context.Context, c benchCase) (benchResult, error) {
 		return bn.offqPingPong(ctx, c)
 	case c.System == sysOffq && c.Pattern == patSubs:
 		return bn.offqSubscriptions(ctx, c)
+	case c.System == sysOffq && c.Pattern == patRequest:
+		return bn.offqRequest(ctx, c)
 	case c.System == sysOffq:
 		return bn.offqStream(ctx, c)
 	case c.System == sysShm || c.System == sysFutex:

@@ -202,6 +202,19 @@ func (r *benchReport) writeMarkdown(w io.Writer) {
 				x.RTT.P50, x.RTT.P99, x.RTT.P999, x.RTT.Max, x.Samples, speedups(x))
 		}
 	}
+	if rq := rows(patRequest); len(rq) > 0 {
+		fmt.Fprintf(w, "\n### Request/reply: round trip between two processes (ns)\n\n")
+		fmt.Fprintln(w, "| system | mode | size | p50 | p99 | p99.9 | max | requests | offq speed-up |")
+		fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---|")
+		for _, x := range rq {
+			if x.Error != "" {
+				fmt.Fprintf(w, "| %s | %s | %s | failed: %s | | | | | |\n", x.System, x.Mode, transport.Size(x.Size), mdEscape(x.Error))
+				continue
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %d | %d | %d | %d | %d | %s |\n", sysCell(x), x.Mode, transport.Size(x.Size),
+				x.RTT.P50, x.RTT.P99, x.RTT.P999, x.RTT.Max, x.Samples, speedups(x))
+		}
+	}
 	if st := rows(patStream); len(st) > 0 {
 		fmt.Fprintf(w, "\n### Stream: one-way, 1 publisher → 1 subscriber process\n\n")
 		fmt.Fprintln(w, "| system | mode | size | msgs/s | MiB/s | messages | offq speed-up |")

@@ -60,6 +60,8 @@ func runPeer(c *peer.Child) error {
 		err = benchOffqPeer(ctx, c, o)
 	case "offq-subs":
 		err = benchOffqSubs(ctx, c, o)
+	case "offq-responder":
+		err = benchOffqResponder(ctx, c, o)
 	case "raw-echo":
 		err = benchRawEcho(ctx, o, ready)
 	case "spsc-sub":

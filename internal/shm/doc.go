@@ -71,6 +71,16 @@
 // per run would leave committed cells ahead of a lagging tail, a state single pushes never
 // make, and the interleaving checker shows a take or a scribble repair losing messages there.
 //
+// # Requests and queue groups
+//
+// A request is a message whose slot header names a reply inbox (kind 1, no pattern) and a
+// correlation id (Topic.Request); Participant.Reply pushes the answer straight into that
+// inbox after checking it is an open reply inbox of the generation named, and AwaitReply takes
+// the reply with the right id, checking between sleeps that the responder named in the
+// inbox's awaiting word still lives (request.go). A queue-group member is an inbox of kind 2
+// with its group's name after its pattern; what it had queued when it leaves is counted per
+// topic (queuegroup.go).
+//
 // # Wake-ups
 //
 // A consumer waits as its Waiter says: BusySpin, SpinThenSleep (the default) or Sleep. A

@@ -87,6 +87,7 @@ type Inbox struct {
 	shift  uint
 	policy Overflow
 	block  time.Duration
+	group  bool // a queue-group member (kind 2) when the Inbox was made
 }
 
 // InboxConfig says how a new inbox behaves.
@@ -98,9 +99,24 @@ type InboxConfig struct {
 	Overflow Overflow
 	// BlockLimit bounds a producer's wait under Block (0: only the producer's context bounds it).
 	BlockLimit time.Duration
-	// Pattern is the subscription pattern publishers match topics against (up to 128 bytes).
+	// Pattern is the subscription pattern publishers match topics against (up to 128 bytes,
+	// with the group's name).
 	Pattern string
+	// Group, if set, makes the inbox a member of the queue group of that name: a publisher
+	// delivers each message to one member of each group whose pattern matches (see
+	// queuegroup.go). The name is kept after the pattern, in its 128 bytes.
+	Group string
+	// Reply makes the inbox a reply inbox (kind 1): no pattern, no publisher matches it;
+	// responders push replies into it by its InboxID (see request.go).
+	Reply bool
 }
+
+// Inbox kinds (inboxHeader.kind).
+const (
+	kindPlain = 0
+	kindReply = 1
+	kindGroup = 2
+)
 
 // OpenInbox claims a free inbox for p. It fails with ErrTableFull when none is free.
 func (p *Participant) OpenInbox(c InboxConfig) (_ Inbox, err error) {
@@ -113,8 +129,11 @@ func (p *Participant) OpenInbox(c InboxConfig) (_ Inbox, err error) {
 	if capacity < 2 || capacity > uint64(r.cfg.InboxCapacity) || bits.OnesCount64(capacity) != 1 {
 		return Inbox{}, fmt.Errorf("inbox capacity %d: want a power of two from 2 to %d", c.Capacity, r.cfg.InboxCapacity)
 	}
-	if len(c.Pattern) > patternSize {
-		return Inbox{}, fmt.Errorf("inbox pattern of %d bytes: the limit is %d", len(c.Pattern), patternSize)
+	if len(c.Pattern)+len(c.Group) > patternSize {
+		return Inbox{}, fmt.Errorf("inbox pattern and group of %d bytes: the limit is %d", len(c.Pattern)+len(c.Group), patternSize)
+	}
+	if c.Reply && (c.Pattern != "" || c.Group != "") {
+		return Inbox{}, fmt.Errorf("a reply inbox has no pattern or group")
 	}
 	if c.Overflow > Block {
 		return Inbox{}, fmt.Errorf("inbox policy %v: unknown", c.Overflow)
@@ -139,7 +158,16 @@ func (p *Participant) OpenInbox(c InboxConfig) (_ Inbox, err error) {
 		pat := r.pattern(uint32(i))
 		*pat = [patternSize]byte{}
 		copy(pat[:], c.Pattern)
+		copy(pat[len(c.Pattern):], c.Group)
 		h.patternLen = uint32(len(c.Pattern))
+		h.kind, h.groupHash, h.groupLen = kindPlain, 0, 0
+		switch {
+		case c.Reply:
+			h.kind = kindReply
+		case c.Group != "":
+			h.kind, h.groupHash, h.groupLen = kindGroup, topicHash(c.Group), uint64(len(c.Group))
+		}
+		h.awaiting.Store(0)
 		h.sleepers.Store(waiterWord(gen))
 		h.spaceWaiters.Store(waiterWord(gen))
 		h.spaceBells.Store(0)
@@ -156,6 +184,7 @@ func (p *Participant) OpenInbox(c InboxConfig) (_ Inbox, err error) {
 		}
 		h.ageSum.Store(0)
 		in := v.inbox(gen, uint32(capacity), c.Overflow, c.BlockLimit)
+		in.group = h.kind == kindGroup
 		// Positions continue from where the previous user of this entry stopped, so that no
 		// position is ever reused for another generation.
 		step()
@@ -198,7 +227,9 @@ func (r *Region) inbox(id InboxID) (Inbox, error) {
 		v.countDamage(damageKey(3, uint64(c), uint64(v.hdr.policy))) // every publisher meets it: count it once
 		return Inbox{}, fmt.Errorf("%w: inbox %d: capacity %d, policy %d", ErrCorrupt, idx, c, v.hdr.policy)
 	}
-	return v.inbox(gen, c, Overflow(v.hdr.policy), time.Duration(max(v.hdr.blockNanos, 0))), nil
+	in := v.inbox(gen, c, Overflow(v.hdr.policy), time.Duration(max(v.hdr.blockNanos, 0)))
+	in.group = v.hdr.kind == kindGroup
+	return in, nil
 }
 
 // ID returns the inbox's cross-process name.
@@ -256,6 +287,7 @@ func (in *Inbox) drainClosed() { in.drainCount() }
 func (in *Inbox) drainCount() int {
 	n := 0
 	hd := in.v.hdr
+	group := hd.kind == kindGroup
 	next := (in.gen + 1) & cellGenMask
 	poison := func(pos uint64) uint64 { return markBit | next<<48 | pos&posMask }
 	for i := uint64(0); i < in.cap; i++ {
@@ -271,6 +303,9 @@ func (in *Inbox) drainCount() int {
 				continue
 			}
 			if v&markBit == 0 {
+				if group {
+					in.v.r.countGroupDrop(Handle(v &^ parityBit))
+				}
 				step()
 				in.v.r.releaseDropped(Handle(v &^ parityBit))
 				n++
@@ -303,8 +338,10 @@ type InboxStats struct {
 	DropNewest  uint64
 	DropTimeout uint64
 	Corrupt     uint64
-	Sleeping    bool // a consumer is asleep on the wake word
-	Blocked     int  // producers asleep waiting for room (Block policy): publishers this subscriber holds back
+	Reply       bool   // a requester's reply inbox (request.go)
+	Group       string // the queue group the inbox is a member of ("" if none)
+	Sleeping    bool   // a consumer is asleep on the wake word
+	Blocked     int    // producers asleep waiting for room (Block policy): publishers this subscriber holds back
 	// AgeBuckets is the age histogram of a sample of the messages taken (one in AgeSample;
 	// the age is the time of the take minus the publish stamp): AgeBuckets[i] counts those older than bucket i-1's bound and at most
 	// AgeBucketBound(i) (not cumulative); the last bucket has no bound. AgeSumNanos is the
@@ -341,7 +378,7 @@ func (r *Region) inboxStats() []InboxStats {
 		s := InboxStats{
 			Pushed: shown(pushed), Popped: shown(taken - min(taken, shown(h.dropOldest.Load())+shown(h.skipped.Load()))),
 			ID: makeInboxID(uint32(i), wordGen(st)), Owner: int(wordOwner(st)) - 1,
-			Pattern: r.patternString(uint32(i)), Overflow: Overflow(h.policy), Capacity: int(h.capacity),
+			Pattern: r.patternString(uint32(i)), Reply: h.kind == kindReply, Group: r.groupString(uint32(i)), Overflow: Overflow(h.policy), Capacity: int(h.capacity),
 			Depth: int(depth), DropOldest: shown(h.dropOldest.Load()), DropNewest: shown(h.dropNewest.Load()),
 			DropTimeout: shown(h.dropTimeout.Load()), Corrupt: shown(h.corrupt.Load()), Sleeping: waitersOf(h.sleepers.Load(), wordGen(st))+waitersOf(h.parked.Load(), wordGen(st)) != 0,
 			Blocked:    int(waitersOf(h.spaceWaiters.Load(), wordGen(st))),
@@ -359,6 +396,17 @@ func (r *Region) pattern(i uint32) *[patternSize]byte {
 	return (*[patternSize]byte)(r.at(r.lay.sec.patterns.off + uint64(i)*patternSize))
 }
 
+// groupString returns the queue group inbox i is a member of ("" if none).
+func (r *Region) groupString(i uint32) string {
+	h := r.inboxes[i].hdr
+	if h.kind != kindGroup {
+		return ""
+	}
+	from := min(int(h.patternLen), patternSize)
+	n := min(int(min(h.groupLen, patternSize)), patternSize-from)
+	return string(r.pattern(i)[from : from+n])
+}
+
 func (r *Region) patternString(i uint32) string {
 	n := min(int(r.inboxes[i].hdr.patternLen), patternSize)
 	return string(r.pattern(i)[:n])
@@ -374,6 +422,7 @@ func (r *Region) SubscriptionGen() uint64 { return r.hdr.subGen.Load() }
 type Subscription struct {
 	ID      InboxID
 	Pattern string
+	Group   string // the queue group the inbox is a member of ("" if none)
 }
 
 // subscriptions appends every open inbox and its pattern to dst and returns it. A pattern
@@ -384,7 +433,7 @@ func (r *Region) subscriptions(dst []Subscription) []Subscription {
 		if wordStatus(st) != inboxOpen {
 			continue
 		}
-		dst = append(dst, Subscription{ID: makeInboxID(uint32(i), wordGen(st)), Pattern: r.patternString(uint32(i))})
+		dst = append(dst, Subscription{ID: makeInboxID(uint32(i), wordGen(st)), Pattern: r.patternString(uint32(i)), Group: r.groupString(uint32(i))})
 	}
 	return dst
 }

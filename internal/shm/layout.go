@@ -18,7 +18,7 @@ import (
 //	participants   Participants x 256                     one slot per attached participant
 //	held           Participants x Held x 8                each participant's held list: handles taken, not released
 //	pins           Participants x ceil(Topics/64) x 8     each participant's pinned topics: bit i = it uses topic i
-//	topics         Topics x (256 + 8 x HistoryDepth)      topic table (reserved for the topic layer)
+//	topics         Topics x (320 + 8 x HistoryDepth)      topic table (reserved for the topic layer)
 //	inboxes        Inboxes x 640                          ring headers: config, tail, head, wake words, counters, age histogram
 //	patterns       Inboxes x 128                          each inbox's subscription pattern, NUL-padded
 //	cells          Inboxes x InboxCapacity x 8            ring cells, one 64-bit word each
@@ -193,7 +193,7 @@ func pinWords(topics uint32) uint64 { return (uint64(topics) + 63) / 64 }
 const patternSize = 128
 
 // topicEntrySize is the fixed part of a topic entry; its history ring follows it.
-const topicEntrySize = 256
+const topicEntrySize = 320
 
 // inboxHeader is one entry of the inbox table (640 bytes, ten cache lines, so that producers,
 // the consumer and sleepers never write the same line on the fast path; the age histogram,
@@ -206,7 +206,10 @@ const topicEntrySize = 256
 //	16   4     owner participant index + 1
 //	20   4     topic index + 1 (0: none; for the topic layer)
 //	24   4     pattern length (the pattern is in the patterns section)
+//	28   4     kind: 0 plain subscription, 1 reply inbox, 2 queue-group member (see request.go)
 //	32   8     noted: the last damage counted that stays where it was found (see countDamage)
+//	40   8     queue group: FNV-1a 64 of the group name (kind 2)
+//	48   8     queue group: length of the name, which follows the pattern in the patterns section
 //	56   8     longest a producer blocks on a full inbox (Block policy), nanoseconds; 0: no limit
 //	64   8     tail: next position to fill (written by producers)
 //	128  8     head: next position to take (written by the consumer and by evicting producers)
@@ -224,6 +227,8 @@ const topicEntrySize = 256
 //	344  8     corrupt cells dropped
 //	352  8     base: the ring's first position in this generation (pushed = tail - base)
 //	360  8     skipped: positions the consumer skipped because a scribble destroyed their message
+//	368  8     awaiting (kind 1): corr<<16 | responder participant+1: the request this reply inbox
+//	           waits for and who took it (0 in the low 16 bits: nobody yet)
 //	384  200   age histogram: 25 counters, bucket i the messages taken whose age (take time -
 //	           publish stamp) was at most 1 µs << i (i < 24), bucket 24 the rest; consumer-written
 //	584  8     age sum: the ages of the messages counted in the histogram, nanoseconds
@@ -234,9 +239,10 @@ type inboxHeader struct {
 	owner        uint32
 	topic        uint32
 	patternLen   uint32
-	_            uint32
+	kind         uint32
 	noted        atomic.Uint64
-	_            [16]byte
+	groupHash    uint64
+	groupLen     uint64
 	blockNanos   int64
 	tail         atomic.Uint64
 	_            [56]byte
@@ -258,7 +264,8 @@ type inboxHeader struct {
 	corrupt      atomic.Uint64
 	base         uint64
 	skipped      atomic.Uint64
-	_            [16]byte
+	awaiting     atomic.Uint64
+	_            [8]byte
 	ageCounts    [ageBuckets]atomic.Uint64
 	ageSum       atomic.Uint64
 	_            [48]byte
@@ -314,6 +321,8 @@ type poolShard struct {
 //	16   8     sequence number
 //	24   8     publish time: CLOCK_MONOTONIC nanoseconds (see Now)
 //	32   8     history position + 1 at which Topic.Remember last stored the buffer (0: never)
+//	40   8     replyTo: the InboxID of the requester's reply inbox (0: not a request)
+//	48   8     corr: the request's correlation id (a reply carries its request's)
 type slotHeader struct {
 	state   atomic.Uint64
 	length  uint32
@@ -321,7 +330,9 @@ type slotHeader struct {
 	seq     uint64
 	stamp   int64
 	histPos atomic.Uint64
-	_       [24]byte
+	replyTo uint64
+	corr    uint64
+	_       [8]byte
 }
 
 const (

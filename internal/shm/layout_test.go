@@ -165,7 +165,10 @@ func TestLayoutInboxHeader(t *testing.T) {
 		layoutField("owner", unsafe.Offsetof(h.owner), unsafe.Sizeof(h.owner), 16, 4),
 		layoutField("topic", unsafe.Offsetof(h.topic), unsafe.Sizeof(h.topic), 20, 4),
 		layoutField("patternLen", unsafe.Offsetof(h.patternLen), unsafe.Sizeof(h.patternLen), 24, 4),
+		layoutField("kind", unsafe.Offsetof(h.kind), unsafe.Sizeof(h.kind), 28, 4),
 		layoutField("noted", unsafe.Offsetof(h.noted), unsafe.Sizeof(h.noted), 32, 8),
+		layoutField("groupHash", unsafe.Offsetof(h.groupHash), unsafe.Sizeof(h.groupHash), 40, 8),
+		layoutField("groupLen", unsafe.Offsetof(h.groupLen), unsafe.Sizeof(h.groupLen), 48, 8),
 		layoutField("blockNanos", unsafe.Offsetof(h.blockNanos), unsafe.Sizeof(h.blockNanos), 56, 8),
 		layoutField("tail", unsafe.Offsetof(h.tail), unsafe.Sizeof(h.tail), 64, 8),
 		layoutField("head", unsafe.Offsetof(h.head), unsafe.Sizeof(h.head), 128, 8),
@@ -181,6 +184,7 @@ func TestLayoutInboxHeader(t *testing.T) {
 		layoutField("corrupt", unsafe.Offsetof(h.corrupt), unsafe.Sizeof(h.corrupt), 344, 8),
 		layoutField("base", unsafe.Offsetof(h.base), unsafe.Sizeof(h.base), 352, 8),
 		layoutField("skipped", unsafe.Offsetof(h.skipped), unsafe.Sizeof(h.skipped), 360, 8),
+		layoutField("awaiting", unsafe.Offsetof(h.awaiting), unsafe.Sizeof(h.awaiting), 368, 8),
 		layoutField("ageCounts", unsafe.Offsetof(h.ageCounts), unsafe.Sizeof(h.ageCounts), 384, 200),
 		layoutField("ageSum", unsafe.Offsetof(h.ageSum), unsafe.Sizeof(h.ageSum), 584, 8),
 	})
@@ -239,6 +243,8 @@ func TestLayoutSlotHeader(t *testing.T) {
 		layoutField("seq", unsafe.Offsetof(s.seq), unsafe.Sizeof(s.seq), 16, 8),
 		layoutField("stamp", unsafe.Offsetof(s.stamp), unsafe.Sizeof(s.stamp), 24, 8),
 		layoutField("histPos", unsafe.Offsetof(s.histPos), unsafe.Sizeof(s.histPos), 32, 8),
+		layoutField("replyTo", unsafe.Offsetof(s.replyTo), unsafe.Sizeof(s.replyTo), 40, 8),
+		layoutField("corr", unsafe.Offsetof(s.corr), unsafe.Sizeof(s.corr), 48, 8),
 	})
 	if slotHeaderSize != 64 {
 		t.Errorf("slotHeaderSize = %d", slotHeaderSize)
@@ -260,7 +266,16 @@ func TestLayoutTopicEntry(t *testing.T) {
 		layoutField("bytes", unsafe.Offsetof(e.bytes), unsafe.Sizeof(e.bytes), 200, 8),
 		layoutField("histPos", unsafe.Offsetof(e.histPos), unsafe.Sizeof(e.histPos), 208, 8),
 		layoutField("typeName", unsafe.Offsetof(e.typeName), unsafe.Sizeof(e.typeName), 216, 40),
+		layoutField("requests", unsafe.Offsetof(e.requests), unsafe.Sizeof(e.requests), 256, 8),
+		layoutField("replies", unsafe.Offsetof(e.replies), unsafe.Sizeof(e.replies), 264, 8),
+		layoutField("reqTimeouts", unsafe.Offsetof(e.reqTimeouts), unsafe.Sizeof(e.reqTimeouts), 272, 8),
+		layoutField("reqNoResp", unsafe.Offsetof(e.reqNoResp), unsafe.Sizeof(e.reqNoResp), 280, 8),
+		layoutField("reqDied", unsafe.Offsetof(e.reqDied), unsafe.Sizeof(e.reqDied), 288, 8),
+		layoutField("groupDropped", unsafe.Offsetof(e.groupDropped), unsafe.Sizeof(e.groupDropped), 296, 8),
 	})
+	if topicEntrySize != 320 {
+		t.Errorf("topicEntrySize = %d", topicEntrySize)
+	}
 }
 
 // TestLayoutWordEncodings pins the bit layouts of the handle, the slot state word, the ring
@@ -389,7 +404,7 @@ func TestLayoutSections(t *testing.T) {
 			{"participants", l.sec.participants, uint64(c.Participants) * 256},
 			{"held", l.sec.held, uint64(c.Participants) * uint64(c.Held) * 8},
 			{"pins", l.sec.pins, uint64(c.Participants) * ((uint64(c.Topics) + 63) / 64) * 8},
-			{"topics", l.sec.topics, uint64(c.Topics) * (256 + 8*uint64(c.HistoryDepth))},
+			{"topics", l.sec.topics, uint64(c.Topics) * (320 + 8*uint64(c.HistoryDepth))},
 			{"inboxes", l.sec.inboxes, uint64(c.Inboxes) * 640},
 			{"patterns", l.sec.patterns, uint64(c.Inboxes) * 128},
 			{"cells", l.sec.cells, uint64(c.Inboxes) * uint64(c.InboxCapacity) * 8},

@@ -110,6 +110,12 @@ type SendResult struct {
 // It fails with ErrTopicReclaimed (and delivers nothing) if an audit freed t's entry after t
 // was looked up. It allocates nothing. The loan is consumed whatever the outcome.
 func (t Topic) Send(ctx context.Context, l Loan, n int, to []Inbox) (res SendResult, err error) {
+	return t.send(ctx, l, n, to, 0, 0)
+}
+
+// send is Send, writing replyTo and corr into the header (0, 0 for a message that is not a
+// request: a buffer reused after a request never carries a stale reply address).
+func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo InboxID, corr uint64) (res SendResult, err error) {
 	if l.p == nil {
 		return res, ErrLoanEnded
 	}
@@ -126,6 +132,7 @@ func (t Topic) Send(ctx context.Context, l Loan, n int, to []Inbox) (res SendRes
 		st = Now()
 	}
 	l.buf.SetMeta(Meta{Len: uint32(n), Topic: t.index, Seq: t.nextSeq(n), Stamp: st})
+	l.buf.s.replyTo, l.buf.s.corr = uint64(replyTo), corr
 	for i := range to {
 		if testHookFanOut != nil {
 			testHookFanOut(i)
@@ -138,6 +145,9 @@ func (t Topic) Send(ctx context.Context, l Loan, n int, to []Inbox) (res SendRes
 			}
 			if errors.Is(err, ErrClosed) {
 				res.Closed++
+				if to[i].group {
+					t.e.groupDropped.Add(1) // the member left after it was chosen
+				}
 			}
 		}
 	}

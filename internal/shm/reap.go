@@ -453,17 +453,7 @@ func (r *Region) freeTopics(named map[uint32]bool) int {
 		if !empty {
 			continue
 		}
-		e.gen.Store(nextTopicGen(e.gen.Load()))
-		e.hash = 0
-		e.nameLen = 0
-		e.histDepth = 0
-		e.fingerprint.Store(0)
-		e.codec = [16]byte{}
-		e.name = [maxTopicName]byte{}
-		e.seq.Store(0)
-		e.bytes.Store(0)
-		e.histPos.Store(0)
-		e.typeName = [maxTypeName]byte{}
+		e.forget()
 		e.state.Store(topicReclaimed)
 		freed++
 	}

@@ -23,6 +23,7 @@ type TopicStats struct {
 	// Publishers is how many participants pin the topic (see Participant.PinTopic): with
 	// package bus, the processes that have a Publisher of it open.
 	Publishers int
+	Requests   RequestStats
 	// InUse is, per size class (indexed as Stats.Pools), how many buffers hold a message of
 	// the topic: queued in inboxes, held by subscribers or kept in its history (loans are
 	// counted on their participant). Filled in by Stats (a walk of every slot), nil from
@@ -53,6 +54,7 @@ func (r *Region) topicStats() []TopicStats {
 			Index: i, Name: t.Name(), Published: shown(t.e.seq.Load()), Bytes: shown(t.e.bytes.Load()),
 			HistoryDepth: t.HistoryDepth(), Codec: codec, Fingerprint: fp, TypeName: t.typeNameRead(),
 			Publishers: pins[i],
+			Requests:   t.e.requestStats(),
 		})
 	}
 	return out

@@ -8,7 +8,7 @@ import (
 	"unsafe"
 )
 
-// topicEntry is the fixed part of one topic-table entry (256 bytes); the topic's history ring
+// topicEntry is the fixed part of one topic-table entry (320 bytes); the topic's history ring
 // of HistoryDepth cells follows it.
 //
 //	off  size  field
@@ -28,20 +28,55 @@ import (
 //	200  8     bytes published
 //	208  8     history position (cells written so far)
 //	216  40    type name, NUL-padded (truncated on a UTF-8 boundary), written with the codec
+//	256  8     requests sent on the topic (request.go)
+//	264  8     replies sent to its requests
+//	272  8     requests that timed out
+//	280  8     requests that found no responder
+//	288  8     requests whose responder died before replying
+//	296  8     queue-group drops: messages a dead queue-group member had not taken, released by
+//	           the reaper (queuegroup.go)
+//	304  16    zero
 type topicEntry struct {
-	state       atomic.Uint64
-	hash        uint64
-	nameLen     uint32
-	histDepth   uint32
-	fingerprint atomic.Uint64
-	codec       [16]byte
-	gen         atomic.Uint64
-	_           [8]byte
-	name        [128]byte
-	seq         atomic.Uint64
-	bytes       atomic.Uint64
-	histPos     atomic.Uint64
-	typeName    [40]byte
+	state        atomic.Uint64
+	hash         uint64
+	nameLen      uint32
+	histDepth    uint32
+	fingerprint  atomic.Uint64
+	codec        [16]byte
+	gen          atomic.Uint64
+	_            [8]byte
+	name         [128]byte
+	seq          atomic.Uint64
+	bytes        atomic.Uint64
+	histPos      atomic.Uint64
+	typeName     [40]byte
+	requests     atomic.Uint64
+	replies      atomic.Uint64
+	reqTimeouts  atomic.Uint64
+	reqNoResp    atomic.Uint64
+	reqDied      atomic.Uint64
+	groupDropped atomic.Uint64
+	_            [16]byte
+}
+
+// forget erases what the entry says of the topic it held and bumps its generation, so that no
+// Topic value from before names it: the audit and ReclaimTopics call it on an entry they hold
+// (claiming), before they make it reclaimed.
+func (e *topicEntry) forget() {
+	e.gen.Store(nextTopicGen(e.gen.Load()))
+	e.hash = 0
+	e.nameLen = 0
+	e.histDepth = 0
+	e.fingerprint.Store(0)
+	e.codec = [16]byte{}
+	e.name = [maxTopicName]byte{}
+	e.seq.Store(0)
+	e.bytes.Store(0)
+	e.histPos.Store(0)
+	e.typeName = [maxTypeName]byte{}
+	for _, c := range []*atomic.Uint64{&e.requests, &e.replies, &e.reqTimeouts, &e.reqNoResp, &e.reqDied, &e.groupDropped} {
+		c.Store(0)
+	}
 }
 
 const (

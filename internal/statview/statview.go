@@ -81,6 +81,18 @@ type Topic struct {
 	Codec        string `json:"codec,omitempty"`       // recorded by the first typed publisher or subscriber
 	TypeName     string `json:"type,omitempty"`        // the Go type recorded with the codec
 	Fingerprint  string `json:"fingerprint,omitempty"` // the type's fingerprint, hex
+	// Requests are the topic's request/reply counters (nil when all are zero).
+	Requests *Requests `json:"requests,omitempty"`
+}
+
+// Requests are a topic's request/reply and queue-group counters.
+type Requests struct {
+	Requests      uint64 `json:"requests"`
+	Replies       uint64 `json:"replies"`
+	TimedOut      uint64 `json:"timed_out"`
+	NoResponders  uint64 `json:"no_responders"`
+	ResponderDied uint64 `json:"responder_died"`
+	GroupDropped  uint64 `json:"queue_group_dropped"`
 }
 
 // typeColumn is what the TYPE column shows of a topic: its codec and type, or "-".
@@ -100,12 +112,26 @@ type Inbox struct {
 	Inbox      int               `json:"inbox"`
 	Subscriber string            `json:"subscriber"`
 	Pattern    string            `json:"pattern"`
+	Group      string            `json:"queue_group,omitempty"` // the queue group it is a member of
+	Reply      bool              `json:"reply,omitempty"`       // a requester's reply inbox
 	Overflow   string            `json:"overflow"`
 	Depth      int               `json:"depth"`
 	Capacity   int               `json:"capacity"`
 	Delivered  uint64            `json:"delivered"`
 	Received   uint64            `json:"received"`
 	Dropped    Drops             `json:"dropped"`
+}
+
+// patternColumn is what the PATTERN column shows of an inbox: its pattern, with its queue
+// group, or "(reply)" for a requester's reply inbox.
+func (in Inbox) patternColumn() string {
+	switch {
+	case in.Reply:
+		return "(reply)"
+	case in.Group != "":
+		return safe(in.Pattern) + " [" + safe(in.Group) + "]"
+	}
+	return safe(in.Pattern)
 }
 
 // Drops are an inbox's lost messages, by reason.
@@ -154,10 +180,14 @@ func FromStats(s transport.Stats) Bus {
 		if t.Fingerprint != 0 {
 			tp.Fingerprint = fmt.Sprintf("%016x", t.Fingerprint)
 		}
+		if rq := t.Requests; rq != (transport.RequestStats{}) {
+			tp.Requests = &Requests{Requests: rq.Requests, Replies: rq.Replies, TimedOut: rq.TimedOut,
+				NoResponders: rq.NoResponders, ResponderDied: rq.ResponderDied, GroupDropped: rq.GroupDropped}
+		}
 		b.Topics = append(b.Topics, tp)
 	}
 	for _, in := range s.Inboxes {
-		b.Inboxes = append(b.Inboxes, Inbox{id: in.ID, Inbox: in.ID.Index(), Subscriber: in.OwnerName, Pattern: in.Pattern,
+		b.Inboxes = append(b.Inboxes, Inbox{id: in.ID, Inbox: in.ID.Index(), Subscriber: in.OwnerName, Pattern: in.Pattern, Group: in.Group, Reply: in.Reply,
 			Overflow: in.Overflow.String(), Depth: in.Depth, Capacity: in.Capacity, Delivered: in.Pushed, Received: in.Popped,
 			Dropped: Drops{Oldest: in.DropOldest, Newest: in.DropNewest, Timeout: in.DropTimeout, Corrupt: in.Corrupt}})
 	}
@@ -323,7 +353,7 @@ func (b *Bus) print(w io.Writer, r *Rates) {
 		}
 		fmt.Fprintln(tw, head)
 		for _, in := range b.Inboxes {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d", in.Inbox, safe(in.Subscriber), safe(in.Pattern), in.Overflow,
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d", in.Inbox, safe(in.Subscriber), in.patternColumn(), in.Overflow,
 				in.Depth, in.Capacity, in.Delivered, in.Received, in.Dropped.total(),
 				in.Dropped.Oldest, in.Dropped.Newest, in.Dropped.Timeout, in.Dropped.Corrupt)
 			if r != nil {

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestReqReplyProcesses: offq reply in a process of its own answers two offq req, as in two
+// shells; a request nobody answers exits with status 1.
+func TestReqReplyProcesses(t *testing.T) {
+	dir := t.TempDir()
+	createBus(t, dir, "rr")
+	ctx := context.Background()
+	if code, _, stderr := runOffq(t, ctx, "--dir", dir, "--bus", "rr", "req", "svc.upper", "--data", "x", "--timeout", "1h"); code != exitRuntime || !strings.Contains(stderr, "no responders") {
+		t.Fatalf("req without a responder: status %d, %q", code, stderr)
+	}
+	reply := startOffq(t, "--dir", dir, "--bus", "rr", "reply", "svc.*", "--command", "tr a-z A-Z", "--count", "2", "--json")
+	reply.waitStderr("answering requests on svc.*", 30*time.Second)
+	code, out, stderr := runOffq(t, ctx, "--dir", dir, "--bus", "rr", "req", "svc.upper", "--data", "hello")
+	if code != exitOK || out != "HELLO" {
+		t.Fatalf("req: status %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	code, out, stderr = runOffq(t, ctx, "--dir", dir, "--bus", "rr", "req", "svc.upper", "--data", "json please", "--json")
+	var r struct {
+		Topic string `json:"topic"`
+		Data  string `json:"data"`
+		Bytes int    `json:"bytes"`
+	}
+	if code != exitOK || json.Unmarshal([]byte(out), &r) != nil || r.Topic != "svc.upper" || r.Data != "JSON PLEASE" || r.Bytes != 11 {
+		t.Fatalf("req --json: status %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	code, out, stderr = reply.wait(30 * time.Second)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != exitOK || len(lines) != 2 || !strings.Contains(lines[0], `"request":"hello","reply":"HELLO","exit_status":0`) {
+		t.Fatalf("reply: status %d, stdout %q, stderr %q", code, out, stderr)
+	}
+}
+
+// TestReqTimeout: a subscriber that never answers makes req fail with status 1 at its
+// timeout.
+func TestReqTimeout(t *testing.T) {
+	dir := t.TempDir()
+	createBus(t, dir, "rt")
+	sub := startOffq(t, "--dir", dir, "--bus", "rt", "sub", "svc.mute")
+	sub.waitStderr("subscribed to svc.mute", 30*time.Second)
+	code, _, stderr := runOffq(t, context.Background(), "--dir", dir, "--bus", "rt", "req", "svc.mute", "--data", "x", "--timeout", "50ms")
+	if code != exitRuntime || !strings.Contains(stderr, "timed out") {
+		t.Fatalf("req: status %d, %q", code, stderr)
+	}
+}
