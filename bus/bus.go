@@ -330,7 +330,7 @@ func (b *Bus) topic(name string, history int) (shm.Topic, error) {
 	if errors.Is(err, shm.ErrTableFull) {
 		// Free the entries nothing uses (mistyped names, topics whose processes are gone)
 		// and try once more.
-		if n, rerr := b.r.ReclaimTopics(b.p); rerr == nil && n > 0 {
+		if n, rerr := b.r.ReclaimTopics(b.p, topics.MatchValid); rerr == nil && n > 0 {
 			b.log.Info("topic table full: freed unused topics", zap.Int("freed", n))
 			t, err = b.p.LookupTopic(name, true, history)
 		}
@@ -373,7 +373,7 @@ func (b *Bus) ReclaimTopics() (int, error) {
 	if b.closed.Load() {
 		return 0, &Error{Op: "reclaim topics", Name: b.name, Err: ErrClosed}
 	}
-	n, err := b.r.ReclaimTopics(b.p)
+	n, err := b.r.ReclaimTopics(b.p, topics.MatchValid)
 	if err != nil {
 		return n, &Error{Op: "reclaim topics", Name: b.name, Err: err}
 	}

@@ -41,3 +41,9 @@ func Match(pattern, name string) bool {
 func IsLiteral(pattern string) bool {
 	return !strings.ContainsAny(pattern, "*>")
 }
+
+// MatchValid is Match for a pattern not yet known to be valid (one read from shared memory):
+// an invalid pattern matches nothing.
+func MatchValid(pattern, name string) bool {
+	return ValidatePattern(pattern) == nil && Match(pattern, name)
+}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/offq/offq/internal/shm"
+	"github.com/offq/offq/topics"
 )
 
 // Configuration: the sizes of a region's tables, fixed when it is created.
@@ -135,7 +136,7 @@ func (r *Region) ReclaimTopics(name string) (n int, err error) {
 		return 0, err
 	}
 	defer func() { err = errors.Join(err, p.Detach()) }()
-	return r.r.ReclaimTopics(p)
+	return r.r.ReclaimTopics(p, topics.MatchValid)
 }
 
 // Close unmaps the region.

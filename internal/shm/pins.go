@@ -6,8 +6,6 @@ import (
 	"math/bits"
 	"sync/atomic"
 	"unsafe"
-
-	"github.com/offq/offq/topics"
 )
 
 // Pins and reclaiming topics while others are attached (see docs/architecture.md, "Freeing
@@ -139,8 +137,10 @@ var testHookReclaimClaimed func()
 // may reclaim must pin the topic first (package bus does, for every Publisher). Reclaiming is
 // done by p, in whose name the entries are condemned and claimed, so that a reaper can undo
 // what a reclaimer killed half-way left. It reads every buffer's header once: call it on
-// demand (a full table, an operator's reap), not on a timer.
-func (r *Region) ReclaimTopics(p *Participant) (n int, err error) {
+// demand (a full table, an operator's reap), not on a timer. match reports whether a
+// subscription pattern matches a topic name: the caller's publish path's matcher (package
+// topics'), which this package does not know.
+func (r *Region) ReclaimTopics(p *Participant, match func(pattern, name string) bool) (n int, err error) {
 	if p == nil || p.r != r {
 		return 0, &Error{Op: "reclaim topics", Name: r.name, Err: fmt.Errorf("%w: participant of another region", ErrPermission)}
 	}
@@ -190,7 +190,7 @@ func (r *Region) ReclaimTopics(p *Participant) (n int, err error) {
 			e, _ := r.topicEntry(i)
 			name := string(e.name[:min(e.nameLen, maxTopicName)])
 			for _, s := range subs {
-				if topics.ValidatePattern(s.Pattern) == nil && topics.Match(s.Pattern, name) {
+				if match(s.Pattern, name) {
 					delete(cand, i)
 					break
 				}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/offq/offq/internal/peer"
+	"github.com/offq/offq/topics"
 )
 
 func topicState(r *Region, i uint32) uint64 {
@@ -80,7 +81,7 @@ func TestReclaimMistypedTopicWhileAttached(t *testing.T) {
 	if rep, err := r.Reap(); err != nil || rep.Audited || rep.TopicsFreed != 0 {
 		t.Fatalf("reap while attached: %+v %v, want no audit and nothing freed", rep, err)
 	}
-	n, err := r.ReclaimTopics(p)
+	n, err := r.ReclaimTopics(p, topics.MatchValid)
 	if err != nil || n != 1 {
 		t.Fatalf("ReclaimTopics: %d %v, want 1", n, err)
 	}
@@ -126,7 +127,7 @@ func TestReclaimKeepsPinnedTopicUntilKilled(t *testing.T) {
 	if got := r.TopicStats(); len(got) != 1 || got[0].Publishers != 1 {
 		t.Fatalf("topic stats %+v, want one topic with one publisher", got)
 	}
-	if n, err := r.ReclaimTopics(p); err != nil || n != 0 {
+	if n, err := r.ReclaimTopics(p, topics.MatchValid); err != nil || n != 0 {
 		t.Fatalf("ReclaimTopics with a pinned topic: %d %v, want 0", n, err)
 	}
 	if st := topicState(r, tp.index); st != topicReady {
@@ -140,7 +141,7 @@ func TestReclaimKeepsPinnedTopicUntilKilled(t *testing.T) {
 	if r.Pinners()[tp.Index()] != 0 {
 		t.Fatalf("the reaper left the dead participant's pin")
 	}
-	if n, err := r.ReclaimTopics(p); err != nil || n != 1 {
+	if n, err := r.ReclaimTopics(p, topics.MatchValid); err != nil || n != 1 {
 		t.Fatalf("ReclaimTopics after the kill: %d %v, want 1", n, err)
 	}
 	checkNoLeaks(t, r)
@@ -161,7 +162,7 @@ func TestReclaimKeepsUsedTopics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := r.ReclaimTopics(p); err != nil || n != 1 {
+	if n, err := r.ReclaimTopics(p, topics.MatchValid); err != nil || n != 1 {
 		t.Fatalf("ReclaimTopics: %d %v, want 1 (the unused topic)", n, err)
 	}
 	if st := topicState(r, free.index); st != topicReclaimed {
@@ -189,14 +190,14 @@ func TestReclaimKeepsUsedTopics(t *testing.T) {
 	}
 	l2.buf.SetMeta(Meta{Len: 10, Topic: sub.index})
 	l2.buf.s.state.Store(l2.buf.s.state.Load() &^ ownerMask) // a message, not a loan
-	if n, err := r.ReclaimTopics(p); err != nil || n != 1 {
+	if n, err := r.ReclaimTopics(p, topics.MatchValid); err != nil || n != 1 {
 		t.Fatalf("ReclaimTopics: %d %v, want 1 (the emptied history)", n, err)
 	}
 	if st := topicState(r, sub.index); st != topicReady {
 		t.Fatalf("topic named by a message: state %d, want ready", st)
 	}
 	r.releaseDropped(l2.buf.h)
-	if n, err := r.ReclaimTopics(p); err != nil || n != 1 {
+	if n, err := r.ReclaimTopics(p, topics.MatchValid); err != nil || n != 1 {
 		t.Fatalf("ReclaimTopics: %d %v, want 1", n, err)
 	}
 	checkNoLeaks(t, r)
@@ -225,7 +226,7 @@ func TestPinRevivesCondemned(t *testing.T) {
 		}
 	}
 	defer func() { testHookReclaimCondemned = nil }()
-	if n, err := r.ReclaimTopics(p); err != nil || n != 0 {
+	if n, err := r.ReclaimTopics(p, topics.MatchValid); err != nil || n != 0 {
 		t.Fatalf("ReclaimTopics: %d %v, want 0", n, err)
 	}
 	testHookReclaimCondemned = nil
@@ -246,7 +247,7 @@ func TestPinRevivesCondemned(t *testing.T) {
 	if st := topicState(r, tp.index); st != topicReady {
 		t.Fatalf("state %d after the reclaimer detached, want ready", st)
 	}
-	if n, err := r.ReclaimTopics(p); err != nil || n != 1 {
+	if n, err := r.ReclaimTopics(p, topics.MatchValid); err != nil || n != 1 {
 		t.Fatalf("ReclaimTopics: %d %v, want 1", n, err)
 	}
 }
@@ -281,7 +282,7 @@ func roleStuckReclaimer(c *peer.Child) error {
 		c.Send("condemned")
 		<-c.Context().Done()
 	}
-	_, err = r.ReclaimTopics(p)
+	_, err = r.ReclaimTopics(p, topics.MatchValid)
 	return err
 }
 
@@ -328,7 +329,7 @@ func TestReclaimerKilledAfterCondemning(t *testing.T) {
 	if st := topicState(r, b.index); st != topicReady {
 		t.Fatalf("entry of the reaped reclaimer: state %d, want ready", st)
 	}
-	if n, err := r.ReclaimTopics(p); err != nil || n != 1 {
+	if n, err := r.ReclaimTopics(p, topics.MatchValid); err != nil || n != 1 {
 		t.Fatalf("ReclaimTopics: %d %v, want 1 (the unpinned one)", n, err)
 	}
 	if st := topicState(r, a.index); st != topicReady {
@@ -353,7 +354,7 @@ func roleClaimedReclaimer(c *peer.Child) error {
 		c.Send("claimed")
 		<-c.Context().Done()
 	}
-	_, err = r.ReclaimTopics(p)
+	_, err = r.ReclaimTopics(p, topics.MatchValid)
 	return err
 }
 

@@ -156,7 +156,10 @@ func (in *Inbox) waitSpace(ctx context.Context, deadline time.Time, s *slotHeade
 		runtime.Gosched()
 	}
 	rec := in.spaceRecord(s)
-	return in.v.r.participantOf(rec.slot).sleep(ctx, deadline, waitRoom, in, rec)
+	// The dispatcher keeps the inbox while it waits: give it a copy, so that in itself does
+	// not escape and a caller's Inbox on the stack (Participant.Reply's) stays there.
+	cp := *in
+	return in.v.r.participantOf(rec.slot).sleep(ctx, deadline, waitRoom, &cp, rec)
 }
 
 // ready reports whether a message is waiting, without taking it. It reads only the head and
