@@ -5,27 +5,13 @@ import (
 	"os"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/offq/offq/internal/peer"
+	"github.com/offq/offq/internal/procstat"
 )
-
-// osThreads returns the number of OS threads of this process (/proc/self/status, Threads).
-func osThreads() (int, error) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
-			return strconv.Atoi(strings.TrimSpace(v))
-		}
-	}
-	return 0, fmt.Errorf("no Threads line in /proc/self/status")
-}
 
 // idleSubscriptions is how many subscriptions TestThousandIdleSubscriptionsFewThreads keeps
 // waiting, each with a goroutine of its own in Receive.
@@ -85,7 +71,7 @@ func roleThousandSubs(c *peer.Child) error {
 		}
 		runtime.Gosched()
 	}
-	threads, err := osThreads()
+	threads, err := procstat.Threads()
 	if err != nil {
 		return err
 	}

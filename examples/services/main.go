@@ -22,13 +22,13 @@ import (
 	"io"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/offq/offq/bus"
 	"github.com/offq/offq/examples/internal/launch"
+	"github.com/offq/offq/internal/procstat"
 )
 
 func main() {
@@ -206,7 +206,7 @@ func serve(ctx context.Context, subscriptions, commands int) error {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	idle, err := osThreads()
+	idle, err := procstat.Threads()
 	if err != nil {
 		return err
 	}
@@ -219,7 +219,7 @@ func serve(ctx context.Context, subscriptions, commands int) error {
 	if err := <-errs; err != nil {
 		return err
 	}
-	end, err := osThreads()
+	end, err := procstat.Threads()
 	if err != nil {
 		return err
 	}
@@ -268,18 +268,4 @@ func drive(ctx context.Context, subscriptions, commands int) error {
 	}
 	launch.Say("sent: %d commands to %d devices in %v", commands*subscriptions, subscriptions, time.Since(start).Round(time.Millisecond))
 	return nil
-}
-
-// osThreads returns this process's OS thread count (/proc/self/status, Threads).
-func osThreads() (int, error) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
-			return strconv.Atoi(strings.TrimSpace(v))
-		}
-	}
-	return 0, errors.New("no Threads line in /proc/self/status")
 }

@@ -9,14 +9,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/offq/offq/bus"
 	"github.com/offq/offq/internal/peer"
+	"github.com/offq/offq/internal/procstat"
 	"github.com/offq/offq/transport"
 )
 
@@ -175,7 +174,7 @@ func benchOffqSubs(ctx context.Context, c *peer.Child, o peerArg) error {
 		}
 		sum.end = max(sum.end, x.end)
 	}
-	threads, err := osThreads()
+	threads, err := procstat.Threads()
 	if err != nil {
 		return err
 	}
@@ -185,18 +184,4 @@ func benchOffqSubs(ctx context.Context, c *peer.Child, o peerArg) error {
 	}
 	<-ctx.Done()
 	return nil
-}
-
-// osThreads returns this process's OS thread count (/proc/self/status, Threads).
-func osThreads() (int, error) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
-			return strconv.Atoi(strings.TrimSpace(v))
-		}
-	}
-	return 0, errors.New("no Threads line in /proc/self/status")
 }
