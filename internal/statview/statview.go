@@ -37,8 +37,11 @@ type Bus struct {
 	Created      time.Time     `json:"created"`
 	Reclaims     uint64        `json:"reclaims"`
 	CorruptWords uint64        `json:"corrupt_words"`
-	Swept        uint64        `json:"swept"`     // orphaned buffers freed by reapers' sweeps
-	SweepOff     bool          `json:"sweep_off"` // a process took messages unrecorded: no sweeping until an audit
+	Swept        uint64        `json:"swept"`          // orphaned buffers freed by reapers' sweeps
+	SweepOff     bool          `json:"sweep_off"`      // a process took messages unrecorded: no sweeping until an audit
+	SweepReqs    uint64        `json:"sweep_requests"` // sweeps requested: deaths seen, pools found exhausted, offq reap
+	SweepPasses  uint64        `json:"sweep_passes"`   // passes over the lent slots made on request
+	SweepPending bool          `json:"sweep_pending"`  // a requested sweep has passes left to make
 	Participants []Participant `json:"participants"`
 	Topics       []Topic       `json:"topics"`
 	Inboxes      []Inbox       `json:"inboxes"`
@@ -158,7 +161,8 @@ type Pool struct {
 // for the caller to fill in.
 func FromStats(s transport.Stats) Bus {
 	b := Bus{Name: s.Name, Path: s.Path, SizeBytes: s.Size, Created: s.Created, Reclaims: s.Reclaims,
-		CorruptWords: s.Corrupt, Swept: s.Swept, SweepOff: s.SweepOff, Participants: []Participant{}, Topics: []Topic{}, Inboxes: []Inbox{}, Pools: []Pool{}}
+		CorruptWords: s.Corrupt, Swept: s.Swept, SweepOff: s.SweepOff,
+		SweepReqs: s.Sweep.Requests, SweepPasses: s.Sweep.Passes, SweepPending: s.Sweep.Pending, Participants: []Participant{}, Topics: []Topic{}, Inboxes: []Inbox{}, Pools: []Pool{}}
 	for _, p := range s.Participants {
 		sp := Participant{Index: p.Index, Name: p.Name, PID: p.PID, Attached: p.Attached, Alive: p.Alive}
 		if br := p.Bridge; br != nil {
@@ -290,6 +294,12 @@ func (b *Bus) print(w io.Writer, r *Rates) {
 	}
 	fmt.Fprintf(w, "bus %s  %s  %s  created %s  owner %s\n", b.Name, safe(b.Path), binaryBytes(float64(b.SizeBytes)), b.Created.Format(time.RFC3339), OwnerText(b.OwnerUID))
 	sweep := fmt.Sprintf("swept %d", b.Swept)
+	if b.SweepReqs > 0 {
+		sweep += fmt.Sprintf(" in %d requested sweeps (%d passes)", b.SweepReqs, b.SweepPasses)
+	}
+	if b.SweepPending {
+		sweep += " (a sweep under way)"
+	}
 	if b.SweepOff {
 		sweep += " (sweep off: unrecorded takes)"
 	}

@@ -58,7 +58,7 @@ func goldenReports() (prev, cur *Report) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	bus := func(published, delivered uint64) Bus {
 		return Bus{Name: "plant", Path: "/dev/shm/offq.plant", OwnerUID: 3999999999, SizeBytes: 8 << 20, Created: t0.Add(-time.Hour),
-			Reclaims: 1, CorruptWords: 0, Swept: 2, SweepOff: true,
+			Reclaims: 1, CorruptWords: 0, Swept: 2, SweepOff: true, SweepReqs: 3, SweepPasses: 5,
 			Participants: []Participant{
 				{Index: 0, Name: "pub", PID: 10, Attached: t0, Alive: true},
 				{Index: 1, Name: "br\x1b", PID: 11, Attached: t0, Bridge: &Bridge{ID: "eu-1", Forwarded: 3, Reconnects: 1}},
@@ -102,7 +102,7 @@ func TestGolden(t *testing.T) {
 }
 
 const goldenTable = `bus plant  /dev/shm/offq.plant  8.0 MiB  created 2026-01-02T02:04:05Z  owner uid 3999999999
-participants 1 alive, 1 dead   reclaims 1   swept 2 (sweep off: unrecorded takes)   corrupt words 0
+participants 1 alive, 1 dead   reclaims 1   swept 2 in 3 requested sweeps (5 passes) (sweep off: unrecorded takes)   corrupt words 0
   pub[10], br?[11] (dead)
   bridge eu-1 (br?[11]): DISCONNECTED, forwarded 3, imported 0, dropped 0, pending 0, gaps 0, mismatched 0, looped 0, disconnects 0, reconnects 1
 
@@ -131,6 +131,9 @@ const goldenJSON = `{
       "corrupt_words": 0,
       "swept": 2,
       "sweep_off": true,
+      "sweep_requests": 3,
+      "sweep_passes": 5,
+      "sweep_pending": false,
       "participants": [
         {
           "index": 0,
