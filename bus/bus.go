@@ -45,7 +45,12 @@ type Bus struct {
 type gate struct {
 	inflight atomic.Int64
 	closed   *atomic.Bool
+	idle     func() // if set, called (at least once) when the gate is shut and the last call has left
 }
+
+// gateShut is added to inflight by shut: the exit that brings inflight down to it is the last
+// call under way through a shut gate.
+const gateShut = 1 << 40
 
 func (g *gate) enter() bool {
 	g.inflight.Add(1)
@@ -56,11 +61,24 @@ func (g *gate) enter() bool {
 	return true
 }
 
-func (g *gate) exit() { g.inflight.Add(-1) }
+func (g *gate) exit() {
+	if g.inflight.Add(-1) == gateShut && g.idle != nil {
+		g.idle()
+	}
+}
+
+// shut marks the gate shut (its owner's closed flag is already set, so calls that enter from
+// now on leave at once) and calls idle now if no call is under way, else leaves it to the last
+// one's exit. It does not wait.
+func (g *gate) shut() {
+	if g.inflight.Add(gateShut) == gateShut && g.idle != nil {
+		g.idle()
+	}
+}
 
 // waitIdle waits until no call is under way; closed is already set, so none can start.
 func (g *gate) waitIdle() {
-	for pause := time.Microsecond; g.inflight.Load() > 0; pause = min(2*pause, time.Millisecond) {
+	for pause := time.Microsecond; g.inflight.Load()%gateShut > 0; pause = min(2*pause, time.Millisecond) {
 		time.Sleep(pause)
 	}
 }

@@ -26,6 +26,8 @@ type Publisher struct {
 	scratch []shm.Inbox // a send's targets when there are groups
 	closed  atomic.Bool
 	gate    gate
+	// unpinned is set by letGo: the topic's pin is given back once.
+	unpinned atomic.Bool
 }
 
 // Publisher returns a publisher for topic, a concrete topic name (no wildcards).
@@ -48,6 +50,7 @@ func (b *Bus) Publisher(topic string, opts ...PublisherOption) (*Publisher, erro
 	}
 	p := &Publisher{b: b, name: topic, topic: t, gen: ^uint64(0)}
 	p.gate.closed = &b.closed
+	p.gate.idle = p.letGo
 	b.mu.Lock()
 	b.pubs[p] = struct{}{}
 	b.mu.Unlock()
@@ -256,17 +259,26 @@ func (p *Publisher) FanOut() int {
 	return len(p.targets) + len(p.groups)
 }
 
-// Close closes the publisher: it waits for Sends under way to return, then lets the topic go
-// (once no Publisher of it is open in any process, and nothing else uses it, ReclaimTopics may
-// free its entry). Close is idempotent.
+// letGo unpins the publisher's topic, once: its gate calls it when the publisher is closed and
+// no call is under way.
+func (p *Publisher) letGo() {
+	if p.unpinned.CompareAndSwap(false, true) {
+		p.b.p.UnpinTopic(p.topic) // after Bus.Close, Detach has cleared every pin: a no-op
+	}
+}
+
+// Close closes the publisher: calls made after it fail with ErrClosed, and once the calls
+// under way have returned it lets the topic go (once no Publisher of it is open in any
+// process, and nothing else uses it, ReclaimTopics may free its entry). Close does not wait
+// for them: a Send blocked on a full subscription (Block) goes on until its context or the
+// subscription lets it. Close is idempotent.
 func (p *Publisher) Close() error {
 	if p.closed.Swap(true) {
 		return nil
 	}
 	// A Send that entered the gate before closed was set may still write into the topic's
-	// entry: the pin stays until it has left.
-	p.gate.waitIdle()
-	p.b.p.UnpinTopic(p.topic) // after Bus.Close, Detach has cleared every pin: a no-op
+	// entry: the pin stays until the last of them has left (gate.shut, letGo).
+	p.gate.shut()
 	p.b.mu.Lock()
 	delete(p.b.pubs, p)
 	p.b.mu.Unlock()

@@ -328,3 +328,76 @@ func TestTopicNameCacheFollowsReuse(t *testing.T) {
 	}
 	publish("second")
 }
+
+// TestPublisherCloseDoesNotWaitForBlockedSend: Close returns while a Send of the publisher is
+// blocked on a full Block subscription (it used to wait for the Send, with no bound but the
+// Send's context), and the topic stays pinned until that Send has returned.
+func TestPublisherCloseDoesNotWaitForBlockedSend(t *testing.T) {
+	b := openTest(t, t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sub, err := b.Subscribe("close.block", WithQueueDepth(2), WithOverflow(Block))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	pub, err := b.Publisher("close.block")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := pub.Publish(ctx, []byte("fill")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- pub.Publish(context.Background(), []byte("blocked")) }()
+	for blockedOn(b, sub) == 0 { // the Send's announcement that it sleeps, bounded by ctx
+		if ctx.Err() != nil {
+			t.Fatal("the Send never blocked on the full subscription")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- pub.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Publisher.Close waited for a Send blocked on a full subscription")
+	}
+	if n := publishersOf(b, "close.block"); n != 1 {
+		t.Fatalf("%d publishers pin the topic while the Send is under way, want 1", n)
+	}
+	m, err := sub.Receive(ctx) // room: the Send goes on
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Release()
+	if err := <-sent; err != nil {
+		t.Fatalf("the Send that entered before Close: %v", err)
+	}
+	if n := publishersOf(b, "close.block"); n != 0 {
+		t.Fatalf("%d publishers pin the topic after the last Send returned, want 0", n)
+	}
+}
+
+func blockedOn(b *Bus, s *Subscription) int {
+	for _, st := range b.r.InboxStats() {
+		if st.ID == s.in.ID() {
+			return st.Blocked
+		}
+	}
+	return 0
+}
+
+func publishersOf(b *Bus, topic string) int {
+	for _, ts := range b.r.TopicStats() {
+		if ts.Name == topic {
+			return ts.Publishers
+		}
+	}
+	return -1
+}
