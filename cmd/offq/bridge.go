@@ -29,6 +29,7 @@ type bridgeOptions struct {
 	tlsCA      string
 	id         string
 	queueDepth int
+	reqTimeout time.Duration
 	every      time.Duration
 	listen     string
 	attach     attachFlags
@@ -74,6 +75,7 @@ every --stats-interval (0: never) and at exit, and runs until interrupted (SIGIN
 	f.StringVar(&o.tlsCA, "tls-ca", "", "CA certificate `file` to verify the NATS server")
 	f.StringVar(&o.id, "id", "", "bridge instance id: the Offq-Origin header and the bridge label of its metrics (default: random)")
 	f.IntVar(&o.queueDepth, "queue-depth", 0, "queue depth of the local export subscriptions (default: the bus's inbox capacity)")
+	f.DurationVar(&o.reqTimeout, "request-timeout", 10*time.Second, "how long the bridge waits for the reply to a request it carries, either way")
 	f.DurationVar(&o.every, "stats-interval", 0, "print the counters this often (0: only at exit)")
 	f.StringVar(&o.listen, "listen", "", "serve Prometheus metrics (the bridge's and its bus's) at http://`ADDR`/metrics")
 	o.attach.register(f)
@@ -96,6 +98,9 @@ func (o *bridgeOptions) natsOptions() ([]nats.Option, error) {
 	if o.queueDepth < 0 || o.every < 0 {
 		return nil, errors.New("bridge: negative --queue-depth or --stats-interval")
 	}
+	if o.reqTimeout <= 0 {
+		return nil, fmt.Errorf("bridge: --request-timeout %v: want more than 0", o.reqTimeout)
+	}
 	var opts []nats.Option
 	if o.creds != "" {
 		opts = append(opts, nats.UserCredentials(o.creds))
@@ -116,7 +121,8 @@ func (a *app) runBridge(cmd *cobra.Command, o *bridgeOptions, nopts []nats.Optio
 		return fmt.Errorf("bridge: %w", err)
 	}
 	defer b.Close()
-	opts := []bridge.Option{bridge.WithLogger(a.log), bridge.WithNATSOptions(nopts...), bridge.WithQueueDepth(o.queueDepth)}
+	opts := []bridge.Option{bridge.WithLogger(a.log), bridge.WithNATSOptions(nopts...), bridge.WithQueueDepth(o.queueDepth),
+		bridge.WithRequestTimeout(o.reqTimeout)}
 	if o.id != "" {
 		opts = append(opts, bridge.WithID(o.id))
 	}

@@ -23,6 +23,7 @@ func TestBridgeUsageErrors(t *testing.T) {
 		{[]string{"bridge", "--export", "a..b"}, "bridge:"},
 		{[]string{"bridge", "--import", "x.>", "--tls-cert", "c.pem"}, "--tls-cert and --tls-key"},
 		{[]string{"bridge", "--import", "x.>", "--queue-depth", "-1"}, "negative"},
+		{[]string{"bridge", "--import", "x.>", "--request-timeout", "0s"}, "--request-timeout 0s: want more than 0"},
 		{[]string{"bridge", "extra"}, `bridge takes no arguments (got "extra")`},
 	} {
 		code, _, stderr := runOffq(t, context.Background(), append([]string{"--dir", dir}, tc.args...)...)
