@@ -51,18 +51,20 @@ func (t Topic) Request(ctx context.Context, l Loan, n int, to []Inbox, replyTo I
 
 // ReplyTo returns the reply address and correlation id of a request (0, 0 if the message is
 // not a request). It reads the buffer's header, which the sender wrote before delivering it.
-func (h Held) ReplyTo() (InboxID, uint64) {
+func (h Held) ReplyTo() (_ InboxID, _ uint64) {
 	if h.p == nil {
 		return 0, 0
 	}
+	defer unguard(guard(), nil) // a fault (the file cut under us) reads as no address
 	return InboxID(h.buf.s.replyTo), h.buf.s.corr
 }
 
 // Corr returns the correlation id carried by the message (a reply carries its request's).
-func (h Held) Corr() uint64 {
+func (h Held) Corr() (_ uint64) {
 	if h.p == nil {
 		return 0
 	}
+	defer unguard(guard(), nil) // a fault reads as no id
 	return h.buf.s.corr
 }
 
