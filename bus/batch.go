@@ -88,7 +88,8 @@ func (p *Publisher) SendBatch(ctx context.Context, loans []Loan) error {
 	if g := p.b.r.SubscriptionGen(); g != p.gen {
 		p.refresh(g)
 	}
-	res, err := p.topic.SendBatch(ctx, tmp[:len(loans)], lens[:len(loans)], p.targets)
+	// The whole batch goes to one member of each queue group, so that it stays in order.
+	res, err := p.topic.SendBatch(ctx, tmp[:len(loans)], lens[:len(loans)], p.sendTargets())
 	if res.Closed > 0 {
 		p.gen = ^uint64(0)
 	}

@@ -549,3 +549,48 @@ func BenchmarkBatchFanOut(b *testing.B) {
 		})
 	}
 }
+
+// A batch goes to every plain subscription and, whole and in order, to one member of each
+// queue group (it used to skip the groups while FanOut counted them).
+func TestBatchQueueGroup(t *testing.T) {
+	b := openTest(t, t.TempDir())
+	ctx := ctxT(t)
+	plain, _ := b.Subscribe("batchq.a")
+	var members [2]*Subscription
+	for i := range members {
+		members[i], _ = b.Subscribe("batchq.*", WithQueueGroup("workers"))
+	}
+	pub, _ := b.Publisher("batchq.a")
+	var loans [MaxBatch]Loan
+	var got [MaxBatch]Message
+	const k = 4
+	sendBatch(t, pub, loans[:], k, 1)
+	if n := pub.FanOut(); n != 2 {
+		t.Fatalf("FanOut %d, want 2 (the plain subscription and the group)", n)
+	}
+	ms, err := plain.ReceiveBatch(ctx, got[:])
+	if err != nil || len(ms) != k {
+		t.Fatalf("plain subscription: %d messages, %v; want %d", len(ms), err, k)
+	}
+	ReleaseBatch(ms)
+	taken := 0
+	for _, m := range members {
+		if m.Len() == 0 {
+			continue
+		}
+		ms, err := m.ReceiveBatch(ctx, got[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j, msg := range ms {
+			if v := binary.LittleEndian.Uint64(msg.Data()); v != uint64(j+1) {
+				t.Fatalf("group member: message %d holds %d, want %d (the batch whole, in order)", j, v, j+1)
+			}
+		}
+		taken += len(ms)
+		ReleaseBatch(ms)
+	}
+	if taken != k {
+		t.Fatalf("the queue group took %d of the batch's %d messages, want all of them in one member", taken, k)
+	}
+}
