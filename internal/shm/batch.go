@@ -149,6 +149,7 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 	}
 	var hs [MaxBatch]Handle
 	var ss [MaxBatch]*slotHeader
+	var outcomes [MaxBatch]error
 	total := 0
 	for _, n := range lens {
 		total += n
@@ -167,6 +168,7 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 		}
 		seq++
 		l.buf.SetMeta(Meta{Len: uint32(lens[i]), Topic: t.index, Seq: seq, Stamp: st})
+		l.buf.s.replyTo, l.buf.s.corr = 0, 0 // as send: a reused buffer carries no stale reply address
 		hs[i], ss[i] = l.buf.h, l.buf.s
 	}
 	k := len(loans)
@@ -174,7 +176,11 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 		if testHookFanOut != nil {
 			testHookFanOut(i)
 		}
-		if err := to[i].pushBatch(ctx, hs[:k], ss[:k], nil); err != nil {
+		var errs []error
+		if to[i].group {
+			errs = outcomes[:k] // to count what a member that left was not given
+		}
+		if err := to[i].pushBatch(ctx, hs[:k], ss[:k], errs); err != nil {
 			if errors.Is(err, ErrBadHandle) {
 				for j := range loans {
 					loans[j].end()
@@ -183,6 +189,11 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 			}
 			if errors.Is(err, ErrClosed) {
 				res.Closed++
+				for _, e := range errs {
+					if errors.Is(e, ErrClosed) {
+						t.e.groupDropped.Add(1) // as send: the member left after it was chosen
+					}
+				}
 			}
 		}
 	}

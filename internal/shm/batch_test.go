@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 )
 
 // batchRig is a participant, a topic and inboxes for the batched forms.
@@ -366,5 +367,36 @@ func TestDetachEndsBatchLoans(t *testing.T) {
 	}
 	if n := allocated(r); n != 0 {
 		t.Fatalf("%d buffers still allocated after Detach ended its batch loans", n)
+	}
+}
+
+// A buffer whose header still names a reply inbox and correlation id (it last carried a
+// request) goes out by SendBatch as a plain message: the batch clears both, as Send does, so
+// no taker mistakes it for a request and replies to a stale address.
+func TestBatchClearsReplyAddress(t *testing.T) {
+	g := newBatchRig(t, inboxConfig(), 1, 16, DropOldest)
+	var loans [2]Loan
+	ls, err := g.p.LoanBatch(loans[:], 8)
+	if err != nil || len(ls) != 2 {
+		t.Fatal(len(ls), err)
+	}
+	for i := range ls {
+		ls[i].buf.s.replyTo, ls[i].buf.s.corr = uint64(g.ins[0].ID()), 7 // as a request left it
+	}
+	if _, err := g.t.SendBatch(context.Background(), ls, []int{8, 8}, g.outs); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var held [2]Held
+	got, err := g.p.TakeBatch(ctx, &g.ins[0], Waiter{Strategy: BusySpin}, held[:])
+	if err != nil || len(got) != 2 {
+		t.Fatal(len(got), err)
+	}
+	for _, h := range got {
+		if to, corr := h.ReplyTo(); to != 0 || corr != 0 {
+			t.Fatalf("a batched message carries reply address %v, corr %d; want none", to, corr)
+		}
+		h.Release()
 	}
 }
