@@ -121,6 +121,10 @@ func leaveWait(e *atomic.Uint64) {
 	}
 }
 
+// ourPID is this process's pid, read once: spaceRecord runs on every DropOldest eviction,
+// and os.Getpid is a system call. (A Go process does not fork without exec.)
+var ourPID = uint32(os.Getpid())
+
 // spaceRecord returns where a producer delivering from buffer s records its wait for room in
 // inbox in: the slot of the participant the buffer is on loan to, if that participant is
 // attached by this process (the pid it recorded is ours). Any other producer waits without a
@@ -135,7 +139,7 @@ func (in *Inbox) spaceRecord(s *slotHeader) waitRecord {
 		return waitRecord{}
 	}
 	slot := (*participantSlot)(r.at(r.participantOffset(owner - 1)))
-	if slot.state.Load()&0xff != partAttached || slot.pid != uint32(os.Getpid()) {
+	if slot.state.Load()&0xff != partAttached || slot.pid != ourPID {
 		return waitRecord{}
 	}
 	return waitRecord{slot: slot, key: (in.gen&0xffffffff)<<16 | uint64(in.v.index)}

@@ -370,6 +370,15 @@ func TestReclaimerKilledAfterClaiming(t *testing.T) {
 	defer r.Close()
 	p := attachUnit(t, r, "user")
 	old := lookup(t, p, "claimed.old", 0)
+	// The old topic recorded a type and published once: a new name must inherit neither.
+	if ok, err := old.SetFingerprint(0xfeedface12345678, "msgpack", "main.Old"); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if l, err := p.Loan(8); err != nil {
+		t.Fatal(err)
+	} else if _, err := old.Send(t.Context(), l, 8, nil); err != nil {
+		t.Fatal(err)
+	}
 	child := peer.Start(t, "claimed-reclaimer", "OFFQ_DIR="+dir)
 	if _, err := child.Expect("claimed", time.Minute); err != nil {
 		t.Fatal(err)
@@ -388,7 +397,13 @@ func TestReclaimerKilledAfterClaiming(t *testing.T) {
 	took := false
 	for _, name := range []string{"n.a", "n.b", "n.c", "n.d"} {
 		tp := lookup(t, p, name, 0)
-		took = took || tp.Index() == old.Index()
+		if tp.Index() != old.Index() {
+			continue
+		}
+		took = true
+		if fp, codec := tp.Fingerprint(); fp != 0 || codec != "" || tp.TypeName() != "" || tp.Published() != 0 {
+			t.Fatalf("%s on the reused entry inherits fingerprint %#x %q %q, %d published; want none", name, fp, codec, tp.TypeName(), tp.Published())
+		}
 	}
 	if !took {
 		t.Fatal("no new name took the entry")

@@ -179,16 +179,17 @@ retry:
 		if !e.state.CompareAndSwap(st, uint64(p.owner)<<16|topicClaiming) {
 			return Topic{}, false
 		}
+		if st&0xff == topicReclaimed {
+			// A reclaimer that died between claiming and forgetting left the old topic's
+			// generation, type, counters and sequence: a new name starts from none of them, and
+			// a Topic value kept from the old one no longer names the entry.
+			e.forget()
+		}
 		e.hash = hash
 		e.nameLen = uint32(len(name))
 		e.name = [128]byte{}
 		copy(e.name[:], name)
 		e.histDepth = uint32(history)
-		if st&0xff == topicReclaimed {
-			// A reclaimer that died between claiming and bumping the generation left the old
-			// one: a new name must not look like the old topic to a Topic value kept from it.
-			e.gen.Store(nextTopicGen(e.gen.Load()))
-		}
 		gen := e.gen.Load()
 		e.state.Store(uint64(p.owner)<<16 | topicReady)
 		return Topic{r: r, index: i, e: e, hist: hist, depth: uint64(history), gen: gen, p: p}, true
