@@ -31,6 +31,7 @@ const maxTracked = 8
 // replySlot is one reply inbox of the Bus and what its current request needs.
 type replySlot struct {
 	busy    atomic.Bool
+	waiting atomic.Uint64 // the corr of the request sent and not yet waited for: Wait claims it once
 	b       *Bus
 	in      shm.Inbox
 	sub     *Subscription // the Subscription a reply Message names (for Data, Topic, ...)
@@ -226,6 +227,7 @@ func (p *Publisher) SendRequest(ctx context.Context, l Loan) (PendingRequest, er
 		p.b.r.CountRequest(p.topic.Index(), shm.RequestNoResponders)
 		return PendingRequest{}, &Error{Op: "request", Name: p.name, Err: ErrNoResponders}
 	}
+	s.waiting.Store(corr)
 	return PendingRequest{p: p, s: s, corr: corr}, nil
 }
 
@@ -233,7 +235,9 @@ func (p *Publisher) SendRequest(ctx context.Context, l Loan) (PendingRequest, er
 // and the errors). Call it once; a second call fails with ErrClosed.
 func (pr PendingRequest) Wait(ctx context.Context) (Message, error) {
 	p, s := pr.p, pr.s
-	if p == nil || s == nil || s.corr != pr.corr || !s.busy.Load() {
+	// Claim the request in one step: a second Wait, or one racing a later SendRequest that
+	// reused the slot, finds another value and fails, and never frees a slot it does not hold.
+	if p == nil || s == nil || pr.corr == 0 || !s.waiting.CompareAndSwap(pr.corr, 0) {
 		return Message{}, &Error{Op: "request", Err: ErrClosed}
 	}
 	defer s.busy.Store(false)

@@ -407,3 +407,64 @@ func TestRequestsWaitWithoutHeldEntries(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestStaleWaitRacesNewRequest: a PendingRequest waited for once is stale; Waiting on it again
+// while new requests reuse its reply slot fails with ErrClosed and disturbs nothing. It used
+// to read the slot's correlation id while SendRequest wrote it (the race detector flags it),
+// and in the window between a new request's claim of the slot and its new id a stale Wait
+// passed the check, took the new request's reply and freed the slot under it.
+func TestStaleWaitRacesNewRequest(t *testing.T) {
+	b := openTest(t, t.TempDir())
+	ctx := ctxT(t)
+	s, err := b.Subscribe("stale.*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	respond(t, s)
+	pub, _ := b.Publisher("stale.echo")
+	send := func() PendingRequest {
+		l, err := pub.Loan(8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr, err := pub.SendRequest(ctx, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pr
+	}
+	stale := send()
+	m, err := stale.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Release()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if m, err := stale.Wait(ctx); !errors.Is(err, ErrClosed) {
+				if err == nil {
+					m.Release()
+				}
+				t.Errorf("a stale Wait: %v, want ErrClosed", err)
+				return
+			}
+		}
+	}()
+	for range 300 {
+		m, err := send().Wait(ctx)
+		if err != nil {
+			t.Fatalf("a request whose slot a stale Wait raced: %v", err)
+		}
+		m.Release()
+	}
+	close(stop)
+	<-done
+}
