@@ -444,3 +444,32 @@ func BenchmarkRequestedSweep(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(2*cfg.Classes[0].Count), "ns/slot")
 }
+
+// TestSweepDoesNotChaseNewRequests: requests made while a sweep runs (other processes finding
+// the pools exhausted) do not keep the sweeping call, which may be a Loan's, going: it makes
+// the passes owed when it started, and leaves the rest to the next call.
+func TestSweepDoesNotChaseNewRequests(t *testing.T) {
+	r := newUnitRegion(t, sweepCostConfig())
+	attachUnit(t, r, "p")       // participants sweep
+	const limit = 1000          // a sweep that chases the requests stops here, when they stop
+	steps := countSteps(t, nil) // its hook is replaced: ours requests again at each step
+	testHookSweepStep = func(pos uint64) {
+		*steps = append(*steps, pos)
+		if len(*steps) < limit {
+			r.RequestSweep()
+		}
+	}
+	if err := r.RequestSweep(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Maintain(); err != nil {
+		t.Fatal(err)
+	}
+	// One step a pass on this region: the goal when the sweep started is at most 3 passes on.
+	if n := len(*steps); n > 3*int((r.totalSlots+sweepStep-1)/sweepStep) {
+		t.Fatalf("one Maintain made %d steps while requests kept coming, want the passes owed when it started", n)
+	}
+	if st := r.SweepStats(); !st.Pending {
+		t.Fatalf("after the sweep: %+v, want the requests made during it still pending", st)
+	}
+}

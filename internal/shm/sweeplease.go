@@ -176,10 +176,18 @@ func (r *Region) sweepOnRequest() int {
 	// This process's confirmations are its own: whoever held the lease before may have made
 	// the pass under way, and the passes still owed may be fewer than this process needs.
 	r.raiseGoal()
+	// The passes owed now, and no more: requests made while we sweep (other processes finding
+	// the pools exhausted every 10ms) raise the goal again, and chasing it would keep this
+	// call, which may be a Loan's, sweeping without end. What they add is left to the next
+	// call (the periodic Maintain, or the next exhausted loan).
+	goal := r.hdr.goal.Load()
 	n := 0
 	for r.sweepPending() {
 		c := r.hdr.cursor.Load()
 		pass, pos := c>>32, min(c&cursorPosMask, r.totalSlots)
+		if pass >= goal {
+			break
+		}
 		end := min(pos+sweepStep, r.totalSlots)
 		if testHookSweepStep != nil {
 			testHookSweepStep(pos)
