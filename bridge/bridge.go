@@ -432,7 +432,11 @@ func (br *Bridge) importMsg(m *nats.Msg) {
 	if br.closed {
 		return
 	}
-	br.countGap(m)
+	if m.Reply == "" {
+		// Requests are sent to NATS from goroutines of their own and may overtake the
+		// messages after them: their sequence numbers say nothing of losses.
+		br.countGap(m)
+	}
 	it, err := br.importTopic(m.Subject)
 	if err != nil {
 		br.dropped.Add(1)

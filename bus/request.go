@@ -126,7 +126,7 @@ func (b *Bus) closeReplies() {
 func (p *Publisher) Request(ctx context.Context, data []byte) (Message, error) {
 	l, err := p.Loan(len(data))
 	if err != nil {
-		return Message{}, &Error{Op: "request", Name: p.name, Err: err}
+		return Message{}, err // Loan's error names the topic already
 	}
 	if err := l.l.Write(data); err != nil {
 		l.Discard()

@@ -144,10 +144,17 @@ func TestRequestMultiProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
+	found := false
 	for _, ts := range r.TopicStats() {
-		if ts.Name == "svc.echo" && (ts.Requests.Requests != 1200 || ts.Requests.Replies != 1200) {
-			t.Errorf("counters %+v", ts.Requests)
+		if ts.Name == "svc.echo" {
+			found = true
+			if ts.Requests.Requests != 1200 || ts.Requests.Replies != 1200 {
+				t.Errorf("counters %+v, want 1200 requests and 1200 replies", ts.Requests)
+			}
 		}
+	}
+	if !found {
+		t.Error("no topic svc.echo in the region's stats")
 	}
 	assertCleanRegion(t, r)
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"time"
 	"unicode/utf8"
@@ -125,6 +126,9 @@ func Serve(ctx context.Context, b *bus.Bus, o ServeOptions) error {
 	return nil
 }
 
+// commandWaitDelay bounds how long a finished command's children may keep its output open.
+const commandWaitDelay = 100 * time.Millisecond
+
 // RunCommand runs command with sh -c, stdin as its standard input, and returns its standard
 // output and exit status; err is set when it could not run or exited with another status
 // than 0.
@@ -133,7 +137,14 @@ func RunCommand(ctx context.Context, command string, stdin []byte) ([]byte, int,
 	cmd.Stdin = bytes.NewReader(stdin)
 	var out bytes.Buffer
 	cmd.Stdout = &out
+	cmd.Stderr = os.Stderr // the command's complaints are the operator's to read
+	// The shell exiting ends the request: a background child still holding its standard
+	// output does not hold the reply (or every later request) back for more than this.
+	cmd.WaitDelay = commandWaitDelay
 	err := cmd.Run()
+	if errors.Is(err, exec.ErrWaitDelay) {
+		err = nil // the shell exited; what it wrote is the reply
+	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return out.Bytes(), ee.ExitCode(), fmt.Errorf("command exited with status %d", ee.ExitCode())
