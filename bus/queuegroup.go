@@ -18,6 +18,10 @@ func WithQueueGroup(name string) SubscribeOption {
 	return subOptionFunc(func(o *subOptions) error { o.group = name; return nil })
 }
 
+// ValidateQueueGroup reports whether name can name a queue group (WithQueueGroup): 1 to 64
+// bytes, no spaces or control characters.
+func ValidateQueueGroup(name string) error { return validGroup(name) }
+
 func validGroup(name string) error {
 	if len(name) == 0 || len(name) > 64 {
 		return fmt.Errorf("%w: queue group %q: want 1 to 64 bytes", ErrInvalidOption, name)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/offq/offq/bus"
 	"github.com/offq/offq/internal/reqcli"
 	"github.com/offq/offq/topics"
 )
@@ -57,19 +58,20 @@ no reply came within --timeout, or when the responder died before replying; 2 fo
 }
 
 func (a *app) runReq(cmd *cobra.Command, topic string, o reqOptions) (err error) {
-	data := []byte(o.data)
-	if !cmd.Flags().Changed("data") {
-		if data, err = io.ReadAll(cmd.InOrStdin()); err != nil {
-			return fmt.Errorf("req: reading the request: %w", err)
-		}
-	}
 	b, err := a.openBus(&o.attach, "offq req")
 	if err != nil {
 		return fmt.Errorf("req: %w", err)
 	}
 	defer func() { err = errors.Join(err, b.Close()) }()
+	data := []byte(o.data)
+	if !cmd.Flags().Changed("data") {
+		// No more than one byte past what a buffer holds: an endless stdin is refused, not read.
+		if data, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), int64(b.MaxMessageSize())+1)); err != nil {
+			return fmt.Errorf("req: reading the request: %w", err)
+		}
+	}
 	if len(data) > b.MaxMessageSize() {
-		return fmt.Errorf("req: a request of %d bytes: larger than the largest buffer of bus %s", len(data), a.busName)
+		return fmt.Errorf("req: the request is larger than the largest buffer of bus %s (%d bytes)", a.busName, b.MaxMessageSize())
 	}
 	r, raw, err := reqcli.Request(cmd.Context(), b, topic, data, o.timeout)
 	if err != nil {
@@ -118,6 +120,11 @@ error, 2 for a bad flag.`,
 			}
 			if err := topics.ValidatePattern(args[0]); err != nil {
 				return usageError(err)
+			}
+			if o.group != "" {
+				if err := bus.ValidateQueueGroup(o.group); err != nil {
+					return usageError(err)
+				}
 			}
 			return a.runReply(cmd, args[0], o)
 		}),

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -49,5 +50,18 @@ func TestReqTimeout(t *testing.T) {
 	code, _, stderr := runOffq(t, context.Background(), "--dir", dir, "--bus", "rt", "req", "svc.mute", "--data", "x", "--timeout", "50ms")
 	if code != exitRuntime || !strings.Contains(stderr, "timed out") {
 		t.Fatalf("req: status %d, %q", code, stderr)
+	}
+}
+
+// TestReplyBadQueueGroup: a queue group name the bus refuses is a usage error (status 2),
+// found before the bus is opened; it used to open the bus and exit 1.
+func TestReplyBadQueueGroup(t *testing.T) {
+	dir := t.TempDir()
+	code, _, stderr := runOffq(t, context.Background(), "--dir", dir, "reply", "a.>", "--command", "cat", "--queue", "a b")
+	if code != exitUsage || !strings.Contains(stderr, `queue group "a b"`) {
+		t.Fatalf("status %d, stderr %q; want %d and the group named", code, stderr, exitUsage)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("a usage error opened a bus: %v", ents)
 	}
 }
