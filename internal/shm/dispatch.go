@@ -408,12 +408,14 @@ func (d *dispatcher) sleepDirect(ctx context.Context, in *Inbox) (bool, error) {
 			break
 		}
 		if err := ctx.Err(); err != nil {
-			hd.wake.Store(bellAwake)
 			return true, err
 		}
 		futexWaitOn(&hd.wake, bellAsleep, longSleep)
 	}
-	hd.wake.Store(bellAwake)
+	// The word is left as it is: storing awake here could land after the inbox was closed
+	// and its entry reopened by another participant whose consumer has stored asleep, and
+	// its producers would then not ring it (a wake-up lost for up to longSleep). A word left
+	// asleep costs at most one needless FUTEX_WAKE, by a producer that still saw us announced.
 	return true, nil
 }
 
