@@ -229,8 +229,15 @@ retry:
 				}
 				continue
 			case topicReady, topicCondemned:
+				// The generation is read before the name and both are checked again after it,
+				// as a sequence lock: a ReclaimTopics that frees the entry meanwhile (claims
+				// it, bumps the generation, erases the name) makes us read it again, so a name
+				// matched on its way out never comes back with the next topic's generation.
+				gen := e.gen.Load()
 				if e.hash == hash && int(e.nameLen) == len(name) && string(e.name[:len(name)]) == name {
-					gen := e.gen.Load()
+					if e.state.Load() != st || e.gen.Load() != gen {
+						continue
+					}
 					d := uint64(e.histDepth)
 					if d > uint64(r.cfg.HistoryDepth) {
 						r.hdr.corrupt.Add(1)
