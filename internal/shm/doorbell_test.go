@@ -553,3 +553,23 @@ func TestKilledWaiterRingsOnce(t *testing.T) {
 	}
 	checkNoLeaks(t, r)
 }
+
+// TestUndoWaitsClearsUnrecordedBellBits: a dead participant's bell bit in an inbox's
+// spaceBells goes with its reaping even when no wait record names the inbox (a wait that
+// could not record itself, or a kill between setting the bit and recording the wait): left
+// set, it rang the slot's next occupant on every take from that inbox.
+func TestUndoWaitsClearsUnrecordedBellBits(t *testing.T) {
+	r := newUnitRegion(t, unitConfig())
+	p := attachUnit(t, r, "consumer")
+	in, err := p.OpenInbox(InboxConfig{Capacity: 4, Overflow: Block, Pattern: "bells"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const dead = 3 // a participant slot index with no records
+	hd := in.v.hdr
+	hd.spaceBells.Or(spaceBellBit(dead))
+	r.undoWaits(dead)
+	if v := hd.spaceBells.Load(); v&spaceBellBit(dead) != 0 {
+		t.Fatalf("spaceBells %#x after undoing participant %d's waits, want its bit clear", v, dead)
+	}
+}

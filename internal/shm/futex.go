@@ -193,7 +193,17 @@ func (r *Region) undoWaits(i uint32) {
 			continue
 		}
 		retract(&r.inboxes[idx].hdr.spaceWaiters, v>>16&0xffffffff, v>>48)
-		r.inboxes[idx].hdr.spaceBells.And(^spaceBellBit(i))
+	}
+	// Its bell bit, in every inbox: a wait may have set one without a record (a producer
+	// whose loan names no participant of its process, a kill between setting the bit and
+	// recording the wait), and a bit left set would ring the slot's next occupant on every
+	// take from that inbox.
+	if bit := spaceBellBit(i); bit != 0 {
+		for k := range r.inboxes {
+			if hd := r.inboxes[k].hdr; hd.spaceBells.Load()&bit != 0 {
+				hd.spaceBells.And(^bit)
+			}
+		}
 	}
 }
 
