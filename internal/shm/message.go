@@ -102,6 +102,7 @@ func (p *Participant) Take(ctx context.Context, in *Inbox, w Waiter) (_ Held, er
 // it parks until p's leader, asleep on p's bell, wakes it (see dispatcher). While messages
 // are waiting it makes no system call; it allocates nothing.
 func (p *Participant) TakeAny(ctx context.Context, ins []*Inbox, w Waiter) (_ Held, which int, err error) {
+	which = -1 // what a fault returns: no inbox is to blame
 	defer unguard(guard(), &err)
 	if len(ins) == 0 {
 		return Held{}, -1, ErrClosed
