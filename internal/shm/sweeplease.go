@@ -89,29 +89,35 @@ func (r *Region) requestSweep() {
 // way, if any, began before.
 func (r *Region) raiseGoal() {
 	c := r.hdr.cursor.Load()
-	want := c>>32 + 2
+	want := uint32(2)
 	if c&cursorPosMask != 0 {
 		want++
 	}
 	for {
 		g := r.hdr.goal.Load()
-		if g >= want || r.hdr.goal.CompareAndSwap(g, want) {
+		if owed := passesOwed(c, g); (owed >= want && owed <= 3) || r.hdr.goal.CompareAndSwap(g, uint64(uint32(c>>32)+want)) {
 			return
 		}
 	}
 }
 
+// passesOwed is how many passes the goal g is ahead of the cursor c. Pass numbers are 32
+// bits and wrap (a region whose pools keep running short sweeps often, for years): they are
+// compared modulo 2^32, where a goal more than 3 ahead is a scribble.
+func passesOwed(c, g uint64) uint32 { return uint32(g) - uint32(c>>32) }
+
 // sweepPending reports whether a requested sweep has passes left to make. A goal further
 // ahead than any request sets (a scribble) is brought back, and counted.
 func (r *Region) sweepPending() bool {
-	done, g := r.hdr.cursor.Load()>>32, r.hdr.goal.Load()
-	if g > done+3 {
-		if r.hdr.goal.CompareAndSwap(g, done+3) {
+	c, g := r.hdr.cursor.Load(), r.hdr.goal.Load()
+	owed := passesOwed(c, g)
+	if owed > 3 {
+		if r.hdr.goal.CompareAndSwap(g, uint64(uint32(c>>32)+3)) {
 			r.hdr.corrupt.Add(1)
 		}
 		return true
 	}
-	return done < g
+	return owed != 0
 }
 
 // takeLease takes the sweep lease for holder (a participant of this process + 1): if nobody
@@ -185,7 +191,7 @@ func (r *Region) sweepOnRequest() int {
 	for r.sweepPending() {
 		c := r.hdr.cursor.Load()
 		pass, pos := c>>32, min(c&cursorPosMask, r.totalSlots)
-		if pass >= goal {
+		if owed := passesOwed(c, goal); owed == 0 || owed > 3 {
 			break
 		}
 		end := min(pos+sweepStep, r.totalSlots)
@@ -211,7 +217,7 @@ func (r *Region) sweepOnRequest() int {
 // sweepDone records, after an audit, that no requested sweep is left: the audit recomputed
 // every reference count from the records.
 func (r *Region) sweepDone() {
-	pass := r.hdr.cursor.Load()>>32 + 1
+	pass := uint64(uint32(r.hdr.cursor.Load()>>32 + 1))
 	r.hdr.cursor.Store(pass << 32)
 	r.hdr.goal.Store(pass)
 	r.hdr.lease.Store(0)
@@ -239,7 +245,7 @@ func (r *Region) SweepStats() (_ SweepStats) {
 func (r *Region) sweepStats() SweepStats {
 	c, g, l := r.hdr.cursor.Load(), r.hdr.goal.Load(), r.hdr.lease.Load()
 	s := SweepStats{Requests: shown(r.hdr.sweepReq.Load()), Passes: shown(c >> 32), Steps: shown(r.hdr.sweepSteps.Load()),
-		Pending: c>>32 < g, Holder: -1}
+		Pending: passesOwed(c, g) != 0, Holder: -1}
 	if h := uint32(l >> leaseHolderShift); l != 0 && h != 0 && h <= r.cfg.Participants && l&leaseExpiryMask > leaseNow() {
 		s.Holder = int(h - 1)
 	}
