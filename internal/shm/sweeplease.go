@@ -125,15 +125,17 @@ func (r *Region) sweepPending() bool {
 // this process's own (a sweep that faulted) and is taken back. It returns the lease word it
 // stored.
 func (r *Region) takeLease(holder uint32) (uint64, bool) {
-	now := leaseNow()
 	term := uint64(leaseTerm / time.Millisecond)
-	mine := uint64(holder)<<leaseHolderShift | (now + term)
 	for {
+		// The clock is read at each try: a holder that renewed while we checked whether it
+		// lives has a term that starts after our first reading, which is not a scribble.
+		now := leaseNow()
+		mine := uint64(holder)<<leaseHolderShift | (now + term)
 		l := r.hdr.lease.Load()
 		if l != 0 && (holder == 0 || uint32(l>>leaseHolderShift) != holder) {
 			h, exp := uint32(l>>leaseHolderShift), l&leaseExpiryMask
 			// A term longer than a holder ever sets is a scribble: the lease is void.
-			if now < exp && exp <= now+term {
+			if now < exp && exp <= now+term+leaseSlack {
 				if h == 0 || h > r.cfg.Participants {
 					return 0, false // a holder without a participant: its term decides
 				}
@@ -147,6 +149,10 @@ func (r *Region) takeLease(holder uint32) (uint64, bool) {
 		}
 	}
 }
+
+// leaseSlack is how far past a full term a lease's expiry may be before it reads as a
+// scribble: a holder renews between our reading of the clock and of its word.
+const leaseSlack = 1000 // milliseconds
 
 // renewLease extends a lease this process holds (its word is l); it reports false if the
 // lease was taken meanwhile.
