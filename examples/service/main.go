@@ -50,6 +50,10 @@ func main() {
 	requests := flag.Int("requests", 2000, "requests per client")
 	timeout := flag.Duration("timeout", time.Minute, "give up after this long")
 	flag.Parse()
+	if *servers < 1 || *clients < 1 || *requests < 1 {
+		fmt.Fprintln(os.Stderr, "service: -servers, -clients and -requests must be at least 1")
+		os.Exit(2)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	if err := run(ctx, os.Stdout, *servers, *clients, *requests); err != nil {
