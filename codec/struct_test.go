@@ -121,7 +121,7 @@ func TestStructRefusedCodecFailsEverywhere(t *testing.T) {
 	}
 }
 
-// alignedBuf returns n bytes of page-aligned memory, as a loaned payload is 64-byte aligned.
+// alignedBuf returns n bytes of page-aligned memory, as a loaned payload is 32-byte aligned.
 // (Package codec does not import unsafe, not even in tests.)
 func alignedBuf(n int) []byte {
 	page := syscall.Getpagesize()

@@ -168,7 +168,6 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 		}
 		seq++
 		l.buf.SetMeta(Meta{Len: uint32(lens[i]), Topic: t.index, Seq: seq, Stamp: st})
-		l.buf.s.replyTo, l.buf.s.corr = 0, 0 // as send: a reused buffer carries no stale reply address
 		hs[i], ss[i] = l.buf.h, l.buf.s
 	}
 	k := len(loans)

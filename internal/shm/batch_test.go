@@ -381,7 +381,7 @@ func TestBatchClearsReplyAddress(t *testing.T) {
 		t.Fatal(len(ls), err)
 	}
 	for i := range ls {
-		ls[i].buf.s.replyTo, ls[i].buf.s.corr = uint64(g.ins[0].ID()), 7 // as a request left it
+		ls[i].buf.setAddress(g.ins[0].ID(), 7) // as a request left it
 	}
 	if _, err := g.t.SendBatch(context.Background(), ls, []int{8, 8}, g.outs); err != nil {
 		t.Fatal(err)

@@ -178,10 +178,11 @@ func (b Buffer) Bytes() []byte { return unsafe.Slice((*byte)(b.data), b.p.size) 
 func (b Buffer) Data() []byte { return unsafe.Slice((*byte)(b.data), b.Len()) }
 
 // Len returns the payload length recorded in the buffer's header, clamped to Cap.
-func (b Buffer) Len() int { return int(min(b.s.length, b.p.size)) }
+func (b Buffer) Len() int { return int(min(b.s.length&lenMask, b.p.size)) }
 
-// SetMeta records m in the buffer's header. Only the holder of the loan writes it, before the
-// handle is pushed; the push's atomic store orders it before every consumer's read.
+// SetMeta records m in the buffer's header, as a message without a reply address (see
+// setAddress). Only the holder of the loan writes it, before the handle is pushed; the push's
+// atomic store orders it before every consumer's read.
 func (b Buffer) SetMeta(m Meta) {
 	b.s.length = min(m.Len, b.p.size)
 	b.s.topic = m.Topic
@@ -191,7 +192,33 @@ func (b Buffer) SetMeta(m Meta) {
 
 // Meta returns the buffer's header, with Len clamped to Cap.
 func (b Buffer) Meta() Meta {
-	return Meta{Len: min(b.s.length, b.p.size), Topic: b.s.topic, Seq: b.s.seq, Stamp: b.s.stamp}
+	return Meta{Len: min(b.s.length&lenMask, b.p.size), Topic: b.s.topic, Seq: b.s.seq, Stamp: b.s.stamp}
+}
+
+// trailer returns the slot trailer of the slot whose header is s: Size bytes past the payload's
+// start, inside the slot.
+func (p *pool) trailer(s *slotHeader) *slotTrailer {
+	return (*slotTrailer)(unsafe.Add(unsafe.Pointer(s), uintptr(slotHeaderSize)+uintptr(p.size)))
+}
+
+// setAddress records a request's reply address and correlation id (or a reply's correlation
+// id, with to 0) in the trailer and marks the header as addressed. Call it after SetMeta, before
+// the push, like SetMeta.
+func (b Buffer) setAddress(to InboxID, corr uint64) {
+	tr := b.p.trailer(b.s)
+	tr.replyTo, tr.corr = uint64(to), corr
+	b.s.length |= lenAddressed
+}
+
+// address returns the reply address and correlation id the message carries: 0, 0 unless its
+// sender set them (setAddress). It reads the trailer only for an addressed message, so that a
+// plain message's take touches no line past the payload's first.
+func (b Buffer) address() (InboxID, uint64) {
+	if b.s.length&lenAddressed == 0 {
+		return 0, 0
+	}
+	tr := b.p.trailer(b.s)
+	return InboxID(tr.replyTo), tr.corr
 }
 
 // Refs returns the buffer's current reference count (for tests and tools).

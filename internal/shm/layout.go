@@ -22,7 +22,7 @@ import (
 //	inboxes        Inboxes x 640                          ring headers: config, tail, head, wake words, counters, age histogram
 //	patterns       Inboxes x 128                          each inbox's subscription pattern, NUL-padded
 //	cells          Inboxes x InboxCapacity x 8            ring cells, one 64-bit word each
-//	pool[i]        4224 + Count x (64 + Size)             pool counters, then slots: 64-byte header + payload
+//	pool[i]        4224 + Count x (64 + Size)             pool counters, then slots: 32-byte header + payload + 32-byte trailer
 //
 // Every number the layout depends on is in the header's config block, and every section offset
 // is recomputed from it and compared on attach, so a process never trusts an offset it did not
@@ -30,7 +30,7 @@ import (
 
 const (
 	magic         = 0x31474552_5146464f // "OFFQREG1" little-endian
-	layoutVersion = 7                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram; 7: eviction records in the participant slot; the pins section and condemned topic entries; the doorbell (the participant's bell, the inbox's spaceBells and parked words); the requested sweep's header words and lent marks
+	layoutVersion = 8                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram; 7: eviction records in the participant slot; the pins section and condemned topic entries; the doorbell (the participant's bell, the inbox's spaceBells and parked words); the requested sweep's header words and lent marks; 8: 32-byte slot headers sharing the payload's first line, and a slot trailer (history position, reply address) after the payload
 	byteOrderMark = 0x0a0b0c0d
 	headerSize    = 1024
 	checksumFrom  = 64  // checksum covers [checksumFrom, checksumTo)
@@ -278,7 +278,7 @@ type inboxHeader struct {
 //	off  size  field
 //	0    4     payload size of a slot
 //	4    4     slot count
-//	8    4     stride: 64 + size
+//	8    4     stride: 64 + size (32-byte header, payload, 32-byte trailer)
 //	12   4     class index
 //	16   8     region offset of slot 0
 //	64   8     high water: the most buffers seen in use at once (sampled; exact at exhaustion)
@@ -312,34 +312,58 @@ type poolShard struct {
 	_      [48]byte
 }
 
-// slotHeader precedes each buffer's payload (64 bytes; the payload is 64-byte aligned).
+// slotHeader precedes each buffer's payload: 32 bytes, so that the header and the payload's
+// first 32 bytes share one cache line and a small message crosses to its subscriber in one line
+// transfer, not two (docs/performance.md, "One line for the header and the first bytes").
 //
 //	off  size  field
 //	0    8     state: refs (bits 0-12) | owner participant+1 (13-24) | generation (25-63)
-//	8    4     payload length
+//	8    4     payload length (bits 0-30) | lenAddressed (bit 31): the trailer's reply address and correlation id are this message's
 //	12   4     topic index
 //	16   8     sequence number
 //	24   8     publish time: CLOCK_MONOTONIC nanoseconds (see Now)
-//	32   8     history position + 1 at which Topic.Remember last stored the buffer (0: never)
-//	40   8     replyTo: the InboxID of the requester's reply inbox (0: not a request)
-//	48   8     corr: the request's correlation id (a reply carries its request's)
+//
+// The payload follows at offset 32, 32 bytes past a 64-byte boundary (Go needs at most 8).
 type slotHeader struct {
-	state   atomic.Uint64
-	length  uint32
-	topic   uint32
-	seq     uint64
-	stamp   int64
+	state  atomic.Uint64
+	length uint32
+	topic  uint32
+	seq    uint64
+	stamp  int64
+}
+
+// slotTrailer follows each buffer's payload (32 bytes): what only histories and requests use,
+// kept off the line a plain message's subscriber reads.
+//
+//	off  size  field
+//	0    8     history position + 1 at which Topic.Remember last stored the buffer (0: never)
+//	8    8     replyTo: the InboxID of the requester's reply inbox (0: not a request)
+//	16   8     corr: the request's correlation id (a reply carries its request's)
+//
+// replyTo and corr are the message's only while its header's lenAddressed bit is set: a plain
+// Send clears the bit and leaves the trailer alone, so a reused buffer's stale address is never
+// read as the new message's.
+type slotTrailer struct {
 	histPos atomic.Uint64
 	replyTo uint64
 	corr    uint64
 	_       [8]byte
 }
 
+// lenAddressed is the slot header's length bit saying that the trailer's replyTo and corr are
+// the message's (payload lengths are at most MaxClassSize, 2^30).
+const (
+	lenAddressed = 1 << 31
+	lenMask      = lenAddressed - 1
+)
+
 const (
 	participantSlotSize = int(unsafe.Sizeof(participantSlot{}))
 	inboxHeaderSize     = int(unsafe.Sizeof(inboxHeader{}))
 	poolHeaderSize      = int(unsafe.Sizeof(poolHeader{}))
 	slotHeaderSize      = int(unsafe.Sizeof(slotHeader{}))
+	slotTrailerSize     = int(unsafe.Sizeof(slotTrailer{}))
+	slotOverhead        = slotHeaderSize + slotTrailerSize // 64: a slot's stride is 64 + Size, so every slot starts on a line
 )
 
 // layout is the section table computed from a Config.
@@ -370,7 +394,7 @@ func computeLayout(c Config) layout {
 		if i >= MaxClasses {
 			break
 		}
-		place(&l.sec.pools[i], uint64(poolHeaderSize)+uint64(cl.Count)*(uint64(slotHeaderSize)+uint64(cl.Size)))
+		place(&l.sec.pools[i], uint64(poolHeaderSize)+uint64(cl.Count)*(uint64(slotOverhead)+uint64(cl.Size)))
 	}
 	l.total = off
 	return l

@@ -236,18 +236,24 @@ func TestLayoutPoolHeader(t *testing.T) {
 
 func TestLayoutSlotHeader(t *testing.T) {
 	var s slotHeader
-	checkLayoutRows(t, &s, unsafe.Sizeof(s), 64, []layoutRow{
+	checkLayoutRows(t, &s, unsafe.Sizeof(s), 32, []layoutRow{
 		layoutField("state", unsafe.Offsetof(s.state), unsafe.Sizeof(s.state), 0, 8),
 		layoutField("length", unsafe.Offsetof(s.length), unsafe.Sizeof(s.length), 8, 4),
 		layoutField("topic", unsafe.Offsetof(s.topic), unsafe.Sizeof(s.topic), 12, 4),
 		layoutField("seq", unsafe.Offsetof(s.seq), unsafe.Sizeof(s.seq), 16, 8),
 		layoutField("stamp", unsafe.Offsetof(s.stamp), unsafe.Sizeof(s.stamp), 24, 8),
-		layoutField("histPos", unsafe.Offsetof(s.histPos), unsafe.Sizeof(s.histPos), 32, 8),
-		layoutField("replyTo", unsafe.Offsetof(s.replyTo), unsafe.Sizeof(s.replyTo), 40, 8),
-		layoutField("corr", unsafe.Offsetof(s.corr), unsafe.Sizeof(s.corr), 48, 8),
 	})
-	if slotHeaderSize != 64 {
-		t.Errorf("slotHeaderSize = %d", slotHeaderSize)
+	var tr slotTrailer
+	checkLayoutRows(t, &tr, unsafe.Sizeof(tr), 32, []layoutRow{
+		layoutField("histPos", unsafe.Offsetof(tr.histPos), unsafe.Sizeof(tr.histPos), 0, 8),
+		layoutField("replyTo", unsafe.Offsetof(tr.replyTo), unsafe.Sizeof(tr.replyTo), 8, 8),
+		layoutField("corr", unsafe.Offsetof(tr.corr), unsafe.Sizeof(tr.corr), 16, 8),
+	})
+	if slotHeaderSize != 32 || slotTrailerSize != 32 || slotOverhead != 64 {
+		t.Errorf("slot header %d, trailer %d, overhead %d bytes", slotHeaderSize, slotTrailerSize, slotOverhead)
+	}
+	if MaxClassSize > lenMask {
+		t.Errorf("MaxClassSize %d does not fit under the addressed bit", MaxClassSize)
 	}
 }
 
@@ -436,7 +442,7 @@ func TestLayoutSections(t *testing.T) {
 }
 
 // TestLayoutRealRegion checks the byte map against the file a real Create writes, and that
-// every payload is 64-byte aligned in the mapping.
+// every slot starts on a 64-byte line with its payload 32 bytes into it and its trailer after.
 func TestLayoutRealRegion(t *testing.T) {
 	cfg := Config{
 		Classes:       []Class{{Size: 64, Count: 3}, {Size: 192, Count: 2}, {Size: 4096, Count: 3}},
@@ -518,11 +524,14 @@ func TestLayoutRealRegion(t *testing.T) {
 		bh := buf.Handle()
 		off := lay.sec.pools[bh.class()].off + 4224 + uint64(bh.index())*uint64(64+buf.Cap())
 		data := uintptr(unsafe.Pointer(unsafe.SliceData(buf.Bytes())))
-		if off%64 != 0 || (data-uintptr(r.base))%64 != 0 || data%64 != 0 {
-			t.Errorf("Alloc(%d): slot header at %#x, payload at %#x: not 64-byte aligned", n, off, data-uintptr(r.base))
+		if off%64 != 0 || (data-uintptr(r.base))%64 != 32 || data%64 != 32 {
+			t.Errorf("Alloc(%d): slot header at %#x, payload at %#x: want the header on a line and the payload in its second half", n, off, data-uintptr(r.base))
 		}
-		if data-uintptr(r.base) != uintptr(off)+64 {
-			t.Errorf("Alloc(%d): payload %#x does not follow its 64-byte slot header at %#x", n, data-uintptr(r.base), off)
+		if data-uintptr(r.base) != uintptr(off)+32 {
+			t.Errorf("Alloc(%d): payload %#x does not follow its 32-byte slot header at %#x", n, data-uintptr(r.base), off)
+		}
+		if tr := uintptr(unsafe.Pointer(buf.p.trailer(buf.s))) - uintptr(r.base); tr != uintptr(off)+32+uintptr(buf.Cap()) || tr+32 != uintptr(off)+64+uintptr(buf.Cap()) {
+			t.Errorf("Alloc(%d): trailer at %#x; want right after the payload, ending the slot", n, tr)
 		}
 		ps := lay.sec.pools[buf.Class()]
 		if off < ps.off+4224 || off+64+uint64(buf.Cap()) > ps.off+ps.size {

@@ -113,8 +113,9 @@ func (t Topic) Send(ctx context.Context, l Loan, n int, to []Inbox) (res SendRes
 	return t.send(ctx, l, n, to, 0, 0)
 }
 
-// send is Send, writing replyTo and corr into the header (0, 0 for a message that is not a
-// request: a buffer reused after a request never carries a stale reply address).
+// send is Send, writing replyTo and corr into the trailer (0, 0 for a message that is not a
+// request: SetMeta clears the header's addressed bit, so a buffer reused after a request never
+// carries a stale reply address).
 func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo InboxID, corr uint64) (res SendResult, err error) {
 	if l.p == nil {
 		return res, ErrLoanEnded
@@ -132,7 +133,9 @@ func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo Inbo
 		st = Now()
 	}
 	l.buf.SetMeta(Meta{Len: uint32(n), Topic: t.index, Seq: t.nextSeq(n), Stamp: st})
-	l.buf.s.replyTo, l.buf.s.corr = uint64(replyTo), corr
+	if replyTo != 0 || corr != 0 {
+		l.buf.setAddress(replyTo, corr)
+	}
 	for i := range to {
 		if testHookFanOut != nil {
 			testHookFanOut(i)

@@ -156,8 +156,8 @@ func (p *Participant) accept(in *Inbox, idx int, h Handle) (Held, bool) {
 	}
 	m := p.newHeld(idx, buf)
 	in.noteAge(h, m.meta.Stamp)
-	if rt := buf.s.replyTo; rt != 0 {
-		p.markAwaited(InboxID(rt), buf.s.corr) // a request: name its taker to the requester
+	if rt, corr := buf.address(); rt != 0 {
+		p.markAwaited(rt, corr) // a request: name its taker to the requester
 	}
 	return m, true
 }

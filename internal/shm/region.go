@@ -489,7 +489,7 @@ func newRegion(name, path string, f *os.File, mem []byte, cfg Config, lay layout
 			hdr:    (*poolHeader)(r.at(s.off)),
 			size:   uint32(cl.Size),
 			count:  cl.Count,
-			stride: uint32(slotHeaderSize) + uint32(cl.Size),
+			stride: uint32(slotOverhead) + uint32(cl.Size),
 			slots:  s.off + uint64(poolHeaderSize),
 		}
 		r.pools[i].end = r.pools[i].slots + uint64(cl.Count)*uint64(r.pools[i].stride)

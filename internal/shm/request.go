@@ -57,7 +57,7 @@ func (h Held) ReplyTo() (_ InboxID, _ uint64) {
 		return 0, 0
 	}
 	defer unguard(guard(), nil) // a fault (the file cut under us) reads as no address
-	return InboxID(h.buf.s.replyTo), h.buf.s.corr
+	return h.buf.address()
 }
 
 // Corr returns the correlation id carried by the message (a reply carries its request's).
@@ -66,7 +66,8 @@ func (h Held) Corr() (_ uint64) {
 		return 0
 	}
 	defer unguard(guard(), nil) // a fault reads as no id
-	return h.buf.s.corr
+	_, corr := h.buf.address()
+	return corr
 }
 
 // markAwaited records p as the responder that took the request for reply inbox to, corr
@@ -111,7 +112,7 @@ func (p *Participant) Reply(ctx context.Context, l Loan, n int, to InboxID, corr
 		return err
 	}
 	l.buf.SetMeta(Meta{Len: uint32(n), Topic: topic, Stamp: Now()})
-	l.buf.s.replyTo, l.buf.s.corr = 0, corr
+	l.buf.setAddress(0, corr)
 	perr := in.push(ctx, l.buf.h, l.buf.s)
 	if err := l.end(); err != nil {
 		return corruptf("the header of buffer %v changed while on loan: %v", l.buf.h, err)
@@ -199,7 +200,7 @@ func (p *Participant) AwaitReply(ctx context.Context, in *Inbox, w Waiter, corr 
 					p.forget(idx) // the entry is reserved again
 					continue
 				}
-				if buf.s.corr == corr {
+				if _, c := buf.address(); c == corr {
 					m := p.newHeld(idx, buf)
 					in.noteAge(h, m.meta.Stamp)
 					return m, nil

@@ -465,8 +465,8 @@ func (t Topic) remember(h Handle) {
 		return
 	}
 	pos := t.e.histPos.Add(1) - 1
-	if _, s, _, err := t.r.decode(h); err == nil {
-		s.histPos.Store(pos + 1) // the caller's reference keeps the slot h's
+	if p, s, _, err := t.r.decode(h); err == nil {
+		p.trailer(s).histPos.Store(pos + 1) // the caller's reference keeps the slot h's
 	}
 	if testHookRememberReserved != nil {
 		testHookRememberReserved()
@@ -506,7 +506,7 @@ func (t Topic) holdHistory(p *Participant, fn func(idx int, h Handle)) error {
 			continue
 		}
 		w.Store(uint64(h))
-		if b, err := t.r.buffer(h); err != nil || b.s.histPos.Load() != pos+1 {
+		if b, err := t.r.buffer(h); err != nil || b.p.trailer(b.s).histPos.Load() != pos+1 {
 			p.unhold(idx, h) // not the message of this position: gives our reference back
 			continue
 		}

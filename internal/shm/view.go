@@ -13,7 +13,7 @@ var ErrBadView = errors.New("buffer cannot hold the type")
 // View returns a *T that aliases the first unsafe.Sizeof(T) bytes of b: writes through it are
 // writes to b, and reads see what b holds. It is how a fixed-size message is read and written
 // in place in a buffer (package codec's Struct codec). It checks that b is long enough for T
-// and that b's first byte is aligned for T (payloads are 64-byte aligned, so any Go type
+// and that b's first byte is aligned for T (payloads are 32-byte aligned, so any Go type
 // is), and fails with an error wrapping ErrBadView otherwise; an empty b holds nothing, not
 // even a type of size 0. It allocates nothing on success.
 //
