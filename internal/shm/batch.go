@@ -106,8 +106,7 @@ func (p *pool) noteAllocs(k int) {
 	if k <= 0 {
 		return
 	}
-	p.hdr.shards[p.r.shard].allocs.Add(uint64(k))
-	if s := p.sample.Add(uint32(k)); s/highWaterEvery != (s-uint32(k))/highWaterEvery {
+	if s := p.hdr.shards[p.r.shard].allocs.Add(uint64(k)); s/highWaterEvery != (s-uint64(k))/highWaterEvery {
 		p.sampleHighWater()
 	}
 }

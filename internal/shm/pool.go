@@ -19,7 +19,6 @@ type pool struct {
 	slots  uint64 // region offset of slot 0
 	end    uint64 // region offset just past the last slot
 	next   atomic.Uint32
-	sample atomic.Uint32 // allocations by this process, for sampling the high-water mark
 	// lent is the pool's lent mark as this process last read or raised it: a slot below it
 	// may be claimed without looking at the region's mark (see markLent).
 	lent atomic.Uint32
@@ -113,16 +112,18 @@ func (p *pool) markLent(i uint32) {
 	}
 }
 
+// noteAlloc counts an allocation in the process's shard, and samples the high-water mark when
+// the shard's count passes a multiple of highWaterEvery: the count's own add says when, so the
+// sampling costs no locked operation of its own.
 func (p *pool) noteAlloc() {
-	p.hdr.shards[p.r.shard].allocs.Add(1)
-	if p.sample.Add(1)&(highWaterEvery-1) == 0 {
+	if p.hdr.shards[p.r.shard].allocs.Add(1)&(highWaterEvery-1) == 0 {
 		p.sampleHighWater()
 	}
 }
 
-// highWaterEvery is how many allocations of a process pass between two samples of the pool's
-// occupancy for its high-water mark; a sample reads every shard, which is too much for each
-// allocation.
+// highWaterEvery is how many allocations counted in a shard (a process's, or those of the few
+// processes whose pids share it) pass between two samples of the pool's occupancy for its
+// high-water mark; a sample reads every shard, which is too much for each allocation.
 const highWaterEvery = 256
 
 func (p *pool) sampleHighWater() {
@@ -307,7 +308,7 @@ type PoolStats struct {
 	Size       int   // payload bytes per buffer
 	Capacity   int   // buffers in the pool
 	InUse      int64 // buffers allocated now
-	HighWater  int64 // most buffers seen in use at once: sampled every 256 allocations of a process, by every PoolStats call, and at exhaustion
+	HighWater  int64 // most buffers seen in use at once: sampled every 256 allocations counted in a process's shard, by every PoolStats call, and at exhaustion
 	LowWater   int64 // fewest buffers ever free at once: Capacity - HighWater
 	AllocFails uint64
 }
