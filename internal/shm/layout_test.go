@@ -544,3 +544,36 @@ func TestLayoutRealRegion(t *testing.T) {
 		}
 	}
 }
+
+// TestSlotAddressedBit: the length word's addressed bit is all that makes a message a request
+// or a reply. SetMeta (every send) clears it, so a buffer reused after a request reads as
+// plain whatever its trailer still holds; the bit never leaks into the length; and a bit set
+// by a scribble reads the trailer, which is inside the slot, and nothing past it.
+func TestSlotAddressedBit(t *testing.T) {
+	r := newUnitRegion(t, inboxConfig())
+	p := attachUnit(t, r, "p")
+	b, err := p.alloc(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.SetMeta(Meta{Len: 8, Topic: 1, Seq: 1})
+	b.setAddress(InboxID(5<<16|3), 77)
+	if to, corr := b.address(); to != InboxID(5<<16|3) || corr != 77 || b.Len() != 8 || b.Meta().Len != 8 {
+		t.Fatalf("request: address %v %d, length %d / %d; want 327683 77, 8", to, corr, b.Len(), b.Meta().Len)
+	}
+	b.SetMeta(Meta{Len: 16, Topic: 1, Seq: 2}) // the buffer's next message, a plain one
+	if to, corr := b.address(); to != 0 || corr != 0 || b.Len() != 16 {
+		t.Fatalf("plain message after a request: address %v %d, length %d; want 0 0, 16", to, corr, b.Len())
+	}
+	b.s.length = lenAddressed | lenMask // scribbled: every bit set
+	if b.Len() != b.Cap() || b.Meta().Len != uint32(b.Cap()) {
+		t.Fatalf("scribbled length reads %d / %d; want the class size %d", b.Len(), b.Meta().Len, b.Cap())
+	}
+	tr := uintptr(unsafe.Pointer(b.p.trailer(b.s)))
+	if start := uintptr(unsafe.Pointer(b.s)); tr+uintptr(slotTrailerSize) != start+uintptr(b.p.stride) {
+		t.Fatalf("trailer ends at +%d; want the slot's end, +%d", tr+uintptr(slotTrailerSize)-start, b.p.stride)
+	}
+	if err := p.unloan(b.Handle()); err != nil {
+		t.Fatal(err)
+	}
+}
