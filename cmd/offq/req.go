@@ -40,8 +40,8 @@ than the bus's largest buffer, or no buffer is free) and says why in the rest, w
 prints on standard error.
 
 Exit status 0 when a reply came; 1 when no subscription matches TOPIC (no responders), when
-no reply came within --timeout, or when the responder died before replying or sent an error
-reply; 2 for a bad flag.`,
+no reply came within --timeout, when the responder died before replying or sent an error
+reply, or when the request is larger than the bus's largest buffer; 2 for a bad flag.`,
 		Example: `  offq req svc.time --data now
   echo '{"n": 2}' | offq req svc.square --timeout 2s --json`,
 		Args: oneArg("TOPIC"),
@@ -76,8 +76,12 @@ func (a *app) runReq(cmd *cobra.Command, topic string, o reqOptions) (err error)
 			return fmt.Errorf("req: reading the request: %w", err)
 		}
 	}
-	if len(data) > b.MaxMessageSize() {
-		return fmt.Errorf("req: the request is larger than the largest buffer of bus %s (%d bytes)", a.busName, b.MaxMessageSize())
+	if largest := b.MaxMessageSize(); len(data) > largest {
+		size := fmt.Sprintf("%d bytes", len(data))
+		if !cmd.Flags().Changed("data") {
+			size = fmt.Sprintf("more than %d bytes", largest) // standard input is not read further
+		}
+		return fmt.Errorf("req: request too large: %s, largest buffer %v", size, bus.Size(largest))
 	}
 	r, raw, err := reqcli.Request(cmd.Context(), b, topic, data, o.timeout)
 	if err != nil {
