@@ -176,9 +176,11 @@ func Serve(ctx context.Context, b *bus.Bus, o ServeOptions) error {
 		}
 		start := time.Now()
 		req := m.Clone()
-		out, code, cerr := RunCommand(ctx, o.Command, req)
+		// No more than a buffer holds is kept: a command that writes gigabytes is counted,
+		// not held in memory, and answered with an error reply.
+		out, size, code, cerr := RunCommand(ctx, o.Command, req, largest)
 		rec := Served{Topic: m.Topic(), Request: string(req), Reply: string(out), ExitStatus: code}
-		failed, rerr := respond(ctx, m, out, largest)
+		failed, rerr := respond(ctx, m, out, size, largest)
 		if failed {
 			rec.Reply = ""
 		}
@@ -195,14 +197,15 @@ func Serve(ctx context.Context, b *bus.Bus, o ServeOptions) error {
 	return nil
 }
 
-// respond answers the request m with out. When out cannot be sent (larger than the bus's
+// respond answers the request m with out, the command's output (size bytes, of which out
+// holds the first ones). When it cannot be sent (larger than the bus's
 // largest buffer, largest; or no buffer free for it), it answers with an error reply saying
 // why instead, so that the requester fails at once rather than at its timeout, and returns
 // failed and an error that says what was wrong.
-func respond(ctx context.Context, m bus.Message, out []byte, largest int) (failed bool, err error) {
+func respond(ctx context.Context, m bus.Message, out []byte, size int64, largest int) (failed bool, err error) {
 	var why error
-	if len(out) > largest {
-		why = fmt.Errorf("reply too large: %d bytes, largest buffer %v", len(out), bus.Size(largest))
+	if size > int64(largest) {
+		why = fmt.Errorf("reply too large: %d bytes, largest buffer %v", size, bus.Size(largest))
 	} else if err := m.Respond(ctx, out); errors.Is(err, bus.ErrPoolExhausted) || errors.Is(err, bus.ErrTooLarge) {
 		why = fmt.Errorf("reply not sent: %w", err)
 	} else {
@@ -219,26 +222,44 @@ const commandWaitDelay = 100 * time.Millisecond
 
 // RunCommand runs command with sh -c, stdin as its standard input, and returns its standard
 // output and exit status; err is set when it could not run or exited with another status
-// than 0.
-func RunCommand(ctx context.Context, command string, stdin []byte) ([]byte, int, error) {
+// than 0. It keeps no more than limit bytes of the output (limit < 0: all of it) and reads
+// the rest to its end, counting it: size is how many bytes the command wrote in all.
+func RunCommand(ctx context.Context, command string, stdin []byte, limit int) (out []byte, size int64, code int, err error) {
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
 	cmd.Stdin = bytes.NewReader(stdin)
-	var out bytes.Buffer
-	cmd.Stdout = &out
+	w := &capWriter{limit: limit}
+	cmd.Stdout = w
 	cmd.Stderr = os.Stderr // the command's complaints are the operator's to read
 	// The shell exiting ends the request: a background child still holding its standard
 	// output does not hold the reply (or every later request) back for more than this.
 	cmd.WaitDelay = commandWaitDelay
-	err := cmd.Run()
+	err = cmd.Run()
 	if errors.Is(err, exec.ErrWaitDelay) {
 		err = nil // the shell exited; what it wrote is the reply
 	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		return out.Bytes(), ee.ExitCode(), fmt.Errorf("command exited with status %d", ee.ExitCode())
+		return w.buf.Bytes(), w.size, ee.ExitCode(), fmt.Errorf("command exited with status %d", ee.ExitCode())
 	}
 	if err != nil {
-		return out.Bytes(), -1, err
+		return w.buf.Bytes(), w.size, -1, err
 	}
-	return out.Bytes(), 0, nil
+	return w.buf.Bytes(), w.size, 0, nil
+}
+
+// capWriter keeps the first limit bytes written to it (all if limit < 0) and counts them all.
+type capWriter struct {
+	buf   bytes.Buffer
+	limit int
+	size  int64
+}
+
+func (w *capWriter) Write(p []byte) (int, error) {
+	w.size += int64(len(p))
+	if keep := w.limit - w.buf.Len(); w.limit < 0 || keep >= len(p) {
+		w.buf.Write(p)
+	} else if keep > 0 {
+		w.buf.Write(p[:keep])
+	}
+	return len(p), nil
 }
