@@ -34,8 +34,14 @@ output, as it came (no newline is added). The request is --data, or standard inp
 end. --json prints the reply as a JSON object instead: topic, data (or data_base64 when it is
 not UTF-8), bytes and rtt_ns.
 
+A reply that begins with a NUL byte, "offq-error" and a NUL byte is an error reply: the
+responder could not send its reply (offq reply sends one when its command's output is larger
+than the bus's largest buffer, or no buffer is free) and says why in the rest, which req
+prints on standard error.
+
 Exit status 0 when a reply came; 1 when no subscription matches TOPIC (no responders), when
-no reply came within --timeout, or when the responder died before replying; 2 for a bad flag.`,
+no reply came within --timeout, when the responder died before replying or sent an error
+reply, or when the request is larger than the bus's largest buffer; 2 for a bad flag.`,
 		Example: `  offq req svc.time --data now
   echo '{"n": 2}' | offq req svc.square --timeout 2s --json`,
 		Args: oneArg("TOPIC"),
@@ -70,8 +76,12 @@ func (a *app) runReq(cmd *cobra.Command, topic string, o reqOptions) (err error)
 			return fmt.Errorf("req: reading the request: %w", err)
 		}
 	}
-	if len(data) > b.MaxMessageSize() {
-		return fmt.Errorf("req: the request is larger than the largest buffer of bus %s (%d bytes)", a.busName, b.MaxMessageSize())
+	if largest := b.MaxMessageSize(); len(data) > largest {
+		size := fmt.Sprintf("%d bytes", len(data))
+		if !cmd.Flags().Changed("data") {
+			size = fmt.Sprintf("more than %d bytes", largest) // standard input is not read further
+		}
+		return fmt.Errorf("req: request too large: %s, largest buffer %v", size, bus.Size(largest))
 	}
 	r, raw, err := reqcli.Request(cmd.Context(), b, topic, data, o.timeout)
 	if err != nil {
@@ -101,10 +111,15 @@ func newReplyCmd(a *app) *cobra.Command {
 answers each request (offq req, Publisher.Request) by running --command with sh -c, the request
 on its standard input; what the command writes on standard output is the reply, also when it
 exits with another status (which is reported on standard error). Requests are answered one
-at a time, in the order they come; messages that are not requests are skipped. --queue joins
-a queue group: several 'offq reply --queue NAME' share the requests, each answered by one of
-them. --count stops after that many requests. --json prints a JSON line per request answered
-(topic, request, reply, exit_status, error, ns) on standard output.
+at a time, in the order they come; messages that are not requests are skipped. Output larger
+than the bus's largest buffer (or for which no buffer is free) cannot be sent: reply reports
+it on standard error and answers with an error reply instead, a NUL byte, "offq-error", a NUL
+byte and the reason ("reply too large: 5000000 bytes, largest buffer 1MiB"), which offq req
+reports as a failure at once rather than waiting for its timeout. --queue joins a queue
+group: several 'offq reply --queue NAME' share the requests, each answered by one of them.
+--count stops after that many requests. --json prints a JSON line per request answered
+(topic, request, reply, exit_status, error, ns; reply is empty when an error reply was sent)
+on standard output.
 
 reply runs until interrupted. Exit status 0 on interrupt or after --count requests, 1 on an
 error, 2 for a bad flag.`,

@@ -2,6 +2,18 @@
 // (and usable by other tools): send one request and collect its reply; serve requests by
 // running a command per request, with the request on its standard input and its standard
 // output as the reply.
+//
+// # Error replies
+//
+// The bus's request/reply protocol carries bytes and nothing else: a reply has no status. A
+// responder that cannot send the reply it means to (larger than the bus's largest buffer, or
+// no buffer free) would otherwise send nothing, and its requester would wait for its whole
+// timeout. Serve answers such a request with an error reply instead: the bytes of ErrorPrefix
+// (a NUL byte, "offq-error", a NUL byte) followed by the reason in UTF-8, at most
+// MaxErrorReason bytes ("reply too large: 5000000 bytes, largest buffer 1MiB"). Request
+// recognises it and fails with a *ResponderError. An ordinary reply that begins with those
+// twelve bytes is read as an error reply too: a command's output does not begin with a NUL
+// byte and "offq-error" by accident.
 package reqcli
 
 import (
@@ -11,7 +23,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/offq/offq/bus"
@@ -27,9 +41,55 @@ type Reply struct {
 	RTTNanos   int64  `json:"rtt_ns"`
 }
 
+// ErrorPrefix begins an error reply (see the package documentation).
+const ErrorPrefix = "\x00offq-error\x00"
+
+// MaxErrorReason is the most bytes of reason an error reply carries: the whole reply fits in
+// a buffer of the smallest size class a bus can have (64 bytes) only if the reason is short,
+// so ErrorReply cuts it to what the bus holds as well.
+const MaxErrorReason = 200
+
+// ErrorReply returns the error reply carrying reason, cut (at a character boundary) to
+// MaxErrorReason bytes and to limit bytes in all (the bus's largest buffer).
+func ErrorReply(reason string, limit int) []byte {
+	n := min(MaxErrorReason, max(0, limit-len(ErrorPrefix)))
+	if len(reason) > n {
+		for n > 0 && !utf8.RuneStart(reason[n]) {
+			n--
+		}
+		reason = reason[:n]
+	}
+	return append([]byte(ErrorPrefix), reason...)
+}
+
+// ResponderError is the error of a request whose responder answered with an error reply: it
+// could not send the reply it meant to.
+type ResponderError struct {
+	Reason string // the responder's reason, printable characters only
+}
+
+func (e *ResponderError) Error() string { return "responder failed: " + e.Reason }
+
+// parseErrorReply returns the error an error reply carries, or nil if data is an ordinary
+// reply. The reason comes from another process: it is cut to MaxErrorReason bytes and its
+// unprintable characters (terminal escapes, newlines) are replaced.
+func parseErrorReply(data []byte) error {
+	reason, ok := bytes.CutPrefix(data, []byte(ErrorPrefix))
+	if !ok {
+		return nil
+	}
+	reason = reason[:min(len(reason), MaxErrorReason)]
+	return &ResponderError{Reason: strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			return '?'
+		}
+		return r
+	}, string(reason))}
+}
+
 // Request sends data on topic of b as a request and returns its reply (copied out of shared
 // memory), waiting at most timeout. Errors wrap bus.ErrNoResponders, bus.ErrTimeout,
-// bus.ErrResponderDied.
+// bus.ErrResponderDied; an error reply (see the package documentation) is a *ResponderError.
 func Request(ctx context.Context, b *bus.Bus, topic string, data []byte, timeout time.Duration) (Reply, []byte, error) {
 	p, err := b.Publisher(topic)
 	if err != nil {
@@ -46,6 +106,9 @@ func Request(ctx context.Context, b *bus.Bus, topic string, data []byte, timeout
 	rtt := time.Since(start)
 	out := m.Clone()
 	m.Release()
+	if err := parseErrorReply(out); err != nil {
+		return Reply{}, nil, err
+	}
 	r := Reply{Topic: topic, Bytes: len(out), RTTNanos: rtt.Nanoseconds()}
 	if utf8.Valid(out) {
 		r.Data = string(out)
@@ -59,7 +122,7 @@ func Request(ctx context.Context, b *bus.Bus, topic string, data []byte, timeout
 type Served struct {
 	Topic      string `json:"topic"`
 	Request    string `json:"request"`
-	Reply      string `json:"reply"`
+	Reply      string `json:"reply"` // what the command wrote; "" when an error reply was sent instead
 	ExitStatus int    `json:"exit_status"`
 	Error      string `json:"error,omitempty"`
 	Nanos      int64  `json:"ns"`
@@ -80,8 +143,10 @@ type ServeOptions struct {
 
 // Serve answers the requests published on topics matching o.Pattern: for each, it runs
 // o.Command with the request on its standard input and replies with what it writes on its
-// standard output (also when it fails: the failure is reported to Served). Messages that are
-// not requests are skipped. It returns nil when ctx is done or o.Count requests were served.
+// standard output (also when it fails: the failure is reported to Served). Output that cannot
+// be sent (larger than the bus's largest buffer, or no buffer free) is answered with an error
+// reply (see the package documentation), reported to Served with an empty Reply. Messages
+// that are not requests are skipped. It returns nil when ctx is done or o.Count requests were served.
 func Serve(ctx context.Context, b *bus.Bus, o ServeOptions) error {
 	var opts []bus.SubscribeOption
 	if o.Group != "" {
@@ -95,6 +160,7 @@ func Serve(ctx context.Context, b *bus.Bus, o ServeOptions) error {
 	if o.Ready != nil {
 		o.Ready()
 	}
+	largest := b.MaxMessageSize()
 	served := 0
 	for o.Count == 0 || served < o.Count {
 		m, err := s.Receive(ctx)
@@ -110,9 +176,14 @@ func Serve(ctx context.Context, b *bus.Bus, o ServeOptions) error {
 		}
 		start := time.Now()
 		req := m.Clone()
-		out, code, cerr := RunCommand(ctx, o.Command, req)
-		rerr := m.Respond(ctx, out)
+		// No more than a buffer holds is kept: a command that writes gigabytes is counted,
+		// not held in memory, and answered with an error reply.
+		out, size, code, cerr := RunCommand(ctx, o.Command, req, largest)
 		rec := Served{Topic: m.Topic(), Request: string(req), Reply: string(out), ExitStatus: code}
+		failed, rerr := respond(ctx, m, out, size, largest)
+		if failed {
+			rec.Reply = ""
+		}
 		m.Release()
 		rec.Nanos = time.Since(start).Nanoseconds()
 		if err := errors.Join(cerr, rerr); err != nil {
@@ -126,31 +197,69 @@ func Serve(ctx context.Context, b *bus.Bus, o ServeOptions) error {
 	return nil
 }
 
+// respond answers the request m with out, the command's output (size bytes, of which out
+// holds the first ones). When it cannot be sent (larger than the bus's
+// largest buffer, largest; or no buffer free for it), it answers with an error reply saying
+// why instead, so that the requester fails at once rather than at its timeout, and returns
+// failed and an error that says what was wrong.
+func respond(ctx context.Context, m bus.Message, out []byte, size int64, largest int) (failed bool, err error) {
+	var why error
+	if size > int64(largest) {
+		why = fmt.Errorf("reply too large: %d bytes, largest buffer %v", size, bus.Size(largest))
+	} else if err := m.Respond(ctx, out); errors.Is(err, bus.ErrPoolExhausted) || errors.Is(err, bus.ErrTooLarge) {
+		why = fmt.Errorf("reply not sent: %w", err)
+	} else {
+		return false, err
+	}
+	if err := m.Respond(ctx, ErrorReply(why.Error(), largest)); err != nil {
+		return true, fmt.Errorf("%w; the error reply was not sent either: %w", why, err)
+	}
+	return true, fmt.Errorf("%w (the requester was sent an error reply)", why)
+}
+
 // commandWaitDelay bounds how long a finished command's children may keep its output open.
 const commandWaitDelay = 100 * time.Millisecond
 
 // RunCommand runs command with sh -c, stdin as its standard input, and returns its standard
 // output and exit status; err is set when it could not run or exited with another status
-// than 0.
-func RunCommand(ctx context.Context, command string, stdin []byte) ([]byte, int, error) {
+// than 0. It keeps no more than limit bytes of the output (limit < 0: all of it) and reads
+// the rest to its end, counting it: size is how many bytes the command wrote in all.
+func RunCommand(ctx context.Context, command string, stdin []byte, limit int) (out []byte, size int64, code int, err error) {
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
 	cmd.Stdin = bytes.NewReader(stdin)
-	var out bytes.Buffer
-	cmd.Stdout = &out
+	w := &capWriter{limit: limit}
+	cmd.Stdout = w
 	cmd.Stderr = os.Stderr // the command's complaints are the operator's to read
 	// The shell exiting ends the request: a background child still holding its standard
 	// output does not hold the reply (or every later request) back for more than this.
 	cmd.WaitDelay = commandWaitDelay
-	err := cmd.Run()
+	err = cmd.Run()
 	if errors.Is(err, exec.ErrWaitDelay) {
 		err = nil // the shell exited; what it wrote is the reply
 	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		return out.Bytes(), ee.ExitCode(), fmt.Errorf("command exited with status %d", ee.ExitCode())
+		return w.buf.Bytes(), w.size, ee.ExitCode(), fmt.Errorf("command exited with status %d", ee.ExitCode())
 	}
 	if err != nil {
-		return out.Bytes(), -1, err
+		return w.buf.Bytes(), w.size, -1, err
 	}
-	return out.Bytes(), 0, nil
+	return w.buf.Bytes(), w.size, 0, nil
+}
+
+// capWriter keeps the first limit bytes written to it (all if limit < 0) and counts them all.
+type capWriter struct {
+	buf   bytes.Buffer
+	limit int
+	size  int64
+}
+
+func (w *capWriter) Write(p []byte) (int, error) {
+	w.size += int64(len(p))
+	if keep := w.limit - w.buf.Len(); w.limit < 0 || keep >= len(p) {
+		w.buf.Write(p)
+	} else if keep > 0 {
+		w.buf.Write(p[:keep])
+	}
+	return len(p), nil
 }

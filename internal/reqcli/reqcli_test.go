@@ -21,7 +21,7 @@ func TestRunCommandBackgroundChild(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		out, code, err := RunCommand(context.Background(), "sleep 60 & echo $!", nil)
+		out, _, code, err := RunCommand(context.Background(), "sleep 60 & echo $!", nil, -1)
 		done <- result{out, code, err}
 	}()
 	select {
@@ -35,5 +35,18 @@ func TestRunCommandBackgroundChild(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("RunCommand waited for a background child that holds its standard output")
+	}
+}
+
+// TestRunCommandLimit: RunCommand keeps no more than its limit of the output, reads the rest
+// and counts it all, so that offq reply does not hold a command's gigabytes in memory to
+// refuse them (it used to keep all of it).
+func TestRunCommandLimit(t *testing.T) {
+	out, size, code, err := RunCommand(context.Background(), "head -c 100000 /dev/zero; exit 3", nil, 10)
+	if len(out) != 10 || size != 100000 || code != 3 || err == nil {
+		t.Fatalf("RunCommand: %d bytes kept, %d counted, status %d, %v; want 10, 100000, 3 and an error", len(out), size, code, err)
+	}
+	if out, size, _, err := RunCommand(context.Background(), "printf abc", nil, 3); string(out) != "abc" || size != 3 || err != nil {
+		t.Fatalf("RunCommand at its limit: %q, %d, %v", out, size, err)
 	}
 }
