@@ -318,11 +318,15 @@ func (p *Publisher) FanOut() int {
 	return len(p.targets) + len(p.groups)
 }
 
-// letGo unpins the publisher's topic, once: its gate calls it when the publisher is closed and
-// no call is under way.
+// letGo unpins the publisher's topic and takes the publisher off the Bus's list, once: its
+// gate calls it when the publisher is closed and no call is under way. Until then Bus.Close
+// finds the publisher in its list and waits for those calls.
 func (p *Publisher) letGo() {
 	if p.unpinned.CompareAndSwap(false, true) {
 		p.b.p.UnpinTopic(p.topic) // after Bus.Close, Detach has cleared every pin: a no-op
+		p.b.mu.Lock()
+		delete(p.b.pubs, p)
+		p.b.mu.Unlock()
 	}
 }
 
@@ -343,8 +347,5 @@ func (p *Publisher) Close() error {
 	p.lockOwed.Store(true)
 	p.gate.shut()
 	p.settleLock()
-	p.b.mu.Lock()
-	delete(p.b.pubs, p)
-	p.b.mu.Unlock()
 	return nil
 }

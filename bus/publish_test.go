@@ -241,3 +241,51 @@ func TestSendErrorsAfterBusClose(t *testing.T) {
 		t.Fatalf("Publish: %v, want publish: loan: ErrClosed", err)
 	}
 }
+
+// TestBusCloseWaitsForSendOfClosedPublisher: Bus.Close waits for a Send under way also when
+// its Publisher was closed meanwhile (Publisher.Close does not wait for it, and the publisher
+// used to leave the Bus's list at once, so Bus.Close did not wait either).
+func TestBusCloseWaitsForSendOfClosedPublisher(t *testing.T) {
+	b := openTest(t, t.TempDir())
+	ctx := ctxT(t)
+	for range 2 {
+		if _, err := b.Subscribe("close.pub"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub, err := b.Publisher("close.pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped, goOn := make(chan struct{}), make(chan struct{})
+	shm.SetTestHookFanOut(func(i int) {
+		if i == 1 {
+			close(stopped)
+			<-goOn
+		}
+	})
+	defer shm.SetTestHookFanOut(nil)
+	sent := make(chan error, 1)
+	go func() { sent <- pub.Publish(ctx, []byte("x")) }()
+	<-stopped
+	if err := pub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- b.Close() }()
+	for !b.closed.Load() {
+		time.Sleep(100 * time.Microsecond)
+	}
+	select {
+	case <-closed:
+		t.Fatal("Bus.Close returned while a Send of a closed publisher was under way")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(goOn)
+	if err := <-sent; err != nil {
+		t.Fatalf("the Send under way at Close: %v", err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+}
