@@ -68,10 +68,14 @@ func (p *Publisher) SendBatch(ctx context.Context, loans []Loan) error {
 		}
 		tmp[i], lens[i] = l.l, l.n
 	}
-	if !p.gate.enter() {
+	// The send lock stands in for the gate (see Publisher.mu).
+	p.mu.Lock()
+	defer p.unlock()
+	if p.b.closed.Load() {
+		// The region is still mapped (Bus.Close takes the lock before it unmaps it), but
+		// Detach ends the loans.
 		return &Error{Op: "send", Name: p.name, Err: ErrClosed}
 	}
-	defer p.gate.exit()
 	if foreign || p.closed.Load() {
 		for i, l := range loans {
 			if l.p == p {
@@ -83,8 +87,6 @@ func (p *Publisher) SendBatch(ctx context.Context, loans []Loan) error {
 		}
 		return &Error{Op: "send", Name: p.name, Err: ErrClosed}
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	if g := p.b.r.SubscriptionGen(); g != p.gen {
 		p.refresh(g)
 	}

@@ -41,7 +41,10 @@ type Bus struct {
 
 // gate counts the calls under way on one Publisher or Subscription, so that Bus.Close does not
 // unmap the region under them. Each Publisher and Subscription has its own, so a publishing
-// goroutine and a receiving one never write the same cache line for it.
+// goroutine and a receiving one never write the same cache line for it. A Publisher's sends
+// do not pass it: they hold the publisher's send lock, which serialises them anyway, and
+// Bus.Close takes that lock too (see Publisher.mu); entering and leaving the gate would be
+// two more locked instructions per Send.
 type gate struct {
 	inflight atomic.Int64
 	closed   *atomic.Bool
@@ -60,6 +63,10 @@ func (g *gate) enter() bool {
 	}
 	return true
 }
+
+// hold adds a reference to the gate as a call would, without checking closed: a later exit
+// gives it back.
+func (g *gate) hold() { g.inflight.Add(1) }
 
 func (g *gate) exit() {
 	if g.inflight.Add(-1) == gateShut && g.idle != nil {
@@ -297,6 +304,7 @@ func (b *Bus) Close() (err error) {
 	b.closeReplies() // wakes requests waiting for replies
 	for _, p := range pubs {
 		p.gate.waitIdle()
+		p.waitSends() // a send holds the publisher's lock, not its gate
 	}
 	held := b.p.Held()
 	err = b.p.Detach()

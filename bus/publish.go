@@ -19,6 +19,11 @@ type Publisher struct {
 	name  string
 	topic shm.Topic
 
+	// mu is the send lock: it serialises the publisher's sends (Send, SendBatch, the sending
+	// part of Publish and SendRequest) and guards the target list below. A send holds it
+	// instead of entering the gate: Bus.Close takes it (after setting its closed flag) before
+	// it unmaps the region, and Publisher.Close lends the gate a reference for it that the
+	// first to find it free after the close gives back (settleLock). Release it with unlock.
 	mu      sync.Mutex
 	gen     uint64
 	targets []shm.Inbox // plain subscriptions
@@ -26,6 +31,8 @@ type Publisher struct {
 	scratch []shm.Inbox // a send's targets when there are groups
 	closed  atomic.Bool
 	gate    gate
+	// lockOwed is set by Close while the gate holds the send lock's reference (see mu).
+	lockOwed atomic.Bool
 	// unpinned is set by letGo: the topic's pin is given back once.
 	unpinned atomic.Bool
 }
@@ -115,6 +122,11 @@ func (p *Publisher) Loan(n int) (Loan, error) {
 		return Loan{}, &Error{Op: "loan", Name: p.name, Err: ErrClosed}
 	}
 	defer p.gate.exit()
+	return p.loan(n)
+}
+
+// loan is Loan inside the gate, which the caller has entered.
+func (p *Publisher) loan(n int) (Loan, error) {
 	if p.closed.Load() {
 		return Loan{}, &Error{Op: "loan", Name: p.name, Err: ErrClosed}
 	}
@@ -192,16 +204,28 @@ func (p *Publisher) Send(ctx context.Context, l Loan) error {
 		}
 		return &Error{Op: "send", Name: p.name, Err: errors.New("loan belongs to another publisher")}
 	}
-	if !p.gate.enter() {
+	return p.send(ctx, l, false)
+}
+
+// send is Send. It takes the send lock, which stands in for the gate (see Publisher.mu);
+// inGate says whether the caller has entered the gate too (Publish), and so whether the loan
+// can be given back when the bus is closed.
+func (p *Publisher) send(ctx context.Context, l Loan, inGate bool) error {
+	p.mu.Lock()
+	defer p.unlock()
+	if p.b.closed.Load() {
+		// Bus.Close takes the lock before it unmaps the region, and has not yet (or waits for
+		// us): the region is mapped, but Detach ends the loan, unless Publish holds the gate
+		// and Bus.Close waits for it.
+		if inGate {
+			l.l.Discard()
+		}
 		return &Error{Op: "send", Name: p.name, Err: ErrClosed}
 	}
-	defer p.gate.exit()
 	if p.closed.Load() {
 		l.l.Discard()
 		return &Error{Op: "send", Name: p.name, Err: ErrClosed}
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	if g := p.b.r.SubscriptionGen(); g != p.gen {
 		p.refresh(g)
 	}
@@ -218,18 +242,53 @@ func (p *Publisher) Send(ctx context.Context, l Loan) error {
 	return nil
 }
 
+// unlock releases the send lock (Publisher.mu). Once the publisher is closed, it gives back
+// the gate's reference for the lock if no send holds the lock any more (settleLock).
+func (p *Publisher) unlock() {
+	p.mu.Unlock()
+	if p.closed.Load() {
+		p.settleLock()
+	}
+}
+
+// settleLock gives back the reference Close lent the gate for the send lock, once: by whoever
+// finds the lock free after the close. A send that takes the lock later finds the publisher
+// closed and leaves the topic alone. If the lock is held, its holder settles when it unlocks.
+func (p *Publisher) settleLock() {
+	if !p.lockOwed.Load() || !p.mu.TryLock() {
+		return
+	}
+	owed := p.lockOwed.CompareAndSwap(true, false)
+	p.mu.Unlock()
+	if owed {
+		p.gate.exit()
+	}
+}
+
+// waitSends waits until no send of the publisher is under way; Bus.Close calls it after
+// setting its closed flag, so a send that takes the lock after it fails with ErrClosed.
+func (p *Publisher) waitSends() {
+	p.mu.Lock()
+	p.unlock()
+}
+
 // Publish copies data into a loaned buffer and sends it: the convenience form of Loan and
 // Send, for data that already exists in the process's memory.
 func (p *Publisher) Publish(ctx context.Context, data []byte) error {
-	l, err := p.Loan(len(data))
+	// One passage through the gate covers the loan, the copy and the send.
+	if !p.gate.enter() {
+		return &Error{Op: "publish", Name: p.name, Err: &Error{Op: "loan", Name: p.name, Err: ErrClosed}}
+	}
+	defer p.gate.exit()
+	l, err := p.loan(len(data))
 	if err != nil {
 		return &Error{Op: "publish", Name: p.name, Err: err}
 	}
 	if err := l.l.Write(data); err != nil {
-		l.Discard()
+		l.l.Discard()
 		return &Error{Op: "publish", Name: p.name, Err: err}
 	}
-	return p.Send(ctx, l)
+	return p.send(ctx, l, true)
 }
 
 // refresh rebuilds the list of inboxes whose pattern matches the topic. It runs when the
@@ -255,15 +314,19 @@ func (p *Publisher) match(pattern string) bool {
 // subscriptions whose pattern matched its topic then, counting each queue group once).
 func (p *Publisher) FanOut() int {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	defer p.unlock()
 	return len(p.targets) + len(p.groups)
 }
 
-// letGo unpins the publisher's topic, once: its gate calls it when the publisher is closed and
-// no call is under way.
+// letGo unpins the publisher's topic and takes the publisher off the Bus's list, once: its
+// gate calls it when the publisher is closed and no call is under way. Until then Bus.Close
+// finds the publisher in its list and waits for those calls.
 func (p *Publisher) letGo() {
 	if p.unpinned.CompareAndSwap(false, true) {
 		p.b.p.UnpinTopic(p.topic) // after Bus.Close, Detach has cleared every pin: a no-op
+		p.b.mu.Lock()
+		delete(p.b.pubs, p)
+		p.b.mu.Unlock()
 	}
 }
 
@@ -276,11 +339,13 @@ func (p *Publisher) Close() error {
 	if p.closed.Swap(true) {
 		return nil
 	}
-	// A Send that entered the gate before closed was set may still write into the topic's
-	// entry: the pin stays until the last of them has left (gate.shut, letGo).
+	// A call that entered the gate, or a send that took the lock, before closed was set may
+	// still write into the topic's entry: the pin stays until the last of them has left
+	// (gate.shut, letGo). The gate holds a reference for the send lock until settleLock finds
+	// the lock free: now, or when the send that holds it unlocks.
+	p.gate.hold()
+	p.lockOwed.Store(true)
 	p.gate.shut()
-	p.b.mu.Lock()
-	delete(p.b.pubs, p)
-	p.b.mu.Unlock()
+	p.settleLock()
 	return nil
 }

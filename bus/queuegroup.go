@@ -68,7 +68,7 @@ func (p *Publisher) splitGroups() {
 }
 
 // sendTargets returns the inboxes the next message goes to: every plain subscription and one
-// member of each queue group. Without groups it is p.targets itself. The caller holds p.mu.
+// member of each queue group. Without groups it is p.targets itself. The caller holds the send lock (p.mu).
 func (p *Publisher) sendTargets() []shm.Inbox {
 	if len(p.groups) == 0 {
 		return p.targets

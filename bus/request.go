@@ -198,7 +198,7 @@ func (p *Publisher) SendRequest(ctx context.Context, l Loan) (PendingRequest, er
 	}
 	to := p.sendTargets()
 	if len(to) == 0 {
-		p.mu.Unlock()
+		p.unlock()
 		l.l.Discard()
 		s.busy.Store(false)
 		p.b.r.CountRequest(p.topic.Index(), shm.RequestNoResponders)
@@ -214,7 +214,7 @@ func (p *Publisher) SendRequest(ctx context.Context, l Loan) (PendingRequest, er
 		p.gen = ^uint64(0)
 	}
 	all := res.Closed == len(to)
-	p.mu.Unlock()
+	p.unlock()
 	if err != nil {
 		s.busy.Store(false)
 		if errors.Is(err, ErrLoanEnded) {
