@@ -250,7 +250,7 @@ func (in *Inbox) pushBatch(ctx context.Context, hs []Handle, ss []*slotHeader, e
 			errs[i] = err
 		}
 		if pushed {
-			wakeConsumer(in.v.r, in.v.hdr)
+			wakeConsumer(in.v)
 		}
 		return err
 	}
@@ -296,7 +296,7 @@ func (in *Inbox) pushBatch(ctx context.Context, hs []Handle, ss []*slotHeader, e
 		done++
 	}
 	if pushed {
-		wakeConsumer(in.v.r, in.v.hdr)
+		wakeConsumer(in.v)
 	}
 	return last
 }
