@@ -249,7 +249,7 @@ func (in *Inbox) pushBatch(ctx context.Context, hs []Handle, ss []*slotHeader, e
 			errs[i] = err
 		}
 		if pushed {
-			wakeConsumer(in.v.r, in.v.hdr)
+			wakeConsumer(in.v)
 		}
 		return err
 	}
@@ -295,7 +295,7 @@ func (in *Inbox) pushBatch(ctx context.Context, hs []Handle, ss []*slotHeader, e
 		done++
 	}
 	if pushed {
-		wakeConsumer(in.v.r, in.v.hdr)
+		wakeConsumer(in.v)
 	}
 	return last
 }

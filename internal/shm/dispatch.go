@@ -2,6 +2,7 @@ package shm
 
 import (
 	"context"
+	"math/bits"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -45,19 +46,26 @@ type waitEntry struct {
 	rec       *atomic.Uint64 // the wait record the announcement is in (room waits), or nil
 	w         *waiter
 	k         int // this entry's index in w.pos
+	// The entries waiting on the same inbox (index) form a list, so that the leader finds
+	// the waiters of an inbox that was rung without reading anyone else's: prev and next are
+	// entry indices + 1 in dispatcher.entries (0: none), and dispatcher.heads holds the first.
+	prev, next int32
 }
 
 // A dispatcher is one participant's waiting room. Goroutines that must wait (a consumer for a
 // message, a Block producer for room) announce themselves in the inboxes' waiter words, as
 // before, but park on a Go channel instead of sleeping in the kernel; one leader goroutine
-// sleeps on the participant's bell (see doorbell.go) and, whenever it is rung, scans the
-// inboxes that have waiters and wakes exactly the goroutines whose inbox is ready. Any number
-// of waiting subscriptions costs one OS thread, the leader's, and none while nobody waits
-// (the leader leaves after a quiet longSleep).
+// sleeps on the participant's bell (see doorbell.go) and, whenever it is rung, reads the
+// inboxes marked in its rung set that have waiters and wakes exactly the goroutines whose
+// inbox is ready. Any number of waiting subscriptions costs one OS thread, the leader's, and
+// none while nobody waits (the leader leaves after a quiet longSleep); a ring costs the
+// inboxes rung, not the waiters parked.
 type dispatcher struct {
 	p       *Participant
 	mu      sync.Mutex
 	entries []waitEntry
+	heads   []int32 // per inbox index, its first entry's index + 1 (0: none); made on first use
+	reads   uint64  // inboxes the leader has read to see whether a waiter is ready (for tests)
 	free    []*waiter
 	running bool          // a leader goroutine is running
 	stopped bool          // the participant detached: nobody waits any more
@@ -179,16 +187,24 @@ func (d *dispatcher) waiter() *waiter {
 }
 
 // add enters w's wait on in and announces it. A wait that cannot be announced (the inbox was
-// closed; a room wait of a participant with index 64 or more, or with no wait record left;
+// closed; a room wait of a participant with no wait record left;
 // a fault reading a truncated region) makes w poll. d.mu is held.
 func (d *dispatcher) add(w *waiter, in *Inbox, kind waitKind, rec waitRecord) {
-	e := waitEntry{in: in, kind: kind, w: w, k: len(w.pos)}
+	if d.heads == nil {
+		d.heads = make([]int32, d.p.r.cfg.Inboxes)
+	}
+	j := len(d.entries)
+	e := waitEntry{in: in, kind: kind, w: w, k: len(w.pos), next: d.heads[in.v.index]}
 	d.announce(&e, rec)
 	if !e.announced {
 		w.poll = true
 	}
-	w.pos = append(w.pos, len(d.entries))
+	w.pos = append(w.pos, j)
 	d.entries = append(d.entries, e)
+	if e.next != 0 {
+		d.entries[e.next-1].prev = int32(j + 1)
+	}
+	d.heads[in.v.index] = int32(j + 1)
 }
 
 // announce announces e's wait in its inbox. A memory fault leaves it unannounced.
@@ -199,9 +215,10 @@ func (d *dispatcher) announce(e *waitEntry, rec waitRecord) {
 	hd := in.v.hdr
 	if e.kind == waitMessage {
 		e.announced = announce(&hd.parked, in.gen)
-	} else if bit := spaceBellBit(d.p.idx); bit != 0 {
+	} else {
 		// The bit before the announcement: a waker that sees the announcement sees the bit.
-		hd.spaceBells.Or(bit)
+		bw, bit := in.v.r.roomBell(in.v.index, d.p.idx)
+		bw.Or(bit)
 		if announce(&hd.spaceWaiters, in.gen) {
 			e.announced = true
 			if rec.slot != nil {
@@ -219,14 +236,41 @@ func (d *dispatcher) remove(w *waiter) {
 	for k := len(w.pos) - 1; k >= 0; k-- {
 		j := w.pos[k]
 		e := d.entries[j]
+		d.unlink(j)
 		last := len(d.entries) - 1
-		d.entries[j] = d.entries[last]
-		d.entries[j].w.pos[d.entries[j].k] = j
+		if j != last {
+			// The last entry moves to j: its neighbours (or its inbox's head) follow it.
+			m := d.entries[last]
+			d.entries[j] = m
+			m.w.pos[m.k] = j
+			if m.prev != 0 {
+				d.entries[m.prev-1].next = int32(j + 1)
+			} else {
+				d.heads[m.in.v.index] = int32(j + 1)
+			}
+			if m.next != 0 {
+				d.entries[m.next-1].prev = int32(j + 1)
+			}
+		}
 		d.entries[last] = waitEntry{}
 		d.entries = d.entries[:last]
 		d.retract(e)
 	}
 	w.pos = w.pos[:0]
+}
+
+// unlink takes entry j out of its inbox's list. d.mu is held.
+func (d *dispatcher) unlink(j int) {
+	e := &d.entries[j]
+	if e.prev != 0 {
+		d.entries[e.prev-1].next = e.next
+	} else {
+		d.heads[e.in.v.index] = e.next
+	}
+	if e.next != 0 {
+		d.entries[e.next-1].prev = e.prev
+	}
+	e.prev, e.next = 0, 0
 }
 
 // retract takes back the announcement of e, an entry removed. A memory fault leaves it.
@@ -245,14 +289,15 @@ func (d *dispatcher) retract(e waitEntry) {
 		}
 	}
 	if e.kind == waitRoom && !d.roomWaited(e.in.v) {
-		hd.spaceBells.And(^spaceBellBit(d.p.idx))
+		bw, bit := e.in.v.r.roomBell(e.in.v.index, d.p.idx)
+		bw.And(^bit)
 	}
 }
 
 // roomWaited reports whether a goroutine of d still waits for room in the inbox entry v.
 func (d *dispatcher) roomWaited(v *inboxView) bool {
-	for j := range d.entries {
-		if d.entries[j].kind == waitRoom && d.entries[j].in.v == v {
+	for j := d.heads[v.index]; j != 0; j = d.entries[j-1].next {
+		if e := &d.entries[j-1]; e.kind == waitRoom && e.in.v == v {
 			return true
 		}
 	}
@@ -266,18 +311,26 @@ func (d *dispatcher) lead(done chan struct{}) {
 	defer close(done)
 	bell := &d.p.slot.bell
 	busy := time.Now()
+	lastFull := busy
 	for {
 		d.mu.Lock()
-		if d.stopped || len(d.entries) == 0 && time.Since(busy) > longSleep {
+		now := time.Now()
+		if d.stopped || len(d.entries) == 0 && now.Sub(busy) > longSleep {
 			d.running = false
 			storeGuarded(bell, bellAwake)
 			d.mu.Unlock()
 			return
 		}
 		if len(d.entries) != 0 {
-			busy = time.Now()
+			busy = now
 		}
-		fired, faulted := d.scan()
+		// Every longSleep the leader reads every waiter's inbox, rung or not: a head or tail
+		// damaged by a scribble, or a rung set scribbled clear, delays a wake-up by no more.
+		full := now.Sub(lastFull) >= longSleep
+		if full {
+			lastFull = now
+		}
+		fired, faulted := d.scan(full)
 		d.mu.Unlock()
 		if faulted {
 			time.Sleep(pollSleep) // the region faulted: its waiters will find out themselves
@@ -295,18 +348,34 @@ func (d *dispatcher) lead(done chan struct{}) {
 	}
 }
 
-// scan stores bellAsleep in the bell, then wakes each waiter one of whose inboxes is ready,
-// or all of them if reading the region faults, and reports whether it woke any. d.mu is held.
-func (d *dispatcher) scan() (fired, faulted bool) {
+// scan stores bellAsleep in the bell, takes the participant's rung set, then wakes each
+// waiter on a rung inbox (on any inbox if full) that is ready, or every waiter if reading the
+// region faults, and reports whether it woke any. d.mu is held.
+func (d *dispatcher) scan(full bool) (fired, faulted bool) {
 	var err error
 	func() {
 		defer unguard(guard(), &err)
-		d.p.slot.bell.Store(bellAsleep)
-		for j := range d.entries {
-			e := &d.entries[j]
-			if !e.w.fired && readyFor(e.kind, e.in) {
-				d.fire(e.w)
-				fired = true
+		p := d.p
+		p.slot.bell.Store(bellAsleep)
+		words := rungWords(p.r.cfg.Inboxes)
+		for sum := p.slot.rungSum.Swap(0); sum != 0; sum &= sum - 1 {
+			k := uint64(bits.TrailingZeros64(sum))
+			if k >= words {
+				continue // a scribbled bit: no such word
+			}
+			for m := p.r.rungWord(p.idx, k).Swap(0); m != 0; m &= m - 1 {
+				// An index past the table (a scribbled bit, or one past Inboxes in the
+				// last word) names no inbox; heads is nil before anyone waited.
+				if idx := k*64 + uint64(bits.TrailingZeros64(m)); !full && idx < uint64(len(d.heads)) {
+					for j := d.heads[idx]; j != 0; j = d.entries[j-1].next {
+						fired = d.check(&d.entries[j-1]) || fired
+					}
+				}
+			}
+		}
+		if full {
+			for j := range d.entries {
+				fired = d.check(&d.entries[j]) || fired
 			}
 		}
 	}()
@@ -317,6 +386,19 @@ func (d *dispatcher) scan() (fired, faulted bool) {
 		return true, true
 	}
 	return fired, false
+}
+
+// check wakes e's waiter if e's inbox is ready, and reports whether it did. d.mu is held.
+func (d *dispatcher) check(e *waitEntry) bool {
+	if e.w.fired {
+		return false
+	}
+	d.reads++
+	if !readyFor(e.kind, e.in) {
+		return false
+	}
+	d.fire(e.w)
+	return true
 }
 
 // storeGuarded stores v in w, a word of the region, doing nothing if that faults.

@@ -77,7 +77,7 @@ func TestBellProtocol(t *testing.T) {
 	hd := in.v.hdr
 	bell.Store(bellAsleep)
 	w0 = bellWakes.Load()
-	wakeConsumer(r, hd)
+	wakeConsumer(in.v)
 	if bellWakes.Load() != w0 || bell.Load() != bellAsleep {
 		t.Fatal("wakeConsumer rang with no consumer announced")
 	}
@@ -85,15 +85,15 @@ func TestBellProtocol(t *testing.T) {
 		t.Fatal("announce failed")
 	}
 	hd.wake.Store(bellAsleep)
-	wakeConsumer(r, hd)
+	wakeConsumer(in.v)
 	if bellWakes.Load()-w0 != 1 || bell.Load() != bellAwake || hd.wake.Load() != bellAsleep {
 		t.Fatal("wakeConsumer did not ring the bell (only) with a consumer parked")
 	}
 	retract(&hd.parked, in.gen, 1)
 	announce(&hd.sleepers, in.gen)
 	bell.Store(bellAsleep)
-	wakeConsumer(r, hd)
-	wakeConsumer(r, hd)
+	wakeConsumer(in.v)
+	wakeConsumer(in.v)
 	if bellWakes.Load()-w0 != 2 || bell.Load() != bellAsleep || hd.wake.Load() != bellAwake {
 		t.Fatal("wakeConsumer did not ring the wake word (only, once) with a consumer asleep on it")
 	}
@@ -102,14 +102,14 @@ func TestBellProtocol(t *testing.T) {
 
 	// wakeProducers rings the bells whose bits are set in spaceBells, with a producer announced.
 	bell.Store(bellAsleep)
-	hd.spaceBells.Store(spaceBellBit(p.idx) | 1<<63) // and a bit naming no slot
+	hd.spaceBells.Store(1<<p.idx | 1<<63) // and a bit naming no slot
 	w0 = bellWakes.Load()
-	wakeProducers(r, hd)
+	wakeProducers(in.v)
 	if bellWakes.Load() != w0 {
 		t.Fatal("wakeProducers rang with no producer announced")
 	}
 	announce(&hd.spaceWaiters, in.gen)
-	wakeProducers(r, hd)
+	wakeProducers(in.v)
 	if bellWakes.Load()-w0 != 1 || bell.Load() != bellAwake {
 		t.Fatal("wakeProducers did not ring the bell of a waiting producer's participant")
 	}
@@ -120,8 +120,8 @@ func TestBellProtocol(t *testing.T) {
 	st := hd.state.Load()
 	hd.state.Store(inboxWord(wordStatus(st), wordGen(st), 0xffff))
 	announce(&hd.parked, in.gen)
-	wakeConsumer(r, hd)
-	wakeAll(r, hd)
+	wakeConsumer(in.v)
+	wakeAll(in.v)
 	retract(&hd.parked, in.gen, 1)
 	hd.state.Store(st)
 }
@@ -567,9 +567,175 @@ func TestUndoWaitsClearsUnrecordedBellBits(t *testing.T) {
 	}
 	const dead = 3 // a participant slot index with no records
 	hd := in.v.hdr
-	hd.spaceBells.Or(spaceBellBit(dead))
+	hd.spaceBells.Or(1 << dead)
 	r.undoWaits(dead)
-	if v := hd.spaceBells.Load(); v&spaceBellBit(dead) != 0 {
+	if v := hd.spaceBells.Load(); v&(1<<dead) != 0 {
 		t.Fatalf("spaceBells %#x after undoing participant %d's waits, want its bit clear", v, dead)
 	}
+}
+
+// hangOnPoll makes a waiter that could not announce itself (and polls) sleep longer than any
+// test, so that a wait a ring should end but only a poll would hangs the test.
+func hangOnPoll(t *testing.T) {
+	old := pollSleep
+	pollSleep = time.Hour
+	t.Cleanup(func() { pollSleep = old })
+}
+
+// leaderReads returns how many inboxes p's leader has read to see whether a waiter was ready.
+func leaderReads(p *Participant) uint64 {
+	p.disp.mu.Lock()
+	defer p.disp.mu.Unlock()
+	return p.disp.reads
+}
+
+// A ring costs the leader the inboxes rung, not the waiters parked: with many consumers
+// parked, one on each inbox, a message to one of them makes the leader read that inbox and
+// no other (it used to read all of them, once per ring).
+func TestRingReadsRungInboxOnly(t *testing.T) {
+	hangOnLostWakeup(t)
+	const consumers = 200
+	c := unitConfig()
+	c.Inboxes = consumers
+	c.Held = consumers
+	r := newUnitRegion(t, c)
+	p := attachUnit(t, r, "consumers")
+	q := attachUnit(t, r, "producer")
+	ctx, cancel := context.WithTimeout(context.Background(), procTimeout)
+	defer cancel()
+	ins := make([]Inbox, consumers)
+	for i := range ins {
+		var err error
+		if ins[i], err = p.OpenInbox(InboxConfig{Capacity: 2, Overflow: DropNewest}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	took := make([]chan error, consumers)
+	for i := range ins {
+		took[i] = make(chan error, 1)
+		go func() {
+			m, err := p.Take(ctx, &ins[i], Waiter{Strategy: Sleep})
+			if err == nil {
+				m.Release()
+			}
+			took[i] <- err
+		}()
+	}
+	// One consumer sleeps directly on its inbox's wake word; every other one parks.
+	untilTrue(t, procTimeout, "the consumers parked and the leader asleep", func() bool {
+		p.disp.mu.Lock()
+		defer p.disp.mu.Unlock()
+		return len(p.disp.entries) == consumers-1 && p.disp.direct != nil && p.slot.bell.Load() == bellAsleep
+	})
+	k := consumers / 2
+	if waiters(ins[k].v.hdr.parked.Load()) == 0 {
+		k++ // that one is the direct sleeper
+	}
+	reads := leaderReads(p)
+	to, _ := r.inbox(ins[k].ID())
+	if err := pushMessage(ctx, q, &to, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-took[k]; err != nil {
+		t.Fatalf("consumer %d: %v", k, err)
+	}
+	if n := leaderReads(p) - reads; n == 0 || n > 2 {
+		t.Errorf("one message to one of %d parked consumers: the leader read %d inboxes, want 1", consumers-1, n)
+	}
+	for i := range ins {
+		ins[i].close()
+	}
+	for i := range ins {
+		if i == k {
+			continue
+		}
+		if err := <-took[i]; !errors.Is(err, ErrClosed) {
+			t.Errorf("consumer %d: %v, want ErrClosed", i, err)
+		}
+	}
+	checkNoLeaks(t, r)
+}
+
+// A Block producer whose participant index is 64 or more, waiting for room in a full inbox, is
+// woken by the take that makes room: its room bell is a bit of the inbox's row of the bells
+// section (it used to have none, and polled every pollSleep). Polling is made to hang, so
+// only the consumer's ring can end the wait.
+func TestBlockProducerPast64WokenByTake(t *testing.T) {
+	hangOnLostWakeup(t)
+	hangOnPoll(t)
+	c := unitConfig()
+	c.Participants = 70
+	r := newUnitRegion(t, c)
+	p := attachUnit(t, r, "consumer")
+	for i := range 63 {
+		attachUnit(t, r, "filler"+strconv.Itoa(i))
+	}
+	q := attachUnit(t, r, "producer")
+	if q.idx < 64 {
+		t.Fatalf("producer at index %d, want 64 or more", q.idx)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), procTimeout)
+	defer cancel()
+	in, err := p.OpenInbox(InboxConfig{Capacity: 2, Overflow: Block})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.close()
+	to, _ := r.inbox(in.ID())
+	for n := range 2 {
+		if err := pushMessage(ctx, q, &to, 1, uint64(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pushed := make(chan error, 1)
+	go func() { // from q's loan, as a publisher delivers: q's dispatcher waits for room
+		b, err := q.alloc(msgSize)
+		if err != nil {
+			pushed <- err
+			return
+		}
+		err = to.deliver(ctx, b.Handle())
+		if uerr := q.unloan(b.Handle()); err == nil {
+			err = uerr
+		}
+		pushed <- err
+	}()
+	untilTrue(t, procTimeout, "the producer waiting and its leader asleep", func() bool {
+		q.disp.mu.Lock()
+		defer q.disp.mu.Unlock()
+		return len(q.disp.entries) == 1 && q.slot.bell.Load() == bellAsleep
+	})
+	hd := in.v.hdr
+	bw, bit := r.roomBell(in.v.index, q.idx)
+	if waiters(hd.spaceWaiters.Load()) != 1 || bw.Load()&bit == 0 {
+		t.Errorf("the producer waits with %d announced, room bell %#x; want 1 and bit %#x", waiters(hd.spaceWaiters.Load()), bw.Load(), bit)
+	}
+	w0 := bellWakes.Load()
+	m, err := p.Take(ctx, &in, Waiter{Strategy: Sleep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Release()
+	select {
+	case err := <-pushed:
+		if err != nil {
+			t.Fatalf("the blocked push: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the producer at index 64 or more was not woken by the take that made room")
+	}
+	if bellWakes.Load() == w0 {
+		t.Error("the take rang no bell, yet the producer woke")
+	}
+	if v := bw.Load(); v&bit != 0 || hd.spaceBells.Load() != 0 {
+		t.Errorf("room bells %#x (spaceBells %#x) with nobody waiting", v, hd.spaceBells.Load())
+	}
+	for range 2 {
+		m, err := p.Take(ctx, &in, Waiter{Strategy: Sleep})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Release()
+	}
+	checkNoLeaks(t, r)
 }

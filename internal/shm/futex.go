@@ -75,7 +75,7 @@ const (
 )
 
 // pollSleep bounds one futex wait of a waiter that could not announce itself.
-const pollSleep = time.Millisecond
+var pollSleep = time.Millisecond // a variable only so that tests can make a poll hang
 
 // enter records one more announcement and returns the record it is in, or nil if every
 // record is in use for another inbox.
@@ -194,14 +194,14 @@ func (r *Region) undoWaits(i uint32) {
 		}
 		retract(&r.inboxes[idx].hdr.spaceWaiters, v>>16&0xffffffff, v>>48)
 	}
-	// Its bell bit, in every inbox: a wait may have set one without a record (a producer
+	// Its room bell, in every inbox: a wait may have set one without a record (a producer
 	// whose loan names no participant of its process, a kill between setting the bit and
 	// recording the wait), and a bit left set would ring the slot's next occupant on every
 	// take from that inbox.
-	if bit := spaceBellBit(i); bit != 0 {
+	if i < r.cfg.Participants {
 		for k := range r.inboxes {
-			if hd := r.inboxes[k].hdr; hd.spaceBells.Load()&bit != 0 {
-				hd.spaceBells.And(^bit)
+			if w, bit := r.roomBell(uint32(k), i); w.Load()&bit != 0 {
+				w.And(^bit)
 			}
 		}
 	}
@@ -213,30 +213,32 @@ func (r *Region) undoWaits(i uint32) {
 // wakeConsumer wakes the inbox's consumer if one announced itself asleep: called after a
 // message is committed (or a cell repaired) so that a sleeping Take finds it. A consumer
 // asleep in the kernel itself is woken on the inbox's wake word, parked ones through the bell
-// of the inbox's owner (see doorbell.go). Both words are rung the same way: at most one
-// futex call per sleep.
-func wakeConsumer(r *Region, hd *inboxHeader) {
+// of the inbox's owner, after marking the inbox in the owner's rung set (see doorbell.go).
+// Both words are rung the same way: at most one futex call per sleep.
+func wakeConsumer(v *inboxView) {
+	hd := v.hdr
 	if waiters(hd.sleepers.Load()) != 0 {
 		ring(&hd.wake)
 	}
 	if waiters(hd.parked.Load()) != 0 {
-		ring(r.bellOf(wordOwner(hd.state.Load())))
+		v.ringOwner()
 	}
 }
 
 // wakeProducers wakes producers announced asleep for room (Block policy): called after the
 // head moves. It rings the bell of each participant with a producer waiting.
-func wakeProducers(r *Region, hd *inboxHeader) {
-	if waiters(hd.spaceWaiters.Load()) != 0 {
-		r.ringSpaceBells(hd)
+func wakeProducers(v *inboxView) {
+	if waiters(v.hdr.spaceWaiters.Load()) != 0 {
+		v.ringSpaceBells()
 	}
 }
 
 // wakeAll wakes every sleeper on the inbox whether announced or not: called when the inbox
 // closes or is reclaimed, so that nobody sleeps on an entry that is gone.
-func wakeAll(r *Region, hd *inboxHeader) {
+func wakeAll(v *inboxView) {
+	hd := v.hdr
 	hd.wake.Store(bellAwake)
 	futexWakeAll(&hd.wake)
-	ring(r.bellOf(wordOwner(hd.state.Load())))
-	r.ringSpaceBells(hd)
+	v.ringOwner()
+	v.ringSpaceBells()
 }

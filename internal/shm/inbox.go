@@ -171,6 +171,9 @@ func (p *Participant) OpenInbox(c InboxConfig) (_ Inbox, err error) {
 		h.sleepers.Store(waiterWord(gen))
 		h.spaceWaiters.Store(waiterWord(gen))
 		h.spaceBells.Store(0)
+		for k := range highBellWords(r.cfg.Participants) {
+			r.highBellWord(uint32(i), k).Store(0)
+		}
 		h.parked.Store(waiterWord(gen))
 		h.wake.Store(bellAwake)
 		h.dropOldest.Store(0)
@@ -272,7 +275,7 @@ func (in *Inbox) close() error {
 	}
 	in.drainClosed()
 	// Wake anyone still waiting on the words, then free the entry (the generation stays).
-	wakeAll(in.v.r, hd)
+	wakeAll(in.v)
 	step()
 	hd.state.Store(inboxWord(inboxFree, in.gen, 0))
 	in.v.r.hdr.subGen.Add(1)

@@ -18,9 +18,11 @@ import (
 //	participants   Participants x 256                     one slot per attached participant
 //	held           Participants x Held x 8                each participant's held list: handles taken, not released
 //	pins           Participants x ceil(Topics/64) x 8     each participant's pinned topics: bit i = it uses topic i
+//	rung           Participants x ceil(Inboxes/64) x 8    each participant's rung inboxes: bit i = inbox i became ready for one of its waiters
 //	topics         Topics x (320 + 8 x HistoryDepth)      topic table (reserved for the topic layer)
 //	inboxes        Inboxes x 640                          ring headers: config, tail, head, wake words, counters, age histogram
 //	patterns       Inboxes x 128                          each inbox's subscription pattern, NUL-padded
+//	bells          Inboxes x (ceil(Participants/64)-1) x 8  each inbox's room bells of participants 64 and up: bit i of word k = participant 64(k+1)+i waits for room
 //	cells          Inboxes x InboxCapacity x 8            ring cells, one 64-bit word each
 //	pool[i]        4224 + Count x (64 + Size)             pool counters, then slots: 32-byte header + payload + 32-byte trailer
 //
@@ -30,7 +32,7 @@ import (
 
 const (
 	magic         = 0x31474552_5146464f // "OFFQREG1" little-endian
-	layoutVersion = 8                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram; 7: eviction records in the participant slot; the pins section and condemned topic entries; the doorbell (the participant's bell, the inbox's spaceBells and parked words); the requested sweep's header words and lent marks; 8: 32-byte slot headers sharing the payload's first line, and a slot trailer (history position, reply address) after the payload
+	layoutVersion = 8                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram; 7: eviction records in the participant slot; the pins section and condemned topic entries; the doorbell (the participant's bell, the inbox's spaceBells and parked words); the requested sweep's header words and lent marks; 8: 32-byte slot headers sharing the payload's first line, and a slot trailer (history position, reply address) after the payload; the rung section and the slot's rung summary, and the bells section (room bells of participants 64 and up)
 	byteOrderMark = 0x0a0b0c0d
 	headerSize    = 1024
 	checksumFrom  = 64  // checksum covers [checksumFrom, checksumTo)
@@ -56,7 +58,8 @@ const (
 //	40   8     creation time, Unix nanoseconds
 //	48   4     creator's pid (informational only)
 //	64   96    config block (diskConfig)
-//	160  240   section table (sections; pins, the last entry at 384, was added in version 7)
+//	160  272   section table (sections; pins, at 384, was added in version 7; bells at 400 and
+//	           rung at 416 in version 8)
 //	512  8     reclaims: participants reclaimed after dying
 //	520  8     corrupt: bad words found in the region and dropped
 //	528  8     subscriptions generation: bumped on every subscribe and unsubscribe
@@ -89,7 +92,7 @@ type header struct {
 	_          [12]byte
 	cfg        diskConfig
 	sec        sections
-	_          [112]byte
+	_          [80]byte
 	reclaims   atomic.Uint64
 	corrupt    atomic.Uint64
 	subGen     atomic.Uint64
@@ -144,6 +147,8 @@ type sections struct {
 	cells        section
 	pools        [MaxClasses]section
 	pins         section // placed after held in the file; last here so older offsets stay
+	bells        section // placed after patterns in the file
+	rung         section // placed after pins in the file
 }
 
 // participantSlot is one entry of the participants table (256 bytes). The participant holds an
@@ -168,7 +173,11 @@ type sections struct {
 //	224  4     bell: the process's doorbell, a futex word: 1 while the participant's leader
 //	           sleeps on it (or is about to), else 0; a waker that swaps 1 for 0 calls
 //	           FUTEX_WAKE (see doorbell.go)
-//	228  28    zero
+//	228  4     zero
+//	232  8     rung summary: bit k set when word k of the participant's row of the rung
+//	           section may have bits set (a waker sets the row's bit, then this one; the
+//	           leader swaps this to zero, then the words it names; see doorbell.go)
+//	240  16    zero
 type participantSlot struct {
 	state    atomic.Uint64
 	pid      uint32
@@ -183,7 +192,9 @@ type participantSlot struct {
 	evicts   [slotEvicts]atomic.Uint64
 	bridgeID [32]byte
 	bell     atomic.Uint32
-	_        [28]byte
+	_        uint32
+	rungSum  atomic.Uint64
+	_        [16]byte
 }
 
 // pinWords is the number of 64-bit words in one participant's row of the pins section.
@@ -219,7 +230,8 @@ const topicEntrySize = 320
 //	256  4     space: unused since layout 7 (producers wait on their participant's bell)
 //	264  8     spaceWaiters: producers announced waiting for room (waiter word)
 //	272  8     spaceBells: bit i set while participant i (i < 64) has producers waiting for
-//	           room; the consumer rings their bells when the head moves (see doorbell.go)
+//	           room; the consumer rings their bells when the head moves (see doorbell.go);
+//	           participants 64 and up have their bits in the inbox's row of the bells section
 //	280  8     parked: consumers waiting parked on the owner's bell (waiter word)
 //	320  8     dropped, oldest evicted by producers (DropOldest)
 //	328  8     dropped, newest refused (DropNewest)
@@ -386,9 +398,11 @@ func computeLayout(c Config) layout {
 	place(&l.sec.participants, uint64(c.Participants)*uint64(participantSlotSize))
 	place(&l.sec.held, uint64(c.Participants)*uint64(c.Held)*8)
 	place(&l.sec.pins, uint64(c.Participants)*pinWords(c.Topics)*8)
+	place(&l.sec.rung, uint64(c.Participants)*rungWords(c.Inboxes)*8)
 	place(&l.sec.topics, uint64(c.Topics)*(topicEntrySize+8*uint64(c.HistoryDepth)))
 	place(&l.sec.inboxes, uint64(c.Inboxes)*uint64(inboxHeaderSize))
 	place(&l.sec.patterns, uint64(c.Inboxes)*patternSize)
+	place(&l.sec.bells, uint64(c.Inboxes)*highBellWords(c.Participants)*8)
 	place(&l.sec.cells, uint64(c.Inboxes)*uint64(c.InboxCapacity)*8)
 	for i, cl := range c.Classes {
 		if i >= MaxClasses {

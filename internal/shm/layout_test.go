@@ -66,7 +66,7 @@ func TestLayoutHeader(t *testing.T) {
 		layoutField("created", unsafe.Offsetof(h.created), unsafe.Sizeof(h.created), 40, 8),
 		layoutField("creatorPID", unsafe.Offsetof(h.creatorPID), unsafe.Sizeof(h.creatorPID), 48, 4),
 		layoutField("cfg", unsafe.Offsetof(h.cfg), unsafe.Sizeof(h.cfg), 64, 96),
-		layoutField("sec", unsafe.Offsetof(h.sec), unsafe.Sizeof(h.sec), 160, 240),
+		layoutField("sec", unsafe.Offsetof(h.sec), unsafe.Sizeof(h.sec), 160, 272),
 		layoutField("reclaims", unsafe.Offsetof(h.reclaims), unsafe.Sizeof(h.reclaims), 512, 8),
 		layoutField("corrupt", unsafe.Offsetof(h.corrupt), unsafe.Sizeof(h.corrupt), 520, 8),
 		layoutField("subGen", unsafe.Offsetof(h.subGen), unsafe.Sizeof(h.subGen), 528, 8),
@@ -119,7 +119,7 @@ func TestLayoutDiskConfig(t *testing.T) {
 
 func TestLayoutSectionTable(t *testing.T) {
 	var s sections
-	checkLayoutRows(t, &s, unsafe.Sizeof(s), 240, []layoutRow{
+	checkLayoutRows(t, &s, unsafe.Sizeof(s), 272, []layoutRow{
 		layoutField("participants", unsafe.Offsetof(s.participants), unsafe.Sizeof(s.participants), 0, 16),
 		layoutField("held", unsafe.Offsetof(s.held), unsafe.Sizeof(s.held), 16, 16),
 		layoutField("topics", unsafe.Offsetof(s.topics), unsafe.Sizeof(s.topics), 32, 16),
@@ -128,6 +128,8 @@ func TestLayoutSectionTable(t *testing.T) {
 		layoutField("cells", unsafe.Offsetof(s.cells), unsafe.Sizeof(s.cells), 80, 16),
 		layoutField("pools", unsafe.Offsetof(s.pools), unsafe.Sizeof(s.pools), 96, 128),
 		layoutField("pins", unsafe.Offsetof(s.pins), unsafe.Sizeof(s.pins), 224, 16),
+		layoutField("bells", unsafe.Offsetof(s.bells), unsafe.Sizeof(s.bells), 240, 16),
+		layoutField("rung", unsafe.Offsetof(s.rung), unsafe.Sizeof(s.rung), 256, 16),
 	})
 	var e section
 	checkLayoutRows(t, &e, unsafe.Sizeof(e), 16, []layoutRow{
@@ -150,6 +152,7 @@ func TestLayoutParticipantSlot(t *testing.T) {
 		layoutField("evicts", unsafe.Offsetof(p.evicts), unsafe.Sizeof(p.evicts), 176, 16),
 		layoutField("bridgeID", unsafe.Offsetof(p.bridgeID), unsafe.Sizeof(p.bridgeID), 192, 32),
 		layoutField("bell", unsafe.Offsetof(p.bell), unsafe.Sizeof(p.bell), 224, 4),
+		layoutField("rungSum", unsafe.Offsetof(p.rungSum), unsafe.Sizeof(p.rungSum), 232, 8),
 	})
 	if participantSlotSize != 256 {
 		t.Errorf("participantSlotSize = %d", participantSlotSize)
@@ -378,7 +381,7 @@ func layoutConfigs(seed uint64, n int) []Config {
 			Inboxes:       1 + rng.Uint32N(100),
 			InboxCapacity: 2 << rng.IntN(12),
 			Topics:        1 + rng.Uint32N(300),
-			Participants:  1 + rng.Uint32N(70),
+			Participants:  1 + rng.Uint32N(200), // past 64: the bells section
 			HistoryDepth:  rng.Uint32N(20),
 			Held:          1 + rng.Uint32N(300),
 		}
@@ -410,9 +413,11 @@ func TestLayoutSections(t *testing.T) {
 			{"participants", l.sec.participants, uint64(c.Participants) * 256},
 			{"held", l.sec.held, uint64(c.Participants) * uint64(c.Held) * 8},
 			{"pins", l.sec.pins, uint64(c.Participants) * ((uint64(c.Topics) + 63) / 64) * 8},
+			{"rung", l.sec.rung, uint64(c.Participants) * ((uint64(c.Inboxes) + 63) / 64) * 8},
 			{"topics", l.sec.topics, uint64(c.Topics) * (320 + 8*uint64(c.HistoryDepth))},
 			{"inboxes", l.sec.inboxes, uint64(c.Inboxes) * 640},
 			{"patterns", l.sec.patterns, uint64(c.Inboxes) * 128},
+			{"bells", l.sec.bells, uint64(c.Inboxes) * ((uint64(c.Participants)+63)/64 - 1) * 8},
 			{"cells", l.sec.cells, uint64(c.Inboxes) * uint64(c.InboxCapacity) * 8},
 		}
 		for i, cl := range c.Classes {
@@ -495,6 +500,10 @@ func TestLayoutRealRegion(t *testing.T) {
 		{"cells size", le.Uint64(b[248:]), lay.sec.cells.size},
 		{"pins offset", le.Uint64(b[384:]), lay.sec.pins.off},
 		{"pins size", le.Uint64(b[392:]), lay.sec.pins.size},
+		{"bells offset", le.Uint64(b[400:]), lay.sec.bells.off},
+		{"bells size", le.Uint64(b[408:]), lay.sec.bells.size},
+		{"rung offset", le.Uint64(b[416:]), lay.sec.rung.off},
+		{"rung size", le.Uint64(b[424:]), lay.sec.rung.size},
 		{"pool 2 offset", le.Uint64(b[256+32:]), lay.sec.pools[2].off},
 		{"pool 2 size", le.Uint64(b[256+40:]), lay.sec.pools[2].size},
 		{"pool 3 offset", le.Uint64(b[256+48:]), 0},

@@ -517,7 +517,7 @@ func (r *Region) reapSlot(i uint32) ReapReport {
 			}
 		}
 		rep.Queued += in.drainCount()
-		wakeAll(r, v.hdr)
+		wakeAll(v)
 		v.hdr.state.Store(inboxWord(inboxFree, gen, 0))
 		r.hdr.subGen.Add(1)
 		rep.Inboxes++

@@ -391,7 +391,7 @@ func TestOpenCorruptHeader(t *testing.T) {
 			h.sec = computeLayout(c).sec
 			b, _ := os.ReadFile(p)
 			copy(b[64:], (*[96]byte)(unsafe.Pointer(&h.cfg))[:])
-			copy(b[160:], (*[224]byte)(unsafe.Pointer(&h.sec))[:])
+			copy(b[160:], unsafe.Slice((*byte)(unsafe.Pointer(&h.sec)), unsafe.Sizeof(h.sec)))
 			binary.LittleEndian.PutUint64(b[32:], headerChecksum(b))
 			if err := os.WriteFile(p, b, 0o600); err != nil {
 				t.Fatal(err)

@@ -162,7 +162,7 @@ func (in *Inbox) repairPositions() bool {
 	hd.corrupt.Add(1)
 	in.v.r.hdr.corrupt.Add(1)
 	// Whoever sleeps may find something to do now.
-	wakeConsumer(in.v.r, hd)
-	wakeProducers(in.v.r, hd)
+	wakeConsumer(in.v)
+	wakeProducers(in.v)
 	return true
 }

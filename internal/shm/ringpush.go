@@ -65,7 +65,7 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 					}
 				}
 			}
-			wakeConsumer(in.v.r, hd)
+			wakeConsumer(in.v)
 			return nil
 		}
 		step()

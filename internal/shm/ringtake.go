@@ -124,7 +124,7 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 			}
 			step()
 			hd.head.CompareAndSwap(h0, h0+1)
-			wakeProducers(in.v.r, hd)
+			wakeProducers(in.v)
 			return h, true, nil
 		}
 		step()
@@ -260,7 +260,7 @@ func (in *Inbox) finishClaim(c *atomic.Uint64, v, pos uint64) {
 	}
 	step()
 	hd.head.CompareAndSwap(pos, pos+1)
-	wakeProducers(in.v.r, hd)
+	wakeProducers(in.v)
 }
 
 // skip deals with a scribbled value v in the head's cell c: it is dropped and counted. If the
