@@ -32,7 +32,7 @@ import (
 
 const (
 	magic         = 0x31474552_5146464f // "OFFQREG1" little-endian
-	layoutVersion = 8                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram; 7: eviction records in the participant slot; the pins section and condemned topic entries; the doorbell (the participant's bell, the inbox's spaceBells and parked words); the requested sweep's header words and lent marks; 8: 32-byte slot headers sharing the payload's first line, and a slot trailer (history position, reply address) after the payload; the rung section and the slot's rung summary, and the bells section (room bells of participants 64 and up)
+	layoutVersion = 9                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram; 7: eviction records in the participant slot; the pins section and condemned topic entries; the doorbell (the participant's bell, the inbox's spaceBells and parked words); the requested sweep's header words and lent marks; 8: 32-byte slot headers sharing the payload's first line, and a slot trailer (history position, reply address) after the payload; 9: the rung section and the slot's rung summary, and the bells section (room bells of participants 64 and up)
 	byteOrderMark = 0x0a0b0c0d
 	headerSize    = 1024
 	checksumFrom  = 64  // checksum covers [checksumFrom, checksumTo)
@@ -59,7 +59,7 @@ const (
 //	48   4     creator's pid (informational only)
 //	64   96    config block (diskConfig)
 //	160  272   section table (sections; pins, at 384, was added in version 7; bells at 400 and
-//	           rung at 416 in version 8)
+//	           rung at 416 in version 9)
 //	512  8     reclaims: participants reclaimed after dying
 //	520  8     corrupt: bad words found in the region and dropped
 //	528  8     subscriptions generation: bumped on every subscribe and unsubscribe
