@@ -35,6 +35,8 @@ const (
 	sysNATS  = "nats"
 	sysBrdg  = "bridge"
 	sysSPSC  = "spsc-raw"
+	sysLines = "lines-raw"
+	sysHead  = "headonly-raw"
 
 	modeSpin  = "spin"  // waits without entering the kernel
 	modeSleep = "sleep" // spins briefly, then sleeps in the kernel (offq's default)
@@ -59,7 +61,7 @@ var (
 
 // builtSystems lists the systems this build can measure, in the order they are reported.
 func builtSystems() []string {
-	s := []string{sysOffq, sysShm, sysSPSC, sysFutex, sysUDS, sysPipe, sysNATS, sysBrdg}
+	s := []string{sysOffq, sysShm, sysLines, sysHead, sysSPSC, sysFutex, sysUDS, sysPipe, sysNATS, sysBrdg}
 	if !haveNATS {
 		s = s[:len(s)-2]
 	}
@@ -108,6 +110,11 @@ otherwise pick, so that the ratios hold even on a noisy machine:
 
   offq       the bus API (Loan, write the header in place, Send; Receive, read, Release)
   shm-raw    a counter passed through two words of a shared file, both sides spinning: the floor
+  lines-raw  a round trip through the cache lines and locked operations of one offq message each
+             way (slot, cell, tail, head, held entry) with none of offq's code, both sides
+             spinning: what the hardware charges for offq's line pattern
+  headonly-raw
+             the same with takes that claim on the head and never write the cell
   spsc-raw   a stream of 64-bit words through a single-producer ring in a shared file (one
              atomic store per word on each side): the floor of a one-way stream
   futex-raw  the same, with FUTEX_WAKE and FUTEX_WAIT on every message
@@ -137,7 +144,8 @@ Modes: spin (offq BusySpin; shm-raw), sleep (offq SpinThenSleep, the default: sp
 then sleep on a futex), block (offq Sleep, futex-raw, uds, pipe: into the kernel on every
 message). offq runs in spin and sleep at every size, and in block at 64 B ping-pong beside
 futex-raw; fan-out subscribers use sleep, so that N of them do not all spin on two cores.
-shm-raw and futex-raw carry no payload and run at 64 B only.
+shm-raw and futex-raw carry no payload and run at 64 B only; so do lines-raw and headonly-raw
+(one 8-byte payload word).
 
 This process runs on the first allowed CPU and every child on the second (a thread locked with
 runtime.LockOSThread and sched_setaffinity), unless --no-pin. offq's payloads are written and
@@ -323,6 +331,8 @@ func (o Options) plan() []benchCase {
 			case patPingPong:
 				if size == smallest {
 					add(sysShm, modeSpin, pat, size, 1)
+					add(sysLines, modeSpin, pat, size, 1)
+					add(sysHead, modeSpin, pat, size, 1)
 				}
 				add(sysOffq, modeSpin, pat, size, 1)
 				add(sysOffq, modeSleep, pat, size, 1)
@@ -492,6 +502,8 @@ func (bn *bencher) run(ctx context.Context, c benchCase) (benchResult, error) {
 		return bn.rawPingPong(ctx, c)
 	case c.System == sysSPSC:
 		return bn.rawStream(ctx, c)
+	case c.System == sysLines || c.System == sysHead:
+		return bn.linesPingPong(ctx, c)
 	case c.System == sysNATS:
 		return bn.natsPingPong(ctx, c)
 	case c.System == sysBrdg:

@@ -17,7 +17,8 @@ func TestBenchPlan(t *testing.T) {
 		got = append(got, c.String())
 	}
 	want := []string{
-		"shm-raw pingpong 64B spin", "offq pingpong 64B spin", "offq pingpong 64B sleep", "futex-raw pingpong 64B block",
+		"shm-raw pingpong 64B spin", "lines-raw pingpong 64B spin", "headonly-raw pingpong 64B spin",
+		"offq pingpong 64B spin", "offq pingpong 64B sleep", "futex-raw pingpong 64B block",
 		"offq pingpong 64B block", "uds pingpong 64B block", "pipe pingpong 64B block", "nats pingpong 64B block", "bridge pingpong 64B sleep",
 		"offq pingpong 4KiB spin", "offq pingpong 4KiB sleep", "uds pingpong 4KiB block", "pipe pingpong 4KiB block", "nats pingpong 4KiB block", "bridge pingpong 4KiB sleep",
 		"offq stream 64B spin", "offq stream 64B sleep", "offq stream 64B spin batch 64", "offq stream 64B sleep batch 64",

@@ -4,7 +4,7 @@ package bench
 // sub-benchmark is one of its ping-pong cases at 64 B, with b.N timed round trips after the
 // warm-up instead of --duration. offq goes through package bus; the baselines (the raw
 // shared-memory and futex floors of internal/floor, a Unix socket, pipes) are offq bench's
-// own. Both loops are pinned to different CPUs (OFFQ_BENCH_PIN=0: not pinned).
+// own, and so are the line patterns of one offq message (floor.LinePingPong). Both loops are pinned to different CPUs (OFFQ_BENCH_PIN=0: not pinned).
 // docs/performance.md has results.
 //
 //	go test -run='^$' -bench=PingPong -benchtime=200000x -count=3 ./internal/bench
@@ -26,6 +26,8 @@ func BenchmarkPingPong(b *testing.B) {
 		c    benchCase
 	}{
 		{"raw-shm-spin", benchCase{System: sysShm, Mode: modeSpin}},
+		{"raw-lines-offq", benchCase{System: sysLines, Mode: modeSpin}},
+		{"raw-lines-head-only", benchCase{System: sysHead, Mode: modeSpin}},
 		{"offq-busy-spin", benchCase{System: sysOffq, Mode: modeSpin}},
 		{"offq-spin-then-sleep", benchCase{System: sysOffq, Mode: modeSleep}},
 		{"raw-futex", benchCase{System: sysFutex, Mode: modeBlock}},

@@ -3,7 +3,8 @@ package bench
 // The floors: a counter passed between this process and a child through two words of a
 // shared file (floor.RawPingPong), spinning (shm-raw) or with a futex wake-up on every
 // message (futex-raw); and a stream of 64-bit words through a single-producer ring in a shared
-// file (floor.RawRing, spsc-raw).
+// file (floor.RawRing, spsc-raw); and a round trip through the lines of one offq message each
+// way (floor.LinePingPong: lines-raw, and headonly-raw for head-only takes).
 
 import (
 	"context"
@@ -73,4 +74,40 @@ func (bn *bencher) rawStream(ctx context.Context, c benchCase) (res benchResult,
 		return res, caseError(ctx, err)
 	}
 	return bn.collect(ctx, c, []*benchProc{p})
+}
+
+// linesPingPong measures lines-raw and headonly-raw: a round trip through the cache lines and
+// locked operations of one offq message each way, in offq's line pattern or with head-only
+// takes.
+func (bn *bencher) linesPingPong(ctx context.Context, c benchCase) (res benchResult, err error) {
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	pat := floor.LinesOffq
+	if c.System == sysHead {
+		pat = floor.LinesHeadOnly
+	}
+	path := filepath.Join(bn.tmp, "lines-"+strconv.Itoa(bn.seq))
+	pp, err := floor.CreateLinePingPong(path, pat)
+	if err != nil {
+		return res, err
+	}
+	defer pp.Close()
+	p, err := bn.start("echo", fail, nil, peerArg{Role: "lines-echo", Path: path, Mode: pat.String()})
+	if err != nil {
+		return res, err
+	}
+	defer p.stop()
+	if _, err := p.expect(ctx, benchReady); err != nil {
+		return res, err
+	}
+	h := newHist()
+	err = bn.timeRounds(ctx, h, func() error { return pp.Ping(ctx) })
+	pp.Stop()
+	if err != nil {
+		return res, caseError(ctx, err)
+	}
+	if err := p.stop(); err != nil {
+		return res, err
+	}
+	return pingResult(c, h), nil
 }

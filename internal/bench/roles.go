@@ -66,6 +66,8 @@ func runPeer(c *peer.Child) error {
 		err = benchRawEcho(ctx, o, ready)
 	case "spsc-sub":
 		err = benchRawRingSub(ctx, c, o)
+	case "lines-echo":
+		err = benchLinesEcho(ctx, o, ready)
 	case "nats-echo":
 		err = benchNATSEcho(ctx, o, ready)
 	case "uds-echo", "uds-sub", "pipe-echo", "pipe-sub":
@@ -156,6 +158,24 @@ func benchRawEcho(ctx context.Context, o peerArg, ready func() error) error {
 		w = floor.RawFutex
 	}
 	pp, err := floor.OpenRawPingPong(o.Path, w)
+	if err != nil {
+		return err
+	}
+	defer pp.Close()
+	return onCPU(o.CPU, func() error {
+		if err := ready(); err != nil {
+			return err
+		}
+		return pp.Echo(ctx)
+	})
+}
+
+func benchLinesEcho(ctx context.Context, o peerArg, ready func() error) error {
+	pat, err := floor.ParseLinePattern(o.Mode)
+	if err != nil {
+		return err
+	}
+	pp, err := floor.OpenLinePingPong(o.Path, pat)
 	if err != nil {
 		return err
 	}
