@@ -76,8 +76,11 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 			}
 			h := Handle(v &^ parityBit)
 			if w != nil {
+				// The two stores into the entry are release stores (storeRelease): each is
+				// followed by the cell's compare-and-swap with no load between, so they are
+				// seen as if made atomically right before it.
 				step()
-				w.Store(heldPending | uint64(h))
+				storeRelease(w, heldPending|uint64(h))
 				step()
 				if !c.CompareAndSwap(v, in.claimed(idx, h0)) {
 					step()
@@ -98,7 +101,7 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 					// Close drained the cell meanwhile: the message is ours (below).
 				}
 				step()
-				w.Store(uint64(h))
+				storeRelease(w, uint64(h))
 				step()
 				if !c.CompareAndSwap(in.claimed(idx, h0), in.empty(h0+in.cap)) {
 					// Close drained the ring meanwhile; the message is ours all the same.
