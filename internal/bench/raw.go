@@ -21,16 +21,28 @@ func rawWaitOf(system string) floor.RawWait {
 	return floor.RawSpin
 }
 
-func (bn *bencher) rawPingPong(ctx context.Context, c benchCase) (res benchResult, err error) {
-	ctx, fail := context.WithCancelCause(ctx)
-	defer fail(nil)
+func (bn *bencher) rawPingPong(ctx context.Context, c benchCase) (benchResult, error) {
 	path := filepath.Join(bn.tmp, "raw-"+strconv.Itoa(bn.seq))
 	pp, err := floor.CreateRawPingPong(path, rawWaitOf(c.System))
 	if err != nil {
-		return res, err
+		return benchResult{}, err
 	}
 	defer pp.Close()
-	p, err := bn.start("echo", fail, nil, peerArg{Role: "raw-echo", Path: path, Mode: rawWaitOf(c.System).String()})
+	return bn.floorPingPong(ctx, c, pp, peerArg{Role: "raw-echo", Path: path, Mode: rawWaitOf(c.System).String()})
+}
+
+// A pinger is the initiator's side of a floor's ping-pong.
+type pinger interface {
+	Ping(ctx context.Context) error
+	Stop()
+}
+
+// floorPingPong times pp's round trips against a child in the role arg names, which answers
+// them.
+func (bn *bencher) floorPingPong(ctx context.Context, c benchCase, pp pinger, arg peerArg) (res benchResult, err error) {
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	p, err := bn.start("echo", fail, nil, arg)
 	if err != nil {
 		return res, err
 	}
@@ -79,9 +91,7 @@ func (bn *bencher) rawStream(ctx context.Context, c benchCase) (res benchResult,
 // linesPingPong measures lines-raw and headonly-raw: a round trip through the cache lines and
 // locked operations of one offq message each way, in offq's line pattern or with head-only
 // takes.
-func (bn *bencher) linesPingPong(ctx context.Context, c benchCase) (res benchResult, err error) {
-	ctx, fail := context.WithCancelCause(ctx)
-	defer fail(nil)
+func (bn *bencher) linesPingPong(ctx context.Context, c benchCase) (benchResult, error) {
 	pat := floor.LinesOffq
 	if c.System == sysHead {
 		pat = floor.LinesHeadOnly
@@ -89,25 +99,8 @@ func (bn *bencher) linesPingPong(ctx context.Context, c benchCase) (res benchRes
 	path := filepath.Join(bn.tmp, "lines-"+strconv.Itoa(bn.seq))
 	pp, err := floor.CreateLinePingPong(path, pat)
 	if err != nil {
-		return res, err
+		return benchResult{}, err
 	}
 	defer pp.Close()
-	p, err := bn.start("echo", fail, nil, peerArg{Role: "lines-echo", Path: path, Mode: pat.String()})
-	if err != nil {
-		return res, err
-	}
-	defer p.stop()
-	if _, err := p.expect(ctx, benchReady); err != nil {
-		return res, err
-	}
-	h := newHist()
-	err = bn.timeRounds(ctx, h, func() error { return pp.Ping(ctx) })
-	pp.Stop()
-	if err != nil {
-		return res, caseError(ctx, err)
-	}
-	if err := p.stop(); err != nil {
-		return res, err
-	}
-	return pingResult(c, h), nil
+	return bn.floorPingPong(ctx, c, pp, peerArg{Role: "lines-echo", Path: path, Mode: pat.String()})
 }

@@ -3,7 +3,6 @@ package floor
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync/atomic"
 	"unsafe"
 
@@ -102,20 +101,11 @@ func CreateLinePingPong(path string, pat LinePattern) (*LinePingPong, error) {
 	if pat > LinesHeadOnly {
 		return nil, fmt.Errorf("offq: line ping-pong: pattern %v", pat)
 	}
-	f, err := openFile(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o600)
+	mem, err := createMapped(path, "line ping-pong", linesFileSize)
 	if err != nil {
-		return nil, fmt.Errorf("offq: line ping-pong: %w", err)
-	}
-	defer f.Close()
-	if err := f.Truncate(linesFileSize); err != nil {
-		os.Remove(path)
-		return nil, fmt.Errorf("offq: line ping-pong: %w", err)
-	}
-	p, err := mapLines(f, pat, 0)
-	if err != nil {
-		os.Remove(path)
 		return nil, err
 	}
+	p := &LinePingPong{mem: mem, pat: pat}
 	for in := range 2 {
 		for i := range uint64(linesCap) {
 			p.cell(in, i).Store(cellWord(i, cellEmpty))
@@ -129,24 +119,11 @@ func OpenLinePingPong(path string, pat LinePattern) (*LinePingPong, error) {
 	if pat > LinesHeadOnly {
 		return nil, fmt.Errorf("offq: line ping-pong: pattern %v", pat)
 	}
-	f, err := openFile(path, unix.O_RDWR, 0)
+	mem, err := openMapped(path, "line ping-pong", "line ping-pong", linesFileSize)
 	if err != nil {
-		return nil, fmt.Errorf("offq: line ping-pong: %w", err)
+		return nil, err
 	}
-	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Size != linesFileSize {
-		return nil, fmt.Errorf("offq: line ping-pong: %s is not a line ping-pong file (size %d, %v)", path, st.Size, err)
-	}
-	return mapLines(f, pat, 1)
-}
-
-func mapLines(f *os.File, pat LinePattern, side int) (*LinePingPong, error) {
-	mem, err := unix.Mmap(int(f.Fd()), 0, linesFileSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("offq: line ping-pong: mmap %s: %w", f.Name(), err)
-	}
-	return &LinePingPong{mem: mem, pat: pat, side: side, cursor: uint32(side * linesSlots / 2)}, nil
+	return &LinePingPong{mem: mem, pat: pat, side: 1, cursor: linesSlots / 2}, nil
 }
 
 func (p *LinePingPong) word(off int) *atomic.Uint64 {

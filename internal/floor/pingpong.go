@@ -62,39 +62,24 @@ type RawPingPong struct {
 // CreateRawPingPong creates the file at path (which must not exist; mode 0600, symbolic
 // links refused) and maps it.
 func CreateRawPingPong(path string, w RawWait) (*RawPingPong, error) {
-	f, err := openFile(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o600)
+	if w > RawFutex {
+		return nil, fmt.Errorf("offq: raw ping-pong: wait %v", w)
+	}
+	mem, err := createMapped(path, "raw ping-pong", rawFileSize)
 	if err != nil {
-		return nil, fmt.Errorf("offq: raw ping-pong: %w", err)
+		return nil, err
 	}
-	defer f.Close()
-	if err := f.Truncate(rawFileSize); err != nil {
-		os.Remove(path)
-		return nil, fmt.Errorf("offq: raw ping-pong: %w", err)
-	}
-	return mapRaw(f, w)
+	return &RawPingPong{mem: mem, wait: w}, nil
 }
 
 // OpenRawPingPong maps the file CreateRawPingPong made at path, for the Echo side.
 func OpenRawPingPong(path string, w RawWait) (*RawPingPong, error) {
-	f, err := openFile(path, unix.O_RDWR, 0)
-	if err != nil {
-		return nil, fmt.Errorf("offq: raw ping-pong: %w", err)
-	}
-	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Size != rawFileSize {
-		return nil, fmt.Errorf("offq: raw ping-pong: %s is not a ping-pong file (size %d, %v)", path, st.Size, err)
-	}
-	return mapRaw(f, w)
-}
-
-func mapRaw(f *os.File, w RawWait) (*RawPingPong, error) {
 	if w > RawFutex {
 		return nil, fmt.Errorf("offq: raw ping-pong: wait %v", w)
 	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, rawFileSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	mem, err := openMapped(path, "raw ping-pong", "ping-pong", rawFileSize)
 	if err != nil {
-		return nil, fmt.Errorf("offq: raw ping-pong: mmap %s: %w", f.Name(), err)
+		return nil, err
 	}
 	return &RawPingPong{mem: mem, wait: w}, nil
 }
@@ -184,6 +169,45 @@ func (p *RawPingPong) Close() error {
 	err := unix.Munmap(p.mem)
 	p.mem = nil
 	return err
+}
+
+// createMapped creates the file at path (which must not exist; mode 0600, symbolic links
+// refused), sizes it and maps it MAP_SHARED; what names the floor in errors.
+func createMapped(path, what string, size int) ([]byte, error) {
+	f, err := openFile(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("offq: %s: %w", what, err)
+	}
+	defer f.Close()
+	if err := f.Truncate(int64(size)); err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("offq: %s: %w", what, err)
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("offq: %s: mmap %s: %w", what, path, err)
+	}
+	return mem, nil
+}
+
+// openMapped maps the file at path, which must be a kind file of size bytes made by
+// createMapped.
+func openMapped(path, what, kind string, size int) ([]byte, error) {
+	f, err := openFile(path, unix.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("offq: %s: %w", what, err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Size != int64(size) {
+		return nil, fmt.Errorf("offq: %s: %s is not a %s file (size %d, %v)", what, path, kind, st.Size, err)
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("offq: %s: mmap %s: %w", what, path, err)
+	}
+	return mem, nil
 }
 
 // openFile opens path with O_NOFOLLOW, so that a symbolic link planted in a world-writable

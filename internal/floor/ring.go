@@ -2,8 +2,6 @@ package floor
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"sync/atomic"
 	"unsafe"
 
@@ -40,36 +38,18 @@ const (
 // CreateRawRing creates the file at path (which must not exist; mode 0600, symbolic links
 // refused) and maps it, for the producer.
 func CreateRawRing(path string) (*RawRing, error) {
-	f, err := openFile(path, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o600)
+	mem, err := createMapped(path, "raw ring", ringFileSize)
 	if err != nil {
-		return nil, fmt.Errorf("offq: raw ring: %w", err)
+		return nil, err
 	}
-	defer f.Close()
-	if err := f.Truncate(ringFileSize); err != nil {
-		os.Remove(path)
-		return nil, fmt.Errorf("offq: raw ring: %w", err)
-	}
-	return mapRing(f)
+	return &RawRing{mem: mem}, nil
 }
 
 // OpenRawRing maps the file CreateRawRing made at path, for the consumer.
 func OpenRawRing(path string) (*RawRing, error) {
-	f, err := openFile(path, unix.O_RDWR, 0)
+	mem, err := openMapped(path, "raw ring", "ring", ringFileSize)
 	if err != nil {
-		return nil, fmt.Errorf("offq: raw ring: %w", err)
-	}
-	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Size != ringFileSize {
-		return nil, fmt.Errorf("offq: raw ring: %s is not a ring file (size %d, %v)", path, st.Size, err)
-	}
-	return mapRing(f)
-}
-
-func mapRing(f *os.File) (*RawRing, error) {
-	mem, err := unix.Mmap(int(f.Fd()), 0, ringFileSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("offq: raw ring: mmap %s: %w", f.Name(), err)
+		return nil, err
 	}
 	return &RawRing{mem: mem}, nil
 }
