@@ -183,14 +183,7 @@ func TestBusCloseWaitsForSend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stopped, goOn := make(chan struct{}), make(chan struct{})
-	shm.SetTestHookFanOut(func(i int) {
-		if i == 1 {
-			close(stopped)
-			<-goOn
-		}
-	})
-	defer shm.SetTestHookFanOut(nil)
+	stopped, goOn := holdSecondTarget(t)
 	sent := make(chan error, 1)
 	go func() { sent <- pub.Send(ctx, l) }()
 	<-stopped
@@ -257,14 +250,7 @@ func TestBusCloseWaitsForSendOfClosedPublisher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stopped, goOn := make(chan struct{}), make(chan struct{})
-	shm.SetTestHookFanOut(func(i int) {
-		if i == 1 {
-			close(stopped)
-			<-goOn
-		}
-	})
-	defer shm.SetTestHookFanOut(nil)
+	stopped, goOn := holdSecondTarget(t)
 	sent := make(chan error, 1)
 	go func() { sent <- pub.Publish(ctx, []byte("x")) }()
 	<-stopped
@@ -288,4 +274,18 @@ func TestBusCloseWaitsForSendOfClosedPublisher(t *testing.T) {
 	if err := <-closed; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// holdSecondTarget makes the next send stop before its second target: stopped is closed when
+// it gets there, and it goes on when the test closes goOn.
+func holdSecondTarget(t *testing.T) (stopped, goOn chan struct{}) {
+	stopped, goOn = make(chan struct{}), make(chan struct{})
+	shm.SetTestHookFanOut(func(i int) {
+		if i == 1 {
+			close(stopped)
+			<-goOn
+		}
+	})
+	t.Cleanup(func() { shm.SetTestHookFanOut(nil) })
+	return stopped, goOn
 }
