@@ -117,10 +117,10 @@ func (p *Participant) TakeAny(ctx context.Context, ins []*Inbox, w Waiter) (_ He
 		return Held{}, -1, err
 	}
 	start := int(p.turn.Add(1) % uint32(len(ins)))
-	for {
+	for quick := true; ; quick = false {
 		for k := range ins {
 			i := (start + k) % len(ins)
-			h, ok, err := ins[i].take(hw, uint64(idx))
+			h, ok, err := ins[i].takeAs(hw, uint64(idx), quick)
 			if err != nil {
 				p.unreserve(idx)
 				if errors.Is(err, ErrClosed) {

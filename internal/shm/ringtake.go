@@ -23,6 +23,18 @@ func (r *Region) noteUnrecorded() {
 // pending entry whose cell is neither was evicted by a producer, which released it. Evicting
 // producers (w == nil) claim straight to empty.
 func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
+	return in.takeAs(w, idx, false)
+}
+
+// takeAs is take, quick or thorough. A quick take is for a consumer that waits when it finds
+// nothing (popInto, TakeAny): a head cell empty for the head is taken at its word, without
+// reading the tail. The tail tells an empty ring from a head cell scribbled empty over a
+// message, but reading it brings the producer's tail line into this CPU's cache, and the
+// producer's next compare-and-swap on the tail waits for the line to come back: a round trip
+// paid that transfer on every message (docs/performance.md). The wait after a quick take reads
+// the tail for it (pending: every few hundred turns of its spin and before it sleeps), and the
+// take after a wait is thorough, so a hidden message is still found and the cell repaired.
+func (in *Inbox) takeAs(w *atomic.Uint64, idx uint64, quick bool) (Handle, bool, error) {
 	hd := in.v.hdr
 	foreign := 0
 	repairs := 0
@@ -133,6 +145,9 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 		step()
 		switch {
 		case v == in.empty(h0):
+			if quick {
+				return 0, false, nil
+			}
 			if t := hd.tail.Load(); t <= h0 {
 				if h0 > t+in.cap && in.repairPositions() {
 					continue // the head was scribbled past the tail

@@ -45,7 +45,9 @@ type Waiter struct {
 var longSleep = time.Second // a variable only so that tests can make a lost wake-up hang
 
 func (in *Inbox) wait(ctx context.Context, w Waiter) error {
-	if in.pending() {
+	// ready, not pending: the quick take before this wait has just read the head and its
+	// cell, and the tail is read below before any sleep (see takeAs).
+	if in.ready() {
 		return nil
 	}
 	if w.Strategy != Sleep {
@@ -128,8 +130,8 @@ func (in *Inbox) popInto(ctx context.Context, w Waiter, p *Participant, idx int)
 	if err != nil {
 		return 0, err
 	}
-	for {
-		h, ok, err := in.take(hw, uint64(idx))
+	for quick := true; ; quick = false {
+		h, ok, err := in.takeAs(hw, uint64(idx), quick)
 		if ok || err != nil {
 			return h, err
 		}
@@ -204,8 +206,12 @@ func waitAny(ctx context.Context, ins []*Inbox, w Waiter) error {
 		}
 		return false
 	}
-	if ready() {
-		return nil
+	// The quick takes before this wait have just read each head and its cell: look again
+	// the same way; the tail is read (ready) every 64 turns and before any sleep.
+	for _, in := range ins {
+		if in.ready() || !in.isOpen() {
+			return nil
+		}
 	}
 	if w.Strategy != Sleep {
 		spin := w.Spin
