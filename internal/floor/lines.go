@@ -194,9 +194,9 @@ func (p *LinePingPong) take(ctx context.Context, in int) (s uint32, v uint64, er
 			continue
 		}
 		if w&3 != cellHandle || w>>8 != h {
-			if n == 1 || n%256 == 0 {
-				// offq reads the tail when a take finds no message at the head, then spins
-				// on the head and its cell, and looks at the tail again every 256 turns.
+			if n%256 == 0 {
+				// offq's waiting consumer spins on the head and its cell and looks at the
+				// tail every 256 turns (a quick take, then the wait: shm tailEvery).
 				_ = p.tail(in).Load()
 			}
 			continue

@@ -180,8 +180,8 @@ func (p *Participant) AwaitReply(ctx context.Context, in *Inbox, w Waiter, corr 
 	every := checkEvery
 	for i := 1; ; i++ {
 		// The spin reads the head and its cell; the tail (pending), which tells a hidden
-		// message from none, only every 64 turns (see takeAs).
-		if in.ready() || i&63 == 0 && in.pending() {
+		// message from none, only every tailEvery turns and before a sleep (see takeAs).
+		if in.ready() || i&(tailEvery-1) == 0 && in.pending() {
 			if idx < 0 {
 				if idx, err = p.reserve(); err != nil {
 					return Held{}, err

@@ -32,7 +32,7 @@ func (in *Inbox) take(w *atomic.Uint64, idx uint64) (Handle, bool, error) {
 // message, but reading it brings the producer's tail line into this CPU's cache, and the
 // producer's next compare-and-swap on the tail waits for the line to come back: a round trip
 // paid that transfer on every message (docs/performance.md). The wait after a quick take reads
-// the tail for it (pending: every few hundred turns of its spin and before it sleeps), and the
+// the tail for it (pending: every tailEvery turns of its spin and before it sleeps), and the
 // take after a wait is thorough, so a hidden message is still found and the cell repaired.
 func (in *Inbox) takeAs(w *atomic.Uint64, idx uint64, quick bool) (Handle, bool, error) {
 	hd := in.v.hdr
