@@ -106,3 +106,24 @@ func TestFlags(t *testing.T) {
 		t.Errorf("options %+v", o)
 	}
 }
+
+// TestPingResultStalls: round trips over 10 µs are counted, and their rate is per second spent
+// in round trips.
+func TestPingResultStalls(t *testing.T) {
+	h := newHist()
+	for range 998 {
+		record(h, 1_000) // 998 µs of round trips
+	}
+	record(h, 9_000)   // not a stall
+	record(h, 993_000) // one stall: 1 ms in all with the others
+	record(h, 20_000)  // and another
+	r := pingResult(benchCase{System: sysOffq, Mode: modeSpin, Pattern: patPingPong, Size: 64, Subs: 1}, h)
+	if r.RTT.Stalls != 2 {
+		t.Errorf("stalls = %d, want 2", r.RTT.Stalls)
+	}
+	// 2 stalls in 998+9+993+20 µs = 2.02 ms of round trips: about 990 a second (the histogram
+	// keeps 3 significant digits).
+	if got := r.RTT.StallsPerSec; got < 980 || got > 1000 {
+		t.Errorf("stalls per second = %v, want about 990", got)
+	}
+}
