@@ -459,7 +459,7 @@ func ReleaseBatch(hs []Held) (err error) {
 	flush := func() {
 		if last != nil && freed > 0 {
 			last.noteFrees(freed)
-			last.next.Store(first)
+			storeHint(&last.next, first)
 		}
 	}
 	for i := range hs {

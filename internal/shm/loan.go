@@ -132,7 +132,7 @@ func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo Inbo
 	if st == 0 {
 		st = Now()
 	}
-	l.buf.SetMeta(Meta{Len: uint32(n), Topic: t.index, Seq: t.nextSeq(n), Stamp: st})
+	l.buf.SetMeta(Meta{Len: uint32(n), Topic: t.index, Seq: t.nextSeq(), Stamp: st})
 	if replyTo != 0 || corr != 0 {
 		l.buf.setAddress(replyTo, corr)
 	}
@@ -143,6 +143,7 @@ func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo Inbo
 		if err := to[i].push(ctx, l.buf.h, l.buf.s); err != nil {
 			if errors.Is(err, ErrBadHandle) {
 				// Our own buffer's state word is not what we allocated: scribbled.
+				t.countBytes(n) // its sequence number was taken
 				l.end()
 				return res, corruptf("the header of buffer %v changed while on loan: %v", l.buf.h, err)
 			}
@@ -154,6 +155,7 @@ func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo Inbo
 			}
 		}
 	}
+	t.countBytes(n)
 	if t.depth > 0 && l.p.r.addRefs(l.buf.s, l.buf.h, 1) == nil {
 		t.remember(l.buf.h)
 	}

@@ -67,9 +67,9 @@ func (p *pool) claim(owner uint32) (Buffer, bool) {
 			gen := nextGen(stateGen(v))
 			if s.state.CompareAndSwap(v, gen<<genShift|uint64(owner)<<ownerShift|1) {
 				if n := i + 1; n < p.count {
-					p.next.Store(n)
+					storeHint(&p.next, n)
 				} else {
-					p.next.Store(0)
+					storeHint(&p.next, 0)
 				}
 				return p.buffer(p.handle(i, gen), i), true
 			}
@@ -149,7 +149,7 @@ func (p *pool) inUse() int64 {
 
 func (p *pool) noteFree(idx uint32) {
 	p.hdr.shards[p.r.shard].frees.Add(1)
-	p.next.Store(idx)
+	storeHint(&p.next, idx)
 }
 
 // Alloc is the low-level allocation used by Participant.Alloc: the smallest class that fits n

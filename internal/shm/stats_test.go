@@ -25,7 +25,8 @@ func TestStatsReadOnlyAndList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tp.nextSeq(10)
+	tp.nextSeq()
+	tp.countBytes(10)
 	in, err := p.OpenInbox(InboxConfig{Capacity: 8, Pattern: "a.>"})
 	if err != nil {
 		t.Fatal(err)

@@ -304,12 +304,12 @@ func (t Topic) Name() string {
 	return string(t.e.name[:min(t.e.nameLen, maxTopicName)])
 }
 
-// nextSeq takes the topic's next sequence number (starting at 1) and adds n bytes to its
-// published-bytes counter.
-func (t Topic) nextSeq(n int) uint64 {
-	t.e.bytes.Add(uint64(n))
-	return t.e.seq.Add(1)
-}
+// nextSeq takes the topic's next sequence number (starting at 1).
+func (t Topic) nextSeq() uint64 { return t.e.seq.Add(1) }
+
+// countBytes adds n bytes to the topic's published-bytes counter. Send counts after its
+// deliveries, off the path a subscriber waits on.
+func (t Topic) countBytes(n int) { t.e.bytes.Add(uint64(n)) }
 
 // Published returns how many sequence numbers were taken: messages published on the topic.
 func (t Topic) Published() uint64 {
