@@ -3,6 +3,7 @@ package shm
 import (
 	"context"
 	"errors"
+	"unsafe"
 )
 
 // The publishing half of the door: lend a buffer, send it to a set of inboxes, or give it back.
@@ -128,6 +129,13 @@ func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo Inbo
 		l.end()
 		return res, ErrTopicReclaimed
 	}
+	// Ask for each target's next cell now, exclusive: its line was last written by the
+	// target's consumer (its take emptied the cell) and is being read by it if it spins, so
+	// the push's read and compare-and-swap would fetch it twice, one target after another.
+	// The requests run while the header is written, and for all targets at once.
+	for i := range min(len(to), prefetchTargets) {
+		prefetchWrite(unsafe.Pointer(to[i].cell(to[i].v.hdr.tail.Load())))
+	}
 	st := l.stamp
 	if st == 0 {
 		st = Now()
@@ -165,6 +173,10 @@ func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo Inbo
 	}
 	return res, nil
 }
+
+// prefetchTargets bounds how many targets' cells a Send asks for before its deliveries: about
+// what a core keeps in flight at once.
+const prefetchTargets = 16
 
 // testHookFanOut, if set, runs before each delivery of a fan-out: a test stops a publisher
 // there to kill it in the middle of a fan-out.

@@ -3,6 +3,7 @@ package shm
 import (
 	"fmt"
 	"sync/atomic"
+	"unsafe"
 )
 
 // noteUnrecorded marks the region as having consumers that hold references nobody can see
@@ -88,6 +89,12 @@ func (in *Inbox) takeAs(w *atomic.Uint64, idx uint64, quick bool) (Handle, bool,
 			}
 			h := Handle(v &^ parityBit)
 			if w != nil {
+				// Ask for the buffer's first line (its header and first bytes, written by the
+				// producer) now: it travels while the claim below waits for the cell's line,
+				// instead of after it. Exclusive: the release writes the header.
+				if _, s, _, err := in.v.r.decode(h); err == nil {
+					prefetchWrite(unsafe.Pointer(s))
+				}
 				// The two stores into the entry are release stores (storeRelease): each is
 				// followed by the cell's compare-and-swap with no load between, so they are
 				// seen as if made atomically right before it.
