@@ -3,6 +3,7 @@ package shm
 import (
 	"context"
 	"errors"
+	"unsafe"
 )
 
 // The batched forms of the door: lend, send, take and release several messages in one call.
@@ -145,6 +146,9 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 			return res, ErrLoanEnded
 		}
 		return res, ErrTopicReclaimed
+	}
+	for i := range min(len(to), prefetchTargets) { // see Topic.send
+		prefetchWrite(unsafe.Pointer(to[i].cell(to[i].v.hdr.tail.Load())))
 	}
 	var hs [MaxBatch]Handle
 	var ss [MaxBatch]*slotHeader
