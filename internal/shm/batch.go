@@ -3,7 +3,6 @@ package shm
 import (
 	"context"
 	"errors"
-	"unsafe"
 )
 
 // The batched forms of the door: lend, send, take and release several messages in one call.
@@ -147,9 +146,7 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 		}
 		return res, ErrTopicReclaimed
 	}
-	for i := range min(len(to), prefetchTargets) { // see Topic.send
-		prefetchWrite(unsafe.Pointer(to[i].cell(to[i].v.hdr.tail.Load())))
-	}
+	prefetchCells(to)
 	var hs [MaxBatch]Handle
 	var ss [MaxBatch]*slotHeader
 	var outcomes [MaxBatch]error

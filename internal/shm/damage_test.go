@@ -216,15 +216,10 @@ func TestScribbledHeadCellFoundByWaitingTake(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer in.close()
-				bg := context.Background()
-				for i := range 2 {
-					if _, err := send(bg, r, p, &in, 0, uint64(i)); err != nil {
-						t.Fatal(err)
-					}
-				}
+				sendN(t, r, p, &in, 2)
 				head := in.v.hdr.head.Load()
 				old := in.cell(head).Swap(in.empty(head)) // message 0 is destroyed
-				ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				type took struct {
 					m   Held

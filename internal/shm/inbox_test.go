@@ -53,6 +53,16 @@ func send(ctx context.Context, r *Region, p *Participant, in *Inbox, topic uint3
 	return h, perr
 }
 
+// sendN sends messages 0..n-1 on topic 0 to in with send, failing the test on an error.
+func sendN(t *testing.T, r *Region, p *Participant, in *Inbox, n int) {
+	t.Helper()
+	for i := range n {
+		if _, err := send(context.Background(), r, p, in, 0, uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // receive checks and releases a handle taken from an inbox and returns its Meta.
 func receive(r *Region, h Handle) (Meta, error) {
 	b, err := r.buffer(h)
@@ -1206,11 +1216,7 @@ func TestEvictionPastStalledTakeIsQuick(t *testing.T) {
 			}
 			defer in.close()
 			bg := context.Background()
-			for i := range 2 {
-				if _, err := send(bg, r, p, &in, 0, uint64(i)); err != nil {
-					t.Fatal(err)
-				}
-			}
+			sendN(t, r, p, &in, 2)
 			idxA, hA, h0 := stallTake(t, &in, q, finishing)
 			yields := 0
 			testHookYield = func() { yields++ }

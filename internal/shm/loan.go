@@ -129,13 +129,7 @@ func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo Inbo
 		l.end()
 		return res, ErrTopicReclaimed
 	}
-	// Ask for each target's next cell now, exclusive: its line was last written by the
-	// target's consumer (its take emptied the cell) and is being read by it if it spins, so
-	// the push's read and compare-and-swap would fetch it twice, one target after another.
-	// The requests run while the header is written, and for all targets at once.
-	for i := range min(len(to), prefetchTargets) {
-		prefetchWrite(unsafe.Pointer(to[i].cell(to[i].v.hdr.tail.Load())))
-	}
+	prefetchCells(to)
 	st := l.stamp
 	if st == 0 {
 		st = Now()
@@ -177,6 +171,17 @@ func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo Inbo
 // prefetchTargets bounds how many targets' cells a Send asks for before its deliveries: about
 // what a core keeps in flight at once.
 const prefetchTargets = 16
+
+// prefetchCells asks for each target's next cell, exclusive, before a send writes the header:
+// the cell's line was last written by the target's consumer (its take emptied it) and is read
+// by it while it spins, so the push's read and compare-and-swap would fetch it twice, one
+// target after another. The requests travel while the header is written, all at once. A
+// prefetch is a hint: it changes no state and orders nothing.
+func prefetchCells(to []Inbox) {
+	for i := range min(len(to), prefetchTargets) {
+		prefetchWrite(unsafe.Pointer(to[i].cell(to[i].v.hdr.tail.Load())))
+	}
+}
 
 // testHookFanOut, if set, runs before each delivery of a fan-out: a test stops a publisher
 // there to kill it in the middle of a fan-out.

@@ -67,8 +67,8 @@ func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 			if in.ready() {
 				return nil
 			}
-			if i&255 == 0 {
-				if i&(tailEvery-1) == 0 && in.pending() {
+			if i&(tailEvery-1) == 0 {
+				if in.pending() {
 					return nil
 				}
 				if err := ctx.Err(); err != nil {
@@ -214,7 +214,7 @@ func waitAny(ctx context.Context, ins []*Inbox, w Waiter) error {
 		return false
 	}
 	// The quick takes before this wait have just read each head and its cell: look again
-	// the same way; the tail is read (ready) every tailEvery/4 turns and before any sleep.
+	// the same way; the tail is read (ready) every 64 turns and before any sleep.
 	for _, in := range ins {
 		if in.ready() || !in.isOpen() {
 			return nil
@@ -233,7 +233,7 @@ func waitAny(ctx context.Context, ins []*Inbox, w Waiter) error {
 				}
 			}
 			if i&63 == 0 {
-				if i&(tailEvery/4-1) == 0 && ready() { // tailEvery/4: each turn reads several cells
+				if ready() {
 					return nil
 				}
 				if err := ctx.Err(); err != nil {

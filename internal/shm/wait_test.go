@@ -251,11 +251,7 @@ func TestBlockProducerWokenByPop(t *testing.T) {
 	}
 	defer in.close()
 	bg := context.Background()
-	for i := range 2 {
-		if _, err := send(bg, r, p, &in, 0, uint64(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sendN(t, r, p, &in, 2)
 	ctx, cancel := context.WithTimeout(bg, 20*time.Second)
 	defer cancel()
 	for round := range 3 {
@@ -301,11 +297,7 @@ func TestBlockProducerWokenByClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	bg := context.Background()
-	for i := range 2 {
-		if _, err := send(bg, r, p, &in, 0, uint64(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sendN(t, r, p, &in, 2)
 	ctx, cancel := context.WithTimeout(bg, 20*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
