@@ -13,7 +13,7 @@ import (
 
 // The systems and patterns of offq bench's output: a contract, spelled out here.
 var (
-	allSystems  = []string{"offq", "shm-raw", "lines-raw", "headonly-raw", "spsc-raw", "futex-raw", "uds", "pipe", "nats", "bridge"}
+	allSystems  = []string{"offq", "shm-raw", "lines-raw", "headonly-raw", "spsc-raw", "pool-raw", "futex-raw", "uds", "pipe", "nats", "bridge"}
 	allPatterns = []string{"pingpong", "stream", "fanout", "subscriptions"}
 )
 
@@ -84,10 +84,10 @@ func TestBenchQuickJSON(t *testing.T) {
 		case "stream", "fanout", "subscriptions":
 			if b, _ := r["batch"].(float64); b == 64 && sys == "offq" {
 				batched[pat] = true
-			} else if r["batch"] != nil {
-				t.Errorf("batch belongs on offq's batched rows only, with --batch's 64: %v", r)
+			} else if b != 64 && sys == "pool-raw" || sys != "pool-raw" && r["batch"] != nil {
+				t.Errorf("batch belongs on offq's batched rows and pool-raw's, with --batch's 64: %v", r)
 			}
-			if sys == "spsc-raw" && pat == "stream" && size == 64 {
+			if (sys == "spsc-raw" || sys == "pool-raw") && pat == "stream" && size == 64 {
 				systems[sys] = true
 			}
 			if v, _ := r["msgs_per_sec"].(float64); v <= 0 || r["rtt_ns"] != nil {
@@ -108,7 +108,7 @@ func TestBenchQuickJSON(t *testing.T) {
 	}
 	for _, s := range allSystems {
 		if !systems[s] {
-			t.Errorf("no 64 B ping-pong of %s (stream, for spsc-raw)", s)
+			t.Errorf("no 64 B ping-pong of %s (stream, for spsc-raw and pool-raw)", s)
 		}
 	}
 	if !batched["stream"] || !batched["fanout"] {
@@ -173,7 +173,7 @@ func TestBenchFlags(t *testing.T) {
 		{[]string{"bench", "--sizes", "64,huge"}, exitUsage, `"huge"`},
 		{[]string{"bench", "--sizes", ","}, exitUsage, "no sizes"},
 		{[]string{"bench", "--fanout", "0"}, exitUsage, `--fanout: "0"`},
-		{[]string{"bench", "--systems", "zmq"}, exitUsage, `--systems: "zmq": want some of offq, shm-raw, lines-raw, headonly-raw, spsc-raw, futex-raw, uds, pipe, nats, bridge`},
+		{[]string{"bench", "--systems", "zmq"}, exitUsage, `--systems: "zmq": want some of offq, shm-raw, lines-raw, headonly-raw, spsc-raw, pool-raw, futex-raw, uds, pipe, nats, bridge`},
 		{[]string{"bench", "--patterns", "rpc"}, exitUsage, `--patterns: "rpc"`},
 		{[]string{"bench", "--duration", "1ms"}, exitUsage, "--duration 1ms"},
 		{[]string{"bench", "--warmup", "-1s"}, exitUsage, "--warmup"},

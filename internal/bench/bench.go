@@ -35,6 +35,7 @@ const (
 	sysNATS  = "nats"
 	sysBrdg  = "bridge"
 	sysSPSC  = "spsc-raw"
+	sysPool  = "pool-raw"
 	sysLines = "lines-raw"
 	sysHead  = "headonly-raw"
 
@@ -61,7 +62,7 @@ var (
 
 // builtSystems lists the systems this build can measure, in the order they are reported.
 func builtSystems() []string {
-	s := []string{sysOffq, sysShm, sysLines, sysHead, sysSPSC, sysFutex, sysUDS, sysPipe, sysNATS, sysBrdg}
+	s := []string{sysOffq, sysShm, sysLines, sysHead, sysSPSC, sysPool, sysFutex, sysUDS, sysPipe, sysNATS, sysBrdg}
 	if !haveNATS {
 		s = s[:len(s)-2]
 	}
@@ -117,6 +118,10 @@ otherwise pick, so that the ratios hold even on a noisy machine:
              the same with takes that claim on the head and never write the cell
   spsc-raw   a stream of 64-bit words through a single-producer ring in a shared file (one
              atomic store per word on each side): the floor of a one-way stream
+  pool-raw   a stream of messages written in place into 64-byte buffers of a pool, their
+             indexes passed through a single-producer ring published once per batch (--batch),
+             each buffer freed by the consumer's store: the floor of offq's batched stream,
+             whose buffer lines go to the subscriber and back for every message
   futex-raw  the same, with FUTEX_WAKE and FUTEX_WAIT on every message
   uds        a Unix stream socket (Go's net package), one write per message
   pipe       a pair of pipes (os.Pipe), one write per message
@@ -353,6 +358,9 @@ func (o Options) plan() []benchCase {
 				}
 				if size == smallest {
 					add(sysSPSC, modeSpin, pat, size, 1)
+					if has(sysPool) {
+						out = append(out, benchCase{System: sysPool, Mode: modeSpin, Pattern: pat, Size: size, Subs: 1, Batch: max(o.batch, 1)})
+					}
 				}
 				add(sysUDS, modeBlock, pat, size, 1)
 				add(sysPipe, modeBlock, pat, size, 1)
@@ -502,6 +510,8 @@ func (bn *bencher) run(ctx context.Context, c benchCase) (benchResult, error) {
 		return bn.rawPingPong(ctx, c)
 	case c.System == sysSPSC:
 		return bn.rawStream(ctx, c)
+	case c.System == sysPool:
+		return bn.poolStream(ctx, c)
 	case c.System == sysLines || c.System == sysHead:
 		return bn.linesPingPong(ctx, c)
 	case c.System == sysNATS:

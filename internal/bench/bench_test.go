@@ -22,7 +22,7 @@ func TestBenchPlan(t *testing.T) {
 		"offq pingpong 64B block", "uds pingpong 64B block", "pipe pingpong 64B block", "nats pingpong 64B block", "bridge pingpong 64B sleep",
 		"offq pingpong 4KiB spin", "offq pingpong 4KiB sleep", "uds pingpong 4KiB block", "pipe pingpong 4KiB block", "nats pingpong 4KiB block", "bridge pingpong 4KiB sleep",
 		"offq stream 64B spin", "offq stream 64B sleep", "offq stream 64B spin batch 64", "offq stream 64B sleep batch 64",
-		"spsc-raw stream 64B spin", "uds stream 64B block", "pipe stream 64B block",
+		"spsc-raw stream 64B spin", "pool-raw stream 64B spin batch 64", "uds stream 64B block", "pipe stream 64B block",
 		"offq stream 4KiB spin", "offq stream 4KiB sleep", "offq stream 4KiB spin batch 64", "offq stream 4KiB sleep batch 64",
 		"uds stream 4KiB block", "pipe stream 4KiB block",
 		"offq fanout 64B sleep 1→1", "offq fanout 64B sleep 1→1 batch 64", "uds fanout 64B block 1→1",

@@ -3,8 +3,10 @@ package bench
 // The floors: a counter passed between this process and a child through two words of a
 // shared file (floor.RawPingPong), spinning (shm-raw) or with a futex wake-up on every
 // message (futex-raw); and a stream of 64-bit words through a single-producer ring in a shared
-// file (floor.RawRing, spsc-raw); and a round trip through the lines of one offq message each
-// way (floor.LinePingPong: lines-raw, and headonly-raw for head-only takes).
+// file (floor.RawRing, spsc-raw); a stream of messages written in place into pooled buffers
+// whose indexes pass through such a ring a batch at a time (floor.RawPool, pool-raw); and a
+// round trip through the lines of one offq message each way (floor.LinePingPong: lines-raw,
+// and headonly-raw for head-only takes).
 
 import (
 	"context"
@@ -82,6 +84,41 @@ func (bn *bencher) rawStream(ctx context.Context, c benchCase) (res benchResult,
 		return res, err
 	}
 	send := func(seq, phase uint64) error { return r.Send(ctx, seq<<2|phase) }
+	if err := onCPU(bn.cpus[0], func() error { return bn.publish(send) }); err != nil {
+		return res, caseError(ctx, err)
+	}
+	return bn.collect(ctx, c, []*benchProc{p})
+}
+
+// poolStream measures pool-raw: this process writes (sequence number << 2 | phase) words
+// into the buffers of a RawPool, c.Batch at a time, for a child that reads them in place and
+// counts them like an offq subscriber.
+func (bn *bencher) poolStream(ctx context.Context, c benchCase) (res benchResult, err error) {
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	path := filepath.Join(bn.tmp, "pool-"+strconv.Itoa(bn.seq))
+	r, err := floor.CreateRawPool(path, c.Batch)
+	if err != nil {
+		return res, err
+	}
+	defer r.Close()
+	p, err := bn.start("sub", fail, nil, peerArg{Role: "pool-sub", Path: path, Batch: c.Batch})
+	if err != nil {
+		return res, err
+	}
+	defer p.stop()
+	if _, err := p.expect(ctx, benchReady); err != nil {
+		return res, err
+	}
+	send := func(seq, phase uint64) error {
+		if err := r.Send(ctx, seq<<2|phase); err != nil {
+			return err
+		}
+		if phase == phaseEnd {
+			r.Flush()
+		}
+		return nil
+	}
 	if err := onCPU(bn.cpus[0], func() error { return bn.publish(send) }); err != nil {
 		return res, caseError(ctx, err)
 	}

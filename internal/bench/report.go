@@ -284,6 +284,9 @@ func sysCell(x benchResult) string {
 		}
 		return "**offq**"
 	}
+	if x.System == sysPool {
+		return fmt.Sprintf("%s batch %d", x.System, x.Batch)
+	}
 	return x.System
 }
 

@@ -32,12 +32,12 @@ var Roles = map[string]peer.Role{Role: runPeer}
 
 // peerArg is what a child plays, handed to it by the parent.
 type peerArg struct {
-	Role     string `json:"role"` // offq-echo, offq-sub, offq-subs, raw-echo, spsc-sub, uds-echo, uds-sub, pipe-echo, pipe-sub, nats-echo
+	Role     string `json:"role"` // offq-echo, offq-sub, offq-subs, raw-echo, spsc-sub, pool-sub, uds-echo, uds-sub, pipe-echo, pipe-sub, nats-echo
 	CPU      int    `json:"cpu"`  // CPU to pin the loop to; -1: none
 	Mode     string `json:"mode,omitempty"`
 	Size     int    `json:"size,omitempty"`  // offq-subs: the number of subscriptions
 	Depth    int    `json:"depth,omitempty"` // offq subscriber: queue depth
-	Batch    int    `json:"batch,omitempty"` // offq subscriber: receive in batches of this many (ReceiveBatch)
+	Batch    int    `json:"batch,omitempty"` // offq subscriber: receive in batches of this many (ReceiveBatch); pool-sub: publish the head every this many
 	Dir      string `json:"dir"`
 	Bus      string `json:"bus,omitempty"`  // offq
 	Path     string `json:"path,omitempty"` // raw: the shared file; uds: the socket; nats: the URL
@@ -66,6 +66,8 @@ func runPeer(c *peer.Child) error {
 		err = benchRawEcho(ctx, o, ready)
 	case "spsc-sub":
 		err = benchRawRingSub(ctx, c, o)
+	case "pool-sub":
+		err = benchRawPoolSub(ctx, c, o)
 	case "lines-echo":
 		err = benchLinesEcho(ctx, o, ready)
 	case "nats-echo":
@@ -192,6 +194,29 @@ func benchLinesEcho(ctx context.Context, o peerArg, ready func() error) error {
 // and counts them.
 func benchRawRingSub(ctx context.Context, c *peer.Child, o peerArg) error {
 	r, err := floor.OpenRawRing(o.Path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return onCPU(o.CPU, func() error {
+		if err := c.Encode(benchLine{Type: benchReady}); err != nil {
+			return err
+		}
+		var sc streamCounter
+		for {
+			v, err := r.Receive(ctx)
+			if err != nil {
+				return err
+			}
+			if sc.add(v>>2, v&3) {
+				return sc.report(ctx, c)
+			}
+		}
+	})
+}
+
+func benchRawPoolSub(ctx context.Context, c *peer.Child, o peerArg) error {
+	r, err := floor.OpenRawPool(o.Path, o.Batch)
 	if err != nil {
 		return err
 	}
