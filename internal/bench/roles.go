@@ -198,36 +198,29 @@ func benchRawRingSub(ctx context.Context, c *peer.Child, o peerArg) error {
 		return err
 	}
 	defer r.Close()
-	return onCPU(o.CPU, func() error {
-		if err := c.Encode(benchLine{Type: benchReady}); err != nil {
-			return err
-		}
-		var sc streamCounter
-		for {
-			v, err := r.Receive(ctx)
-			if err != nil {
-				return err
-			}
-			if sc.add(v>>2, v&3) {
-				return sc.report(ctx, c)
-			}
-		}
-	})
+	return countWords(ctx, c, o, r.Receive)
 }
 
+// benchRawPoolSub reads the stream's words out of a RawPool's buffers and counts them.
 func benchRawPoolSub(ctx context.Context, c *peer.Child, o peerArg) error {
 	r, err := floor.OpenRawPool(o.Path, o.Batch)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
+	return countWords(ctx, c, o, r.Receive)
+}
+
+// countWords is a floor's subscriber: on its CPU, it says ready, then counts the words receive
+// returns until the end marker, and reports.
+func countWords(ctx context.Context, c *peer.Child, o peerArg, receive func(context.Context) (uint64, error)) error {
 	return onCPU(o.CPU, func() error {
 		if err := c.Encode(benchLine{Type: benchReady}); err != nil {
 			return err
 		}
 		var sc streamCounter
 		for {
-			v, err := r.Receive(ctx)
+			v, err := receive(ctx)
 			if err != nil {
 				return err
 			}
