@@ -144,7 +144,10 @@
 // WithBlockLimit). Every drop is counted in shared memory (Subscription.Stats, and the
 // metrics exporter). Buffers are the other limit: Loan and Publish fail fast with
 // ErrPoolExhausted when no buffer of a fitting size class is free; size the pools (Config)
-// for the messages in flight, queued and held.
+// for the messages in flight, queued and held. Failing costs well under a microsecond
+// whatever the pool's size (a few slots and the pool's counters are read, not every slot), so
+// a publisher may retry; once a second a failing Loan reads the whole pool, in case the
+// counters missed a free (a process killed while releasing).
 //
 // # Waiting
 //

@@ -3,6 +3,7 @@ package shm
 import (
 	"fmt"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -22,6 +23,11 @@ type pool struct {
 	// lent is the pool's lent mark as this process last read or raised it: a slot below it
 	// may be claimed without looking at the region's mark (see markLent).
 	lent atomic.Uint32
+	// scanned is when this process last scanned the whole pool although its counters said
+	// every buffer was allocated (see exhausted); distrust is set once such a scan found a
+	// free buffer the counters missed: from then on this process scans as if they said nothing.
+	scanned  atomic.Int64
+	distrust atomic.Bool
 }
 
 func (p *pool) slot(i uint32) *slotHeader {
@@ -57,7 +63,18 @@ func (p *pool) claim(owner uint32) (Buffer, bool) {
 		start = 0
 	}
 	i := start
-	for range p.count {
+	verify := false
+	for n := range p.count {
+		if n == claimProbe && !verify {
+			full, v := p.exhausted()
+			if full {
+				if testHookClaimFailed != nil {
+					testHookClaimFailed(n)
+				}
+				return Buffer{}, false
+			}
+			verify = v
+		}
 		s := p.slot(i)
 		v := s.state.Load()
 		if v&(refsMask|ownerMask) == 0 {
@@ -71,6 +88,12 @@ func (p *pool) claim(owner uint32) (Buffer, bool) {
 				} else {
 					storeHint(&p.next, 0)
 				}
+				if verify && p.inUse() >= int64(p.count) {
+					// The counters said full and were wrong (our claim is not counted yet):
+					// a free that was never counted, by a process killed after freeing, or
+					// scribbled counters. Stop relying on them in this process.
+					p.distrust.Store(true)
+				}
 				return p.buffer(p.handle(i, gen), i), true
 			}
 		}
@@ -78,8 +101,43 @@ func (p *pool) claim(owner uint32) (Buffer, bool) {
 			i = 0
 		}
 	}
+	if testHookClaimFailed != nil {
+		testHookClaimFailed(p.count)
+	}
 	return Buffer{}, false
 }
+
+// claimProbe is how many slots a claim reads from the cursor before it asks the pool's
+// counters whether any buffer is free at all. A claim on an exhausted pool used to read every
+// slot, so a publisher retrying a Loan on a pool of a million buffers spent milliseconds and
+// pulled the whole pool through its cache on each try; now it reads claimProbe slots and the
+// counter shards.
+const claimProbe = 64
+
+// exhaustedRescan is how often a process scans the whole pool when the counters say it is
+// exhausted, in case they are wrong (a variable for tests).
+var exhaustedRescan = int64(time.Second)
+
+// exhausted reports whether the pool's counters say every buffer is allocated, so that a claim
+// that found none near its cursor can give up without reading the rest. The counters are
+// exact when the pool is quiet, may read high by the frees of a release under way (the
+// claim then fails as if it had come a moment earlier), and stay high if a process was killed
+// between freeing buffers and counting them (until an audit recounts) or if they are
+// scribbled. So once every exhaustedRescan a claim scans anyway (verify), and if that scan
+// finds a buffer free the process stops trusting the counters (see claim).
+func (p *pool) exhausted() (full, verify bool) {
+	if p.distrust.Load() || p.inUse() < int64(p.count) {
+		return false, false
+	}
+	now, last := Now(), p.scanned.Load()
+	if now-last >= exhaustedRescan && p.scanned.CompareAndSwap(last, now) {
+		return false, true
+	}
+	return true, false
+}
+
+// testHookClaimFailed, if set, is told how many slots a claim that found no free buffer read.
+var testHookClaimFailed func(read uint32)
 
 // lentMark returns the pool's lent mark, read from the region: every slot at or past it is
 // free and was never lent, so scans for loans and references (endLoans, the audit, the sweep,

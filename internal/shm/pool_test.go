@@ -658,3 +658,101 @@ func TestHandleGenerationWrap(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// exhaustedRig fills a pool of n 64-byte buffers with loans and returns the region, the
+// participant and the loans. The rescan interval is set long, so that a test decides when a
+// claim scans a pool its counters call exhausted.
+func exhaustedRig(t *testing.T, n uint32) (*Region, *Participant, []Loan) {
+	t.Helper()
+	c := unitConfig()
+	c.Classes = []Class{{Size: 64, Count: n}}
+	r := newUnitRegion(t, c)
+	p := attachUnit(t, r, "exhausted")
+	old := exhaustedRescan
+	exhaustedRescan = int64(time.Hour)
+	t.Cleanup(func() { exhaustedRescan = old; testHookClaimFailed = nil })
+	r.pools[0].scanned.Store(Now()) // as if this process had just scanned it
+	loans := make([]Loan, 0, n)
+	for range n {
+		l, err := p.Loan(64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		loans = append(loans, l)
+	}
+	return r, p, loans
+}
+
+// A Loan on an exhausted pool reads a few slots and the counters, not the whole pool: it used
+// to read every slot, milliseconds for a pool of a million buffers, on every retry of a
+// publisher waiting for one.
+func TestExhaustedPoolClaimReadsAFewSlots(t *testing.T) {
+	const n = 4096
+	r, p, loans := exhaustedRig(t, n)
+	var read []uint32
+	testHookClaimFailed = func(k uint32) { read = append(read, k) }
+	for range 3 {
+		if _, err := p.Loan(64); !errors.Is(err, ErrPoolExhausted) {
+			t.Fatalf("Loan on a full pool: %v", err)
+		}
+	}
+	var got [MaxBatch]Loan
+	if ls, err := p.LoanBatch(got[:], 64); len(ls) != 0 || !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("LoanBatch on a full pool: %d loans, %v", len(ls), err)
+	}
+	if len(read) == 0 {
+		t.Fatal("no failed claim reported")
+	}
+	for _, k := range read {
+		if k > claimProbe {
+			t.Fatalf("failed claims read %v slots of %d; want at most %d each", read, n, claimProbe)
+		}
+	}
+	// Room made by a counted release is found at once.
+	if err := loans[n/2].Discard(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := p.Loan(64)
+	if err != nil {
+		t.Fatalf("Loan after a release: %v", err)
+	}
+	if l.buf.h.index() != n/2 {
+		t.Fatalf("loaned slot %d, want the one released, %d", l.buf.h.index(), n/2)
+	}
+	if r.pools[0].distrust.Load() {
+		t.Fatal("the counters were right, and are distrusted")
+	}
+}
+
+// A free the counters never saw (a process killed between freeing a buffer and counting it,
+// or scribbled counters) is found by the periodic scan, after which the process stops relying
+// on the counters: a buffer is never lost for good.
+func TestExhaustedPoolUncountedFree(t *testing.T) {
+	const n = 256
+	r, p, loans := exhaustedRig(t, n)
+	pl := &r.pools[0]
+	freeUncounted := func(l Loan) {
+		s := l.buf.s
+		s.state.Store(stateGen(s.state.Load()) << genShift) // free, no owner, not counted
+	}
+	freeUncounted(loans[200]) // far from the cursor (at 0 after the pool was filled)
+	if _, err := p.Loan(64); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("Loan while the counters say full, before a rescan is due: %v", err)
+	}
+	exhaustedRescan = 0 // a rescan is due
+	l, err := p.Loan(64)
+	if err != nil {
+		t.Fatalf("Loan with a rescan due and a buffer free: %v", err)
+	}
+	if l.buf.h.index() != 200 {
+		t.Fatalf("loaned slot %d, want 200", l.buf.h.index())
+	}
+	if !pl.distrust.Load() {
+		t.Fatal("the scan found a free buffer the counters missed, and they are still trusted")
+	}
+	exhaustedRescan = int64(time.Hour)
+	freeUncounted(loans[100]) // far behind the cursor (at 201)
+	if _, err := p.Loan(64); err != nil {
+		t.Fatalf("Loan with the counters distrusted and a buffer free: %v", err)
+	}
+}

@@ -2,6 +2,7 @@ package shm
 
 import (
 	"context"
+	"fmt"
 	"testing"
 )
 
@@ -139,6 +140,34 @@ func BenchmarkPushPopParallel(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.StopTimer()
+		})
+	}
+}
+
+// BenchmarkLoanExhausted: a Loan that fails because the pool is exhausted, as a publisher
+// retrying for a buffer pays it, for pools of 1 Ki, 64 Ki and 1 Mi buffers. It reads the slots
+// near its cursor and the counters, not the pool. Once a second it reads the whole pool, in
+// case the counters are wrong (see pool.exhausted): the benchmark measures the claims in
+// between. The error it returns is its one allocation.
+func BenchmarkLoanExhausted(b *testing.B) {
+	for _, n := range []uint32{1 << 10, 1 << 16, 1 << 20} {
+		b.Run(fmt.Sprint("buffers=", n), func(b *testing.B) {
+			c := benchConfig()
+			c.Classes = []Class{{Size: 64, Count: n}}
+			r := newUnitRegion(b, c)
+			p := attachUnit(b, r, "bench")
+			for range n {
+				if _, err := p.Loan(64); err != nil {
+					b.Fatal(err)
+				}
+			}
+			r.pools[0].scanned.Store(Now()) // the steady state: no rescan due within the run
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := p.Loan(64); err == nil {
+					b.Fatal("loaned from a full pool")
+				}
+			}
 		})
 	}
 }
