@@ -84,7 +84,7 @@ func TestBenchQuickJSON(t *testing.T) {
 		case "stream", "fanout", "subscriptions":
 			if b, _ := r["batch"].(float64); b == 64 && sys == "offq" {
 				batched[pat] = true
-			} else if b != 64 && sys == "pool-raw" || sys != "pool-raw" && r["batch"] != nil {
+			} else if (sys == "pool-raw" && b != 64) || (sys != "pool-raw" && r["batch"] != nil) {
 				t.Errorf("batch belongs on offq's batched rows and pool-raw's, with --batch's 64: %v", r)
 			}
 			if (sys == "spsc-raw" || sys == "pool-raw") && pat == "stream" && size == 64 {

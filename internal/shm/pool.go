@@ -91,7 +91,10 @@ func (p *pool) claim(owner uint32) (Buffer, bool) {
 				if verify && p.inUse() >= int64(p.count) {
 					// The counters said full and were wrong (our claim is not counted yet):
 					// a free that was never counted, by a process killed after freeing, or
-					// scribbled counters. Stop relying on them in this process.
+					// scribbled counters. Stop relying on them in this process. (A release in
+					// another process, between its free and its count, can also land here:
+					// the process then scans as it did before the counters were consulted,
+					// which costs time, never a buffer.)
 					p.distrust.Store(true)
 				}
 				return p.buffer(p.handle(i, gen), i), true
