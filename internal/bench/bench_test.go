@@ -1,10 +1,13 @@
 package bench
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/offq/offq/bus"
 	"github.com/spf13/pflag"
 )
 
@@ -125,5 +128,43 @@ func TestPingResultStalls(t *testing.T) {
 	// keeps 3 significant digits).
 	if got := r.RTT.StallsPerSec; got < 980 || got > 1000 {
 		t.Errorf("stalls per second = %v, want about 990", got)
+	}
+}
+
+// TestStreamConfigTakesWholeBatches: a batched subscriber of the stream's region receives a
+// whole batch in one ReceiveBatch. The region once gave each subscriber 4 held entries, so
+// the "batch 64" rows measured a receiving side that took at most 4 messages per call.
+func TestStreamConfigTakesWholeBatches(t *testing.T) {
+	for _, batch := range []int{8, 64} {
+		c := benchCase{System: sysOffq, Mode: modeSpin, Pattern: patStream, Size: 64, Subs: 1, Batch: batch}
+		dir := t.TempDir()
+		b, err := bus.Open("cfg", bus.WithDir(dir), bus.WithConfig(streamConfig(c, 128)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub, err := b.Subscribe(topicStream, bus.WithoutHistory())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, err := b.Publisher(topicStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		for range batch {
+			if err := pub.Publish(ctx, []byte("m")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ms, err := sub.ReceiveBatch(ctx, make([]bus.Message, batch))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ms) != batch {
+			t.Errorf("batch %d: ReceiveBatch took %d of %d queued messages", batch, len(ms), batch)
+		}
+		bus.ReleaseBatch(ms)
+		cancel()
+		b.Close()
 	}
 }

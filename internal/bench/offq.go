@@ -171,6 +171,19 @@ func (bn *bencher) timeRounds(ctx context.Context, h *hdrhistogram.Histogram, ro
 	})
 }
 
+// streamConfig is the region of a stream or fan-out: a queue of depth messages per subscriber
+// and as many buffers, plus a few. Each subscriber's held list has room for two batches: a
+// batched subscriber takes at most as many messages at once as its held list has free
+// entries, and with the 4 it once had, "batch 64" rows measured batches of at most 4 on the
+// receiving side.
+func streamConfig(c benchCase, depth int) transport.Config {
+	return transport.Config{
+		Classes: []transport.Class{{Size: transport.Size(roundUp64(c.Size)), Count: uint32(depth + c.Subs + 16)}},
+		Inboxes: uint32(c.Subs + 1), InboxCapacity: uint32(depth), Topics: 4, Participants: uint32(c.Subs + 2),
+		Held: uint32(max(4, 2*c.Batch)),
+	}
+}
+
 // offqStream measures a stream (c.Subs == 1) or a fan-out: this process publishes for the
 // warm-up and the duration, then an end marker; each child counts what it received in the
 // measured phase.
@@ -179,11 +192,7 @@ func (bn *bencher) offqStream(ctx context.Context, c benchCase) (res benchResult
 	defer fail(nil)
 	name := "stream-" + strconv.Itoa(bn.seq)
 	depth := streamDepth(c.Size, bufferBudget(bn.tmp))
-	cfg := transport.Config{
-		Classes: []transport.Class{{Size: transport.Size(roundUp64(c.Size)), Count: uint32(depth + c.Subs + 16)}},
-		Inboxes: uint32(c.Subs + 1), InboxCapacity: uint32(depth), Topics: 4, Participants: uint32(c.Subs + 2), Held: 4,
-	}
-	b, err := bn.openBenchBus(name, cfg)
+	b, err := bn.openBenchBus(name, streamConfig(c, depth))
 	if err != nil {
 		return res, err
 	}

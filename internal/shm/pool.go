@@ -28,6 +28,11 @@ type pool struct {
 	// free buffer the counters missed: from then on this process scans as if they said nothing.
 	scanned  atomic.Int64
 	distrust atomic.Bool
+	// short is set when a claim in this process found the pool exhausted, and cleared when
+	// the counters next show claimProbe buffers free; while it is set, budget is how many
+	// claims the counters last allowed (see claim).
+	short  atomic.Bool
+	budget atomic.Int64
 }
 
 func (p *pool) slot(i uint32) *slotHeader {
@@ -48,7 +53,7 @@ func (p *pool) buffer(h Handle, i uint32) Buffer {
 // records the owner: there is no moment at which the slot is taken but ownerless, so a crash
 // at any instruction leaves it either free or findable by a reaper.
 func (p *pool) alloc(owner uint32) (Buffer, bool) {
-	b, ok := p.claim(owner)
+	b, ok := p.claim(owner, 0)
 	if ok {
 		p.noteAlloc()
 	}
@@ -56,21 +61,34 @@ func (p *pool) alloc(owner uint32) (Buffer, bool) {
 }
 
 // claim is alloc without counting the allocation: a batch counts its allocations once (see
-// Participant.LoanBatch).
-func (p *pool) claim(owner uint32) (Buffer, bool) {
+// Participant.LoanBatch); pending is how many of the caller's claims on p are not counted yet.
+func (p *pool) claim(owner uint32, pending int64) (Buffer, bool) {
 	start := p.next.Load()
 	if start >= p.count {
 		start = 0
 	}
 	i := start
 	verify := false
+	if p.short.Load() && p.budget.Add(-1) < 0 {
+		// The pool ran short: ask the counters before reading any slot (see claimShort).
+		full, v := p.claimShort(pending)
+		if full {
+			if testHookClaimFailed != nil {
+				testHookClaimFailed(0)
+			}
+			return Buffer{}, false
+		}
+		verify = v
+	}
 	for n := range p.count {
 		if n == claimProbe && !verify {
-			full, v := p.exhausted()
+			full, v := p.exhausted(pending)
 			if full {
 				if testHookClaimFailed != nil {
 					testHookClaimFailed(n)
 				}
+				p.budget.Store(0)
+				p.short.Store(true)
 				return Buffer{}, false
 			}
 			verify = v
@@ -117,6 +135,32 @@ func (p *pool) claim(owner uint32) (Buffer, bool) {
 // counter shards.
 const claimProbe = 64
 
+// claimShort decides a claim made while the pool is short in this process (short set, the
+// budget spent): it reads the counters, and either leaves short mode (claimProbe or more
+// buffers free, or the counters distrusted), or sets the budget to the buffers free and lets
+// the claim scan, or, with none free, fails the claim without reading a slot, as exhausted
+// does (verify: scan the whole pool anyway, once every exhaustedRescan).
+//
+// Why: a publisher that outruns its subscribers finds the pool exhausted again and again. Its
+// claims start at its cursor, which in a stream is where the oldest buffers are: those its
+// subscribers have taken and are about to release. Reading their state words takes their
+// lines away from the subscribers, whose releases (a compare-and-swap each) then wait for
+// them one by one; the stream ran at the pace of those transfers. In short mode a claim reads
+// a slot only when the counters say that a buffer is free, and in a stream the buffers freed
+// first are the ones at the cursor.
+func (p *pool) claimShort(pending int64) (full, verify bool) {
+	free := int64(p.count) - p.inUse() - pending
+	if free >= claimProbe || p.distrust.Load() {
+		p.short.Store(false)
+		return false, false
+	}
+	if free > 0 {
+		p.budget.Store(free - 1) // this claim is one of them
+		return false, false
+	}
+	return p.rescanDue()
+}
+
 // exhaustedRescan is how often a process scans the whole pool when the counters say it is
 // exhausted, in case they are wrong (a variable for tests).
 var exhaustedRescan = int64(time.Second)
@@ -128,10 +172,15 @@ var exhaustedRescan = int64(time.Second)
 // between freeing buffers and counting them (until an audit recounts) or if they are
 // scribbled. So once every exhaustedRescan a claim scans anyway (verify), and if that scan
 // finds a buffer free the process stops trusting the counters (see claim).
-func (p *pool) exhausted() (full, verify bool) {
-	if p.distrust.Load() || p.inUse() < int64(p.count) {
+func (p *pool) exhausted(pending int64) (full, verify bool) {
+	if p.distrust.Load() || p.inUse()+pending < int64(p.count) {
 		return false, false
 	}
+	return p.rescanDue()
+}
+
+// rescanDue is exhausted's verdict on a pool whose counters say every buffer is allocated.
+func (p *pool) rescanDue() (full, verify bool) {
 	now, last := Now(), p.scanned.Load()
 	if now-last >= exhaustedRescan && p.scanned.CompareAndSwap(last, now) {
 		return false, true

@@ -756,3 +756,68 @@ func TestExhaustedPoolUncountedFree(t *testing.T) {
 		t.Fatalf("Loan with the counters distrusted and a buffer free: %v", err)
 	}
 }
+
+// Once a claim has found the pool exhausted, this process's claims read a slot only when the
+// counters say a buffer is free: a publisher that outruns its subscribers no longer reads, at
+// every failed try, the state words of the buffers its subscribers are about to release,
+// taking their lines away from them (docs/performance.md, "Issue 15, fifth round"). Before,
+// each failed claim read claimProbe slots from the cursor.
+func TestShortPoolClaimsReadOnlyWhatIsFree(t *testing.T) {
+	const n = 256
+	r, p, loans := exhaustedRig(t, n)
+	pl := &r.pools[0]
+	var read []uint32
+	testHookClaimFailed = func(k uint32) { read = append(read, k) }
+	if _, err := p.Loan(64); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("Loan on a full pool: %v", err)
+	}
+	if !pl.short.Load() {
+		t.Fatal("a claim found the pool exhausted and the pool is not marked short")
+	}
+	for _, i := range []int{10, 100, 200} {
+		if err := loans[i].Discard(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for k := range 3 {
+		if _, err := p.Loan(64); err != nil {
+			t.Fatalf("Loan %d with 3 buffers free: %v", k, err)
+		}
+	}
+	read = read[:0]
+	for range 3 {
+		if _, err := p.Loan(64); !errors.Is(err, ErrPoolExhausted) {
+			t.Fatalf("Loan on a full pool: %v", err)
+		}
+	}
+	if err := loans[50].Discard(); err != nil {
+		t.Fatal(err)
+	}
+	var got [MaxBatch]Loan
+	if ls, err := p.LoanBatch(got[:], 64); len(ls) != 1 || err != nil {
+		t.Fatalf("LoanBatch with 1 buffer free: %d loans, %v; want 1", len(ls), err)
+	}
+	if ls, err := p.LoanBatch(got[:], 64); len(ls) != 0 || !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("LoanBatch on a full pool: %d loans, %v", len(ls), err)
+	}
+	if len(read) == 0 {
+		t.Fatal("no failed claim reported")
+	}
+	for _, k := range read {
+		if k != 0 {
+			t.Fatalf("claims on a pool known to be short read %v slots; want none", read)
+		}
+	}
+	// Plenty of room again: the process leaves short mode.
+	for i := range claimProbe {
+		if err := loans[128+i].Discard(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := p.Loan(64); err != nil {
+		t.Fatal(err)
+	}
+	if pl.short.Load() {
+		t.Fatalf("the pool has %d buffers free and is still marked short", claimProbe-1)
+	}
+}
