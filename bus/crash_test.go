@@ -244,3 +244,81 @@ func TestPublisherKilledWhileBlocked(t *testing.T) {
 		t.Fatalf("%d buffers in use at the end, want 0", n)
 	}
 }
+
+// roleHandoffVictim publishes one message on OFFQ_TOPIC (one subscription: a hand-off) and
+// says "mid" between handing its loan's reference off and committing the cell, then waits
+// there to be killed.
+func roleHandoffVictim(c *peer.Child) error {
+	b, err := Open("crash", WithDir(os.Getenv("OFFQ_DIR")), WithName("victim"), WithReapInterval(0))
+	if err != nil {
+		return err
+	}
+	pub, err := b.Publisher(os.Getenv("OFFQ_TOPIC"))
+	if err != nil {
+		return err
+	}
+	shm.SetTestHookHandedOff(func() {
+		c.Send("mid")
+		<-c.Context().Done() // killed before this
+	})
+	return pub.Publish(c.Context(), []byte("handed-off"))
+}
+
+// TestPublisherKilledMidHandoff: a publisher sending to one subscription is killed after its
+// loan's reference left the loan for the cell and before the cell committed it. The reaper
+// finds no loan (the owner is cleared) and zeroes the victim's hand-off word; the reference is
+// then in no record, and the sweep frees it, as two reaps run it. Nothing reaches the
+// subscription, the pools come back to zero, and publishing goes on.
+func TestPublisherKilledMidHandoff(t *testing.T) {
+	dir := t.TempDir()
+	b, err := Open("crash", WithDir(dir), WithReapInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sub, err := b.Subscribe("crash.handoff")
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := peer.Start(t, "handoff-victim", "OFFQ_DIR="+dir, "OFFQ_TOPIC=crash.handoff")
+	if _, err := victim.Expect("mid", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	victim.Kill()
+	victim.Wait(time.Minute)
+
+	rep, err := b.r.Reap()
+	if err != nil || rep.Participants != 1 || rep.Loans != 0 || rep.Audited {
+		t.Fatalf("reap: %+v %v, want the victim, no loan (it was handed off), no audit", rep, err)
+	}
+	if n := inUse(b); n != 1 {
+		t.Fatalf("%d buffers in use after the reap, want the handed-off one", n)
+	}
+	rep2, err := b.r.Reap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Swept+rep2.Swept != 1 {
+		t.Fatalf("two reaps swept %d buffers, want the handed-off one", rep.Swept+rep2.Swept)
+	}
+	if n := inUse(b); n != 0 || sub.Len() != 0 {
+		t.Fatalf("%d buffers in use, %d queued after the sweep, want 0, 0", n, sub.Len())
+	}
+	pub, err := b.Publisher("crash.handoff")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(ctx, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sub.Receive(ctx)
+	if err != nil || string(m.Data()) != "after" {
+		t.Fatalf("after the kill: %q %v", m.Data(), err)
+	}
+	m.Release()
+	if n := inUse(b); n != 0 {
+		t.Fatalf("%d buffers in use at the end", n)
+	}
+}

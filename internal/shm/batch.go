@@ -3,6 +3,7 @@ package shm
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -176,6 +177,12 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 		hs[i], ss[i] = l.buf.h, l.buf.s
 	}
 	k := len(loans)
+	if len(to) == 1 && t.depth == 0 {
+		// One target and no history: each loan's reference goes to its cell (handoff.go).
+		if w := p.takeHandoff(hs[0]); w != nil {
+			return t.sendHandedOff(ctx, loans, hs[:k], ss[:k], to[0], w)
+		}
+	}
 	for i := range to {
 		if testHookFanOut != nil {
 			testHookFanOut(i)
@@ -184,7 +191,7 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 		if to[i].group {
 			errs = outcomes[:k] // to count what a member that left was not given
 		}
-		if err := to[i].pushBatch(ctx, hs[:k], ss[:k], errs); err != nil {
+		if err := to[i].pushBatch(ctx, hs[:k], ss[:k], errs, 0, nil); err != nil {
 			if errors.Is(err, ErrBadHandle) {
 				for j := range loans {
 					loans[j].end()
@@ -216,6 +223,37 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 	return res, bad
 }
 
+// sendHandedOff is SendBatch to one inbox, in hand-off mode with hand-off word w: the loans
+// delivered have ended into their cells; the others are ended here.
+func (t Topic) sendHandedOff(ctx context.Context, loans []Loan, hs []Handle, ss []*slotHeader, to Inbox, w *atomic.Uint64) (res SendResult, err error) {
+	if testHookFanOut != nil {
+		testHookFanOut(0)
+	}
+	var outcomes [MaxBatch]error
+	errs := outcomes[:len(loans)]
+	perr := to.pushBatch(ctx, hs, ss, errs, loans[0].p.owner, w)
+	giveHandoff(w)
+	if errors.Is(perr, ErrClosed) {
+		res.Closed++
+	}
+	for i := range loans {
+		e := errs[i]
+		if e == nil {
+			continue // ended into its cell
+		}
+		if errors.Is(e, ErrClosed) && to.group {
+			t.e.groupDropped.Add(1)
+		}
+		if errors.Is(e, ErrBadHandle) && err == nil {
+			err = corruptf("a buffer's header changed while on loan: %v", e)
+		}
+		if lerr := loans[i].end(); lerr != nil && err == nil {
+			err = corruptf("the header of buffer %v changed while on loan: %v", loans[i].buf.h, lerr)
+		}
+	}
+	return res, err
+}
+
 // handleSet is a small set of handles on the stack (open addressing), for finding a loan
 // listed twice in one batch without comparing every pair.
 type handleSet [2 * MaxBatch]Handle
@@ -242,7 +280,11 @@ var errBatchShape = errors.New("send batch: more than MaxBatch loans, or lengths
 // delivered), an error wrapping ErrBadHandle (a loan's state word was scribbled), or the
 // last error of a single push (a message dropped by the policy: the others are delivered).
 // If errs is not nil, errs[i] receives message i's outcome (nil: delivered).
-func (in *Inbox) pushBatch(ctx context.Context, hs []Handle, ss []*slotHeader, errs []error) error {
+//
+// With owner set (hand-off mode, see handoff.go), each loan's own reference goes to its cell,
+// errs must not be nil, and errs[i] == nil says that loan i ended into its cell; word is the
+// caller's hand-off word, which names each handle before its hand-off.
+func (in *Inbox) pushBatch(ctx context.Context, hs []Handle, ss []*slotHeader, errs []error, owner uint32, word *atomic.Uint64) error {
 	var last error
 	pushed := false
 	note := func(i int, err error) {
@@ -260,7 +302,7 @@ func (in *Inbox) pushBatch(ctx context.Context, hs []Handle, ss []*slotHeader, e
 		return err
 	}
 	for done := 0; done < len(hs); {
-		n, redo, err := in.pushRun(hs[done:], ss[done:])
+		n, redo, err := in.pushRun(hs[done:], ss[done:], owner, word)
 		if err != nil {
 			return fail(done, err)
 		}
@@ -270,7 +312,10 @@ func (in *Inbox) pushBatch(ctx context.Context, hs []Handle, ss []*slotHeader, e
 				note(done+j, nil)
 				if redo&(1<<j) != 0 {
 					// Taken back from behind the head (see pushRun): deliver it again.
-					err := in.push(ctx, hs[done+j], ss[done+j])
+					if owner != 0 {
+						storeRelease(word, uint64(hs[done+j]))
+					}
+					err := in.push(ctx, hs[done+j], ss[done+j], owner)
 					note(done+j, err)
 					if errors.Is(err, ErrClosed) || errors.Is(err, ErrBadHandle) {
 						for jj := j + 1; jj < n; jj++ {
@@ -290,7 +335,10 @@ func (in *Inbox) pushBatch(ctx context.Context, hs []Handle, ss []*slotHeader, e
 		}
 		// The cell at the tail is not empty for it: the single push deals with every case
 		// (helping a lagging tail, a full ring and its policy, damage), and wakes the consumer.
-		err = in.push(ctx, hs[done], ss[done])
+		if owner != 0 {
+			storeRelease(word, uint64(hs[done]))
+		}
+		err = in.push(ctx, hs[done], ss[done], owner)
 		note(done, err)
 		if errors.Is(err, ErrClosed) || errors.Is(err, ErrBadHandle) {
 			return fail(done+1, err)
@@ -323,7 +371,11 @@ func (in *Inbox) pushBatch(ctx context.Context, hs []Handle, ss []*slotHeader, e
 // its message behind the head. Both were found by the interleaving checker (batch
 // scenarios); the per-cell tail keeps the window one step long, as in push. In 1-to-1 the
 // tail's line stays in the producer's cache, so the extra CAS is local (docs/performance.md).
-func (in *Inbox) pushRun(hs []Handle, ss []*slotHeader) (n int, redo uint64, err error) {
+//
+// In hand-off mode (owner set) each loan's reference is handed to its cell instead (see push),
+// its handle stored into word first, and taken back into the loan if the cell is not
+// committed or the message is taken back from behind the head.
+func (in *Inbox) pushRun(hs []Handle, ss []*slotHeader, owner uint32, word *atomic.Uint64) (n int, redo uint64, err error) {
 	hd := in.v.hdr
 	r := in.v.r
 	step()
@@ -344,17 +396,28 @@ func (in *Inbox) pushRun(hs []Handle, ss []*slotHeader) (n int, redo uint64, err
 			break
 		}
 		step()
-		if err := r.addRefs(ss[n], hs[n], 1); err != nil {
+		var rerr error
+		if owner != 0 {
+			storeRelease(word, uint64(hs[n]))
+			rerr = r.handOff(ss[n], hs[n], owner)
+			if rerr == nil && testHookHandedOff != nil {
+				testHookHandedOff(hs[n])
+			}
+		} else {
+			rerr = r.addRefs(ss[n], hs[n], 1)
+		}
+		if rerr != nil {
 			if n == 0 {
-				return 0, 0, err
+				return 0, 0, rerr
 			}
 			break // the next single push reports it
 		}
 		step()
 		if !c.CompareAndSwap(v, uint64(hs[n])|in.parity(t)) {
-			step()
-			r.releaseDropped(hs[n]) // the loan's reference keeps the buffer
-			break
+			if err := in.takeBack(hs[n], ss[n], owner); err != nil && n == 0 {
+				return 0, 0, err
+			}
+			break // (a reference that could not be taken back: the next push reports it)
 		}
 		n++
 		step()
@@ -369,8 +432,7 @@ func (in *Inbox) pushRun(hs []Handle, ss []*slotHeader) (n int, redo uint64, err
 		if hd.head.Load() > t {
 			step()
 			if c.CompareAndSwap(uint64(hs[n-1])|in.parity(t), in.empty(t+in.cap)) {
-				step()
-				r.releaseDropped(hs[n-1])
+				in.takeBack(hs[n-1], ss[n-1], owner) // (if it fails, so does the push again)
 				hd.corrupt.Add(1)
 				r.hdr.corrupt.Add(1)
 				redo |= 1 << (n - 1)

@@ -111,6 +111,9 @@ type ilScenario struct {
 	// batch: each producer delivers its messages as one batch (pushBatch: runs of cells
 	// committed one by one, the tail moved once per run).
 	batch bool
+	// handoff: producers deliver as a send to one inbox does (handoff.go): each loan's own
+	// reference goes to its cell, the owner cleared right before the cell's commit.
+	handoff bool
 }
 
 func ilScenarios() []ilScenario {
@@ -158,6 +161,29 @@ func ilScenarios() []ilScenario {
 				consumer: true, hold: 2, scribble: k, batch: true})
 		}
 	}
+	// The hand-off (a send to one inbox): single and batched, against each other, a full
+	// ring, evictions, closing, reopening, two consumers and scribbles.
+	for _, pol := range []Overflow{DropOldest, DropNewest} {
+		p := map[Overflow]string{DropOldest: "oldest", DropNewest: "newest"}[pol]
+		out = append(out,
+			ilScenario{name: p + "/handoff-cap2-2x3", policy: pol, capacity: 2, producers: 2, msgs: 3, consumer: true, hold: 2, handoff: true},
+			ilScenario{name: p + "/handoff-full-ring", policy: pol, capacity: 2, producers: 1, msgs: 4, prefill: 2, consumer: true, hold: 1, handoff: true},
+			ilScenario{name: p + "/handoff-evict-vs-take", policy: pol, capacity: 2, producers: 2, msgs: 2, prefill: 2, consumer: true, hold: 2, handoff: true},
+			ilScenario{name: p + "/handoff-closer", policy: pol, capacity: 2, producers: 2, msgs: 3, consumer: true, hold: 2, close: ilCloserActor, handoff: true},
+			ilScenario{name: p + "/handoff-reopen", policy: pol, capacity: 2, producers: 2, msgs: 3, prefill: 1, consumer: true, hold: 1, close: ilReopen, handoff: true},
+			ilScenario{name: p + "/handoff-two-consumers", policy: pol, capacity: 2, producers: 2, msgs: 3, consumer: true, hold: 2, consumers2: true, handoff: true},
+			ilScenario{name: p + "/handoff-batch-cap4-2x3", policy: pol, capacity: 4, producers: 2, msgs: 3, consumer: true, hold: 2, batch: true, handoff: true},
+			ilScenario{name: p + "/handoff-batch-full-ring", policy: pol, capacity: 4, producers: 1, msgs: 4, prefill: 2, consumer: true, hold: 1, batch: true, handoff: true},
+			ilScenario{name: p + "/handoff-batch-closer", policy: pol, capacity: 4, producers: 2, msgs: 3, consumer: true, hold: 2, close: ilCloserActor, batch: true, handoff: true},
+			ilScenario{name: p + "/handoff-batch-reopen", policy: pol, capacity: 4, producers: 2, msgs: 3, prefill: 1, consumer: true, hold: 1, close: ilReopen, batch: true, handoff: true},
+		)
+		for _, k := range []ilKind{ilWrongLap, ilOwnEmpty, ilOtherPos, ilClaimed, ilPositions} {
+			out = append(out, ilScenario{name: p + "/handoff-scribble-" + k.String(), policy: pol, capacity: 2, producers: 2, msgs: 3,
+				consumer: true, hold: 2, scribble: k, handoff: true})
+			out = append(out, ilScenario{name: p + "/handoff-batch-scribble-" + k.String(), policy: pol, capacity: 4, producers: 2, msgs: 3,
+				consumer: true, hold: 2, scribble: k, batch: true, handoff: true})
+		}
+	}
 	return out
 }
 
@@ -191,6 +217,8 @@ func ilDFSScenarios() []ilScenario {
 		{name: "dfs/oldest-two-consumers", policy: DropOldest, capacity: 2, producers: 1, msgs: 3, consumer: true, hold: 2, consumers2: true},
 		{name: "dfs/oldest-batch-2x2-cap2", policy: DropOldest, capacity: 2, producers: 2, msgs: 2, consumer: true, hold: 1, batch: true},
 		{name: "dfs/newest-batch-2x2-cap4", policy: DropNewest, capacity: 4, producers: 2, msgs: 2, consumer: true, hold: 1, batch: true},
+		{name: "dfs/oldest-handoff-2x2-cap2", policy: DropOldest, capacity: 2, producers: 2, msgs: 2, consumer: true, hold: 1, handoff: true},
+		{name: "dfs/newest-handoff-batch-2x2-cap4", policy: DropNewest, capacity: 4, producers: 2, msgs: 2, consumer: true, hold: 1, batch: true, handoff: true},
 	}
 }
 
@@ -765,7 +793,17 @@ func (r *ilRun) push(p *Participant, m *ilMsg, loan *Buffer) error {
 	}
 	m.h = b.Handle()
 	var err error
-	if m.seq%2 == 1 && loan == nil {
+	if r.sc.handoff && loan == nil {
+		w := p.takeHandoff(m.h)
+		if w == nil {
+			return fmt.Errorf("no hand-off word free")
+		}
+		err = r.out.push(context.Background(), m.h, b.s, p.owner)
+		giveHandoff(w)
+		if err == nil {
+			return nil // the loan ended into the cell
+		}
+	} else if m.seq%2 == 1 && loan == nil {
 		if err = reg.addRefsHandle(m.h, 1); err != nil {
 			return err
 		}
@@ -843,12 +881,25 @@ func (r *ilRun) pushBatch(a *ilActor, p *Participant, i, first int) {
 	errs := make([]error, len(ms))
 	a.inPush, a.sawFull = true, false
 	inv := r.s.steps
-	r.out.pushBatch(context.Background(), hs, ss, errs)
+	if r.sc.handoff {
+		w := p.takeHandoff(hs[0])
+		if w == nil {
+			r.errs = append(r.errs, "no hand-off word free")
+			return
+		}
+		r.out.pushBatch(context.Background(), hs, ss, errs, p.owner, w)
+		giveHandoff(w)
+	} else {
+		r.out.pushBatch(context.Background(), hs, ss, errs, 0, nil)
+	}
 	for j, m := range ms {
 		m.inv, m.resp, m.err, m.sawFull = inv, r.s.steps, errs[j], a.sawFull
 	}
 	a.inPush = false
 	for _, m := range ms {
+		if r.sc.handoff && m.err == nil {
+			continue // ended into its cell
+		}
 		if uerr := p.unloan(m.h); uerr != nil {
 			r.errs = append(r.errs, fmt.Sprintf("unloan %v: %v", m.h, uerr))
 		}

@@ -11,7 +11,7 @@ func (in *Inbox) deliverBuffer(ctx context.Context, b Buffer) error {
 	if b.s == nil {
 		return errHandleZero
 	}
-	return in.push(ctx, b.h, b.s)
+	return in.push(ctx, b.h, b.s, 0)
 }
 
 // pushHandle appends h to the inbox. On a full inbox the policy decides: DropOldest evicts (and
@@ -26,7 +26,7 @@ func (in *Inbox) pushHandle(ctx context.Context, h Handle) error {
 	if h == 0 || uint64(h)&^handleMask != 0 {
 		return errHandleBits
 	}
-	return in.push(ctx, h, nil)
+	return in.push(ctx, h, nil, 0)
 }
 
 // deliver appends h to the inbox like Push, but with a reference of the inbox's own: it adds
@@ -43,7 +43,7 @@ func (in *Inbox) deliver(ctx context.Context, h Handle) error {
 	if err != nil {
 		return err
 	}
-	return in.push(ctx, h, s)
+	return in.push(ctx, h, s, 0)
 }
 
 // tryPopInto is TryPop for a consumer that records what it takes: the message's reference

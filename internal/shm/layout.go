@@ -19,6 +19,7 @@ import (
 //	held           Participants x Held x 8                each participant's held list: handles taken, not released
 //	pins           Participants x ceil(Topics/64) x 8     each participant's pinned topics: bit i = it uses topic i
 //	rung           Participants x ceil(Inboxes/64) x 8    each participant's rung inboxes: bit i = inbox i became ready for one of its waiters
+//	handoff        Participants x 64                      each participant's hand-off words: handles its sends are handing from a loan to a ring cell (handoff.go)
 //	topics         Topics x (320 + 8 x HistoryDepth)      topic table (reserved for the topic layer)
 //	inboxes        Inboxes x 640                          ring headers: config, tail, head, wake words, counters, age histogram
 //	patterns       Inboxes x 128                          each inbox's subscription pattern, NUL-padded
@@ -32,7 +33,7 @@ import (
 
 const (
 	magic         = 0x31474552_5146464f // "OFFQREG1" little-endian
-	layoutVersion = 9                   // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram; 7: eviction records in the participant slot; the pins section and condemned topic entries; the doorbell (the participant's bell, the inbox's spaceBells and parked words); the requested sweep's header words and lent marks; 8: 32-byte slot headers sharing the payload's first line, and a slot trailer (history position, reply address) after the payload; 9: the rung section and the slot's rung summary, and the bells section (room bells of participants 64 and up)
+	layoutVersion = 10                  // 2: handles name class and slot index with a 39-bit generation; inbox state word with a 40-bit generation; 3: 256-byte participant slots (bridge id and more bridge counters); 4: the type's name in the topic entry; 5: the topic entry's generation, and reclaimed entries; 6: 640-byte inbox headers with a message age histogram; 7: eviction records in the participant slot; the pins section and condemned topic entries; the doorbell (the participant's bell, the inbox's spaceBells and parked words); the requested sweep's header words and lent marks; 8: 32-byte slot headers sharing the payload's first line, and a slot trailer (history position, reply address) after the payload; 9: the rung section and the slot's rung summary, and the bells section (room bells of participants 64 and up); 10: the hand-off section
 	byteOrderMark = 0x0a0b0c0d
 	headerSize    = 1024
 	checksumFrom  = 64  // checksum covers [checksumFrom, checksumTo)
@@ -58,8 +59,8 @@ const (
 //	40   8     creation time, Unix nanoseconds
 //	48   4     creator's pid (informational only)
 //	64   96    config block (diskConfig)
-//	160  272   section table (sections; pins, at 384, was added in version 7; bells at 400 and
-//	           rung at 416 in version 9)
+//	160  288   section table (sections; pins, at 384, was added in version 7; bells at 400 and
+//	           rung at 416 in version 9; handoff at 432 in version 10)
 //	512  8     reclaims: participants reclaimed after dying
 //	520  8     corrupt: bad words found in the region and dropped
 //	528  8     subscriptions generation: bumped on every subscribe and unsubscribe
@@ -92,7 +93,7 @@ type header struct {
 	_          [12]byte
 	cfg        diskConfig
 	sec        sections
-	_          [80]byte
+	_          [64]byte
 	reclaims   atomic.Uint64
 	corrupt    atomic.Uint64
 	subGen     atomic.Uint64
@@ -149,6 +150,7 @@ type sections struct {
 	pins         section // placed after held in the file; last here so older offsets stay
 	bells        section // placed after patterns in the file
 	rung         section // placed after pins in the file
+	handoff      section // placed after rung in the file
 }
 
 // participantSlot is one entry of the participants table (256 bytes). The participant holds an
@@ -399,6 +401,7 @@ func computeLayout(c Config) layout {
 	place(&l.sec.held, uint64(c.Participants)*uint64(c.Held)*8)
 	place(&l.sec.pins, uint64(c.Participants)*pinWords(c.Topics)*8)
 	place(&l.sec.rung, uint64(c.Participants)*rungWords(c.Inboxes)*8)
+	place(&l.sec.handoff, uint64(c.Participants)*handoffWords*8)
 	place(&l.sec.topics, uint64(c.Topics)*(topicEntrySize+8*uint64(c.HistoryDepth)))
 	place(&l.sec.inboxes, uint64(c.Inboxes)*uint64(inboxHeaderSize))
 	place(&l.sec.patterns, uint64(c.Inboxes)*patternSize)

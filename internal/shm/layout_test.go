@@ -66,7 +66,7 @@ func TestLayoutHeader(t *testing.T) {
 		layoutField("created", unsafe.Offsetof(h.created), unsafe.Sizeof(h.created), 40, 8),
 		layoutField("creatorPID", unsafe.Offsetof(h.creatorPID), unsafe.Sizeof(h.creatorPID), 48, 4),
 		layoutField("cfg", unsafe.Offsetof(h.cfg), unsafe.Sizeof(h.cfg), 64, 96),
-		layoutField("sec", unsafe.Offsetof(h.sec), unsafe.Sizeof(h.sec), 160, 272),
+		layoutField("sec", unsafe.Offsetof(h.sec), unsafe.Sizeof(h.sec), 160, 288),
 		layoutField("reclaims", unsafe.Offsetof(h.reclaims), unsafe.Sizeof(h.reclaims), 512, 8),
 		layoutField("corrupt", unsafe.Offsetof(h.corrupt), unsafe.Sizeof(h.corrupt), 520, 8),
 		layoutField("subGen", unsafe.Offsetof(h.subGen), unsafe.Sizeof(h.subGen), 528, 8),
@@ -119,7 +119,7 @@ func TestLayoutDiskConfig(t *testing.T) {
 
 func TestLayoutSectionTable(t *testing.T) {
 	var s sections
-	checkLayoutRows(t, &s, unsafe.Sizeof(s), 272, []layoutRow{
+	checkLayoutRows(t, &s, unsafe.Sizeof(s), 288, []layoutRow{
 		layoutField("participants", unsafe.Offsetof(s.participants), unsafe.Sizeof(s.participants), 0, 16),
 		layoutField("held", unsafe.Offsetof(s.held), unsafe.Sizeof(s.held), 16, 16),
 		layoutField("topics", unsafe.Offsetof(s.topics), unsafe.Sizeof(s.topics), 32, 16),
@@ -130,6 +130,7 @@ func TestLayoutSectionTable(t *testing.T) {
 		layoutField("pins", unsafe.Offsetof(s.pins), unsafe.Sizeof(s.pins), 224, 16),
 		layoutField("bells", unsafe.Offsetof(s.bells), unsafe.Sizeof(s.bells), 240, 16),
 		layoutField("rung", unsafe.Offsetof(s.rung), unsafe.Sizeof(s.rung), 256, 16),
+		layoutField("handoff", unsafe.Offsetof(s.handoff), unsafe.Sizeof(s.handoff), 272, 16),
 	})
 	var e section
 	checkLayoutRows(t, &e, unsafe.Sizeof(e), 16, []layoutRow{
@@ -414,6 +415,7 @@ func TestLayoutSections(t *testing.T) {
 			{"held", l.sec.held, uint64(c.Participants) * uint64(c.Held) * 8},
 			{"pins", l.sec.pins, uint64(c.Participants) * ((uint64(c.Topics) + 63) / 64) * 8},
 			{"rung", l.sec.rung, uint64(c.Participants) * ((uint64(c.Inboxes) + 63) / 64) * 8},
+			{"handoff", l.sec.handoff, uint64(c.Participants) * 64},
 			{"topics", l.sec.topics, uint64(c.Topics) * (320 + 8*uint64(c.HistoryDepth))},
 			{"inboxes", l.sec.inboxes, uint64(c.Inboxes) * 640},
 			{"patterns", l.sec.patterns, uint64(c.Inboxes) * 128},
@@ -504,6 +506,8 @@ func TestLayoutRealRegion(t *testing.T) {
 		{"bells size", le.Uint64(b[408:]), lay.sec.bells.size},
 		{"rung offset", le.Uint64(b[416:]), lay.sec.rung.off},
 		{"rung size", le.Uint64(b[424:]), lay.sec.rung.size},
+		{"handoff offset", le.Uint64(b[432:]), lay.sec.handoff.off},
+		{"handoff size", le.Uint64(b[440:]), lay.sec.handoff.size},
 		{"pool 2 offset", le.Uint64(b[256+32:]), lay.sec.pools[2].off},
 		{"pool 2 size", le.Uint64(b[256+40:]), lay.sec.pools[2].size},
 		{"pool 3 offset", le.Uint64(b[256+48:]), 0},

@@ -45,6 +45,8 @@ type Participant struct {
 	// loaned is set by the participant's first loan: Detach looks for loans to end (a walk of
 	// the slots ever lent) only if there may be some.
 	loaned atomic.Bool
+	// handoffHint is the hand-off word this process's last send took (see takeHandoff).
+	handoffHint atomic.Uint32
 }
 
 func (r *Region) participantOffset(i uint32) uint64 {
@@ -179,6 +181,7 @@ func (p *Participant) Detach() (err error) {
 	p.releaseAllHeld()
 	if p.loaned.Load() {
 		p.r.endLoans(p.owner)
+		p.r.clearHandoff(p.idx) // zero unless a send ran during Detach
 	}
 	p.pinMu.Lock() // gone is set: no PinTopic sets a bit after this
 	p.r.clearPins(p.idx)

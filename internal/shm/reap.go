@@ -181,14 +181,18 @@ var testHookSweepCellsRead func()
 //     and had the same state word at this process's previous sweep.
 //  2. It then reads every place a reference can be recorded, in the order references move
 //     between them: history cells (a late joiner's reference moves from there to a held entry),
-//     ring cells (a take moves a reference from a cell to a held entry), held entries. A
+//     hand-off words (a send to one inbox moves its loan's reference through one to a cell,
+//     see handoff.go), ring cells (a take moves a reference from a cell to a held entry), held
+//     entries. A
 //     reference that moves while the sweep reads is therefore seen at least once; seeing one
 //     twice only spares a buffer. A candidate named anywhere is spared.
 //  3. It frees a remaining candidate with a compare-and-swap from the state word read in
 //     step 1, so a buffer whose count, owner or generation changed since is left alone.
 //
-// Only a take moves a reference without touching the buffer's state word, and it moves it
-// from a cell to a held entry, in the order of the reads. Every other move (a held message
+// Only a take and a hand-off move a reference without touching the buffer's state word after
+// step 1 could have seen it as a candidate: a take from a cell to a held entry, a hand-off from
+// its word to a cell (the owner is cleared after the word is written), in the order of the
+// reads. Every other move (a held message
 // delivered again or remembered in a history, then released; a history message joined) adds
 // a reference first, and the holder's release can bring the state word back to what step 1
 // read, with the reference in a record already read. Adding a reference to a buffer not on
@@ -256,6 +260,11 @@ func (r *Region) sweepRange(from, to uint64) int {
 		_, cells := r.topicEntry(t)
 		for k := range uint64(r.cfg.HistoryDepth) {
 			seen((*atomic.Uint64)(unsafe.Add(cells, k*8)).Load())
+		}
+	}
+	for i := range r.cfg.Participants {
+		for k := range handoffWords {
+			seen(r.handoffWord(i, k).Load()) // a reference on its way from a loan to a cell
 		}
 	}
 	for j := range r.inboxes {
@@ -533,8 +542,11 @@ func (r *Region) reapSlot(i uint32) ReapReport {
 		}
 	}
 
-	// 3. Its loans: the owner field of each buffer's state word is the record.
+	// 3. Its loans: the owner field of each buffer's state word is the record. Then its
+	// hand-off words: a reference it handed off and did not commit is in no record once they
+	// are zero, and the sweep frees it (see handoff.go).
 	rep.Loans = r.endLoans(owner)
+	r.clearHandoff(i)
 
 	// 4. Topic entries it claimed and never finished, and fingerprints it claimed and never
 	// published (the next claimer writes the codec name afresh).

@@ -113,7 +113,7 @@ func (p *Participant) Reply(ctx context.Context, l Loan, n int, to InboxID, corr
 	}
 	l.buf.SetMeta(Meta{Len: uint32(n), Topic: topic, Stamp: Now()})
 	l.buf.setAddress(0, corr)
-	perr := in.push(ctx, l.buf.h, l.buf.s)
+	perr := in.push(ctx, l.buf.h, l.buf.s, 0)
 	if err := l.end(); err != nil {
 		return corruptf("the header of buffer %v changed while on loan: %v", l.buf.h, err)
 	}

@@ -8,8 +8,12 @@ import (
 )
 
 // push is Push and Deliver: with ref set, a reference is added to ref's state word right
-// before each attempt to commit h, and dropped again if the attempt fails.
-func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
+// before each attempt to commit h, and dropped again if the attempt fails. With owner set as
+// well (hand-off mode, see handoff.go), ref is a loan of owner's whose only reference goes to
+// the cell: the owner is cleared right before each attempt and set again if it fails, so push
+// returns nil exactly when the loan has ended into the cell. The caller's hand-off word names
+// h throughout.
+func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader, owner uint32) error {
 	hd := in.v.hdr
 	var deadline time.Time
 	foreign := 0
@@ -32,7 +36,15 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 			if !in.isOpen() {
 				return ErrClosed
 			}
-			if ref != nil {
+			if owner != 0 {
+				step()
+				if err := in.v.r.handOff(ref, h, owner); err != nil {
+					return err
+				}
+				if testHookHandedOff != nil {
+					testHookHandedOff(h)
+				}
+			} else if ref != nil {
 				step()
 				if err := in.v.r.addRefs(ref, h, 1); err != nil {
 					return err
@@ -40,9 +52,8 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 			}
 			step()
 			if !c.CompareAndSwap(v, uint64(h)|in.parity(t)) {
-				if ref != nil {
-					step()
-					in.v.r.releaseDropped(h) // the caller's reference keeps the buffer
+				if err := in.takeBack(h, ref, owner); err != nil {
+					return err
 				}
 				continue
 			}
@@ -55,9 +66,8 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 				if hd.head.Load() > t {
 					step()
 					if c.CompareAndSwap(uint64(h)|in.parity(t), in.empty(t+in.cap)) {
-						if ref != nil {
-							step()
-							in.v.r.releaseDropped(h)
+						if err := in.takeBack(h, ref, owner); err != nil {
+							return err
 						}
 						hd.corrupt.Add(1)
 						in.v.r.hdr.corrupt.Add(1)
@@ -194,6 +204,21 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader) error {
 		in.v.countDamage(damageKey(1, v, t))
 		return errCellCorrupt
 	}
+}
+
+// takeBack undoes what push did for an attempt to commit h that failed or was taken back
+// from behind the head: in hand-off mode the reference returns to the loan; with ref set the
+// reference added for the cell is dropped (the caller's keeps the buffer).
+func (in *Inbox) takeBack(h Handle, ref *slotHeader, owner uint32) error {
+	switch {
+	case owner != 0:
+		step()
+		return in.v.r.reOwn(ref, h, owner)
+	case ref != nil:
+		step()
+		in.v.r.releaseDropped(h)
+	}
+	return nil
 }
 
 // repair replaces a scribbled value v in cell c, which must be empty for position pos, and
