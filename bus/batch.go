@@ -134,15 +134,14 @@ func (s *Subscription) ReceiveBatch(ctx context.Context, dst []Message) ([]Messa
 	if s.closed.Load() {
 		return dst[:0], &Error{Op: "receive", Name: s.pattern, Err: ErrClosed}
 	}
-	var tmp [MaxBatch]shm.Held
-	hs, err := s.b.p.TakeBatch(ctx, &s.in, s.w, tmp[:len(dst)])
+	n, err := shm.TakeBatchInto(s.b.p, ctx, &s.in, s.w, dst, messageHeld)
 	if err != nil {
 		return dst[:0], s.receiveError(err)
 	}
-	for i := range hs {
-		dst[i] = Message{s: s, h: hs[i]}
+	for i := range dst[:n] {
+		dst[i].s = s
 	}
-	return dst[:len(hs)], nil
+	return dst[:n], nil
 }
 
 // receiveError is Receive's translation of a take's error.
@@ -167,14 +166,15 @@ func ReleaseBatch(ms []Message) error {
 	var err error
 	for len(ms) > 0 {
 		k := min(len(ms), MaxBatch)
-		var tmp [MaxBatch]shm.Held
-		for i, m := range ms[:k] {
-			tmp[i] = m.h // a zero Message has a zero Held: ErrReleased
-		}
-		if shm.ReleaseBatch(tmp[:k]) != nil {
+		// In place: a zero Message has a zero Held, which gives ErrReleased.
+		if shm.ReleaseBatchOf(ms[:k], messageHeld) != nil {
 			err = ErrReleased
 		}
 		ms = ms[k:]
 	}
 	return err
 }
+
+// messageHeld is where a Message keeps its Held, for the batched forms that fill and release
+// messages in place (TakeBatchInto, ReleaseBatchOf) instead of through a copy on the stack.
+func messageHeld(m *Message) *shm.Held { return &m.h }

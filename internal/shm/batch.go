@@ -448,7 +448,17 @@ func (in *Inbox) pushRun(hs []Handle, ss []*slotHeader, owner uint32, word *atom
 // are ready without waiting. It returns the part of dst it filled; it fails only if it took
 // nothing (with Take's errors). Each message is its own held entry and is released on its own
 // (Release or ReleaseBatch). It allocates nothing.
-func (p *Participant) TakeBatch(ctx context.Context, in *Inbox, w Waiter, dst []Held) (_ []Held, err error) {
+func (p *Participant) TakeBatch(ctx context.Context, in *Inbox, w Waiter, dst []Held) ([]Held, error) {
+	n, err := TakeBatchInto(p, ctx, in, w, dst, heldSelf)
+	return dst[:n], err
+}
+
+func heldSelf(h *Held) *Held { return h }
+
+// TakeBatchInto is TakeBatch into the Held of each element of dst, which held returns: it
+// fills them in place, for a caller whose messages hold a Held among other fields, and returns
+// how many it filled.
+func TakeBatchInto[T any](p *Participant, ctx context.Context, in *Inbox, w Waiter, dst []T, held func(*T) *Held) (_ int, err error) {
 	defer unguard(guard(), &err)
 	if len(dst) > MaxBatch {
 		dst = dst[:MaxBatch]
@@ -463,7 +473,7 @@ func (p *Participant) TakeBatch(ctx context.Context, in *Inbox, w Waiter, dst []
 			if got > 0 {
 				break
 			}
-			return dst[:0], err
+			return 0, err
 		}
 		var h Handle
 		if got == 0 {
@@ -483,10 +493,10 @@ func (p *Participant) TakeBatch(ctx context.Context, in *Inbox, w Waiter, dst []
 			}
 			if errors.Is(err, ErrClosed) {
 				if derr := p.r.Check(); derr != nil { // a zeroed inbox looks closed
-					return dst[:0], derr
+					return 0, derr
 				}
 			}
-			return dst[:0], err
+			return 0, err
 		}
 		if got == 0 {
 			// Ask for the buffers of the messages this batch will take next, now, so that
@@ -501,13 +511,13 @@ func (p *Participant) TakeBatch(ctx context.Context, in *Inbox, w Waiter, dst []
 			ahead++
 		}
 		if m, ok := p.accept(in, idx, h); ok {
-			dst[got] = m
+			*held(&dst[got]) = m
 			got++
 		} else {
 			p.unreserve(idx)
 		}
 	}
-	return dst[:got], nil
+	return got, nil
 }
 
 // takeAhead is how many messages ahead of its takes a batch asks for their buffers.
@@ -550,7 +560,10 @@ func (p *Participant) reserveFrom(i uint32) (int, error) {
 // pool's allocation cursor is left on the first buffer the batch freed (Release leaves it on
 // the buffer it freed): the next LoanBatch takes the same buffers again, so a stream of
 // batches keeps a batch's worth of buffers in cache instead of walking the whole pool.
-func ReleaseBatch(hs []Held) (err error) {
+func ReleaseBatch(hs []Held) error { return ReleaseBatchOf(hs, heldSelf) }
+
+// ReleaseBatchOf is ReleaseBatch of the Held of each element of ms, which held returns.
+func ReleaseBatchOf[T any](ms []T, held func(*T) *Held) (err error) {
 	defer unguard(guard(), &err)
 	var last *pool
 	freed := 0
@@ -562,15 +575,16 @@ func ReleaseBatch(hs []Held) (err error) {
 		}
 	}
 	// Ask for every buffer's header line first: each release is a compare-and-swap on it,
-	// which waits for the line, and a publisher looking for free buffers may have read it
-	// since the take. Asked for together, the lines travel together.
-	for i := range hs {
-		if hs[i].p != nil {
-			prefetchWrite(unsafe.Pointer(hs[i].buf.s))
+	// which waits for the line, and another process (a publisher looking for free buffers,
+	// the hardware's prefetcher on its behalf) may have read it since the take. Asked for
+	// together, the lines travel together.
+	for i := range ms {
+		if m := held(&ms[i]); m.p != nil {
+			prefetchWrite(unsafe.Pointer(m.buf.s))
 		}
 	}
-	for i := range hs {
-		m := &hs[i]
+	for i := range ms {
+		m := held(&ms[i])
 		if m.p == nil {
 			err = ErrReleased
 			continue
