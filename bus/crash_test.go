@@ -83,7 +83,9 @@ func TestKilledSubscriberIsReclaimed(t *testing.T) {
 
 // roleFanOutVictim publishes one message on OFFQ_TOPIC and says "mid" just before the push
 // to the second subscription. With OFFQ_MID=stop it stops there to be killed; otherwise it goes
-// on into that push (which blocks on a full queue) and is killed while it waits.
+// on into that push (which blocks on a full queue) and is killed while it waits. With
+// OFFQ_MID=handoff (one subscription) it says "mid" and stops between handing its loan's
+// reference off and committing the cell.
 func roleFanOutVictim(c *peer.Child) error {
 	b, err := Open("crash", WithDir(os.Getenv("OFFQ_DIR")), WithName("victim"), WithReapInterval(0))
 	if err != nil {
@@ -92,6 +94,13 @@ func roleFanOutVictim(c *peer.Child) error {
 	pub, err := b.Publisher(os.Getenv("OFFQ_TOPIC"))
 	if err != nil {
 		return err
+	}
+	if os.Getenv("OFFQ_MID") == "handoff" {
+		shm.SetTestHookHandedOff(func() {
+			c.Send("mid")
+			<-c.Context().Done() // killed before this
+		})
+		return pub.Publish(c.Context(), []byte("handed-off"))
 	}
 	stop := os.Getenv("OFFQ_MID") == "stop"
 	shm.SetTestHookFanOut(func(i int) {
@@ -245,25 +254,6 @@ func TestPublisherKilledWhileBlocked(t *testing.T) {
 	}
 }
 
-// roleHandoffVictim publishes one message on OFFQ_TOPIC (one subscription: a hand-off) and
-// says "mid" between handing its loan's reference off and committing the cell, then waits
-// there to be killed.
-func roleHandoffVictim(c *peer.Child) error {
-	b, err := Open("crash", WithDir(os.Getenv("OFFQ_DIR")), WithName("victim"), WithReapInterval(0))
-	if err != nil {
-		return err
-	}
-	pub, err := b.Publisher(os.Getenv("OFFQ_TOPIC"))
-	if err != nil {
-		return err
-	}
-	shm.SetTestHookHandedOff(func() {
-		c.Send("mid")
-		<-c.Context().Done() // killed before this
-	})
-	return pub.Publish(c.Context(), []byte("handed-off"))
-}
-
 // TestPublisherKilledMidHandoff: a publisher sending to one subscription is killed after its
 // loan's reference left the loan for the cell and before the cell committed it. The reaper
 // finds no loan (the owner is cleared) and zeroes the victim's hand-off word; the reference is
@@ -282,7 +272,7 @@ func TestPublisherKilledMidHandoff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	victim := peer.Start(t, "handoff-victim", "OFFQ_DIR="+dir, "OFFQ_TOPIC=crash.handoff")
+	victim := peer.Start(t, "fanout-victim", "OFFQ_DIR="+dir, "OFFQ_TOPIC=crash.handoff", "OFFQ_MID=handoff")
 	if _, err := victim.Expect("mid", time.Minute); err != nil {
 		t.Fatal(err)
 	}

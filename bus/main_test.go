@@ -18,7 +18,6 @@ func TestMain(m *testing.M) {
 		"chaos-pub":        roleChaosPub,
 		"chaos-sub":        roleChaosSub,
 		"fanout-victim":    roleFanOutVictim,
-		"handoff-victim":   roleHandoffVictim,
 		"fault-publish":    roleFaultPublish,
 		"fault-lookup":     roleFaultLookup,
 		"fault-open":       roleFaultOpen,

@@ -80,13 +80,8 @@ func (r *Region) handOff(s *slotHeader, h Handle, owner uint32) error {
 	}
 	for {
 		v := s.state.Load()
-		switch {
-		case stateGen(v) != h.gen():
-			return errHandleStale
-		case stateRefs(v) == 0:
-			return errHandleFree
-		case stateOwner(v) != owner:
-			return errHandleOwner
+		if err := checkOwner(v, h, owner); err != nil {
+			return err
 		}
 		if s.state.CompareAndSwap(v, v&^ownerMask) {
 			return nil
@@ -101,13 +96,8 @@ func (r *Region) handOff(s *slotHeader, h Handle, owner uint32) error {
 func (r *Region) reOwn(s *slotHeader, h Handle, owner uint32) error {
 	for {
 		v := s.state.Load()
-		switch {
-		case stateGen(v) != h.gen():
-			return errHandleStale
-		case stateRefs(v) == 0:
-			return errHandleFree
-		case stateOwner(v) != 0:
-			return errHandleOwner
+		if err := checkOwner(v, h, 0); err != nil {
+			return err
 		}
 		if s.state.CompareAndSwap(v, v|uint64(owner)<<ownerShift) {
 			return nil

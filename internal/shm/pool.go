@@ -385,6 +385,20 @@ func (r *Region) drop(h Handle) (_ *pool, _ uint32, freed bool, _ error) {
 	}
 }
 
+// checkOwner says why state word v is not buffer h's with owner owner (0: handed over), or
+// returns nil if it is.
+func checkOwner(v uint64, h Handle, owner uint32) error {
+	switch {
+	case stateGen(v) != h.gen():
+		return errHandleStale
+	case stateRefs(v) == 0:
+		return errHandleFree
+	case stateOwner(v) != owner:
+		return errHandleOwner
+	}
+	return nil
+}
+
 // unloan drops the loan reference held by owner: clears the owner and drops one reference in
 // one compare-and-swap, so it happens exactly once even if a reaper races the owner.
 func (r *Region) unloan(owner uint32, h Handle) error {
@@ -394,13 +408,8 @@ func (r *Region) unloan(owner uint32, h Handle) error {
 	}
 	for {
 		v := s.state.Load()
-		switch {
-		case stateGen(v) != h.gen():
-			return errHandleStale
-		case stateRefs(v) == 0:
-			return errHandleFree
-		case stateOwner(v) != owner:
-			return errHandleOwner
+		if err := checkOwner(v, h, owner); err != nil {
+			return err
 		}
 		nv := v&^ownerMask - 1
 		if s.state.CompareAndSwap(v, nv) {
