@@ -165,3 +165,25 @@ func TestHandoffWordsAllTaken(t *testing.T) {
 	g.r.clearHandoff(g.p.idx)
 	assertNoneAllocated(t, g.r)
 }
+
+// A hand-off word left set (only a scribble can leave one: sends give theirs back, Detach and
+// reapers zero them) would stay taken for good; the next participant of the slot starts with
+// its words zero.
+func TestHandoffWordsZeroForANewParticipant(t *testing.T) {
+	r := newUnitRegion(t, inboxConfig())
+	p := attachUnit(t, r, "first")
+	idx := p.idx
+	r.handoffWord(idx, 3).Store(0xdead)
+	if err := p.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	q := attachUnit(t, r, "second")
+	if q.idx != idx {
+		t.Fatalf("the second participant took slot %d, not the freed %d", q.idx, idx)
+	}
+	for k := range handoffWords {
+		if w := r.handoffWord(idx, k).Load(); w != 0 {
+			t.Fatalf("hand-off word %d of the new participant is %#x", k, w)
+		}
+	}
+}

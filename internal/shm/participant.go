@@ -137,7 +137,8 @@ func (r *Region) claimSlot(lf int, name string) (_ *Participant, err error) {
 		s.name = [32]byte{}
 		copy(s.name[:], truncateUTF8(name, len(s.name)))
 		held := r.newHeldList(i)
-		r.clearPins(i) // a reaper or Detach cleared it; a scribble may not have been
+		r.clearPins(i)    // a reaper or Detach cleared it; a scribble may not have been
+		r.clearHandoff(i) // likewise: a word left set would stay taken
 		r.attached++
 		r.owners = append(r.owners, i+1)
 		p := &Participant{r: r, idx: i, owner: i + 1, slot: s, lockfd: lf, lkoff: off, held: held,

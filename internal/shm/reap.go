@@ -324,6 +324,9 @@ func (r *Region) audit(recount bool) ReapReport {
 	rep := ReapReport{Audited: true}
 	r.hdr.unrecorded.Store(0)
 	for i := range r.cfg.Participants {
+		r.clearHandoff(i) // nobody is sending: a word still set was scribbled
+	}
+	for i := range r.cfg.Participants {
 		s := (*participantSlot)(r.at(r.participantOffset(i)))
 		if s.state.Load()&0xff != partFree {
 			rep.Add(r.reapSlot(i))
