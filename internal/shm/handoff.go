@@ -38,7 +38,8 @@ import (
 // word taken (as many sends at once in one process) a send uses the classic path. A reaper
 // zeroes a dead participant's words after ending its loans: a reference it handed off and had
 // not committed is then in no record, and the sweep frees it, as it does a reference a
-// publisher killed between adding it and committing the cell leaves.
+// publisher killed between adding it and committing the cell leaves. Detach, a new
+// participant's attach and an audit zero words too (only a scribble leaves one set).
 
 // handoffWords is the number of hand-off words of a participant: one cache line.
 const handoffWords = 8
