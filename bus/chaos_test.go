@@ -230,7 +230,13 @@ func TestChaos(t *testing.T) {
 		{role: "chaos-pub", env: []string{"OFFQ_TOPIC=chaos.b", "OFFQ_HISTORY=1"}},
 		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=chaos.a"}},
 		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=chaos.*", "OFFQ_BATCH=1"}},
-		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=>"}},
+		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=chaos.>"}},
+		// One subscriber each: the publishers hand their loans' references to the cells
+		// (the hand-off), single and batched.
+		{role: "chaos-pub", env: []string{"OFFQ_TOPIC=solo.a"}},
+		{role: "chaos-pub", env: []string{"OFFQ_TOPIC=solo.b", "OFFQ_BATCH=1"}},
+		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=solo.a"}},
+		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=solo.b", "OFFQ_BATCH=1"}},
 	}
 	// The observer stays attached throughout, so no reap while the test runs can audit: what
 	// the pools hold at the end, once it has reaped, is what reaping alone left.
