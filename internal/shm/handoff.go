@@ -33,6 +33,11 @@ import (
 // targets does. A push in hand-off mode therefore returns nil exactly when the reference went
 // to the cell and the loan is over; on any error the loan is still the caller's to end.
 //
+// The word's store must be seen before the owner is cleared: a batch rewrites its word with
+// storeRelease before each hand-off, and the hand-off is a compare-and-swap, a locked
+// instruction that on amd64 drains the store buffer first (elsewhere storeRelease is an atomic
+// store). Loads in between (a push reads the tail and the cell) do not matter.
+//
 // A participant has handoffWords words (one cache line, written only by its own process) and
 // a sender takes a free one with a compare-and-swap from 0 to its first handle; with every
 // word taken (as many sends at once in one process) a send uses the classic path. A reaper
