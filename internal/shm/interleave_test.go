@@ -1976,3 +1976,13 @@ func TestInterleaveReproWedged(t *testing.T) {
 func TestInterleaveReproScribbleStrands(t *testing.T) {
 	ilRepro(t, "newest/scribble-empty-other-position:4482:24:0*8 3*1 0*2 1*9 2*9 3*2 1*4 2*1 0*5 2*1")
 }
+
+// A wrong-lap handle scribbled into the cell of a position that a producer has committed (its
+// tail move pending) and a consumer has taken (its head move pending): a producer, or a taker
+// skipping the damage, made the cell ready for that position again and filled it, and the
+// consumer's head move left the message behind the head. Such a cell is now marked done.
+func TestInterleaveReproWrongLapBehindHead(t *testing.T) {
+	ilRepro(t, "oldest/scribble-wrong-lap-handle:43457:24:3*1 1*7 2*1 0*13 2*4 0*10 2*10 0*12 2*7 0*20 2*10 3*2 1*1")
+	ilRepro(t, "oldest/handoff-scribble-wrong-lap-handle:84598:24:1*7 2*4 3*1 2*8 1*10 0*6 2*19 0*21 2*24 3*2 1*1")
+	ilRepro(t, "oldest/handoff-scribble-wrong-lap-handle:76284:24:1*3 2*4 1*14 2*26 0*2 2*2 3*1 0*4 2*10 3*2 1*17 2*1")
+}

@@ -186,7 +186,18 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader, owner uint
 			return ErrClosed
 		}
 		if prevGone { // the head was past t-capacity before the cell was read again
-			if in.repair(c, v, t) {
+			// With the head at t, position t may already be done: filled by a producer that
+			// has not moved the tail yet, and taken by a consumer that has not moved the
+			// head yet, before the scribble. Made empty for t, it would be filled again and
+			// the consumer's head move would then leave that message behind the head, where
+			// nobody takes it. So mark it done instead (empty for the next lap): everyone
+			// passes it. Nothing is lost that the scribble had not destroyed already; a
+			// position never filled is skipped.
+			pos := t
+			if hn == t {
+				pos = t + in.cap
+			}
+			if in.repair(c, v, pos) {
 				if repairs++; repairs > in.maxRepairs() {
 					return in.wrecked()
 				}

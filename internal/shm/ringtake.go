@@ -289,13 +289,22 @@ func (in *Inbox) finishClaim(c *atomic.Uint64, v, pos uint64) {
 }
 
 // skip deals with a scribbled value v in the head's cell c: it is dropped and counted. If the
-// ring is otherwise empty the cell becomes empty for h0; if not, the message at h0 was
-// destroyed and the head moves past it.
+// ring is otherwise empty the cell becomes empty for h0 (with the tail at h0: done, empty for
+// the next lap, see below); if not, the message at h0 was destroyed and the head moves past it.
 func (in *Inbox) skip(c *atomic.Uint64, v, h0 uint64) {
 	hd := in.v.hdr
 	step()
-	if hd.tail.Load() <= h0 {
-		in.repair(c, v, h0)
+	if t := hd.tail.Load(); t <= h0 {
+		// Nothing committed at h0 as far as the tail says: make the cell ready for it. But
+		// with the tail at h0, h0 may be done already (filled by a producer that has not
+		// moved the tail, taken by a consumer that has not moved the head, then scribbled):
+		// made ready for h0, it would be filled again behind the head that consumer is about
+		// to move. Mark it done instead; a position never filled is skipped (see push).
+		pos := h0
+		if t == h0 {
+			pos = h0 + in.cap
+		}
+		in.repair(c, v, pos)
 		return
 	}
 	step()
