@@ -229,9 +229,15 @@ func wakeConsumer(v *inboxView) {
 // head moves. It rings the bell of each participant with a producer waiting.
 func wakeProducers(v *inboxView) {
 	if waiters(v.hdr.spaceWaiters.Load()) != 0 {
+		if testHookWakeProducers != nil {
+			testHookWakeProducers()
+		}
 		v.ringSpaceBells()
 	}
 }
+
+// testHookWakeProducers, if set, runs when a wake-up of producers waiting for room finds some.
+var testHookWakeProducers func()
 
 // wakeAll wakes every sleeper on the inbox whether announced or not: called when the inbox
 // closes or is reclaimed, so that nobody sleeps on an entry that is gone.

@@ -70,7 +70,9 @@ func (in *Inbox) takeAs(w *atomic.Uint64, idx uint64, quick bool) (Handle, bool,
 						continue
 					}
 					step()
-					hd.head.CompareAndSwap(h0, h0+1)
+					if hd.head.CompareAndSwap(h0, h0+1) {
+						wakeProducers(in.v)
+					}
 					continue
 				}
 				if !in.isOpen() {
@@ -178,7 +180,9 @@ func (in *Inbox) takeAs(w *atomic.Uint64, idx uint64, quick bool) (Handle, bool,
 			in.skip(c, v, h0)
 			continue
 		case v == in.empty(h0+in.cap):
-			hd.head.CompareAndSwap(h0, h0+1)
+			if hd.head.CompareAndSwap(h0, h0+1) {
+				wakeProducers(in.v) // room, if the take that emptied the cell did not say so
+			}
 			continue
 		case v&parityBit == 0 && v&cellGenBits != in.tag:
 			if !in.isOpen() {
@@ -313,6 +317,8 @@ func (in *Inbox) skip(c *atomic.Uint64, v, h0 uint64) {
 		hd.skipped.Add(1)
 		in.v.r.hdr.corrupt.Add(1)
 		step()
-		hd.head.CompareAndSwap(h0, h0+1)
+		if hd.head.CompareAndSwap(h0, h0+1) {
+			wakeProducers(in.v) // the skip made room: a Block producer may be asleep on it
+		}
 	}
 }
