@@ -177,10 +177,14 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 		hs[i], ss[i] = l.buf.h, l.buf.s
 	}
 	k := len(loans)
+	// One target and no history: each loan's reference goes to its cell (handoff.go), if a
+	// hand-off word is free; then outcomes says which loans ended into their cells.
+	var owner uint32
+	var w *atomic.Uint64
 	if len(to) == 1 && t.depth == 0 {
-		// One target and no history: each loan's reference goes to its cell (handoff.go).
-		if w := p.takeHandoff(hs[0]); w != nil {
-			return t.sendHandedOff(ctx, loans, hs[:k], ss[:k], to[0], w)
+		if w = p.takeHandoff(hs[0]); w != nil {
+			defer giveHandoff(w)
+			owner = p.owner
 		}
 	}
 	for i := range to {
@@ -188,20 +192,22 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 			testHookFanOut(i)
 		}
 		var errs []error
-		if to[i].group {
-			errs = outcomes[:k] // to count what a member that left was not given
+		if to[i].group || owner != 0 {
+			errs = outcomes[:k] // to count what a member that left was not given; which loans ended
 		}
-		if err := to[i].pushBatch(ctx, hs[:k], ss[:k], errs, 0, nil); err != nil {
+		if err := to[i].pushBatch(ctx, hs[:k], ss[:k], errs, owner, w); err != nil {
 			if errors.Is(err, ErrBadHandle) {
 				for j := range loans {
-					loans[j].end()
+					if owner == 0 || outcomes[j] != nil { // not ended into its cell
+						loans[j].end()
+					}
 				}
 				return res, corruptf("a buffer's header changed while on loan: %v", err)
 			}
 			if errors.Is(err, ErrClosed) {
 				res.Closed++
 				for _, e := range errs {
-					if errors.Is(e, ErrClosed) {
+					if to[i].group && errors.Is(e, ErrClosed) {
 						t.e.groupDropped.Add(1) // as send: the member left after it was chosen
 					}
 				}
@@ -216,42 +222,14 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 	}
 	var bad error
 	for i := range loans {
+		if owner != 0 && outcomes[i] == nil {
+			continue // ended into its cell
+		}
 		if err := loans[i].end(); err != nil && bad == nil {
 			bad = corruptf("the header of buffer %v changed while on loan: %v", loans[i].buf.h, err)
 		}
 	}
 	return res, bad
-}
-
-// sendHandedOff is SendBatch to one inbox, in hand-off mode with hand-off word w: the loans
-// delivered have ended into their cells; the others are ended here.
-func (t Topic) sendHandedOff(ctx context.Context, loans []Loan, hs []Handle, ss []*slotHeader, to Inbox, w *atomic.Uint64) (res SendResult, err error) {
-	if testHookFanOut != nil {
-		testHookFanOut(0)
-	}
-	var outcomes [MaxBatch]error
-	errs := outcomes[:len(loans)]
-	perr := to.pushBatch(ctx, hs, ss, errs, loans[0].p.owner, w)
-	giveHandoff(w)
-	if errors.Is(perr, ErrClosed) {
-		res.Closed++
-	}
-	for i := range loans {
-		e := errs[i]
-		if e == nil {
-			continue // ended into its cell
-		}
-		if errors.Is(e, ErrClosed) && to.group {
-			t.e.groupDropped.Add(1)
-		}
-		if errors.Is(e, ErrBadHandle) && err == nil {
-			err = corruptf("a buffer's header changed while on loan: %v", e)
-		}
-		if lerr := loans[i].end(); lerr != nil && err == nil {
-			err = corruptf("the header of buffer %v changed while on loan: %v", loans[i].buf.h, lerr)
-		}
-	}
-	return res, err
 }
 
 // handleSet is a small set of handles on the stack (open addressing), for finding a loan

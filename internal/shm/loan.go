@@ -138,40 +138,20 @@ func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo Inbo
 	if replyTo != 0 || corr != 0 {
 		l.buf.setAddress(replyTo, corr)
 	}
+	// One target and no history: the loan's reference goes to the cell (handoff.go), if a
+	// hand-off word is free; then a delivery ends the loan.
+	var owner uint32
 	if len(to) == 1 && t.depth == 0 {
-		// One target and no history: the loan's reference goes to the cell (handoff.go).
 		if w := l.p.takeHandoff(l.buf.h); w != nil {
-			if testHookFanOut != nil {
-				testHookFanOut(0)
-			}
-			err := to[0].push(ctx, l.buf.h, l.buf.s, l.p.owner)
-			giveHandoff(w)
-			if err == nil {
-				t.countBytes(n)
-				return res, nil // the loan ended into the cell
-			}
-			t.countBytes(n) // its sequence number was taken
-			if errors.Is(err, ErrBadHandle) {
-				l.end()
-				return res, corruptf("the header of buffer %v changed while on loan: %v", l.buf.h, err)
-			}
-			if errors.Is(err, ErrClosed) {
-				res.Closed++
-				if to[0].group {
-					t.e.groupDropped.Add(1)
-				}
-			}
-			if err := l.end(); err != nil {
-				return res, corruptf("the header of buffer %v changed while on loan: %v", l.buf.h, err)
-			}
-			return res, nil
+			defer giveHandoff(w)
+			owner = l.p.owner
 		}
 	}
 	for i := range to {
 		if testHookFanOut != nil {
 			testHookFanOut(i)
 		}
-		if err := to[i].push(ctx, l.buf.h, l.buf.s, 0); err != nil {
+		if err := to[i].push(ctx, l.buf.h, l.buf.s, owner); err != nil {
 			if errors.Is(err, ErrBadHandle) {
 				// Our own buffer's state word is not what we allocated: scribbled.
 				t.countBytes(n) // its sequence number was taken
@@ -184,6 +164,9 @@ func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo Inbo
 					t.e.groupDropped.Add(1) // the member left after it was chosen
 				}
 			}
+		} else if owner != 0 {
+			t.countBytes(n)
+			return res, nil // the loan ended into the cell
 		}
 	}
 	t.countBytes(n)
