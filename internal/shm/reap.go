@@ -183,17 +183,16 @@ var testHookSweepCellsRead func()
 //     between them: history cells (a late joiner's reference moves from there to a held entry),
 //     hand-off words (a send to one inbox moves its loan's reference through one to a cell,
 //     see handoff.go), ring cells (a take moves a reference from a cell to a held entry), held
-//     entries. A
-//     reference that moves while the sweep reads is therefore seen at least once; seeing one
-//     twice only spares a buffer. A candidate named anywhere is spared.
+//     entries. A reference that moves while the sweep reads is therefore seen at least once;
+//     seeing one twice only spares a buffer. A candidate named anywhere is spared.
 //  3. It frees a remaining candidate with a compare-and-swap from the state word read in
 //     step 1, so a buffer whose count, owner or generation changed since is left alone.
 //
 // Only a take and a hand-off move a reference without touching the buffer's state word after
 // step 1 could have seen it as a candidate: a take from a cell to a held entry, a hand-off from
 // its word to a cell (the owner is cleared after the word is written), in the order of the
-// reads. Every other move (a held message
-// delivered again or remembered in a history, then released; a history message joined) adds
+// reads. Every other move (a held message delivered again or remembered in a history, then
+// released; a history message joined) adds
 // a reference first, and the holder's release can bring the state word back to what step 1
 // read, with the reference in a record already read. Adding a reference to a buffer not on
 // loan therefore bumps the region's moves counter first; the sweep reads it before step 1 and
