@@ -443,7 +443,6 @@ func TakeBatchInto[T any](p *Participant, ctx context.Context, in *Inbox, w Wait
 	}
 	got := 0
 	from := p.held.hint.Load()
-	var ahead uint64 // the next position whose buffer to ask for
 	for got < len(dst) {
 		idx, err := p.reserveFrom(from)
 		from = uint32(idx) + 1
@@ -476,18 +475,6 @@ func TakeBatchInto[T any](p *Participant, ctx context.Context, in *Inbox, w Wait
 			}
 			return 0, err
 		}
-		if got == 0 {
-			// Ask for the buffers of the messages this batch will take next, now, so that
-			// their lines travel together instead of one per take (see prefetchBuffer).
-			ahead = in.v.hdr.head.Load()
-			for d := range min(uint64(len(dst))-1, takeAhead) {
-				in.prefetchBuffer(ahead + d)
-			}
-			ahead += takeAhead
-		} else if got+takeAhead < len(dst) {
-			in.prefetchBuffer(ahead)
-			ahead++
-		}
 		if m, ok := p.accept(in, idx, h); ok {
 			*held(&dst[got]) = m
 			got++
@@ -496,24 +483,6 @@ func TakeBatchInto[T any](p *Participant, ctx context.Context, in *Inbox, w Wait
 		}
 	}
 	return got, nil
-}
-
-// takeAhead is how many messages ahead of its takes a batch asks for their buffers.
-const takeAhead = 16
-
-// prefetchBuffer asks for the first line of the buffer named by the cell at position pos, if
-// the cell holds a handle that decodes, exclusive (the release writes the header). Each take
-// reads its buffer's header, and the locked instructions of the next take wait for that read:
-// without the request made ahead, a batch paid one line transfer per message in turn. The
-// cell may change at any moment: the request is a hint, changes no state and orders nothing.
-func (in *Inbox) prefetchBuffer(pos uint64) {
-	v := in.cell(pos).Load()
-	if v&markBit != 0 {
-		return
-	}
-	if _, s, _, err := in.v.r.decode(Handle(v &^ parityBit)); err == nil {
-		prefetchWrite(unsafe.Pointer(s))
-	}
 }
 
 // reserveFrom is reserve starting its search at entry i: a batch goes on from the entry
