@@ -144,11 +144,13 @@
 // WithBlockLimit). Every drop is counted in shared memory (Subscription.Stats, and the
 // metrics exporter). Buffers are the other limit: Loan and Publish fail fast with
 // ErrPoolExhausted when no buffer of a fitting size class is free; size the pools (Config)
-// for the messages in flight, queued and held. A failing Loan reads 64 buffers' state and the
-// pool's counters, not every buffer, so its cost does not grow with the pool (about half a
-// microsecond in one process, BenchmarkLoanExhausted in internal/shm) and a publisher may
-// retry; once a second a failing Loan reads the whole pool, in case the counters missed a free
-// (a process killed while releasing).
+// for the messages in flight, queued and held. A failing Loan reads at most 64 buffers' state
+// and the pool's counters (once the process has found the pool exhausted, the counters only:
+// the buffers near its cursor are those the subscribers are about to release), not every
+// buffer, so its cost does not grow with the pool (about half a microsecond in one process,
+// BenchmarkLoanExhausted in internal/shm) and a publisher may retry; once a second a failing
+// Loan reads the whole pool, in case the counters missed a free (a process killed while
+// releasing).
 //
 // # Waiting
 //
