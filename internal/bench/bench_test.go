@@ -142,6 +142,7 @@ func TestStreamConfigTakesWholeBatches(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { b.Close() })
 		sub, err := b.Subscribe(topicStream, bus.WithoutHistory())
 		if err != nil {
 			t.Fatal(err)
@@ -165,6 +166,5 @@ func TestStreamConfigTakesWholeBatches(t *testing.T) {
 		}
 		bus.ReleaseBatch(ms)
 		cancel()
-		b.Close()
 	}
 }
