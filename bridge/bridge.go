@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"strconv"
@@ -89,7 +90,7 @@ type topicSeq struct {
 type Stats struct {
 	Forwarded   uint64 // local messages published to NATS
 	Imported    uint64 // NATS messages published on the local bus
-	Dropped     uint64 // messages lost: local queue overflow, NATS refusal, slow consumer, local refusal
+	Dropped     uint64 // messages lost: local queue overflow, NATS refusal, slow consumer, local refusal, a reply too large for the bus
 	Mismatched  uint64 // imported messages refused because their type differs from the local topic's
 	Looped      uint64 // messages not forwarded because this bridge imported them (or sent them)
 	Reconnects  uint64 // NATS reconnections
@@ -587,7 +588,16 @@ func (br *Bridge) exportRequest(topic string, msg *nats.Msg, addr bus.ReplyAddre
 		}
 		br.forwarded.Add(1)
 		if err := addr.Respond(br.ctx, reply.Data); err != nil {
-			br.log.Debug("reply not delivered", zap.String("topic", topic), zap.Error(err))
+			// The local requester gets no reply and times out: count the loss, and say why
+			// when the cause is the remote responder's (a reply larger than any buffer of
+			// this bus), not the requester's going away or the bridge's closing.
+			br.dropped.Add(1)
+			if errors.Is(err, bus.ErrTooLarge) {
+				br.log.Warn("reply from NATS too large for the bus: the local requester will time out",
+					zap.String("topic", topic), zap.Int("bytes", len(reply.Data)), zap.Int("max", br.b.MaxMessageSize()))
+			} else {
+				br.log.Debug("reply not delivered", zap.String("topic", topic), zap.Error(err))
+			}
 			return
 		}
 		br.imported.Add(1)

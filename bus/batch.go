@@ -166,14 +166,36 @@ func (s *Subscription) receiveError(err error) error {
 
 // ReleaseBatch releases each of ms as Release does, counting the buffers freed once per size
 // class and batch of MaxBatch instead of once per message. It releases every message it can
-// and returns ErrReleased if one of them was released already. It allocates nothing.
+// and returns ErrReleased if one of them was released already; for messages of a Bus that is
+// closed it touches none of them and returns Release's error (ErrReleased and ErrClosed). It
+// allocates nothing.
 func ReleaseBatch(ms []Message) error {
 	var err error
 	for len(ms) > 0 {
-		k := min(len(ms), MaxBatch)
-		// In place: a zero Message has a zero Held, which gives ErrReleased.
-		if shm.ReleaseBatchOf(ms[:k], messageHeld) != nil {
-			err = ErrReleased
+		// One call releases a run of messages of one Bus (zero Messages, which give
+		// ErrReleased, go with any), under that Bus's use gate (see Message.Release).
+		var s *Subscription
+		k := 0
+		for ; k < len(ms) && k < MaxBatch; k++ {
+			if t := ms[k].s; t != nil {
+				if s == nil {
+					s = t
+				} else if t.b != s.b {
+					break
+				}
+			}
+		}
+		switch {
+		case s == nil:
+			err = ErrReleased // zero Messages only
+		case !s.b.enter(s.stripe):
+			err = &Error{Op: "release", Name: s.pattern, Err: errReleasedByClose}
+		default:
+			// In place: a zero Message has a zero Held, which gives ErrReleased.
+			if shm.ReleaseBatchOf(ms[:k], messageHeld) != nil && err == nil {
+				err = ErrReleased
+			}
+			s.b.exit(s.stripe)
 		}
 		ms = ms[k:]
 	}

@@ -99,8 +99,12 @@
 // most Config.Held messages at once (ErrHeldFull).
 //
 // Bus.Close releases everything the process holds and removes its subscriptions. If messages
-// were still held it keeps the region mapped, so a late read sees stale bytes instead of
-// faulting.
+// were still held it keeps the region mapped, so a late read of Data sees stale bytes instead
+// of faulting. Close waits for the calls under way on the Bus's objects (a Send, a Receive, a
+// Release, a Read, a reply, a Subscription or Publisher closing at the same time) before it
+// detaches, and every such call made after it fails with ErrClosed (a Release: ErrReleased
+// and ErrClosed) without touching the region, which may be unmapped by then. Closing a Bus
+// from inside a Read callback would wait for itself.
 //
 // # Batches
 //

@@ -30,7 +30,7 @@ func (m Message) Topic() string {
 	if m.s == nil {
 		return ""
 	}
-	return m.s.b.topicName(m.h.Meta().Topic)
+	return m.s.b.topicName(m.h.Meta().Topic, m.s.stripe)
 }
 
 // Seq returns the message's sequence number on its topic (1, 2, ... across all publishers).
@@ -66,7 +66,12 @@ func (m Message) TypeName() string {
 	if m.s == nil {
 		return ""
 	}
-	name, _ := m.s.b.r.TopicTypeName(int(m.h.Meta().Topic))
+	b := m.s.b
+	if !b.enter(m.s.stripe) {
+		return ""
+	}
+	defer b.exit(m.s.stripe)
+	name, _ := b.r.TopicTypeName(int(m.h.Meta().Topic))
 	return name
 }
 
@@ -95,19 +100,36 @@ func (m Message) Clone() []byte {
 // was truncated under the message (by a faulty or hostile process), Read returns an error
 // wrapping ErrCorrupt instead of the process dying of SIGBUS. Tools that print what others
 // published use it; fn runs on the calling goroutine, so a writer it calls is covered too.
+// Bus.Close waits for a Read under way (so fn must not close the Bus); after it, Read fails
+// with ErrClosed.
 func (m Message) Read(fn func(data []byte) error) error {
 	if m.s == nil {
 		return ErrReleased
 	}
+	b := m.s.b
+	if !b.enter(m.s.stripe) {
+		return b.closedError("read", m.s.pattern)
+	}
+	defer b.exit(m.s.stripe)
 	return m.h.Read(fn)
 }
 
 // Release gives the message back. When every subscriber has released it (and the topic's
 // history no longer keeps it), the buffer returns to its pool. Release of a message already
-// released returns ErrReleased and changes nothing.
+// released returns ErrReleased and changes nothing. Bus.Close releases every message still
+// held: a Release after it (or while it runs) returns an error wrapping both ErrReleased and
+// ErrClosed, and touches nothing; Close waits for a Release under way before it detaches.
 func (m Message) Release() error {
 	if m.s == nil {
 		return ErrReleased
+	}
+	b := m.s.b
+	if !b.enter(m.s.stripe) {
+		return &Error{Op: "release", Name: m.s.pattern, Err: errReleasedByClose}
+	}
+	defer b.exit(m.s.stripe)
+	if testHookInUse != nil {
+		testHookInUse("release")
 	}
 	return m.h.Release()
 }

@@ -39,9 +39,10 @@ type Publisher struct {
 
 // Publisher returns a publisher for topic, a concrete topic name (no wildcards).
 func (b *Bus) Publisher(topic string, opts ...PublisherOption) (*Publisher, error) {
-	if b.closed.Load() {
+	if !b.enter(0) {
 		return nil, &Error{Op: "publisher", Name: topic, Err: ErrClosed}
 	}
+	defer b.exit(0)
 	o := defaultPubOptions()
 	for _, opt := range opts {
 		if err := opt.applyPub(&o); err != nil {
@@ -68,8 +69,14 @@ func (b *Bus) Publisher(topic string, opts ...PublisherOption) (*Publisher, erro
 func (p *Publisher) Topic() string { return p.name }
 
 // Published returns the topic's last sequence number: how many messages were published on it,
-// by every publisher in every process.
-func (p *Publisher) Published() uint64 { return p.topic.Published() }
+// by every publisher in every process (0 once the Bus is closed).
+func (p *Publisher) Published() uint64 {
+	if !p.b.enter(0) {
+		return 0
+	}
+	defer p.b.exit(0)
+	return p.topic.Published()
+}
 
 // HistoryDepth returns how many of the topic's last messages it keeps for subscribers that
 // join later. The first publisher of the topic on the bus fixed it (WithHistory); a later
@@ -78,6 +85,10 @@ func (p *Publisher) HistoryDepth() int { return p.topic.HistoryDepth() }
 
 // Codec returns the codec name and type fingerprint recorded on the topic ("" and 0 if none).
 func (p *Publisher) Codec() (name string, fingerprint uint64) {
+	if !p.b.enter(0) {
+		return "", 0
+	}
+	defer p.b.exit(0)
 	fp, c := p.topic.Fingerprint()
 	return c, fp
 }
@@ -90,6 +101,10 @@ func (p *Publisher) ClaimCodec(name string, fingerprint uint64, typeName string)
 	if fingerprint == 0 {
 		return nil
 	}
+	if !p.b.enter(0) {
+		return p.b.closedError("claim codec", p.name)
+	}
+	defer p.b.exit(0)
 	ok, err := p.topic.SetFingerprint(fingerprint, name, typeName)
 	if err != nil {
 		return &Error{Op: "claim codec", Name: p.name, Err: err}
@@ -103,7 +118,13 @@ func (p *Publisher) ClaimCodec(name string, fingerprint uint64, typeName string)
 }
 
 // TypeName returns the name of the Go type recorded on the topic with its codec ("" if none).
-func (p *Publisher) TypeName() string { return p.topic.TypeName() }
+func (p *Publisher) TypeName() string {
+	if !p.b.enter(0) {
+		return ""
+	}
+	defer p.b.exit(0)
+	return p.topic.TypeName()
+}
 
 // Loan is a buffer in shared memory lent to a publisher: write the message into Bytes, then
 // Send it. A Loan that is not sent must be given back with Discard. Sending or discarding a
@@ -323,7 +344,15 @@ func (p *Publisher) FanOut() int {
 // finds the publisher in its list and waits for those calls.
 func (p *Publisher) letGo() {
 	if p.unpinned.CompareAndSwap(false, true) {
-		p.b.p.UnpinTopic(p.topic) // after Bus.Close, Detach has cleared every pin: a no-op
+		// Under the use gate: Bus.Close must not unmap the region under the unpin. Once it
+		// has begun, Detach clears every pin of the process, this one with them.
+		if p.b.enter(0) {
+			if testHookInUse != nil {
+				testHookInUse("unpin")
+			}
+			p.b.p.UnpinTopic(p.topic)
+			p.b.exit(0)
+		}
 		p.b.mu.Lock()
 		delete(p.b.pubs, p)
 		p.b.mu.Unlock()

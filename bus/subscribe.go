@@ -24,7 +24,8 @@ type Subscription struct {
 	w       shm.Waiter
 
 	closed   atomic.Bool
-	gate     gate
+	gate     gate   // Receive and the other takes (Bus.Close closes the inbox, then waits here)
+	stripe   uint32 // the stripe of the Bus's use gate for its messages (see Bus.use)
 	draining atomic.Bool
 
 	// History handed over at Subscribe, served before the queue, and the (topic, seq) pairs it
@@ -47,9 +48,10 @@ type topicSeq struct {
 // matching topic, including topics created later, and first the retained history of matching
 // topics that keep one (see WithHistory, WithoutHistory).
 func (b *Bus) Subscribe(pattern string, opts ...SubscribeOption) (*Subscription, error) {
-	if b.closed.Load() {
+	if !b.enter(0) {
 		return nil, &Error{Op: "subscribe", Name: pattern, Err: ErrClosed}
 	}
+	defer b.exit(0)
 	o := defaultSubOptions()
 	for _, opt := range opts {
 		if err := opt.applySub(&o); err != nil {
@@ -68,7 +70,7 @@ func (b *Bus) Subscribe(pattern string, opts ...SubscribeOption) (*Subscription,
 	if err != nil {
 		return nil, &Error{Op: "subscribe", Name: pattern, Err: err}
 	}
-	s := &Subscription{b: b, pattern: pattern, in: in, w: shm.Waiter{Strategy: o.wait, Spin: o.spin}}
+	s := &Subscription{b: b, pattern: pattern, in: in, w: shm.Waiter{Strategy: o.wait, Spin: o.spin}, stripe: b.stripeOf.Add(1)}
 	s.gate.closed = &b.closed
 	if o.history {
 		s.takeHistory()
@@ -126,6 +128,10 @@ type SubscriptionStats = shm.InboxStats
 
 // Stats returns the subscription's counters.
 func (s *Subscription) Stats() (SubscriptionStats, error) {
+	if !s.b.enter(s.stripe) {
+		return SubscriptionStats{}, s.b.closedError("stats", s.pattern)
+	}
+	defer s.b.exit(s.stripe)
 	st, err := s.b.r.InboxStatsOf(s.in.ID())
 	if err != nil {
 		return st, &Error{Op: "stats", Name: s.pattern, Err: err}
@@ -295,13 +301,28 @@ func (s *Subscription) startHandler(run func(ctx context.Context)) error {
 
 var errHandlerRunning = errors.New("a handler already runs on this subscription")
 
-// Len returns how many messages are queued for the subscription.
-func (s *Subscription) Len() int { return s.in.Len() }
+// Len returns how many messages are queued for the subscription (0 once the Bus is closed).
+func (s *Subscription) Len() int {
+	if !s.b.enter(s.stripe) {
+		return 0
+	}
+	defer s.b.exit(s.stripe)
+	return s.in.Len()
+}
 
 // Close unsubscribes: publishers stop delivering to the subscription, and messages still
 // queued are released. Messages already received stay valid until released. Close is
 // idempotent.
 func (s *Subscription) Close() error {
+	if !s.b.enter(s.stripe) {
+		return nil // Bus.Close closes every subscription of the Bus
+	}
+	defer s.b.exit(s.stripe)
+	return s.close()
+}
+
+// close is Close, under the Bus's use gate or from Bus.Close.
+func (s *Subscription) close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
@@ -350,14 +371,24 @@ func (s *Subscription) Drain(ctx context.Context) error {
 		return s.drainPull(ctx)
 	}
 	// Wait for the handler to empty the queue, then stop it.
-	err := s.in.WaitEmpty(ctx)
+	err := s.waitEmpty(ctx)
 	s.Close()
 	s.wait()
 	return err
 }
 
 func (s *Subscription) drainPull(ctx context.Context) error {
-	err := s.in.WaitEmpty(ctx)
+	err := s.waitEmpty(ctx)
 	s.Close()
 	return err
+}
+
+// waitEmpty waits until the subscription's queue is empty or closed, under the subscription's
+// gate: Bus.Close closes the queue, which ends the wait, and then waits for it to return.
+func (s *Subscription) waitEmpty(ctx context.Context) error {
+	if !s.gate.enter() {
+		return nil // the Bus is closed: its Close released what was queued
+	}
+	defer s.gate.exit()
+	return s.in.WaitEmpty(ctx)
 }

@@ -53,7 +53,7 @@ func NewTypedPublisher[T any](b *Bus, topic string, c codec.Codec[T], opts ...Pu
 		return nil, err
 	}
 	tp := &TypedPublisher[T]{p: p, c: c, largest: largestClass(b)}
-	if err := claimTopic(p.topic, fp, c.Name(), reflect.TypeFor[T]()); err != nil {
+	if err := p.claimTyped(fp, c.Name(), reflect.TypeFor[T]()); err != nil {
 		p.Close()
 		return nil, &Error{Op: "publisher", Name: topic, Err: err}
 	}
@@ -69,6 +69,15 @@ func NewTypedPublisher[T any](b *Bus, topic string, c codec.Codec[T], opts ...Pu
 }
 
 // checkCodecName refuses a nil codec, and a name the topic table cannot hold (1 to 16 bytes).
+// claimTyped is claimTopic on the publisher's topic, under the Bus's use gate.
+func (p *Publisher) claimTyped(fp uint64, codecName string, typ reflect.Type) error {
+	if !p.b.enter(0) {
+		return ErrClosed
+	}
+	defer p.b.exit(0)
+	return claimTopic(p.topic, fp, codecName, typ)
+}
+
 func checkCodecName[T any](c codec.Codec[T]) error {
 	if c == nil {
 		return fmt.Errorf("%w: nil codec", ErrInvalidOption)
@@ -289,9 +298,10 @@ func NewTypedSubscription[T any](b *Bus, pattern string, c codec.Codec[T], opts 
 	if err != nil {
 		return nil, &Error{Op: "subscribe", Name: pattern, Err: err}
 	}
-	if b.closed.Load() {
+	if !b.enter(0) {
 		return nil, &Error{Op: "subscribe", Name: pattern, Err: ErrClosed}
 	}
+	defer b.exit(0) // (after the unpins below)
 	if err := topics.ValidatePattern(pattern); err != nil {
 		return nil, &Error{Op: "subscribe", Name: "", Err: err}
 	}
@@ -399,7 +409,12 @@ func (s *TypedSubscription[T]) check(m Message) error {
 	if int(idx) < len(s.seen) && s.seen[idx].Load() == topicMatches {
 		return nil
 	}
-	err := s.s.b.r.OnTopic(int(idx), func(t shm.Topic) error {
+	b := s.s.b
+	if !b.enter(m.s.stripe) {
+		return b.closedError("receive", s.s.pattern)
+	}
+	defer b.exit(m.s.stripe)
+	err := b.r.OnTopic(int(idx), func(t shm.Topic) error {
 		if int(idx) < len(s.seen) && s.seen[idx].Load() == topicMismatch {
 			return claimTopic(t, s.fp, s.c.Name(), s.typ) // fails again, naming both types
 		}
