@@ -257,3 +257,61 @@ func TestScribbledHeadCellFoundByWaitingTake(t *testing.T) {
 		}
 	}
 }
+
+// TestHeadRepairedForwardKeepsTheLastPositions: with the head scribbled far behind the tail,
+// the repair moves the head forward, but capacity short of the tail: the messages the ring
+// holds are all in the last capacity positions before it, and are still received. The repair
+// used to move the head to the tail itself, which stranded them behind it; the interleaving
+// checker found the same with messages committed right after another process had repaired
+// the tail (seed 1, `*/batch-scribble-positions`): a head put back by a repairer that had read
+// the tail before that repair, then moved forward to the tail, left them behind.
+func TestHeadRepairedForwardKeepsTheLastPositions(t *testing.T) {
+	r := newUnitRegion(t, inboxConfig())
+	p := attachUnit(t, r, "p")
+	q := attachUnit(t, r, "q")
+	in, err := q.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropNewest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.close()
+	bg := context.Background()
+	for i := range 21 { // positions away from their start, every cell written
+		if _, err := send(bg, r, p, &in, 0, uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+		h, err := in.pop(bg, Waiter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := receive(r, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for seq := range uint64(2) {
+		if _, err := send(bg, r, p, &in, 1, seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Head at 0, tail at 23: the cell of position 0 reads "empty for 24" (position 20 is
+	// done), which agrees with neither, so the repair moves the head forward.
+	in.v.hdr.head.Store(0)
+	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+	defer cancel()
+	for seq := range uint64(2) {
+		h, err := in.pop(ctx, Waiter{Strategy: Sleep})
+		if err != nil {
+			t.Fatalf("message %d of the two in the ring when the head was scribbled: %v (head %d, tail %d)",
+				seq, err, in.v.hdr.head.Load(), in.v.hdr.tail.Load())
+		}
+		m, err := receive(r, h)
+		if err != nil || m.Topic != 1 || m.Seq != seq {
+			t.Fatalf("received %+v, %v; want topic 1, seq %d", m, err, seq)
+		}
+	}
+	if n := allocated(r); n != 0 {
+		t.Fatalf("%d buffers allocated at the end", n)
+	}
+	if s, _ := statsOf(r, in.ID()); s.Corrupt == 0 {
+		t.Fatal("the damaged head was not counted")
+	}
+}

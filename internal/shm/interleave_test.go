@@ -17,10 +17,10 @@ package shm
 // list and the scribbler's victims hold; no error but the expected ones; the ring drains and
 // works afterwards. A run that takes more than a bound of decisions is reported as a hang.
 //
-//	go test -tags offqcheck -run Interleave ./transport                  # the CI-sized run
-//	go test -tags offqcheck -run Interleave ./transport -args -offq.schedules=20000
-//	go test -tags offqcheck -run InterleaveReplay ./transport -args -offq.replay='...' -offq.iltrace
-//	go test -tags offqcheck -run InterleaveDFS ./transport -args -offq.dfsbound=3 -offq.dfsmax=-1
+//	go test -tags offqcheck -run Interleave ./internal/shm                  # the CI-sized run
+//	go test -tags offqcheck -run Interleave ./internal/shm -args -offq.schedules=20000
+//	go test -tags offqcheck -run InterleaveReplay ./internal/shm -args -offq.replay='...' -offq.iltrace
+//	go test -tags offqcheck -run InterleaveDFS ./internal/shm -args -offq.dfsbound=3 -offq.dfsmax=-1
 
 import (
 	"context"
@@ -951,15 +951,20 @@ func (r *ilRun) consumer(a *ilActor, reserved *int) {
 
 // received records a handle the consumer took into held entry idx.
 func (r *ilRun) received(h Handle, idx int) {
-	r.held = append(r.held, ilHeld{idx, h})
 	b, err := r.env.r.buffer(h)
 	if err != nil {
 		if r.sc.scribble == ilNoScribble {
 			r.hardf("received %v, which names no live buffer: %v", h, err)
 		}
+		// As Participant.accept does: the entry forgets the handle (it names no reference of
+		// ours: releasing it would drop someone else's, or find the buffer free) and is given
+		// back.
+		r.env.q.forget(idx)
+		r.env.q.unreserve(idx)
 		r.garbage++
 		return
 	}
+	r.held = append(r.held, ilHeld{idx, h})
 	m := b.Meta()
 	if r.sc.sameLoan && m.Topic == 0 {
 		r.sameRecv++

@@ -129,7 +129,8 @@ func (in *Inbox) positionsDamaged() bool {
 // walk one position at a time towards each other for up to 2^48 positions, or give up on
 // every call, and the consumer would hear nothing. Of the two, it keeps the one that the ring
 // cell at the lower position agrees with (a cell ready for that position, just taken, or
-// holding a message of its lap) and moves the other to it. Messages that were in the ring when
+// holding a message of its lap) and moves the other to it (a head moved forward stops
+// capacity short of the tail, below). Messages that were in the ring when
 // it was damaged may be lost (their cells are repaired, and counted, when the next lap finds
 // them); those pushed afterwards arrive. It reads the head before and after the tail, so that
 // it judges values of one instant, and changes them with a compare-and-swap, so a head or tail
@@ -150,10 +151,29 @@ func (in *Inbox) repairPositions() bool {
 	loAgrees := v == in.empty(lo) || v == in.empty(lo+in.cap) || v&markBit == 0 && v&parityBit == in.parity(lo) ||
 		v&(markBit|parityBit) == markBit|parityBit && v&cellGenBits == in.tag && (v>>16)&claimedPosMask == lo&claimedPosMask
 	var ok bool
-	step()
 	if loAgrees == (h > t) {
-		ok = hd.head.CompareAndSwap(h, t) // the head moves to the tail
+		// The head moves: back to the tail, or on towards a tail far ahead of it. Forward, it
+		// stops capacity short of the tail: every message the ring can hold is at a position
+		// in [t-capacity, t), and one committed there after the damage (by a producer that
+		// put the tail back first) would be stranded behind a head moved to t. Cells there
+		// that hold nothing of their position are skipped, and counted, by the takes.
+		to := t
+		if t > h {
+			to = t - in.cap
+		}
+		// The tail must still be the one judged: a repairer that read it before another one
+		// moved it (the other repair, then pushes) would put the head back behind messages
+		// committed since. (Between this load and the compare-and-swap the same can happen;
+		// then the head is behind the tail, and the next take repairs forward from there,
+		// keeping the last capacity positions as above.)
+		step()
+		if hd.tail.Load() != t {
+			return false
+		}
+		step()
+		ok = hd.head.CompareAndSwap(h, to)
 	} else {
+		step()
 		ok = hd.tail.CompareAndSwap(t, h) // the tail moves to the head
 	}
 	if !ok {
