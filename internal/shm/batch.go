@@ -475,8 +475,8 @@ func TakeBatchInto[T any](p *Participant, ctx context.Context, in *Inbox, w Wait
 			}
 			return 0, err
 		}
-		if m, ok := p.accept(in, idx, h); ok {
-			*held(&dst[got]) = m
+		// Built in place: a Held returned by value would be copied twice more per message.
+		if p.acceptInto(in, idx, h, held(&dst[got])) {
 			got++
 		} else {
 			p.unreserve(idx)
@@ -515,6 +515,11 @@ func ReleaseBatchOf[T any](ms []T, held func(*T) *Held) (err error) {
 	var last *pool
 	freed := 0
 	first := uint32(0)
+	// The held list's hint is set once, to the first entry the batch cleared, instead of once
+	// per message (each a locked store, since every message of a batch has its own entry): the
+	// next TakeBatch starts its search there and finds the batch's entries free in a row.
+	var hintP *Participant
+	hint := uint32(0)
 	flush := func() {
 		if last != nil && freed > 0 {
 			last.noteFrees(freed)
@@ -541,6 +546,9 @@ func ReleaseBatchOf[T any](ms []T, held func(*T) *Held) (err error) {
 			err = ErrReleased
 			continue
 		}
+		if hintP == nil {
+			hintP, hint = m.p, uint32(m.idx)
+		}
 		if !ok {
 			continue
 		}
@@ -554,6 +562,9 @@ func ReleaseBatchOf[T any](ms []T, held func(*T) *Held) (err error) {
 		freed++
 	}
 	flush()
+	if hintP != nil {
+		hintP.held.setHint(hint)
+	}
 	return err
 }
 
@@ -564,22 +575,21 @@ func (p *pool) noteFrees(k int) {
 	}
 }
 
-// unholdUncounted is unhold without counting a free: it reports the pool and slot of a buffer
-// the release freed.
+// unholdUncounted is unhold without counting a free or setting the held list's hint (the
+// caller does both once per batch): it reports the pool and slot of a buffer the release freed.
 func (p *Participant) unholdUncounted(i int, h Handle) (_ *pool, _ uint32, freed bool, _ error) {
 	l := p.held
 	step()
 	if i < 0 || uint32(i) >= l.n || !l.word(uint32(i)).CompareAndSwap(uint64(h), 0) {
 		return nil, 0, false, ErrBadHandle
 	}
-	l.setHint(uint32(i))
 	step()
 	pl, idx, freed, err := p.r.drop(h)
 	if err != nil && err != errHandleFree && err != errHandleStale {
 		return nil, 0, false, err
 	}
 	if err != nil && testHookReleaseSwept != nil {
-		testHookReleaseSwept() // freed by the sweep meanwhile (see unhold)
+		testHookReleaseSwept(h) // freed by the sweep meanwhile (see unhold)
 	}
 	return pl, idx, freed, nil
 }

@@ -108,7 +108,7 @@ func (p *Participant) unhold(i int, h Handle) error {
 		return err
 	}
 	if testHookReleaseSwept != nil {
-		testHookReleaseSwept()
+		testHookReleaseSwept(h)
 	}
 	// Already free: between clearing the entry and releasing, the reference was in no record
 	// and the orphan sweep freed the buffer for us (see Region.Reap). It was ours; it is gone.

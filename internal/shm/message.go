@@ -147,19 +147,26 @@ func (p *Participant) TakeAny(ctx context.Context, ins []*Inbox, w Waiter) (_ He
 // buffer (the cell held a word a faulty process wrote) is counted and dropped: there is
 // nothing to release, and the entry goes back to reserved for the next take.
 func (p *Participant) accept(in *Inbox, idx int, h Handle) (Held, bool) {
+	var m Held
+	ok := p.acceptInto(in, idx, h, &m)
+	return m, ok
+}
+
+// acceptInto is accept into *dst, which it fills only if it returns true.
+func (p *Participant) acceptInto(in *Inbox, idx int, h Handle, dst *Held) bool {
 	buf, err := p.r.buffer(h)
 	if err != nil {
 		p.r.hdr.corrupt.Add(1)
 		in.v.hdr.corrupt.Add(1)
 		p.forget(idx)
-		return Held{}, false
+		return false
 	}
-	m := p.newHeld(idx, buf)
-	in.noteAge(h, m.meta.Stamp)
+	dst.p, dst.idx, dst.buf, dst.meta = p, int32(idx), buf, buf.Meta()
+	in.noteAge(h, dst.meta.Stamp)
 	if rt, corr := buf.address(); rt != 0 {
 		p.markAwaited(rt, corr) // a request: name its taker to the requester
 	}
-	return m, true
+	return true
 }
 
 // TakeHistory takes a reference to each message in t's history, oldest first, into p's held

@@ -322,7 +322,7 @@ func (r *Region) releaseDropped(h Handle) {
 	case nil:
 	case errHandleFree, errHandleStale:
 		if testHookReleaseSwept != nil {
-			testHookReleaseSwept()
+			testHookReleaseSwept(h)
 		}
 	default:
 		r.hdr.corrupt.Add(1)
@@ -334,4 +334,4 @@ var testHookBlockWoken func()
 
 // testHookReleaseSwept, if set, runs when a release finds its buffer already freed by a sweep
 // (or freed twice by a faulty process): tests count the sweeps that raced a release.
-var testHookReleaseSwept func()
+var testHookReleaseSwept func(h Handle)

@@ -223,7 +223,7 @@ func TestSweepUnderLoad(t *testing.T) {
 	}
 
 	var lost, received, joined, sweeps, raced atomic.Int64
-	testHookReleaseSwept = func() { raced.Add(1) }
+	testHookReleaseSwept = func(Handle) { raced.Add(1) }
 	defer func() { testHookReleaseSwept = nil }()
 	var failed atomic.Bool
 	fail := func(format string, args ...any) {
