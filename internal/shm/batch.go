@@ -39,20 +39,30 @@ const MaxBatch = 64
 // LoanBatch leaves its loans recorded (the reaper ends them) and the count short by them, so
 // PoolStats' in-use figure reads low until the next audit recounts it. A single Loan has the
 // same window, one instruction and one buffer wide. (ReleaseBatch likewise, the other way.)
-func (p *Participant) LoanBatch(dst []Loan, n int) (_ []Loan, err error) {
+func (p *Participant) LoanBatch(dst []Loan, n int) ([]Loan, error) {
+	got, err := LoanBatchInto(p, dst, n, loanSelf)
+	return dst[:got], err
+}
+
+func loanSelf(l *Loan) *Loan { return l }
+
+// LoanBatchInto is LoanBatch into the Loan of each element of dst, which loan returns: it
+// fills them in place, for a caller whose loans hold a Loan among other fields, and returns
+// how many it filled.
+func LoanBatchInto[T any](p *Participant, dst []T, n int, loan func(*T) *Loan) (_ int, err error) {
 	defer unguard(guard(), &err)
 	if len(dst) > MaxBatch {
 		dst = dst[:MaxBatch]
 	}
 	if len(dst) == 0 {
-		return dst, nil
+		return 0, nil
 	}
 	if n < 0 || n > int(p.r.maxSize) {
 		_, err := p.r.alloc(p.owner, n) // the error a single Loan gives
-		return dst[:0], err
+		return 0, err
 	}
 	if err := p.r.Check(); err != nil {
-		return dst[:0], err
+		return 0, err
 	}
 	if !p.loaned.Load() {
 		p.loaned.Store(true) // before the loans exist, so that Detach never misses them (see alloc)
@@ -71,7 +81,7 @@ func (p *Participant) LoanBatch(dst []Loan, n int) (_ []Loan, err error) {
 			}
 			last, counted = buf.p, got
 		}
-		dst[got] = Loan{p: p, buf: buf}
+		*loan(&dst[got]) = Loan{p: p, buf: buf}
 		got++
 	}
 	if last != nil {
@@ -80,12 +90,12 @@ func (p *Participant) LoanBatch(dst []Loan, n int) (_ []Loan, err error) {
 	if got == 0 {
 		buf, err := p.r.alloc(p.owner, n) // counts the failure as Loan does
 		if err != nil {
-			return dst[:0], err
+			return 0, err
 		}
-		dst[0] = Loan{p: p, buf: buf}
+		*loan(&dst[0]) = Loan{p: p, buf: buf}
 		got = 1
 	}
-	return dst[:got], nil
+	return got, nil
 }
 
 // claim takes a free buffer of at least n bytes from the smallest class that has one, without
