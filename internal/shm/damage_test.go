@@ -34,19 +34,7 @@ func TestDamagedPositionsRepaired(t *testing.T) {
 			}
 			defer in.close()
 			bg := context.Background()
-			// Some traffic first, so that positions and cells are not at their start.
-			for i := range 20 {
-				if _, err := send(bg, r, p, &in, 0, uint64(i)); err != nil {
-					t.Fatal(err)
-				}
-				h, err := in.pop(bg, Waiter{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := receive(r, h); err != nil {
-					t.Fatal(err)
-				}
-			}
+			passThrough(t, r, p, &in, 20) // positions and cells away from their start
 			ctx, cancel := context.WithTimeout(bg, 10*time.Second)
 			defer cancel()
 			type got struct {
@@ -266,29 +254,11 @@ func TestScribbledHeadCellFoundByWaitingTake(t *testing.T) {
 // the tail (seed 1, `*/batch-scribble-positions`): a head put back by a repairer that had read
 // the tail before that repair, then moved forward to the tail, left them behind.
 func TestHeadRepairedForwardKeepsTheLastPositions(t *testing.T) {
-	r := newUnitRegion(t, inboxConfig())
-	p := attachUnit(t, r, "p")
-	q := attachUnit(t, r, "q")
-	in, err := q.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropNewest})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.close()
+	r, p, in := unitInbox(t, InboxConfig{Capacity: 4, Overflow: DropNewest})
 	bg := context.Background()
-	for i := range 21 { // positions away from their start, every cell written
-		if _, err := send(bg, r, p, &in, 0, uint64(i)); err != nil {
-			t.Fatal(err)
-		}
-		h, err := in.pop(bg, Waiter{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := receive(r, h); err != nil {
-			t.Fatal(err)
-		}
-	}
+	passThrough(t, r, p, in, 21) // positions away from their start, every cell written
 	for seq := range uint64(2) {
-		if _, err := send(bg, r, p, &in, 1, seq); err != nil {
+		if _, err := send(bg, r, p, in, 1, seq); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -313,5 +283,38 @@ func TestHeadRepairedForwardKeepsTheLastPositions(t *testing.T) {
 	}
 	if s, _ := statsOf(r, in.ID()); s.Corrupt == 0 {
 		t.Fatal("the damaged head was not counted")
+	}
+}
+
+// unitInbox opens an inbox of participant q of a new unit region, with p to publish into it;
+// the inbox is closed at the end of the test.
+func unitInbox(t *testing.T, c InboxConfig) (*Region, *Participant, *Inbox) {
+	t.Helper()
+	r := newUnitRegion(t, inboxConfig())
+	p := attachUnit(t, r, "p")
+	q := attachUnit(t, r, "q")
+	in, err := q.OpenInbox(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.close() })
+	return r, p, &in
+}
+
+// passThrough sends n messages through in and receives each at once.
+func passThrough(t *testing.T, r *Region, p *Participant, in *Inbox, n int) {
+	t.Helper()
+	bg := context.Background()
+	for i := range n {
+		if _, err := send(bg, r, p, in, 0, uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+		h, err := in.pop(bg, Waiter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := receive(r, h); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
