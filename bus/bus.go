@@ -43,8 +43,7 @@ type Bus struct {
 	// Subscription's own gate: releasing and reading messages, replying, closing a subscription,
 	// the topic and statistics lookups. Close waits for them before it detaches and unmaps, and
 	// refuses new ones (ErrClosed). Striped, so that the goroutines of different subscriptions
-	// releasing their messages do not write one cache line; a Subscription's messages use its
-	// stripe (see Bus.enter).
+	// releasing their messages do not write one cache line (see Message.stripe).
 	use      [useStripes]paddedGate
 	stripeOf atomic.Uint32 // the stripe of the next Subscription
 }

@@ -25,7 +25,7 @@ type Subscription struct {
 
 	closed   atomic.Bool
 	gate     gate   // Receive and the other takes (Bus.Close closes the inbox, then waits here)
-	stripe   uint32 // the stripe of the Bus's use gate for its messages (see Bus.use)
+	stripe   uint32 // its stripe of the Bus's use gate; its messages offset it (see Message.stripe)
 	draining atomic.Bool
 
 	// History handed over at Subscribe, served before the queue, and the (topic, seq) pairs it

@@ -410,10 +410,10 @@ func (s *TypedSubscription[T]) check(m Message) error {
 		return nil
 	}
 	b := s.s.b
-	if !b.enter(m.s.stripe) {
+	if !b.enter(m.stripe()) {
 		return b.closedError("receive", s.s.pattern)
 	}
-	defer b.exit(m.s.stripe)
+	defer b.exit(m.stripe())
 	err := b.r.OnTopic(int(idx), func(t shm.Topic) error {
 		if int(idx) < len(s.seen) && s.seen[idx].Load() == topicMismatch {
 			return claimTopic(t, s.fp, s.c.Name(), s.typ) // fails again, naming both types

@@ -34,6 +34,9 @@ func (h Held) Data() []byte {
 	return h.buf.Bytes()[:h.meta.Len]
 }
 
+// Entry returns the index of the message's entry in its process's held list.
+func (h Held) Entry() int { return int(h.idx) }
+
 // Meta returns the message's header (length clamped to the buffer), as read when the message
 // was taken.
 func (h Held) Meta() Meta { return h.meta }
