@@ -164,7 +164,7 @@ func (p *Publisher) loan(n int) (Loan, error) {
 }
 
 // Bytes returns the message's n bytes, in shared memory. Write the message here.
-func (l Loan) Bytes() []byte { return l.l.Bytes()[:l.n] }
+func (l Loan) Bytes() []byte { return l.l.Prefix(l.n) }
 
 // Cap returns the size of the loaned buffer (its size class), at least the n asked for.
 func (l Loan) Cap() int { return l.l.Cap() }

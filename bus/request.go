@@ -357,7 +357,7 @@ func (a ReplyAddress) Loan(n int) (ReplyLoan, error) {
 }
 
 // Bytes returns the reply's n bytes, in shared memory. Write the reply here.
-func (r ReplyLoan) Bytes() []byte { return r.l.Bytes()[:r.n] }
+func (r ReplyLoan) Bytes() []byte { return r.l.Prefix(r.n) }
 
 // Cap returns the size of the loaned buffer (its size class).
 func (r ReplyLoan) Cap() int { return r.l.Cap() }

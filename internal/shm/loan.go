@@ -43,6 +43,15 @@ func (l Loan) Bytes() []byte {
 	return l.buf.Bytes()
 }
 
+// Prefix returns the buffer's first n bytes (n at most Cap), like Bytes()[:n] without copying
+// the Loan: a caller that keeps loans in a slice asks for each message's bytes once a message.
+func (l *Loan) Prefix(n int) []byte {
+	if l.p == nil {
+		return nil
+	}
+	return unsafe.Slice((*byte)(l.buf.data), l.buf.p.size)[:n]
+}
+
 // Cap returns the buffer's size: its size class.
 func (l Loan) Cap() int {
 	if l.p == nil {
