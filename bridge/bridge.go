@@ -588,15 +588,19 @@ func (br *Bridge) exportRequest(topic string, msg *nats.Msg, addr bus.ReplyAddre
 		}
 		br.forwarded.Add(1)
 		if err := addr.Respond(br.ctx, reply.Data); err != nil {
-			// The local requester gets no reply and times out: count the loss, and say why
-			// when the cause is the remote responder's (a reply larger than any buffer of
-			// this bus), not the requester's going away or the bridge's closing.
+			// The reply is lost: count it. If it was too large for this bus (the remote
+			// responder's doing), say so, and tell the local requester with an error reply,
+			// so that it fails now instead of at its timeout.
 			br.dropped.Add(1)
-			if errors.Is(err, bus.ErrTooLarge) {
-				br.log.Warn("reply from NATS too large for the bus: the local requester will time out",
-					zap.String("topic", topic), zap.Int("bytes", len(reply.Data)), zap.Int("max", br.b.MaxMessageSize()))
-			} else {
+			if !errors.Is(err, bus.ErrTooLarge) {
 				br.log.Debug("reply not delivered", zap.String("topic", topic), zap.Error(err))
+				return
+			}
+			br.log.Warn("reply from NATS too large for the bus: the local requester gets an error reply",
+				zap.String("topic", topic), zap.Int("bytes", len(reply.Data)), zap.Int("max", br.b.MaxMessageSize()))
+			why := fmt.Sprintf("reply too large: %d bytes from NATS, largest buffer %v", len(reply.Data), bus.Size(br.b.MaxMessageSize()))
+			if err := addr.RespondError(br.ctx, why); err != nil {
+				br.log.Debug("error reply not delivered", zap.String("topic", topic), zap.Error(err))
 			}
 			return
 		}
@@ -610,6 +614,17 @@ func (br *Bridge) importReply(pr bus.PendingRequest, m *nats.Msg) {
 	ctx, cancel := context.WithTimeout(br.ctx, br.o.reqTimeout)
 	defer cancel()
 	reply, err := pr.Wait(ctx)
+	var re *bus.ResponderError
+	if errors.As(err, &re) {
+		// The local responder answered with an error reply: carry it back as one (its bytes),
+		// so that a bus requester behind the other side's bridge fails with it too.
+		if err := m.Respond(bus.ErrorReply(re.Reason, bus.MaxErrorReason+len(bus.ErrorReplyPrefix))); err != nil {
+			br.dropped.Add(1)
+			return
+		}
+		br.forwarded.Add(1)
+		return
+	}
 	if err != nil {
 		br.dropped.Add(1)
 		br.log.Debug("imported request not answered", zap.String("topic", m.Subject), zap.Error(err))

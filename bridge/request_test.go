@@ -103,9 +103,11 @@ func TestRequestAcrossHosts(t *testing.T) {
 	}
 }
 
-// A NATS reply larger than any buffer of the bus cannot be delivered to the local requester,
-// which times out: the bridge counts it as dropped and says why, naming the topic and the
-// sizes. Before, it logged the loss at debug level only and counted nothing.
+// A NATS reply larger than any buffer of the bus cannot be delivered to the local requester:
+// the bridge counts it as dropped, says why (topic and sizes), and answers the requester with
+// an error reply, which fails its request at once with a *bus.ResponderError. Before, the
+// bridge logged the loss at debug level only, counted nothing, and the requester waited for
+// its whole timeout.
 func TestOversizeReplyCounted(t *testing.T) {
 	s := runServer(t, 0, 0)
 	cfg := bus.DefaultConfig()
@@ -136,22 +138,65 @@ func TestOversizeReplyCounted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The bridge's subscription may not be in place for the first request: repeat until the
-	// responder has answered one (the reply is lost either way: the requester times out).
+	// The bridge's subscription may not be in place for the first requests: they time out.
 	base := br.Stats().Dropped
-	waitFor(t, "an oversize reply counted", func() bool {
-		rctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	var re *bus.ResponderError
+	waitFor(t, "an error reply", func() bool {
+		rctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		defer cancel()
-		if _, err := pub.Request(rctx, []byte("q")); !errors.Is(err, bus.ErrTimeout) && !errors.Is(err, bus.ErrNoResponders) {
+		_, err := pub.Request(rctx, []byte("q"))
+		if errors.As(err, &re) {
+			return true
+		}
+		if !errors.Is(err, bus.ErrTimeout) && !errors.Is(err, bus.ErrNoResponders) {
 			t.Fatalf("request answered by a reply too large for the bus: %v", err)
 		}
-		return logs.FilterMessageSnippet("too large for the bus").Len() > 0
+		return false
 	})
+	if want := "reply too large: 4097 bytes from NATS, largest buffer 4KiB"; re.Reason != want {
+		t.Fatalf("responder error %q, want %q", re.Reason, want)
+	}
 	if br.Stats().Dropped == base {
 		t.Fatal("the oversize reply was not counted as dropped")
 	}
 	e := logs.FilterMessageSnippet("too large for the bus").All()[0]
 	if f := e.ContextMap(); f["topic"] != "svc.big" || f["bytes"] != int64(len(big)) || f["max"] != int64(b.MaxMessageSize()) {
 		t.Fatalf("log fields %v", f)
+	}
+}
+
+// An error reply from a local responder crosses to a NATS requester as the same bytes (so a
+// bus requester behind another bridge fails with it too). Before, the bridge's wait failed on
+// it and the NATS requester timed out.
+func TestErrorReplyCrossesToNATS(t *testing.T) {
+	s := runServer(t, 0, 0)
+	b := openBus(t, "a")
+	newBridge(t, b, clientURL(s), WithID("A"), WithImport("svc.>"))
+	ctx := ctxT(t)
+	resp, err := b.Subscribe("svc.fail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := resp.Handle(func(m bus.Message) {
+		if err := m.RespondError(ctx, "no such account"); err != nil {
+			t.Error(err)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Close()
+	nc, err := nats.Connect(clientURL(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	interest(t, s, "svc.fail")
+	var reply *nats.Msg
+	waitFor(t, "the error reply over NATS", func() bool {
+		reply, err = nc.Request("svc.fail", []byte("q"), 200*time.Millisecond)
+		return err == nil
+	})
+	if want := bus.ErrorReplyPrefix + "no such account"; string(reply.Data) != want {
+		t.Fatalf("reply over NATS %q, want %q", reply.Data, want)
 	}
 }

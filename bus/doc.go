@@ -71,7 +71,10 @@
 // it (or, before anyone did, every process it was delivered to) dies: the first responder to
 // take a request names itself in the requester's reply inbox, and a waiting requester checks
 // that process's kernel lock. Every subscription whose pattern matches receives the request
-// and may answer; the first reply wins. Queue groups spread requests over responders.
+// and may answer; the first reply wins. Queue groups spread requests over responders. A
+// responder that cannot send the reply it means to answers with RespondError instead, and the
+// request fails at once with a *ResponderError carrying its reason (the form is in-band: a
+// reply beginning with ErrorReplyPrefix); a NATS bridge carries error replies both ways.
 //
 // # Queue groups
 //

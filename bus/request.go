@@ -3,9 +3,12 @@ package bus
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/offq/offq/codec"
 	"github.com/offq/offq/internal/shm"
@@ -261,7 +264,87 @@ func (pr PendingRequest) Wait(ctx context.Context) (Message, error) {
 		}
 		return Message{}, &Error{Op: "request", Name: p.name, Err: err}
 	}
+	if h.HasPrefix(ErrorReplyPrefix) {
+		// An error reply: the responder could not send the reply it meant to.
+		err := parseErrorReply(h)
+		h.Release()
+		return Message{}, &Error{Op: "request", Name: p.name, Err: err}
+	}
 	return Message{s: s.sub, h: h}, nil
+}
+
+// Error replies. A reply is bytes and nothing else: it has no status. A responder that cannot
+// send the reply it means to (larger than the bus's largest buffer, no buffer free, a remote
+// answer a bridge cannot carry) would otherwise send nothing, and its requester would wait for
+// its whole timeout. It answers with an error reply instead (RespondError): the bytes of
+// ErrorReplyPrefix followed by the reason in UTF-8, at most MaxErrorReason bytes. A request
+// whose reply is one fails at once with a *ResponderError. An ordinary reply that begins with
+// those twelve bytes is read as an error reply too: a NUL byte, "offq-error" and a NUL byte do
+// not begin a reply by accident.
+
+// ErrorReplyPrefix begins an error reply.
+const ErrorReplyPrefix = "\x00offq-error\x00"
+
+// MaxErrorReason is the most bytes of reason an error reply carries.
+const MaxErrorReason = 200
+
+// ResponderError is the error of a request whose responder answered with an error reply
+// (RespondError): it could not send the reply it meant to.
+type ResponderError struct {
+	Reason string // the responder's reason, printable characters only
+}
+
+func (e *ResponderError) Error() string { return "responder failed: " + e.Reason }
+
+// ErrorReply returns the error reply carrying reason, cut (at a character boundary) to
+// MaxErrorReason bytes and to limit bytes in all (a bus's largest buffer). RespondError sends
+// one; a bridge forwards one it received, as bytes, to the other side.
+func ErrorReply(reason string, limit int) []byte {
+	n := min(MaxErrorReason, max(0, limit-len(ErrorReplyPrefix)))
+	if len(reason) > n {
+		for n > 0 && !utf8.RuneStart(reason[n]) {
+			n--
+		}
+		reason = reason[:n]
+	}
+	return append([]byte(ErrorReplyPrefix), reason...)
+}
+
+// parseErrorReply returns the error the error reply h carries. The reason comes from another
+// process: it is cut to MaxErrorReason bytes and its unprintable characters (terminal escapes,
+// newlines) are replaced.
+func parseErrorReply(h shm.Held) error {
+	var reason string
+	h.Read(func(data []byte) error {
+		data = data[len(ErrorReplyPrefix):]
+		reason = string(data[:min(len(data), MaxErrorReason)])
+		return nil
+	})
+	return &ResponderError{Reason: strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			return '?'
+		}
+		return r
+	}, reason)}
+}
+
+// RespondError answers the request at a with an error reply carrying reason (see
+// ResponderError): its requester fails at once instead of waiting for its timeout.
+func (a ReplyAddress) RespondError(ctx context.Context, reason string) error {
+	if a.b == nil {
+		return ErrNotRequest
+	}
+	return a.Respond(ctx, ErrorReply(reason, a.b.MaxMessageSize()))
+}
+
+// RespondError answers the request m with an error reply carrying reason (see
+// ReplyAddress.RespondError).
+func (m Message) RespondError(ctx context.Context, reason string) error {
+	a, err := m.ReplyAddress()
+	if err != nil {
+		return err
+	}
+	return a.RespondError(ctx, reason)
 }
 
 // IsRequest reports whether the message is a request (sent by Request): one to answer with

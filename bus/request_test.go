@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -467,4 +468,66 @@ func TestStaleWaitRacesNewRequest(t *testing.T) {
 	}
 	close(stop)
 	<-done
+}
+
+// A responder that cannot send its reply answers with RespondError, and the requester fails
+// at once with a *ResponderError naming the reason, printable characters only, cut to
+// MaxErrorReason bytes and to the bus's largest buffer at a character boundary; the error
+// reply's buffer goes back to its pool. An ordinary reply that merely contains the marker's
+// text is a reply. Before, bus.Request returned an error reply as an ordinary reply, and only
+// offq req knew to read it.
+func TestRespondError(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Classes = []Class{{Size: 64, Count: 64}, {Size: 128, Count: 16}} // a 128-byte largest buffer
+	b := openTest(t, t.TempDir(), WithConfig(cfg))
+	ctx := ctxT(t)
+	s, err := b.Subscribe("svc.err")
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("é", MaxErrorReason)
+	if err := s.Handle(func(m Message) {
+		var err error
+		switch string(m.Data()) {
+		case "long":
+			err = m.RespondError(ctx, long)
+		case "escapes":
+			err = m.RespondError(ctx, "a\x1b[2Jb\nc")
+		case "plain":
+			err = m.Respond(ctx, []byte("offq-error, but not an error reply"))
+		}
+		if err != nil {
+			t.Error(err)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(); s.wait() })
+	pub, err := b.Publisher("svc.err")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for q, want := range map[string]string{
+		"long":    strings.Repeat("é", (128-len(ErrorReplyPrefix))/2),
+		"escapes": "a?[2Jb?c",
+	} {
+		_, err := pub.Request(ctx, []byte(q))
+		var re *ResponderError
+		if !errors.As(err, &re) || re.Reason != want {
+			t.Errorf("request %q: %v; want a *ResponderError with reason %q", q, err, want)
+		}
+	}
+	m, err := pub.Request(ctx, []byte("plain"))
+	if err != nil || string(m.Data()) != "offq-error, but not an error reply" {
+		t.Fatalf("plain reply: %q, %v", m.Data(), err)
+	}
+	m.Release()
+	if r := ErrorReply(long, 1<<20); len(r) != len(ErrorReplyPrefix)+MaxErrorReason {
+		t.Errorf("ErrorReply of %d bytes: %d bytes; want %d", len(long), len(r), len(ErrorReplyPrefix)+MaxErrorReason)
+	}
+	s.Close()
+	s.wait() // the handler has released every request
+	if n := inUse(b); n != 0 {
+		t.Fatalf("%d buffers in use after the requests: an error reply was not released", n)
+	}
 }

@@ -80,7 +80,7 @@ func TestReplyTooLarge(t *testing.T) {
 	reply.waitStderr("answering requests on svc.big", 30*time.Second)
 	start := time.Now()
 	code, out, stderr := runOffq(t, context.Background(), "--dir", dir, "--bus", "big", "req", "svc.big", "--data", "x", "--timeout", "10s")
-	if code != exitRuntime || out != "" || !strings.Contains(stderr, "offq: req: responder failed: reply too large: 5000 bytes, largest buffer 4KiB\n") {
+	if code != exitRuntime || out != "" || !strings.Contains(stderr, "offq: req: bus: request \"svc.big\": responder failed: reply too large: 5000 bytes, largest buffer 4KiB\n") {
 		t.Fatalf("req after %v: status %d, stdout %q, stderr %q; want status 1 and the size named", time.Since(start), code, out, stderr)
 	}
 	reply.waitStderr("offq reply: request on svc.big", 30*time.Second)

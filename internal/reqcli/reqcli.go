@@ -5,15 +5,14 @@
 //
 // # Error replies
 //
-// The bus's request/reply protocol carries bytes and nothing else: a reply has no status. A
-// responder that cannot send the reply it means to (larger than the bus's largest buffer, or
-// no buffer free) would otherwise send nothing, and its requester would wait for its whole
-// timeout. Serve answers such a request with an error reply instead: the bytes of ErrorPrefix
-// (a NUL byte, "offq-error", a NUL byte) followed by the reason in UTF-8, at most
-// MaxErrorReason bytes ("reply too large: 5000000 bytes, largest buffer 1MiB"). Request
-// recognises it and fails with a *ResponderError. An ordinary reply that begins with those
-// twelve bytes is read as an error reply too: a command's output does not begin with a NUL
-// byte and "offq-error" by accident.
+// A reply has no status. A responder that cannot send the reply it means to (larger than the
+// bus's largest buffer, or no buffer free) would otherwise send nothing, and its requester
+// would wait for its whole timeout. Serve answers such a request with the bus's error reply
+// instead (bus.Message.RespondError: the bytes of ErrorPrefix, a NUL byte, "offq-error" and a
+// NUL byte, followed by the reason, at most MaxErrorReason bytes: "reply too large: 5000000
+// bytes, largest buffer 1MiB"). Every bus requester, Request here included, fails on it with
+// a *ResponderError. An ordinary reply that begins with those twelve bytes is read as an error
+// reply too: a command's output does not begin with a NUL byte and "offq-error" by accident.
 package reqcli
 
 import (
@@ -23,9 +22,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/offq/offq/bus"
@@ -41,51 +38,18 @@ type Reply struct {
 	RTTNanos   int64  `json:"rtt_ns"`
 }
 
-// ErrorPrefix begins an error reply (see the package documentation).
-const ErrorPrefix = "\x00offq-error\x00"
+// ErrorPrefix begins an error reply: the bus's (bus.ErrorReplyPrefix, see the package
+// documentation).
+const ErrorPrefix = bus.ErrorReplyPrefix
 
-// MaxErrorReason is the most bytes of reason an error reply carries: the whole reply fits in
-// a buffer of the smallest size class a bus can have (64 bytes) only if the reason is short,
-// so ErrorReply cuts it to what the bus holds as well.
-const MaxErrorReason = 200
+// MaxErrorReason is the most bytes of reason an error reply carries (bus.MaxErrorReason).
+const MaxErrorReason = bus.MaxErrorReason
 
-// ErrorReply returns the error reply carrying reason, cut (at a character boundary) to
-// MaxErrorReason bytes and to limit bytes in all (the bus's largest buffer).
-func ErrorReply(reason string, limit int) []byte {
-	n := min(MaxErrorReason, max(0, limit-len(ErrorPrefix)))
-	if len(reason) > n {
-		for n > 0 && !utf8.RuneStart(reason[n]) {
-			n--
-		}
-		reason = reason[:n]
-	}
-	return append([]byte(ErrorPrefix), reason...)
-}
+// ErrorReply returns the error reply carrying reason (bus.ErrorReply).
+func ErrorReply(reason string, limit int) []byte { return bus.ErrorReply(reason, limit) }
 
-// ResponderError is the error of a request whose responder answered with an error reply: it
-// could not send the reply it meant to.
-type ResponderError struct {
-	Reason string // the responder's reason, printable characters only
-}
-
-func (e *ResponderError) Error() string { return "responder failed: " + e.Reason }
-
-// parseErrorReply returns the error an error reply carries, or nil if data is an ordinary
-// reply. The reason comes from another process: it is cut to MaxErrorReason bytes and its
-// unprintable characters (terminal escapes, newlines) are replaced.
-func parseErrorReply(data []byte) error {
-	reason, ok := bytes.CutPrefix(data, []byte(ErrorPrefix))
-	if !ok {
-		return nil
-	}
-	reason = reason[:min(len(reason), MaxErrorReason)]
-	return &ResponderError{Reason: strings.Map(func(r rune) rune {
-		if r == utf8.RuneError || !unicode.IsPrint(r) {
-			return '?'
-		}
-		return r
-	}, string(reason))}
-}
+// ResponderError is the error of a request whose responder answered with an error reply.
+type ResponderError = bus.ResponderError
 
 // Request sends data on topic of b as a request and returns its reply (copied out of shared
 // memory), waiting at most timeout. Errors wrap bus.ErrNoResponders, bus.ErrTimeout,
@@ -106,9 +70,6 @@ func Request(ctx context.Context, b *bus.Bus, topic string, data []byte, timeout
 	rtt := time.Since(start)
 	out := m.Clone()
 	m.Release()
-	if err := parseErrorReply(out); err != nil {
-		return Reply{}, nil, err
-	}
 	r := Reply{Topic: topic, Bytes: len(out), RTTNanos: rtt.Nanoseconds()}
 	if utf8.Valid(out) {
 		r.Data = string(out)

@@ -99,27 +99,3 @@ func TestServeReplyPoolExhausted(t *testing.T) {
 		t.Fatalf("Served %+v", s)
 	}
 }
-
-// TestErrorReply: an error reply is cut to MaxErrorReason bytes and to the bus's largest
-// buffer at a character boundary; the requester replaces what it cannot print.
-func TestErrorReply(t *testing.T) {
-	long := strings.Repeat("é", MaxErrorReason)
-	if r := ErrorReply(long, 1<<20); len(r) != len(ErrorPrefix)+MaxErrorReason {
-		t.Errorf("ErrorReply of %d bytes: %d bytes; want %d", len(long), len(r), len(ErrorPrefix)+MaxErrorReason)
-	}
-	r := ErrorReply(long, 64)
-	if len(r) > 64 || len(r) < 63 {
-		t.Errorf("ErrorReply for a 64-byte bus: %d bytes", len(r))
-	}
-	err := parseErrorReply(r)
-	var re *ResponderError
-	if !errors.As(err, &re) || re.Reason != strings.Repeat("é", (64-len(ErrorPrefix))/2) {
-		t.Errorf("parseErrorReply: %v", err)
-	}
-	if err := parseErrorReply(ErrorReply("a\x1b[2Jb\nc", 256)); err == nil || err.Error() != "responder failed: a?[2Jb?c" {
-		t.Errorf("parseErrorReply of control characters: %v", err)
-	}
-	if err := parseErrorReply([]byte("offq-error")); err != nil {
-		t.Errorf("an ordinary reply: %v", err)
-	}
-}

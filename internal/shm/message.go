@@ -55,6 +55,17 @@ func (h Held) Read(fn func(data []byte) error) (err error) {
 	return fn(h.Data())
 }
 
+// HasPrefix reports whether the payload begins with prefix, reading it under the fault guard
+// (false if the region faults). It allocates nothing.
+func (h Held) HasPrefix(prefix string) (ok bool) {
+	if h.p == nil {
+		return false
+	}
+	defer unguard(guard(), nil)
+	d := h.Data()
+	return len(d) >= len(prefix) && string(d[:len(prefix)]) == prefix
+}
+
 // Release gives the message back: the held entry is cleared and the reference dropped; the
 // last reference returns the buffer to its pool. It fails with ErrReleased, changing nothing,
 // if the message was already released.
