@@ -12,8 +12,8 @@ import (
 // so copy what you keep (Clone). A Message is safe to read from several goroutines; Release
 // it once.
 type Message struct {
+	h shm.Held // first: a copy of the Message and of its Held then move the same 16-byte chunks
 	s *Subscription
-	h shm.Held
 }
 
 // stripe is the stripe of the Bus's use gate that the message's releases and reads pass: its

@@ -51,7 +51,8 @@ func TestTakeNotesAge(t *testing.T) {
 		}
 	}
 	for range 3 {
-		must(p.Take(ctx, &in, Waiter{})).Release()
+		h := must(p.Take(ctx, &in, Waiter{}))
+		h.Release()
 	}
 	s, _ := statsOf(r, in.ID())
 	want := make([]uint64, ageBuckets)

@@ -52,7 +52,7 @@ func (t Topic) Request(ctx context.Context, l Loan, n int, to []Inbox, replyTo I
 
 // ReplyTo returns the reply address and correlation id of a request (0, 0 if the message is
 // not a request). It reads the buffer's header, which the sender wrote before delivering it.
-func (h Held) ReplyTo() (_ InboxID, _ uint64) {
+func (h *Held) ReplyTo() (_ InboxID, _ uint64) {
 	if h.p == nil {
 		return 0, 0
 	}
@@ -61,7 +61,7 @@ func (h Held) ReplyTo() (_ InboxID, _ uint64) {
 }
 
 // Corr returns the correlation id carried by the message (a reply carries its request's).
-func (h Held) Corr() (_ uint64) {
+func (h *Held) Corr() (_ uint64) {
 	if h.p == nil {
 		return 0
 	}
