@@ -446,6 +446,56 @@ func BenchmarkBatchPublishReceive(b *testing.B) {
 	}
 }
 
+// BenchmarkBatchReceive: the subscriber's half of BenchmarkBatchPublishReceive alone, in one
+// goroutine: a batch of 64 is published untimed, then ReceiveBatch, a read of each message's
+// 16-byte header and ReleaseBatch are timed; reports ns per message (docs/performance.md, "Issue
+// 15, seventh round": with every line in this core's cache, this is the floor of a batched
+// subscriber's cost between processes).
+func BenchmarkBatchReceive(b *testing.B) {
+	bs, err := Open("bench", WithDir(b.TempDir()), WithConfig(benchConfig()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bs.Close()
+	ctx := context.Background()
+	sub, _ := bs.Subscribe("bench.x", WithQueueDepth(MaxBatch))
+	pub, _ := bs.Publisher("bench.x")
+	loans := make([]Loan, MaxBatch)
+	got := make([]Message, MaxBatch)
+	var timed time.Duration
+	var sum uint64
+	n := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		ls, err := pub.LoanBatch(loans, 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pub.SendBatch(ctx, ls); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		for m := 0; m < len(ls); {
+			ms, err := sub.ReceiveBatch(ctx, got)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, msg := range ms {
+				d := msg.Data()
+				sum += binary.LittleEndian.Uint64(d[0:]) + binary.LittleEndian.Uint64(d[8:])
+			}
+			m += len(ms)
+			ReleaseBatch(ms)
+		}
+		timed += time.Since(start)
+		n += len(ls)
+	}
+	b.ReportMetric(float64(timed.Nanoseconds())/float64(n), "ns/msg")
+	if sum == 1 {
+		b.Log(sum) // keep the reads
+	}
+}
+
 // BenchmarkBatchStream: BenchmarkStream with batches of k on both sides (a publisher
 // goroutine and a subscriber goroutine, Block policy); reports messages per second.
 func BenchmarkBatchStream(b *testing.B) {

@@ -212,7 +212,7 @@ func BenchmarkLoanBytes(b *testing.B) {
 // BenchmarkMessageData reads the 16-byte header of each of a batch of received messages
 // through Message.Data, in a range loop by value, as a batched subscriber does once a message
 // (docs/performance.md, "Issue 15, seventh round": three copies of the message in Data, one
-// of them misaligned, took a sixth of such a subscriber's time).
+// of them misaligned, took a tenth of such a subscriber's time).
 func BenchmarkMessageData(b *testing.B) {
 	bb, err := Open("data", WithDir(b.TempDir()))
 	if err != nil {

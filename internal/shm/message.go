@@ -14,7 +14,7 @@ import (
 // entry that records it and the buffer. Copies name the same message; release it once (the
 // second Release gets ErrReleased). Its methods take a pointer and change nothing: a Held is
 // 72 bytes, and a method on the value copied it at every call, a copy the compiler keeps even
-// when the call is inlined (Data was a sixth of a batched subscriber's time; docs/performance.md,
+// when the call is inlined (Data took a tenth of a batched subscriber's time; docs/performance.md,
 // "Issue 15, seventh round").
 type Held struct {
 	p    *Participant
