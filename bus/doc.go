@@ -161,8 +161,10 @@
 //
 // # Waiting
 //
-// Receive waits as WithWait says: SpinThenSleep (default: spin ~50µs, then sleep), BusySpin
-// (lowest latency, a core per waiting subscriber) or Sleep (sleep at once). A sleeping
+// Receive waits as WithWait says: SpinThenSleep (default: spin ~50µs, then sleep; after the
+// first 5µs the spin offers the CPU to other processes now and then, so that subscribers
+// sharing a core leave it to those with messages), BusySpin (lowest latency, a core per
+// waiting subscriber, never gives the core away) or Sleep (sleep at once). A sleeping
 // Receive costs no OS thread: its goroutine parks, and one goroutine per Bus sleeps on the
 // process's doorbell, a futex word in shared memory that publishers ring when they deliver to
 // a subscription that waits; it wakes exactly the goroutines whose subscriptions have

@@ -159,7 +159,8 @@ const (
 type WaitStrategy = shm.WaitStrategy
 
 const (
-	// SpinThenSleep spins briefly, then sleeps on a futex (the default).
+	// SpinThenSleep spins briefly, then sleeps on a futex (the default). After its first
+	// 5µs the spin offers the CPU to other runnable processes now and then (sched_yield).
 	SpinThenSleep = shm.SpinThenSleep
 	// BusySpin never sleeps: lowest latency, one core per waiting subscriber.
 	BusySpin = shm.BusySpin

@@ -169,7 +169,7 @@ func (p *Participant) AwaitReply(ctx context.Context, in *Inbox, w Waiter, corr 
 		}
 		return Held{}, err
 	}
-	var spinUntil time.Time
+	var spinUntil, yieldFrom time.Time
 	spin := w.Spin
 	if spin <= 0 {
 		spin = DefaultSpin
@@ -225,11 +225,15 @@ func (p *Participant) AwaitReply(ctx context.Context, in *Inbox, w Waiter, corr 
 			}
 			now := time.Now()
 			if spinUntil.IsZero() {
-				spinUntil = now.Add(spin)
+				spinUntil, yieldFrom = now.Add(spin), now.Add(min(spin/2, spinAlone))
 			}
 			if now.Before(spinUntil) {
-				if w.Strategy == BusySpin && i&(1<<14-1) == 0 {
-					runtime.Gosched()
+				if w.Strategy == BusySpin {
+					if i&(1<<14-1) == 0 {
+						runtime.Gosched()
+					}
+				} else if now.After(yieldFrom) {
+					osYield() // the responder may share this CPU (see Inbox.wait)
 				}
 				continue
 			}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"runtime"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // WaitStrategy says how a consumer waits for a message (and a Block producer for room).
@@ -11,7 +13,9 @@ type WaitStrategy uint8
 
 const (
 	// SpinThenSleep spins for a short while (Spin, about 50µs by default), then sleeps (see
-	// dispatcher). The default: low latency while traffic flows, no CPU while idle.
+	// dispatcher). The default: low latency while traffic flows, no CPU while idle. After
+	// the first 5µs (spinAlone) the spin also offers the CPU to other processes now and
+	// then, so that waiters sharing a core do not take it from those with work to do.
 	SpinThenSleep WaitStrategy = iota
 	// BusySpin never sleeps: the lowest latency, one core per waiting consumer.
 	BusySpin
@@ -62,7 +66,7 @@ func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 		if spin <= 0 {
 			spin = DefaultSpin
 		}
-		var until time.Time
+		var until, yieldFrom time.Time
 		for i := 1; ; i++ {
 			if in.ready() {
 				return nil
@@ -88,9 +92,11 @@ func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 				}
 				now := time.Now()
 				if until.IsZero() {
-					until = now.Add(spin)
+					until, yieldFrom = now.Add(spin), now.Add(min(spin/2, spinAlone))
 				} else if now.After(until) {
 					break
+				} else if now.After(yieldFrom) {
+					osYield()
 				}
 			}
 		}
@@ -225,7 +231,7 @@ func waitAny(ctx context.Context, ins []*Inbox, w Waiter) error {
 		if spin <= 0 {
 			spin = DefaultSpin
 		}
-		var until time.Time
+		var until, yieldFrom time.Time
 		for i := 1; ; i++ {
 			for _, in := range ins {
 				if in.ready() {
@@ -247,9 +253,11 @@ func waitAny(ctx context.Context, ins []*Inbox, w Waiter) error {
 				}
 				now := time.Now()
 				if until.IsZero() {
-					until = now.Add(spin)
+					until, yieldFrom = now.Add(spin), now.Add(min(spin/2, spinAlone))
 				} else if now.After(until) {
 					break
+				} else if now.After(yieldFrom) {
+					osYield()
 				}
 			}
 		}
@@ -265,3 +273,21 @@ func waitAny(ctx context.Context, ins []*Inbox, w Waiter) error {
 	}
 	return p.disp.await(ctx, time.Time{}, waitMessage, ins, waitRecord{})
 }
+
+// spinAlone is how long SpinThenSleep spins before each turn of its spin also offers the CPU
+// to other processes (osYield): a subscriber among several on one core held the core for the
+// whole spin while the others had messages waiting (docs/performance.md, "Issue 15, seventh
+// round"), and a round trip, whose waits are shorter, pays no system call.
+const spinAlone = 5 * time.Microsecond
+
+// osYield gives the CPU to another runnable thread of any process (sched_yield), if there is
+// one; runtime.Gosched yields only to goroutines of this process.
+func osYield() {
+	if testHookOSYield != nil {
+		testHookOSYield()
+	}
+	unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+}
+
+// testHookOSYield, if set, runs at every osYield: tests count them.
+var testHookOSYield func()

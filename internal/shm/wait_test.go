@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -386,5 +387,54 @@ func TestNoLostWakeups(t *testing.T) {
 	t.Logf("%d round trips with the Sleep strategy in %v (%v each)", rounds, time.Since(start), time.Since(start)/time.Duration(rounds))
 	if n := allocated(r); n != 0 {
 		t.Fatalf("%d buffers allocated at the end", n)
+	}
+}
+
+// A SpinThenSleep wait that spins longer than spinAlone offers the CPU to other processes
+// (osYield) on the way: a subscriber among several on one core held it for its whole spin
+// while the others had messages (docs/performance.md, "Issue 15, seventh round"). BusySpin
+// and Sleep never do: the one keeps its core by design, the other does not spin. The same
+// holds for a requester's wait for its reply.
+func TestSpinOffersTheCPU(t *testing.T) {
+	var yields atomic.Int64
+	testHookOSYield = func() { yields.Add(1) }
+	defer func() { testHookOSYield = nil }()
+	_, me, _ := newTestRegion(t, "spin-yields")
+	in, err := me.OpenInbox(InboxConfig{Capacity: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.close()
+	reply, err := me.OpenReplyInbox(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reply.close()
+	for _, c := range []struct {
+		w     Waiter
+		yield bool
+	}{
+		{Waiter{Strategy: SpinThenSleep, Spin: 2 * time.Millisecond}, true},
+		{Waiter{Strategy: BusySpin}, false},
+		{Waiter{Strategy: Sleep}, false},
+	} {
+		for _, what := range []string{"wait", "await-reply"} {
+			yields.Store(0)
+			// Nothing arrives: the wait spins (for SpinThenSleep, 2 ms), then sleeps until
+			// the context ends it.
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			if what == "wait" {
+				err = in.wait(ctx, c.w)
+			} else {
+				_, err = me.AwaitReply(ctx, &reply, c.w, 1, nil, time.Second)
+			}
+			cancel()
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("%s %s: %v, want the context's deadline", c.w.name(), what, err)
+			}
+			if n := yields.Load(); (n > 0) != c.yield {
+				t.Errorf("%s %s: %d yields of the CPU, want some: %v", c.w.name(), what, n, c.yield)
+			}
+		}
 	}
 }
