@@ -281,12 +281,14 @@ func waitAny(ctx context.Context, ins []*Inbox, w Waiter) error {
 const spinAlone = 5 * time.Microsecond
 
 // osYield gives the CPU to another runnable thread of any process (sched_yield), if there is
-// one; runtime.Gosched yields only to goroutines of this process.
+// one; runtime.Gosched yields only to goroutines of this process. It is a system call the Go
+// scheduler knows of (not a raw one): the other process may keep the CPU for a time slice,
+// and meanwhile this thread's processor can be handed to another goroutine.
 func osYield() {
 	if testHookOSYield != nil {
 		testHookOSYield()
 	}
-	unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+	unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 }
 
 // testHookOSYield, if set, runs at every osYield: tests count them.
