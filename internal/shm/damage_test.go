@@ -286,6 +286,51 @@ func TestHeadRepairedForwardKeepsTheLastPositions(t *testing.T) {
 	}
 }
 
+// A head scribbled back by an odd number of laps and one position, onto the cell of the
+// newest message of a full ring, finds there a message of its own lap's parity: that one cell
+// agrees with the bad head. The repair judged by it alone, kept the head, put the tail back to
+// it, and the four queued messages were lost (the checker found this with seed 3 in
+// */batch-scribble-positions: the head moved back by 2^20 + 5). The other three cells hold
+// messages of the other parity for the head's positions, and every cell fits the tail's, so
+// the repair keeps the tail now.
+func TestHeadScribbledOntoAMessageOfItsParity(t *testing.T) {
+	r, p, in := unitInbox(t, InboxConfig{Capacity: 4, Overflow: DropNewest})
+	bg := context.Background()
+	passThrough(t, r, p, in, 20)
+	for seq := range uint64(4) {
+		if _, err := send(bg, r, p, in, 1, seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Head 20, tail 24, positions 20-23 hold the messages (lap 5, parity 1). Head 7 = 20 -
+	// (3 laps + 1) shares its cell with 23 and its lap's parity: (7>>2)&1 == (23>>2)&1.
+	in.v.hdr.head.Store(7)
+	// A send finds the cell at the tail full and the positions apart: it repairs them, and
+	// the ring is full.
+	if _, err := send(bg, r, p, in, 1, 4); !errors.Is(err, ErrFull) {
+		t.Fatalf("send into the repaired ring: %v, want ErrFull (head %d, tail %d)", err, in.v.hdr.head.Load(), in.v.hdr.tail.Load())
+	}
+	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+	defer cancel()
+	for seq := range uint64(4) {
+		h, err := in.pop(ctx, Waiter{Strategy: Sleep})
+		if err != nil {
+			t.Fatalf("message %d of the four in the ring when the head was scribbled: %v (head %d, tail %d)",
+				seq, err, in.v.hdr.head.Load(), in.v.hdr.tail.Load())
+		}
+		m, err := receive(r, h)
+		if err != nil || m.Topic != 1 || m.Seq != seq {
+			t.Fatalf("received %+v, %v; want topic 1, seq %d", m, err, seq)
+		}
+	}
+	if n := allocated(r); n != 0 {
+		t.Fatalf("%d buffers allocated at the end", n)
+	}
+	if s, _ := statsOf(r, in.ID()); s.Corrupt == 0 {
+		t.Fatal("the damaged head was not counted")
+	}
+}
+
 // unitInbox opens an inbox of participant q of a new unit region, with p to publish into it;
 // the inbox is closed at the end of the test.
 func unitInbox(t *testing.T, c InboxConfig) (*Region, *Participant, *Inbox) {

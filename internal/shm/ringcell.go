@@ -111,6 +111,49 @@ func yield() {
 	runtime.Gosched()
 }
 
+// misfitCells is how many cells misfits reads at most: enough to tell two positions apart
+// (each cell that names a position tells them apart at once, each message by one bit) without
+// reading a ring of a million cells.
+const misfitCells = 64
+
+// misfits counts the cells that do not fit the head at from (asHead: the positions from, from
+// +1, … are the ring's) or the tail at from (the positions before it are), reading at most
+// misfitCells cells next to it. After the head a cell holds a message of its lap, a claimed
+// marker for its position, or is ready for its position (the cell of the head itself may also
+// have been taken by a consumer that has not yet moved the head); before the tail a cell
+// holds a message of its lap or a claimed marker, or was taken from its position, ready for
+// the next lap (the cell of the tail's own position, which is that of the oldest one, may
+// also hold the message of a producer that has not yet moved the tail).
+func (in *Inbox) misfits(from uint64, asHead bool) int {
+	n := min(in.cap, misfitCells)
+	bad := 0
+	for k := range n {
+		q, edge := from+k, k == 0
+		if !asHead {
+			// The cell of the oldest position before the tail is also the cell of the
+			// tail's own position.
+			q, edge = from-n+k, k == 0 && n == in.cap
+		}
+		step()
+		v := in.cell(q).Load()
+		var fits bool
+		switch {
+		case v&markBit == 0: // a message
+			fits = v&parityBit == in.parity(q) || edge && !asHead && v&parityBit == in.parity(q+in.cap)
+		case v&parityBit != 0: // a claimed marker
+			fits = v&cellGenBits == in.tag && (v>>16)&claimedPosMask == q&claimedPosMask
+		case asHead:
+			fits = v == in.empty(q) || edge && v == in.empty(q+in.cap)
+		default:
+			fits = v == in.empty(q+in.cap)
+		}
+		if !fits {
+			bad++
+		}
+	}
+	return bad
+}
+
 // testHookYield, if set, runs at every yield: tests count how long a push or take waits.
 var testHookYield func()
 
@@ -127,10 +170,15 @@ func (in *Inbox) positionsDamaged() bool {
 // repairPositions puts back a head or tail that was scribbled far from the other (see
 // positionsDamaged), counting the damage once: without it, producers and the consumer would
 // walk one position at a time towards each other for up to 2^48 positions, or give up on
-// every call, and the consumer would hear nothing. Of the two, it keeps the one that the ring
-// cell at the lower position agrees with (a cell ready for that position, just taken, or
-// holding a message of its lap) and moves the other to it (a head moved forward stops
-// capacity short of the tail, below). Messages that were in the ring when
+// every call, and the consumer would hear nothing. Of the two, it keeps the one that the ring's
+// cells agree with best and moves the other to it (a head moved forward stops capacity short
+// of the tail, below): the cells after the head must hold messages of their lap or be ready
+// for their position, the cells before the tail must hold messages of their lap or have been
+// taken (see misfits). A cell ready for a position or taken from one names the position (48
+// bits); a cell with a message says only the parity of its lap, so one cell alone, which is
+// what this judged by before, was wrong for a head scribbled back by a multiple of two laps
+// onto a message of the right parity (the checker, seed 3). If the cells do not decide, the
+// one that the cell at the lower position agrees with is kept. Messages that were in the ring when
 // it was damaged may be lost (their cells are repaired, and counted, when the next lap finds
 // them); those pushed afterwards arrive. It reads the head before and after the tail, so that
 // it judges values of one instant, and changes them with a compare-and-swap, so a head or tail
@@ -150,8 +198,12 @@ func (in *Inbox) repairPositions() bool {
 	v := in.cell(lo).Load()
 	loAgrees := v == in.empty(lo) || v == in.empty(lo+in.cap) || v&markBit == 0 && v&parityBit == in.parity(lo) ||
 		v&(markBit|parityBit) == markBit|parityBit && v&cellGenBits == in.tag && (v>>16)&claimedPosMask == lo&claimedPosMask
+	keepTail := loAgrees == (h > t)
+	if hm, tm := in.misfits(h, true), in.misfits(t, false); hm != tm {
+		keepTail = tm < hm
+	}
 	var ok bool
-	if loAgrees == (h > t) {
+	if keepTail {
 		// The head moves: back to the tail, or on towards a tail far ahead of it. Forward, it
 		// stops capacity short of the tail: every message the ring can hold is at a position
 		// in [t-capacity, t), and one committed there after the damage (by a producer that
