@@ -265,25 +265,7 @@ func TestHeadRepairedForwardKeepsTheLastPositions(t *testing.T) {
 	// Head at 0, tail at 23: the cell of position 0 reads "empty for 24" (position 20 is
 	// done), which agrees with neither, so the repair moves the head forward.
 	in.v.hdr.head.Store(0)
-	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
-	defer cancel()
-	for seq := range uint64(2) {
-		h, err := in.pop(ctx, Waiter{Strategy: Sleep})
-		if err != nil {
-			t.Fatalf("message %d of the two in the ring when the head was scribbled: %v (head %d, tail %d)",
-				seq, err, in.v.hdr.head.Load(), in.v.hdr.tail.Load())
-		}
-		m, err := receive(r, h)
-		if err != nil || m.Topic != 1 || m.Seq != seq {
-			t.Fatalf("received %+v, %v; want topic 1, seq %d", m, err, seq)
-		}
-	}
-	if n := allocated(r); n != 0 {
-		t.Fatalf("%d buffers allocated at the end", n)
-	}
-	if s, _ := statsOf(r, in.ID()); s.Corrupt == 0 {
-		t.Fatal("the damaged head was not counted")
-	}
+	receiveAfterRepair(t, r, in, 2)
 }
 
 // A head scribbled back by an odd number of laps and one position, onto the cell of the
@@ -310,13 +292,21 @@ func TestHeadScribbledOntoAMessageOfItsParity(t *testing.T) {
 	if _, err := send(bg, r, p, in, 1, 4); !errors.Is(err, ErrFull) {
 		t.Fatalf("send into the repaired ring: %v, want ErrFull (head %d, tail %d)", err, in.v.hdr.head.Load(), in.v.hdr.tail.Load())
 	}
-	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+	receiveAfterRepair(t, r, in, 4)
+}
+
+// receiveAfterRepair receives the n messages of topic 1 (sequence numbers 0 to n-1) that a
+// ring held when its head was scribbled, in order, and checks that nothing stays allocated and
+// that the damage was counted.
+func receiveAfterRepair(t *testing.T, r *Region, in *Inbox, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for seq := range uint64(4) {
+	for seq := range uint64(n) {
 		h, err := in.pop(ctx, Waiter{Strategy: Sleep})
 		if err != nil {
-			t.Fatalf("message %d of the four in the ring when the head was scribbled: %v (head %d, tail %d)",
-				seq, err, in.v.hdr.head.Load(), in.v.hdr.tail.Load())
+			t.Fatalf("message %d of the %d in the ring when the head was scribbled: %v (head %d, tail %d)",
+				seq, n, err, in.v.hdr.head.Load(), in.v.hdr.tail.Load())
 		}
 		m, err := receive(r, h)
 		if err != nil || m.Topic != 1 || m.Seq != seq {
