@@ -184,15 +184,8 @@ func BenchmarkLoanBytes(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer bb.Close()
-	pub, err := bb.Publisher("bytes")
-	if err != nil {
-		b.Fatal(err)
-	}
 	var loans [MaxBatch]Loan
-	ls, err := pub.LoanBatch(loans[:], 64)
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, ls := fullBatch(b, bb, "bytes", loans[:])
 	defer func() {
 		for _, l := range ls {
 			l.Discard()
@@ -224,15 +217,8 @@ func BenchmarkMessageData(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	pub, err := bb.Publisher("data")
-	if err != nil {
-		b.Fatal(err)
-	}
 	var loans [MaxBatch]Loan
-	ls, err := pub.LoanBatch(loans[:], 64)
-	if err != nil {
-		b.Fatal(err)
-	}
+	pub, ls := fullBatch(b, bb, "data", loans[:])
 	if err := pub.SendBatch(ctx, ls); err != nil {
 		b.Fatal(err)
 	}
@@ -254,4 +240,18 @@ func BenchmarkMessageData(b *testing.B) {
 	if sum == 1 {
 		b.Log(sum) // keep the reads
 	}
+}
+
+// fullBatch makes a Publisher of topic on bb and loans len(loans) buffers of 64 bytes from it.
+func fullBatch(b *testing.B, bb *Bus, topic string, loans []Loan) (*Publisher, []Loan) {
+	b.Helper()
+	pub, err := bb.Publisher(topic)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ls, err := pub.LoanBatch(loans, 64)
+	if err != nil || len(ls) != len(loans) {
+		b.Fatalf("LoanBatch: %d of %d, %v", len(ls), len(loans), err)
+	}
+	return pub, ls
 }
