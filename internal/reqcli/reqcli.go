@@ -8,8 +8,8 @@
 // A reply has no status. A responder that cannot send the reply it means to (larger than the
 // bus's largest buffer, or no buffer free) would otherwise send nothing, and its requester
 // would wait for its whole timeout. Serve answers such a request with the bus's error reply
-// instead (bus.Message.RespondError: the bytes of ErrorPrefix, a NUL byte, "offq-error" and a
-// NUL byte, followed by the reason, at most MaxErrorReason bytes: "reply too large: 5000000
+// instead (bus.Message.RespondError: bus.ErrorReplyPrefix, a NUL byte, "offq-error" and a NUL
+// byte, followed by the reason, at most bus.MaxErrorReason bytes: "reply too large: 5000000
 // bytes, largest buffer 1MiB"). Every bus requester, Request here included, fails on it with
 // a *ResponderError. An ordinary reply that begins with those twelve bytes is read as an error
 // reply too: a command's output does not begin with a NUL byte and "offq-error" by accident.
@@ -37,16 +37,6 @@ type Reply struct {
 	Bytes      int    `json:"bytes"`
 	RTTNanos   int64  `json:"rtt_ns"`
 }
-
-// ErrorPrefix begins an error reply: the bus's (bus.ErrorReplyPrefix, see the package
-// documentation).
-const ErrorPrefix = bus.ErrorReplyPrefix
-
-// MaxErrorReason is the most bytes of reason an error reply carries (bus.MaxErrorReason).
-const MaxErrorReason = bus.MaxErrorReason
-
-// ErrorReply returns the error reply carrying reason (bus.ErrorReply).
-func ErrorReply(reason string, limit int) []byte { return bus.ErrorReply(reason, limit) }
 
 // ResponderError is the error of a request whose responder answered with an error reply.
 type ResponderError = bus.ResponderError
@@ -172,7 +162,7 @@ func respond(ctx context.Context, m bus.Message, out []byte, size int64, largest
 	} else {
 		return false, err
 	}
-	if err := m.Respond(ctx, ErrorReply(why.Error(), largest)); err != nil {
+	if err := m.RespondError(ctx, why.Error()); err != nil {
 		return true, fmt.Errorf("%w; the error reply was not sent either: %w", why, err)
 	}
 	return true, fmt.Errorf("%w (the requester was sent an error reply)", why)
