@@ -453,6 +453,9 @@ func TakeBatchInto[T any](p *Participant, ctx context.Context, in *Inbox, w Wait
 	}
 	got := 0
 	from := p.held.hint.Load()
+	// After the first message the batch goes on past the head and moves it once every
+	// headEvery positions and at the end (ringrun.go).
+	var run takeRun
 	for got < len(dst) {
 		idx, err := p.reserveFrom(from)
 		from = uint32(idx) + 1
@@ -464,10 +467,12 @@ func TakeBatchInto[T any](p *Participant, ctx context.Context, in *Inbox, w Wait
 		}
 		var h Handle
 		if got == 0 {
-			h, err = in.popInto(ctx, w, p, idx)
+			if h, err = in.popInto(ctx, w, p, idx); err == nil {
+				run = in.startRun()
+			}
 		} else {
 			var ok bool
-			h, ok, err = in.take(p.held.word(uint32(idx)), uint64(idx))
+			h, ok, err = run.next(p.held.word(uint32(idx)), uint64(idx))
 			if err == nil && !ok {
 				p.unreserve(idx)
 				break
@@ -491,6 +496,9 @@ func TakeBatchInto[T any](p *Participant, ctx context.Context, in *Inbox, w Wait
 		} else {
 			p.unreserve(idx)
 		}
+	}
+	if got > 0 {
+		run.end()
 	}
 	return got, nil
 }

@@ -114,6 +114,10 @@ type ilScenario struct {
 	// handoff: producers deliver as a send to one inbox does (handoff.go): each loan's own
 	// reference goes to its cell, the owner cleared right before the cell's commit.
 	handoff bool
+	// takeBatch: the (first) consumer takes as TakeBatch does: after a take at the head, a
+	// run of takes past it (takeRun), the head moved every headEvery positions (2 in a ring of
+	// 4) and at the end of the run, as many as it may hold.
+	takeBatch bool
 }
 
 func ilScenarios() []ilScenario {
@@ -159,6 +163,28 @@ func ilScenarios() []ilScenario {
 		for _, k := range []ilKind{ilWrongLap, ilOwnEmpty, ilOtherPos, ilClaimed, ilPositions} {
 			out = append(out, ilScenario{name: p + "/batch-scribble-" + k.String(), policy: pol, capacity: 4, producers: 2, msgs: 3,
 				consumer: true, hold: 2, scribble: k, batch: true})
+		}
+	}
+	// The batched take (ringrun.go): a run of takes past a lagging head, against single and
+	// batched pushes, evictions, a second consumer taking one at a time, closing, reopening
+	// and scribbles.
+	for _, pol := range []Overflow{DropOldest, DropNewest} {
+		p := map[Overflow]string{DropOldest: "oldest", DropNewest: "newest"}[pol]
+		out = append(out,
+			ilScenario{name: p + "/takebatch-cap4-2x3", policy: pol, capacity: 4, producers: 2, msgs: 3, consumer: true, hold: 3, takeBatch: true},
+			ilScenario{name: p + "/takebatch-cap8-2x4", policy: pol, capacity: 8, producers: 2, msgs: 4, consumer: true, hold: 6, takeBatch: true},
+			ilScenario{name: p + "/takebatch-full-ring", policy: pol, capacity: 4, producers: 1, msgs: 4, prefill: 3, consumer: true, hold: 3, takeBatch: true},
+			ilScenario{name: p + "/takebatch-evict-vs-take", policy: pol, capacity: 4, producers: 2, msgs: 3, prefill: 4, consumer: true, hold: 4, takeBatch: true},
+			ilScenario{name: p + "/takebatch-batch-cap4-2x3", policy: pol, capacity: 4, producers: 2, msgs: 3, consumer: true, hold: 3, takeBatch: true, batch: true},
+			ilScenario{name: p + "/takebatch-handoff-cap4-2x3", policy: pol, capacity: 4, producers: 2, msgs: 3, consumer: true, hold: 3, takeBatch: true, handoff: true},
+			ilScenario{name: p + "/takebatch-closer", policy: pol, capacity: 4, producers: 2, msgs: 3, consumer: true, hold: 3, close: ilCloserActor, takeBatch: true},
+			ilScenario{name: p + "/takebatch-consumer-closes", policy: pol, capacity: 4, producers: 2, msgs: 3, consumer: true, hold: 3, close: ilConsumerClose, takeBatch: true},
+			ilScenario{name: p + "/takebatch-reopen", policy: pol, capacity: 4, producers: 2, msgs: 3, prefill: 1, consumer: true, hold: 3, close: ilReopen, takeBatch: true},
+			ilScenario{name: p + "/takebatch-two-consumers", policy: pol, capacity: 4, producers: 2, msgs: 3, consumer: true, hold: 3, consumers2: true, takeBatch: true},
+		)
+		for _, k := range []ilKind{ilWrongLap, ilOwnEmpty, ilOtherPos, ilClaimed, ilPositions} {
+			out = append(out, ilScenario{name: p + "/takebatch-scribble-" + k.String(), policy: pol, capacity: 4, producers: 2, msgs: 3,
+				consumer: true, hold: 3, scribble: k, takeBatch: true})
 		}
 	}
 	// The hand-off (a send to one inbox): single and batched, against each other, a full
@@ -951,6 +977,12 @@ func (r *ilRun) consumer(a *ilActor, reserved *int) {
 		if ok {
 			r.received(h, *reserved)
 			*reserved = -1
+			if r.sc.takeBatch && reserved == &r.reserved {
+				if err := r.takeRun(reserved); err != nil {
+					r.consumerErrs = append(r.consumerErrs, err)
+					return
+				}
+			}
 			for len(r.held) > 0 && (len(r.held) >= r.sc.hold || a.rng.IntN(2) == 0) {
 				r.unhold(0)
 			}
@@ -961,6 +993,28 @@ func (r *ilRun) consumer(a *ilActor, reserved *int) {
 		}
 		r.s.idle(a)
 	}
+}
+
+// takeRun goes on from the take at the head that the consumer just made as TakeBatchInto
+// does (takeRun in ringrun.go), while it may hold more, and ends the run. reserved is where
+// the consumer keeps a reserved entry (given back here when the run stops).
+func (r *ilRun) takeRun(reserved *int) error {
+	q := r.env.q
+	run := r.in.startRun()
+	defer run.end()
+	for len(r.held) < r.sc.hold {
+		idx, err := q.reserve()
+		if err != nil {
+			return fmt.Errorf("Reserve: %w", err)
+		}
+		h, ok, err := run.next(q.held.word(uint32(idx)), uint64(idx))
+		if err != nil || !ok {
+			q.unreserve(idx)
+			return err
+		}
+		r.received(h, idx)
+	}
+	return nil
 }
 
 // received records a handle the consumer took into held entry idx.

@@ -498,7 +498,9 @@ func (r *Region) reapSlot(i uint32) ReapReport {
 	held := r.heldWords(i)
 
 	// 1. Its inboxes. A take it left half done is finished first (the claimed cell names the
-	// held entry the message went to), then the ring is closed and drained.
+	// held entry the message went to), then the ring is closed and drained. A take is made at
+	// the head, or in a batch at most headEvery positions past it (ringrun.go): each of those
+	// cells is looked at.
 	for j := range r.inboxes {
 		v := &r.inboxes[j]
 		st := v.hdr.state.Load()
@@ -516,15 +518,16 @@ func (r *Region) reapSlot(i uint32) ReapReport {
 		}
 		in := v.inbox(gen, c, DropOldest, 0)
 		h0 := v.hdr.head.Load()
-		if cv := in.cell(h0).Load(); cv&(markBit|parityBit) == markBit|parityBit && cellGen(cv) == gen&cellGenMask &&
-			(cv>>16)&claimedPosMask == h0&claimedPosMask {
-			if idx := cv & claimedIdxMask; idx < uint64(r.cfg.Held) {
-				w := held[idx]
-				if hv := w.Load(); hv&heldPending != 0 && hv&heldReserved == 0 {
-					w.Store(hv &^ heldPending) // the take had happened: the entry owns it
+		for q := h0; q < h0+in.headEvery(); q++ {
+			if cv := in.cell(q).Load(); cv&(markBit|parityBit) == markBit|parityBit && cellGen(cv) == gen&cellGenMask &&
+				(cv>>16)&claimedPosMask == q&claimedPosMask {
+				if idx := cv & claimedIdxMask; idx < uint64(r.cfg.Held) {
+					w := held[idx]
+					if hv := w.Load(); hv&heldPending != 0 && hv&heldReserved == 0 {
+						w.Store(hv &^ heldPending) // the take had happened: the entry owns it
+					}
+					in.cell(q).CompareAndSwap(cv, in.empty(q+in.cap))
 				}
-				in.cell(h0).CompareAndSwap(cv, in.empty(h0+in.cap))
-				v.hdr.head.CompareAndSwap(h0, h0+1)
 			}
 		}
 		rep.Queued += in.drainCount()

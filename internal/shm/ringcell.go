@@ -119,14 +119,16 @@ const misfitCells = 64
 // misfits counts the cells that do not fit the head at from (asHead: the positions from, from
 // +1, … are the ring's) or the tail at from (the positions before it are), reading at most
 // misfitCells cells next to it. After the head a cell holds a message of its lap, a claimed
-// marker for its position, or is ready for its position (the cell of the head itself may also
-// have been taken by a consumer that has not yet moved the head); before the tail a cell
+// marker for its position, or is ready for its position (the cell of the head itself, and in a
+// batch those of fewer than headEvery positions after it, may also have been taken by a
+// consumer that has not yet moved the head: ringrun.go); before the tail a cell
 // holds a message of its lap or a claimed marker, or was taken from its position, ready for
 // the next lap (the cell of the tail's own position, which is that of the oldest one, may
 // also hold the message of a producer that has not yet moved the tail).
 func (in *Inbox) misfits(from uint64, asHead bool) int {
 	n := min(in.cap, misfitCells)
 	bad := 0
+	taken := asHead // the run of taken cells from the head on, so far
 	for k := range n {
 		q, edge := from+k, k == 0
 		if !asHead {
@@ -136,6 +138,7 @@ func (in *Inbox) misfits(from uint64, asHead bool) int {
 		}
 		step()
 		v := in.cell(q).Load()
+		taken = taken && k < in.headEvery() && v == in.empty(q+in.cap)
 		var fits bool
 		switch {
 		case v&markBit == 0: // a message
@@ -143,7 +146,7 @@ func (in *Inbox) misfits(from uint64, asHead bool) int {
 		case v&parityBit != 0: // a claimed marker
 			fits = v&cellGenBits == in.tag && (v>>16)&claimedPosMask == q&claimedPosMask
 		case asHead:
-			fits = v == in.empty(q) || edge && v == in.empty(q+in.cap)
+			fits = v == in.empty(q) || taken
 		default:
 			fits = v == in.empty(q+in.cap)
 		}
@@ -159,9 +162,10 @@ var testHookYield func()
 
 // positionsDamaged reports whether the head and the tail are further apart than the protocol
 // ever leaves them: the head at most one past the tail (a producer that died between filling
-// a cell and moving the tail), the tail at most capacity + 1 past the head (a consumer that
-// died between emptying a cell and moving the head). It allows twice that, for values read at
-// different instants; repairPositions decides on values of one instant.
+// a cell and moving the tail), the tail at most capacity + headEvery past the head (a consumer
+// that died between emptying cells and moving the head, in a batch: ringrun.go; headEvery is
+// at most half the capacity). It allows more, for values read at different instants;
+// repairPositions decides on values of one instant.
 func (in *Inbox) positionsDamaged() bool {
 	h, t := in.v.hdr.head.Load(), in.v.hdr.tail.Load()
 	return h > t+in.cap || t > h+2*in.cap+2

@@ -133,10 +133,11 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader, owner uint
 				yield()
 				continue
 			}
-		case v&parityBit == 0 && v&posMask == (t+in.cap)&posMask && hn >= t:
+		case v&parityBit == 0 && v&posMask == (t+in.cap)&posMask && (hn >= t || in.takenRun(hn, t)):
 			// Position t was filled and already taken (a take of t writes this marker, and
-			// happens only once the head has reached t); the tail lags. With the head short
-			// of t, the marker is scribbled (below).
+			// happens only once the head has reached t, or in a batch once every cell from
+			// the head to t is taken: ringrun.go); the tail lags. Otherwise the marker is
+			// scribbled (below).
 			step()
 			hd.tail.CompareAndSwap(t, t+1)
 			continue
