@@ -161,16 +161,17 @@ func (s *Subscription) Receive(ctx context.Context) (Message, error) {
 		}
 	}
 	for {
-		// The reference moves from the queue into a held entry in one crash-safe step.
-		h, err := s.b.p.Take(ctx, &s.in, s.w)
-		if err != nil {
+		// The reference moves from the queue into a held entry in one crash-safe step, built
+		// in place in the message returned.
+		m := Message{s: s}
+		if err := s.b.p.TakeInto(ctx, &s.in, s.w, &m.h); err != nil {
 			return Message{}, s.takeError("receive", err)
 		}
-		if s.dedupOn.Load() && s.duplicate(h.Meta()) {
-			h.Release()
+		if s.dedupOn.Load() && s.duplicate(m.h.Meta()) {
+			m.h.Release()
 			continue
 		}
-		return Message{s: s, h: h}, nil
+		return m, nil
 	}
 }
 

@@ -88,11 +88,20 @@ func (h *Held) Release() (err error) {
 // do not name a live buffer (written by a faulty process) are counted as corrupt and skipped.
 // It fails with ErrHeldFull when p holds Config.Held messages already. While messages are
 // waiting it makes no system call and allocates nothing.
-func (p *Participant) Take(ctx context.Context, in *Inbox, w Waiter) (_ Held, err error) {
+func (p *Participant) Take(ctx context.Context, in *Inbox, w Waiter) (Held, error) {
+	var m Held
+	err := p.TakeInto(ctx, in, w, &m)
+	return m, err
+}
+
+// TakeInto is Take into *dst, which it fills only if it returns nil: for a caller whose
+// message holds a Held among other fields (a Held returned by value is copied once more on
+// the way).
+func (p *Participant) TakeInto(ctx context.Context, in *Inbox, w Waiter, dst *Held) (err error) {
 	defer unguard(guard(), &err)
 	idx, err := p.reserve()
 	if err != nil {
-		return Held{}, err
+		return err
 	}
 	for {
 		h, err := in.popInto(ctx, w, p, idx)
@@ -100,13 +109,13 @@ func (p *Participant) Take(ctx context.Context, in *Inbox, w Waiter) (_ Held, er
 			p.unreserve(idx)
 			if errors.Is(err, ErrClosed) {
 				if derr := p.r.Check(); derr != nil { // a zeroed inbox looks closed
-					return Held{}, derr
+					return derr
 				}
 			}
-			return Held{}, err
+			return err
 		}
-		if m, ok := p.accept(in, idx, h); ok {
-			return m, nil
+		if p.acceptInto(in, idx, h, dst) {
+			return nil
 		}
 	}
 }
