@@ -193,9 +193,11 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader, owner uint
 			// the consumer's head move would then leave that message behind the head, where
 			// nobody takes it. So mark it done instead (empty for the next lap): everyone
 			// passes it. Nothing is lost that the scribble had not destroyed already; a
-			// position never filled is skipped.
+			// position never filled is skipped. A batched take goes past the head (ringrun.go):
+			// with every cell from the head to t taken, it may have taken t too, and moves the
+			// head past t at the end of its line.
 			pos := t
-			if hn == t {
+			if hn == t || in.takenRun(hn, t) {
 				pos = t + in.cap
 			}
 			if in.repair(c, v, pos) {

@@ -20,7 +20,9 @@ import (
 //   - a producer fills a cell once it is empty for the producer's position, whatever the head
 //     says; one that finds its tail's cell already taken while the head is short of the tail
 //     (the tail lags, and the batch took the message there) helps the tail if every cell from
-//     the head on is taken too (takenRun), and takes the cell for a scribble otherwise (push);
+//     the head on is taken too (takenRun), and takes the cell for a scribble otherwise; one
+//     that repairs a scribbled cell at its tail marks the position done if the head is at the
+//     tail or every cell from the head on is taken, since the batch may have taken it (push);
 //   - the tail stays within capacity + headEvery of the head, inside what positionsDamaged
 //     allows (2 × capacity + 2), and misfits counts a run of taken cells after a head as fitting
 //     it;

@@ -83,17 +83,7 @@ func TestReapTakeHalfDoneInARun(t *testing.T) {
 	w := con.held.word(uint32(idx))
 	w.Store(heldPending | uint64(hs[1]))
 	in.cell(1).Store(in.claimed(uint64(idx), 1))
-	die(con)
-	rep, err := r.Reap()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.Participants != 1 {
-		t.Fatalf("report %+v", rep)
-	}
-	if n := allocated(r); n != 0 {
-		t.Fatalf("%d buffers allocated after reaping (report %+v)", n, rep)
-	}
+	reapDeadConsumer(t, r, con, "a take half done past the head")
 }
 
 // TestMisfitsAllowABatchsLag: a head that a batch has left behind its taken cells fits the
@@ -105,5 +95,32 @@ func TestMisfitsAllowABatchsLag(t *testing.T) {
 	}
 	if m := in.misfits(3, true); m != 0 {
 		t.Fatalf("the head moved past them: %d misfits; want 0", m)
+	}
+}
+
+// TestPushRepairsACellABatchMayHaveTaken: a batch has taken position 0 without moving the head
+// and is taking position 1 (its claim in the cell) when the cell is scribbled with a handle of
+// the wrong lap, and the tail still says 1. A producer that repairs the cell must mark position
+// 1 done, as it does with the head at 1: the batch may have taken it (it had), and moves the
+// head past it. Found by the checker (oldest/takebatch-scribble-wrong-lap-handle, seed 2): the
+// producer made the cell ready for position 1 and filled it again, behind where the batch then
+// moved the head, and the message was lost.
+func TestPushRepairsACellABatchMayHaveTaken(t *testing.T) {
+	r, pub, con, in, hs, _ := runState(t, 2, 1, true)
+	idx, _ := con.reserve()
+	w := con.held.word(uint32(idx))
+	w.Store(heldPending | uint64(hs[1])) // the batch's take of position 1, half done
+	in.cell(1).Store(in.claimed(uint64(idx), 1))
+	in.cell(1).Store(0x40 | in.parity(1+in.cap)) // the scribble
+	in.v.hdr.tail.Store(1)
+	h, err := send(context.Background(), r, pub, in, 0, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Store(uint64(hs[1])) // the take goes on: the message of position 1 is the batch's
+	in.advanceHead(2)      // and the batch ends
+	got, ok, err := in.take(con.held.word(uint32(idx+1)), uint64(idx+1))
+	if err != nil || !ok || got != h {
+		t.Fatalf("take after the batch: %v, %v, %v; want the third message %v", got, ok, err, h)
 	}
 }
