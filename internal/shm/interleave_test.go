@@ -160,10 +160,8 @@ func ilScenarios() []ilScenario {
 			ilScenario{name: p + "/batch-reopen", policy: pol, capacity: 4, producers: 2, msgs: 3, prefill: 1, consumer: true, hold: 1, close: ilReopen, batch: true},
 			ilScenario{name: p + "/batch-two-consumers", policy: pol, capacity: 4, producers: 2, msgs: 3, consumer: true, hold: 2, consumers2: true, batch: true},
 		)
-		for _, k := range []ilKind{ilWrongLap, ilOwnEmpty, ilOtherPos, ilClaimed, ilPositions} {
-			out = append(out, ilScenario{name: p + "/batch-scribble-" + k.String(), policy: pol, capacity: 4, producers: 2, msgs: 3,
-				consumer: true, hold: 2, scribble: k, batch: true})
-		}
+		out = ilScribbled(out, ilScenario{name: p + "/batch-scribble-", policy: pol, capacity: 4, producers: 2, msgs: 3,
+			consumer: true, hold: 2, batch: true})
 	}
 	// The batched take (ringrun.go): a run of takes past a lagging head, against single and
 	// batched pushes, evictions, a second consumer taking one at a time, closing, reopening
@@ -182,10 +180,8 @@ func ilScenarios() []ilScenario {
 			ilScenario{name: p + "/takebatch-reopen", policy: pol, capacity: 4, producers: 2, msgs: 3, prefill: 1, consumer: true, hold: 3, close: ilReopen, takeBatch: true},
 			ilScenario{name: p + "/takebatch-two-consumers", policy: pol, capacity: 4, producers: 2, msgs: 3, consumer: true, hold: 3, consumers2: true, takeBatch: true},
 		)
-		for _, k := range []ilKind{ilWrongLap, ilOwnEmpty, ilOtherPos, ilClaimed, ilPositions} {
-			out = append(out, ilScenario{name: p + "/takebatch-scribble-" + k.String(), policy: pol, capacity: 4, producers: 2, msgs: 3,
-				consumer: true, hold: 3, scribble: k, takeBatch: true})
-		}
+		out = ilScribbled(out, ilScenario{name: p + "/takebatch-scribble-", policy: pol, capacity: 4, producers: 2, msgs: 3,
+			consumer: true, hold: 3, takeBatch: true})
 	}
 	// The hand-off (a send to one inbox): single and batched, against each other, a full
 	// ring, evictions, closing, reopening, two consumers and scribbles.
@@ -203,12 +199,21 @@ func ilScenarios() []ilScenario {
 			ilScenario{name: p + "/handoff-batch-closer", policy: pol, capacity: 4, producers: 2, msgs: 3, consumer: true, hold: 2, close: ilCloserActor, batch: true, handoff: true},
 			ilScenario{name: p + "/handoff-batch-reopen", policy: pol, capacity: 4, producers: 2, msgs: 3, prefill: 1, consumer: true, hold: 1, close: ilReopen, batch: true, handoff: true},
 		)
-		for _, k := range []ilKind{ilWrongLap, ilOwnEmpty, ilOtherPos, ilClaimed, ilPositions} {
-			out = append(out, ilScenario{name: p + "/handoff-scribble-" + k.String(), policy: pol, capacity: 2, producers: 2, msgs: 3,
-				consumer: true, hold: 2, scribble: k, handoff: true})
-			out = append(out, ilScenario{name: p + "/handoff-batch-scribble-" + k.String(), policy: pol, capacity: 4, producers: 2, msgs: 3,
-				consumer: true, hold: 2, scribble: k, batch: true, handoff: true})
-		}
+		out = ilScribbled(out, ilScenario{name: p + "/handoff-scribble-", policy: pol, capacity: 2, producers: 2, msgs: 3,
+			consumer: true, hold: 2, handoff: true})
+		out = ilScribbled(out, ilScenario{name: p + "/handoff-batch-scribble-", policy: pol, capacity: 4, producers: 2, msgs: 3,
+			consumer: true, hold: 2, batch: true, handoff: true})
+	}
+	return out
+}
+
+// ilScribbled appends to out one copy of base per scribble kind that names a plausible
+// state (all but random bits), each named base.name followed by the kind.
+func ilScribbled(out []ilScenario, base ilScenario) []ilScenario {
+	for _, k := range []ilKind{ilWrongLap, ilOwnEmpty, ilOtherPos, ilClaimed, ilPositions} {
+		sc := base
+		sc.name, sc.scribble = base.name+k.String(), k
+		out = append(out, sc)
 	}
 	return out
 }

@@ -169,7 +169,8 @@ func (p *Participant) AwaitReply(ctx context.Context, in *Inbox, w Waiter, corr 
 		}
 		return Held{}, err
 	}
-	var spinUntil, yieldFrom time.Time
+	var spinUntil time.Time // BusySpin's
+	var clock spinClock     // SpinThenSleep's
 	spin := w.Spin
 	if spin <= 0 {
 		spin = DefaultSpin
@@ -223,21 +224,21 @@ func (p *Participant) AwaitReply(ctx context.Context, in *Inbox, w Waiter, corr 
 			if !in.isOpen() {
 				return fail(ErrClosed)
 			}
-			now := time.Now()
-			if spinUntil.IsZero() {
-				spinUntil, yieldFrom = now.Add(spin), now.Add(min(spin/2, spinAlone))
-			}
-			if now.Before(spinUntil) {
-				if w.Strategy == BusySpin {
+			if w.Strategy != BusySpin {
+				if clock.more(spin) { // it offers the CPU: the responder may share it
+					continue
+				}
+			} else {
+				now := time.Now()
+				if spinUntil.IsZero() {
+					spinUntil = now.Add(spin)
+				}
+				if now.Before(spinUntil) {
 					if i&(1<<14-1) == 0 {
 						runtime.Gosched()
 					}
-				} else if now.After(yieldFrom) {
-					osYield() // the responder may share this CPU (see Inbox.wait)
+					continue
 				}
-				continue
-			}
-			if w.Strategy == BusySpin {
 				// Never sleep: check the responder every checkEvery (doubling), then spin on.
 				spinUntil = now.Add(every)
 				every = min(2*every, 8*checkEvery)

@@ -394,7 +394,7 @@ func TestNoLostWakeups(t *testing.T) {
 // (osYield) on the way: a subscriber among several on one core held it for its whole spin
 // while the others had messages (docs/performance.md, "Issue 15, seventh round"). BusySpin
 // and Sleep never do: the one keeps its core by design, the other does not spin. The same
-// holds for a requester's wait for its reply.
+// holds for a wait on several inboxes (TakeAny) and a requester's wait for its reply.
 func TestSpinOffersTheCPU(t *testing.T) {
 	var yields atomic.Int64
 	testHookOSYield = func() { yields.Add(1) }
@@ -418,14 +418,17 @@ func TestSpinOffersTheCPU(t *testing.T) {
 		{Waiter{Strategy: BusySpin}, false},
 		{Waiter{Strategy: Sleep}, false},
 	} {
-		for _, what := range []string{"wait", "await-reply"} {
+		for _, what := range []string{"wait", "wait-any", "await-reply"} {
 			yields.Store(0)
 			// Nothing arrives: the wait spins (for SpinThenSleep, 2 ms), then sleeps until
 			// the context ends it.
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-			if what == "wait" {
+			switch what {
+			case "wait":
 				err = in.wait(ctx, c.w)
-			} else {
+			case "wait-any":
+				err = waitAny(ctx, []*Inbox{&in}, c.w)
+			default:
 				_, err = me.AwaitReply(ctx, &reply, c.w, 1, nil, time.Second)
 			}
 			cancel()
@@ -433,7 +436,7 @@ func TestSpinOffersTheCPU(t *testing.T) {
 				t.Fatalf("%s %s: %v, want the context's deadline", c.w.name(), what, err)
 			}
 			if n := yields.Load(); (n > 0) != c.yield {
-				t.Errorf("%s %s: %d yields of the CPU, want some: %v", c.w.name(), what, n, c.yield)
+				t.Errorf("%s %s: %d yields of the CPU; want yields: %v", c.w.name(), what, n, c.yield)
 			}
 		}
 	}
