@@ -26,16 +26,17 @@ import (
 //   - the tail stays within capacity + headEvery of the head, inside what positionsDamaged
 //     allows (2 × capacity + 2), and misfits counts a run of taken cells after a head as fitting
 //     it;
-//   - a consumer killed in a run leaves a claimed marker at most headEvery positions past the
-//     head: the reaper finishes a half-done take wherever the marker is (reapSlot).
+//   - a consumer killed in a run leaves a claimed marker fewer than headEvery positions past
+//     the head: the reaper finishes a half-done take at each of those cells (reapSlot).
 //
 // The head's line then moves between the consumer and a producer waiting for room once per
 // headEvery messages instead of once per message, and the consumer makes one locked
 // instruction fewer for each of the others (docs/performance.md, "Issue 15, eighth round").
 // A head moved once per batch was measured in the sixth round and not kept: a producer that
 // finds the ring full sleeps until the head moves (waitSpace), and with the head a whole batch
-// behind, the two sides took turns instead of overlapping. A line of cells is about as long as
-// a producer's brief spin for room lasts.
+// behind, the two sides took turns instead of overlapping. Eight takes (about half a
+// microsecond) end well within a producer's brief spin for room (waitSpace's 64 yields), so a
+// producer waiting for a line need not go to sleep.
 
 // takeRun is a batched take between its messages: the position of the next one, and whether
 // the head has been moved to it.

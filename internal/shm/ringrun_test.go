@@ -7,8 +7,8 @@ import (
 
 // runState pushes n messages into a fresh inbox of capacity 16 and takes the first k of them
 // as a batch does between two moves of the head (takeNext), leaving the head at 0. The
-// consumer stays attached when the test ends unless detach is set (a test that kills it).
-func runState(t *testing.T, n, k int, detach bool) (*Region, *Participant, *Participant, *Inbox, []Handle, []int) {
+// consumer is detached when the test ends if detach is set (not in a test that kills it).
+func runState(t *testing.T, n, k int, detach bool) (*Region, *Participant, *Participant, *Inbox, []Handle) {
 	t.Helper()
 	r := newUnitRegion(t, reapConfig())
 	pub := attachUnit(t, r, "pub")
@@ -31,7 +31,6 @@ func runState(t *testing.T, n, k int, detach bool) (*Region, *Participant, *Part
 		}
 		hs = append(hs, h)
 	}
-	var idxs []int
 	for pos := range k {
 		idx, err := con.reserve()
 		if err != nil {
@@ -41,12 +40,11 @@ func runState(t *testing.T, n, k int, detach bool) (*Region, *Participant, *Part
 		if !ok || h != hs[pos] {
 			t.Fatalf("takeNext at %d: %v, %v; want %v", pos, h, ok, hs[pos])
 		}
-		idxs = append(idxs, idx)
 	}
 	if got := in.v.hdr.head.Load(); got != 0 {
 		t.Fatalf("head %d after takeNext; want it left at 0", got)
 	}
-	return r, pub, con, &in, hs, idxs
+	return r, pub, con, &in, hs
 }
 
 // TestPushHelpsATailBehindABatchsTake: a batch has taken positions 0 and 1 without moving the
@@ -56,7 +54,7 @@ func runState(t *testing.T, n, k int, detach bool) (*Region, *Participant, *Part
 // counted corruption, and filled position 1 again, behind where the batch moves the head: the
 // message was lost.
 func TestPushHelpsATailBehindABatchsTake(t *testing.T) {
-	r, pub, con, in, _, _ := runState(t, 2, 2, true)
+	r, pub, con, in, _ := runState(t, 2, 2, true)
 	in.v.hdr.tail.Store(1)
 	h, err := send(context.Background(), r, pub, in, 0, 3)
 	if err != nil {
@@ -78,7 +76,7 @@ func TestPushHelpsATailBehindABatchsTake(t *testing.T) {
 // take it finds past the head and release both messages; when it looked at the head's cell
 // only, the claimed message was in no record it read, and stayed allocated.
 func TestReapTakeHalfDoneInARun(t *testing.T) {
-	r, _, con, in, hs, _ := runState(t, 3, 1, false)
+	r, _, con, in, hs := runState(t, 3, 1, false)
 	idx, _ := con.reserve()
 	w := con.held.word(uint32(idx))
 	w.Store(heldPending | uint64(hs[1]))
@@ -89,7 +87,7 @@ func TestReapTakeHalfDoneInARun(t *testing.T) {
 // TestMisfitsAllowABatchsLag: a head that a batch has left behind its taken cells fits the
 // ring as well as one it has moved.
 func TestMisfitsAllowABatchsLag(t *testing.T) {
-	_, _, _, in, _, _ := runState(t, 6, 3, true)
+	_, _, _, in, _ := runState(t, 6, 3, true)
 	if m := in.misfits(0, true); m != 0 {
 		t.Fatalf("the head a batch left behind three taken cells: %d misfits; want 0", m)
 	}
@@ -106,7 +104,7 @@ func TestMisfitsAllowABatchsLag(t *testing.T) {
 // producer made the cell ready for position 1 and filled it again, behind where the batch then
 // moved the head, and the message was lost.
 func TestPushRepairsACellABatchMayHaveTaken(t *testing.T) {
-	r, pub, con, in, hs, _ := runState(t, 2, 1, true)
+	r, pub, con, in, hs := runState(t, 2, 1, true)
 	idx, _ := con.reserve()
 	w := con.held.word(uint32(idx))
 	w.Store(heldPending | uint64(hs[1])) // the batch's take of position 1, half done
@@ -119,7 +117,8 @@ func TestPushRepairsACellABatchMayHaveTaken(t *testing.T) {
 	}
 	w.Store(uint64(hs[1])) // the take goes on: the message of position 1 is the batch's
 	in.advanceHead(2)      // and the batch ends
-	got, ok, err := in.take(con.held.word(uint32(idx+1)), uint64(idx+1))
+	idx2, _ := con.reserve()
+	got, ok, err := in.take(con.held.word(uint32(idx2)), uint64(idx2))
 	if err != nil || !ok || got != h {
 		t.Fatalf("take after the batch: %v, %v, %v; want the third message %v", got, ok, err, h)
 	}
