@@ -169,8 +169,7 @@ func (p *Participant) AwaitReply(ctx context.Context, in *Inbox, w Waiter, corr 
 		}
 		return Held{}, err
 	}
-	var spinUntil time.Time // BusySpin's
-	var clock spinClock     // SpinThenSleep's
+	var spinUntil, yieldFrom time.Time
 	spin := w.Spin
 	if spin <= 0 {
 		spin = DefaultSpin
@@ -224,21 +223,21 @@ func (p *Participant) AwaitReply(ctx context.Context, in *Inbox, w Waiter, corr 
 			if !in.isOpen() {
 				return fail(ErrClosed)
 			}
-			if w.Strategy != BusySpin {
-				if clock.more(spin) { // it offers the CPU: the responder may share it
-					continue
-				}
-			} else {
-				now := time.Now()
-				if spinUntil.IsZero() {
-					spinUntil = now.Add(spin)
-				}
-				if now.Before(spinUntil) {
+			now := time.Now()
+			if spinUntil.IsZero() {
+				spinUntil, yieldFrom = now.Add(spin), now.Add(min(spin/2, spinAlone))
+			}
+			if now.Before(spinUntil) {
+				if w.Strategy == BusySpin {
 					if i&(1<<14-1) == 0 {
 						runtime.Gosched()
 					}
-					continue
+				} else if now.After(yieldFrom) {
+					osYield() // the responder may share this CPU (see Inbox.wait)
 				}
+				continue
+			}
+			if w.Strategy == BusySpin {
 				// Never sleep: check the responder every checkEvery (doubling), then spin on.
 				spinUntil = now.Add(every)
 				every = min(2*every, 8*checkEvery)

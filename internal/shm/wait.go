@@ -66,7 +66,7 @@ func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 		if spin <= 0 {
 			spin = DefaultSpin
 		}
-		var clock spinClock
+		var until, yieldFrom time.Time
 		for i := 1; ; i++ {
 			if in.ready() {
 				return nil
@@ -90,8 +90,13 @@ func (in *Inbox) wait(ctx context.Context, w Waiter) error {
 					}
 					continue
 				}
-				if !clock.more(spin) {
+				now := time.Now()
+				if until.IsZero() {
+					until, yieldFrom = now.Add(spin), now.Add(min(spin/2, spinAlone))
+				} else if now.After(until) {
 					break
+				} else if now.After(yieldFrom) {
+					osYield()
 				}
 			}
 		}
@@ -226,7 +231,7 @@ func waitAny(ctx context.Context, ins []*Inbox, w Waiter) error {
 		if spin <= 0 {
 			spin = DefaultSpin
 		}
-		var clock spinClock
+		var until, yieldFrom time.Time
 		for i := 1; ; i++ {
 			for _, in := range ins {
 				if in.ready() {
@@ -246,8 +251,13 @@ func waitAny(ctx context.Context, ins []*Inbox, w Waiter) error {
 					}
 					continue
 				}
-				if !clock.more(spin) {
+				now := time.Now()
+				if until.IsZero() {
+					until, yieldFrom = now.Add(spin), now.Add(min(spin/2, spinAlone))
+				} else if now.After(until) {
 					break
+				} else if now.After(yieldFrom) {
+					osYield()
 				}
 			}
 		}
@@ -262,25 +272,6 @@ func waitAny(ctx context.Context, ins []*Inbox, w Waiter) error {
 		return pollUntil(ctx, time.Time{}, ready)
 	}
 	return p.disp.await(ctx, time.Time{}, waitMessage, ins, waitRecord{})
-}
-
-// spinClock times the spin of a SpinThenSleep wait, at the wait's clock checks.
-type spinClock struct{ until, yieldFrom time.Time }
-
-// more reports whether a spin of spin goes on. Its first call starts the clock; once the spin
-// is past spinAlone (or half of it, if shorter), each call offers the CPU to other processes
-// first (osYield).
-func (c *spinClock) more(spin time.Duration) bool {
-	now := time.Now()
-	switch {
-	case c.until.IsZero():
-		c.until, c.yieldFrom = now.Add(spin), now.Add(min(spin/2, spinAlone))
-	case now.After(c.until):
-		return false
-	case now.After(c.yieldFrom):
-		osYield()
-	}
-	return true
 }
 
 // spinAlone is how long SpinThenSleep spins before each turn of its spin also offers the CPU
