@@ -137,10 +137,10 @@ func (s *Subscription) ReceiveBatch(ctx context.Context, dst []Message) ([]Messa
 		dst[0] = m
 		return dst[:1], nil
 	}
-	if !s.gate.enter() {
+	if !s.b.enter() {
 		return dst[:0], &Error{Op: "receive", Name: s.pattern, Err: ErrClosed}
 	}
-	defer s.gate.exit()
+	defer s.b.exit()
 	if s.closed.Load() {
 		return dst[:0], &Error{Op: "receive", Name: s.pattern, Err: ErrClosed}
 	}
@@ -193,14 +193,14 @@ func ReleaseBatch(ms []Message) error {
 		switch {
 		case s == nil:
 			err = ErrReleased // zero Messages only
-		case !s.b.enter(s.stripe):
+		case !s.b.enter():
 			err = &Error{Op: "release", Name: s.pattern, Err: errReleasedByClose}
 		default:
 			// In place: a zero Message has a zero Held, which gives ErrReleased.
 			if shm.ReleaseBatchOf(ms[:k], messageHeld) != nil && err == nil {
 				err = ErrReleased
 			}
-			s.b.exit(s.stripe)
+			s.b.exit()
 		}
 		ms = ms[k:]
 	}

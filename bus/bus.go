@@ -39,34 +39,24 @@ type Bus struct {
 
 	closed atomic.Bool
 
-	// use counts the calls under way that touch the region outside a Publisher's or a
-	// Subscription's own gate: releasing and reading messages, replying, closing a subscription,
-	// the topic and statistics lookups. Close waits for them before it detaches and unmaps, and
-	// refuses new ones (ErrClosed). Striped, so that the goroutines of different subscriptions
-	// releasing their messages do not write one cache line (see Message.stripe).
-	use      [useStripes]paddedGate
-	stripeOf atomic.Uint32 // the stripe of the next Subscription
+	// use counts the calls under way that touch the region outside a Publisher's own gate:
+	// receiving, releasing and reading messages, replying, closing a subscription, the topic
+	// and statistics lookups. Close waits for them before it detaches and unmaps, and refuses
+	// new ones (ErrClosed). A call passes it with no locked instruction: a counter per P of the
+	// scheduler, and the fence paid once by Close (shm.UseGate).
+	use *shm.UseGate
 }
 
-// useStripes is the number of stripes of Bus.use.
-const useStripes = 16
+// enter enters the Bus's use gate (see Bus.use): it returns false, and the caller must not
+// touch the region, once Close has begun.
+func (b *Bus) enter() bool { return b.use.Enter() }
 
-// paddedGate is a gate on a cache line of its own.
-type paddedGate struct {
-	gate
-	_ [64 - 24]byte
-}
-
-// enter enters stripe i of the Bus's use gate (see Bus.use): it returns false, and the caller
-// must not touch the region, once Close has begun.
-func (b *Bus) enter(i uint32) bool { return b.use[i%useStripes].enter() }
-
-// exit leaves stripe i of the use gate.
-func (b *Bus) exit(i uint32) { b.use[i%useStripes].exit() }
+// exit leaves the use gate.
+func (b *Bus) exit() { b.use.Exit() }
 
 // testHookCloseWaits, if set, runs when Close finds calls under way in its use gate (see
-// Bus.use) and waits for them; testHookInUse runs inside the gate in Message.Release ("release")
-// and in a publisher's unpin ("unpin").
+// Bus.use) and waits for them; testHookInUse runs inside the gate in Message.Release ("release"),
+// in a publisher's unpin ("unpin") and in Receive ("receive").
 var (
 	testHookCloseWaits func()
 	testHookInUse      func(op string)
@@ -79,9 +69,9 @@ func (b *Bus) closedError(op, name string) error { return &Error{Op: op, Name: n
 // (it is ErrReleased and ErrClosed both).
 var errReleasedByClose = fmt.Errorf("%w by Bus.Close (%w)", ErrReleased, ErrClosed)
 
-// gate counts the calls under way on one Publisher or Subscription, so that Bus.Close does not
-// unmap the region under them. Each Publisher and Subscription has its own, so a publishing
-// goroutine and a receiving one never write the same cache line for it. A Publisher's sends
+// gate counts the calls under way on one Publisher, so that Bus.Close does not unmap the
+// region under them, and lets the publisher's topic go once the last of them has left a
+// closed publisher (idle), which the Bus's use gate (shm.UseGate) cannot tell. A Publisher's sends
 // do not pass it: they hold the publisher's send lock, which serialises them anyway, and
 // Bus.Close takes that lock too (see Publisher.mu); entering and leaving the gate would be
 // two more locked instructions per Send.
@@ -175,9 +165,7 @@ func Open(name string, opts ...Option) (*Bus, error) {
 		pubs:   make(map[*Publisher]struct{}),
 		names:  make([]atomic.Pointer[topicName], r.Config().Topics),
 	}
-	for i := range b.use {
-		b.use[i].closed = &b.closed
-	}
+	b.use = shm.NewUseGate(&b.closed)
 	b.reqWait = shm.Waiter{Strategy: o.reqWait}
 	b.corrupt = r.Corrupt() // damage found before we came was logged by whoever was running then
 	b.log.Debug("attached", zap.String("path", r.Path()), zap.Bool("created", created))
@@ -286,10 +274,10 @@ func (b *Bus) MaxMessageSize() int { return largestClass(b) }
 // Subscribers returns how many open subscriptions, in every process attached to the bus, have
 // a pattern that matches topic.
 func (b *Bus) Subscribers(topic string) (int, error) {
-	if !b.enter(0) {
+	if !b.enter() {
 		return 0, b.closedError("subscribers", topic)
 	}
-	defer b.exit(0)
+	defer b.exit()
 	subs, err := b.r.SubscriptionList()
 	if err != nil {
 		return 0, &Error{Op: "subscribers", Name: topic, Err: err}
@@ -311,10 +299,10 @@ type BridgeCounters = shm.BridgeStats
 // bus, where every reader of the bus's counters finds them. Package bridge calls it;
 // applications do not need to.
 func (b *Bus) RecordBridgeCounters(c BridgeCounters) error {
-	if !b.enter(0) {
+	if !b.enter() {
 		return b.closedError("record bridge counters", b.name)
 	}
-	defer b.exit(0)
+	defer b.exit()
 	return b.p.RecordBridge(c)
 }
 
@@ -345,23 +333,18 @@ func (b *Bus) Close() (err error) {
 	for _, s := range subs {
 		s.wait()
 	}
-	// Closing the inboxes woke every Receive; a Send finishes its fan-out.
-	for _, s := range subs {
-		s.gate.waitIdle()
-	}
 	b.closeReplies() // wakes requests waiting for replies
+	// Closing the inboxes woke every Receive; a Send finishes its fan-out.
 	for _, p := range pubs {
 		p.gate.waitIdle()
 		p.waitSends() // a send holds the publisher's lock, not its gate
 	}
 	// Then the releases, reads, replies and lookups under way: closed is set, so none starts
 	// from now on, and once they have left nothing of this Bus touches the region.
-	for i := range b.use {
-		if testHookCloseWaits != nil && b.use[i].inflight.Load()%gateShut > 0 {
-			testHookCloseWaits()
-		}
-		b.use[i].waitIdle()
+	if testHookCloseWaits != nil && b.use.Busy() {
+		testHookCloseWaits()
 	}
+	b.use.WaitIdle()
 	held := b.p.Held()
 	err = b.p.Detach()
 	if held > 0 {
@@ -452,10 +435,10 @@ func (b *Bus) pinnedTopic(name string, history int) (shm.Topic, error) {
 // returns how many it freed. A Bus runs it by itself when the table is full; `offq reap`
 // runs it too. It reads every buffer's header: it is for occasional use.
 func (b *Bus) ReclaimTopics() (int, error) {
-	if !b.enter(0) {
+	if !b.enter() {
 		return 0, b.closedError("reclaim topics", b.name)
 	}
-	defer b.exit(0)
+	defer b.exit()
 	n, err := b.r.ReclaimTopics(b.p, topics.MatchValid)
 	if err != nil {
 		return n, &Error{Op: "reclaim topics", Name: b.name, Err: err}
@@ -469,20 +452,19 @@ type topicName struct {
 	gen  uint64
 }
 
-// topicName returns the name of topic index i, reading the table the first time; stripe is
-// the use gate's stripe to read it under. Once the Bus is closed it returns the name cached,
-// if any.
-func (b *Bus) topicName(i uint32, stripe uint32) string {
+// topicName returns the name of topic index i, reading the table the first time. Once the
+// Bus is closed it returns the name cached, if any.
+func (b *Bus) topicName(i uint32) string {
 	if int(i) >= len(b.names) {
 		return ""
 	}
-	if !b.enter(stripe) {
+	if !b.enter() {
 		if p := b.names[i].Load(); p != nil {
 			return p.name
 		}
 		return ""
 	}
-	defer b.exit(stripe)
+	defer b.exit()
 	// The entry may have been reclaimed and taken by another name since the name was cached:
 	// the generation tells (a message's topic cannot be reclaimed while the message is held).
 	if p := b.names[i].Load(); p != nil && p.gen == b.r.TopicGen(int(i)) {
@@ -498,10 +480,10 @@ func (b *Bus) topicName(i uint32, stripe uint32) string {
 
 // topicCodec returns the codec and fingerprint recorded on topic i.
 func (b *Bus) topicCodec(i uint32) (string, uint64) {
-	if !b.enter(0) {
+	if !b.enter() {
 		return "", 0
 	}
-	defer b.exit(0)
+	defer b.exit()
 	c, fp, err := b.r.TopicCodec(int(i))
 	if err != nil {
 		return "", 0

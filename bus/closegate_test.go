@@ -6,11 +6,11 @@ import (
 )
 
 // A call under way in the use gate when Close begins (a Release; the unpin of a Publisher
-// closing at the same time) finishes on the mapped region, and Close waits for it before it
-// detaches: it neither unmaps under the call nor, for a release, releases the message a
-// second time (Detach would, if the release had not finished).
+// closing at the same time; a Receive) finishes on the mapped region, and Close waits for it
+// before it detaches: it neither unmaps under the call nor, for a release, releases the
+// message a second time (Detach would, if the release had not finished).
 func TestCloseWaitsForCallsUnderWay(t *testing.T) {
-	for _, op := range []string{"release", "unpin"} {
+	for _, op := range []string{"release", "unpin", "receive"} {
 		t.Run(op, func(t *testing.T) {
 			dir := t.TempDir()
 			b := openTest(t, dir)
@@ -26,9 +26,11 @@ func TestCloseWaitsForCallsUnderWay(t *testing.T) {
 			if err := pub.Publish(ctx, []byte("held while the bus closes")); err != nil {
 				t.Fatal(err)
 			}
-			m, err := sub.Receive(ctx)
-			if err != nil {
-				t.Fatal(err)
+			var m Message
+			if op != "receive" {
+				if m, err = sub.Receive(ctx); err != nil {
+					t.Fatal(err)
+				}
 			}
 			entered, proceed, waiting := make(chan struct{}), make(chan struct{}), make(chan struct{})
 			testHookInUse = func(at string) {
@@ -42,10 +44,23 @@ func TestCloseWaitsForCallsUnderWay(t *testing.T) {
 
 			done := make(chan error, 1)
 			go func() {
-				if op == "release" {
+				switch op {
+				case "release":
 					done <- m.Release()
-				} else {
+				case "unpin":
 					done <- pub.Close()
+				default:
+					// Close closes the subscription while the Receive waits in the gate: it
+					// takes the message or finds the queue closed, on the mapped region.
+					m, err := sub.Receive(ctx)
+					if err == nil {
+						err = m.Release() // refused if Close has begun; Detach releases it
+					}
+					if errors.Is(err, ErrClosed) {
+						done <- nil
+					} else {
+						done <- err
+					}
 				}
 			}()
 			select { // the call is inside the gate, before it touches the region

@@ -16,11 +16,6 @@ type Message struct {
 	s *Subscription
 }
 
-// stripe is the stripe of the Bus's use gate that the message's releases and reads pass: its
-// subscription's, offset by its held entry, so that goroutines releasing different messages of
-// one subscription (a pool of workers) spread over the stripes instead of sharing one line.
-func (m Message) stripe() uint32 { return m.s.stripe + uint32(m.h.Entry()) }
-
 // Data returns the payload, in shared memory, read-only by convention: other subscribers read
 // the same bytes.
 func (m Message) Data() []byte {
@@ -35,7 +30,7 @@ func (m Message) Topic() string {
 	if m.s == nil {
 		return ""
 	}
-	return m.s.b.topicName(m.h.Meta().Topic, m.stripe())
+	return m.s.b.topicName(m.h.Meta().Topic)
 }
 
 // Seq returns the message's sequence number on its topic (1, 2, ... across all publishers).
@@ -72,10 +67,10 @@ func (m Message) TypeName() string {
 		return ""
 	}
 	b := m.s.b
-	if !b.enter(m.stripe()) {
+	if !b.enter() {
 		return ""
 	}
-	defer b.exit(m.stripe())
+	defer b.exit()
 	name, _ := b.r.TopicTypeName(int(m.h.Meta().Topic))
 	return name
 }
@@ -112,10 +107,10 @@ func (m Message) Read(fn func(data []byte) error) error {
 		return ErrReleased
 	}
 	b := m.s.b
-	if !b.enter(m.stripe()) {
+	if !b.enter() {
 		return b.closedError("read", m.s.pattern)
 	}
-	defer b.exit(m.stripe())
+	defer b.exit()
 	return m.h.Read(fn)
 }
 
@@ -129,10 +124,10 @@ func (m Message) Release() error {
 		return ErrReleased
 	}
 	b := m.s.b
-	if !b.enter(m.stripe()) {
+	if !b.enter() {
 		return &Error{Op: "release", Name: m.s.pattern, Err: errReleasedByClose}
 	}
-	defer b.exit(m.stripe())
+	defer b.exit()
 	if testHookInUse != nil {
 		testHookInUse("release")
 	}

@@ -39,10 +39,10 @@ type Publisher struct {
 
 // Publisher returns a publisher for topic, a concrete topic name (no wildcards).
 func (b *Bus) Publisher(topic string, opts ...PublisherOption) (*Publisher, error) {
-	if !b.enter(0) {
+	if !b.enter() {
 		return nil, &Error{Op: "publisher", Name: topic, Err: ErrClosed}
 	}
-	defer b.exit(0)
+	defer b.exit()
 	o := defaultPubOptions()
 	for _, opt := range opts {
 		if err := opt.applyPub(&o); err != nil {
@@ -71,10 +71,10 @@ func (p *Publisher) Topic() string { return p.name }
 // Published returns the topic's last sequence number: how many messages were published on it,
 // by every publisher in every process (0 once the Bus is closed).
 func (p *Publisher) Published() uint64 {
-	if !p.b.enter(0) {
+	if !p.b.enter() {
 		return 0
 	}
-	defer p.b.exit(0)
+	defer p.b.exit()
 	return p.topic.Published()
 }
 
@@ -85,10 +85,10 @@ func (p *Publisher) HistoryDepth() int { return p.topic.HistoryDepth() }
 
 // Codec returns the codec name and type fingerprint recorded on the topic ("" and 0 if none).
 func (p *Publisher) Codec() (name string, fingerprint uint64) {
-	if !p.b.enter(0) {
+	if !p.b.enter() {
 		return "", 0
 	}
-	defer p.b.exit(0)
+	defer p.b.exit()
 	fp, c := p.topic.Fingerprint()
 	return c, fp
 }
@@ -101,10 +101,10 @@ func (p *Publisher) ClaimCodec(name string, fingerprint uint64, typeName string)
 	if fingerprint == 0 {
 		return nil
 	}
-	if !p.b.enter(0) {
+	if !p.b.enter() {
 		return p.b.closedError("claim codec", p.name)
 	}
-	defer p.b.exit(0)
+	defer p.b.exit()
 	ok, err := p.topic.SetFingerprint(fingerprint, name, typeName)
 	if err != nil {
 		return &Error{Op: "claim codec", Name: p.name, Err: err}
@@ -119,10 +119,10 @@ func (p *Publisher) ClaimCodec(name string, fingerprint uint64, typeName string)
 
 // TypeName returns the name of the Go type recorded on the topic with its codec ("" if none).
 func (p *Publisher) TypeName() string {
-	if !p.b.enter(0) {
+	if !p.b.enter() {
 		return ""
 	}
-	defer p.b.exit(0)
+	defer p.b.exit()
 	return p.topic.TypeName()
 }
 
@@ -346,12 +346,12 @@ func (p *Publisher) letGo() {
 	if p.unpinned.CompareAndSwap(false, true) {
 		// Under the use gate: Bus.Close must not unmap the region under the unpin. Once it
 		// has begun, Detach clears every pin of the process, this one with them.
-		if p.b.enter(0) {
+		if p.b.enter() {
 			if testHookInUse != nil {
 				testHookInUse("unpin")
 			}
 			p.b.p.UnpinTopic(p.topic)
-			p.b.exit(0)
+			p.b.exit()
 		}
 		p.b.mu.Lock()
 		delete(p.b.pubs, p)

@@ -104,7 +104,6 @@ func (b *Bus) acquireReply() (*replySlot, error) {
 	}
 	s := &replySlot{b: b, in: in}
 	s.sub = &Subscription{b: b, in: in}
-	s.sub.gate.closed = &b.closed
 	s.check = s.alive
 	s.busy.Store(true)
 	pool.slots[n].Store(s)
@@ -423,10 +422,10 @@ func (a ReplyAddress) Loan(n int) (ReplyLoan, error) {
 		return ReplyLoan{}, ErrNotRequest
 	}
 	to, corr := a.to, a.corr
-	if !b.enter(0) {
-		return ReplyLoan{}, b.closedError("respond", b.topicName(a.topic, 0))
+	if !b.enter() {
+		return ReplyLoan{}, b.closedError("respond", b.topicName(a.topic))
 	}
-	defer b.exit(0)
+	defer b.exit()
 	l, err := b.p.Loan(n)
 	if err != nil {
 		if !errors.Is(err, shm.ErrPoolExhausted) || !b.reapOnExhaustion() {
@@ -456,10 +455,10 @@ func (r ReplyLoan) Discard() error {
 	if r.b == nil {
 		return ErrLoanEnded
 	}
-	if !r.b.enter(0) {
+	if !r.b.enter() {
 		return ErrLoanEnded // Bus.Close ended the loan
 	}
-	defer r.b.exit(0)
+	defer r.b.exit()
 	return r.l.Discard()
 }
 
@@ -472,22 +471,22 @@ func (r ReplyLoan) Send(ctx context.Context) error {
 	if r.b == nil {
 		return ErrLoanEnded
 	}
-	if !r.b.enter(0) {
-		return &Error{Op: "respond", Name: r.b.topicName(r.topic, 0), Err: ErrClosed} // Close ended the loan
+	if !r.b.enter() {
+		return &Error{Op: "respond", Name: r.b.topicName(r.topic), Err: ErrClosed} // Close ended the loan
 	}
 	err := r.b.p.Reply(ctx, r.l, r.n, r.to, r.corr, r.topic)
-	r.b.exit(0)
+	r.b.exit()
 	switch {
 	case err == nil:
 		return nil
 	case r.b.closed.Load():
-		return &Error{Op: "respond", Name: r.b.topicName(r.topic, 0), Err: ErrClosed} // Close ended the loan
+		return &Error{Op: "respond", Name: r.b.topicName(r.topic), Err: ErrClosed} // Close ended the loan
 	case errors.Is(err, shm.ErrLoanEnded):
 		return err
 	case errors.Is(err, shm.ErrClosed):
-		return &Error{Op: "respond", Name: r.b.topicName(r.topic, 0), Err: ErrRequesterGone}
+		return &Error{Op: "respond", Name: r.b.topicName(r.topic), Err: ErrRequesterGone}
 	}
-	return &Error{Op: "respond", Name: r.b.topicName(r.topic, 0), Err: err}
+	return &Error{Op: "respond", Name: r.b.topicName(r.topic), Err: err}
 }
 
 // Respond replies to the request m with a copy of data: the copying form of ReplyLoan and

@@ -36,14 +36,14 @@ func Select(ctx context.Context, subs ...*Subscription) (Message, error) {
 	entered := 0
 	defer func() {
 		for _, s := range subs[:entered] {
-			s.gate.exit()
+			s.b.exit()
 		}
 	}()
 	for _, s := range subs {
 		if s.b != b {
 			return Message{}, &Error{Op: "select", Name: s.pattern, Err: fmt.Errorf("%w: subscriptions of different buses", ErrInvalidOption)}
 		}
-		if !s.gate.enter() {
+		if !s.b.enter() {
 			return Message{}, &Error{Op: "select", Name: s.pattern, Err: ErrClosed}
 		}
 		entered++

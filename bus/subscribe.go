@@ -24,8 +24,6 @@ type Subscription struct {
 	w       shm.Waiter
 
 	closed   atomic.Bool
-	gate     gate   // Receive and the other takes (Bus.Close closes the inbox, then waits here)
-	stripe   uint32 // its stripe of the Bus's use gate; its messages offset it (see Message.stripe)
 	draining atomic.Bool
 
 	// History handed over at Subscribe, served before the queue, and the (topic, seq) pairs it
@@ -48,10 +46,10 @@ type topicSeq struct {
 // matching topic, including topics created later, and first the retained history of matching
 // topics that keep one (see WithHistory, WithoutHistory).
 func (b *Bus) Subscribe(pattern string, opts ...SubscribeOption) (*Subscription, error) {
-	if !b.enter(0) {
+	if !b.enter() {
 		return nil, &Error{Op: "subscribe", Name: pattern, Err: ErrClosed}
 	}
-	defer b.exit(0)
+	defer b.exit()
 	o := defaultSubOptions()
 	for _, opt := range opts {
 		if err := opt.applySub(&o); err != nil {
@@ -70,8 +68,7 @@ func (b *Bus) Subscribe(pattern string, opts ...SubscribeOption) (*Subscription,
 	if err != nil {
 		return nil, &Error{Op: "subscribe", Name: pattern, Err: err}
 	}
-	s := &Subscription{b: b, pattern: pattern, in: in, w: shm.Waiter{Strategy: o.wait, Spin: o.spin}, stripe: b.stripeOf.Add(1)}
-	s.gate.closed = &b.closed
+	s := &Subscription{b: b, pattern: pattern, in: in, w: shm.Waiter{Strategy: o.wait, Spin: o.spin}}
 	if o.history {
 		s.takeHistory()
 	}
@@ -128,10 +125,10 @@ type SubscriptionStats = shm.InboxStats
 
 // Stats returns the subscription's counters.
 func (s *Subscription) Stats() (SubscriptionStats, error) {
-	if !s.b.enter(s.stripe) {
+	if !s.b.enter() {
 		return SubscriptionStats{}, s.b.closedError("stats", s.pattern)
 	}
-	defer s.b.exit(s.stripe)
+	defer s.b.exit()
 	st, err := s.b.r.InboxStatsOf(s.in.ID())
 	if err != nil {
 		return st, &Error{Op: "stats", Name: s.pattern, Err: err}
@@ -148,10 +145,13 @@ func (s *Subscription) Pattern() string { return s.pattern }
 // the buffer is not reused until every subscriber has. While messages are queued, Receive
 // makes no system call and allocates nothing.
 func (s *Subscription) Receive(ctx context.Context) (Message, error) {
-	if !s.gate.enter() {
+	if !s.b.enter() {
 		return Message{}, &Error{Op: "receive", Name: s.pattern, Err: ErrClosed}
 	}
-	defer s.gate.exit()
+	defer s.b.exit()
+	if testHookInUse != nil {
+		testHookInUse("receive")
+	}
 	if s.closed.Load() {
 		return Message{}, &Error{Op: "receive", Name: s.pattern, Err: ErrClosed}
 	}
@@ -304,10 +304,10 @@ var errHandlerRunning = errors.New("a handler already runs on this subscription"
 
 // Len returns how many messages are queued for the subscription (0 once the Bus is closed).
 func (s *Subscription) Len() int {
-	if !s.b.enter(s.stripe) {
+	if !s.b.enter() {
 		return 0
 	}
-	defer s.b.exit(s.stripe)
+	defer s.b.exit()
 	return s.in.Len()
 }
 
@@ -315,10 +315,10 @@ func (s *Subscription) Len() int {
 // queued are released. Messages already received stay valid until released. Close is
 // idempotent.
 func (s *Subscription) Close() error {
-	if !s.b.enter(s.stripe) {
+	if !s.b.enter() {
 		return nil // Bus.Close closes every subscription of the Bus
 	}
-	defer s.b.exit(s.stripe)
+	defer s.b.exit()
 	return s.close()
 }
 
@@ -387,9 +387,9 @@ func (s *Subscription) drainPull(ctx context.Context) error {
 // waitEmpty waits until the subscription's queue is empty or closed, under the subscription's
 // gate: Bus.Close closes the queue, which ends the wait, and then waits for it to return.
 func (s *Subscription) waitEmpty(ctx context.Context) error {
-	if !s.gate.enter() {
+	if !s.b.enter() {
 		return nil // the Bus is closed: its Close released what was queued
 	}
-	defer s.gate.exit()
+	defer s.b.exit()
 	return s.in.WaitEmpty(ctx)
 }

@@ -71,10 +71,10 @@ func NewTypedPublisher[T any](b *Bus, topic string, c codec.Codec[T], opts ...Pu
 // checkCodecName refuses a nil codec, and a name the topic table cannot hold (1 to 16 bytes).
 // claimTyped is claimTopic on the publisher's topic, under the Bus's use gate.
 func (p *Publisher) claimTyped(fp uint64, codecName string, typ reflect.Type) error {
-	if !p.b.enter(0) {
+	if !p.b.enter() {
 		return ErrClosed
 	}
-	defer p.b.exit(0)
+	defer p.b.exit()
 	return claimTopic(p.topic, fp, codecName, typ)
 }
 
@@ -298,10 +298,10 @@ func NewTypedSubscription[T any](b *Bus, pattern string, c codec.Codec[T], opts 
 	if err != nil {
 		return nil, &Error{Op: "subscribe", Name: pattern, Err: err}
 	}
-	if !b.enter(0) {
+	if !b.enter() {
 		return nil, &Error{Op: "subscribe", Name: pattern, Err: ErrClosed}
 	}
-	defer b.exit(0) // (after the unpins below)
+	defer b.exit() // (after the unpins below)
 	if err := topics.ValidatePattern(pattern); err != nil {
 		return nil, &Error{Op: "subscribe", Name: "", Err: err}
 	}
@@ -410,10 +410,10 @@ func (s *TypedSubscription[T]) check(m Message) error {
 		return nil
 	}
 	b := s.s.b
-	if !b.enter(m.stripe()) {
+	if !b.enter() {
 		return b.closedError("receive", s.s.pattern)
 	}
-	defer b.exit(m.stripe())
+	defer b.exit()
 	err := b.r.OnTopic(int(idx), func(t shm.Topic) error {
 		if int(idx) < len(s.seen) && s.seen[idx].Load() == topicMismatch {
 			return claimTopic(t, s.fp, s.c.Name(), s.typ) // fails again, naming both types
