@@ -19,10 +19,10 @@ func (p *Publisher) LoanBatch(dst []Loan, n int) ([]Loan, error) {
 	if len(dst) > MaxBatch {
 		dst = dst[:MaxBatch]
 	}
-	if !p.gate.enter() {
+	if !p.b.enter() { // the use gate, as Loan
 		return dst[:0], &Error{Op: "loan", Name: p.name, Err: ErrClosed}
 	}
-	defer p.gate.exit()
+	defer p.b.exit()
 	if p.closed.Load() {
 		return dst[:0], &Error{Op: "loan", Name: p.name, Err: ErrClosed}
 	}

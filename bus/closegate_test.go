@@ -6,11 +6,11 @@ import (
 )
 
 // A call under way in the use gate when Close begins (a Release; the unpin of a Publisher
-// closing at the same time; a Receive) finishes on the mapped region, and Close waits for it
+// closing at the same time; a Receive; a Loan) finishes on the mapped region, and Close waits for it
 // before it detaches: it neither unmaps under the call nor, for a release, releases the
 // message a second time (Detach would, if the release had not finished).
 func TestCloseWaitsForCallsUnderWay(t *testing.T) {
-	for _, op := range []string{"release", "unpin", "receive"} {
+	for _, op := range []string{"release", "unpin", "receive", "loan"} {
 		t.Run(op, func(t *testing.T) {
 			dir := t.TempDir()
 			b := openTest(t, dir)
@@ -27,7 +27,7 @@ func TestCloseWaitsForCallsUnderWay(t *testing.T) {
 				t.Fatal(err)
 			}
 			var m Message
-			if op != "receive" {
+			if op == "release" || op == "unpin" {
 				if m, err = sub.Receive(ctx); err != nil {
 					t.Fatal(err)
 				}
@@ -49,6 +49,14 @@ func TestCloseWaitsForCallsUnderWay(t *testing.T) {
 					done <- m.Release()
 				case "unpin":
 					done <- pub.Close()
+				case "loan":
+					// The loan is made on the mapped region; Close then ends it with the
+					// others of the process, so Discard finds it gone.
+					l, err := pub.Loan(8)
+					if err == nil && !errors.Is(l.Discard(), ErrClosed) {
+						err = errors.New("the loan outlived Close")
+					}
+					done <- err
 				default:
 					// Close closes the subscription while the Receive waits in the gate: it
 					// takes the message or finds the queue closed, on the mapped region.

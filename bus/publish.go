@@ -139,14 +139,21 @@ type Loan struct {
 // It never blocks and allocates nothing. It fails with an error wrapping ErrTooLarge or
 // ErrPoolExhausted (a *PoolError naming the size and classes).
 func (p *Publisher) Loan(n int) (Loan, error) {
-	if !p.gate.enter() {
+	// The Bus's use gate, not the publisher's: a loan touches the pools, not the topic, so
+	// Publisher.Close need not wait for it before it lets the topic go, and the use gate costs
+	// no locked instruction (shm.UseGate).
+	if !p.b.enter() {
 		return Loan{}, &Error{Op: "loan", Name: p.name, Err: ErrClosed}
 	}
-	defer p.gate.exit()
+	defer p.b.exit()
+	if testHookInUse != nil {
+		testHookInUse("loan")
+	}
 	return p.loan(n)
 }
 
-// loan is Loan inside the gate, which the caller has entered.
+// loan is Loan inside a gate (the Bus's use gate, or the publisher's), which the caller has
+// entered.
 func (p *Publisher) loan(n int) (Loan, error) {
 	if p.closed.Load() {
 		return Loan{}, &Error{Op: "loan", Name: p.name, Err: ErrClosed}
@@ -201,10 +208,10 @@ func (l Loan) Discard() error {
 	if l.p == nil {
 		return ErrLoanEnded
 	}
-	if !l.p.gate.enter() {
+	if !l.p.b.enter() {
 		return ErrClosed // Bus.Close ended every loan of the process
 	}
-	defer l.p.gate.exit()
+	defer l.p.b.exit()
 	return l.l.Discard()
 }
 
