@@ -139,7 +139,7 @@ func TestBenchMarkdown(t *testing.T) {
 		regexp.MustCompile(`(?m)^- machine: \d+ × .*GOMAXPROCS \d+`),
 		regexp.MustCompile(`(?m)^- not pinned$`),
 		regexp.MustCompile("(?m)^- command: `offq bench --dir \\S+ --duration 30ms --fanout 2 --no-pin --patterns pingpong,fanout --progress --sizes 64 --systems offq,pipe --warmup 0s`, 20"),
-		regexp.MustCompile(`(?m)^\| \*\*offq\*\* \| spin \| 64B \| \d+ \| \d+ \| \d+ \| \d+ \| \d+ \| \d+ \|  \|$`),
+		regexp.MustCompile(`(?m)^\| \*\*offq\*\* \| spin \| 64B \| \d+ \| \d+ \| \d+ \| \d+ \| \d+ \| \d+ \| \d+ \|  \|$`),
 		regexp.MustCompile(`(?m)^\| \*\*offq\*\* \| sleep \| 64B \| \d+ \|`),
 		regexp.MustCompile(`(?m)^\| pipe \| block \| 64B \| \d+ \| .* \| spin [0-9.]+×, sleep [0-9.]+×, block [0-9.]+× \|$`),
 		regexp.MustCompile(`(?m)^\| \*\*offq\*\* \| sleep \| 64B \| 2 \| [0-9.]+[kM]? \| [0-9.]+[kM]? \| \d+ \|  \|$`),

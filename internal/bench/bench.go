@@ -161,7 +161,11 @@ The defaults take about 2 minutes (90 measurements); --quick about 25 seconds (4
 bar goes to stderr when it is a terminal (or with --progress). At the end a markdown table goes
 to stdout, with the machine, the command and each baseline's ratio to offq, or with --json one
 JSON object: {"machine": {...}, "results": [{"system", "mode", "pattern", "size",
-"subscribers", "rtt_ns": {"p50", "p99", "p999", "max", "mean"} | "msgs_per_sec", ...}]}.
+"subscribers", "rtt_ns": {"p50", "p99", "p999", "max", "mean", "stalls", "stalls_per_sec",
+"slow_5us", "slow_5us_per_sec"} | "msgs_per_sec", ...}]}. Ping-pong counts the round trips over
+5 µs and over 10 µs and their rate per second spent in round trips: on a virtual machine they
+are nearly all a CPU taken away (interrupts, the host), and a system's p99.9 falls among them
+once they exceed 0.1% of its round trips.
 
 Everything runs in a private directory under --dir (its regions, files and sockets), removed at
 the end; --bus is not used. Exit status 1 if a measurement failed (the others are still

@@ -110,8 +110,8 @@ func TestFlags(t *testing.T) {
 	}
 }
 
-// TestPingResultStalls: round trips over 10 µs are counted, and their rate is per second spent
-// in round trips.
+// TestPingResultStalls: round trips over 10 µs (stalls) and over 5 µs (slow) are counted, and
+// their rates are per second spent in round trips.
 func TestPingResultStalls(t *testing.T) {
 	h := newHist()
 	for range 998 {
@@ -128,6 +128,13 @@ func TestPingResultStalls(t *testing.T) {
 	// keeps 3 significant digits).
 	if got := r.RTT.StallsPerSec; got < 980 || got > 1000 {
 		t.Errorf("stalls per second = %v, want about 990", got)
+	}
+	// Over 5 µs: the 9 µs round trip too.
+	if r.RTT.Slow != 3 {
+		t.Errorf("slow = %d, want 3", r.RTT.Slow)
+	}
+	if got := r.RTT.SlowPerSec; got < 1470 || got > 1500 {
+		t.Errorf("slow per second = %v, want about 1,485", got)
 	}
 }
 
