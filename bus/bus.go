@@ -334,13 +334,14 @@ func (b *Bus) Close() (err error) {
 		s.wait()
 	}
 	b.closeReplies() // wakes requests waiting for replies
-	// Closing the inboxes woke every Receive; a Send finishes its fan-out.
+	// A Send finishes its fan-out; a Publish or Request its loan and send.
 	for _, p := range pubs {
 		p.gate.waitIdle()
 		p.waitSends() // a send holds the publisher's lock, not its gate
 	}
-	// Then the releases, reads, replies and lookups under way: closed is set, so none starts
-	// from now on, and once they have left nothing of this Bus touches the region.
+	// Then the calls under way in the use gate: receives (closing the inboxes woke them),
+	// loans, releases, reads, replies and lookups. closed is set, so none starts from now on,
+	// and once they have left nothing of this Bus touches the region.
 	if testHookCloseWaits != nil && b.use.Busy() {
 		testHookCloseWaits()
 	}

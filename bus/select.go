@@ -33,20 +33,17 @@ func Select(ctx context.Context, subs ...*Subscription) (Message, error) {
 	if len(subs) > len(stack) {
 		ins = make([]*shm.Inbox, 0, len(subs))
 	}
-	entered := 0
-	defer func() {
-		for _, s := range subs[:entered] {
-			s.b.exit()
-		}
-	}()
 	for _, s := range subs {
 		if s.b != b {
 			return Message{}, &Error{Op: "select", Name: s.pattern, Err: fmt.Errorf("%w: subscriptions of different buses", ErrInvalidOption)}
 		}
-		if !s.b.enter() {
-			return Message{}, &Error{Op: "select", Name: s.pattern, Err: ErrClosed}
-		}
-		entered++
+	}
+	// One passage through the Bus's use gate covers every subscription: they share the Bus.
+	if !b.enter() {
+		return Message{}, &Error{Op: "select", Name: subs[0].pattern, Err: ErrClosed}
+	}
+	defer b.exit()
+	for _, s := range subs {
 		if s.closed.Load() {
 			return Message{}, &Error{Op: "select", Name: s.pattern, Err: ErrClosed}
 		}
