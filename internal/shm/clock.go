@@ -36,7 +36,10 @@ func Now() int64 {
 // nanoseconds apart across an anchor can come out in the other order, where the kernel's clock
 // never does). An anchor that finds the conversion more than tscTolerance off the kernel's
 // clock (a counter that jumped) starts the calibration over; until a rate is known, and while
-// another goroutine anchors, Now reads the kernel's clock.
+// another goroutine anchors, Now reads the kernel's clock. Whether the counter is a clock is
+// decided once, when the process starts: a kernel that later gives up on it (marks it
+// unstable and changes clocksource) is caught only by the anchors' check, which bounds the
+// error to tscTolerance.
 //
 // The fields are a sequence lock: seq is odd while the one goroutine that won the anchor
 // writes them, and a reader that sees seq change under it reads the kernel's clock instead.
