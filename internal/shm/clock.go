@@ -64,6 +64,7 @@ const (
 	tscRateWindow  = 50 * time.Millisecond
 	tscRateRoll    = time.Second
 	tscTolerance   = 10 * time.Microsecond
+	tscReadWindow  = 200 * time.Nanosecond // the widest pair of counter reads an anchor takes
 )
 
 var tsc = tscClock{on: tscInvariant()}
@@ -97,8 +98,15 @@ func (c *tscClock) anchor(s, m uint64) int64 {
 	}
 	t1 := rdtsc()
 	n = nanotime()
-	t := t1 + (rdtsc()-t1)/2 // the counter at the kernel's reading, as near as two reads tell
+	t2 := rdtsc()
+	t := t1 + (t2-t1)/2 // the counter at the kernel's reading, as near as two reads tell
 	m = c.mult.Load()
+	if m != 0 && scaleTicks(t2-t1, m) > uint64(tscReadWindow) {
+		// Interrupted between the reads: the pair is too loose to anchor on. Keep the last
+		// anchor (the next call tries again).
+		c.seq.Store(s + 2)
+		return n
+	}
 	if m != 0 {
 		// The last anchor's conversion must still agree with the kernel's clock.
 		if d := t - c.tsc0.Load(); d >= 1<<62 || absDiff(c.ns0.Load()+int64(scaleTicks(d, m)), n) > int64(tscTolerance) {

@@ -88,14 +88,14 @@ func TestNowFollowsTheKernelClock(t *testing.T) {
 	}
 }
 
-// Two readings in a row do not go back by more than the anchors' jitter.
+// Two readings in a row do not go back by more than an anchor's jitter.
 func TestNowDoesNotGoBack(t *testing.T) {
 	c := calibratedClock(t)
 	prev, _ := c.now()
 	end := prev + int64(20*time.Millisecond)
 	for n := prev; n < end; prev = n {
 		n, _ = c.now()
-		if n < prev-100 {
+		if n < prev-300 { // an anchor's pair of reads spans at most 200 ns (tscReadWindow)
 			t.Fatalf("Now went back %v", time.Duration(prev-n))
 		}
 	}
