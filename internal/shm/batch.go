@@ -145,10 +145,19 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 	defer unguard(guard(), &err)
 	p := loans[0].p
 	ended := false
+	var scribbled error // a loan whose state word names no loan at all (see Loan.notOwned)
 	var seen handleSet
 	for i := range loans {
-		if loans[i].p == nil || loans[i].p != p || !loans[i].owned() || !seen.add(loans[i].buf.h) {
-			ended = true // ended, another's, or the same loan twice in the batch
+		switch {
+		case loans[i].p == nil || loans[i].p != p:
+			ended = true // ended, or another's
+		case !loans[i].owned():
+			ended = true
+			if err := loans[i].notOwned(); err != ErrLoanEnded && scribbled == nil {
+				scribbled = err
+			}
+		case !seen.add(loans[i].buf.h):
+			ended = true // the same loan twice in the batch
 		}
 	}
 	if ended || t.stale() {
@@ -156,6 +165,9 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 			if loans[i].p != nil {
 				loans[i].end()
 			}
+		}
+		if scribbled != nil {
+			return res, scribbled
 		}
 		if ended {
 			return res, ErrLoanEnded

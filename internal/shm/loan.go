@@ -70,7 +70,8 @@ func (l Loan) WithStamp(st int64) Loan {
 }
 
 // Discard gives back a loan that will not be sent. It fails with ErrLoanEnded if the loan was
-// already sent or discarded.
+// already sent or discarded, and with an error wrapping ErrCorrupt if the buffer's state word
+// was scribbled on.
 func (l Loan) Discard() (err error) {
 	if l.p == nil {
 		return ErrLoanEnded
@@ -87,11 +88,40 @@ func (l Loan) end() error {
 		return nil
 	case errors.Is(err, errHandleStale), errors.Is(err, errHandleFree), errors.Is(err, errHandleOwner):
 		// The state word no longer names this loan: it ended (sent or discarded) and the buffer
-		// may already be another message's. A caller bug, not a corrupt region.
-		return ErrLoanEnded
+		// may already be another message's, a caller bug, or it was scribbled on.
+		return l.notOwned()
 	}
 	return err
 }
+
+// notOwned is the error for a loan whose buffer's state word does not name it (owned failed):
+// ErrLoanEnded if the word is what a loan that ended leaves (sent or discarded, the buffer
+// perhaps allocated again since: see endedState), and an error wrapping ErrCorrupt otherwise.
+// A word scribbled on while the loan was out once came back as ErrLoanEnded ("loan already
+// sent or discarded"), telling the publisher of a send it had not made.
+func (l Loan) notOwned() error {
+	v := l.buf.s.state.Load()
+	if endedState(v, l.buf.h) {
+		return ErrLoanEnded
+	}
+	return corruptf("the header of buffer %v changed while on loan (state word %#x)", l.buf.h, v)
+}
+
+// endedState reports whether v, the state word of h's slot, is one that a loan of h which
+// ended leaves, by the protocol: h's generation with no owner (sent: the references are the
+// targets'; discarded: none), or a later generation, at most loanEndedAhead allocations on
+// (each allocation of the slot counts one). A random word passes with a chance of 1 in 128.
+func endedState(v uint64, h Handle) bool {
+	if stateGen(v) == h.gen() {
+		return stateOwner(v) == 0
+	}
+	return (stateGen(v)-h.gen())&genMask <= loanEndedAhead
+}
+
+// loanEndedAhead bounds how many allocations of a slot may separate a stale loan from its
+// slot's state word for the word to count as the protocol's: 2^32, hours of a slot reused at
+// 100,000 allocations a second.
+const loanEndedAhead = 1 << 32
 
 // owned reports whether the buffer's state word still names l's loan. A loan sent or
 // discarded before fails it, so Send never adds references to a buffer it no longer owns.
@@ -132,7 +162,7 @@ func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo Inbo
 	}
 	defer unguard(guard(), &err)
 	if !l.owned() {
-		return res, ErrLoanEnded
+		return res, l.notOwned()
 	}
 	if t.stale() {
 		l.end()
@@ -184,6 +214,9 @@ func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo Inbo
 	}
 	if err := l.end(); err != nil {
 		// The loan was ours until now: its state word was scribbled.
+		if errors.Is(err, ErrCorrupt) {
+			return res, err
+		}
 		return res, corruptf("the header of buffer %v changed while on loan: %v", l.buf.h, err)
 	}
 	return res, nil
