@@ -96,12 +96,18 @@ func (c *tscClock) anchor(s, m uint64) int64 {
 	if s&1 != 0 || !c.seq.CompareAndSwap(s, s+1) {
 		return n
 	}
-	t1 := rdtsc()
-	n = nanotime()
-	t2 := rdtsc()
-	t := t1 + (t2-t1)/2 // the counter at the kernel's reading, as near as two reads tell
 	m = c.mult.Load()
-	if m != 0 && scaleTicks(t2-t1, m) > uint64(tscReadWindow) {
+	t, n, w := readPair()
+	if m == 0 {
+		// No rate to judge a pair by yet: the narrowest of three, since the rate is
+		// measured from it.
+		for range 2 {
+			if t2, n2, w2 := readPair(); w2 < w {
+				t, n, w = t2, n2, w2
+			}
+		}
+	}
+	if m != 0 && scaleTicks(w, m) > uint64(tscReadWindow) {
 		// Interrupted between the reads: the pair is too loose to anchor on. Keep the last
 		// anchor (the next call tries again).
 		c.seq.Store(s + 2)
@@ -136,6 +142,16 @@ func (c *tscClock) anchor(s, m uint64) int64 {
 	c.mult.Store(m)
 	c.seq.Store(s + 2)
 	return n
+}
+
+// readPair reads the kernel's clock between two reads of the counter, and returns the counter
+// at the kernel's reading (as near as the two reads tell), the kernel's reading and the ticks
+// between the two counter reads.
+func readPair() (t uint64, n int64, width uint64) {
+	t1 := rdtsc()
+	n = nanotime()
+	t2 := rdtsc()
+	return t1 + (t2-t1)/2, n, t2 - t1
 }
 
 // scaleTicks converts d ticks at m nanoseconds per tick << 32 to nanoseconds.
