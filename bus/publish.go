@@ -236,15 +236,15 @@ func (p *Publisher) Send(ctx context.Context, l Loan) error {
 }
 
 // send is Send. It takes the send lock, which stands in for the gate (see Publisher.mu);
-// inGate says whether the caller has entered the gate too (Publish), and so whether the loan
-// can be given back when the bus is closed.
+// inGate says whether the caller holds the Bus's use gate too (Publish), which Bus.Close waits
+// for before it detaches, and so whether the loan can be given back when the bus is closed.
 func (p *Publisher) send(ctx context.Context, l Loan, inGate bool) error {
 	p.mu.Lock()
 	defer p.unlock()
 	if p.b.closed.Load() {
 		// Bus.Close takes the lock before it unmaps the region, and has not yet (or waits for
-		// us): the region is mapped, but Detach ends the loan, unless Publish holds the gate
-		// and Bus.Close waits for it.
+		// us): the region is mapped, but Detach ends the loan, unless Publish holds the Bus's
+		// use gate and Bus.Close waits for it.
 		if inGate {
 			l.l.Discard()
 		}
@@ -303,11 +303,12 @@ func (p *Publisher) waitSends() {
 // Publish copies data into a loaned buffer and sends it: the convenience form of Loan and
 // Send, for data that already exists in the process's memory.
 func (p *Publisher) Publish(ctx context.Context, data []byte) error {
-	// One passage through the gate covers the loan, the copy and the send.
-	if !p.gate.enter() {
+	// One passage through the Bus's use gate covers the loan, the copy and the send (whose
+	// touch of the topic is under the send lock, which Publisher.Close settles: see mu).
+	if !p.b.enter() {
 		return &Error{Op: "publish", Name: p.name, Err: &Error{Op: "loan", Name: p.name, Err: ErrClosed}}
 	}
-	defer p.gate.exit()
+	defer p.b.exit()
 	l, err := p.loan(len(data))
 	if err != nil {
 		return &Error{Op: "publish", Name: p.name, Err: err}
