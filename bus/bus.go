@@ -56,7 +56,8 @@ func (b *Bus) exit() { b.use.Exit() }
 
 // testHookCloseWaits, if set, runs when Close finds calls under way in its use gate (see
 // Bus.use) and waits for them; testHookInUse runs inside the gate in Message.Release ("release"),
-// in a publisher's unpin ("unpin"), in Receive ("receive") and in Loan ("loan").
+// in a publisher's unpin ("unpin"), in Receive ("receive"), in Loan ("loan") and in Publish
+// ("publish").
 var (
 	testHookCloseWaits func()
 	testHookInUse      func(op string)

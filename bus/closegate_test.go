@@ -6,11 +6,11 @@ import (
 )
 
 // A call under way in the use gate when Close begins (a Release; the unpin of a Publisher
-// closing at the same time; a Receive; a Loan) finishes on the mapped region, and Close waits for it
+// closing at the same time; a Receive; a Loan; a Publish) finishes on the mapped region, and Close waits for it
 // before it detaches: it neither unmaps under the call nor, for a release, releases the
 // message a second time (Detach would, if the release had not finished).
 func TestCloseWaitsForCallsUnderWay(t *testing.T) {
-	for _, op := range []string{"release", "unpin", "receive", "loan"} {
+	for _, op := range []string{"release", "unpin", "receive", "loan", "publish"} {
 		t.Run(op, func(t *testing.T) {
 			dir := t.TempDir()
 			b := openTest(t, dir)
@@ -55,6 +55,14 @@ func TestCloseWaitsForCallsUnderWay(t *testing.T) {
 					l, err := pub.Loan(8)
 					if err == nil && !errors.Is(l.Discard(), ErrClosed) {
 						err = errors.New("the loan outlived Close")
+					}
+					done <- err
+				case "publish":
+					// Its loan is made on the mapped region and given back when the send
+					// finds the Bus closed: ErrClosed, and no buffer left on loan.
+					err := pub.Publish(ctx, []byte("during the close"))
+					if errors.Is(err, ErrClosed) {
+						err = nil
 					}
 					done <- err
 				default:

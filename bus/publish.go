@@ -309,6 +309,9 @@ func (p *Publisher) Publish(ctx context.Context, data []byte) error {
 		return &Error{Op: "publish", Name: p.name, Err: &Error{Op: "loan", Name: p.name, Err: ErrClosed}}
 	}
 	defer p.b.exit()
+	if testHookInUse != nil {
+		testHookInUse("publish")
+	}
 	l, err := p.loan(len(data))
 	if err != nil {
 		return &Error{Op: "publish", Name: p.name, Err: err}
