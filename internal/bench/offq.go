@@ -63,7 +63,7 @@ func bufferBudget(dir string) int64 {
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return lo
 	}
-	return min(hi, max(lo, int64(st.Bavail)*st.Bsize/4))
+	return min(hi, max(lo, int64(st.Bavail)*int64(st.Bsize)/4))
 }
 
 func roundUp64(n int) int { return (n + 63) &^ 63 }
