@@ -247,8 +247,8 @@ func (t Topic) SendBatch(ctx context.Context, loans []Loan, lens []int, to []Inb
 		if owner != 0 && outcomes[i] == nil {
 			continue // ended into its cell
 		}
-		if err := loans[i].end(); err != nil && bad == nil {
-			bad = corruptf("the header of buffer %v changed while on loan: %v", loans[i].buf.h, err)
+		if err := loans[i].endOwned(); err != nil && bad == nil {
+			bad = err
 		}
 	}
 	return res, bad

@@ -94,6 +94,16 @@ func (l Loan) end() error {
 	return err
 }
 
+// endOwned ends a loan that its caller has found owned (and delivered): any failure means its
+// state word was scribbled meanwhile, and is reported as corruption, once.
+func (l Loan) endOwned() error {
+	err := l.end()
+	if err == nil || errors.Is(err, ErrCorrupt) {
+		return err
+	}
+	return corruptf("the header of buffer %v changed while on loan: %v", l.buf.h, err)
+}
+
 // notOwned is the error for a loan whose buffer's state word does not name it (owned failed):
 // ErrLoanEnded if the word is what a loan that ended leaves (sent or discarded, the buffer
 // perhaps allocated again since: see endedState), and an error wrapping ErrCorrupt otherwise.
@@ -212,14 +222,7 @@ func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo Inbo
 	if t.depth > 0 && l.p.r.addRefs(l.buf.s, l.buf.h, 1) == nil {
 		t.remember(l.buf.h)
 	}
-	if err := l.end(); err != nil {
-		// The loan was ours until now: its state word was scribbled.
-		if errors.Is(err, ErrCorrupt) {
-			return res, err
-		}
-		return res, corruptf("the header of buffer %v changed while on loan: %v", l.buf.h, err)
-	}
-	return res, nil
+	return res, l.endOwned()
 }
 
 // prefetchTargets bounds how many targets' cells a Send asks for before its deliveries: about

@@ -7,7 +7,7 @@ import (
 )
 
 // A loan whose buffer's state word another process scribbled on before the send fails the
-// send (and a discard) with an error wrapping ErrCorrupt: the corruption test's publisher
+// send (a batch, a reply, a discard) with an error wrapping ErrCorrupt: the corruption test's publisher
 // once got ErrLoanEnded ("loan already sent or discarded") for a send it had not made, and
 // stopped. A loan that did end (sent, or its buffer allocated again since) still gets
 // ErrLoanEnded.
@@ -54,6 +54,18 @@ func TestScribbledLoanIsCorruptNotEnded(t *testing.T) {
 	if n := g.ins[0].Len(); n != 0 {
 		t.Fatalf("%d messages delivered, want 0", n)
 	}
+
+	reply, err := g.p.OpenReplyInbox(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reply.close()
+	l, err = g.p.Loan(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scribble(l)
+	wantCorrupt("Reply", g.p.Reply(ctx, l, 8, reply.ID(), 1, 0))
 
 	// Ended, then its slot allocated again: ErrLoanEnded, as before.
 	l, err = g.p.Loan(8)

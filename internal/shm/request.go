@@ -101,7 +101,7 @@ func (p *Participant) Reply(ctx context.Context, l Loan, n int, to InboxID, corr
 	}
 	defer unguard(guard(), &err)
 	if !l.owned() {
-		return ErrLoanEnded
+		return l.notOwned()
 	}
 	in, err := p.r.inbox(to)
 	if err == nil && in.v.hdr.kind != kindReply {
@@ -114,8 +114,8 @@ func (p *Participant) Reply(ctx context.Context, l Loan, n int, to InboxID, corr
 	l.buf.SetMeta(Meta{Len: uint32(n), Topic: topic, Stamp: Now()})
 	l.buf.setAddress(0, corr)
 	perr := in.push(ctx, l.buf.h, l.buf.s, 0)
-	if err := l.end(); err != nil {
-		return corruptf("the header of buffer %v changed while on loan: %v", l.buf.h, err)
+	if err := l.endOwned(); err != nil {
+		return err
 	}
 	if perr != nil {
 		return perr
