@@ -5,11 +5,3 @@ TEXT ·prefetchWrite(SB), NOSPLIT, $0-8
 	MOVQ p+0(FP), AX
 	BYTE $0x0F; BYTE $0x0D; BYTE $0x08 // PREFETCHW (AX)
 	RET
-
-// func rdtsc() uint64
-TEXT ·rdtsc(SB), NOSPLIT, $0-8
-	RDTSC
-	SHLQ $32, DX
-	ORQ DX, AX
-	MOVQ AX, ret+0(FP)
-	RET

@@ -1,8 +1,9 @@
 package shm
 
 import (
-	"bytes"
 	"os"
+	"slices"
+	"strings"
 )
 
 // rdtsc reads the processor's time-stamp counter (RDTSC, not serialising).
@@ -15,26 +16,17 @@ func rdtsc() uint64
 // only then is it a clock (see tscClock).
 func tscInvariant() bool {
 	cs, err := os.ReadFile("/sys/devices/system/clocksource/clocksource0/current_clocksource")
-	if err != nil || string(bytes.TrimSpace(cs)) != "tsc" {
+	if err != nil || strings.TrimSpace(string(cs)) != "tsc" {
 		return false
 	}
 	info, err := os.ReadFile("/proc/cpuinfo")
 	if err != nil {
 		return false
 	}
-	for _, line := range bytes.Split(info, []byte("\n")) {
-		if k, v, ok := bytes.Cut(line, []byte(":")); ok && string(bytes.TrimSpace(k)) == "flags" {
-			flags := bytes.Fields(v)
-			return hasField(flags, "constant_tsc") && hasField(flags, "nonstop_tsc")
-		}
-	}
-	return false
-}
-
-func hasField(fields [][]byte, f string) bool {
-	for _, x := range fields {
-		if string(x) == f {
-			return true
+	for _, line := range strings.Split(string(info), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "flags" {
+			flags := strings.Fields(v)
+			return slices.Contains(flags, "constant_tsc") && slices.Contains(flags, "nonstop_tsc")
 		}
 	}
 	return false
