@@ -30,7 +30,10 @@ type Publisher struct {
 	groups  []qgroup    // queue groups (queuegroup.go)
 	scratch []shm.Inbox // a send's targets when there are groups
 	closed  atomic.Bool
-	gate    gate
+	// gate is passed by Request's calls (SendRequest, Wait), which count their outcome on the
+	// topic: its last call lets the topic go after Close (letGo). Loan, Publish and the others
+	// pass the Bus's use gate, sends hold mu.
+	gate gate
 	// lockOwed is set by Close while the gate holds the send lock's reference (see mu).
 	lockOwed atomic.Bool
 	// unpinned is set by letGo: the topic's pin is given back once.
