@@ -3,6 +3,7 @@ package main
 // Positional arguments, and the command lines offq suggests in its messages.
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -20,11 +21,21 @@ func noArgs(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
-// oneArg wants exactly one positional argument, called name in the usage line.
+// oneArg wants exactly one positional argument, called name in the usage line. Extra
+// arguments are quoted back; a command that takes its message in --data says so, since
+// "offq pub a.b hello" is the line an operator types first.
 func oneArg(name string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
-		if len(args) != 1 {
-			return usageError(fmt.Errorf("%s takes one argument, %s (got %d)", cmd.Name(), name, len(args)))
+		switch {
+		case len(args) == 0:
+			return usageError(fmt.Errorf("%s takes one argument, %s (got 0)", cmd.Name(), name))
+		case len(args) > 1:
+			msg := fmt.Sprintf("%s takes one argument, %s (got %d: %s)", cmd.Name(), name, len(args), quoteArgs(args))
+			if cmd.Flags().Lookup("data") != nil {
+				msg += fmt.Sprintf("; the message goes in --data: offq %s %s --data %s",
+					cmd.Name(), shellQuote(args[0]), shellQuote(strings.Join(args[1:], " ")))
+			}
+			return usageError(errors.New(msg))
 		}
 		return nil
 	}
