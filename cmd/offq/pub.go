@@ -59,7 +59,10 @@ subscribe, unless the topic keeps a history (--history, when the topic is first 
 --wait-subs makes pub wait until that many subscriptions match TOPIC before publishing.
 
 The bus must exist (offq create) unless --create is given. pub prints a summary on stderr
-(not with --quiet). Exit status 0 when everything was published (or on interrupt), 1 on an
+(not with --quiet): what it published, to how many subscribers, and how many messages their
+queues dropped meanwhile by their overflow policy (a subscriber that does not keep up loses
+the oldest or the newest; offq stat shows which queue). Published is not received: exit
+status 0 when everything was published (or on interrupt), 1 on an
 error (a missing bus, no subscribers within --timeout, a message larger than the largest
 buffer), 2 for a bad flag, or one the bus cannot honour (--size larger than its largest
 buffer, --history deeper than its history depth, or --history other than the depth of a topic
@@ -183,6 +186,13 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 	}
 	var pools poolWatch
 	defer pools.close()
+	// The subscribers' drops while we publish, for the summary: a slow subscriber loses
+	// messages by its queue's policy, and "published N to 1 subscriber" alone would read as
+	// delivered.
+	var drops dropWatch
+	if !o.quiet {
+		drops.start(a, &pools, topic)
+	}
 	var sent, bytesSent int
 	start := time.Now()
 	for o.count == 0 || sent < o.count {
@@ -218,8 +228,8 @@ func (a *app) runPub(cmd *cobra.Command, topic string, o pubOptions) (err error)
 	}
 	if !o.quiet {
 		subs := p.FanOut()
-		fmt.Fprintf(a.stderr, "offq pub: published %d message%s (%s) on %s to %d subscriber%s\n",
-			sent, plural(sent), statview.Bytes(int64(bytesSent)), topic, subs, plural(subs))
+		fmt.Fprintf(a.stderr, "offq pub: published %d message%s (%s) on %s to %d subscriber%s%s\n",
+			sent, plural(sent), statview.Bytes(int64(bytesSent)), topic, subs, plural(subs), drops.summary(a))
 	}
 	return nil
 }
@@ -306,16 +316,25 @@ type poolWatch struct {
 	r *transport.Region
 }
 
-// free reports whether some size class that fits n bytes has a free buffer.
-func (w *poolWatch) free(a *app, n int) (bool, error) {
+// region returns the read-only mapping, opened at the first call.
+func (w *poolWatch) region(a *app) (*transport.Region, error) {
 	if w.r == nil {
 		r, err := a.openReadOnly(a.busName)
 		if err != nil {
-			return false, err
+			return nil, err
 		}
 		w.r = r
 	}
-	st, err := w.r.Stats()
+	return w.r, nil
+}
+
+// free reports whether some size class that fits n bytes has a free buffer.
+func (w *poolWatch) free(a *app, n int) (bool, error) {
+	r, err := w.region(a)
+	if err != nil {
+		return false, err
+	}
+	st, err := r.Stats()
 	if err != nil {
 		return false, err
 	}
@@ -331,6 +350,78 @@ func (w *poolWatch) close() {
 	if w.r != nil {
 		w.r.Close()
 	}
+}
+
+// dropWatch counts what the queues of the subscriptions that match a topic dropped (by
+// their overflow policy: the oldest, the newest, or on a Block timeout) between start and
+// summary, from the inboxes' counters in the region. The counters are per queue, not per
+// topic: a queue whose pattern also matches other topics counts their drops too, hence
+// "meanwhile" in the summary.
+type dropWatch struct {
+	r      *transport.Region
+	topic  string
+	before map[transport.InboxID]transport.InboxStats
+}
+
+func (w *dropWatch) start(a *app, pools *poolWatch, topic string) {
+	r, err := pools.region(a)
+	if err != nil {
+		return // the summary goes without the drops; publishing does not need them
+	}
+	w.r, w.topic = r, topic
+	w.before = w.matching()
+}
+
+// matching returns the inboxes of subscriptions whose pattern matches the topic.
+func (w *dropWatch) matching() map[transport.InboxID]transport.InboxStats {
+	st, err := w.r.Stats()
+	if err != nil {
+		return nil
+	}
+	m := make(map[transport.InboxID]transport.InboxStats)
+	for _, in := range st.Inboxes {
+		if !in.Reply && topics.Match(in.Pattern, w.topic) {
+			m[in.ID] = in
+		}
+	}
+	return m
+}
+
+func inboxDrops(in transport.InboxStats) uint64 {
+	return in.DropOldest + in.DropNewest + in.DropTimeout
+}
+
+// summary returns "; its queue (or N queues) dropped M messages meanwhile ..." for the summary line,
+// or "" if none were dropped or the counters could not be read.
+func (w *dropWatch) summary(a *app) string {
+	if w.r == nil || w.before == nil {
+		return ""
+	}
+	var n uint64
+	queues := 0
+	for id, in := range w.matching() {
+		d := inboxDrops(in)
+		if b, ok := w.before[id]; ok && b.Pattern == in.Pattern && b.Owner == in.Owner && inboxDrops(b) <= d {
+			d -= inboxDrops(b) // the same subscription: only what it dropped since
+		}
+		if d > 0 {
+			n += d
+			queues++
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	whose := "its queue"
+	if queues > 1 {
+		whose = fmt.Sprintf("%d queues", queues)
+	}
+	s := "s"
+	if n == 1 {
+		s = ""
+	}
+	return fmt.Sprintf("; %s dropped %d message%s meanwhile, by overflow policy (%s)",
+		whose, n, s, a.commandLine("stat", "--bus", a.busName))
 }
 
 // waitSubscribers waits until n subscriptions on b match topic.

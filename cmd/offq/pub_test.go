@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/offq/offq/bus"
 	"github.com/offq/offq/transport"
 )
 
@@ -123,5 +125,47 @@ func TestPubJSONTyped(t *testing.T) {
 	}
 	if code, _, stderr := offq("pub", "j.f", "--json", "--file", file); code != exitOK || !strings.Contains(stderr, "published 2 messages") {
 		t.Errorf("pub --json of lines with blank ones: %d %s", code, stderr)
+	}
+}
+
+// TestPubReportsDrops: a subscriber that does not keep up loses messages by its queue's
+// policy, and pub's summary says how many, instead of "published 100 to 1 subscriber" alone;
+// a publication that loses nothing says nothing of drops.
+func TestPubReportsDrops(t *testing.T) {
+	dir := t.TempDir()
+	if code, _, stderr := runOffq(t, context.Background(), "--dir", dir, "--bus", "slow", "create", "--classes", "256:64"); code != exitOK {
+		t.Fatalf("create: %d %s", code, stderr)
+	}
+	b, err := bus.Open("slow", bus.WithDir(dir), bus.WithReapInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	// Queues of 16 that nobody reads: 100 messages drop 84, the oldest or the newest.
+	for _, pol := range []bus.Overflow{bus.DropOldest, bus.DropNewest} {
+		sub, err := b.Subscribe("d.>", bus.WithQueueDepth(16), bus.WithOverflow(pol))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+	}
+	pub := func(topic string, count int) string {
+		t.Helper()
+		code, _, stderr := runOffq(t, context.Background(), "--dir", dir, "--bus", "slow", "pub", topic, "--size", "16", "--count", strconv.Itoa(count))
+		if code != exitOK {
+			t.Fatalf("pub: status %d, %s", code, stderr)
+		}
+		return stderr
+	}
+	if got, want := pub("d.x", 100), "to 2 subscribers; 2 queues dropped 168 messages meanwhile, by overflow policy (offq --dir "+dir+" stat --bus slow)"; !strings.Contains(got, want) {
+		t.Errorf("pub of 100 into two queues of 16: %q, want %q", got, want)
+	}
+	// Only what was dropped during this pub counts: the queues are full, so each of these
+	// drops one more.
+	if got, want := pub("d.y", 1), "to 2 subscribers; 2 queues dropped 2 messages meanwhile"; !strings.Contains(got, want) {
+		t.Errorf("pub of 1 more: %q, want %q", got, want)
+	}
+	if got := pub("other", 5); strings.Contains(got, "dropped") {
+		t.Errorf("pub on a topic nobody subscribes to reports drops: %q", got)
 	}
 }
