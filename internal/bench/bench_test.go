@@ -175,3 +175,23 @@ func TestStreamConfigTakesWholeBatches(t *testing.T) {
 		cancel()
 	}
 }
+
+// TestReportSaysPingPongLayout: the markdown report says that offq's ping-pong row measures
+// queues that share a cache line (the favourable layout), and only when it has such a row.
+func TestReportSaysPingPongLayout(t *testing.T) {
+	const note = "queues of 8 or more (any default-sized bus) measured about 15% slower"
+	md := func(rs ...benchResult) string {
+		var b strings.Builder
+		rep := benchReport{Results: rs}
+		rep.writeMarkdown(&b)
+		return b.String()
+	}
+	pp := benchResult{System: sysOffq, Mode: modeSpin, Pattern: patPingPong, Size: 64, Subscribers: 1, RTT: &benchRTT{P50: 800}}
+	if got := md(pp); !strings.Contains(got, note) {
+		t.Errorf("report with offq's ping-pong does not say its layout:\n%s", got)
+	}
+	st := benchResult{System: sysOffq, Mode: modeSleep, Pattern: patStream, Size: 64, Subscribers: 1, MsgsPerSec: 3e6}
+	if got := md(st); strings.Contains(got, note) {
+		t.Errorf("report without a ping-pong says the ping-pong's layout:\n%s", got)
+	}
+}
