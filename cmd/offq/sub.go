@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 	"unicode"
@@ -65,7 +66,9 @@ Output, one line per message:
   --json --raw  the decoded JSON alone
 
 The subscription sees messages published after it starts, and first the history of topics
-that keep one (unless --no-history). It says on stderr when it is subscribed (not with --quiet).
+that keep one (unless --no-history). It says on stderr when it is subscribed, and at the end
+how many messages it received and how many its queue dropped meanwhile because it did not keep
+up (the queue's --overflow policy; not with --quiet).
 The bus must exist (offq create) unless --create is given. Exit status 0 on interrupt or after
 --count messages, 1 on an error or when --timeout passes before --count messages arrived, 2 for
 a bad flag.`,
@@ -188,12 +191,51 @@ func (a *app) runSub(cmd *cobra.Command, pattern string, o subOptions, opts []bu
 		return fmt.Errorf("sub: write: %w", err)
 	}
 	if !o.quiet {
-		fmt.Fprintf(a.stderr, "offq sub: received %d message%s\n", n, plural(n))
+		fmt.Fprintf(a.stderr, "offq sub: received %d message%s%s\n", n, plural(n), subDrops(s))
 	}
 	if o.count > 0 && n < o.count && cmd.Context().Err() == nil {
 		return fmt.Errorf("sub: %d of %d messages within --timeout %v", n, o.count, o.timeout)
 	}
 	return nil
+}
+
+// subDrops returns, for sub's summary, what its queue dropped while it ran ("; its queue
+// dropped 6 messages (drop-oldest): ..."), or "" if nothing. A sub that cannot keep up (a slow
+// terminal, a slow pipe) loses messages by its queue's policy; "received 10 messages" alone
+// would read as everything published.
+func subDrops(s *bus.Subscription) string {
+	st, err := s.Stats()
+	if err != nil {
+		return ""
+	}
+	kinds := []struct {
+		n    uint64
+		what string
+	}{
+		{st.DropOldest, "drop-oldest"},
+		{st.DropNewest, "drop-newest"},
+		{st.DropTimeout, "block timeout"},
+	}
+	var total uint64
+	var why []string
+	for _, k := range kinds {
+		if k.n > 0 {
+			total += k.n
+			why = append(why, fmt.Sprintf("%s %d", k.what, k.n))
+		}
+	}
+	switch {
+	case total == 0:
+		return ""
+	case len(why) == 1:
+		why[0] = strings.TrimRight(why[0], " 0123456789") // one kind: the total says how many
+	}
+	m := "messages"
+	if total == 1 {
+		m = "message"
+	}
+	return fmt.Sprintf("; its queue dropped %d %s (%s): --queue-depth for a deeper queue, --overflow block to hold publishers back instead",
+		total, m, strings.Join(why, ", "))
 }
 
 // printer writes messages in the format the flags chose.

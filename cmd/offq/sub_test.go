@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/offq/offq/bus"
 )
 
 // offqProc is the offq command in a process of its own, as a user runs it in a shell: this
@@ -316,5 +318,50 @@ func TestPubCreateFile(t *testing.T) {
 	var inf busInfo
 	if code != exitOK || json.Unmarshal([]byte(out), &inf) != nil || inf.Config.Inboxes != 4 {
 		t.Errorf("bus made by pub --create: %+v", inf)
+	}
+}
+
+// TestSubReportsDrops: sub's summary says what its queue dropped while it ran, by policy, and
+// nothing of drops when it dropped nothing.
+func TestSubReportsDrops(t *testing.T) {
+	dir := t.TempDir()
+	b, err := bus.Open("drops", bus.WithDir(dir), bus.WithReapInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	oldest, err := b.Subscribe("d.>", bus.WithQueueDepth(4), bus.WithOverflow(bus.DropOldest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newest, err := b.Subscribe("d.>", bus.WithQueueDepth(4), bus.WithOverflow(bus.DropNewest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet, err := b.Subscribe("q.>", bus.WithQueueDepth(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.Publisher("d.x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if err := p.Publish(context.Background(), []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const hint = ": --queue-depth for a deeper queue, --overflow block to hold publishers back instead"
+	for _, tc := range []struct {
+		s    *bus.Subscription
+		want string
+	}{
+		{oldest, "; its queue dropped 6 messages (drop-oldest)" + hint},
+		{newest, "; its queue dropped 6 messages (drop-newest)" + hint},
+		{quiet, ""},
+	} {
+		if got := subDrops(tc.s); got != tc.want {
+			t.Errorf("%v: subDrops = %q, want %q", tc.s.Pattern(), got, tc.want)
+		}
 	}
 }
