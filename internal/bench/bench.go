@@ -38,6 +38,8 @@ const (
 	sysPool  = "pool-raw"
 	sysLines = "lines-raw"
 	sysHead  = "headonly-raw"
+	sysTwo   = "twoline-raw"
+	sysIn    = "inline-raw"
 
 	modeSpin  = "spin"  // waits without entering the kernel
 	modeSleep = "sleep" // spins briefly, then sleeps in the kernel (offq's default)
@@ -62,7 +64,7 @@ var (
 
 // builtSystems lists the systems this build can measure, in the order they are reported.
 func builtSystems() []string {
-	s := []string{sysOffq, sysShm, sysLines, sysHead, sysSPSC, sysPool, sysFutex, sysUDS, sysPipe, sysNATS, sysBrdg}
+	s := []string{sysOffq, sysShm, sysLines, sysHead, sysTwo, sysIn, sysSPSC, sysPool, sysFutex, sysUDS, sysPipe, sysNATS, sysBrdg}
 	if !haveNATS {
 		s = s[:len(s)-2]
 	}
@@ -116,6 +118,12 @@ otherwise pick, so that the ratios hold even on a noisy machine:
              spinning: what the hardware charges for offq's line pattern
   headonly-raw
              the same with takes that claim on the head and never write the cell
+  twoline-raw
+             an 8-byte payload each way on a line of its own, announced by a word on another
+             line that names it; the reader waits for the word, then reads the payload: the
+             lines of any ring of offsets into a pool, with no claim and no bookkeeping
+  inline-raw the same with the payload on the announcing word's own line: the lines of a ring
+             of message slots whose reader polls the message's header
   spsc-raw   a stream of 64-bit words through a single-producer ring in a shared file (one
              atomic store per word on each side): the floor of a one-way stream
   pool-raw   a stream of messages written in place into 64-byte buffers of a pool, their
@@ -149,15 +157,15 @@ Modes: spin (offq BusySpin; shm-raw), sleep (offq SpinThenSleep, the default: sp
 then sleep on a futex), block (offq Sleep, futex-raw, uds, pipe: into the kernel on every
 message). offq runs in spin and sleep at every size, and in block at 64 B ping-pong beside
 futex-raw; fan-out subscribers use sleep, so that N of them do not all spin on two cores.
-shm-raw and futex-raw carry no payload and run at 64 B only; so do lines-raw and headonly-raw
-(one 8-byte payload word).
+shm-raw and futex-raw carry no payload and run at 64 B only; so do lines-raw, headonly-raw,
+twoline-raw and inline-raw (one 8-byte payload word).
 
 This process runs on the first allowed CPU and every child on the second (a thread locked with
 runtime.LockOSThread and sched_setaffinity), unless --no-pin. offq's payloads are written and
 read in place: only a 16-byte header (sequence number, phase) is touched per message, which is
 the point of zero copy; uds and pipe move every byte through the kernel.
 
-The defaults take about 2 minutes (90 measurements); --quick about 25 seconds (42). A progress
+The defaults take about 2 minutes (94 measurements); --quick about 25 seconds (46). A progress
 bar goes to stderr when it is a terminal (or with --progress). At the end a markdown table goes
 to stdout, with the machine, the command and each baseline's ratio to offq, or with --json one
 JSON object: {"machine": {...}, "results": [{"system", "mode", "pattern", "size",
@@ -342,6 +350,8 @@ func (o Options) plan() []benchCase {
 					add(sysShm, modeSpin, pat, size, 1)
 					add(sysLines, modeSpin, pat, size, 1)
 					add(sysHead, modeSpin, pat, size, 1)
+					add(sysTwo, modeSpin, pat, size, 1)
+					add(sysIn, modeSpin, pat, size, 1)
 				}
 				add(sysOffq, modeSpin, pat, size, 1)
 				add(sysOffq, modeSleep, pat, size, 1)
@@ -518,6 +528,8 @@ func (bn *bencher) run(ctx context.Context, c benchCase) (benchResult, error) {
 		return bn.poolStream(ctx, c)
 	case c.System == sysLines || c.System == sysHead:
 		return bn.linesPingPong(ctx, c)
+	case c.System == sysTwo || c.System == sysIn:
+		return bn.payloadPingPong(ctx, c)
 	case c.System == sysNATS:
 		return bn.natsPingPong(ctx, c)
 	case c.System == sysBrdg:

@@ -28,6 +28,8 @@ func BenchmarkPingPong(b *testing.B) {
 		{"raw-shm-spin", benchCase{System: sysShm, Mode: modeSpin}},
 		{"raw-lines-offq", benchCase{System: sysLines, Mode: modeSpin}},
 		{"raw-lines-head-only", benchCase{System: sysHead, Mode: modeSpin}},
+		{"raw-payload-two-lines", benchCase{System: sysTwo, Mode: modeSpin}},
+		{"raw-payload-inline", benchCase{System: sysIn, Mode: modeSpin}},
 		{"offq-busy-spin", benchCase{System: sysOffq, Mode: modeSpin}},
 		{"offq-spin-then-sleep", benchCase{System: sysOffq, Mode: modeSleep}},
 		{"raw-futex", benchCase{System: sysFutex, Mode: modeBlock}},

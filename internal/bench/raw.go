@@ -6,7 +6,8 @@ package bench
 // file (floor.RawRing, spsc-raw); a stream of messages written in place into pooled buffers
 // whose indexes pass through such a ring a batch at a time (floor.RawPool, pool-raw); and a
 // round trip through the lines of one offq message each way (floor.LinePingPong: lines-raw,
-// and headonly-raw for head-only takes).
+// and headonly-raw for head-only takes); and a payload each way on lines of its own or on the
+// line that announces it (floor.PayloadPingPong: twoline-raw, inline-raw).
 
 import (
 	"context"
@@ -140,4 +141,20 @@ func (bn *bencher) linesPingPong(ctx context.Context, c benchCase) (benchResult,
 	}
 	defer pp.Close()
 	return bn.floorPingPong(ctx, c, pp, peerArg{Role: "lines-echo", Path: path, Mode: pat.String()})
+}
+
+// payloadPingPong measures twoline-raw and inline-raw: a round trip of one payload word each
+// way, on lines of its own or on the line that announces it.
+func (bn *bencher) payloadPingPong(ctx context.Context, c benchCase) (benchResult, error) {
+	sh := floor.PayloadTwoLines
+	if c.System == sysIn {
+		sh = floor.PayloadInline
+	}
+	path := filepath.Join(bn.tmp, "payload-"+strconv.Itoa(bn.seq))
+	pp, err := floor.CreatePayloadPingPong(path, sh)
+	if err != nil {
+		return benchResult{}, err
+	}
+	defer pp.Close()
+	return bn.floorPingPong(ctx, c, pp, peerArg{Role: "payload-echo", Path: path, Mode: sh.String()})
 }

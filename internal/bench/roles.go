@@ -32,7 +32,7 @@ var Roles = map[string]peer.Role{Role: runPeer}
 
 // peerArg is what a child plays, handed to it by the parent.
 type peerArg struct {
-	Role     string `json:"role"` // offq-echo, offq-sub, offq-subs, raw-echo, spsc-sub, pool-sub, uds-echo, uds-sub, pipe-echo, pipe-sub, nats-echo
+	Role     string `json:"role"` // offq-echo, offq-sub, offq-subs, raw-echo, lines-echo, payload-echo, spsc-sub, pool-sub, uds-echo, uds-sub, pipe-echo, pipe-sub, nats-echo
 	CPU      int    `json:"cpu"`  // CPU to pin the loop to; -1: none
 	Mode     string `json:"mode,omitempty"`
 	Size     int    `json:"size,omitempty"`  // offq-subs: the number of subscriptions
@@ -70,6 +70,8 @@ func runPeer(c *peer.Child) error {
 		err = benchRawPoolSub(ctx, c, o)
 	case "lines-echo":
 		err = benchLinesEcho(ctx, o, ready)
+	case "payload-echo":
+		err = benchPayloadEcho(ctx, o, ready)
 	case "nats-echo":
 		err = benchNATSEcho(ctx, o, ready)
 	case "uds-echo", "uds-sub", "pipe-echo", "pipe-sub":
@@ -178,6 +180,24 @@ func benchLinesEcho(ctx context.Context, o peerArg, ready func() error) error {
 		return err
 	}
 	pp, err := floor.OpenLinePingPong(o.Path, pat)
+	if err != nil {
+		return err
+	}
+	defer pp.Close()
+	return onCPU(o.CPU, func() error {
+		if err := ready(); err != nil {
+			return err
+		}
+		return pp.Echo(ctx)
+	})
+}
+
+func benchPayloadEcho(ctx context.Context, o peerArg, ready func() error) error {
+	sh, err := floor.ParsePayloadShape(o.Mode)
+	if err != nil {
+		return err
+	}
+	pp, err := floor.OpenPayloadPingPong(o.Path, sh)
 	if err != nil {
 		return err
 	}

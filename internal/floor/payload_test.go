@@ -1,0 +1,83 @@
+package floor
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestPayloadPingPong passes 2000 payloads back and forth in both shapes (two goroutines stand
+// in for the two processes), checks that every answer carries the payload sent (Ping does),
+// that the slots hold the last payloads where the shape puts them, and that Stop ends the echo.
+func TestPayloadPingPong(t *testing.T) {
+	for _, sh := range []PayloadShape{PayloadTwoLines, PayloadInline} {
+		t.Run(sh.String(), func(t *testing.T) {
+			if got, err := ParsePayloadShape(sh.String()); err != nil || got != sh {
+				t.Fatalf("ParsePayloadShape(%q) = %v, %v", sh.String(), got, err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			path := filepath.Join(t.TempDir(), "payload")
+			a, err := CreatePayloadPingPong(path, sh)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			b, err := OpenPayloadPingPong(path, sh)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			echoed := make(chan error, 1)
+			go func() { echoed <- b.Echo(ctx) }()
+			for i := range 2000 {
+				if err := a.Ping(ctx); err != nil {
+					t.Fatalf("round %d: %v", i, err)
+				}
+			}
+			a.Stop()
+			if err := <-echoed; err != nil {
+				t.Fatalf("Echo after Stop: %v", err)
+			}
+			n := uint64(2000)
+			last := n * 0x9e3779b97f4a7c15
+			for d := range 2 {
+				var at int
+				if sh == PayloadInline {
+					at = d*payAnnounceOf + payInlineOff
+				} else {
+					at = paySlotsOff + (2*d+0)*64 // message 2000 is even: slot 0
+				}
+				if got := a.word(at).Load(); got != last {
+					t.Errorf("direction %d: payload word %#x, want %#x", d, got, last)
+				}
+				if got := a.word(d * payAnnounceOf).Load(); got>>1 != 2000 {
+					t.Errorf("direction %d: announcement %#x, want message 2000", d, got)
+				}
+			}
+		})
+	}
+	if _, err := ParsePayloadShape("nope"); err == nil {
+		t.Error("ParsePayloadShape(nope): no error")
+	}
+}
+
+// TestPayloadPingPongCancel: with no echo, Ping returns when its context is done, and Create
+// refuses a file that exists.
+func TestPayloadPingPongCancel(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "payload")
+	a, err := CreatePayloadPingPong(path, PayloadInline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if _, err := CreatePayloadPingPong(path, PayloadInline); err == nil {
+		t.Error("CreatePayloadPingPong over an existing file: no error")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := a.Ping(ctx); err != context.DeadlineExceeded {
+		t.Errorf("Ping with no echo: %v, want %v", err, context.DeadlineExceeded)
+	}
+}
