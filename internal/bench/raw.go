@@ -25,13 +25,25 @@ func rawWaitOf(system string) floor.RawWait {
 }
 
 func (bn *bencher) rawPingPong(ctx context.Context, c benchCase) (benchResult, error) {
-	path := filepath.Join(bn.tmp, "raw-"+strconv.Itoa(bn.seq))
-	pp, err := floor.CreateRawPingPong(path, rawWaitOf(c.System))
+	w := rawWaitOf(c.System)
+	return floorCase(ctx, bn, c, "raw", "raw-echo", w.String(), func(path string) (*floor.RawPingPong, error) {
+		return floor.CreateRawPingPong(path, w)
+	})
+}
+
+// floorCase creates a floor's file (kind-N in the run's directory) with create, then times its
+// round trips against a child in role, which opens the file as mode says.
+func floorCase[P interface {
+	pinger
+	Close() error
+}](ctx context.Context, bn *bencher, c benchCase, kind, role, mode string, create func(path string) (P, error)) (benchResult, error) {
+	path := filepath.Join(bn.tmp, kind+"-"+strconv.Itoa(bn.seq))
+	pp, err := create(path)
 	if err != nil {
 		return benchResult{}, err
 	}
 	defer pp.Close()
-	return bn.floorPingPong(ctx, c, pp, peerArg{Role: "raw-echo", Path: path, Mode: rawWaitOf(c.System).String()})
+	return bn.floorPingPong(ctx, c, pp, peerArg{Role: role, Path: path, Mode: mode})
 }
 
 // A pinger is the initiator's side of a floor's ping-pong.
@@ -134,13 +146,9 @@ func (bn *bencher) linesPingPong(ctx context.Context, c benchCase) (benchResult,
 	if c.System == sysHead {
 		pat = floor.LinesHeadOnly
 	}
-	path := filepath.Join(bn.tmp, "lines-"+strconv.Itoa(bn.seq))
-	pp, err := floor.CreateLinePingPong(path, pat)
-	if err != nil {
-		return benchResult{}, err
-	}
-	defer pp.Close()
-	return bn.floorPingPong(ctx, c, pp, peerArg{Role: "lines-echo", Path: path, Mode: pat.String()})
+	return floorCase(ctx, bn, c, "lines", "lines-echo", pat.String(), func(path string) (*floor.LinePingPong, error) {
+		return floor.CreateLinePingPong(path, pat)
+	})
 }
 
 // payloadPingPong measures twoline-raw and inline-raw: a round trip of one payload word each
@@ -150,11 +158,7 @@ func (bn *bencher) payloadPingPong(ctx context.Context, c benchCase) (benchResul
 	if c.System == sysIn {
 		sh = floor.PayloadInline
 	}
-	path := filepath.Join(bn.tmp, "payload-"+strconv.Itoa(bn.seq))
-	pp, err := floor.CreatePayloadPingPong(path, sh)
-	if err != nil {
-		return benchResult{}, err
-	}
-	defer pp.Close()
-	return bn.floorPingPong(ctx, c, pp, peerArg{Role: "payload-echo", Path: path, Mode: sh.String()})
+	return floorCase(ctx, bn, c, "payload", "payload-echo", sh.String(), func(path string) (*floor.PayloadPingPong, error) {
+		return floor.CreatePayloadPingPong(path, sh)
+	})
 }

@@ -156,12 +156,16 @@ func benchOffqPeer(ctx context.Context, c *peer.Child, o peerArg) error {
 	})
 }
 
-func benchRawEcho(ctx context.Context, o peerArg, ready func() error) error {
-	w := floor.RawSpin
-	if o.Mode == floor.RawFutex.String() {
-		w = floor.RawFutex
-	}
-	pp, err := floor.OpenRawPingPong(o.Path, w)
+// An echoer is the echo side of a floor's ping-pong.
+type echoer interface {
+	Echo(ctx context.Context) error
+	Close() error
+}
+
+// floorEcho answers the pings of the floor that open maps, on o.CPU, until the parent stops
+// it; ready says so to the parent first.
+func floorEcho[E echoer](ctx context.Context, o peerArg, ready func() error, open func() (E, error)) error {
+	pp, err := open()
 	if err != nil {
 		return err
 	}
@@ -172,6 +176,14 @@ func benchRawEcho(ctx context.Context, o peerArg, ready func() error) error {
 		}
 		return pp.Echo(ctx)
 	})
+}
+
+func benchRawEcho(ctx context.Context, o peerArg, ready func() error) error {
+	w := floor.RawSpin
+	if o.Mode == floor.RawFutex.String() {
+		w = floor.RawFutex
+	}
+	return floorEcho(ctx, o, ready, func() (*floor.RawPingPong, error) { return floor.OpenRawPingPong(o.Path, w) })
 }
 
 func benchLinesEcho(ctx context.Context, o peerArg, ready func() error) error {
@@ -179,17 +191,7 @@ func benchLinesEcho(ctx context.Context, o peerArg, ready func() error) error {
 	if err != nil {
 		return err
 	}
-	pp, err := floor.OpenLinePingPong(o.Path, pat)
-	if err != nil {
-		return err
-	}
-	defer pp.Close()
-	return onCPU(o.CPU, func() error {
-		if err := ready(); err != nil {
-			return err
-		}
-		return pp.Echo(ctx)
-	})
+	return floorEcho(ctx, o, ready, func() (*floor.LinePingPong, error) { return floor.OpenLinePingPong(o.Path, pat) })
 }
 
 func benchPayloadEcho(ctx context.Context, o peerArg, ready func() error) error {
@@ -197,17 +199,7 @@ func benchPayloadEcho(ctx context.Context, o peerArg, ready func() error) error 
 	if err != nil {
 		return err
 	}
-	pp, err := floor.OpenPayloadPingPong(o.Path, sh)
-	if err != nil {
-		return err
-	}
-	defer pp.Close()
-	return onCPU(o.CPU, func() error {
-		if err := ready(); err != nil {
-			return err
-		}
-		return pp.Echo(ctx)
-	})
+	return floorEcho(ctx, o, ready, func() (*floor.PayloadPingPong, error) { return floor.OpenPayloadPingPong(o.Path, sh) })
 }
 
 // benchRawRingSub takes the stream's words (sequence number << 2 | phase) out of a RawRing

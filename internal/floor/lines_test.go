@@ -29,17 +29,7 @@ func TestLinePingPong(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer b.Close()
-			echoed := make(chan error, 1)
-			go func() { echoed <- b.Echo(ctx) }()
-			for i := range 2000 {
-				if err := a.Ping(ctx); err != nil {
-					t.Fatalf("round %d: %v", i, err)
-				}
-			}
-			a.Stop()
-			if err := <-echoed; err != nil {
-				t.Fatalf("Echo after Stop: %v", err)
-			}
+			pingEcho(ctx, t, a, b, 2000)
 			for s := range uint32(linesSlots) {
 				if st := a.state(s).Load(); st != 0 {
 					t.Errorf("slot %d: state %d after the last round trip, want free", s, st)

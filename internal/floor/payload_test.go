@@ -29,17 +29,7 @@ func TestPayloadPingPong(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer b.Close()
-			echoed := make(chan error, 1)
-			go func() { echoed <- b.Echo(ctx) }()
-			for i := range 2000 {
-				if err := a.Ping(ctx); err != nil {
-					t.Fatalf("round %d: %v", i, err)
-				}
-			}
-			a.Stop()
-			if err := <-echoed; err != nil {
-				t.Fatalf("Echo after Stop: %v", err)
-			}
+			pingEcho(ctx, t, a, b, 2000)
 			n := uint64(2000)
 			last := n * 0x9e3779b97f4a7c15
 			for d := range 2 {
@@ -79,5 +69,27 @@ func TestPayloadPingPongCancel(t *testing.T) {
 	defer cancel()
 	if err := a.Ping(ctx); err != context.DeadlineExceeded {
 		t.Errorf("Ping with no echo: %v, want %v", err, context.DeadlineExceeded)
+	}
+}
+
+// pingEcho runs b's Echo in a goroutine (standing in for the other process), makes n round
+// trips with a, stops the echo and checks that it returned nil.
+func pingEcho(ctx context.Context, t *testing.T, a interface {
+	Ping(context.Context) error
+	Stop()
+}, b interface{ Echo(context.Context) error }, n int) {
+	t.Helper()
+	echoed := make(chan error, 1)
+	go func() { echoed <- b.Echo(ctx) }()
+	for i := range n {
+		if err := a.Ping(ctx); err != nil {
+			a.Stop()
+			<-echoed
+			t.Fatalf("round %d: %v", i, err)
+		}
+	}
+	a.Stop()
+	if err := <-echoed; err != nil {
+		t.Fatalf("Echo after Stop: %v", err)
 	}
 }
