@@ -582,6 +582,37 @@ type ilEnv struct {
 	ps   []*Participant // producers
 	tb   testing.TB
 	runs int
+	snap []byte // the region as newILEnv left it (see restore)
+}
+
+// restore puts the region back as newILEnv left it, and the process's allocation cursors and
+// hints where a fresh process starts them, so that the next run starts from the state every
+// run of the exhaustive search starts from. A run otherwise begins where the one before it
+// ended: the ring's head and tail (and so which cell and which lap parity its first message
+// gets), the inbox's generation, the slots' generations, the pool's cursor. Those change how
+// many shared-memory steps a run takes, and the search, which replays a prefix of the previous
+// run's choices, then found an actor not eligible on replay (-offq.dfsbound=3 on
+// dfs/oldest-consumer-closes: the recorded run began at another position than its replay).
+// The random schedules keep the carried-over state: it varies the positions and generations
+// they meet. A schedule the search prints replays as found (ilReplayOnce starts from a fresh
+// region, which is this state).
+func (e *ilEnv) restore() {
+	if e.snap == nil {
+		e.snap = append([]byte(nil), e.r.mem...)
+	}
+	copy(e.r.mem, e.snap)
+	for i := range e.r.pools {
+		p := &e.r.pools[i]
+		p.next.Store(0)
+		p.lent.Store(0)
+		p.scanned.Store(0)
+		p.distrust.Store(false)
+	}
+	for _, p := range append([]*Participant{e.q}, e.ps...) {
+		p.held.hint.Store(0)
+		p.turn.Store(0)
+		p.handoffHint.Store(0)
+	}
 }
 
 func newILEnv(tb testing.TB) *ilEnv {
@@ -1818,6 +1849,7 @@ func TestInterleaveDFS(t *testing.T) {
 			t0 := time.Now()
 			complete := false
 			for {
+				env.restore()
 				res := env.run(sc, 1, d, 24)
 				st.add(res)
 				if len(res.hard) > 0 {
@@ -1833,6 +1865,31 @@ func TestInterleaveDFS(t *testing.T) {
 			}
 			st.report(t, fmt.Sprintf("%s, preemption bound %d, search complete: %v", sc.name, d.bound, complete), time.Since(t0))
 		})
+	}
+}
+
+// TestInterleaveDFSDeterministic: every run of the exhaustive search starts from one state,
+// so that the prefix it replays from the run before takes the same path. Without restore, the
+// search with preemption bound 3 on dfs/oldest-consumer-closes panicked at its 21,699th
+// schedule ("actor 1 not eligible on replay"): that run had begun at another ring position than
+// the one it replayed. 30,000 schedules take about a second.
+func TestInterleaveDFSDeterministic(t *testing.T) {
+	i := slices.IndexFunc(ilDFSScenarios(), func(sc ilScenario) bool { return sc.name == "dfs/oldest-consumer-closes" })
+	if i < 0 {
+		t.Fatal("no scenario dfs/oldest-consumer-closes")
+	}
+	sc := ilDFSScenarios()[i]
+	env := newILEnv(t)
+	d := &ilDFS{bound: 3}
+	for n := 0; n < 30000; n++ {
+		env.restore()
+		res := env.run(sc, 1, d, 24)
+		if len(res.hard) > 0 {
+			ilFail(t, res, fmt.Sprintf("exhaustive (schedule %d of the search)", n+1))
+		}
+		if !d.next() {
+			break
+		}
 	}
 }
 
