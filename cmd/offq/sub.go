@@ -234,8 +234,13 @@ func subDrops(s *bus.Subscription) string {
 	if total == 1 {
 		m = "message"
 	}
-	return fmt.Sprintf("; its queue dropped %d %s (%s): --queue-depth for a deeper queue, --overflow block to hold publishers back instead",
-		total, m, strings.Join(why, ", "))
+	hint := "--queue-depth for a deeper queue, --overflow block to hold publishers back instead"
+	if st.DropOldest+st.DropNewest == 0 {
+		// Only publishers that gave up waiting for room in a blocking queue (their context
+		// ended): the queue holds them back already.
+		hint = "--queue-depth for a deeper queue (publishers gave up waiting for room)"
+	}
+	return fmt.Sprintf("; its queue dropped %d %s (%s): %s", total, m, strings.Join(why, ", "), hint)
 }
 
 // printer writes messages in the format the flags chose.

@@ -342,6 +342,10 @@ func TestSubReportsDrops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	blocking, err := b.Subscribe("b.>", bus.WithQueueDepth(2), bus.WithOverflow(bus.Block))
+	if err != nil {
+		t.Fatal(err)
+	}
 	p, err := b.Publisher("d.x")
 	if err != nil {
 		t.Fatal(err)
@@ -351,6 +355,22 @@ func TestSubReportsDrops(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Two fill the blocking queue; the third waits for room until its context ends, and is
+	// counted as dropped on the queue's side (Publish does not fail for it).
+	pb, err := b.Publisher("b.x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := pb.Publish(context.Background(), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := pb.Publish(ctx, []byte("x")); err != nil && ctx.Err() == nil {
+		t.Fatal(err)
+	}
 	const hint = ": --queue-depth for a deeper queue, --overflow block to hold publishers back instead"
 	for _, tc := range []struct {
 		s    *bus.Subscription
@@ -358,6 +378,7 @@ func TestSubReportsDrops(t *testing.T) {
 	}{
 		{oldest, "; its queue dropped 6 messages (drop-oldest)" + hint},
 		{newest, "; its queue dropped 6 messages (drop-newest)" + hint},
+		{blocking, "; its queue dropped 1 message (block timeout): --queue-depth for a deeper queue (publishers gave up waiting for room)"},
 		{quiet, ""},
 	} {
 		if got := subDrops(tc.s); got != tc.want {
