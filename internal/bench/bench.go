@@ -40,6 +40,7 @@ const (
 	sysHead  = "headonly-raw"
 	sysTwo   = "twoline-raw"
 	sysIn    = "inline-raw"
+	sysRing  = "slotring-raw"
 
 	modeSpin  = "spin"  // waits without entering the kernel
 	modeSleep = "sleep" // spins briefly, then sleeps in the kernel (offq's default)
@@ -64,7 +65,7 @@ var (
 
 // builtSystems lists the systems this build can measure, in the order they are reported.
 func builtSystems() []string {
-	s := []string{sysOffq, sysShm, sysLines, sysHead, sysTwo, sysIn, sysSPSC, sysPool, sysFutex, sysUDS, sysPipe, sysNATS, sysBrdg}
+	s := []string{sysOffq, sysShm, sysLines, sysHead, sysTwo, sysIn, sysRing, sysSPSC, sysPool, sysFutex, sysUDS, sysPipe, sysNATS, sysBrdg}
 	if !haveNATS {
 		s = s[:len(s)-2]
 	}
@@ -124,6 +125,10 @@ otherwise pick, so that the ratios hold even on a noisy machine:
              lines of any ring of offsets into a pool, with no claim and no bookkeeping
   inline-raw the same with the payload on the announcing word's own line: the lines of a ring
              of message slots whose reader polls the message's header
+  slotring-raw
+             such a ring with its bookkeeping: eight one-line slots each way (sequence word,
+             length, topic, payload), the reader's cursor on a line of its own, read by the
+             writer once a lap; no clock read (docs/slot-rings.md)
   spsc-raw   a stream of 64-bit words through a single-producer ring in a shared file (one
              atomic store per word on each side): the floor of a one-way stream
   pool-raw   a stream of messages written in place into 64-byte buffers of a pool, their
@@ -158,14 +163,14 @@ then sleep on a futex), block (offq Sleep, futex-raw, uds, pipe: into the kernel
 message). offq runs in spin and sleep at every size, and in block at 64 B ping-pong beside
 futex-raw; fan-out subscribers use sleep, so that N of them do not all spin on two cores.
 shm-raw and futex-raw carry no payload and run at 64 B only; so do lines-raw, headonly-raw,
-twoline-raw and inline-raw (one 8-byte payload word).
+twoline-raw, inline-raw and slotring-raw (one 8-byte payload word).
 
 This process runs on the first allowed CPU and every child on the second (a thread locked with
 runtime.LockOSThread and sched_setaffinity), unless --no-pin. offq's payloads are written and
 read in place: only a 16-byte header (sequence number, phase) is touched per message, which is
 the point of zero copy; uds and pipe move every byte through the kernel.
 
-The defaults take about 2 minutes (94 measurements); --quick about 25 seconds (46). A progress
+The defaults take about 2 minutes (95 measurements); --quick about 25 seconds (47). A progress
 bar goes to stderr when it is a terminal (or with --progress). At the end a markdown table goes
 to stdout, with the machine, the command and each baseline's ratio to offq, or with --json one
 JSON object: {"machine": {...}, "results": [{"system", "mode", "pattern", "size",
@@ -352,6 +357,7 @@ func (o Options) plan() []benchCase {
 					add(sysHead, modeSpin, pat, size, 1)
 					add(sysTwo, modeSpin, pat, size, 1)
 					add(sysIn, modeSpin, pat, size, 1)
+					add(sysRing, modeSpin, pat, size, 1)
 				}
 				add(sysOffq, modeSpin, pat, size, 1)
 				add(sysOffq, modeSleep, pat, size, 1)
@@ -528,7 +534,7 @@ func (bn *bencher) run(ctx context.Context, c benchCase) (benchResult, error) {
 		return bn.poolStream(ctx, c)
 	case c.System == sysLines || c.System == sysHead:
 		return bn.linesPingPong(ctx, c)
-	case c.System == sysTwo || c.System == sysIn:
+	case c.System == sysTwo || c.System == sysIn || c.System == sysRing:
 		return bn.payloadPingPong(ctx, c)
 	case c.System == sysNATS:
 		return bn.natsPingPong(ctx, c)

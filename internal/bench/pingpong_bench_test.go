@@ -30,6 +30,7 @@ func BenchmarkPingPong(b *testing.B) {
 		{"raw-lines-head-only", benchCase{System: sysHead, Mode: modeSpin}},
 		{"raw-payload-two-lines", benchCase{System: sysTwo, Mode: modeSpin}},
 		{"raw-payload-inline", benchCase{System: sysIn, Mode: modeSpin}},
+		{"raw-payload-slot-ring", benchCase{System: sysRing, Mode: modeSpin}},
 		{"offq-busy-spin", benchCase{System: sysOffq, Mode: modeSpin}},
 		{"offq-spin-then-sleep", benchCase{System: sysOffq, Mode: modeSleep}},
 		{"raw-futex", benchCase{System: sysFutex, Mode: modeBlock}},

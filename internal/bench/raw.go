@@ -7,7 +7,8 @@ package bench
 // whose indexes pass through such a ring a batch at a time (floor.RawPool, pool-raw); and a
 // round trip through the lines of one offq message each way (floor.LinePingPong: lines-raw,
 // and headonly-raw for head-only takes); and a payload each way on lines of its own or on the
-// line that announces it (floor.PayloadPingPong: twoline-raw, inline-raw).
+// line that announces it, or in a ring of message slots (floor.PayloadPingPong: twoline-raw,
+// inline-raw, slotring-raw).
 
 import (
 	"context"
@@ -151,12 +152,16 @@ func (bn *bencher) linesPingPong(ctx context.Context, c benchCase) (benchResult,
 	})
 }
 
-// payloadPingPong measures twoline-raw and inline-raw: a round trip of one payload word each
-// way, on lines of its own or on the line that announces it.
+// payloadPingPong measures twoline-raw, inline-raw and slotring-raw: a round trip of one
+// payload word each way, on lines of its own, on the line that announces it, or in a ring of
+// one-line message slots.
 func (bn *bencher) payloadPingPong(ctx context.Context, c benchCase) (benchResult, error) {
 	sh := floor.PayloadTwoLines
-	if c.System == sysIn {
+	switch c.System {
+	case sysIn:
 		sh = floor.PayloadInline
+	case sysRing:
+		sh = floor.PayloadSlotRing
 	}
 	return floorCase(ctx, bn, c, "payload", "payload-echo", sh.String(), func(path string) (*floor.PayloadPingPong, error) {
 		return floor.CreatePayloadPingPong(path, sh)

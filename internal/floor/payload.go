@@ -25,6 +25,13 @@ const (
 	// whose consumer polls the message's own header (as Aeron's subscribers poll a frame's
 	// length word).
 	PayloadInline
+	// PayloadSlotRing: each direction is a ring of eight one-line message slots and a cursor
+	// its reader alone writes. The writer fills the next slot's header (length, topic) and
+	// payload, then stores its sequence word; the reader polls the sequence word of the slot at
+	// its cursor, checks the length against the slot, reads the message from the line it
+	// polled, and moves its cursor; the writer reads the cursor once a lap, before it reuses a
+	// slot. The shape docs/slot-rings.md sketches, with its bookkeeping but no clock read.
+	PayloadSlotRing
 )
 
 func (s PayloadShape) String() string {
@@ -33,13 +40,15 @@ func (s PayloadShape) String() string {
 		return "two-lines"
 	case PayloadInline:
 		return "inline"
+	case PayloadSlotRing:
+		return "slot-ring"
 	}
 	return fmt.Sprintf("PayloadShape(%d)", uint8(s))
 }
 
 // ParsePayloadShape returns the PayloadShape whose String is s.
 func ParsePayloadShape(s string) (PayloadShape, error) {
-	for sh := PayloadTwoLines; sh <= PayloadInline; sh++ {
+	for sh := PayloadTwoLines; sh <= PayloadSlotRing; sh++ {
 		if sh.String() == s {
 			return sh, nil
 		}
@@ -49,7 +58,8 @@ func ParsePayloadShape(s string) (PayloadShape, error) {
 
 // Layout of a PayloadPingPong file: direction d (0: ping, 1: pong) announces on line d, with
 // its inline payload word 8 bytes into that line, and has its two payload slots on lines
-// 4+2d and 5+2d; the stop word is on line 8.
+// 4+2d and 5+2d; the stop word is on line 8; with PayloadSlotRing, direction d's reader
+// cursor is on line 10+d and its ring of slots starts at line 16+8d.
 const (
 	payFileSize   = 4096
 	payInlineOff  = 8
@@ -57,6 +67,16 @@ const (
 	payStopOff    = 8 * 64
 	payStopped    = 1
 	payAnnounceOf = 64 // bytes between the two directions' announcement lines
+	payCursorOff  = 10 * 64
+	payRingOff    = 16 * 64
+	payRingSlots  = 8
+	// A ring slot's line: the sequence word (0: never filled; n: message n), the length and
+	// the topic (32 bits each), then the payload.
+	slotSeq     = 0
+	slotLen     = 8
+	slotTopic   = 12
+	slotPayload = 16
+	slotRoom    = 64 - slotPayload // payload bytes on the slot's line
 )
 
 // PayloadPingPong is a round trip of one 8-byte payload each way between two processes, both
@@ -66,15 +86,16 @@ const (
 // transport: one initiator (Ping) and one echo (Echo), and it checks only that each answer
 // carries the payload that was sent.
 type PayloadPingPong struct {
-	mem   []byte
-	shape PayloadShape
-	seq   uint64 // initiator: the last value sent
+	mem    []byte
+	shape  PayloadShape
+	seq    uint64    // initiator: the last value sent
+	passed [2]uint64 // PayloadSlotRing: each direction's reader cursor as this side last read it
 }
 
 // CreatePayloadPingPong creates the file at path (which must not exist; mode 0600, symbolic
 // links refused) and maps it, for the initiator.
 func CreatePayloadPingPong(path string, sh PayloadShape) (*PayloadPingPong, error) {
-	if sh > PayloadInline {
+	if sh > PayloadSlotRing {
 		return nil, fmt.Errorf("offq: payload ping-pong: shape %v", sh)
 	}
 	mem, err := createMapped(path, "payload ping-pong", payFileSize)
@@ -86,7 +107,7 @@ func CreatePayloadPingPong(path string, sh PayloadShape) (*PayloadPingPong, erro
 
 // OpenPayloadPingPong maps the file CreatePayloadPingPong made at path, for the Echo side.
 func OpenPayloadPingPong(path string, sh PayloadShape) (*PayloadPingPong, error) {
-	if sh > PayloadInline {
+	if sh > PayloadSlotRing {
 		return nil, fmt.Errorf("offq: payload ping-pong: shape %v", sh)
 	}
 	mem, err := openMapped(path, "payload ping-pong", "payload ping-pong", payFileSize)
@@ -110,6 +131,10 @@ func (p *PayloadPingPong) payload(off int) *uint64 {
 // consecutive messages alternate between the direction's two slots, as consecutive loans of
 // a pool do.
 func (p *PayloadPingPong) send(d int, n, v uint64) {
+	if p.shape == PayloadSlotRing {
+		p.sendSlot(d, n, v)
+		return
+	}
 	ann := p.word(d * payAnnounceOf)
 	if p.shape == PayloadInline {
 		*p.payload(d*payAnnounceOf + payInlineOff) = v
@@ -124,6 +149,9 @@ func (p *PayloadPingPong) send(d int, n, v uint64) {
 // take waits for message n of direction d and returns its payload, or errStopped when the
 // stop word is set, or ctx.Err() (both looked at every 65536 polls).
 func (p *PayloadPingPong) take(ctx context.Context, d int, n uint64) (uint64, error) {
+	if p.shape == PayloadSlotRing {
+		return p.takeSlot(ctx, d, n)
+	}
 	ann := p.word(d * payAnnounceOf)
 	var a uint64
 	for i := uint32(1); ; i++ {
@@ -143,6 +171,53 @@ func (p *PayloadPingPong) take(ctx context.Context, d int, n uint64) (uint64, er
 		return *p.payload(d*payAnnounceOf + payInlineOff), nil
 	}
 	return *p.payload(paySlotsOff + (2*d+int(a&1))*64), nil
+}
+
+// slot returns the offset of the ring slot of message n (from 1) of direction d.
+func slotOf(d int, n uint64) int {
+	return payRingOff + (d*payRingSlots+int((n-1)%payRingSlots))*64
+}
+
+// sendSlot writes message n of direction d into its ring slot and publishes it. Before it
+// reuses a slot (from the second lap on) it makes sure the reader has moved past the message
+// the slot held, reading the reader's cursor only when the copy it last read does not say so.
+// In a ping-pong that wait never spins: a reader moves its cursor before it answers.
+func (p *PayloadPingPong) sendSlot(d int, n, v uint64) {
+	if n > payRingSlots {
+		for p.passed[d] < n-payRingSlots {
+			p.passed[d] = p.word(payCursorOff + d*64).Load()
+		}
+	}
+	at := slotOf(d, n)
+	*(*uint32)(unsafe.Pointer(&p.mem[at+slotLen])) = 8
+	*(*uint32)(unsafe.Pointer(&p.mem[at+slotTopic])) = uint32(d + 1)
+	*p.payload(at + slotPayload) = v
+	p.word(at + slotSeq).Store(n)
+}
+
+// takeSlot waits for message n of direction d in its ring slot, checks its header, reads its
+// payload, and moves the cursor past it.
+func (p *PayloadPingPong) takeSlot(ctx context.Context, d int, n uint64) (uint64, error) {
+	at := slotOf(d, n)
+	seq := p.word(at + slotSeq)
+	for i := uint32(1); seq.Load() != n; i++ {
+		if i%rawRecheck == 0 {
+			if p.word(payStopOff).Load() == payStopped {
+				return 0, errStopped
+			}
+			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	ln := *(*uint32)(unsafe.Pointer(&p.mem[at+slotLen]))
+	topic := *(*uint32)(unsafe.Pointer(&p.mem[at+slotTopic]))
+	if ln > slotRoom || topic != uint32(d+1) {
+		return 0, fmt.Errorf("offq: payload ping-pong: slot of message %d: length %d, topic %d", n, ln, topic)
+	}
+	v := *p.payload(at + slotPayload)
+	p.word(payCursorOff + d*64).Store(n)
+	return v, nil
 }
 
 // Ping makes one round trip: it sends the next value and waits for the Echo side to send it

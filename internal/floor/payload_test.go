@@ -5,13 +5,14 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // TestPayloadPingPong passes 2000 payloads back and forth in both shapes (two goroutines stand
 // in for the two processes), checks that every answer carries the payload sent (Ping does),
 // that the slots hold the last payloads where the shape puts them, and that Stop ends the echo.
 func TestPayloadPingPong(t *testing.T) {
-	for _, sh := range []PayloadShape{PayloadTwoLines, PayloadInline} {
+	for _, sh := range []PayloadShape{PayloadTwoLines, PayloadInline, PayloadSlotRing} {
 		t.Run(sh.String(), func(t *testing.T) {
 			if got, err := ParsePayloadShape(sh.String()); err != nil || got != sh {
 				t.Fatalf("ParsePayloadShape(%q) = %v, %v", sh.String(), got, err)
@@ -34,13 +35,22 @@ func TestPayloadPingPong(t *testing.T) {
 			last := n * 0x9e3779b97f4a7c15
 			for d := range 2 {
 				var at int
-				if sh == PayloadInline {
+				switch sh {
+				case PayloadInline:
 					at = d*payAnnounceOf + payInlineOff
-				} else {
+				case PayloadTwoLines:
 					at = paySlotsOff + (2*d+0)*64 // message 2000 is even: slot 0
+				case PayloadSlotRing:
+					at = slotOf(d, n) + slotPayload // the last of eight slots
 				}
 				if got := a.word(at).Load(); got != last {
 					t.Errorf("direction %d: payload word %#x, want %#x", d, got, last)
+				}
+				if sh == PayloadSlotRing {
+					if seq, cur := a.word(slotOf(d, n)+slotSeq).Load(), a.word(payCursorOff+d*64).Load(); seq != n || cur != n {
+						t.Errorf("direction %d: last slot's sequence %d, reader's cursor %d, want %d", d, seq, cur, n)
+					}
+					continue
 				}
 				if got := a.word(d * payAnnounceOf).Load(); got>>1 != 2000 {
 					t.Errorf("direction %d: announcement %#x, want message 2000", d, got)
@@ -91,5 +101,25 @@ func pingEcho(ctx context.Context, t *testing.T, a interface {
 	a.Stop()
 	if err := <-echoed; err != nil {
 		t.Fatalf("Echo after Stop: %v", err)
+	}
+}
+
+// TestPayloadSlotRingChecksHeader: a slot whose length does not fit its line is an error, not
+// a read past the slot.
+func TestPayloadSlotRingChecksHeader(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ring")
+	a, err := CreatePayloadPingPong(path, PayloadSlotRing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	a.send(0, 1, 42)
+	if v, err := a.take(context.Background(), 0, 1); err != nil || v != 42 {
+		t.Fatalf("take of message 1: %d, %v", v, err)
+	}
+	a.send(0, 2, 43)
+	*(*uint32)(unsafe.Pointer(&a.mem[slotOf(0, 2)+slotLen])) = 4096
+	if _, err := a.take(context.Background(), 0, 2); err == nil {
+		t.Error("take of a slot whose length is 4096: no error")
 	}
 }
