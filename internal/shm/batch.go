@@ -395,6 +395,12 @@ func (in *Inbox) pushRun(hs []Handle, ss []*slotHeader, owner uint32, word *atom
 			}
 			break
 		}
+		// The tail again, after the cell (see push): a marker of a t the tail has passed is
+		// not ours to fill. The single push deals with the cell at the tail as it is now.
+		step()
+		if hd.tail.Load() != t {
+			break
+		}
 		step()
 		var rerr error
 		if owner != 0 {

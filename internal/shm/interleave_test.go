@@ -2040,6 +2040,19 @@ func ilRepro(t *testing.T, schedule string) {
 	}
 }
 
+// TestInterleaveReproStaleTailForgedMarker: producer 1 read tail 1 and waited; meanwhile
+// position 1 was filled and taken (the consumer's head move pending), positions 2 and 3 were
+// filled, and a scribble wrote the empty marker of position 1 over position 3's message. Producer
+// 1 found "empty for 1" in the cell, filled it and, its tail move failing with the head not yet
+// past 1, kept it there: a message of position 1 in the cell position 3 owns. The consumer passed
+// it as a wrong lap, took a later message of the same producer, and two laps on took this one
+// as position 5 (the lap parity is one bit), out of order, with the head moved past the tail.
+// A producer now reads the tail again after the cell, and retries once it has moved past its t.
+// Found with a clock seed (base 1796614751873781773, schedule 125,662 of 150,000).
+func TestInterleaveReproStaleTailForgedMarker(t *testing.T) {
+	ilRepro(t, "oldest/scribble-own-empty-marker:1796614751873907434:24:3*1 0*2 1*8 0*2 2*17 0*12 2*10 0*3 3*2 0*1 1*5 2*1 1*1")
+}
+
 // TestInterleaveReproPhantomTail: a producer that read the tail cell while the consumer was
 // taking the message of the previous lap (the cell held "claimed"), and read the head only
 // after the consumer had finished that take and the next, concludes from head >= t that the

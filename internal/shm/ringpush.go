@@ -36,6 +36,17 @@ func (in *Inbox) push(ctx context.Context, h Handle, ref *slotHeader, owner uint
 			if !in.isOpen() {
 				return ErrClosed
 			}
+			// The tail again, after the cell: a producer whose t is old (it read the tail, then
+			// waited) may find the empty marker of its t in a cell that a later lap owns, if
+			// another process wrote that marker there; committed, its message would sit in the
+			// ring under a position long past, and a consumer could take it laps later, after
+			// messages sent after it. Once the tail has moved past t, position t was filled, so
+			// the marker is not ours to fill. (The tail's line is the producers': this is a read
+			// of a line just read.)
+			step()
+			if hd.tail.Load() != t {
+				continue
+			}
 			if owner != 0 {
 				step()
 				if err := in.v.r.handOff(ref, h, owner); err != nil {
