@@ -416,12 +416,8 @@ func (w *dropWatch) summary(a *app) string {
 	if queues > 1 {
 		whose = fmt.Sprintf("%d queues", queues)
 	}
-	s := "s"
-	if n == 1 {
-		s = ""
-	}
 	return fmt.Sprintf("; %s dropped %d message%s meanwhile, by overflow policy (%s)",
-		whose, n, s, a.commandLine("stat", "--bus", a.busName))
+		whose, n, plural(int(min(n, 2))), a.commandLine("stat", "--bus", a.busName))
 }
 
 // waitSubscribers waits until n subscriptions on b match topic.

@@ -217,22 +217,15 @@ func subDrops(s *bus.Subscription) string {
 		{st.DropTimeout, "block timeout"},
 	}
 	var total uint64
-	var why []string
+	var why []string // a queue has one policy, so in practice one kind
 	for _, k := range kinds {
 		if k.n > 0 {
 			total += k.n
-			why = append(why, fmt.Sprintf("%s %d", k.what, k.n))
+			why = append(why, k.what)
 		}
 	}
-	switch {
-	case total == 0:
+	if total == 0 {
 		return ""
-	case len(why) == 1:
-		why[0] = strings.TrimRight(why[0], " 0123456789") // one kind: the total says how many
-	}
-	m := "messages"
-	if total == 1 {
-		m = "message"
 	}
 	hint := "--queue-depth for a deeper queue, --overflow block to hold publishers back instead"
 	if st.DropOldest+st.DropNewest == 0 {
@@ -240,7 +233,7 @@ func subDrops(s *bus.Subscription) string {
 		// ended): the queue holds them back already.
 		hint = "--queue-depth for a deeper queue (publishers gave up waiting for room)"
 	}
-	return fmt.Sprintf("; its queue dropped %d %s (%s): %s", total, m, strings.Join(why, ", "), hint)
+	return fmt.Sprintf("; its queue dropped %d message%s (%s): %s", total, plural(int(min(total, 2))), strings.Join(why, ", "), hint)
 }
 
 // printer writes messages in the format the flags chose.
