@@ -292,7 +292,7 @@ func (r *benchReport) writeMarkdown(w io.Writer) {
 	fmt.Fprintln(w, "block = into the kernel on every message. offq payloads are written and read in place (16-byte header).")
 	for _, x := range rows(patPingPong) {
 		if x.System == sysOffq {
-			fmt.Fprintln(w, "offq's ping-pong bus has queues of 4 cells, so its two queues share a cache line, which carries a")
+			fmt.Fprintf(w, "offq's ping-pong bus has queues of %d cells, so its two queues share a cache line, which carries a\n", pingPongQueue)
 			fmt.Fprintln(w, "take and the reply together: queues of 8 or more (any default-sized bus) measured about 15% slower.")
 			break
 		}
