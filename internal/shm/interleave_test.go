@@ -597,9 +597,6 @@ type ilEnv struct {
 // they meet. A schedule the search prints replays as found (ilReplayOnce starts from a fresh
 // region, which is this state).
 func (e *ilEnv) restore() {
-	if e.snap == nil {
-		e.snap = append([]byte(nil), e.r.mem...)
-	}
 	copy(e.r.mem, e.snap)
 	for i := range e.r.pools {
 		p := &e.r.pools[i]
@@ -623,6 +620,7 @@ func newILEnv(tb testing.TB) *ilEnv {
 	for i := range 4 {
 		e.ps = append(e.ps, attachUnit(tb, r, fmt.Sprint("producer", i)))
 	}
+	e.snap = append([]byte(nil), r.mem...)
 	return e
 }
 
