@@ -21,6 +21,7 @@ import (
 
 	"github.com/offq/offq/bus"
 	"github.com/offq/offq/internal/floor"
+	"github.com/offq/offq/internal/shm"
 	"github.com/offq/offq/transport"
 )
 
@@ -41,6 +42,7 @@ const (
 	sysTwo   = "twoline-raw"
 	sysIn    = "inline-raw"
 	sysRing  = "slotring-raw"
+	sysORing = "offq-ring"
 
 	modeSpin  = "spin"  // waits without entering the kernel
 	modeSleep = "sleep" // spins briefly, then sleeps in the kernel (offq's default)
@@ -65,7 +67,7 @@ var (
 
 // builtSystems lists the systems this build can measure, in the order they are reported.
 func builtSystems() []string {
-	s := []string{sysOffq, sysShm, sysLines, sysHead, sysTwo, sysIn, sysRing, sysSPSC, sysPool, sysFutex, sysUDS, sysPipe, sysNATS, sysBrdg}
+	s := []string{sysOffq, sysORing, sysShm, sysLines, sysHead, sysTwo, sysIn, sysRing, sysSPSC, sysPool, sysFutex, sysUDS, sysPipe, sysNATS, sysBrdg}
 	if !haveNATS {
 		s = s[:len(s)-2]
 	}
@@ -113,6 +115,10 @@ const Help = `bench measures offq between processes and, in the same run, the tr
 otherwise pick, so that the ratios hold even on a noisy machine:
 
   offq       the bus API (Loan, write the header in place, Send; Receive, read, Release)
+  offq-ring  offq's slot rings (docs/slot-rings.md): each side publishes into a ring of message
+             slots it owns and polls the other's, through offq's protocol code on a real region
+             (headers checked, lapping detected, each message stamped); not yet reachable from
+             the bus API. Ping-pong, spin, at every size
   shm-raw    a counter passed through two words of a shared file, both sides spinning: the floor
   lines-raw  a round trip through the cache lines and locked operations of one offq message each
              way (slot, cell, tail, head, held entry) with none of offq's code, both sides
@@ -359,6 +365,9 @@ func (o Options) plan() []benchCase {
 					add(sysIn, modeSpin, pat, size, 1)
 					add(sysRing, modeSpin, pat, size, 1)
 				}
+				if size <= shm.MaxRingPayload {
+					add(sysORing, modeSpin, pat, size, 1)
+				}
 				add(sysOffq, modeSpin, pat, size, 1)
 				add(sysOffq, modeSleep, pat, size, 1)
 				if size == smallest {
@@ -534,6 +543,8 @@ func (bn *bencher) run(ctx context.Context, c benchCase) (benchResult, error) {
 		return bn.poolStream(ctx, c)
 	case c.System == sysLines || c.System == sysHead:
 		return bn.linesPingPong(ctx, c)
+	case c.System == sysORing:
+		return bn.ringPingPong(ctx, c)
 	case c.System == sysTwo || c.System == sysIn || c.System == sysRing:
 		return bn.payloadPingPong(ctx, c)
 	case c.System == sysNATS:

@@ -32,7 +32,7 @@ var Roles = map[string]peer.Role{Role: runPeer}
 
 // peerArg is what a child plays, handed to it by the parent.
 type peerArg struct {
-	Role     string `json:"role"` // offq-echo, offq-sub, offq-subs, raw-echo, lines-echo, payload-echo, spsc-sub, pool-sub, uds-echo, uds-sub, pipe-echo, pipe-sub, nats-echo
+	Role     string `json:"role"` // offq-echo, offq-sub, offq-subs, raw-echo, lines-echo, payload-echo, ring-echo, spsc-sub, pool-sub, uds-echo, uds-sub, pipe-echo, pipe-sub, nats-echo
 	CPU      int    `json:"cpu"`  // CPU to pin the loop to; -1: none
 	Mode     string `json:"mode,omitempty"`
 	Size     int    `json:"size,omitempty"`  // offq-subs: the number of subscriptions
@@ -72,6 +72,8 @@ func runPeer(c *peer.Child) error {
 		err = benchLinesEcho(ctx, o, ready)
 	case "payload-echo":
 		err = benchPayloadEcho(ctx, o, ready)
+	case "ring-echo":
+		err = benchRingEcho(ctx, o, ready)
 	case "nats-echo":
 		err = benchNATSEcho(ctx, o, ready)
 	case "uds-echo", "uds-sub", "pipe-echo", "pipe-sub":

@@ -261,6 +261,40 @@ func TestLayoutSlotHeader(t *testing.T) {
 	}
 }
 
+// TestLayoutSlotRing checks the parts of a slot ring's buffer against the table in
+// slotring.go.
+func TestLayoutSlotRing(t *testing.T) {
+	var h ringHeader
+	checkLayoutRows(t, &h, unsafe.Sizeof(h), 32, []layoutRow{
+		layoutField("magic", unsafe.Offsetof(h.magic), unsafe.Sizeof(h.magic), 0, 4),
+		layoutField("slots", unsafe.Offsetof(h.slots), unsafe.Sizeof(h.slots), 4, 4),
+		layoutField("slotSize", unsafe.Offsetof(h.slotSize), unsafe.Sizeof(h.slotSize), 8, 4),
+		layoutField("readers", unsafe.Offsetof(h.readers), unsafe.Sizeof(h.readers), 12, 4),
+		layoutField("topic", unsafe.Offsetof(h.topic), unsafe.Sizeof(h.topic), 16, 4),
+		layoutField("writer", unsafe.Offsetof(h.writer), unsafe.Sizeof(h.writer), 20, 4),
+	})
+	var w ringWriterLine
+	checkLayoutRows(t, &w, unsafe.Sizeof(w), 64, []layoutRow{
+		layoutField("published", unsafe.Offsetof(w.published), unsafe.Sizeof(w.published), 0, 8),
+		layoutField("closed", unsafe.Offsetof(w.closed), unsafe.Sizeof(w.closed), 8, 8),
+	})
+	var e ringReaderEntry
+	checkLayoutRows(t, &e, unsafe.Sizeof(e), 64, []layoutRow{
+		layoutField("owner", unsafe.Offsetof(e.owner), unsafe.Sizeof(e.owner), 0, 8),
+		layoutField("cursor", unsafe.Offsetof(e.cursor), unsafe.Sizeof(e.cursor), 8, 8),
+	})
+	var sl ringSlot
+	checkLayoutRows(t, &sl, unsafe.Sizeof(sl), ringSlotHeader, []layoutRow{
+		layoutField("seq", unsafe.Offsetof(sl.seq), unsafe.Sizeof(sl.seq), 0, 8),
+		layoutField("length", unsafe.Offsetof(sl.length), unsafe.Sizeof(sl.length), 8, 4),
+		layoutField("topicSeq", unsafe.Offsetof(sl.topicSeq), unsafe.Sizeof(sl.topicSeq), 16, 8),
+		layoutField("stamp", unsafe.Offsetof(sl.stamp), unsafe.Sizeof(sl.stamp), 24, 8),
+	})
+	if ringWriterOff != 32 || ringReadersOff != 96 || (slotHeaderSize+ringReadersOff)%64 != 0 {
+		t.Errorf("writer line at %d, readers at %d: not on line boundaries after a %d-byte slot header", ringWriterOff, ringReadersOff, slotHeaderSize)
+	}
+}
+
 func TestLayoutTopicEntry(t *testing.T) {
 	var e topicEntry
 	checkLayoutRows(t, &e, unsafe.Sizeof(e), topicEntrySize, []layoutRow{
@@ -282,6 +316,7 @@ func TestLayoutTopicEntry(t *testing.T) {
 		layoutField("reqNoResp", unsafe.Offsetof(e.reqNoResp), unsafe.Sizeof(e.reqNoResp), 280, 8),
 		layoutField("reqDied", unsafe.Offsetof(e.reqDied), unsafe.Sizeof(e.reqDied), 288, 8),
 		layoutField("groupDropped", unsafe.Offsetof(e.groupDropped), unsafe.Sizeof(e.groupDropped), 296, 8),
+		layoutField("ring", unsafe.Offsetof(e.ring), unsafe.Sizeof(e.ring), 304, 8),
 	})
 	if topicEntrySize != 320 {
 		t.Errorf("topicEntrySize = %d", topicEntrySize)

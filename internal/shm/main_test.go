@@ -42,4 +42,6 @@ var peerRoles = map[string]peer.Role{
 	"block-pusher": roleBlockPusher,
 	// doorbell_test.go
 	"bell-sleeper": roleBellSleeper,
+	// slotring_test.go
+	"ring-writer": roleRingWriter,
 }

@@ -35,7 +35,8 @@ import (
 //	288  8     requests whose responder died before replying
 //	296  8     queue-group drops: messages a dead queue-group member had not taken, released by
 //	           the reaper (queuegroup.go)
-//	304  16    zero
+//	304  8     the topic's slot ring: the handle of its buffer, 0 if none (slotring.go)
+//	312  8     zero
 type topicEntry struct {
 	state        atomic.Uint64
 	hash         uint64
@@ -56,7 +57,8 @@ type topicEntry struct {
 	reqNoResp    atomic.Uint64
 	reqDied      atomic.Uint64
 	groupDropped atomic.Uint64
-	_            [16]byte
+	ring         atomic.Uint64
+	_            [8]byte
 }
 
 // forget erases what the entry says of the topic it held and bumps its generation, so that no
@@ -74,6 +76,7 @@ func (e *topicEntry) forget() {
 	e.bytes.Store(0)
 	e.histPos.Store(0)
 	e.typeName = [maxTypeName]byte{}
+	e.ring.Store(0)
 	for _, c := range []*atomic.Uint64{&e.requests, &e.replies, &e.reqTimeouts, &e.reqNoResp, &e.reqDied, &e.groupDropped} {
 		c.Store(0)
 	}

@@ -1,0 +1,491 @@
+package shm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+// Slot rings: a publisher's ring of message slots, for the latency-bound path beside the pool
+// (docs/slot-rings.md). A reader polls the header of the slot at its cursor, and a small
+// message's bytes sit on the line it polled: one line transfer a message, where a ring of
+// offsets needs two (the cell, then the buffer). The ring lives in one pool buffer that the
+// writer keeps on loan for the ring's life, so that the crash-safety argument of the pool
+// covers it unchanged: the buffer has exactly one reference, the writer's loan, which the
+// reaper ends if the writer dies. Readers hold no reference and write only a line of their
+// own: a reader validates each message it copies out (a sequence word read before and after,
+// and the buffer's generation), so a slot overwritten, or a ring freed and reused, under it is
+// never returned as a message.
+//
+// The ring is drop-oldest: the writer never waits for a reader while it publishes. A reader
+// that was lapped counts the messages it missed and goes on from the oldest the ring still
+// holds. On Close the writer waits (bounded by its context) for its live readers to read
+// what it published, so that a clean close loses nothing.
+//
+// Layout of the buffer's payload (it starts 32 bytes past a line boundary, beside the pool's
+// slot header, whose state word carries the generation readers check):
+//
+//	off              size         field
+//	0                4            magic "OFQR"
+//	4                4            slots (a power of two)
+//	8                4            slot size in bytes (a multiple of 64)
+//	12               4            reader entries
+//	16               4            topic index
+//	20               4            writer participant index + 1
+//	24               8            zero
+//	32               64           the writer's line: published (the last sequence committed),
+//	                              closed (nonzero once the writer closes)
+//	96               64 x readers reader entries, a line each: participant index + 1 (0: free),
+//	                              then the reader's cursor (the next sequence it reads)
+//	96 + 64 readers  slots x size slots: sequence word (0: never written; busy bit | s while
+//	                              message s is being written; s once it is), length (4),
+//	                              zero (4), topic sequence (8), publish time (8), payload
+const (
+	ringMagic      = 0x5251464f // "OFQR"
+	ringWriterOff  = 32
+	ringReadersOff = 96
+	ringSlotHeader = 32
+	ringBusy       = 1 << 63
+
+	// MaxRingSlots and MaxRingReaders bound a slot ring's shape; MaxRingPayload bounds the
+	// payload of one slot.
+	MaxRingSlots   = 1 << 16
+	MaxRingReaders = 64
+	MaxRingPayload = 1 << 16
+)
+
+// ErrRingTaken is returned by CreateSlotRing when the topic already has a live slot ring: a
+// topic has at most one.
+var ErrRingTaken = errors.New("topic already has a slot ring")
+
+// ErrNoRing is returned by OpenSlotRing when the topic has no live slot ring.
+var ErrNoRing = errors.New("topic has no slot ring")
+
+// ErrRingReaders is returned by OpenSlotRing when every reader entry of the ring is held by a
+// live participant.
+var ErrRingReaders = errors.New("slot ring has no free reader entry")
+
+// ErrRingEnded is returned by RingReader.Poll once the ring's writer has closed and the reader
+// has read everything it published, or the ring was freed (its writer died).
+var ErrRingEnded = errors.New("slot ring ended")
+
+type ringHeader struct {
+	magic    uint32
+	slots    uint32
+	slotSize uint32
+	readers  uint32
+	topic    uint32
+	writer   uint32
+	_        uint64
+}
+
+type ringWriterLine struct {
+	published atomic.Uint64
+	closed    atomic.Uint64
+	_         [48]byte
+}
+
+type ringReaderEntry struct {
+	owner  atomic.Uint64
+	cursor atomic.Uint64
+	_      [48]byte
+}
+
+type ringSlot struct {
+	seq      atomic.Uint64
+	length   uint32
+	_        uint32
+	topicSeq uint64
+	stamp    int64
+}
+
+// RingShape is the shape of a slot ring: Slots slots (a power of two, at least 2) of Payload
+// bytes each, and Readers reader entries (at least 1).
+type RingShape struct {
+	Slots, Payload, Readers int
+}
+
+func (s RingShape) slotSize() uint64 { return uint64(ringSlotHeader+s.Payload+63) &^ 63 }
+
+// Bytes returns the size of the buffer a ring of shape s takes.
+func (s RingShape) Bytes() int {
+	return ringReadersOff + 64*s.Readers + s.Slots*int(s.slotSize())
+}
+
+func (s RingShape) check() error {
+	switch {
+	case s.Slots < 2 || s.Slots > MaxRingSlots || s.Slots&(s.Slots-1) != 0:
+		return fmt.Errorf("offq: slot ring: %d slots: want a power of two from 2 to %d", s.Slots, MaxRingSlots)
+	case s.Payload < 1 || s.Payload > MaxRingPayload:
+		return fmt.Errorf("offq: slot ring: payload %d bytes: want 1 to %d", s.Payload, MaxRingPayload)
+	case s.Readers < 1 || s.Readers > MaxRingReaders:
+		return fmt.Errorf("offq: slot ring: %d readers: want 1 to %d", s.Readers, MaxRingReaders)
+	}
+	return nil
+}
+
+// ring is a checked view of a ring's buffer, the same in writer and readers.
+type slotRing struct {
+	r        *Region
+	h        Handle
+	state    *atomic.Uint64 // the buffer's state word: its generation says the ring is alive
+	base     unsafe.Pointer
+	slots    uint64
+	slotSize uint64
+	payload  uint64
+	readers  uint64
+	topic    uint32
+	w        *ringWriterLine
+}
+
+func (g *slotRing) slot(s uint64) *ringSlot {
+	return (*ringSlot)(unsafe.Add(g.base, ringReadersOff+64*g.readers+((s-1)&(g.slots-1))*g.slotSize))
+}
+
+func (g *slotRing) payloadOf(sl *ringSlot) unsafe.Pointer {
+	return unsafe.Add(unsafe.Pointer(sl), ringSlotHeader)
+}
+
+func (g *slotRing) reader(i uint64) *ringReaderEntry {
+	return (*ringReaderEntry)(unsafe.Add(g.base, ringReadersOff+64*i))
+}
+
+// alive reports whether the buffer is still the ring: its generation is the handle's.
+func (g *slotRing) alive() bool {
+	return stateGen(g.state.Load()) == g.h.gen() && stateRefs(g.state.Load()) != 0
+}
+
+// viewRing checks the ring that h names, as read from a topic entry another process wrote:
+// the handle must name a live buffer, the buffer must hold a ring header whose shape fits in
+// it, and the ring must belong to topic.
+func (r *Region) viewRing(h Handle, topic uint32) (*slotRing, error) {
+	buf, err := r.buffer(h)
+	if err != nil {
+		return nil, err
+	}
+	hd := (*ringHeader)(buf.data)
+	sh := RingShape{Slots: int(hd.slots), Readers: int(hd.readers)}
+	size := uint64(hd.slotSize)
+	if hd.magic != ringMagic || hd.topic != topic || sh.Slots < 2 || sh.Slots > MaxRingSlots || sh.Slots&(sh.Slots-1) != 0 ||
+		sh.Readers < 1 || sh.Readers > MaxRingReaders || size < 64 || size%64 != 0 || size > ringSlotHeader+MaxRingPayload+63 {
+		return nil, fmt.Errorf("%w: slot ring %#x: header does not describe a ring of topic %d", ErrCorrupt, uint64(h), topic)
+	}
+	if total := uint64(ringReadersOff) + 64*uint64(sh.Readers) + uint64(sh.Slots)*size; total > uint64(buf.Cap()) {
+		return nil, fmt.Errorf("%w: slot ring %#x: %d bytes in a buffer of %d", ErrCorrupt, uint64(h), total, buf.Cap())
+	}
+	return &slotRing{
+		r: r, h: h, state: &buf.s.state, base: buf.data,
+		slots: uint64(sh.Slots), slotSize: size, payload: size - ringSlotHeader, readers: uint64(sh.Readers), topic: topic,
+		w: (*ringWriterLine)(unsafe.Add(buf.data, ringWriterOff)),
+	}, nil
+}
+
+// SlotRing is the writing side of a slot ring: one goroutine at a time.
+type SlotRing struct {
+	g    *slotRing
+	p    *Participant
+	t    Topic
+	loan Loan
+	next uint64 // the sequence of the next message
+	cur  *ringSlot
+}
+
+// CreateSlotRing makes a slot ring of shape sh for topic t, written by p, and records it in
+// the topic's entry, where OpenSlotRing finds it. The ring's buffer is lent from p's pools and
+// stays on loan until Close. It fails with ErrRingTaken if the topic has a live ring already.
+func (p *Participant) CreateSlotRing(t Topic, sh RingShape) (_ *SlotRing, err error) {
+	if err := sh.check(); err != nil {
+		return nil, err
+	}
+	defer unguard(guard(), &err)
+	l, err := p.Loan(sh.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("offq: slot ring of %d bytes: %w", sh.Bytes(), err)
+	}
+	b := l.buf.Bytes()[:sh.Bytes()]
+	clear(b)
+	hd := (*ringHeader)(l.buf.data)
+	*hd = ringHeader{magic: ringMagic, slots: uint32(sh.Slots), slotSize: uint32(sh.slotSize()), readers: uint32(sh.Readers), topic: t.index, writer: p.owner}
+	g, err := p.r.viewRing(l.buf.h, t.index)
+	if err != nil {
+		_ = l.Discard()
+		return nil, err
+	}
+	// Record it, replacing a ring that is no longer live (its writer died and the reaper
+	// freed it, or it was scribbled).
+	for {
+		old := t.e.ring.Load()
+		if old != 0 {
+			if og, err := p.r.viewRing(Handle(old), t.index); err == nil && og.alive() {
+				_ = l.Discard()
+				return nil, ErrRingTaken
+			}
+		}
+		if t.e.ring.CompareAndSwap(old, uint64(l.buf.h)) {
+			break
+		}
+	}
+	return &SlotRing{g: g, p: p, t: t, loan: l, next: 1}, nil
+}
+
+// Payload returns the most bytes a message of the ring can carry.
+func (w *SlotRing) Payload() int { return int(w.g.payload) }
+
+// Next returns the payload area of the next message's slot, n bytes long (at most Payload),
+// for the caller to write the message into; Commit publishes it. The slot is marked busy first,
+// so that a reader still copying the message it held from a lap ago sees its copy fail.
+func (w *SlotRing) Next(n int) ([]byte, error) {
+	if n < 0 || uint64(n) > w.g.payload {
+		return nil, fmt.Errorf("offq: slot ring: %d bytes: %w (a slot holds %d)", n, ErrTooLarge, w.g.payload)
+	}
+	sl := w.g.slot(w.next)
+	storeRelease(&sl.seq, ringBusy|w.next)
+	w.cur = sl
+	return unsafe.Slice((*byte)(w.g.payloadOf(sl)), w.g.payload)[:n], nil
+}
+
+// Commit publishes the message written into the area Next returned, n bytes of it, stamped
+// with publish time stamp (0: now). It returns the message's sequence in the topic.
+func (w *SlotRing) Commit(n int, stamp int64) (uint64, error) {
+	sl := w.cur
+	if sl == nil {
+		return 0, errors.New("offq: slot ring: Commit without Next")
+	}
+	if n < 0 || uint64(n) > w.g.payload {
+		return 0, fmt.Errorf("offq: slot ring: %d bytes: %w (a slot holds %d)", n, ErrTooLarge, w.g.payload)
+	}
+	if stamp == 0 {
+		stamp = Now()
+	}
+	seq := w.t.e.seq.Add(1)
+	sl.length = uint32(n)
+	sl.topicSeq = seq
+	sl.stamp = stamp
+	storeRelease(&sl.seq, w.next)
+	storeRelease(&w.g.w.published, w.next)
+	w.next++
+	w.cur = nil
+	w.t.e.bytes.Add(uint64(n))
+	return seq, nil
+}
+
+// Publish copies data into the next slot and commits it.
+func (w *SlotRing) Publish(data []byte) (uint64, error) {
+	b, err := w.Next(len(data))
+	if err != nil {
+		return 0, err
+	}
+	copy(b, data)
+	return w.Commit(len(data), 0)
+}
+
+// Published returns how many messages the ring has published.
+func (w *SlotRing) Published() uint64 { return w.next - 1 }
+
+// Close ends the ring: it marks it closed, waits until every live reader has read the last
+// message or ctx is done, removes the ring from the topic's entry and ends the buffer's loan.
+// It returns ctx's error if it stopped waiting (the ring is closed anyway).
+func (w *SlotRing) Close(ctx context.Context) (err error) {
+	if w.g == nil {
+		return ErrClosed
+	}
+	defer unguard(guard(), &err)
+	g := w.g
+	w.g = nil
+	storeRelease(&g.w.closed, 1)
+	last := w.next
+	err = pollUntil(ctx, time.Time{}, func() bool {
+		for i := range g.readers {
+			e := g.reader(i)
+			o := e.owner.Load()
+			if o == 0 || o > uint64(w.p.r.cfg.Participants) || e.cursor.Load() >= last {
+				continue
+			}
+			if alive, aerr := w.p.r.Alive(int(o - 1)); aerr == nil && alive {
+				return false
+			}
+		}
+		return true
+	})
+	w.t.e.ring.CompareAndSwap(uint64(g.h), 0)
+	if derr := w.loan.Discard(); derr != nil && err == nil {
+		err = derr
+	}
+	return err
+}
+
+// RingReader is one reader of a slot ring: one goroutine at a time. It writes nothing in
+// shared memory but its own entry's cursor.
+type RingReader struct {
+	g     *slotRing
+	p     *Participant
+	entry *ringReaderEntry
+	next  uint64
+	lost  uint64
+}
+
+// OpenSlotRing opens the slot ring of topic t for reading by p. The reader starts after the
+// last message published or, with fromStart, at the ring's first message (a reader that finds
+// a ring made after it began listening): if the ring has lapped that, the reader counts what
+// it missed as lost and starts from the oldest message the ring holds. It fails with ErrNoRing if t has no live ring and ErrRingReaders if every
+// reader entry is taken by a live participant.
+func (p *Participant) OpenSlotRing(t Topic, fromStart bool) (_ *RingReader, err error) {
+	defer unguard(guard(), &err)
+	h := t.e.ring.Load()
+	if h == 0 {
+		return nil, ErrNoRing
+	}
+	g, err := p.r.viewRing(Handle(h), t.index)
+	if err != nil {
+		if errors.Is(err, ErrBadHandle) {
+			return nil, ErrNoRing
+		}
+		return nil, err
+	}
+	next := uint64(1)
+	if !fromStart {
+		next = g.w.published.Load() + 1
+	}
+	rr := &RingReader{g: g, p: p, next: next}
+	for pass := 0; pass < 2 && rr.entry == nil; pass++ {
+		for i := range g.readers {
+			e := g.reader(i)
+			o := e.owner.Load()
+			if pass == 1 && o != 0 && o != uint64(p.owner) {
+				// A second pass takes over entries of participants that are gone.
+				if o <= uint64(p.r.cfg.Participants) {
+					if alive, aerr := p.r.Alive(int(o - 1)); aerr != nil || alive {
+						continue
+					}
+				}
+			} else if o != 0 {
+				continue
+			}
+			e.cursor.Store(next)
+			if e.owner.CompareAndSwap(o, uint64(p.owner)) {
+				rr.entry = e
+				break
+			}
+		}
+	}
+	if rr.entry == nil {
+		return nil, ErrRingReaders
+	}
+	if !g.alive() { // freed while we looked: nothing of it is ours
+		rr.entry.owner.CompareAndSwap(uint64(p.owner), 0)
+		return nil, ErrNoRing
+	}
+	return rr, nil
+}
+
+// Lost returns how many messages the reader missed because the writer lapped it.
+func (rr *RingReader) Lost() uint64 { return rr.lost }
+
+// Poll copies the next message into dst, if one is ready, and returns its length and header.
+// It returns ok false if none is ready yet, and ErrRingEnded once the writer closed and
+// everything it published was read, or the ring's buffer was freed. A message longer than
+// dst is an error (dst must hold the ring's Payload). It never waits and allocates nothing.
+func (rr *RingReader) Poll(dst []byte) (m Meta, ok bool, err error) {
+	if rr.g == nil {
+		return Meta{}, false, ErrRingEnded
+	}
+	defer unguard(guard(), &err)
+	g := rr.g
+	for {
+		sl := g.slot(rr.next)
+		v := sl.seq.Load()
+		if v == rr.next {
+			m, st := g.copyOut(sl, dst, v)
+			if !g.alive() {
+				return Meta{}, false, rr.end()
+			}
+			switch st {
+			case copyOK:
+				rr.next++
+				storeRelease(&rr.entry.cursor, rr.next)
+				return m, true, nil
+			case copyShort:
+				return Meta{}, false, fmt.Errorf("offq: slot ring: a message of %d bytes for a buffer of %d", m.Len, len(dst))
+			case copyBad:
+				// The writer never commits a length that does not fit its slot: another
+				// process wrote over the slot. Skip the message, counted.
+				g.r.hdr.corrupt.Add(1)
+				rr.lost++
+				rr.next++
+				storeRelease(&rr.entry.cursor, rr.next)
+			}
+			continue // copyOverwritten: the next read sees the later lap
+		}
+		s := v &^ ringBusy
+		if s > rr.next && (s-rr.next)&(g.slots-1) == 0 {
+			// A later lap's message (or one being written): we were lapped, if the writer's
+			// count agrees (a scribbled word alone does not move us). Go on from the oldest
+			// message the ring still holds, leaving the slot after the one s is in: the writer
+			// may be on its way there.
+			if pub := g.w.published.Load(); pub+1 >= s {
+				to := max(rr.next+1, s-min(s, g.slots)+2)
+				rr.lost += to - rr.next
+				rr.next = to
+				continue
+			}
+		}
+		// Not written yet (or a value no writer wrote, which the writer's next message in
+		// this slot puts right): has the ring ended?
+		if !g.alive() || (g.w.closed.Load() != 0 && g.w.published.Load() < rr.next) {
+			return Meta{}, false, rr.end()
+		}
+		return Meta{}, false, nil
+	}
+}
+
+// What copyOut found.
+const (
+	copyOK          = iota
+	copyOverwritten // the writer started on a later message in the slot during the copy
+	copyShort       // the message is longer than the caller's buffer
+	copyBad         // the slot's length does not fit the slot: scribbled
+)
+
+// copyOut copies slot sl's message into dst and reports whether it is still message s after
+// the copy (the writer did not start overwriting it). The payload is read with plain loads
+// that may race with the writer's stores on another lap: the sequence word read again after
+// them decides whether what they read is kept, so the race detector is told not to look.
+//
+//go:norace
+func (g *slotRing) copyOut(sl *ringSlot, dst []byte, s uint64) (Meta, int) {
+	n := sl.length
+	m := Meta{Len: n, Topic: g.topic, Seq: sl.topicSeq, Stamp: sl.stamp}
+	switch {
+	case sl.seq.Load() != s:
+		return m, copyOverwritten
+	case uint64(n) > g.payload:
+		return m, copyBad
+	case int(n) > len(dst):
+		return m, copyShort
+	}
+	copy(dst[:n], unsafe.Slice((*byte)(g.payloadOf(sl)), n))
+	if sl.seq.Load() != s {
+		return m, copyOverwritten
+	}
+	return m, copyOK
+}
+
+func (rr *RingReader) end() error {
+	rr.Close()
+	return ErrRingEnded
+}
+
+// Close gives the reader's entry back.
+func (rr *RingReader) Close() {
+	if rr.g == nil {
+		return
+	}
+	func() {
+		defer unguard(guard(), nil)
+		rr.entry.owner.CompareAndSwap(uint64(rr.p.owner), 0)
+	}()
+	rr.g = nil
+}

@@ -1,0 +1,547 @@
+package shm
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/offq/offq/internal/peer"
+)
+
+var testRing = RingShape{Slots: 8, Payload: 40, Readers: 4}
+
+func ringTopic(t *testing.T, p *Participant, name string) Topic {
+	t.Helper()
+	tp, err := p.LookupTopic(name, true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tp
+}
+
+// putRing writes message s (the sequence, then bytes derived from it) into w.
+func putRing(t testing.TB, w *SlotRing, s uint64, n int) {
+	t.Helper()
+	if err := putRingErr(w, s, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func putRingErr(w *SlotRing, s uint64, n int) error {
+	b, err := w.Next(n)
+	if err != nil {
+		return err
+	}
+	binary.LittleEndian.PutUint64(b, s)
+	for i := 8; i < n; i++ {
+		b[i] = byte(s) + byte(i)
+	}
+	_, err = w.Commit(n, 0)
+	return err
+}
+
+// checkRingMessage returns the message's sequence if its bytes are those putRing wrote.
+func checkRingMessage(b []byte) (uint64, error) {
+	if len(b) < 8 {
+		return 0, fmt.Errorf("message of %d bytes", len(b))
+	}
+	s := binary.LittleEndian.Uint64(b)
+	for i := 8; i < len(b); i++ {
+		if b[i] != byte(s)+byte(i) {
+			return s, fmt.Errorf("message %d: byte %d is %d", s, i, b[i])
+		}
+	}
+	return s, nil
+}
+
+// pollRing polls rr until a message arrives (or the ring ends, or 10 s pass).
+func pollRing(t testing.TB, rr *RingReader, dst []byte) (Meta, error) {
+	t.Helper()
+	end := time.Now().Add(10 * time.Second)
+	for {
+		m, ok, err := rr.Poll(dst)
+		if ok || err != nil {
+			return m, err
+		}
+		if time.Now().After(end) {
+			t.Fatal("no message in 10 s")
+		}
+	}
+}
+
+func TestSlotRingDelivers(t *testing.T) {
+	r, me, _ := newTestRegion(t, "ring-delivers")
+	tp := ringTopic(t, me, "ring.a")
+	w, err := me.CreateSlotRing(tp, testRing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr, err := me.OpenSlotRing(tp, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := make([]byte, w.Payload())
+	if _, ok, err := rr.Poll(dst); ok || err != nil {
+		t.Fatalf("empty ring: ok %v, err %v", ok, err)
+	}
+	before := Now()
+	for s := uint64(1); s <= 20; s++ {
+		putRing(t, w, s, 8+int(s%30))
+		m, err := pollRing(t, rr, dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := checkRingMessage(dst[:m.Len])
+		if err != nil || got != s {
+			t.Fatalf("message %d: got %d, %v", s, got, err)
+		}
+		if m.Seq != s || m.Topic != uint32(tp.Index()) || m.Stamp < before || m.Len != uint32(8+s%30) {
+			t.Fatalf("message %d: header %+v", s, m)
+		}
+	}
+	if rr.Lost() != 0 {
+		t.Fatalf("lost %d", rr.Lost())
+	}
+	if _, err := w.Next(w.Payload() + 1); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversize: %v", err)
+	}
+	if _, err := me.CreateSlotRing(tp, testRing); !errors.Is(err, ErrRingTaken) {
+		t.Fatalf("second ring: %v", err)
+	}
+	rr.Close()
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := me.OpenSlotRing(tp, false); !errors.Is(err, ErrNoRing) {
+		t.Fatalf("after close: %v", err)
+	}
+	checkNoLeaks(t, r)
+}
+
+// A reader that falls a lap behind counts what it missed and reads the rest in order; so does
+// one that opens from the start of a ring that has lapped it.
+func TestSlotRingLapped(t *testing.T) {
+	_, me, _ := newTestRegion(t, "ring-lapped")
+	tp := ringTopic(t, me, "ring.a")
+	w, err := me.CreateSlotRing(tp, testRing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	rr, err := me.OpenSlotRing(tp, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rr.Close()
+	const n = 30
+	for s := uint64(1); s <= n; s++ {
+		putRing(t, w, s, 16)
+	}
+	late, err := me.OpenSlotRing(tp, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	dst := make([]byte, w.Payload())
+	var got []uint64
+	for {
+		m, ok, err := rr.Poll(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		s, err := checkRingMessage(dst[:m.Len])
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, s)
+	}
+	// The ring holds the last slots messages (23..30); a lapped reader reads on from the
+	// oldest it can trust: all of them or all but the oldest, in order, and counts the rest.
+	ok := len(got) >= testRing.Slots-1 && len(got) <= testRing.Slots && rr.Lost() == n-uint64(len(got))
+	for i, s := range got {
+		ok = ok && s == n-uint64(len(got)-1-i)
+	}
+	if !ok {
+		t.Fatalf("lapped reader got %v, lost %d", got, rr.Lost())
+	}
+	var lateGot uint64
+	for {
+		m, ok, err := late.Poll(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		s, err := checkRingMessage(dst[:m.Len])
+		if err != nil || s != n-uint64(len(got))+1+lateGot {
+			t.Fatalf("late reader: %d, %v after %d", s, err, lateGot)
+		}
+		lateGot++
+	}
+	if lateGot != uint64(len(got)) || late.Lost() != rr.Lost() {
+		t.Fatalf("late reader: %d messages, %d lost; the lapped one %d, %d", lateGot, late.Lost(), len(got), rr.Lost())
+	}
+	// A reader of the start of a ring that has not lapped reads all of it.
+	w2tp := ringTopic(t, me, "ring.b")
+	w2, err := me.CreateSlotRing(w2tp, testRing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close(context.Background())
+	putRing(t, w2, 1, 8)
+	putRing(t, w2, 2, 8)
+	first, err := me.OpenSlotRing(w2tp, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	for want := uint64(1); want <= 2; want++ {
+		m, err := pollRing(t, first, dst)
+		if s, cerr := checkRingMessage(dst[:m.Len]); err != nil || cerr != nil || s != want {
+			t.Fatalf("from the start: %d, %v, %v, want %d", s, err, cerr, want)
+		}
+	}
+}
+
+// Close waits for a live reader to read everything published, then the reader sees the end.
+func TestSlotRingCloseDrains(t *testing.T) {
+	r, me, _ := newTestRegion(t, "ring-drain")
+	tp := ringTopic(t, me, "ring.a")
+	w, err := me.CreateSlotRing(tp, testRing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr, err := me.OpenSlotRing(tp, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for s := uint64(1); s <= 5; s++ {
+		putRing(t, w, s, 8)
+	}
+	closed := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go func() { closed <- w.Close(ctx) }()
+	dst := make([]byte, testRing.Payload)
+	for want := uint64(1); want <= 5; want++ {
+		m, err := pollRing(t, rr, dst)
+		if err != nil {
+			t.Fatalf("message %d: %v", want, err)
+		}
+		if s, err := checkRingMessage(dst[:m.Len]); err != nil || s != want {
+			t.Fatalf("got %d, %v, want %d", s, err, want)
+		}
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := rr.Poll(dst); !errors.Is(err, ErrRingEnded) {
+		t.Fatalf("after the writer closed: %v", err)
+	}
+	checkNoLeaks(t, r)
+
+	// A reader that never reads holds Close up until its context ends, no longer.
+	w, err = me.CreateSlotRing(tp, testRing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr, err = me.OpenSlotRing(tp, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rr.Close()
+	putRing(t, w, 1, 8)
+	short, cancelShort := context.WithCancel(context.Background())
+	cancelShort()
+	if err := w.Close(short); !errors.Is(err, context.Canceled) {
+		t.Fatalf("close with a reader behind: %v", err)
+	}
+	if _, _, err := rr.Poll(dst); !errors.Is(err, ErrRingEnded) {
+		t.Fatalf("ring freed: %v", err)
+	}
+	checkNoLeaks(t, r)
+}
+
+// Words another process wrote over the ring never come out as messages, and never move a
+// reader by themselves.
+func TestSlotRingScribbles(t *testing.T) {
+	r, me, _ := newTestRegion(t, "ring-scribble")
+	tp := ringTopic(t, me, "ring.a")
+	w, err := me.CreateSlotRing(tp, testRing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	rr, err := me.OpenSlotRing(tp, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rr.Close()
+	dst := make([]byte, testRing.Payload)
+
+	// A length that does not fit the slot: skipped and counted.
+	putRing(t, w, 1, 8)
+	w.g.slot(1).length = 1 << 20
+	corrupt := r.hdr.corrupt.Load()
+	if _, ok, err := rr.Poll(dst); ok || err != nil {
+		t.Fatalf("scribbled length: ok %v, err %v", ok, err)
+	}
+	if rr.Lost() != 1 || r.hdr.corrupt.Load() != corrupt+1 {
+		t.Fatalf("scribbled length: lost %d, corrupt %d", rr.Lost(), r.hdr.corrupt.Load()-corrupt)
+	}
+	// A sequence word a lap ahead, while the writer's count says otherwise: not a lap.
+	w.g.slot(2).seq.Store(2 + uint64(testRing.Slots))
+	if _, ok, err := rr.Poll(dst); ok || err != nil || rr.Lost() != 1 {
+		t.Fatalf("scribbled sequence: ok %v, err %v, lost %d", ok, err, rr.Lost())
+	}
+	putRing(t, w, 2, 8)
+	m, err := pollRing(t, rr, dst)
+	if s, cerr := checkRingMessage(dst[:m.Len]); err != nil || cerr != nil || s != 2 {
+		t.Fatalf("after the scribble: %d, %v, %v", s, err, cerr)
+	}
+	// A short buffer is the caller's error, and loses nothing.
+	putRing(t, w, 3, 30)
+	if _, _, err := rr.Poll(dst[:10]); err == nil {
+		t.Fatal("a short buffer: no error")
+	}
+	if m, err := pollRing(t, rr, dst); err != nil || m.Len != 30 {
+		t.Fatalf("after a short buffer: %+v, %v", m, err)
+	}
+
+	// The topic's word naming something else: no ring, or a corrupt one, never a crash.
+	saved := tp.e.ring.Load()
+	for _, v := range []uint64{1, 1 << 62, saved + 1} {
+		tp.e.ring.Store(v)
+		if _, err := me.OpenSlotRing(tp, false); !errors.Is(err, ErrNoRing) {
+			t.Errorf("topic word %#x: %v", v, err)
+		}
+	}
+	tp.e.ring.Store(saved)
+	hd := (*ringHeader)(w.g.base)
+	hd.slots = 1 << 30
+	if _, err := me.OpenSlotRing(tp, false); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("scribbled header: %v", err)
+	}
+	hd.slots = uint32(testRing.Slots)
+	hd.slotSize = 1 << 20
+	if _, err := me.OpenSlotRing(tp, false); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("slots past the buffer: %v", err)
+	}
+	hd.slotSize = uint32(testRing.slotSize())
+}
+
+func TestSlotRingShapes(t *testing.T) {
+	_, me, _ := newTestRegion(t, "ring-shapes")
+	tp := ringTopic(t, me, "ring.a")
+	for _, sh := range []RingShape{{3, 8, 1}, {1, 8, 1}, {8, 0, 1}, {8, 8, 0}, {8, 8, MaxRingReaders + 1}, {1 << 20, 8, 1}} {
+		if _, err := me.CreateSlotRing(tp, sh); err == nil {
+			t.Errorf("shape %+v: no error", sh)
+		}
+	}
+	// Larger than the largest class (4 KiB in mpConfig).
+	if _, err := me.CreateSlotRing(tp, RingShape{Slots: 64, Payload: 256, Readers: 1}); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("a ring larger than a buffer: %v", err)
+	}
+	readers := RingShape{Slots: 4, Payload: 8, Readers: 2}
+	w, err := me.CreateSlotRing(tp, readers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	for i := 0; i < 2; i++ {
+		rr, err := me.OpenSlotRing(tp, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rr.Close()
+	}
+	if _, err := me.OpenSlotRing(tp, false); !errors.Is(err, ErrRingReaders) {
+		t.Fatalf("a third reader of two entries: %v", err)
+	}
+}
+
+func TestSlotRingAllocs(t *testing.T) {
+	_, me, _ := newTestRegion(t, "ring-allocs")
+	tp := ringTopic(t, me, "ring.a")
+	w, err := me.CreateSlotRing(tp, testRing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	rr, err := me.OpenSlotRing(tp, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rr.Close()
+	dst := make([]byte, testRing.Payload)
+	msg := make([]byte, 32)
+	if n := testing.AllocsPerRun(1000, func() {
+		if _, err := w.Publish(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := rr.Poll(dst); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations a message", n)
+	}
+}
+
+// roleRingWriter creates the slot ring of topic "ring.mp" and publishes envCount messages as
+// fast as it can, then closes the ring (waiting for its readers); with envID 1 it says
+// "published N" every 1,000 messages and never closes, for the parent to kill it.
+func roleRingWriter(c *peer.Child) error {
+	n, err := envUint(envCount)
+	if err != nil {
+		return err
+	}
+	kill, err := envUint(envID)
+	if err != nil {
+		return err
+	}
+	r, p, err := attachFromEnv("ring-writer")
+	if err != nil {
+		return err
+	}
+	tp, err := p.LookupTopic("ring.mp", true, 0)
+	if err != nil {
+		return err
+	}
+	w, err := p.CreateSlotRing(tp, RingShape{Slots: 16, Payload: 48, Readers: 2})
+	if err != nil {
+		return err
+	}
+	c.Send("ready")
+	if l, err := c.Recv(); err != nil || l != "go" {
+		return fmt.Errorf("waiting for go: %q, %v", l, err)
+	}
+	for s := uint64(1); s <= n; s++ {
+		if err := putRingErr(w, s, 8+int(s%40)); err != nil {
+			return err
+		}
+		if kill == 1 && s%1000 == 0 {
+			c.Send("published %d", s)
+		}
+	}
+	if kill == 1 {
+		<-c.Context().Done()
+		return nil
+	}
+	if err := w.Close(c.Context()); err != nil {
+		return err
+	}
+	c.Send("closed")
+	if err := p.Detach(); err != nil {
+		return err
+	}
+	return r.Close()
+}
+
+// Another process writes 200,000 messages through a ring of 16 slots: this one receives them
+// in order and intact, counts every one it missed, and sees the end; every buffer is back.
+func TestMultiprocSlotRing(t *testing.T) {
+	r, me, dir := newTestRegion(t, "ring-mp")
+	const n = 200000
+	w := peer.Start(t, "ring-writer", envs(envDir, dir, envRegion, "ring-mp", envCount, n, envID, 0)...)
+	if _, err := w.Expect("ready", procTimeout); err != nil {
+		t.Fatal(err)
+	}
+	tp := ringTopic(t, me, "ring.mp")
+	rr, err := me.OpenSlotRing(tp, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Send("go"); err != nil {
+		t.Fatal(err)
+	}
+	dst := make([]byte, 48)
+	var got, last uint64
+	for {
+		m, err := pollRing(t, rr, dst)
+		if errors.Is(err, ErrRingEnded) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := checkRingMessage(dst[:m.Len])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s <= last || m.Seq != s || m.Len != uint32(8+s%40) {
+			t.Fatalf("message %d (header %+v) after %d", s, m, last)
+		}
+		last = s
+		got++
+	}
+	if last != n || got+rr.Lost() != n {
+		t.Fatalf("received %d, lost %d, last %d of %d", got, rr.Lost(), last, n)
+	}
+	t.Logf("received %d, lost %d (lapped)", got, rr.Lost())
+	if _, err := w.Expect("closed", procTimeout); err != nil {
+		t.Fatal(err)
+	}
+	waitAll(t, w)
+	checkNoLeaks(t, r)
+}
+
+// A writer killed mid-stream: once a reaper has ended its loan the reader sees the ring end,
+// and a new writer can take the topic.
+func TestMultiprocSlotRingWriterDies(t *testing.T) {
+	r, me, dir := newTestRegion(t, "ring-die")
+	w := peer.Start(t, "ring-writer", envs(envDir, dir, envRegion, "ring-die", envCount, 1<<40, envID, 1)...)
+	if _, err := w.Expect("ready", procTimeout); err != nil {
+		t.Fatal(err)
+	}
+	tp := ringTopic(t, me, "ring.mp")
+	rr, err := me.OpenSlotRing(tp, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Send("go"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Expect("published", procTimeout); err != nil {
+		t.Fatal(err)
+	}
+	w.Kill()
+	select {
+	case <-w.Exited():
+	case <-time.After(procTimeout):
+		t.Fatal("the killed writer did not exit")
+	}
+	if _, err := me.CreateSlotRing(tp, testRing); !errors.Is(err, ErrRingTaken) {
+		t.Fatalf("a ring whose writer is dead but not reaped: %v", err)
+	}
+	if _, err := r.Reap(); err != nil {
+		t.Fatal(err)
+	}
+	dst := make([]byte, 48)
+	for end := time.Now().Add(procTimeout); ; {
+		_, _, err := rr.Poll(dst)
+		if errors.Is(err, ErrRingEnded) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(end) {
+			t.Fatal("the reader did not see the ring end")
+		}
+	}
+	nw, err := me.CreateSlotRing(tp, testRing)
+	if err != nil {
+		t.Fatalf("after the reap: %v", err)
+	}
+	if err := nw.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	checkNoLeaks(t, r)
+}
