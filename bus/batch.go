@@ -23,6 +23,9 @@ func (p *Publisher) LoanBatch(dst []Loan, n int) ([]Loan, error) {
 		return dst[:0], &Error{Op: "loan", Name: p.name, Err: ErrClosed}
 	}
 	defer p.b.exit()
+	if p.ring != nil {
+		return dst[:0], &Error{Op: "loan", Name: p.name, Err: errRingBatch}
+	}
 	if p.closed.Load() {
 		return dst[:0], &Error{Op: "loan", Name: p.name, Err: ErrClosed}
 	}
@@ -62,6 +65,9 @@ func (p *Publisher) SendBatch(ctx context.Context, loans []Loan) error {
 	}
 	if len(loans) == 0 {
 		return nil
+	}
+	if p.ring != nil {
+		return &Error{Op: "send", Name: p.name, Err: errRingBatch}
 	}
 	var tmp [MaxBatch]shm.Loan
 	var lens [MaxBatch]int

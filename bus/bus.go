@@ -34,6 +34,8 @@ type Bus struct {
 	stopReap  chan struct{} // closed by Close; the reaper goroutine then returns
 	reaperRun sync.WaitGroup
 
+	retired []*shm.SlotRing // slot rings of closed publishers, freed once read (ring.go); under mu
+
 	replies replyPool  // reply inboxes of requests in flight (request.go)
 	reqWait shm.Waiter // how a requester waits for its reply
 
@@ -220,6 +222,7 @@ func (b *Bus) reapLoop(every time.Duration) {
 // log new damage, under the fault guard (a truncated region file faults here as anywhere).
 func (b *Bus) tick() {
 	b.reap("timer")
+	b.freeRetired(false)
 	if err := b.sample(); err != nil {
 		b.log.Warn("reading the region failed", zap.Error(err))
 	}
@@ -347,6 +350,7 @@ func (b *Bus) Close() (err error) {
 		testHookCloseWaits()
 	}
 	b.use.WaitIdle()
+	b.closeRings(pubs)
 	held := b.p.Held()
 	err = b.p.Detach()
 	if held > 0 {

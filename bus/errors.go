@@ -13,6 +13,11 @@ var (
 	// ErrClosed is returned by operations on a closed Bus, Publisher or Subscription.
 	ErrClosed = errors.New("closed")
 
+	// ErrRingLoaned is returned by Loan of a publisher with a slot ring (WithSlotRing) while
+	// another of its loans is outstanding: such a publisher lends one message at a time. Send or
+	// discard the loan first; Publish waits for it instead.
+	ErrRingLoaned = errors.New("the publisher's slot ring is lent already")
+
 	// ErrInvalidOption is wrapped by errors from Open, Subscribe and Publisher when an option's
 	// value is out of range or options contradict each other.
 	ErrInvalidOption = errors.New("invalid option")
@@ -36,8 +41,12 @@ var (
 	ErrCorrupt = shm.ErrCorrupt
 	// ErrIncompatibleConfig: the region exists with another configuration.
 	ErrIncompatibleConfig = shm.ErrIncompatibleConfig
-	// ErrHeldFull: the process holds Config.Held messages it has not released.
+	// ErrHeldFull: the process holds Config.Held messages it has not released (or, of a topic
+	// read through a slot ring, 64 of the ring's messages, or as many as the ring has slots).
 	ErrHeldFull = shm.ErrHeldFull
+	// ErrRingTaken: Publisher with WithSlotRing found the topic's slot ring taken by another
+	// open publisher (a topic has one slot ring at a time).
+	ErrRingTaken = shm.ErrRingTaken
 )
 
 // errQueueDamaged is a subscription's queue found closed while nobody closed it.

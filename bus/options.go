@@ -257,7 +257,9 @@ type pubOptionFunc func(*pubOptions) error
 func (f pubOptionFunc) applyPub(o *pubOptions) error { return f(o) }
 
 type pubOptions struct {
-	history int
+	history   int
+	ringSlots int
+	ringSize  int
 }
 
 // defaultPubOptions are a publisher's defaults: a topic it creates keeps no history.
@@ -273,6 +275,40 @@ func WithHistory(k int) PublisherOption {
 			return fmt.Errorf("%w: history %d", ErrInvalidOption, k)
 		}
 		o.history = k
+		return nil
+	})
+}
+
+// WithSlotRing gives the publisher a ring of slots message slots of up to size bytes each, in
+// shared memory, for the lowest latency offq has (docs/slot-rings.md): a subscriber reads the
+// message from the line it polls, and a round trip costs about 1.3 times a bare shared word's
+// (offq bench's offq-ring and offq rows). It suits small messages sent one at a time:
+//
+//   - Subscribers that read the ring are those whose pattern is the topic's name, whose
+//     overflow policy is DropOldest (the default) and whose queue depth is smaller than slots,
+//     outside queue groups. They receive the publisher's messages from the ring, copied out of
+//     it at Receive, instead of through their queue; a subscriber that falls slots messages
+//     behind loses the oldest, counted as DropOldest drops. Other subscribers (wildcards,
+//     Block or DropNewest, queue groups, deeper queues) receive each message through their
+//     queue as from any publisher.
+//   - The publisher lends one message at a time: Loan while a loan is outstanding fails with
+//     ErrRingLoaned (Publish waits its turn). A message may not exceed size bytes (ErrTooLarge),
+//     LoanBatch and SendBatch are refused, and the topic keeps no history.
+//   - A topic has one slot ring at a time: a second publisher asking for one gets
+//     ErrRingTaken until the first is closed.
+//
+// slots is a power of two from 2 to 65,536; the ring takes one buffer of the bus's pools, of
+// 96 + 64 x readers + slots x (size + 32, rounded up to 64) bytes, for as long as the
+// publisher is open and its readers have not read it.
+func WithSlotRing(slots, size int) PublisherOption {
+	return pubOptionFunc(func(o *pubOptions) error {
+		if slots < 2 || slots > shm.MaxRingSlots || slots&(slots-1) != 0 {
+			return fmt.Errorf("%w: slot ring of %d slots: want a power of two from 2 to %d", ErrInvalidOption, slots, shm.MaxRingSlots)
+		}
+		if size < 1 || size > shm.MaxRingPayload {
+			return fmt.Errorf("%w: slot ring of %d-byte slots: want 1 to %d", ErrInvalidOption, size, shm.MaxRingPayload)
+		}
+		o.ringSlots, o.ringSize = slots, size
 		return nil
 	})
 }

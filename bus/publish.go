@@ -38,6 +38,14 @@ type Publisher struct {
 	lockOwed atomic.Bool
 	// unpinned is set by letGo: the topic's pin is given back once.
 	unpinned atomic.Bool
+
+	// ring is the publisher's slot ring (WithSlotRing), or nil; ringTargets are the inboxes
+	// that read it (their consumers are woken after each message instead of sent it), split
+	// off the target list by refresh; ringLoaned is set while a loan of the ring is out.
+	ring        *shm.SlotRing
+	ringTargets []shm.Inbox
+	ringLoaned  atomic.Bool
+	ringWait    []shm.Inbox // a request's targets: plain, groups' and the ring's (request.go)
 }
 
 // Publisher returns a publisher for topic, a concrete topic name (no wildcards).
@@ -60,6 +68,12 @@ func (b *Bus) Publisher(topic string, opts ...PublisherOption) (*Publisher, erro
 		return nil, &Error{Op: "publisher", Name: topic, Err: err}
 	}
 	p := &Publisher{b: b, name: topic, topic: t, gen: ^uint64(0)}
+	if o.ringSlots > 0 {
+		if err := p.makeRing(o); err != nil {
+			b.p.UnpinTopic(t)
+			return nil, &Error{Op: "publisher", Name: topic, Err: err}
+		}
+	}
 	p.gate.closed = &b.closed
 	p.gate.idle = p.letGo
 	b.mu.Lock()
@@ -161,6 +175,9 @@ func (p *Publisher) loan(n int) (Loan, error) {
 	if p.closed.Load() {
 		return Loan{}, &Error{Op: "loan", Name: p.name, Err: ErrClosed}
 	}
+	if p.ring != nil {
+		return p.loanRing(n)
+	}
 	l, err := p.b.p.Loan(n)
 	if err != nil {
 		if !errors.Is(err, shm.ErrPoolExhausted) || !p.b.reapOnExhaustion() {
@@ -215,6 +232,9 @@ func (l Loan) Discard() error {
 		return ErrClosed // Bus.Close ended every loan of the process
 	}
 	defer l.p.b.exit()
+	if l.l.FromRing() {
+		return l.p.discardRing(l)
+	}
 	return l.l.Discard()
 }
 
@@ -248,17 +268,26 @@ func (p *Publisher) send(ctx context.Context, l Loan, inGate bool) error {
 		// Bus.Close takes the lock before it unmaps the region, and has not yet (or waits for
 		// us): the region is mapped, but Detach ends the loan, unless Publish holds the Bus's
 		// use gate and Bus.Close waits for it.
-		if inGate {
+		if inGate && l.l.FromRing() {
+			p.discardRingLocked(l)
+		} else if inGate {
 			l.l.Discard()
 		}
 		return &Error{Op: "send", Name: p.name, Err: ErrClosed}
 	}
 	if p.closed.Load() {
-		l.l.Discard()
+		if l.l.FromRing() {
+			p.discardRingLocked(l)
+		} else {
+			l.l.Discard()
+		}
 		return &Error{Op: "send", Name: p.name, Err: ErrClosed}
 	}
 	if g := p.b.r.SubscriptionGen(); g != p.gen {
 		p.refresh(g)
+	}
+	if l.l.FromRing() {
+		return p.sendRing(ctx, l)
 	}
 	res, err := p.topic.Send(ctx, l.l, l.n, p.sendTargets())
 	if res.Closed > 0 {
@@ -316,6 +345,9 @@ func (p *Publisher) Publish(ctx context.Context, data []byte) error {
 		testHookInUse("publish")
 	}
 	l, err := p.loan(len(data))
+	if p.ring != nil && errors.Is(err, ErrRingLoaned) {
+		l, err = p.waitRingLoan(ctx, len(data))
+	}
 	if err != nil {
 		return &Error{Op: "publish", Name: p.name, Err: err}
 	}
@@ -333,6 +365,7 @@ func (p *Publisher) refresh(gen uint64) {
 	targets, err := p.b.r.Targets(p.targets[:0], p.match)
 	p.targets = targets
 	p.splitGroups()
+	p.splitRing()
 	if err != nil {
 		p.gen = ^uint64(0)
 		return
@@ -381,6 +414,9 @@ func (p *Publisher) letGo() {
 func (p *Publisher) Close() error {
 	if p.closed.Swap(true) {
 		return nil
+	}
+	if p.ring != nil {
+		p.retireRing()
 	}
 	// A call that entered the gate, or a send that took the lock, before closed was set may
 	// still write into the topic's entry: the pin stays until the last of them has left

@@ -198,7 +198,7 @@ func (p *Publisher) SendRequest(ctx context.Context, l Loan) (PendingRequest, er
 	if g := p.b.r.SubscriptionGen(); g != p.gen {
 		p.refresh(g)
 	}
-	to := p.sendTargets()
+	to := p.requestTargets()
 	if len(to) == 0 {
 		p.unlock()
 		l.l.Discard()

@@ -62,9 +62,20 @@ func (b *Bus) Subscribe(pattern string, opts ...SubscribeOption) (*Subscription,
 	if err := o.validate(int(b.r.Config().InboxCapacity)); err != nil {
 		return nil, &Error{Op: "subscribe", Name: pattern, Err: err}
 	}
-	in, err := b.p.OpenInbox(shm.InboxConfig{
+	ic := shm.InboxConfig{
 		Capacity: o.depth, Overflow: o.overflow, BlockLimit: o.blockLimit, Pattern: pattern, Group: o.group,
-	})
+	}
+	if readsRing(pattern, o) {
+		// A topic name: the subscription reads the topic's slot ring, if it gets one (ring.go).
+		// The topic is pinned until the inbox is open, which then keeps it from being
+		// reclaimed. A topic table too full for the name only costs the ring: the subscription
+		// then receives every message through its queue.
+		if t, err := b.pinnedTopic(pattern, 0); err == nil {
+			defer b.p.UnpinTopic(t)
+			ic.RingOf = &t
+		}
+	}
+	in, err := b.p.OpenInbox(ic)
 	if err != nil {
 		return nil, &Error{Op: "subscribe", Name: pattern, Err: err}
 	}

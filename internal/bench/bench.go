@@ -42,7 +42,8 @@ const (
 	sysTwo   = "twoline-raw"
 	sysIn    = "inline-raw"
 	sysRing  = "slotring-raw"
-	sysORing = "offq-ring"
+	sysORing = "offq-ring"    // offq's bus with slot-ring publishers (WithSlotRing)
+	sysSRing = "slotring-shm" // offq's slot rings through internal/shm, without the bus
 
 	modeSpin  = "spin"  // waits without entering the kernel
 	modeSleep = "sleep" // spins briefly, then sleeps in the kernel (offq's default)
@@ -67,7 +68,7 @@ var (
 
 // builtSystems lists the systems this build can measure, in the order they are reported.
 func builtSystems() []string {
-	s := []string{sysOffq, sysORing, sysShm, sysLines, sysHead, sysTwo, sysIn, sysRing, sysSPSC, sysPool, sysFutex, sysUDS, sysPipe, sysNATS, sysBrdg}
+	s := []string{sysOffq, sysORing, sysSRing, sysShm, sysLines, sysHead, sysTwo, sysIn, sysRing, sysSPSC, sysPool, sysFutex, sysUDS, sysPipe, sysNATS, sysBrdg}
 	if !haveNATS {
 		s = s[:len(s)-2]
 	}
@@ -115,10 +116,12 @@ const Help = `bench measures offq between processes and, in the same run, the tr
 otherwise pick, so that the ratios hold even on a noisy machine:
 
   offq       the bus API (Loan, write the header in place, Send; Receive, read, Release)
-  offq-ring  offq's slot rings (docs/slot-rings.md): each side publishes into a ring of message
-             slots it owns and polls the other's, through offq's protocol code on a real region
-             (headers checked, lapping detected, each message stamped); not yet reachable from
-             the bus API. Ping-pong, spin, at every size
+  offq-ring  the bus API as offq, with each side's publisher owning a slot ring of 8 slots
+             (WithSlotRing, docs/slot-rings.md): the subscriber polls the message's own slot
+             and copies it out at Receive. Ping-pong, spin, up to 64 KiB
+  slotring-shm
+             the same rings through offq's protocol package without the bus (internal/shm:
+             headers checked, laps detected, each message stamped): what the bus adds
   shm-raw    a counter passed through two words of a shared file, both sides spinning: the floor
   lines-raw  a round trip through the cache lines and locked operations of one offq message each
              way (slot, cell, tail, head, held entry) with none of offq's code, both sides
@@ -366,6 +369,7 @@ func (o Options) plan() []benchCase {
 					add(sysRing, modeSpin, pat, size, 1)
 				}
 				if size <= shm.MaxRingPayload {
+					add(sysSRing, modeSpin, pat, size, 1)
 					add(sysORing, modeSpin, pat, size, 1)
 				}
 				add(sysOffq, modeSpin, pat, size, 1)
@@ -544,6 +548,8 @@ func (bn *bencher) run(ctx context.Context, c benchCase) (benchResult, error) {
 	case c.System == sysLines || c.System == sysHead:
 		return bn.linesPingPong(ctx, c)
 	case c.System == sysORing:
+		return bn.offqPingPong(ctx, c)
+	case c.System == sysSRing:
 		return bn.ringPingPong(ctx, c)
 	case c.System == sysTwo || c.System == sysIn || c.System == sysRing:
 		return bn.payloadPingPong(ctx, c)

@@ -22,9 +22,9 @@ func TestBenchPlan(t *testing.T) {
 	want := []string{
 		"shm-raw pingpong 64B spin", "lines-raw pingpong 64B spin", "headonly-raw pingpong 64B spin",
 		"twoline-raw pingpong 64B spin", "inline-raw pingpong 64B spin", "slotring-raw pingpong 64B spin",
-		"offq-ring pingpong 64B spin", "offq pingpong 64B spin", "offq pingpong 64B sleep", "futex-raw pingpong 64B block",
+		"slotring-shm pingpong 64B spin", "offq-ring pingpong 64B spin", "offq pingpong 64B spin", "offq pingpong 64B sleep", "futex-raw pingpong 64B block",
 		"offq pingpong 64B block", "uds pingpong 64B block", "pipe pingpong 64B block", "nats pingpong 64B block", "bridge pingpong 64B sleep",
-		"offq-ring pingpong 4KiB spin", "offq pingpong 4KiB spin", "offq pingpong 4KiB sleep", "uds pingpong 4KiB block", "pipe pingpong 4KiB block", "nats pingpong 4KiB block", "bridge pingpong 4KiB sleep",
+		"slotring-shm pingpong 4KiB spin", "offq-ring pingpong 4KiB spin", "offq pingpong 4KiB spin", "offq pingpong 4KiB sleep", "uds pingpong 4KiB block", "pipe pingpong 4KiB block", "nats pingpong 4KiB block", "bridge pingpong 4KiB sleep",
 		"offq stream 64B spin", "offq stream 64B sleep", "offq stream 64B spin batch 64", "offq stream 64B sleep batch 64",
 		"spsc-raw stream 64B spin", "pool-raw stream 64B spin batch 64", "uds stream 64B block", "pipe stream 64B block",
 		"offq stream 4KiB spin", "offq stream 4KiB sleep", "offq stream 4KiB spin batch 64", "offq stream 4KiB sleep batch 64",

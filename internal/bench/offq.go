@@ -16,6 +16,7 @@ import (
 
 	"github.com/offq/offq/bus"
 	"github.com/offq/offq/internal/floor"
+	"github.com/offq/offq/internal/shm"
 	"github.com/offq/offq/transport"
 )
 
@@ -76,12 +77,22 @@ func (bn *bencher) openBenchBus(name string, cfg transport.Config) (*bus.Bus, er
 // line of cells) the ping's and the pong's queues share a line, which the report says.
 const pingPongQueue = 4
 
+// pingPongRing is the slot ring of each side of offq-ring's ping-pong: more slots than the
+// queues have cells, so that the subscriptions read the rings.
+const pingPongRing = 8
+
+// pingPongRingBytes is the buffer a ping-pong's slot ring takes: the bus gives a ring as many
+// reader entries as the region has inboxes (4).
+func pingPongRingBytes(size int) int {
+	return shm.RingShape{Slots: pingPongRing, Payload: size, Readers: 4}.Bytes()
+}
+
 func (bn *bencher) offqPingPong(ctx context.Context, c benchCase) (res benchResult, err error) {
 	ctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
 	name := "pingpong-" + strconv.Itoa(bn.seq)
 	cfg := transport.Config{
-		Classes: []transport.Class{{Size: transport.Size(roundUp64(c.Size)), Count: 16}},
+		Classes: []transport.Class{{Size: transport.Size(max(roundUp64(c.Size), roundUp64(pingPongRingBytes(c.Size)))), Count: 16}},
 		Inboxes: 4, InboxCapacity: pingPongQueue, Topics: 4, Participants: 4, Held: 4,
 	}
 	b, err := bn.openBenchBus(name, cfg)
@@ -94,11 +105,17 @@ func (bn *bencher) offqPingPong(ctx context.Context, c benchCase) (res benchResu
 	if err != nil {
 		return res, err
 	}
-	pub, err := b.Publisher(topicPing)
+	var popts []bus.PublisherOption
+	ring := 0
+	if c.System == sysORing {
+		ring = pingPongRing
+		popts = append(popts, bus.WithSlotRing(ring, c.Size))
+	}
+	pub, err := b.Publisher(topicPing, popts...)
 	if err != nil {
 		return res, err
 	}
-	p, err := bn.start("echo", fail, nil, peerArg{Role: "offq-echo", Bus: name, Mode: c.Mode, Size: c.Size})
+	p, err := bn.start("echo", fail, nil, peerArg{Role: "offq-echo", Bus: name, Mode: c.Mode, Size: c.Size, Ring: ring})
 	if err != nil {
 		return res, err
 	}

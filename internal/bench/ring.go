@@ -1,6 +1,6 @@
 package bench
 
-// offq-ring: the round trip through offq's slot rings (internal/shm/slotring.go,
+// slotring-shm: the round trip through offq's slot rings (internal/shm/slotring.go,
 // docs/slot-rings.md) between two processes, both spinning. It is offq's own code on a real
 // region (the rings in pool buffers on loan, readers checking every header, the clock read
 // for each message's stamp), not yet reachable from the bus API: the row the bus's ping-pong

@@ -37,6 +37,7 @@ type peerArg struct {
 	Mode     string `json:"mode,omitempty"`
 	Size     int    `json:"size,omitempty"`  // offq-subs: the number of subscriptions
 	Depth    int    `json:"depth,omitempty"` // offq subscriber: queue depth
+	Ring     int    `json:"ring,omitempty"`  // offq-echo: publish through a slot ring of this many slots
 	Batch    int    `json:"batch,omitempty"` // offq subscriber: receive in batches of this many (ReceiveBatch); pool-sub: publish the head every this many
 	Dir      string `json:"dir"`
 	Bus      string `json:"bus,omitempty"`  // offq
@@ -129,7 +130,11 @@ func benchOffqPeer(ctx context.Context, c *peer.Child, o peerArg) error {
 	if err != nil {
 		return err
 	}
-	pub, err := b.Publisher(topicPong)
+	var popts []bus.PublisherOption
+	if o.Ring > 0 {
+		popts = append(popts, bus.WithSlotRing(o.Ring, o.Size))
+	}
+	pub, err := b.Publisher(topicPong, popts...)
 	if err != nil {
 		return err
 	}

@@ -470,6 +470,23 @@ func TakeBatchInto[T any](p *Participant, ctx context.Context, in *Inbox, w Wait
 		dst = dst[:MaxBatch]
 	}
 	got := 0
+	if in.ring != nil {
+		// Messages of the ring first, as many as are ready; a batch does not mix them with
+		// the inbox's.
+		for got < len(dst) {
+			ok, err := in.ring.take(p, in, held(&dst[got]))
+			if err != nil && got == 0 {
+				return 0, err
+			}
+			if !ok || err != nil {
+				break
+			}
+			got++
+		}
+		if got > 0 {
+			return got, nil
+		}
+	}
 	from := p.held.hint.Load()
 	// After the first message the batch goes on past the head and moves it once every
 	// headEvery positions and at the end (ringrun.go).
@@ -487,6 +504,16 @@ func TakeBatchInto[T any](p *Participant, ctx context.Context, in *Inbox, w Wait
 		if got == 0 {
 			if h, err = in.popInto(ctx, w, p, idx); err == nil {
 				run = in.startRun()
+			} else if err == errRingReady {
+				p.unreserve(idx)
+				ok, err := in.ring.take(p, in, held(&dst[0]))
+				if err != nil {
+					return 0, err
+				}
+				if ok {
+					return 1, nil
+				}
+				continue
 			}
 		} else {
 			var ok bool
@@ -567,7 +594,7 @@ func ReleaseBatchOf[T any](ms []T, held func(*T) *Held) (err error) {
 	// the hardware's prefetcher on its behalf) may have read it since the take. Asked for
 	// together, the lines travel together.
 	for i := range ms {
-		if m := held(&ms[i]); m.p != nil {
+		if m := held(&ms[i]); m.p != nil && m.idx >= 0 {
 			prefetchWrite(unsafe.Pointer(m.buf.s))
 		}
 	}
@@ -575,6 +602,12 @@ func ReleaseBatchOf[T any](ms []T, held func(*T) *Held) (err error) {
 		m := held(&ms[i])
 		if m.p == nil {
 			err = ErrReleased
+			continue
+		}
+		if m.idx < 0 {
+			if m.releaseCopy() != nil {
+				err = ErrReleased
+			}
 			continue
 		}
 		p, idx, ok, rerr := m.p.unholdUncounted(int(m.idx), m.buf.h)

@@ -37,8 +37,14 @@ func (p *Participant) heldWord(i int) (*atomic.Uint64, error) {
 // word's address (the owner's heldList, a reaper's read of a dead participant's list and a
 // take's check of another consumer's claim all come here). i and k must be in range.
 func (r *Region) heldWordAt(i, k uint32) *atomic.Uint64 {
-	return (*atomic.Uint64)(r.at(r.lay.sec.held.off + (uint64(i)*uint64(r.cfg.Held)+uint64(k))*8))
+	return (*atomic.Uint64)(r.at(r.lay.sec.held.off + (uint64(i)*heldStride(r.cfg.Held)+uint64(k))*8))
 }
+
+// heldStride is the words between two participants' held lists: Held rounded up to a cache
+// line, so that no two processes' lists share one. (With Held 4, as in offq bench's ping-pong
+// bus, two processes' lists shared a line, and every take and release of one moved it away
+// from the other.)
+func heldStride(held uint32) uint64 { return (uint64(held) + 7) &^ 7 }
 
 func (r *Region) newHeldList(idx uint32) *heldList {
 	n := r.cfg.Held

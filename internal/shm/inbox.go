@@ -87,7 +87,8 @@ type Inbox struct {
 	shift  uint
 	policy Overflow
 	block  time.Duration
-	group  bool // a queue-group member (kind 2) when the Inbox was made
+	group  bool       // a queue-group member (kind 2) when the Inbox was made
+	ring   *InboxRing // the consumer's side of a slot ring it reads (see InboxConfig.RingOf), or nil
 }
 
 // InboxConfig says how a new inbox behaves.
@@ -109,6 +110,10 @@ type InboxConfig struct {
 	// Reply makes the inbox a reply inbox (kind 1): no pattern, no publisher matches it;
 	// responders push replies into it by its InboxID (see request.go).
 	Reply bool
+	// RingOf, for a DropOldest inbox in no group whose Pattern is this topic's name, makes the
+	// inbox read the topic's slot ring whenever it has one with more slots than the inbox has
+	// cells (inboxring.go). Ignored otherwise.
+	RingOf *Topic
 }
 
 // Inbox kinds (inboxHeader.kind).
@@ -154,6 +159,11 @@ func (p *Participant) OpenInbox(c InboxConfig) (_ Inbox, err error) {
 		h.policy = uint32(c.Overflow)
 		h.owner = p.owner
 		h.topic = 0
+		var ring *InboxRing
+		if c.RingOf != nil && c.Overflow == DropOldest && c.Group == "" && !c.Reply && c.RingOf.r == r {
+			ring = p.newInboxRing(*c.RingOf, capacity)
+			h.topic = c.RingOf.index + 1
+		}
 		h.blockNanos = int64(c.BlockLimit)
 		pat := r.pattern(uint32(i))
 		*pat = [patternSize]byte{}
@@ -188,6 +198,7 @@ func (p *Participant) OpenInbox(c InboxConfig) (_ Inbox, err error) {
 		h.ageSum.Store(0)
 		in := v.inbox(gen, uint32(capacity), c.Overflow, c.BlockLimit)
 		in.group = h.kind == kindGroup
+		in.ring = ring
 		// Positions continue from where the previous user of this entry stopped, so that no
 		// position is ever reused for another generation.
 		step()
@@ -244,10 +255,15 @@ func (in *Inbox) Capacity() int { return int(in.cap) }
 // Overflow returns the inbox's overflow policy.
 func (in *Inbox) Overflow() Overflow { return in.policy }
 
-// Len returns the number of messages waiting (a snapshot).
+// Len returns the number of messages waiting (a snapshot), in the inbox and, for an inbox that
+// reads a slot ring, in the ring.
 func (in *Inbox) Len() int {
 	defer unguard(guard(), nil) // a fault (the file truncated) reads as empty
-	return in.length()
+	n := in.length()
+	if in.ring != nil {
+		n += in.ring.backlog()
+	}
+	return n
 }
 
 func (in *Inbox) length() int {

@@ -16,7 +16,7 @@ import (
 //	section        size                                   holds
 //	header         1024                                   identity, config, section table, region counters
 //	participants   Participants x 256                     one slot per attached participant
-//	held           Participants x Held x 8                each participant's held list: handles taken, not released
+//	held           Participants x roundUp(Held, 8) x 8    each participant's held list (on lines of its own): handles taken, not released
 //	pins           Participants x ceil(Topics/64) x 8     each participant's pinned topics: bit i = it uses topic i
 //	rung           Participants x ceil(Inboxes/64) x 8    each participant's rung inboxes: bit i = inbox i became ready for one of its waiters
 //	handoff        Participants x 64                      each participant's hand-off words: handles its sends are handing from a loan to a ring cell (handoff.go)
@@ -217,7 +217,7 @@ const topicEntrySize = 320
 //	8    4     capacity (power of two, <= InboxCapacity)
 //	12   4     overflow policy
 //	16   4     owner participant index + 1
-//	20   4     topic index + 1 (0: none; for the topic layer)
+//	20   4     topic index + 1 whose slot ring the consumer reads (0: none; inboxring.go)
 //	24   4     pattern length (the pattern is in the patterns section)
 //	28   4     kind: 0 plain subscription, 1 reply inbox, 2 queue-group member (see request.go)
 //	32   8     noted: the last damage counted that stays where it was found (see countDamage)
@@ -398,7 +398,7 @@ func computeLayout(c Config) layout {
 		off += s.size
 	}
 	place(&l.sec.participants, uint64(c.Participants)*uint64(participantSlotSize))
-	place(&l.sec.held, uint64(c.Participants)*uint64(c.Held)*8)
+	place(&l.sec.held, uint64(c.Participants)*heldStride(c.Held)*8)
 	place(&l.sec.pins, uint64(c.Participants)*pinWords(c.Topics)*8)
 	place(&l.sec.rung, uint64(c.Participants)*rungWords(c.Inboxes)*8)
 	place(&l.sec.handoff, uint64(c.Participants)*handoffWords*8)

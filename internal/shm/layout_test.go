@@ -272,11 +272,11 @@ func TestLayoutSlotRing(t *testing.T) {
 		layoutField("readers", unsafe.Offsetof(h.readers), unsafe.Sizeof(h.readers), 12, 4),
 		layoutField("topic", unsafe.Offsetof(h.topic), unsafe.Sizeof(h.topic), 16, 4),
 		layoutField("writer", unsafe.Offsetof(h.writer), unsafe.Sizeof(h.writer), 20, 4),
+		layoutField("closed", unsafe.Offsetof(h.closed), unsafe.Sizeof(h.closed), 24, 8),
 	})
 	var w ringWriterLine
 	checkLayoutRows(t, &w, unsafe.Sizeof(w), 64, []layoutRow{
 		layoutField("published", unsafe.Offsetof(w.published), unsafe.Sizeof(w.published), 0, 8),
-		layoutField("closed", unsafe.Offsetof(w.closed), unsafe.Sizeof(w.closed), 8, 8),
 	})
 	var e ringReaderEntry
 	checkLayoutRows(t, &e, unsafe.Sizeof(e), 64, []layoutRow{
@@ -447,7 +447,7 @@ func TestLayoutSections(t *testing.T) {
 		}
 		secs := []want{
 			{"participants", l.sec.participants, uint64(c.Participants) * 256},
-			{"held", l.sec.held, uint64(c.Participants) * uint64(c.Held) * 8},
+			{"held", l.sec.held, uint64(c.Participants) * ((uint64(c.Held) + 7) / 8) * 64}, // a line per 8 entries, each list on lines of its own
 			{"pins", l.sec.pins, uint64(c.Participants) * ((uint64(c.Topics) + 63) / 64) * 8},
 			{"rung", l.sec.rung, uint64(c.Participants) * ((uint64(c.Inboxes) + 63) / 64) * 8},
 			{"handoff", l.sec.handoff, uint64(c.Participants) * 64},

@@ -17,11 +17,26 @@ import (
 // Loan is a buffer lent to a participant: write the message into Bytes, then Send it or
 // Discard it. A Loan is a small value; copies name the same loan, and only one of them may be
 // sent or discarded (the second gets ErrLoanEnded).
+//
+// A slot ring's loan (SlotRing.Loan) has the ring's own pool value as its pool (class -1)
+// and the number of the loan in its handle: a Loan stays six words, which the register ABI
+// passes and returns in registers through every layer.
 type Loan struct {
 	p     *Participant
 	buf   Buffer
 	stamp int64 // the publish time Send writes; 0: Now at Send
 }
+
+// ring returns the slot ring whose loan l is, or nil.
+func (l *Loan) ring() *SlotRing {
+	if l.buf.p == nil || l.buf.p.class >= 0 || l.buf.s != nil {
+		return nil
+	}
+	return (*SlotRing)(unsafe.Pointer(l.buf.p))
+}
+
+// FromRing reports whether l is a slot ring's loan (SlotRing.Loan).
+func (l *Loan) FromRing() bool { return l.ring() != nil }
 
 // Loan lends a buffer of at least n bytes from the smallest size class that has one free.
 // It never blocks and allocates nothing; it fails with a *PoolError wrapping ErrPoolExhausted
@@ -73,6 +88,9 @@ func (l Loan) WithStamp(st int64) Loan {
 // already sent or discarded, and with an error wrapping ErrCorrupt if the buffer's state word
 // was scribbled on.
 func (l Loan) Discard() (err error) {
+	if w := l.ring(); w != nil {
+		return w.abandon(l)
+	}
 	if l.p == nil {
 		return ErrLoanEnded
 	}
@@ -160,13 +178,25 @@ type SendResult struct {
 // It fails with ErrTopicReclaimed (and delivers nothing) if an audit freed t's entry after t
 // was looked up. It allocates nothing. The loan is consumed whatever the outcome.
 func (t Topic) Send(ctx context.Context, l Loan, n int, to []Inbox) (res SendResult, err error) {
-	return t.send(ctx, l, n, to, 0, 0)
+	return t.send(ctx, l, n, to, 0, 0, 0)
+}
+
+// SendAs is Send of a message the topic has numbered and counted already: a copy, for
+// subscribers that do not read a slot ring, of the ring's message seq (see SlotRing).
+func (t Topic) SendAs(ctx context.Context, l Loan, n int, to []Inbox, seq uint64) (res SendResult, err error) {
+	return t.send(ctx, l, n, to, 0, 0, seq)
 }
 
 // send is Send, writing replyTo and corr into the trailer (0, 0 for a message that is not a
 // request: SetMeta clears the header's addressed bit, so a buffer reused after a request never
 // carries a stale reply address).
-func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo InboxID, corr uint64) (res SendResult, err error) {
+//
+// With seq nonzero the message has that sequence number, and its bytes are not counted again
+// (SendAs).
+func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo InboxID, corr, seq uint64) (res SendResult, err error) {
+	if l.ring() != nil {
+		return res, errors.New("offq: a slot ring's loan is sent with SlotRing.CommitLoan")
+	}
 	if l.p == nil {
 		return res, ErrLoanEnded
 	}
@@ -183,7 +213,13 @@ func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo Inbo
 	if st == 0 {
 		st = Now()
 	}
-	l.buf.SetMeta(Meta{Len: uint32(n), Topic: t.index, Seq: t.nextSeq(), Stamp: st})
+	count := n
+	if seq == 0 {
+		seq = t.nextSeq()
+	} else {
+		count = -1
+	}
+	l.buf.SetMeta(Meta{Len: uint32(n), Topic: t.index, Seq: seq, Stamp: st})
 	if replyTo != 0 || corr != 0 {
 		l.buf.setAddress(replyTo, corr)
 	}
@@ -203,7 +239,7 @@ func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo Inbo
 		if err := to[i].push(ctx, l.buf.h, l.buf.s, owner); err != nil {
 			if errors.Is(err, ErrBadHandle) {
 				// Our own buffer's state word is not what we allocated: scribbled.
-				t.countBytes(n) // its sequence number was taken
+				t.countBytes(count) // its sequence number was taken
 				l.end()
 				return res, corruptf("the header of buffer %v changed while on loan: %v", l.buf.h, err)
 			}
@@ -214,11 +250,11 @@ func (t Topic) send(ctx context.Context, l Loan, n int, to []Inbox, replyTo Inbo
 				}
 			}
 		} else if owner != 0 {
-			t.countBytes(n)
+			t.countBytes(count)
 			return res, nil // the loan ended into the cell
 		}
 	}
-	t.countBytes(n)
+	t.countBytes(count)
 	if t.depth > 0 && l.p.r.addRefs(l.buf.s, l.buf.h, 1) == nil {
 		t.remember(l.buf.h)
 	}

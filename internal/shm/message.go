@@ -76,6 +76,9 @@ func (h *Held) Release() (err error) {
 	if h.p == nil {
 		return ErrReleased
 	}
+	if h.idx < 0 {
+		return h.releaseCopy()
+	}
 	defer unguard(guard(), &err)
 	if h.p.unhold(int(h.idx), h.buf.h) != nil {
 		return ErrReleased
@@ -99,12 +102,40 @@ func (p *Participant) Take(ctx context.Context, in *Inbox, w Waiter) (Held, erro
 // the way).
 func (p *Participant) TakeInto(ctx context.Context, in *Inbox, w Waiter, dst *Held) (err error) {
 	defer unguard(guard(), &err)
+	if in.ring != nil {
+		// Wait before reserving a held entry, which a message of the ring does not need:
+		// take from the ring, or go on below once the inbox itself has a message.
+		for {
+			if ok, err := in.ring.take(p, in, dst); ok || err != nil {
+				return err
+			}
+			if in.inboxPending() {
+				break
+			}
+			if err := in.wait(ctx, w); err != nil {
+				if errors.Is(err, ErrClosed) {
+					if derr := p.r.Check(); derr != nil {
+						return derr
+					}
+				}
+				return err
+			}
+		}
+	}
 	idx, err := p.reserve()
 	if err != nil {
 		return err
 	}
 	for {
 		h, err := in.popInto(ctx, w, p, idx)
+		if err == errRingReady {
+			ok, err := in.ring.take(p, in, dst)
+			if ok || err != nil {
+				p.unreserve(idx)
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			p.unreserve(idx)
 			if errors.Is(err, ErrClosed) {
@@ -146,6 +177,13 @@ func (p *Participant) TakeAny(ctx context.Context, ins []*Inbox, w Waiter) (_ He
 	for quick := true; ; quick = false {
 		for k := range ins {
 			i := (start + k) % len(ins)
+			if r := ins[i].ring; r != nil {
+				var m Held
+				if ok, err := r.take(p, ins[i], &m); ok || err != nil {
+					p.unreserve(idx)
+					return m, i, err
+				}
+			}
 			h, ok, err := ins[i].takeAs(hw, uint64(idx), quick)
 			if err != nil {
 				p.unreserve(idx)
@@ -223,5 +261,8 @@ func (h *Held) Cap() int {
 // is released. Closing an inbox that is not open (closed before, or reused) does nothing.
 func (p *Participant) CloseInbox(in *Inbox) (err error) {
 	defer unguard(guard(), &err)
+	if in.ring != nil {
+		in.ring.close()
+	}
 	return in.close()
 }

@@ -42,7 +42,7 @@ var ErrNotReplyInbox = errors.New("not a reply inbox")
 // replies go to the reply inbox replyTo with correlation id corr. It counts the request on
 // the topic. It allocates nothing.
 func (t Topic) Request(ctx context.Context, l Loan, n int, to []Inbox, replyTo InboxID, corr uint64) (res SendResult, err error) {
-	res, err = t.send(ctx, l, n, to, replyTo, corr)
+	res, err = t.send(ctx, l, n, to, replyTo, corr, 0)
 	if err == nil {
 		defer unguard(guard(), &err) // the counter is in the region: a cut file is an error, not SIGBUS
 		t.e.requests.Add(1)
@@ -53,7 +53,7 @@ func (t Topic) Request(ctx context.Context, l Loan, n int, to []Inbox, replyTo I
 // ReplyTo returns the reply address and correlation id of a request (0, 0 if the message is
 // not a request). It reads the buffer's header, which the sender wrote before delivering it.
 func (h *Held) ReplyTo() (_ InboxID, _ uint64) {
-	if h.p == nil {
+	if h.p == nil || h.idx < 0 {
 		return 0, 0
 	}
 	defer unguard(guard(), nil) // a fault (the file cut under us) reads as no address
@@ -62,7 +62,7 @@ func (h *Held) ReplyTo() (_ InboxID, _ uint64) {
 
 // Corr returns the correlation id carried by the message (a reply carries its request's).
 func (h *Held) Corr() (_ uint64) {
-	if h.p == nil {
+	if h.p == nil || h.idx < 0 {
 		return 0
 	}
 	defer unguard(guard(), nil) // a fault reads as no id

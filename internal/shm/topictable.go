@@ -310,9 +310,13 @@ func (t Topic) Name() string {
 // nextSeq takes the topic's next sequence number (starting at 1).
 func (t Topic) nextSeq() uint64 { return t.e.seq.Add(1) }
 
-// countBytes adds n bytes to the topic's published-bytes counter. Send counts after its
-// deliveries, off the path a subscriber waits on.
-func (t Topic) countBytes(n int) { t.e.bytes.Add(uint64(n)) }
+// countBytes adds n bytes to the topic's published-bytes counter (none for n < 0: a message
+// counted already). Send counts after its deliveries, off the path a subscriber waits on.
+func (t Topic) countBytes(n int) {
+	if n >= 0 {
+		t.e.bytes.Add(uint64(n))
+	}
+}
 
 // Published returns how many sequence numbers were taken: messages published on the topic.
 func (t Topic) Published() uint64 {

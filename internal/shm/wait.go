@@ -2,6 +2,7 @@ package shm
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"time"
 
@@ -151,8 +152,15 @@ func (in *Inbox) popInto(ctx context.Context, w Waiter, p *Participant, idx int)
 		if err := in.wait(ctx, w); err != nil {
 			return 0, err
 		}
+		if in.ring != nil && in.ring.ready() {
+			return 0, errRingReady
+		}
 	}
 }
+
+// errRingReady is popInto's word that the inbox's slot ring has something: the caller takes
+// from the ring (InboxRing.take) and, if it found nothing after all, takes again.
+var errRingReady = errors.New("slot ring ready")
 
 // waitSpace sleeps until the inbox is not full, ctx is done or deadline passes. A producer
 // delivering from its loan s records its announcement in its participant slot, where a reaper
@@ -181,7 +189,13 @@ func (in *Inbox) waitSpace(ctx context.Context, deadline time.Time, s *slotHeade
 // the head's cell, which is what a spinning consumer should touch.
 func (in *Inbox) ready() bool {
 	h0 := in.v.hdr.head.Load()
-	return in.cell(h0).Load() != in.empty(h0)
+	return in.cell(h0).Load() != in.empty(h0) || in.ring != nil && in.ring.ready()
+}
+
+// inboxPending is pending without the inbox's slot ring: a message in the inbox itself.
+func (in *Inbox) inboxPending() bool {
+	h0 := in.v.hdr.head.Load()
+	return in.cell(h0).Load() != in.empty(h0) || in.v.hdr.tail.Load() > h0
 }
 
 // pending reports whether a message is waiting, or the tail says one should be (a scribbled
@@ -193,7 +207,7 @@ func (in *Inbox) pending() bool { return in.ready() || in.v.hdr.tail.Load() > in
 func (in *Inbox) WaitEmpty(ctx context.Context) (err error) {
 	defer unguard(guard(), &err)
 	for pause := 20 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
-		if in.length() == 0 || !in.isOpen() {
+		if in.length() == 0 && (in.ring == nil || in.ring.backlog() == 0) || !in.isOpen() {
 			return nil
 		}
 		t := time.NewTimer(pause)

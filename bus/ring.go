@@ -1,0 +1,205 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/offq/offq/internal/shm"
+)
+
+// A publisher's slot ring (WithSlotRing; internal/shm/slotring.go): its small messages go to
+// the subscribers that read the ring through one line each, not through their queues. The
+// ring is single-writer: a loan of it is out at most once (ringLoaned), and it is committed
+// under the send lock, like any send.
+
+var errRingBatch = errors.New("a publisher with a slot ring sends one message at a time (Loan, Send)")
+
+// makeRing creates the publisher's ring on its topic.
+func (p *Publisher) makeRing(o pubOptions) error {
+	if d := p.topic.HistoryDepth(); d > 0 {
+		return fmt.Errorf("%w: the topic keeps a history of %d messages, and a slot ring keeps none", ErrInvalidOption, d)
+	}
+	readers := min(shm.MaxRingReaders, int(p.b.r.Config().Inboxes))
+	r, err := p.b.p.CreateSlotRing(p.topic, shm.RingShape{Slots: o.ringSlots, Payload: o.ringSize, Readers: readers})
+	if err != nil {
+		if errors.Is(err, shm.ErrRingTaken) {
+			return fmt.Errorf("%w (another publisher of the topic has it; close it first)", err)
+		}
+		if errors.Is(err, shm.ErrTooLarge) {
+			return fmt.Errorf("%w: a slot ring of %d slots of %d bytes takes a buffer of %d bytes, more than the bus's largest size class: ask for fewer or smaller slots, or configure a larger class",
+				ErrTooLarge, o.ringSlots, o.ringSize, shm.RingShape{Slots: o.ringSlots, Payload: o.ringSize, Readers: readers}.Bytes())
+		}
+		return err
+	}
+	p.ring = r
+	return nil
+}
+
+// loanRing lends the ring's next slot.
+func (p *Publisher) loanRing(n int) (Loan, error) {
+	if n > p.ring.Payload() || n < 0 {
+		return Loan{}, fmt.Errorf("%w: a message of %d bytes; the publisher's slot ring holds up to %d (WithSlotRing)", ErrTooLarge, n, p.ring.Payload())
+	}
+	if !p.ringLoaned.CompareAndSwap(false, true) {
+		return Loan{}, ErrRingLoaned
+	}
+	l, err := p.ring.Loan(n)
+	if err != nil {
+		p.ringLoaned.Store(false)
+		if errors.Is(err, shm.ErrClosed) {
+			err = ErrClosed
+		}
+		return Loan{}, err
+	}
+	return Loan{p: p, l: l, n: n}, nil
+}
+
+// waitRingLoan waits for the ring's outstanding loan to be sent or discarded, then lends the
+// next slot (Publish).
+func (p *Publisher) waitRingLoan(ctx context.Context, n int) (Loan, error) {
+	for i := 1; ; i++ {
+		l, err := p.loanRing(n)
+		if !errors.Is(err, ErrRingLoaned) {
+			return l, err
+		}
+		if i%64 == 0 {
+			if err := ctx.Err(); err != nil {
+				return Loan{}, err
+			}
+			if p.closed.Load() {
+				return Loan{}, ErrClosed
+			}
+		}
+		runtime.Gosched()
+	}
+}
+
+// discardRing gives back a loan of the ring.
+func (p *Publisher) discardRing(l Loan) error {
+	p.mu.Lock()
+	defer p.unlock()
+	return p.discardRingLocked(l)
+}
+
+// discardRingLocked is discardRing under the send lock.
+func (p *Publisher) discardRingLocked(l Loan) error {
+	if err := l.l.Discard(); err != nil {
+		return err
+	}
+	p.ringLoaned.Store(false)
+	return nil
+}
+
+// sendRing commits a loan of the ring (under the send lock), wakes the subscribers that read
+// the ring, and sends a copy to the others through their queues.
+func (p *Publisher) sendRing(ctx context.Context, l Loan) error {
+	seq, err := p.ring.SendLoan(l.l, l.n, p.ringTargets)
+	if err != nil {
+		return err
+	}
+	p.ringLoaned.Store(false)
+	to := p.sendTargets()
+	if len(to) == 0 {
+		return nil
+	}
+	// The others: a buffer of the pool with the same bytes, sequence number and time. The
+	// slot stays as committed until the ring comes round to it, which only this publisher,
+	// under the send lock, makes it do.
+	pl, err := p.b.p.Loan(l.n)
+	if err != nil {
+		return &Error{Op: "send", Name: p.name, Err: err}
+	}
+	if err := pl.Write(l.l.Bytes()[:l.n]); err != nil {
+		pl.Discard()
+		return &Error{Op: "send", Name: p.name, Err: err}
+	}
+	res, err := p.topic.SendAs(ctx, pl.WithStamp(p.ring.Stamp()), l.n, to, seq)
+	if res.Closed > 0 {
+		p.gen = ^uint64(0)
+	}
+	if err != nil {
+		return &Error{Op: "send", Name: p.name, Err: err}
+	}
+	return nil
+}
+
+// splitRing moves the inboxes that read the ring out of the target list (refresh).
+func (p *Publisher) splitRing() {
+	p.ringTargets = p.ringTargets[:0]
+	if p.ring == nil {
+		return
+	}
+	k := p.topic.RingTargets(p.targets, p.ring.Slots())
+	p.ringTargets = append(p.ringTargets, p.targets[len(p.targets)-k:]...)
+	p.targets = p.targets[:len(p.targets)-k]
+}
+
+// requestTargets are a request's targets: a request goes to every subscriber's queue, those
+// that read the ring too.
+func (p *Publisher) requestTargets() []shm.Inbox {
+	to := p.sendTargets()
+	if len(p.ringTargets) == 0 {
+		return to
+	}
+	p.ringWait = append(append(p.ringWait[:0], to...), p.ringTargets...)
+	return p.ringWait
+}
+
+// retireRing closes the ring (Publisher.Close): no message follows; its readers read on to
+// its last one, and the Bus frees it once they have (Bus.tick) or when it closes.
+func (p *Publisher) retireRing() {
+	if !p.b.enter() {
+		return // Bus.Close frees it
+	}
+	defer p.b.exit()
+	p.mu.Lock()
+	p.ring.Retire()
+	p.mu.Unlock()
+	if !p.ring.Free(false) {
+		p.b.mu.Lock()
+		p.b.retired = append(p.b.retired, p.ring)
+		p.b.mu.Unlock()
+	}
+}
+
+// freeRetired frees the retired rings whose readers have read them; with force, all of them
+// (Bus.Close).
+func (b *Bus) freeRetired(force bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	keep := b.retired[:0]
+	for _, r := range b.retired {
+		if !r.Free(force) {
+			keep = append(keep, r)
+		}
+	}
+	clear(b.retired[len(keep):])
+	b.retired = keep
+}
+
+// closeRings retires and frees the rings of the publishers still open (Bus.Close, after their
+// sends), and the retired ones.
+func (b *Bus) closeRings(pubs []*Publisher) {
+	for _, p := range pubs {
+		if p.ring != nil {
+			p.ring.Retire()
+			if !p.ring.Free(false) {
+				b.log.Debug("freeing a slot ring whose readers have not read it all", zap.String("topic", p.name))
+				p.ring.Free(true)
+			}
+		}
+	}
+	b.freeRetired(true)
+}
+
+// readsRing reports whether a subscription to pattern reads a topic's slot ring: its pattern
+// is a topic name, it drops its oldest message and it is in no queue group (the depth is
+// checked against each ring's slots).
+func readsRing(pattern string, o subOptions) bool {
+	return !strings.ContainsAny(pattern, "*>") && o.overflow == DropOldest && o.group == ""
+}
