@@ -16,7 +16,7 @@ var (
 	// ErrRingLoaned is returned by Loan of a publisher with a slot ring (WithSlotRing) while
 	// another of its loans is outstanding: such a publisher lends one message at a time. Send or
 	// discard the loan first; Publish waits for it instead.
-	ErrRingLoaned = errors.New("the publisher's slot ring is lent already")
+	ErrRingLoaned = shm.ErrRingLoaned
 
 	// ErrInvalidOption is wrapped by errors from Open, Subscribe and Publisher when an option's
 	// value is out of range or options contradict each other.

@@ -27,6 +27,7 @@ func TestMain(m *testing.M) {
 		"responder":        roleResponder,
 		"requester":        roleRequester,
 		"member":           roleMember,
+		"ring-publisher":   roleRingPublisher,
 	})
 	goleak.VerifyTestMain(m)
 }

@@ -41,11 +41,9 @@ type Publisher struct {
 
 	// ring is the publisher's slot ring (WithSlotRing), or nil; ringTargets are the inboxes
 	// that read it (their consumers are woken after each message instead of sent it), split
-	// off the target list by refresh; ringLoaned is set while a loan of the ring is out.
+	// off the target list by refresh.
 	ring        *shm.SlotRing
 	ringTargets []shm.Inbox
-	ringLoaned  atomic.Bool
-	ringWait    []shm.Inbox // a request's targets: plain, groups' and the ring's (request.go)
 }
 
 // Publisher returns a publisher for topic, a concrete topic name (no wildcards).
@@ -232,9 +230,6 @@ func (l Loan) Discard() error {
 		return ErrClosed // Bus.Close ended every loan of the process
 	}
 	defer l.p.b.exit()
-	if l.l.FromRing() {
-		return l.p.discardRing(l)
-	}
 	return l.l.Discard()
 }
 
@@ -262,32 +257,26 @@ func (p *Publisher) Send(ctx context.Context, l Loan) error {
 // inGate says whether the caller holds the Bus's use gate too (Publish), which Bus.Close waits
 // for before it detaches, and so whether the loan can be given back when the bus is closed.
 func (p *Publisher) send(ctx context.Context, l Loan, inGate bool) error {
+	if l.l.FromRing() {
+		return p.sendRing(ctx, l, inGate)
+	}
 	p.mu.Lock()
 	defer p.unlock()
 	if p.b.closed.Load() {
 		// Bus.Close takes the lock before it unmaps the region, and has not yet (or waits for
 		// us): the region is mapped, but Detach ends the loan, unless Publish holds the Bus's
 		// use gate and Bus.Close waits for it.
-		if inGate && l.l.FromRing() {
-			p.discardRingLocked(l)
-		} else if inGate {
+		if inGate {
 			l.l.Discard()
 		}
 		return &Error{Op: "send", Name: p.name, Err: ErrClosed}
 	}
 	if p.closed.Load() {
-		if l.l.FromRing() {
-			p.discardRingLocked(l)
-		} else {
-			l.l.Discard()
-		}
+		l.l.Discard()
 		return &Error{Op: "send", Name: p.name, Err: ErrClosed}
 	}
 	if g := p.b.r.SubscriptionGen(); g != p.gen {
 		p.refresh(g)
-	}
-	if l.l.FromRing() {
-		return p.sendRing(ctx, l)
 	}
 	res, err := p.topic.Send(ctx, l.l, l.n, p.sendTargets())
 	if res.Closed > 0 {

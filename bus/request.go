@@ -182,6 +182,10 @@ func (p *Publisher) SendRequest(ctx context.Context, l Loan) (PendingRequest, er
 		return PendingRequest{}, &Error{Op: "request", Name: p.name, Err: ErrClosed}
 	}
 	defer p.gate.exit()
+	if l.l.FromRing() {
+		l.l.Discard()
+		return PendingRequest{}, &Error{Op: "request", Name: p.name, Err: errRingRequest}
+	}
 	if p.closed.Load() {
 		l.l.Discard()
 		return PendingRequest{}, &Error{Op: "request", Name: p.name, Err: ErrClosed}
@@ -198,7 +202,7 @@ func (p *Publisher) SendRequest(ctx context.Context, l Loan) (PendingRequest, er
 	if g := p.b.r.SubscriptionGen(); g != p.gen {
 		p.refresh(g)
 	}
-	to := p.requestTargets()
+	to := p.sendTargets()
 	if len(to) == 0 {
 		p.unlock()
 		l.l.Discard()

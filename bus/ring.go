@@ -14,10 +14,13 @@ import (
 
 // A publisher's slot ring (WithSlotRing; internal/shm/slotring.go): its small messages go to
 // the subscribers that read the ring through one line each, not through their queues. The
-// ring is single-writer: a loan of it is out at most once (ringLoaned), and it is committed
-// under the send lock, like any send.
+// ring is single-writer: a loan of it is out at most once (the ring's loan token, taken by
+// Loan and given back once the loan is sent or discarded).
 
-var errRingBatch = errors.New("a publisher with a slot ring sends one message at a time (Loan, Send)")
+var (
+	errRingBatch   = errors.New("a publisher with a slot ring sends one message at a time (Loan, Send)")
+	errRingRequest = errors.New("a publisher with a slot ring does not send requests: use a publisher of the topic without WithSlotRing")
+)
 
 // makeRing creates the publisher's ring on its topic.
 func (p *Publisher) makeRing(o pubOptions) error {
@@ -40,17 +43,13 @@ func (p *Publisher) makeRing(o pubOptions) error {
 	return nil
 }
 
-// loanRing lends the ring's next slot.
+// loanRing lends the ring's staging buffer for the next message (shm.SlotRing.Loan).
 func (p *Publisher) loanRing(n int) (Loan, error) {
 	if n > p.ring.Payload() || n < 0 {
 		return Loan{}, fmt.Errorf("%w: a message of %d bytes; the publisher's slot ring holds up to %d (WithSlotRing)", ErrTooLarge, n, p.ring.Payload())
 	}
-	if !p.ringLoaned.CompareAndSwap(false, true) {
-		return Loan{}, ErrRingLoaned
-	}
 	l, err := p.ring.Loan(n)
 	if err != nil {
-		p.ringLoaned.Store(false)
 		if errors.Is(err, shm.ErrClosed) {
 			err = ErrClosed
 		}
@@ -79,42 +78,49 @@ func (p *Publisher) waitRingLoan(ctx context.Context, n int) (Loan, error) {
 	}
 }
 
-// discardRing gives back a loan of the ring.
-func (p *Publisher) discardRing(l Loan) error {
+// sendRing publishes a loan of the ring. The message is committed to the ring first, outside
+// the send lock (the loan's token makes this goroutine the ring's only writer, and the Bus's
+// use gate keeps the region mapped), so that nothing stands between a spinning reader and the
+// message; then, under the send lock, the subscribers that read the ring are woken and the
+// others sent a copy through their queues.
+func (p *Publisher) sendRing(ctx context.Context, l Loan, inGate bool) error {
+	if !inGate {
+		if !p.b.enter() {
+			return &Error{Op: "send", Name: p.name, Err: ErrClosed} // Bus.Close frees the ring
+		}
+		defer p.b.exit()
+	}
+	if p.closed.Load() {
+		l.l.Discard()
+		return &Error{Op: "send", Name: p.name, Err: ErrClosed}
+	}
+	seq, err := p.ring.CommitLoan(l.l, l.n)
+	if errors.Is(err, ErrLoanEnded) {
+		return err // sent or discarded already: the token is not this loan's
+	}
+	defer p.ring.EndLoan()
+	if err != nil {
+		if errors.Is(err, shm.ErrClosed) {
+			err = ErrClosed
+		}
+		return &Error{Op: "send", Name: p.name, Err: err}
+	}
 	p.mu.Lock()
 	defer p.unlock()
-	return p.discardRingLocked(l)
-}
-
-// discardRingLocked is discardRing under the send lock.
-func (p *Publisher) discardRingLocked(l Loan) error {
-	if err := l.l.Discard(); err != nil {
-		return err
+	if g := p.b.r.SubscriptionGen(); g != p.gen {
+		p.refresh(g)
 	}
-	p.ringLoaned.Store(false)
-	return nil
-}
-
-// sendRing commits a loan of the ring (under the send lock), wakes the subscribers that read
-// the ring, and sends a copy to the others through their queues.
-func (p *Publisher) sendRing(ctx context.Context, l Loan) error {
-	seq, err := p.ring.SendLoan(l.l, l.n, p.ringTargets)
-	if err != nil {
-		return err
-	}
-	p.ringLoaned.Store(false)
+	p.ring.Wake(p.ringTargets)
 	to := p.sendTargets()
 	if len(to) == 0 {
 		return nil
 	}
-	// The others: a buffer of the pool with the same bytes, sequence number and time. The
-	// slot stays as committed until the ring comes round to it, which only this publisher,
-	// under the send lock, makes it do.
+	// The others: a buffer of the pool with the same bytes, sequence number and time.
 	pl, err := p.b.p.Loan(l.n)
 	if err != nil {
 		return &Error{Op: "send", Name: p.name, Err: err}
 	}
-	if err := pl.Write(l.l.Bytes()[:l.n]); err != nil {
+	if err := pl.Write(p.ring.Staged(l.n)); err != nil {
 		pl.Discard()
 		return &Error{Op: "send", Name: p.name, Err: err}
 	}
@@ -139,17 +145,6 @@ func (p *Publisher) splitRing() {
 	p.targets = p.targets[:len(p.targets)-k]
 }
 
-// requestTargets are a request's targets: a request goes to every subscriber's queue, those
-// that read the ring too.
-func (p *Publisher) requestTargets() []shm.Inbox {
-	to := p.sendTargets()
-	if len(p.ringTargets) == 0 {
-		return to
-	}
-	p.ringWait = append(append(p.ringWait[:0], to...), p.ringTargets...)
-	return p.ringWait
-}
-
 // retireRing closes the ring (Publisher.Close): no message follows; its readers read on to
 // its last one, and the Bus frees it once they have (Bus.tick) or when it closes.
 func (p *Publisher) retireRing() {
@@ -157,9 +152,7 @@ func (p *Publisher) retireRing() {
 		return // Bus.Close frees it
 	}
 	defer p.b.exit()
-	p.mu.Lock()
 	p.ring.Retire()
-	p.mu.Unlock()
 	if !p.ring.Free(false) {
 		p.b.mu.Lock()
 		p.b.retired = append(p.b.retired, p.ring)

@@ -161,7 +161,7 @@ func (p *Participant) OpenInbox(c InboxConfig) (_ Inbox, err error) {
 		h.topic = 0
 		var ring *InboxRing
 		if c.RingOf != nil && c.Overflow == DropOldest && c.Group == "" && !c.Reply && c.RingOf.r == r {
-			ring = p.newInboxRing(*c.RingOf, capacity)
+			ring = p.newInboxRing(*c.RingOf, capacity, uint32(i))
 			h.topic = c.RingOf.index + 1
 		}
 		h.blockNanos = int64(c.BlockLimit)
@@ -360,7 +360,11 @@ type InboxStats struct {
 	Reply       bool   // a requester's reply inbox (request.go)
 	Group       string // the queue group the inbox is a member of ("" if none)
 	Sleeping    bool   // a consumer is asleep on the wake word
-	Blocked     int    // producers asleep waiting for room (Block policy): publishers this subscriber holds back
+	// RingDepth is how many messages of its topic's slot ring the consumer has not read yet
+	// (they count in Depth too); Ring says it reads one.
+	RingDepth int
+	Ring      bool
+	Blocked   int // producers asleep waiting for room (Block policy): publishers this subscriber holds back
 	// AgeBuckets is the age histogram of a sample of the messages taken (one in AgeSample;
 	// the age is the time of the take minus the publish stamp): AgeBuckets[i] counts those older than bucket i-1's bound and at most
 	// AgeBucketBound(i) (not cumulative); the last bucket has no bound. AgeSumNanos is the
@@ -405,6 +409,10 @@ func (r *Region) inboxStats() []InboxStats {
 		}
 		for b := range s.AgeBuckets {
 			s.AgeBuckets[b] = shown(h.ageCounts[b].Load())
+		}
+		if h.topic != 0 {
+			s.Ring, s.RingDepth = r.ringDepth(h.topic-1, uint32(i))
+			s.Depth += s.RingDepth
 		}
 		out = append(out, s)
 	}

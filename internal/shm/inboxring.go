@@ -1,7 +1,6 @@
 package shm
 
 import (
-	"math/bits"
 	"runtime"
 	"sync/atomic"
 	"unsafe"
@@ -24,8 +23,9 @@ import (
 
 // InboxRing is the ring side of an inbox, shared by the copies of its Inbox.
 type InboxRing struct {
-	t   Topic
-	cap uint64 // the inbox's cells: a ring is read only if it has more slots
+	t     Topic
+	cap   uint64 // the inbox's cells: a ring is read only if it has more slots
+	inbox uint32 // the inbox's index, recorded in its reader entries
 
 	// lock is held (1) by the goroutine polling the ring: one reader at a time. It is a
 	// compare-and-swap and a plain store, one locked instruction a take instead of a mutex's
@@ -41,12 +41,16 @@ type InboxRing struct {
 
 // ringCopies are an inbox's copies of messages taken from a ring, one per message held at
 // once. The pool value lets a Held name a copy as it names a buffer (Data, Cap); it is the
-// first field, so that the Held's pool pointer leads back to the copies.
+// first field, so that the Held's pool pointer leads back to the copies. A copy's flag is 1
+// while a message holds it: taken by the goroutine that polls the ring (under the ring's
+// lock), given back by Release from any goroutine, each with a plain store, no locked
+// instruction. The flag holds the message's mark (its sequence number, or 1), so that a second
+// Release of a message whose copy another message has taken since finds it is not its own.
 type ringCopies struct {
-	pl   pool
-	mem  []byte
-	free atomic.Uint64 // bit k: copy k is free
-	n    int
+	pl    pool
+	mem   []byte
+	flags []atomic.Uint64
+	hint  int // where get looks first (under the ring's lock)
 }
 
 // maxRingCopies bounds the messages of a ring an inbox's consumer holds at once (Receive fails
@@ -55,40 +59,40 @@ const maxRingCopies = 64
 
 func newRingCopies(payload uint64, slots uint64) *ringCopies {
 	n := int(min(slots, maxRingCopies))
-	c := &ringCopies{mem: make([]byte, uint64(n)*payload), n: n}
+	c := &ringCopies{mem: make([]byte, uint64(n)*payload), flags: make([]atomic.Uint64, n)}
 	c.pl.size = uint32(payload)
 	c.pl.class = -1
-	c.free.Store(1<<n - 1)
-	if n == 64 {
-		c.free.Store(^uint64(0))
-	}
 	return c
 }
 
+// get takes a free copy (the caller holds the ring's lock), or returns -1.
 func (c *ringCopies) get() int {
-	for {
-		f := c.free.Load()
-		if f == 0 {
-			return -1
+	n := len(c.flags)
+	for j := range n {
+		k := c.hint + j
+		if k >= n {
+			k -= n
 		}
-		k := bits.TrailingZeros64(f)
-		if c.free.CompareAndSwap(f, f&^(1<<k)) {
+		if c.flags[k].Load() == 0 {
+			storeRelease(&c.flags[k], 1) // taken; the caller marks it with mark once filled
+			c.hint = k
 			return k
 		}
 	}
+	return -1
 }
 
-// put frees copy k; false if it was free already (a second release).
-func (c *ringCopies) put(k int) bool {
-	for {
-		f := c.free.Load()
-		if k < 0 || k >= c.n || f&(1<<k) != 0 {
-			return false
-		}
-		if c.free.CompareAndSwap(f, f|1<<k) {
-			return true
-		}
+// mark returns the mark of a copy holding message seq.
+func copyMark(seq uint64) uint64 { return max(seq, 1) }
+
+// put frees copy k, which a message with mark m holds; false if it does not (a second
+// release).
+func (c *ringCopies) put(k int, m uint64) bool {
+	if k < 0 || k >= len(c.flags) || c.flags[k].Load() != m {
+		return false
 	}
+	storeRelease(&c.flags[k], 0)
+	return true
 }
 
 func (c *ringCopies) data(k int) unsafe.Pointer {
@@ -101,8 +105,8 @@ func copiesOf(pl *pool) *ringCopies { return (*ringCopies)(unsafe.Pointer(pl)) }
 // made before the inbox is published: a ring t has now is read from its next message on (a
 // send of it from now on skips the inbox only once the inbox is published, and is in the
 // ring from that position), a ring made later from its first.
-func (p *Participant) newInboxRing(t Topic, capacity uint64) *InboxRing {
-	ir := &InboxRing{t: t, cap: capacity}
+func (p *Participant) newInboxRing(t Topic, capacity uint64, inbox uint32) *InboxRing {
+	ir := &InboxRing{t: t, cap: capacity, inbox: inbox}
 	h := t.e.ring.Load()
 	ir.seen.Store(h)
 	if h != 0 {
@@ -118,7 +122,7 @@ func (ir *InboxRing) open(p *Participant, h Handle, fromStart bool) {
 	if err != nil || !g.alive() || g.slots <= ir.cap {
 		return
 	}
-	rr, err := p.OpenSlotRing(ir.t, fromStart)
+	rr, err := p.openSlotRing(ir.t, fromStart, ir.inbox+1)
 	if err != nil || rr.g.h != h {
 		if rr != nil {
 			rr.Close()
@@ -165,11 +169,12 @@ func (ir *InboxRing) take(p *Participant, in *Inbox, dst *Held) (bool, error) {
 			ir.lost = l
 		}
 		if ok {
+			storeRelease(&c.flags[k], copyMark(m.Seq))
 			dst.p, dst.idx, dst.meta = p, -1-int32(k), m
 			dst.buf = Buffer{p: &c.pl, data: c.data(k)}
 			return true, nil
 		}
-		c.put(k)
+		storeRelease(&c.flags[k], 0)
 		if err == nil {
 			return false, nil
 		}
@@ -198,7 +203,7 @@ func (ir *InboxRing) ready() bool {
 	if s := v &^ ringBusy; s > c && (s-c)&(g.slots-1) == 0 && g.w.published.Load()+1 >= s {
 		return true
 	}
-	return !g.alive() || g.hd.closed.Load() != 0 && g.w.published.Load() < c
+	return g.ended(c)
 }
 
 // backlog returns how many messages of the ring the consumer has not read yet.
@@ -214,6 +219,36 @@ func (ir *InboxRing) backlog() int {
 	return int(min(pub+1-c, rr.g.slots))
 }
 
+// ringDepth reports whether inbox i's consumer reads the slot ring of topic ti, and how many
+// of its messages it has not read: for tools (Region.InboxStats), from the reader entry that
+// names the inbox.
+func (r *Region) ringDepth(ti, i uint32) (bool, int) {
+	if ti >= r.cfg.Topics {
+		return false, 0
+	}
+	e, _ := r.topicEntry(ti)
+	h := e.ring.Load()
+	if h == 0 {
+		return false, 0
+	}
+	g, err := r.viewRing(Handle(h), ti)
+	if err != nil || !g.alive() {
+		return false, 0
+	}
+	for k := range g.readers {
+		re := g.reader(k)
+		if re.owner.Load()>>32 != uint64(i)+1 {
+			continue
+		}
+		pub, c := g.w.published.Load(), re.cursor.Load()
+		if pub+1 <= c {
+			return true, 0
+		}
+		return true, int(min(pub+1-c, g.slots))
+	}
+	return false, 0
+}
+
 // close gives the reader's entry back (the inbox is closing).
 func (ir *InboxRing) close() {
 	for !ir.lock.CompareAndSwap(0, 1) {
@@ -227,7 +262,7 @@ func (ir *InboxRing) close() {
 
 // releaseCopy releases a Held that names a ring copy (idx < 0).
 func (h *Held) releaseCopy() error {
-	if h.buf.p == nil || !copiesOf(h.buf.p).put(int(-1-h.idx)) {
+	if h.buf.p == nil || !copiesOf(h.buf.p).put(int(-1-h.idx), copyMark(h.meta.Seq)) {
 		return ErrReleased
 	}
 	return nil

@@ -38,8 +38,9 @@ import (
 //	24               8            closed: nonzero once the writer closes (on this line, which
 //	                              readers keep in cache while they poll, not the writer's)
 //	32               64           the writer's line: published (the last sequence committed)
-//	96               64 x readers reader entries, a line each: participant index + 1 (0: free),
-//	                              then the reader's cursor (the next sequence it reads)
+//	96               64 x readers reader entries, a line each: inbox index + 1 << 32 |
+//	                              participant index + 1 (0: free), then the reader's cursor
+//	                              (the next sequence it reads)
 //	96 + 64 readers  slots x size slots: sequence word (0: never written; busy bit | s while
 //	                              message s is being written; s once it is), length (4),
 //	                              zero (4), topic sequence (8), publish time (8), payload
@@ -60,6 +61,10 @@ const (
 // ErrRingTaken is returned by CreateSlotRing when the topic already has a live slot ring that
 // is not closed: a topic has at most one writer's ring at a time.
 var ErrRingTaken = errors.New("topic already has a slot ring")
+
+// ErrRingLoaned is returned by SlotRing.Loan while another loan of the ring is out: a ring
+// lends one message at a time.
+var ErrRingLoaned = errors.New("the publisher's slot ring is lent already")
 
 // ErrNoRing is returned by OpenSlotRing when the topic has no live slot ring.
 var ErrNoRing = errors.New("topic has no slot ring")
@@ -139,6 +144,7 @@ type slotRing struct {
 	topic    uint32
 	hd       *ringHeader
 	w        *ringWriterLine
+	word     *atomic.Uint64 // the topic entry's ring word
 }
 
 func (g *slotRing) slot(s uint64) *ringSlot {
@@ -159,10 +165,26 @@ func (g *slotRing) alive() bool {
 	return stateGen(v) == g.h.gen() && stateRefs(v) != 0
 }
 
+// ended reports whether a reader whose next message is next has read the whole ring: the
+// ring was freed, or its writer closed it, published nothing from next on, and the topic names
+// a ring other than this one (or none). The last condition keeps a reader on a ring whose
+// closed word another process wrote over while its writer goes on: the reader leaves a
+// retired ring when a new one takes the topic or the old one is freed, never while the topic
+// still names it.
+func (g *slotRing) ended(next uint64) bool {
+	if !g.alive() {
+		return true
+	}
+	return g.hd.closed.Load() != 0 && g.w.published.Load() < next && g.word.Load() != uint64(g.h)
+}
+
 // viewRing checks the ring that h names, as read from a topic entry another process wrote:
 // the handle must name a live buffer, the buffer must hold a ring header whose shape fits in
 // it, and the ring must belong to topic.
 func (r *Region) viewRing(h Handle, topic uint32) (*slotRing, error) {
+	if topic >= r.cfg.Topics {
+		return nil, fmt.Errorf("%w: slot ring of topic %d, out of range", ErrCorrupt, topic)
+	}
 	buf, err := r.buffer(h)
 	if err != nil {
 		return nil, err
@@ -180,8 +202,14 @@ func (r *Region) viewRing(h Handle, topic uint32) (*slotRing, error) {
 	return &slotRing{
 		r: r, h: h, state: &buf.s.state, base: buf.data,
 		slots: uint64(sh.Slots), slotSize: size, payload: size - ringSlotHeader, readers: uint64(sh.Readers), topic: topic,
-		hd: hd, w: (*ringWriterLine)(unsafe.Add(buf.data, ringWriterOff)),
+		hd: hd, w: (*ringWriterLine)(unsafe.Add(buf.data, ringWriterOff)), word: r.ringWord(topic),
 	}, nil
+}
+
+// ringWord returns topic i's ring word (i in range).
+func (r *Region) ringWord(i uint32) *atomic.Uint64 {
+	e, _ := r.topicEntry(i)
+	return &e.ring
 }
 
 // SlotRing is the writing side of a slot ring: one goroutine at a time.
@@ -203,6 +231,13 @@ type SlotRing struct {
 	// committed or discarded.
 	stage      []byte
 	lent, done uint64
+	// loaned is the loan token: 1 from Loan to EndLoan (or abandon), and for good once the
+	// ring is retired (finishRetire). retired is set then.
+	loaned  atomic.Uint64
+	retired atomic.Bool
+	// unsent counts bytes published and not yet added to the topic's counter (every 64
+	// messages, and at the end: one locked add in 64 instead of one a message).
+	unsent uint64
 }
 
 // CreateSlotRing makes a slot ring of shape sh for topic t, written by p, and records it in
@@ -262,35 +297,54 @@ func (w *SlotRing) Slots() int { return int(w.g.slots) }
 // to the reader and back. In place, offq bench measured 1,131 ns for the bus's round trip
 // through rings; staged, see docs/performance.md.
 func (w *SlotRing) Loan(n int) (Loan, error) {
-	if w.closed.Load() {
-		return Loan{}, ErrClosed
-	}
 	if n < 0 || uint64(n) > w.g.payload {
 		return Loan{}, fmt.Errorf("offq: slot ring: %d bytes: %w (a slot holds %d)", n, ErrTooLarge, w.g.payload)
+	}
+	if !w.loaned.CompareAndSwap(0, 1) {
+		if w.closed.Load() {
+			return Loan{}, ErrClosed
+		}
+		return Loan{}, ErrRingLoaned
+	}
+	if w.closed.Load() {
+		w.EndLoan()
+		return Loan{}, ErrClosed
 	}
 	w.lent++
 	return Loan{p: w.p, buf: Buffer{h: Handle(w.lent), p: &w.pl, data: unsafe.Pointer(&w.stage[0])}}, nil
 }
 
-// SendLoan is CommitLoan followed by a wake-up of each inbox of wake (InboxRing: the inboxes
-// that read the ring), under one fault guard.
-func (w *SlotRing) SendLoan(l Loan, n int, wake []Inbox) (seq uint64, err error) {
-	defer unguard(guard(), &err)
-	if seq, err = w.CommitLoan(l, n); err != nil {
-		return 0, err
-	}
+// Wake wakes the consumer of each inbox of wake if it sleeps (InboxRing: the inboxes that
+// read the ring), after a message was committed.
+func (w *SlotRing) Wake(wake []Inbox) {
+	defer unguard(guard(), nil)
 	for i := range wake {
 		wakeConsumer(wake[i].v)
 	}
-	return seq, nil
 }
 
-// CommitLoan publishes the message of l, a loan of this ring, n bytes of it. It fails with
-// ErrLoanEnded if l was already committed or discarded.
-func (w *SlotRing) CommitLoan(l Loan, n int) (uint64, error) {
+// Staged returns the first n bytes of the loans' staging buffer: after CommitLoan and until
+// EndLoan, the message just published.
+func (w *SlotRing) Staged(n int) []byte { return w.stage[:n] }
+
+// EndLoan gives the loan token back after CommitLoan (or a failed one): the next Loan may
+// go on. If the ring was retired meanwhile, the retirement is finished here.
+func (w *SlotRing) EndLoan() {
+	w.loaned.Store(0) // sequentially consistent: see finishRetire
+	if w.closed.Load() {
+		w.finishRetire()
+	}
+}
+
+// CommitLoan publishes the message of l, a loan of this ring, n bytes of it, under the fault
+// guard. The loan's token stays taken until EndLoan (the caller may read the message back
+// with Staged meanwhile). It fails with ErrLoanEnded if l was already committed or discarded
+// (and then leaves the token alone: it is not this loan's).
+func (w *SlotRing) CommitLoan(l Loan, n int) (_ uint64, err error) {
 	if l.ring() != w || uint64(l.buf.h) != w.lent || w.done == w.lent {
 		return 0, ErrLoanEnded
 	}
+	defer unguard(guard(), &err)
 	if n < 0 || uint64(n) > w.g.payload {
 		return 0, fmt.Errorf("offq: slot ring: %d bytes: %w (a slot holds %d)", n, ErrTooLarge, w.g.payload)
 	}
@@ -300,15 +354,25 @@ func (w *SlotRing) CommitLoan(l Loan, n int) (uint64, error) {
 		stamp = Now()
 	}
 	seq := w.t.e.seq.Add(1)
-	w.t.e.bytes.Add(uint64(n))
+	w.done = w.lent
 	b, err := w.Next(n)
 	if err != nil {
 		return 0, err
 	}
 	stageInto(b, w.stage[:n])
-	w.done = w.lent
 	w.commit(w.cur, n, stamp, seq)
+	if w.unsent += uint64(n); w.next&63 == 0 {
+		w.flushBytes()
+	}
 	return seq, nil
+}
+
+// flushBytes adds the bytes published since the last flush to the topic's counter.
+func (w *SlotRing) flushBytes() {
+	if w.unsent != 0 {
+		w.t.e.bytes.Add(w.unsent)
+		w.unsent = 0
+	}
 }
 
 // stageInto copies a staged message into its slot: the part on the slot's first line always,
@@ -327,12 +391,13 @@ func stageInto(slot, stage []byte) {
 	}
 }
 
-// abandon ends loan l without publishing it.
+// abandon ends loan l without publishing it, and gives the token back.
 func (w *SlotRing) abandon(l Loan) error {
 	if l.ring() != w || uint64(l.buf.h) != w.lent || w.done == w.lent {
 		return ErrLoanEnded
 	}
 	w.done = w.lent
+	w.EndLoan()
 	return nil
 }
 
@@ -370,7 +435,8 @@ func (w *SlotRing) Commit(n int, stamp int64) (uint64, error) {
 	}
 	seq := w.t.e.seq.Add(1)
 	w.commit(sl, n, stamp, seq)
-	w.t.e.bytes.Add(uint64(n))
+	w.unsent += uint64(n)
+	w.flushBytes()
 	return seq, nil
 }
 
@@ -417,12 +483,28 @@ func (w *SlotRing) Close(ctx context.Context) (err error) {
 // Retire marks the ring closed: no message follows, and a new ring may take the topic. Its
 // readers read on to its last message and then find it ended. The ring stays on loan until
 // Free.
+//
+// A loan out when Retire is called keeps the ring open until it ends (EndLoan, abandon): a
+// message it commits meanwhile is the ring's last, and a reader that saw the ring closed
+// before it could stop short of it.
 func (w *SlotRing) Retire() {
 	if w.closed.Swap(true) {
 		return
 	}
+	w.finishRetire()
+}
+
+// finishRetire marks the ring closed for its readers, if no loan is out: it takes the token
+// for good. Retire and EndLoan both call it, each after its own sequentially consistent store
+// (closed, the token), so that whichever comes second sees the other's.
+func (w *SlotRing) finishRetire() {
+	if !w.loaned.CompareAndSwap(0, 1) {
+		return // a loan is out: its EndLoan finishes
+	}
 	defer unguard(guard(), nil)
+	w.flushBytes()
 	storeRelease(&w.g.hd.closed, 1)
+	w.retired.Store(true)
 }
 
 // Free frees a retired ring once every reader entry held by a live process has read its last
@@ -435,10 +517,13 @@ func (w *SlotRing) Free(force bool) (done bool) {
 	defer unguard(guard(), nil)
 	g := w.g
 	if !force {
+		if !w.retired.Load() {
+			return false // a loan is still out
+		}
 		for i := range g.readers {
 			e := g.reader(i)
-			o := e.owner.Load()
-			if o == 0 || o > uint64(w.p.r.cfg.Participants) || e.cursor.Load() >= w.next {
+			o := uint32(e.owner.Load()) // the participant; the inbox is in the high half
+			if o == 0 || o > w.p.r.cfg.Participants || e.cursor.Load() >= w.next {
 				continue
 			}
 			if alive, aerr := w.p.r.Alive(int(o - 1)); aerr == nil && alive {
@@ -447,6 +532,7 @@ func (w *SlotRing) Free(force bool) (done bool) {
 		}
 	}
 	w.freed = true
+	w.flushBytes()
 	w.t.e.ring.CompareAndSwap(uint64(g.h), 0)
 	_ = w.loan.Discard()
 	return true
@@ -461,6 +547,7 @@ type RingReader struct {
 	next  uint64
 	lost  uint64
 	ended bool
+	tag   uint64 // the entry's owner word: inbox index + 1 << 32 | participant index + 1
 }
 
 // OpenSlotRing opens the slot ring of topic t for reading by p. The reader starts after the
@@ -469,6 +556,13 @@ type RingReader struct {
 // it missed as lost and starts from the oldest message the ring holds. It fails with ErrNoRing if t has no live ring and ErrRingReaders if every
 // reader entry is taken by a live participant.
 func (p *Participant) OpenSlotRing(t Topic, fromStart bool) (_ *RingReader, err error) {
+	return p.openSlotRing(t, fromStart, 0)
+}
+
+// openSlotRing is OpenSlotRing for the consumer of inbox index inbox-1 (0: none), which its
+// reader entry records, so that any process reading the region can tell how far behind the
+// ring that inbox's consumer is (Region.InboxStats).
+func (p *Participant) openSlotRing(t Topic, fromStart bool, inbox uint32) (_ *RingReader, err error) {
 	defer unguard(guard(), &err)
 	h := t.e.ring.Load()
 	if h == 0 {
@@ -485,23 +579,23 @@ func (p *Participant) OpenSlotRing(t Topic, fromStart bool) (_ *RingReader, err 
 	if !fromStart {
 		next = g.w.published.Load() + 1
 	}
-	rr := &RingReader{g: g, p: p, next: next}
+	rr := &RingReader{g: g, p: p, next: next, tag: uint64(inbox)<<32 | uint64(p.owner)}
 	for pass := 0; pass < 2 && rr.entry == nil; pass++ {
 		for i := range g.readers {
 			e := g.reader(i)
 			o := e.owner.Load()
-			if pass == 1 && o != 0 && o != uint64(p.owner) {
+			if pass == 1 && o != 0 && uint32(o) != p.owner {
 				// A second pass takes over entries of participants that are gone.
-				if o <= uint64(p.r.cfg.Participants) {
-					if alive, aerr := p.r.Alive(int(o - 1)); aerr != nil || alive {
+				if uint32(o) <= p.r.cfg.Participants {
+					if alive, aerr := p.r.Alive(int(uint32(o) - 1)); aerr != nil || alive {
 						continue
 					}
 				}
 			} else if o != 0 {
 				continue
 			}
-			e.cursor.Store(next)
-			if e.owner.CompareAndSwap(o, uint64(p.owner)) {
+			if e.owner.CompareAndSwap(o, rr.tag) {
+				e.cursor.Store(next)
 				rr.entry = e
 				break
 			}
@@ -511,7 +605,7 @@ func (p *Participant) OpenSlotRing(t Topic, fromStart bool) (_ *RingReader, err 
 		return nil, ErrRingReaders
 	}
 	if !g.alive() { // freed while we looked: nothing of it is ours
-		rr.entry.owner.CompareAndSwap(uint64(p.owner), 0)
+		rr.entry.owner.CompareAndSwap(rr.tag, 0)
 		return nil, ErrNoRing
 	}
 	return rr, nil
@@ -575,7 +669,7 @@ func (rr *RingReader) poll(dst []byte) (m Meta, ok bool, err error) {
 		}
 		// Not written yet (or a value no writer wrote, which the writer's next message in
 		// this slot puts right): has the ring ended?
-		if !g.alive() || (g.hd.closed.Load() != 0 && g.w.published.Load() < rr.next) {
+		if g.ended(rr.next) {
 			return Meta{}, false, rr.end()
 		}
 		return Meta{}, false, nil
@@ -626,5 +720,5 @@ func (rr *RingReader) Close() {
 	}
 	rr.ended = true
 	defer unguard(guard(), nil)
-	rr.entry.owner.CompareAndSwap(uint64(rr.p.owner), 0)
+	rr.entry.owner.CompareAndSwap(rr.tag, 0)
 }
