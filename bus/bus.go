@@ -34,7 +34,7 @@ type Bus struct {
 	stopReap  chan struct{} // closed by Close; the reaper goroutine then returns
 	reaperRun sync.WaitGroup
 
-	retired []*shm.SlotRing // slot rings of closed publishers, freed once read (ring.go); under mu
+	retired []retiredRing // slot rings of closed publishers, freed once read (ring.go); under mu
 
 	replies replyPool  // reply inboxes of requests in flight (request.go)
 	reqWait shm.Waiter // how a requester waits for its reply

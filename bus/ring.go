@@ -153,21 +153,37 @@ func (p *Publisher) retireRing() {
 	}
 	defer p.b.exit()
 	p.ring.Retire()
-	if !p.ring.Free(false) {
+	// The subscribers that read the ring as of now: it is freed once each has read it to the
+	// end (or closed, or died), also one that has not opened it yet.
+	p.mu.Lock()
+	if g := p.b.r.SubscriptionGen(); g != p.gen {
+		p.refresh(g)
+	}
+	targets := append([]shm.Inbox(nil), p.ringTargets...)
+	p.mu.Unlock()
+	if !p.ring.FreeFor(targets, false) {
 		p.b.mu.Lock()
-		p.b.retired = append(p.b.retired, p.ring)
+		p.b.retired = append(p.b.retired, retiredRing{p.ring, targets})
 		p.b.mu.Unlock()
 	}
 }
 
-// freeRetired frees the retired rings whose readers have read them; with force, all of them
-// (Bus.Close).
+// retiredRing is a closed publisher's slot ring, kept until the subscribers that read it
+// (targets, as of the close) have read it, closed or died: a closed publisher's messages stay
+// readable as a queue's do. Bus.Close frees it regardless.
+type retiredRing struct {
+	r       *shm.SlotRing
+	targets []shm.Inbox
+}
+
+// freeRetired frees the retired rings whose readers are done with them; with force, all of
+// them (Bus.Close).
 func (b *Bus) freeRetired(force bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	keep := b.retired[:0]
 	for _, r := range b.retired {
-		if !r.Free(force) {
+		if !r.r.FreeFor(r.targets, force) {
 			keep = append(keep, r)
 		}
 	}

@@ -244,10 +244,11 @@ func TestRingDelivery(t *testing.T) {
 // ---------------------------------------------------------------------------------------------
 // 2. Mixed subscribers
 
-// TestRingMixedSubscribers: beside two readers of the ring, a wildcard subscriber, a Block
-// subscriber, a DropNewest subscriber and one whose queue (16) is as deep as the ring (16
-// slots) receive every message exactly once, in order, through their queues, with the same
-// bytes, sequence number and publish time the ring's readers see.
+// TestRingMixedSubscribers: beside two readers of the ring, wildcard subscribers ("mix.*",
+// ">"), a Block subscriber, a DropNewest subscriber, one whose queue (16) is as deep as the
+// ring (16 slots) and the one member of a queue group receive every message exactly once, in
+// order, through their queues, with the same bytes, sequence number and publish time the
+// ring's readers see.
 func TestRingMixedSubscribers(t *testing.T) {
 	b := openRingBus(t, 64)
 	ctx := ctxT(t)
@@ -259,6 +260,7 @@ func TestRingMixedSubscribers(t *testing.T) {
 		"block":      mustSubscribe(t, b, "mix.x", WithOverflow(Block), WithQueueDepth(8)),
 		"dropnewest": mustSubscribe(t, b, "mix.x", WithOverflow(DropNewest), WithQueueDepth(8)),
 		"deep":       mustSubscribe(t, b, "mix.x", WithQueueDepth(16)),
+		"group":      mustSubscribe(t, b, "mix.x", WithQueueGroup("g"), WithQueueDepth(8)),
 	}
 	pub := ringPublisher(t, b, "mix.x", 16, 64)
 	const n, batch = 96, 8
@@ -434,14 +436,19 @@ func TestRingLoanRules(t *testing.T) {
 		}
 	}
 
-	if _, err := pub.Loan(65); !errors.Is(err, ErrTooLarge) {
-		t.Errorf("Loan(size+1): %v, want ErrTooLarge", err)
+	// (TestRingSizeLimit checks Loan and Publish of one byte more than the slot size.)
+	if l, err := pub.Loan(1000); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("Loan(1000) from a ring of 64-byte slots: %v, want ErrTooLarge", err)
+		if err == nil {
+			l.Discard()
+		}
 	}
-	if err := pub.Publish(ctx, make([]byte, 65)); !errors.Is(err, ErrTooLarge) {
-		t.Errorf("Publish of size+1 bytes: %v, want ErrTooLarge", err)
+	if err := pub.Publish(ctx, make([]byte, 1000)); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("Publish of 1000 bytes to a ring of 64-byte slots: %v, want ErrTooLarge", err)
 	}
-	if _, err := pub.Loan(-1); err == nil {
+	if l, err := pub.Loan(-1); err == nil {
 		t.Errorf("Loan(-1) succeeded")
+		l.Discard()
 	}
 	loans, err := pub.LoanBatch(make([]Loan, 4), 8)
 	if err == nil || len(loans) != 0 {
@@ -505,6 +512,50 @@ func TestRingLoanRules(t *testing.T) {
 	}
 	if err := pub.Publish(ctx, []byte("x")); !errors.Is(err, ErrClosed) {
 		t.Errorf("Publish after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestRingSizeLimit: a ring publisher's message may not exceed the size given to
+// WithSlotRing: Loan(size) and Publish of size bytes work, Loan(size+1) and Publish of size+1
+// bytes fail with ErrTooLarge (and leave the ring free to lend), for sizes that are and are not
+// a whole number of cache lines once the slot's 32-byte header is added.
+func TestRingSizeLimit(t *testing.T) {
+	b := openRingBus(t, 64)
+	ctx := ctxT(t)
+	for i, size := range []int{1, 10, 32, 64, 100} {
+		topic := fmt.Sprintf("size.s%d", i)
+		s := mustSubscribe(t, b, topic, WithQueueDepth(8))
+		pub := ringPublisher(t, b, topic, 16, size)
+		if l, err := pub.Loan(size + 1); !errors.Is(err, ErrTooLarge) {
+			t.Errorf("WithSlotRing(16, %d): Loan(%d): %v, want ErrTooLarge", size, size+1, err)
+			if err == nil {
+				l.Discard()
+			}
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := pub.Publish(pctx, ringPayload(1, size+1)); !errors.Is(err, ErrTooLarge) {
+			t.Errorf("WithSlotRing(16, %d): Publish of %d bytes: %v, want ErrTooLarge", size, size+1, err)
+			if err == nil {
+				receiveN(t, ctx, s, 1) // delivered: take it out of the way
+			}
+		}
+		cancel()
+		l, err := pub.Loan(size)
+		if err != nil {
+			t.Fatalf("WithSlotRing(16, %d): Loan(%d): %v", size, size, err)
+		}
+		copy(l.Bytes(), ringPayload(0, size))
+		if err := pub.Send(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+		if err := pub.Publish(ctx, ringPayload(2, size)); err != nil {
+			t.Fatalf("WithSlotRing(16, %d): Publish of %d bytes: %v", size, size, err)
+		}
+		for k, m := range receiveN(t, ctx, s, 2) {
+			if want := ringPayload(2*k, size); string(m.data) != string(want) {
+				t.Fatalf("WithSlotRing(16, %d): got %x, want %x", size, m.data, want)
+			}
+		}
 	}
 }
 
@@ -796,7 +847,7 @@ func TestRingBusCloseUnread(t *testing.T) {
 	ctx := ctxT(t)
 	open := mustSubscribe(t, b, "bc.open", WithQueueDepth(8))
 	retired := mustSubscribe(t, b, "bc.retired", WithQueueDepth(8))
-	copies := mustSubscribe(t, b, "bc.*", WithQueueDepth(64))
+	copies := mustSubscribe(t, b, "bc.*", WithQueueDepth(64)) // pool buffers queued at Close
 	pubOpen, err := b.Publisher("bc.open", WithSlotRing(16, 64))
 	if err != nil {
 		t.Fatal(err)
@@ -824,6 +875,9 @@ func TestRingBusCloseUnread(t *testing.T) {
 		t.Fatal(err)
 	}
 	pubRetired.Close()
+	if l := copies.Len(); l != 20 {
+		t.Fatalf("wildcard subscriber: %d copies queued, want 20", l)
+	}
 	path := b.Path()
 
 	done := make(chan error, 1)
@@ -843,7 +897,6 @@ func TestRingBusCloseUnread(t *testing.T) {
 	if _, err := open.Receive(ctx); !errors.Is(err, ErrClosed) {
 		t.Errorf("Receive after Bus.Close: %v, want ErrClosed", err)
 	}
-	_ = copies
 
 	r, err := shm.Open("ringclose", shm.Options{Dir: dir})
 	if err != nil {
@@ -1037,7 +1090,9 @@ func TestRingReceiveBatch(t *testing.T) {
 
 // TestRingLenAndDrain: Len counts the ring's unread messages, and Drain returns only once
 // they have been read (then the subscription is closed), with Receive or with a handler. The
-// subscriber may have subscribed before the ring existed or after.
+// subscriber may have subscribed before the ring existed or after. (With a handler and the
+// subscriber older than the ring, a Drain that ignores the ring's messages is caught only
+// when Drain looks before the handler's first take has opened the ring: usually, not always.)
 func TestRingLenAndDrain(t *testing.T) {
 	for _, order := range []string{"subscribed-before-ring", "subscribed-after-ring"} {
 		setup := func(t *testing.T) (context.Context, *Subscription, *Publisher) {
@@ -1295,10 +1350,10 @@ func ringStream(t *testing.T, ctx context.Context, s *Subscription, prev, last u
 }
 
 // TestRingMultiProcess: a peer process publishes 100,000 messages of 64 bytes through
-// WithSlotRing(64, 64) while this process receives with a queue of 16 (so it reads the ring):
-// every message received is intact and in order, the last one arrives, and received + the
-// DropOldest count == 100,000, the drops being exactly the gaps. Afterwards, with every
-// process gone, no buffer is left allocated.
+// WithSlotRing(64, 64) while this process receives with a queue of 16 (so it reads the ring),
+// pausing once long enough to be lapped: every message received is intact and in order, the
+// last one arrives, and received + the DropOldest count == 100,000, the drops being exactly
+// the gaps. Afterwards, with every process gone, no buffer is left allocated.
 func TestRingMultiProcess(t *testing.T) {
 	const n = 100_000
 	dir := t.TempDir()
@@ -1310,11 +1365,22 @@ func TestRingMultiProcess(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	s := mustSubscribe(t, b, "mp.ring", WithQueueDepth(16))
-	p := startRingPub(t, dir, "mp.ring", 64, 64, n, 0)
+	const pause = 50_000
+	p := startRingPub(t, dir, "mp.ring", 64, 64, n, pause)
 	p.Send("go")
-	got, last, gaps := ringStream(t, ctx, s, 0, n)
+	// Read the first thousand, then stop reading until the peer has published message 50,000
+	// (it never waits for us), so that it certainly laps this reader; then read on to the end.
+	got, last, gaps := ringStream(t, ctx, s, 0, 1000)
+	if _, err := p.Expect("mid", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	got2, last, gaps2 := ringStream(t, ctx, s, last, n)
+	got, gaps = got+got2, gaps+gaps2
 	st := subStats(t, s)
 	t.Logf("received %d of %d, %d dropped", got, n, st.DropOldest)
+	if st.DropOldest == 0 {
+		t.Errorf("no drops, although the reader stopped for %d messages of a 64-slot ring", pause-1000)
+	}
 	if last != n || uint64(got)+st.DropOldest != n || gaps != st.DropOldest || st.Pushed != 0 {
 		t.Fatalf("received %d up to seq %d, gaps %d, DropOldest %d, through the queue %d; want received + DropOldest == %d, DropOldest == gaps, none through the queue",
 			got, last, gaps, st.DropOldest, st.Pushed, n)
@@ -1349,7 +1415,8 @@ func TestRingPublisherKilled(t *testing.T) {
 	if _, err := p.Expect("mid", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	_, seq, _ := ringStream(t, ctx, s, 0, 1000) // it is publishing on and on
+	// Read until the peer is well past that: it is publishing on and on, and is killed at once.
+	_, seq, _ := ringStream(t, ctx, s, 0, 20_000)
 	p.Kill()
 	p.Wait(time.Minute)
 	_, seq, _ = ringStream(t, ctx, s, seq, 0) // what it committed before it died

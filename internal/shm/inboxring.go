@@ -206,11 +206,28 @@ func (ir *InboxRing) ready() bool {
 	return g.ended(c)
 }
 
+// stalled reports whether the message at the reader's cursor is overdue: committed, and its
+// slot written over (slotRing.stalled). The consumer's periodic look (Inbox.pending) calls it,
+// so that a waiting consumer takes, finds the damage and skips it.
+func (ir *InboxRing) stalled() bool {
+	rr := ir.rd.Load()
+	return rr != nil && rr.g.stalled(rr.entry.cursor.Load())
+}
+
 // backlog returns how many messages of the ring the consumer has not read yet.
 func (ir *InboxRing) backlog() int {
 	rr := ir.rd.Load()
 	if rr == nil {
-		return 0
+		// A ring that appeared since the consumer last looked: it reads it from the start.
+		w := ir.t.e.ring.Load()
+		if w == 0 || w == ir.seen.Load() {
+			return 0
+		}
+		g, err := ir.t.r.viewRing(Handle(w), ir.t.index)
+		if err != nil || !g.alive() || g.slots <= ir.cap {
+			return 0
+		}
+		return int(min(g.w.published.Load(), g.slots))
 	}
 	pub, c := rr.g.w.published.Load(), rr.entry.cursor.Load()
 	if pub+1 <= c || !rr.g.alive() {

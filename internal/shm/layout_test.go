@@ -287,6 +287,7 @@ func TestLayoutSlotRing(t *testing.T) {
 	checkLayoutRows(t, &sl, unsafe.Sizeof(sl), ringSlotHeader, []layoutRow{
 		layoutField("seq", unsafe.Offsetof(sl.seq), unsafe.Sizeof(sl.seq), 0, 8),
 		layoutField("length", unsafe.Offsetof(sl.length), unsafe.Sizeof(sl.length), 8, 4),
+		layoutField("tag", unsafe.Offsetof(sl.tag), unsafe.Sizeof(sl.tag), 12, 4),
 		layoutField("topicSeq", unsafe.Offsetof(sl.topicSeq), unsafe.Sizeof(sl.topicSeq), 16, 8),
 		layoutField("stamp", unsafe.Offsetof(sl.stamp), unsafe.Sizeof(sl.stamp), 24, 8),
 	})

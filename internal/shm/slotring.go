@@ -43,7 +43,9 @@ import (
 //	                              (the next sequence it reads)
 //	96 + 64 readers  slots x size slots: sequence word (0: never written; busy bit | s while
 //	                              message s is being written; s once it is), length (4),
-//	                              zero (4), topic sequence (8), publish time (8), payload
+//	                              tag (4: the low half of s, stored with the header before the
+//	                              sequence word; all ones while the slot is filled), topic
+//	                              sequence (8), publish time (8), payload
 const (
 	ringMagic      = 0x5251464f // "OFQR"
 	ringWriterOff  = 32
@@ -101,7 +103,7 @@ type ringReaderEntry struct {
 type ringSlot struct {
 	seq      atomic.Uint64
 	length   uint32
-	_        uint32
+	tag      uint32 // the low half of the sequence, written with the header, before seq; all ones while the slot is filled
 	topicSeq uint64
 	stamp    int64
 }
@@ -161,6 +163,7 @@ func (g *slotRing) reader(i uint64) *ringReaderEntry {
 
 // alive reports whether the buffer is still the ring: its generation is the handle's.
 func (g *slotRing) alive() bool {
+	step()
 	v := g.state.Load()
 	return stateGen(v) == g.h.gen() && stateRefs(v) != 0
 }
@@ -175,6 +178,7 @@ func (g *slotRing) ended(next uint64) bool {
 	if !g.alive() {
 		return true
 	}
+	step()
 	return g.hd.closed.Load() != 0 && g.w.published.Load() < next && g.word.Load() != uint64(g.h)
 }
 
@@ -231,6 +235,7 @@ type SlotRing struct {
 	// committed or discarded.
 	stage      []byte
 	lent, done uint64
+	limit      uint64 // the largest message: RingShape.Payload (the slot may hold more)
 	// loaned is the loan token: 1 from Loan to EndLoan (or abandon), and for good once the
 	// ring is retired (finishRetire). retired is set then.
 	loaned  atomic.Uint64
@@ -275,8 +280,8 @@ func (p *Participant) CreateSlotRing(t Topic, sh RingShape) (_ *SlotRing, err er
 			break
 		}
 	}
-	w := &SlotRing{g: g, p: p, t: t, loan: l, next: 1, stage: make([]byte, max(g.payload, 8))}
-	w.pl.size, w.pl.class = uint32(g.payload), -1
+	w := &SlotRing{g: g, p: p, t: t, loan: l, next: 1, stage: make([]byte, max(g.payload, 8)), limit: uint64(sh.Payload)}
+	w.pl.size, w.pl.class = uint32(sh.Payload), -1 // a loan's Cap is the ring's limit
 	return w, nil
 }
 
@@ -297,8 +302,8 @@ func (w *SlotRing) Slots() int { return int(w.g.slots) }
 // to the reader and back. In place, offq bench measured 1,131 ns for the bus's round trip
 // through rings; staged, see docs/performance.md.
 func (w *SlotRing) Loan(n int) (Loan, error) {
-	if n < 0 || uint64(n) > w.g.payload {
-		return Loan{}, fmt.Errorf("offq: slot ring: %d bytes: %w (a slot holds %d)", n, ErrTooLarge, w.g.payload)
+	if n < 0 || uint64(n) > w.limit {
+		return Loan{}, fmt.Errorf("offq: slot ring: %d bytes: %w (the ring's messages are up to %d)", n, ErrTooLarge, w.limit)
 	}
 	if !w.loaned.CompareAndSwap(0, 1) {
 		if w.closed.Load() {
@@ -345,8 +350,8 @@ func (w *SlotRing) CommitLoan(l Loan, n int) (_ uint64, err error) {
 		return 0, ErrLoanEnded
 	}
 	defer unguard(guard(), &err)
-	if n < 0 || uint64(n) > w.g.payload {
-		return 0, fmt.Errorf("offq: slot ring: %d bytes: %w (a slot holds %d)", n, ErrTooLarge, w.g.payload)
+	if n < 0 || uint64(n) > w.limit {
+		return 0, fmt.Errorf("offq: slot ring: %d bytes: %w (the ring's messages are up to %d)", n, ErrTooLarge, w.limit)
 	}
 	// The topic's counters and the clock first, then the slot in one burst (see commit).
 	stamp := l.stamp
@@ -401,8 +406,9 @@ func (w *SlotRing) abandon(l Loan) error {
 	return nil
 }
 
-// Payload returns the most bytes a message of the ring can carry.
-func (w *SlotRing) Payload() int { return int(w.g.payload) }
+// Payload returns the most bytes a message of the ring can carry: the shape's Payload. (A
+// reader's buffer must hold the slot's room, RingReader.Payload, which may be more.)
+func (w *SlotRing) Payload() int { return int(w.limit) }
 
 // Next returns the payload area of the next message's slot, n bytes long (at most Payload),
 // for the caller to write the message into; Commit publishes it. The slot is marked busy first,
@@ -411,11 +417,15 @@ func (w *SlotRing) Next(n int) ([]byte, error) {
 	if w.closed.Load() {
 		return nil, ErrClosed
 	}
-	if n < 0 || uint64(n) > w.g.payload {
-		return nil, fmt.Errorf("offq: slot ring: %d bytes: %w (a slot holds %d)", n, ErrTooLarge, w.g.payload)
+	if n < 0 || uint64(n) > w.limit {
+		return nil, fmt.Errorf("offq: slot ring: %d bytes: %w (the ring's messages are up to %d)", n, ErrTooLarge, w.limit)
 	}
 	sl := w.g.slot(w.next)
+	step()
 	storeRelease(&sl.seq, ringBusy|w.next)
+	// The tag too, before the payload: a process that writes the old sequence word back over
+	// the busy mark while the slot is filled does not make the old header match it (copyOut).
+	sl.tag = ^uint32(0)
 	w.cur = sl
 	return unsafe.Slice((*byte)(w.g.payloadOf(sl)), w.g.payload)[:n], nil
 }
@@ -427,8 +437,8 @@ func (w *SlotRing) Commit(n int, stamp int64) (uint64, error) {
 	if sl == nil {
 		return 0, errors.New("offq: slot ring: Commit without Next")
 	}
-	if n < 0 || uint64(n) > w.g.payload {
-		return 0, fmt.Errorf("offq: slot ring: %d bytes: %w (a slot holds %d)", n, ErrTooLarge, w.g.payload)
+	if n < 0 || uint64(n) > w.limit {
+		return 0, fmt.Errorf("offq: slot ring: %d bytes: %w (the ring's messages are up to %d)", n, ErrTooLarge, w.limit)
 	}
 	if stamp == 0 {
 		stamp = Now()
@@ -444,11 +454,15 @@ func (w *SlotRing) Commit(n int, stamp int64) (uint64, error) {
 // burst (a locked instruction among them would wait for the slot's line, which the reader
 // polling it may take back in between, and each store after it would fetch it again).
 func (w *SlotRing) commit(sl *ringSlot, n int, stamp int64, seq uint64) {
+	step()
 	sl.length = uint32(n)
+	sl.tag = uint32(w.next)
 	sl.topicSeq = seq
 	sl.stamp = stamp
 	w.stamp = stamp
+	step()
 	storeRelease(&sl.seq, w.next)
+	step()
 	storeRelease(&w.g.w.published, w.next)
 	w.next++
 	w.cur = nil
@@ -503,6 +517,7 @@ func (w *SlotRing) finishRetire() {
 	}
 	defer unguard(guard(), nil)
 	w.flushBytes()
+	step()
 	storeRelease(&w.g.hd.closed, 1)
 	w.retired.Store(true)
 }
@@ -510,7 +525,13 @@ func (w *SlotRing) finishRetire() {
 // Free frees a retired ring once every reader entry held by a live process has read its last
 // message (or at once, with force): it takes the ring out of the topic's entry and ends the
 // buffer's loan. It reports whether the ring is freed.
-func (w *SlotRing) Free(force bool) (done bool) {
+func (w *SlotRing) Free(force bool) (done bool) { return w.FreeFor(nil, force) }
+
+// FreeFor is Free for a writer that knows the inboxes that read the ring (targets, see
+// Topic.RingTargets): it also waits for those that have not opened the ring yet (a consumer
+// opens it at its first take after the ring appeared), if the ring published anything, while
+// they are open and their owners live.
+func (w *SlotRing) FreeFor(targets []Inbox, force bool) (done bool) {
 	if w.freed {
 		return true
 	}
@@ -520,8 +541,14 @@ func (w *SlotRing) Free(force bool) (done bool) {
 		if !w.retired.Load() {
 			return false // a loan is still out
 		}
+		for i := range targets {
+			if w.next > 1 && w.unread(&targets[i]) {
+				return false
+			}
+		}
 		for i := range g.readers {
 			e := g.reader(i)
+			step()
 			o := uint32(e.owner.Load()) // the participant; the inbox is in the high half
 			if o == 0 || o > w.p.r.cfg.Participants || e.cursor.Load() >= w.next {
 				continue
@@ -533,9 +560,39 @@ func (w *SlotRing) Free(force bool) (done bool) {
 	}
 	w.freed = true
 	w.flushBytes()
+	step()
 	w.t.e.ring.CompareAndSwap(uint64(g.h), 0)
+	step()
 	_ = w.loan.Discard()
 	return true
+}
+
+// unread reports whether inbox in, a target of the ring, may still have messages of it to
+// read: it is open, its owner lives, and no reader entry of its shows the ring read to the
+// end.
+func (w *SlotRing) unread(in *Inbox) bool {
+	g := w.g
+	step()
+	st := in.v.hdr.state.Load()
+	if wordStatus(st) != inboxOpen || wordGen(st) != in.gen {
+		return false
+	}
+	owner := wordOwner(st)
+	for k := range g.readers {
+		e := g.reader(k)
+		step()
+		if o := e.owner.Load(); o>>32 == uint64(in.v.index)+1 && uint32(o) == owner {
+			if e.cursor.Load() >= w.next {
+				return false
+			}
+			break
+		}
+	}
+	if owner == 0 || owner > w.p.r.cfg.Participants {
+		return false
+	}
+	alive, err := w.p.r.Alive(int(owner - 1))
+	return err == nil && alive
 }
 
 // RingReader is one reader of a slot ring: one goroutine at a time. It writes nothing in
@@ -547,7 +604,11 @@ type RingReader struct {
 	next  uint64
 	lost  uint64
 	ended bool
-	tag   uint64 // the entry's owner word: inbox index + 1 << 32 | participant index + 1
+	idle  uint32 // polls in a row that found nothing
+	// lastSeq is the topic sequence number of the last message read: the writer's are
+	// increasing, so a message that does not follow it is one written over.
+	lastSeq uint64
+	tag     uint64 // the entry's owner word: inbox index + 1 << 32 | participant index + 1
 }
 
 // OpenSlotRing opens the slot ring of topic t for reading by p. The reader starts after the
@@ -611,6 +672,9 @@ func (p *Participant) openSlotRing(t Topic, fromStart bool, inbox uint32) (_ *Ri
 	return rr, nil
 }
 
+// Payload returns the size of the buffer Poll needs: the slot's room for a message.
+func (rr *RingReader) Payload() int { return int(rr.g.payload) }
+
 // Lost returns how many messages the reader missed because the writer lapped it.
 func (rr *RingReader) Lost() uint64 { return rr.lost }
 
@@ -631,6 +695,7 @@ func (rr *RingReader) poll(dst []byte) (m Meta, ok bool, err error) {
 	g := rr.g
 	for {
 		sl := g.slot(rr.next)
+		step()
 		v := sl.seq.Load()
 		if v == rr.next {
 			m, st := g.copyOut(sl, dst, v)
@@ -639,7 +704,21 @@ func (rr *RingReader) poll(dst []byte) (m Meta, ok bool, err error) {
 			}
 			switch st {
 			case copyOK:
+				rr.idle = 0
+				if m.Seq <= rr.lastSeq {
+					// The writer numbers its messages in the topic's increasing order: a slot
+					// that shows our sequence over an older message's header was written
+					// over. Skip it, counted, as a length that does not fit.
+					g.r.hdr.corrupt.Add(1)
+					rr.lost++
+					rr.next++
+					step()
+					storeRelease(&rr.entry.cursor, rr.next)
+					continue
+				}
+				rr.lastSeq = m.Seq
 				rr.next++
+				step()
 				storeRelease(&rr.entry.cursor, rr.next)
 				return m, true, nil
 			case copyShort:
@@ -650,16 +729,30 @@ func (rr *RingReader) poll(dst []byte) (m Meta, ok bool, err error) {
 				g.r.hdr.corrupt.Add(1)
 				rr.lost++
 				rr.next++
+				step()
 				storeRelease(&rr.entry.cursor, rr.next)
 			}
-			continue // copyOverwritten: the next read sees the later lap
-		}
-		s := v &^ ringBusy
-		if s > rr.next && (s-rr.next)&(g.slots-1) == 0 {
+			if st != copyForged {
+				continue // copyOverwritten: the next read sees the later lap
+			}
+			// copyForged: if the writer's count says it has committed s, the slot was written
+			// over after that; skip the message, counted. Otherwise wait for the writer (it
+			// has s still to commit, and then the slot is right), as if not written yet.
+			step()
+			if pub := g.w.published.Load(); pub >= rr.next && pub < rr.next+2*g.slots {
+				g.r.hdr.corrupt.Add(1)
+				rr.lost++
+				rr.next++
+				step()
+				storeRelease(&rr.entry.cursor, rr.next)
+				continue
+			}
+		} else if s := v &^ ringBusy; s > rr.next && (s-rr.next)&(g.slots-1) == 0 {
 			// A later lap's message (or one being written): we were lapped, if the writer's
 			// count agrees (a scribbled word alone does not move us). Go on from the oldest
 			// message the ring still holds, leaving the slot after the one s is in: the writer
 			// may be on its way there.
+			step()
 			if pub := g.w.published.Load(); pub+1 >= s {
 				to := max(rr.next+1, s-min(s, g.slots)+2)
 				rr.lost += to - rr.next
@@ -667,13 +760,41 @@ func (rr *RingReader) poll(dst []byte) (m Meta, ok bool, err error) {
 				continue
 			}
 		}
-		// Not written yet (or a value no writer wrote, which the writer's next message in
-		// this slot puts right): has the ring ended?
+		// Not written yet, or a value no writer wrote. Now and then (not at every poll: the
+		// writer's line would move to the reader and back with every message) ask the writer's
+		// count: if it has committed our message and the slot still does not show it, another
+		// process wrote over the slot's sequence word; skip the message, counted, rather than
+		// wait for a lap that a writer that has stopped never makes.
+		if rr.idle++; rr.idle&63 == 0 && g.stalled(rr.next) {
+			g.r.hdr.corrupt.Add(1)
+			rr.lost++
+			rr.next++
+			step()
+			storeRelease(&rr.entry.cursor, rr.next)
+			continue
+		}
+		// Has the ring ended?
 		if g.ended(rr.next) {
 			return Meta{}, false, rr.end()
 		}
 		return Meta{}, false, nil
 	}
+}
+
+// stalled reports whether the writer has committed message next (its count says so, and is
+// within two laps of it) while next's slot shows neither it nor a later lap's message: a
+// sequence word written over. The slot is read again after the count, which the writer
+// stores after the slot's sequence word.
+func (g *slotRing) stalled(next uint64) bool {
+	step()
+	pub := g.w.published.Load()
+	if pub < next || pub >= next+2*g.slots {
+		return false
+	}
+	step()
+	v := g.slot(next).seq.Load()
+	s := v &^ ringBusy
+	return v != next && !(s > next && (s-next)&(g.slots-1) == 0)
 }
 
 // What copyOut found.
@@ -682,6 +803,7 @@ const (
 	copyOverwritten // the writer started on a later message in the slot during the copy
 	copyShort       // the message is longer than the caller's buffer
 	copyBad         // the slot's length does not fit the slot: scribbled
+	copyForged      // the sequence word shows s over a header of another message: scribbled
 )
 
 // copyOut copies slot sl's message into dst and reports whether it is still message s after
@@ -691,25 +813,42 @@ const (
 //
 //go:norace
 func (g *slotRing) copyOut(sl *ringSlot, dst []byte, s uint64) (Meta, int) {
+	step()
 	n := sl.length
 	m := Meta{Len: n, Topic: g.topic, Seq: sl.topicSeq, Stamp: sl.stamp}
 	switch {
 	case sl.seq.Load() != s:
 		return m, copyOverwritten
+	case sl.tag != uint32(s):
+		// Checked before the copy as well as after: a sequence word written over with s
+		// before the writer came to s, and then the writer's real s, would pass the check
+		// after a copy made while the writer filled the slot.
+		return m, copyForged
 	case uint64(n) > g.payload:
 		return m, copyBad
 	case int(n) > len(dst):
 		return m, copyShort
 	}
+	step()
 	copy(dst[:n], unsafe.Slice((*byte)(g.payloadOf(sl)), n))
+	step()
 	if sl.seq.Load() != s {
 		return m, copyOverwritten
+	}
+	if sl.tag != uint32(s) {
+		// The sequence word shows s, but the header was not written for s: the word was
+		// written over while the slot held an older message, or while the writer filled it.
+		return m, copyForged
 	}
 	return m, copyOK
 }
 
+// end ends a reader that has read the ring to its end (or found it freed). Its entry stays
+// taken, its cursor past the last message: that is how the writer's FreeFor knows that this
+// inbox's consumer has read it all, rather than not opened it yet. The ring is retired, so
+// the entry goes with it.
 func (rr *RingReader) end() error {
-	rr.Close()
+	rr.ended = true
 	return ErrRingEnded
 }
 

@@ -200,7 +200,9 @@ func (in *Inbox) inboxPending() bool {
 
 // pending reports whether a message is waiting, or the tail says one should be (a scribbled
 // cell at the head can hide it from ready; take repairs it).
-func (in *Inbox) pending() bool { return in.ready() || in.v.hdr.tail.Load() > in.v.hdr.head.Load() }
+func (in *Inbox) pending() bool {
+	return in.ready() || in.v.hdr.tail.Load() > in.v.hdr.head.Load() || in.ring != nil && in.ring.stalled()
+}
 
 // WaitEmpty returns when the inbox holds no message (its consumer has taken everything), ctx
 // is done, or the inbox is closed. It polls: it is for draining, not the data path.
