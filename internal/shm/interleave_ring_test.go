@@ -15,7 +15,6 @@ package shm
 // cursors), the payload checks and the order still hold, and nothing hangs.
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
@@ -194,7 +193,7 @@ func ilRingOnce(tb testing.TB, r *Region, ps []*Participant, t Topic, sc ilRingS
 	for i := range sc.readers {
 		s.add(fmt.Sprint("reader", i), func(a *ilActor) {
 			dst := make([]byte, w.g.payload) // the slot's room: a scribbled length may use it
-			for readers[i] == nil { // a late reader: opens once the writer has begun
+			for readers[i] == nil {          // a late reader: opens once the writer has begun
 				if res.wrote == 0 {
 					s.idle(a)
 					continue
@@ -361,5 +360,3 @@ func TestInterleaveSlotRing(t *testing.T) {
 		})
 	}
 }
-
-var _ = context.Background
