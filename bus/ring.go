@@ -177,10 +177,16 @@ type retiredRing struct {
 }
 
 // freeRetired frees the retired rings whose readers are done with them; with force, all of
-// them (Bus.Close).
+// them (Bus.Close). It also brings the byte counts of the open publishers' rings up to date
+// (the timer calls it once a second).
 func (b *Bus) freeRetired(force bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	for p := range b.pubs {
+		if p.ring != nil && !p.closed.Load() {
+			p.ring.FlushBytes()
+		}
+	}
 	keep := b.retired[:0]
 	for _, r := range b.retired {
 		if !r.r.FreeFor(r.targets, force) {

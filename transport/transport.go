@@ -45,6 +45,10 @@ type (
 	InboxStats = shm.InboxStats
 	// TopicStats is one topic's counters.
 	TopicStats = shm.TopicStats
+	// RingStats describe a topic's slot ring (bus.WithSlotRing).
+	RingStats = shm.RingStats
+	// RingReaderStats is one reader of a slot ring.
+	RingReaderStats = shm.RingReaderStats
 	// RequestStats are a topic's request/reply and queue-group counters (TopicStats.Requests).
 	RequestStats = shm.RequestStats
 	// ParticipantInfo describes one attached process.

@@ -13,7 +13,7 @@ import (
 
 // The systems and patterns of offq bench's output: a contract, spelled out here.
 var (
-	allSystems  = []string{"offq", "shm-raw", "lines-raw", "headonly-raw", "twoline-raw", "inline-raw", "slotring-raw", "spsc-raw", "pool-raw", "futex-raw", "uds", "pipe", "nats", "bridge"}
+	allSystems  = []string{"offq", "offq-ring", "slotring-shm", "shm-raw", "lines-raw", "headonly-raw", "twoline-raw", "inline-raw", "slotring-raw", "spsc-raw", "pool-raw", "futex-raw", "uds", "pipe", "nats", "bridge"}
 	allPatterns = []string{"pingpong", "stream", "fanout", "subscriptions"}
 )
 
@@ -173,7 +173,7 @@ func TestBenchFlags(t *testing.T) {
 		{[]string{"bench", "--sizes", "64,huge"}, exitUsage, `"huge"`},
 		{[]string{"bench", "--sizes", ","}, exitUsage, "no sizes"},
 		{[]string{"bench", "--fanout", "0"}, exitUsage, `--fanout: "0"`},
-		{[]string{"bench", "--systems", "zmq"}, exitUsage, `--systems: "zmq": want some of offq, shm-raw, lines-raw, headonly-raw, twoline-raw, inline-raw, slotring-raw, spsc-raw, pool-raw, futex-raw, uds, pipe, nats, bridge`},
+		{[]string{"bench", "--systems", "zmq"}, exitUsage, `--systems: "zmq": want some of offq, offq-ring, slotring-shm, shm-raw, lines-raw, headonly-raw, twoline-raw, inline-raw, slotring-raw, spsc-raw, pool-raw, futex-raw, uds, pipe, nats, bridge`},
 		{[]string{"bench", "--patterns", "rpc"}, exitUsage, `--patterns: "rpc"`},
 		{[]string{"bench", "--duration", "1ms"}, exitUsage, "--duration 1ms"},
 		{[]string{"bench", "--warmup", "-1s"}, exitUsage, "--warmup"},

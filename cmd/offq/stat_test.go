@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -169,5 +171,75 @@ func TestStatBridge(t *testing.T) {
 	code, out, _ = runOffq(t, context.Background(), "top", "--dir", dir, "--bus", "br", "--iterations", "1")
 	if code != exitOK || !strings.Contains(out, want2) {
 		t.Errorf("top: %d\n%s", code, out)
+	}
+}
+
+// A topic with a slot ring: stat shows the ring (shape, messages published, the writer) and,
+// for each subscriber reading it, how far behind it is; that subscriber's depth counts the
+// ring's messages it has not read.
+func TestStatSlotRing(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cfg := transport.Config{
+		Classes: []transport.Class{{Size: 4096, Count: 8}},
+		Inboxes: 4, InboxCapacity: 8, Topics: 4, Participants: 4, Held: 8,
+	}
+	b, err := bus.Open("ring", bus.WithDir(dir), bus.WithConfig(cfg), bus.WithName("tester"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	s, err := b.Subscribe("r.x", bus.WithQueueDepth(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.Publisher("r.x", bus.WithSlotRing(8, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if err := p.Publish(ctx, make([]byte, 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := s.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Release()
+	code, out, stderr := runOffq(t, ctx, "stat", "--dir", dir, "--json")
+	if code != exitOK {
+		t.Fatalf("status %d: %s", code, stderr)
+	}
+	var rep statview.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	bs := rep.Buses[0]
+	if len(bs.Topics) != 1 || bs.Topics[0].Ring == nil {
+		t.Fatalf("topics: %+v", bs.Topics)
+	}
+	rg := *bs.Topics[0].Ring
+	want := statview.Ring{Slots: 8, SlotBytes: 32, Published: 5, Writer: 0,
+		Readers: []statview.RingReader{{Participant: 0, Inbox: bs.Inboxes[0].Inbox, Behind: 4}}}
+	if rg.Slots != want.Slots || rg.SlotBytes != want.SlotBytes || rg.Published != want.Published || rg.Writer != want.Writer ||
+		rg.Closed || len(rg.Readers) != 1 || rg.Readers[0] != want.Readers[0] {
+		t.Errorf("ring: %+v, want %+v", rg, want)
+	}
+	if len(bs.Inboxes) != 1 || bs.Inboxes[0].Depth != 4 {
+		t.Errorf("inboxes: %+v (the ring's 4 unread messages count in the depth)", bs.Inboxes)
+	}
+	code, out, stderr = runOffq(t, ctx, "stat", "--dir", dir)
+	if code != exitOK {
+		t.Fatalf("status %d: %s", code, stderr)
+	}
+	_, table, ok := strings.Cut(out, "SLOT RING")
+	if !ok || !strings.HasPrefix(table, "  SLOTS  SLOT BYTES  PUBLISHED  WRITER  READERS (PARTICIPANT/INBOX: BEHIND)") {
+		t.Fatalf("no slot ring table:\n%s", out)
+	}
+	row := strings.Fields(strings.Split(table, "\n")[1])
+	if want := []string{"r.x", "8", "32", "5", "0", fmt.Sprintf("0/%d:", bs.Inboxes[0].Inbox), "4"}; !slices.Equal(row, want) {
+		t.Errorf("slot ring row %q, want %q", row, want)
 	}
 }

@@ -21,7 +21,6 @@ import (
 
 	"github.com/offq/offq/bus"
 	"github.com/offq/offq/internal/floor"
-	"github.com/offq/offq/internal/shm"
 	"github.com/offq/offq/transport"
 )
 
@@ -55,6 +54,11 @@ const (
 	patSubs     = "subscriptions" // 1 publisher → many subscriptions in one child process
 	patRequest  = "request"       // request/reply round trips (request.go); not in the default run
 )
+
+// ringSizes is the largest message the slot ring rows measure: rings are for small messages,
+// copied into the slot and out of it (docs/slot-rings.md); at 4 KiB the copies already take
+// longer than the round trip through the pool.
+const ringSizes = 4 << 10
 
 // manySubs is the number of subscriptions of the subscriptions pattern.
 const manySubs = 256
@@ -118,7 +122,7 @@ otherwise pick, so that the ratios hold even on a noisy machine:
   offq       the bus API (Loan, write the header in place, Send; Receive, read, Release)
   offq-ring  the bus API as offq, with each side's publisher owning a slot ring of 8 slots
              (WithSlotRing, docs/slot-rings.md): the subscriber polls the message's own slot
-             and copies it out at Receive. Ping-pong, spin, up to 64 KiB
+             and copies it out at Receive. Ping-pong, spin, up to 4 KiB
   slotring-shm
              the same rings through offq's protocol package without the bus (internal/shm:
              headers checked, laps detected, each message stamped): what the bus adds
@@ -368,7 +372,7 @@ func (o Options) plan() []benchCase {
 					add(sysIn, modeSpin, pat, size, 1)
 					add(sysRing, modeSpin, pat, size, 1)
 				}
-				if size <= shm.MaxRingPayload {
+				if size <= ringSizes {
 					add(sysSRing, modeSpin, pat, size, 1)
 					add(sysORing, modeSpin, pat, size, 1)
 				}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -240,9 +241,14 @@ type SlotRing struct {
 	// ring is retired (finishRetire). retired is set then.
 	loaned  atomic.Uint64
 	retired atomic.Bool
-	// unsent counts bytes published and not yet added to the topic's counter (every 64
-	// messages, and at the end: one locked add in 64 instead of one a message).
-	unsent uint64
+	// total counts the bytes published (stored by the writer with a plain store); flushed,
+	// those added to the topic's counter so far (under flushMu). FlushBytes adds the rest:
+	// every 64 messages and at the end (one locked add in 64 instead of one a message), and
+	// whenever the Bus's timer asks (once a second), so a quiet topic's count lags by a second
+	// at most.
+	total   atomic.Uint64
+	flushMu sync.Mutex
+	flushed uint64
 }
 
 // CreateSlotRing makes a slot ring of shape sh for topic t, written by p, and records it in
@@ -366,17 +372,22 @@ func (w *SlotRing) CommitLoan(l Loan, n int) (_ uint64, err error) {
 	}
 	stageInto(b, w.stage[:n])
 	w.commit(w.cur, n, stamp, seq)
-	if w.unsent += uint64(n); w.next&63 == 0 {
-		w.flushBytes()
+	storeRelease(&w.total, w.total.Load()+uint64(n))
+	if w.next&63 == 0 {
+		w.FlushBytes()
 	}
 	return seq, nil
 }
 
-// flushBytes adds the bytes published since the last flush to the topic's counter.
-func (w *SlotRing) flushBytes() {
-	if w.unsent != 0 {
-		w.t.e.bytes.Add(w.unsent)
-		w.unsent = 0
+// FlushBytes adds the bytes published since the last flush to the topic's counter. Any
+// goroutine may call it while the ring is not freed.
+func (w *SlotRing) FlushBytes() {
+	defer unguard(guard(), nil)
+	w.flushMu.Lock()
+	defer w.flushMu.Unlock()
+	if t := w.total.Load(); t > w.flushed {
+		w.t.e.bytes.Add(t - w.flushed)
+		w.flushed = t
 	}
 }
 
@@ -445,8 +456,8 @@ func (w *SlotRing) Commit(n int, stamp int64) (uint64, error) {
 	}
 	seq := w.t.e.seq.Add(1)
 	w.commit(sl, n, stamp, seq)
-	w.unsent += uint64(n)
-	w.flushBytes()
+	storeRelease(&w.total, w.total.Load()+uint64(n))
+	w.FlushBytes()
 	return seq, nil
 }
 
@@ -516,7 +527,7 @@ func (w *SlotRing) finishRetire() {
 		return // a loan is out: its EndLoan finishes
 	}
 	defer unguard(guard(), nil)
-	w.flushBytes()
+	w.FlushBytes()
 	step()
 	storeRelease(&w.g.hd.closed, 1)
 	w.retired.Store(true)
@@ -559,7 +570,7 @@ func (w *SlotRing) FreeFor(targets []Inbox, force bool) (done bool) {
 		}
 	}
 	w.freed = true
-	w.flushBytes()
+	w.FlushBytes()
 	step()
 	w.t.e.ring.CompareAndSwap(uint64(g.h), 0)
 	step()

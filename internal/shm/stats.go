@@ -24,11 +24,60 @@ type TopicStats struct {
 	// package bus, the processes that have a Publisher of it open.
 	Publishers int
 	Requests   RequestStats
+	// Ring describes the topic's slot ring, if it has one (nil otherwise).
+	Ring *RingStats
 	// InUse is, per size class (indexed as Stats.Pools), how many buffers hold a message of
 	// the topic: queued in inboxes, held by subscribers or kept in its history (loans are
 	// counted on their participant). Filled in by Stats (a walk of every slot), nil from
 	// TopicStats.
 	InUse []int
+}
+
+// RingStats describe a topic's slot ring (slotring.go).
+type RingStats struct {
+	Slots     int    // slots in the ring
+	SlotBytes int    // room for a message in a slot
+	Published uint64 // messages the ring's writer committed
+	Writer    int    // the writer's participant index
+	Closed    bool   // the writer closed it; it stays until its readers have read it
+	// Readers are the reader entries in use: the subscriber's participant and inbox (-1:
+	// none, a reader of the protocol's own API) and how many messages it has not read.
+	Readers []RingReaderStats
+}
+
+// RingReaderStats is one reader entry of a slot ring.
+type RingReaderStats struct {
+	Participant int
+	Inbox       int
+	Behind      int
+}
+
+// ringStats reads the ring topic t's entry names, if it is one.
+func (r *Region) ringStats(t Topic) *RingStats {
+	h := t.e.ring.Load()
+	if h == 0 {
+		return nil
+	}
+	g, err := r.viewRing(Handle(h), t.index)
+	if err != nil || !g.alive() {
+		return nil
+	}
+	pub := g.w.published.Load()
+	rs := &RingStats{Slots: int(g.slots), SlotBytes: int(g.payload), Published: shown(pub),
+		Writer: int(g.hd.writer) - 1, Closed: g.hd.closed.Load() != 0}
+	for k := range g.readers {
+		e := g.reader(k)
+		o := e.owner.Load()
+		if o == 0 {
+			continue
+		}
+		behind := 0
+		if c := e.cursor.Load(); pub+1 > c {
+			behind = int(min(pub+1-c, g.slots))
+		}
+		rs.Readers = append(rs.Readers, RingReaderStats{Participant: int(uint32(o)) - 1, Inbox: int(o>>32) - 1, Behind: behind})
+	}
+	return rs
 }
 
 // TopicStats returns every topic in the table. It reads shared memory only.
@@ -55,6 +104,7 @@ func (r *Region) topicStats() []TopicStats {
 			HistoryDepth: t.HistoryDepth(), Codec: codec, Fingerprint: fp, TypeName: t.typeNameRead(),
 			Publishers: pins[i],
 			Requests:   t.e.requestStats(),
+			Ring:       r.ringStats(t),
 		})
 	}
 	return out

@@ -86,6 +86,26 @@ type Topic struct {
 	Fingerprint  string `json:"fingerprint,omitempty"` // the type's fingerprint, hex
 	// Requests are the topic's request/reply counters (nil when all are zero).
 	Requests *Requests `json:"requests,omitempty"`
+	// Ring is the topic's slot ring, if a publisher has one (bus.WithSlotRing).
+	Ring *Ring `json:"slot_ring,omitempty"`
+}
+
+// Ring is a topic's slot ring: its shape, what it published and how far behind each
+// subscriber reading it is.
+type Ring struct {
+	Slots     int          `json:"slots"`
+	SlotBytes int          `json:"slot_bytes"`
+	Published uint64       `json:"published"`
+	Writer    int          `json:"writer"` // the publisher's participant index
+	Closed    bool         `json:"closed,omitempty"`
+	Readers   []RingReader `json:"readers"`
+}
+
+// RingReader is one subscriber reading a slot ring.
+type RingReader struct {
+	Participant int `json:"participant"`
+	Inbox       int `json:"inbox"` // -1: a reader of the transport's own API
+	Behind      int `json:"behind"`
 }
 
 // Requests are a topic's request/reply and queue-group counters.
@@ -183,6 +203,12 @@ func FromStats(s transport.Stats) Bus {
 			Codec: t.Codec, TypeName: t.TypeName}
 		if t.Fingerprint != 0 {
 			tp.Fingerprint = fmt.Sprintf("%016x", t.Fingerprint)
+		}
+		if rs := t.Ring; rs != nil {
+			tp.Ring = &Ring{Slots: rs.Slots, SlotBytes: rs.SlotBytes, Published: rs.Published, Writer: rs.Writer, Closed: rs.Closed, Readers: []RingReader{}}
+			for _, rd := range rs.Readers {
+				tp.Ring.Readers = append(tp.Ring.Readers, RingReader{Participant: rd.Participant, Inbox: rd.Inbox, Behind: rd.Behind})
+			}
 		}
 		if rq := t.Requests; rq != (transport.RequestStats{}) {
 			tp.Requests = &Requests{Requests: rq.Requests, Replies: rq.Replies, TimedOut: rq.TimedOut,
@@ -371,6 +397,29 @@ func (b *Bus) print(w io.Writer, r *Rates) {
 				fmt.Fprintf(tw, "\t%s\t%s\t%s", rate(r.inboxIn, k), rate(r.inboxOut, k), rate(r.inboxDrp, k))
 			}
 			fmt.Fprintln(tw)
+		}
+	}
+	rings := false
+	for _, t := range b.Topics {
+		rings = rings || t.Ring != nil
+	}
+	if rings {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "SLOT RING\tSLOTS\tSLOT BYTES\tPUBLISHED\tWRITER\tREADERS (PARTICIPANT/INBOX: BEHIND)")
+		for _, t := range b.Topics {
+			rg := t.Ring
+			if rg == nil {
+				continue
+			}
+			var rd []string
+			for _, x := range rg.Readers {
+				rd = append(rd, fmt.Sprintf("%d/%d: %d", x.Participant, x.Inbox, x.Behind))
+			}
+			w := strconv.Itoa(rg.Writer)
+			if rg.Closed {
+				w += " (closed)"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\n", safe(t.Name), rg.Slots, rg.SlotBytes, rg.Published, w, strings.Join(rd, ", "))
 		}
 	}
 	fmt.Fprintln(tw)
