@@ -159,7 +159,7 @@ func (p *Publisher) retireRing() {
 	if g := p.b.r.SubscriptionGen(); g != p.gen {
 		p.refresh(g)
 	}
-	targets := append([]shm.Inbox(nil), p.ringTargets...)
+	targets := append([]shm.Inbox{}, p.ringTargets...) // not nil: FreeFor counts only these
 	p.mu.Unlock()
 	if !p.ring.FreeFor(targets, false) {
 		p.b.mu.Lock()

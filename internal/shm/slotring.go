@@ -557,7 +557,13 @@ func (w *SlotRing) FreeFor(targets []Inbox, force bool) (done bool) {
 				return false
 			}
 		}
+		// Without targets (the protocol's own API), every reader entry in use counts. With
+		// them, only theirs do (unread): an entry another process wrote over cannot keep the
+		// ring for ever.
 		for i := range g.readers {
+			if targets != nil {
+				break
+			}
 			e := g.reader(i)
 			step()
 			o := uint32(e.owner.Load()) // the participant; the inbox is in the high half
@@ -592,11 +598,8 @@ func (w *SlotRing) unread(in *Inbox) bool {
 	for k := range g.readers {
 		e := g.reader(k)
 		step()
-		if o := e.owner.Load(); o>>32 == uint64(in.v.index)+1 && uint32(o) == owner {
-			if e.cursor.Load() >= w.next {
-				return false
-			}
-			break
+		if o := e.owner.Load(); o>>32 == uint64(in.v.index)+1 && uint32(o) == owner && e.cursor.Load() >= w.next {
+			return false // read to the end (an entry of its that shows less may be junk)
 		}
 	}
 	if owner == 0 || owner > w.p.r.cfg.Participants {
