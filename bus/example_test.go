@@ -174,3 +174,43 @@ func ExamplePublisher_Request() {
 	// hello, world
 	// true
 }
+
+// A publisher with a slot ring: a subscriber of its topic reads each message from the slot it
+// polls. Loan, Send, Receive and Release are as with any publisher.
+func ExampleWithSlotRing() {
+	dir, _ := os.MkdirTemp("", "offq-example")
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+
+	b, err := bus.Open("example", bus.WithDir(dir))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer b.Close()
+
+	sub, _ := b.Subscribe("robot.arm.pose", bus.WithQueueDepth(16))
+	pub, err := b.Publisher("robot.arm.pose", bus.WithSlotRing(64, 48)) // 64 slots of up to 48 bytes
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for i := range 3 {
+		pose := fmt.Sprintf("pose %d", i)
+		l, _ := pub.Loan(len(pose))
+		copy(l.Bytes(), pose)
+		pub.Send(ctx, l)
+	}
+	for range 3 {
+		m, _ := sub.Receive(ctx)
+		fmt.Printf("%s (seq %d)\n", m.Data(), m.Seq())
+		m.Release()
+	}
+	_, err = pub.Loan(49)
+	fmt.Println(errors.Is(err, bus.ErrTooLarge))
+	// Output:
+	// pose 0 (seq 1)
+	// pose 1 (seq 2)
+	// pose 2 (seq 3)
+	// true
+}
