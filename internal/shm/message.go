@@ -102,9 +102,11 @@ func (p *Participant) Take(ctx context.Context, in *Inbox, w Waiter) (Held, erro
 // the way).
 func (p *Participant) TakeInto(ctx context.Context, in *Inbox, w Waiter, dst *Held) (err error) {
 	defer unguard(guard(), &err)
-	if in.ring != nil {
-		// Wait before reserving a held entry, which a message of the ring does not need:
-		// take from the ring, or go on below once the inbox itself has a message.
+	if in.ring != nil && in.ring.active() {
+		// A ring to read: wait before reserving a held entry, which a message of the ring
+		// does not need; take from the ring, or go on below once the inbox itself has a
+		// message. (Without one, the take below waits, and a ring that appears meanwhile makes
+		// it return errRingReady.)
 		for {
 			if ok, err := in.ring.take(p, in, dst); ok || err != nil {
 				return err

@@ -305,8 +305,7 @@ func (w *SlotRing) Slots() int { return int(w.g.slots) }
 // The message is written into the slot by CommitLoan, in one burst with its header, and not
 // in place: a reader polls the slot's line, and every store to it while the writer fills it
 // in place (the busy mark, the payload, the header, each a moment apart) would move the line
-// to the reader and back. In place, offq bench measured 1,131 ns for the bus's round trip
-// through rings; staged, see docs/performance.md.
+// to the reader and back (measured in docs/slot-rings.md, "In the bus").
 func (w *SlotRing) Loan(n int) (Loan, error) {
 	if n < 0 || uint64(n) > w.limit {
 		return Loan{}, fmt.Errorf("offq: slot ring: %d bytes: %w (the ring's messages are up to %d)", n, ErrTooLarge, w.limit)

@@ -189,7 +189,7 @@ func (in *Inbox) waitSpace(ctx context.Context, deadline time.Time, s *slotHeade
 // the head's cell, which is what a spinning consumer should touch.
 func (in *Inbox) ready() bool {
 	h0 := in.v.hdr.head.Load()
-	return in.cell(h0).Load() != in.empty(h0) || in.ring != nil && in.ring.ready()
+	return in.cell(h0).Load() != in.empty(h0) || in.ring != nil && in.ring.active() && in.ring.ready()
 }
 
 // inboxPending is pending without the inbox's slot ring: a message in the inbox itself.
