@@ -10,6 +10,7 @@ import (
 	"hash/crc32"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -38,6 +39,9 @@ func roleChaosPub(c *peer.Child) error {
 	var opts []PublisherOption
 	if os.Getenv("OFFQ_HISTORY") != "" {
 		opts = append(opts, WithHistory(1)) // one retained message, under kills too
+	}
+	if os.Getenv("OFFQ_RING") != "" {
+		opts = append(opts, WithSlotRing(64, 64)) // a slot ring: its writer killed too
 	}
 	pub, err := b.Publisher(os.Getenv("OFFQ_TOPIC"), opts...)
 	if err != nil {
@@ -130,7 +134,11 @@ func roleChaosSub(c *peer.Child) error {
 		return err
 	}
 	defer b.Close()
-	s, err := b.Subscribe(os.Getenv("OFFQ_PATTERN"), WithQueueDepth(256), WithoutHistory())
+	depth := 256
+	if os.Getenv("OFFQ_DEPTH") != "" {
+		depth, _ = strconv.Atoi(os.Getenv("OFFQ_DEPTH")) // shorter than a slot ring: reads it
+	}
+	s, err := b.Subscribe(os.Getenv("OFFQ_PATTERN"), WithQueueDepth(depth), WithoutHistory())
 	if err != nil {
 		return err
 	}
@@ -237,6 +245,12 @@ func TestChaos(t *testing.T) {
 		{role: "chaos-pub", env: []string{"OFFQ_TOPIC=solo.b", "OFFQ_BATCH=1"}},
 		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=solo.a"}},
 		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=solo.b", "OFFQ_BATCH=1"}},
+		// A slot ring (WithSlotRing): two subscribers read it (one in batches), a wildcard one
+		// is sent copies through its queue; the writer and the readers are killed too.
+		{role: "chaos-pub", env: []string{"OFFQ_TOPIC=ring.a", "OFFQ_RING=1"}},
+		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=ring.a", "OFFQ_DEPTH=16"}},
+		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=ring.a", "OFFQ_DEPTH=16", "OFFQ_BATCH=1"}},
+		{role: "chaos-sub", env: []string{"OFFQ_PATTERN=ring.*"}},
 	}
 	// The observer stays attached throughout, so no reap while the test runs can audit: what
 	// the pools hold at the end, once it has reaped, is what reaping alone left.

@@ -129,8 +129,8 @@
 // (WithSlotRing): the subscribers of its topic that drop their oldest message on overflow, in
 // no queue group and with a queue shorter than the ring, poll the slot of their next message
 // and copy it out of the very cache line they polled, instead of reading a queue cell and then
-// a buffer. In offq bench's 64-byte busy-spin round trip this takes about 630 ns where the
-// pool takes 950 (docs/performance.md). The message is staged in the process and copied into
+// a buffer. In offq bench's 64-byte busy-spin round trip this takes about 610 ns where the
+// pool takes about 780 (docs/performance.md). The message is staged in the process and copied into
 // its slot at Send, and copied out at Receive (Data is then process memory, valid until
 // Release as ever); so rings suit messages of a few cache lines at most. A subscriber that
 // falls a ring behind loses the oldest, counted as DropOldest drops; other subscribers of the
