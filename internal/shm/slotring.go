@@ -622,6 +622,7 @@ type RingReader struct {
 	// increasing, so a message that does not follow it is one written over.
 	lastSeq uint64
 	tag     uint64 // the entry's owner word: inbox index + 1 << 32 | participant index + 1
+	local   bool   // the entry is in process memory: the ring had no free one
 }
 
 // OpenSlotRing opens the slot ring of topic t for reading by p. The reader starts after the
@@ -676,7 +677,17 @@ func (p *Participant) openSlotRing(t Topic, fromStart bool, inbox uint32) (_ *Ri
 		}
 	}
 	if rr.entry == nil {
-		return nil, ErrRingReaders
+		if inbox == 0 {
+			return nil, ErrRingReaders
+		}
+		// An inbox's consumer must read the ring even without an entry: the writer skips its
+		// inbox whatever it finds here. It keeps its cursor in process memory; a retired
+		// ring's writer, finding no entry of it, waits for it until it closes or dies
+		// (SlotRing.unread).
+		rr.entry = &ringReaderEntry{}
+		rr.entry.cursor.Store(next)
+		rr.tag = 0
+		rr.local = true
 	}
 	if !g.alive() { // freed while we looked: nothing of it is ours
 		rr.entry.owner.CompareAndSwap(rr.tag, 0)
@@ -871,6 +882,9 @@ func (rr *RingReader) Close() {
 		return
 	}
 	rr.ended = true
+	if rr.local {
+		return
+	}
 	defer unguard(guard(), nil)
 	rr.entry.owner.CompareAndSwap(rr.tag, 0)
 }
