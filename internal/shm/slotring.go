@@ -733,11 +733,7 @@ func (rr *RingReader) poll(dst []byte) (m Meta, ok bool, err error) {
 					// The writer numbers its messages in the topic's increasing order: a slot
 					// that shows our sequence over an older message's header was written
 					// over. Skip it, counted, as a length that does not fit.
-					g.r.hdr.corrupt.Add(1)
-					rr.lost++
-					rr.next++
-					step()
-					storeRelease(&rr.entry.cursor, rr.next)
+					rr.skipDamaged()
 					continue
 				}
 				rr.lastSeq = m.Seq
@@ -750,11 +746,7 @@ func (rr *RingReader) poll(dst []byte) (m Meta, ok bool, err error) {
 			case copyBad:
 				// The writer never commits a length that does not fit its slot: another
 				// process wrote over the slot. Skip the message, counted.
-				g.r.hdr.corrupt.Add(1)
-				rr.lost++
-				rr.next++
-				step()
-				storeRelease(&rr.entry.cursor, rr.next)
+				rr.skipDamaged()
 			}
 			if st != copyForged {
 				continue // copyOverwritten: the next read sees the later lap
@@ -764,11 +756,7 @@ func (rr *RingReader) poll(dst []byte) (m Meta, ok bool, err error) {
 			// has s still to commit, and then the slot is right), as if not written yet.
 			step()
 			if pub := g.w.published.Load(); pub >= rr.next && pub < rr.next+2*g.slots {
-				g.r.hdr.corrupt.Add(1)
-				rr.lost++
-				rr.next++
-				step()
-				storeRelease(&rr.entry.cursor, rr.next)
+				rr.skipDamaged()
 				continue
 			}
 		} else if s := v &^ ringBusy; s > rr.next && (s-rr.next)&(g.slots-1) == 0 {
@@ -790,11 +778,7 @@ func (rr *RingReader) poll(dst []byte) (m Meta, ok bool, err error) {
 		// process wrote over the slot's sequence word; skip the message, counted, rather than
 		// wait for a lap that a writer that has stopped never makes.
 		if rr.idle++; rr.idle&63 == 0 && g.stalled(rr.next) {
-			g.r.hdr.corrupt.Add(1)
-			rr.lost++
-			rr.next++
-			step()
-			storeRelease(&rr.entry.cursor, rr.next)
+			rr.skipDamaged()
 			continue
 		}
 		// Has the ring ended?
@@ -803,6 +787,16 @@ func (rr *RingReader) poll(dst []byte) (m Meta, ok bool, err error) {
 		}
 		return Meta{}, false, nil
 	}
+}
+
+// skipDamaged passes the message at the cursor, whose slot another process wrote over:
+// counted in the region's corrupt words and as lost.
+func (rr *RingReader) skipDamaged() {
+	rr.g.r.hdr.corrupt.Add(1)
+	rr.lost++
+	rr.next++
+	step()
+	storeRelease(&rr.entry.cursor, rr.next)
 }
 
 // stalled reports whether the writer has committed message next (its count says so, and is

@@ -23,6 +23,23 @@ func ringTopic(t *testing.T, p *Participant, name string) Topic {
 	return tp
 }
 
+// ringPair makes a ring of testRing's shape on tp and a reader of it from its next message,
+// both closed when the test ends.
+func ringPair(t *testing.T, me *Participant, tp Topic) (*SlotRing, *RingReader) {
+	t.Helper()
+	w, err := me.CreateSlotRing(tp, testRing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close(context.Background()) })
+	rr, err := me.OpenSlotRing(tp, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rr.Close)
+	return w, rr
+}
+
 // putRing writes message s (the sequence, then bytes derived from it) into w.
 func putRing(t testing.TB, w *SlotRing, s uint64, n int) {
 	t.Helper()
@@ -127,16 +144,7 @@ func TestSlotRingDelivers(t *testing.T) {
 func TestSlotRingLapped(t *testing.T) {
 	_, me, _ := newTestRegion(t, "ring-lapped")
 	tp := ringTopic(t, me, "ring.a")
-	w, err := me.CreateSlotRing(tp, testRing)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close(context.Background())
-	rr, err := me.OpenSlotRing(tp, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rr.Close()
+	w, rr := ringPair(t, me, tp)
 	const n = 30
 	for s := uint64(1); s <= n; s++ {
 		putRing(t, w, s, 16)
@@ -275,16 +283,7 @@ func TestSlotRingCloseDrains(t *testing.T) {
 func TestSlotRingScribbles(t *testing.T) {
 	r, me, _ := newTestRegion(t, "ring-scribble")
 	tp := ringTopic(t, me, "ring.a")
-	w, err := me.CreateSlotRing(tp, testRing)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close(context.Background())
-	rr, err := me.OpenSlotRing(tp, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rr.Close()
+	w, rr := ringPair(t, me, tp)
 	dst := make([]byte, testRing.Payload)
 
 	// A length that does not fit the slot: skipped and counted.
@@ -371,16 +370,7 @@ func TestSlotRingShapes(t *testing.T) {
 func TestSlotRingAllocs(t *testing.T) {
 	_, me, _ := newTestRegion(t, "ring-allocs")
 	tp := ringTopic(t, me, "ring.a")
-	w, err := me.CreateSlotRing(tp, testRing)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close(context.Background())
-	rr, err := me.OpenSlotRing(tp, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rr.Close()
+	w, rr := ringPair(t, me, tp)
 	dst := make([]byte, testRing.Payload)
 	msg := make([]byte, 32)
 	if n := testing.AllocsPerRun(1000, func() {
