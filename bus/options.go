@@ -290,7 +290,10 @@ func WithHistory(k int) PublisherOption {
 //     it at Receive, instead of through their queue; a subscriber that falls slots messages
 //     behind loses the oldest, counted as DropOldest drops. Other subscribers (wildcards,
 //     Block or DropNewest, queue groups, deeper queues) receive each message through their
-//     queue as from any publisher.
+//     queue as from any publisher. Note that a subscription's default depth is the region's
+//     inbox_capacity (1024 by default): give subscribers of a ring a WithQueueDepth below
+//     slots, or the ring more slots, for them to read it. A subscriber that asked for a deeper
+//     queue is promised that many messages of backlog, which a shorter ring would not keep.
 //   - The publisher lends one message at a time: Loan while a loan is outstanding fails with
 //     ErrRingLoaned (Publish waits its turn). A message may not exceed size bytes (ErrTooLarge),
 //     LoanBatch and SendBatch are refused, and the topic keeps no history.
