@@ -199,6 +199,7 @@ func emit(ch chan<- prometheus.Metric, s *transport.Stats) {
 		lv := []string{bus, strconv.Itoa(in.ID.Index()), label(in.Pattern), label(in.OwnerName)}
 		send(mInboxDepth, float64(in.Depth), lv...)
 		send(mInboxCapacity, float64(in.Capacity), lv...)
+		send(mInboxRingBehind, float64(in.RingDepth), lv...)
 		send(mInboxBlocked, float64(in.Blocked), lv...)
 		send(mInboxDelivered, float64(in.Pushed), lv...)
 		send(mInboxReceived, float64(in.Popped), lv...)

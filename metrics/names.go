@@ -131,6 +131,8 @@ var (
 		"Messages queued in the subscription's inbox, not yet taken by the subscriber.", "bus", "inbox", "pattern", "subscriber")
 	mInboxCapacity = newMetric("offq_inbox_capacity", gauge,
 		"Messages the subscription's inbox can hold.", "bus", "inbox", "pattern", "subscriber")
+	mInboxRingBehind = newMetric("offq_inbox_ring_behind", gauge,
+		"Messages of its topic's slot ring the subscriber has not read yet (0 if it reads none).", "bus", "inbox", "pattern", "subscriber")
 	mInboxBlocked = newMetric("offq_inbox_blocked_publishers", gauge,
 		"Publishers waiting for room in the subscription's full inbox (block overflow policy only).", "bus", "inbox", "pattern", "subscriber")
 	mInboxDelivered = newMetric("offq_inbox_delivered_total", counter,
@@ -164,7 +166,7 @@ var (
 		mTopicPublished, mTopicBytes, mTopicSubscribers, mTopicPublishers, mTopicInUse,
 		mTopicRequests, mTopicReplies, mTopicRequestFailures, mTopicGroupDropped,
 		mParticipantHeld, mParticipantLoaned,
-		mInboxDepth, mInboxCapacity, mInboxBlocked, mInboxDelivered, mInboxReceived, mDropped, mMessageAge,
+		mInboxDepth, mInboxCapacity, mInboxRingBehind, mInboxBlocked, mInboxDelivered, mInboxReceived, mDropped, mMessageAge,
 		mBridgeForwarded, mBridgeImported, mBridgeDropped, mBridgeReconnects,
 		mBridgeDisconnects, mBridgeConnected, mBridgePending, mBridgeMismatched, mBridgeLooped, mBridgeGaps,
 	}

@@ -175,8 +175,8 @@ func TestStatBridge(t *testing.T) {
 }
 
 // A topic with a slot ring: stat shows the ring (shape, messages published, the writer) and,
-// for each subscriber reading it, how far behind it is; that subscriber's depth counts the
-// ring's messages it has not read.
+// for each subscriber reading it, how far behind it is (in the ring's table and the inbox's
+// ring_behind; its depth is its queue's).
 func TestStatSlotRing(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -227,8 +227,8 @@ func TestStatSlotRing(t *testing.T) {
 		rg.Closed || len(rg.Readers) != 1 || rg.Readers[0] != want.Readers[0] {
 		t.Errorf("ring: %+v, want %+v", rg, want)
 	}
-	if len(bs.Inboxes) != 1 || bs.Inboxes[0].Depth != 4 {
-		t.Errorf("inboxes: %+v (the ring's 4 unread messages count in the depth)", bs.Inboxes)
+	if len(bs.Inboxes) != 1 || bs.Inboxes[0].Depth != 0 || bs.Inboxes[0].RingBehind != 4 {
+		t.Errorf("inboxes: %+v (want depth 0: the queue holds nothing; ring_behind 4)", bs.Inboxes)
 	}
 	code, out, stderr = runOffq(t, ctx, "stat", "--dir", dir)
 	if code != exitOK {

@@ -361,7 +361,8 @@ type InboxStats struct {
 	Group       string // the queue group the inbox is a member of ("" if none)
 	Sleeping    bool   // a consumer is asleep on the wake word
 	// RingDepth is how many messages of its topic's slot ring the consumer has not read yet
-	// (they count in Depth too); Ring says it reads one.
+	// (Depth counts the queue only: Pushed, Popped and Depth keep their identity); Ring says
+	// it reads one.
 	RingDepth int
 	Ring      bool
 	Blocked   int // producers asleep waiting for room (Block policy): publishers this subscriber holds back
@@ -412,7 +413,6 @@ func (r *Region) inboxStats() []InboxStats {
 		}
 		if h.topic != 0 {
 			s.Ring, s.RingDepth = r.ringDepth(h.topic-1, uint32(i))
-			s.Depth += s.RingDepth
 		}
 		out = append(out, s)
 	}

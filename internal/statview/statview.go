@@ -143,6 +143,9 @@ type Inbox struct {
 	Delivered  uint64            `json:"delivered"`
 	Received   uint64            `json:"received"`
 	Dropped    Drops             `json:"dropped"`
+	// RingBehind is how many messages of its topic's slot ring the subscriber has not read
+	// (not in Depth, which is its queue's).
+	RingBehind int `json:"ring_behind,omitempty"`
 }
 
 // patternColumn is what the PATTERN column shows of an inbox: its pattern, with its queue
@@ -219,7 +222,7 @@ func FromStats(s transport.Stats) Bus {
 	for _, in := range s.Inboxes {
 		b.Inboxes = append(b.Inboxes, Inbox{id: in.ID, Inbox: in.ID.Index(), Subscriber: in.OwnerName, Pattern: in.Pattern, Group: in.Group, Reply: in.Reply,
 			Overflow: in.Overflow.String(), Depth: in.Depth, Capacity: in.Capacity, Delivered: in.Pushed, Received: in.Popped,
-			Dropped: Drops{Oldest: in.DropOldest, Newest: in.DropNewest, Timeout: in.DropTimeout, Corrupt: in.Corrupt}})
+			Dropped: Drops{Oldest: in.DropOldest, Newest: in.DropNewest, Timeout: in.DropTimeout, Corrupt: in.Corrupt}, RingBehind: in.RingDepth})
 	}
 	for _, p := range s.Pools {
 		b.Pools = append(b.Pools, Pool{Class: p.Class, Size: p.Size, Buffers: p.Capacity, InUse: p.InUse,
