@@ -368,11 +368,12 @@ func (p *Publisher) match(pattern string) bool {
 }
 
 // FanOut returns how many subscriptions the publisher's last Send delivered to (the
-// subscriptions whose pattern matched its topic then, counting each queue group once).
+// subscriptions whose pattern matched its topic then, counting each queue group once, and
+// those that read its slot ring).
 func (p *Publisher) FanOut() int {
 	p.mu.Lock()
 	defer p.unlock()
-	return len(p.targets) + len(p.groups)
+	return len(p.targets) + len(p.groups) + len(p.ringTargets)
 }
 
 // letGo unpins the publisher's topic and takes the publisher off the Bus's list, once: its

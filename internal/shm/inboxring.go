@@ -37,6 +37,8 @@ type InboxRing struct {
 	seen   atomic.Uint64
 	copies atomic.Pointer[ringCopies]
 	lost   uint64 // lapped messages already counted in the inbox's drops
+	// damaged: messages skipped over a slot written over, already counted in its corrupt words
+	damaged uint64
 }
 
 // ringCopies are an inbox's copies of messages taken from a ring, one per message held at
@@ -168,6 +170,10 @@ func (ir *InboxRing) take(p *Participant, in *Inbox, dst *Held) (bool, error) {
 			in.v.hdr.dropOldest.Add(l - ir.lost)
 			ir.lost = l
 		}
+		if d := rr.damaged; d != ir.damaged {
+			in.v.hdr.corrupt.Add(d - ir.damaged)
+			ir.damaged = d
+		}
 		if ok {
 			storeRelease(&c.flags[k], copyMark(m.Seq))
 			dst.p, dst.idx, dst.meta = p, -1-int32(k), m
@@ -181,7 +187,7 @@ func (ir *InboxRing) take(p *Participant, in *Inbox, dst *Held) (bool, error) {
 		// Ended (or a message too long for the copies, which cannot happen: they hold the
 		// ring's payload): look for the next ring.
 		ir.rd.Store(nil)
-		ir.lost = 0
+		ir.lost, ir.damaged = 0, 0
 	}
 	return false, nil
 }

@@ -611,13 +611,14 @@ func (w *SlotRing) unread(in *Inbox) bool {
 // RingReader is one reader of a slot ring: one goroutine at a time. It writes nothing in
 // shared memory but its own entry's cursor.
 type RingReader struct {
-	g     *slotRing // never changes: InboxRing.ready reads it from another goroutine
-	p     *Participant
-	entry *ringReaderEntry
-	next  uint64
-	lost  uint64
-	ended bool
-	idle  uint32 // polls in a row that found nothing
+	g       *slotRing // never changes: InboxRing.ready reads it from another goroutine
+	p       *Participant
+	entry   *ringReaderEntry
+	next    uint64
+	lost    uint64 // messages a lap passed
+	damaged uint64 // messages skipped because another process wrote over their slot
+	ended   bool
+	idle    uint32 // polls in a row that found nothing
 	// lastSeq is the topic sequence number of the last message read: the writer's are
 	// increasing, so a message that does not follow it is one written over.
 	lastSeq uint64
@@ -701,6 +702,10 @@ func (rr *RingReader) Payload() int { return int(rr.g.payload) }
 
 // Lost returns how many messages the reader missed because the writer lapped it.
 func (rr *RingReader) Lost() uint64 { return rr.lost }
+
+// Damaged returns how many messages the reader skipped because another process wrote over
+// their slots (counted in the region's corrupt words too).
+func (rr *RingReader) Damaged() uint64 { return rr.damaged }
 
 // Poll copies the next message into dst, if one is ready, and returns its length and header.
 // It returns ok false if none is ready yet, and ErrRingEnded once the writer closed and
@@ -793,7 +798,7 @@ func (rr *RingReader) poll(dst []byte) (m Meta, ok bool, err error) {
 // counted in the region's corrupt words and as lost.
 func (rr *RingReader) skipDamaged() {
 	rr.g.r.hdr.corrupt.Add(1)
-	rr.lost++
+	rr.damaged++
 	rr.next++
 	step()
 	storeRelease(&rr.entry.cursor, rr.next)
@@ -840,8 +845,10 @@ func (g *slotRing) copyOut(sl *ringSlot, dst []byte, s uint64) (Meta, int) {
 	case sl.tag != uint32(s):
 		// Checked before the copy as well as after: a sequence word written over with s
 		// before the writer came to s, and then the writer's real s, would pass the check
-		// after a copy made while the writer filled the slot.
-		return m, copyForged
+		// after a copy made while the writer filled the slot. (A tag that changed because
+		// the writer has begun the next lap here is told apart by the sequence word, which
+		// the writer marks busy before it clears the tag.)
+		return m, forgedOrOverwritten(sl, s)
 	case uint64(n) > g.payload:
 		return m, copyBad
 	case int(n) > len(dst):
@@ -854,11 +861,25 @@ func (g *slotRing) copyOut(sl *ringSlot, dst []byte, s uint64) (Meta, int) {
 		return m, copyOverwritten
 	}
 	if sl.tag != uint32(s) {
-		// The sequence word shows s, but the header was not written for s: the word was
-		// written over while the slot held an older message, or while the writer filled it.
-		return m, copyForged
+		// The sequence word showed s, but the header was not written for s: the word was
+		// written over while the slot held an older message, or while the writer filled it;
+		// or the writer has just begun the next lap.
+		return m, forgedOrOverwritten(sl, s)
 	}
 	return m, copyOK
+}
+
+// forgedOrOverwritten tells why slot sl's tag is not s's although its sequence word showed s:
+// the writer began a later lap there (it marks the sequence word busy before it clears the
+// tag, so the word no longer shows s), or the word was written over by another process.
+//
+//go:norace
+func forgedOrOverwritten(sl *ringSlot, s uint64) int {
+	step()
+	if sl.seq.Load() != s {
+		return copyOverwritten
+	}
+	return copyForged
 }
 
 // end ends a reader that has read the ring to its end (or found it freed). Its entry stays

@@ -293,13 +293,13 @@ func TestSlotRingScribbles(t *testing.T) {
 	if _, ok, err := rr.Poll(dst); ok || err != nil {
 		t.Fatalf("scribbled length: ok %v, err %v", ok, err)
 	}
-	if rr.Lost() != 1 || r.hdr.corrupt.Load() != corrupt+1 {
-		t.Fatalf("scribbled length: lost %d, corrupt %d", rr.Lost(), r.hdr.corrupt.Load()-corrupt)
+	if rr.Damaged() != 1 || rr.Lost() != 0 || r.hdr.corrupt.Load() != corrupt+1 {
+		t.Fatalf("scribbled length: damaged %d, lost %d, corrupt %d", rr.Damaged(), rr.Lost(), r.hdr.corrupt.Load()-corrupt)
 	}
 	// A sequence word a lap ahead, while the writer's count says otherwise: not a lap.
 	w.g.slot(2).seq.Store(2 + uint64(testRing.Slots))
-	if _, ok, err := rr.Poll(dst); ok || err != nil || rr.Lost() != 1 {
-		t.Fatalf("scribbled sequence: ok %v, err %v, lost %d", ok, err, rr.Lost())
+	if _, ok, err := rr.Poll(dst); ok || err != nil || rr.Damaged() != 1 || rr.Lost() != 0 {
+		t.Fatalf("scribbled sequence: ok %v, err %v, damaged %d, lost %d", ok, err, rr.Damaged(), rr.Lost())
 	}
 	putRing(t, w, 2, 8)
 	m, err := pollRing(t, rr, dst)
@@ -472,8 +472,8 @@ func TestMultiprocSlotRing(t *testing.T) {
 		last = s
 		got++
 	}
-	if last != n || got+rr.Lost() != n {
-		t.Fatalf("received %d, lost %d, last %d of %d", got, rr.Lost(), last, n)
+	if last != n || got+rr.Lost() != n || rr.Damaged() != 0 {
+		t.Fatalf("received %d, lost %d, damaged %d, last %d of %d", got, rr.Lost(), rr.Damaged(), last, n)
 	}
 	t.Logf("received %d, lost %d (lapped)", got, rr.Lost())
 	if _, err := w.Expect("closed", procTimeout); err != nil {
