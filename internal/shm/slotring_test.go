@@ -602,3 +602,27 @@ func FuzzSlotRing(f *testing.F) {
 		}
 	})
 }
+
+// A retired ring that knows its subscribers' inboxes (FreeFor with targets) waits only for
+// their entries: an entry another process wrote over, naming a live participant far behind,
+// does not keep it (Close, which knows no targets, would wait for it until its context ends).
+func TestSlotRingJunkEntry(t *testing.T) {
+	r, me, _ := newTestRegion(t, "ring-junk")
+	tp := ringTopic(t, me, "ring.a")
+	w, err := me.CreateSlotRing(tp, testRing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	putRing(t, w, 1, 8)
+	e := w.g.reader(2)
+	e.owner.Store(uint64(me.owner)) // junk: this live process, reading nothing
+	e.cursor.Store(1)
+	w.Retire()
+	if w.Free(false) {
+		t.Fatal("Free without targets passed a live reader entry that is behind")
+	}
+	if !w.FreeFor([]Inbox{}, false) {
+		t.Fatal("FreeFor waited for an entry no subscriber of the ring owns")
+	}
+	checkNoLeaks(t, r)
+}
