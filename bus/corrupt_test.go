@@ -29,11 +29,16 @@ func TestCorruptionWhileRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
+	// Subscribers first (they report at the end), then publishers: one through the pool, one
+	// through a slot ring that a subscriber reads.
 	procs := []*peer.Proc{
 		peer.Start(t, "chaos-sub", "OFFQ_DIR="+dir, "OFFQ_PATTERN=chaos.>"),
 		peer.Start(t, "chaos-sub", "OFFQ_DIR="+dir, "OFFQ_PATTERN=chaos.a"),
+		peer.Start(t, "chaos-sub", "OFFQ_DIR="+dir, "OFFQ_PATTERN=chaos.ring", "OFFQ_DEPTH=16"),
 		peer.Start(t, "chaos-pub", "OFFQ_DIR="+dir, "OFFQ_TOPIC=chaos.a", "OFFQ_SCRIBBLED=1"),
+		peer.Start(t, "chaos-pub", "OFFQ_DIR="+dir, "OFFQ_TOPIC=chaos.ring", "OFFQ_RING=1", "OFFQ_SCRIBBLED=1"),
 	}
+	const subs = 3
 	for _, p := range procs {
 		if _, err := p.Expect("ready", time.Minute); err != nil {
 			t.Fatal(err)
@@ -66,10 +71,10 @@ func TestCorruptionWhileRunning(t *testing.T) {
 			<-time.After(time.Millisecond) // the load pattern: let the processes run
 		}
 	}
-	for _, p := range procs[2:] {
+	for _, p := range procs[subs:] {
 		p.CloseStdin()
 	}
-	for _, p := range procs[:2] {
+	for _, p := range procs[:subs] {
 		p.CloseStdin()
 		line, err := p.Expect("report ", time.Minute)
 		if err != nil {

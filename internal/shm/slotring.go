@@ -619,9 +619,6 @@ type RingReader struct {
 	damaged uint64 // messages skipped because another process wrote over their slot
 	ended   bool
 	idle    uint32 // polls in a row that found nothing
-	// lastSeq is the topic sequence number of the last message read: the writer's are
-	// increasing, so a message that does not follow it is one written over.
-	lastSeq uint64
 	tag     uint64 // the entry's owner word: inbox index + 1 << 32 | participant index + 1
 	local   bool   // the entry is in process memory: the ring had no free one
 }
@@ -734,14 +731,6 @@ func (rr *RingReader) poll(dst []byte) (m Meta, ok bool, err error) {
 			switch st {
 			case copyOK:
 				rr.idle = 0
-				if m.Seq <= rr.lastSeq {
-					// The writer numbers its messages in the topic's increasing order: a slot
-					// that shows our sequence over an older message's header was written
-					// over. Skip it, counted, as a length that does not fit.
-					rr.skipDamaged()
-					continue
-				}
-				rr.lastSeq = m.Seq
 				rr.next++
 				step()
 				storeRelease(&rr.entry.cursor, rr.next)
