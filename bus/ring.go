@@ -152,7 +152,6 @@ func (p *Publisher) retireRing() {
 		return // Bus.Close frees it
 	}
 	defer p.b.exit()
-	p.ring.Retire()
 	// The subscribers that read the ring as of now: it is freed once each has read it to the
 	// end (or closed, or died), also one that has not opened it yet.
 	p.mu.Lock()
@@ -161,10 +160,13 @@ func (p *Publisher) retireRing() {
 	}
 	targets := append([]shm.Inbox{}, p.ringTargets...) // not nil: FreeFor counts only these
 	p.mu.Unlock()
+	// Under the Bus's lock, which the timer holds while it checks the open rings' topic words
+	// (RepairWord): it must not put back the word of a ring freed meanwhile.
+	p.b.mu.Lock()
+	defer p.b.mu.Unlock()
+	p.ring.Retire()
 	if !p.ring.FreeFor(targets, false) {
-		p.b.mu.Lock()
 		p.b.retired = append(p.b.retired, retiredRing{p.ring, targets})
-		p.b.mu.Unlock()
 	}
 }
 
@@ -177,14 +179,16 @@ type retiredRing struct {
 }
 
 // freeRetired frees the retired rings whose readers are done with them; with force, all of
-// them (Bus.Close). It also brings the byte counts of the open publishers' rings up to date
-// (the timer calls it once a second).
+// them (Bus.Close). It also brings the byte counts of the open publishers' rings up to date,
+// and puts back a ring whose topic word another process wrote over (the timer calls it once a
+// second).
 func (b *Bus) freeRetired(force bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for p := range b.pubs {
 		if p.ring != nil && !p.closed.Load() {
 			p.ring.FlushBytes()
+			p.ring.RepairWord()
 		}
 	}
 	keep := b.retired[:0]

@@ -378,6 +378,24 @@ func (w *SlotRing) CommitLoan(l Loan, n int) (_ uint64, err error) {
 	return seq, nil
 }
 
+// RepairWord puts the ring back into its topic's entry if the word there names something else
+// (another process wrote over it), counting the damage; it reports whether it did. An open
+// ring is the topic's only one (CreateSlotRing refuses a second), so any other value is junk;
+// left there, subscribers that open the topic's ring later would not find this one, while its
+// writer skips their queues. The Bus calls it once a second for each open ring.
+func (w *SlotRing) RepairWord() bool {
+	if w.closed.Load() {
+		return false
+	}
+	defer unguard(guard(), nil)
+	h := uint64(w.g.h)
+	if v := w.t.e.ring.Load(); v != h && w.t.e.ring.CompareAndSwap(v, h) {
+		w.p.r.hdr.corrupt.Add(1)
+		return true
+	}
+	return false
+}
+
 // FlushBytes adds the bytes published since the last flush to the topic's counter. Any
 // goroutine may call it while the ring is not freed.
 func (w *SlotRing) FlushBytes() {

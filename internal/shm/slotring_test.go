@@ -653,3 +653,36 @@ func TestSlotRingScribbledTopicSeq(t *testing.T) {
 		t.Fatalf("damaged %d, lost %d", rr.Damaged(), rr.Lost())
 	}
 }
+
+// The topic's word naming the ring, written over: a subscriber that looks for the ring then
+// finds nothing, while the writer goes on. RepairWord (the Bus's timer) puts it back, counted,
+// and a reader opened after that reads the ring.
+func TestSlotRingRepairWord(t *testing.T) {
+	r, me, _ := newTestRegion(t, "ring-word")
+	tp := ringTopic(t, me, "ring.a")
+	w, err := me.CreateSlotRing(tp, testRing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	if w.RepairWord() {
+		t.Fatal("repaired a word that was right")
+	}
+	tp.e.ring.Store(0x1234)
+	if _, err := me.OpenSlotRing(tp, false); !errors.Is(err, ErrNoRing) {
+		t.Fatalf("a junk word: %v", err)
+	}
+	corrupt := r.hdr.corrupt.Load()
+	if !w.RepairWord() || r.hdr.corrupt.Load() != corrupt+1 {
+		t.Fatal("the junk word was not repaired and counted")
+	}
+	rr, err := me.OpenSlotRing(tp, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rr.Close()
+	putRing(t, w, 1, 8)
+	if _, err := pollRing(t, rr, make([]byte, rr.Payload())); err != nil {
+		t.Fatal(err)
+	}
+}
