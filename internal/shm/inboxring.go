@@ -300,12 +300,19 @@ func (h *Held) releaseCopy() error {
 // RingTargets splits targets, the inboxes a send of t reaches, for a writer of a ring of
 // slots slots: the inboxes that read the ring (moved to the end, in their order) and the rest.
 // It returns how many read the ring.
+//
+// The inbox's pattern must be the topic's name as well as its topic field name the topic: a
+// word written over in one of them makes the inbox a target sent copies through its queue (a
+// subscriber that reads the ring too then receives them twice), never one skipped that does not
+// read the ring (which would lose everything silently).
 func (t Topic) RingTargets(targets []Inbox, slots int) (n int) {
 	defer unguard(guard(), nil)
+	name := t.Name()
 	k := 0
 	for i := range targets {
 		in := &targets[i]
-		if in.v.hdr.topic == t.index+1 && in.policy == DropOldest && !in.group && in.cap < uint64(slots) {
+		if in.v.hdr.topic == t.index+1 && in.policy == DropOldest && !in.group && in.cap < uint64(slots) &&
+			t.r.patternString(in.v.index) == name {
 			continue
 		}
 		targets[k], targets[i] = targets[i], targets[k]

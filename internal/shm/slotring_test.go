@@ -686,3 +686,30 @@ func TestSlotRingRepairWord(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A ring's writer skips only inboxes whose topic field and pattern both name its topic: the
+// topic field of a wildcard subscription's inbox written over with the topic does not make the
+// writer skip it (it would then lose every message: it reads no ring).
+func TestSlotRingTargetsNeedThePattern(t *testing.T) {
+	r, me, _ := newTestRegion(t, "ring-targets")
+	tp := ringTopic(t, me, "ring.a")
+	exact, err := me.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropOldest, Pattern: "ring.a", RingOf: &tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wild, err := me.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropOldest, Pattern: "ring.*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wild.v.hdr.topic = uint32(tp.Index()) + 1 // written over
+	targets, err := r.Targets(nil, func(string) bool { return true })
+	if err != nil || len(targets) != 2 {
+		t.Fatalf("targets %v, %v", targets, err)
+	}
+	if n := tp.RingTargets(targets, 8); n != 1 || targets[1].ID() != exact.ID() {
+		t.Fatalf("%d ring targets, last %v; want 1, the exact subscription %v", n, targets[len(targets)-1].ID(), exact.ID())
+	}
+	if n := tp.RingTargets(targets, 4); n != 0 {
+		t.Fatalf("a queue as long as the ring: %d ring targets", n)
+	}
+}
