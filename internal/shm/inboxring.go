@@ -154,10 +154,12 @@ func (ir *InboxRing) take(p *Participant, in *Inbox, dst *Held) (bool, error) {
 			if w == ir.seen.Load() {
 				return false, nil
 			}
-			ir.seen.Store(w)
+			// Open, then mark the word seen: until both are done, backlog (Len, Drain on another
+			// goroutine) counts the new ring's messages from the word, after it from the reader.
 			if w != 0 {
 				ir.open(p, Handle(w), true)
 			}
+			ir.seen.Store(w)
 			continue
 		}
 		c := ir.copies.Load()
