@@ -244,7 +244,15 @@ func (ir *InboxRing) backlog() int {
 		return int(min(g.w.published.Load(), g.slots))
 	}
 	pub, c := rr.g.w.published.Load(), rr.entry.cursor.Load()
-	if pub+1 <= c || !rr.g.alive() {
+	if !rr.g.alive() {
+		return 0
+	}
+	if pub+1 <= c {
+		// The writer stores a message's sequence word before its count: a message committed
+		// a moment ago (or by a writer killed between the two stores) is readable already.
+		if rr.g.slot(c).seq.Load() == c {
+			return 1
+		}
 		return 0
 	}
 	return int(min(pub+1-c, rr.g.slots))
