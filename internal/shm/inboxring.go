@@ -330,13 +330,3 @@ func (t Topic) RingTargets(targets []Inbox, slots int) (n int) {
 	}
 	return len(targets) - k
 }
-
-// WakeRingReader wakes in's consumer if it sleeps: for a ring's writer, after a message it
-// committed to the ring, to an inbox that reads the ring instead of being sent the message.
-func (in *Inbox) WakeRingReader() {
-	defer unguard(guard(), nil)
-	wakeConsumer(in.v)
-}
-
-// RingCopyHeld reports whether h names a message taken from a slot ring (a local copy).
-func (h *Held) RingCopyHeld() bool { return h.idx < 0 }

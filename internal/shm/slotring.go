@@ -365,7 +365,7 @@ func (w *SlotRing) CommitLoan(l Loan, n int) (_ uint64, err error) {
 	}
 	seq := w.t.e.seq.Add(1)
 	w.done = w.lent
-	b, err := w.Next(n)
+	b, err := w.claim(n)
 	if err != nil {
 		return 0, err
 	}
@@ -441,7 +441,13 @@ func (w *SlotRing) Payload() int { return int(w.limit) }
 // Next returns the payload area of the next message's slot, n bytes long (at most Payload),
 // for the caller to write the message into; Commit publishes it. The slot is marked busy first,
 // so that a reader still copying the message it held from a lap ago sees its copy fail.
-func (w *SlotRing) Next(n int) ([]byte, error) {
+func (w *SlotRing) Next(n int) (_ []byte, err error) {
+	defer unguard(guard(), &err)
+	return w.claim(n)
+}
+
+// claim is Next, for a caller under the fault guard.
+func (w *SlotRing) claim(n int) ([]byte, error) {
 	if w.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -460,7 +466,8 @@ func (w *SlotRing) Next(n int) ([]byte, error) {
 
 // Commit publishes the message written into the area Next returned, n bytes of it, stamped
 // with publish time stamp (0: now). It returns the message's sequence in the topic.
-func (w *SlotRing) Commit(n int, stamp int64) (uint64, error) {
+func (w *SlotRing) Commit(n int, stamp int64) (_ uint64, err error) {
+	defer unguard(guard(), &err)
 	sl := w.cur
 	if sl == nil {
 		return 0, errors.New("offq: slot ring: Commit without Next")
@@ -497,8 +504,9 @@ func (w *SlotRing) commit(sl *ringSlot, n int, stamp int64, seq uint64) {
 }
 
 // Publish copies data into the next slot and commits it.
-func (w *SlotRing) Publish(data []byte) (uint64, error) {
-	b, err := w.Next(len(data))
+func (w *SlotRing) Publish(data []byte) (_ uint64, err error) {
+	defer unguard(guard(), &err)
+	b, err := w.claim(len(data))
 	if err != nil {
 		return 0, err
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -756,4 +758,65 @@ func TestSlotRingLenCountsCommitted(t *testing.T) {
 		t.Fatalf("got %d, %v", s, err)
 	}
 	h.Release()
+}
+
+// TestGuardTruncatedSlotRing: a ring's exported calls, on both sides, return errors wrapping
+// ErrCorrupt once the region's file is cut under the ring (the guard keeps this process alive:
+// without it Next, Commit and Publish died of SIGBUS).
+func TestGuardTruncatedSlotRing(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Classes = []Class{{Size: 4096, Count: 4}}
+	r, err := Create("cut-ring", Options{Dir: t.TempDir(), Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	me, err := r.Attach("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp, err := me.LookupTopic("t", true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := me.CreateSlotRing(tp, testRing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr, err := me.OpenSlotRing(tp, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(r.Path(), 4096); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "memory fault") {
+			t.Errorf("%s after the cut: %v, want a memory fault wrapping ErrCorrupt", what, err)
+		}
+	}
+	_, err = w.Next(8)
+	check("Next", err)
+	w.cur = w.g.slot(w.next) // as if Next had got that far
+	_, err = w.Commit(8, 0)
+	check("Commit", err)
+	_, err = w.Publish(make([]byte, 8))
+	check("Publish", err)
+	l, err := w.Loan(8)
+	if err != nil {
+		t.Fatal(err) // the staging buffer is the process's: no fault
+	}
+	_, err = w.CommitLoan(l, 8)
+	check("CommitLoan", err)
+	_, _, err = rr.Poll(make([]byte, rr.Payload()))
+	check("Poll", err)
+	w.RepairWord()
+	w.FlushBytes()
+	w.Retire()
+	w.Free(true)
+	rr.Close()
+	me.Detach()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
