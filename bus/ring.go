@@ -22,6 +22,15 @@ var (
 	errRingRequest = errors.New("a publisher with a slot ring does not send requests: use a publisher of the topic without WithSlotRing")
 )
 
+// tooLargeError is ErrTooLarge with a text of its own: a slot ring's limit is not a size
+// class's, which ErrTooLarge's text names.
+type tooLargeError string
+
+func tooLarge(msg string) error { return tooLargeError(msg) }
+
+func (e tooLargeError) Error() string { return string(e) }
+func (e tooLargeError) Unwrap() error { return ErrTooLarge }
+
 // makeRing creates the publisher's ring on its topic.
 func (p *Publisher) makeRing(o pubOptions) error {
 	if d := p.topic.HistoryDepth(); d > 0 {
@@ -34,8 +43,8 @@ func (p *Publisher) makeRing(o pubOptions) error {
 			return fmt.Errorf("%w (another publisher of the topic has it; close it first)", err)
 		}
 		if errors.Is(err, shm.ErrTooLarge) {
-			return fmt.Errorf("%w: a slot ring of %d slots of %d bytes takes a buffer of %d bytes, more than the bus's largest size class: ask for fewer or smaller slots, or configure a larger class",
-				ErrTooLarge, o.ringSlots, o.ringSize, shm.RingShape{Slots: o.ringSlots, Payload: o.ringSize, Readers: readers}.Bytes())
+			return tooLarge(fmt.Sprintf("a slot ring of %d slots of %d bytes takes a buffer of %d bytes, and the bus's largest size class is %d: ask for fewer or smaller slots, or configure a larger class",
+				o.ringSlots, o.ringSize, shm.RingShape{Slots: o.ringSlots, Payload: o.ringSize, Readers: readers}.Bytes(), largestClass(p.b)))
 		}
 		return err
 	}
@@ -46,7 +55,8 @@ func (p *Publisher) makeRing(o pubOptions) error {
 // loanRing lends the ring's staging buffer for the next message (shm.SlotRing.Loan).
 func (p *Publisher) loanRing(n int) (Loan, error) {
 	if n > p.ring.Payload() || n < 0 {
-		return Loan{}, fmt.Errorf("%w: a message of %d bytes; the publisher's slot ring holds up to %d (WithSlotRing)", ErrTooLarge, n, p.ring.Payload())
+		// Unwrapped, as a pool loan's errors are: Publish wraps them once.
+		return Loan{}, tooLarge(fmt.Sprintf("a message of %d bytes: the publisher's slot ring holds messages of up to %d (WithSlotRing)", n, p.ring.Payload()))
 	}
 	l, err := p.ring.Loan(n)
 	if err != nil {

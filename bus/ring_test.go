@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"strconv"
 	"sync"
 	"testing"
@@ -1531,5 +1532,20 @@ func TestRingZeroAllocs(t *testing.T) {
 	}
 	if failed != nil {
 		t.Fatal(failed)
+	}
+}
+
+// TestRingErrorTexts: a ring's size errors say what the limit is, once, and wrap ErrTooLarge;
+// they do not send the reader to the size classes when the ring's own limit is what failed.
+func TestRingErrorTexts(t *testing.T) {
+	b := openRingBus(t, 64)
+	p := ringPublisher(t, b, "err.x", 8, 32)
+	_, err := p.Loan(33)
+	if !errors.Is(err, ErrTooLarge) || err.Error() != "a message of 33 bytes: the publisher's slot ring holds messages of up to 32 (WithSlotRing)" {
+		t.Errorf("Loan(33): %v", err)
+	}
+	_, err = b.Publisher("err.y", WithSlotRing(1<<16, 1<<16))
+	if !errors.Is(err, ErrTooLarge) || strings.Count(err.Error(), "size class") != 1 || !strings.Contains(err.Error(), `publisher "err.y"`) {
+		t.Errorf("a ring too large for the pools: %v", err)
 	}
 }
