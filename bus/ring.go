@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -69,14 +70,17 @@ func (p *Publisher) loanRing(n int) (Loan, error) {
 }
 
 // waitRingLoan waits for the ring's outstanding loan to be sent or discarded, then lends the
-// next slot (Publish).
+// next slot (Publish). It yields at first (a loan is usually sent within a microsecond), then
+// sleeps, up to a millisecond at a time: a goroutine that holds its loan for long does not
+// cost the waiting one a core.
 func (p *Publisher) waitRingLoan(ctx context.Context, n int) (Loan, error) {
+	pause := 10 * time.Microsecond
 	for i := 1; ; i++ {
 		l, err := p.loanRing(n)
 		if !errors.Is(err, ErrRingLoaned) {
 			return l, err
 		}
-		if i%64 == 0 {
+		if i%64 == 0 || i >= 1024 { // once it sleeps, at every turn
 			if err := ctx.Err(); err != nil {
 				return Loan{}, err
 			}
@@ -84,7 +88,12 @@ func (p *Publisher) waitRingLoan(ctx context.Context, n int) (Loan, error) {
 				return Loan{}, ErrClosed
 			}
 		}
-		runtime.Gosched()
+		if i < 1024 {
+			runtime.Gosched()
+			continue
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, time.Millisecond)
 	}
 }
 
