@@ -124,6 +124,13 @@ func (m Message) Release() error {
 		return ErrReleased
 	}
 	b := m.s.b
+	if m.h.FromRing() {
+		// A copy of a slot ring's message, in the process's memory: no gate.
+		if b.closed.Load() {
+			return &Error{Op: "release", Name: m.s.pattern, Err: errReleasedByClose}
+		}
+		return m.h.Release()
+	}
 	if !b.enter() {
 		return &Error{Op: "release", Name: m.s.pattern, Err: errReleasedByClose}
 	}

@@ -154,6 +154,15 @@ type Loan struct {
 // It never blocks and allocates nothing. It fails with an error wrapping ErrTooLarge or
 // ErrPoolExhausted (a *PoolError naming the size and classes).
 func (p *Publisher) Loan(n int) (Loan, error) {
+	if p.ring != nil {
+		// A slot ring's loan is its staging buffer, in the process's memory: it touches no
+		// shared memory, so it needs no gate (Bus.Close retires the ring, which then lends
+		// nothing).
+		if p.closed.Load() {
+			return Loan{}, &Error{Op: "loan", Name: p.name, Err: ErrClosed}
+		}
+		return p.loanRing(n)
+	}
 	// The Bus's use gate, not the publisher's: a loan touches the pools, not the topic, so
 	// Publisher.Close need not wait for it before it lets the topic go, and the use gate costs
 	// no locked instruction (shm.UseGate).

@@ -55,18 +55,23 @@ func (p *Publisher) makeRing(o pubOptions) error {
 
 // loanRing lends the ring's staging buffer for the next message (shm.SlotRing.Loan).
 func (p *Publisher) loanRing(n int) (Loan, error) {
-	if n > p.ring.Payload() || n < 0 {
-		// Unwrapped, as a pool loan's errors are: Publish wraps them once.
-		return Loan{}, tooLarge(fmt.Sprintf("a message of %d bytes: the publisher's slot ring holds messages of up to %d (WithSlotRing)", n, p.ring.Payload()))
-	}
 	l, err := p.ring.Loan(n)
 	if err != nil {
-		if errors.Is(err, shm.ErrClosed) {
-			err = ErrClosed
-		}
-		return Loan{}, err
+		return Loan{}, p.ringLoanError(n, err)
 	}
 	return Loan{p: p, l: l, n: n}, nil
+}
+
+// ringLoanError is the error of a ring's Loan(n) that failed with err: unwrapped, as a pool
+// loan's errors are (Publish wraps them once).
+func (p *Publisher) ringLoanError(n int, err error) error {
+	switch {
+	case errors.Is(err, shm.ErrTooLarge):
+		return tooLarge(fmt.Sprintf("a message of %d bytes: the publisher's slot ring holds messages of up to %d (WithSlotRing)", n, p.ring.Payload()))
+	case errors.Is(err, shm.ErrClosed):
+		return ErrClosed
+	}
+	return err
 }
 
 // waitRingLoan waits for the ring's outstanding loan to be sent or discarded, then lends the
@@ -101,29 +106,46 @@ func (p *Publisher) waitRingLoan(ctx context.Context, n int) (Loan, error) {
 // the send lock (the loan's token makes this goroutine the ring's only writer, and the Bus's
 // use gate keeps the region mapped), so that nothing stands between a spinning reader and the
 // message; then, under the send lock, the subscribers that read the ring are woken and the
-// others sent a copy through their queues.
+// others sent a copy through their queues (fanRing). It defers nothing itself: a function
+// with several defers and many returns gets its defers run by the runtime, not inline, and
+// this is the round trip's path.
 func (p *Publisher) sendRing(ctx context.Context, l Loan, inGate bool) error {
-	if !inGate {
-		if !p.b.enter() {
-			return &Error{Op: "send", Name: p.name, Err: ErrClosed} // Bus.Close frees the ring
-		}
-		defer p.b.exit()
+	if inGate {
+		return p.commitRing(ctx, l)
 	}
+	if !p.b.enter() {
+		return &Error{Op: "send", Name: p.name, Err: ErrClosed} // Bus.Close frees the ring
+	}
+	defer p.b.exit()
+	return p.commitRing(ctx, l)
+}
+
+// commitRing is sendRing inside the Bus's use gate.
+func (p *Publisher) commitRing(ctx context.Context, l Loan) error {
 	if p.closed.Load() {
 		l.l.Discard()
 		return &Error{Op: "send", Name: p.name, Err: ErrClosed}
 	}
 	seq, err := p.ring.CommitLoan(l.l, l.n)
-	if errors.Is(err, ErrLoanEnded) {
-		return err // sent or discarded already: the token is not this loan's
-	}
-	defer p.ring.EndLoan()
 	if err != nil {
+		if errors.Is(err, ErrLoanEnded) {
+			return err // sent or discarded already: the token is not this loan's
+		}
+		p.ring.EndLoan()
 		if errors.Is(err, shm.ErrClosed) {
 			err = ErrClosed
 		}
 		return &Error{Op: "send", Name: p.name, Err: err}
 	}
+	err = p.fanRing(ctx, l.n, seq)
+	p.ring.EndLoan() // after fanRing, which copies the staged message
+	return err
+}
+
+// fanRing wakes the subscribers that read the ring, and sends the others a copy of message
+// seq, n bytes, through their queues: a buffer of the pool with the same bytes, sequence
+// number and time. The loan's token is still taken (the staged message is read here).
+func (p *Publisher) fanRing(ctx context.Context, n int, seq uint64) error {
 	p.mu.Lock()
 	defer p.unlock()
 	if g := p.b.r.SubscriptionGen(); g != p.gen {
@@ -134,16 +156,15 @@ func (p *Publisher) sendRing(ctx context.Context, l Loan, inGate bool) error {
 	if len(to) == 0 {
 		return nil
 	}
-	// The others: a buffer of the pool with the same bytes, sequence number and time.
-	pl, err := p.b.p.Loan(l.n)
+	pl, err := p.b.p.Loan(n)
 	if err != nil {
 		return &Error{Op: "send", Name: p.name, Err: err}
 	}
-	if err := pl.Write(p.ring.Staged(l.n)); err != nil {
+	if err := pl.Write(p.ring.Staged(n)); err != nil {
 		pl.Discard()
 		return &Error{Op: "send", Name: p.name, Err: err}
 	}
-	res, err := p.topic.SendAs(ctx, pl.WithStamp(p.ring.Stamp()), l.n, to, seq)
+	res, err := p.topic.SendAs(ctx, pl.WithStamp(p.ring.Stamp()), n, to, seq)
 	if res.Closed > 0 {
 		p.gen = ^uint64(0)
 	}

@@ -37,6 +37,10 @@ func (h *Held) Data() []byte {
 	return h.buf.Bytes()[:h.meta.Len]
 }
 
+// FromRing reports whether the message is a copy taken from a slot ring, in the process's
+// memory: releasing it touches no shared memory.
+func (h *Held) FromRing() bool { return h.idx < 0 }
+
 // Entry returns the index of the message's entry in its process's held list.
 func (h *Held) Entry() int { return int(h.idx) }
 

@@ -336,7 +336,7 @@ func startProducers(t *testing.T, dir, region string, in InboxID, n int, count u
 	return ps
 }
 
-func newTestRegion(t *testing.T, name string) (*Region, *Participant, string) {
+func newTestRegion(t testing.TB, name string) (*Region, *Participant, string) {
 	t.Helper()
 	dir := t.TempDir()
 	r, err := Create(name, Options{Dir: dir, Config: mpConfig()})

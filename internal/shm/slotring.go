@@ -235,6 +235,7 @@ type SlotRing struct {
 	// stage is the loans' buffer (Loan); lent counts the loans made, done the last one
 	// committed or discarded.
 	stage      []byte
+	stageP     unsafe.Pointer // &stage[0]
 	lent, done uint64
 	limit      uint64 // the largest message: RingShape.Payload (the slot may hold more)
 	// loaned is the loan token: 1 from Loan to EndLoan (or abandon), and for good once the
@@ -287,6 +288,7 @@ func (p *Participant) CreateSlotRing(t Topic, sh RingShape) (_ *SlotRing, err er
 		}
 	}
 	w := &SlotRing{g: g, p: p, t: t, loan: l, next: 1, stage: make([]byte, max(g.payload, 8)), limit: uint64(sh.Payload)}
+	w.stageP = unsafe.Pointer(&w.stage[0])
 	w.pl.size, w.pl.class = uint32(sh.Payload), -1 // a loan's Cap is the ring's limit
 	return w, nil
 }
@@ -307,21 +309,27 @@ func (w *SlotRing) Slots() int { return int(w.g.slots) }
 // in place (the busy mark, the payload, the header, each a moment apart) would move the line
 // to the reader and back (measured in docs/slot-rings.md, "In the bus").
 func (w *SlotRing) Loan(n int) (Loan, error) {
-	if n < 0 || uint64(n) > w.limit {
-		return Loan{}, fmt.Errorf("offq: slot ring: %d bytes: %w (the ring's messages are up to %d)", n, ErrTooLarge, w.limit)
-	}
-	if !w.loaned.CompareAndSwap(0, 1) {
-		if w.closed.Load() {
-			return Loan{}, ErrClosed
-		}
-		return Loan{}, ErrRingLoaned
+	if uint64(n) > w.limit || !w.loaned.CompareAndSwap(0, 1) {
+		return Loan{}, w.loanError(n)
 	}
 	if w.closed.Load() {
 		w.EndLoan()
 		return Loan{}, ErrClosed
 	}
 	w.lent++
-	return Loan{p: w.p, buf: Buffer{h: Handle(w.lent), p: &w.pl, data: unsafe.Pointer(&w.stage[0])}}, nil
+	return Loan{p: w.p, buf: Buffer{h: Handle(w.lent), p: &w.pl, data: w.stageP}}, nil
+}
+
+// loanError is why Loan(n) lent nothing: n out of range, or the token taken (by another loan,
+// or for good by a retirement).
+func (w *SlotRing) loanError(n int) error {
+	if n < 0 || uint64(n) > w.limit {
+		return fmt.Errorf("offq: slot ring: %d bytes: %w (the ring's messages are up to %d)", n, ErrTooLarge, w.limit)
+	}
+	if w.closed.Load() {
+		return ErrClosed
+	}
+	return ErrRingLoaned
 }
 
 // Wake wakes the consumer of each inbox of wake if it sleeps (InboxRing: the inboxes that
