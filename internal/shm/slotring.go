@@ -366,11 +366,12 @@ func (w *SlotRing) CommitLoan(l Loan, n int) (_ uint64, err error) {
 	if n < 0 || uint64(n) > w.limit {
 		return 0, fmt.Errorf("offq: slot ring: %d bytes: %w (the ring's messages are up to %d)", n, ErrTooLarge, w.limit)
 	}
-	// The topic's counters and the clock first, then the slot in one burst (see commit).
-	stamp := l.stamp
-	if stamp == 0 {
-		stamp = Now()
-	}
+	// The topic's counter first: a locked instruction waits for the stores before it, and
+	// among the slot's stores it would wait for the slot's line, which the reader polling it
+	// may take back before the stores after it (see commit). Then the slot's busy mark, whose
+	// store asks for the line; the clock is read while the line is on its way (the store
+	// waits in the store buffer, and the loads and the counter read of the clock do not wait
+	// for it); then the message and its header, in one burst once the line is here.
 	seq := w.t.e.seq.Add(1)
 	w.done = w.lent
 	b, err := w.claim(n)
@@ -378,6 +379,10 @@ func (w *SlotRing) CommitLoan(l Loan, n int) (_ uint64, err error) {
 		return 0, err
 	}
 	stageInto(b, w.stage[:n])
+	stamp := l.stamp
+	if stamp == 0 {
+		stamp = Now()
+	}
 	w.commit(w.cur, n, stamp, seq)
 	storeRelease(&w.total, w.total.Load()+uint64(n))
 	if w.next&63 == 0 {
