@@ -120,23 +120,28 @@ func (m Message) Read(fn func(data []byte) error) error {
 // held: a Release after it (or while it runs) returns an error wrapping both ErrReleased and
 // ErrClosed, and touches nothing; Close waits for a Release under way before it detaches.
 func (m Message) Release() error {
-	if m.s == nil {
+	return release(m.s, &m.h) // inlined: the message is not copied for a call
+}
+
+// release is Message.Release of h, a message taken by s.
+func release(s *Subscription, h *shm.Held) error {
+	if s == nil {
 		return ErrReleased
 	}
-	b := m.s.b
-	if m.h.FromRing() {
+	b := s.b
+	if h.FromRing() {
 		// A copy of a slot ring's message, in the process's memory: no gate.
 		if b.closed.Load() {
-			return &Error{Op: "release", Name: m.s.pattern, Err: errReleasedByClose}
+			return &Error{Op: "release", Name: s.pattern, Err: errReleasedByClose}
 		}
-		return m.h.Release()
+		return h.ReleaseCopy()
 	}
 	if !b.enter() {
-		return &Error{Op: "release", Name: m.s.pattern, Err: errReleasedByClose}
+		return &Error{Op: "release", Name: s.pattern, Err: errReleasedByClose}
 	}
 	defer b.exit()
 	if testHookInUse != nil {
 		testHookInUse("release")
 	}
-	return m.h.Release()
+	return h.Release()
 }

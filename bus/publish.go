@@ -259,6 +259,9 @@ func (p *Publisher) Send(ctx context.Context, l Loan) error {
 		}
 		return &Error{Op: "send", Name: p.name, Err: errors.New("loan belongs to another publisher")}
 	}
+	if l.l.FromRing() {
+		return p.sendRing(ctx, &l, false) // by reference: the round trip's path copies no Loan
+	}
 	return p.send(ctx, l, false)
 }
 
@@ -267,7 +270,7 @@ func (p *Publisher) Send(ctx context.Context, l Loan) error {
 // for before it detaches, and so whether the loan can be given back when the bus is closed.
 func (p *Publisher) send(ctx context.Context, l Loan, inGate bool) error {
 	if l.l.FromRing() {
-		return p.sendRing(ctx, l, inGate)
+		return p.sendRing(ctx, &l, inGate)
 	}
 	p.mu.Lock()
 	defer p.unlock()

@@ -54,12 +54,12 @@ func (p *Publisher) makeRing(o pubOptions) error {
 }
 
 // loanRing lends the ring's staging buffer for the next message (shm.SlotRing.Loan).
-func (p *Publisher) loanRing(n int) (Loan, error) {
-	l, err := p.ring.Loan(n)
-	if err != nil {
+func (p *Publisher) loanRing(n int) (l Loan, err error) {
+	if err := p.ring.LoanInto(n, &l.l); err != nil {
 		return Loan{}, p.ringLoanError(n, err)
 	}
-	return Loan{p: p, l: l, n: n}, nil
+	l.p, l.n = p, n
+	return l, nil
 }
 
 // ringLoanError is the error of a ring's Loan(n) that failed with err: unwrapped, as a pool
@@ -109,7 +109,7 @@ func (p *Publisher) waitRingLoan(ctx context.Context, n int) (Loan, error) {
 // others sent a copy through their queues (fanRing). It defers nothing itself: a function
 // with several defers and many returns gets its defers run by the runtime, not inline, and
 // this is the round trip's path.
-func (p *Publisher) sendRing(ctx context.Context, l Loan, inGate bool) error {
+func (p *Publisher) sendRing(ctx context.Context, l *Loan, inGate bool) error {
 	if inGate {
 		return p.commitRing(ctx, l)
 	}
@@ -121,7 +121,7 @@ func (p *Publisher) sendRing(ctx context.Context, l Loan, inGate bool) error {
 }
 
 // commitRing is sendRing inside the Bus's use gate.
-func (p *Publisher) commitRing(ctx context.Context, l Loan) error {
+func (p *Publisher) commitRing(ctx context.Context, l *Loan) error {
 	if p.closed.Load() {
 		l.l.Discard()
 		return &Error{Op: "send", Name: p.name, Err: ErrClosed}

@@ -155,7 +155,7 @@ func (s *Subscription) Pattern() string { return s.pattern }
 // message's bytes stay valid, in shared memory, until Release; Release it promptly, because
 // the buffer is not reused until every subscriber has. While messages are queued, Receive
 // makes no system call and allocates nothing.
-func (s *Subscription) Receive(ctx context.Context) (Message, error) {
+func (s *Subscription) Receive(ctx context.Context) (m Message, err error) {
 	if !s.b.enter() {
 		return Message{}, &Error{Op: "receive", Name: s.pattern, Err: ErrClosed}
 	}
@@ -174,7 +174,8 @@ func (s *Subscription) Receive(ctx context.Context) (Message, error) {
 	for {
 		// The reference moves from the queue into a held entry in one crash-safe step, built
 		// in place in the message returned.
-		m := Message{s: s}
+		// m is the result: the take fills it in place, and nothing is copied on return.
+		m = Message{s: s}
 		if err := s.b.p.TakeInto(ctx, &s.in, s.w, &m.h); err != nil {
 			return Message{}, s.takeError("receive", err)
 		}

@@ -605,7 +605,7 @@ func ReleaseBatchOf[T any](ms []T, held func(*T) *Held) (err error) {
 			continue
 		}
 		if m.idx < 0 {
-			if m.releaseCopy() != nil {
+			if m.ReleaseCopy() != nil {
 				err = ErrReleased
 			}
 			continue

@@ -299,8 +299,9 @@ func (ir *InboxRing) close() {
 	}
 }
 
-// releaseCopy releases a Held that names a ring copy (idx < 0).
-func (h *Held) releaseCopy() error {
+// ReleaseCopy is Release of a message taken from a slot ring (FromRing): it touches no
+// shared memory.
+func (h *Held) ReleaseCopy() error {
 	if h.buf.p == nil || !copiesOf(h.buf.p).put(int(-1-h.idx), copyMark(h.meta.Seq)) {
 		return ErrReleased
 	}

@@ -81,7 +81,7 @@ func (h *Held) Release() (err error) {
 		return ErrReleased
 	}
 	if h.idx < 0 {
-		return h.releaseCopy()
+		return h.ReleaseCopy()
 	}
 	defer unguard(guard(), &err)
 	if h.p.unhold(int(h.idx), h.buf.h) != nil {

@@ -308,16 +308,24 @@ func (w *SlotRing) Slots() int { return int(w.g.slots) }
 // in place: a reader polls the slot's line, and every store to it while the writer fills it
 // in place (the busy mark, the payload, the header, each a moment apart) would move the line
 // to the reader and back (measured in docs/slot-rings.md, "In the bus").
-func (w *SlotRing) Loan(n int) (Loan, error) {
+func (w *SlotRing) Loan(n int) (l Loan, err error) {
+	err = w.LoanInto(n, &l)
+	return l, err
+}
+
+// LoanInto is Loan, filling *l, a zero Loan, in place (a Loan is too large to pass around in
+// registers, and the round trip's path copies none).
+func (w *SlotRing) LoanInto(n int, l *Loan) error {
 	if uint64(n) > w.limit || !w.loaned.CompareAndSwap(0, 1) {
-		return Loan{}, w.loanError(n)
+		return w.loanError(n)
 	}
 	if w.closed.Load() {
 		w.EndLoan()
-		return Loan{}, ErrClosed
+		return ErrClosed
 	}
 	w.lent++
-	return Loan{p: w.p, buf: Buffer{h: Handle(w.lent), p: &w.pl, data: w.stageP}}, nil
+	l.p, l.buf.h, l.buf.p, l.buf.data = w.p, Handle(w.lent), &w.pl, w.stageP
+	return nil
 }
 
 // loanError is why Loan(n) lent nothing: n out of range, or the token taken (by another loan,
