@@ -140,6 +140,15 @@ func (ir *InboxRing) open(p *Participant, h Handle, fromStart bool) {
 // take copies the next message of the inbox's ring into a local copy and fills dst with it.
 // It reports false if no ring message is ready, and ErrHeldFull when every copy is held.
 func (ir *InboxRing) take(p *Participant, in *Inbox, dst *Held) (bool, error) {
+	return ir.takeSpin(p, in, dst, 0)
+}
+
+// takeSpin is take that, finding no message, watches the slot at the reader's cursor for up
+// to spin turns before it gives up, holding the ring's lock: a message that arrives meanwhile
+// is copied out at once, without the way back through the caller's wait and a second
+// locked instruction for the lock. It stops watching when the inbox itself has a message.
+// Another goroutine's take waits for the lock meanwhile, for spin turns at most.
+func (ir *InboxRing) takeSpin(p *Participant, in *Inbox, dst *Held, spin int) (bool, error) {
 	if !ir.active() {
 		return false, nil
 	}
@@ -147,7 +156,7 @@ func (ir *InboxRing) take(p *Participant, in *Inbox, dst *Held) (bool, error) {
 		runtime.Gosched()
 	}
 	defer storeRelease(&ir.lock, 0)
-	for range 4 { // a ring that ended, and the one after it
+	for ends := 0; ends < 4; { // a ring that ended, and the one after it
 		rr := ir.rd.Load()
 		if rr == nil {
 			w := ir.t.e.ring.Load()
@@ -184,14 +193,38 @@ func (ir *InboxRing) take(p *Participant, in *Inbox, dst *Held) (bool, error) {
 		}
 		storeRelease(&c.flags[k], 0)
 		if err == nil {
+			if spin > 0 && rr.await(&spin, in) {
+				continue
+			}
 			return false, nil
 		}
 		// Ended (or a message too long for the copies, which cannot happen: they hold the
 		// ring's payload): look for the next ring.
 		ir.rd.Store(nil)
 		ir.lost, ir.damaged = 0, 0
+		ends++
 	}
 	return false, nil
+}
+
+// await watches the sequence word of the slot at the reader's cursor for up to *turns turns
+// (counted down), and reports whether it changed: then a poll may find the message. It gives
+// up early when the inbox itself has a message.
+func (rr *RingReader) await(turns *int, in *Inbox) bool {
+	sl := rr.g.slot(rr.next)
+	step()
+	v := sl.seq.Load()
+	for ; *turns > 0; *turns-- {
+		step()
+		if sl.seq.Load() != v {
+			*turns--
+			return true
+		}
+		if *turns&15 == 0 && in.inboxPending() {
+			return false
+		}
+	}
+	return false
 }
 
 // active reports whether the inbox reads a ring or has one to look at: false in the common
