@@ -281,8 +281,9 @@ func WithHistory(k int) PublisherOption {
 
 // WithSlotRing gives the publisher a ring of slots message slots of up to size bytes each, in
 // shared memory, for the lowest latency offq has (docs/slot-rings.md): a subscriber reads the
-// message from the line it polls, and a round trip costs about 1.3 times a bare shared word's
-// (offq bench's offq-ring and offq rows). It suits small messages sent one at a time:
+// message from the line it polls, and a round trip costs 0.8 to 1.9 times a bare shared
+// word's on the team's 2-vCPU VM, depending on where its vCPUs land (offq bench's offq-ring
+// and shm-raw rows; docs/performance.md). It suits small messages sent one at a time:
 //
 //   - Subscribers that read the ring are those whose pattern is the topic's name, whose
 //     overflow policy is DropOldest (the default) and whose queue depth is smaller than slots,
@@ -299,6 +300,10 @@ func WithHistory(k int) PublisherOption {
 //     LoanBatch and SendBatch are refused, and the topic keeps no history.
 //   - A topic has one slot ring at a time: a second publisher asking for one gets
 //     ErrRingTaken until the first is closed.
+//   - A Receive that finds no message of the ring watches it for a few microseconds before
+//     it waits as the subscription's WithWait says (not with Sleep), so that a message that
+//     lands meanwhile is taken at once; another goroutine's Receive on the same subscription
+//     waits its turn that long at most.
 //
 // slots is a power of two from 2 to 65,536; the ring takes one buffer of the bus's pools, of
 // 96 + 64 x readers + slots x (size + 32, rounded up to 64) bytes, for as long as the

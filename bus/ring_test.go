@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -688,6 +689,109 @@ func TestRingConcurrentPublishCopies(t *testing.T) {
 	}
 	checkConcOrder(t, "ring reader", msgs, goroutines, perG)
 	checkConcOrder(t, "queue subscriber (copies)", copies, goroutines, perG)
+}
+
+// TestRingConcurrentReceive: two goroutines receive from one subscription that reads a ring,
+// busy-spinning, while the ring's publisher sends. A Receive that finds nothing watches the
+// slot holding the ring's lock (InboxRing.takeSpin); the other waits for the lock. Every
+// message must reach exactly one of them, none twice, none lost.
+func TestRingConcurrentReceive(t *testing.T) {
+	const n = 3000
+	b := openRingBus(t, 64)
+	ctx := ctxT(t)
+	s := mustSubscribe(t, b, "crecv.x", WithQueueDepth(8), WithWait(BusySpin))
+	pub := ringPublisher(t, b, "crecv.x", 4096, 16)
+	var mu sync.Mutex
+	seen := make(map[uint32]int)
+	var wg sync.WaitGroup
+	var errs [2]error
+	var got atomic.Int64
+	for g := range 2 {
+		wg.Go(func() {
+			for got.Load() < n {
+				rctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+				m, err := s.Receive(rctx)
+				cancel()
+				if errors.Is(err, context.DeadlineExceeded) {
+					continue // the other goroutine took the last ones
+				}
+				if err != nil {
+					errs[g] = err
+					return
+				}
+				v := binary.LittleEndian.Uint32(m.Data())
+				m.Release()
+				mu.Lock()
+				seen[v]++
+				mu.Unlock()
+				got.Add(1)
+			}
+		})
+	}
+	for i := range n {
+		var buf [16]byte
+		binary.LittleEndian.PutUint32(buf[:], uint32(i))
+		if err := pub.Publish(ctx, buf[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	for g, err := range errs {
+		if err != nil {
+			t.Fatalf("receiver %d: %v", g, err)
+		}
+	}
+	for i := range n {
+		if c := seen[uint32(i)]; c != 1 {
+			t.Fatalf("message %d received %d times, want once", i, c)
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("%d distinct messages received, want %d", len(seen), n)
+	}
+}
+
+// TestRingReceiveSeesItsQueue: a Receive busy-spinning on a subscription that reads a ring,
+// with nothing in the ring, returns a message that another publisher of the topic (no ring)
+// sends through the subscription's queue; the ring's next message follows.
+func TestRingReceiveSeesItsQueue(t *testing.T) {
+	b := openRingBus(t, 64)
+	ctx := ctxT(t)
+	s := mustSubscribe(t, b, "rq.x", WithQueueDepth(8), WithWait(BusySpin))
+	ringPub := ringPublisher(t, b, "rq.x", 64, 16)
+	plain, err := b.Publisher("rq.x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	type result struct {
+		data string
+		err  error
+	}
+	got := make(chan result, 2)
+	go func() {
+		for range 2 {
+			m, err := s.Receive(ctx)
+			if err != nil {
+				got <- result{err: err}
+				return
+			}
+			got <- result{data: string(m.Data())}
+			m.Release()
+		}
+	}()
+	if err := plain.Publish(ctx, []byte("through the queue")); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-got; r.err != nil || r.data != "through the queue" {
+		t.Fatalf("first Receive: %q, %v; want the queue's message", r.data, r.err)
+	}
+	if err := ringPub.Publish(ctx, []byte("through the ring")); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-got; r.err != nil || r.data != "through the ring" {
+		t.Fatalf("second Receive: %q, %v; want the ring's message", r.data, r.err)
+	}
 }
 
 // ---------------------------------------------------------------------------------------------
