@@ -4,10 +4,13 @@ package main
 // run. The plan, the measurements, the children and the report are in internal/bench.
 
 import (
+	"context"
 	"errors"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -34,7 +37,23 @@ func newBenchCmd(a *app) *cobra.Command {
 					dir = os.TempDir()
 				}
 			}
-			err = bench.Run(cmd.Context(), o, bench.Env{Dir: dir, Log: a.log, LogLevel: a.logLevel,
+			// A reader of the report that goes away (offq bench --json | jq, interrupted)
+			// ends the run: writes fail with EPIPE instead of SIGPIPE killing the process,
+			// which would leave the run's private directory and its regions in /dev/shm.
+			// The notification is not stopped: the error printed on the way out would meet
+			// the same closed pipe.
+			ctx, cancel := context.WithCancelCause(cmd.Context())
+			defer cancel(nil)
+			pipe := make(chan os.Signal, 1)
+			signal.Notify(pipe, syscall.SIGPIPE)
+			go func() {
+				select {
+				case <-pipe:
+					cancel(errors.New("the report's reader went away (SIGPIPE)"))
+				case <-ctx.Done():
+				}
+			}()
+			err = bench.Run(ctx, o, bench.Env{Dir: dir, Log: a.log, LogLevel: a.logLevel,
 				Stdout: cmd.OutOrStdout(), Stderr: a.stderr, Command: commandLine(cmd)})
 			if errors.Is(err, bench.ErrNothing) {
 				return usageError(err)

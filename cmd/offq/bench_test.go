@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -186,5 +188,55 @@ func TestBenchFlags(t *testing.T) {
 		if code != tc.code || !strings.Contains(stderr, tc.want) {
 			t.Errorf("offq %s: status %d, stderr %q; want status %d and %q", strings.Join(tc.args, " "), code, stderr, tc.code, tc.want)
 		}
+	}
+}
+
+// TestBenchReaderGone: offq bench whose report's reader has gone (its stdout and stderr are
+// pipes whose read ends are closed, as when `offq bench --json | jq` is interrupted) ends
+// with an error and leaves nothing in its directory. SIGPIPE used to kill it on the report's
+// write, before it removed its private directory and the regions in it.
+func TestBenchReaderGone(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "bench", "--dir", dir, "--json", "--no-pin", "--systems", "shm-raw",
+		"--patterns", "pingpong", "--sizes", "64", "--warmup", "10ms", "--duration", "50ms")
+	cmd.Env = append(os.Environ(), envDemoPeer+"=1", "GORACE=atexit_sleep_ms=0")
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []*os.File{outW, errW, outR, errR} { // the readers go away at once
+		f.Close()
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		<-done
+		t.Fatal("offq bench did not end")
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		t.Errorf("offq bench was killed by %v", ws.Signal())
+	}
+	if err == nil {
+		t.Error("offq bench succeeded with nobody reading its report")
+	}
+	left, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range left {
+		t.Errorf("left in the bench's directory: %s", e.Name())
 	}
 }
