@@ -37,22 +37,8 @@ func newBenchCmd(a *app) *cobra.Command {
 					dir = os.TempDir()
 				}
 			}
-			// A reader of the report that goes away (offq bench --json | jq, interrupted)
-			// ends the run: writes fail with EPIPE instead of SIGPIPE killing the process,
-			// which would leave the run's private directory and its regions in /dev/shm.
-			// The notification is not stopped: the error printed on the way out would meet
-			// the same closed pipe.
-			ctx, cancel := context.WithCancelCause(cmd.Context())
-			defer cancel(nil)
-			pipe := make(chan os.Signal, 1)
-			signal.Notify(pipe, syscall.SIGPIPE)
-			go func() {
-				select {
-				case <-pipe:
-					cancel(errors.New("the report's reader went away (SIGPIPE)"))
-				case <-ctx.Done():
-				}
-			}()
+			ctx, stop := endOnBrokenPipe(cmd.Context())
+			defer stop()
 			err = bench.Run(ctx, o, bench.Env{Dir: dir, Log: a.log, LogLevel: a.logLevel,
 				Stdout: cmd.OutOrStdout(), Stderr: a.stderr, Command: commandLine(cmd)})
 			if errors.Is(err, bench.ErrNothing) {
@@ -63,6 +49,27 @@ func newBenchCmd(a *app) *cobra.Command {
 	}
 	f.Register(cmd.Flags())
 	return cmd
+}
+
+// endOnBrokenPipe returns a context that ends when a write to the process's standard output
+// or error finds its reader gone (offq bench --json | jq, offq demo | head, interrupted), for
+// the commands that make regions of their own: the write fails with EPIPE instead of SIGPIPE
+// killing the process, and the command ends as if interrupted and removes what it made
+// (left behind, a run's regions stay in /dev/shm until someone deletes them). The
+// notification is not stopped with the context: the error printed on the way out meets the
+// same closed pipe.
+func endOnBrokenPipe(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	go func() {
+		select {
+		case <-pipe:
+			cancel(errors.New("the output's reader went away (SIGPIPE)"))
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { cancel(nil) }
 }
 
 // commandLine rebuilds the command line from the flags set, for the report.

@@ -191,52 +191,62 @@ func TestBenchFlags(t *testing.T) {
 	}
 }
 
-// TestBenchReaderGone: offq bench whose report's reader has gone (its stdout and stderr are
-// pipes whose read ends are closed, as when `offq bench --json | jq` is interrupted) ends
-// with an error and leaves nothing in its directory. SIGPIPE used to kill it on the report's
-// write, before it removed its private directory and the regions in it.
-func TestBenchReaderGone(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "bench", "--dir", dir, "--json", "--no-pin", "--systems", "shm-raw",
-		"--patterns", "pingpong", "--sizes", "64", "--warmup", "10ms", "--duration", "50ms")
-	cmd.Env = append(os.Environ(), envDemoPeer+"=1", "GORACE=atexit_sleep_ms=0")
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = outW, errW
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []*os.File{outW, errW, outR, errR} { // the readers go away at once
-		f.Close()
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		cmd.Process.Kill()
-		<-done
-		t.Fatal("offq bench did not end")
-	}
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		t.Errorf("offq bench was killed by %v", ws.Signal())
-	}
-	if err == nil {
-		t.Error("offq bench succeeded with nobody reading its report")
-	}
-	left, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range left {
-		t.Errorf("left in the bench's directory: %s", e.Name())
+// TestReaderGone: offq bench and offq demo, whose output's reader has gone (stdout and
+// stderr are pipes whose read ends are closed, as when `offq bench --json | jq` or
+// `offq demo | head` is interrupted), end with an error and leave nothing in their
+// directory. SIGPIPE used to kill them on a write, before they removed the regions they made:
+// the bench's private directory, the demo's 3.5 MiB bus.
+func TestReaderGone(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"bench", []string{"bench", "--json", "--no-pin", "--systems", "shm-raw", "--patterns", "pingpong", "--sizes", "64", "--warmup", "10ms", "--duration", "50ms"}},
+		{"demo", []string{"demo", "--duration", "2s"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			dir := t.TempDir()
+			cmd := exec.Command(os.Args[0], append([]string{"--dir", dir}, tc.args...)...)
+			cmd.Env = append(os.Environ(), envDemoPeer+"=1", "GORACE=atexit_sleep_ms=0")
+			outR, outW, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			errR, errW, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd.Stdout, cmd.Stderr = outW, errW
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []*os.File{outW, errW, outR, errR} { // the readers go away at once
+				f.Close()
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err = <-done:
+			case <-ctx.Done():
+				cmd.Process.Kill()
+				<-done
+				t.Fatalf("offq %s did not end", tc.name)
+			}
+			if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				t.Errorf("offq %s was killed by %v", tc.name, ws.Signal())
+			}
+			if err == nil {
+				t.Errorf("offq %s succeeded with nobody reading its output", tc.name)
+			}
+			left, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range left {
+				t.Errorf("left in offq %s's directory: %s", tc.name, e.Name())
+			}
+		})
 	}
 }

@@ -25,7 +25,9 @@ func newDemoCmd(a *app) *cobra.Command {
 			if err := o.Validate(); err != nil {
 				return usageError(err)
 			}
-			return a.runDemo(cmd.Context(), cmd, o)
+			ctx, stop := endOnBrokenPipe(cmd.Context())
+			defer stop()
+			return a.runDemo(ctx, cmd, o)
 		}),
 	}
 	o.Register(cmd.Flags())
