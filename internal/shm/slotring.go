@@ -374,12 +374,16 @@ func (w *SlotRing) CommitLoan(l Loan, n int) (_ uint64, err error) {
 	if n < 0 || uint64(n) > w.limit {
 		return 0, fmt.Errorf("offq: slot ring: %d bytes: %w (the ring's messages are up to %d)", n, ErrTooLarge, w.limit)
 	}
-	// The topic's counter first: a locked instruction waits for the stores before it, and
-	// among the slot's stores it would wait for the slot's line, which the reader polling it
-	// may take back before the stores after it (see commit). Then the slot's busy mark, whose
-	// store asks for the line; the clock is read while the line is on its way (the store
-	// waits in the store buffer, and the loads and the counter read of the clock do not wait
-	// for it); then the message and its header, in one burst once the line is here.
+	// The clock and the topic's counter first, then the slot in one burst (see commit). Read
+	// between the busy mark and the commit instead, the clock runs while the slot's line
+	// travels, which pays where the line takes long (742 ns a round trip against 812, with
+	// shm-raw at 910); but where the line comes quickly, the reader polling the slot takes it
+	// back with the busy mark in it, and the commit's stores need it a second time (461 ns
+	// against 386, with shm-raw at 270). docs/performance.md, issue 15's twelfth round.
+	stamp := l.stamp
+	if stamp == 0 {
+		stamp = Now()
+	}
 	seq := w.t.e.seq.Add(1)
 	w.done = w.lent
 	b, err := w.claim(n)
@@ -387,10 +391,6 @@ func (w *SlotRing) CommitLoan(l Loan, n int) (_ uint64, err error) {
 		return 0, err
 	}
 	stageInto(b, w.stage[:n])
-	stamp := l.stamp
-	if stamp == 0 {
-		stamp = Now()
-	}
 	w.commit(w.cur, n, stamp, seq)
 	storeRelease(&w.total, w.total.Load()+uint64(n))
 	if w.next&63 == 0 {
