@@ -157,7 +157,7 @@ func (p *Publisher) Loan(n int) (Loan, error) {
 	if p.ring != nil {
 		// A slot ring's loan is its staging buffer, in the process's memory: it touches no
 		// shared memory, so it needs no gate (Bus.Close retires the ring, which then lends
-		// nothing).
+		// nothing; a loan that meets the retirement finishes it inside the gate: loanRing).
 		if p.closed.Load() {
 			return Loan{}, &Error{Op: "loan", Name: p.name, Err: ErrClosed}
 		}

@@ -56,6 +56,16 @@ func (p *Publisher) makeRing(o pubOptions) error {
 // loanRing lends the ring's staging buffer for the next message (shm.SlotRing.Loan).
 func (p *Publisher) loanRing(n int) (l Loan, err error) {
 	if err := p.ring.LoanInto(n, &l.l); err != nil {
+		if err == shm.ErrRingRetiring {
+			// The ring was retired while this loan took its token: giving the token back
+			// finishes the retirement, in shared memory, so inside the use gate (a Bus.Close
+			// under way frees the ring itself).
+			if p.b.enter() {
+				p.ring.EndLoan()
+				p.b.exit()
+			}
+			return Loan{}, ErrClosed
+		}
 		return Loan{}, p.ringLoanError(n, err)
 	}
 	l.p, l.n = p, n

@@ -310,18 +310,29 @@ func (w *SlotRing) Slots() int { return int(w.g.slots) }
 // to the reader and back (measured in docs/slot-rings.md, "In the bus").
 func (w *SlotRing) Loan(n int) (l Loan, err error) {
 	err = w.LoanInto(n, &l)
+	if err == ErrRingRetiring {
+		w.EndLoan()
+		err = ErrClosed
+	}
 	return l, err
 }
 
+// ErrRingRetiring is returned by SlotRing.LoanInto when it took the loan token of a ring
+// retired meanwhile: the caller gives the token back with EndLoan, which finishes the
+// retirement, while the region is still mapped.
+var ErrRingRetiring = errors.New("slot ring retiring")
+
 // LoanInto is Loan, filling *l, a zero Loan, in place (a Loan is too large to pass around in
-// registers, and the round trip's path copies none).
+// registers, and the round trip's path copies none). It touches no shared memory, so a
+// caller need not keep the region mapped for it (the bus lends without its use gate): a ring
+// retired between its token and its check of the closed flag is ErrRingRetiring, for the
+// caller to end with EndLoan where the mapping is safe.
 func (w *SlotRing) LoanInto(n int, l *Loan) error {
 	if uint64(n) > w.limit || !w.loaned.CompareAndSwap(0, 1) {
 		return w.loanError(n)
 	}
 	if w.closed.Load() {
-		w.EndLoan()
-		return ErrClosed
+		return ErrRingRetiring // the token is ours: Retire left the finish to its holder
 	}
 	w.lent++
 	l.p, l.buf.h, l.buf.p, l.buf.data = w.p, Handle(w.lent), &w.pl, w.stageP

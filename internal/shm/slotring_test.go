@@ -820,3 +820,41 @@ func TestGuardTruncatedSlotRing(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSlotRingLoanIntoRetiring: a loan that takes the token of a ring retired meanwhile
+// (Retire found the token taken and left the finish to its holder, which gave the token back
+// unfinished, as a LoanInto between its token and its check of the closed flag would) touches
+// no shared memory: LoanInto returns ErrRingRetiring with the token held, and EndLoan
+// finishes the retirement. The bus lends without its use gate, so a LoanInto that finished it
+// could write into a ring Bus.Close had freed and unmapped.
+func TestSlotRingLoanIntoRetiring(t *testing.T) {
+	_, me, _ := newTestRegion(t, "ring-retiring")
+	tp := ringTopic(t, me, "ring.r")
+	w, err := me.CreateSlotRing(tp, testRing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Free(true) })
+	if _, err := w.Loan(8); err != nil {
+		t.Fatal(err)
+	}
+	w.Retire()        // the token is out: the finish is left to its holder
+	w.loaned.Store(0) // the state a racing LoanInto's token meets
+	var l Loan
+	if err := w.LoanInto(8, &l); err != ErrRingRetiring {
+		t.Fatalf("LoanInto of a ring retired under it: %v, want ErrRingRetiring", err)
+	}
+	if w.retired.Load() || w.g.hd.closed.Load() != 0 {
+		t.Fatal("LoanInto finished the retirement itself, in shared memory")
+	}
+	if w.loaned.Load() != 1 {
+		t.Fatal("LoanInto gave the token back")
+	}
+	w.EndLoan()
+	if !w.retired.Load() || w.g.hd.closed.Load() == 0 {
+		t.Fatal("EndLoan did not finish the retirement")
+	}
+	if _, err := w.Loan(8); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Loan of a retired ring: %v, want ErrClosed", err)
+	}
+}
