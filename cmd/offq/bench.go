@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
 	"github.com/offq/offq/internal/bench"
 )
@@ -55,21 +56,37 @@ func newBenchCmd(a *app) *cobra.Command {
 // or error finds its reader gone (offq bench --json | jq, offq demo | head, interrupted), for
 // the commands that make regions of their own: the write fails with EPIPE instead of SIGPIPE
 // killing the process, and the command ends as if interrupted and removes what it made
-// (left behind, a run's regions stay in /dev/shm until someone deletes them). The
-// notification is not stopped with the context: the error printed on the way out meets the
-// same closed pipe.
+// (left behind, a run's regions stay in /dev/shm until someone deletes them). Once notified,
+// SIGPIPE also comes from writes to other pipes and sockets (the bench's uds and pipe rows,
+// a child gone), which only fail with EPIPE as ever: the run ends only if standard output or
+// error is the broken one. The notification is not stopped with the context: the error
+// printed on the way out meets the same closed pipe.
 func endOnBrokenPipe(parent context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancelCause(parent)
 	pipe := make(chan os.Signal, 1)
 	signal.Notify(pipe, syscall.SIGPIPE)
 	go func() {
-		select {
-		case <-pipe:
-			cancel(errors.New("the output's reader went away (SIGPIPE)"))
-		case <-ctx.Done():
+		for {
+			select {
+			case <-pipe:
+				if readerGone(1) || readerGone(2) {
+					cancel(errors.New("the output's reader went away (SIGPIPE)"))
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
 	return ctx, func() { cancel(nil) }
+}
+
+// readerGone reports whether fd is a pipe or socket whose reading end is closed: poll says
+// POLLERR (a pipe) or POLLHUP (a socket) for it. A terminal or a file never does.
+func readerGone(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd)}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0 && fds[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0
 }
 
 // commandLine rebuilds the command line from the flags set, for the report.

@@ -250,3 +250,29 @@ func TestReaderGone(t *testing.T) {
 		})
 	}
 }
+
+// TestReaderGoneOnlyForItsOwnOutput: endOnBrokenPipe ends a command for a broken standard
+// output or error, not for any pipe: readerGone says so of a pipe whose reader has closed,
+// and not of one still read, nor of a file.
+func TestReaderGoneOnlyForItsOwnOutput(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if readerGone(int(w.Fd())) {
+		t.Fatal("a pipe still read counts as gone")
+	}
+	r.Close()
+	if !readerGone(int(w.Fd())) {
+		t.Fatal("a pipe whose reader closed does not count as gone")
+	}
+	f, err := os.Create(t.TempDir() + "/out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if readerGone(int(f.Fd())) {
+		t.Fatal("a file counts as gone")
+	}
+}
