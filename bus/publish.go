@@ -158,10 +158,7 @@ func (p *Publisher) Loan(n int) (Loan, error) {
 		// A slot ring's loan is its staging buffer, in the process's memory: it touches no
 		// shared memory, so it needs no gate (Bus.Close retires the ring, which then lends
 		// nothing; a loan that meets the retirement finishes it inside the gate: loanRing).
-		if p.closed.Load() {
-			return Loan{}, &Error{Op: "loan", Name: p.name, Err: ErrClosed}
-		}
-		return p.loanRing(n)
+		return p.loan(n)
 	}
 	// The Bus's use gate, not the publisher's: a loan touches the pools, not the topic, so
 	// Publisher.Close need not wait for it before it lets the topic go, and the use gate costs

@@ -712,7 +712,7 @@ func TestRingConcurrentReceive(t *testing.T) {
 				rctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 				m, err := s.Receive(rctx)
 				cancel()
-				if errors.Is(err, context.DeadlineExceeded) {
+				if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 					continue // the other goroutine took the last ones
 				}
 				if err != nil {
