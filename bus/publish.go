@@ -158,7 +158,12 @@ func (p *Publisher) Loan(n int) (Loan, error) {
 		// A slot ring's loan is its staging buffer, in the process's memory: it touches no
 		// shared memory, so it needs no gate (Bus.Close retires the ring, which then lends
 		// nothing; a loan that meets the retirement finishes it inside the gate: loanRing).
-		return p.loan(n)
+		// loanRing directly, not through loan: one more level returning a Loan, which the
+		// register ABI cannot carry, cost 15 ns a cycle (BenchmarkPublishReceiveRing).
+		if p.closed.Load() {
+			return Loan{}, &Error{Op: "loan", Name: p.name, Err: ErrClosed}
+		}
+		return p.loanRing(n)
 	}
 	// The Bus's use gate, not the publisher's: a loan touches the pools, not the topic, so
 	// Publisher.Close need not wait for it before it lets the topic go, and the use gate costs
