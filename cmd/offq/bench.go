@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/signal"
 	"strconv"
@@ -14,7 +15,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"golang.org/x/sys/unix"
 
 	"github.com/offq/offq/internal/bench"
 )
@@ -38,10 +38,10 @@ func newBenchCmd(a *app) *cobra.Command {
 					dir = os.TempDir()
 				}
 			}
-			ctx, stop := endOnBrokenPipe(cmd.Context())
-			defer stop()
-			err = bench.Run(ctx, o, bench.Env{Dir: dir, Log: a.log, LogLevel: a.logLevel,
-				Stdout: cmd.OutOrStdout(), Stderr: a.stderr, Command: commandLine(cmd)})
+			g := newOutputGuard(cmd.Context())
+			defer g.stop()
+			err = bench.Run(g.ctx, o, bench.Env{Dir: dir, Log: a.log, LogLevel: a.logLevel,
+				Stdout: g.Writer(cmd.OutOrStdout()), Stderr: g.Writer(a.stderr), Command: commandLine(cmd)})
 			if errors.Is(err, bench.ErrNothing) {
 				return usageError(err)
 			}
@@ -52,41 +52,47 @@ func newBenchCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-// endOnBrokenPipe returns a context that ends when a write to the process's standard output
-// or error finds its reader gone (offq bench --json | jq, offq demo | head, interrupted), for
-// the commands that make regions of their own: the write fails with EPIPE instead of SIGPIPE
-// killing the process, and the command ends as if interrupted and removes what it made
-// (left behind, a run's regions stay in /dev/shm until someone deletes them). Once notified,
-// SIGPIPE also comes from writes to other pipes and sockets (the bench's uds and pipe rows,
-// a child gone), which only fail with EPIPE as ever: the run ends only if standard output or
-// error is the broken one. The notification is not stopped with the context: the error
-// printed on the way out meets the same closed pipe.
-func endOnBrokenPipe(parent context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancelCause(parent)
-	pipe := make(chan os.Signal, 1)
-	signal.Notify(pipe, syscall.SIGPIPE)
-	go func() {
-		for {
-			select {
-			case <-pipe:
-				if readerGone(1) || readerGone(2) {
-					cancel(errors.New("the output's reader went away (SIGPIPE)"))
-					return
-				}
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return ctx, func() { cancel(nil) }
+// errBrokenPipe is the cause of a command's end when its output's reader went away.
+var errBrokenPipe = errors.New("the output's reader went away (EPIPE)")
+
+// outputGuard ends a command whose output's reader went away (offq bench --json | jq,
+// offq demo | head, interrupted), for the commands that make regions of their own. It asks
+// for SIGPIPE, so that a write to a standard output or error whose reader is gone fails with
+// EPIPE instead of the signal killing the process before it removes what it made (left
+// behind, a run's regions stay in /dev/shm until someone deletes them); and the writers it
+// wraps (Writer) end the context when one of their writes fails so. SIGPIPE from other pipes
+// and sockets (the bench's uds and pipe rows, a child gone) ends nothing: those writes fail
+// with EPIPE as they always did. The notification is not stopped when the command ends: the
+// error printed on the way out meets the same closed pipe.
+type outputGuard struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
 }
 
-// readerGone reports whether fd is a pipe or socket whose reading end is closed: poll says
-// POLLERR (a pipe) or POLLHUP (a socket) for it. A terminal or a file never does.
-func readerGone(fd int) bool {
-	fds := []unix.PollFd{{Fd: int32(fd)}}
-	n, err := unix.Poll(fds, 0)
-	return err == nil && n > 0 && fds[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0
+func newOutputGuard(parent context.Context) *outputGuard {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	ctx, cancel := context.WithCancelCause(parent)
+	return &outputGuard{ctx: ctx, cancel: cancel}
+}
+
+// stop releases the guard's context.
+func (g *outputGuard) stop() { g.cancel(nil) }
+
+// Writer wraps w, a standard output or error of the command: a write that fails with EPIPE
+// ends the guard's context.
+func (g *outputGuard) Writer(w io.Writer) io.Writer { return guardedWriter{w, g.cancel} }
+
+type guardedWriter struct {
+	w      io.Writer
+	cancel context.CancelCauseFunc
+}
+
+func (gw guardedWriter) Write(b []byte) (int, error) {
+	n, err := gw.w.Write(b)
+	if errors.Is(err, syscall.EPIPE) {
+		gw.cancel(errBrokenPipe)
+	}
+	return n, err
 }
 
 // commandLine rebuilds the command line from the flags set, for the report.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"regexp"
@@ -251,28 +252,32 @@ func TestReaderGone(t *testing.T) {
 	}
 }
 
-// TestReaderGoneOnlyForItsOwnOutput: endOnBrokenPipe ends a command for a broken standard
-// output or error, not for any pipe: readerGone says so of a pipe whose reader has closed,
-// and not of one still read, nor of a file.
-func TestReaderGoneOnlyForItsOwnOutput(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
+// TestOutputGuard: a write through the guard's writer to a pipe whose reader closed fails
+// with EPIPE (the guard asked for SIGPIPE, so the signal does not kill the process) and ends
+// the guard's context; a write to another broken pipe, not through the writer, fails with
+// EPIPE too but ends nothing (the bench's uds and pipe rows meet those).
+func TestOutputGuard(t *testing.T) {
+	g := newOutputGuard(context.Background())
+	defer g.stop()
+	brokenPipe := func() *os.File {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		t.Cleanup(func() { w.Close() })
+		return w
 	}
-	defer w.Close()
-	if readerGone(int(w.Fd())) {
-		t.Fatal("a pipe still read counts as gone")
+	if _, err := brokenPipe().Write([]byte("x")); !errors.Is(err, syscall.EPIPE) {
+		t.Fatalf("write to another broken pipe: %v, want EPIPE", err)
 	}
-	r.Close()
-	if !readerGone(int(w.Fd())) {
-		t.Fatal("a pipe whose reader closed does not count as gone")
+	if err := g.ctx.Err(); err != nil {
+		t.Fatalf("a broken pipe that is not the command's output ended it: %v", err)
 	}
-	f, err := os.Create(t.TempDir() + "/out")
-	if err != nil {
-		t.Fatal(err)
+	if _, err := g.Writer(brokenPipe()).Write([]byte("x")); !errors.Is(err, syscall.EPIPE) {
+		t.Fatalf("write to the output whose reader went away: %v, want EPIPE", err)
 	}
-	defer f.Close()
-	if readerGone(int(f.Fd())) {
-		t.Fatal("a file counts as gone")
+	if err := context.Cause(g.ctx); !errors.Is(err, errBrokenPipe) {
+		t.Fatalf("the output's reader went away, and the context says %v", err)
 	}
 }

@@ -4,7 +4,6 @@ package main
 // every message verified. The run, its children and its report are in internal/demo.
 
 import (
-	"context"
 	"fmt"
 	"os"
 
@@ -25,17 +24,17 @@ func newDemoCmd(a *app) *cobra.Command {
 			if err := o.Validate(); err != nil {
 				return usageError(err)
 			}
-			ctx, stop := endOnBrokenPipe(cmd.Context())
-			defer stop()
-			return a.runDemo(ctx, cmd, o)
+			g := newOutputGuard(cmd.Context())
+			defer g.stop()
+			return a.runDemo(g, cmd, o)
 		}),
 	}
 	o.Register(cmd.Flags())
 	return cmd
 }
 
-func (a *app) runDemo(ctx context.Context, cmd *cobra.Command, o demo.Options) error {
-	env := demo.Env{Dir: a.dir, Bus: a.busName, Log: a.log, LogLevel: a.logLevel, Stdout: cmd.OutOrStdout(), Stderr: a.stderr}
+func (a *app) runDemo(g *outputGuard, cmd *cobra.Command, o demo.Options) error {
+	env := demo.Env{Dir: a.dir, Bus: a.busName, Log: a.log, LogLevel: a.logLevel, Stdout: g.Writer(cmd.OutOrStdout()), Stderr: g.Writer(a.stderr)}
 	if !cmd.Flags().Changed("dir") {
 		if _, err := os.Stat(env.Dir); err != nil {
 			env.Dir = os.TempDir()
@@ -44,5 +43,5 @@ func (a *app) runDemo(ctx context.Context, cmd *cobra.Command, o demo.Options) e
 	if !cmd.Flags().Changed("bus") {
 		env.Bus = fmt.Sprintf("offq-demo-%d", os.Getpid())
 	}
-	return demo.Run(ctx, o, env)
+	return demo.Run(g.ctx, o, env)
 }
