@@ -54,6 +54,9 @@ func TestBenchQuickJSON(t *testing.T) {
 			t.Errorf("machine lacks %q: %v", k, rep.Machine)
 		}
 	}
+	if c := rep.Machine["stamp_clock"]; c != "tsc" && c != "kernel" {
+		t.Errorf("machine's stamp_clock is %v, want tsc or kernel", c)
+	}
 	systems := map[string]bool{}
 	patterns := map[string]bool{}
 	batched := map[string]bool{}

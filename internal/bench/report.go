@@ -15,6 +15,7 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
+	"github.com/offq/offq/internal/shm"
 	"github.com/offq/offq/transport"
 )
 
@@ -33,6 +34,7 @@ type benchMachine struct {
 	Arch        string    `json:"arch"`
 	GOMAXPROCS  int       `json:"gomaxprocs"`
 	Clocksource string    `json:"clocksource,omitempty"`
+	StampClock  string    `json:"stamp_clock"` // the clock offq stamps messages with: tsc or kernel (shm.StampClock)
 	Pinned      bool      `json:"pinned"`
 	ParentCPU   int       `json:"parent_cpu"` // -1: not pinned
 	ChildCPU    int       `json:"child_cpu"`
@@ -130,6 +132,7 @@ func machineInfo(cpus [2]int) benchMachine {
 		LoadStart: loadAvg(), Date: time.Now().UTC().Truncate(time.Second),
 		Kernel:      readLine("/proc/sys/kernel/osrelease"),
 		Clocksource: readLine("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
+		StampClock:  shm.StampClock(),
 	}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
@@ -196,6 +199,9 @@ func (m benchMachine) describe() string {
 	s := fmt.Sprintf("%d × %s, Linux %s, %s %s/%s, GOMAXPROCS %d", m.CPUs, m.CPUModel, m.Kernel, m.Go, m.OS, m.Arch, m.GOMAXPROCS)
 	if m.Clocksource != "" {
 		s += ", clocksource " + m.Clocksource
+	}
+	if m.StampClock != "" {
+		s += ", stamps from " + m.StampClock
 	}
 	return s
 }

@@ -142,3 +142,29 @@ func TestScaleTicks(t *testing.T) {
 		}
 	}
 }
+
+// The counter is a clock where the kernel's own clock is built on it and it is invariant:
+// clocksource tsc, or a KVM guest's kvm-clock (this team's VM since its hosts began booting
+// guests with tsc=unstable), each with constant_tsc and nonstop_tsc; not on any other
+// clocksource, and not without both flags.
+func TestTSCClockable(t *testing.T) {
+	const invariant = "processor\t: 0\nflags\t\t: fpu tsc constant_tsc rep_good nopl nonstop_tsc cpuid tsc_known_freq\n"
+	for _, c := range []struct {
+		source, info string
+		want         bool
+	}{
+		{"tsc\n", invariant, true},
+		{"kvm-clock\n", invariant, true},
+		{"hpet\n", invariant, false},
+		{"acpi_pm\n", invariant, false},
+		{"hyperv_clocksource_tsc_page\n", invariant, false},
+		{"", invariant, false},
+		{"kvm-clock\n", "flags\t\t: fpu tsc constant_tsc cpuid\n", false},
+		{"tsc\n", "flags\t\t: fpu tsc nonstop_tsc\n", false},
+		{"kvm-clock\n", "processor\t: 0\n", false},
+	} {
+		if got := tscClockable(c.source, c.info); got != c.want {
+			t.Errorf("clocksource %q, cpuinfo %q: %v, want %v", c.source, c.info, got, c.want)
+		}
+	}
+}
