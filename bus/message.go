@@ -51,8 +51,11 @@ func (m Message) Time() time.Time {
 }
 
 // Age returns how long ago the message was sent, from the monotonic clock the sender stamped
-// it with: exact across processes on one host, unaffected by changes to the wall clock. Call
-// it before Release.
+// it with: comparable across processes on one host (to within tens of nanoseconds where the
+// stamps come from the time-stamp counter, each process's conversion anchored on the kernel's
+// clock every millisecond: docs/performance.md), unaffected by changes to the wall clock. A
+// message forwarded with its origin's time (WithTime) from a host whose clock is ahead may
+// show an age below zero. Call it before Release.
 func (m Message) Age() time.Duration {
 	if m.s == nil {
 		return 0
