@@ -208,12 +208,18 @@ func (ir *InboxRing) takeSpin(p *Participant, in *Inbox, dst *Held, spin int) (b
 }
 
 // await watches the sequence word of the slot at the reader's cursor for up to *turns turns
-// (counted down), and reports whether it changed: then a poll may find the message. It gives
-// up early when the inbox itself has a message.
+// (counted down), and reports whether it changed: then a poll may find the message. A word
+// that already shows the message at its first look was committed after the caller's poll and
+// before the watch: that is reported at once (watching for a change from it would miss the
+// message for all the turns, a few microseconds). It gives up early when the inbox itself has
+// a message.
 func (rr *RingReader) await(turns *int, in *Inbox) bool {
 	sl := rr.g.slot(rr.next)
 	step()
 	v := sl.seq.Load()
+	if v == rr.next {
+		return true // committed since the poll looked
+	}
 	for ; *turns > 0; *turns-- {
 		step()
 		if sl.seq.Load() != v {
