@@ -130,11 +130,12 @@
 // no queue group and with a queue shorter than the ring, poll the slot of their next message
 // and copy it out of the very cache line they polled, instead of reading a queue cell and then
 // a buffer. In offq bench's 64-byte busy-spin round trip on the team's 2-vCPU VM this takes
-// 1.4 to 1.9 times a bare shared word's round trip where the two vCPUs sit close (a bare
-// word's round trip 210-270 ns), and about 0.9 times where they sit far apart (about 900 ns);
-// the pool takes about 2.5 and 1.4 times (docs/performance.md). The message is staged in the
-// process and copied into its slot at Send, and copied out at Receive (Data is then process
-// memory, valid until Release as ever); so rings suit messages of a few cache lines at most. A
+// 1.1 to 1.4 times a bare shared word's round trip where the two vCPUs sit close (a bare
+// word's round trip 200-260 ns), and about 0.85 times where they sit far apart (about 900 ns),
+// with a p99.9 within 2x of the bare word's in most runs; the pool takes about 2.4 and 1.4
+// times (docs/performance.md). The message is staged in the process and copied into its slot
+// at Send, and copied out at Receive (Data is then process memory, valid until Release as
+// ever); so rings suit messages of a few cache lines at most. A
 // subscriber that falls a ring behind loses the oldest, counted as DropOldest drops; other
 // subscribers of the topic receive the same messages through their queues. The publisher
 // lends one message at a time, sends no batches or requests, and its topic keeps no history.

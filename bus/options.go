@@ -281,7 +281,7 @@ func WithHistory(k int) PublisherOption {
 
 // WithSlotRing gives the publisher a ring of slots message slots of up to size bytes each, in
 // shared memory, for the lowest latency offq has (docs/slot-rings.md): a subscriber reads the
-// message from the line it polls, and a round trip costs 0.8 to 1.9 times a bare shared
+// message from the line it polls, and a round trip costs 0.8 to 1.4 times a bare shared
 // word's on the team's 2-vCPU VM, depending on where its vCPUs land (offq bench's offq-ring
 // and shm-raw rows; docs/performance.md). It suits small messages sent one at a time:
 //
