@@ -218,7 +218,10 @@ func (rr *RingReader) await(turns *int, in *Inbox) bool {
 	step()
 	v := sl.seq.Load()
 	if v == rr.next {
-		return true // committed since the poll looked
+		// Committed since the poll looked (or a word written over with the cursor's value,
+		// which the poll will judge): a turn, so that the caller's loop stays bounded.
+		*turns--
+		return true
 	}
 	for ; *turns > 0; *turns-- {
 		step()
@@ -249,15 +252,26 @@ func (ir *InboxRing) ready() bool {
 	}
 	g := rr.g
 	c := rr.entry.cursor.Load()
-	v := g.slot(c).seq.Load()
+	sl := g.slot(c)
+	v := sl.seq.Load()
 	if v == c {
-		return true
+		// The writer stores the tag before the word, so a word that shows c over another
+		// tag was written over by another process: the poll would not take it (it waits
+		// for the writer), and a wait that called it ready would spin without end, deaf to
+		// its context, until the writer came to c.
+		return slotTag(sl) == uint32(c)
 	}
 	if s := v &^ ringBusy; s > c && (s-c)&(g.slots-1) == 0 && g.w.published.Load()+1 >= s {
 		return true
 	}
 	return g.ended(c)
 }
+
+// slotTag reads slot sl's tag, which its writer (another process, or another goroutine) may be
+// storing: a plain load, judged by the caller against the sequence word.
+//
+//go:norace
+func slotTag(sl *ringSlot) uint32 { return sl.tag }
 
 // stalled reports whether the message at the reader's cursor is overdue: committed, and its
 // slot written over (slotRing.stalled). The consumer's periodic look (Inbox.pending) calls it,

@@ -897,3 +897,62 @@ func TestRingAwaitSeesCommitBeforeWatch(t *testing.T) {
 		t.Fatal("the watch reported a message on a ring with none")
 	}
 }
+
+// A Receive on a ring whose next slot another process forged (its sequence word written with
+// the cursor's value over the last lap's header, while the writer has not come to it) gives up
+// when its context is done, with either wait strategy, and takes the writer's real message
+// once it comes. It did not: the poll, rightly, waits for the writer, but the inbox's wait
+// called the forged word ready and returned at once, so the take spun without end, deaf to
+// its context (holding the ring's lock, with the watch's first look), until the writer
+// published again.
+func TestRingForgedWordHonoursContext(t *testing.T) {
+	for _, st := range []WaitStrategy{BusySpin, Sleep} {
+		t.Run(st.String(), func(t *testing.T) {
+			_, me, _ := newTestRegion(t, "ring-forged")
+			tp := ringTopic(t, me, "ring.a")
+			in, err := me.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropOldest, Pattern: "ring.a", RingOf: &tp})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, err := me.CreateSlotRing(tp, testRing)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				w.Close(ctx)
+			}()
+			take := func(d time.Duration) (uint64, error) {
+				ctx, cancel := context.WithTimeout(context.Background(), d)
+				defer cancel()
+				done := make(chan error, 1)
+				var h Held
+				go func() { done <- me.TakeInto(ctx, &in, Waiter{Strategy: st}, &h) }()
+				select {
+				case err := <-done:
+					if err != nil {
+						return 0, err
+					}
+					defer h.Release()
+					return checkRingMessage(h.Data())
+				case <-time.After(d + 5*time.Second):
+					t.Fatalf("the take ignored its context (%v) for 5 s", d)
+					return 0, nil
+				}
+			}
+			putRing(t, w, 1, 8)
+			if s, err := take(10 * time.Second); err != nil || s != 1 {
+				t.Fatalf("first message: %d, %v", s, err)
+			}
+			w.g.slot(2).seq.Store(2) // forged: the slot still holds no message 2
+			if _, err := take(100 * time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("take on a forged word: %v, want the context's deadline", err)
+			}
+			putRing(t, w, 2, 8)
+			if s, err := take(10 * time.Second); err != nil || s != 2 {
+				t.Fatalf("the writer's message 2 after the forgery: %d, %v", s, err)
+			}
+		})
+	}
+}
