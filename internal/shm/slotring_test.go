@@ -42,6 +42,28 @@ func ringPair(t *testing.T, me *Participant, tp Topic) (*SlotRing, *RingReader) 
 	return w, rr
 }
 
+// ringInbox opens an inbox that reads topic ring.a's slot ring and makes that ring (of
+// testRing's shape); the ring is closed when the test ends, within a second (the inbox's
+// reader may be behind when the test fails).
+func ringInbox(t *testing.T, me *Participant) (Inbox, *SlotRing) {
+	t.Helper()
+	tp := ringTopic(t, me, "ring.a")
+	in, err := me.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropOldest, Pattern: "ring.a", RingOf: &tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := me.CreateSlotRing(tp, testRing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		w.Close(ctx)
+	})
+	return in, w
+}
+
 // putRing writes message s (the sequence, then bytes derived from it) into w.
 func putRing(t testing.TB, w *SlotRing, s uint64, n int) {
 	t.Helper()
@@ -721,20 +743,7 @@ func TestSlotRingTargetsNeedThePattern(t *testing.T) {
 // readable. (Counted from the count alone, Len said 0 and a Receive then returned a message.)
 func TestSlotRingLenCountsCommitted(t *testing.T) {
 	_, me, _ := newTestRegion(t, "ring-len")
-	tp := ringTopic(t, me, "ring.a")
-	in, err := me.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropOldest, Pattern: "ring.a", RingOf: &tp})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := me.CreateSlotRing(tp, testRing)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { // bounded: the inbox's reader may be behind when the test fails
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		w.Close(ctx)
-	}()
+	in, w := ringInbox(t, me)
 	putRing(t, w, 1, 8)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -909,20 +918,7 @@ func TestRingForgedWordHonoursContext(t *testing.T) {
 	for _, st := range []WaitStrategy{BusySpin, Sleep} {
 		t.Run(st.String(), func(t *testing.T) {
 			_, me, _ := newTestRegion(t, "ring-forged")
-			tp := ringTopic(t, me, "ring.a")
-			in, err := me.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropOldest, Pattern: "ring.a", RingOf: &tp})
-			if err != nil {
-				t.Fatal(err)
-			}
-			w, err := me.CreateSlotRing(tp, testRing)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				defer cancel()
-				w.Close(ctx)
-			}()
+			in, w := ringInbox(t, me)
 			take := func(d time.Duration) (uint64, error) {
 				ctx, cancel := context.WithTimeout(context.Background(), d)
 				defer cancel()
