@@ -12,12 +12,15 @@ import (
 //
 //   - tsc: the kernel reads the counter itself;
 //   - kvm-clock: a KVM guest's clock, which the kernel computes from the counter with a
-//     scale and an offset the host publishes, and reads through the vDSO while the host
-//     declares the counter in step across the guest's CPUs. A host that exposes an invariant
-//     counter to its guest keeps it so. Some hosts boot their guests with tsc=unstable (so
-//     that a guest may move between machines), which leaves the kernel on kvm-clock; a counter
-//     that jumps or changes rate in such a move is what the anchors' check catches, at the
-//     next anchor, a millisecond later at most (tscClock).
+//     scale and an offset the host publishes. The vDSO reads it so only while the host marks
+//     the counter stable across the guest's CPUs (otherwise every read is a system call);
+//     without that mark the kernel corrects each CPU's reading and this conversion does not,
+//     so a guest whose CPUs' counters disagree gets stamps off by that much, up to the
+//     anchors' tolerance (10 µs), beyond which an anchor starts the calibration over. Some
+//     hosts boot their guests with tsc=unstable (so that a guest may move between machines),
+//     which leaves the kernel on kvm-clock; a counter that jumps or changes rate in such a
+//     move is caught the same way, at the next anchor, a millisecond later at most
+//     (tscClock).
 //
 // Any other clocksource (hpet, acpi_pm, a hypervisor's own page) keeps Now on the kernel's
 // clock.
