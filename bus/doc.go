@@ -161,6 +161,14 @@
 // buffer's handle into a subscriber's queue, which happens before the Receive that loads it;
 // so a receiver sees every byte the publisher wrote.
 //
+// A Loan and a Message belong to one goroutine at a time, as a slice's bytes do: hand them to
+// another goroutine with the usual synchronisation, and do not send one Loan, or release one
+// Message, from two goroutines at once. That is a data race in the caller, which the race
+// detector reports. Done one after the other, the second send or release fails
+// (ErrLoanEnded, ErrReleased); done at once, on a publisher with a slot ring, both may pass
+// their checks and the message is published twice. The checks are not locked instructions,
+// because the round trip's path pays for each one.
+//
 // # Backpressure
 //
 // Each subscription has a queue of its own in shared memory (WithQueueDepth, a power of two

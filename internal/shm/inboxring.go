@@ -1,8 +1,10 @@
 package shm
 
 import (
+	"errors"
 	"runtime"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -39,7 +41,21 @@ type InboxRing struct {
 	lost   uint64 // lapped messages already counted in the inbox's drops
 	// damaged: messages skipped over a slot written over, already counted in its corrupt words
 	damaged uint64
+	// endedH and endedAt: the last ring the inbox read to its end, and where it stopped. A ring
+	// that only looked ended (its closed word and the topic's word written over, then put back
+	// by its writer) is read on from there, not again from its start.
+	endedH, endedAt uint64
+	// refused is a topic's ring word whose ring the inbox could not open because its header did
+	// not describe it (written over): its writer puts the header back within a second, so the
+	// inbox tries again now and then (tries), rather than read nothing of it while the writer
+	// skips its queue.
+	refused     atomic.Uint64
+	refusedFrom uint64       // where to start reading it once it opens
+	lastTry     atomic.Int64 // when a waiting consumer was last sent to try (stalled)
 }
+
+// refusedRetry is how often a waiting consumer tries again a ring it refused (InboxRing.refused).
+const refusedRetry = 50 * time.Millisecond
 
 // ringCopies are an inbox's copies of messages taken from a ring, one per message held at
 // once. The pool value lets a Held name a copy as it names a buffer (Data, Cap); it is the
@@ -112,26 +128,45 @@ func (p *Participant) newInboxRing(t Topic, capacity uint64, inbox uint32) *Inbo
 	h := t.e.ring.Load()
 	ir.seen.Store(h)
 	if h != 0 {
-		ir.open(p, Handle(h), false)
+		ir.open(p, Handle(h), 0)
 	}
 	return ir
 }
 
-// open starts reading the ring h names, if it is live and has more slots than the inbox has
-// cells.
-func (ir *InboxRing) open(p *Participant, h Handle, fromStart bool) {
+// open starts reading the ring h names, from message from (0: after the last one published),
+// if it is live and has more slots than the inbox has cells.
+func (ir *InboxRing) open(p *Participant, h Handle, from uint64) {
 	g, err := p.r.viewRing(h, ir.t.index)
+	if err != nil && errors.Is(err, ErrCorrupt) && g == nil {
+		if ir.refused.Load() != uint64(h) {
+			p.r.hdr.corrupt.Add(1) // once per ring refused
+			if from == 0 {
+				// After the last message published, now: the count is where a ring's header
+				// does not say (an untrusted value, as every count: see RingReader.behind).
+				from = 1
+				if b, err := p.r.buffer(h); err == nil && b.Cap() >= ringReadersOff {
+					from = (*ringWriterLine)(unsafe.Add(b.data, ringWriterOff)).published.Load() + 1
+				}
+			}
+			ir.refusedFrom = from
+			ir.refused.Store(uint64(h))
+		}
+		return
+	}
+	ir.refused.Store(0)
 	if err != nil || !g.alive() || g.slots <= ir.cap {
 		return
 	}
-	rr, err := p.openSlotRing(ir.t, fromStart, ir.inbox+1)
-	if err != nil || rr.g.h != h {
+	rr, err := p.openSlotRing(ir.t, from, ir.inbox+1)
+	if err != nil || rr.g.h != h || rr.g.slots <= ir.cap {
+		// (The reader's view of the ring is its own, read again: its shape is what counts.)
 		if rr != nil {
 			rr.Close()
 		}
 		return
 	}
-	if c := ir.copies.Load(); c == nil || uint64(c.pl.size) < g.payload {
+	g = rr.g
+	if c := ir.copies.Load(); c == nil || uint64(c.pl.size) < g.payload || len(c.flags) < int(min(g.slots, maxRingCopies)) {
 		ir.copies.Store(newRingCopies(g.payload, g.slots))
 	}
 	ir.rd.Store(rr)
@@ -160,15 +195,25 @@ func (ir *InboxRing) takeSpin(p *Participant, in *Inbox, dst *Held, spin int) (b
 		rr := ir.rd.Load()
 		if rr == nil {
 			w := ir.t.e.ring.Load()
-			if w == ir.seen.Load() {
+			if w == ir.seen.Load() && (w == 0 || w != ir.refused.Load()) {
 				return false, nil
 			}
 			// Open, then mark the word seen: until both are done, backlog (Len, Drain on another
 			// goroutine) counts the new ring's messages from the word, after it from the reader.
 			if w != 0 {
-				ir.open(p, Handle(w), true)
+				from := uint64(1) // a ring made since the inbox last looked: from its start
+				switch w {
+				case ir.endedH:
+					from = ir.endedAt
+				case ir.refused.Load():
+					from = ir.refusedFrom
+				}
+				ir.open(p, Handle(w), from)
 			}
 			ir.seen.Store(w)
+			if w == ir.refused.Load() && ir.rd.Load() == nil {
+				return false, nil // refused again
+			}
 			continue
 		}
 		c := ir.copies.Load()
@@ -200,6 +245,7 @@ func (ir *InboxRing) takeSpin(p *Participant, in *Inbox, dst *Held, spin int) (b
 		}
 		// Ended (or a message too long for the copies, which cannot happen: they hold the
 		// ring's payload): look for the next ring.
+		ir.endedH, ir.endedAt = uint64(rr.g.h), rr.next
 		ir.rd.Store(nil)
 		ir.lost, ir.damaged = 0, 0
 		ends++
@@ -239,19 +285,19 @@ func (rr *RingReader) await(turns *int, in *Inbox) bool {
 // active reports whether the inbox reads a ring or has one to look at: false in the common
 // case of a subscription whose topic has no ring, at the cost of three loads (inlined).
 func (ir *InboxRing) active() bool {
-	return ir.rd.Load() != nil || ir.t.e.ring.Load() != ir.seen.Load()
+	return ir.rd.Load() != nil || ir.t.e.ring.Load() != ir.seen.Load() || ir.refused.Load() != 0
 }
 
 // ready reports whether take would find something: the message at the reader's cursor, a lap
 // to skip, a ring that ended, or a new ring. It may be called from any goroutine (the
-// dispatcher's leader): it reads the reader's cursor in shared memory, not the reader.
+// dispatcher's leader): it reads the reader's copy of its cursor (pos), not the reader.
 func (ir *InboxRing) ready() bool {
 	rr := ir.rd.Load()
 	if rr == nil {
 		return ir.t.e.ring.Load() != ir.seen.Load()
 	}
 	g := rr.g
-	c := rr.entry.cursor.Load()
+	c := rr.pos.Load()
 	sl := g.slot(c)
 	v := sl.seq.Load()
 	if v == c {
@@ -273,12 +319,30 @@ func (ir *InboxRing) ready() bool {
 //go:norace
 func slotTag(sl *ringSlot) uint32 { return sl.tag }
 
-// stalled reports whether the message at the reader's cursor is overdue: committed, and its
-// slot written over (slotRing.stalled). The consumer's periodic look (Inbox.pending) calls it,
-// so that a waiting consumer takes, finds the damage and skips it.
+// stalled reports whether the message at the reader's cursor is overdue (committed, and its
+// slot written over: slotRing.stalled), or the reader's cursor is ahead of anything the writer
+// has committed (slotRing.rewind: a count or a lap another process forged). The consumer's
+// periodic look (Inbox.pending) calls it, so that a waiting consumer takes and its poll
+// repairs the damage.
 func (ir *InboxRing) stalled() bool {
 	rr := ir.rd.Load()
-	return rr != nil && rr.g.stalled(rr.entry.cursor.Load())
+	if rr == nil {
+		// A ring refused for its header: a take tries it again every refusedRetry (and at
+		// each message: its writer wakes a sleeping consumer). The leader of a process's
+		// sleeping consumers looks every longSleep.
+		r := ir.refused.Load()
+		if r == 0 || r != ir.t.e.ring.Load() {
+			return false
+		}
+		now, last := Now(), ir.lastTry.Load()
+		return now-last >= int64(refusedRetry) && ir.lastTry.CompareAndSwap(last, now)
+	}
+	c := rr.pos.Load()
+	if rr.g.stalled(c) {
+		return true
+	}
+	_, _, ahead := rr.g.rewind(c, rr.good.Load(), rr.floor.Load())
+	return ahead
 }
 
 // backlog returns how many messages of the ring the consumer has not read yet.
@@ -296,7 +360,7 @@ func (ir *InboxRing) backlog() int {
 		}
 		return int(min(g.w.published.Load(), g.slots))
 	}
-	pub, c := rr.g.w.published.Load(), rr.entry.cursor.Load()
+	pub, c := rr.g.w.published.Load(), rr.pos.Load()
 	if !rr.g.alive() {
 		return 0
 	}

@@ -130,6 +130,11 @@ func (p *Participant) TakeInto(ctx context.Context, in *Inbox, w Waiter, dst *He
 				}
 				return err
 			}
+			// A wait that returns at once, for ever, must not make the take deaf to its
+			// context: the wait looks at the context only between its turns.
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 		}
 	}
 	idx, err := p.reserve()
@@ -214,7 +219,11 @@ func (p *Participant) TakeAny(ctx context.Context, ins []*Inbox, w Waiter) (_ He
 				}
 			}
 		}
-		if err := waitAny(ctx, ins, w); err != nil {
+		err := waitAny(ctx, ins, w)
+		if err == nil {
+			err = ctx.Err() // a wait that returns at once, for ever, must not make the take deaf to it
+		}
+		if err != nil {
 			p.unreserve(idx)
 			return Held{}, -1, err
 		}

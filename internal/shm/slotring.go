@@ -45,7 +45,7 @@ import (
 //	96 + 64 readers  slots x size slots: sequence word (0: never written; busy bit | s while
 //	                              message s is being written; s once it is), length (4),
 //	                              tag (4: the low half of s, stored with the header before the
-//	                              sequence word; all ones while the slot is filled), topic
+//	                              sequence word; its complement while the slot is filled), topic
 //	                              sequence (8), publish time (8), payload
 const (
 	ringMagic      = 0x5251464f // "OFQR"
@@ -104,7 +104,7 @@ type ringReaderEntry struct {
 type ringSlot struct {
 	seq      atomic.Uint64
 	length   uint32
-	tag      uint32 // the low half of the sequence, written with the header, before seq; all ones while the slot is filled
+	tag      uint32 // the low half of the sequence, written with the header, before seq; its complement while the slot is filled
 	topicSeq uint64
 	stamp    int64
 }
@@ -240,8 +240,11 @@ type SlotRing struct {
 	limit      uint64 // the largest message: RingShape.Payload (the slot may hold more)
 	// loaned is the loan token: 1 from Loan to EndLoan (or abandon), and for good once the
 	// ring is retired (finishRetire). retired is set then.
-	loaned  atomic.Uint64
-	retired atomic.Bool
+	loaned    atomic.Uint64
+	retired   atomic.Bool
+	retiredAt time.Time // set before retired
+	// displaced: RepairWord found another ring in the topic's word and retired this one.
+	displaced atomic.Bool
 	// total counts the bytes published (stored by the writer with a plain store); flushed,
 	// those added to the topic's counter so far (under flushMu). FlushBytes adds the rest:
 	// every 64 messages and at the end (one locked add in 64 instead of one a message), and
@@ -269,6 +272,11 @@ func (p *Participant) CreateSlotRing(t Topic, sh RingShape) (_ *SlotRing, err er
 	hd := (*ringHeader)(l.buf.data)
 	hd.magic, hd.slots, hd.slotSize, hd.readers, hd.topic, hd.writer = ringMagic, uint32(sh.Slots), uint32(sh.slotSize()), uint32(sh.Readers), t.index, p.owner
 	g, err := p.r.viewRing(l.buf.h, t.index)
+	if err == nil && (g.slots != uint64(sh.Slots) || g.slotSize != sh.slotSize() || g.readers != uint64(sh.Readers)) {
+		// Another process wrote over the header between our stores and the view: the writer
+		// must work from the shape it made (its loans are cut to it), not from shared memory.
+		err = fmt.Errorf("%w: slot ring %#x: its header was written over as it was made", ErrCorrupt, uint64(l.buf.h))
+	}
 	if err != nil {
 		_ = l.Discard()
 		return nil, err
@@ -346,6 +354,9 @@ func (w *SlotRing) loanError(n int) error {
 		return fmt.Errorf("offq: slot ring: %d bytes: %w (the ring's messages are up to %d)", n, ErrTooLarge, w.limit)
 	}
 	if w.closed.Load() {
+		if w.displaced.Load() {
+			return errRingDisplaced
+		}
 		return ErrClosed
 	}
 	return ErrRingLoaned
@@ -410,23 +421,53 @@ func (w *SlotRing) CommitLoan(l Loan, n int) (_ uint64, err error) {
 	return seq, nil
 }
 
-// RepairWord puts the ring back into its topic's entry if the word there names something else
-// (another process wrote over it), counting the damage; it reports whether it did. An open
-// ring is the topic's only one (CreateSlotRing refuses a second), so any other value is junk;
-// left there, subscribers that open the topic's ring later would not find this one, while its
-// writer skips their queues. The Bus calls it once a second for each open ring.
+// RepairWord puts back what another process wrote over of the ring's own words, counting the
+// damage, and reports whether it did: the ring's header (a subscriber refuses a ring whose
+// header does not describe it, and would read nothing of it while its writer skips its
+// queue), its closed word (its readers would leave it, and CreateSlotRing let another ring
+// take the topic), and the topic's word naming it (subscribers that open the topic's ring
+// later would not find it). An open ring is the topic's only one, so any other value in the
+// topic's word is junk, unless it names another live ring that is not closed: one made while
+// this ring's closed word was written over. Two rings cannot share the topic, and the other
+// may already have readers; this ring then retires, and its loans fail with an error that
+// says why (ErrCorrupt), rather than publish into a ring no subscriber reads. The Bus calls it
+// once a second for each open ring.
 func (w *SlotRing) RepairWord() bool {
 	if w.closed.Load() {
 		return false
 	}
 	defer unguard(guard(), nil)
-	h := uint64(w.g.h)
-	if v := w.t.e.ring.Load(); v != h && w.t.e.ring.CompareAndSwap(v, h) {
-		w.p.r.hdr.corrupt.Add(1)
-		return true
+	g, hd, fixed := w.g, w.g.hd, false
+	if hd.magic != ringMagic || uint64(hd.slots) != g.slots || uint64(hd.slotSize) != g.slotSize ||
+		uint64(hd.readers) != g.readers || hd.topic != g.topic || hd.writer != w.p.owner {
+		hd.magic, hd.slots, hd.slotSize, hd.readers, hd.topic, hd.writer =
+			ringMagic, uint32(g.slots), uint32(g.slotSize), uint32(g.readers), g.topic, w.p.owner
+		fixed = true
 	}
-	return false
+	if hd.closed.Load() != 0 && !w.closed.Load() && hd.closed.CompareAndSwap(1, 0) {
+		// (Retire stores 1 only after it set w.closed: a retirement under way is left alone.)
+		fixed = true
+	}
+	h := uint64(g.h)
+	if v := w.t.e.ring.Load(); v != h {
+		if og, err := w.p.r.viewRing(Handle(v), w.t.index); v != 0 && err == nil && og.alive() && og.hd.closed.Load() == 0 {
+			w.p.r.hdr.corrupt.Add(1)
+			w.displaced.Store(true)
+			w.Retire()
+			return true
+		}
+		if w.t.e.ring.CompareAndSwap(v, h) {
+			fixed = true
+		}
+	}
+	if fixed {
+		w.p.r.hdr.corrupt.Add(1)
+	}
+	return fixed
 }
+
+// errRingDisplaced is why a ring that RepairWord retired lends nothing.
+var errRingDisplaced = fmt.Errorf("%w: the topic's slot ring was replaced by another while this one was open (another process wrote over its closed word): close the publisher and open it again", ErrCorrupt)
 
 // FlushBytes adds the bytes published since the last flush to the topic's counter. Any
 // goroutine may call it while the ring is not freed.
@@ -491,7 +532,12 @@ func (w *SlotRing) claim(n int) ([]byte, error) {
 	storeRelease(&sl.seq, ringBusy|w.next)
 	// The tag too, before the payload: a process that writes the old sequence word back over
 	// the busy mark while the slot is filled does not make the old header match it (copyOut).
-	sl.tag = ^uint32(0)
+	// The complement of the message's own tag, never all ones: all ones is the real tag of one
+	// message in 2^32, and a reader expecting that message would take the slot being filled
+	// for it. No reader expects the complement here: the messages of a slot are s plus
+	// multiples of an even slot count, so their tags share s's lowest bit, which the
+	// complement flips.
+	sl.tag = ^uint32(w.next)
 	w.cur = sl
 	return unsafe.Slice((*byte)(w.g.payloadOf(sl)), w.g.payload)[:n], nil
 }
@@ -587,8 +633,17 @@ func (w *SlotRing) finishRetire() {
 	w.FlushBytes()
 	step()
 	storeRelease(&w.g.hd.closed, 1)
+	w.retiredAt = time.Now()
 	w.retired.Store(true)
 }
+
+// RingLinger bounds how long a retired ring waits for a subscriber whose progress it cannot
+// see (SlotRing.FreeFor): one that has not opened the ring since it appeared (it opens it at
+// its next take), or one that reads it without a reader entry (a ring has MaxRingReaders).
+// After that the ring is freed, and what such a subscriber had not read of it is lost to
+// it, as a lapped reader's messages are. A reader whose entry shows it behind keeps the ring
+// while it lives.
+const RingLinger = 10 * time.Second
 
 // Free frees a retired ring once every reader entry held by a live process has read its last
 // message (or at once, with force): it takes the ring out of the topic's entry and ends the
@@ -609,8 +664,9 @@ func (w *SlotRing) FreeFor(targets []Inbox, force bool) (done bool) {
 		if !w.retired.Load() {
 			return false // a loan is still out
 		}
+		linger := time.Since(w.retiredAt) < RingLinger
 		for i := range targets {
-			if w.next > 1 && w.unread(&targets[i]) {
+			if w.next > 1 && w.unread(&targets[i], linger) {
 				return false
 			}
 		}
@@ -643,8 +699,9 @@ func (w *SlotRing) FreeFor(targets []Inbox, force bool) (done bool) {
 
 // unread reports whether inbox in, a target of the ring, may still have messages of it to
 // read: it is open, its owner lives, and no reader entry of its shows the ring read to the
-// end.
-func (w *SlotRing) unread(in *Inbox) bool {
+// end; with no reader entry of its at all (it has not opened the ring, or reads it without
+// one), only while linger.
+func (w *SlotRing) unread(in *Inbox, linger bool) bool {
 	g := w.g
 	step()
 	st := in.v.hdr.state.Load()
@@ -652,14 +709,18 @@ func (w *SlotRing) unread(in *Inbox) bool {
 		return false
 	}
 	owner := wordOwner(st)
+	found := false
 	for k := range g.readers {
 		e := g.reader(k)
 		step()
-		if o := e.owner.Load(); o>>32 == uint64(in.v.index)+1 && uint32(o) == owner && e.cursor.Load() >= w.next {
-			return false // read to the end (an entry of its that shows less may be junk)
+		if o := e.owner.Load(); o>>32 == uint64(in.v.index)+1 && uint32(o) == owner {
+			if e.cursor.Load() >= w.next {
+				return false // read to the end (an entry of its that shows less may be junk)
+			}
+			found = true
 		}
 	}
-	if owner == 0 || owner > w.p.r.cfg.Participants {
+	if !found && !linger || owner == 0 || owner > w.p.r.cfg.Participants {
 		return false
 	}
 	alive, err := w.p.r.Alive(int(owner - 1))
@@ -679,6 +740,39 @@ type RingReader struct {
 	idle    uint32 // polls in a row that found nothing
 	tag     uint64 // the entry's owner word: inbox index + 1 << 32 | participant index + 1
 	local   bool   // the entry is in process memory: the ring had no free one
+	// pos is next, for other goroutines (InboxRing.ready, stalled, backlog): in process
+	// memory, where no other process can write it. The entry's cursor in shared memory is for
+	// the writer and the tools: a cursor written over there must not make a waiting consumer
+	// judge a slot its poll does not read (it would be woken for ever, and spin).
+	pos atomic.Uint64
+	// good is the cursor before the laps skipped since the last message read (or where the
+	// reader started), and pendLost the messages those laps skipped: counted as lost (Lost)
+	// once a message after them is read. A lap that another process forged (a sequence word
+	// and a count that agrees) puts the cursor past anything the writer has committed; the
+	// reader then finds itself ahead of the writer's count and goes back (behind), never below
+	// floor: every message before floor was read or skipped (0 until the first). good and
+	// floor are for other goroutines too (InboxRing.stalled), stored by the reader only.
+	good, floor atomic.Uint64
+	pendLost    uint64
+}
+
+// moveTo moves the reader's cursor to n: in the reader, its copy for other goroutines, and
+// its entry.
+func (rr *RingReader) moveTo(n uint64) {
+	rr.next = n
+	storeRelease(&rr.pos, n)
+	step()
+	storeRelease(&rr.entry.cursor, n)
+}
+
+// passed moves the reader's cursor to n past a message it read or skipped: the laps skipped
+// before it are confirmed (see good).
+func (rr *RingReader) passed(n uint64) {
+	rr.lost += rr.pendLost
+	rr.pendLost = 0
+	storeRelease(&rr.good, n)
+	storeRelease(&rr.floor, n)
+	rr.moveTo(n)
 }
 
 // OpenSlotRing opens the slot ring of topic t for reading by p. The reader starts after the
@@ -687,13 +781,18 @@ type RingReader struct {
 // it missed as lost and starts from the oldest message the ring holds. It fails with ErrNoRing if t has no live ring and ErrRingReaders if every
 // reader entry is taken by a live participant.
 func (p *Participant) OpenSlotRing(t Topic, fromStart bool) (_ *RingReader, err error) {
-	return p.openSlotRing(t, fromStart, 0)
+	from := uint64(0)
+	if fromStart {
+		from = 1
+	}
+	return p.openSlotRing(t, from, 0)
 }
 
 // openSlotRing is OpenSlotRing for the consumer of inbox index inbox-1 (0: none), which its
 // reader entry records, so that any process reading the region can tell how far behind the
-// ring that inbox's consumer is (Region.InboxStats).
-func (p *Participant) openSlotRing(t Topic, fromStart bool, inbox uint32) (_ *RingReader, err error) {
+// ring that inbox's consumer is (Region.InboxStats). The reader starts at message from, or
+// with from 0 after the last message published.
+func (p *Participant) openSlotRing(t Topic, from uint64, inbox uint32) (_ *RingReader, err error) {
 	defer unguard(guard(), &err)
 	h := t.e.ring.Load()
 	if h == 0 {
@@ -706,11 +805,13 @@ func (p *Participant) openSlotRing(t Topic, fromStart bool, inbox uint32) (_ *Ri
 		}
 		return nil, err
 	}
-	next := uint64(1)
-	if !fromStart {
-		next = g.w.published.Load() + 1
+	next := from
+	if next == 0 {
+		next = g.lastCommitted() + 1
 	}
 	rr := &RingReader{g: g, p: p, next: next, tag: uint64(inbox)<<32 | uint64(p.owner)}
+	rr.pos.Store(next)
+	rr.good.Store(next)
 	for pass := 0; pass < 2 && rr.entry == nil; pass++ {
 		for i := range g.readers {
 			e := g.reader(i)
@@ -789,9 +890,7 @@ func (rr *RingReader) poll(dst []byte) (m Meta, ok bool, err error) {
 			switch st {
 			case copyOK:
 				rr.idle = 0
-				rr.next++
-				step()
-				storeRelease(&rr.entry.cursor, rr.next)
+				rr.passed(rr.next + 1)
 				return m, true, nil
 			case copyShort:
 				return Meta{}, false, fmt.Errorf("offq: slot ring: a message of %d bytes for a buffer of %d", m.Len, len(dst))
@@ -818,9 +917,13 @@ func (rr *RingReader) poll(dst []byte) (m Meta, ok bool, err error) {
 			// may be on its way there.
 			step()
 			if pub := g.w.published.Load(); pub+1 >= s {
+				if !g.alive() {
+					// Not a lap: the ring was freed, and its buffer is another ring's now.
+					return Meta{}, false, rr.end()
+				}
 				to := max(rr.next+1, s-min(s, g.slots)+2)
-				rr.lost += to - rr.next
-				rr.next = to
+				rr.pendLost += to - rr.next
+				rr.moveTo(to)
 				continue
 			}
 		}
@@ -829,9 +932,14 @@ func (rr *RingReader) poll(dst []byte) (m Meta, ok bool, err error) {
 		// count: if it has committed our message and the slot still does not show it, another
 		// process wrote over the slot's sequence word; skip the message, counted, rather than
 		// wait for a lap that a writer that has stopped never makes.
-		if rr.idle++; rr.idle&63 == 0 && g.stalled(rr.next) {
-			rr.skipDamaged()
-			continue
+		if rr.idle++; rr.idle&63 == 0 {
+			if g.stalled(rr.next) {
+				rr.skipDamaged()
+				continue
+			}
+			if rr.behind() {
+				continue
+			}
 		}
 		// Has the ring ended?
 		if g.ended(rr.next) {
@@ -846,9 +954,85 @@ func (rr *RingReader) poll(dst []byte) (m Meta, ok bool, err error) {
 func (rr *RingReader) skipDamaged() {
 	rr.g.r.hdr.corrupt.Add(1)
 	rr.damaged++
-	rr.next++
+	rr.passed(rr.next + 1)
+}
+
+// behind finds the reader's cursor ahead of anything the writer has committed (rewind) and
+// puts it back: to where it was before the laps since its last message, not past the
+// writer's count, not before a message it has read, and not before the oldest message the
+// ring still holds (the messages before that are lost: the writer lapped the reader
+// meanwhile). No writer puts a reader there: a count another process wrote over did, at the
+// reader's start, or a lap another process forged. Counted as damage, once.
+func (rr *RingReader) behind() bool {
+	g := rr.g
+	back, pub, ok := g.rewind(rr.next, rr.good.Load(), rr.floor.Load())
+	if !ok || !g.alive() {
+		return false // (a freed ring: the poll ends it)
+	}
+	g.r.hdr.corrupt.Add(1)
+	rr.damaged++
+	oldest := uint64(1)
+	if pub+2 > g.slots {
+		oldest = pub + 2 - g.slots // the writer may be filling pub+1's slot, which held pub+1-slots
+	}
+	rr.pendLost = 0
+	if back < oldest {
+		rr.pendLost = oldest - back
+		back = oldest
+	}
+	storeRelease(&rr.good, back)
+	rr.moveTo(back)
+	return true
+}
+
+// rewind reports whether a reader at next, whose laps began at good and who has read every
+// message before floor, is ahead of the writer's count by more than a real reader can be, and
+// where it goes back to (behind), with the count. A reader is at most two past the count: it
+// may take message published+1 between the writer's store of its sequence word and the store
+// of the count (and a writer killed between the two leaves it there). The count is believed
+// only if its slot shows that very message: a count written back finds its slot holding a
+// later lap (or, before the first lap, the message it names, and a reader never goes back
+// before floor).
+func (g *slotRing) rewind(next, good, floor uint64) (to, pub uint64, ok bool) {
 	step()
-	storeRelease(&rr.entry.cursor, rr.next)
+	pub = g.w.published.Load()
+	if pub >= next || next-pub <= 2 {
+		return 0, pub, false
+	}
+	step()
+	if g.slot(pub).seq.Load() != pub {
+		return 0, pub, false
+	}
+	to = max(min(good, pub+1), floor)
+	return to, pub, to < next
+}
+
+// lastCommitted returns the writer's count, where a reader that starts after the last message
+// starts, if the count's slot agrees with it: it shows that message, or a later lap's (the
+// writer went on). A count written over by another process does not; the reader then starts
+// after the highest message a slot shows committed, rather than far past anything the writer
+// will publish (or, if the count was written back, before messages it has read).
+func (g *slotRing) lastCommitted() uint64 {
+	step()
+	pub := g.w.published.Load()
+	if pub == 0 {
+		return 0
+	}
+	step()
+	v := g.slot(pub).seq.Load()
+	if s := v &^ ringBusy; s >= pub && (s-pub)&(g.slots-1) == 0 {
+		return pub
+	}
+	g.r.hdr.corrupt.Add(1)
+	var hi uint64
+	for i := range g.slots {
+		step()
+		v := g.slot(i + 1).seq.Load()
+		if v&ringBusy == 0 && v > hi && (v-1)&(g.slots-1) == i {
+			hi = v
+		}
+	}
+	return hi
 }
 
 // stalled reports whether the writer has committed message next (its count says so, and is
@@ -935,6 +1119,10 @@ func forgedOrOverwritten(sl *ringSlot, s uint64) int {
 // the entry goes with it.
 func (rr *RingReader) end() error {
 	rr.ended = true
+	if _, _, ok := rr.g.rewind(rr.next, rr.good.Load(), rr.floor.Load()); !ok {
+		rr.lost += rr.pendLost
+	}
+	rr.pendLost = 0
 	return ErrRingEnded
 }
 

@@ -155,6 +155,11 @@ func (in *Inbox) popInto(ctx context.Context, w Waiter, p *Participant, idx int)
 		if in.ring != nil && in.ring.ready() {
 			return 0, errRingReady
 		}
+		// A wait that returns at once, for ever (a word another process wrote over), must not
+		// make the take deaf to its context: the wait looks at it only between its turns.
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
 	}
 }
 
