@@ -408,10 +408,10 @@ func (w *SlotRing) CommitLoan(l Loan, n int) (_ uint64, err error) {
 	}
 	seq := w.t.e.seq.Add(1)
 	w.done = w.lent
-	b, err := w.claim(n)
-	if err != nil {
-		return 0, err
-	}
+	// Not claim: a loan out when Retire came holds the ring open until it ends, and commits
+	// the ring's last message (Retire). claim's check of the closed flag would refuse it after
+	// the topic's number was taken, a number no message then had.
+	b := w.slotFor(n)
 	stageInto(b, w.stage[:n])
 	w.commit(w.cur, n, stamp, seq)
 	storeRelease(&w.total, w.total.Load()+uint64(n))
@@ -539,6 +539,12 @@ func (w *SlotRing) claim(n int) ([]byte, error) {
 	if n < 0 || uint64(n) > w.limit {
 		return nil, fmt.Errorf("offq: slot ring: %d bytes: %w (the ring's messages are up to %d)", n, ErrTooLarge, w.limit)
 	}
+	return w.slotFor(n), nil
+}
+
+// slotFor marks the next message's slot busy and returns its payload area, n bytes (n within
+// the ring's limit).
+func (w *SlotRing) slotFor(n int) []byte {
 	sl := w.g.slot(w.next)
 	step()
 	storeRelease(&sl.seq, ringBusy|w.next)
@@ -551,7 +557,7 @@ func (w *SlotRing) claim(n int) ([]byte, error) {
 	// complement flips.
 	sl.tag = ^uint32(w.next)
 	w.cur = sl
-	return unsafe.Slice((*byte)(w.g.payloadOf(sl)), w.g.payload)[:n], nil
+	return unsafe.Slice((*byte)(w.g.payloadOf(sl)), w.g.payload)[:n]
 }
 
 // Commit publishes the message written into the area Next returned, n bytes of it, stamped
