@@ -265,6 +265,14 @@ type pubOptions struct {
 // defaultPubOptions are a publisher's defaults: a topic it creates keeps no history.
 func defaultPubOptions() pubOptions { return pubOptions{history: 0} }
 
+// check refuses options that contradict each other, once all are applied.
+func (o pubOptions) check() error {
+	if o.ringSlots > 0 && o.history > 0 {
+		return fmt.Errorf("%w: WithHistory(%d) and WithSlotRing: a topic with a slot ring keeps no history; drop one of the two", ErrInvalidOption, o.history)
+	}
+	return nil
+}
+
 // WithHistory makes the topic keep its last k messages for subscribers that join later
 // (default 0). It takes effect when the topic is first used on the bus, and is ignored for a
 // topic that exists already (Publisher.HistoryDepth tells its depth); k may not exceed the
@@ -297,7 +305,8 @@ func WithHistory(k int) PublisherOption {
 //     queue is promised that many messages of backlog, which a shorter ring would not keep.
 //   - The publisher lends one message at a time: Loan while a loan is outstanding fails with
 //     ErrRingLoaned (Publish waits its turn). A message may not exceed size bytes (ErrTooLarge),
-//     LoanBatch and SendBatch are refused, and the topic keeps no history.
+//     LoanBatch and SendBatch are refused, and the topic keeps no history (WithHistory beside
+//     WithSlotRing, or a ring on a topic that keeps a history, is refused with ErrInvalidOption).
 //   - A topic has one slot ring at a time: a second publisher asking for one gets
 //     ErrRingTaken until the first is closed.
 //   - A Receive that finds no message of the ring watches it for a few microseconds before

@@ -58,6 +58,11 @@ func (b *Bus) Publisher(topic string, opts ...PublisherOption) (*Publisher, erro
 			return nil, &Error{Op: "publisher", Name: topic, Err: err}
 		}
 	}
+	if err := o.check(); err != nil {
+		// Before the topic is touched: a refused call must not leave the topic created with
+		// the history it asked for.
+		return nil, &Error{Op: "publisher", Name: topic, Err: err}
+	}
 	if err := topics.ValidateName(topic); err != nil {
 		return nil, &Error{Op: "publisher", Name: "", Err: err}
 	}

@@ -1369,6 +1369,25 @@ func TestRingOptionErrors(t *testing.T) {
 	}
 }
 
+// TestRingWithHistoryRefusedLeavesTopicAlone: Publisher with WithHistory and WithSlotRing
+// together is refused with ErrInvalidOption before the topic is touched, so the refused call
+// does not create the topic with a history, and the corrected call (WithSlotRing alone)
+// succeeds.
+func TestRingWithHistoryRefusedLeavesTopicAlone(t *testing.T) {
+	b := openRingBus(t, 64)
+	if _, err := b.Publisher("hist.x", WithHistory(2), WithSlotRing(16, 64)); !errors.Is(err, ErrInvalidOption) {
+		t.Fatalf("WithHistory and WithSlotRing: %v, want ErrInvalidOption", err)
+	}
+	p, err := b.Publisher("hist.x", WithSlotRing(16, 64))
+	if err != nil {
+		t.Fatalf("WithSlotRing alone, after the refused call with WithHistory: %v", err)
+	}
+	defer p.Close()
+	if d := p.HistoryDepth(); d != 0 {
+		t.Fatalf("the topic keeps a history of %d messages after the refused call, want 0", d)
+	}
+}
+
 // ---------------------------------------------------------------------------------------------
 // 9. Other processes
 
