@@ -87,7 +87,9 @@ func (p *Publisher) ringLoanError(n int, err error) error {
 // waitRingLoan waits for the ring's outstanding loan to be sent or discarded, then lends the
 // next slot (Publish). It yields at first (a loan is usually sent within a microsecond), then
 // sleeps, up to a millisecond at a time: a goroutine that holds its loan for long does not
-// cost the waiting one a core.
+// cost the waiting one a core. It gives up with ErrClosed once the publisher or the Bus is
+// closed: a loan whose Send the closing Bus refused is never given back by its holder, and
+// Bus.Close waits for this call (it is inside the Bus's use gate).
 func (p *Publisher) waitRingLoan(ctx context.Context, n int) (Loan, error) {
 	pause := 10 * time.Microsecond
 	for i := 1; ; i++ {
@@ -99,7 +101,7 @@ func (p *Publisher) waitRingLoan(ctx context.Context, n int) (Loan, error) {
 			if err := ctx.Err(); err != nil {
 				return Loan{}, err
 			}
-			if p.closed.Load() {
+			if p.closed.Load() || p.b.closed.Load() {
 				return Loan{}, ErrClosed
 			}
 		}

@@ -1040,6 +1040,81 @@ func TestRingBusCloseUnread(t *testing.T) {
 	}
 }
 
+// TestBusCloseWhilePublishWaitsForRingLoan: one goroutine holds the ring's loan; another's
+// Publish waits for it (waitRingLoan), inside the Bus's use gate, with a context that never
+// ends. Bus.Close begins, and the loan's Send is refused (ErrClosed), so its token never comes
+// back. Bus.Close must still return, and the waiting Publish must return ErrClosed.
+func TestBusCloseWhilePublishWaitsForRingLoan(t *testing.T) {
+	b := openRingBus(t, 64)
+	_ = mustSubscribe(t, b, "hang.x", WithQueueDepth(8))
+	pub, err := b.Publisher("hang.x", WithSlotRing(16, 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := pub.Loan(4) // the holder's loan
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(l.Bytes(), "abcd")
+
+	inGate := make(chan struct{})
+	var once sync.Once
+	testHookInUse = func(op string) {
+		if op == "publish" {
+			once.Do(func() { close(inGate) })
+		}
+	}
+	closeWaits := make(chan struct{})
+	var closeOnce sync.Once
+	testHookCloseWaits = func() { closeOnce.Do(func() { close(closeWaits) }) }
+	t.Cleanup(func() { testHookInUse, testHookCloseWaits = nil, nil })
+
+	pctx, cancelPublish := context.WithCancel(context.Background()) // no deadline
+	defer cancelPublish()
+	published := make(chan error, 1)
+	go func() { published <- pub.Publish(pctx, []byte("waits")) }()
+	timeout := time.After(10 * time.Second)
+	select {
+	case <-inGate: // the Publish is in the gate, and the loan is out: it waits for it
+	case <-timeout:
+		t.Fatal("the Publish never entered the Bus's use gate")
+	}
+
+	closed := make(chan error, 1)
+	go func() { closed <- b.Close() }()
+	select {
+	case <-closeWaits: // Bus.Close waits for the Publish in its use gate
+	case err := <-closed: // or the Publish left before Close looked
+		closed <- err
+	case <-timeout:
+		t.Fatal("Bus.Close neither waited for the Publish nor returned")
+	}
+	if err := pub.Send(context.Background(), l); !errors.Is(err, ErrClosed) {
+		t.Errorf("Send of the loan during Bus.Close: %v, want ErrClosed", err)
+	}
+
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Bus.Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		cancelPublish() // lets the Publish go, and so Bus.Close, for the test to end
+		perr := <-published
+		<-closed
+		t.Fatalf("Bus.Close did not return in 5 s: it waited for a Publish that waits for a ring loan whose Send the closing Bus refused (the Publish returned %v once its context was cancelled)", perr)
+	}
+	select {
+	case err := <-published:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("Publish that waited for the ring's loan across Bus.Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		cancelPublish()
+		t.Fatalf("the Publish waiting for the ring's loan did not return after Bus.Close returned")
+	}
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. Sleep and wake
 
