@@ -207,12 +207,7 @@ func (p *Publisher) retireRing() {
 	defer p.b.exit()
 	// The subscribers that read the ring as of now: it is freed once each has read it to the
 	// end (or closed, or died), also one that has not opened it yet.
-	p.mu.Lock()
-	if g := p.b.r.SubscriptionGen(); g != p.gen {
-		p.refresh(g)
-	}
-	targets := append([]shm.Inbox{}, p.ringTargets...) // not nil: FreeFor counts only these
-	p.mu.Unlock()
+	targets := p.ringReaders()
 	// Under the Bus's lock, which the timer holds while it checks the open rings' topic words
 	// (RepairWord): it must not put back the word of a ring freed meanwhile.
 	p.b.mu.Lock()
@@ -221,6 +216,17 @@ func (p *Publisher) retireRing() {
 	if !p.ring.FreeFor(targets, false) {
 		p.b.retired = append(p.b.retired, retiredRing{p.ring, targets})
 	}
+}
+
+// ringReaders lists the inboxes that read the ring as of now (splitRing's ringTargets), not
+// nil, for FreeFor counts only these. It reads the region's subscriptions itself instead of
+// taking the send lock for the publisher's target list: a Send blocked on a full Block
+// subscriber holds that lock for as long as it waits, and Close does not wait for it. If the
+// region cannot be read, the list is empty (as refresh leaves the target list).
+func (p *Publisher) ringReaders() []shm.Inbox {
+	all, _ := p.b.r.Targets(nil, p.match)
+	k := p.topic.RingTargets(all, p.ring.Slots())
+	return append([]shm.Inbox{}, all[len(all)-k:]...)
 }
 
 // retiredRing is a closed publisher's slot ring, kept until the subscribers that read it

@@ -1115,6 +1115,60 @@ func TestBusCloseWhilePublishWaitsForRingLoan(t *testing.T) {
 	}
 }
 
+// TestRingPublisherCloseWhileSendBlocked: Publisher.Close does not wait for the calls under
+// way (its doc: a Send blocked on a full Block subscriber goes on until its context or the
+// subscription lets it). A ring publisher's Send that sends its copy to a full Block
+// subscriber, with a context that never ends, must not keep Close from returning; once the
+// Block subscriber goes away the Send returns, and the ring is retired and freed.
+func TestRingPublisherCloseWhileSendBlocked(t *testing.T) {
+	b := openRingBus(t, 64)
+	ctx := ctxT(t)
+	block := mustSubscribe(t, b, "blk.x", WithOverflow(Block), WithQueueDepth(2))
+	reader := mustSubscribe(t, b, "blk.x", WithQueueDepth(8)) // reads the ring
+	pub, err := b.Publisher("blk.x", WithSlotRing(16, 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // fills the Block subscriber's queue
+		if err := pub.Publish(ctx, []byte("fill")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- pub.Publish(context.Background(), []byte("blocked")) }()
+	for subStats(t, block).Blocked == 0 { // the Send waits for room
+		if ctx.Err() != nil {
+			t.Fatal("the third Publish never blocked")
+		}
+		time.Sleep(100 * time.Microsecond) // polling a counter, bounded by ctx
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- pub.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		block.Close() // lets the Send go, and so Close, for the test to end
+		<-sent
+		<-closed
+		t.Fatal("Publisher.Close of a ring publisher did not return in 5 s while a Send was blocked on a full Block subscriber; its doc says Close does not wait for such a Send")
+	}
+	block.Close()
+	if err := <-sent; err != nil && !errors.Is(err, ErrClosed) {
+		t.Errorf("the blocked Publish, once its Block subscriber closed: %v", err)
+	}
+	// The ring's reader reads everything the ring published, and then the ring is freed.
+	receiveN(t, ctx, reader, 3)
+	for inUse(b) != 0 {
+		if ctx.Err() != nil {
+			t.Fatalf("%d buffers in use: the ring of the closed publisher was not freed once read", inUse(b))
+		}
+		time.Sleep(time.Millisecond) // polling the reaper's effect, bounded by ctx
+	}
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. Sleep and wake
 
