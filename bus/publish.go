@@ -44,6 +44,11 @@ type Publisher struct {
 	// off the target list by refresh.
 	ring        *shm.SlotRing
 	ringTargets []shm.Inbox
+	// noCopies is gen<<1|1 while the target list, as of subscription generation gen, has no
+	// subscriber that is sent copies of the ring's messages, and 0 otherwise (refresh): a
+	// ring's Send reads it without the send lock, to borrow the copies' buffer before it
+	// commits the message to the ring only when it may need one.
+	noCopies atomic.Uint64
 }
 
 // Publisher returns a publisher for topic, a concrete topic name (no wildcards).
@@ -376,9 +381,17 @@ func (p *Publisher) refresh(gen uint64) {
 	p.splitRing()
 	if err != nil {
 		p.gen = ^uint64(0)
+		p.noCopies.Store(0)
 		return
 	}
 	p.gen = gen
+	if p.ring != nil {
+		if len(p.targets)+len(p.groups) == 0 {
+			p.noCopies.Store(gen<<1 | 1)
+		} else {
+			p.noCopies.Store(0)
+		}
+	}
 }
 
 // match reports whether a subscription's pattern takes the publisher's topic.

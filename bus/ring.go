@@ -133,14 +133,30 @@ func (p *Publisher) sendRing(ctx context.Context, l *Loan, inGate bool) error {
 	return p.commitRing(ctx, l)
 }
 
-// commitRing is sendRing inside the Bus's use gate.
+// commitRing is sendRing inside the Bus's use gate. If the topic has subscribers that are sent
+// copies, the copies' buffer is borrowed before the message is committed to the ring: a Send
+// that fails for want of it has delivered the message to nobody (and ended the loan).
 func (p *Publisher) commitRing(ctx context.Context, l *Loan) error {
 	if p.closed.Load() {
 		l.l.Discard()
 		return &Error{Op: "send", Name: p.name, Err: ErrClosed}
 	}
+	g := p.b.r.SubscriptionGen()
+	var cp shm.Loan
+	copies := p.noCopies.Load() != g<<1|1
+	if copies {
+		if err := p.borrowCopy(l.n, &cp); err != nil {
+			if l.l.Discard() == ErrLoanEnded {
+				return ErrLoanEnded // sent or discarded already
+			}
+			return &Error{Op: "send", Name: p.name, Err: err}
+		}
+	}
 	seq, err := p.ring.CommitLoan(l.l, l.n)
 	if err != nil {
+		if copies {
+			cp.Discard()
+		}
 		if errors.Is(err, ErrLoanEnded) {
 			return err // sent or discarded already: the token is not this loan's
 		}
@@ -150,36 +166,58 @@ func (p *Publisher) commitRing(ctx context.Context, l *Loan) error {
 		}
 		return &Error{Op: "send", Name: p.name, Err: err}
 	}
-	err = p.fanRing(ctx, l.n, seq)
+	err = p.fanRing(ctx, l.n, seq, g, &cp, copies)
 	p.ring.EndLoan() // after fanRing, which copies the staged message
 	return err
 }
 
+// borrowCopy lends *cp, a pool buffer of n bytes for the copies of a ring's message: as a
+// pool loan is lent (Publisher.loan), with one reap and one more try if the pools are
+// exhausted.
+func (p *Publisher) borrowCopy(n int, cp *shm.Loan) (err error) {
+	if *cp, err = p.b.p.Loan(n); err != nil {
+		if !errors.Is(err, shm.ErrPoolExhausted) || !p.b.reapOnExhaustion() {
+			return err
+		}
+		*cp, err = p.b.p.Loan(n)
+	}
+	return err
+}
+
 // fanRing wakes the subscribers that read the ring, and sends the others a copy of message
-// seq, n bytes, through their queues: a buffer of the pool with the same bytes, sequence
-// number and time. The loan's token is still taken (the staged message is read here).
-func (p *Publisher) fanRing(ctx context.Context, n int, seq uint64) error {
+// seq, n bytes, through their queues: cp (borrowed if lent, by commitRing), a buffer of the
+// pool with the same bytes, sequence number and time. The target list is brought up to
+// subscription generation g, the one commitRing decided on. The loan's token is still taken
+// (the staged message is read here).
+func (p *Publisher) fanRing(ctx context.Context, n int, seq, g uint64, cp *shm.Loan, lent bool) error {
 	p.mu.Lock()
 	defer p.unlock()
-	if g := p.b.r.SubscriptionGen(); g != p.gen {
+	if g != p.gen {
 		p.refresh(g)
 	}
 	p.ring.Wake(p.ringTargets)
 	to := p.sendTargets()
 	if len(to) == 0 {
+		if lent {
+			cp.Discard()
+		}
 		return nil
 	}
-	pl, err := p.b.p.Loan(n)
-	if err != nil {
+	if !lent {
+		// commitRing found no subscriber that is sent copies as of generation g, and the
+		// list is g's: not reached, unless the list was invalidated meanwhile.
+		if err := p.borrowCopy(n, cp); err != nil {
+			return &Error{Op: "send", Name: p.name, Err: fmt.Errorf("%w: the subscribers that read the slot ring received the message, the %d sent copies did not", err, len(to))}
+		}
+	}
+	if err := cp.Write(p.ring.Staged(n)); err != nil {
+		cp.Discard()
 		return &Error{Op: "send", Name: p.name, Err: err}
 	}
-	if err := pl.Write(p.ring.Staged(n)); err != nil {
-		pl.Discard()
-		return &Error{Op: "send", Name: p.name, Err: err}
-	}
-	res, err := p.topic.SendAs(ctx, pl.WithStamp(p.ring.Stamp()), n, to, seq)
+	res, err := p.topic.SendAs(ctx, cp.WithStamp(p.ring.Stamp()), n, to, seq)
 	if res.Closed > 0 {
 		p.gen = ^uint64(0)
+		p.noCopies.Store(0)
 	}
 	if err != nil {
 		return &Error{Op: "send", Name: p.name, Err: err}

@@ -1169,6 +1169,79 @@ func TestRingPublisherCloseWhileSendBlocked(t *testing.T) {
 	}
 }
 
+// TestRingSendFailsBeforeCommitWhenCopyCannotBeLent: a ring publisher's message goes to the
+// ring's readers and, as a copy in a pool buffer, to the topic's other subscribers. With the
+// pools exhausted, the copy's buffer cannot be lent: Send must then fail having delivered to
+// nobody (the ring's reader does not receive the refused message, the topic's count does not
+// move), as a pool publisher's Send in the same state does, so that a retry does not deliver
+// it twice. Once buffers are free again, the next message reaches both subscribers.
+func TestRingSendFailsBeforeCommitWhenCopyCannotBeLent(t *testing.T) {
+	b := openRingBus(t, 64, WithReapInterval(0))
+	ctx := ctxT(t)
+	ringSub := mustSubscribe(t, b, "part.x", WithQueueDepth(8))
+	copySub := mustSubscribe(t, b, "part.*", WithQueueDepth(8))
+	pub := ringPublisher(t, b, "part.x", 16, 64)
+	other, err := b.Publisher("part.other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	var loans []Loan // every buffer of every class
+	for {
+		l, err := other.Loan(1)
+		if err != nil {
+			if !errors.Is(err, ErrPoolExhausted) {
+				t.Fatal(err)
+			}
+			break
+		}
+		loans = append(loans, l)
+	}
+	discard := func() {
+		for _, l := range loans {
+			l.Discard()
+		}
+		loans = nil
+	}
+	defer discard()
+	before := pub.Published()
+
+	if err := pub.Publish(ctx, []byte("refused")); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("Publish with the pools exhausted and a subscriber sent copies: %v, want ErrPoolExhausted", err)
+	}
+	l, err := pub.Loan(8)
+	if err != nil {
+		t.Fatalf("Loan after the refused Publish: %v (the refusal left the ring lent)", err)
+	}
+	copy(l.Bytes(), "refused2")
+	if err := pub.Send(ctx, l); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("Send with the pools exhausted and a subscriber sent copies: %v, want ErrPoolExhausted", err)
+	}
+	if err := pub.Send(ctx, l); !errors.Is(err, ErrLoanEnded) {
+		t.Errorf("Send of the loan a refused Send ended: %v, want ErrLoanEnded", err)
+	}
+	if n := pub.Published(); n != before {
+		t.Fatalf("the topic counts %d messages after two refused sends, want %d: a refused message was committed", n, before)
+	}
+
+	discard()
+	if err := pub.Publish(ctx, []byte("after")); err != nil {
+		t.Fatalf("Publish once buffers are free: %v", err)
+	}
+	for _, s := range []*Subscription{ringSub, copySub} {
+		m := receiveN(t, ctx, s, 1)[0]
+		if string(m.data) != "after" {
+			t.Fatalf("%s received %q first, want %q: a refused message was delivered", s.Pattern(), m.data, "after")
+		}
+		if s.Len() != 0 {
+			t.Fatalf("%s: %d more messages queued", s.Pattern(), s.Len())
+		}
+	}
+	if st := subStats(t, ringSub); st.DropOldest != 0 {
+		t.Errorf("ring reader: %d DropOldest drops, want 0", st.DropOldest)
+	}
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. Sleep and wake
 
