@@ -222,7 +222,7 @@ func (b *Bus) reapLoop(every time.Duration) {
 // log new damage, under the fault guard (a truncated region file faults here as anywhere).
 func (b *Bus) tick() {
 	b.reap("timer")
-	b.freeRetired(false)
+	b.freeRetired()
 	if err := b.sample(); err != nil {
 		b.log.Warn("reading the region failed", zap.Error(err))
 	}
@@ -312,7 +312,10 @@ func (b *Bus) RecordBridgeCounters(c BridgeCounters) error {
 
 // Close unsubscribes every subscription of this Bus (releasing the messages queued for them),
 // releases every message still held, closes every publisher and detaches from the bus. Byte
-// slices obtained from messages are invalid afterwards. Close is idempotent.
+// slices obtained from messages are invalid afterwards. The slot rings of its publishers
+// (WithSlotRing) are freed once the live subscribers in other processes that read them have
+// read them to their last message, or after half a second (ringDrainWait), whichever comes
+// first. Close is idempotent.
 func (b *Bus) Close() (err error) {
 	if b.closed.Swap(true) {
 		return nil

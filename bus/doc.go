@@ -139,6 +139,11 @@
 // subscriber that falls a ring behind loses the oldest, counted as DropOldest drops; other
 // subscribers of the topic receive the same messages through their queues. The publisher
 // lends one message at a time, sends no batches or requests, and its topic keeps no history.
+// Publisher.Close retires the ring once no loan of it is out: a loan never sent nor discarded
+// keeps the topic's ring taken (ErrRingTaken for a new ring publisher) until it is, or until
+// the Bus closes. Bus.Close waits up to half a second for the live subscribers in other
+// processes that read its rings to read them to their last message before it frees them;
+// what a reader has not read by then is lost to it.
 // Rings are as crash-safe as the pool: the ring is a buffer on loan to its publisher,
 // reclaimed if it dies, and a subscriber holds nothing in shared memory but a cursor
 // (docs/slot-rings.md).

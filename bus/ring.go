@@ -41,7 +41,7 @@ func (p *Publisher) makeRing(o pubOptions) error {
 	r, err := p.b.p.CreateSlotRing(p.topic, shm.RingShape{Slots: o.ringSlots, Payload: o.ringSize, Readers: readers})
 	if err != nil {
 		if errors.Is(err, shm.ErrRingTaken) {
-			return fmt.Errorf("%w (another publisher of the topic has it; close it first)", err)
+			return fmt.Errorf("%w: another publisher of the topic, in this process or another, has one open (close it first, or publish without WithSlotRing), or was closed with a loan of its ring neither sent nor discarded (send or discard it)", err)
 		}
 		if errors.Is(err, shm.ErrTooLarge) {
 			return tooLarge(fmt.Sprintf("a slot ring of %d slots of %d bytes takes a buffer of %d bytes, and the bus's largest size class is %d: ask for fewer or smaller slots, or configure a larger class",
@@ -269,17 +269,16 @@ func (p *Publisher) ringReaders() []shm.Inbox {
 
 // retiredRing is a closed publisher's slot ring, kept until the subscribers that read it
 // (targets, as of the close) have read it, closed or died: a closed publisher's messages stay
-// readable as a queue's do. Bus.Close frees it regardless.
+// readable as a queue's do. Bus.Close frees it after waiting ringDrainWait at most.
 type retiredRing struct {
 	r       *shm.SlotRing
 	targets []shm.Inbox
 }
 
-// freeRetired frees the retired rings whose readers are done with them; with force, all of
-// them (Bus.Close). It also brings the byte counts of the open publishers' rings up to date,
+// freeRetired frees the retired rings whose readers are done with them. It also brings the byte counts of the open publishers' rings up to date,
 // and puts back a ring whose topic word another process wrote over (the timer calls it once a
 // second).
-func (b *Bus) freeRetired(force bool) {
+func (b *Bus) freeRetired() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for p := range b.pubs {
@@ -290,7 +289,7 @@ func (b *Bus) freeRetired(force bool) {
 	}
 	keep := b.retired[:0]
 	for _, r := range b.retired {
-		if !r.r.FreeFor(r.targets, force) {
+		if !r.r.FreeFor(r.targets, false) {
 			keep = append(keep, r)
 		}
 	}
@@ -298,19 +297,70 @@ func (b *Bus) freeRetired(force bool) {
 	b.retired = keep
 }
 
-// closeRings retires and frees the rings of the publishers still open (Bus.Close, after their
-// sends), and the retired ones.
+// ringDrainWait bounds how long Bus.Close waits for the live subscribers that read its
+// publishers' slot rings to read them to their last message before it frees them (closeRings).
+// A reader that keeps up needs microseconds; one that does not read within this time loses
+// what it had not read when the ring is freed.
+const ringDrainWait = 500 * time.Millisecond
+
+// testHookRingsWait, if set, runs when Bus.Close finds slot rings not read to the end by their
+// live readers, before it waits for them (closeRings).
+var testHookRingsWait func()
+
+// closeRings retires and frees the rings of the publishers still open (Bus.Close, once the use
+// gate is idle: no loan, send or discard is under way, and none starts), and the retired ones.
+// It first waits, ringDrainWait at most, for the live subscribers that read them (in other
+// Buses: this one's are closed) to read them to their last message, as they would a queue's;
+// the rest is lost to them when the ring is freed.
 func (b *Bus) closeRings(pubs []*Publisher) {
+	b.mu.Lock()
+	rings := append([]retiredRing(nil), b.retired...)
+	clear(b.retired)
+	b.retired = nil
+	b.mu.Unlock()
 	for _, p := range pubs {
-		if p.ring != nil {
-			p.ring.Retire()
-			if !p.ring.Free(false) {
-				b.log.Debug("freeing a slot ring whose readers have not read it all", zap.String("topic", p.name))
-				p.ring.Free(true)
-			}
+		if p.ring != nil { // (a ring retired or freed already: endRing and FreeFor do nothing)
+			endRing(p.ring)
+			rings = append(rings, retiredRing{p.ring, p.ringReaders()})
 		}
 	}
-	b.freeRetired(true)
+	deadline := time.Now().Add(ringDrainWait)
+	for pause, hooked := 10*time.Microsecond, false; ; pause = min(2*pause, time.Millisecond) {
+		left := rings[:0]
+		for _, r := range rings {
+			if !r.r.FreeFor(r.targets, false) {
+				left = append(left, r)
+			}
+		}
+		clear(rings[len(left):])
+		rings = left
+		if len(rings) == 0 || time.Now().After(deadline) {
+			break
+		}
+		if !hooked && testHookRingsWait != nil {
+			testHookRingsWait()
+			hooked = true
+		}
+		time.Sleep(pause)
+	}
+	for _, r := range rings {
+		b.log.Debug("freeing a slot ring whose readers have not read it all", zap.Duration("waited", ringDrainWait))
+		r.r.FreeFor(r.targets, true)
+	}
+}
+
+// endRing retires ring r and ends a loan of it still out, for Bus.Close once the use gate is
+// idle and closed: no Send or Discard of that loan is under way, and none will touch the ring
+// (both enter the gate first). A probe loan tells whether the token was free; either way it
+// is taken now, by the probe or by the abandoned loan, and EndLoan gives it back into the
+// retirement Retire started, which then finishes.
+func endRing(r *shm.SlotRing) {
+	var probe shm.Loan
+	err := r.LoanInto(0, &probe)
+	r.Retire()
+	if err == nil || err == shm.ErrRingLoaned || err == shm.ErrRingRetiring {
+		r.EndLoan()
+	}
 }
 
 // readsRing reports whether a subscription to pattern reads a topic's slot ring: its pattern
