@@ -412,7 +412,7 @@ func (r *Region) inboxStats() []InboxStats {
 			s.AgeBuckets[b] = shown(h.ageCounts[b].Load())
 		}
 		if h.topic != 0 {
-			s.Ring, s.RingDepth = r.ringDepth(h.topic-1, uint32(i))
+			s.Ring, s.RingDepth = r.ringDepth(h.topic-1, uint32(i), wordOwner(st))
 		}
 		out = append(out, s)
 	}

@@ -375,10 +375,15 @@ func (ir *InboxRing) backlog() int {
 	return int(min(pub+1-c, rr.g.slots))
 }
 
-// ringDepth reports whether inbox i's consumer reads the slot ring of topic ti, and how many
-// of its messages it has not read: for tools (Region.InboxStats), from the reader entry that
-// names the inbox.
-func (r *Region) ringDepth(ti, i uint32) (bool, int) {
+// ringDepth reports whether inbox i's consumer, participant owner (index + 1, from the
+// inbox's state word), reads the slot ring of topic ti, and how many of its messages it has
+// not read: for tools (Region.InboxStats), from the reader entry that names both the inbox
+// and its owner. An entry of an earlier owner of the inbox's slot (a consumer that died and
+// whose entry no reaper cleared) names another participant, or, if the new owner has the same
+// participant slot, shows a cursor no further than the live one's (a new reader starts at the
+// ring's next message or later, and cursors only move forward): the furthest matching
+// cursor is the live reader's.
+func (r *Region) ringDepth(ti, i, owner uint32) (bool, int) {
 	if ti >= r.cfg.Topics {
 		return false, 0
 	}
@@ -391,18 +396,22 @@ func (r *Region) ringDepth(ti, i uint32) (bool, int) {
 	if err != nil || !g.alive() {
 		return false, 0
 	}
+	tag := (uint64(i)+1)<<32 | uint64(owner)
+	found, c := false, uint64(0)
 	for k := range g.readers {
 		re := g.reader(k)
-		if re.owner.Load()>>32 != uint64(i)+1 {
+		if re.owner.Load() != tag {
 			continue
 		}
-		pub, c := g.w.published.Load(), re.cursor.Load()
-		if pub+1 <= c {
-			return true, 0
-		}
+		found, c = true, max(c, re.cursor.Load())
+	}
+	if !found {
+		return false, 0
+	}
+	if pub := g.w.published.Load(); pub+1 > c {
 		return true, int(min(pub+1-c, g.slots))
 	}
-	return false, 0
+	return true, 0
 }
 
 // close gives the reader's entry back (the inbox is closing).

@@ -537,6 +537,11 @@ func (r *Region) reapSlot(i uint32) ReapReport {
 		rep.Inboxes++
 	}
 
+	// 1b. Its reader entries in the topics' slot rings (it holds the entry of every inbox of
+	// its that read a ring): a new participant in its slot, and a new inbox in one of its
+	// inbox slots, would otherwise find them, with their cursors where it died.
+	r.clearRingReaders(owner)
+
 	// 2. Its held list. A pending entry whose take did not happen belongs to the cell it was
 	// taking from (drained above) or to the producer that evicted it: nothing to release.
 	for _, w := range held {
@@ -578,6 +583,32 @@ func (r *Region) reapSlot(i uint32) ReapReport {
 	s.state.Store(s.state.Load() &^ 0xff)
 	r.hdr.reclaims.Add(1)
 	return rep
+}
+
+// clearRingReaders frees the reader entries that participant owner (index + 1) holds in the
+// live slot rings of every topic. Its slot is still attached, under the reaper's lock, so no
+// other participant has its index yet: an entry that names it is the dead one's. Each entry is
+// cleared with a compare-and-swap from the value read, so one that a new reader took over in
+// the meantime (OpenSlotRing's second pass) stays its; the ring's generation is checked again
+// just before, as OpenSlotRing does, so that a ring freed meanwhile is not written.
+func (r *Region) clearRingReaders(owner uint32) {
+	for t := range r.cfg.Topics {
+		e, _ := r.topicEntry(t)
+		h := e.ring.Load()
+		if h == 0 {
+			continue
+		}
+		g, err := r.viewRing(Handle(h), t)
+		if err != nil {
+			continue
+		}
+		for k := range g.readers {
+			re := g.reader(k)
+			if o := re.owner.Load(); o != 0 && uint32(o) == owner && g.alive() {
+				re.owner.CompareAndSwap(o, 0)
+			}
+		}
+	}
 }
 
 // heldWords returns participant i's held list, read from the region (not this process's

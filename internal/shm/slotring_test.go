@@ -952,3 +952,109 @@ func TestRingForgedWordHonoursContext(t *testing.T) {
 		})
 	}
 }
+
+// TestRingReaderEntryOfDeadConsumer: a consumer that reads a slot ring dies, and a new one
+// gets its participant slot and its inbox slot. Its reader entry, left with its cursor where
+// it died, must not be shown as anyone's: not while it is unreaped (its participant is dead),
+// not after the reap (which clears it), and not even if no reaper cleared it (an entry with
+// the live consumer's own owner word and an older cursor), so that InboxStats' RingDepth
+// (offq_inbox_ring_behind) and TopicStats' ring readers are the live consumer's.
+func TestRingReaderEntryOfDeadConsumer(t *testing.T) {
+	r, me, _ := newTestRegion(t, "ring-dead-reader")
+	tp := ringTopic(t, me, "ring.a")
+	w, err := me.CreateSlotRing(tp, testRing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		w.Close(ctx)
+	})
+	ringReaders := func() []RingReaderStats {
+		for _, ts := range r.TopicStats() {
+			if ts.Ring != nil {
+				return ts.Ring.Readers
+			}
+		}
+		t.Fatal("the topic's ring is not shown")
+		return nil
+	}
+	inUse := func() (n int) {
+		for k := range w.g.readers {
+			if w.g.reader(k).owner.Load() != 0 {
+				n++
+			}
+		}
+		return n
+	}
+
+	sub1, err := r.Attach("sub1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in1, err := sub1.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropOldest, Pattern: "ring.a", RingOf: &tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inUse() != 1 {
+		t.Fatalf("%d reader entries in use after the first consumer opened its inbox, want 1", inUse())
+	}
+	die(sub1)
+	for s := uint64(1); s <= 20; s++ {
+		putRing(t, w, s, 8)
+	}
+	if rs := ringReaders(); len(rs) != 0 {
+		t.Errorf("ring readers %+v while the only reader is dead and unreaped: want none", rs)
+	}
+	if rep, err := r.Reap(); err != nil || rep.Participants != 1 {
+		t.Fatalf("reap: %+v, %v", rep, err)
+	}
+	if n := inUse(); n != 0 {
+		t.Errorf("%d reader entries in use after the dead reader was reaped, want 0", n)
+	}
+
+	sub2 := attachUnit(t, r, "sub2")
+	in2, err := sub2.OpenInbox(InboxConfig{Capacity: 4, Overflow: DropOldest, Pattern: "ring.a", RingOf: &tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub2.Index() != sub1.Index() || in2.v.index != in1.v.index {
+		t.Fatalf("the new consumer got participant %d, inbox %d; want the dead one's slots %d, %d",
+			sub2.Index(), in2.v.index, sub1.Index(), in1.v.index)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for s := uint64(21); s <= 40; s++ {
+		putRing(t, w, s, 8)
+		var h Held
+		if err := sub2.TakeInto(ctx, &in2, Waiter{Strategy: BusySpin}, &h); err != nil {
+			t.Fatal(err)
+		}
+		h.Release()
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, st := range r.InboxStats() {
+			if st.ID.Index() == int(in2.v.index) && (!st.Ring || st.RingDepth != 0) {
+				t.Errorf("%s: the consumer read the ring to the end: Ring %v, RingDepth %d, want true, 0", when, st.Ring, st.RingDepth)
+			}
+		}
+		if rs := ringReaders(); len(rs) != 1 || rs[0].Participant != sub2.Index() || rs[0].Inbox != int(in2.v.index) || rs[0].Behind != 0 {
+			t.Errorf("%s: ring readers %+v, want only the live consumer's (participant %d, inbox %d, 0 behind)", when, rs, sub2.Index(), in2.v.index)
+		}
+	}
+	check("after the reap")
+
+	// The entry a reaper that does not clear entries would leave: the live consumer's owner
+	// word, with the dead one's cursor.
+	tag := (uint64(in2.v.index)+1)<<32 | uint64(sub2.owner)
+	for k := range w.g.readers {
+		if e := w.g.reader(k); e.owner.Load() == 0 {
+			e.cursor.Store(1)
+			e.owner.Store(tag)
+			break
+		}
+	}
+	check("with a stale entry of the same owner word")
+}

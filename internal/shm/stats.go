@@ -40,8 +40,12 @@ type RingStats struct {
 	Published uint64 // messages the ring's writer committed
 	Writer    int    // the writer's participant index
 	Closed    bool   // the writer closed it; it stays until its readers have read it
-	// Readers are the reader entries in use: the subscriber's participant and inbox (-1:
-	// none, a reader of the protocol's own API) and how many messages it has not read.
+	// Readers are the reader entries of live readers: the subscriber's participant and inbox
+	// (-1: none, a reader of the protocol's own API) and how many messages it has not read.
+	// An entry left by a reader that died (its participant is not alive, or the inbox it
+	// names is not open with that participant as its owner) is not listed, nor one that an
+	// inbox's earlier consumer of the same participant slot left behind its live one (see
+	// Region.ringDepth).
 	Readers []RingReaderStats
 }
 
@@ -65,19 +69,56 @@ func (r *Region) ringStats(t Topic) *RingStats {
 	pub := g.w.published.Load()
 	rs := &RingStats{Slots: int(g.slots), SlotBytes: int(g.payload), Published: shown(pub),
 		Writer: int(g.hd.writer) - 1, Closed: g.hd.closed.Load() != 0}
+	alive := make(map[uint32]bool)
+	at := make(map[uint64]int) // an inbox's entry (owner word) → its index in rs.Readers
 	for k := range g.readers {
 		e := g.reader(k)
 		o := e.owner.Load()
-		if o == 0 {
+		if o == 0 || !r.liveRingReader(o, alive) {
 			continue
 		}
+		c := e.cursor.Load()
 		behind := 0
-		if c := e.cursor.Load(); pub+1 > c {
+		if pub+1 > c {
 			behind = int(min(pub+1-c, g.slots))
+		}
+		if o>>32 != 0 {
+			if j, ok := at[o]; ok {
+				rs.Readers[j].Behind = min(rs.Readers[j].Behind, behind) // the live one is the furthest
+				continue
+			}
+			at[o] = len(rs.Readers)
 		}
 		rs.Readers = append(rs.Readers, RingReaderStats{Participant: int(uint32(o)) - 1, Inbox: int(o>>32) - 1, Behind: behind})
 	}
 	return rs
+}
+
+// liveRingReader reports whether a ring's reader entry with owner word o (inbox index + 1 <<
+// 32 | participant index + 1) is a live reader's: its participant is alive and, if it names
+// an inbox, that inbox is open with the participant as its owner. An entry fails this once
+// its reader died (until a reaper clears it, or for ever if none does); alive caches the
+// participants' liveness for one walk.
+func (r *Region) liveRingReader(o uint64, alive map[uint32]bool) bool {
+	p, in := uint32(o), o>>32
+	if p == 0 || p > r.cfg.Participants {
+		return false
+	}
+	if in != 0 {
+		if in > uint64(r.cfg.Inboxes) {
+			return false
+		}
+		st := r.inboxes[in-1].hdr.state.Load()
+		if wordStatus(st) != inboxOpen || wordOwner(st) != p {
+			return false
+		}
+	}
+	a, ok := alive[p]
+	if !ok {
+		a, _ = r.Alive(int(p - 1))
+		alive[p] = a
+	}
+	return a
 }
 
 // TopicStats returns every topic in the table. It reads shared memory only.
