@@ -375,6 +375,55 @@ func TestRingLapped(t *testing.T) {
 	}
 }
 
+// TestRingLapsKeepReceivedCount: a subscriber that reads a ring also gets another publisher's
+// messages of the topic through its queue. The ring's laps count as drop-oldest, but they
+// never moved the queue's head, so they must not come off its received count (Popped,
+// offq_inbox_received_total): it stays the queue messages taken, and never goes down.
+func TestRingLapsKeepReceivedCount(t *testing.T) {
+	b := openRingBus(t, 4)
+	ctx := ctxT(t)
+	const slots, sent = 16, 40
+	sub := mustSubscribe(t, b, "laps.x", WithQueueDepth(4))
+	ring := ringPublisher(t, b, "laps.x", slots, 32)
+	plain, err := b.Publisher("laps.x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	queue := func(n int) {
+		t.Helper()
+		for i := range n {
+			if err := plain.Publish(ctx, []byte{byte(i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		receiveN(t, ctx, sub, n)
+	}
+	queue(3)
+	if st := subStats(t, sub); st.Popped != 3 || st.Pushed != 3 {
+		t.Fatalf("after 3 queue messages taken: delivered %d, received %d, want 3, 3", st.Pushed, st.Popped)
+	}
+	for i := range sent { // laps the subscriber: it reads the newest slots, the rest are lost
+		if err := ring.Publish(ctx, []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	receiveN(t, ctx, sub, slots)
+	st := subStats(t, sub)
+	if st.DropOldest != sent-slots {
+		t.Fatalf("drop-oldest %d after the ring lapped the subscriber by %d", st.DropOldest, sent-slots)
+	}
+	if st.Popped != 3 || st.Pushed != 3 || st.Depth != 0 {
+		t.Errorf("after the ring lapped the subscriber (drop-oldest %d): delivered %d, received %d, depth %d; want 3, 3, 0",
+			st.DropOldest, st.Pushed, st.Popped, st.Depth)
+	}
+	queue(2)
+	if st := subStats(t, sub); st.Popped != 5 || st.Pushed != 5 || st.DropOldest != sent-slots {
+		t.Errorf("after 2 more queue messages: delivered %d, received %d, drop-oldest %d; want 5, 5, %d",
+			st.Pushed, st.Popped, st.DropOldest, sent-slots)
+	}
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Loan rules
 

@@ -191,6 +191,7 @@ func (p *Participant) OpenInbox(c InboxConfig) (_ Inbox, err error) {
 		h.dropTimeout.Store(0)
 		h.corrupt.Store(0)
 		h.skipped.Store(0)
+		h.ringLost.Store(0)
 		h.noted.Store(0)
 		for i := range h.ageCounts {
 			h.ageCounts[i].Store(0)
@@ -352,8 +353,8 @@ type InboxStats struct {
 	Capacity    int
 	Depth       int
 	Pushed      uint64 // messages accepted (tail position since the ring was opened)
-	Popped      uint64 // messages taken by the consumer
-	DropOldest  uint64
+	Popped      uint64 // messages taken by the consumer from its queue (not from a slot ring)
+	DropOldest  uint64 // evicted from the queue, plus messages of a slot ring the consumer missed (lapped)
 	DropNewest  uint64
 	DropTimeout uint64
 	Corrupt     uint64
@@ -403,7 +404,7 @@ func (r *Region) inboxStats() []InboxStats {
 			Pushed: shown(pushed), Popped: shown(taken - min(taken, shown(h.dropOldest.Load())+shown(h.skipped.Load()))),
 			ID: makeInboxID(uint32(i), wordGen(st)), Owner: int(wordOwner(st)) - 1,
 			Pattern: r.patternString(uint32(i)), Reply: h.kind == kindReply, Group: r.groupString(uint32(i)), Overflow: Overflow(h.policy), Capacity: int(h.capacity),
-			Depth: int(depth), DropOldest: shown(h.dropOldest.Load()), DropNewest: shown(h.dropNewest.Load()),
+			Depth: int(depth), DropOldest: shown(shown(h.dropOldest.Load()) + shown(h.ringLost.Load())), DropNewest: shown(h.dropNewest.Load()),
 			DropTimeout: shown(h.dropTimeout.Load()), Corrupt: shown(h.corrupt.Load()), Sleeping: waitersOf(h.sleepers.Load(), wordGen(st))+waitersOf(h.parked.Load(), wordGen(st)) != 0,
 			Blocked:    int(waitersOf(h.spaceWaiters.Load(), wordGen(st))),
 			AgeBuckets: make([]uint64, ageBuckets), AgeSumNanos: shown(h.ageSum.Load()),

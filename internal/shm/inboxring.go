@@ -223,7 +223,7 @@ func (ir *InboxRing) takeSpin(p *Participant, in *Inbox, dst *Held, spin int) (b
 		}
 		m, ok, err := rr.poll(unsafe.Slice((*byte)(c.data(k)), c.pl.size))
 		if l := rr.lost; l != ir.lost {
-			in.v.hdr.dropOldest.Add(l - ir.lost)
+			in.v.hdr.ringLost.Add(l - ir.lost)
 			ir.lost = l
 		}
 		if d := rr.damaged; d != ir.damaged {

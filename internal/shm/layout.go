@@ -243,6 +243,9 @@ const topicEntrySize = 320
 //	360  8     skipped: positions the consumer skipped because a scribble destroyed their message
 //	368  8     awaiting (kind 1): corr<<16 | responder participant+1: the request this reply inbox
 //	           waits for and who took it (0 in the low 16 bits: nobody yet)
+//	376  8     ring lost: messages of its topic's slot ring the consumer missed, lapped (counted
+//	           as dropped oldest by readers of the stats; zero in regions whose consumers
+//	           predate it, which counted them in dropped oldest at 320)
 //	384  200   age histogram: 25 counters, bucket i the messages taken whose age (take time -
 //	           publish stamp) was at most 1 µs << i (i < 24), bucket 24 the rest; consumer-written
 //	584  8     age sum: the ages of the messages counted in the histogram, nanoseconds
@@ -279,7 +282,7 @@ type inboxHeader struct {
 	base         uint64
 	skipped      atomic.Uint64
 	awaiting     atomic.Uint64
-	_            [8]byte
+	ringLost     atomic.Uint64
 	ageCounts    [ageBuckets]atomic.Uint64
 	ageSum       atomic.Uint64
 	_            [48]byte

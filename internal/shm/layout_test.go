@@ -189,6 +189,7 @@ func TestLayoutInboxHeader(t *testing.T) {
 		layoutField("base", unsafe.Offsetof(h.base), unsafe.Sizeof(h.base), 352, 8),
 		layoutField("skipped", unsafe.Offsetof(h.skipped), unsafe.Sizeof(h.skipped), 360, 8),
 		layoutField("awaiting", unsafe.Offsetof(h.awaiting), unsafe.Sizeof(h.awaiting), 368, 8),
+		layoutField("ringLost", unsafe.Offsetof(h.ringLost), unsafe.Sizeof(h.ringLost), 376, 8),
 		layoutField("ageCounts", unsafe.Offsetof(h.ageCounts), unsafe.Sizeof(h.ageCounts), 384, 200),
 		layoutField("ageSum", unsafe.Offsetof(h.ageSum), unsafe.Sizeof(h.ageSum), 584, 8),
 	})
