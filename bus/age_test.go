@@ -58,3 +58,67 @@ func TestSubscriptionAges(t *testing.T) {
 		t.Errorf("age sum %v for %d messages that waited 2ms or more", time.Duration(st.AgeSumNanos), received)
 	}
 }
+
+// ageCount sums a subscription's age histogram.
+func ageCount(t *testing.T, s *Subscription) uint64 {
+	t.Helper()
+	var n uint64
+	for _, c := range subStats(t, s).AgeBuckets {
+		n += c
+	}
+	return n
+}
+
+// TestRingTakesCountAges: messages a subscriber takes from its topic's slot ring, with Receive
+// or ReceiveBatch, count in its age histogram (offq_message_age_seconds) as those taken from
+// its queue do: every one when the test samples every take, and with the default sampling the
+// one in AgeSample whose topic sequence number is a multiple of it.
+func TestRingTakesCountAges(t *testing.T) {
+	ctx := ctxT(t)
+	t.Run("every take", func(t *testing.T) {
+		defer shm.SampleEveryAgeForTest()()
+		b := openRingBus(t, 4)
+		sub := mustSubscribe(t, b, "agering.x", WithQueueDepth(4))
+		pub := ringPublisher(t, b, "agering.x", 16, 32)
+		const n = 8
+		for i := range n {
+			if err := pub.Publish(ctx, []byte{byte(i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		receiveN(t, ctx, sub, n/2)
+		got := 0
+		for got < n/2 {
+			ms, err := sub.ReceiveBatch(ctx, make([]Message, n/2-got))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range ms {
+				m.Release()
+			}
+			got += len(ms)
+		}
+		if st := subStats(t, sub); !st.Ring {
+			t.Fatalf("the subscription does not read the ring: %+v", st)
+		}
+		if c := ageCount(t, sub); c != n {
+			t.Errorf("%d messages received from the ring, %d counted in the age histogram (every take sampled)", n, c)
+		}
+	})
+	t.Run("sampled", func(t *testing.T) {
+		b := openRingBus(t, 4)
+		sub := mustSubscribe(t, b, "agering.y", WithQueueDepth(4))
+		pub := ringPublisher(t, b, "agering.y", 16, 32)
+		const n = 4 * shm.AgeSample
+		for i := range n {
+			if err := pub.Publish(ctx, []byte{byte(i)}); err != nil {
+				t.Fatal(err)
+			}
+			receiveN(t, ctx, sub, 1)
+		}
+		if c := ageCount(t, sub); c != n/shm.AgeSample {
+			t.Errorf("%d messages received from the ring (topic sequences 1 to %d), %d counted in the age histogram; want %d",
+				n, n, c, n/shm.AgeSample)
+		}
+	})
+}

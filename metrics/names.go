@@ -143,7 +143,7 @@ var (
 		"Messages lost by the subscription, by reason: oldest (evicted from a full drop-oldest inbox), newest (refused by a full drop-newest inbox), timeout (a blocking publisher gave up), corrupt (a bad cell was skipped).",
 		"bus", "inbox", "pattern", "subscriber", "reason")
 	mMessageAge = newHistogram("offq_message_age_seconds",
-		"Age of the messages the subscriber took from its inbox since it was opened, at the take: from the publish time (stamped in the message when published, or carried over by a bridge) to Receive. Buckets double from 1µs to about 8.4s.",
+		"Age of the messages the subscriber took from its inbox (or its topic's slot ring) since it was opened, at the take: from the publish time (stamped in the message when published, or carried over by a bridge) to Receive. Buckets double from 1µs to about 8.4s.",
 		"bus", "inbox", "pattern", "subscriber")
 )
 

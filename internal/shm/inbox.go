@@ -367,7 +367,8 @@ type InboxStats struct {
 	RingDepth int
 	Ring      bool
 	Blocked   int // producers asleep waiting for room (Block policy): publishers this subscriber holds back
-	// AgeBuckets is the age histogram of a sample of the messages taken (one in AgeSample;
+	// AgeBuckets is the age histogram of a sample of the messages taken, from the queue or
+	// from a slot ring (one in AgeSample;
 	// the age is the time of the take minus the publish stamp): AgeBuckets[i] counts those older than bucket i-1's bound and at most
 	// AgeBucketBound(i) (not cumulative); the last bucket has no bound. AgeSumNanos is the
 	// sum of their ages.

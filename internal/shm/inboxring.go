@@ -234,6 +234,7 @@ func (ir *InboxRing) takeSpin(p *Participant, in *Inbox, dst *Held, spin int) (b
 			storeRelease(&c.flags[k], copyMark(m.Seq))
 			dst.p, dst.idx, dst.meta = p, -1-int32(k), m
 			dst.buf = Buffer{p: &c.pl, data: c.data(k)}
+			in.noteRingAge(m.Seq, m.Stamp)
 			return true, nil
 		}
 		storeRelease(&c.flags[k], 0)
