@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -235,11 +236,63 @@ func TestStatSlotRing(t *testing.T) {
 		t.Fatalf("status %d: %s", code, stderr)
 	}
 	_, table, ok := strings.Cut(out, "SLOT RING")
-	if !ok || !strings.HasPrefix(table, "  SLOTS  SLOT BYTES  PUBLISHED  WRITER  READERS (PARTICIPANT/INBOX: BEHIND)") {
+	if !ok || !strings.HasPrefix(table, "  SLOTS  SLOT ROOM  PUBLISHED  WRITER  READERS (PARTICIPANT/INBOX: BEHIND)") {
 		t.Fatalf("no slot ring table:\n%s", out)
 	}
 	row := strings.Fields(strings.Split(table, "\n")[1])
 	if want := []string{"r.x", "8", "32", "5", "0", fmt.Sprintf("0/%d:", bs.Inboxes[0].Inbox), "4"}; !slices.Equal(row, want) {
 		t.Errorf("slot ring row %q, want %q", row, want)
+	}
+}
+
+// TestStatSlotRoom: offq stat's slot ring column is a slot's room (SLOT ROOM; slot_bytes in
+// the JSON), the size given to WithSlotRing rounded up to whole lines, and says so: for
+// WithSlotRing(8, 40) it is 96, while the publisher refuses a 41-byte message. A column named
+// SLOT BYTES read as the message limit, which the region does not record.
+func TestStatSlotRoom(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cfg := transport.Config{
+		Classes: []transport.Class{{Size: 4096, Count: 8}},
+		Inboxes: 4, InboxCapacity: 8, Topics: 4, Participants: 4, Held: 8,
+	}
+	b, err := bus.Open("ring", bus.WithDir(dir), bus.WithConfig(cfg), bus.WithName("tester"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	p, err := b.Publisher("r.x", bus.WithSlotRing(8, 40))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Publish(ctx, make([]byte, 41)); !errors.Is(err, bus.ErrTooLarge) {
+		t.Fatalf("a 41-byte message: %v, want ErrTooLarge", err)
+	}
+	code, out, stderr := runOffq(t, ctx, "stat", "--dir", dir, "--json")
+	if code != exitOK {
+		t.Fatalf("status %d: %s", code, stderr)
+	}
+	var rep statview.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if rg := rep.Buses[0].Topics[0].Ring; rg == nil || rg.SlotBytes != 96 {
+		t.Fatalf("slot ring %+v: want slot_bytes 96, the slot's room for WithSlotRing(8, 40)\n%s", rg, out)
+	}
+	code, out, stderr = runOffq(t, ctx, "stat", "--dir", dir)
+	if code != exitOK {
+		t.Fatalf("status %d: %s", code, stderr)
+	}
+	_, table, ok := strings.Cut(out, "SLOT RING")
+	if !ok {
+		t.Fatalf("no slot ring table:\n%s", out)
+	}
+	lines := strings.Split(table, "\n")
+	if head := strings.Fields(lines[0]); len(head) < 3 || head[1] != "SLOT" || head[2] != "ROOM" {
+		t.Errorf("slot ring table header %q: want its second column SLOT ROOM (the room, 96, is not the limit, 40)", lines[0])
+	}
+	if row := strings.Fields(lines[1]); len(row) < 3 || row[2] != "96" {
+		t.Errorf("slot ring row %q: want 96 in SLOT ROOM", lines[1])
 	}
 }

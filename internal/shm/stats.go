@@ -36,7 +36,7 @@ type TopicStats struct {
 // RingStats describe a topic's slot ring (slotring.go).
 type RingStats struct {
 	Slots     int    // slots in the ring
-	SlotBytes int    // room for a message in a slot
+	SlotBytes int    // room for a message in a slot: the size asked for, rounded up to fill 64-byte lines with the slot's header; not the writer's limit, which the ring does not record
 	Published uint64 // messages the ring's writer committed
 	Writer    int    // the writer's participant index
 	Closed    bool   // the writer closed it; it stays until its readers have read it

@@ -93,7 +93,11 @@ type Topic struct {
 // Ring is a topic's slot ring: its shape, what it published and how far behind each
 // subscriber reading it is.
 type Ring struct {
-	Slots     int          `json:"slots"`
+	Slots int `json:"slots"`
+	// SlotBytes is a slot's room for a message (SLOT ROOM): the size given to
+	// bus.WithSlotRing rounded up so that a slot, with its 32-byte header, fills whole 64-byte
+	// lines (WithSlotRing(8, 40): 96). It is not the publisher's message limit, the size it
+	// gave, which the region does not record: that may be less.
 	SlotBytes int          `json:"slot_bytes"`
 	Published uint64       `json:"published"`
 	Writer    int          `json:"writer"` // the publisher's participant index
@@ -408,7 +412,7 @@ func (b *Bus) print(w io.Writer, r *Rates) {
 	}
 	if rings {
 		fmt.Fprintln(tw)
-		fmt.Fprintln(tw, "SLOT RING\tSLOTS\tSLOT BYTES\tPUBLISHED\tWRITER\tREADERS (PARTICIPANT/INBOX: BEHIND)")
+		fmt.Fprintln(tw, "SLOT RING\tSLOTS\tSLOT ROOM\tPUBLISHED\tWRITER\tREADERS (PARTICIPANT/INBOX: BEHIND)")
 		for _, t := range b.Topics {
 			rg := t.Ring
 			if rg == nil {
