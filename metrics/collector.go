@@ -188,6 +188,9 @@ func emit(ch chan<- prometheus.Metric, s *transport.Stats) {
 		send(mTopicRequestFailures, float64(rq.NoResponders), bus, name, reasonNoResponders)
 		send(mTopicRequestFailures, float64(rq.ResponderDied), bus, name, reasonResponderDied)
 		send(mTopicGroupDropped, float64(rq.GroupDropped), bus, name)
+		if t.Ring != nil {
+			send(mTopicRingSlots, float64(t.Ring.Slots), bus, name)
+		}
 		for c, class := range classes {
 			if c < len(t.InUse) {
 				send(mTopicInUse, float64(t.InUse[c]), bus, name, class)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/offq/offq/bus"
+	"github.com/offq/offq/transport"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -30,6 +31,7 @@ func served(t *testing.T) (names, labels map[string]bool) {
 	dir := t.TempDir()
 	b := populate(t, dir)
 	b.RecordBridgeCounters(bus.BridgeCounters{Forwarded: 3, Imported: 2, Dropped: 1}) // as a NATS bridge would
+	ringBus(t, dir)
 	c := NewCollector(Options{Dir: dir})
 	defer c.Close()
 	srv := httptest.NewServer(Handler(c, nil))
@@ -234,6 +236,27 @@ func needPromtool(t testing.TB) string {
 		t.Skip("promtool not found (Debian package prometheus); CI=true makes this a failure")
 	}
 	return p
+}
+
+// ringBus opens bus "ring" in dir, whose topic r.x has a slot ring (the golden bus's one
+// class is too small for one), open until the test ends: offq_topic_ring_slots is served for
+// it.
+func ringBus(t *testing.T, dir string) {
+	t.Helper()
+	cfg := transport.Config{
+		Classes: []transport.Class{{Size: 4096, Count: 8}},
+		Inboxes: 4, InboxCapacity: 4, Topics: 4, Participants: 4, Held: 8,
+	}
+	b, err := bus.Open("ring", bus.WithDir(dir), bus.WithConfig(cfg), bus.WithName("ringer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	p, err := b.Publisher("r.x", bus.WithSlotRing(8, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
 }
 
 // TestDocsListEveryMetric: docs/metrics.md describes every served metric, and names no other.

@@ -85,6 +85,8 @@ var (
 		"Requests on the topic that got no reply, by reason: timeout (the requester's deadline passed), no_responders (no subscription matched), responder_died (the process that took it died before replying).", "bus", "topic", "reason")
 	mTopicGroupDropped = newMetric("offq_topic_queue_group_dropped_total", counter,
 		"Messages of the topic queued for a queue-group member that left (closed its subscription, or died and was reaped) before taking them: released, not redelivered.", "bus", "topic")
+	mTopicRingSlots = newMetric("offq_topic_ring_slots", gauge,
+		"Slots of the topic's slot ring (bus.WithSlotRing); served only for a topic that has one: the bound of offq_inbox_ring_behind for its readers.", "bus", "topic")
 	mTopicInUse = newMetric("offq_topic_buffers_in_use", gauge,
 		"Buffers of the size class holding a message of the topic now: queued in inboxes, received and not released, or kept in its history (counted at scrape time from the slot headers; loans are counted on their participant).", "bus", "topic", "class")
 )
@@ -164,7 +166,7 @@ var (
 		mRegionSize, mRegionCreated, mReclaims, mSwept, mSweepRequests, mSweepSteps, mCorrupt, mParticipants, mSlots, mSlotsUsed,
 		mPoolBuffers, mPoolInUse, mPoolLowWater, mPoolAllocFails,
 		mTopicPublished, mTopicBytes, mTopicSubscribers, mTopicPublishers, mTopicInUse,
-		mTopicRequests, mTopicReplies, mTopicRequestFailures, mTopicGroupDropped,
+		mTopicRequests, mTopicReplies, mTopicRequestFailures, mTopicGroupDropped, mTopicRingSlots,
 		mParticipantHeld, mParticipantLoaned,
 		mInboxDepth, mInboxCapacity, mInboxRingBehind, mInboxBlocked, mInboxDelivered, mInboxReceived, mDropped, mMessageAge,
 		mBridgeForwarded, mBridgeImported, mBridgeDropped, mBridgeReconnects,
