@@ -3,9 +3,12 @@ package metrics
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -334,4 +337,147 @@ func openReadWrite(t *testing.T, b *bus.Bus) *transport.Region {
 	}
 	t.Cleanup(func() { r.Close() })
 	return r
+}
+
+// TestSeriesPerTableEntry counts the series one scrape serves for each entry of a region's
+// tables (the bus itself, a size class, a topic, a topic and class, a topic with a slot ring,
+// a participant and class, a bridge, an inbox) and checks them, and the worst case they give
+// for the default configuration, against the cardinality paragraph of docs/metrics.md: a
+// metric or a label value added without a word there fails here.
+func TestSeriesPerTableEntry(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cfg := transport.Config{
+		Classes: []transport.Class{{Size: 256, Count: 64}, {Size: 16 << 10, Count: 4}},
+		Inboxes: 4, InboxCapacity: 4, Topics: 4, Participants: 4, HistoryDepth: 0, Held: 16,
+	}
+	b, err := bus.Open("series", bus.WithDir(t.TempDir()), bus.WithConfig(cfg), bus.WithName("tester"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	b.RecordBridgeCounters(bus.BridgeCounters{ID: "br"})
+	for _, pattern := range []string{"s.a", "s.>"} {
+		s, err := b.Subscribe(pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+	}
+	ring, err := b.Publisher("s.a", bus.WithSlotRing(8, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ring.Close()
+	plain, err := b.Publisher("s.b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	for _, p := range []*bus.Publisher{ring, plain} {
+		if err := p.Publish(ctx, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(NewRegionCollector(openReadOnly(t, filepath.Dir(b.Path()), "series"))); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each series goes to the table entry its labels name; a histogram is its buckets (with
+	// +Inf), _sum and _count.
+	entries := map[string]map[string]int{} // kind → entry → series
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			n := 1
+			if h := m.GetHistogram(); h != nil {
+				n = len(h.GetBucket()) + 2
+				if bs := h.GetBucket(); len(bs) == 0 || !math.IsInf(bs[len(bs)-1].GetUpperBound(), 1) {
+					n++
+				}
+			}
+			var kind, key string
+			switch _, cl := l["class"]; {
+			case l["inbox"] != "":
+				kind, key = "inbox", l["inbox"]
+			case l["bridge"] != "":
+				kind, key = "bridge", l["bridge"]
+			case l["participant"] != "" && cl:
+				kind, key = "participant and class", l["participant"]+"/"+l["class"]
+			case l["topic"] != "" && cl:
+				kind, key = "topic and class", l["topic"]+"/"+l["class"]
+			case mf.GetName() == "offq_topic_ring_slots":
+				kind, key = "topic with a ring", l["topic"]
+			case l["topic"] != "":
+				kind, key = "topic", l["topic"]
+			case cl:
+				kind, key = "class", l["class"]
+			default:
+				kind, key = "bus", l["bus"]
+			}
+			if entries[kind] == nil {
+				entries[kind] = map[string]int{}
+			}
+			entries[kind][key] += n
+		}
+	}
+	per := map[string]int{}
+	for kind, want := range map[string]int{"bus": 1, "class": 2, "topic": 2, "topic and class": 4, "topic with a ring": 1,
+		"participant and class": 2, "bridge": 1, "inbox": 2} {
+		es := entries[kind]
+		if len(es) != want {
+			t.Errorf("%d entries of kind %q serve series (%v), want %d", len(es), kind, es, want)
+		}
+		for e, n := range es {
+			if p, ok := per[kind]; ok && p != n {
+				t.Errorf("%s %q: %d series, another %d", kind, e, n, p)
+			}
+			per[kind] = n
+		}
+	}
+	for kind := range entries {
+		if _, ok := per[kind]; !ok {
+			t.Errorf("series of an unexpected kind %q: %v", kind, entries[kind])
+		}
+	}
+
+	// The default configuration, 16 participants, none a bridge, every topic with a ring.
+	def := transport.DefaultConfig()
+	classes, topics, inboxes, parts := len(def.Classes), int(def.Topics), int(def.Inboxes), 16
+	total := per["bus"] + classes*per["class"] + topics*per["topic"] + topics*classes*per["topic and class"] +
+		topics*per["topic with a ring"] + parts*classes*per["participant and class"] + inboxes*per["inbox"]
+	doc, err := os.ReadFile("../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(doc)), " ")
+	thousands := func(n int) string {
+		s := strconv.Itoa(n)
+		for i := len(s) - 3; i > 0; i -= 3 {
+			s = s[:i] + "," + s[i:]
+		}
+		return s
+	}
+	for _, want := range []string{
+		fmt.Sprintf("per bus %d region series, %d per size class", per["bus"], per["class"]),
+		fmt.Sprintf("%d per topic plus %d per topic and class, and %d more per topic with a slot ring", per["topic"], per["topic and class"], per["topic with a ring"]),
+		fmt.Sprintf("%d per attached participant and class", per["participant and class"]),
+		fmt.Sprintf("%d per bridge and %d per open inbox", per["bridge"], per["inbox"]),
+		fmt.Sprintf("(%d classes, %d topics, %d inboxes) and %d participants", classes, topics, inboxes, parts),
+		fmt.Sprintf("%d + %s + %s + %s + %s + %s + %s = %s series per bus", per["bus"], thousands(classes*per["class"]),
+			thousands(topics*per["topic"]), thousands(topics*classes*per["topic and class"]), thousands(topics*per["topic with a ring"]),
+			thousands(parts*classes*per["participant and class"]), thousands(inboxes*per["inbox"]), thousands(total)),
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("docs/metrics.md's cardinality paragraph does not say %q (series per entry counted: %v)", want, per)
+		}
+	}
 }

@@ -30,6 +30,7 @@
 //
 //	offq_region_size_bytes, offq_region_created_timestamp_seconds     {bus}
 //	offq_reclaims_total, offq_buffers_swept_total,
+//	offq_sweep_requests_total, offq_sweep_steps_total,
 //	offq_region_corrupt_words_total                                   {bus}
 //	offq_participants                                                 {bus, state="alive|dead"}
 //	offq_table_slots, offq_table_slots_used                           {bus, table="participants|inboxes|topics"}
@@ -37,16 +38,23 @@
 //	offq_pool_low_water_buffers, offq_pool_alloc_failures_total       {bus, class}
 //	offq_topic_messages_published_total,
 //	offq_topic_bytes_published_total, offq_topic_subscribers,
-//	offq_topic_publishers                                             {bus, topic}
-//	offq_inbox_depth, offq_inbox_capacity, offq_inbox_blocked_publishers,
-//	offq_inbox_delivered_total, offq_inbox_received_total             {bus, inbox, pattern, subscriber}
+//	offq_topic_publishers, offq_topic_requests_total,
+//	offq_topic_replies_total, offq_topic_queue_group_dropped_total    {bus, topic}
+//	offq_topic_request_failures_total                                 {bus, topic, reason="timeout|no_responders|responder_died"}
+//	offq_topic_ring_slots (a topic with a slot ring only)             {bus, topic}
+//	offq_topic_buffers_in_use                                         {bus, topic, class}
+//	offq_participant_buffers_held, offq_participant_buffers_loaned    {bus, participant, name, class}
+//	offq_inbox_depth, offq_inbox_capacity, offq_inbox_ring_behind,
+//	offq_inbox_blocked_publishers, offq_inbox_delivered_total,
+//	offq_inbox_received_total, offq_message_age_seconds (histogram)   {bus, inbox, pattern, subscriber}
 //	offq_messages_dropped_total                                       {bus, inbox, pattern, subscriber, reason="oldest|newest|timeout|corrupt"}
 //	offq_bridge_forwarded_total, offq_bridge_imported_total,
 //	offq_bridge_dropped_total, offq_bridge_connected,
 //	offq_bridge_pending_messages, offq_bridge_disconnects_total,
 //	offq_bridge_reconnects_total, offq_bridge_mismatched_total,
 //	offq_bridge_looped_total, offq_bridge_gaps_total                  {bus, bridge, participant}
-//	offq_collector_regions, offq_collector_open_failures_total        (NewCollector only)
+//	offq_collector_regions, offq_collector_open_failures_total,
+//	offq_build_info                                                   (NewCollector only)
 //
 // class is the payload size of a pool's buffers ("256B", "4KiB"); inbox is the inbox's slot
 // index, which keeps two subscriptions with the same pattern and participant name apart;
@@ -56,11 +64,14 @@
 // # Cardinality
 //
 // Every series comes from a fixed-size table of the region, so the number of series per bus
-// is bounded by its configuration: 4 per size class (at most 8 classes), 3 per topic (at most
-// Config.Topics; an audit frees unused ones), 8 per open inbox (at most Config.Inboxes), and 12
-// for the region. With the default configuration that is at most 12 + 16 + 768 + 512 series.
-// Inbox slots are reused: a new subscription in a slot brings new pattern and subscriber
-// values, and the old series end.
+// is bounded by its configuration: 15 for the region, 4 per size class (at most 8 classes), 10
+// per topic plus 1 per topic and class and 1 more per topic with a slot ring (at most
+// Config.Topics; an audit frees unused ones), 2 per attached participant and class, 10 per
+// bridge, and 37 per open inbox (at most Config.Inboxes; 27 of them the age histogram's).
+// With the default configuration and 16 participants that is at most
+// 15 + 16 + 2,560 + 1,024 + 256 + 128 + 2,368 = 6,367 series (docs/metrics.md; a test counts
+// them). Inbox slots are reused: a new subscription in a slot brings new pattern and
+// subscriber values, and the old series end.
 //
 // # Consistency
 //
