@@ -175,13 +175,10 @@ func TestStatBridge(t *testing.T) {
 	}
 }
 
-// A topic with a slot ring: stat shows the ring (shape, messages published, the writer) and,
-// for each subscriber reading it, how far behind it is (in the ring's table and the inbox's
-// ring_behind; its depth is its queue's).
-func TestStatSlotRing(t *testing.T) {
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+// ringStatBus opens bus "ring" in dir, with buffers large enough for a slot ring, closed when
+// the test ends.
+func ringStatBus(t *testing.T, dir string) *bus.Bus {
+	t.Helper()
 	cfg := transport.Config{
 		Classes: []transport.Class{{Size: 4096, Count: 8}},
 		Inboxes: 4, InboxCapacity: 8, Topics: 4, Participants: 4, Held: 8,
@@ -190,7 +187,18 @@ func TestStatSlotRing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// A topic with a slot ring: stat shows the ring (shape, messages published, the writer) and,
+// for each subscriber reading it, how far behind it is (in the ring's table and the inbox's
+// ring_behind; its depth is its queue's).
+func TestStatSlotRing(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b := ringStatBus(t, dir)
 	s, err := b.Subscribe("r.x", bus.WithQueueDepth(4))
 	if err != nil {
 		t.Fatal(err)
@@ -253,15 +261,7 @@ func TestStatSlotRoom(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cfg := transport.Config{
-		Classes: []transport.Class{{Size: 4096, Count: 8}},
-		Inboxes: 4, InboxCapacity: 8, Topics: 4, Participants: 4, Held: 8,
-	}
-	b, err := bus.Open("ring", bus.WithDir(dir), bus.WithConfig(cfg), bus.WithName("tester"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := ringStatBus(t, dir)
 	p, err := b.Publisher("r.x", bus.WithSlotRing(8, 40))
 	if err != nil {
 		t.Fatal(err)

@@ -42,6 +42,22 @@ func ringPair(t *testing.T, me *Participant, tp Topic) (*SlotRing, *RingReader) 
 	return w, rr
 }
 
+// ringWriter makes topic tp's slot ring, of testRing's shape, closed when the test ends,
+// within a second (a reader may be behind when the test fails).
+func ringWriter(t *testing.T, me *Participant, tp Topic) *SlotRing {
+	t.Helper()
+	w, err := me.CreateSlotRing(tp, testRing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		w.Close(ctx)
+	})
+	return w
+}
+
 // ringInbox opens an inbox that reads topic ring.a's slot ring and makes that ring (of
 // testRing's shape); the ring is closed when the test ends, within a second (the inbox's
 // reader may be behind when the test fails).
@@ -52,15 +68,7 @@ func ringInbox(t *testing.T, me *Participant) (Inbox, *SlotRing) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := me.CreateSlotRing(tp, testRing)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		w.Close(ctx)
-	})
+	w := ringWriter(t, me, tp)
 	return in, w
 }
 
@@ -962,15 +970,7 @@ func TestRingForgedWordHonoursContext(t *testing.T) {
 func TestRingReaderEntryOfDeadConsumer(t *testing.T) {
 	r, me, _ := newTestRegion(t, "ring-dead-reader")
 	tp := ringTopic(t, me, "ring.a")
-	w, err := me.CreateSlotRing(tp, testRing)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		w.Close(ctx)
-	})
+	w := ringWriter(t, me, tp)
 	ringReaders := func() []RingReaderStats {
 		for _, ts := range r.TopicStats() {
 			if ts.Ring != nil {
