@@ -432,7 +432,11 @@ func (p *Publisher) letGo() {
 // under way have returned it lets the topic go (once no Publisher of it is open in any
 // process, and nothing else uses it, ReclaimTopics may free its entry). Close does not wait
 // for them: a Send blocked on a full subscription (Block) goes on until its context or the
-// subscription lets it. Close is idempotent.
+// subscription lets it. A publisher with a slot ring (WithSlotRing) retires it; its
+// subscribers read it to its last message. A loan of the ring that is out, never sent nor
+// discarded, keeps the ring, and the topic's ring with it, until it is sent (which fails with
+// ErrClosed) or discarded, or the Bus closes: a new ring publisher of the topic gets
+// ErrRingTaken meanwhile. Close is idempotent.
 func (p *Publisher) Close() error {
 	if p.closed.Swap(true) {
 		return nil
