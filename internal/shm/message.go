@@ -111,7 +111,7 @@ func (p *Participant) TakeInto(ctx context.Context, in *Inbox, w Waiter, dst *He
 		// does not need; take from the ring, or go on below once the inbox itself has a
 		// message. (Without one, the take below waits, and a ring that appears meanwhile makes
 		// it return errRingReady.)
-		for {
+		for waited := false; ; waited = true {
 			spin := 0
 			if w.Strategy != Sleep {
 				spin = ringSpin
@@ -122,17 +122,20 @@ func (p *Participant) TakeInto(ctx context.Context, in *Inbox, w Waiter, dst *He
 			if in.inboxPending() {
 				break
 			}
+			// A wait that returns at once, for ever (a word another process wrote over), must
+			// not make the take deaf to its context: the wait looks at it only between its
+			// turns. Looked at after the take, so that a message that is there wins.
+			if waited {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
 			if err := in.wait(ctx, w); err != nil {
 				if errors.Is(err, ErrClosed) {
 					if derr := p.r.Check(); derr != nil {
 						return derr
 					}
 				}
-				return err
-			}
-			// A wait that returns at once, for ever, must not make the take deaf to its
-			// context: the wait looks at the context only between its turns.
-			if err := ctx.Err(); err != nil {
 				return err
 			}
 		}
@@ -219,9 +222,12 @@ func (p *Participant) TakeAny(ctx context.Context, ins []*Inbox, w Waiter) (_ He
 				}
 			}
 		}
-		err := waitAny(ctx, ins, w)
-		if err == nil {
+		var err error
+		if !quick {
 			err = ctx.Err() // a wait that returns at once, for ever, must not make the take deaf to it
+		}
+		if err == nil {
+			err = waitAny(ctx, ins, w)
 		}
 		if err != nil {
 			p.unreserve(idx)

@@ -149,16 +149,19 @@ func (in *Inbox) popInto(ctx context.Context, w Waiter, p *Participant, idx int)
 		if ok || err != nil {
 			return h, err
 		}
+		// A wait that returns at once, for ever (a word another process wrote over), must not
+		// make the take deaf to its context: the wait looks at it only between its turns.
+		// Looked at after the take, so that a message that is there wins.
+		if !quick {
+			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+		}
 		if err := in.wait(ctx, w); err != nil {
 			return 0, err
 		}
 		if in.ring != nil && in.ring.ready() {
 			return 0, errRingReady
-		}
-		// A wait that returns at once, for ever (a word another process wrote over), must not
-		// make the take deaf to its context: the wait looks at it only between its turns.
-		if err := ctx.Err(); err != nil {
-			return 0, err
 		}
 	}
 }
