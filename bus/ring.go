@@ -252,7 +252,7 @@ func (p *Publisher) retireRing() {
 	defer p.b.mu.Unlock()
 	p.ring.Retire()
 	if !p.ring.FreeFor(targets, false) {
-		p.b.retired = append(p.b.retired, retiredRing{p.ring, targets})
+		p.b.retired = append(p.b.retired, retiredRing{p.ring, targets, p.name})
 	}
 }
 
@@ -273,11 +273,12 @@ func (p *Publisher) ringReaders() []shm.Inbox {
 type retiredRing struct {
 	r       *shm.SlotRing
 	targets []shm.Inbox
+	topic   string // for the log
 }
 
-// freeRetired frees the retired rings whose readers are done with them. It also brings the byte counts of the open publishers' rings up to date,
-// and puts back a ring whose topic word another process wrote over (the timer calls it once a
-// second).
+// freeRetired frees the retired rings whose readers are done with them. It also brings the
+// byte counts of the open publishers' rings up to date, and puts back a ring whose topic word
+// another process wrote over (the timer calls it once a second).
 func (b *Bus) freeRetired() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -321,7 +322,7 @@ func (b *Bus) closeRings(pubs []*Publisher) {
 	for _, p := range pubs {
 		if p.ring != nil { // (a ring retired or freed already: endRing and FreeFor do nothing)
 			endRing(p.ring)
-			rings = append(rings, retiredRing{p.ring, p.ringReaders()})
+			rings = append(rings, retiredRing{p.ring, p.ringReaders(), p.name})
 		}
 	}
 	deadline := time.Now().Add(ringDrainWait)
@@ -344,7 +345,7 @@ func (b *Bus) closeRings(pubs []*Publisher) {
 		time.Sleep(pause)
 	}
 	for _, r := range rings {
-		b.log.Debug("freeing a slot ring whose readers have not read it all", zap.Duration("waited", ringDrainWait))
+		b.log.Debug("freeing a slot ring whose readers have not read it all", zap.String("topic", r.topic), zap.Duration("waited", ringDrainWait))
 		r.r.FreeFor(r.targets, true)
 	}
 }
