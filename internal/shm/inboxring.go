@@ -137,7 +137,7 @@ func (p *Participant) newInboxRing(t Topic, capacity uint64, inbox uint32) *Inbo
 // if it is live and has more slots than the inbox has cells.
 func (ir *InboxRing) open(p *Participant, h Handle, from uint64) {
 	g, err := p.r.viewRing(h, ir.t.index)
-	if err != nil && errors.Is(err, ErrCorrupt) && g == nil {
+	if errors.Is(err, ErrCorrupt) {
 		if ir.refused.Load() != uint64(h) {
 			p.r.hdr.corrupt.Add(1) // once per ring refused
 			if from == 0 {
