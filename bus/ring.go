@@ -144,6 +144,7 @@ func (p *Publisher) commitRing(ctx context.Context, l *Loan) error {
 	g := p.b.r.SubscriptionGen()
 	var cp shm.Loan
 	copies := p.noCopies.Load() != g<<1|1
+	var wake *[]shm.Inbox
 	if copies {
 		if err := p.borrowCopy(l.n, &cp); err != nil {
 			if l.l.Discard() == ErrLoanEnded {
@@ -151,8 +152,16 @@ func (p *Publisher) commitRing(ctx context.Context, l *Loan) error {
 			}
 			return &Error{Op: "send", Name: p.name, Err: err}
 		}
+	} else {
+		// No subscriber is sent copies as of generation g, and the list of the ring's readers
+		// is g's (refresh stored noCopies after it): the commit wakes them itself, and the
+		// send takes no lock. Only the holder of the ring's loan token writes the list
+		// (refresh runs in fanRing, under the token), and CommitLoanWake reads it only once it
+		// has found this loan to be the one out, so this goroutine holds the token: a Send of
+		// a loan already sent reads nothing of it.
+		wake = &p.ringTargets
 	}
-	seq, err := p.ring.CommitLoan(l.l, l.n)
+	seq, err := p.ring.CommitLoanWake(l.l, l.n, wake)
 	if err != nil {
 		if copies {
 			cp.Discard()
@@ -166,7 +175,11 @@ func (p *Publisher) commitRing(ctx context.Context, l *Loan) error {
 		}
 		return &Error{Op: "send", Name: p.name, Err: err}
 	}
-	err = p.fanRing(ctx, l.n, seq, g, &cp, copies)
+	if !copies {
+		p.ring.EndLoan()
+		return nil
+	}
+	err = p.fanRing(ctx, l.n, seq, g, &cp)
 	p.ring.EndLoan() // after fanRing, which copies the staged message
 	return err
 }
@@ -185,11 +198,11 @@ func (p *Publisher) borrowCopy(n int, cp *shm.Loan) (err error) {
 }
 
 // fanRing wakes the subscribers that read the ring, and sends the others a copy of message
-// seq, n bytes, through their queues: cp (borrowed if lent, by commitRing), a buffer of the
-// pool with the same bytes, sequence number and time. The target list is brought up to
-// subscription generation g, the one commitRing decided on. The loan's token is still taken
-// (the staged message is read here).
-func (p *Publisher) fanRing(ctx context.Context, n int, seq, g uint64, cp *shm.Loan, lent bool) error {
+// seq, n bytes, through their queues: cp (borrowed by commitRing), a buffer of the pool with
+// the same bytes, sequence number and time. The target list is brought up to subscription
+// generation g, the one commitRing decided on. The loan's token is still taken (the staged
+// message is read here). commitRing sends without it when no subscriber is sent copies.
+func (p *Publisher) fanRing(ctx context.Context, n int, seq, g uint64, cp *shm.Loan) error {
 	p.mu.Lock()
 	defer p.unlock()
 	if g != p.gen {
@@ -198,17 +211,8 @@ func (p *Publisher) fanRing(ctx context.Context, n int, seq, g uint64, cp *shm.L
 	p.ring.Wake(p.ringTargets)
 	to := p.sendTargets()
 	if len(to) == 0 {
-		if lent {
-			cp.Discard()
-		}
+		cp.Discard()
 		return nil
-	}
-	if !lent {
-		// commitRing found no subscriber that is sent copies as of generation g, and the
-		// list is g's: not reached, unless the list was invalidated meanwhile.
-		if err := p.borrowCopy(n, cp); err != nil {
-			return &Error{Op: "send", Name: p.name, Err: fmt.Errorf("%w: the subscribers that read the slot ring received the message, the %d sent copies did not", err, len(to))}
-		}
 	}
 	if err := cp.Write(p.ring.Staged(n)); err != nil {
 		cp.Discard()

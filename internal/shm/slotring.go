@@ -388,7 +388,15 @@ func (w *SlotRing) EndLoan() {
 // guard. The loan's token stays taken until EndLoan (the caller may read the message back
 // with Staged meanwhile). It fails with ErrLoanEnded if l was already committed or discarded
 // (and then leaves the token alone: it is not this loan's).
-func (w *SlotRing) CommitLoan(l Loan, n int) (_ uint64, err error) {
+func (w *SlotRing) CommitLoan(l Loan, n int) (uint64, error) {
+	return w.CommitLoanWake(l, n, nil)
+}
+
+// CommitLoanWake is CommitLoan followed by Wake(*wake) (if wake is not nil), under the same
+// fault guard: one guard a message instead of two. The list is read only once l is known to
+// be the loan out, so that a caller whose list only the token's holder writes may pass it
+// without a lock (a Send of a loan already sent, from any goroutine, reads nothing of it).
+func (w *SlotRing) CommitLoanWake(l Loan, n int, wake *[]Inbox) (_ uint64, err error) {
 	if l.ring() != w || uint64(l.buf.h) != w.lent || w.done == w.lent {
 		return 0, ErrLoanEnded
 	}
@@ -417,6 +425,11 @@ func (w *SlotRing) CommitLoan(l Loan, n int) (_ uint64, err error) {
 	storeRelease(&w.total, w.total.Load()+uint64(n))
 	if w.next&63 == 0 {
 		w.FlushBytes()
+	}
+	if wake != nil {
+		for i := range *wake {
+			wakeConsumer((*wake)[i].v)
+		}
 	}
 	return seq, nil
 }
