@@ -122,7 +122,10 @@ otherwise pick, so that the ratios hold even on a noisy machine:
   offq       the bus API (Loan, write the header in place, Send; Receive, read, Release)
   offq-ring  the bus API as offq, with each side's publisher owning a slot ring of 8 slots
              (WithSlotRing, docs/slot-rings.md): the subscriber polls the message's own slot
-             and copies it out at Receive. Ping-pong, spin, up to 4 KiB
+             and copies it out at Receive. Ping-pong, spin, up to 4 KiB. In stream (spin) and
+             fan-out (sleep), the publisher's ring has as many slots as offq's stream queue
+             and its subscribers drop their oldest: a ring's writer waits for no reader, so a
+             reader slower than it is lapped, and the row says how many it missed
   slotring-shm
              the same rings through offq's protocol package without the bus (internal/shm:
              headers checked, laps detected, each message stamped): what the bus adds
@@ -158,7 +161,8 @@ Patterns:
   pingpong   round trip between this process and a child: p50, p99, p99.9 and max from an
              HdrHistogram of every round trip after the warm-up
   stream     one-way, this process publishing to a child as fast as it takes (offq subscribes
-             with the Block policy, so nothing is dropped): messages/s
+             with the Block policy, so nothing is dropped; offq-ring's readers are lapped
+             instead, counted): messages/s received
   fanout     one publisher to N child processes: deliveries/s, all subscribers together
   subscriptions
              one publisher to 256 subscriptions (256 topics) in one child process, a goroutine
@@ -393,6 +397,9 @@ func (o Options) plan() []benchCase {
 					out = append(out, benchCase{System: sysOffq, Mode: modeSpin, Pattern: pat, Size: size, Subs: 1, Batch: o.batch},
 						benchCase{System: sysOffq, Mode: modeSleep, Pattern: pat, Size: size, Subs: 1, Batch: o.batch})
 				}
+				if size <= ringSizes {
+					add(sysORing, modeSpin, pat, size, 1)
+				}
 				if size == smallest {
 					add(sysSPSC, modeSpin, pat, size, 1)
 					if has(sysPool) {
@@ -410,6 +417,9 @@ func (o Options) plan() []benchCase {
 					add(sysOffq, modeSleep, pat, size, n)
 					if has(sysOffq) && o.batch > 0 {
 						out = append(out, benchCase{System: sysOffq, Mode: modeSleep, Pattern: pat, Size: size, Subs: n, Batch: o.batch})
+					}
+					if size <= ringSizes {
+						add(sysORing, modeSleep, pat, size, n)
 					}
 					add(sysUDS, modeBlock, pat, size, n)
 				}
@@ -551,8 +561,10 @@ func (bn *bencher) run(ctx context.Context, c benchCase) (benchResult, error) {
 		return bn.poolStream(ctx, c)
 	case c.System == sysLines || c.System == sysHead:
 		return bn.linesPingPong(ctx, c)
-	case c.System == sysORing:
+	case c.System == sysORing && c.Pattern == patPingPong:
 		return bn.offqPingPong(ctx, c)
+	case c.System == sysORing:
+		return bn.offqStream(ctx, c)
 	case c.System == sysSRing:
 		return bn.ringPingPong(ctx, c)
 	case c.System == sysTwo || c.System == sysIn || c.System == sysRing:

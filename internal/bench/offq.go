@@ -87,6 +87,13 @@ func pingPongRingBytes(size int) int {
 	return shm.RingShape{Slots: pingPongRing, Payload: size, Readers: 4}.Bytes()
 }
 
+// streamRingQueue is the subscribers' queue in offq-ring's stream and fan-out rows: fewer
+// cells than the publisher's slot ring has slots, so that they read the ring. The ring has as
+// many slots as a pool stream's queue has cells (streamDepth): a publisher that is never held
+// back (a ring's writer waits for no reader) runs that far ahead of a reader before it laps
+// it.
+const streamRingQueue = 16
+
 func (bn *bencher) offqPingPong(ctx context.Context, c benchCase) (res benchResult, err error) {
 	ctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
@@ -213,20 +220,34 @@ func (bn *bencher) offqStream(ctx context.Context, c benchCase) (res benchResult
 	defer fail(nil)
 	name := "stream-" + strconv.Itoa(bn.seq)
 	depth := streamDepth(c.Size, bufferBudget(bn.tmp))
-	b, err := bn.openBenchBus(name, streamConfig(c, depth))
+	cfg := streamConfig(c, depth)
+	ring := 0
+	var popts []bus.PublisherOption
+	if c.System == sysORing {
+		// The messages go through the publisher's slot ring, in a buffer of a class of its
+		// own; the subscribers' queues carry nothing and are kept small, below the ring's
+		// slots, so that the subscribers read the ring.
+		ring = max(streamDepth(c.Size+64, bufferBudget(bn.tmp)), 2*streamRingQueue) // (a slot: the message and its header)
+		depth = streamRingQueue
+		cfg = streamConfig(c, depth)
+		rb := shm.RingShape{Slots: ring, Payload: c.Size, Readers: int(cfg.Inboxes)}.Bytes()
+		cfg.Classes = append(cfg.Classes, transport.Class{Size: transport.Size(roundUp64(rb)), Count: 1})
+		popts = append(popts, bus.WithSlotRing(ring, c.Size))
+	}
+	b, err := bn.openBenchBus(name, cfg)
 	if err != nil {
 		return res, err
 	}
 	defer transport.Unlink(bn.tmp, name)
 	defer b.Close()
-	pub, err := b.Publisher(topicStream)
+	pub, err := b.Publisher(topicStream, popts...)
 	if err != nil {
 		return res, err
 	}
 	var procs []*benchProc
 	defer func() { stopAll(procs) }()
 	for i := range c.Subs {
-		p, err := bn.start(fmt.Sprintf("sub-%d", i+1), fail, nil, peerArg{Role: "offq-sub", Bus: name, Mode: c.Mode, Depth: depth, Batch: c.Batch})
+		p, err := bn.start(fmt.Sprintf("sub-%d", i+1), fail, nil, peerArg{Role: "offq-sub", Bus: name, Mode: c.Mode, Depth: depth, Batch: c.Batch, Ring: ring})
 		if err != nil {
 			return res, err
 		}

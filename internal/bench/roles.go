@@ -37,7 +37,7 @@ type peerArg struct {
 	Mode     string `json:"mode,omitempty"`
 	Size     int    `json:"size,omitempty"`  // offq-subs: the number of subscriptions
 	Depth    int    `json:"depth,omitempty"` // offq subscriber: queue depth
-	Ring     int    `json:"ring,omitempty"`  // offq-echo: publish through a slot ring of this many slots
+	Ring     int    `json:"ring,omitempty"`  // offq-echo: publish through a slot ring of this many slots; offq-sub: the stream's publisher has one, read it
 	Batch    int    `json:"batch,omitempty"` // offq subscriber: receive in batches of this many (ReceiveBatch); pool-sub: publish the head every this many
 	Dir      string `json:"dir"`
 	Bus      string `json:"bus,omitempty"`  // offq
@@ -96,7 +96,13 @@ func benchOffqPeer(ctx context.Context, c *peer.Child, o peerArg) error {
 	defer b.Close()
 	w := bus.WithWait(waitOf(o.Mode))
 	if o.Role == "offq-sub" {
-		opts := []bus.SubscribeOption{w, bus.WithOverflow(bus.Block), bus.WithoutHistory()}
+		// A subscription reads a slot ring only if it drops its oldest message (a ring's
+		// writer waits for nobody); the pool's stream holds its publisher back instead.
+		ov := bus.Block
+		if o.Ring > 0 {
+			ov = bus.DropOldest
+		}
+		opts := []bus.SubscribeOption{w, bus.WithOverflow(ov), bus.WithoutHistory()}
 		if o.Depth > 0 {
 			opts = append(opts, bus.WithQueueDepth(o.Depth))
 		}
@@ -104,6 +110,7 @@ func benchOffqPeer(ctx context.Context, c *peer.Child, o peerArg) error {
 		if err != nil {
 			return err
 		}
+
 		return onCPU(o.CPU, func() error {
 			if err := c.Encode(benchLine{Type: benchReady}); err != nil {
 				return err
@@ -121,6 +128,11 @@ func benchOffqPeer(ctx context.Context, c *peer.Child, o peerArg) error {
 				end := sc.add(binary.LittleEndian.Uint64(d[0:]), binary.LittleEndian.Uint64(d[8:]))
 				m.Release()
 				if end {
+					if o.Ring > 0 {
+						if err := readsRing(sub); err != nil {
+							return err
+						}
+					}
 					return sc.report(ctx, c)
 				}
 			}
@@ -161,6 +173,20 @@ func benchOffqPeer(ctx context.Context, c *peer.Child, o peerArg) error {
 			}
 		}
 	})
+}
+
+// readsRing fails if a ring stream's subscription did not read the publisher's slot ring (its
+// messages came as copies through its queue): the row would measure another path than it
+// names.
+func readsRing(sub *bus.Subscription) error {
+	st, err := sub.Stats()
+	if err != nil {
+		return err
+	}
+	if !st.Ring {
+		return fmt.Errorf("the subscription received the stream through its queue, not the publisher's slot ring (%d messages queued in all)", st.Pushed)
+	}
+	return nil
 }
 
 // An echoer is the echo side of a floor's ping-pong.
