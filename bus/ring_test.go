@@ -740,6 +740,132 @@ func TestRingConcurrentPublishCopies(t *testing.T) {
 	checkConcOrder(t, "queue subscriber (copies)", copies, goroutines, perG)
 }
 
+// TestRingConcurrentPublishWhileSubscriptionsChange: concurrent Publish on one ring publisher
+// while other goroutines subscribe and unsubscribe, on and off, readers of the ring and
+// subscribers sent copies, and call FanOut. A send with no subscriber sent copies takes no
+// lock and reads the list of the ring's readers that the holder of the ring's loan token
+// keeps (commitRing); a send that finds the list stale lists them again under the send lock
+// (fanRing). Under the race detector, the list must never be read as it is written; and the
+// ring's steady reader gets every message, each goroutine's in its order.
+func TestRingConcurrentPublishWhileSubscriptionsChange(t *testing.T) {
+	const goroutines, perG = 3, 1000
+	b := openRingBus(t, 64)
+	ctx := ctxT(t)
+	s := mustSubscribe(t, b, "churn.x", WithQueueDepth(8))
+	pub := ringPublisher(t, b, "churn.x", 4096, 16)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var churned, listed atomic.Int64
+	var churnErr error
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			pattern, opts := "churn.x", []SubscribeOption{WithQueueDepth(4)} // a reader of the ring
+			if i%2 == 1 {
+				pattern, opts = "churn.*", []SubscribeOption{WithQueueDepth(4)} // sent copies
+			}
+			sub, err := b.Subscribe(pattern, opts...)
+			if err != nil {
+				churnErr = err
+				return
+			}
+			if err := sub.Close(); err != nil {
+				churnErr = err
+				return
+			}
+			churned.Add(1)
+		}
+	})
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			pub.FanOut() // reads the lists under the send lock
+			listed.Add(1)
+		}
+	})
+	concurrentRing(t, ctx, pub, goroutines, perG)
+	close(done)
+	wg.Wait()
+	if churnErr != nil {
+		t.Fatal(churnErr)
+	}
+	var msgs [][]byte
+	for _, m := range receiveN(t, ctx, s, goroutines*perG) {
+		msgs = append(msgs, m.data)
+	}
+	checkConcOrder(t, "ring reader", msgs, goroutines, perG)
+	if churned.Load() == 0 || listed.Load() == 0 {
+		t.Fatalf("nothing ran beside the sends: %d subscriptions made and closed, %d FanOut calls", churned.Load(), listed.Load())
+	}
+	t.Logf("%d subscriptions made and closed, %d FanOut calls during %d sends", churned.Load(), listed.Load(), goroutines*perG)
+}
+
+// TestRingSubscribersAfterSends: subscribers that arrive after a ring publisher has sent are
+// served from its next Send: one sent copies (a wildcard) gets copies of the messages sent
+// after it subscribed, and a reader of the ring asleep in Receive gets the next message. A
+// send takes no lock while no subscriber is sent copies, on the strength of a list
+// of the ring's readers made for the region's subscription generation: a list from an older
+// generation must not be used.
+func TestRingSubscribersAfterSends(t *testing.T) {
+	b := openRingBus(t, 64)
+	ctx := ctxT(t)
+	first := mustSubscribe(t, b, "late.x", WithQueueDepth(8))
+	pub := ringPublisher(t, b, "late.x", 64, 16)
+	for i := range 3 {
+		if err := pub.Publish(ctx, ringPayload(i, 16)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The sends above found no subscriber sent copies: the next one may send without the lock.
+	q := mustSubscribe(t, b, "late.*", WithQueueDepth(8))
+	if err := pub.Publish(ctx, ringPayload(3, 16)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := q.Receive(ctx)
+	if err != nil {
+		t.Fatalf("the wildcard subscribed after three sends: %v", err)
+	}
+	if got := m.Clone(); string(got) != string(ringPayload(3, 16)) {
+		t.Fatalf("the wildcard got %x, want message 3's copy", got)
+	}
+	m.Release()
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// No subscriber sent copies again: a reader of the ring that subscribes now and sleeps is
+	// woken by the next message.
+	if err := pub.Publish(ctx, ringPayload(4, 16)); err != nil {
+		t.Fatal(err)
+	}
+	late := mustSubscribe(t, b, "late.x", WithQueueDepth(8), WithWait(Sleep))
+	got := receiveAsync(ctx, late)
+	waitSleeping(t, ctx, late)
+	if err := pub.Publish(ctx, ringPayload(5, 16)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-got:
+		if string(r.data) != string(ringPayload(5, 16)) {
+			t.Fatalf("the late reader got %x (%s); want message 5", r.data, r.topic)
+		}
+	case <-ctx.Done():
+		t.Fatal("the reader of the ring that subscribed last never got the next message")
+	}
+	for i, r := range receiveN(t, ctx, first, 6) {
+		if string(r.data) != string(ringPayload(i, 16)) {
+			t.Fatalf("the first reader's message %d: %x", i, r.data)
+		}
+	}
+}
+
 // TestRingConcurrentReceive: two goroutines receive from one subscription that reads a ring,
 // busy-spinning, while the ring's publisher sends. A Receive that finds nothing watches the
 // slot holding the ring's lock (InboxRing.takeSpin); the other waits for the lock. Every
