@@ -117,8 +117,9 @@ func (p *Publisher) waitRingLoan(ctx context.Context, n int) (Loan, error) {
 // sendRing publishes a loan of the ring. The message is committed to the ring first, outside
 // the send lock (the loan's token makes this goroutine the ring's only writer, and the Bus's
 // use gate keeps the region mapped), so that nothing stands between a spinning reader and the
-// message; then, under the send lock, the subscribers that read the ring are woken and the
-// others sent a copy through their queues (fanRing). The send is split into sendRing,
+// message. Then the subscribers that read the ring are woken: by the commit itself, with no
+// lock, while no subscriber is sent copies (commitRing); otherwise under the send lock, where
+// the others are sent a copy through their queues (fanRing). The send is split into sendRing,
 // commitRing and fanRing so that each has one defer at most: a function with several defers
 // and many returns gets its defers run by the runtime, not inline, and this is the round
 // trip's path.
