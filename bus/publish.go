@@ -41,13 +41,16 @@ type Publisher struct {
 
 	// ring is the publisher's slot ring (WithSlotRing), or nil; ringTargets are the inboxes
 	// that read it (their consumers are woken after each message instead of sent it), split
-	// off the target list by refresh.
+	// off the target list by refresh. For a ring publisher, refresh runs only in fanRing,
+	// under the ring's loan token as well as the send lock, so the token's holder reads the
+	// list without the lock (commitRing).
 	ring        *shm.SlotRing
 	ringTargets []shm.Inbox
 	// noCopies is gen<<1|1 while the target list, as of subscription generation gen, has no
 	// subscriber that is sent copies of the ring's messages, and 0 otherwise (refresh): a
 	// ring's Send reads it without the send lock, to borrow the copies' buffer before it
-	// commits the message to the ring only when it may need one.
+	// commits the message to the ring only when it may need one, and to send with no lock at
+	// all when it needs none.
 	noCopies atomic.Uint64
 }
 
