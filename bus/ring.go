@@ -56,20 +56,25 @@ func (p *Publisher) makeRing(o pubOptions) error {
 // loanRing lends the ring's staging buffer for the next message (shm.SlotRing.Loan).
 func (p *Publisher) loanRing(n int) (l Loan, err error) {
 	if err := p.ring.LoanInto(n, &l.l); err != nil {
-		if err == shm.ErrRingRetiring {
-			// The ring was retired while this loan took its token: giving the token back
-			// finishes the retirement, in shared memory, so inside the use gate (a Bus.Close
-			// under way frees the ring itself).
-			if p.b.enter() {
-				p.ring.EndLoan()
-				p.b.exit()
-			}
-			return Loan{}, ErrClosed
-		}
-		return Loan{}, p.ringLoanError(n, err)
+		return Loan{}, p.ringLoanFailed(n, err)
 	}
 	l.p, l.n = p, n
 	return l, nil
+}
+
+// ringLoanFailed is the error of a ring's Loan(n) whose LoanInto failed with err.
+func (p *Publisher) ringLoanFailed(n int, err error) error {
+	if err == shm.ErrRingRetiring {
+		// The ring was retired while this loan took its token: giving the token back
+		// finishes the retirement, in shared memory, so inside the use gate (a Bus.Close
+		// under way frees the ring itself).
+		if p.b.enter() {
+			p.ring.EndLoan()
+			p.b.exit()
+		}
+		return ErrClosed
+	}
+	return p.ringLoanError(n, err)
 }
 
 // ringLoanError is the error of a ring's Loan(n) that failed with err: unwrapped, as a pool
