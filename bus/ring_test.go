@@ -753,7 +753,10 @@ func TestRingConcurrentPublishWhileSubscriptionsChange(t *testing.T) {
 	ctx := ctxT(t)
 	s := mustSubscribe(t, b, "churn.x", WithQueueDepth(8))
 	pub := ringPublisher(t, b, "churn.x", 4096, 16)
-	done := make(chan struct{})
+	// The senders wait halfway for both helpers to have run (a reader of the ring and a
+	// wildcard made and closed, FanOut called): the subscription generation then moves
+	// between their sends, not only before or after them.
+	done, churnedTwice, listedOnce := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var wg sync.WaitGroup
 	var churned, listed atomic.Int64
 	var churnErr error
@@ -764,20 +767,24 @@ func TestRingConcurrentPublishWhileSubscriptionsChange(t *testing.T) {
 				return
 			default:
 			}
-			pattern, opts := "churn.x", []SubscribeOption{WithQueueDepth(4)} // a reader of the ring
+			pattern := "churn.x" // a reader of the ring
 			if i%2 == 1 {
-				pattern, opts = "churn.*", []SubscribeOption{WithQueueDepth(4)} // sent copies
+				pattern = "churn.*" // sent copies
 			}
-			sub, err := b.Subscribe(pattern, opts...)
+			sub, err := b.Subscribe(pattern, WithQueueDepth(4))
+			if err == nil {
+				err = sub.Close()
+			}
 			if err != nil {
 				churnErr = err
+				if churned.Load() < 2 {
+					close(churnedTwice) // the senders go on, and the test fails with err
+				}
 				return
 			}
-			if err := sub.Close(); err != nil {
-				churnErr = err
-				return
+			if churned.Add(1) == 2 {
+				close(churnedTwice)
 			}
-			churned.Add(1)
 		}
 	})
 	wg.Go(func() {
@@ -788,23 +795,45 @@ func TestRingConcurrentPublishWhileSubscriptionsChange(t *testing.T) {
 			default:
 			}
 			pub.FanOut() // reads the lists under the send lock
-			listed.Add(1)
+			if listed.Add(1) == 1 {
+				close(listedOnce)
+			}
 		}
 	})
-	concurrentRing(t, ctx, pub, goroutines, perG)
+	errs := make(chan error, goroutines)
+	var pwg sync.WaitGroup
+	for g := range goroutines {
+		pwg.Go(func() {
+			for k := range perG {
+				if k == perG/2 {
+					<-churnedTwice
+					<-listedOnce
+				}
+				if err := pub.Publish(ctx, concPayload(g, k)); err != nil {
+					errs <- fmt.Errorf("goroutine %d message %d: %w", g, k, err)
+					return
+				}
+			}
+		})
+	}
+	pwg.Wait()
 	close(done)
 	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
 	if churnErr != nil {
-		t.Fatal(churnErr)
+		t.Error(churnErr)
+	}
+	if t.Failed() {
+		t.FailNow()
 	}
 	var msgs [][]byte
 	for _, m := range receiveN(t, ctx, s, goroutines*perG) {
 		msgs = append(msgs, m.data)
 	}
 	checkConcOrder(t, "ring reader", msgs, goroutines, perG)
-	if churned.Load() == 0 || listed.Load() == 0 {
-		t.Fatalf("nothing ran beside the sends: %d subscriptions made and closed, %d FanOut calls", churned.Load(), listed.Load())
-	}
 	t.Logf("%d subscriptions made and closed, %d FanOut calls during %d sends", churned.Load(), listed.Load(), goroutines*perG)
 }
 
