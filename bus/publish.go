@@ -170,10 +170,10 @@ func (p *Publisher) Loan(n int) (l Loan, err error) {
 	if p.ring != nil {
 		// A slot ring's loan is its staging buffer, in the process's memory: it touches no
 		// shared memory, so it needs no gate (Bus.Close retires the ring, which then lends
-		// nothing; a loan that meets the retirement finishes it inside the gate: loanRing).
+		// nothing; a loan that meets the retirement finishes it inside the gate: ringLoanFailed).
 		// Filled in place, in the result: each level that returns a Loan, which the register
 		// ABI cannot carry, copies it through the stack (through loan and loanRing it cost 15
-		// ns a cycle, through loanRing alone 4: BenchmarkPublishReceiveRing).
+		// ns a cycle, through loanRing alone 10: BenchmarkPublishReceiveRing).
 		if p.closed.Load() {
 			return Loan{}, &Error{Op: "loan", Name: p.name, Err: ErrClosed}
 		}
