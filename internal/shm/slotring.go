@@ -395,7 +395,9 @@ func (w *SlotRing) CommitLoan(l Loan, n int) (uint64, error) {
 // CommitLoanWake is CommitLoan followed by Wake(*wake) (if wake is not nil), under the same
 // fault guard: one guard a message instead of two. The list is read only once l is known to
 // be the loan out, so that a caller whose list only the token's holder writes may pass it
-// without a lock (a Send of a loan already sent, from any goroutine, reads nothing of it).
+// without a lock (a Send of a loan already sent, from any goroutine, reads nothing of it). A
+// fault while it wakes them (the region cut under it) fails the call with the message already
+// in the ring, as a fault part way through a pool send fails it after some of its targets.
 func (w *SlotRing) CommitLoanWake(l Loan, n int, wake *[]Inbox) (_ uint64, err error) {
 	if l.ring() != w || uint64(l.buf.h) != w.lent || w.done == w.lent {
 		return 0, ErrLoanEnded
