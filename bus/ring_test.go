@@ -71,6 +71,16 @@ func ringPublisher(t *testing.T, b *Bus, topic string, slots, size int) *Publish
 	return p
 }
 
+// publishRing publishes messages from to to-1 (ringPayload(i, size)) through pub.
+func publishRing(t *testing.T, ctx context.Context, pub *Publisher, from, to, size int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		if err := pub.Publish(ctx, ringPayload(i, size)); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+}
+
 // ringPayload is message i's n bytes: every byte depends on i and its position, so a message
 // mixed with another, cut short or moved shows.
 func ringPayload(i, n int) []byte {
@@ -848,16 +858,10 @@ func TestRingSubscribersAfterSends(t *testing.T) {
 	ctx := ctxT(t)
 	first := mustSubscribe(t, b, "late.x", WithQueueDepth(8))
 	pub := ringPublisher(t, b, "late.x", 64, 16)
-	for i := range 3 {
-		if err := pub.Publish(ctx, ringPayload(i, 16)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishRing(t, ctx, pub, 0, 3, 16)
 	// The sends above found no subscriber sent copies: the next one may send without the lock.
 	q := mustSubscribe(t, b, "late.*", WithQueueDepth(8))
-	if err := pub.Publish(ctx, ringPayload(3, 16)); err != nil {
-		t.Fatal(err)
-	}
+	publishRing(t, ctx, pub, 3, 4, 16)
 	m, err := q.Receive(ctx)
 	if err != nil {
 		t.Fatalf("the wildcard subscribed after three sends: %v", err)
@@ -871,15 +875,11 @@ func TestRingSubscribersAfterSends(t *testing.T) {
 	}
 	// No subscriber sent copies again: a reader of the ring that subscribes now and sleeps is
 	// woken by the next message.
-	if err := pub.Publish(ctx, ringPayload(4, 16)); err != nil {
-		t.Fatal(err)
-	}
+	publishRing(t, ctx, pub, 4, 5, 16)
 	late := mustSubscribe(t, b, "late.x", WithQueueDepth(8), WithWait(Sleep))
 	got := receiveAsync(ctx, late)
 	waitSleeping(t, ctx, late)
-	if err := pub.Publish(ctx, ringPayload(5, 16)); err != nil {
-		t.Fatal(err)
-	}
+	publishRing(t, ctx, pub, 5, 6, 16)
 	select {
 	case r := <-got:
 		if string(r.data) != string(ringPayload(5, 16)) {
@@ -1827,11 +1827,7 @@ func TestRingHeldCopies(t *testing.T) {
 	ctx := ctxT(t)
 	s := mustSubscribe(t, b, "held.x", WithQueueDepth(8))
 	pub := ringPublisher(t, b, "held.x", 16, 64)
-	for i := range 16 {
-		if err := pub.Publish(ctx, ringPayload(i, 64)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishRing(t, ctx, pub, 0, 16, 64)
 	var held []Message
 	for range 16 {
 		m, err := s.Receive(ctx)
@@ -1840,11 +1836,7 @@ func TestRingHeldCopies(t *testing.T) {
 		}
 		held = append(held, m)
 	}
-	for i := 16; i < 50; i++ { // two laps over the slots the held messages came from
-		if err := pub.Publish(ctx, ringPayload(i, 64)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishRing(t, ctx, pub, 16, 50, 64) // two laps over the slots the held messages came from
 	for i, m := range held {
 		if string(m.Data()) != string(ringPayload(i, 64)) || m.Seq() != uint64(i+1) {
 			t.Fatalf("held message %d changed under its holder: %x seq %d", i, m.Data(), m.Seq())
