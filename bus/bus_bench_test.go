@@ -257,6 +257,55 @@ func BenchmarkPublishReceiveRing(b *testing.B) {
 	publishReceive(b, ctx, pub, sub, 64)
 }
 
+// BenchmarkPublishReceiveRingCold is BenchmarkPublishReceiveRing with the caches walked over
+// before each cycle (64 MiB written a line at a time, more than this VM's last-level cache),
+// as they are after the host interrupts a vCPU: its metric ns/cold-cycle is one cycle's time
+// with every line and page of the path to fetch again (ns/op counts the walk). Set beside
+// internal/shm's BenchmarkSlotRingCycleCold, it measures what the bus's wider set of lines
+// costs the round trip after an interruption (docs/performance.md, fifteenth round).
+func BenchmarkPublishReceiveRingCold(b *testing.B) {
+	bs, err := Open("bench", WithDir(b.TempDir()), WithConfig(benchConfig()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bs.Close()
+	ctx := context.Background()
+	sub, err := bs.Subscribe("bench.x", WithQueueDepth(16))
+	if err != nil {
+		b.Fatal(err)
+	}
+	pub, err := bs.Publisher("bench.x", WithSlotRing(64, 64))
+	if err != nil {
+		b.Fatal(err)
+	}
+	walk := make([]byte, 64<<20)
+	var cold time.Duration
+	for i := range b.N {
+		for j := 0; j < len(walk); j += 64 {
+			walk[j]++
+		}
+		t0 := time.Now()
+		l, err := pub.Loan(64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		l.Bytes()[0] = byte(i)
+		if err := pub.Send(ctx, l); err != nil {
+			b.Fatal(err)
+		}
+		m, err := sub.Receive(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if m.Data()[0] != byte(i) {
+			b.Fatal("wrong message")
+		}
+		m.Release()
+		cold += time.Since(t0)
+	}
+	b.ReportMetric(float64(cold.Nanoseconds())/float64(b.N), "ns/cold-cycle")
+}
+
 // publishReceive times b.N rounds of Loan, a byte written, Send, Receive, the byte checked,
 // Release.
 func publishReceive(b *testing.B, ctx context.Context, pub *Publisher, sub *Subscription, size int) {

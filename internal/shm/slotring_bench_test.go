@@ -2,6 +2,7 @@ package shm
 
 import (
 	"testing"
+	"time"
 )
 
 // BenchmarkSlotRingCycle: one message through a slot ring in one goroutine, Next/Commit and
@@ -53,4 +54,46 @@ func BenchmarkSlotRingCycle(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkSlotRingCycleCold is BenchmarkSlotRingCycle/loan with the caches walked over before
+// each cycle (64 MiB written a line at a time): ns/cold-cycle is one cycle with every line and
+// page of the protocol's path to fetch again, beside bus's BenchmarkPublishReceiveRingCold.
+func BenchmarkSlotRingCycleCold(b *testing.B) {
+	_, me, _ := newTestRegion(b, "ring-bench-cold")
+	tp, err := me.LookupTopic("ring.bench", true, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w, err := me.CreateSlotRing(tp, RingShape{Slots: 16, Payload: 64, Readers: 4})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rr, err := me.OpenSlotRing(tp, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dst := make([]byte, rr.Payload())
+	walk := make([]byte, 64<<20)
+	var cold time.Duration
+	for i := range b.N {
+		for j := 0; j < len(walk); j += 64 {
+			walk[j]++
+		}
+		t0 := time.Now()
+		l, err := w.Loan(64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		l.Prefix(64)[0] = byte(i)
+		if _, err := w.CommitLoan(l, 64); err != nil {
+			b.Fatal(err)
+		}
+		w.EndLoan()
+		if _, ok, err := rr.Poll(dst); !ok || err != nil || dst[0] != byte(i) {
+			b.Fatal(ok, err)
+		}
+		cold += time.Since(t0)
+	}
+	b.ReportMetric(float64(cold.Nanoseconds())/float64(b.N), "ns/cold-cycle")
 }
