@@ -177,6 +177,56 @@ func TestStreamConfigTakesWholeBatches(t *testing.T) {
 	}
 }
 
+// TestRingStreamReadsRing: in an offq-ring stream's region, a subscriber made as the child
+// makes it reads the publisher's ring, and readsRing says so; a subscriber of the pool's
+// stream (Block) gets copies through its queue, and readsRing fails it, so that a ring row
+// cannot report the queue's figures under the ring's name.
+func TestRingStreamReadsRing(t *testing.T) {
+	for _, size := range []int{64, 4 << 10} {
+		c := benchCase{System: sysORing, Mode: modeSpin, Pattern: patStream, Size: size, Subs: 2}
+		cfg, ring, depth := ringStreamConfig(c, 8<<20)
+		if ring <= depth {
+			t.Fatalf("%d B: a ring of %d slots for queues of %d: the subscribers would not read it", size, ring, depth)
+		}
+		b, err := bus.Open("ringcfg", bus.WithDir(t.TempDir()), bus.WithConfig(cfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		w := bus.WithWait(bus.BusySpin)
+		reader, err := b.Subscribe(topicStream, streamSubOptions(peerArg{Ring: ring, Depth: depth}, w)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		queued, err := b.Subscribe(topicStream, streamSubOptions(peerArg{Depth: depth}, w)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, err := b.Publisher(topicStream, bus.WithSlotRing(ring, size))
+		if err != nil {
+			t.Fatalf("%d B: %v", size, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := pub.Publish(ctx, make([]byte, size)); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []*bus.Subscription{reader, queued} {
+			m, err := s.Receive(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Release()
+		}
+		cancel()
+		if err := readsRing(reader); err != nil {
+			t.Errorf("%d B: the ring's reader: %v", size, err)
+		}
+		if err := readsRing(queued); err == nil {
+			t.Errorf("%d B: readsRing passed a Block subscriber that got the message through its queue", size)
+		}
+	}
+}
+
 // TestReportSaysPingPongLayout: the markdown report says that offq's ping-pong row measures
 // queues that share a cache line (the favourable layout), and only when it has such a row.
 func TestReportSaysPingPongLayout(t *testing.T) {

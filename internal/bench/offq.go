@@ -212,6 +212,19 @@ func streamConfig(c benchCase, depth int) transport.Config {
 	}
 }
 
+// ringStreamConfig is the region of an offq-ring stream or fan-out, the publisher's ring's
+// slots and the subscribers' queue depth. The messages go through the ring, in a buffer of a
+// class of its own; the subscribers' queues carry nothing and are kept small, below the ring's
+// slots, so that the subscribers read the ring.
+func ringStreamConfig(c benchCase, budget int64) (cfg transport.Config, ring, depth int) {
+	ring = max(streamDepth(c.Size+64, budget), 2*streamRingQueue) // (a slot: the message and its header)
+	depth = streamRingQueue
+	cfg = streamConfig(c, depth)
+	rb := shm.RingShape{Slots: ring, Payload: c.Size, Readers: int(cfg.Inboxes)}.Bytes()
+	cfg.Classes = append(cfg.Classes, transport.Class{Size: transport.Size(roundUp64(rb)), Count: 1})
+	return cfg, ring, depth
+}
+
 // offqStream measures a stream (c.Subs == 1) or a fan-out: this process publishes for the
 // warm-up and the duration, then an end marker; each child counts what it received in the
 // measured phase.
@@ -224,14 +237,7 @@ func (bn *bencher) offqStream(ctx context.Context, c benchCase) (res benchResult
 	ring := 0
 	var popts []bus.PublisherOption
 	if c.System == sysORing {
-		// The messages go through the publisher's slot ring, in a buffer of a class of its
-		// own; the subscribers' queues carry nothing and are kept small, below the ring's
-		// slots, so that the subscribers read the ring.
-		ring = max(streamDepth(c.Size+64, bufferBudget(bn.tmp)), 2*streamRingQueue) // (a slot: the message and its header)
-		depth = streamRingQueue
-		cfg = streamConfig(c, depth)
-		rb := shm.RingShape{Slots: ring, Payload: c.Size, Readers: int(cfg.Inboxes)}.Bytes()
-		cfg.Classes = append(cfg.Classes, transport.Class{Size: transport.Size(roundUp64(rb)), Count: 1})
+		cfg, ring, depth = ringStreamConfig(c, bufferBudget(bn.tmp))
 		popts = append(popts, bus.WithSlotRing(ring, c.Size))
 	}
 	b, err := bn.openBenchBus(name, cfg)

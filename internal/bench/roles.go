@@ -96,17 +96,7 @@ func benchOffqPeer(ctx context.Context, c *peer.Child, o peerArg) error {
 	defer b.Close()
 	w := bus.WithWait(waitOf(o.Mode))
 	if o.Role == "offq-sub" {
-		// A subscription reads a slot ring only if it drops its oldest message (a ring's
-		// writer waits for nobody); the pool's stream holds its publisher back instead.
-		ov := bus.Block
-		if o.Ring > 0 {
-			ov = bus.DropOldest
-		}
-		opts := []bus.SubscribeOption{w, bus.WithOverflow(ov), bus.WithoutHistory()}
-		if o.Depth > 0 {
-			opts = append(opts, bus.WithQueueDepth(o.Depth))
-		}
-		sub, err := b.Subscribe(topicStream, opts...)
+		sub, err := b.Subscribe(topicStream, streamSubOptions(o, w)...)
 		if err != nil {
 			return err
 		}
@@ -173,6 +163,21 @@ func benchOffqPeer(ctx context.Context, c *peer.Child, o peerArg) error {
 			}
 		}
 	})
+}
+
+// streamSubOptions are a stream subscriber's options. A subscription reads a slot ring only
+// if it drops its oldest message (a ring's writer waits for nobody); the pool's stream holds
+// its publisher back instead (Block).
+func streamSubOptions(o peerArg, w bus.SubscribeOption) []bus.SubscribeOption {
+	ov := bus.Block
+	if o.Ring > 0 {
+		ov = bus.DropOldest
+	}
+	opts := []bus.SubscribeOption{w, bus.WithOverflow(ov), bus.WithoutHistory()}
+	if o.Depth > 0 {
+		opts = append(opts, bus.WithQueueDepth(o.Depth))
+	}
+	return opts
 }
 
 // readsRing fails if a ring stream's subscription did not read the publisher's slot ring (its
