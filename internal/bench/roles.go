@@ -100,7 +100,6 @@ func benchOffqPeer(ctx context.Context, c *peer.Child, o peerArg) error {
 		if err != nil {
 			return err
 		}
-
 		return onCPU(o.CPU, func() error {
 			if err := c.Encode(benchLine{Type: benchReady}); err != nil {
 				return err
