@@ -645,14 +645,18 @@ func checkConc(b []byte) (g, k int, err error) {
 }
 
 // concurrentRing publishes goroutines x perG messages from that many goroutines at once
-// through pub; each goroutine's messages are numbered 0, 1, ... in its order.
-func concurrentRing(t *testing.T, ctx context.Context, pub *Publisher, goroutines, perG int) {
+// through pub; each goroutine's messages are numbered 0, 1, ... in its order. Each goroutine
+// calls halfway, if not nil, before its message perG/2.
+func concurrentRing(t *testing.T, ctx context.Context, pub *Publisher, goroutines, perG int, halfway func()) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, goroutines)
 	for g := range goroutines {
 		wg.Go(func() {
 			for k := range perG {
+				if k == perG/2 && halfway != nil {
+					halfway()
+				}
 				if err := pub.Publish(ctx, concPayload(g, k)); err != nil {
 					errs <- fmt.Errorf("goroutine %d message %d: %w", g, k, err)
 					return
@@ -701,7 +705,7 @@ func TestRingConcurrentPublish(t *testing.T) {
 	ctx := ctxT(t)
 	s := mustSubscribe(t, b, "conc.x", WithQueueDepth(8))
 	pub := ringPublisher(t, b, "conc.x", 4096, 16)
-	concurrentRing(t, ctx, pub, goroutines, perG)
+	concurrentRing(t, ctx, pub, goroutines, perG, nil)
 	var msgs [][]byte
 	for _, m := range receiveN(t, ctx, s, goroutines*perG) {
 		msgs = append(msgs, m.data)
@@ -737,7 +741,7 @@ func TestRingConcurrentPublishCopies(t *testing.T) {
 			m.Release()
 		}
 	})
-	concurrentRing(t, ctx, pub, goroutines, perG)
+	concurrentRing(t, ctx, pub, goroutines, perG, nil)
 	qwg.Wait()
 	if qerr != nil {
 		t.Fatalf("queue subscriber: %v", qerr)
@@ -768,6 +772,8 @@ func TestRingConcurrentPublishWhileSubscriptionsChange(t *testing.T) {
 	// between their sends, not only before or after them.
 	done, churnedTwice, listedOnce := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var wg sync.WaitGroup
+	stop := sync.OnceFunc(func() { close(done); wg.Wait() })
+	defer stop() // also when a send fails the test
 	var churned, listed atomic.Int64
 	var churnErr error
 	wg.Go(func() {
@@ -810,34 +816,10 @@ func TestRingConcurrentPublishWhileSubscriptionsChange(t *testing.T) {
 			}
 		}
 	})
-	errs := make(chan error, goroutines)
-	var pwg sync.WaitGroup
-	for g := range goroutines {
-		pwg.Go(func() {
-			for k := range perG {
-				if k == perG/2 {
-					<-churnedTwice
-					<-listedOnce
-				}
-				if err := pub.Publish(ctx, concPayload(g, k)); err != nil {
-					errs <- fmt.Errorf("goroutine %d message %d: %w", g, k, err)
-					return
-				}
-			}
-		})
-	}
-	pwg.Wait()
-	close(done)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	concurrentRing(t, ctx, pub, goroutines, perG, func() { <-churnedTwice; <-listedOnce })
+	stop()
 	if churnErr != nil {
-		t.Error(churnErr)
-	}
-	if t.Failed() {
-		t.FailNow()
+		t.Fatal(churnErr)
 	}
 	var msgs [][]byte
 	for _, m := range receiveN(t, ctx, s, goroutines*perG) {
