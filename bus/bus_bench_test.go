@@ -266,22 +266,26 @@ func ringBenchBus(b *testing.B) (*Publisher, *Subscription) {
 
 // BenchmarkPublishReceiveRingCold is BenchmarkPublishReceiveRing with the caches walked over
 // before each cycle (64 MiB written a line at a time, more than this VM's last-level cache),
-// as they are after the host interrupts a vCPU: its metric ns/cold-cycle is one cycle's time
-// with every line and page of the path to fetch again (ns/op counts the walk). Set beside
-// internal/shm's BenchmarkSlotRingCycleCold, it measures what the bus's wider set of lines
-// costs the round trip after an interruption (docs/performance.md, fifteenth round).
+// as they are after the host interrupts a vCPU for long: one cycle's time with the lines and
+// pages of the path to fetch again (ns/op counts the walk). After the walk, a cycle in turn
+// is timed:
+//
+//   - ns/cold-cycle: with nothing run first; set beside internal/shm's
+//     BenchmarkSlotRingCycleCold, the protocol alone;
+//   - ns/code-warm-cycle: after a cycle on another bus of the same shape, which brings back
+//     the code, the package variables and the runtime's lines, but none of this bus's
+//     objects: what is left of the cold cycle is this bus's data;
+//   - ns/warm-cycle: after a cycle on this bus: what is left is the lines every cycle meets
+//     fresh (the next slot of the ring, the next copy).
+//
+// Each is the median of its cycles: a mean would count the host's interruptions during the
+// timed cycles. The three are interleaved, so that a change of the host's state meets all of
+// them (docs/performance.md, fifteenth and sixteenth rounds).
 func BenchmarkPublishReceiveRingCold(b *testing.B) {
 	pub, sub := ringBenchBus(b)
+	otherPub, otherSub := ringBenchBus(b)
 	ctx := context.Background()
-	// The cycle is publishReceive's, written out again: a call for it there would add one to
-	// every cycle of the warm benchmark (6 ns).
-	walk := make([]byte, 64<<20)
-	cold := make([]time.Duration, b.N)
-	for i := range b.N {
-		for j := 0; j < len(walk); j += 64 {
-			walk[j]++
-		}
-		t0 := time.Now()
+	cycle := func(pub *Publisher, sub *Subscription, i int) {
 		l, err := pub.Loan(64)
 		if err != nil {
 			b.Fatal(err)
@@ -298,9 +302,30 @@ func BenchmarkPublishReceiveRingCold(b *testing.B) {
 			b.Fatal("wrong message")
 		}
 		m.Release()
-		cold[i] = time.Since(t0)
 	}
-	reportColdMedian(b, cold)
+	walk := make([]byte, 64<<20)
+	var times [3][]time.Duration
+	for i := range b.N {
+		for j := 0; j < len(walk); j += 64 {
+			walk[j]++
+		}
+		v := i % len(times)
+		switch v {
+		case 1:
+			cycle(otherPub, otherSub, i)
+		case 2:
+			cycle(pub, sub, i+1)
+		}
+		t0 := time.Now()
+		cycle(pub, sub, i)
+		times[v] = append(times[v], time.Since(t0))
+	}
+	for v, unit := range []string{"ns/cold-cycle", "ns/code-warm-cycle", "ns/warm-cycle"} {
+		if d := times[v]; len(d) > 0 {
+			slices.Sort(d)
+			b.ReportMetric(float64(d[len(d)/2].Nanoseconds()), unit)
+		}
+	}
 }
 
 // publishReceive times b.N rounds of Loan, a byte written, Send, Receive, the byte checked,
@@ -326,12 +351,4 @@ func publishReceive(b *testing.B, ctx context.Context, pub *Publisher, sub *Subs
 		}
 		m.Release()
 	}
-}
-
-// reportColdMedian reports the median of cold, the cycles' times, as ns/cold-cycle (as
-// internal/shm's benchmark does: the host's interruptions during timed cycles make a mean
-// noise).
-func reportColdMedian(b *testing.B, cold []time.Duration) {
-	slices.Sort(cold)
-	b.ReportMetric(float64(cold[len(cold)/2].Nanoseconds()), "ns/cold-cycle")
 }
