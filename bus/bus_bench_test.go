@@ -5,10 +5,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"runtime"
-	"slices"
 	"testing"
 	"time"
 
+	"github.com/offq/offq/internal/coldbench"
 	"github.com/offq/offq/internal/shm"
 )
 
@@ -265,22 +265,12 @@ func ringBenchBus(b *testing.B) (*Publisher, *Subscription) {
 }
 
 // BenchmarkPublishReceiveRingCold is BenchmarkPublishReceiveRing with the caches walked over
-// before each cycle (64 MiB written a line at a time, more than this VM's last-level cache),
-// as they are after the host interrupts a vCPU for long: one cycle's time with the lines and
-// pages of the path to fetch again (ns/op counts the walk). After the walk, a cycle in turn
-// is timed:
-//
-//   - ns/cold-cycle: with nothing run first; set beside internal/shm's
-//     BenchmarkSlotRingCycleCold, the protocol alone;
-//   - ns/code-warm-cycle: after a cycle on another bus of the same shape, which brings back
-//     the code, the package variables and the runtime's lines, but none of this bus's
-//     objects: what is left of the cold cycle is this bus's data;
-//   - ns/warm-cycle: after a cycle on this bus: what is left is the lines every cycle meets
-//     fresh (the next slot of the ring, the next copy).
-//
-// Each is the median of its cycles: a mean would count the host's interruptions during the
-// timed cycles. The three are interleaved, so that a change of the host's state meets all of
-// them (docs/performance.md, fifteenth and sixteenth rounds).
+// before each cycle, as they are after the host interrupts a vCPU for long: ns/cold-cycle,
+// ns/code-warm-cycle (after a cycle on another bus of the same shape) and ns/warm-cycle (after
+// a cycle on this bus), as internal/coldbench.Run says (ns/op counts the walk). Set beside
+// internal/shm's BenchmarkSlotRingCycleCold, the protocol alone, it measures what the bus's
+// wider set of lines costs the round trip after an interruption (docs/performance.md,
+// fifteenth and sixteenth rounds).
 func BenchmarkPublishReceiveRingCold(b *testing.B) {
 	pub, sub := ringBenchBus(b)
 	otherPub, otherSub := ringBenchBus(b)
@@ -303,29 +293,7 @@ func BenchmarkPublishReceiveRingCold(b *testing.B) {
 		}
 		m.Release()
 	}
-	walk := make([]byte, 64<<20)
-	var times [3][]time.Duration
-	for i := range b.N {
-		for j := 0; j < len(walk); j += 64 {
-			walk[j]++
-		}
-		v := i % len(times)
-		switch v {
-		case 1:
-			cycle(otherPub, otherSub, i)
-		case 2:
-			cycle(pub, sub, i+1)
-		}
-		t0 := time.Now()
-		cycle(pub, sub, i)
-		times[v] = append(times[v], time.Since(t0))
-	}
-	for v, unit := range []string{"ns/cold-cycle", "ns/code-warm-cycle", "ns/warm-cycle"} {
-		if d := times[v]; len(d) > 0 {
-			slices.Sort(d)
-			b.ReportMetric(float64(d[len(d)/2].Nanoseconds()), unit)
-		}
-	}
+	coldbench.Run(b, func(i int) { cycle(pub, sub, i) }, func(i int) { cycle(otherPub, otherSub, i) })
 }
 
 // publishReceive times b.N rounds of Loan, a byte written, Send, Receive, the byte checked,

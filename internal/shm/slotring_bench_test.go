@@ -1,9 +1,9 @@
 package shm
 
 import (
-	"slices"
 	"testing"
-	"time"
+
+	"github.com/offq/offq/internal/coldbench"
 )
 
 // BenchmarkSlotRingCycle: one message through a slot ring in one goroutine, Next/Commit and
@@ -46,11 +46,9 @@ func BenchmarkSlotRingCycle(b *testing.B) {
 }
 
 // BenchmarkSlotRingCycleCold is BenchmarkSlotRingCycle/loan with the caches walked over before
-// each cycle (64 MiB written a line at a time), as bus's BenchmarkPublishReceiveRingCold is,
-// with the same three metrics, each the median of its cycles: ns/cold-cycle (nothing run
-// first), ns/code-warm-cycle (after a cycle on another ring, in another region) and
-// ns/warm-cycle (after a cycle on this ring). Set beside the bus's, it measures what the bus's
-// wider set of lines costs a cycle after the host interrupts a vCPU.
+// each cycle, as bus's BenchmarkPublishReceiveRingCold is, with the same three metrics
+// (internal/coldbench.Run; the other path is a ring in another region). Set beside the bus's,
+// it measures what the bus's wider set of lines costs a cycle after the host interrupts a vCPU.
 func BenchmarkSlotRingCycleCold(b *testing.B) {
 	w, rr := ringBenchRing(b, "ring-bench-cold")
 	ow, orr := ringBenchRing(b, "ring-bench-cold-other")
@@ -69,29 +67,7 @@ func BenchmarkSlotRingCycleCold(b *testing.B) {
 			b.Fatal(ok, err)
 		}
 	}
-	walk := make([]byte, 64<<20)
-	var times [3][]time.Duration
-	for i := range b.N {
-		for j := 0; j < len(walk); j += 64 {
-			walk[j]++
-		}
-		v := i % len(times)
-		switch v {
-		case 1:
-			cycle(ow, orr, i)
-		case 2:
-			cycle(w, rr, i+1)
-		}
-		t0 := time.Now()
-		cycle(w, rr, i)
-		times[v] = append(times[v], time.Since(t0))
-	}
-	for v, unit := range []string{"ns/cold-cycle", "ns/code-warm-cycle", "ns/warm-cycle"} {
-		if d := times[v]; len(d) > 0 {
-			slices.Sort(d)
-			b.ReportMetric(float64(d[len(d)/2].Nanoseconds()), unit)
-		}
-	}
+	coldbench.Run(b, func(i int) { cycle(w, rr, i) }, func(i int) { cycle(ow, orr, i) })
 }
 
 // ringBenchRing is a region named name with a slot ring of 16 slots of 64 bytes on topic
