@@ -64,6 +64,9 @@ func (b *Bus) exit() { b.use.Exit() }
 var (
 	testHookCloseWaits func()
 	testHookInUse      func(op string)
+	// testHookSubsClosed runs in Close once the Bus's subscriptions are closed, before it
+	// wakes the requests waiting for replies (closeReplies).
+	testHookSubsClosed func()
 )
 
 // closedError is the error of an operation refused because the Bus is closed.
@@ -340,6 +343,9 @@ func (b *Bus) Close() (err error) {
 	}
 	for _, s := range subs {
 		s.wait()
+	}
+	if testHookSubsClosed != nil {
+		testHookSubsClosed()
 	}
 	b.closeReplies() // wakes requests waiting for replies
 	// A Send finishes its fan-out; a Publish or Request its loan and send.

@@ -146,7 +146,9 @@ func (p *Publisher) Request(ctx context.Context, data []byte) (Message, error) {
 // (which matches context.DeadlineExceeded) when ctx's deadline passes first, and ctx.Err()
 // when ctx is cancelled; with ErrResponderDied, within milliseconds, when the responder's
 // process dies before replying; with ErrTooManyRequests when MaxInFlight requests of the Bus
-// wait already. Replies that come after their request gave up are dropped. Many goroutines
+// wait already; with ErrClosed when the Bus closes meanwhile (also when the responder was one
+// of its own subscriptions, which the close ended). Replies that come after their request gave
+// up are dropped. Many goroutines
 // may request at once, each with a reply inbox of its own: replies are matched to requests
 // by inbox and correlation id, without locks. A request whose reply comes within the
 // requester's spin (about 50 µs) makes no system call and allocates nothing.
@@ -257,6 +259,10 @@ func (pr PendingRequest) Wait(ctx context.Context) (Message, error) {
 		case errors.Is(err, context.DeadlineExceeded):
 			p.b.r.CountRequest(p.topic.Index(), shm.RequestTimedOut)
 			return Message{}, &Error{Op: "request", Name: p.name, Err: ErrTimeout}
+		case errors.Is(err, ErrResponderDied) && p.b.closed.Load():
+			// Bus.Close closes this Bus's own subscriptions before it wakes the requests: a
+			// responder gone with them went with the close, which is what the request reports.
+			return Message{}, &Error{Op: "request", Name: p.name, Err: ErrClosed}
 		case errors.Is(err, ErrResponderDied):
 			p.b.r.CountRequest(p.topic.Index(), shm.RequestResponderDied)
 			return Message{}, &Error{Op: "request", Name: p.name, Err: ErrResponderDied}

@@ -185,6 +185,60 @@ func TestRequestCloseWakesRequester(t *testing.T) {
 	}
 }
 
+// TestRequestCloseWakesRequesterWhoseResponderItClosed: a request whose only responder is a
+// subscription of the same Bus fails with ErrClosed when the Bus closes, even if the requester
+// looks at its responder after Close closed that subscription and before Close woke it. It
+// reported ErrResponderDied then (and counted a death on the topic): CI's race run met that
+// window once in TestRequestCloseWakesRequester. The hook holds Close in the window until the
+// requester has answered.
+func TestRequestCloseWakesRequesterWhoseResponderItClosed(t *testing.T) {
+	b, err := Open("test", WithDir(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := b.Subscribe("never")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := b.Publisher("never")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := pub.Request(context.Background(), []byte("x"))
+		done <- err
+	}()
+	ctx := ctxT(t)
+	for s.Len() == 0 { // polling until the request is queued (the requester then waits), bounded by ctx
+		if ctx.Err() != nil {
+			t.Fatal("the request never arrived")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	var got error
+	answered := false
+	testHookSubsClosed = func() {
+		// The requester looks at its responder every few milliseconds: it answers here.
+		select {
+		case got = <-done:
+			answered = true
+		case <-ctx.Done():
+		}
+	}
+	t.Cleanup(func() { testHookSubsClosed = nil })
+	b.Close()
+	if !answered {
+		got = <-done // woken by Close after the window
+	}
+	if !errors.Is(got, ErrClosed) {
+		t.Fatalf("request ended with %v, want ErrClosed (answered in the window: %v)", got, answered)
+	}
+	if !answered {
+		t.Fatal("the requester did not answer while its responder was closed and Close had not yet woken it")
+	}
+}
+
 // The request round trip allocates nothing: loan, send, the responder's take, reply loan and
 // send, the requester's take and release.
 func TestRequestZeroAllocs(t *testing.T) {
