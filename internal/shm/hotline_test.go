@@ -11,6 +11,9 @@ import (
 // 15's sixteenth round). Before, InboxRing (160 bytes), RingReader (104), slotRing (96) and
 // ringCopies (144) fell in size classes that are not whole lines, and most of them straddled.
 func TestRoundTripStructsStartOnALine(t *testing.T) {
+	if is64 == 0 {
+		t.Skip("32-bit pointers: the structs are not padded to lines there")
+	}
 	check := func(name string, alloc func() unsafe.Pointer) {
 		t.Helper()
 		keep := make([]unsafe.Pointer, 0, 64)

@@ -156,14 +156,18 @@ type slotRing struct {
 	_        [36]byte
 }
 
-// The structs of the ring's round trip are a whole number of lines long (see slotRing):
-// then the allocator's size class for them is too, and each starts on a line.
+// The structs of the ring's round trip are a whole number of lines long on 64-bit platforms
+// (see slotRing): then the allocator's size class for them is too, and each starts on a line.
+// On 32-bit ones, whose pointers are half as long, they are laid out as they fall: is64 is 0
+// there, and the checks hold trivially.
+const is64 = unsafe.Sizeof(uintptr(0)) / 8
+
 var (
-	_ [0]struct{} = [unsafe.Sizeof(slotRing{}) % cacheLine]struct{}{}
-	_ [0]struct{} = [unsafe.Sizeof(SlotRing{}) % cacheLine]struct{}{}
-	_ [0]struct{} = [unsafe.Sizeof(RingReader{}) % cacheLine]struct{}{}
-	_ [0]struct{} = [unsafe.Sizeof(InboxRing{}) % cacheLine]struct{}{}
-	_ [0]struct{} = [unsafe.Sizeof(ringCopies{}) % cacheLine]struct{}{}
+	_ [0]struct{} = [is64 * (unsafe.Sizeof(slotRing{}) % cacheLine)]struct{}{}
+	_ [0]struct{} = [is64 * (unsafe.Sizeof(SlotRing{}) % cacheLine)]struct{}{}
+	_ [0]struct{} = [is64 * (unsafe.Sizeof(RingReader{}) % cacheLine)]struct{}{}
+	_ [0]struct{} = [is64 * (unsafe.Sizeof(InboxRing{}) % cacheLine)]struct{}{}
+	_ [0]struct{} = [is64 * (unsafe.Sizeof(ringCopies{}) % cacheLine)]struct{}{}
 )
 
 func (g *slotRing) slot(s uint64) *ringSlot {
