@@ -18,19 +18,9 @@ import (
 // using the bus maps. Open it once per process and share it; a Bus is safe for concurrent use
 // by multiple goroutines.
 type Bus struct {
-	// The fields every call on the message path reads come first, on one cache line (see
-	// Publisher): r, p, use, closed.
-	r *shm.Region
-	p *shm.Participant
-	// use counts the calls under way that touch the region outside a Publisher's own gate:
-	// receiving, releasing and reading messages, replying, closing a subscription, the topic
-	// and statistics lookups. Close waits for them before it detaches and unmaps, and refuses
-	// new ones (ErrClosed). A call passes it with no locked instruction: a counter per P of the
-	// scheduler, and the fence paid once by Close (shm.UseGate).
-	use    *shm.UseGate
-	closed atomic.Bool
-
 	name string
+	r    *shm.Region
+	p    *shm.Participant
 	log  *zap.Logger
 
 	mu     sync.Mutex
@@ -48,6 +38,15 @@ type Bus struct {
 
 	replies replyPool  // reply inboxes of requests in flight (request.go)
 	reqWait shm.Waiter // how a requester waits for its reply
+
+	closed atomic.Bool
+
+	// use counts the calls under way that touch the region outside a Publisher's own gate:
+	// receiving, releasing and reading messages, replying, closing a subscription, the topic
+	// and statistics lookups. Close waits for them before it detaches and unmaps, and refuses
+	// new ones (ErrClosed). A call passes it with no locked instruction: a counter per P of the
+	// scheduler, and the fence paid once by Close (shm.UseGate).
+	use *shm.UseGate
 }
 
 // enter enters the Bus's use gate (see Bus.use): it returns false, and the caller must not

@@ -15,11 +15,29 @@ import (
 // Publisher publishes to one topic. It is safe for concurrent use by multiple goroutines;
 // messages sent by one goroutine reach each subscriber in the order they were sent.
 type Publisher struct {
-	// The fields a ring's Loan and Send read come first, on one cache line: after the host
-	// interrupts a vCPU, each line of the path is fetched again (docs/performance.md, issue
-	// 15's sixteenth round). b, closed, ring, ringTargets, noCopies: 56 bytes.
-	b      *Bus
-	closed atomic.Bool
+	b     *Bus
+	name  string
+	topic shm.Topic
+
+	// mu is the send lock: it serialises the publisher's sends (Send, SendBatch, the sending
+	// part of Publish and SendRequest) and guards the target list below. A send holds it
+	// instead of entering the gate: Bus.Close takes it (after setting its closed flag) before
+	// it unmaps the region, and Publisher.Close lends the gate a reference for it that the
+	// first to find it free after the close gives back (settleLock). Release it with unlock.
+	mu      sync.Mutex
+	gen     uint64
+	targets []shm.Inbox // plain subscriptions
+	groups  []qgroup    // queue groups (queuegroup.go)
+	scratch []shm.Inbox // a send's targets when there are groups
+	closed  atomic.Bool
+	// gate is passed by Request's calls (SendRequest, Wait), which count their outcome on the
+	// topic: its last call lets the topic go after Close (letGo). Loan, Publish and the others
+	// pass the Bus's use gate, sends hold mu.
+	gate gate
+	// lockOwed is set by Close while the gate holds the send lock's reference (see mu).
+	lockOwed atomic.Bool
+	// unpinned is set by letGo: the topic's pin is given back once.
+	unpinned atomic.Bool
 
 	// ring is the publisher's slot ring (WithSlotRing), or nil; ringTargets are the inboxes
 	// that read it (their consumers are woken after each message instead of sent it), split
@@ -34,29 +52,6 @@ type Publisher struct {
 	// commits the message to the ring only when it may need one, and to send with no lock at
 	// all when it needs none.
 	noCopies atomic.Uint64
-
-	name  string
-	topic shm.Topic
-
-	// mu is the send lock: it serialises the publisher's sends (Send, SendBatch, the sending
-	// part of Publish and SendRequest) and guards the target list below. A send holds it
-	// instead of entering the gate: Bus.Close takes it (after setting its closed flag) before
-	// it unmaps the region, and Publisher.Close lends the gate a reference for it that the
-	// first to find it free after the close gives back (settleLock). Release it with unlock.
-	mu      sync.Mutex
-	gen     uint64
-	targets []shm.Inbox // plain subscriptions
-	groups  []qgroup    // queue groups (queuegroup.go)
-	scratch []shm.Inbox // a send's targets when there are groups
-	// gate is passed by Request's calls (SendRequest, Wait), which count their outcome on the
-	// topic: its last call lets the topic go after Close (letGo). Loan, Publish and the others
-	// pass the Bus's use gate, sends hold mu.
-	gate gate
-	// lockOwed is set by Close while the gate holds the send lock's reference (see mu).
-	lockOwed atomic.Bool
-	// unpinned is set by letGo: the topic's pin is given back once.
-	unpinned atomic.Bool
-	_        [8]byte // to 256 bytes, a size class of whole lines (TestMessagePathFieldsOnOneLine)
 }
 
 // Publisher returns a publisher for topic, a concrete topic name (no wildcards).

@@ -18,15 +18,13 @@ import (
 // several goroutines; each message goes to one of them. Messages from one publisher arrive in
 // the order it sent them.
 type Subscription struct {
-	// The fields Receive and Release read come first, on one cache line (see Publisher): b,
-	// the flags, w, and in, whose first fields are the ones a take reads.
-	b        *Bus
+	b       *Bus
+	pattern string
+	in      shm.Inbox
+	w       shm.Waiter
+
 	closed   atomic.Bool
 	draining atomic.Bool
-	dedupOn  atomic.Bool // set while pending or dedup holds anything
-	w        shm.Waiter
-	in       shm.Inbox
-	pattern  string
 
 	// History handed over at Subscribe, served before the queue, and the (topic, seq) pairs it
 	// holds, so that a message both remembered and delivered live is received once.
@@ -35,6 +33,7 @@ type Subscription struct {
 	done    chan struct{}      // closed when the handler goroutine has returned
 	pending []shm.Held
 	dedup   map[topicSeq]struct{}
+	dedupOn atomic.Bool
 }
 
 type topicSeq struct {

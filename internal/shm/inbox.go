@@ -79,18 +79,16 @@ type inboxView struct {
 // per destination. Push may be called from any process and goroutine; Pop and Wait are for the
 // inbox's consumer (its owner), though concurrent calls are safe.
 type Inbox struct {
-	// v and ring are what a take reads first: together, at the start (docs/performance.md,
-	// issue 15's sixteenth round).
 	v      *inboxView
-	ring   *InboxRing // the consumer's side of a slot ring it reads (see InboxConfig.RingOf), or nil
-	gen    uint64     // the entry's generation (40 bits)
-	tag    uint64     // its low 14 bits, where ring cells keep them (bits 48-61)
+	gen    uint64 // the entry's generation (40 bits)
+	tag    uint64 // its low 14 bits, where ring cells keep them (bits 48-61)
 	mask   uint64
 	cap    uint64
 	shift  uint
 	policy Overflow
 	block  time.Duration
-	group  bool // a queue-group member (kind 2) when the Inbox was made
+	group  bool       // a queue-group member (kind 2) when the Inbox was made
+	ring   *InboxRing // the consumer's side of a slot ring it reads (see InboxConfig.RingOf), or nil
 }
 
 // InboxConfig says how a new inbox behaves.

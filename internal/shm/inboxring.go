@@ -25,36 +25,33 @@ import (
 
 // InboxRing is the ring side of an inbox, shared by the copies of its Inbox.
 type InboxRing struct {
+	t     Topic
+	cap   uint64 // the inbox's cells: a ring is read only if it has more slots
+	inbox uint32 // the inbox's index, recorded in its reader entries
+
 	// lock is held (1) by the goroutine polling the ring: one reader at a time. It is a
 	// compare-and-swap and a plain store, one locked instruction a take instead of a mutex's
 	// two.
-	lock   atomic.Uint64
-	rd     atomic.Pointer[RingReader]
+	lock atomic.Uint64
+	rd   atomic.Pointer[RingReader]
+	// seen is the topic's ring word the inbox last acted on: a ring named there when the
+	// inbox was opened is read from its next message, one named later from its first.
+	seen   atomic.Uint64
 	copies atomic.Pointer[ringCopies]
 	lost   uint64 // lapped messages already counted in the inbox's drops
 	// damaged: messages skipped over a slot written over, already counted in its corrupt words
 	damaged uint64
-	// seen is the topic's ring word the inbox last acted on: a ring named there when the
-	// inbox was opened is read from its next message, one named later from its first.
-	seen atomic.Uint64
-	// refused is a topic's ring word whose ring the inbox could not open because its header did
-	// not describe it (written over): its writer puts the header back within a second, so the
-	// inbox tries again now and then (tries), rather than read nothing of it while the writer
-	// skips its queue.
-	refused atomic.Uint64
-	// The fields above are what a take reads, on the first line; the size is three lines (see
-	// slotRing).
-
-	t     Topic
-	cap   uint64 // the inbox's cells: a ring is read only if it has more slots
-	inbox uint32 // the inbox's index, recorded in its reader entries
 	// endedH and endedAt: the last ring the inbox read to its end, and where it stopped. A ring
 	// that only looked ended (its closed word and the topic's word written over, then put back
 	// by its writer) is read on from there, not again from its start.
 	endedH, endedAt uint64
-	refusedFrom     uint64       // where to start reading the refused ring once it opens
-	lastTry         atomic.Int64 // when a waiting consumer was last sent to try (stalled)
-	_               [32]byte
+	// refused is a topic's ring word whose ring the inbox could not open because its header did
+	// not describe it (written over): its writer puts the header back within a second, so the
+	// inbox tries again now and then (tries), rather than read nothing of it while the writer
+	// skips its queue.
+	refused     atomic.Uint64
+	refusedFrom uint64       // where to start reading it once it opens
+	lastTry     atomic.Int64 // when a waiting consumer was last sent to try (stalled)
 }
 
 // refusedRetry is how often a waiting consumer tries again a ring it refused (InboxRing.refused).
@@ -69,10 +66,9 @@ const refusedRetry = 50 * time.Millisecond
 // Release of a message whose copy another message has taken since finds it is not its own.
 type ringCopies struct {
 	pl    pool
-	hint  int // where get looks first (under the ring's lock)
-	flags []atomic.Uint64
 	mem   []byte
-	_     [48]byte // to 192 bytes: line-aligned, hint, flags and mem on the second line (see slotRing)
+	flags []atomic.Uint64
+	hint  int // where get looks first (under the ring's lock)
 }
 
 // maxRingCopies bounds the messages of a ring an inbox's consumer holds at once (Receive fails

@@ -135,40 +135,20 @@ func (s RingShape) check() error {
 }
 
 // ring is a checked view of a ring's buffer, the same in writer and readers.
-//
-// The fields a message's write and read use (slot, alive, the writer's count) are its first
-// line, and its size is a multiple of the line, so that the allocator keeps it line-aligned:
-// after the host interrupts a vCPU, every line of the round trip's path is fetched again
-// (docs/performance.md, issue 15's sixteenth round).
 type slotRing struct {
+	r        *Region
 	h        Handle
 	state    *atomic.Uint64 // the buffer's state word: its generation says the ring is alive
 	base     unsafe.Pointer
 	slots    uint64
 	slotSize uint64
-	readers  uint64
 	payload  uint64
-	w        *ringWriterLine
-	r        *Region
-	hd       *ringHeader
-	word     *atomic.Uint64 // the topic entry's ring word
+	readers  uint64
 	topic    uint32
-	_        [36]byte
+	hd       *ringHeader
+	w        *ringWriterLine
+	word     *atomic.Uint64 // the topic entry's ring word
 }
-
-// The structs of the ring's round trip are a whole number of lines long on 64-bit platforms
-// (see slotRing): then the allocator's size class for them is too, and each starts on a line.
-// On 32-bit ones, whose pointers are half as long, they are laid out as they fall: is64 is 0
-// there, and the checks hold trivially.
-const is64 = unsafe.Sizeof(uintptr(0)) / 8
-
-var (
-	_ [0]struct{} = [is64 * (unsafe.Sizeof(slotRing{}) % cacheLine)]struct{}{}
-	_ [0]struct{} = [is64 * (unsafe.Sizeof(SlotRing{}) % cacheLine)]struct{}{}
-	_ [0]struct{} = [is64 * (unsafe.Sizeof(RingReader{}) % cacheLine)]struct{}{}
-	_ [0]struct{} = [is64 * (unsafe.Sizeof(InboxRing{}) % cacheLine)]struct{}{}
-	_ [0]struct{} = [is64 * (unsafe.Sizeof(ringCopies{}) % cacheLine)]struct{}{}
-)
 
 func (g *slotRing) slot(s uint64) *ringSlot {
 	return (*ringSlot)(unsafe.Add(g.base, ringReadersOff+64*g.readers+((s-1)&(g.slots-1))*g.slotSize))
@@ -240,43 +220,39 @@ func (r *Region) ringWord(i uint32) *atomic.Uint64 {
 // SlotRing is the writing side of a slot ring: one goroutine at a time.
 type SlotRing struct {
 	// pl comes first: a Loan of the ring names it as its pool (Bytes, Cap) and finds the
-	// ring from it (Loan.ring). The fields after it, to t (whose entry pointer the commit
-	// reads), are what a Loan, its commit and EndLoan use, on the struct's first four lines;
-	// its size is six (see slotRing).
+	// ring from it (Loan.ring).
 	pl   pool
 	g    *slotRing
+	p    *Participant
+	t    Topic
+	loan Loan
 	next uint64 // the sequence of the next message
 	cur  *ringSlot
+	// closed and freed: Retire and Free have run.
+	closed atomic.Bool
+	freed  bool
+	stamp  int64 // the last message's publish time
 	// stage is the loans' buffer (Loan); lent counts the loans made, done the last one
 	// committed or discarded.
+	stage      []byte
+	stageP     unsafe.Pointer // &stage[0]
 	lent, done uint64
 	limit      uint64 // the largest message: RingShape.Payload (the slot may hold more)
 	// loaned is the loan token: 1 from Loan to EndLoan (or abandon), and for good once the
 	// ring is retired (finishRetire). retired is set then.
-	loaned atomic.Uint64
-	// closed and freed: Retire and Free have run.
-	closed atomic.Bool
-	freed  bool
-	stamp  int64          // the last message's publish time
-	stageP unsafe.Pointer // &stage[0]
-	stage  []byte
+	loaned    atomic.Uint64
+	retired   atomic.Bool
+	retiredAt time.Time // set before retired
+	// displaced: RepairWord found another ring in the topic's word and retired this one.
+	displaced atomic.Bool
 	// total counts the bytes published (stored by the writer with a plain store); flushed,
 	// those added to the topic's counter so far (under flushMu). FlushBytes adds the rest:
 	// every 64 messages and at the end (one locked add in 64 instead of one a message), and
 	// whenever the Bus's timer asks (once a second), so a quiet topic's count lags by a second
 	// at most.
-	total atomic.Uint64
-	p     *Participant
-	t     Topic
-
-	loan      Loan
-	retired   atomic.Bool
-	retiredAt time.Time // set before retired
-	// displaced: RepairWord found another ring in the topic's word and retired this one.
-	displaced atomic.Bool
-	flushMu   sync.Mutex
-	flushed   uint64
-	_         [16]byte
+	total   atomic.Uint64
+	flushMu sync.Mutex
+	flushed uint64
 }
 
 // CreateSlotRing makes a slot ring of shape sh for topic t, written by p, and records it in
@@ -788,13 +764,15 @@ func (w *SlotRing) unread(in *Inbox, linger bool) bool {
 // shared memory but its own entry's cursor.
 type RingReader struct {
 	g       *slotRing // never changes: InboxRing.ready reads it from another goroutine
+	p       *Participant
 	entry   *ringReaderEntry
 	next    uint64
 	lost    uint64 // messages a lap passed
 	damaged uint64 // messages skipped because another process wrote over their slot
 	ended   bool
-	local   bool   // the entry is in process memory: the ring had no free one
 	idle    uint32 // polls in a row that found nothing
+	tag     uint64 // the entry's owner word: inbox index + 1 << 32 | participant index + 1
+	local   bool   // the entry is in process memory: the ring had no free one
 	// pos is next, for other goroutines (InboxRing.ready, stalled, backlog): in process
 	// memory, where no other process can write it. The entry's cursor in shared memory is for
 	// the writer and the tools: a cursor written over there must not make a waiting consumer
@@ -807,13 +785,8 @@ type RingReader struct {
 	// reader then finds itself ahead of the writer's count and goes back (behind), never below
 	// floor: every message before floor was read or skipped (0 until the first). good and
 	// floor are for other goroutines too (InboxRing.stalled), stored by the reader only.
-	// All of the above is what a take reads and writes, and the size is two lines (see
-	// slotRing).
 	good, floor atomic.Uint64
 	pendLost    uint64
-	p           *Participant
-	tag         uint64 // the entry's owner word: inbox index + 1 << 32 | participant index + 1
-	_           [32]byte
 }
 
 // moveTo moves the reader's cursor to n: in the reader, its copy for other goroutines, and
