@@ -160,25 +160,7 @@ func TestRespondToPlainMessage(t *testing.T) {
 }
 
 func TestRequestCloseWakesRequester(t *testing.T) {
-	b, err := Open("test", WithDir(t.TempDir()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, _ := b.Subscribe("never")
-	_ = s
-	pub, _ := b.Publisher("never")
-	done := make(chan error, 1)
-	go func() {
-		_, err := pub.Request(context.Background(), []byte("x"))
-		done <- err
-	}()
-	ctx := ctxT(t)
-	for s.Len() == 0 { // polling until the request is queued (the requester then waits), bounded by ctx
-		if ctx.Err() != nil {
-			t.Fatal("the request never arrived")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	b, done := requestNobodyAnswers(t)
 	b.Close()
 	if err := <-done; !errors.Is(err, ErrClosed) {
 		t.Fatalf("request ended with %v, want ErrClosed", err)
@@ -192,30 +174,8 @@ func TestRequestCloseWakesRequester(t *testing.T) {
 // window once in TestRequestCloseWakesRequester. The hook holds Close in the window until the
 // requester has answered.
 func TestRequestCloseWakesRequesterWhoseResponderItClosed(t *testing.T) {
-	b, err := Open("test", WithDir(t.TempDir()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := b.Subscribe("never")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := b.Publisher("never")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := pub.Request(context.Background(), []byte("x"))
-		done <- err
-	}()
+	b, done := requestNobodyAnswers(t)
 	ctx := ctxT(t)
-	for s.Len() == 0 { // polling until the request is queued (the requester then waits), bounded by ctx
-		if ctx.Err() != nil {
-			t.Fatal("the request never arrived")
-		}
-		time.Sleep(time.Millisecond)
-	}
 	var got error
 	answered := false
 	testHookSubsClosed = func() {
@@ -237,6 +197,38 @@ func TestRequestCloseWakesRequesterWhoseResponderItClosed(t *testing.T) {
 	if !answered {
 		t.Fatal("the requester did not answer while its responder was closed and Close had not yet woken it")
 	}
+}
+
+// requestNobodyAnswers opens a Bus with a subscription to "never", which never answers, and
+// sends it a request from another goroutine: once the request is queued (the requester then
+// waits), it returns the Bus and the channel on which the request's error will come.
+func requestNobodyAnswers(t *testing.T) (*Bus, chan error) {
+	t.Helper()
+	b, err := Open("test", WithDir(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := b.Subscribe("never")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := b.Publisher("never")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := pub.Request(context.Background(), []byte("x"))
+		done <- err
+	}()
+	ctx := ctxT(t)
+	for s.Len() == 0 { // polling until the request is queued, bounded by ctx
+		if ctx.Err() != nil {
+			t.Fatal("the request never arrived")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return b, done
 }
 
 // The request round trip allocates nothing: loan, send, the responder's take, reply loan and
