@@ -519,7 +519,8 @@ func TestMultiprocSlotRing(t *testing.T) {
 // and a new writer can take the topic.
 func TestMultiprocSlotRingWriterDies(t *testing.T) {
 	r, me, dir := newTestRegion(t, "ring-die")
-	w := peer.Start(t, "ring-writer", envs(envDir, dir, envRegion, "ring-die", envCount, 1<<40, envID, 1)...)
+	// A count the writer never reaches before it is killed (1<<30: an int on 32-bit platforms too).
+	w := peer.Start(t, "ring-writer", envs(envDir, dir, envRegion, "ring-die", envCount, 1<<30, envID, 1)...)
 	if _, err := w.Expect("ready", procTimeout); err != nil {
 		t.Fatal(err)
 	}
