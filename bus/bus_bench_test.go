@@ -275,6 +275,9 @@ func BenchmarkPublishReceiveRingCold(b *testing.B) {
 	pub, sub := ringBenchBus(b)
 	otherPub, otherSub := ringBenchBus(b)
 	ctx := context.Background()
+	// The cycle is publishReceive's, written out again: calling one function from both would
+	// cost the warm benchmark, the reference figure, a call a cycle (120.7 → 134.1 ns, seven
+	// alternating runs each, 2026-12-08).
 	cycle := func(pub *Publisher, sub *Subscription, i int) {
 		l, err := pub.Loan(64)
 		if err != nil {

@@ -9,8 +9,11 @@ import (
 	"time"
 )
 
-// Run times b.N cycles, each after a walk over 64 MiB (a line at a time, more than the
-// last-level cache of the machines offq is measured on). In turn, a timed cycle of this runs:
+// Run times b.N cycles, each after a walk over 64 MiB, a line at a time: twice the 32 MiB
+// last-level cache of the AMD EPYC (Zen 5) core complex the fifteenth and sixteenth rounds ran
+// on (the VM itself reports no cache beyond its 1 MiB L2). On a machine whose last-level
+// cache is larger, the walk leaves part of the path cached, and the cycles are less cold than
+// their names say. In turn, a timed cycle of this runs:
 //
 //   - with nothing run first, reported as ns/cold-cycle;
 //   - after a cycle of other, a path of the same shape on other objects, which brings back the
