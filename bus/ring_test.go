@@ -674,6 +674,17 @@ func concurrentRing(t *testing.T, ctx context.Context, pub *Publisher, goroutine
 	}
 }
 
+// receiveConcOrder receives goroutines*perG messages on s, a reader of the ring, and checks
+// them as checkConcOrder does.
+func receiveConcOrder(t *testing.T, ctx context.Context, s *Subscription, goroutines, perG int) {
+	t.Helper()
+	var msgs [][]byte
+	for _, m := range receiveN(t, ctx, s, goroutines*perG) {
+		msgs = append(msgs, m.data)
+	}
+	checkConcOrder(t, "ring reader", msgs, goroutines, perG)
+}
+
 // checkConcOrder checks that msgs hold every goroutine's perG messages, intact, each
 // goroutine's in its order.
 func checkConcOrder(t *testing.T, who string, msgs [][]byte, goroutines, perG int) {
@@ -706,11 +717,7 @@ func TestRingConcurrentPublish(t *testing.T) {
 	s := mustSubscribe(t, b, "conc.x", WithQueueDepth(8))
 	pub := ringPublisher(t, b, "conc.x", 4096, 16)
 	concurrentRing(t, ctx, pub, goroutines, perG, nil)
-	var msgs [][]byte
-	for _, m := range receiveN(t, ctx, s, goroutines*perG) {
-		msgs = append(msgs, m.data)
-	}
-	checkConcOrder(t, "ring reader", msgs, goroutines, perG)
+	receiveConcOrder(t, ctx, s, goroutines, perG)
 	if st := subStats(t, s); st.DropOldest != 0 || st.Pushed != 0 {
 		t.Fatalf("ring reader: dropped %d, %d through its queue; want 0, 0", st.DropOldest, st.Pushed)
 	}
@@ -746,11 +753,7 @@ func TestRingConcurrentPublishCopies(t *testing.T) {
 	if qerr != nil {
 		t.Fatalf("queue subscriber: %v", qerr)
 	}
-	var msgs [][]byte
-	for _, m := range receiveN(t, ctx, s, goroutines*perG) {
-		msgs = append(msgs, m.data)
-	}
-	checkConcOrder(t, "ring reader", msgs, goroutines, perG)
+	receiveConcOrder(t, ctx, s, goroutines, perG)
 	checkConcOrder(t, "queue subscriber (copies)", copies, goroutines, perG)
 }
 
@@ -821,11 +824,7 @@ func TestRingConcurrentPublishWhileSubscriptionsChange(t *testing.T) {
 	if churnErr != nil {
 		t.Fatal(churnErr)
 	}
-	var msgs [][]byte
-	for _, m := range receiveN(t, ctx, s, goroutines*perG) {
-		msgs = append(msgs, m.data)
-	}
-	checkConcOrder(t, "ring reader", msgs, goroutines, perG)
+	receiveConcOrder(t, ctx, s, goroutines, perG)
 	t.Logf("%d subscriptions made and closed, %d FanOut calls during %d sends", churned.Load(), listed.Load(), goroutines*perG)
 }
 
