@@ -55,13 +55,13 @@ func (s Size) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 func (s Size) String() string {
 	switch {
 	case s != 0 && s%(1<<30) == 0:
-		return strconv.Itoa(int(s>>30)) + "GiB"
+		return strconv.FormatUint(uint64(s>>30), 10) + "GiB"
 	case s != 0 && s%(1<<20) == 0:
-		return strconv.Itoa(int(s>>20)) + "MiB"
+		return strconv.FormatUint(uint64(s>>20), 10) + "MiB"
 	case s != 0 && s%(1<<10) == 0:
-		return strconv.Itoa(int(s>>10)) + "KiB"
+		return strconv.FormatUint(uint64(s>>10), 10) + "KiB"
 	}
-	return strconv.Itoa(int(s)) + "B"
+	return strconv.FormatUint(uint64(s), 10) + "B"
 }
 
 // ParseSize parses "256", "256B", "4KiB", "4K", "1MiB", "1GiB" (units are binary).
