@@ -36,8 +36,14 @@ type offqProc struct {
 // startOffq runs offq args in a new process, with stdin from the returned process's in.
 func startOffq(t *testing.T, args ...string) *offqProc {
 	t.Helper()
+	return startOffqBin(t, os.Args[0], args...)
+}
+
+// startOffqBin is startOffq with another offq binary, bin (built for another architecture).
+func startOffqBin(t *testing.T, bin string, args ...string) *offqProc {
+	t.Helper()
 	p := &offqProc{t: t, done: make(chan struct{}), notify: make(chan struct{}, 1)}
-	p.cmd = exec.Command(os.Args[0], args...)
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = append(os.Environ(), envDemoPeer+"=1", "GORACE=atexit_sleep_ms=0")
 	p.cmd.Stdout = &lockedBuffer{mu: &p.mu, b: &p.stdout}
 	var err error
