@@ -17,8 +17,8 @@ import (
 // TestForeignArchitecture: processes built for different architectures share a bus. The
 // region's layout is the same on every platform (fixed-width words at fixed offsets, no Go
 // pointer, int or uintptr in it), so a 32-bit arm offq attaches to a region this 64-bit one
-// made, each receives what the other publishes, and this one reaps the other when it is
-// killed. The test builds offq for 32-bit arm and runs it as the kernel does (binfmt_misc:
+// made, each receives what the other publishes, the arm one answers this one's request, and
+// this one reaps the other when it is killed. The test builds offq for 32-bit arm and runs it as the kernel does (binfmt_misc:
 // qemu-user on an x86-64 host, natively on most arm64 ones). Where the kernel cannot run it,
 // the test is skipped, unless CI=true, where it fails: .ci/run registers qemu.
 func TestForeignArchitecture(t *testing.T) {
@@ -54,6 +54,16 @@ func TestForeignArchitecture(t *testing.T) {
 	}
 	if code, out, stderr := mine.wait(wait); code != exitOK || out != "small\n"+big+"\n" {
 		t.Fatalf("sub of the arm process's messages: status %d, stdout %q, stderr %q", code, out, stderr)
+	}
+
+	// A request from here, answered by the foreign process (reply inboxes, correlation ids).
+	rep := startOffqBin(t, bin, append(at, "reply", "mix.svc", "--command", "tr a-z A-Z", "--count", "1")...)
+	rep.waitStderr("answering", wait)
+	if code, out, stderr := runOffq(t, context.Background(), append(at, "req", "mix.svc", "--data", "hello arm", "--timeout", "60s")...); code != exitOK || out != "HELLO ARM" {
+		t.Fatalf("req answered by the arm process: status %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	if code, _, stderr := rep.wait(wait); code != exitOK {
+		t.Fatalf("arm reply: status %d, %s", code, stderr)
 	}
 
 	// A foreign subscriber killed: its inbox and what it held are reclaimed from here.
