@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math"
 	"math/bits"
 	"os"
 	"strconv"
@@ -33,6 +34,11 @@ const (
 	MaxRegionSize    = 1 << 39 // 512 GiB
 	slotAlign        = 64
 )
+
+// maxMapped is the largest region this process can map: the mapping is a Go slice, whose length
+// is an int, so a 32-bit process maps 2 GiB at most (and, in practice, less: its whole address
+// space is 3 or 4 GiB). A 64-bit process maps MaxRegionSize.
+const maxMapped = min(MaxRegionSize, math.MaxInt)
 
 // Size is a byte count that reads from configuration files as a number or as a string with a
 // binary unit: 256, "4KiB", "64 KiB", "1MiB", "1GiB".
@@ -163,8 +169,12 @@ func (c Config) Validate() error {
 	case c.Held == 0 || c.Held > MaxHeld:
 		return bad("held %d; want 1 to %d", c.Held, MaxHeld)
 	}
-	if sz := computeLayout(c).total; sz > MaxRegionSize {
+	sz := computeLayout(c).total
+	if sz > MaxRegionSize {
 		return bad("region would be %d bytes; the limit is %d", sz, uint64(MaxRegionSize))
+	}
+	if sz > maxMapped {
+		return bad("region would be %d bytes; a %d-bit process maps %d at most (ask for fewer or smaller buffers, or create and use the bus from 64-bit processes)", sz, strconv.IntSize, uint64(maxMapped))
 	}
 	return nil
 }

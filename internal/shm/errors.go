@@ -18,7 +18,8 @@ var (
 	ErrVersion = errors.New("unsupported layout version")
 
 	// ErrIncompatibleConfig is returned by Open when the region exists with a configuration other
-	// than the one the caller asked for.
+	// than the one the caller asked for, or one this process cannot map (a region of more than
+	// 2 GiB in a 32-bit process).
 	ErrIncompatibleConfig = errors.New("incompatible configuration")
 
 	// ErrNotReady is returned when a region did not become ready within the attach timeout.

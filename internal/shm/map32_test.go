@@ -1,0 +1,58 @@
+package shm
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestRegionTooLargeFor32Bit: a 32-bit process refuses a region it cannot map, and says why.
+// Create of a configuration over 2 GiB fails with ErrInvalidConfig and leaves no file (for 5 GiB
+// it used to write a 5 GiB file, map its first 1 GiB and report a bus of 1 GiB; for 3 GiB, fail
+// with mmap's "invalid argument"). Open of such a file fails with ErrIncompatibleConfig, not
+// ErrCorrupt (it used to call a sound region corrupt, which an operator may remove). It runs on
+// 32-bit platforms; CI runs it for arm under qemu.
+func TestRegionTooLargeFor32Bit(t *testing.T) {
+	if strconv.IntSize != 32 {
+		t.Skip("a 64-bit process maps every region the limits allow")
+	}
+	for _, gib := range []uint32{3, 5} { // 3 GiB overflows an int; 5 GiB wraps around to 1 GiB
+		dir := t.TempDir()
+		cfg := DefaultConfig()
+		cfg.Classes = []Class{{Size: 1 << 30, Count: gib}}
+		r, err := Create("big", Options{Dir: dir, Config: cfg})
+		if err == nil {
+			r.Close()
+			t.Fatalf("%d GiB: Create succeeded in a 32-bit process", gib)
+		}
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "a 32-bit process maps 2147483647 at most") {
+			t.Fatalf("%d GiB: Create: %v, want ErrInvalidConfig saying what a 32-bit process maps", gib, err)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+			t.Fatalf("%d GiB: Create left %d files", gib, len(ents))
+		}
+
+		// A region of that size made by a 64-bit process (a sparse file: only the size counts).
+		f, err := os.OpenFile(filepath.Join(dir, "big"), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(int64(gib) << 30); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		for _, ro := range []bool{false, true} {
+			r, err = Open("big", Options{Dir: dir, ReadOnly: ro})
+			if err == nil {
+				r.Close()
+				t.Fatalf("%d GiB: Open (read-only %v) succeeded in a 32-bit process", gib, ro)
+			}
+			if !errors.Is(err, ErrIncompatibleConfig) || errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "use the bus from 64-bit processes") {
+				t.Fatalf("%d GiB: Open (read-only %v): %v, want ErrIncompatibleConfig, not ErrCorrupt", gib, ro, err)
+			}
+		}
+	}
+}
