@@ -24,9 +24,9 @@ var ErrBadView = errors.New("buffer cannot hold the type")
 //
 // The *T is valid for as long as b is: for a buffer, while the caller holds its reference.
 func View[T any](b []byte) (*T, error) {
-	// The operand of Sizeof and Alignof is not evaluated. A variable of type T would be: on a
-	// 32-bit platform one that must be 8-aligned (a T holding an atomic.Int64, say) goes to
-	// the heap, and View would allocate once a call.
+	// Sizes taken through a nil *T, whose operand is not evaluated, not through a variable of
+	// type T: on a 32-bit platform such a variable, if T must be 8-aligned (it holds an
+	// atomic.Int64, say), goes to the heap, and View would allocate once a call.
 	var t *T
 	size, align := unsafe.Sizeof(*t), unsafe.Alignof(*t)
 	if uintptr(len(b)) < size || len(b) == 0 {
