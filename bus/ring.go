@@ -45,7 +45,7 @@ func (p *Publisher) makeRing(o pubOptions) error {
 		}
 		if errors.Is(err, shm.ErrTooLarge) {
 			return tooLarge(fmt.Sprintf("a slot ring of %d slots of %d bytes takes a buffer of %d bytes, and the bus's largest size class is %d: ask for fewer or smaller slots, or configure a larger class",
-				o.ringSlots, o.ringSize, shm.RingShape{Slots: o.ringSlots, Payload: o.ringSize, Readers: readers}.Bytes(), largestClass(p.b)))
+				o.ringSlots, o.ringSize, shm.RingShape{Slots: o.ringSlots, Payload: o.ringSize, Readers: readers}.Size(), largestClass(p.b)))
 		}
 		return err
 	}

@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -54,5 +55,42 @@ func TestRegionTooLargeFor32Bit(t *testing.T) {
 				t.Fatalf("%d GiB: Open (read-only %v): %v, want ErrIncompatibleConfig, not ErrCorrupt", gib, ro, err)
 			}
 		}
+	}
+}
+
+// TestSlotRingTooLargeFor32Bit: the largest slot ring (65,536 slots of 64 KiB) takes 4 GiB,
+// whose byte count a 32-bit int wraps around to 4 MiB: a 32-bit process was lent a 4 MiB
+// buffer for it, then called the ring's own buffer corrupt. It now refuses the shape with
+// ErrTooLarge. It runs on 32-bit platforms; CI runs it for arm under qemu.
+func TestSlotRingTooLargeFor32Bit(t *testing.T) {
+	if strconv.IntSize != 32 {
+		t.Skip("a 64-bit process maps every ring the limits allow")
+	}
+	cfg := DefaultConfig()
+	cfg.Classes = []Class{{Size: 256, Count: 64}, {Size: 8 << 20, Count: 1}}
+	r, err := Create("ring32", Options{Dir: t.TempDir(), Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	me, err := r.Attach("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer me.Detach()
+	tp, err := me.LookupTopic("ring.big", true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := me.CreateSlotRing(tp, RingShape{Slots: MaxRingSlots, Payload: MaxRingPayload, Readers: 1})
+	if err == nil {
+		w.Close(context.Background())
+		t.Fatal("a ring of 4 GiB was made in a 32-bit process")
+	}
+	if !errors.Is(err, ErrTooLarge) || errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "32-bit process") {
+		t.Fatalf("CreateSlotRing: %v, want ErrTooLarge saying what a 32-bit process maps", err)
+	}
+	if st, err := r.Snapshot(); err != nil || st.Corrupt != 0 {
+		t.Errorf("snapshot: %d corrupt words counted, %v", st.Corrupt, err)
 	}
 }

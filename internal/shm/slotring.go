@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,9 +118,13 @@ type RingShape struct {
 
 func (s RingShape) slotSize() uint64 { return uint64(ringSlotHeader+s.Payload+63) &^ 63 }
 
-// Bytes returns the size of the buffer a ring of shape s takes.
-func (s RingShape) Bytes() int {
-	return ringReadersOff + 64*s.Readers + s.Slots*int(s.slotSize())
+// Bytes returns the size of the buffer a ring of shape s takes, as an int: for a shape that
+// CreateSlotRing accepts (Size is the size of any shape).
+func (s RingShape) Bytes() int { return int(s.Size()) }
+
+// Size returns the size of the buffer a ring of shape s takes.
+func (s RingShape) Size() uint64 {
+	return uint64(ringReadersOff) + 64*uint64(s.Readers) + uint64(s.Slots)*s.slotSize()
 }
 
 func (s RingShape) check() error {
@@ -130,6 +135,11 @@ func (s RingShape) check() error {
 		return fmt.Errorf("offq: slot ring: payload %d bytes: want 1 to %d", s.Payload, MaxRingPayload)
 	case s.Readers < 1 || s.Readers > MaxRingReaders:
 		return fmt.Errorf("offq: slot ring: %d readers: want 1 to %d", s.Readers, MaxRingReaders)
+	}
+	// The largest shape takes 4 GiB, whose byte count does not fit a 32-bit int (Bytes would
+	// wrap around, and a buffer of the wrapped size be lent for it).
+	if n := s.Size(); n > maxMapped {
+		return fmt.Errorf("%w: a slot ring of %d slots of %d bytes takes %d bytes, and a %d-bit process maps %d at most", ErrTooLarge, s.Slots, s.Payload, n, strconv.IntSize, uint64(maxMapped))
 	}
 	return nil
 }
