@@ -30,8 +30,10 @@ func forgeRingHeader(t *testing.T, b *Bus, forge func(hd []byte)) {
 		t.Fatal(err)
 	}
 	defer syscall.Munmap(m)
+	var magic [4]byte // "OFQR", in the machine's byte order
+	binary.NativeEndian.PutUint32(magic[:], 0x5251464f)
 	for i := 0; ; {
-		j := bytes.Index(m[i:], []byte("OFQR"))
+		j := bytes.Index(m[i:], magic[:])
 		if j < 0 {
 			t.Fatal("no slot ring header in the region")
 		}
@@ -57,7 +59,7 @@ func TestRingForgedHeaderHeals(t *testing.T) {
 		t.Fatal(err)
 	}
 	forgeRingHeader(t, b, func(hd []byte) {
-		binary.LittleEndian.PutUint32(hd[4:], 1<<16) // slots: a ring larger than its buffer
+		binary.NativeEndian.PutUint32(hd[4:], 1<<16) // slots: a ring larger than its buffer
 	})
 
 	sub := mustSubscribe(t, b, "forged.x", WithQueueDepth(4))

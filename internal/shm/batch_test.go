@@ -54,7 +54,7 @@ func (g *batchRig) send(tb testing.TB, loans []Loan, lens []int, k int, first ui
 		tb.Fatalf("LoanBatch: %d loans, %v", len(ls), err)
 	}
 	for i := range ls {
-		binary.LittleEndian.PutUint64(ls[i].Bytes(), first+uint64(i))
+		binary.NativeEndian.PutUint64(ls[i].Bytes(), first+uint64(i))
 		lens[i] = 8
 	}
 	if _, err := g.t.SendBatch(context.Background(), ls, lens[:k], g.outs); err != nil {
@@ -80,7 +80,7 @@ func TestBatchRoundTrip(t *testing.T) {
 				t.Fatalf("batch of %d, inbox %d: took %d", k, i, len(got))
 			}
 			for j, m := range got {
-				if v := binary.LittleEndian.Uint64(m.Data()); v != next+uint64(j) {
+				if v := binary.NativeEndian.Uint64(m.Data()); v != next+uint64(j) {
 					t.Fatalf("message %d holds %d, want %d", j, v, next+uint64(j))
 				}
 				if m.Meta().Seq != next+uint64(j) || m.Meta().Len != 8 {
@@ -139,7 +139,7 @@ func TestBatchOverflow(t *testing.T) {
 				t.Fatalf("took %d, want 4", len(got))
 			}
 			for j, m := range got {
-				if v := binary.LittleEndian.Uint64(m.Data()); v != first+uint64(j) {
+				if v := binary.NativeEndian.Uint64(m.Data()); v != first+uint64(j) {
 					t.Fatalf("message %d holds %d, want %d", j, v, first+uint64(j))
 				}
 			}

@@ -72,7 +72,7 @@ func FuzzValidateHeader(f *testing.F) {
 			copy(mem[o:], patch)
 		}
 		if fixSum && len(mem) >= checksumTo {
-			binary.LittleEndian.PutUint64(mem[32:], headerChecksum(mem))
+			binary.NativeEndian.PutUint64(mem[32:], headerChecksum(mem))
 		}
 		cfg, lay, err := validateHeader(mem, time.Nanosecond)
 		if err != nil {

@@ -47,7 +47,7 @@ func TestHandoffWordSparesTheBufferFromTheSweep(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					binary.LittleEndian.PutUint64(l.Bytes(), uint64(i+1))
+					binary.NativeEndian.PutUint64(l.Bytes(), uint64(i+1))
 					if _, err := g.t.Send(context.Background(), l, 8, g.outs); err != nil {
 						t.Fatal(err)
 					}
@@ -67,7 +67,7 @@ func TestHandoffWordSparesTheBufferFromTheSweep(t *testing.T) {
 				t.Fatalf("took %d, %v; want %d", len(got), err, k)
 			}
 			for j, m := range got {
-				if v := binary.LittleEndian.Uint64(m.Data()); v != uint64(j+1) {
+				if v := binary.NativeEndian.Uint64(m.Data()); v != uint64(j+1) {
 					t.Fatalf("message %d holds %d, want %d", j, v, j+1)
 				}
 			}
@@ -108,7 +108,7 @@ func TestHandoffLostCellTakesTheLoanBack(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		binary.LittleEndian.PutUint64(l.Bytes(), 42)
+		binary.NativeEndian.PutUint64(l.Bytes(), 42)
 		if _, err := g.t.Send(context.Background(), l, 8, g.outs); err != nil {
 			t.Fatal(err)
 		}
@@ -129,7 +129,7 @@ func TestHandoffLostCellTakesTheLoanBack(t *testing.T) {
 			t.Fatalf("fill %d: took %d, %v; want %d", fill, len(got), err, wantLen)
 		}
 		if fill == 1 {
-			if v := binary.LittleEndian.Uint64(got[1].Data()); v != 42 {
+			if v := binary.NativeEndian.Uint64(got[1].Data()); v != 42 {
 				t.Fatalf("the handed-off message holds %d, want 42", v)
 			}
 		}
@@ -153,12 +153,12 @@ func TestHandoffWordsAllTaken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	binary.LittleEndian.PutUint64(l.Bytes(), 7)
+	binary.NativeEndian.PutUint64(l.Bytes(), 7)
 	if _, err := g.t.Send(context.Background(), l, 8, g.outs); err != nil {
 		t.Fatal(err)
 	}
 	m, err := g.p.Take(context.Background(), &g.ins[0], Waiter{Strategy: BusySpin})
-	if err != nil || binary.LittleEndian.Uint64(m.Data()) != 7 {
+	if err != nil || binary.NativeEndian.Uint64(m.Data()) != 7 {
 		t.Fatalf("take: %v", err)
 	}
 	m.Release()

@@ -58,14 +58,14 @@ func ilRingBytes(b []byte, s uint64) {
 	for i := range b {
 		b[i] = byte(s*7 + uint64(i))
 	}
-	binary.LittleEndian.PutUint64(b, s)
+	binary.NativeEndian.PutUint64(b, s)
 }
 
 func ilRingCheck(b []byte) (uint64, bool) {
 	if len(b) != ilRingPayload {
 		return 0, false
 	}
-	s := binary.LittleEndian.Uint64(b)
+	s := binary.NativeEndian.Uint64(b)
 	want := make([]byte, ilRingPayload)
 	ilRingBytes(want, s)
 	return s, string(want) == string(b)
@@ -232,7 +232,7 @@ func ilRingOnce(tb testing.TB, r *Region, ps []*Participant, t Topic, sc ilRingS
 					if m.Len < 8 {
 						continue // too short to tell whose it is
 					}
-					sq = binary.LittleEndian.Uint64(dst)
+					sq = binary.NativeEndian.Uint64(dst)
 					ilRingBytes(want, sq)
 					k := min(int(m.Len), ilRingPayload) // past the payload: what the slot held there
 					good = string(want[:k]) == string(dst[:k])

@@ -91,7 +91,7 @@ func TestLayoutHeader(t *testing.T) {
 	if checksumTo != unsafe.Offsetof(h.reclaims) {
 		t.Errorf("checksumTo = %d, counters start at %d", checksumTo, unsafe.Offsetof(h.reclaims))
 	}
-	var le [8]byte
+	var le [8]byte // as a little-endian machine stores it (a big-endian one: "1GERQFFO")
 	binary.LittleEndian.PutUint64(le[:], magic)
 	if string(le[:]) != "OFFQREG1" {
 		t.Errorf("magic is %q in memory, documented as \"OFFQREG1\"", le[:])
@@ -507,7 +507,7 @@ func TestLayoutRealRegion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	le := binary.LittleEndian
+	le := binary.NativeEndian
 	lay := computeLayout(cfg)
 	for _, c := range []struct {
 		name      string

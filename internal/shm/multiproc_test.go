@@ -89,13 +89,13 @@ func inboxFromEnv(r *Region) (Inbox, error) {
 const msgSize = 64
 
 func putMessage(b []byte, id uint32, seq uint64) {
-	binary.LittleEndian.PutUint32(b[0:], id)
-	binary.LittleEndian.PutUint64(b[4:], seq)
+	binary.NativeEndian.PutUint32(b[0:], id)
+	binary.NativeEndian.PutUint64(b[4:], seq)
 	x := uint64(id)<<40 ^ seq*0x9e3779b97f4a7c15
 	for i := 12; i < msgSize-4; i++ {
 		b[i] = byte(x>>(8*(i%8))) ^ byte(i)
 	}
-	binary.LittleEndian.PutUint32(b[msgSize-4:], crc32.ChecksumIEEE(b[:msgSize-4]))
+	binary.NativeEndian.PutUint32(b[msgSize-4:], crc32.ChecksumIEEE(b[:msgSize-4]))
 }
 
 // checkMessage verifies the buffer h names and returns its producer and sequence.
@@ -108,10 +108,10 @@ func checkMessage(r *Region, h Handle) (id uint32, seq uint64, err error) {
 	if len(d) != msgSize {
 		return 0, 0, fmt.Errorf("message of %d bytes, want %d", len(d), msgSize)
 	}
-	if sum := crc32.ChecksumIEEE(d[:msgSize-4]); sum != binary.LittleEndian.Uint32(d[msgSize-4:]) {
-		return 0, 0, fmt.Errorf("payload corrupt: crc %#x, stored %#x", sum, binary.LittleEndian.Uint32(d[msgSize-4:]))
+	if sum := crc32.ChecksumIEEE(d[:msgSize-4]); sum != binary.NativeEndian.Uint32(d[msgSize-4:]) {
+		return 0, 0, fmt.Errorf("payload corrupt: crc %#x, stored %#x", sum, binary.NativeEndian.Uint32(d[msgSize-4:]))
 	}
-	id, seq = binary.LittleEndian.Uint32(d), binary.LittleEndian.Uint64(d[4:])
+	id, seq = binary.NativeEndian.Uint32(d), binary.NativeEndian.Uint64(d[4:])
 	if m := b.Meta(); m.Topic != id || m.Seq != seq {
 		return 0, 0, fmt.Errorf("meta says producer %d seq %d, payload says %d, %d", m.Topic, m.Seq, id, seq)
 	}
@@ -570,11 +570,11 @@ func roleSleepPong(c *peer.Child) error {
 		if err != nil {
 			return err
 		}
-		v := binary.LittleEndian.Uint64(b.Bytes())
+		v := binary.NativeEndian.Uint64(b.Bytes())
 		if v%2 != 0 {
 			return fmt.Errorf("received counter %d, want an even one", v)
 		}
-		binary.LittleEndian.PutUint64(b.Bytes(), v+1)
+		binary.NativeEndian.PutUint64(b.Bytes(), v+1)
 		if err := back.pushHandle(ctx, h); err != nil {
 			return err
 		}
@@ -677,7 +677,7 @@ func multiprocSleepWakeups(t *testing.T, park bool) {
 	var slow, sawParked int
 	var worst, total time.Duration
 	for i := range uint64(rounds) {
-		binary.LittleEndian.PutUint64(b.Bytes(), 2*i)
+		binary.NativeEndian.PutUint64(b.Bytes(), 2*i)
 		if waiters(theirs.v.hdr.parked.Load()) != 0 {
 			sawParked++
 		}
@@ -698,7 +698,7 @@ func multiprocSleepWakeups(t *testing.T, park bool) {
 		if got != h {
 			t.Fatalf("round %d: got handle %v back, want %v", i, got, h)
 		}
-		if v := binary.LittleEndian.Uint64(b.Bytes()); v != 2*i+1 {
+		if v := binary.NativeEndian.Uint64(b.Bytes()); v != 2*i+1 {
 			t.Fatalf("round %d: counter %d, want %d", i, v, 2*i+1)
 		}
 	}

@@ -103,8 +103,8 @@ func writeAt(t *testing.T, path string, off int64, b []byte) {
 	}
 }
 
-func le32(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
-func le64(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
+func le32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
+func le64(v uint64) []byte { return binary.NativeEndian.AppendUint64(nil, v) }
 
 // fixChecksum recomputes the header checksum of a region file after a test changed bytes it
 // covers, so that validation gets past the checksum to the check under test.
@@ -392,7 +392,7 @@ func TestOpenCorruptHeader(t *testing.T) {
 			b, _ := os.ReadFile(p)
 			copy(b[64:], (*[96]byte)(unsafe.Pointer(&h.cfg))[:])
 			copy(b[160:], unsafe.Slice((*byte)(unsafe.Pointer(&h.sec)), unsafe.Sizeof(h.sec)))
-			binary.LittleEndian.PutUint64(b[32:], headerChecksum(b))
+			binary.NativeEndian.PutUint64(b[32:], headerChecksum(b))
 			if err := os.WriteFile(p, b, 0o600); err != nil {
 				t.Fatal(err)
 			}

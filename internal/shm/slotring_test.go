@@ -85,7 +85,7 @@ func putRingErr(w *SlotRing, s uint64, n int) error {
 	if err != nil {
 		return err
 	}
-	binary.LittleEndian.PutUint64(b, s)
+	binary.NativeEndian.PutUint64(b, s)
 	for i := 8; i < n; i++ {
 		b[i] = byte(s) + byte(i)
 	}
@@ -98,7 +98,7 @@ func checkRingMessage(b []byte) (uint64, error) {
 	if len(b) < 8 {
 		return 0, fmt.Errorf("message of %d bytes", len(b))
 	}
-	s := binary.LittleEndian.Uint64(b)
+	s := binary.NativeEndian.Uint64(b)
 	for i := 8; i < len(b); i++ {
 		if b[i] != byte(s)+byte(i) {
 			return s, fmt.Errorf("message %d: byte %d is %d", s, i, b[i])

@@ -321,9 +321,9 @@ func (r *Region) Snapshot() (s Stats, err error) {
 // looksLikeRegion reports whether b, the first bytes of a file, are those of an offq region:
 // its magic number, or (the magic overwritten) its byte-order mark and header size.
 func looksLikeRegion(b []byte) bool {
-	if len(b) >= 8 && binary.LittleEndian.Uint64(b) == magic {
+	if len(b) >= 8 && binary.NativeEndian.Uint64(b) == magic {
 		return true
 	}
-	return len(b) >= 24 && binary.LittleEndian.Uint32(b[12:]) == byteOrderMark &&
-		binary.LittleEndian.Uint32(b[20:]) == headerSize
+	return len(b) >= 24 && binary.NativeEndian.Uint32(b[12:]) == byteOrderMark &&
+		binary.NativeEndian.Uint32(b[20:]) == headerSize
 }

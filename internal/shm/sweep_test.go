@@ -239,11 +239,11 @@ func TestSweepUnderLoad(t *testing.T) {
 			return 0, 0, false
 		}
 		d := b.Data()
-		if len(d) != 20 || crc32.ChecksumIEEE(d[:16]) != binary.LittleEndian.Uint32(d[16:]) {
+		if len(d) != 20 || crc32.ChecksumIEEE(d[:16]) != binary.NativeEndian.Uint32(d[16:]) {
 			fail("a message was overwritten under its holder: %x", d)
 			return 0, 0, false
 		}
-		pub, seq = binary.LittleEndian.Uint64(d), binary.LittleEndian.Uint64(d[8:])
+		pub, seq = binary.NativeEndian.Uint64(d), binary.NativeEndian.Uint64(d[8:])
 		if _, err := rr.buffer(h); err != nil { // still the same buffer after reading it
 			fail("a message was freed while its holder read it: %v", err)
 			return 0, 0, false
@@ -295,9 +295,9 @@ func TestSweepUnderLoad(t *testing.T) {
 					return
 				}
 				d := b.Bytes()[:20]
-				binary.LittleEndian.PutUint64(d, uint64(w))
-				binary.LittleEndian.PutUint64(d[8:], i)
-				binary.LittleEndian.PutUint32(d[16:], crc32.ChecksumIEEE(d[:16]))
+				binary.NativeEndian.PutUint64(d, uint64(w))
+				binary.NativeEndian.PutUint64(d[8:], i)
+				binary.NativeEndian.PutUint32(d[16:], crc32.ChecksumIEEE(d[:16]))
 				h := b.Handle()
 				b.SetMeta(Meta{Len: 20, Seq: i})
 				for k := range outs {

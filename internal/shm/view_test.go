@@ -30,10 +30,10 @@ func TestViewAliasesBuffer(t *testing.T) {
 		}
 		*v = viewPoint{X: -1, Y: 1 << 40, Tag: 7, Ok: true}
 		raw := b.Bytes()
-		if x, y := int64(binary.LittleEndian.Uint64(raw)), binary.LittleEndian.Uint64(raw[8:]); x != -1 || y != 1<<40 {
+		if x, y := int64(binary.NativeEndian.Uint64(raw)), binary.NativeEndian.Uint64(raw[8:]); x != -1 || y != 1<<40 {
 			t.Fatalf("class %s: bytes say %d %d", cl.Size, x, y)
 		}
-		binary.LittleEndian.PutUint16(raw[16:], 9)
+		binary.NativeEndian.PutUint16(raw[16:], 9)
 		if v.Tag != 9 {
 			t.Fatalf("class %s: write to the bytes not seen through the view", cl.Size)
 		}
