@@ -48,7 +48,10 @@ func TestForeignArchitecture(t *testing.T) {
 	mine.waitStderr("subscribed", wait)
 	big := strings.Repeat("x", 1000)
 	for _, m := range []string{"small", big} {
-		if out, err := exec.Command(bin, append(at, "pub", "mix.b", "--data", m)...).CombinedOutput(); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		out, err := exec.CommandContext(ctx, bin, append(at, "pub", "mix.b", "--data", m)...).CombinedOutput()
+		cancel()
+		if err != nil {
 			t.Fatalf("arm pub: %v\n%s", err, out)
 		}
 	}
@@ -103,12 +106,14 @@ func buildForeign(t *testing.T, goarch string) string {
 		cannot("no go command to build offq for %s: %v", goarch, err)
 	}
 	bin := filepath.Join(t.TempDir(), "offq-"+goarch)
-	build := exec.Command(goTool, "build", "-o", bin, ".")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a cold build for arm took 30 s here
+	defer cancel()
+	build := exec.CommandContext(ctx, goTool, "build", "-o", bin, ".")
 	build.Env = append(os.Environ(), "GOOS=linux", "GOARCH="+goarch, "GOARM=7", "CGO_ENABLED=0", "GOFLAGS=")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build for %s: %v\n%s", goarch, err, out)
 	}
-	if out, err := exec.Command(bin, "--help").CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, bin, "--help").CombinedOutput(); err != nil {
 		if errors.Is(err, syscall.ENOEXEC) {
 			cannot("this kernel does not run %s binaries: register qemu-user with binfmt_misc (.ci/run shows how)", goarch)
 		}
