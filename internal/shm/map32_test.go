@@ -94,3 +94,27 @@ func TestSlotRingTooLargeFor32Bit(t *testing.T) {
 		t.Errorf("snapshot: %d corrupt words counted, %v", st.Corrupt, err)
 	}
 }
+
+// TestOpenFileLargerThanAnyRegion: a file larger than MaxRegionSize is no region, on any
+// platform: Open says it is corrupt (not that this process cannot map it, as the 32-bit
+// check first said on every platform).
+func TestOpenFileLargerThanAnyRegion(t *testing.T) {
+	dir := t.TempDir()
+	f, err := os.OpenFile(filepath.Join(dir, "huge"), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(MaxRegionSize + 1<<20); err != nil { // sparse: no byte is written
+		f.Close()
+		t.Skipf("this file system cannot hold a sparse file of %d bytes: %v", int64(MaxRegionSize+1<<20), err)
+	}
+	f.Close()
+	r, err := Open("huge", Options{Dir: dir})
+	if err == nil {
+		r.Close()
+		t.Fatal("Open of a file larger than any region succeeded")
+	}
+	if !errors.Is(err, ErrCorrupt) || errors.Is(err, ErrIncompatibleConfig) || !strings.Contains(err.Error(), "larger than any region") {
+		t.Fatalf("Open: %v, want ErrCorrupt saying the file is larger than any region", err)
+	}
+}

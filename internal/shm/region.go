@@ -314,6 +314,9 @@ func attach(name, path string, f *os.File, opts Options) (*Region, error) {
 	if size < headerSize {
 		return nil, corruptf("file is %d bytes, smaller than a header", size)
 	}
+	if uint64(size) > MaxRegionSize {
+		return nil, corruptf("file is %d bytes, larger than any region (%d)", size, uint64(MaxRegionSize))
+	}
 	if uint64(size) > maxMapped {
 		// Not ErrCorrupt: the region may be sound, and an operator told so might remove it.
 		return nil, fmt.Errorf("%w: the file is %d bytes, and a %d-bit process maps %d at most: use the bus from 64-bit processes", ErrIncompatibleConfig, size, strconv.IntSize, uint64(maxMapped))
