@@ -314,12 +314,6 @@ func (ir *InboxRing) ready() bool {
 	return g.ended(c)
 }
 
-// slotTag reads slot sl's tag, which its writer (another process, or another goroutine) may be
-// storing: a plain load, judged by the caller against the sequence word.
-//
-//go:norace
-func slotTag(sl *ringSlot) uint32 { return sl.tag }
-
 // stalled reports whether the message at the reader's cursor is overdue (committed, and its
 // slot written over: slotRing.stalled), or the reader's cursor is ahead of anything the writer
 // has committed (slotRing.rewind: a count or a lap another process forged). The consumer's

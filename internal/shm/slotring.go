@@ -523,13 +523,19 @@ func (w *SlotRing) FlushBytes() {
 // slot, and a line the writer did not write is still in the reader's cache from the lap
 // before; a message whose later bytes repeat (a fixed layout where a few fields change, a
 // header and padding) crosses to the reader in the one line it polls.
+//
+// stage must be a prefix of the ring's staging buffer (copyToSlot may read past its end, within
+// the buffer).
 func stageInto(slot, stage []byte) {
+	if len(stage) == 0 {
+		return
+	}
 	first := min(len(stage), 64-ringSlotHeader)
-	copy(slot[:first], stage[:first])
+	copyToSlot(unsafe.Pointer(&slot[0]), stage[:first])
 	for off := first; off < len(stage); off += 64 {
 		end := min(off+64, len(stage))
 		if string(slot[off:end]) != string(stage[off:end]) {
-			copy(slot[off:end], stage[off:end])
+			copyToSlot(unsafe.Pointer(&slot[off]), stage[off:end])
 		}
 	}
 }
@@ -564,7 +570,13 @@ func (w *SlotRing) claim(n int) ([]byte, error) {
 	if n < 0 || uint64(n) > w.limit {
 		return nil, fmt.Errorf("offq: slot ring: %d bytes: %w (the ring's messages are up to %d)", n, ErrTooLarge, w.limit)
 	}
-	return w.slotFor(n), nil
+	b := w.slotFor(n)
+	if weakOrder {
+		// The caller's plain stores into the slot could be seen before the busy mark: it
+		// writes into the staging buffer, and Commit copies it over (slotorder_weak.go).
+		return w.stage[:n], nil
+	}
+	return b, nil
 }
 
 // slotFor marks the next message's slot busy and returns its payload area, n bytes (n within
@@ -580,7 +592,7 @@ func (w *SlotRing) slotFor(n int) []byte {
 	// for it. No reader expects the complement here: the messages of a slot are s plus
 	// multiples of an even slot count, so their tags share s's lowest bit, which the
 	// complement flips.
-	sl.tag = ^uint32(w.next)
+	setSlotTag(sl, ^uint32(w.next))
 	w.cur = sl
 	return unsafe.Slice((*byte)(w.g.payloadOf(sl)), w.g.payload)[:n]
 }
@@ -599,6 +611,9 @@ func (w *SlotRing) Commit(n int, stamp int64) (_ uint64, err error) {
 	if stamp == 0 {
 		stamp = Now()
 	}
+	if weakOrder {
+		stageInto(unsafe.Slice((*byte)(w.g.payloadOf(sl)), w.g.payload), w.stage[:n]) // claim staged it
+	}
 	seq := w.t.e.seq.Add(1)
 	w.commit(sl, n, stamp, seq)
 	storeRelease(&w.total, w.total.Load()+uint64(n))
@@ -611,10 +626,7 @@ func (w *SlotRing) Commit(n int, stamp int64) (_ uint64, err error) {
 // polling it may take back in between, and each store after it would fetch it again).
 func (w *SlotRing) commit(sl *ringSlot, n int, stamp int64, seq uint64) {
 	step()
-	sl.length = uint32(n)
-	sl.tag = uint32(w.next)
-	sl.topicSeq = seq
-	sl.stamp = stamp
+	putSlotHeader(sl, uint32(n), uint32(w.next), seq, stamp)
 	w.stamp = stamp
 	step()
 	storeRelease(&sl.seq, w.next)
@@ -1111,12 +1123,12 @@ const (
 //go:norace
 func (g *slotRing) copyOut(sl *ringSlot, dst []byte, s uint64) (Meta, int) {
 	step()
-	n := sl.length
-	m := Meta{Len: n, Topic: g.topic, Seq: sl.topicSeq, Stamp: sl.stamp}
+	n, topicSeq, stamp := slotHeaderOf(sl)
+	m := Meta{Len: n, Topic: g.topic, Seq: topicSeq, Stamp: stamp}
 	switch {
 	case sl.seq.Load() != s:
 		return m, copyOverwritten
-	case sl.tag != uint32(s):
+	case slotTag(sl) != uint32(s):
 		// Checked before the copy as well as after: a sequence word written over with s
 		// before the writer came to s, and then the writer's real s, would pass the check
 		// after a copy made while the writer filled the slot. (A tag that changed because
@@ -1129,12 +1141,12 @@ func (g *slotRing) copyOut(sl *ringSlot, dst []byte, s uint64) (Meta, int) {
 		return m, copyShort
 	}
 	step()
-	copy(dst[:n], unsafe.Slice((*byte)(g.payloadOf(sl)), n))
+	copyFromSlot(dst[:n], g.payloadOf(sl))
 	step()
 	if sl.seq.Load() != s {
 		return m, copyOverwritten
 	}
-	if sl.tag != uint32(s) {
+	if slotTag(sl) != uint32(s) {
 		// The sequence word showed s, but the header was not written for s: the word was
 		// written over while the slot held an older message, or while the writer filled it;
 		// or the writer has just begun the next lap.
