@@ -556,7 +556,9 @@ func (w *SlotRing) Payload() int { return int(w.limit) }
 
 // Next returns the payload area of the next message's slot, n bytes long (at most Payload),
 // for the caller to write the message into; Commit publishes it. The slot is marked busy first,
-// so that a reader still copying the message it held from a lap ago sees its copy fail.
+// so that a reader still copying the message it held from a lap ago sees its copy fail. On a
+// weakly ordered machine (arm64, arm, ppc64, riscv64, ...) the area is the ring's staging
+// buffer, which Commit copies into the slot (slotorder_weak.go).
 func (w *SlotRing) Next(n int) (_ []byte, err error) {
 	defer unguard(guard(), &err)
 	return w.claim(n)
