@@ -623,9 +623,10 @@ func (w *SlotRing) Commit(n int, stamp int64) (_ uint64, err error) {
 	return seq, nil
 }
 
-// commit fills slot sl's header and publishes it: plain stores only, so that they leave in a
-// burst (a locked instruction among them would wait for the slot's line, which the reader
-// polling it may take back in between, and each store after it would fetch it again).
+// commit fills slot sl's header and publishes it: no locked instruction, so that the stores
+// leave in a burst (a locked instruction among them would wait for the slot's line, which the
+// reader polling it may take back in between, and each store after it would fetch it again).
+// They are plain stores on x86; on weakly ordered machines, ordered ones (putSlotHeader).
 func (w *SlotRing) commit(sl *ringSlot, n int, stamp int64, seq uint64) {
 	step()
 	putSlotHeader(sl, uint32(n), uint32(w.next), seq, stamp)
