@@ -130,6 +130,12 @@ func TestWaiterCountSurvivesReuse(t *testing.T) {
 // A Block producer killed while it sleeps for room leaves its announcement in the inbox's
 // count; the reaper that reclaims it must take it back, or every take from the inbox makes a
 // FUTEX_WAKE system call for the inbox's life and stats show a producer held back for ever.
+//
+// The kill comes once the producer's wait is recorded in its participant slot, which is what
+// the reaper goes by: a producer announces first and records second (dispatcher.announce), so
+// that a kill between the two over-counts, never under-counts, the producers to wake. The
+// test once killed as soon as the announcement showed, and in CI's race run (2026-12-08) the
+// kill fell between the two: the reaper found no record, and the count kept the dead producer.
 func TestBlockWaiterKilledAsleep(t *testing.T) {
 	r, me, dir := newTestRegion(t, "killed-waiter")
 	in, err := me.OpenInbox(InboxConfig{Capacity: 2, Overflow: Block})
@@ -146,7 +152,9 @@ func TestBlockWaiterKilledAsleep(t *testing.T) {
 	if _, err := p.Expect("pushing", procTimeout); err != nil {
 		t.Fatal(err)
 	}
-	untilTrue(t, procTimeout, "the child asleep for room", func() bool { return inboxStats(t, r, in.ID()).Blocked == 1 })
+	untilTrue(t, procTimeout, "the child asleep for room", func() bool {
+		return inboxStats(t, r, in.ID()).Blocked == 1 && waitRecorded(r, in.v.index)
+	})
 	p.Kill()
 	if err := p.Wait(procTimeout); err == nil {
 		t.Fatal("the block pusher exited by itself")
@@ -183,4 +191,17 @@ func TestBlockWaiterKilledAsleep(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkNoLeaks(t, r)
+}
+
+// waitRecorded reports whether a participant's slot records a wait for room in inbox idx.
+func waitRecorded(r *Region, idx uint32) bool {
+	for i := range r.cfg.Participants {
+		s := (*participantSlot)(r.at(r.participantOffset(i)))
+		for k := range s.waits {
+			if v := s.waits[k].Load(); v>>48 != 0 && uint32(v&0xffff) == idx {
+				return true
+			}
+		}
+	}
+	return false
 }
