@@ -139,7 +139,7 @@ func (s RingShape) check() error {
 	// The largest shape takes 4 GiB, whose byte count does not fit a 32-bit int (Bytes would
 	// wrap around, and a buffer of the wrapped size be lent for it).
 	if n := s.Size(); n > maxMapped {
-		return fmt.Errorf("%w: a slot ring of %d slots of %d bytes takes %d bytes, and a %d-bit process maps %d at most", ErrTooLarge, s.Slots, s.Payload, n, strconv.IntSize, uint64(maxMapped))
+		return fmt.Errorf("offq: slot ring: %d slots of %d bytes take %d bytes: %w (a %d-bit process maps %d at most)", s.Slots, s.Payload, n, ErrTooLarge, strconv.IntSize, uint64(maxMapped))
 	}
 	return nil
 }
